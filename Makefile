@@ -1,0 +1,34 @@
+# kappa-operator: the two commands that matter are `make demo` and `make test`.
+SHELL := bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/kappa-operator/target
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: demo test stack-up stack-down stack-status tools build crds lint
+
+demo: ## Bring the local stack up and run the operator against it, end to end.
+	hack/demo.sh
+
+test: ## Format check, clippy, unit and integration tests on the local stack (started if needed).
+	hack/test.sh
+
+stack-up: ## Start etcd, kube-apiserver, kube-controller-manager and the AWS API; write .stack/env.
+	hack/stack.sh up
+
+stack-down: ## Stop what stack-up started (by pid file).
+	hack/stack.sh down
+
+stack-status:
+	@hack/stack.sh status
+
+tools: ## Build or find the pinned kube-apiserver, etcd, kubectl, helm and moto_server.
+	hack/stack.sh tools
+
+build:
+	cargo build --bins
+
+crds: ## Regenerate crds/ from the Rust types.
+	cargo run -q --bin kappa-operator -- crds > crds/kappa.dev_crds.yaml
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `make test`: lint, then every test (unit and integration) against the local stack. Starts the stack if
+# it is not running, and stops it afterwards if it started it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/kappa-operator/target}
+
+started=0
+if ! hack/stack.sh status | grep -q '^kube-apiserver: running'; then
+  hack/stack.sh up >/dev/null
+  started=1
+fi
+cleanup() { if [ $started = 1 ]; then hack/stack.sh down; else echo "[test] the stack was already up; left running"; fi; }
+trap cleanup EXIT
+# shellcheck disable=SC1091
+. .stack/env
+
+echo "[test] cargo fmt --check"
+cargo fmt --all -- --check
+echo "[test] cargo clippy -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "[test] cargo test"
+cargo test --all-targets --no-fail-fast

@@ -1,0 +1,178 @@
+//! The controllers: one reconcile pipeline per kind, run only by the replica that holds the leader Lease.
+//!
+//! Each reconcile is a pipeline: dereference (fetch related objects) → validate (pure) → plan (pure) →
+//! apply (only the differences) → status. The finalizer is the single top-level switch between Apply and
+//! Cleanup. Status is written by server-side apply with one field manager, and only when it changed.
+
+mod error;
+mod event_log;
+pub mod leader;
+mod materialized_view;
+pub mod status;
+pub mod validate;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client, CustomResourceExt};
+use tracing::info;
+
+pub use error::{Error, Result};
+
+use crate::crd::{EventLog, MaterializedView};
+use crate::metrics::Metrics;
+use crate::settings::Config;
+
+/// The field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "kappa-operator";
+
+/// What every reconcile needs, shared as `Arc<Context>`.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub config: Config,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, config: Config) -> Self {
+        let reporter = Reporter {
+            controller: "kappa-operator".into(),
+            instance: Some(config.identity.clone()),
+        };
+        let recorder = Recorder::new(client.clone(), reporter);
+        Context {
+            client,
+            recorder,
+            metrics,
+            config,
+        }
+    }
+}
+
+/// Problems found before the controllers can start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(
+        "the CRD {name} is not installed or not established within 30s: install the chart, or run \
+         `kappa-operator crds | kubectl apply -f -`"
+    )]
+    CrdMissing { name: String },
+    #[error("cannot read CRD {name}: {source}")]
+    CrdUnreadable {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Checks that both CRDs are installed and established; the operator refuses to start otherwise.
+pub async fn check_crds(client: &Client) -> std::result::Result<(), StartupError> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in [EventLog::crd_name(), MaterializedView::crd_name()] {
+        match crds.get_opt(name).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(StartupError::CrdMissing {
+                    name: name.to_string(),
+                });
+            }
+            Err(source) => {
+                return Err(StartupError::CrdUnreadable {
+                    name: name.to_string(),
+                    source,
+                });
+            }
+        }
+        let established = await_condition(crds.clone(), name, conditions::is_crd_established());
+        if tokio::time::timeout(Duration::from_secs(30), established)
+            .await
+            .is_err()
+        {
+            return Err(StartupError::CrdMissing {
+                name: name.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Runs both controllers until shutdown (SIGTERM or Ctrl-C), while this replica leads.
+pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) {
+    let elector = leader::LeaderElector::new(
+        client.clone(),
+        &config.lease_namespace,
+        &config.lease_name,
+        &config.identity,
+        config.lease_duration,
+    );
+    let ctx = Arc::new(Context::new(client, metrics.clone(), config));
+    ready.store(true, Ordering::Relaxed);
+    info!(identity = %elector.identity(), "waiting to lead; standing by");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler cannot fail on unix");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    };
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let leading = elector.run(
+            || {
+                let ctx = ctx.clone();
+                let shutdown = shutdown.clone();
+                async move {
+                    info!(namespaces = ?ctx.config.watch_namespaces, "watching EventLogs and MaterializedViews");
+                    tokio::select! {
+                        _ = futures::future::join(event_log::run(ctx.clone()), materialized_view::run(ctx.clone())) => {},
+                        _ = shutdown => info!("shutting down"),
+                    }
+                }
+            },
+            shutdown.clone(),
+            |leading| {
+                metrics.leader.set(i64::from(leading));
+            },
+        );
+    leading.await;
+}
+
+/// The Api of a kind in every watched namespace: one per namespace, or one cluster-wide.
+fn watched_apis<K>(ctx: &Context) -> Vec<Api<K>>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    if ctx.config.watch_namespaces.is_empty() {
+        vec![Api::all(ctx.client.clone())]
+    } else {
+        ctx.config
+            .watch_namespaces
+            .iter()
+            .map(|ns| Api::namespaced(ctx.client.clone(), ns))
+            .collect()
+    }
+}
+
+/// Drains a controller's result stream, logging what each reconcile did.
+async fn drain<S, T, E>(stream: S, kind: &'static str)
+where
+    S: futures::Stream<Item = std::result::Result<T, E>>,
+    T: std::fmt::Debug,
+    E: std::fmt::Display,
+{
+    stream
+        .for_each(|res| async move {
+            match res {
+                Ok(o) => tracing::debug!(kind, object = ?o, "reconciled"),
+                Err(e) => tracing::warn!(kind, error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}

@@ -1,0 +1,175 @@
+//! Status writing shared by both kinds: kstatus conditions, server-side apply, Events.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Context, Error, FIELD_MANAGER, Result};
+use crate::crd::conditions::{Condition, ConditionStatus, upsert};
+use crate::crd::{condition_types as types, reasons};
+
+pub fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+/// Where an object stands, in kstatus terms; each carries the reason and the message users read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Health {
+    /// The object does what it declares.
+    Ready { reason: &'static str, message: String },
+    /// Work toward the spec is under way; a reconcile will come back.
+    Progressing { reason: &'static str, message: String },
+    /// Progress needs a change from the user; the message says which.
+    Stalled { reason: &'static str, message: String },
+}
+
+impl Health {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Health::Ready { reason, .. }
+            | Health::Progressing { reason, .. }
+            | Health::Stalled { reason, .. } => reason,
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Health::Ready { message, .. }
+            | Health::Progressing { message, .. }
+            | Health::Stalled { message, .. } => message,
+        }
+    }
+}
+
+/// Writes the Ready, Reconciling and Stalled conditions for `health`, stamped with `generation`.
+pub fn set_kstatus(conditions: &mut Vec<Condition>, health: &Health, generation: Option<i64>, now: &Time) {
+    use crate::crd::ConditionStatus::{False, True};
+    let (ready, reconciling, stalled) = match health {
+        Health::Ready { .. } => (True, False, False),
+        Health::Progressing { .. } => (False, True, False),
+        Health::Stalled { .. } => (False, False, True),
+    };
+    let (reason, message) = (health.reason(), health.message().to_string());
+    let quiet = |status| {
+        if status == True {
+            (reason, message.clone())
+        } else {
+            (reasons::AS_EXPECTED, String::new())
+        }
+    };
+    // Ready always carries the reason and message: it is the condition users look at first.
+    for (type_, status, (reason, message)) in [
+        (types::READY, ready, (reason, message.clone())),
+        (types::RECONCILING, reconciling, quiet(reconciling)),
+        (types::STALLED, stalled, quiet(stalled)),
+    ] {
+        set(conditions, type_, status, reason, message, generation, now);
+    }
+}
+
+/// Writes one condition, stamped with `generation`.
+pub fn set(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: ConditionStatus,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let mut c = Condition::new(type_, status, reason, message);
+    c.observed_generation = generation;
+    upsert(conditions, c, now);
+}
+
+/// Server-side applies `status` to the object's status subresource, with the operator's field manager.
+pub async fn apply<K>(api: &Api<K>, obj: &K, status: &impl Serialize) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let name = obj.name_any();
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::kube(
+        "patching the status of",
+        format!("{} {name}", K::kind(&())),
+    ))?;
+    Ok(())
+}
+
+/// Publishes a Kubernetes Event on `obj`. Failing to publish is logged, never fatal.
+pub async fn publish<K>(ctx: &Context, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
+where
+    K: Resource<DynamicType = ()>,
+{
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(truncate(note, 1000)),
+        action: action.to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(error = %e, reason, "could not publish an Event");
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::conditions::find;
+
+    #[test]
+    fn stalled_sets_ready_false_and_stalled_true_with_the_message() {
+        let mut c = Vec::new();
+        let h = Health::Stalled {
+            reason: "EventLogNotFound",
+            message: "create it".into(),
+        };
+        set_kstatus(&mut c, &h, Some(3), &now());
+        let stalled = find(&c, "Stalled").unwrap();
+        assert!(stalled.is_true());
+        assert_eq!(stalled.message, "create it");
+        assert_eq!(stalled.observed_generation, Some(3));
+        assert_eq!(find(&c, "Ready").unwrap().status, ConditionStatus::False);
+        assert_eq!(find(&c, "Reconciling").unwrap().status, ConditionStatus::False);
+    }
+
+    #[test]
+    fn same_health_twice_is_the_same_status() {
+        let mut a = Vec::new();
+        let h = Health::Progressing {
+            reason: "Provisioning",
+            message: "m".into(),
+        };
+        set_kstatus(&mut a, &h, Some(1), &now());
+        let mut b = a.clone();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        set_kstatus(&mut b, &h, Some(1), &now());
+        assert_eq!(a, b, "re-applying the same health must not change timestamps");
+    }
+}

@@ -1,0 +1,163 @@
+//! Conditions in the kstatus convention, shared by both kinds.
+//!
+//! `Ready` says the object does what it declares; `Reconciling` says work toward the spec is under way;
+//! `Stalled` says progress needs a change from the user (bad input, a permanent AWS error). Kind-specific
+//! conditions (`Provisioned`, `BackfillComplete`) add detail. `lastTransitionTime` changes only when a
+//! condition's status flips, so rewriting the same status is a no-op.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The condition types the operator writes.
+pub mod condition_types {
+    /// The object does what its spec declares (a view: backfilled and live).
+    pub const READY: &str = "Ready";
+    /// The operator is working toward the spec.
+    pub const RECONCILING: &str = "Reconciling";
+    /// Progress needs a change from the user; the message says which.
+    pub const STALLED: &str = "Stalled";
+    /// Every AWS resource of the plan exists as planned.
+    pub const PROVISIONED: &str = "Provisioned";
+    /// The view's backfill finished.
+    pub const BACKFILL_COMPLETE: &str = "BackfillComplete";
+}
+
+/// Reasons, in `PascalCase`; also used as Kubernetes Event reasons.
+pub mod reasons {
+    pub const EVENT_LOG_NOT_FOUND: &str = "EventLogNotFound";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const PROVISIONING: &str = "Provisioning";
+    pub const PROVISIONED: &str = "Provisioned";
+    pub const RECONCILED: &str = "Reconciled";
+    pub const WAITING_FOR_EVENT_LOG: &str = "WaitingForEventLog";
+    pub const BACKFILL_PENDING: &str = "BackfillPending";
+    pub const DELETING: &str = "Deleting";
+    pub const AS_EXPECTED: &str = "AsExpected";
+    pub const AWS_ERROR: &str = "AwsError";
+}
+
+/// The status of a condition.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+/// One observation of the object's state, in the Kubernetes condition convention.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// The condition's type, for example `Ready`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: ConditionStatus,
+    /// A machine-readable reason in PascalCase.
+    pub reason: String,
+    /// What happened and, when something is wrong, what to do about it.
+    #[serde(default)]
+    pub message: String,
+    /// The `.metadata.generation` this condition was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When `status` last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Time>,
+}
+
+impl Condition {
+    pub fn new(type_: &str, status: ConditionStatus, reason: &str, message: impl Into<String>) -> Self {
+        Condition {
+            type_: type_.to_string(),
+            status,
+            reason: reason.to_string(),
+            message: message.into(),
+            observed_generation: None,
+            last_transition_time: None,
+        }
+    }
+
+    pub fn is_true(&self) -> bool {
+        self.status == ConditionStatus::True
+    }
+}
+
+/// Replaces (or adds) the condition of `next.type_`, keeping `lastTransitionTime` unless the status
+/// flips. `now` is the time stamped on a flip or a new condition.
+pub fn upsert(conditions: &mut Vec<Condition>, mut next: Condition, now: &Time) {
+    match conditions.iter_mut().find(|c| c.type_ == next.type_) {
+        Some(existing) => {
+            next.last_transition_time = if existing.status == next.status {
+                existing
+                    .last_transition_time
+                    .clone()
+                    .or_else(|| Some(now.clone()))
+            } else {
+                Some(now.clone())
+            };
+            *existing = next;
+        }
+        None => {
+            next.last_transition_time = Some(now.clone());
+            conditions.push(next);
+        }
+    }
+}
+
+/// Finds the condition of a type.
+pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).unwrap())
+    }
+
+    #[test]
+    fn transition_time_changes_only_when_status_flips() {
+        let mut conditions = Vec::new();
+        upsert(
+            &mut conditions,
+            Condition::new("Ready", ConditionStatus::False, "A", "a"),
+            &at(10),
+        );
+        upsert(
+            &mut conditions,
+            Condition::new("Ready", ConditionStatus::False, "B", "b"),
+            &at(20),
+        );
+        assert_eq!(conditions[0].last_transition_time, Some(at(10)));
+        assert_eq!(conditions[0].reason, "B");
+        upsert(
+            &mut conditions,
+            Condition::new("Ready", ConditionStatus::True, "C", "c"),
+            &at(30),
+        );
+        assert_eq!(conditions[0].last_transition_time, Some(at(30)));
+        assert_eq!(conditions.len(), 1);
+    }
+
+    #[test]
+    fn new_types_are_appended() {
+        let mut conditions = Vec::new();
+        upsert(
+            &mut conditions,
+            Condition::new("Ready", ConditionStatus::False, "A", ""),
+            &at(1),
+        );
+        upsert(
+            &mut conditions,
+            Condition::new("Stalled", ConditionStatus::True, "B", ""),
+            &at(2),
+        );
+        assert_eq!(conditions.len(), 2);
+        assert!(find(&conditions, "Stalled").unwrap().is_true());
+    }
+}

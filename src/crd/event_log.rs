@@ -1,0 +1,352 @@
+//! `EventLog`: the append-only log that is the canonical store, and what moves records in and out of it.
+
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Condition, DeletionPolicy};
+
+/// An append-only log on DynamoDB: the canonical store every MaterializedView is projected from.
+///
+/// The operator provisions the log table (Streams and point-in-time recovery on), an optional SQS ingest
+/// queue drained by the built-in writer Lambda (the only principal allowed to write the log), and the
+/// fan-out that delivers each record to the views that need its record type.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kappa.dev",
+    version = "v1alpha1",
+    kind = "EventLog",
+    namespaced,
+    status = "EventLogStatus",
+    shortname = "elog",
+    category = "kappa",
+    printcolumn(name = "Table", type_ = "string", json_path = ".status.table.name"),
+    printcolumn(name = "FanOut", type_ = "string", json_path = ".status.fanOut"),
+    printcolumn(name = "Views", type_ = "integer", json_path = ".status.views"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new(
+    "!has(self.fanOut) || !has(self.fanOut.topics) || self.fanOut.topics.all(t, t.recordTypes.all(r, r in self.recordTypes))"
+).message("every record type in spec.fanOut.topics[].recordTypes must be listed in spec.recordTypes").field_path(".fanOut.topics"))]
+#[serde(rename_all = "camelCase")]
+pub struct EventLogSpec {
+    /// The record types this log carries, as found in the table's `recordTypeAttribute`. Views may only
+    /// project record types listed here.
+    #[schemars(length(min = 1, max = 50))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub record_types: Vec<RecordType>,
+
+    /// The log table.
+    pub table: LogTableSpec,
+
+    /// An SQS queue that producers send records to; the built-in writer Lambda drains it into the log.
+    /// Without it, producers need their own write access to the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest: Option<IngestSpec>,
+
+    /// How records reach the views' projectors.
+    #[serde(default)]
+    pub fan_out: FanOutSpec,
+
+    /// Where point-in-time exports of the log are written for backfills. Required by views whose
+    /// `backfill.source` is `Export`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportSpec>,
+
+    /// What happens to the AWS resources when this EventLog is deleted. `Retain` (the default) keeps the
+    /// table and everything else; `Delete` removes only what carries this EventLog's ownership tags.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// A record type name, as stored in the log's `recordTypeAttribute`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[serde(transparent)]
+pub struct RecordType(
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+    )]
+    pub String,
+);
+
+impl RecordType {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RecordType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The DynamoDB table that holds the log.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.sortKey) == has(oldSelf.sortKey) && (!has(self.sortKey) || self.sortKey == oldSelf.sortKey)")
+    .message("spec.table.sortKey is immutable: DynamoDB cannot change a table's keys; create a new EventLog instead")
+    .field_path(".sortKey"))]
+#[x_kube(validation = Rule::new("has(self.name) == has(oldSelf.name) && (!has(self.name) || self.name == oldSelf.name)")
+    .message("spec.table.name is immutable: a new name would be a new table; create a new EventLog instead")
+    .field_path(".name"))]
+#[x_kube(validation = Rule::new("!self.adoptExisting || has(self.name)")
+    .message("spec.table.name is required when spec.table.adoptExisting is true: name the table to adopt")
+    .field_path(".name"))]
+pub struct LogTableSpec {
+    /// The table name. Optional: by default a collision-free name is derived from the cluster id,
+    /// namespace and EventLog name. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{3,255}$"))]
+    pub name: Option<String>,
+
+    /// The partition key attribute (a string). Immutable.
+    #[serde(default = "default_partition_key")]
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf")
+        .message("spec.table.partitionKey is immutable: DynamoDB cannot change a table's keys; create a new EventLog instead"))]
+    pub partition_key: String,
+
+    /// The sort key attribute (a string), if the table has one. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"))]
+    pub sort_key: Option<String>,
+
+    /// The attribute that holds a record's type; routing and view filters read it.
+    #[serde(default = "default_record_type_attribute")]
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"))]
+    pub record_type_attribute: String,
+
+    /// A number attribute that grows with every record of one key; `Latest` views keep the record with
+    /// the greatest value, so delivery order and replays do not matter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"))]
+    pub ordering_attribute: Option<String>,
+
+    /// Capacity mode of the table.
+    #[serde(default)]
+    pub billing: BillingSpec,
+
+    /// What each stream record carries.
+    #[serde(default)]
+    pub stream_view_type: StreamViewType,
+
+    /// Point-in-time recovery. On by default: backfills export the log at a point in time, which needs it.
+    #[serde(default = "default_true")]
+    pub point_in_time_recovery: bool,
+
+    /// Adopt an existing table of this `name` instead of creating one. Its keys must match the spec; an
+    /// adopted table is never deleted by the operator.
+    #[serde(default)]
+    pub adopt_existing: bool,
+}
+
+fn default_partition_key() -> String {
+    "pk".into()
+}
+fn default_record_type_attribute() -> String {
+    "type".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Capacity mode and, when provisioned, the capacity.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.mode == 'Provisioned' ? (has(self.readCapacityUnits) && has(self.writeCapacityUnits)) : (!has(self.readCapacityUnits) && !has(self.writeCapacityUnits))")
+    .message("readCapacityUnits and writeCapacityUnits are required with mode Provisioned and not allowed with mode OnDemand"))]
+pub struct BillingSpec {
+    /// `OnDemand` (the default) or `Provisioned`.
+    #[serde(default)]
+    pub mode: BillingMode,
+    /// Read capacity units, with mode `Provisioned`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 40000))]
+    pub read_capacity_units: Option<i64>,
+    /// Write capacity units, with mode `Provisioned`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 40000))]
+    pub write_capacity_units: Option<i64>,
+}
+
+/// DynamoDB capacity mode.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum BillingMode {
+    /// Pay per request.
+    #[default]
+    OnDemand,
+    /// Fixed read and write capacity units.
+    Provisioned,
+}
+
+/// What a stream record carries. `KEYS_ONLY` and `OLD_IMAGE` are not offered: projections need the new image.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum StreamViewType {
+    /// The item after the change.
+    NewImage,
+    /// The item before and after the change (the default).
+    #[default]
+    NewAndOldImages,
+}
+
+/// The SQS queue producers send records to, drained by the built-in writer Lambda.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.queueType != 'Fifo' || self.batchSize <= 10")
+    .message("batchSize must be at most 10 for a Fifo queue").field_path(".batchSize"))]
+#[x_kube(validation = Rule::new("self.queueType != 'Fifo' || self.maximumBatchingWindowSeconds == 0")
+    .message("maximumBatchingWindowSeconds must be 0 for a Fifo queue: SQS FIFO event source mappings do not batch by time")
+    .field_path(".maximumBatchingWindowSeconds"))]
+#[x_kube(validation = Rule::new("self.batchSize <= 10 || self.maximumBatchingWindowSeconds >= 1")
+    .message("a batchSize above 10 needs maximumBatchingWindowSeconds of at least 1").field_path(".maximumBatchingWindowSeconds"))]
+pub struct IngestSpec {
+    /// `Standard` (the default) or `Fifo` (ordered per message group, exactly-once delivery).
+    #[serde(default)]
+    pub queue_type: QueueType,
+    /// Records the writer takes from the queue per invocation: 1 to 10000 (at most 10 for Fifo).
+    #[serde(default = "default_batch_size")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub batch_size: i32,
+    /// How long the writer's event source mapping gathers records before invoking, 0 to 300 seconds.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 300))]
+    pub maximum_batching_window_seconds: i32,
+}
+
+fn default_batch_size() -> i32 {
+    10
+}
+
+/// SQS queue type.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum QueueType {
+    #[default]
+    Standard,
+    Fifo,
+}
+
+/// How records reach the views.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.topics) || self.topics.all(t, self.topics.exists_one(u, u.name == t.name))")
+    .message("topic names must be unique").field_path(".topics"))]
+#[x_kube(validation = Rule::new("!has(self.topics) || self.topics.all(t, t.recordTypes.all(r, self.topics.exists_one(u, r in u.recordTypes)))")
+    .message("a record type may belong to one topic group only").field_path(".topics"))]
+#[x_kube(validation = Rule::new("self.mode != 'Direct' || !has(self.topics) || size(self.topics) == 0")
+    .message("topics are only used with mode Sns or Auto; remove them for mode Direct").field_path(".topics"))]
+pub struct FanOutSpec {
+    /// `Sns`: a router Lambda publishes each record to the SNS topic of its record-type group, and each
+    /// projector subscribes with a filter policy. `Direct`: each projector reads the log stream through
+    /// an event source mapping with filter criteria. `Auto` (the default): `Direct` while at most two
+    /// readers share the stream (DynamoDB's advice per shard), `Sns` beyond.
+    #[serde(default)]
+    pub mode: FanOutMode,
+    /// How record types are grouped into SNS topics. A record type not listed gets a topic of its own.
+    #[serde(default)]
+    #[schemars(length(max = 10))]
+    pub topics: Vec<TopicGroup>,
+}
+
+/// Fan-out mode; see `spec.fanOut.mode`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum FanOutMode {
+    Sns,
+    Direct,
+    #[default]
+    Auto,
+}
+
+/// A group of record types published to one SNS topic.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicGroup {
+    /// The group's name, part of the topic name: lowercase letters, digits and dashes, at most 40.
+    #[schemars(
+        length(min = 1, max = 40),
+        regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// The record types published to this topic.
+    #[schemars(length(min = 1, max = 20))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub record_types: Vec<RecordType>,
+}
+
+/// Where exports of the log land.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportSpec {
+    /// The S3 bucket (it must exist; the operator does not create it). DynamoDB writes the export there.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))]
+    pub bucket: String,
+    /// The key prefix under which exports are written; each view's export goes below it in a prefix of
+    /// its own.
+    #[serde(default = "default_export_prefix")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9!_.*'()/-]{1,200}$"))]
+    pub prefix: String,
+}
+
+fn default_export_prefix() -> String {
+    "kappa-exports".into()
+}
+
+/// What the operator observed and provisioned for an EventLog.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventLogStatus {
+    /// The `.metadata.generation` the status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Pending`, `Provisioning`, `Ready`, `Failed` or `Deleting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<EventLogPhase>,
+    /// Ready, Reconciling, Stalled and Provisioned, in the kstatus convention.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The log table as provisioned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<TableStatus>,
+    /// The fan-out mode in effect (`Sns` or `Direct`); `Auto` resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<String>,
+    /// How many MaterializedViews read this log.
+    #[serde(default)]
+    pub views: i32,
+    /// The ingest queue URL producers send to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_queue_url: Option<String>,
+    /// ARNs of the provisioned resources, by role (`writer`, `router`, `topic/<group>`, ...).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub resources: std::collections::BTreeMap<String, String>,
+}
+
+/// Phase of an EventLog.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum EventLogPhase {
+    Pending,
+    Provisioning,
+    Ready,
+    Failed,
+    Deleting,
+}
+
+/// A provisioned DynamoDB table.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TableStatus {
+    /// The table name.
+    pub name: String,
+    /// The table ARN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
+    /// The latest stream ARN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_arn: Option<String>,
+}

@@ -1,0 +1,500 @@
+//! `MaterializedView`: a read model projected from an EventLog, built by replaying the log.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Condition, DeletionPolicy, RecordType};
+
+/// The annotation that approves a backfill when `spec.backfill.approval` is `Manual`. Its value must be
+/// the view's `.metadata.generation`, so an approval never carries over to a changed spec.
+pub const APPROVE_BACKFILL_ANNOTATION: &str = "kappa.dev/approve-backfill";
+
+/// A materialized view: a read model derived from an EventLog by a projection.
+///
+/// A new view is backfilled from a point-in-time export of the log, then kept current by the live path
+/// (an SNS subscription or a stream mapping) with no event lost and none applied twice.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "kappa.dev",
+    version = "v1alpha1",
+    kind = "MaterializedView",
+    namespaced,
+    status = "MaterializedViewStatus",
+    shortname = "mv",
+    shortname = "mview",
+    category = "kappa",
+    selectable = ".spec.eventLogRef.name",
+    printcolumn(name = "Log", type_ = "string", json_path = ".spec.eventLogRef.name"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Backfill", type_ = "string", json_path = ".status.backfill.progress"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("has(self.projection) != (has(self.projector) && has(self.projector.code))")
+    .message("set exactly one of spec.projection (a declarative projection) and spec.projector.code (a custom projector Lambda)"))]
+#[x_kube(validation = Rule::new("!has(self.projector) || self.projector.runtime != 'InCluster' || has(self.projection)")
+    .message("spec.projector.runtime InCluster runs declarative projections only: set spec.projection instead of spec.projector.code")
+    .field_path(".projector.runtime"))]
+#[serde(rename_all = "camelCase")]
+pub struct MaterializedViewSpec {
+    /// The EventLog (in this namespace) this view is projected from. Immutable: to read another log,
+    /// create another view.
+    #[x_kube(validation = Rule::new("self == oldSelf")
+        .message("spec.eventLogRef is immutable: create a new MaterializedView to project another log"))]
+    pub event_log_ref: EventLogRef,
+
+    /// The record types this view projects. The projector only receives these.
+    #[schemars(length(min = 1, max = 20))]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub record_types: Vec<RecordType>,
+
+    /// A declarative projection, run by the built-in projector. Exactly one of `projection` and
+    /// `projector.code` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection: Option<Projection>,
+
+    /// Where and how the projection runs: the built-in or a custom Lambda, or inside the operator.
+    #[serde(default)]
+    pub projector: ProjectorSpec,
+
+    /// Where the view's items are stored.
+    #[serde(default)]
+    pub store: StoreSpec,
+
+    /// How the view is built from the log's history when it is created.
+    #[serde(default)]
+    pub backfill: BackfillSpec,
+
+    /// What happens to the view's AWS resources when it is deleted. `Retain` (the default) keeps them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// A reference to an EventLog in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct EventLogRef {
+    /// The EventLog's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// A declarative projection: filter, key, attributes and mode.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.mode == 'Sum' ? has(self.sumOf) : !has(self.sumOf)")
+    .message("spec.projection.sumOf is required with mode Sum and not allowed with other modes").field_path(".sumOf"))]
+#[x_kube(validation = Rule::new("self.mode == 'Latest' || !has(self.orderBy)")
+    .message("spec.projection.orderBy is only used with mode Latest").field_path(".orderBy"))]
+#[x_kube(validation = Rule::new("self.mode in ['Latest', 'Append'] || !has(self.attributes) || size(self.attributes) == 0")
+    .message("spec.projection.attributes are only kept by modes Latest and Append; Count and Sum store the aggregate")
+    .field_path(".attributes"))]
+#[x_kube(validation = Rule::new("!has(self.attributes) || self.attributes.all(a, self.attributes.exists_one(b, (has(b.to) ? b.to : b.from) == (has(a.to) ? a.to : a.from)))")
+    .message("two entries of spec.projection.attributes write the same view attribute").field_path(".attributes"))]
+#[x_kube(validation = Rule::new("!has(self.attributes) || self.attributes.all(a, !((has(a.to) ? a.to : a.from) in ['pk', 'sk']))")
+    .message("pk and sk are the view item's keys, built from spec.projection.key; rename the attribute")
+    .field_path(".attributes"))]
+pub struct Projection {
+    /// `Latest`: one item per key holding the record with the greatest ordering attribute. `Append`: one
+    /// item per log record. `Count`: the number of records per key. `Sum`: the sum of `sumOf` per key.
+    pub mode: ProjectionMode,
+
+    /// How the view item's keys are built from the record's attributes.
+    pub key: KeyTemplate,
+
+    /// Conditions a record must meet, all of them, to be projected (besides its record type).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub filter: Vec<FilterCondition>,
+
+    /// The record attributes to keep, optionally renamed. Empty keeps every attribute (Latest, Append).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub attributes: Vec<AttributeMapping>,
+
+    /// With `Latest`: the number attribute that orders records of one key. Defaults to the EventLog's
+    /// `spec.table.orderingAttribute`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"))]
+    pub order_by: Option<String>,
+
+    /// With `Sum`: the number attribute to add up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"))]
+    pub sum_of: Option<String>,
+}
+
+/// Projection modes; see `spec.projection.mode`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ProjectionMode {
+    Latest,
+    Append,
+    Count,
+    Sum,
+}
+
+/// Templates for the view item's keys: literal text and `{attribute}` placeholders replaced by the
+/// record's attribute values (strings or numbers), for example `PLAYER#{playerId}`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyTemplate {
+    /// Template of the view item's partition key (`pk`).
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^([^{}]|\{[A-Za-z_][A-Za-z0-9_-]*\})+$")
+    )]
+    pub partition_key: String,
+    /// Template of the view item's sort key (`sk`). Defaults to a constant per mode (`Append` uses the
+    /// log record's own keys, so a replay overwrites rather than duplicates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^([^{}]|\{[A-Za-z_][A-Za-z0-9_-]*\})+$")
+    )]
+    pub sort_key: Option<String>,
+}
+
+/// A condition on one attribute of the record.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.operator in ['Exists', 'NotExists'] ? (!has(self.value) && (!has(self.values) || size(self.values) == 0)) : (self.operator == 'In' ? (!has(self.value) && has(self.values) && size(self.values) > 0) : (has(self.value) && (!has(self.values) || size(self.values) == 0)))")
+    .message("Exists and NotExists take no value; In takes values (a list); Equals, NotEquals and BeginsWith take value"))]
+pub struct FilterCondition {
+    /// The record attribute tested.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"))]
+    pub attribute: String,
+    /// `Equals`, `NotEquals`, `BeginsWith`, `In`, `Exists` or `NotExists`.
+    pub operator: FilterOperator,
+    /// The value compared with (a string, or a number written as a string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub value: Option<String>,
+    /// The values for `In`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub values: Vec<String>,
+}
+
+/// Filter operators; see `spec.projection.filter[].operator`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum FilterOperator {
+    Equals,
+    NotEquals,
+    BeginsWith,
+    In,
+    Exists,
+    NotExists,
+}
+
+/// A record attribute kept in the view, optionally under another name.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttributeMapping {
+    /// The record's attribute.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"))]
+    pub from: String,
+    /// The view attribute's name; defaults to `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"))]
+    pub to: Option<String>,
+}
+
+/// Where the projection runs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectorSpec {
+    /// `Lambda` (the default): a Lambda function per view. `InCluster`: the operator's pods read the log
+    /// stream and project it themselves (no Lambda; at most two readers per stream shard).
+    #[serde(default)]
+    pub runtime: ProjectorRuntime,
+    /// Memory of the projector Lambda in MB, 128 to 10240.
+    #[serde(default = "default_memory_mb")]
+    #[schemars(range(min = 128, max = 10240))]
+    pub memory_mb: i32,
+    /// Timeout of the projector Lambda in seconds, 1 to 900.
+    #[serde(default = "default_timeout_seconds")]
+    #[schemars(range(min = 1, max = 900))]
+    pub timeout_seconds: i32,
+    /// Extra environment variables of the projector Lambda.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(length(max = 50))]
+    pub environment: BTreeMap<String, String>,
+    /// A custom projector Lambda instead of the built-in one. Exactly one of `spec.projection` and this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ProjectorCode>,
+}
+
+impl Default for ProjectorSpec {
+    fn default() -> Self {
+        ProjectorSpec {
+            runtime: ProjectorRuntime::default(),
+            memory_mb: default_memory_mb(),
+            timeout_seconds: default_timeout_seconds(),
+            environment: BTreeMap::new(),
+            code: None,
+        }
+    }
+}
+
+fn default_memory_mb() -> i32 {
+    256
+}
+fn default_timeout_seconds() -> i32 {
+    60
+}
+
+/// Where the projection runs; see `spec.projector.runtime`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ProjectorRuntime {
+    #[default]
+    Lambda,
+    InCluster,
+}
+
+/// The code of a custom projector: exactly one of `s3`, `imageUri` and `functionArn`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.s3), has(self.imageUri), has(self.functionArn)].filter(x, x).size() == 1")
+    .message("set exactly one of spec.projector.code.s3, spec.projector.code.imageUri and spec.projector.code.functionArn"))]
+pub struct ProjectorCode {
+    /// A zip in S3, run with `handler` on `lambdaRuntime`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Code>,
+    /// A container image in ECR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})$"
+    ))]
+    pub image_uri: Option<String>,
+    /// An existing function, used as it is (the operator only wires it to the log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9$_-]{1,128})?$"
+    ))]
+    pub function_arn: Option<String>,
+}
+
+/// A Lambda deployment package in S3.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Code {
+    /// The bucket.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))]
+    pub bucket: String,
+    /// The object key of the zip.
+    #[schemars(length(min = 1, max = 1024))]
+    pub key: String,
+    /// The Lambda runtime identifier, for example `python3.12` or `provided.al2023`.
+    #[serde(default = "default_lambda_runtime")]
+    #[schemars(regex(pattern = r"^[a-z0-9.]{3,32}$"))]
+    pub lambda_runtime: String,
+    /// The handler, for example `app.handler`.
+    #[serde(default = "default_handler")]
+    #[schemars(length(min = 1, max = 128))]
+    pub handler: String,
+}
+
+fn default_lambda_runtime() -> String {
+    "provided.al2023".into()
+}
+fn default_handler() -> String {
+    "bootstrap".into()
+}
+
+/// Where the view's items live.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.table == 'Shared' || !has(self.keyPrefix)")
+    .message("spec.store.keyPrefix is only used with table Shared; a Dedicated table holds one view")
+    .field_path(".keyPrefix"))]
+pub struct StoreSpec {
+    /// `Shared` (the default): a views table shared by the namespace's views of the same
+    /// `sharedTableName`, each view under its own key prefix (single-table design). `Dedicated`: a table
+    /// of its own.
+    #[serde(default)]
+    pub table: StoreTable,
+    /// With `Shared`: which shared table of the namespace, by short name.
+    #[serde(default = "default_shared_table_name")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"))]
+    pub shared_table_name: String,
+    /// With `Shared`: the prefix of this view's partition keys. Defaults to `<view name>#`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.:#/-]{1,64}$"))]
+    pub key_prefix: Option<String>,
+    /// Turn DynamoDB Streams on for the views table, so changes can be pushed to subscribers. Views that
+    /// change often and nobody watches belong in a table without Streams.
+    #[serde(default)]
+    pub streams: bool,
+}
+
+impl Default for StoreSpec {
+    fn default() -> Self {
+        StoreSpec {
+            table: StoreTable::default(),
+            shared_table_name: default_shared_table_name(),
+            key_prefix: None,
+            streams: false,
+        }
+    }
+}
+
+fn default_shared_table_name() -> String {
+    "views".into()
+}
+
+/// Shared or dedicated views table; see `spec.store.table`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum StoreTable {
+    #[default]
+    Shared,
+    Dedicated,
+}
+
+/// How a view is backfilled from the log's history.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackfillSpec {
+    /// `Export` (the default): a point-in-time export of the log to S3 (needs PITR and
+    /// `spec.export` on the EventLog). `Scan`: a parallel scan of the log table (not a consistent
+    /// snapshot; for logs without PITR). `None`: go live without history.
+    #[serde(default)]
+    pub source: BackfillSource,
+    /// Workers projecting the export in parallel, 1 to 64.
+    #[serde(default = "default_parallelism")]
+    #[schemars(range(min = 1, max = 64))]
+    pub parallelism: i32,
+    /// `Automatic` (the default) or `Manual`: wait for the annotation `kappa.dev/approve-backfill` set
+    /// to the view's generation before starting.
+    #[serde(default)]
+    pub approval: BackfillApproval,
+    /// The share of the views table's write capacity the backfill may use, in percent (1 to 100).
+    #[serde(default = "default_write_capacity_percent")]
+    #[schemars(range(min = 1, max = 100))]
+    pub write_capacity_percent: i32,
+    /// Keep the export files in S3 after a successful backfill (by default they are deleted).
+    #[serde(default)]
+    pub keep_export: bool,
+}
+
+impl Default for BackfillSpec {
+    fn default() -> Self {
+        BackfillSpec {
+            source: BackfillSource::default(),
+            parallelism: default_parallelism(),
+            approval: BackfillApproval::default(),
+            write_capacity_percent: default_write_capacity_percent(),
+            keep_export: false,
+        }
+    }
+}
+
+fn default_parallelism() -> i32 {
+    4
+}
+fn default_write_capacity_percent() -> i32 {
+    50
+}
+
+/// Backfill sources; see `spec.backfill.source`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum BackfillSource {
+    #[default]
+    Export,
+    Scan,
+    None,
+}
+
+/// Backfill approval gates; see `spec.backfill.approval`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum BackfillApproval {
+    #[default]
+    Automatic,
+    Manual,
+}
+
+/// What the operator observed and did for a view.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaterializedViewStatus {
+    /// The `.metadata.generation` the status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Where the view is in its life: `Pending`, `Provisioning`, `Backfilling`, `CatchingUp`, `Live`,
+    /// `Rebuilding`, `Failed` or `Deleting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ViewPhase>,
+    /// Ready, Reconciling, Stalled, Provisioned and BackfillComplete, in the kstatus convention.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The views table holding this view's items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_name: Option<String>,
+    /// The partition-key prefix of this view's items in a shared table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
+    /// ARNs and ids of the provisioned resources, by role (`projector`, `subscription`, `mapping`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, String>,
+    /// Backfill progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<BackfillStatus>,
+}
+
+/// Phase of a view.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ViewPhase {
+    Pending,
+    Provisioning,
+    Backfilling,
+    CatchingUp,
+    Live,
+    Rebuilding,
+    Failed,
+    Deleting,
+}
+
+impl std::fmt::Display for ViewPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Progress of a backfill.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackfillStatus {
+    /// Percent done, as shown by `kubectl get mv` (for example `42%`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    /// The export's ARN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_arn: Option<String>,
+    /// The point in time the export snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_time: Option<Time>,
+    /// Data files projected.
+    #[serde(default)]
+    pub files_done: i64,
+    /// Data files in the export.
+    #[serde(default)]
+    pub files_total: i64,
+    /// Log records read.
+    #[serde(default)]
+    pub items_done: i64,
+    /// Log records in the export.
+    #[serde(default)]
+    pub items_total: i64,
+    /// When the backfill started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+}

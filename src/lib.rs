@@ -1,0 +1,13 @@
+//! kappa-operator: runs the Kappa architecture on AWS from two Kubernetes kinds.
+//!
+//! Layers, outermost first: [`crd`] (what users write) → [`controller`] (orchestrates one pipeline per
+//! kind) → `plan` (pure: desired topology) → `aws` (one adapter per service). [`settings`] holds the
+//! operator's own configuration, validated at startup; [`metrics`] and [`telemetry`] observe it all.
+
+pub mod controller;
+pub mod crd;
+pub mod http;
+pub mod metrics;
+pub mod plan;
+pub mod settings;
+pub mod telemetry;

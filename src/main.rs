@@ -1,0 +1,82 @@
+//! The `kappa-operator` binary: wiring only. Each subcommand delegates to the library.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use clap::{Parser, Subcommand};
+use kappa_operator::{controller, crd, http, metrics::Metrics, settings::Settings, telemetry};
+
+/// Runs the Kappa architecture on AWS: an append-only log (EventLog) and the materialized views derived
+/// from it (MaterializedView).
+#[derive(Parser)]
+#[command(name = "kappa-operator", version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, env = "KAPPA_LOG_FORMAT", value_enum, default_value_t = telemetry::LogFormat::Text, global = true)]
+    log_format: telemetry::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator: connect to the cluster (KUBECONFIG or in-cluster), elect a leader, reconcile.
+    Run(Settings),
+    /// Print the CustomResourceDefinitions as YAML (what `crds/` and the chart hold).
+    Crds,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds => {
+            print!("{}", crd::crds_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Run(settings) => {
+            telemetry::init(cli.log_format);
+            match run(settings).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    tracing::error!("{message}");
+                    eprintln!("kappa-operator: {message}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}
+
+async fn run(settings: Settings) -> Result<(), String> {
+    let config = settings.validate().map_err(|e| e.to_string())?;
+    let client = kube::Client::try_default().await.map_err(|e| {
+        format!(
+            "cannot configure a Kubernetes client: {e}; set KUBECONFIG, or run in a pod with a ServiceAccount"
+        )
+    })?;
+    let version = client.apiserver_version().await.map_err(|e| {
+        format!("cannot reach the Kubernetes API server: {e}; check KUBECONFIG and that the server is up")
+    })?;
+    tracing::info!(server = %version.git_version, cluster_id = %config.cluster_id, "connected to Kubernetes");
+    controller::check_crds(&client).await.map_err(|e| e.to_string())?;
+
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let health = http::Health {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let addr = config.http_addr;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        format!("cannot listen on {addr} for /metrics: {e}; set --http-addr or KAPPA_HTTP_ADDR")
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, http::router(health)).await {
+            tracing::error!(error = %e, "the HTTP server stopped");
+        }
+    });
+    controller::run(client, config, metrics, ready).await;
+    Ok(())
+}

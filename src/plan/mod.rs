@@ -1,0 +1,5 @@
+//! The planning core: spec in, desired AWS topology out. Pure: no I/O, every decision unit-tested.
+
+mod fan_out;
+
+pub use fan_out::{ResolvedFanOut, StreamReaders, resolve_fan_out};

@@ -1,0 +1,250 @@
+//! Helpers for integration tests on the local stack (kube-apiserver + etcd + the AWS API server).
+//!
+//! Every test runs in a namespace of its own. When the stack's environment is missing, tests fail with
+//! the command that starts it: they never skip.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client, ResourceExt};
+
+pub const START_STACK: &str = "the local stack is not running: run `make stack-up && source .stack/env`, or run the tests with `make test`";
+
+/// Reads a variable the stack's env file exports, or fails the test saying how to start the stack.
+pub fn stack_var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set; {START_STACK}"))
+}
+
+/// A client for the stack's API server, as admin.
+pub async fn kube_client() -> Client {
+    stack_var("KUBECONFIG");
+    let client = Client::try_default()
+        .await
+        .unwrap_or_else(|e| panic!("kube client: {e}; {START_STACK}"));
+    client
+        .apiserver_version()
+        .await
+        .unwrap_or_else(|e| panic!("kube-apiserver does not answer: {e}; {START_STACK}"));
+    client
+}
+
+/// The AWS SDK configuration for the stack's AWS API server (through the standard AWS_ENDPOINT_URL).
+pub async fn aws_config() -> aws_config::SdkConfig {
+    stack_var("AWS_ENDPOINT_URL");
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await
+}
+
+/// A namespace of one test's own, named after the test with a random suffix.
+pub async fn namespace(client: &Client, test: &str) -> String {
+    let suffix: u32 = rand_suffix();
+    let name = format!(
+        "t-{}-{suffix:05}",
+        test.replace('_', "-").chars().take(40).collect::<String>()
+    );
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
+    name
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    (h.finish() % 100_000) as u32
+}
+
+/// Deletes a namespace (the controller manager finishes it once finalizers are gone).
+pub async fn delete_namespace(client: &Client, name: &str) {
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(name, &DeleteParams::default())
+        .await;
+}
+
+/// Installs (server-side applies) the operator's CRDs and waits until they are established.
+pub async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in kappa_operator::crd::all_crds() {
+        let name = crd.name_any();
+        api.patch(
+            &name,
+            &PatchParams::apply("kappa-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} not established in 30s"))
+        .unwrap();
+    }
+}
+
+/// Applies a YAML manifest (one object) with kubectl semantics through kube's dynamic API, returning the
+/// API server's error text on refusal.
+pub async fn create_yaml(client: &Client, ns: &str, yaml: &str) -> Result<(), String> {
+    let obj: kube::api::DynamicObject =
+        serde_yaml::from_str(yaml).map_err(|e| format!("bad test YAML: {e}"))?;
+    let tm = obj.types.clone().expect("test YAML has apiVersion and kind");
+    let gvk = kube::api::GroupVersionKind::try_from(&tm).unwrap();
+    let ar = kube::api::ApiResource::from_gvk(&gvk);
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) => Err(s.message),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An operator process (the real binary), killed when dropped.
+pub struct Operator {
+    pub child: Child,
+    pub http_port: u16,
+    pub identity: String,
+    pub log_path: std::path::PathBuf,
+}
+
+impl Operator {
+    /// Starts `kappa-operator run` watching only `ns`, with its leader Lease in `ns`.
+    pub fn start(ns: &str, identity: &str, lease_seconds: u64) -> Operator {
+        let http_port = free_port();
+        let dir = std::env::temp_dir().join("kappa-operator-tests");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log_path = dir.join(format!("{ns}-{identity}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
+            .args([
+                "run",
+                "--cluster-id",
+                "test",
+                "--watch-namespaces",
+                ns,
+                "--lease-namespace",
+                ns,
+            ])
+            .args([
+                "--lease-seconds",
+                &lease_seconds.to_string(),
+                "--identity",
+                identity,
+            ])
+            .args([
+                "--http-addr",
+                &format!("127.0.0.1:{http_port}"),
+                "--resync-seconds",
+                "30",
+            ])
+            .env("RUST_LOG", "info,kappa_operator=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start kappa-operator");
+        Operator {
+            child,
+            http_port,
+            identity: identity.to_string(),
+            log_path,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The body of GET /metrics, or None while the server is not up.
+    pub async fn metrics(&self) -> Option<String> {
+        http_get(self.http_port, "/metrics").await
+    }
+
+    /// `kappa_reconciles_total` summed over kinds.
+    pub async fn reconciles(&self) -> u64 {
+        let text = self.metrics().await.unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with("kappa_reconciles_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A minimal HTTP/1.1 GET on loopback; None when nothing answers.
+pub async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// Runs the stack's kubectl with the test's KUBECONFIG and returns stdout, failing on a non-zero exit.
+pub fn kubectl(args: &[&str]) -> String {
+    stack_var("KUBECONFIG");
+    let out = Command::new("kubectl")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("kubectl: {e}; {START_STACK}"));
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
