@@ -4,10 +4,13 @@
 //! kind) → `plan` (pure: desired topology) → `aws` (one adapter per service). [`settings`] holds the
 //! operator's own configuration, validated at startup; [`metrics`] and [`telemetry`] observe it all.
 
+pub mod backfill;
 pub mod controller;
+pub mod cost;
 pub mod crd;
 pub mod http;
 pub mod metrics;
 pub mod plan;
+pub mod projection;
 pub mod settings;
 pub mod telemetry;
