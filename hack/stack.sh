@@ -247,7 +247,7 @@ EOF
 
 cmd_down() {
   local name pid stopped=0
-  for name in kube-controller-manager kube-apiserver moto etcd; do
+  for name in operator kube-controller-manager kube-apiserver moto etcd; do
     [ -f "$STACK/$name.pid" ] || continue
     pid=$(cat "$STACK/$name.pid")
     if kill -0 "$pid" 2>/dev/null; then

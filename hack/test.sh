@@ -10,6 +10,11 @@ if ! hack/stack.sh status | grep -q '^kube-apiserver: running'; then
   hack/stack.sh up >/dev/null
   started=1
 fi
+# A demo operator watches every namespace and would reconcile the tests' objects too.
+if [ -f .stack/operator.pid ] && kill -0 "$(cat .stack/operator.pid)" 2>/dev/null; then
+  echo "[test] stopping the demo operator (pid $(cat .stack/operator.pid)) so it does not race the tests"
+  kill "$(cat .stack/operator.pid)"
+fi
 cleanup() { if [ $started = 1 ]; then hack/stack.sh down; else echo "[test] the stack was already up; left running"; fi; }
 trap cleanup EXIT
 # shellcheck disable=SC1091
