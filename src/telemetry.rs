@@ -20,7 +20,9 @@ pub fn init(format: LogFormat) {
     match format {
         LogFormat::Text => {
             let ansi = std::io::stderr().is_terminal();
-            registry.with(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr)).init()
+            registry
+                .with(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr))
+                .init()
         }
         LogFormat::Json => registry
             .with(fmt::layer().json().with_writer(std::io::stderr))

@@ -557,9 +557,13 @@ async fn kubectl_get_prints_the_promised_columns() {
 async fn the_examples_are_accepted_by_the_api_server() {
     let (client, ns) = setup("api-examples").await;
     let out = common::kubectl(&["-n", &ns, "apply", "--dry-run=server", "-k", "examples/game"]);
-    for name in ["eventlog.kappa.dev/game-events", "materializedview.kappa.dev/players", "materializedview.kappa.dev/games",
-        "materializedview.kappa.dev/player-scores", "materializedview.kappa.dev/game-feed"]
-    {
+    for name in [
+        "eventlog.kappa.dev/game-events",
+        "materializedview.kappa.dev/players",
+        "materializedview.kappa.dev/games",
+        "materializedview.kappa.dev/player-scores",
+        "materializedview.kappa.dev/game-feed",
+    ] {
         assert!(out.contains(name), "{name} missing from: {out}");
     }
     common::delete_namespace(&client, &ns).await;

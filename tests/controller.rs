@@ -49,18 +49,25 @@ fn condition<'a>(view: &'a MaterializedView, type_: &str) -> Option<&'a kappa_op
 
 /// Waits until the view's status was computed from its current generation and is in `phase`.
 async fn wait_for_phase(api: &Api<MaterializedView>, name: &str, phase: ViewPhase) -> MaterializedView {
-    common::eventually(Duration::from_secs(30), &format!("view {name} in phase {phase}"), || async {
-        let v = api.get(name).await.ok()?;
-        let status = v.status.as_ref()?;
-        (status.phase == Some(phase) && status.observed_generation == v.metadata.generation).then_some(v)
-    })
+    common::eventually(
+        Duration::from_secs(30),
+        &format!("view {name} in phase {phase}"),
+        || async {
+            let v = api.get(name).await.ok()?;
+            let status = v.status.as_ref()?;
+            (status.phase == Some(phase) && status.observed_generation == v.metadata.generation).then_some(v)
+        },
+    )
     .await
 }
 
 async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<Event> {
     let api: Api<Event> = Api::namespaced(client.clone(), ns);
     let list = api.list(&ListParams::default()).await.unwrap();
-    list.items.into_iter().filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)).collect()
+    list.items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
 }
 
 #[tokio::test]
@@ -76,22 +83,51 @@ async fn a_view_without_its_log_stalls_then_progresses_when_the_log_appears() {
     assert_eq!(stalled.reason, "EventLogNotFound");
     assert!(stalled.message.contains("spec.eventLogRef.name") && stalled.message.contains("game-events"));
     assert_eq!(stalled.observed_generation, v.metadata.generation);
-    assert_eq!(condition(&v, "Ready").unwrap().status, kappa_operator::crd::ConditionStatus::False);
-    let events = common::eventually(Duration::from_secs(10), "a Warning Event EventLogNotFound", || async {
-        let evs = events_for(&client, &ns, "players").await;
-        evs.iter().any(|e| e.reason.as_deref() == Some("EventLogNotFound") && e.type_.as_deref() == Some("Warning")).then_some(evs)
-    })
+    assert_eq!(
+        condition(&v, "Ready").unwrap().status,
+        kappa_operator::crd::ConditionStatus::False
+    );
+    let events = common::eventually(
+        Duration::from_secs(10),
+        "a Warning Event EventLogNotFound",
+        || async {
+            let evs = events_for(&client, &ns, "players").await;
+            evs.iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("EventLogNotFound") && e.type_.as_deref() == Some("Warning")
+                })
+                .then_some(evs)
+        },
+    )
     .await;
-    assert!(events.iter().all(|e| e.reporting_controller.as_deref() == Some("kappa-operator")));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.reporting_controller.as_deref() == Some("kappa-operator"))
+    );
 
     // Creating the log wakes the view through the watch relation, long before the 30s resync.
     let started = Instant::now();
     common::create_yaml(&client, &ns, LOG).await.unwrap();
     let v = wait_for_phase(&views, "players", ViewPhase::Provisioning).await;
-    assert!(started.elapsed() < Duration::from_secs(20), "the view should react to its EventLog, not the resync");
-    assert_eq!(condition(&v, "Stalled").unwrap().status, kappa_operator::crd::ConditionStatus::False);
-    assert_eq!(condition(&v, "Reconciling").unwrap().status, kappa_operator::crd::ConditionStatus::True);
-    assert!(v.metadata.finalizers.unwrap_or_default().contains(&"kappa.dev/cleanup".to_string()));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the view should react to its EventLog, not the resync"
+    );
+    assert_eq!(
+        condition(&v, "Stalled").unwrap().status,
+        kappa_operator::crd::ConditionStatus::False
+    );
+    assert_eq!(
+        condition(&v, "Reconciling").unwrap().status,
+        kappa_operator::crd::ConditionStatus::True
+    );
+    assert!(
+        v.metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"kappa.dev/cleanup".to_string())
+    );
 
     // The log counts its views and resolves Auto fan-out.
     let logs: Api<EventLog> = Api::namespaced(client.clone(), &ns);
@@ -105,10 +141,25 @@ async fn a_view_without_its_log_stalls_then_progresses_when_the_log_appears() {
     assert!(log_out.contains("Direct"), "{log_out}");
 
     // A spec change is observed: observedGeneration follows generation.
-    common::kubectl(&["-n", &ns, "patch", "mv", "players", "--type=merge", "-p", r#"{"spec":{"projector":{"memoryMb":512}}}"#]);
+    common::kubectl(&[
+        "-n",
+        &ns,
+        "patch",
+        "mv",
+        "players",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"projector":{"memoryMb":512}}}"#,
+    ]);
     let v = wait_for_phase(&views, "players", ViewPhase::Provisioning).await;
     assert_eq!(v.metadata.generation, Some(2));
-    assert!(operator.log().contains("watching EventLogs and MaterializedViews"), "{}", operator.log());
+    assert!(
+        operator
+            .log()
+            .contains("watching EventLogs and MaterializedViews"),
+        "{}",
+        operator.log()
+    );
     common::delete_namespace(&client, &ns).await;
 }
 
@@ -117,12 +168,24 @@ async fn an_invalid_view_is_stalled_with_a_message_naming_the_field() {
     let (client, ns) = setup("ctl-invalid").await;
     let _operator = Operator::start(&ns, "solo", 15);
     common::create_yaml(&client, &ns, LOG).await.unwrap();
-    common::create_yaml(&client, &ns, &view("chat").replace("recordTypes: [player]", "recordTypes: [chat]")).await.unwrap();
+    common::create_yaml(
+        &client,
+        &ns,
+        &view("chat").replace("recordTypes: [player]", "recordTypes: [chat]"),
+    )
+    .await
+    .unwrap();
     let views: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
     let v = wait_for_phase(&views, "chat", ViewPhase::Pending).await;
     let stalled = condition(&v, "Stalled").unwrap();
     assert_eq!(stalled.reason, "InvalidSpec");
-    assert!(stalled.message.contains("spec.recordTypes: \"chat\" is not a record type"), "{}", stalled.message);
+    assert!(
+        stalled
+            .message
+            .contains("spec.recordTypes: \"chat\" is not a record type"),
+        "{}",
+        stalled.message
+    );
     common::delete_namespace(&client, &ns).await;
 }
 
@@ -149,7 +212,10 @@ async fn deleting_a_view_waits_for_the_finalizer() {
     })
     .await;
     let events = events_for(&client, &ns, "players").await;
-    assert!(events.iter().any(|e| e.reason.as_deref() == Some("Deleted")), "{events:?}");
+    assert!(
+        events.iter().any(|e| e.reason.as_deref() == Some("Deleted")),
+        "{events:?}"
+    );
     common::delete_namespace(&client, &ns).await;
 }
 
@@ -161,7 +227,12 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_dies() {
     // Let replica-a win the Lease before replica-b starts, so the test knows who leads.
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let holder = |leases: Api<Lease>| async move {
-        leases.get_opt("kappa-operator-leader").await.ok()??.spec?.holder_identity
+        leases
+            .get_opt("kappa-operator-leader")
+            .await
+            .ok()??
+            .spec?
+            .holder_identity
     };
     common::eventually(Duration::from_secs(20), "replica-a to lead", || async {
         (holder(leases.clone()).await.as_deref() == Some("replica-a")).then_some(())
@@ -172,7 +243,10 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_dies() {
     common::create_yaml(&client, &ns, &view("players")).await.unwrap();
     let views: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
     wait_for_phase(&views, "players", ViewPhase::Provisioning).await;
-    common::eventually(Duration::from_secs(10), "replica-b's /metrics", || async { b.metrics().await }).await;
+    common::eventually(Duration::from_secs(10), "replica-b's /metrics", || async {
+        b.metrics().await
+    })
+    .await;
     assert!(a.reconciles().await > 0, "the leader reconciles");
     assert_eq!(b.reconciles().await, 0, "the standby must not reconcile");
     assert!(b.metrics().await.unwrap().contains("kappa_leader 0"));
@@ -188,9 +262,16 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_dies() {
     let takeover = killed.elapsed();
     // The Lease was renewed at most a renew period before the kill; the standby polls every fifth of
     // the duration. So takeover happens within the lease duration plus one retry period.
-    let bound = Duration::from_secs(lease_seconds) + Duration::from_secs(lease_seconds) / 5 + Duration::from_millis(500);
-    assert!(takeover <= bound, "takeover took {takeover:?}, more than {bound:?}");
-    common::create_yaml(&client, &ns, &view("games").replace("[player]", "[game]")).await.unwrap();
+    let bound = Duration::from_secs(lease_seconds)
+        + Duration::from_secs(lease_seconds) / 5
+        + Duration::from_millis(500);
+    assert!(
+        takeover <= bound,
+        "takeover took {takeover:?}, more than {bound:?}"
+    );
+    common::create_yaml(&client, &ns, &view("games").replace("[player]", "[game]"))
+        .await
+        .unwrap();
     wait_for_phase(&views, "games", ViewPhase::Provisioning).await;
     assert!(b.reconciles().await > 0, "the new leader reconciles");
     assert!(b.log().contains("became leader"), "{}", b.log());
@@ -206,13 +287,24 @@ fn the_operator_refuses_to_start_without_a_cluster_id() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no cluster id") && stderr.contains("KAPPA_CLUSTER_ID"), "{stderr}");
+    assert!(
+        stderr.contains("no cluster id") && stderr.contains("KAPPA_CLUSTER_ID"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn crds_subcommand_prints_the_committed_crds() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kappa-operator")).arg("crds").output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
+        .arg("crds")
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/kappa.dev_crds.yaml")).unwrap();
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), committed, "run `make crds`");
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/kappa.dev_crds.yaml")).unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        committed,
+        "run `make crds`"
+    );
 }

@@ -1,5 +1,6 @@
 //! The planning core: spec in, desired AWS topology out. Pure: no I/O, every decision unit-tested.
 
 mod fan_out;
+pub mod names;
 
 pub use fan_out::{ResolvedFanOut, StreamReaders, resolve_fan_out};
