@@ -1,6 +1,8 @@
 //! The planning core: spec in, desired AWS topology out. Pure: no I/O, every decision unit-tested.
 
 mod fan_out;
+pub mod iam;
 pub mod names;
+pub mod routing;
 
 pub use fan_out::{ResolvedFanOut, StreamReaders, resolve_fan_out};

@@ -126,7 +126,7 @@ fn sanitize(s: &str) -> String {
 }
 
 /// The first 8 hex digits of SHA-256 over the parts, each length-prefixed so boundaries count.
-fn short_hash(parts: &[&str]) -> String {
+pub(crate) fn short_hash(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update((p.len() as u64).to_be_bytes());

@@ -1,0 +1,330 @@
+//! IAM policy documents for the built-in functions, least privilege by construction.
+//!
+//! - writer: receive from its ingest queue; put items into the log (the only role that may).
+//! - router: read the log's stream; publish to its topics.
+//! - projector: read its live source (its topic's deliveries need no permission; a stream mapping needs
+//!   stream reads); write only its view's items: in a shared table the writes are conditioned on
+//!   `dynamodb:LeadingKeys` matching the view's key prefix.
+
+use serde_json::{Value, json};
+
+/// Where ARNs are built: the partition, region and account the operator works in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwsScope {
+    pub partition: String,
+    pub region: String,
+    pub account: String,
+}
+
+impl AwsScope {
+    pub fn table_arn(&self, table: &str) -> String {
+        format!(
+            "arn:{}:dynamodb:{}:{}:table/{table}",
+            self.partition, self.region, self.account
+        )
+    }
+    /// Every stream of a table (a stream ARN ends in a creation time label not known in advance).
+    pub fn table_streams_arn(&self, table: &str) -> String {
+        format!("{}/stream/*", self.table_arn(table))
+    }
+    pub fn queue_arn(&self, queue: &str) -> String {
+        format!(
+            "arn:{}:sqs:{}:{}:{queue}",
+            self.partition, self.region, self.account
+        )
+    }
+    pub fn topic_arn(&self, topic: &str) -> String {
+        format!(
+            "arn:{}:sns:{}:{}:{topic}",
+            self.partition, self.region, self.account
+        )
+    }
+    pub fn function_arn(&self, function: &str) -> String {
+        format!(
+            "arn:{}:lambda:{}:{}:function:{function}",
+            self.partition, self.region, self.account
+        )
+    }
+    pub fn role_arn(&self, role: &str) -> String {
+        format!("arn:{}:iam::{}:role/{role}", self.partition, self.account)
+    }
+    fn log_group_arn(&self, function: &str) -> String {
+        format!(
+            "arn:{}:logs:{}:{}:log-group:/aws/lambda/{function}:*",
+            self.partition, self.region, self.account
+        )
+    }
+}
+
+/// The trust policy of every function role: only Lambda may assume it.
+pub fn lambda_trust_policy() -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole"
+        }]
+    })
+}
+
+fn logs_statement(scope: &AwsScope, function: &str) -> Value {
+    json!({
+        "Sid": "OwnLogs",
+        "Effect": "Allow",
+        "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+        "Resource": [scope.log_group_arn(function)]
+    })
+}
+
+fn stream_read_statement(scope: &AwsScope, table: &str) -> Value {
+    json!({
+        "Sid": "ReadLogStream",
+        "Effect": "Allow",
+        "Action": ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"],
+        "Resource": [scope.table_streams_arn(table)]
+    })
+}
+
+fn policy(statements: Vec<Value>) -> Value {
+    json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+/// The writer drains its queue into the log; no other role gets write actions on the log.
+pub fn writer_policy(scope: &AwsScope, function: &str, queue: &str, log_table: &str) -> Value {
+    policy(vec![
+        json!({
+            "Sid": "DrainIngestQueue",
+            "Effect": "Allow",
+            "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"],
+            "Resource": [scope.queue_arn(queue)]
+        }),
+        json!({
+            "Sid": "AppendToLog",
+            "Effect": "Allow",
+            "Action": ["dynamodb:PutItem", "dynamodb:BatchWriteItem"],
+            "Resource": [scope.table_arn(log_table)]
+        }),
+        logs_statement(scope, function),
+    ])
+}
+
+/// The router reads the log's stream and publishes to its own topics only.
+pub fn router_policy(scope: &AwsScope, function: &str, log_table: &str, topics: &[String]) -> Value {
+    let topic_arns: Vec<String> = topics.iter().map(|t| scope.topic_arn(t)).collect();
+    policy(vec![
+        stream_read_statement(scope, log_table),
+        json!({"Sid": "PublishToOwnTopics", "Effect": "Allow", "Action": ["sns:Publish"], "Resource": topic_arns}),
+        logs_statement(scope, function),
+    ])
+}
+
+/// Where a projector reads from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProjectorSource<'a> {
+    /// SNS invokes the function; the function needs no permission for that (the topic gets a
+    /// resource-based permission on the function instead).
+    Topic,
+    /// An event source mapping on the log's stream.
+    LogStream { log_table: &'a str },
+}
+
+/// The views table a projector writes, and the part of it that is its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewItems<'a> {
+    pub table: &'a str,
+    /// In a shared table, the view's partition-key prefix; `None` for a dedicated table.
+    pub key_prefix: Option<&'a str>,
+}
+
+/// The projector reads its source and writes only its view's items (and their idempotency markers,
+/// which live under the same prefix).
+pub fn projector_policy(
+    scope: &AwsScope,
+    function: &str,
+    source: &ProjectorSource<'_>,
+    view: &ViewItems<'_>,
+) -> Value {
+    let mut statements = Vec::new();
+    if let ProjectorSource::LogStream { log_table } = source {
+        statements.push(stream_read_statement(scope, log_table));
+    }
+    let mut write = json!({
+        "Sid": "WriteOwnViewItems",
+        "Effect": "Allow",
+        "Action": [
+            "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem", "dynamodb:DeleteItem",
+            "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"
+        ],
+        "Resource": [scope.table_arn(view.table)]
+    });
+    if let Some(prefix) = view.key_prefix {
+        write["Condition"] = json!({
+            "ForAllValues:StringLike": {"dynamodb:LeadingKeys": [format!("{prefix}*")]}
+        });
+    }
+    statements.push(write);
+    statements.push(logs_statement(scope, function));
+    policy(statements)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope() -> AwsScope {
+        AwsScope {
+            partition: "aws".into(),
+            region: "eu-west-1".into(),
+            account: "123456789012".into(),
+        }
+    }
+
+    fn actions(doc: &Value, sid: &str) -> Vec<String> {
+        let st = doc["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Sid"] == sid)
+            .unwrap();
+        st["Action"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn resources(doc: &Value, sid: &str) -> Vec<String> {
+        let st = doc["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Sid"] == sid)
+            .unwrap();
+        st["Resource"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn all_actions(doc: &Value) -> Vec<String> {
+        doc["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| {
+                s["Action"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_writer_is_the_only_role_that_writes_the_log() {
+        let w = writer_policy(&scope(), "kappa-w", "kappa-q", "kappa-log");
+        assert_eq!(
+            actions(&w, "AppendToLog"),
+            ["dynamodb:PutItem", "dynamodb:BatchWriteItem"]
+        );
+        assert_eq!(
+            resources(&w, "AppendToLog"),
+            ["arn:aws:dynamodb:eu-west-1:123456789012:table/kappa-log"]
+        );
+        assert_eq!(
+            resources(&w, "DrainIngestQueue"),
+            ["arn:aws:sqs:eu-west-1:123456789012:kappa-q"]
+        );
+        let r = router_policy(&scope(), "kappa-r", "kappa-log", &["kappa-t1".into()]);
+        assert!(
+            !all_actions(&r)
+                .iter()
+                .any(|a| a.contains("PutItem") || a.contains("Write")),
+            "{r}"
+        );
+        let p = projector_policy(
+            &scope(),
+            "kappa-p",
+            &ProjectorSource::LogStream {
+                log_table: "kappa-log",
+            },
+            &ViewItems {
+                table: "kappa-views",
+                key_prefix: None,
+            },
+        );
+        assert_eq!(
+            resources(&p, "WriteOwnViewItems"),
+            ["arn:aws:dynamodb:eu-west-1:123456789012:table/kappa-views"]
+        );
+    }
+
+    #[test]
+    fn the_router_reads_only_its_stream_and_publishes_only_to_its_topics() {
+        let r = router_policy(
+            &scope(),
+            "kappa-r",
+            "kappa-log",
+            &["kappa-players".into(), "kappa-games".into()],
+        );
+        assert_eq!(
+            resources(&r, "ReadLogStream"),
+            ["arn:aws:dynamodb:eu-west-1:123456789012:table/kappa-log/stream/*"]
+        );
+        assert_eq!(actions(&r, "PublishToOwnTopics"), ["sns:Publish"]);
+        assert_eq!(
+            resources(&r, "PublishToOwnTopics"),
+            [
+                "arn:aws:sns:eu-west-1:123456789012:kappa-players",
+                "arn:aws:sns:eu-west-1:123456789012:kappa-games"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_projector_in_a_shared_table_is_confined_to_its_prefix() {
+        let p = projector_policy(
+            &scope(),
+            "kappa-p",
+            &ProjectorSource::Topic,
+            &ViewItems {
+                table: "kappa-views",
+                key_prefix: Some("players#"),
+            },
+        );
+        let st = &p["Statement"][0];
+        assert_eq!(
+            st["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"],
+            json!(["players#*"])
+        );
+        assert!(
+            !all_actions(&p)
+                .iter()
+                .any(|a| a.starts_with("dynamodb:GetRecords")),
+            "topic-fed: no stream"
+        );
+        assert!(
+            !all_actions(&p)
+                .iter()
+                .any(|a| a.contains("Scan") || a.contains("Query") || a == "dynamodb:*")
+        );
+    }
+
+    #[test]
+    fn every_role_writes_only_its_own_logs() {
+        let w = writer_policy(&scope(), "kappa-w", "q", "t");
+        assert_eq!(
+            resources(&w, "OwnLogs"),
+            ["arn:aws:logs:eu-west-1:123456789012:log-group:/aws/lambda/kappa-w:*"]
+        );
+        assert_eq!(
+            lambda_trust_policy()["Statement"][0]["Principal"]["Service"],
+            "lambda.amazonaws.com"
+        );
+    }
+}
