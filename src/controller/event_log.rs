@@ -65,23 +65,26 @@ async fn reconcile(log: Arc<EventLog>, ctx: Arc<Context>) -> Result<Action> {
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    if let Err(e) = &result {
-        ctx.metrics.reconcile_failed(KIND, e.category());
-        status::publish(
-            &ctx,
-            log.as_ref(),
-            EventType::Warning,
-            e.reason(),
-            "Reconcile",
-            e.to_string(),
-        )
-        .await;
+    match &result {
+        Ok(_) => ctx.backoff.succeeded(&super::backoff_key(log.as_ref())),
+        Err(e) => {
+            ctx.metrics.reconcile_failed(KIND, e.category());
+            status::publish(
+                &ctx,
+                log.as_ref(),
+                EventType::Warning,
+                e.reason(),
+                "Reconcile",
+                e.to_string(),
+            )
+            .await;
+        }
     }
     result
 }
 
-fn error_policy(_log: Arc<EventLog>, _error: &Error, _ctx: Arc<Context>) -> Action {
-    Action::requeue(std::time::Duration::from_secs(15))
+fn error_policy(log: Arc<EventLog>, _error: &Error, ctx: Arc<Context>) -> Action {
+    super::requeue_after_error(log.as_ref(), &ctx)
 }
 
 /// The views that read this log, found through the MaterializedView's selectable field.

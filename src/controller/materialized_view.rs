@@ -74,23 +74,26 @@ async fn reconcile(view: Arc<MaterializedView>, ctx: Arc<Context>) -> Result<Act
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    if let Err(e) = &result {
-        ctx.metrics.reconcile_failed(KIND, e.category());
-        status::publish(
-            &ctx,
-            view.as_ref(),
-            EventType::Warning,
-            e.reason(),
-            "Reconcile",
-            e.to_string(),
-        )
-        .await;
+    match &result {
+        Ok(_) => ctx.backoff.succeeded(&super::backoff_key(view.as_ref())),
+        Err(e) => {
+            ctx.metrics.reconcile_failed(KIND, e.category());
+            status::publish(
+                &ctx,
+                view.as_ref(),
+                EventType::Warning,
+                e.reason(),
+                "Reconcile",
+                e.to_string(),
+            )
+            .await;
+        }
     }
     result
 }
 
-fn error_policy(_view: Arc<MaterializedView>, _error: &Error, _ctx: Arc<Context>) -> Action {
-    Action::requeue(std::time::Duration::from_secs(15))
+fn error_policy(view: Arc<MaterializedView>, _error: &Error, ctx: Arc<Context>) -> Action {
+    super::requeue_after_error(view.as_ref(), &ctx)
 }
 
 /// What this reconcile concluded, before it is written to the status.

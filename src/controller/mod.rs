@@ -4,6 +4,7 @@
 //! apply (only the differences) → status. The finalizer is the single top-level switch between Apply and
 //! Cleanup. Status is written by server-side apply with one field manager, and only when it changed.
 
+mod backoff;
 mod error;
 mod event_log;
 pub mod leader;
@@ -37,6 +38,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub config: Config,
+    pub backoff: backoff::Backoff,
 }
 
 impl Context {
@@ -51,6 +53,7 @@ impl Context {
             recorder,
             metrics,
             config,
+            backoff: backoff::Backoff::default(),
         }
     }
 }
@@ -158,6 +161,25 @@ where
             .map(|ns| Api::namespaced(ctx.client.clone(), ns))
             .collect()
     }
+}
+
+/// The key objects are tracked by in the backoff table.
+fn backoff_key<K: kube::Resource<DynamicType = ()>>(obj: &K) -> String {
+    use kube::ResourceExt;
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// Records the outcome of a reconcile; on failure returns the per-object backoff delay.
+fn requeue_after_error<K: kube::Resource<DynamicType = ()>>(
+    obj: &K,
+    ctx: &Context,
+) -> kube::runtime::controller::Action {
+    kube::runtime::controller::Action::requeue(ctx.backoff.failed(&backoff_key(obj)))
 }
 
 /// Drains a controller's result stream, logging what each reconcile did.
