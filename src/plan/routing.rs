@@ -74,7 +74,11 @@ fn own_group_name(record_type: &str, taken: &BTreeSet<String>) -> String {
         })
         .take(24)
         .collect();
-    format!("t-{}-{}", sanitized.trim_matches('-'), super::names::short_hash(&[record_type]))
+    format!(
+        "t-{}-{}",
+        sanitized.trim_matches('-'),
+        super::names::short_hash(&[record_type])
+    )
 }
 
 /// For each group carrying some of the view's record types: the group and the view's types in it.
