@@ -1,0 +1,138 @@
+//! [`ProjectionError`]: why a view cannot be projected, or why one record cannot.
+//!
+//! Every variant names the view; record errors also name the attribute and the record's log keys, and
+//! every message ends with what to fix. [`ProjectionError::category`] is a bounded label for metrics and
+//! Event reasons (never a payload).
+
+/// A view whose spec cannot be turned into a projection, or a record that cannot be projected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProjectionError {
+    /// The view runs a custom projector Lambda (`spec.projector.code`), which has no declarative
+    /// projection this engine could run.
+    #[error(
+        "view {view}: it uses a custom projector (spec.projector.code), so it has no declarative projection; \
+         run its own Lambda, or replace spec.projector.code with spec.projection"
+    )]
+    CustomProjector { view: String },
+
+    /// The view has neither `spec.projection` nor `spec.projector.code`.
+    #[error("view {view}: spec.projection is missing; set spec.projection (or spec.projector.code)")]
+    MissingProjection { view: String },
+
+    /// A part of the spec the API server's validation should have caught, or one that needs the log
+    /// (the ordering attribute, reserved attribute names).
+    #[error("view {view}: {field}: {reason}")]
+    InvalidSpec {
+        view: String,
+        field: &'static str,
+        reason: String,
+    },
+
+    /// The record has no usable value for one of the log's key attributes.
+    #[error(
+        "view {view}: a log record has no string `{attribute}` ({found}); every record of the log must carry \
+         the EventLog's key attribute `{attribute}` as a string: fix the producer"
+    )]
+    LogKey {
+        view: String,
+        attribute: String,
+        found: String,
+    },
+
+    /// A key template's placeholder names an attribute the record lacks or holds as another type.
+    #[error(
+        "view {view}: record {record}: attribute `{attribute}` of spec.projection.key.{template} is {found}, \
+         not a string or a number: fix the record, or the template"
+    )]
+    KeyAttribute {
+        view: String,
+        template: &'static str,
+        attribute: String,
+        found: String,
+        record: String,
+    },
+
+    /// A rendered key is empty, which DynamoDB rejects.
+    #[error(
+        "view {view}: record {record}: the view item's {key} renders empty; DynamoDB rejects empty keys: \
+         fix the record, or add literal text to spec.projection.key"
+    )]
+    EmptyKey {
+        view: String,
+        key: &'static str,
+        record: String,
+    },
+
+    /// A rendered key is longer than DynamoDB allows.
+    #[error(
+        "view {view}: record {record}: the {key} is {bytes} bytes, DynamoDB allows at most {max}: \
+         shorten spec.projection.key (or the key prefix)"
+    )]
+    KeyTooLong {
+        view: String,
+        key: &'static str,
+        bytes: usize,
+        max: usize,
+        record: String,
+    },
+
+    /// The `Latest` ordering attribute is missing or not a number.
+    #[error(
+        "view {view}: record {record}: ordering attribute `{attribute}` is {found}, not a number; \
+         mode Latest keeps the record with the greatest `{attribute}`: fix the record, or \
+         spec.projection.orderBy (default: the EventLog's spec.table.orderingAttribute)"
+    )]
+    OrderAttribute {
+        view: String,
+        attribute: String,
+        found: String,
+        record: String,
+    },
+
+    /// The `Sum` attribute is missing or not a number.
+    #[error(
+        "view {view}: record {record}: attribute `{attribute}` (spec.projection.sumOf) is {found}, not a \
+         number: fix the record, or filter such records out with spec.projection.filter"
+    )]
+    SumAttribute {
+        view: String,
+        attribute: String,
+        found: String,
+        record: String,
+    },
+}
+
+impl ProjectionError {
+    /// A short, bounded label: `custom-projector`, `invalid-spec`, `invalid-log-key`, `invalid-key`,
+    /// `invalid-order`, `invalid-sum`.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ProjectionError::CustomProjector { .. } => "custom-projector",
+            ProjectionError::MissingProjection { .. } | ProjectionError::InvalidSpec { .. } => "invalid-spec",
+            ProjectionError::LogKey { .. } => "invalid-log-key",
+            ProjectionError::KeyAttribute { .. }
+            | ProjectionError::EmptyKey { .. }
+            | ProjectionError::KeyTooLong { .. } => "invalid-key",
+            ProjectionError::OrderAttribute { .. } => "invalid-order",
+            ProjectionError::SumAttribute { .. } => "invalid-sum",
+        }
+    }
+
+    /// Whether the error is in the view's spec (fixed by changing the view) rather than in one record.
+    pub fn is_spec_error(&self) -> bool {
+        matches!(
+            self,
+            ProjectionError::CustomProjector { .. }
+                | ProjectionError::MissingProjection { .. }
+                | ProjectionError::InvalidSpec { .. }
+        )
+    }
+}
+
+/// How an attribute was found, for error messages: `missing` or `a BOOL`.
+pub(super) fn describe(value: Option<&super::Value>) -> String {
+    match value {
+        None => "missing".to_string(),
+        Some(v) => format!("a {}", v.type_name()),
+    }
+}
