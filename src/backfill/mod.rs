@@ -2,7 +2,8 @@
 //!
 //! A backfill exports the DynamoDB log table to S3 (full, or incremental to catch up), reads every data file
 //! the export's manifest lists, and hands each item to the projection engine. It is built from export
-//! reading, workers and checkpoints; only [`export`] (reading one export exactly as AWS writes it) exists
-//! so far.
+//! reading ([`export`], exactly as AWS writes it) and write batching ([`batch`]); workers and checkpoints
+//! come next.
 
+pub mod batch;
 pub mod export;
