@@ -25,6 +25,18 @@ enum Command {
     Run(Settings),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` and the chart hold).
     Crds,
+    /// Estimate the cost per million writes of the EventLogs and views in manifests, before applying them.
+    Cost {
+        /// Manifest files, or directories of *.yaml files, holding EventLogs and their MaterializedViews.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// YAML overriding unit prices (camelCase fields of the price list; defaults: us-east-1).
+        #[arg(long)]
+        prices: Option<std::path::PathBuf>,
+        /// YAML overriding assumptions (item size, record-type shares, Lambda durations, ...).
+        #[arg(long)]
+        assumptions: Option<std::path::PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -35,6 +47,20 @@ async fn main() -> ExitCode {
             print!("{}", crd::crds_yaml());
             ExitCode::SUCCESS
         }
+        Command::Cost {
+            files,
+            prices,
+            assumptions,
+        } => match kappa_operator::cost::report(&files, prices.as_deref(), assumptions.as_deref()) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("kappa-operator cost: {message}");
+                ExitCode::from(2)
+            }
+        },
         Command::Run(settings) => {
             telemetry::init(cli.log_format);
             match run(settings).await {

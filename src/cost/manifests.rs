@@ -46,7 +46,8 @@ pub fn load_manifests(paths: &[PathBuf]) -> Result<Vec<(EventLog, Vec<Materializ
     objects.group()
 }
 
-/// The files the paths name: files as given, directories expanded to their YAML files in name order.
+/// The files the paths name: files as given, directories expanded (recursively) to their YAML files in
+/// path order.
 fn yaml_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CostError> {
     let read_error = |path: &Path| {
         let path = path.to_path_buf();
@@ -59,14 +60,21 @@ fn yaml_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CostError> {
             continue;
         }
         let mut found = Vec::new();
-        for entry in fs::read_dir(path).map_err(read_error(path))? {
-            let entry = entry.map_err(read_error(path))?.path();
-            let yaml = entry
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
-            if yaml && entry.is_file() {
-                found.push(entry);
+        let mut dirs = vec![path.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in fs::read_dir(&dir).map_err(read_error(&dir))? {
+                let entry = entry.map_err(read_error(&dir))?.path();
+                if entry.is_dir() {
+                    dirs.push(entry);
+                    continue;
+                }
+                let yaml = entry
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+                if yaml && entry.is_file() {
+                    found.push(entry);
+                }
             }
         }
         found.sort();
@@ -268,8 +276,8 @@ spec:
         );
         std::fs::create_dir(dir.path().join("nested")).expect("mkdir");
         std::fs::write(
-            dir.path().join("nested/orphan.yaml"),
-            view_yaml("orphan", "nowhere", None),
+            dir.path().join("nested/scores.yaml"),
+            view_yaml("scores", "game-events", None),
         )
         .expect("write");
 
@@ -278,8 +286,8 @@ spec:
         let (log, views) = &groups[0];
         assert_eq!(log.metadata.name.as_deref(), Some("game-events"));
         assert_eq!(log.spec.record_types.len(), 2);
-        // games.yml sorts before players.yaml; nested/ is not read.
-        assert_eq!(names(views), ["games", "players"]);
+        // games.yml sorts before nested/scores.yaml and players.yaml; subdirectories are read too.
+        assert_eq!(names(views), ["games", "scores", "players"]);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod estimate;
 pub mod manifests;
 pub mod model;
 pub mod prices;
+mod report;
 mod table;
 
 pub use assumptions::{
@@ -27,6 +28,7 @@ pub use estimate::{Component, Estimate, Line, Unit};
 pub use manifests::load_manifests;
 pub use model::{WRITES, estimate};
 pub use prices::Prices;
+pub use report::report;
 
 #[cfg(test)]
 mod tests;

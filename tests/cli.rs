@@ -1,0 +1,53 @@
+//! The binary's offline subcommands, as users run them.
+
+use std::process::Command;
+
+fn kappa(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run kappa-operator")
+}
+
+#[test]
+fn cost_prints_a_table_per_event_log_of_the_examples() {
+    let out = kappa(&["cost", "-f", "examples/"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("EventLog default/game-events with 4 view(s): $"),
+        "{text}"
+    );
+    for line in [
+        "SQS send requests",
+        "router Lambda",
+        "topic players",
+        "projector player-scores",
+        "Total",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn cost_without_manifests_fails_with_the_fix() {
+    let out = kappa(&["cost", "-f", "crds/"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no EventLog") && err.contains("-f"), "{err}");
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["crds", "--help"],
+        &["cost", "--help"],
+    ] {
+        let out = kappa(sub);
+        assert!(out.status.success(), "{sub:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"), "{sub:?}");
+    }
+}
