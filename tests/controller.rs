@@ -160,6 +160,25 @@ async fn a_view_without_its_log_stalls_then_progresses_when_the_log_appears() {
         "{}",
         operator.log()
     );
+    assert_eq!(
+        common::http_get(operator.http_port, "/healthz").await.as_deref(),
+        Some("ok")
+    );
+    assert_eq!(
+        common::http_get(operator.http_port, "/readyz").await.as_deref(),
+        Some("ok")
+    );
+    let metrics = operator.metrics().await.unwrap();
+    for family in [
+        "kappa_reconciles_total",
+        "kappa_reconcile_duration_seconds_count",
+        "kappa_leader 1",
+    ] {
+        assert!(
+            metrics.contains(family),
+            "{family} missing from /metrics:\n{metrics}"
+        );
+    }
     common::delete_namespace(&client, &ns).await;
 }
 
