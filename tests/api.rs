@@ -4,8 +4,6 @@
 
 mod common;
 
-use kube::Client;
-
 const LOG: &str = r#"
 apiVersion: kappa.dev/v1alpha1
 kind: EventLog
@@ -50,16 +48,9 @@ fn with(base: &str, extra: &str) -> String {
     format!("{base}{extra}")
 }
 
-async fn setup(test: &str) -> (Client, String) {
-    let client = common::kube_client().await;
-    common::install_crds(&client).await;
-    let ns = common::namespace(&client, test).await;
-    (client, ns)
-}
-
 #[tokio::test]
 async fn valid_manifests_are_accepted() {
-    let (client, ns) = setup("api-valid").await;
+    let (client, ns) = common::setup("api-valid").await;
     common::create_yaml(&client, &ns, LOG)
         .await
         .expect("the example EventLog is valid");
@@ -446,7 +437,7 @@ fn invalid_manifests() -> Vec<(&'static str, String, &'static str)> {
 
 #[tokio::test]
 async fn invalid_manifests_are_refused_naming_the_field() {
-    let (client, ns) = setup("api-invalid").await;
+    let (client, ns) = common::setup("api-invalid").await;
     let cases = invalid_manifests();
     assert!(
         cases.len() >= 25,
@@ -474,7 +465,7 @@ async fn invalid_manifests_are_refused_naming_the_field() {
 
 #[tokio::test]
 async fn immutable_fields_are_refused_with_the_crd_message() {
-    let (client, ns) = setup("api-immutable").await;
+    let (client, ns) = common::setup("api-immutable").await;
     common::create_yaml(
         &client,
         &ns,
@@ -526,7 +517,7 @@ async fn immutable_fields_are_refused_with_the_crd_message() {
 
 #[tokio::test]
 async fn kubectl_get_prints_the_promised_columns() {
-    let (client, ns) = setup("api-columns").await;
+    let (client, ns) = common::setup("api-columns").await;
     common::create_yaml(&client, &ns, LOG).await.unwrap();
     common::create_yaml(&client, &ns, VIEW).await.unwrap();
     let header = |out: &str| {
@@ -555,7 +546,7 @@ async fn kubectl_get_prints_the_promised_columns() {
 
 #[tokio::test]
 async fn the_examples_are_accepted_by_the_api_server() {
-    let (client, ns) = setup("api-examples").await;
+    let (client, ns) = common::setup("api-examples").await;
     let out = common::kubectl(&["-n", &ns, "apply", "--dry-run=server", "-k", "examples/game"]);
     for name in [
         "eventlog.kappa.dev/game-events",

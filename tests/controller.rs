@@ -36,13 +36,6 @@ spec:
     )
 }
 
-async fn setup(test: &str) -> (Client, String) {
-    let client = common::kube_client().await;
-    common::install_crds(&client).await;
-    let ns = common::namespace(&client, test).await;
-    (client, ns)
-}
-
 fn condition<'a>(view: &'a MaterializedView, type_: &str) -> Option<&'a kappa_operator::crd::Condition> {
     view.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
 }
@@ -72,7 +65,7 @@ async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<Event> {
 
 #[tokio::test]
 async fn a_view_without_its_log_stalls_then_progresses_when_the_log_appears() {
-    let (client, ns) = setup("ctl-stall").await;
+    let (client, ns) = common::setup("ctl-stall").await;
     let operator = Operator::start(&ns, "solo", 15);
     common::create_yaml(&client, &ns, &view("players")).await.unwrap();
     let views: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
@@ -184,7 +177,7 @@ async fn a_view_without_its_log_stalls_then_progresses_when_the_log_appears() {
 
 #[tokio::test]
 async fn an_invalid_view_is_stalled_with_a_message_naming_the_field() {
-    let (client, ns) = setup("ctl-invalid").await;
+    let (client, ns) = common::setup("ctl-invalid").await;
     let _operator = Operator::start(&ns, "solo", 15);
     common::create_yaml(&client, &ns, LOG).await.unwrap();
     common::create_yaml(
@@ -210,7 +203,7 @@ async fn an_invalid_view_is_stalled_with_a_message_naming_the_field() {
 
 #[tokio::test]
 async fn deleting_a_view_waits_for_the_finalizer() {
-    let (client, ns) = setup("ctl-finalizer").await;
+    let (client, ns) = common::setup("ctl-finalizer").await;
     let mut operator = Operator::start(&ns, "solo", 15);
     common::create_yaml(&client, &ns, LOG).await.unwrap();
     common::create_yaml(&client, &ns, &view("players")).await.unwrap();
@@ -240,7 +233,7 @@ async fn deleting_a_view_waits_for_the_finalizer() {
 
 #[tokio::test]
 async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_dies() {
-    let (client, ns) = setup("ctl-leader").await;
+    let (client, ns) = common::setup("ctl-leader").await;
     let lease_seconds = 6;
     let mut a = Operator::start(&ns, "replica-a", lease_seconds);
     // Let replica-a win the Lease before replica-b starts, so the test knows who leads.

@@ -8,7 +8,6 @@ use futures::StreamExt;
 use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -17,7 +16,7 @@ use tracing::instrument;
 use super::status::{self, Health};
 use super::{Context, Error, Result};
 use crate::crd::{
-    ConditionStatus, DeletionPolicy, EventLog, EventLogPhase, EventLogStatus, FINALIZER, MaterializedView,
+    ConditionStatus, DeletionPolicy, EventLog, EventLogPhase, EventLogStatus, MaterializedView,
     condition_types as types, reasons,
 };
 use crate::plan::{StreamReaders, resolve_fan_out};
@@ -51,36 +50,7 @@ pub(super) async fn run(ctx: Arc<Context>) {
 
 #[instrument(skip_all, fields(namespace = log.namespace(), name = log.name_any()))]
 async fn reconcile(log: Arc<EventLog>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.reconcile_started(KIND);
-    let ns = log.namespace().ok_or_else(|| Error::NoNamespace {
-        kind: KIND,
-        name: log.name_any(),
-    })?;
-    let api: Api<EventLog> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, log.clone(), |event| async {
-        match event {
-            Finalizer::Apply(log) => apply(log, &ctx, &ns).await,
-            Finalizer::Cleanup(log) => cleanup(log, &ctx, &ns).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    match &result {
-        Ok(_) => ctx.backoff.succeeded(&super::backoff_key(log.as_ref())),
-        Err(e) => {
-            ctx.metrics.reconcile_failed(KIND, e.category());
-            status::publish(
-                &ctx,
-                log.as_ref(),
-                EventType::Warning,
-                e.reason(),
-                "Reconcile",
-                e.to_string(),
-            )
-            .await;
-        }
-    }
-    result
+    super::reconcile_with_finalizer(log, ctx, KIND, apply, cleanup).await
 }
 
 fn error_policy(log: Arc<EventLog>, _error: &Error, ctx: Arc<Context>) -> Action {

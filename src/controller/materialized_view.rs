@@ -6,7 +6,6 @@ use std::sync::Arc;
 use futures::StreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -15,8 +14,8 @@ use tracing::instrument;
 use super::status::{self, Health};
 use super::{Context, Error, Result, validate};
 use crate::crd::{
-    DeletionPolicy, EventLog, FINALIZER, MaterializedView, MaterializedViewStatus, ViewPhase,
-    condition_types as types, reasons,
+    DeletionPolicy, EventLog, MaterializedView, MaterializedViewStatus, ViewPhase, condition_types as types,
+    reasons,
 };
 
 const KIND: &str = "MaterializedView";
@@ -60,36 +59,7 @@ pub(super) async fn run(ctx: Arc<Context>) {
 
 #[instrument(skip_all, fields(namespace = view.namespace(), name = view.name_any()))]
 async fn reconcile(view: Arc<MaterializedView>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.reconcile_started(KIND);
-    let ns = view.namespace().ok_or_else(|| Error::NoNamespace {
-        kind: KIND,
-        name: view.name_any(),
-    })?;
-    let api: Api<MaterializedView> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, FINALIZER, view.clone(), |event| async {
-        match event {
-            Finalizer::Apply(view) => apply(view, &ctx, &ns).await,
-            Finalizer::Cleanup(view) => cleanup(view, &ctx, &ns).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
-    match &result {
-        Ok(_) => ctx.backoff.succeeded(&super::backoff_key(view.as_ref())),
-        Err(e) => {
-            ctx.metrics.reconcile_failed(KIND, e.category());
-            status::publish(
-                &ctx,
-                view.as_ref(),
-                EventType::Warning,
-                e.reason(),
-                "Reconcile",
-                e.to_string(),
-            )
-            .await;
-        }
-    }
-    result
+    super::reconcile_with_finalizer(view, ctx, KIND, apply, cleanup).await
 }
 
 fn error_policy(view: Arc<MaterializedView>, _error: &Error, ctx: Arc<Context>) -> Action {

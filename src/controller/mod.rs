@@ -163,6 +163,61 @@ where
     }
 }
 
+/// The top-level switch both kinds share: the finalizer chooses Apply or Cleanup; every reconcile is
+/// counted and timed; a failure is counted by category, published as a Warning Event and backed off per
+/// object; a success resets the backoff.
+async fn reconcile_with_finalizer<K>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    kind: &'static str,
+    apply: impl AsyncFnOnce(Arc<K>, &Context, &str) -> Result<kube::runtime::controller::Action>,
+    cleanup: impl AsyncFnOnce(Arc<K>, &Context, &str) -> Result<kube::runtime::controller::Action>,
+) -> Result<kube::runtime::controller::Action>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    use kube::ResourceExt;
+    use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+    let _timer = ctx.metrics.reconcile_started(kind);
+    let ns = obj.namespace().ok_or_else(|| Error::NoNamespace {
+        kind,
+        name: obj.name_any(),
+    })?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, crate::crd::FINALIZER, obj.clone(), |event| async {
+        match event {
+            Finalizer::Apply(o) => apply(o, &ctx, &ns).await,
+            Finalizer::Cleanup(o) => cleanup(o, &ctx, &ns).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    match &result {
+        Ok(_) => ctx.backoff.succeeded(&backoff_key(obj.as_ref())),
+        Err(e) => {
+            ctx.metrics.reconcile_failed(kind, e.category());
+            let (reason, note) = (e.reason(), e.to_string());
+            status::publish(
+                &ctx,
+                obj.as_ref(),
+                kube::runtime::events::EventType::Warning,
+                reason,
+                "Reconcile",
+                note,
+            )
+            .await;
+        }
+    }
+    result
+}
+
 /// The key objects are tracked by in the backoff table.
 fn backoff_key<K: kube::Resource<DynamicType = ()>>(obj: &K) -> String {
     use kube::ResourceExt;

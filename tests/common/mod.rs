@@ -41,6 +41,14 @@ pub async fn aws_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// The usual start of a test on the cluster: an admin client, the CRDs installed, a fresh namespace.
+pub async fn setup(test: &str) -> (Client, String) {
+    let client = kube_client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, test).await;
+    (client, ns)
+}
+
 /// A namespace of one test's own, named after the test with a random suffix.
 pub async fn namespace(client: &Client, test: &str) -> String {
     let suffix: u32 = rand_suffix();
