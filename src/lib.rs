@@ -4,6 +4,7 @@
 //! kind) → `plan` (pure: desired topology) → `aws` (one adapter per service). [`settings`] holds the
 //! operator's own configuration, validated at startup; [`metrics`] and [`telemetry`] observe it all.
 
+pub mod aws;
 pub mod backfill;
 pub mod controller;
 pub mod cost;

@@ -89,6 +89,7 @@ async fn run(settings: Settings) -> Result<(), String> {
     controller::check_crds(&client).await.map_err(|e| e.to_string())?;
 
     let metrics = Arc::new(Metrics::default());
+    let aws = kappa_operator::aws::Aws::from_env(metrics.clone()).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let health = http::Health {
         metrics: metrics.clone(),
@@ -103,6 +104,6 @@ async fn run(settings: Settings) -> Result<(), String> {
             tracing::error!(error = %e, "the HTTP server stopped");
         }
     });
-    controller::run(client, config, metrics, ready).await;
+    controller::run(client, config, metrics, ready, aws).await;
     Ok(())
 }

@@ -18,18 +18,27 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AwsCallLabels {
+    pub service: String,
+    pub operation: String,
+    pub mutating: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
     pub kind: &'static str,
     pub category: &'static str,
 }
 
 /// The operator's metrics and the registry they are exported from.
+#[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     pub reconciles: Family<KindLabels, Counter>,
     pub failures: Family<FailureLabels, Counter>,
     pub duration: Family<KindLabels, Histogram>,
     pub leader: Gauge<i64, AtomicI64>,
+    pub aws_calls: Family<AwsCallLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -41,6 +50,7 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.005, 2.0, 12))
         });
         let leader = Gauge::<i64, AtomicI64>::default();
+        let aws_calls = Family::<AwsCallLabels, Counter>::default();
         registry.register("reconciles", "Reconciles run, per kind", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -57,13 +67,8 @@ impl Default for Metrics {
             "1 while this replica holds the leader Lease",
             leader.clone(),
         );
-        Metrics {
-            registry,
-            reconciles,
-            failures,
-            duration,
-            leader,
-        }
+        registry.register("aws_calls", "AWS API calls, per service and operation", aws_calls.clone());
+        Metrics { registry, reconciles, failures, duration, leader, aws_calls }
     }
 }
 
@@ -82,6 +87,16 @@ impl Metrics {
         self.failures
             .get_or_create(&FailureLabels { kind, category })
             .inc();
+    }
+
+    /// Counts one AWS call; operation names are a bounded set per service.
+    pub fn aws_call(&self, service: &str, operation: &str, mutating: bool) {
+        let labels = AwsCallLabels {
+            service: service.to_string(),
+            operation: operation.to_string(),
+            mutating: if mutating { "true" } else { "false" },
+        };
+        self.aws_calls.get_or_create(&labels).inc();
     }
 
     /// The text exposition format served on /metrics.

@@ -14,6 +14,8 @@ pub enum Error {
     },
     #[error("finalizer {FINALIZER}: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error(transparent)]
+    Aws(#[from] crate::aws::AwsError),
     #[error("{kind} {name} has no namespace; the kappa.dev kinds are namespaced")]
     NoNamespace { kind: &'static str, name: String },
 }
@@ -31,6 +33,7 @@ impl Error {
                 _ => "finalizer",
             },
             Error::NoNamespace { .. } => "invalid-object",
+            Error::Aws(_) => "aws",
         }
     }
 
@@ -40,6 +43,7 @@ impl Error {
             "kubernetes" => "KubernetesApiError",
             "finalizer" => "FinalizerError",
             "invalid-object" => "InvalidObject",
+            "aws" => "AwsError",
             _ => "ReconcileError",
         }
     }

@@ -14,12 +14,12 @@ use kube::{Api, ResourceExt};
 use tracing::instrument;
 
 use super::status::{self, Health};
-use super::{Context, Error, Result};
+use super::{Context, Error, Result, provision};
 use crate::crd::{
-    ConditionStatus, DeletionPolicy, EventLog, EventLogPhase, EventLogStatus, MaterializedView,
+    ConditionStatus, DeletionPolicy, EventLog, EventLogPhase, EventLogStatus, MaterializedView, TableStatus,
     condition_types as types, reasons,
 };
-use crate::plan::{StreamReaders, resolve_fan_out};
+use crate::plan::log::plan_log;
 
 const KIND: &str = "EventLog";
 
@@ -73,45 +73,89 @@ async fn views_of(log: &EventLog, ctx: &Context, ns: &str) -> Result<Vec<Materia
 
 async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
     let views = views_of(&log, ctx, ns).await?;
-    let fan_out = resolve_fan_out(log.spec.fan_out.mode, StreamReaders::of(&views));
-    let health = Health::Progressing {
-        reason: reasons::PROVISIONING,
-        message: "provisioning the log's AWS resources".into(),
+    let plan = plan_log(&ctx.config.cluster_id, &log, &views);
+    let (phase, health, resources) = match provision::apply_log(&ctx.aws, &plan).await {
+        Ok(r) if r.converged => (
+            EventLogPhase::Ready,
+            Health::Ready {
+                reason: reasons::PROVISIONED,
+                message: "the log table, ingest queue and topics match the spec".into(),
+            },
+            Some(r),
+        ),
+        Ok(r) => (
+            EventLogPhase::Provisioning,
+            Health::Progressing {
+                reason: reasons::PROVISIONING,
+                message: "creating or updating the log's AWS resources".into(),
+            },
+            Some(r),
+        ),
+        Err(e) if !e.retryable => (
+            EventLogPhase::Failed,
+            Health::Stalled {
+                reason: reasons::AWS_ERROR,
+                message: e.to_string(),
+            },
+            None,
+        ),
+        Err(e) => return Err(e.into()),
     };
     let old = log.status.clone().unwrap_or_default();
     let mut next: EventLogStatus = old.clone();
     let now = status::now();
     let generation = log.metadata.generation;
     next.observed_generation = generation;
-    next.phase = Some(EventLogPhase::Provisioning);
+    next.phase = Some(phase);
     next.views = views.len() as i32;
-    next.fan_out = Some(fan_out.as_str().to_string());
+    next.fan_out = Some(plan.fan_out.as_str().to_string());
+    if let Some(r) = &resources {
+        next.table = Some(TableStatus {
+            name: plan.table.name.clone(),
+            arn: Some(r.table.arn.clone()),
+            stream_arn: r.table.stream_arn.clone(),
+        });
+        next.ingest_queue_url = r.queue.as_ref().map(|q| q.url.clone());
+        next.resources = r
+            .topics
+            .iter()
+            .map(|(group, arn)| (format!("topic/{group}"), arn.clone()))
+            .collect();
+        if let Some(q) = &r.queue {
+            next.resources.insert("queue".into(), q.arn.clone());
+        }
+    }
     status::set_kstatus(&mut next.conditions, &health, generation, &now);
+    let provisioned = matches!(health, Health::Ready { .. });
     status::set(
         &mut next.conditions,
         types::PROVISIONED,
-        ConditionStatus::False,
-        reasons::PROVISIONING,
-        "",
+        if provisioned {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        },
+        health.reason(),
+        health.message().to_string(),
         generation,
         &now,
     );
     if next != old {
         status::apply(&api_of(ctx, ns), log.as_ref(), &next).await?;
         if old.phase != next.phase {
-            let note = format!("phase {:?} → Provisioning", old.phase);
-            status::publish(
-                ctx,
-                log.as_ref(),
-                EventType::Normal,
-                "Provisioning",
-                "PhaseChanged",
-                note,
-            )
-            .await;
+            let note = format!("phase {:?} → {phase:?}: {}", old.phase, health.message());
+            let type_ = if phase == EventLogPhase::Failed {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            status::publish(ctx, log.as_ref(), type_, health.reason(), "PhaseChanged", note).await;
         }
     }
-    Ok(Action::requeue(ctx.config.resync))
+    Ok(match health {
+        Health::Progressing { .. } => Action::requeue(std::time::Duration::from_secs(5)),
+        _ => Action::requeue(ctx.config.resync),
+    })
 }
 
 fn api_of(ctx: &Context, ns: &str) -> Api<EventLog> {
@@ -120,13 +164,29 @@ fn api_of(ctx: &Context, ns: &str) -> Api<EventLog> {
 
 async fn cleanup(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
     let mut next = log.status.clone().unwrap_or_default();
-    next.phase = Some(EventLogPhase::Deleting);
-    status::apply(&api_of(ctx, ns), log.as_ref(), &next).await?;
+    if next.phase != Some(EventLogPhase::Deleting) {
+        next.phase = Some(EventLogPhase::Deleting);
+        status::apply(&api_of(ctx, ns), log.as_ref(), &next).await?;
+    }
     let note = match log.spec.deletion_policy {
         DeletionPolicy::Retain => {
-            "deletionPolicy Retain: the log table and its resources are kept".to_string()
+            "deletionPolicy Retain: the log table, queue and topics are kept".to_string()
         }
-        DeletionPolicy::Delete => "deletionPolicy Delete: the log's AWS resources are removed".to_string(),
+        DeletionPolicy::Delete => {
+            // Every topic group the log could have had, whatever the fan-out was.
+            let mut all_topics = log.as_ref().clone();
+            all_topics.spec.fan_out.mode = crate::crd::FanOutMode::Sns;
+            let plan = plan_log(&ctx.config.cluster_id, &all_topics, &[]);
+            let deleted = provision::delete_log(&ctx.aws, &plan).await?;
+            format!(
+                "deletionPolicy Delete: deleted {}",
+                if deleted.is_empty() {
+                    "nothing".into()
+                } else {
+                    deleted.join(", ")
+                }
+            )
+        }
     };
     status::publish(ctx, log.as_ref(), EventType::Normal, "Deleted", "Cleanup", note).await;
     Ok(Action::await_change())

@@ -9,6 +9,7 @@ mod error;
 mod event_log;
 pub mod leader;
 mod materialized_view;
+mod provision;
 pub mod status;
 pub mod validate;
 
@@ -39,10 +40,11 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub config: Config,
     pub backoff: backoff::Backoff,
+    pub aws: crate::aws::Aws,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, config: Config) -> Self {
+    pub fn new(client: Client, metrics: Arc<Metrics>, config: Config, aws: crate::aws::Aws) -> Self {
         let reporter = Reporter {
             controller: "kappa-operator".into(),
             instance: Some(config.identity.clone()),
@@ -54,6 +56,7 @@ impl Context {
             metrics,
             config,
             backoff: backoff::Backoff::default(),
+            aws,
         }
     }
 }
@@ -106,7 +109,13 @@ pub async fn check_crds(client: &Client) -> std::result::Result<(), StartupError
 }
 
 /// Runs both controllers until shutdown (SIGTERM or Ctrl-C), while this replica leads.
-pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) {
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    aws: crate::aws::Aws,
+) {
     let elector = leader::LeaderElector::new(
         client.clone(),
         &config.lease_namespace,
@@ -114,7 +123,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: A
         &config.identity,
         config.lease_duration,
     );
-    let ctx = Arc::new(Context::new(client, metrics.clone(), config));
+    let ctx = Arc::new(Context::new(client, metrics.clone(), config, aws));
     ready.store(true, Ordering::Relaxed);
     info!(identity = %elector.identity(), "waiting to lead; standing by");
     let shutdown = async {

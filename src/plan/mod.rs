@@ -2,6 +2,7 @@
 
 mod fan_out;
 pub mod iam;
+pub mod log;
 pub mod names;
 pub mod routing;
 

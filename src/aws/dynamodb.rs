@@ -1,0 +1,299 @@
+//! DynamoDB tables: ensure a table matches its plan (keys, billing, stream, PITR, deletion protection,
+//! tags), one change at a time as DynamoDB requires; delete only a table carrying the owner's tags.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode as DdbBilling, KeySchemaElement, KeyType,
+    PointInTimeRecoverySpecification, ProvisionedThroughput, ScalarAttributeType, StreamSpecification,
+    StreamViewType as DdbView, TableDescription, TableStatus, Tag,
+};
+
+use super::error::from_sdk;
+use super::{AwsError, Convergence};
+use crate::crd::{BillingMode, StreamViewType};
+use crate::plan::log::TablePlan;
+use crate::plan::names::Owner;
+
+/// What a table is after `ensure_table`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableState {
+    pub arn: String,
+    pub stream_arn: Option<String>,
+    pub convergence: Convergence,
+}
+
+fn view_type(v: StreamViewType) -> DdbView {
+    match v {
+        StreamViewType::NewImage => DdbView::NewImage,
+        StreamViewType::NewAndOldImages => DdbView::NewAndOldImages,
+    }
+}
+
+async fn describe(client: &Client, name: &str) -> Result<Option<TableDescription>, AwsError> {
+    match client
+        .describe_table()
+        .table_name(name)
+        .send()
+        .await
+        .map_err(from_sdk("DescribeTable", name))
+    {
+        Ok(out) => Ok(out.table),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates the table, or brings an existing one in line with the plan with at most one change per call.
+pub async fn ensure_table(client: &Client, plan: &TablePlan) -> Result<TableState, AwsError> {
+    let Some(table) = describe(client, &plan.name).await? else {
+        if plan.adopted {
+            return Err(AwsError::permanent(
+                "AdoptTable",
+                &plan.name,
+                "spec.table.adoptExisting is true but no such table exists: create it, or set adoptExisting false",
+            ));
+        }
+        return create(client, plan).await;
+    };
+    let arn = table.table_arn().unwrap_or_default().to_string();
+    let state = |convergence| TableState {
+        arn: arn.clone(),
+        stream_arn: table.latest_stream_arn().map(str::to_string),
+        convergence,
+    };
+    check_keys(plan, &table)?;
+    if table.table_status() != Some(&TableStatus::Active) {
+        return Ok(state(Convergence::InProgress));
+    }
+    if update_needed(client, plan, &table).await? {
+        return Ok(state(Convergence::InProgress));
+    }
+    if plan.point_in_time_recovery && !pitr_enabled(client, &plan.name).await? {
+        client
+            .update_continuous_backups()
+            .table_name(&plan.name)
+            .point_in_time_recovery_specification(
+                PointInTimeRecoverySpecification::builder()
+                    .point_in_time_recovery_enabled(true)
+                    .build()?,
+            )
+            .send()
+            .await
+            .map_err(from_sdk("UpdateContinuousBackups", &plan.name))?;
+        return Ok(state(Convergence::InProgress));
+    }
+    if !plan.adopted && tag_if_needed(client, &arn, &plan.tags).await? {
+        return Ok(state(Convergence::InProgress));
+    }
+    Ok(state(Convergence::Converged))
+}
+
+impl From<aws_sdk_dynamodb::error::BuildError> for AwsError {
+    fn from(e: aws_sdk_dynamodb::error::BuildError) -> Self {
+        AwsError::permanent("BuildRequest", "", e.to_string())
+    }
+}
+
+async fn create(client: &Client, plan: &TablePlan) -> Result<TableState, AwsError> {
+    let mut keys = vec![(plan.partition_key.as_str(), KeyType::Hash)];
+    if let Some(sk) = &plan.sort_key {
+        keys.push((sk.as_str(), KeyType::Range));
+    }
+    let mut req = client
+        .create_table()
+        .table_name(&plan.name)
+        .deletion_protection_enabled(plan.deletion_protection);
+    for (attr, key_type) in keys {
+        req = req
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(attr)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(attr)
+                    .key_type(key_type)
+                    .build()?,
+            );
+    }
+    req = match (plan.billing, plan.capacity) {
+        (BillingMode::Provisioned, Some((read, write))) => {
+            req.billing_mode(DdbBilling::Provisioned).provisioned_throughput(
+                ProvisionedThroughput::builder()
+                    .read_capacity_units(read)
+                    .write_capacity_units(write)
+                    .build()?,
+            )
+        }
+        _ => req.billing_mode(DdbBilling::PayPerRequest),
+    };
+    if let Some(view) = plan.stream {
+        req = req.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(view_type(view))
+                .build()?,
+        );
+    }
+    for (k, v) in &plan.tags {
+        req = req.tags(Tag::builder().key(k).value(v).build()?);
+    }
+    let out = req.send().await.map_err(from_sdk("CreateTable", &plan.name))?;
+    let table = out.table_description;
+    Ok(TableState {
+        arn: table
+            .as_ref()
+            .and_then(|t| t.table_arn())
+            .unwrap_or_default()
+            .to_string(),
+        stream_arn: table
+            .as_ref()
+            .and_then(|t| t.latest_stream_arn())
+            .map(str::to_string),
+        convergence: Convergence::InProgress,
+    })
+}
+
+fn check_keys(plan: &TablePlan, table: &TableDescription) -> Result<(), AwsError> {
+    let key = |t: KeyType| {
+        table
+            .key_schema()
+            .iter()
+            .find(|k| k.key_type() == &t)
+            .map(|k| k.attribute_name().to_string())
+    };
+    let (pk, sk) = (key(KeyType::Hash), key(KeyType::Range));
+    if pk.as_deref() != Some(plan.partition_key.as_str()) || sk != plan.sort_key {
+        return Err(AwsError::permanent(
+            "CheckKeys",
+            &plan.name,
+            format!(
+                "the table's keys are ({}, {}) but spec.table declares ({}, {}): keys cannot change; fix \
+                 spec.table.partitionKey/sortKey to match, or use another table",
+                pk.unwrap_or_default(),
+                sk.unwrap_or_else(|| "none".into()),
+                plan.partition_key,
+                plan.sort_key.clone().unwrap_or_else(|| "none".into())
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Makes the first needed `UpdateTable` change; `true` when one was made.
+async fn update_needed(
+    client: &Client,
+    plan: &TablePlan,
+    table: &TableDescription,
+) -> Result<bool, AwsError> {
+    let stream = table.stream_specification();
+    let enabled = stream.is_some_and(|s| s.stream_enabled());
+    let current_view = stream.and_then(|s| s.stream_view_type()).cloned();
+    let update = client.update_table().table_name(&plan.name);
+    let update = match plan.stream {
+        // A view type cannot change in place: turn the stream off now, on with the new type next time.
+        Some(view) if enabled && current_view.as_ref() != Some(&view_type(view)) => {
+            update.stream_specification(StreamSpecification::builder().stream_enabled(false).build()?)
+        }
+        Some(view) if !enabled => update.stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(view_type(view))
+                .build()?,
+        ),
+        _ if !plan.adopted && table.deletion_protection_enabled() != Some(plan.deletion_protection) => {
+            update.deletion_protection_enabled(plan.deletion_protection)
+        }
+        _ => return Ok(false),
+    };
+    update.send().await.map_err(from_sdk("UpdateTable", &plan.name))?;
+    Ok(true)
+}
+
+async fn pitr_enabled(client: &Client, name: &str) -> Result<bool, AwsError> {
+    let out = client
+        .describe_continuous_backups()
+        .table_name(name)
+        .send()
+        .await
+        .map_err(from_sdk("DescribeContinuousBackups", name))?;
+    Ok(out
+        .continuous_backups_description()
+        .and_then(|d| d.point_in_time_recovery_description())
+        .and_then(|p| p.point_in_time_recovery_status())
+        .is_some_and(|s| s.as_str() == "ENABLED"))
+}
+
+async fn tags_of(client: &Client, arn: &str) -> Result<BTreeMap<String, String>, AwsError> {
+    let out = client
+        .list_tags_of_resource()
+        .resource_arn(arn)
+        .send()
+        .await
+        .map_err(from_sdk("ListTagsOfResource", arn))?;
+    Ok(out
+        .tags()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect())
+}
+
+async fn tag_if_needed(
+    client: &Client,
+    arn: &str,
+    want: &BTreeMap<String, String>,
+) -> Result<bool, AwsError> {
+    let have = tags_of(client, arn).await?;
+    let missing: Vec<Tag> = want
+        .iter()
+        .filter(|(k, v)| have.get(*k) != Some(*v))
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect::<Result<_, _>>()?;
+    if missing.is_empty() {
+        return Ok(false);
+    }
+    client
+        .tag_resource()
+        .resource_arn(arn)
+        .set_tags(Some(missing))
+        .send()
+        .await
+        .map_err(from_sdk("TagResource", arn))?;
+    Ok(true)
+}
+
+/// Deletes the table if `owner` created it (all ownership tags present); `Ok(false)` when it is absent or
+/// not ours. Turns deletion protection off first when the owner had turned it on.
+pub async fn delete_table_if_owned(client: &Client, name: &str, owner: &Owner) -> Result<bool, AwsError> {
+    let Some(table) = describe(client, name).await? else {
+        return Ok(false);
+    };
+    let arn = table.table_arn().unwrap_or_default();
+    if !owner.owns(&tags_of(client, arn).await?) {
+        return Ok(false);
+    }
+    if table.deletion_protection_enabled() == Some(true) {
+        client
+            .update_table()
+            .table_name(name)
+            .deletion_protection_enabled(false)
+            .send()
+            .await
+            .map_err(from_sdk("UpdateTable", name))?;
+    }
+    match client
+        .delete_table()
+        .table_name(name)
+        .send()
+        .await
+        .map_err(from_sdk("DeleteTable", name))
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
+}

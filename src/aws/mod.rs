@@ -1,0 +1,66 @@
+//! Thin adapters, one per AWS service: observe the actual resource, compare it with the plan, apply only
+//! what differs. Every client comes from one shared SDK configuration (the standard `AWS_*` variables,
+//! `AWS_ENDPOINT_URL` included) with few retries, since the controller requeues anyway; every call is
+//! counted by service and operation on `/metrics`.
+
+mod calls;
+pub mod dynamodb;
+mod error;
+pub mod sns;
+pub mod sqs;
+
+use std::sync::Arc;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+
+pub use calls::CallCounter;
+pub use error::AwsError;
+
+use crate::metrics::Metrics;
+
+/// The AWS clients the controllers use.
+#[derive(Clone, Debug)]
+pub struct Aws {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub region: String,
+}
+
+impl Aws {
+    /// Loads the SDK configuration once; fails with the fix when no region is configured.
+    pub async fn from_env(metrics: Arc<Metrics>) -> Result<Aws, String> {
+        let shared = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::adaptive().with_max_attempts(3))
+            .load()
+            .await;
+        let region = shared.region().map(|r| r.to_string()).ok_or_else(|| {
+            "no AWS region configured: set AWS_REGION (the chart's aws.region value)".to_string()
+        })?;
+        let counter = CallCounter::new(metrics);
+        let dynamodb = aws_sdk_dynamodb::config::Builder::from(&shared)
+            .interceptor(counter.clone())
+            .build();
+        let sqs = aws_sdk_sqs::config::Builder::from(&shared)
+            .interceptor(counter.clone())
+            .build();
+        let sns = aws_sdk_sns::config::Builder::from(&shared)
+            .interceptor(counter)
+            .build();
+        Ok(Aws {
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
+            sqs: aws_sdk_sqs::Client::from_conf(sqs),
+            sns: aws_sdk_sns::Client::from_conf(sns),
+            region,
+        })
+    }
+}
+
+/// Whether the current state already matches the plan, or a later reconcile must continue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Convergence {
+    Converged,
+    /// A change was made or is under way (a table still creating, one update at a time).
+    InProgress,
+}

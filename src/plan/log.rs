@@ -1,0 +1,185 @@
+//! The desired AWS resources of one EventLog: the log table, the ingest queue and the fan-out topics.
+//!
+//! Pure: the same spec and views give the same plan, names included. The writer and router Lambdas, the
+//! projectors and their IAM roles are planned by later steps.
+
+use std::collections::BTreeMap;
+
+use super::names::{NameKind, Owner};
+use super::routing::topic_groups;
+use super::{ResolvedFanOut, StreamReaders, resolve_fan_out};
+use crate::crd::{BillingMode, DeletionPolicy, EventLog, MaterializedView, QueueType, StreamViewType};
+
+pub const KIND: &str = "EventLog";
+
+/// Everything an EventLog needs on AWS.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogPlan {
+    pub owner: Owner,
+    pub table: TablePlan,
+    pub queue: Option<QueuePlan>,
+    pub fan_out: ResolvedFanOut,
+    /// With `Sns` fan-out: one topic per record-type group.
+    pub topics: Vec<TopicPlan>,
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// A DynamoDB table as it should be.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TablePlan {
+    pub name: String,
+    pub partition_key: String,
+    pub sort_key: Option<String>,
+    pub billing: BillingMode,
+    /// (read, write) capacity units with `Provisioned` billing.
+    pub capacity: Option<(i64, i64)>,
+    /// Streams with this view type, or no stream.
+    pub stream: Option<StreamViewType>,
+    pub point_in_time_recovery: bool,
+    /// On while the owner's deletion policy is `Retain`, so nobody deletes the log by accident.
+    pub deletion_protection: bool,
+    /// An existing table the operator uses but never created, tags or deletes.
+    pub adopted: bool,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// An SQS queue as it should be.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueuePlan {
+    pub name: String,
+    pub fifo: bool,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// An SNS topic as it should be.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopicPlan {
+    pub group: String,
+    pub name: String,
+    pub record_types: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Plans an EventLog's resources from its spec, the views that read it, and the cluster id.
+pub fn plan_log(cluster: &str, log: &EventLog, views: &[MaterializedView]) -> LogPlan {
+    let namespace = log.metadata.namespace.as_deref().unwrap_or("default");
+    let name = log.metadata.name.as_deref().unwrap_or_default();
+    let owner = Owner::new(cluster, namespace, KIND, name);
+    let tags = owner.tags();
+    let spec = &log.spec;
+    let table = TablePlan {
+        name: spec
+            .table
+            .name
+            .clone()
+            .unwrap_or_else(|| owner.resource_name("log", NameKind::Table)),
+        partition_key: spec.table.partition_key.clone(),
+        sort_key: spec.table.sort_key.clone(),
+        billing: spec.table.billing.mode,
+        capacity: spec
+            .table
+            .billing
+            .read_capacity_units
+            .zip(spec.table.billing.write_capacity_units),
+        stream: Some(spec.table.stream_view_type),
+        point_in_time_recovery: spec.table.point_in_time_recovery,
+        deletion_protection: spec.deletion_policy == DeletionPolicy::Retain && !spec.table.adopt_existing,
+        adopted: spec.table.adopt_existing,
+        tags: tags.clone(),
+    };
+    let queue = spec.ingest.as_ref().map(|ingest| {
+        let fifo = ingest.queue_type == QueueType::Fifo;
+        QueuePlan {
+            name: owner.resource_name("ingest", NameKind::Queue { fifo }),
+            fifo,
+            tags: tags.clone(),
+        }
+    });
+    let fan_out = resolve_fan_out(spec.fan_out.mode, StreamReaders::of(views));
+    let topics = match fan_out {
+        ResolvedFanOut::Direct => Vec::new(),
+        ResolvedFanOut::Sns => topic_groups(spec)
+            .into_iter()
+            .map(|g| TopicPlan {
+                name: owner.resource_name(&format!("topic-{}", g.group), NameKind::Topic),
+                record_types: g.record_types.into_iter().collect(),
+                group: g.group,
+                tags: tags.clone(),
+            })
+            .collect(),
+    };
+    LogPlan {
+        owner,
+        table,
+        queue,
+        fan_out,
+        topics,
+        deletion_policy: spec.deletion_policy,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(spec: &str) -> EventLog {
+        serde_yaml::from_str(&format!(
+            "apiVersion: kappa.dev/v1alpha1\nkind: EventLog\nmetadata: {{name: game-events, namespace: games}}\nspec:\n{spec}"
+        ))
+        .unwrap()
+    }
+
+    const SPEC: &str = "  recordTypes: [player, game]\n  table: {sortKey: sk}\n  ingest: {queueType: Fifo}\n  fanOut: {mode: Sns}\n";
+
+    #[test]
+    fn a_log_gets_a_table_a_queue_and_a_topic_per_group() {
+        let p = plan_log("prod", &log(SPEC), &[]);
+        assert!(
+            p.table.name.starts_with("kappa-prod-games-game-events-log-"),
+            "{}",
+            p.table.name
+        );
+        assert_eq!(p.table.partition_key, "pk");
+        assert_eq!(p.table.sort_key.as_deref(), Some("sk"));
+        assert_eq!(p.table.stream, Some(StreamViewType::NewAndOldImages));
+        assert!(p.table.point_in_time_recovery && p.table.deletion_protection && !p.table.adopted);
+        let q = p.queue.unwrap();
+        assert!(q.fifo && q.name.ends_with(".fifo"));
+        assert_eq!(p.fan_out, ResolvedFanOut::Sns);
+        let groups: Vec<_> = p.topics.iter().map(|t| t.group.as_str()).collect();
+        assert_eq!(groups, ["t-player", "t-game"]);
+        assert!(p.topics.iter().all(|t| t.tags == p.owner.tags()));
+        assert_eq!(p.table.tags["kappa.dev/kind"], "EventLog");
+    }
+
+    #[test]
+    fn direct_fan_out_has_no_topics_and_delete_policy_no_protection() {
+        let p = plan_log(
+            "prod",
+            &log("  recordTypes: [player]\n  table: {}\n  deletionPolicy: Delete\n"),
+            &[],
+        );
+        assert_eq!(p.fan_out, ResolvedFanOut::Direct);
+        assert!(p.topics.is_empty() && p.queue.is_none());
+        assert!(!p.table.deletion_protection);
+    }
+
+    #[test]
+    fn an_adopted_table_keeps_its_name_and_is_never_protected_by_us() {
+        let p = plan_log(
+            "prod",
+            &log("  recordTypes: [a]\n  table: {name: legacy-log, adoptExisting: true}\n"),
+            &[],
+        );
+        assert_eq!(p.table.name, "legacy-log");
+        assert!(p.table.adopted && !p.table.deletion_protection);
+    }
+
+    #[test]
+    fn the_plan_is_deterministic() {
+        assert_eq!(
+            plan_log("prod", &log(SPEC), &[]),
+            plan_log("prod", &log(SPEC), &[])
+        );
+    }
+}

@@ -1,0 +1,338 @@
+//! EventLog provisioning on the local stack's AWS API: the planned table, queue and topics exist with
+//! their settings and ownership tags; an unchanged log costs no mutating AWS call; drift is repaired;
+//! deletion honours the policy and touches only what the log owns.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::Operator;
+use kappa_operator::crd::{EventLog, EventLogPhase};
+use kube::Api;
+use kube::api::DeleteParams;
+
+fn log(name: &str, policy: &str) -> String {
+    format!(
+        r#"
+apiVersion: kappa.dev/v1alpha1
+kind: EventLog
+metadata: {{name: {name}}}
+spec:
+  recordTypes: [player, game]
+  table: {{sortKey: sk, orderingAttribute: seq}}
+  ingest: {{queueType: Standard}}
+  fanOut: {{mode: Sns}}
+  deletionPolicy: {policy}
+"#
+    )
+}
+
+async fn wait_ready(api: &Api<EventLog>, name: &str) -> EventLog {
+    common::eventually(
+        Duration::from_secs(40),
+        &format!("EventLog {name} Ready"),
+        || async {
+            let l = api.get(name).await.ok()?;
+            let s = l.status.as_ref()?;
+            (s.phase == Some(EventLogPhase::Ready) && s.observed_generation == l.metadata.generation)
+                .then_some(l)
+        },
+    )
+    .await
+}
+
+/// Sum of `kappa_aws_calls_total` samples with `mutating="true"`.
+async fn mutating_calls(op: &Operator) -> u64 {
+    let text = op.metrics().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("kappa_aws_calls_total") && l.contains(r#"mutating="true""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Touches the object so the operator reconciles it now rather than at the resync.
+fn nudge(ns: &str, name: &str, n: u32) {
+    common::kubectl(&[
+        "-n",
+        ns,
+        "annotate",
+        "--overwrite",
+        "elog",
+        name,
+        &format!("test/nudge={n}"),
+    ]);
+}
+
+async fn table_tags(ddb: &aws_sdk_dynamodb::Client, arn: &str) -> BTreeMap<String, String> {
+    let out = ddb
+        .list_tags_of_resource()
+        .resource_arn(arn)
+        .send()
+        .await
+        .unwrap();
+    out.tags()
+        .iter()
+        .map(|t| (t.key().to_string(), t.value().to_string()))
+        .collect()
+}
+
+async fn topic_exists(sns: &aws_sdk_sns::Client, arn: &str) -> bool {
+    sns.get_topic_attributes().topic_arn(arn).send().await.is_ok()
+}
+
+#[tokio::test]
+async fn an_event_log_is_provisioned_idempotently_repaired_and_retained() {
+    let (client, ns) = common::setup("prov-log").await;
+    let aws = common::aws_config().await;
+    let (ddb, sqs, sns) = (
+        aws_sdk_dynamodb::Client::new(&aws),
+        aws_sdk_sqs::Client::new(&aws),
+        aws_sdk_sns::Client::new(&aws),
+    );
+    let op = Operator::start(&ns, "solo", 15);
+    common::create_yaml(&client, &ns, &log("game-events", "Retain"))
+        .await
+        .unwrap();
+    let logs: Api<EventLog> = Api::namespaced(client.clone(), &ns);
+    let ready = wait_ready(&logs, "game-events").await;
+    let status = ready.status.unwrap();
+
+    // The table: keys, stream, PITR, tags.
+    let table = status.table.clone().expect("status.table");
+    assert!(
+        table
+            .name
+            .starts_with(&format!("kappa-test-{ns}-game-events-log-")),
+        "{}",
+        table.name
+    );
+    let desc = ddb
+        .describe_table()
+        .table_name(&table.name)
+        .send()
+        .await
+        .unwrap()
+        .table
+        .unwrap();
+    let keys: Vec<(String, String)> = desc
+        .key_schema()
+        .iter()
+        .map(|k| (k.attribute_name().to_string(), k.key_type().as_str().to_string()))
+        .collect();
+    assert_eq!(
+        keys,
+        [("pk".into(), "HASH".into()), ("sk".into(), "RANGE".into())]
+    );
+    let stream = desc.stream_specification().unwrap();
+    assert!(stream.stream_enabled());
+    assert_eq!(stream.stream_view_type().unwrap().as_str(), "NEW_AND_OLD_IMAGES");
+    assert_eq!(table.stream_arn.as_deref(), desc.latest_stream_arn());
+    let pitr = ddb
+        .describe_continuous_backups()
+        .table_name(&table.name)
+        .send()
+        .await
+        .unwrap();
+    let pitr_status = pitr
+        .continuous_backups_description()
+        .and_then(|d| d.point_in_time_recovery_description())
+        .and_then(|p| p.point_in_time_recovery_status())
+        .map(|s| s.as_str().to_string());
+    assert_eq!(pitr_status.as_deref(), Some("ENABLED"));
+    let tags = table_tags(&ddb, desc.table_arn().unwrap()).await;
+    for (k, v) in [
+        ("kappa.dev/cluster", "test"),
+        ("kappa.dev/namespace", ns.as_str()),
+        ("kappa.dev/kind", "EventLog"),
+        ("kappa.dev/name", "game-events"),
+        ("kappa.dev/managed-by", "kappa-operator"),
+    ] {
+        assert_eq!(tags.get(k).map(String::as_str), Some(v), "tag {k}: {tags:?}");
+    }
+
+    // The queue and the topics, tagged.
+    let url = status.ingest_queue_url.clone().expect("status.ingestQueueUrl");
+    let qtags = sqs
+        .list_queue_tags()
+        .queue_url(&url)
+        .send()
+        .await
+        .unwrap()
+        .tags
+        .unwrap_or_default();
+    assert_eq!(
+        qtags.get("kappa.dev/name").map(String::as_str),
+        Some("game-events")
+    );
+    let topics: Vec<(&String, &String)> = status
+        .resources
+        .iter()
+        .filter(|(k, _)| k.starts_with("topic/"))
+        .collect();
+    assert_eq!(
+        topics.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        ["topic/t-game", "topic/t-player"]
+    );
+    for (_, arn) in &topics {
+        let t = sns
+            .list_tags_for_resource()
+            .resource_arn(*arn)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            t.tags()
+                .iter()
+                .any(|t| t.key() == "kappa.dev/namespace" && t.value() == ns),
+            "{arn}"
+        );
+    }
+
+    // Reconciling an unchanged log makes no mutating AWS call.
+    let before = mutating_calls(&op).await;
+    assert!(before >= 5, "creating the table, queue and topics was counted: {before}");
+    let reconciles = op.reconciles().await;
+    nudge(&ns, "game-events", 1);
+    common::eventually(Duration::from_secs(20), "a reconcile after the nudge", || async {
+        (op.reconciles().await > reconciles).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        mutating_calls(&op).await,
+        before,
+        "an unchanged EventLog must not change anything on AWS"
+    );
+
+    // Drift: a topic deleted by hand and PITR turned off are repaired by the next reconcile.
+    let (_, player_topic) = topics
+        .iter()
+        .find(|(k, _)| k.as_str() == "topic/t-player")
+        .unwrap();
+    sns.delete_topic().topic_arn(*player_topic).send().await.unwrap();
+    ddb.update_continuous_backups()
+        .table_name(&table.name)
+        .point_in_time_recovery_specification(
+            aws_sdk_dynamodb::types::PointInTimeRecoverySpecification::builder()
+                .point_in_time_recovery_enabled(false)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    nudge(&ns, "game-events", 2);
+    let repaired = common::eventually(Duration::from_secs(30), "the topic to be recreated", || async {
+        let l = logs.get("game-events").await.ok()?;
+        let arn = l.status?.resources.get("topic/t-player")?.clone();
+        topic_exists(&sns, &arn).await.then_some(arn)
+    })
+    .await;
+    assert!(
+        repaired.ends_with(player_topic.rsplit(':').next().unwrap()),
+        "same deterministic name"
+    );
+    common::eventually(Duration::from_secs(30), "PITR to be on again", || async {
+        nudge(&ns, "game-events", 3);
+        let out = ddb
+            .describe_continuous_backups()
+            .table_name(&table.name)
+            .send()
+            .await
+            .ok()?;
+        let on = out
+            .continuous_backups_description()?
+            .point_in_time_recovery_description()?
+            .point_in_time_recovery_status()?
+            .as_str()
+            == "ENABLED";
+        on.then_some(())
+    })
+    .await;
+
+    // Retain: deleting the EventLog keeps the table.
+    logs.delete("game-events", &DeleteParams::default())
+        .await
+        .unwrap();
+    common::eventually(Duration::from_secs(30), "the EventLog to be gone", || async {
+        logs.get_opt("game-events").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    assert!(
+        ddb.describe_table().table_name(&table.name).send().await.is_ok(),
+        "Retain keeps the log table"
+    );
+    common::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn delete_policy_removes_only_what_the_log_owns() {
+    let (client, ns) = common::setup("prov-delete").await;
+    let aws = common::aws_config().await;
+    let (ddb, sqs, sns) = (
+        aws_sdk_dynamodb::Client::new(&aws),
+        aws_sdk_sqs::Client::new(&aws),
+        aws_sdk_sns::Client::new(&aws),
+    );
+    let _op = Operator::start(&ns, "solo", 15);
+    common::create_yaml(&client, &ns, &log("scratch", "Delete"))
+        .await
+        .unwrap();
+    let logs: Api<EventLog> = Api::namespaced(client.clone(), &ns);
+    let status = wait_ready(&logs, "scratch").await.status.unwrap();
+    let table = status.table.unwrap().name;
+    let url = status.ingest_queue_url.unwrap();
+    let topic_arns: Vec<String> = status
+        .resources
+        .iter()
+        .filter(|(k, _)| k.starts_with("topic/"))
+        .map(|(_, v)| v.clone())
+        .collect();
+
+    // A table made by hand with the same prefix, not tagged by the operator, must survive.
+    let bystander = format!("{}-by-hand", table);
+    ddb.create_table()
+        .table_name(&bystander)
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .attribute_definitions(
+            aws_sdk_dynamodb::types::AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            aws_sdk_dynamodb::types::KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(aws_sdk_dynamodb::types::KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+
+    logs.delete("scratch", &DeleteParams::default()).await.unwrap();
+    common::eventually(Duration::from_secs(30), "the EventLog to be gone", || async {
+        logs.get_opt("scratch").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    assert!(
+        ddb.describe_table().table_name(&table).send().await.is_err(),
+        "the owned table is deleted"
+    );
+    assert!(
+        sqs.list_queue_tags().queue_url(&url).send().await.is_err(),
+        "the owned queue is deleted"
+    );
+    for arn in &topic_arns {
+        assert!(!topic_exists(&sns, arn).await, "topic {arn} is deleted");
+    }
+    assert!(
+        ddb.describe_table().table_name(&bystander).send().await.is_ok(),
+        "a table we do not own survives"
+    );
+    ddb.delete_table().table_name(&bystander).send().await.unwrap();
+    common::delete_namespace(&client, &ns).await;
+}
