@@ -26,8 +26,9 @@ tools: ## Build or find the pinned kube-apiserver, etcd, kubectl, helm and moto_
 build:
 	cargo build --bins
 
-crds: ## Regenerate crds/ from the Rust types.
+crds: ## Regenerate crds/ from the Rust types, and the chart's copy.
 	cargo run -q --bin kappa-operator -- crds > crds/kappa.dev_crds.yaml
+	cp crds/kappa.dev_crds.yaml charts/kappa-operator/crds/kappa.dev_crds.yaml
 
 lint:
 	cargo fmt --all -- --check

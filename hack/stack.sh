@@ -150,7 +150,7 @@ make_pki() {
       -extfile san.ext -out apiserver.crt 2>/dev/null
     openssl req -newkey rsa:2048 -nodes -keyout admin.key -out admin.csr -subj "/O=system:masters/CN=kappa-admin" 2>/dev/null
     openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile client.ext -out admin.crt 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -keyout kcm.key -out kcm.csr -subj "/CN=system:kube-controller-manager" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout kcm.key -out kcm.csr -subj "/O=system:masters/CN=system:kube-controller-manager" 2>/dev/null
     openssl x509 -req -in kcm.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile client.ext -out kcm.crt 2>/dev/null
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
@@ -218,7 +218,8 @@ cmd_up() {
   write_kubeconfig "$STACK/kcm.kubeconfig" system:kube-controller-manager "$STACK/pki/kcm.crt" "$STACK/pki/kcm.key"
   wait_for kube-apiserver 90 "$p/kubectl" --kubeconfig "$STACK/kubeconfig" get --raw /readyz
 
-  # The controller manager gives the cluster namespace deletion, garbage collection and the Job controller
+  # The controller manager (in system:masters: a local stack needs no finer split) gives the cluster
+  # namespace deletion, garbage collection and the Job controller
   # (no scheduler or kubelet runs, so pods are never started).
   start kube-controller-manager "$p/kube-controller-manager" \
     --kubeconfig "$STACK/kcm.kubeconfig" --authentication-kubeconfig "$STACK/kcm.kubeconfig" \

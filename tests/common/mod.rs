@@ -256,3 +256,77 @@ pub fn kubectl(args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+impl Operator {
+    /// Like [`Operator::start`], with extra environment for the process (e.g. a `KUBECONFIG` holding a
+    /// ServiceAccount's token instead of the admin's certificate).
+    pub fn start_with_env(ns: &str, identity: &str, lease_seconds: u64, env: &[(&str, &str)]) -> Operator {
+        let http_port = free_port();
+        let dir = std::env::temp_dir().join("kappa-operator-tests");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log_path = dir.join(format!("{ns}-{identity}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
+            .args(["run", "--cluster-id", "test", "--watch-namespaces", ns])
+            .args([
+                "--lease-namespace",
+                ns,
+                "--lease-seconds",
+                &lease_seconds.to_string(),
+            ])
+            .args([
+                "--identity",
+                identity,
+                "--http-addr",
+                &format!("127.0.0.1:{http_port}"),
+            ])
+            .args(["--resync-seconds", "30"])
+            .env("RUST_LOG", "info,kappa_operator=debug")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start kappa-operator");
+        Operator {
+            child,
+            http_port,
+            identity: identity.to_string(),
+            log_path,
+        }
+    }
+}
+
+/// Runs a command from the stack's PATH (`helm`, `kubectl`, ...) with `stdin` as its input, returning
+/// its output whatever the exit status; fails the test, saying how to start the stack, when it is missing.
+pub fn run_tool(program: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    stack_var("KUBECONFIG");
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e}; {START_STACK}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Like [`run_tool`], failing the test on a non-zero exit; returns stdout.
+pub fn run_tool_ok(program: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let out = run_tool(program, args, stdin);
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
