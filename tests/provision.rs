@@ -191,7 +191,10 @@ async fn an_event_log_is_provisioned_idempotently_repaired_and_retained() {
 
     // Reconciling an unchanged log makes no mutating AWS call.
     let before = mutating_calls(&op).await;
-    assert!(before >= 5, "creating the table, queue and topics was counted: {before}");
+    assert!(
+        before >= 5,
+        "creating the table, queue and topics was counted: {before}"
+    );
     let reconciles = op.reconciles().await;
     nudge(&ns, "game-events", 1);
     common::eventually(Duration::from_secs(20), "a reconcile after the nudge", || async {
@@ -334,5 +337,142 @@ async fn delete_policy_removes_only_what_the_log_owns() {
         "a table we do not own survives"
     );
     ddb.delete_table().table_name(&bystander).send().await.unwrap();
+    common::delete_namespace(&client, &ns).await;
+}
+
+fn view(name: &str, store: &str) -> String {
+    format!(
+        r#"
+apiVersion: kappa.dev/v1alpha1
+kind: MaterializedView
+metadata: {{name: {name}}}
+spec:
+  eventLogRef: {{name: game-events}}
+  recordTypes: [player]
+  projection: {{mode: Append, key: {{partitionKey: "P#{{playerId}}"}}}}
+  backfill: {{source: None}}
+  store: {store}
+  deletionPolicy: Delete
+"#
+    )
+}
+
+async fn wait_for_table(
+    api: &Api<kappa_operator::crd::MaterializedView>,
+    name: &str,
+) -> (String, Option<String>) {
+    common::eventually(
+        Duration::from_secs(40),
+        &format!("view {name}'s table"),
+        || async {
+            let s = api.get(name).await.ok()?.status?;
+            Some((s.table_name?, s.key_prefix))
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn views_tables_are_shared_or_dedicated_and_a_shared_one_outlives_all_but_its_last_view() {
+    let (client, ns) = common::setup("prov-views").await;
+    let ddb = aws_sdk_dynamodb::Client::new(&common::aws_config().await);
+    let _op = Operator::start(&ns, "solo", 15);
+    common::create_yaml(&client, &ns, &log("game-events", "Delete"))
+        .await
+        .unwrap();
+    for (name, store) in [
+        ("players", "{}"),
+        ("scores", "{keyPrefix: \"S#\"}"),
+        ("games", "{table: Dedicated, streams: true}"),
+    ] {
+        common::create_yaml(&client, &ns, &view(name, store))
+            .await
+            .unwrap();
+    }
+    let views: Api<kappa_operator::crd::MaterializedView> = Api::namespaced(client.clone(), &ns);
+    let (players, players_prefix) = wait_for_table(&views, "players").await;
+    let (scores, scores_prefix) = wait_for_table(&views, "scores").await;
+    let (games, games_prefix) = wait_for_table(&views, "games").await;
+    assert_eq!(players, scores, "two shared views, one table");
+    assert_ne!(players, games);
+    assert_eq!(
+        (players_prefix.as_deref(), scores_prefix.as_deref(), games_prefix),
+        (Some("players#"), Some("S#"), None)
+    );
+
+    let shared = ddb
+        .describe_table()
+        .table_name(&players)
+        .send()
+        .await
+        .unwrap()
+        .table
+        .unwrap();
+    assert!(
+        shared.stream_specification().is_none_or(|s| !s.stream_enabled()),
+        "no sharer asked for Streams"
+    );
+    let shared_tags = table_tags(&ddb, shared.table_arn().unwrap()).await;
+    assert_eq!(shared_tags["kappa.dev/kind"], "ViewsTable");
+    assert_eq!(shared_tags["kappa.dev/name"], "views");
+    let dedicated = ddb
+        .describe_table()
+        .table_name(&games)
+        .send()
+        .await
+        .unwrap()
+        .table
+        .unwrap();
+    assert_eq!(
+        dedicated
+            .stream_specification()
+            .unwrap()
+            .stream_view_type()
+            .unwrap()
+            .as_str(),
+        "NEW_AND_OLD_IMAGES"
+    );
+    let dedicated_tags = table_tags(&ddb, dedicated.table_arn().unwrap()).await;
+    assert_eq!(
+        (
+            dedicated_tags["kappa.dev/kind"].as_str(),
+            dedicated_tags["kappa.dev/name"].as_str()
+        ),
+        ("MaterializedView", "games")
+    );
+    let keys: Vec<String> = dedicated
+        .key_schema()
+        .iter()
+        .map(|k| k.attribute_name().to_string())
+        .collect();
+    assert_eq!(keys, ["pk", "sk"]);
+
+    let gone = |name: &'static str| {
+        let views = views.clone();
+        async move {
+            views.delete(name, &DeleteParams::default()).await.unwrap();
+            common::eventually(
+                Duration::from_secs(30),
+                &format!("view {name} to be gone"),
+                || async { views.get_opt(name).await.unwrap().is_none().then_some(()) },
+            )
+            .await;
+        }
+    };
+    gone("players").await;
+    assert!(
+        ddb.describe_table().table_name(&players).send().await.is_ok(),
+        "scores still uses the shared table"
+    );
+    gone("games").await;
+    assert!(
+        ddb.describe_table().table_name(&games).send().await.is_err(),
+        "the dedicated table is deleted"
+    );
+    gone("scores").await;
+    assert!(
+        ddb.describe_table().table_name(&scores).send().await.is_err(),
+        "the last sharer deletes the shared table"
+    );
     common::delete_namespace(&client, &ns).await;
 }

@@ -13,10 +13,12 @@ use tracing::instrument;
 
 use super::status::{self, Health};
 use super::{Context, Error, Result, validate};
+use crate::aws::{Convergence, dynamodb};
 use crate::crd::{
     DeletionPolicy, EventLog, MaterializedView, MaterializedViewStatus, ViewPhase, condition_types as types,
     reasons,
 };
+use crate::plan::view::plan_view;
 
 const KIND: &str = "MaterializedView";
 
@@ -70,6 +72,14 @@ fn error_policy(view: Arc<MaterializedView>, _error: &Error, ctx: Arc<Context>) 
 struct Outcome {
     phase: ViewPhase,
     health: Health,
+    /// The views table, once it exists.
+    table: Option<ViewTable>,
+}
+
+struct ViewTable {
+    name: String,
+    key_prefix: Option<String>,
+    arn: String,
 }
 
 async fn apply(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result<Action> {
@@ -89,17 +99,12 @@ async fn apply(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result<A
                      create a view that refers to an existing EventLog (the field is immutable)"
                 ),
             },
+            table: None,
         },
         Some(log) => {
             let problems = validate::view_against_log(&view, &log);
             if problems.is_empty() {
-                Outcome {
-                    phase: ViewPhase::Provisioning,
-                    health: Health::Progressing {
-                        reason: reasons::PROVISIONING,
-                        message: "provisioning the view's AWS resources".into(),
-                    },
-                }
+                provision(&view, ctx, ns).await?
             } else {
                 Outcome {
                     phase: ViewPhase::Pending,
@@ -107,17 +112,69 @@ async fn apply(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result<A
                         reason: reasons::INVALID_SPEC,
                         message: problems.join("; "),
                     },
+                    table: None,
                 }
             }
         }
     };
     write_status(&view, ctx, ns, &outcome).await?;
+    // A changed spec or EventLog wakes a stalled view; the resync is a safety net. A table still being
+    // created is looked at again soon.
+    let table_ready = outcome.table.is_some() && outcome.phase == ViewPhase::Provisioning;
     Ok(match outcome.health {
-        // A changed spec or EventLog wakes a stalled view; the resync is a safety net.
-        Health::Stalled { .. } => Action::requeue(ctx.config.resync),
-        Health::Progressing { .. } => Action::requeue(std::time::Duration::from_secs(10)),
-        Health::Ready { .. } => Action::requeue(ctx.config.resync),
+        Health::Progressing { .. } if !table_ready => Action::requeue(std::time::Duration::from_secs(5)),
+        _ => Action::requeue(ctx.config.resync),
     })
+}
+
+/// The namespace's views, to plan a shared table with its sharers.
+async fn views_in(ctx: &Context, ns: &str) -> Result<Vec<MaterializedView>> {
+    let api: Api<MaterializedView> = Api::namespaced(ctx.client.clone(), ns);
+    let list = api
+        .list(&Default::default())
+        .await
+        .map_err(Error::kube("listing the views of namespace", ns))?;
+    Ok(list.items)
+}
+
+/// Provisions the view's table. The projector, its live path and the backfill come in later versions, so
+/// the view stays in `Provisioning` once its table is ready.
+async fn provision(view: &MaterializedView, ctx: &Context, ns: &str) -> Result<Outcome> {
+    let plan = plan_view(&ctx.config.cluster_id, view, &views_in(ctx, ns).await?);
+    match dynamodb::ensure_table(&ctx.aws.dynamodb, &plan.table).await {
+        Ok(state) => {
+            let ready = state.convergence == Convergence::Converged;
+            let message = if ready {
+                format!(
+                    "views table {} is ready; the projector, live path and backfill are not provisioned by this version",
+                    plan.table.name
+                )
+            } else {
+                format!("creating or updating views table {}", plan.table.name)
+            };
+            Ok(Outcome {
+                phase: ViewPhase::Provisioning,
+                health: Health::Progressing {
+                    reason: reasons::PROVISIONING,
+                    message,
+                },
+                table: ready.then(|| ViewTable {
+                    name: plan.table.name.clone(),
+                    key_prefix: plan.key_prefix,
+                    arn: state.arn,
+                }),
+            })
+        }
+        Err(e) if !e.retryable => Ok(Outcome {
+            phase: ViewPhase::Failed,
+            health: Health::Stalled {
+                reason: reasons::AWS_ERROR,
+                message: e.to_string(),
+            },
+            table: None,
+        }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn write_status(view: &MaterializedView, ctx: &Context, ns: &str, outcome: &Outcome) -> Result<()> {
@@ -127,10 +184,15 @@ async fn write_status(view: &MaterializedView, ctx: &Context, ns: &str, outcome:
     let generation = view.metadata.generation;
     next.observed_generation = generation;
     next.phase = Some(outcome.phase);
+    if let Some(t) = &outcome.table {
+        next.table_name = Some(t.name.clone());
+        next.key_prefix = t.key_prefix.clone();
+        next.resources.insert("viewsTable".into(), t.arn.clone());
+    }
     status::set_kstatus(&mut next.conditions, &outcome.health, generation, &now);
     if !matches!(outcome.health, Health::Ready { .. }) {
         let reason = match outcome.health {
-            Health::Stalled { .. } => reasons::INVALID_SPEC,
+            Health::Stalled { reason, .. } => reason,
             _ => reasons::PROVISIONING,
         };
         status::set(
@@ -185,11 +247,43 @@ async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result
             reason: reasons::DELETING,
             message: "cleaning up".into(),
         },
+        table: None,
     };
     write_status(&view, ctx, ns, &deleting).await?;
     let note = match view.spec.deletion_policy {
         DeletionPolicy::Retain => "deletionPolicy Retain: the view's AWS resources are kept".to_string(),
-        DeletionPolicy::Delete => "deletionPolicy Delete: the view's AWS resources are removed".to_string(),
+        DeletionPolicy::Delete => {
+            let name = view.name_any();
+            let others: Vec<MaterializedView> = views_in(ctx, ns)
+                .await?
+                .into_iter()
+                .filter(|v| v.name_any() != name && v.metadata.deletion_timestamp.is_none())
+                .collect();
+            let plan = plan_view(&ctx.config.cluster_id, &view, &others);
+            let sharers: Vec<String> = others
+                .iter()
+                .filter(|v| {
+                    plan.shared && plan_view(&ctx.config.cluster_id, v, &[]).table.name == plan.table.name
+                })
+                .map(|v| v.name_any())
+                .collect();
+            if !sharers.is_empty() {
+                format!(
+                    "deletionPolicy Delete: kept the shared views table {}, still used by {}",
+                    plan.table.name,
+                    sharers.join(", ")
+                )
+            } else if dynamodb::delete_table_if_owned(&ctx.aws.dynamodb, &plan.table.name, &plan.table_owner)
+                .await?
+            {
+                format!("deletionPolicy Delete: deleted views table {}", plan.table.name)
+            } else {
+                format!(
+                    "deletionPolicy Delete: views table {} was already gone or not ours",
+                    plan.table.name
+                )
+            }
+        }
     };
     status::publish(ctx, view.as_ref(), EventType::Normal, "Deleted", "Cleanup", note).await;
     Ok(Action::await_change())

@@ -5,5 +5,6 @@ pub mod iam;
 pub mod log;
 pub mod names;
 pub mod routing;
+pub mod view;
 
 pub use fan_out::{ResolvedFanOut, StreamReaders, resolve_fan_out};

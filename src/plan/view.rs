@@ -1,0 +1,141 @@
+//! The desired views table of a MaterializedView: a dedicated table, or the namespace's shared table of
+//! its `sharedTableName` with the view's key prefix (single-table design).
+//!
+//! A shared table belongs to the namespace (owner kind `ViewsTable`, named by the shared name), not to any
+//! one view: it has Streams on when any view sharing it asks for them, and it is deleted only when the last
+//! view using it is deleted with `deletionPolicy: Delete`.
+
+use super::log::TablePlan;
+use super::names::{NameKind, Owner};
+use crate::crd::{BillingMode, DeletionPolicy, MaterializedView, StoreTable, StreamViewType};
+
+pub const VIEW_KIND: &str = "MaterializedView";
+pub const SHARED_TABLE_KIND: &str = "ViewsTable";
+
+/// Where one view's items live.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ViewPlan {
+    pub owner: Owner,
+    /// The owner of the table: the view itself, or the namespace's shared table.
+    pub table_owner: Owner,
+    pub table: TablePlan,
+    /// The view's partition-key prefix in a shared table.
+    pub key_prefix: Option<String>,
+    pub shared: bool,
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// The key prefix of a view in a shared table: `spec.store.keyPrefix`, or `<view name>#`.
+pub fn key_prefix(view: &MaterializedView) -> String {
+    view.spec
+        .store
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| format!("{}#", view.metadata.name.as_deref().unwrap_or_default()))
+}
+
+/// Plans `view`'s table; `siblings` are the namespace's views (any of them sharing the table may ask for
+/// Streams).
+pub fn plan_view(cluster: &str, view: &MaterializedView, siblings: &[MaterializedView]) -> ViewPlan {
+    let namespace = view.metadata.namespace.as_deref().unwrap_or("default");
+    let name = view.metadata.name.as_deref().unwrap_or_default();
+    let owner = Owner::new(cluster, namespace, VIEW_KIND, name);
+    let store = &view.spec.store;
+    let shared = store.table == StoreTable::Shared;
+    let (table_owner, streams) = if shared {
+        let shares = |v: &&MaterializedView| {
+            v.spec.store.table == StoreTable::Shared
+                && v.spec.store.shared_table_name == store.shared_table_name
+        };
+        let streams = store.streams || siblings.iter().filter(shares).any(|v| v.spec.store.streams);
+        (
+            Owner::new(cluster, namespace, SHARED_TABLE_KIND, &store.shared_table_name),
+            streams,
+        )
+    } else {
+        (owner.clone(), store.streams)
+    };
+    let role = if shared { "views" } else { "view" };
+    let table = TablePlan {
+        name: table_owner.resource_name(role, NameKind::Table),
+        partition_key: "pk".into(),
+        sort_key: Some("sk".into()),
+        billing: BillingMode::OnDemand,
+        capacity: None,
+        stream: streams.then_some(StreamViewType::NewAndOldImages),
+        point_in_time_recovery: false,
+        deletion_protection: false,
+        adopted: false,
+        tags: table_owner.tags(),
+    };
+    ViewPlan {
+        owner,
+        table_owner,
+        table,
+        key_prefix: shared.then(|| key_prefix(view)),
+        shared,
+        deletion_policy: view.spec.deletion_policy,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(name: &str, store: &str) -> MaterializedView {
+        serde_yaml::from_str(&format!(
+            "apiVersion: kappa.dev/v1alpha1\nkind: MaterializedView\nmetadata: {{name: {name}, namespace: games}}\n\
+             spec:\n  eventLogRef: {{name: log}}\n  recordTypes: [player]\n  \
+             projection: {{mode: Append, key: {{partitionKey: \"P#{{id}}\"}}}}\n  store: {store}\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn views_of_one_shared_name_share_one_table_with_their_own_prefixes() {
+        let a = view("players", "{}");
+        let b = view("scores", "{keyPrefix: \"S#\"}");
+        let (pa, pb) = (plan_view("prod", &a, &[]), plan_view("prod", &b, &[]));
+        assert_eq!(pa.table.name, pb.table.name);
+        assert!(
+            pa.table.name.starts_with("kappa-prod-games-views-views-"),
+            "{}",
+            pa.table.name
+        );
+        assert_eq!(pa.key_prefix.as_deref(), Some("players#"));
+        assert_eq!(pb.key_prefix.as_deref(), Some("S#"));
+        assert_eq!(pa.table.tags["kappa.dev/kind"], "ViewsTable");
+        assert_eq!(
+            (pa.table.partition_key.as_str(), pa.table.sort_key.as_deref()),
+            ("pk", Some("sk"))
+        );
+    }
+
+    #[test]
+    fn a_shared_table_streams_when_any_sharer_asks() {
+        let quiet = view("players", "{}");
+        let loud = view("games", "{streams: true}");
+        assert_eq!(plan_view("prod", &quiet, &[]).table.stream, None);
+        let p = plan_view("prod", &quiet, &[quiet.clone(), loud.clone()]);
+        assert_eq!(p.table.stream, Some(StreamViewType::NewAndOldImages));
+        let other = view("feed", "{sharedTableName: quiet}");
+        assert_eq!(
+            plan_view("prod", &other, &[loud]).table.stream,
+            None,
+            "another shared name is another table"
+        );
+    }
+
+    #[test]
+    fn a_dedicated_table_belongs_to_its_view() {
+        let p = plan_view("prod", &view("games", "{table: Dedicated, streams: true}"), &[]);
+        assert!(!p.shared && p.key_prefix.is_none());
+        assert!(
+            p.table.name.starts_with("kappa-prod-games-games-view-"),
+            "{}",
+            p.table.name
+        );
+        assert_eq!(p.table_owner, p.owner);
+        assert_eq!(p.table.stream, Some(StreamViewType::NewAndOldImages));
+    }
+}
