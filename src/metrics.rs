@@ -67,8 +67,19 @@ impl Default for Metrics {
             "1 while this replica holds the leader Lease",
             leader.clone(),
         );
-        registry.register("aws_calls", "AWS API calls, per service and operation", aws_calls.clone());
-        Metrics { registry, reconciles, failures, duration, leader, aws_calls }
+        registry.register(
+            "aws_calls",
+            "AWS API calls, per service and operation",
+            aws_calls.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            failures,
+            duration,
+            leader,
+            aws_calls,
+        }
     }
 }
 
