@@ -97,6 +97,11 @@ async fn an_event_log_is_provisioned_idempotently_repaired_and_retained() {
     let logs: Api<EventLog> = Api::namespaced(client.clone(), &ns);
     let ready = wait_ready(&logs, "game-events").await;
     let status = ready.status.unwrap();
+    let cost = status.cost_estimate.clone().expect("status.costEstimate");
+    assert!(
+        cost.starts_with('$') && cost.ends_with("per million writes"),
+        "{cost}"
+    );
 
     // The table: keys, stream, PITR, tags.
     let table = status.table.clone().expect("status.table");

@@ -109,6 +109,8 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
     next.phase = Some(phase);
     next.views = views.len() as i32;
     next.fan_out = Some(plan.fan_out.as_str().to_string());
+    let estimate = crate::cost::estimate(&log, &views, &Default::default(), &Default::default());
+    next.cost_estimate = Some(estimate.summary());
     if let Some(r) = &resources {
         next.table = Some(TableStatus {
             name: plan.table.name.clone(),

@@ -322,6 +322,10 @@ pub struct EventLogStatus {
     /// The ingest queue URL producers send to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest_queue_url: Option<String>,
+    /// The estimated cost of this log and its views per million writes, with default us-east-1 prices
+    /// (`kappa-operator cost -f` prints the table and takes other prices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_estimate: Option<String>,
     /// ARNs of the provisioned resources, by role (`writer`, `router`, `topic/<group>`, ...).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub resources: std::collections::BTreeMap<String, String>,
