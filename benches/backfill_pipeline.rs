@@ -1,6 +1,11 @@
 //! Backfill pipeline throughput: read export → project → build write batches, with no network, against
 //! the ceiling of reading alone (MD5 + gunzip + parse into items) on the same data in the same run.
 //!
+//! The pipeline is what a backfill worker does with each export item it owns: `project_owned` (the
+//! record's attributes move into the view item, no clone), then `WriteBatcher::push_owned` (the view item
+//! moves into a real SDK request: a `WriteRequest` in a `BatchWriteItem` batch, or a conditional `Put`),
+//! then dropping the request as if it had been sent. Nothing is sent.
+//!
 //! `cargo bench --bench backfill_pipeline` prints items/s, MB/s of gzip input and the ratio to the
 //! ceiling for an `Append` view (BatchWriteItem batches) and a `Latest` view (conditional puts). Under
 //! `cargo test` it runs once on a small export as a smoke test.
@@ -100,14 +105,15 @@ fn read_all(files: &[DataFile], mut each: impl FnMut(Item)) -> u64 {
     items
 }
 
-/// The pipeline: read, project, batch. Returns (items read, requests built).
+/// The pipeline: read, project (moving the item), batch (moving the write). Returns (items read, requests
+/// built).
 fn pipeline(files: &[DataFile], config: &ProjectionConfig) -> (u64, usize) {
     let mut batcher = WriteBatcher::new("views");
     let mut ready: Vec<Request> = Vec::new();
     let mut requests = 0;
     let items = read_all(files, |item| {
-        if let Some(write) = config.project(&item).unwrap() {
-            batcher.push(&write, &mut ready).unwrap();
+        if let Some(write) = config.project_owned(item).unwrap() {
+            batcher.push_owned(write, &mut ready).unwrap();
             requests += ready.len();
             ready.clear(); // a worker would send these now
         }

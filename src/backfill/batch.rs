@@ -5,14 +5,13 @@
 //! later write still lands last. Conditional puts (`Latest`) and marker transactions (`Count`, `Sum`)
 //! cannot be batched and pass through one by one, in order.
 
-use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem, WriteRequest};
-
-use crate::projection::ViewWrite;
 use aws_sdk_dynamodb::error::BuildError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, WriteRequest};
 
-use crate::projection::dynamo::{self, DynamoWrite};
+use crate::projection::dynamo;
+use crate::projection::{ViewWrite, view_key_of};
 
 /// DynamoDB's limit of put/delete requests in one `BatchWriteItem`.
 pub const MAX_BATCH_ITEMS: usize = 25;
@@ -32,38 +31,80 @@ pub enum Request {
 pub struct WriteBatcher {
     table: String,
     pending: Vec<WriteRequest>,
-    pending_keys: HashSet<(String, String)>,
+    /// A hash of each pending request's `(pk, sk)`, in the same order: a cheap first test for a repeated
+    /// key, confirmed on the request itself (a hash collision must not split a batch for nothing, nor
+    /// may it ever let two writes of one key into one batch).
+    pending_keys: Vec<u64>,
+}
+
+fn key_hash(pk: &str, sk: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    (pk, sk).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The `(pk, sk)` of a pending put, as [`view_key_of`] reads it (`""` when missing).
+fn request_key(request: &WriteRequest) -> (&str, &str) {
+    let item = request.put_request().map(|p| p.item());
+    let get = |name: &str| match item.and_then(|i| i.get(name)) {
+        Some(AttributeValue::S(s)) => s.as_str(),
+        _ => "",
+    };
+    (get("pk"), get("sk"))
 }
 
 impl WriteBatcher {
     pub fn new(table: impl Into<String>) -> Self {
         WriteBatcher {
             table: table.into(),
-            pending: Vec::new(),
-            pending_keys: HashSet::new(),
+            pending: Vec::with_capacity(MAX_BATCH_ITEMS),
+            pending_keys: Vec::with_capacity(MAX_BATCH_ITEMS),
         }
     }
 
     /// Adds a write; appends to `ready` every request it completes, in the order they must be sent.
     pub fn push(&mut self, write: &ViewWrite, ready: &mut Vec<Request>) -> Result<(), BuildError> {
-        match dynamo::build(&self.table, write)? {
-            DynamoWrite::Put { request, .. } => {
-                let (pk, sk) = write.view_key();
-                let key = (pk.to_string(), sk.to_string());
-                if self.pending_keys.contains(&key) {
+        self.push_owned(write.clone(), ready)
+    }
+
+    /// [`push`](Self::push) for a caller that no longer needs the write: its items move into the SDK
+    /// requests instead of being cloned.
+    pub fn push_owned(&mut self, write: ViewWrite, ready: &mut Vec<Request>) -> Result<(), BuildError> {
+        match write {
+            ViewWrite::Put { item } => {
+                let (hash, repeated) = {
+                    let key = view_key_of(&item);
+                    let hash = key_hash(key.0, key.1);
+                    let repeated = (self.pending_keys.iter().zip(&self.pending))
+                        .any(|(&h, pending)| h == hash && request_key(pending) == key);
+                    (hash, repeated)
+                };
+                let request = dynamo::write_request_owned(item)?;
+                if repeated {
                     ready.extend(self.flush());
                 }
-                self.pending_keys.insert(key);
+                self.pending_keys.push(hash);
                 self.pending.push(request);
                 if self.pending.len() == MAX_BATCH_ITEMS {
                     ready.extend(self.flush());
                 }
             }
-            DynamoWrite::ConditionalPut(put) => {
+            ViewWrite::PutIfNewer {
+                item,
+                order_attribute,
+                order,
+            } => {
+                let put = dynamo::put_if_newer_owned(&self.table, item, order_attribute, order)?;
                 ready.extend(self.flush());
                 ready.push(Request::Conditional(put));
             }
-            DynamoWrite::Transaction(items) => {
+            ViewWrite::Add {
+                key,
+                attribute,
+                delta,
+                marker,
+            } => {
+                let items = dynamo::add_transaction_owned(&self.table, key, attribute, delta, marker)?;
                 ready.extend(self.flush());
                 ready.push(Request::Transaction(items));
             }
@@ -74,7 +115,10 @@ impl WriteBatcher {
     /// The partly filled batch, if any.
     pub fn flush(&mut self) -> Option<Request> {
         self.pending_keys.clear();
-        (!self.pending.is_empty()).then(|| Request::Batch(std::mem::take(&mut self.pending)))
+        (!self.pending.is_empty()).then(|| {
+            let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(MAX_BATCH_ITEMS));
+            Request::Batch(batch)
+        })
     }
 }
 
@@ -144,5 +188,34 @@ mod tests {
         b.push(&put("c", "s"), &mut ready).unwrap();
         ready.extend(b.flush());
         assert_eq!(sizes(&ready), ["batch1", "conditional", "batch1"]);
+    }
+
+    #[test]
+    fn push_owned_builds_the_same_requests_as_push() {
+        let writes = [put("a", "s"), put("b", "s"), put("a", "s"), put("a", "t")];
+        let (mut borrowed, mut owned) = (WriteBatcher::new("views"), WriteBatcher::new("views"));
+        let (mut by_ref, mut by_value) = (Vec::new(), Vec::new());
+        for w in &writes {
+            borrowed.push(w, &mut by_ref).unwrap();
+            owned.push_owned(w.clone(), &mut by_value).unwrap();
+        }
+        by_ref.extend(borrowed.flush());
+        by_value.extend(owned.flush());
+        assert_eq!(
+            sizes(&by_value),
+            ["batch2", "batch2"],
+            "(a, t) is another key than (a, s)"
+        );
+        let batches = |requests: &[Request]| -> Vec<Vec<WriteRequest>> {
+            requests
+                .iter()
+                .map(|r| match r {
+                    Request::Batch(b) => b.clone(),
+                    other => panic!("expected a batch: {other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(batches(&by_ref), batches(&by_value));
+        assert_eq!(request_key(&batches(&by_value)[0][1]), ("b", "s"));
     }
 }

@@ -62,12 +62,22 @@ pub fn put_if_newer(
     order_attribute: &str,
     order: &Number,
 ) -> Result<Put, BuildError> {
+    put_if_newer_owned(table, item.clone(), order_attribute.to_string(), order.clone())
+}
+
+/// [`put_if_newer`], moving its parts into the request.
+pub fn put_if_newer_owned(
+    table: &str,
+    item: Item,
+    order_attribute: String,
+    order: Number,
+) -> Result<Put, BuildError> {
     Put::builder()
         .table_name(table)
-        .set_item(Some(item_to_dynamodb(item.clone())))
+        .set_item(Some(item_to_dynamodb(item)))
         .condition_expression(PUT_IF_NEWER_CONDITION)
         .expression_attribute_names("#o", order_attribute)
-        .expression_attribute_values(":o", AttributeValue::N(order.as_str().to_string()))
+        .expression_attribute_values(":o", AttributeValue::N(order.into_string()))
         .build()
 }
 
@@ -81,8 +91,13 @@ pub fn put(table: &str, item: &Item) -> Result<Put, BuildError> {
 
 /// An unconditional put of `item`, for `BatchWriteItem` (which names the table outside the request).
 pub fn write_request(item: &Item) -> Result<WriteRequest, BuildError> {
+    write_request_owned(item.clone())
+}
+
+/// [`write_request`], moving `item` into the request.
+pub fn write_request_owned(item: Item) -> Result<WriteRequest, BuildError> {
     let put = PutRequest::builder()
-        .set_item(Some(item_to_dynamodb(item.clone())))
+        .set_item(Some(item_to_dynamodb(item)))
         .build()?;
     Ok(WriteRequest::builder().put_request(put).build())
 }
@@ -96,17 +111,29 @@ pub fn add_transaction(
     delta: &Number,
     marker: &Item,
 ) -> Result<Vec<TransactWriteItem>, BuildError> {
+    let (attribute, delta) = (attribute.to_string(), delta.clone());
+    add_transaction_owned(table, key.clone(), attribute, delta, marker.clone())
+}
+
+/// [`add_transaction`], moving its parts into the requests.
+pub fn add_transaction_owned(
+    table: &str,
+    key: Item,
+    attribute: String,
+    delta: Number,
+    marker: Item,
+) -> Result<Vec<TransactWriteItem>, BuildError> {
     let marker_put = Put::builder()
         .table_name(table)
-        .set_item(Some(item_to_dynamodb(marker.clone())))
+        .set_item(Some(item_to_dynamodb(marker)))
         .condition_expression(MARKER_CONDITION)
         .build()?;
     let update = Update::builder()
         .table_name(table)
-        .set_key(Some(item_to_dynamodb(key.clone())))
+        .set_key(Some(item_to_dynamodb(key)))
         .update_expression(ADD_EXPRESSION)
         .expression_attribute_names("#a", attribute)
-        .expression_attribute_values(":d", AttributeValue::N(delta.as_str().to_string()))
+        .expression_attribute_values(":d", AttributeValue::N(delta.into_string()))
         .build()?;
     Ok(vec![
         TransactWriteItem::builder().put(marker_put).build(),
@@ -216,5 +243,27 @@ mod tests {
         );
         let values = HashMap::from([(":d".to_string(), AttributeValue::N("-12.5".into()))]);
         assert_eq!(update.expression_attribute_values(), Some(&values));
+    }
+
+    #[test]
+    fn owned_builders_give_what_the_borrowing_ones_give() {
+        let it = item(r#"{"pk":{"S":"p"},"sk":{"S":"LATEST"},"seq":{"N":"10.0"},"ns":{"NS":["1","2.5"]}}"#);
+        let order: Number = "10.0".parse().unwrap();
+        assert_eq!(
+            put_if_newer_owned("views", it.clone(), "seq".into(), order.clone()).unwrap(),
+            put_if_newer("views", &it, "seq", &order).unwrap()
+        );
+        assert_eq!(
+            write_request_owned(it.clone()).unwrap(),
+            write_request(&it).unwrap()
+        );
+        let key = item(r#"{"pk":{"S":"v#g"},"sk":{"S":"TOTAL"}}"#);
+        let marker = item(r#"{"pk":{"S":"v#~applied#g"},"sk":{"S":"LOG#1|v#g|TOTAL"}}"#);
+        let delta: Number = "-1.50".parse().unwrap();
+        let owned = add_transaction_owned("views", key.clone(), "sum".into(), delta.clone(), marker.clone());
+        assert_eq!(
+            owned.unwrap(),
+            add_transaction("views", &key, "sum", &delta, &marker).unwrap()
+        );
     }
 }

@@ -68,9 +68,14 @@ impl ViewWrite {
             ViewWrite::PutIfNewer { item, .. } | ViewWrite::Put { item } => item,
             ViewWrite::Add { key, .. } => key,
         };
-        let get = |name| item.get(name).and_then(Value::as_s).unwrap_or_default();
-        (get(VIEW_PK), get(VIEW_SK))
+        view_key_of(item)
     }
+}
+
+/// The `(pk, sk)` of a view item (`""` for a missing or non-`S` key), as [`ViewWrite::view_key`] reads it.
+pub fn view_key_of(item: &Item) -> (&str, &str) {
+    let get = |name| item.get(name).and_then(Value::as_s).unwrap_or_default();
+    (get(VIEW_PK), get(VIEW_SK))
 }
 
 /// The log record's own key values, shown in errors as `pk="PLAYER#ada", sk="LOG#10"`.
@@ -99,11 +104,112 @@ fn key_text(value: &Value) -> Option<&str> {
     }
 }
 
+/// What [`ProjectionConfig::project`] and [`ProjectionConfig::project_owned`] work out from the borrowed
+/// record before they build the view item: everything but the kept attributes.
+enum Prepared<'a> {
+    /// `Count` and `Sum`: the write is complete (it keeps no attribute).
+    Done(ViewWrite),
+    /// `Latest` (with its order) and `Append`: the item still needs the record's kept attributes.
+    Item {
+        pk: String,
+        sk: String,
+        log: LogRecordKeys<'a>,
+        order: Option<Number>,
+    },
+}
+
 impl ProjectionConfig {
     /// Projects one log record. `Ok(None)` when the record is not for this view: its record type (an `S`
     /// in the log's `recordTypeAttribute`; missing or another type counts as no type) is not one of the
     /// view's, or a filter condition does not hold. Errors are record errors; see [`ProjectionError`].
     pub fn project(&self, record: &Item) -> Result<Option<ViewWrite>, ProjectionError> {
+        let (pk, sk, log, order) = match self.prepare(record)? {
+            None => return Ok(None),
+            Some(Prepared::Done(write)) => return Ok(Some(write)),
+            Some(Prepared::Item { pk, sk, log, order }) => (pk, sk, log, order),
+        };
+        let kept = if self.attributes.is_empty() {
+            record
+                .iter()
+                .filter(|(name, _)| !self.is_log_key(name))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        } else {
+            let kept = self.attributes.iter();
+            kept.filter_map(|(from, to)| Some((to.clone(), record.get(from)?.clone())))
+                .collect()
+        };
+        let log_sk = log.sk.map(|(_, s)| s.to_string());
+        Ok(Some(self.finish(kept, log.pk.to_string(), log_sk, pk, sk, order)))
+    }
+
+    /// [`project`](Self::project) for a caller that owns the record and no longer needs it (the backfill
+    /// reads each export item once): the kept attributes and the log's key values move into the view item
+    /// instead of being cloned. Gives exactly the same result as `project(&record)`.
+    pub fn project_owned(&self, mut record: Item) -> Result<Option<ViewWrite>, ProjectionError> {
+        let (pk, sk, log, order) = match self.prepare(&record)? {
+            None => return Ok(None),
+            Some(Prepared::Done(write)) => return Ok(Some(write)),
+            Some(Prepared::Item { pk, sk, log, order }) => (pk, sk, log, order),
+        };
+        let write = if self.attributes.is_empty() {
+            // The record itself becomes the view item: its log keys move out (into `logPk`/`logSk`).
+            let log_pk = self.take_log_key(&mut record, &self.log_keys.partition_key)?;
+            let log_sk = match &self.log_keys.sort_key {
+                Some(name) if *name == self.log_keys.partition_key => Some(log_pk.clone()),
+                Some(name) => Some(self.take_log_key(&mut record, name)?),
+                None => None,
+            };
+            self.finish(record, log_pk, log_sk, pk, sk, order)
+        } else {
+            let (log_pk, log_sk) = (log.pk.to_string(), log.sk.map(|(_, s)| s.to_string()));
+            let mut kept = Item::new();
+            for (i, (from, to)) in self.attributes.iter().enumerate() {
+                // Two mappings may read one attribute: only the last one may take it.
+                let read_again = self.attributes[i + 1..].iter().any(|(f, _)| f == from);
+                let value = match read_again {
+                    true => record.get(from).cloned(),
+                    false => record.remove(from),
+                };
+                if let Some(value) = value {
+                    kept.insert(to.clone(), value);
+                }
+            }
+            self.finish(kept, log_pk, log_sk, pk, sk, order)
+        };
+        Ok(Some(write))
+    }
+
+    /// Moves the text of the log key `name` out of `record` (checked by [`prepare`](Self::prepare)). An
+    /// attribute the view item sets anyway keeps its place, holding `NULL` until it is overwritten, which
+    /// spares the map a removal and an insertion.
+    fn take_log_key(&self, record: &mut Item, name: &str) -> Result<String, ProjectionError> {
+        let value = match self.sets_attribute(name) {
+            true => record
+                .get_mut(name)
+                .map(|slot| std::mem::replace(slot, Value::Null)),
+            false => record.remove(name),
+        };
+        match value {
+            Some(Value::S(s)) => Ok(s),
+            Some(Value::N(n)) => Ok(n.into_string()),
+            other => Err(ProjectionError::LogKey {
+                view: self.view.clone(),
+                attribute: name.to_string(),
+                found: describe(other.as_ref()),
+            }),
+        }
+    }
+
+    /// Whether [`finish`](Self::finish) sets the view item's attribute `name`.
+    fn sets_attribute(&self, name: &str) -> bool {
+        [LOG_PK, VIEW_PK, VIEW_SK].contains(&name)
+            || (name == LOG_SK && self.log_keys.sort_key.is_some())
+            || matches!(&self.mode, Mode::Latest { stored_as, .. } if stored_as == name)
+    }
+
+    /// Every check and every key of the write, from the borrowed record.
+    fn prepare<'a>(&'a self, record: &'a Item) -> Result<Option<Prepared<'a>>, ProjectionError> {
         let record_type = record.get(&self.record_type_attribute).and_then(Value::as_s);
         if !record_type.is_some_and(|t| self.record_types.contains(t)) {
             return Ok(None);
@@ -112,13 +218,16 @@ impl ProjectionConfig {
             return Ok(None);
         }
         let log = self.log_record_keys(record)?;
-        let pk = format!(
-            "{}{}",
-            self.key_prefix,
-            self.render(&self.partition_key, "partitionKey", record, &log)?
-        );
+        // Room for a typical key, so that rendering does not grow the string piece by piece.
+        let mut pk = String::with_capacity(self.key_prefix.len() + 64);
+        pk.push_str(&self.key_prefix);
+        self.render_into(&mut pk, &self.partition_key, "partitionKey", record, &log)?;
         let sk = match (&self.sort_key, &self.mode) {
-            (Some(template), _) => self.render(template, "sortKey", record, &log)?,
+            (Some(template), _) => {
+                let mut sk = String::new();
+                self.render_into(&mut sk, template, "sortKey", record, &log)?;
+                sk
+            }
             (None, Mode::Latest { .. }) => LATEST_SK.to_string(),
             (None, Mode::Append) => match log.sk {
                 Some((_, log_sk)) => format!("{}|{log_sk}", log.pk),
@@ -129,28 +238,28 @@ impl ProjectionConfig {
         self.check_key("pk", &pk, MAX_PARTITION_KEY_BYTES, &log)?;
         self.check_key("sk", &sk, MAX_SORT_KEY_BYTES, &log)?;
 
-        let write = match &self.mode {
-            Mode::Latest { order_by, stored_as } => {
-                let order = self.number(record, order_by, &log, |view, attribute, found, record| {
-                    ProjectionError::OrderAttribute {
-                        view,
-                        attribute,
-                        found,
-                        record,
-                    }
-                })?;
-                let mut item = self.view_item(record, &log, pk, sk);
-                item.insert(stored_as.clone(), Value::N(order.clone()));
-                ViewWrite::PutIfNewer {
-                    item,
-                    order_attribute: stored_as.clone(),
-                    order,
-                }
+        let order = match &self.mode {
+            Mode::Latest { order_by, .. } => Some(self.number(
+                record,
+                order_by,
+                &log,
+                |view, attribute, found, record| ProjectionError::OrderAttribute {
+                    view,
+                    attribute,
+                    found,
+                    record,
+                },
+            )?),
+            Mode::Append => None,
+            Mode::Count => {
+                return Ok(Some(Prepared::Done(self.add(
+                    COUNT_ATTRIBUTE,
+                    Number::from(1),
+                    &log,
+                    pk,
+                    sk,
+                )?)));
             }
-            Mode::Append => ViewWrite::Put {
-                item: self.view_item(record, &log, pk, sk),
-            },
-            Mode::Count => self.add(COUNT_ATTRIBUTE, Number::from(1), &log, pk, sk)?,
             Mode::Sum { sum_of } => {
                 let delta = self.number(record, sum_of, &log, |view, attribute, found, record| {
                     ProjectionError::SumAttribute {
@@ -160,10 +269,56 @@ impl ProjectionConfig {
                         record,
                     }
                 })?;
-                self.add(SUM_ATTRIBUTE, delta, &log, pk, sk)?
+                return Ok(Some(Prepared::Done(self.add(
+                    SUM_ATTRIBUTE,
+                    delta,
+                    &log,
+                    pk,
+                    sk,
+                )?)));
             }
         };
-        Ok(Some(write))
+        Ok(Some(Prepared::Item { pk, sk, log, order }))
+    }
+
+    /// The view item from its kept attributes: then `logPk`/`logSk`, then `pk`/`sk` (each later step wins
+    /// a name clash), then, for `Latest`, the order.
+    fn finish(
+        &self,
+        mut item: Item,
+        log_pk: String,
+        log_sk: Option<String>,
+        pk: String,
+        sk: String,
+        order: Option<Number>,
+    ) -> ViewWrite {
+        // A log item rarely has `logPk`/`logSk` already, but often has `pk`/`sk`.
+        item.insert(LOG_PK.to_string(), Value::S(log_pk));
+        if let Some(log_sk) = log_sk {
+            item.insert(LOG_SK.to_string(), Value::S(log_sk));
+        }
+        set(&mut item, VIEW_PK, Value::S(pk));
+        set(&mut item, VIEW_SK, Value::S(sk));
+        match (&self.mode, order) {
+            (Mode::Latest { stored_as, .. }, Some(order)) => {
+                // Often the kept attributes hold the very same number already (same text, same value).
+                let holds_it =
+                    matches!(item.get(stored_as), Some(Value::N(n)) if n.as_str() == order.as_str());
+                if !holds_it {
+                    set(&mut item, stored_as, Value::N(order.clone()));
+                }
+                ViewWrite::PutIfNewer {
+                    item,
+                    order_attribute: stored_as.clone(),
+                    order,
+                }
+            }
+            _ => ViewWrite::Put { item },
+        }
+    }
+
+    fn is_log_key(&self, name: &str) -> bool {
+        name == self.log_keys.partition_key || self.log_keys.sort_key.as_deref() == Some(name)
     }
 
     fn log_record_keys<'a>(&'a self, record: &'a Item) -> Result<LogRecordKeys<'a>, ProjectionError> {
@@ -184,14 +339,14 @@ impl ProjectionConfig {
         Ok(LogRecordKeys { pk_name, pk, sk })
     }
 
-    fn render(
+    fn render_into(
         &self,
+        out: &mut String,
         template: &Template,
         which: &'static str,
         record: &Item,
         log: &LogRecordKeys,
-    ) -> Result<String, ProjectionError> {
-        let mut out = String::new();
+    ) -> Result<(), ProjectionError> {
         for part in template.parts() {
             match part {
                 TemplatePart::Literal(text) => out.push_str(text),
@@ -210,7 +365,7 @@ impl ProjectionConfig {
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     fn check_key(
@@ -260,31 +415,6 @@ impl ProjectionConfig {
         }
     }
 
-    /// The kept attributes, then `logPk`/`logSk`, then `pk`/`sk` (each later step wins a name clash).
-    fn view_item(&self, record: &Item, log: &LogRecordKeys, pk: String, sk: String) -> Item {
-        let mut item: Item = if self.attributes.is_empty() {
-            let is_log_key = |name: &str| {
-                name == self.log_keys.partition_key || self.log_keys.sort_key.as_deref() == Some(name)
-            };
-            record
-                .iter()
-                .filter(|(name, _)| !is_log_key(name))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        } else {
-            let kept = self.attributes.iter();
-            kept.filter_map(|(from, to)| Some((to.clone(), record.get(from)?.clone())))
-                .collect()
-        };
-        item.insert(LOG_PK.to_string(), Value::S(log.pk.to_string()));
-        if let Some((_, log_sk)) = log.sk {
-            item.insert(LOG_SK.to_string(), Value::S(log_sk.to_string()));
-        }
-        item.insert(VIEW_PK.to_string(), Value::S(pk));
-        item.insert(VIEW_SK.to_string(), Value::S(sk));
-        item
-    }
-
     fn add(
         &self,
         attribute: &str,
@@ -303,6 +433,16 @@ impl ProjectionConfig {
             delta,
             marker: key_item(marker_pk, marker_sk),
         })
+    }
+}
+
+/// `item[name] = value`, reusing the attribute's name when it is there already.
+fn set(item: &mut Item, name: &str, value: Value) {
+    match item.get_mut(name) {
+        Some(slot) => *slot = value,
+        None => {
+            item.insert(name.to_string(), value);
+        }
     }
 }
 

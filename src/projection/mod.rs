@@ -36,7 +36,7 @@ mod fixture_tests;
 pub use config::{LogKeys, ProjectionConfig, Template, TemplateError, TemplatePart};
 pub use engine::{
     COUNT_ATTRIBUTE, LATEST_SK, MARKER_INFIX, MAX_PARTITION_KEY_BYTES, MAX_SORT_KEY_BYTES, SUM_ATTRIBUTE,
-    TOTAL_SK, ViewWrite,
+    TOTAL_SK, ViewWrite, view_key_of,
 };
 pub use error::ProjectionError;
 pub use memory::{Applied, MemoryStore, MemoryStoreError};

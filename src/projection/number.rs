@@ -63,6 +63,11 @@ impl Number {
         &self.text
     }
 
+    /// The decimal text, as [`as_str`](Self::as_str) shows it, without copying it.
+    pub fn into_string(self) -> String {
+        self.text
+    }
+
     /// The exact value.
     pub fn value(&self) -> &BigDecimal {
         &self.value
@@ -239,6 +244,12 @@ mod tests {
         for ok in ["+5", ".5", "5.", "-1.5e-3", "0"] {
             assert!(Number::parse(ok).is_ok(), "{ok:?} must be accepted");
         }
+    }
+
+    #[test]
+    fn into_string_is_the_text_as_written() {
+        assert_eq!(n("-12.50").into_string(), "-12.50");
+        assert_eq!(n("1E+2").checked_add(&n("0")).unwrap().into_string(), "100");
     }
 
     #[test]

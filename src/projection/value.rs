@@ -226,10 +226,10 @@ macro_rules! sdk_conversions {
                 use $sdk::types::AttributeValue as A;
                 match value {
                     Value::S(s) => A::S(s),
-                    Value::N(n) => A::N(n.as_str().to_string()),
+                    Value::N(n) => A::N(n.into_string()),
                     Value::B(b) => A::B(Blob::new(b)),
                     Value::Ss(v) => A::Ss(v),
-                    Value::Ns(v) => A::Ns(v.iter().map(|n| n.as_str().to_string()).collect()),
+                    Value::Ns(v) => A::Ns(v.into_iter().map(Number::into_string).collect()),
                     Value::Bs(v) => A::Bs(v.into_iter().map(Blob::new).collect()),
                     Value::M(m) => A::M(m.into_iter().map(|(k, v)| (k, v.into())).collect()),
                     Value::L(l) => A::L(l.into_iter().map(Into::into).collect()),

@@ -41,8 +41,15 @@ fn s(v: &str) -> Value {
     Value::S(v.into())
 }
 
+/// Projects through both entry points, which must agree.
 fn project(config: &ProjectionConfig, record: &Item) -> ViewWrite {
-    config.project(record).unwrap().expect("the record is projected")
+    let write = config.project(record).unwrap().expect("the record is projected");
+    assert_eq!(
+        config.project_owned(record.clone()).unwrap().as_ref(),
+        Some(&write),
+        "project_owned agrees with project"
+    );
+    write
 }
 
 #[test]
@@ -477,4 +484,70 @@ fn config_exposes_what_callers_need() {
     );
     assert!(c.sort_key().is_none());
     assert_eq!(c.partition_key().attributes().collect::<Vec<_>>(), ["pk"]);
+}
+
+#[test]
+fn project_owned_gives_what_project_gives_for_every_shape() {
+    let mut numeric_keys = ada("10");
+    numeric_keys.insert("pk".into(), Value::N(Number::from(7)));
+    numeric_keys.insert("sk".into(), Value::N(Number::from(10)));
+    let mut clashing = ada("10");
+    clashing.insert("logPk".into(), s("mine"));
+    clashing.insert("logSk".into(), s("also mine"));
+    let mut no_order = ada("10");
+    no_order.remove("seq");
+    let mut versioned = ada("10");
+    versioned.insert("version".into(), Value::N(Number::from(3)));
+    let records = [
+        ada("10"),
+        versioned,
+        numeric_keys,
+        clashing,
+        no_order,
+        item(r#"{"type":{"S":"player"}}"#),
+    ];
+    let numeric_sk_log = "
+recordTypes: [player]
+table: {partitionKey: pk, sortKey: version, recordTypeAttribute: type, orderingAttribute: version}
+";
+    let no_sk_log = "
+recordTypes: [player]
+table: {partitionKey: pk, recordTypeAttribute: type, orderingAttribute: seq}
+";
+    let mut configs: Vec<ProjectionConfig> = [
+        "{mode: Latest, key: {partitionKey: 'P#{pk}'}}",
+        "{mode: Append, key: {partitionKey: 'P#{pk}'}}",
+        "{mode: Append, key: {partitionKey: 'P#{name}', sortKey: '{sk}'}}",
+        "{mode: Latest, key: {partitionKey: x}, attributes: [{from: score, to: a}, {from: score, to: b}]}",
+        "{mode: Latest, key: {partitionKey: x}, attributes: [{from: pk, to: player}, {from: sk, to: at}, {from: seq}]}",
+        "{mode: Append, key: {partitionKey: x}, attributes: [{from: name}, {from: pk, to: p}, {from: pk, to: q}]}",
+        "{mode: Count, key: {partitionKey: x}}",
+        "{mode: Sum, sumOf: score, key: {partitionKey: x}}",
+    ]
+    .iter()
+    .map(|p| config(p))
+    .collect();
+    let log_sk_named_log = "
+recordTypes: [player]
+table: {partitionKey: logSk, recordTypeAttribute: type, orderingAttribute: seq}
+";
+    for (projection, log_yaml) in [
+        ("{mode: Latest, key: {partitionKey: '{pk}'}}", log_sk_named_log),
+        ("{mode: Append, key: {partitionKey: '{pk}'}}", log_sk_named_log),
+        ("{mode: Latest, key: {partitionKey: x}}", numeric_sk_log),
+        ("{mode: Latest, key: {partitionKey: '{pk}'}}", no_sk_log),
+        ("{mode: Append, key: {partitionKey: '{pk}'}}", no_sk_log),
+    ] {
+        configs
+            .push(ProjectionConfig::from_spec("players", &view(projection), &log(log_yaml), "v#").unwrap());
+    }
+    for c in &configs {
+        for record in &records {
+            assert_eq!(
+                c.project_owned(record.clone()),
+                c.project(record),
+                "{c:?} on {record:?}"
+            );
+        }
+    }
 }
