@@ -34,14 +34,32 @@ say "Applying the game examples (examples/game) to namespace kappa-demo"
 kubectl -n kappa-demo apply -k examples/game
 sleep 3
 
+for _ in $(seq 1 40); do
+  [ "$(kubectl -n kappa-demo get elog game-events -o jsonpath='{.status.phase}')" = Ready ] && break
+  sleep 0.5
+done
+
 say "kubectl get kappa -n kappa-demo"
 kubectl -n kappa-demo get kappa
+
+say "Where each view's items live"
+kubectl -n kappa-demo get mv -o custom-columns='VIEW:.metadata.name,TABLE:.status.tableName,KEY PREFIX:.status.keyPrefix'
+
+say "What the operator created on the AWS API (tagged kappa.dev/*)"
+aws --endpoint-url "$AWS_ENDPOINT_URL" dynamodb list-tables --query 'TableNames[?starts_with(@, `kappa-demo-`)]' --output table
+aws --endpoint-url "$AWS_ENDPOINT_URL" sqs list-queues --queue-name-prefix kappa-demo- --query 'QueueUrls' --output table
+aws --endpoint-url "$AWS_ENDPOINT_URL" sns list-topics --query 'Topics[].TopicArn' --output table | grep -E 'kappa-demo-|TopicArn|-{3}' || true
+
+say "What this topology costs per million writes (kappa-operator cost -f examples/game)"
+"$bin" cost -f examples/game | head -1
+echo "  (status.costEstimate: $(kubectl -n kappa-demo get elog game-events -o jsonpath='{.status.costEstimate}'))"
 
 cat <<TXT
 
 The operator runs in the background (pid $(cat .stack/operator.pid)). Look around:
   source .stack/env
   kubectl -n kappa-demo get mv                     # phase, backfill progress, readiness
+  kappa-operator cost -f examples/game             # the cost table ($bin)
   kubectl -n kappa-demo describe mv players        # conditions and Events
   kubectl explain materializedview.spec.projection # the API, documented
   aws dynamodb list-tables                         # the AWS API of the local stack
