@@ -194,6 +194,93 @@ async fn an_event_log_is_provisioned_idempotently_repaired_and_retained() {
         );
     }
 
+    // The writer's and router's roles: Lambda trust, least-privilege inline policy, owner tags.
+    let iam = aws_sdk_iam::Client::new(&aws);
+    let role_name = |arn: &String| arn.rsplit('/').next().unwrap().to_string();
+    let writer = role_name(
+        status
+            .resources
+            .get("role/writer")
+            .expect("status.resources.role/writer"),
+    );
+    let router = role_name(
+        status
+            .resources
+            .get("role/router")
+            .expect("status.resources.role/router"),
+    );
+    let policy = |name: String| {
+        let iam = iam.clone();
+        async move {
+            let doc = iam
+                .get_role_policy()
+                .role_name(&name)
+                .policy_name("kappa")
+                .send()
+                .await
+                .unwrap()
+                .policy_document;
+            kappa_operator::aws::iam::parse_document(&doc).unwrap()
+        }
+    };
+    let w = policy(writer.clone()).await;
+    let append = w["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "AppendToLog")
+        .unwrap();
+    assert_eq!(
+        append["Action"],
+        serde_json::json!(["dynamodb:PutItem", "dynamodb:BatchWriteItem"])
+    );
+    assert_eq!(append["Resource"], serde_json::json!([desc.table_arn().unwrap()]));
+    let r = policy(router.clone()).await;
+    let publish = r["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "PublishToOwnTopics")
+        .unwrap();
+    let mut published: Vec<String> = publish["Resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    published.sort();
+    let mut topic_arns: Vec<String> = topics.iter().map(|(_, a)| a.to_string()).collect();
+    topic_arns.sort();
+    assert_eq!(
+        published, topic_arns,
+        "the router publishes to exactly its topics"
+    );
+    assert!(
+        !r.to_string().contains("PutItem"),
+        "only the writer writes the log"
+    );
+    let trust = iam
+        .get_role()
+        .role_name(&writer)
+        .send()
+        .await
+        .unwrap()
+        .role
+        .unwrap();
+    let trust =
+        kappa_operator::aws::iam::parse_document(trust.assume_role_policy_document().unwrap()).unwrap();
+    assert_eq!(
+        trust["Statement"][0]["Principal"]["Service"],
+        "lambda.amazonaws.com"
+    );
+    let role_tags = iam.list_role_tags().role_name(&router).send().await.unwrap();
+    assert!(
+        role_tags
+            .tags()
+            .iter()
+            .any(|t| t.key() == "kappa.dev/name" && t.value() == "game-events")
+    );
+
     // Reconciling an unchanged log makes no mutating AWS call.
     let before = mutating_calls(&op).await;
     assert!(
@@ -336,6 +423,19 @@ async fn delete_policy_removes_only_what_the_log_owns() {
     );
     for arn in &topic_arns {
         assert!(!topic_exists(&sns, arn).await, "topic {arn} is deleted");
+    }
+    let iam = aws_sdk_iam::Client::new(&aws);
+    for role in status
+        .resources
+        .iter()
+        .filter(|(k, _)| k.starts_with("role/"))
+        .map(|(_, v)| v)
+    {
+        let name = role.rsplit('/').next().unwrap();
+        assert!(
+            iam.get_role().role_name(name).send().await.is_err(),
+            "role {name} is deleted"
+        );
     }
     assert!(
         ddb.describe_table().table_name(&bystander).send().await.is_ok(),

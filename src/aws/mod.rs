@@ -6,6 +6,7 @@
 mod calls;
 pub mod dynamodb;
 mod error;
+pub mod iam;
 pub mod sns;
 pub mod sqs;
 
@@ -25,6 +26,7 @@ pub struct Aws {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub sns: aws_sdk_sns::Client,
+    pub iam: aws_sdk_iam::Client,
     pub region: String,
 }
 
@@ -46,12 +48,16 @@ impl Aws {
             .interceptor(counter.clone())
             .build();
         let sns = aws_sdk_sns::config::Builder::from(&shared)
+            .interceptor(counter.clone())
+            .build();
+        let iam = aws_sdk_iam::config::Builder::from(&shared)
             .interceptor(counter)
             .build();
         Ok(Aws {
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
             sqs: aws_sdk_sqs::Client::from_conf(sqs),
             sns: aws_sdk_sns::Client::from_conf(sns),
+            iam: aws_sdk_iam::Client::from_conf(iam),
             region,
         })
     }

@@ -79,7 +79,7 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
             EventLogPhase::Ready,
             Health::Ready {
                 reason: reasons::PROVISIONED,
-                message: "the log table, ingest queue and topics match the spec".into(),
+                message: "the log table, ingest queue, topics and function roles match the spec".into(),
             },
             Some(r),
         ),
@@ -125,6 +125,9 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
             .collect();
         if let Some(q) = &r.queue {
             next.resources.insert("queue".into(), q.arn.clone());
+        }
+        for (role, arn) in &r.roles {
+            next.resources.insert(format!("role/{role}"), arn.clone());
         }
     }
     status::set_kstatus(&mut next.conditions, &health, generation, &now);

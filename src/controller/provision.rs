@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 
 use crate::aws::dynamodb::{self, TableState};
 use crate::aws::sqs::{self, QueueState};
-use crate::aws::{Aws, AwsError, Convergence, sns};
+use crate::aws::{Aws, AwsError, Convergence, iam, sns};
 use crate::plan::log::LogPlan;
+use crate::plan::log::{roles as log_roles, scope_of_arn};
+use crate::plan::names::NameKind;
 
 /// What exists on AWS for a log after one pass.
 #[derive(Clone, Debug, PartialEq)]
@@ -14,6 +16,8 @@ pub struct LogResources {
     pub queue: Option<QueueState>,
     /// Topic ARN per group.
     pub topics: BTreeMap<String, String>,
+    /// Role ARN per built-in function (`writer`, `router`).
+    pub roles: BTreeMap<String, String>,
     /// Whether everything already matched the plan (no change was made).
     pub converged: bool,
 }
@@ -35,10 +39,22 @@ pub async fn apply_log(aws: &Aws, plan: &LogPlan) -> Result<LogResources, AwsErr
         converged &= convergence == Convergence::Converged;
         topics.insert(t.group.clone(), arn);
     }
+    let mut roles = BTreeMap::new();
+    // ARNs in the policies need the account: the table's ARN tells it.
+    if let Some(scope) = scope_of_arn(&table.arn) {
+        for role in log_roles(plan, &scope) {
+            let (arn, convergence) = iam::ensure_role(&aws.iam, &role).await?;
+            converged &= convergence == Convergence::Converged;
+            roles.insert(role.role.to_string(), arn);
+        }
+    } else {
+        converged = false;
+    }
     Ok(LogResources {
         table,
         queue,
         topics,
+        roles,
         converged,
     })
 }
@@ -47,6 +63,12 @@ pub async fn apply_log(aws: &Aws, plan: &LogPlan) -> Result<LogResources, AwsErr
 /// adopted one). Returns the names deleted.
 pub async fn delete_log(aws: &Aws, plan: &LogPlan) -> Result<Vec<String>, AwsError> {
     let mut deleted = Vec::new();
+    for role in ["writer", "router"] {
+        let name = plan.owner.resource_name(role, NameKind::Role);
+        if iam::delete_role_if_owned(&aws.iam, &name, &plan.owner).await? {
+            deleted.push(name);
+        }
+    }
     for t in &plan.topics {
         if sns::delete_topic_if_owned(&aws.sns, &t.name, &plan.owner).await? {
             deleted.push(t.name.clone());

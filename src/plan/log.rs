@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use super::iam::{AwsScope, lambda_trust_policy, router_policy, writer_policy};
 use super::names::{NameKind, Owner};
 use super::routing::topic_groups;
 use super::{ResolvedFanOut, StreamReaders, resolve_fan_out};
@@ -58,6 +59,65 @@ pub struct TopicPlan {
     pub name: String,
     pub record_types: Vec<String>,
     pub tags: BTreeMap<String, String>,
+}
+
+/// The IAM role of one built-in function, with its documents.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RolePlan {
+    /// `writer` or `router`.
+    pub role: &'static str,
+    pub name: String,
+    /// The function that assumes the role.
+    pub function: String,
+    pub trust: serde_json::Value,
+    pub policy: serde_json::Value,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The roles of the log's built-in functions: the writer's when the log has an ingest queue, the
+/// router's with `Sns` fan-out. ARNs need the account, known once the table exists (`scope`).
+pub fn roles(plan: &LogPlan, scope: &AwsScope) -> Vec<RolePlan> {
+    let role = |role: &'static str, policy: &dyn Fn(&str) -> serde_json::Value| {
+        let function = plan.owner.resource_name(role, NameKind::Function);
+        RolePlan {
+            role,
+            name: plan.owner.resource_name(role, NameKind::Role),
+            policy: policy(&function),
+            function,
+            trust: lambda_trust_policy(),
+            tags: plan.owner.tags(),
+        }
+    };
+    let mut roles = Vec::new();
+    if let Some(q) = &plan.queue {
+        roles.push(role("writer", &|function| {
+            writer_policy(scope, function, &q.name, &plan.table.name)
+        }));
+    }
+    if plan.fan_out == ResolvedFanOut::Sns {
+        let topics: Vec<String> = plan.topics.iter().map(|t| t.name.clone()).collect();
+        roles.push(role("router", &|function| {
+            router_policy(scope, function, &plan.table.name, &topics)
+        }));
+    }
+    roles
+}
+
+/// The partition, region and account of an ARN such as a table's.
+pub fn scope_of_arn(arn: &str) -> Option<AwsScope> {
+    let mut parts = arn.split(':');
+    let (_, partition, _, region, account) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    Some(AwsScope {
+        partition: partition.into(),
+        region: region.into(),
+        account: account.into(),
+    })
 }
 
 /// Plans an EventLog's resources from its spec, the views that read it, and the cluster id.
@@ -173,6 +233,32 @@ mod tests {
         );
         assert_eq!(p.table.name, "legacy-log");
         assert!(p.table.adopted && !p.table.deletion_protection);
+    }
+
+    #[test]
+    fn the_writer_and_router_roles_carry_the_planned_documents() {
+        let p = plan_log("prod", &log(SPEC), &[]);
+        let scope = scope_of_arn("arn:aws:dynamodb:eu-west-1:123456789012:table/x").unwrap();
+        assert_eq!(scope.account, "123456789012");
+        let roles = roles(&p, &scope);
+        assert_eq!(
+            roles.iter().map(|r| r.role).collect::<Vec<_>>(),
+            ["writer", "router"]
+        );
+        let writer = &roles[0];
+        assert!(writer.name.len() <= 64 && writer.name.starts_with("kappa-prod-games-game-events-writer-"));
+        let append = &writer.policy["Statement"][1];
+        assert_eq!(
+            append["Resource"][0],
+            format!("arn:aws:dynamodb:eu-west-1:123456789012:table/{}", p.table.name)
+        );
+        let publish = &roles[1].policy["Statement"][1];
+        assert_eq!(publish["Resource"].as_array().unwrap().len(), 2);
+        let direct = plan_log("prod", &log("  recordTypes: [a]\n  table: {}\n"), &[]);
+        assert!(
+            super::roles(&direct, &scope).is_empty(),
+            "no ingest, Direct fan-out: no roles"
+        );
     }
 
     #[test]
