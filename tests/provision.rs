@@ -552,6 +552,57 @@ async fn views_tables_are_shared_or_dedicated_and_a_shared_one_outlives_all_but_
         .collect();
     assert_eq!(keys, ["pk", "sk"]);
 
+    // Each projector's role writes only its own items: the prefix in the shared table, anything in its own.
+    let iam = aws_sdk_iam::Client::new(&common::aws_config().await);
+    let projector_policy = |view: &'static str| {
+        let (views, iam) = (views.clone(), iam.clone());
+        async move {
+            let status = views.get(view).await.unwrap().status.unwrap();
+            let arn = status
+                .resources
+                .get("role/projector")
+                .cloned()
+                .expect("status.resources.role/projector");
+            let name = arn.rsplit('/').next().unwrap().to_string();
+            let doc = iam
+                .get_role_policy()
+                .role_name(&name)
+                .policy_name("kappa")
+                .send()
+                .await
+                .unwrap();
+            (
+                name,
+                kappa_operator::aws::iam::parse_document(&doc.policy_document).unwrap(),
+            )
+        }
+    };
+    let (players_role, players_policy) = projector_policy("players").await;
+    let write = players_policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "WriteOwnViewItems")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        write["Resource"],
+        serde_json::json!([shared.table_arn().unwrap()])
+    );
+    assert_eq!(
+        write["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"],
+        serde_json::json!(["players#*"])
+    );
+    let (_, games_policy) = projector_policy("games").await;
+    assert!(
+        !games_policy.to_string().contains("LeadingKeys"),
+        "a dedicated table needs no prefix condition"
+    );
+    assert!(
+        !games_policy.to_string().contains("GetRecords"),
+        "Sns fan-out: the projector reads no stream"
+    );
+
     let gone = |name: &'static str| {
         let views = views.clone();
         async move {
@@ -568,6 +619,10 @@ async fn views_tables_are_shared_or_dedicated_and_a_shared_one_outlives_all_but_
     assert!(
         ddb.describe_table().table_name(&players).send().await.is_ok(),
         "scores still uses the shared table"
+    );
+    assert!(
+        iam.get_role().role_name(&players_role).send().await.is_err(),
+        "the view's projector role is deleted"
     );
     gone("games").await;
     assert!(

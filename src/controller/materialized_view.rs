@@ -13,12 +13,15 @@ use tracing::instrument;
 
 use super::status::{self, Health};
 use super::{Context, Error, Result, validate};
-use crate::aws::{Convergence, dynamodb};
+use crate::aws::{Convergence, dynamodb, iam};
 use crate::crd::{
     DeletionPolicy, EventLog, MaterializedView, MaterializedViewStatus, ViewPhase, condition_types as types,
     reasons,
 };
+use crate::plan::log::{plan_log, scope_of_arn};
+use crate::plan::names::NameKind;
 use crate::plan::view::plan_view;
+use crate::plan::view::projector_role as projector_role_plan;
 
 const KIND: &str = "MaterializedView";
 
@@ -80,6 +83,7 @@ struct ViewTable {
     name: String,
     key_prefix: Option<String>,
     arn: String,
+    projector_role: Option<String>,
 }
 
 async fn apply(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result<Action> {
@@ -104,7 +108,7 @@ async fn apply(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result<A
         Some(log) => {
             let problems = validate::view_against_log(&view, &log);
             if problems.is_empty() {
-                provision(&view, ctx, ns).await?
+                provision(&view, &log, ctx, ns).await?
             } else {
                 Outcome {
                     phase: ViewPhase::Pending,
@@ -139,42 +143,70 @@ async fn views_in(ctx: &Context, ns: &str) -> Result<Vec<MaterializedView>> {
 
 /// Provisions the view's table. The projector, its live path and the backfill come in later versions, so
 /// the view stays in `Provisioning` once its table is ready.
-async fn provision(view: &MaterializedView, ctx: &Context, ns: &str) -> Result<Outcome> {
-    let plan = plan_view(&ctx.config.cluster_id, view, &views_in(ctx, ns).await?);
-    match dynamodb::ensure_table(&ctx.aws.dynamodb, &plan.table).await {
-        Ok(state) => {
-            let ready = state.convergence == Convergence::Converged;
-            let message = if ready {
-                format!(
-                    "views table {} is ready; the projector, live path and backfill are not provisioned by this version",
-                    plan.table.name
-                )
-            } else {
-                format!("creating or updating views table {}", plan.table.name)
-            };
-            Ok(Outcome {
-                phase: ViewPhase::Provisioning,
-                health: Health::Progressing {
-                    reason: reasons::PROVISIONING,
-                    message,
-                },
-                table: ready.then(|| ViewTable {
-                    name: plan.table.name.clone(),
-                    key_prefix: plan.key_prefix,
-                    arn: state.arn,
-                }),
-            })
+async fn provision(view: &MaterializedView, log: &EventLog, ctx: &Context, ns: &str) -> Result<Outcome> {
+    let all = views_in(ctx, ns).await?;
+    let plan = plan_view(&ctx.config.cluster_id, view, &all);
+    let failed = |e: crate::aws::AwsError| -> Result<Outcome> {
+        if e.retryable {
+            return Err(e.into());
         }
-        Err(e) if !e.retryable => Ok(Outcome {
+        Ok(Outcome {
             phase: ViewPhase::Failed,
             health: Health::Stalled {
                 reason: reasons::AWS_ERROR,
                 message: e.to_string(),
             },
             table: None,
-        }),
-        Err(e) => Err(e.into()),
+        })
+    };
+    let state = match dynamodb::ensure_table(&ctx.aws.dynamodb, &plan.table).await {
+        Ok(state) => state,
+        Err(e) => return failed(e),
+    };
+    let mut ready = state.convergence == Convergence::Converged;
+    let mut projector_role = None;
+    if ready && let Some(scope) = scope_of_arn(&state.arn) {
+        let readers: Vec<MaterializedView> = all
+            .iter()
+            .filter(|v| v.spec.event_log_ref.name == view.spec.event_log_ref.name)
+            .cloned()
+            .collect();
+        let log_plan = plan_log(&ctx.config.cluster_id, log, &readers);
+        if let Some(role) = projector_role_plan(view, &plan, &log_plan, &scope) {
+            match iam::ensure_role(&ctx.aws.iam, &role).await {
+                Ok((arn, convergence)) => {
+                    ready &= convergence == Convergence::Converged;
+                    projector_role = Some(arn);
+                }
+                Err(e) => return failed(e),
+            }
+        }
     }
+    let message = if ready {
+        format!(
+            "views table {} and the projector role are ready; the projector, live path and backfill are not \
+             provisioned by this version",
+            plan.table.name
+        )
+    } else {
+        format!(
+            "creating or updating views table {} and the projector role",
+            plan.table.name
+        )
+    };
+    Ok(Outcome {
+        phase: ViewPhase::Provisioning,
+        health: Health::Progressing {
+            reason: reasons::PROVISIONING,
+            message,
+        },
+        table: ready.then(|| ViewTable {
+            name: plan.table.name.clone(),
+            key_prefix: plan.key_prefix,
+            arn: state.arn,
+            projector_role,
+        }),
+    })
 }
 
 async fn write_status(view: &MaterializedView, ctx: &Context, ns: &str, outcome: &Outcome) -> Result<()> {
@@ -188,6 +220,9 @@ async fn write_status(view: &MaterializedView, ctx: &Context, ns: &str, outcome:
         next.table_name = Some(t.name.clone());
         next.key_prefix = t.key_prefix.clone();
         next.resources.insert("viewsTable".into(), t.arn.clone());
+        if let Some(role) = &t.projector_role {
+            next.resources.insert("role/projector".into(), role.clone());
+        }
     }
     status::set_kstatus(&mut next.conditions, &outcome.health, generation, &now);
     if !matches!(outcome.health, Health::Ready { .. }) {
@@ -260,6 +295,12 @@ async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result
                 .filter(|v| v.name_any() != name && v.metadata.deletion_timestamp.is_none())
                 .collect();
             let plan = plan_view(&ctx.config.cluster_id, &view, &others);
+            let role = plan.owner.resource_name("projector", NameKind::Role);
+            let role_note = if iam::delete_role_if_owned(&ctx.aws.iam, &role, &plan.owner).await? {
+                format!("deleted projector role {role}; ")
+            } else {
+                String::new()
+            };
             let sharers: Vec<String> = others
                 .iter()
                 .filter(|v| {
@@ -269,14 +310,17 @@ async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result
                 .collect();
             if !sharers.is_empty() {
                 format!(
-                    "deletionPolicy Delete: kept the shared views table {}, still used by {}",
+                    "deletionPolicy Delete: {role_note}kept the shared views table {}, still used by {}",
                     plan.table.name,
                     sharers.join(", ")
                 )
             } else if dynamodb::delete_table_if_owned(&ctx.aws.dynamodb, &plan.table.name, &plan.table_owner)
                 .await?
             {
-                format!("deletionPolicy Delete: deleted views table {}", plan.table.name)
+                format!(
+                    "deletionPolicy Delete: {role_note}deleted views table {}",
+                    plan.table.name
+                )
             } else {
                 format!(
                     "deletionPolicy Delete: views table {} was already gone or not ours",

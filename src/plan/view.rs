@@ -5,9 +5,13 @@
 //! one view: it has Streams on when any view sharing it asks for them, and it is deleted only when the last
 //! view using it is deleted with `deletionPolicy: Delete`.
 
-use super::log::TablePlan;
+use super::ResolvedFanOut;
+use super::iam::{AwsScope, ProjectorSource, ViewItems, lambda_trust_policy, projector_policy};
+use super::log::{LogPlan, RolePlan, TablePlan};
 use super::names::{NameKind, Owner};
-use crate::crd::{BillingMode, DeletionPolicy, MaterializedView, StoreTable, StreamViewType};
+use crate::crd::{
+    BillingMode, DeletionPolicy, MaterializedView, ProjectorRuntime, StoreTable, StreamViewType,
+};
 
 pub const VIEW_KIND: &str = "MaterializedView";
 pub const SHARED_TABLE_KIND: &str = "ViewsTable";
@@ -23,6 +27,47 @@ pub struct ViewPlan {
     pub key_prefix: Option<String>,
     pub shared: bool,
     pub deletion_policy: DeletionPolicy,
+}
+
+/// The role of the view's built-in projector: it reads its live source (nothing to grant for an SNS
+/// subscription; stream reads with `Direct` fan-out) and writes only its view's items, confined to its key
+/// prefix in a shared table. `None` for views that need no role of ours (in-cluster, or an existing
+/// function the user brings).
+pub fn projector_role(
+    view: &MaterializedView,
+    plan: &ViewPlan,
+    log: &LogPlan,
+    scope: &AwsScope,
+) -> Option<RolePlan> {
+    if view.spec.projector.runtime == ProjectorRuntime::InCluster
+        || view
+            .spec
+            .projector
+            .code
+            .as_ref()
+            .is_some_and(|c| c.function_arn.is_some())
+    {
+        return None;
+    }
+    let function = plan.owner.resource_name("projector", NameKind::Function);
+    let source = match log.fan_out {
+        ResolvedFanOut::Sns => ProjectorSource::Topic,
+        ResolvedFanOut::Direct => ProjectorSource::LogStream {
+            log_table: &log.table.name,
+        },
+    };
+    let items = ViewItems {
+        table: &plan.table.name,
+        key_prefix: plan.key_prefix.as_deref(),
+    };
+    Some(RolePlan {
+        role: "projector",
+        name: plan.owner.resource_name("projector", NameKind::Role),
+        policy: projector_policy(scope, &function, &source, &items),
+        function,
+        trust: lambda_trust_policy(),
+        tags: plan.owner.tags(),
+    })
 }
 
 /// The key prefix of a view in a shared table: `spec.store.keyPrefix`, or `<view name>#`.
@@ -123,6 +168,45 @@ mod tests {
             plan_view("prod", &other, &[loud]).table.stream,
             None,
             "another shared name is another table"
+        );
+    }
+
+    fn log_plan(fan_out: &str) -> LogPlan {
+        let log: crate::crd::EventLog = serde_yaml::from_str(&format!(
+            "apiVersion: kappa.dev/v1alpha1\nkind: EventLog\nmetadata: {{name: log, namespace: games}}\n\
+             spec: {{recordTypes: [player], table: {{}}, fanOut: {{mode: {fan_out}}}}}\n"
+        ))
+        .unwrap();
+        super::super::log::plan_log("prod", &log, &[])
+    }
+
+    #[test]
+    fn a_projector_is_confined_to_its_prefix_and_reads_the_stream_only_with_direct_fan_out() {
+        let scope = AwsScope {
+            partition: "aws".into(),
+            region: "eu-west-1".into(),
+            account: "123456789012".into(),
+        };
+        let v = view("players", "{}");
+        let p = plan_view("prod", &v, &[]);
+        let role = projector_role(&v, &p, &log_plan("Sns"), &scope).unwrap();
+        let write = &role.policy["Statement"][0];
+        assert_eq!(
+            write["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"],
+            serde_json::json!(["players#*"])
+        );
+        assert!(
+            !role.policy.to_string().contains("GetRecords"),
+            "an SNS-fed projector reads no stream"
+        );
+        let direct = projector_role(&v, &p, &log_plan("Direct"), &scope).unwrap();
+        assert!(direct.policy.to_string().contains("GetRecords"));
+        let dedicated = view("games", "{table: Dedicated}");
+        let dp = plan_view("prod", &dedicated, &[]);
+        let role = projector_role(&dedicated, &dp, &log_plan("Sns"), &scope).unwrap();
+        assert!(
+            role.policy["Statement"][0].get("Condition").is_none(),
+            "its own table: no prefix condition"
         );
     }
 
