@@ -159,44 +159,7 @@ pub struct Operator {
 impl Operator {
     /// Starts `kappa-operator run` watching only `ns`, with its leader Lease in `ns`.
     pub fn start(ns: &str, identity: &str, lease_seconds: u64) -> Operator {
-        let http_port = free_port();
-        let dir = std::env::temp_dir().join("kappa-operator-tests");
-        std::fs::create_dir_all(&dir).unwrap();
-        let log_path = dir.join(format!("{ns}-{identity}.log"));
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
-            .args([
-                "run",
-                "--cluster-id",
-                "test",
-                "--watch-namespaces",
-                ns,
-                "--lease-namespace",
-                ns,
-            ])
-            .args([
-                "--lease-seconds",
-                &lease_seconds.to_string(),
-                "--identity",
-                identity,
-            ])
-            .args([
-                "--http-addr",
-                &format!("127.0.0.1:{http_port}"),
-                "--resync-seconds",
-                "30",
-            ])
-            .env("RUST_LOG", "info,kappa_operator=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start kappa-operator");
-        Operator {
-            child,
-            http_port,
-            identity: identity.to_string(),
-            log_path,
-        }
+        Operator::start_with_env(ns, identity, lease_seconds, &[])
     }
 
     pub fn log(&self) -> String {
