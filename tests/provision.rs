@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::Operator;
 use kappa_operator::crd::{EventLog, EventLogPhase};
-use kube::Api;
 use kube::api::DeleteParams;
+use kube::{Api, Client};
 
 fn log(name: &str, policy: &str) -> String {
     format!(
@@ -81,21 +81,42 @@ async fn topic_exists(sns: &aws_sdk_sns::Client, arn: &str) -> bool {
     sns.get_topic_attributes().topic_arn(arn).send().await.is_ok()
 }
 
-#[tokio::test]
-async fn an_event_log_is_provisioned_idempotently_repaired_and_retained() {
-    let (client, ns) = common::setup("prov-log").await;
+/// The AWS clients the assertions use.
+struct AwsClients {
+    ddb: aws_sdk_dynamodb::Client,
+    sqs: aws_sdk_sqs::Client,
+    sns: aws_sdk_sns::Client,
+    iam: aws_sdk_iam::Client,
+}
+
+/// The preamble of the log tests: a namespace, the AWS clients, an operator watching it, and the log
+/// `name` with `policy`, once Ready.
+async fn ready_log(
+    test: &str,
+    name: &str,
+    policy: &str,
+) -> (Client, String, AwsClients, Operator, Api<EventLog>, EventLog) {
+    let (client, ns) = common::setup(test).await;
     let aws = common::aws_config().await;
-    let (ddb, sqs, sns) = (
-        aws_sdk_dynamodb::Client::new(&aws),
-        aws_sdk_sqs::Client::new(&aws),
-        aws_sdk_sns::Client::new(&aws),
-    );
+    let clients = AwsClients {
+        ddb: aws_sdk_dynamodb::Client::new(&aws),
+        sqs: aws_sdk_sqs::Client::new(&aws),
+        sns: aws_sdk_sns::Client::new(&aws),
+        iam: aws_sdk_iam::Client::new(&aws),
+    };
     let op = Operator::start(&ns, "solo", 15);
-    common::create_yaml(&client, &ns, &log("game-events", "Retain"))
+    common::create_yaml(&client, &ns, &log(name, policy))
         .await
         .unwrap();
     let logs: Api<EventLog> = Api::namespaced(client.clone(), &ns);
-    let ready = wait_ready(&logs, "game-events").await;
+    let ready = wait_ready(&logs, name).await;
+    (client, ns, clients, op, logs, ready)
+}
+
+#[tokio::test]
+async fn an_event_log_is_provisioned_idempotently_repaired_and_retained() {
+    let (client, ns, AwsClients { ddb, sqs, sns, iam }, op, logs, ready) =
+        ready_log("prov-log", "game-events", "Retain").await;
     let status = ready.status.unwrap();
     let cost = status.cost_estimate.clone().expect("status.costEstimate");
     assert!(
@@ -195,7 +216,6 @@ async fn an_event_log_is_provisioned_idempotently_repaired_and_retained() {
     }
 
     // The writer's and router's roles: Lambda trust, least-privilege inline policy, owner tags.
-    let iam = aws_sdk_iam::Client::new(&aws);
     let role_name = |arn: &String| arn.rsplit('/').next().unwrap().to_string();
     let writer = role_name(
         status
@@ -363,19 +383,9 @@ async fn an_event_log_is_provisioned_idempotently_repaired_and_retained() {
 
 #[tokio::test]
 async fn delete_policy_removes_only_what_the_log_owns() {
-    let (client, ns) = common::setup("prov-delete").await;
-    let aws = common::aws_config().await;
-    let (ddb, sqs, sns) = (
-        aws_sdk_dynamodb::Client::new(&aws),
-        aws_sdk_sqs::Client::new(&aws),
-        aws_sdk_sns::Client::new(&aws),
-    );
-    let _op = Operator::start(&ns, "solo", 15);
-    common::create_yaml(&client, &ns, &log("scratch", "Delete"))
-        .await
-        .unwrap();
-    let logs: Api<EventLog> = Api::namespaced(client.clone(), &ns);
-    let status = wait_ready(&logs, "scratch").await.status.unwrap();
+    let (client, ns, AwsClients { ddb, sqs, sns, iam }, _op, logs, ready) =
+        ready_log("prov-delete", "scratch", "Delete").await;
+    let status = ready.status.unwrap();
     let table = status.table.unwrap().name;
     let url = status.ingest_queue_url.unwrap();
     let topic_arns: Vec<String> = status
@@ -424,7 +434,6 @@ async fn delete_policy_removes_only_what_the_log_owns() {
     for arn in &topic_arns {
         assert!(!topic_exists(&sns, arn).await, "topic {arn} is deleted");
     }
-    let iam = aws_sdk_iam::Client::new(&aws);
     for role in status
         .resources
         .iter()

@@ -248,9 +248,7 @@ async fn tag_if_needed(
     want: &BTreeMap<String, String>,
 ) -> Result<bool, AwsError> {
     let have = tags_of(client, arn).await?;
-    let missing: Vec<Tag> = want
-        .iter()
-        .filter(|(k, v)| have.get(*k) != Some(*v))
+    let missing: Vec<Tag> = super::missing_tags(want, &have)
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect::<Result<_, _>>()?;
     if missing.is_empty() {

@@ -113,10 +113,7 @@ pub async fn ensure_role(client: &Client, plan: &RolePlan) -> Result<(String, Co
                 convergence = Convergence::InProgress;
             }
             let have = tags_of(client, &plan.name).await?;
-            let missing: Vec<Tag> = plan
-                .tags
-                .iter()
-                .filter(|(k, v)| have.get(*k) != Some(*v))
+            let missing: Vec<Tag> = super::missing_tags(&plan.tags, &have)
                 .map(|(k, v)| tag(k, v))
                 .collect::<Result<_, _>>()?;
             if !missing.is_empty() {

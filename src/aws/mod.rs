@@ -63,10 +63,38 @@ impl Aws {
     }
 }
 
+/// The planned tags a resource lacks, or carries with another value: what a `Tag*` call must write.
+/// Extra tags someone else put on the resource are left alone.
+pub(crate) fn missing_tags<'a>(
+    want: &'a std::collections::BTreeMap<String, String>,
+    have: &std::collections::BTreeMap<String, String>,
+) -> impl Iterator<Item = (&'a String, &'a String)> {
+    want.iter().filter(move |(k, v)| have.get(*k) != Some(*v))
+}
+
 /// Whether the current state already matches the plan, or a later reconcile must continue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Convergence {
     Converged,
     /// A change was made or is under way (a table still creating, one update at a time).
     InProgress,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn missing_tags_are_the_absent_and_the_changed_ones() {
+        let want: BTreeMap<String, String> = [("a", "1"), ("b", "2"), ("c", "3")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        let have: BTreeMap<String, String> = [("a", "1"), ("b", "x"), ("z", "9")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        let missing: Vec<_> = super::missing_tags(&want, &have)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(missing, [("b", "2"), ("c", "3")]);
+    }
 }

@@ -54,10 +54,7 @@ fn tag(k: &str, v: &str) -> Result<Tag, AwsError> {
 pub async fn ensure_topic(client: &Client, plan: &TopicPlan) -> Result<(String, Convergence), AwsError> {
     if let Some(arn) = find(client, &plan.name).await? {
         let have = tags_of(client, &arn).await?;
-        let missing: Vec<Tag> = plan
-            .tags
-            .iter()
-            .filter(|(k, v)| have.get(*k) != Some(*v))
+        let missing: Vec<Tag> = super::missing_tags(&plan.tags, &have)
             .map(|(k, v)| tag(k, v))
             .collect::<Result<_, _>>()?;
         if missing.is_empty() {

@@ -46,10 +46,7 @@ pub async fn ensure_queue(client: &Client, plan: &QueuePlan) -> Result<QueueStat
     let (url, convergence) = match url_of(client, &plan.name).await? {
         Some(url) => {
             let have = tags_of(client, &url).await?;
-            let missing: HashMap<String, String> = plan
-                .tags
-                .iter()
-                .filter(|(k, v)| have.get(*k) != Some(*v))
+            let missing: HashMap<String, String> = super::missing_tags(&plan.tags, &have)
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             if missing.is_empty() {

@@ -29,9 +29,6 @@ pub mod reasons {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const PROVISIONING: &str = "Provisioning";
     pub const PROVISIONED: &str = "Provisioned";
-    pub const RECONCILED: &str = "Reconciled";
-    pub const WAITING_FOR_EVENT_LOG: &str = "WaitingForEventLog";
-    pub const BACKFILL_PENDING: &str = "BackfillPending";
     pub const DELETING: &str = "Deleting";
     pub const AS_EXPECTED: &str = "AsExpected";
     pub const AWS_ERROR: &str = "AwsError";
