@@ -1,6 +1,7 @@
 //! The planning core: spec in, desired AWS topology out. Pure: no I/O, every decision unit-tested.
 
 mod fan_out;
+pub mod function;
 pub mod iam;
 pub mod log;
 pub mod names;

@@ -1,0 +1,474 @@
+//! Lambda functions and event source mappings: observe, compare with the plan, apply only what differs.
+//!
+//! Guarantees:
+//! - An unchanged function or mapping costs only reads (`GetFunction`, `ListEventSourceMappings`): every
+//!   "does it match" decision is a pure function below ([`code_differs`], [`configuration_differs`],
+//!   [`mapping_differs`]), unit-tested field by field.
+//! - One update at a time. Lambda rejects an update while the previous one is still being applied
+//!   (`ResourceConflictException`), so a function that is `Pending` or whose last update is `InProgress`
+//!   is left alone and reported [`Convergence::InProgress`]; otherwise the code is updated first and the
+//!   configuration on a later reconcile. A mapping that is `Creating`/`Updating`/... is left alone too.
+//! - Transient states are retryable errors: an update in progress, Lambda's 5xx (`ServiceException`), and
+//!   a role IAM has not propagated yet ("cannot be assumed by Lambda", right after the role's creation).
+//! - Ownership: functions carry the owner's tags; [`delete_function_if_owned`] never deletes a function
+//!   without them. Mappings have no tags: [`delete_mappings`] deletes those of one function, which the
+//!   caller owns.
+//!
+//! Caveats: a function's architecture can only change with its code, so an architecture change is a code
+//! update. Code from S3 is compared by location (the `kappa.dev/code-source` tag): upload new code under a
+//! new key. A mapping's starting position is set at creation and never compared.
+
+mod zip;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use aws_sdk_lambda::Client;
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::{
+    Architecture as SdkArchitecture, Environment, EventSourceMappingConfiguration, EventSourcePosition,
+    Filter, FilterCriteria, FunctionCode as SdkCode, FunctionCodeLocation, FunctionConfiguration,
+    FunctionResponseType, LastUpdateStatus, PackageType, Runtime, State,
+};
+use aws_smithy_runtime_api::client::result::SdkError;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+pub use zip::{bootstrap_zip, crc32};
+
+use super::error::from_sdk;
+use super::{AwsError, Convergence};
+use crate::plan::function::{CODE_SOURCE_TAG, FunctionCode, FunctionPlan, MappingPlan};
+use crate::plan::names::Owner;
+
+/// The SHA-256 of `bytes`, base64-encoded: what Lambda reports as `CodeSha256` for an uploaded zip.
+pub fn zip_sha256_base64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes))
+}
+
+/// Maps an SDK error, marking Lambda's transient conditions retryable (see the module docs).
+fn lambda_err<E, R>(
+    operation: &'static str,
+    resource: &str,
+) -> impl FnOnce(SdkError<E, R>) -> AwsError + use<E, R>
+where
+    E: aws_sdk_lambda::error::ProvideErrorMetadata + std::fmt::Debug,
+    R: std::fmt::Debug,
+{
+    let map = from_sdk(operation, resource);
+    move |err| {
+        let mut e = map(err);
+        if is_transient(&e.code, &e.message) {
+            e.retryable = true;
+        }
+        e
+    }
+}
+
+/// Lambda's errors that clear by themselves.
+fn is_transient(code: &str, message: &str) -> bool {
+    matches!(
+        code,
+        "ServiceException"
+            | "ResourceConflictException"
+            | "ResourceNotReadyException"
+            | "EC2ThrottledException"
+    ) || (code == "InvalidParameterValueException" && message.contains("cannot be assumed"))
+}
+
+/// Whether the deployed code (or architecture) differs from the plan's.
+pub fn code_differs(
+    plan: &FunctionPlan,
+    config: &FunctionConfiguration,
+    code: Option<&FunctionCodeLocation>,
+    tags: &BTreeMap<String, String>,
+) -> bool {
+    let architecture = config.architectures().first().map_or("x86_64", |a| a.as_str());
+    if architecture != plan.architecture.as_str() {
+        return true;
+    }
+    match &plan.code {
+        FunctionCode::Zip { sha256_base64, .. } => config.code_sha256() != Some(sha256_base64.as_str()),
+        FunctionCode::S3 { bucket, key } => {
+            tags.get(CODE_SOURCE_TAG) != Some(&FunctionCode::s3_source_tag(bucket, key))
+        }
+        FunctionCode::Image { uri } => code.and_then(|c| c.image_uri()) != Some(uri.as_str()),
+    }
+}
+
+/// Whether role, memory, timeout, environment, handler or runtime differ from the plan's (handler and
+/// runtime only for zip packages: an image has neither).
+pub fn configuration_differs(plan: &FunctionPlan, config: &FunctionConfiguration) -> bool {
+    let empty = HashMap::new();
+    let env = config.environment().and_then(|e| e.variables()).unwrap_or(&empty);
+    let env_differs =
+        env.len() != plan.environment.len() || plan.environment.iter().any(|(k, v)| env.get(k) != Some(v));
+    let zip_differs = !matches!(plan.code, FunctionCode::Image { .. })
+        && (config.handler() != Some(plan.handler.as_str())
+            || config.runtime().map(|r| r.as_str()) != Some(plan.runtime.as_str()));
+    config.role() != Some(plan.role_arn.as_str())
+        || config.memory_size() != Some(plan.memory_mb)
+        || config.timeout() != Some(plan.timeout_seconds)
+        || env_differs
+        || zip_differs
+}
+
+/// Whether Lambda is still applying a creation or an update (another update would be rejected).
+pub fn is_busy(config: &FunctionConfiguration) -> bool {
+    config.state() == Some(&State::Pending)
+        || config.last_update_status() == Some(&LastUpdateStatus::InProgress)
+}
+
+fn environment(plan: &FunctionPlan) -> Environment {
+    Environment::builder()
+        .set_variables(Some(plan.environment.clone().into_iter().collect()))
+        .build()
+}
+
+fn architecture(plan: &FunctionPlan) -> SdkArchitecture {
+    SdkArchitecture::from(plan.architecture.as_str())
+}
+
+/// The function's tags as planned, plus the code-source tag of S3 code.
+fn planned_tags(plan: &FunctionPlan) -> BTreeMap<String, String> {
+    let mut tags = plan.tags.clone();
+    if let FunctionCode::S3 { bucket, key } = &plan.code {
+        tags.insert(
+            CODE_SOURCE_TAG.to_string(),
+            FunctionCode::s3_source_tag(bucket, key),
+        );
+    }
+    tags
+}
+
+/// Creates the function or brings its code, configuration and tags in line with the plan; returns its
+/// ARN. See the module docs for the order of updates.
+pub async fn ensure_function(
+    client: &Client,
+    plan: &FunctionPlan,
+) -> Result<(String, Convergence), AwsError> {
+    let name = plan.name.as_str();
+    let existing = match client
+        .get_function()
+        .function_name(name)
+        .send()
+        .await
+        .map_err(lambda_err("GetFunction", name))
+    {
+        Ok(out) => out,
+        Err(e) if e.is_not_found() => return create_function(client, plan).await,
+        Err(e) => return Err(e),
+    };
+    let Some(config) = existing.configuration() else {
+        return Err(AwsError::permanent(
+            "GetFunction",
+            name,
+            "Lambda returned no configuration for the function",
+        ));
+    };
+    let arn = config.function_arn().unwrap_or_default().to_string();
+    let have: BTreeMap<String, String> = existing
+        .tags()
+        .map(|t| t.clone().into_iter().collect())
+        .unwrap_or_default();
+    let mut convergence = Convergence::Converged;
+
+    let busy = is_busy(config);
+    if busy {
+        convergence = Convergence::InProgress;
+    } else if code_differs(plan, config, existing.code(), &have) {
+        let mut req = client
+            .update_function_code()
+            .function_name(name)
+            .architectures(architecture(plan));
+        req = match &plan.code {
+            FunctionCode::Zip { bytes, .. } => req.zip_file(Blob::new(bytes.as_ref().clone())),
+            FunctionCode::S3 { bucket, key } => req.s3_bucket(bucket).s3_key(key),
+            FunctionCode::Image { uri } => req.image_uri(uri),
+        };
+        req.send().await.map_err(lambda_err("UpdateFunctionCode", name))?;
+        convergence = Convergence::InProgress;
+    } else if configuration_differs(plan, config) {
+        let mut req = client
+            .update_function_configuration()
+            .function_name(name)
+            .role(&plan.role_arn)
+            .memory_size(plan.memory_mb)
+            .timeout(plan.timeout_seconds)
+            .environment(environment(plan));
+        if !matches!(plan.code, FunctionCode::Image { .. }) {
+            req = req
+                .handler(&plan.handler)
+                .runtime(Runtime::from(plan.runtime.as_str()));
+        }
+        req.send()
+            .await
+            .map_err(lambda_err("UpdateFunctionConfiguration", name))?;
+        convergence = Convergence::InProgress;
+    }
+
+    // The code-source tag follows the code: not written while a busy function kept its old code.
+    let planned = planned_tags(plan);
+    let missing: HashMap<String, String> = super::missing_tags(&planned, &have)
+        .filter(|(k, _)| !(busy && k.as_str() == CODE_SOURCE_TAG))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !missing.is_empty() {
+        client
+            .tag_resource()
+            .resource(&arn)
+            .set_tags(Some(missing))
+            .send()
+            .await
+            .map_err(lambda_err("TagResource", name))?;
+        convergence = Convergence::InProgress;
+    }
+    Ok((arn, convergence))
+}
+
+async fn create_function(client: &Client, plan: &FunctionPlan) -> Result<(String, Convergence), AwsError> {
+    let code = match &plan.code {
+        FunctionCode::Zip { bytes, .. } => SdkCode::builder().zip_file(Blob::new(bytes.as_ref().clone())),
+        FunctionCode::S3 { bucket, key } => SdkCode::builder().s3_bucket(bucket).s3_key(key),
+        FunctionCode::Image { uri } => SdkCode::builder().image_uri(uri),
+    }
+    .build();
+    let mut req = client
+        .create_function()
+        .function_name(&plan.name)
+        .role(&plan.role_arn)
+        .architectures(architecture(plan))
+        .memory_size(plan.memory_mb)
+        .timeout(plan.timeout_seconds)
+        .environment(environment(plan))
+        .description("kappa-operator")
+        .code(code)
+        .set_tags(Some(planned_tags(plan).into_iter().collect()));
+    req = match plan.code {
+        FunctionCode::Image { .. } => req.package_type(PackageType::Image),
+        _ => req
+            .package_type(PackageType::Zip)
+            .handler(&plan.handler)
+            .runtime(Runtime::from(plan.runtime.as_str())),
+    };
+    let out = req
+        .send()
+        .await
+        .map_err(lambda_err("CreateFunction", &plan.name))?;
+    Ok((
+        out.function_arn().unwrap_or_default().to_string(),
+        Convergence::InProgress,
+    ))
+}
+
+/// Deletes the function if `owner` created it (all of its tags are on it); `Ok(false)` when it is absent
+/// or not ours. Its event source mappings are not deleted with it: call [`delete_mappings`] first.
+pub async fn delete_function_if_owned(client: &Client, name: &str, owner: &Owner) -> Result<bool, AwsError> {
+    let out = match client
+        .get_function()
+        .function_name(name)
+        .send()
+        .await
+        .map_err(lambda_err("GetFunction", name))
+    {
+        Ok(out) => out,
+        Err(e) if e.is_not_found() => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let tags: BTreeMap<String, String> = out
+        .tags()
+        .map(|t| t.clone().into_iter().collect())
+        .unwrap_or_default();
+    if !owner.owns(&tags) {
+        return Ok(false);
+    }
+    match client
+        .delete_function()
+        .function_name(name)
+        .send()
+        .await
+        .map_err(lambda_err("DeleteFunction", name))
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the mapping's batch size, batching window, filter patterns or response types differ from the
+/// plan's, or it is disabled.
+pub fn mapping_differs(plan: &MappingPlan, have: &EventSourceMappingConfiguration) -> bool {
+    let want_patterns = normalized_patterns(plan.filter_patterns.iter().map(String::as_str));
+    let have_patterns = normalized_patterns(
+        have.filter_criteria()
+            .map(|c| c.filters())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|f| f.pattern()),
+    );
+    let reports = have
+        .function_response_types()
+        .contains(&FunctionResponseType::ReportBatchItemFailures);
+    have.batch_size() != Some(plan.batch_size)
+        || have.maximum_batching_window_in_seconds().unwrap_or(0) != plan.maximum_batching_window_seconds
+        || !same_patterns(&want_patterns, &have_patterns)
+        || reports != plan.report_batch_item_failures
+        || have.state() == Some("Disabled")
+}
+
+/// Filter patterns as parsed JSON (a pattern that is not JSON is kept as text).
+fn normalized_patterns<'a>(texts: impl Iterator<Item = &'a str>) -> Vec<Value> {
+    texts
+        .map(|t| serde_json::from_str(t).unwrap_or_else(|_| Value::String(t.to_string())))
+        .collect()
+}
+
+/// Whether `a` and `b` hold the same values, in any order.
+fn same_patterns(a: &[Value], b: &[Value]) -> bool {
+    let mut unused: Vec<&Value> = b.iter().collect();
+    a.len() == b.len()
+        && a.iter().all(|v| match unused.iter().position(|u| *u == v) {
+            Some(i) => {
+                unused.swap_remove(i);
+                true
+            }
+            None => false,
+        })
+}
+
+/// Whether a mapping is between states (an update would be rejected).
+fn mapping_busy(have: &EventSourceMappingConfiguration) -> bool {
+    matches!(
+        have.state(),
+        Some("Creating" | "Enabling" | "Disabling" | "Updating" | "Deleting")
+    )
+}
+
+fn filter_criteria(plan: &MappingPlan) -> FilterCriteria {
+    FilterCriteria::builder()
+        .set_filters(Some(
+            plan.filter_patterns
+                .iter()
+                .map(|p| Filter::builder().pattern(p).build())
+                .collect(),
+        ))
+        .build()
+}
+
+fn response_types(plan: &MappingPlan) -> Vec<FunctionResponseType> {
+    if plan.report_batch_item_failures {
+        vec![FunctionResponseType::ReportBatchItemFailures]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Whether a listed mapping belongs to `function` (a name or an ARN; listed mappings name the ARN).
+fn is_of_function(mapping: &EventSourceMappingConfiguration, function: &str) -> bool {
+    mapping
+        .function_arn()
+        .is_some_and(|arn| arn == function || arn.ends_with(&format!(":function:{function}")))
+}
+
+async fn list_mappings(
+    client: &Client,
+    function: &str,
+    source: Option<&str>,
+) -> Result<Vec<EventSourceMappingConfiguration>, AwsError> {
+    let mut found = Vec::new();
+    let mut pages = client
+        .list_event_source_mappings()
+        .function_name(function)
+        .set_event_source_arn(source.map(str::to_string))
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(lambda_err("ListEventSourceMappings", function))?;
+        found.extend(
+            page.event_source_mappings()
+                .iter()
+                .filter(|m| is_of_function(m, function))
+                .filter(|m| source.is_none_or(|s| m.event_source_arn() == Some(s)))
+                .cloned(),
+        );
+    }
+    found.sort_by(|a, b| a.uuid().cmp(&b.uuid()));
+    Ok(found)
+}
+
+/// Creates the mapping from the plan's source to its function, or brings its batching, filters, response
+/// types and state in line; returns its UUID. With several mappings for the pair (made by hand), the
+/// first by UUID is the one kept in line.
+pub async fn ensure_mapping(client: &Client, plan: &MappingPlan) -> Result<(String, Convergence), AwsError> {
+    let resource = format!("{} -> {}", plan.event_source_arn, plan.function_name);
+    let found = list_mappings(client, &plan.function_name, Some(&plan.event_source_arn)).await?;
+    let Some(have) = found.first() else {
+        let out = client
+            .create_event_source_mapping()
+            .function_name(&plan.function_name)
+            .event_source_arn(&plan.event_source_arn)
+            .batch_size(plan.batch_size)
+            .maximum_batching_window_in_seconds(plan.maximum_batching_window_seconds)
+            .set_starting_position(
+                plan.starting_position
+                    .map(|p| EventSourcePosition::from(p.as_str())),
+            )
+            .filter_criteria(filter_criteria(plan))
+            .set_function_response_types(Some(response_types(plan)))
+            .enabled(true)
+            .send()
+            .await
+            .map_err(lambda_err("CreateEventSourceMapping", &resource))?;
+        return Ok((
+            out.uuid().unwrap_or_default().to_string(),
+            Convergence::InProgress,
+        ));
+    };
+    let uuid = have.uuid().unwrap_or_default().to_string();
+    if mapping_busy(have) {
+        return Ok((uuid, Convergence::InProgress));
+    }
+    if !mapping_differs(plan, have) {
+        return Ok((uuid, Convergence::Converged));
+    }
+    client
+        .update_event_source_mapping()
+        .uuid(&uuid)
+        .batch_size(plan.batch_size)
+        .maximum_batching_window_in_seconds(plan.maximum_batching_window_seconds)
+        .filter_criteria(filter_criteria(plan))
+        .set_function_response_types(Some(response_types(plan)))
+        .enabled(true)
+        .send()
+        .await
+        .map_err(lambda_err("UpdateEventSourceMapping", &resource))?;
+    Ok((uuid, Convergence::InProgress))
+}
+
+/// Deletes every event source mapping of the function; returns how many it deleted (one already gone
+/// counts as deleted by someone else, not here). Deletion is asynchronous on Lambda's side.
+pub async fn delete_mappings(client: &Client, function_name: &str) -> Result<usize, AwsError> {
+    let mut deleted = 0;
+    let mut seen = BTreeSet::new();
+    for mapping in list_mappings(client, function_name, None).await? {
+        let Some(uuid) = mapping.uuid() else { continue };
+        if !seen.insert(uuid.to_string()) || mapping.state() == Some("Deleting") {
+            continue;
+        }
+        match client
+            .delete_event_source_mapping()
+            .uuid(uuid)
+            .send()
+            .await
+            .map_err(lambda_err("DeleteEventSourceMapping", uuid))
+        {
+            Ok(_) => deleted += 1,
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests;

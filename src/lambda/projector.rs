@@ -1,0 +1,393 @@
+//! The projector: one per view. Projects each new log record into the view with the projection engine.
+//!
+//! Input ([`ProjectorEvent`]): the SNS event of the view's topic subscriptions (`Sns` fan-out; each
+//! `Sns.Message` is a [`RoutedRecord`](super::event::RoutedRecord) published by the router) or the stream
+//! event of the view's own event source mapping on the log stream (`Direct` fan-out). Both lead to the
+//! same stream record, so both give the same writes.
+//!
+//! For each stream record: `MODIFY`/`REMOVE` are ignored and counted (the log is append-only); the
+//! `NewImage` of an `INSERT` goes through [`ProjectionConfig::project`]; a write is applied with
+//! [`ViewStore::apply`]. A write whose condition fails (an older or replayed record) counts as done.
+//!
+//! Errors, by what retrying could change:
+//! - A record the engine cannot project ([`ProjectionError`]: a missing key attribute, a non-number
+//!   ordering attribute, ...), an SNS message that is not a routed record, and a [`StoreError::Permanent`]
+//!   (e.g. an item over 400 KB) are **permanent record errors**: logged with the view, the record's keys
+//!   and the fix, counted in [`ProjectorStats::rejected`], and the record is skipped. Retrying would fail
+//!   the same way forever: on a stream it would block the shard (every later record waits behind it) until
+//!   the records expire; with SNS it would only reach the dead-letter queue after Lambda's retries anyway.
+//!   The backfill of the view (or a replay) picks the record up once the producer or the view is fixed.
+//! - A [`StoreError::Retryable`] (throttling, a 5xx) fails the record. On a stream event, the handler stops
+//!   there and reports that record's `SequenceNumber`: the mapping retries from it (records after it are
+//!   projected again; the writes are idempotent). On an SNS event, which has no partial response, the
+//!   handler still projects the other records, then returns [`ProjectorError::Retry`]: the caller returns
+//!   it as the invocation's error so Lambda retries the whole event (then sends it to the function's
+//!   on-failure destination or dead-letter queue).
+//!
+//! Environment: [`ENV_PROJECTION`], the JSON of a [`ProjectorConfig`].
+
+use std::future::Future;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use tracing::{error, warn};
+
+use super::ConfigError;
+use super::event::{
+    BatchResponse, ProjectorEvent, ROUTED_RECORD_KIND, ROUTED_RECORD_VERSION, RoutedRecord, StreamRecord,
+};
+use super::event::{SnsEvent, StreamEvent, StreamEventName};
+use crate::crd::{
+    EventLogRef, EventLogSpec, FanOutSpec, LogTableSpec, MaterializedViewSpec, Projection, RecordType,
+};
+use crate::projection::{Applied, MemoryStore, ProjectionConfig, ProjectionError, ViewWrite};
+
+/// The view's projection: a [`ProjectorConfig`] as JSON.
+pub const ENV_PROJECTION: &str = "PROJECTION";
+
+/// Everything the built-in projector of one view needs, serializable into [`ENV_PROJECTION`]. The
+/// operator builds it with [`ProjectorConfig::for_view`]. Lambda allows 4 KB of environment variables in
+/// all, which a declarative projection fits in easily.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProjectorConfig {
+    /// The view's name (in errors and logs).
+    pub view: String,
+    /// The views table the [`ViewStore`] writes to.
+    pub table: String,
+    /// The view's key prefix in a shared table; empty for a dedicated table.
+    #[serde(default)]
+    pub key_prefix: String,
+    /// The view's `spec.recordTypes`.
+    pub record_types: Vec<RecordType>,
+    /// The view's `spec.projection`.
+    pub projection: Projection,
+    /// What the projection needs of the log's `spec.table`.
+    pub log: LogSchema,
+}
+
+/// The attributes of the log table the projection reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LogSchema {
+    pub partition_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort_key: Option<String>,
+    pub record_type_attribute: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering_attribute: Option<String>,
+}
+
+impl ProjectorConfig {
+    /// The configuration of view `view_name`'s projector, checked by compiling it. Fails like
+    /// [`ProjectionConfig::from_spec`] (a custom projector or an invalid projection).
+    pub fn for_view(
+        view_name: &str,
+        view: &MaterializedViewSpec,
+        log: &EventLogSpec,
+        table: &str,
+        key_prefix: &str,
+    ) -> Result<Self, ProjectionError> {
+        ProjectionConfig::from_spec(view_name, view, log, key_prefix)?;
+        let Some(projection) = view.projection.clone() else {
+            return Err(ProjectionError::MissingProjection {
+                view: view_name.to_string(),
+            });
+        };
+        Ok(ProjectorConfig {
+            view: view_name.to_string(),
+            table: table.to_string(),
+            key_prefix: key_prefix.to_string(),
+            record_types: view.record_types.clone(),
+            projection,
+            log: LogSchema {
+                partition_key: log.table.partition_key.clone(),
+                sort_key: log.table.sort_key.clone(),
+                record_type_attribute: log.table.record_type_attribute.clone(),
+                ordering_attribute: log.table.ordering_attribute.clone(),
+            },
+        })
+    }
+
+    /// The value of [`ENV_PROJECTION`].
+    pub fn to_env_value(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
+    }
+
+    /// Reads and checks the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(super::process_env)
+    }
+
+    /// Reads the configuration through `lookup` (variable name → value) and checks that it compiles.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let raw = super::required(
+            &lookup,
+            ENV_PROJECTION,
+            "the operator sets it to the view's projection as JSON; redeploy the view's projector",
+        )?;
+        let invalid = |reason: String| ConfigError::Invalid {
+            var: ENV_PROJECTION,
+            value: raw.clone(),
+            reason,
+        };
+        let config: ProjectorConfig = serde_json::from_str(&raw).map_err(|e| {
+            invalid(format!(
+                "{e}; it must be the JSON the operator writes ({{\"view\",\"table\",\"keyPrefix\",\
+                 \"recordTypes\",\"projection\",\"log\"}}): redeploy the view's projector"
+            ))
+        })?;
+        config.compile().map_err(|e| invalid(e.to_string()))?;
+        Ok(config)
+    }
+
+    /// The engine's configuration. Rebuilds the two specs from the parts the engine reads, so the
+    /// projector compiles exactly as the backfill does.
+    pub fn compile(&self) -> Result<ProjectionConfig, ProjectionError> {
+        let view = MaterializedViewSpec {
+            event_log_ref: EventLogRef { name: String::new() },
+            record_types: self.record_types.clone(),
+            projection: Some(self.projection.clone()),
+            projector: Default::default(),
+            store: Default::default(),
+            backfill: Default::default(),
+            deletion_policy: Default::default(),
+        };
+        let log = EventLogSpec {
+            record_types: self.record_types.clone(),
+            table: LogTableSpec {
+                name: None,
+                partition_key: self.log.partition_key.clone(),
+                sort_key: self.log.sort_key.clone(),
+                record_type_attribute: self.log.record_type_attribute.clone(),
+                ordering_attribute: self.log.ordering_attribute.clone(),
+                billing: Default::default(),
+                stream_view_type: Default::default(),
+                point_in_time_recovery: true,
+                adopt_existing: false,
+            },
+            ingest: None,
+            fan_out: FanOutSpec::default(),
+            export: None,
+            deletion_policy: Default::default(),
+        };
+        ProjectionConfig::from_spec(&self.view, &view, &log, &self.key_prefix)
+    }
+}
+
+/// A view write that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// Throttling, a 5xx, a timeout, a transaction conflict: worth another try.
+    #[error("view write failed (retryable): {0}")]
+    Retryable(String),
+    /// Validation (item too large, bad key), access denied, table not found: the same write fails again.
+    #[error("view write failed: {0}")]
+    Permanent(String),
+}
+
+/// Applies view writes with the DynamoDB semantics documented on [`ViewWrite`] (see
+/// `crate::projection::dynamo` for the requests). A failed condition is `Ok(Applied::ConditionFailed)`,
+/// not an error.
+pub trait ViewStore {
+    fn apply(&self, write: ViewWrite) -> impl Future<Output = Result<Applied, StoreError>> + Send;
+}
+
+/// The reference store: [`MemoryStore`] behind a lock. Its errors (what DynamoDB would reject with a
+/// `ValidationException`) are permanent.
+impl ViewStore for Mutex<MemoryStore> {
+    fn apply(&self, write: ViewWrite) -> impl Future<Output = Result<Applied, StoreError>> + Send {
+        let result = match self.lock() {
+            Ok(mut store) => store
+                .apply(&write)
+                .map_err(|e| StoreError::Permanent(e.to_string())),
+            Err(_) => Err(StoreError::Permanent(
+                "the in-memory store's lock is poisoned".to_string(),
+            )),
+        };
+        std::future::ready(result)
+    }
+}
+
+/// What one invocation did, in records.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProjectorStats {
+    /// Writes that changed the view (or rewrote it identically).
+    pub applied: usize,
+    /// Writes whose condition failed: an older or replayed record.
+    pub unchanged: usize,
+    /// Records not for this view (another record type, or a filter condition false).
+    pub not_for_view: usize,
+    /// `MODIFY`/`REMOVE` records.
+    pub ignored: usize,
+    /// Permanent record errors, skipped.
+    pub rejected: usize,
+    /// Records that failed with a retryable error, or (stream) were left for the retry behind one.
+    pub failed: usize,
+}
+
+/// The result of a stream event, or of an SNS event that needs no retry.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProjectorReport {
+    /// The response to return to Lambda (always empty for SNS events).
+    pub response: BatchResponse,
+    pub stats: ProjectorStats,
+}
+
+/// An SNS event with a record that must be retried: return it as the invocation's error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProjectorError {
+    #[error(
+        "view {view}: {failed} of {total} SNS record(s) could not be written ({reason}); Lambda retries the \
+         event"
+    )]
+    Retry {
+        view: String,
+        failed: usize,
+        total: usize,
+        reason: String,
+        stats: ProjectorStats,
+    },
+}
+
+/// Handles one event; see the module documentation.
+pub async fn handle<S: ViewStore>(
+    config: &ProjectionConfig,
+    store: &S,
+    event: &ProjectorEvent,
+) -> Result<ProjectorReport, ProjectorError> {
+    match event {
+        ProjectorEvent::Stream(event) => Ok(handle_stream(config, store, event).await),
+        ProjectorEvent::Sns(event) => handle_sns(config, store, event).await,
+    }
+}
+
+/// A stream event: stops at the first retryable failure and reports its `SequenceNumber`.
+pub async fn handle_stream<S: ViewStore>(
+    config: &ProjectionConfig,
+    store: &S,
+    event: &StreamEvent,
+) -> ProjectorReport {
+    let mut report = ProjectorReport::default();
+    for (i, record) in event.records.iter().enumerate() {
+        if let Err(reason) = project_record(config, store, record, &mut report.stats).await {
+            let sequence = &record.dynamodb.sequence_number;
+            warn!(
+                view = config.view_name(),
+                sequence_number = %sequence,
+                "{reason}; the event source mapping retries from this record"
+            );
+            report.stats.failed = event.records.len() - i;
+            report.response = BatchResponse::failed([sequence.clone()]);
+            break;
+        }
+    }
+    report
+}
+
+/// An SNS event: projects every record, then fails the invocation if any must be retried.
+pub async fn handle_sns<S: ViewStore>(
+    config: &ProjectionConfig,
+    store: &S,
+    event: &SnsEvent,
+) -> Result<ProjectorReport, ProjectorError> {
+    let mut stats = ProjectorStats::default();
+    let mut first_reason = None;
+    for record in &event.records {
+        let message_id = &record.sns.message_id;
+        let routed = match serde_json::from_str::<RoutedRecord>(&record.sns.message) {
+            Ok(routed) if routed.kind == ROUTED_RECORD_KIND && routed.version == ROUTED_RECORD_VERSION => {
+                routed
+            }
+            Ok(routed) => {
+                error!(
+                    view = config.view_name(),
+                    message_id = %message_id,
+                    "skipping an SNS message of kind {:?} version {}: this projector reads kind \
+                     {ROUTED_RECORD_KIND:?} version {ROUTED_RECORD_VERSION}; upgrade the projector or the router \
+                     so both run the same operator version",
+                    routed.kind,
+                    routed.version
+                );
+                stats.rejected += 1;
+                continue;
+            }
+            Err(e) => {
+                error!(
+                    view = config.view_name(),
+                    message_id = %message_id,
+                    "skipping an SNS message that is not a routed log record ({e}); only the router may \
+                     publish to the log's topics"
+                );
+                stats.rejected += 1;
+                continue;
+            }
+        };
+        if let Err(reason) = project_record(config, store, &routed.record, &mut stats).await {
+            warn!(view = config.view_name(), message_id = %message_id, "{reason}");
+            stats.failed += 1;
+            first_reason.get_or_insert(reason);
+        }
+    }
+    match first_reason {
+        None => Ok(ProjectorReport {
+            response: BatchResponse::success(),
+            stats,
+        }),
+        Some(reason) => Err(ProjectorError::Retry {
+            view: config.view_name().to_string(),
+            failed: stats.failed,
+            total: event.records.len(),
+            reason,
+            stats,
+        }),
+    }
+}
+
+/// Projects and applies one stream record. `Err` (the reason) only for a retryable store error; every
+/// other outcome is counted in `stats`.
+async fn project_record<S: ViewStore>(
+    config: &ProjectionConfig,
+    store: &S,
+    record: &StreamRecord,
+    stats: &mut ProjectorStats,
+) -> Result<(), String> {
+    let view = config.view_name();
+    let sequence = &record.dynamodb.sequence_number;
+    if record.event_name != StreamEventName::Insert {
+        stats.ignored += 1;
+        return Ok(());
+    }
+    let Some(image) = &record.dynamodb.new_image else {
+        error!(
+            view,
+            sequence_number = %sequence,
+            "skipping an INSERT without NewImage: the log's stream must carry new images \
+             (spec.table.streamViewType NewImage or NewAndOldImages)"
+        );
+        stats.rejected += 1;
+        return Ok(());
+    };
+    let write = match config.project(image) {
+        Ok(Some(write)) => write,
+        Ok(None) => {
+            stats.not_for_view += 1;
+            return Ok(());
+        }
+        Err(e) => {
+            error!(view, sequence_number = %sequence, category = e.category(), "skipping a record: {e}");
+            stats.rejected += 1;
+            return Ok(());
+        }
+    };
+    match store.apply(write).await {
+        Ok(Applied::Written) => stats.applied += 1,
+        Ok(Applied::ConditionFailed) => stats.unchanged += 1,
+        Err(StoreError::Permanent(reason)) => {
+            error!(view, sequence_number = %sequence, "skipping a record whose view write is rejected: {reason}");
+            stats.rejected += 1;
+        }
+        Err(StoreError::Retryable(reason)) => return Err(format!("view write failed: {reason}")),
+    }
+    Ok(())
+}

@@ -1,0 +1,988 @@
+//! The three functions in-process: the shared fixtures (`tests/fixtures/stream-event.json`,
+//! `sns-event.json`) and hand-made events, with in-memory fakes of the side-effect traits.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use serde_json::json;
+
+use super::event::*;
+use super::projector::{self, ProjectorConfig, StoreError, ViewStore};
+use super::router::{self, PublishEntry, PublishError, Publisher, RouterConfig};
+use super::writer::{self, LogWriter, RecordError, WriteError, WriterConfig};
+use super::{ConfigError, RetryPolicy};
+use crate::crd::{EventLogSpec, MaterializedViewSpec};
+use crate::projection::{Applied, Item, MemoryStore, ProjectionConfig, Value, ViewWrite};
+
+// ---------------------------------------------------------------- helpers
+
+fn fixture(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read_to_string(path).unwrap()
+}
+
+fn stream_fixture() -> StreamEvent {
+    serde_json::from_str(&fixture("stream-event.json")).unwrap()
+}
+
+fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let vars: BTreeMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    move |name| vars.get(name).cloned()
+}
+
+fn item(value: serde_json::Value) -> Item {
+    serde_json::from_value(value).unwrap()
+}
+
+/// A player log record.
+fn player(name: &str, seq: u32) -> Item {
+    item(json!({
+        "pk": {"S": format!("PLAYER#{name}")}, "sk": {"S": format!("LOG#{seq}")},
+        "type": {"S": "player"}, "seq": {"N": seq.to_string()}, "name": {"S": name},
+    }))
+}
+
+fn game(id: &str, seq: u32) -> Item {
+    item(json!({
+        "pk": {"S": format!("GAME#{id}")}, "sk": {"S": format!("LOG#{seq}")},
+        "type": {"S": "game"}, "seq": {"N": seq.to_string()},
+    }))
+}
+
+fn stream_record(i: usize, name: StreamEventName, image: Item) -> StreamRecord {
+    let keys: Item = image
+        .iter()
+        .filter(|(k, _)| *k == "pk" || *k == "sk")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let (new_image, old_image) = match name {
+        StreamEventName::Remove => (None, Some(image)),
+        _ => (Some(image), None),
+    };
+    StreamRecord {
+        event_id: Some(format!("event-{i}")),
+        event_name: name,
+        event_version: Some("1.1".into()),
+        event_source: Some("aws:dynamodb".into()),
+        aws_region: Some("us-east-1".into()),
+        dynamodb: StreamData {
+            approximate_creation_date_time: Some(json!(1700000000 + i)),
+            keys,
+            new_image,
+            old_image,
+            sequence_number: sequence(i),
+            size_bytes: Some(100),
+            stream_view_type: Some("NEW_AND_OLD_IMAGES".into()),
+        },
+        event_source_arn: Some("arn:aws:dynamodb:us-east-1:123456789012:table/GameLog/stream/x".into()),
+        user_identity: None,
+    }
+}
+
+fn sequence(i: usize) -> String {
+    format!("{:022}", 4_700_000_000_000_000_000_000u128 + i as u128)
+}
+
+fn inserts(images: Vec<Item>) -> StreamEvent {
+    StreamEvent {
+        records: images
+            .into_iter()
+            .enumerate()
+            .map(|(i, image)| stream_record(i, StreamEventName::Insert, image))
+            .collect(),
+    }
+}
+
+/// The SNS event a subscription would deliver for the router's entry.
+fn sns_event(entries: &[PublishEntry]) -> SnsEvent {
+    SnsEvent {
+        records: entries
+            .iter()
+            .map(|e| SnsRecord {
+                event_source: Some("aws:sns".into()),
+                event_subscription_arn: None,
+                sns: SnsMessage {
+                    message_id: format!("msg-{}", e.id),
+                    topic_arn: Some("arn:aws:sns:us-east-1:123456789012:t-player".into()),
+                    subject: None,
+                    message: e.message.clone(),
+                    timestamp: None,
+                    message_attributes: e
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| {
+                            let attribute = SnsAttribute {
+                                data_type: "String".into(),
+                                value: v.clone(),
+                            };
+                            (k.clone(), attribute)
+                        })
+                        .collect(),
+                },
+            })
+            .collect(),
+    }
+}
+
+// ---------------------------------------------------------------- events
+
+#[test]
+fn stream_fixture_parses_and_round_trips() {
+    let event = stream_fixture();
+    let names: Vec<_> = event.records.iter().map(|r| r.event_name).collect();
+    assert_eq!(
+        names,
+        [
+            StreamEventName::Insert,
+            StreamEventName::Modify,
+            StreamEventName::Remove
+        ]
+    );
+    assert_eq!(
+        event.records[1].dynamodb.sequence_number,
+        "4700000000000000001001"
+    );
+    assert!(event.records[0].dynamodb.new_image.is_some() && event.records[0].dynamodb.old_image.is_none());
+    assert!(event.records[2].dynamodb.new_image.is_none() && event.records[2].dynamodb.old_image.is_some());
+    let again: StreamEvent = serde_json::from_str(&serde_json::to_string(&event).unwrap()).unwrap();
+    assert_eq!(again, event);
+}
+
+#[test]
+fn sns_fixture_is_a_routed_stream_record() {
+    let event: ProjectorEvent = serde_json::from_str(&fixture("sns-event.json")).unwrap();
+    let ProjectorEvent::Sns(sns) = event else {
+        panic!("expected an SNS event")
+    };
+    let message = &sns.records[0].sns;
+    assert_eq!(message.message_attributes["recordType"].value, "player");
+    assert_eq!(message.subject, None);
+    let routed: RoutedRecord = serde_json::from_str(&message.message).unwrap();
+    assert_eq!(
+        (routed.kind.as_str(), routed.version),
+        (ROUTED_RECORD_KIND, ROUTED_RECORD_VERSION)
+    );
+    assert_eq!(
+        routed.record,
+        stream_fixture().records[1],
+        "the MODIFY of stream-event.json"
+    );
+}
+
+#[test]
+fn projector_event_tells_stream_from_sns() {
+    let stream: ProjectorEvent = serde_json::from_str(&fixture("stream-event.json")).unwrap();
+    assert!(matches!(stream, ProjectorEvent::Stream(ref e) if e.records.len() == 3));
+    let empty: ProjectorEvent = serde_json::from_str(r#"{"Records":[]}"#).unwrap();
+    assert_eq!(empty, ProjectorEvent::Stream(StreamEvent::default()));
+    let err = serde_json::from_str::<ProjectorEvent>(r#"{"Records":[{"eventName":"INSERT"}]}"#).unwrap_err();
+    assert!(err.to_string().contains("dynamodb"), "{err}");
+}
+
+#[test]
+fn batch_response_has_the_documented_shape() {
+    let response = BatchResponse::failed(["4700000000000000001001".to_string()]);
+    assert_eq!(
+        serde_json::to_value(&response).unwrap(),
+        json!({"batchItemFailures":[{"itemIdentifier":"4700000000000000001001"}]})
+    );
+    assert_eq!(
+        serde_json::to_value(BatchResponse::success()).unwrap(),
+        json!({"batchItemFailures":[]})
+    );
+}
+
+// ---------------------------------------------------------------- writer
+
+fn writer_config() -> WriterConfig {
+    WriterConfig::from_lookup(lookup(&[
+        ("LOG_TABLE", "GameLog"),
+        ("PARTITION_KEY", "pk"),
+        ("SORT_KEY", "sk"),
+        ("RECORD_TYPE_ATTRIBUTE", "type"),
+        ("RECORD_TYPES", "player, game"),
+    ]))
+    .unwrap()
+}
+
+fn body(item: &Item) -> String {
+    json!({ "Item": item }).to_string()
+}
+
+fn sqs(bodies: Vec<String>) -> SqsEvent {
+    SqsEvent {
+        records: bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| SqsMessage {
+                message_id: format!("m{i}"),
+                body,
+                attributes: BTreeMap::new(),
+                event_source_arn: None,
+            })
+            .collect(),
+    }
+}
+
+/// What the fake log does on its next call.
+enum Next {
+    /// Leaves the last `n` items of the call unprocessed.
+    Unprocessed(usize),
+    Fail(WriteError),
+}
+
+#[derive(Default)]
+struct FakeLog {
+    calls: Mutex<Vec<Vec<Item>>>,
+    script: Mutex<VecDeque<Next>>,
+}
+
+impl FakeLog {
+    fn scripted(script: Vec<Next>) -> Self {
+        FakeLog {
+            calls: Mutex::default(),
+            script: Mutex::new(script.into()),
+        }
+    }
+    fn calls(&self) -> Vec<Vec<Item>> {
+        self.calls.lock().unwrap().clone()
+    }
+    /// Every item written (not left unprocessed).
+    fn call_sizes(&self) -> Vec<usize> {
+        self.calls().iter().map(Vec::len).collect()
+    }
+}
+
+impl LogWriter for FakeLog {
+    async fn batch_write(&self, items: Vec<Item>) -> Result<Vec<Item>, WriteError> {
+        assert!(items.len() <= writer::MAX_BATCH_WRITE);
+        self.calls.lock().unwrap().push(items.clone());
+        match self.script.lock().unwrap().pop_front() {
+            None => Ok(Vec::new()),
+            Some(Next::Unprocessed(n)) => Ok(items[items.len().saturating_sub(n)..].to_vec()),
+            Some(Next::Fail(e)) => Err(e),
+        }
+    }
+}
+
+#[test]
+fn writer_config_names_the_missing_variable() {
+    let err = WriterConfig::from_lookup(lookup(&[("LOG_TABLE", "GameLog")])).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConfigError::Missing {
+                var: "PARTITION_KEY",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = WriterConfig::from_lookup(lookup(&[
+        ("LOG_TABLE", "GameLog"),
+        ("PARTITION_KEY", "pk"),
+        ("RECORD_TYPE_ATTRIBUTE", "type"),
+        ("RECORD_TYPES", " , "),
+    ]))
+    .unwrap_err();
+    assert!(err.to_string().contains("RECORD_TYPES"), "{err}");
+    let config = writer_config();
+    assert_eq!(config.sort_key.as_deref(), Some("sk"));
+    assert_eq!(config.record_types.iter().collect::<Vec<_>>(), ["game", "player"]);
+}
+
+#[test]
+fn writer_validates_each_record() {
+    let config = writer_config();
+    assert_eq!(
+        config.validate(&body(&player("ada", 1))).unwrap(),
+        player("ada", 1)
+    );
+
+    let bare = serde_json::to_string(&player("ada", 1)).unwrap();
+    assert!(
+        matches!(config.validate(&bare), Err(RecordError::Body { .. })),
+        "no Item wrapper"
+    );
+    assert!(matches!(
+        config.validate("not json"),
+        Err(RecordError::Body { .. })
+    ));
+    let typo = json!({"item": player("ada", 1)}).to_string();
+    assert!(matches!(config.validate(&typo), Err(RecordError::Body { .. })));
+
+    let mut no_pk = player("ada", 1);
+    no_pk.remove("pk");
+    let err = config.validate(&body(&no_pk)).unwrap_err();
+    assert_eq!(
+        err,
+        RecordError::Key {
+            attribute: "pk".into(),
+            found: "missing".into()
+        }
+    );
+    assert!(err.to_string().contains("`pk` is missing"), "{err}");
+
+    let mut numeric_sk = player("ada", 1);
+    numeric_sk.insert("sk".into(), item(json!({"x": {"N": "1"}}))["x"].clone());
+    assert!(
+        matches!(config.validate(&body(&numeric_sk)), Err(RecordError::Key { found, .. }) if found == "a N")
+    );
+
+    let mut untyped = player("ada", 1);
+    untyped.remove("type");
+    assert!(matches!(
+        config.validate(&body(&untyped)),
+        Err(RecordError::RecordType { .. })
+    ));
+
+    let mut chat = player("ada", 1);
+    chat.insert("type".into(), Value::S("chat".into()));
+    let err = config.validate(&body(&chat)).unwrap_err();
+    assert!(matches!(err, RecordError::UnknownRecordType { .. }));
+    assert!(
+        err.to_string().contains("\"chat\"") && err.to_string().contains("game, player"),
+        "{err}"
+    );
+
+    let no_sort_key = WriterConfig {
+        sort_key: None,
+        ..config
+    };
+    let mut no_sk = player("ada", 1);
+    no_sk.remove("sk");
+    assert!(no_sort_key.validate(&body(&no_sk)).is_ok());
+}
+
+#[tokio::test]
+async fn writer_writes_valid_records_and_reports_invalid_ones() {
+    let log = FakeLog::default();
+    let event = sqs(vec![
+        body(&player("ada", 1)),
+        "garbage".into(),
+        body(&game("g001", 1)),
+        body(&item(
+            json!({"pk": {"S": "PLAYER#bo"}, "sk": {"S": "LOG#1"}, "type": {"S": "chat"}}),
+        )),
+    ]);
+    let report = writer::handle(&writer_config(), &log, &RetryPolicy::immediate(3), &event).await;
+    assert_eq!(report.response.failed_ids(), ["m1", "m3"]);
+    assert_eq!((report.written, report.invalid, report.failed), (2, 2, 0));
+    assert_eq!(log.calls(), vec![vec![player("ada", 1), game("g001", 1)]]);
+}
+
+#[tokio::test]
+async fn writer_batches_at_most_25_items_per_call() {
+    let log = FakeLog::default();
+    let event = sqs((0..60).map(|i| body(&player("ada", i))).collect());
+    let report = writer::handle(&writer_config(), &log, &RetryPolicy::immediate(3), &event).await;
+    assert_eq!(log.call_sizes(), [25, 25, 10]);
+    assert_eq!(report.written, 60);
+    assert!(report.response.batch_item_failures.is_empty());
+}
+
+#[tokio::test]
+async fn writer_retries_unprocessed_items() {
+    let log = FakeLog::scripted(vec![Next::Unprocessed(2), Next::Unprocessed(1)]);
+    let event = sqs((0..5).map(|i| body(&player("ada", i))).collect());
+    let report = writer::handle(&writer_config(), &log, &RetryPolicy::immediate(3), &event).await;
+    assert_eq!(log.call_sizes(), [5, 2, 1]);
+    assert_eq!(
+        log.calls()[2],
+        vec![player("ada", 4)],
+        "only what was left unprocessed"
+    );
+    assert!(report.response.batch_item_failures.is_empty());
+    assert_eq!(report.written, 5);
+}
+
+#[tokio::test]
+async fn writer_reports_items_still_unprocessed_after_the_last_attempt() {
+    let always = (0..3).map(|_| Next::Unprocessed(1)).collect();
+    let log = FakeLog::scripted(always);
+    let event = sqs((0..3).map(|i| body(&player("ada", i))).collect());
+    let report = writer::handle(&writer_config(), &log, &RetryPolicy::immediate(3), &event).await;
+    assert_eq!(log.call_sizes(), [3, 1, 1], "bounded: 3 attempts");
+    assert_eq!(report.response.failed_ids(), ["m2"]);
+    assert_eq!((report.written, report.failed), (2, 1));
+}
+
+#[tokio::test]
+async fn writer_retries_retryable_errors_but_not_permanent_ones() {
+    let log = FakeLog::scripted(vec![Next::Fail(WriteError::Retryable("throttled".into()))]);
+    let event = sqs(vec![body(&player("ada", 1))]);
+    let report = writer::handle(&writer_config(), &log, &RetryPolicy::immediate(3), &event).await;
+    assert_eq!(log.call_sizes(), [1, 1]);
+    assert!(report.response.batch_item_failures.is_empty());
+
+    let log = FakeLog::scripted(vec![Next::Fail(WriteError::Permanent("AccessDenied".into()))]);
+    let event = sqs((0..30).map(|i| body(&player("ada", i))).collect());
+    let report = writer::handle(&writer_config(), &log, &RetryPolicy::immediate(3), &event).await;
+    assert_eq!(
+        log.call_sizes(),
+        [25, 5],
+        "no retry of a permanent error; the next chunk still goes"
+    );
+    let failed: Vec<String> = (0..25).map(|i| format!("m{i}")).collect();
+    assert_eq!(report.response.failed_ids(), failed);
+    assert_eq!((report.written, report.failed), (5, 25));
+}
+
+#[tokio::test]
+async fn writer_writes_a_redelivered_record_once_and_rejects_a_conflicting_one() {
+    let log = FakeLog::default();
+    let mut changed = player("ada", 1);
+    changed.insert("name".into(), Value::S("Ada L.".into()));
+    let event = sqs(vec![
+        body(&player("ada", 1)),
+        body(&player("ada", 1)),
+        body(&changed),
+    ]);
+    let report = writer::handle(&writer_config(), &log, &RetryPolicy::immediate(3), &event).await;
+    assert_eq!(
+        log.calls(),
+        vec![vec![player("ada", 1)]],
+        "no duplicate key in a BatchWriteItem call"
+    );
+    assert_eq!(report.response.failed_ids(), ["m2"]);
+    assert_eq!((report.written, report.duplicates, report.invalid), (2, 1, 1));
+}
+
+#[tokio::test]
+async fn writer_keeps_fifo_group_order_after_a_failure() {
+    let mut event = sqs(vec![
+        body(&player("ada", 1)),
+        "garbage".into(),
+        body(&player("ada", 2)),
+        body(&player("bo", 1)),
+    ]);
+    for (message, group) in event.records.iter_mut().zip(["ada", "ada", "ada", "bo"]) {
+        message.attributes.insert("MessageGroupId".into(), group.into());
+    }
+    let log = FakeLog::default();
+    let report = writer::handle(&writer_config(), &log, &RetryPolicy::immediate(3), &event).await;
+    assert_eq!(
+        report.response.failed_ids(),
+        ["m1", "m2"],
+        "m2 waits behind m1; group bo is unaffected"
+    );
+    assert_eq!((report.written, report.invalid, report.failed), (2, 1, 1));
+}
+
+// ---------------------------------------------------------------- router
+
+const PLAYER_TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:kappa-t-player";
+const GAME_TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:kappa-t-game";
+
+fn router_config() -> RouterConfig {
+    let topics = json!({"player": PLAYER_TOPIC, "game": GAME_TOPIC}).to_string();
+    RouterConfig::from_lookup(lookup(&[("RECORD_TYPE_ATTRIBUTE", "type"), ("TOPICS", &topics)])).unwrap()
+}
+
+/// Records every call; fails the entries whose ids are in `fail` on every call, or the first
+/// `fail_first_calls` calls entirely.
+#[derive(Default)]
+struct FakeSns {
+    calls: Mutex<Vec<(String, Vec<PublishEntry>)>>,
+    fail_ids: Vec<String>,
+    fail_once_ids: Mutex<Vec<String>>,
+}
+
+impl FakeSns {
+    fn calls(&self) -> Vec<(String, Vec<PublishEntry>)> {
+        self.calls.lock().unwrap().clone()
+    }
+    fn published(&self) -> Vec<PublishEntry> {
+        self.calls().into_iter().flat_map(|(_, e)| e).collect()
+    }
+}
+
+impl Publisher for FakeSns {
+    async fn publish_batch(
+        &self,
+        topic_arn: &str,
+        entries: Vec<PublishEntry>,
+    ) -> Result<Vec<String>, PublishError> {
+        assert!(
+            entries.len() <= router::MAX_PUBLISH_BATCH,
+            "PublishBatch takes at most 10 entries"
+        );
+        let bytes: usize = entries.iter().map(PublishEntry::size).sum();
+        assert!(
+            entries.len() == 1 || bytes <= router::MAX_PUBLISH_BATCH_BYTES,
+            "{bytes} bytes"
+        );
+        let mut ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), entries.len(), "entry ids are unique in a call");
+        self.calls
+            .lock()
+            .unwrap()
+            .push((topic_arn.to_string(), entries.clone()));
+        let mut once = self.fail_once_ids.lock().unwrap();
+        let failed = entries
+            .iter()
+            .map(|e| e.id.clone())
+            .filter(|id| self.fail_ids.contains(id) || once.contains(id))
+            .collect();
+        once.clear();
+        Ok(failed)
+    }
+}
+
+#[test]
+fn router_config_is_checked() {
+    let err = RouterConfig::from_lookup(lookup(&[("RECORD_TYPE_ATTRIBUTE", "type"), ("TOPICS", "[1]")]))
+        .unwrap_err();
+    assert!(matches!(err, ConfigError::Invalid { var: "TOPICS", .. }), "{err}");
+    let err = RouterConfig::from_lookup(lookup(&[
+        ("RECORD_TYPE_ATTRIBUTE", "type"),
+        ("TOPICS", r#"{"player":"t-player"}"#),
+    ]))
+    .unwrap_err();
+    assert!(err.to_string().contains("not a topic ARN"), "{err}");
+    let err = RouterConfig::from_lookup(lookup(&[
+        ("RECORD_TYPE_ATTRIBUTE", "type"),
+        ("TOPICS", "{}"),
+        ("MAX_MESSAGE_BYTES", "5"),
+    ]))
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConfigError::Invalid {
+                var: "MAX_MESSAGE_BYTES",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(router_config().max_message_bytes, 262_144);
+}
+
+#[tokio::test]
+async fn router_publishes_the_fixture_insert_and_ignores_modify_and_remove() {
+    let sns = FakeSns::default();
+    let event = stream_fixture();
+    let report = router::handle(&router_config(), &sns, &RetryPolicy::immediate(3), &event).await;
+    assert_eq!((report.published, report.ignored, report.failed), (1, 2, 0));
+    assert!(report.response.batch_item_failures.is_empty());
+    let calls = sns.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].0, PLAYER_TOPIC);
+    let entry = &calls[0].1[0];
+    assert_eq!(
+        entry.attributes,
+        BTreeMap::from([
+            ("eventName".to_string(), "INSERT".to_string()),
+            ("recordType".to_string(), "player".to_string())
+        ])
+    );
+    let routed: RoutedRecord = serde_json::from_str(&entry.message).unwrap();
+    assert_eq!(routed, RoutedRecord::new(event.records[0].clone()));
+}
+
+#[tokio::test]
+async fn router_publishes_at_most_10_entries_per_call_grouped_by_topic() {
+    let mut images: Vec<Item> = (0..23).map(|i| player("ada", i)).collect();
+    images.insert(5, game("g001", 1));
+    let sns = FakeSns::default();
+    let report = router::handle(
+        &router_config(),
+        &sns,
+        &RetryPolicy::immediate(3),
+        &inserts(images),
+    )
+    .await;
+    assert_eq!(report.published, 24);
+    let shape: Vec<(String, usize)> = sns.calls().into_iter().map(|(t, e)| (t, e.len())).collect();
+    assert_eq!(
+        shape,
+        [
+            (GAME_TOPIC.to_string(), 1),
+            (PLAYER_TOPIC.to_string(), 10),
+            (PLAYER_TOPIC.to_string(), 10),
+            (PLAYER_TOPIC.to_string(), 3)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn router_keeps_each_call_under_256_kib() {
+    let big = |i| {
+        let mut p = player("ada", i);
+        p.insert("blob".into(), Value::S("x".repeat(100_000)));
+        p
+    };
+    let sns = FakeSns::default();
+    let event = inserts((0..5).map(big).collect());
+    let report = router::handle(&router_config(), &sns, &RetryPolicy::immediate(3), &event).await;
+    assert_eq!(report.published, 5);
+    let sizes: Vec<usize> = sns.calls().iter().map(|(_, e)| e.len()).collect();
+    assert_eq!(sizes, [2, 2, 1]);
+}
+
+#[tokio::test]
+async fn router_reports_an_oversized_record() {
+    let mut huge = player("ada", 2);
+    huge.insert("blob".into(), Value::S("x".repeat(300_000)));
+    let sns = FakeSns::default();
+    let event = inserts(vec![player("ada", 1), huge, player("ada", 3)]);
+    let report = router::handle(&router_config(), &sns, &RetryPolicy::immediate(3), &event).await;
+    assert_eq!(report.response.failed_ids(), [sequence(1)]);
+    assert_eq!((report.published, report.failed), (2, 1));
+}
+
+#[tokio::test]
+async fn router_skips_records_without_a_routable_type() {
+    let mut untyped = player("ada", 1);
+    untyped.remove("type");
+    let mut numeric = player("ada", 2);
+    numeric.insert("type".into(), item(json!({"x": {"N": "7"}}))["x"].clone());
+    let mut chat = player("ada", 3);
+    chat.insert("type".into(), Value::S("chat".into()));
+    let sns = FakeSns::default();
+    let event = inserts(vec![untyped, numeric, chat, player("ada", 4)]);
+    let report = router::handle(&router_config(), &sns, &RetryPolicy::immediate(3), &event).await;
+    assert_eq!((report.untyped, report.unknown_type, report.published), (2, 1, 1));
+    assert!(
+        report.response.batch_item_failures.is_empty(),
+        "not failures: retrying changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn router_reports_the_earliest_failed_record() {
+    // Records 0 game, 1 player, 2 game, 3 player: the game topic is published first, and fails record 2;
+    // the player topic fails record 1, which is earlier in the stream.
+    let sns = FakeSns {
+        fail_ids: vec!["r1".into(), "r2".into()],
+        ..FakeSns::default()
+    };
+    let event = inserts(vec![
+        game("g1", 1),
+        player("ada", 1),
+        game("g1", 2),
+        player("ada", 2),
+    ]);
+    let report = router::handle(&router_config(), &sns, &RetryPolicy::immediate(2), &event).await;
+    assert_eq!(report.response.failed_ids(), [sequence(1)]);
+    assert_eq!((report.published, report.failed), (2, 2));
+    assert_eq!(sns.calls().len(), 4, "each failing batch tried twice");
+}
+
+#[tokio::test]
+async fn router_retries_failed_entries_within_the_invocation() {
+    let sns = FakeSns {
+        fail_once_ids: Mutex::new(vec!["r1".into()]),
+        ..FakeSns::default()
+    };
+    let event = inserts(vec![player("ada", 1), player("ada", 2), player("ada", 3)]);
+    let report = router::handle(&router_config(), &sns, &RetryPolicy::immediate(3), &event).await;
+    assert!(report.response.batch_item_failures.is_empty());
+    let ids: Vec<Vec<String>> = sns
+        .calls()
+        .iter()
+        .map(|(_, e)| e.iter().map(|e| e.id.clone()).collect())
+        .collect();
+    assert_eq!(ids, [vec!["r0", "r1", "r2"], vec!["r1"]]);
+}
+
+// ---------------------------------------------------------------- projector
+
+const LOG_YAML: &str =
+    "recordTypes: [player, game]\ntable: {partitionKey: pk, sortKey: sk, orderingAttribute: seq}";
+
+fn specs(projection: &str, record_type: &str) -> (MaterializedViewSpec, EventLogSpec) {
+    let log: EventLogSpec = serde_yaml::from_str(LOG_YAML).unwrap();
+    let view: MaterializedViewSpec = serde_yaml::from_str(&format!(
+        "eventLogRef: {{name: game-log}}\nrecordTypes: [{record_type}]\nprojection: {projection}"
+    ))
+    .unwrap();
+    (view, log)
+}
+
+/// The projection as the Lambda gets it: through its `PROJECTION` variable.
+fn projection(projection: &str, record_type: &str, key_prefix: &str) -> ProjectionConfig {
+    let (view, log) = specs(projection, record_type);
+    let config = ProjectorConfig::for_view("players", &view, &log, "kappa-views", key_prefix).unwrap();
+    let value = config.to_env_value().unwrap();
+    let read = ProjectorConfig::from_lookup(lookup(&[("PROJECTION", &value)])).unwrap();
+    assert_eq!(read, config);
+    read.compile().unwrap()
+}
+
+fn latest_players() -> ProjectionConfig {
+    projection(
+        "{mode: Latest, key: {partitionKey: 'PLAYER#{name}'}}",
+        "player",
+        "players#",
+    )
+}
+
+fn count_players() -> ProjectionConfig {
+    projection("{mode: Count, key: {partitionKey: 'ALL'}}", "player", "")
+}
+
+/// The view the engine gives, applied directly to a [`MemoryStore`]: the reference.
+fn engine_view(config: &ProjectionConfig, images: &[Item]) -> MemoryStore {
+    let mut store = MemoryStore::new();
+    for image in images {
+        if let Some(write) = config.project(image).unwrap() {
+            store.apply(&write).unwrap();
+        }
+    }
+    store
+}
+
+fn store() -> Mutex<MemoryStore> {
+    Mutex::new(MemoryStore::new())
+}
+
+fn contents(store: Mutex<MemoryStore>) -> MemoryStore {
+    store.into_inner().unwrap()
+}
+
+#[test]
+fn projector_config_survives_the_environment_and_compiles_like_the_backfill() {
+    let (view, log) = specs("{mode: Latest, key: {partitionKey: 'PLAYER#{name}'}}", "player");
+    let direct = ProjectionConfig::from_spec("players", &view, &log, "players#").unwrap();
+    assert_eq!(latest_players(), direct);
+
+    let err = ProjectorConfig::from_lookup(lookup(&[])).unwrap_err();
+    assert!(matches!(
+        err,
+        ConfigError::Missing {
+            var: "PROJECTION",
+            ..
+        }
+    ));
+    let err = ProjectorConfig::from_lookup(lookup(&[("PROJECTION", "{}")])).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConfigError::Invalid {
+                var: "PROJECTION",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Valid JSON, but no ordering attribute for a Latest view: the engine's error, named.
+    let mut config = ProjectorConfig::for_view("players", &view, &log, "t", "").unwrap();
+    config.log.ordering_attribute = None;
+    let value = config.to_env_value().unwrap();
+    let err = ProjectorConfig::from_lookup(lookup(&[("PROJECTION", &value)])).unwrap_err();
+    assert!(err.to_string().contains("spec.projection.orderBy"), "{err}");
+}
+
+#[tokio::test]
+async fn projector_projects_the_fixture_insert_only() {
+    let config = latest_players();
+    let event = ProjectorEvent::Stream(stream_fixture());
+    let store = store();
+    let report = projector::handle(&config, &store, &event).await.unwrap();
+    assert_eq!((report.stats.applied, report.stats.ignored), (1, 2));
+    assert!(report.response.batch_item_failures.is_empty());
+    let insert = stream_fixture().records[0].dynamodb.new_image.clone().unwrap();
+    assert_eq!(contents(store), engine_view(&config, &[insert]));
+}
+
+#[tokio::test]
+async fn projector_ignores_the_sns_fixture_modify() {
+    let event: ProjectorEvent = serde_json::from_str(&fixture("sns-event.json")).unwrap();
+    let store = store();
+    let report = projector::handle(&latest_players(), &store, &event)
+        .await
+        .unwrap();
+    assert_eq!(report.stats.ignored, 1);
+    assert_eq!(contents(store), MemoryStore::new());
+}
+
+/// Several players (with older records after newer ones) and a game the view does not take.
+fn mixed_images() -> Vec<Item> {
+    vec![
+        player("ada", 2),
+        player("bo", 1),
+        game("g001", 1),
+        player("ada", 1),
+        player("ada", 3),
+        player("cy", 7),
+    ]
+}
+
+#[tokio::test]
+async fn projector_gives_the_same_view_from_sns_and_from_the_stream() {
+    for config in [latest_players(), count_players()] {
+        let stream = inserts(mixed_images());
+
+        let direct = store();
+        let report = projector::handle(&config, &direct, &ProjectorEvent::Stream(stream.clone()))
+            .await
+            .unwrap();
+        assert_eq!(report.stats.not_for_view, 1, "the game record");
+
+        // Through the router: what it publishes, as SNS delivers it (one record per event).
+        let sns = FakeSns::default();
+        router::handle(&router_config(), &sns, &RetryPolicy::immediate(1), &stream).await;
+        let via_sns = store();
+        for entry in sns.published() {
+            let event = ProjectorEvent::Sns(sns_event(&[entry]));
+            projector::handle(&config, &via_sns, &event).await.unwrap();
+        }
+
+        let expected = engine_view(&config, &mixed_images());
+        assert_eq!(contents(direct), expected);
+        assert_eq!(contents(via_sns), expected);
+    }
+}
+
+#[tokio::test]
+async fn projector_applying_an_event_twice_gives_the_same_view() {
+    for config in [latest_players(), count_players()] {
+        let event = ProjectorEvent::Stream(inserts(mixed_images()));
+        let store = store();
+        let first = projector::handle(&config, &store, &event).await.unwrap();
+        let once = store.lock().unwrap().clone();
+        let second = projector::handle(&config, &store, &event).await.unwrap();
+        assert_eq!(contents(store), once);
+        assert_eq!(
+            second.stats.applied, 0,
+            "every write of a replay is a failed condition"
+        );
+        assert_eq!(
+            second.stats.unchanged,
+            first.stats.applied + first.stats.unchanged
+        );
+    }
+}
+
+#[tokio::test]
+async fn projector_skips_a_record_it_cannot_project() {
+    let mut no_seq = player("bo", 9);
+    no_seq.remove("seq");
+    let event = ProjectorEvent::Stream(inserts(vec![player("ada", 1), no_seq, player("cy", 1)]));
+    let store = store();
+    let report = projector::handle(&latest_players(), &store, &event)
+        .await
+        .unwrap();
+    assert!(
+        report.response.batch_item_failures.is_empty(),
+        "a permanent record error never blocks"
+    );
+    assert_eq!((report.stats.applied, report.stats.rejected), (2, 1));
+}
+
+#[tokio::test]
+async fn projector_rejects_sns_messages_that_are_not_routed_records() {
+    let config = latest_players();
+    let good = RoutedRecord::new(stream_record(0, StreamEventName::Insert, player("ada", 1)));
+    let mut future = good.clone();
+    future.version = 2;
+    let entries: Vec<PublishEntry> = [
+        "hello".to_string(),
+        serde_json::to_string(&future).unwrap(),
+        serde_json::to_string(&good).unwrap(),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, message)| PublishEntry {
+        id: format!("r{i}"),
+        message,
+        attributes: BTreeMap::new(),
+    })
+    .collect();
+    let store = store();
+    let report = projector::handle(&config, &store, &ProjectorEvent::Sns(sns_event(&entries)))
+        .await
+        .unwrap();
+    assert_eq!((report.stats.rejected, report.stats.applied), (2, 1));
+}
+
+/// A [`MemoryStore`] whose calls fail as scripted (`None`: apply normally).
+struct FlakyStore {
+    inner: Mutex<MemoryStore>,
+    script: Mutex<VecDeque<Option<StoreError>>>,
+    calls: Mutex<usize>,
+}
+
+impl FlakyStore {
+    fn new(script: Vec<Option<StoreError>>) -> Self {
+        FlakyStore {
+            inner: store(),
+            script: Mutex::new(script.into()),
+            calls: Mutex::new(0),
+        }
+    }
+}
+
+impl ViewStore for FlakyStore {
+    async fn apply(&self, write: ViewWrite) -> Result<Applied, StoreError> {
+        *self.calls.lock().unwrap() += 1;
+        let next = self.script.lock().unwrap().pop_front().flatten();
+        match next {
+            Some(error) => Err(error),
+            None => self.inner.apply(write).await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn projector_stream_stops_at_a_retryable_failure_and_reports_its_sequence_number() {
+    let throttled = StoreError::Retryable("ProvisionedThroughputExceeded".into());
+    let store = FlakyStore::new(vec![None, Some(throttled)]);
+    let event = ProjectorEvent::Stream(inserts(vec![player("ada", 1), player("bo", 1), player("cy", 1)]));
+    let report = projector::handle(&latest_players(), &store, &event)
+        .await
+        .unwrap();
+    assert_eq!(report.response.failed_ids(), [sequence(1)]);
+    assert_eq!((report.stats.applied, report.stats.failed), (1, 2));
+    assert_eq!(
+        *store.calls.lock().unwrap(),
+        2,
+        "nothing after the failed record is attempted"
+    );
+}
+
+#[tokio::test]
+async fn projector_skips_a_permanently_rejected_write() {
+    let too_large = StoreError::Permanent("Item size has exceeded the maximum allowed size".into());
+    let store = FlakyStore::new(vec![Some(too_large)]);
+    let event = ProjectorEvent::Stream(inserts(vec![player("ada", 1), player("bo", 1)]));
+    let report = projector::handle(&latest_players(), &store, &event)
+        .await
+        .unwrap();
+    assert!(report.response.batch_item_failures.is_empty());
+    assert_eq!((report.stats.applied, report.stats.rejected), (1, 1));
+}
+
+#[tokio::test]
+async fn projector_sns_retryable_failure_fails_the_invocation() {
+    let store = FlakyStore::new(vec![Some(StoreError::Retryable("throttled".into()))]);
+    let sns = FakeSns::default();
+    let stream = inserts(vec![player("ada", 1), player("bo", 1)]);
+    router::handle(&router_config(), &sns, &RetryPolicy::immediate(1), &stream).await;
+    let event = ProjectorEvent::Sns(sns_event(&sns.published()));
+    let err = projector::handle(&latest_players(), &store, &event)
+        .await
+        .unwrap_err();
+    let projector::ProjectorError::Retry {
+        failed,
+        total,
+        ref stats,
+        ..
+    } = err;
+    assert_eq!(
+        (failed, total, stats.applied),
+        (1, 2, 1),
+        "the other record is still projected"
+    );
+    assert!(
+        err.to_string().contains("view players") && err.to_string().contains("throttled"),
+        "{err}"
+    );
+}

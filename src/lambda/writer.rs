@@ -1,0 +1,406 @@
+//! The writer: drains the EventLog's SQS ingest queue into the log table.
+//!
+//! Wire format for producers: each SQS message body is **one** log record, DynamoDB typed JSON wrapped as
+//! in an export line: `{"Item":{"pk":{"S":"PLAYER#ada"},"sk":{"S":"LOG#11"},"type":{"S":"player"},...}}`.
+//! No other key is accepted next to `Item` (a typo such as `item` is an error, not an empty record).
+//!
+//! A record is valid when it has the log's partition key as a non-empty `S`, its sort key likewise if the
+//! log has one, and the record-type attribute as an `S` naming one of the log's record types
+//! ([`WriterConfig::validate`]).
+//!
+//! Guarantees:
+//! - Valid records are written with `BatchWriteItem` puts ([`LogWriter`]), at most [`MAX_BATCH_WRITE`] per
+//!   call; unprocessed items and retryable errors are retried per [`RetryPolicy`].
+//! - Plain, unconditional puts of the record's own key: a conditional `attribute_not_exists(pk)` put
+//!   cannot be batched. A redelivered message rewrites the identical record, which changes nothing (and
+//!   DynamoDB Streams emits no record for a write that changes nothing). The price: a producer that reuses
+//!   a key with different content overwrites the earlier record. The log's contract is that each record
+//!   has its own key (e.g. `sk = LOG#<seq>`). Inside one batch, a second message with the same key and
+//!   the same content is written once; with different content it is failed (see
+//!   [`RecordError::Conflict`]) rather than letting the batch pick a winner.
+//! - Every message not written (invalid, conflicting, or still failing after the retries) is reported in
+//!   the partial batch response, so SQS redelivers it and, after the queue's `maxReceiveCount`, moves it
+//!   to the dead-letter queue, where an invalid record waits to be inspected instead of being dropped.
+//! - FIFO queues: once a message of a message group fails, every later message of that group in the batch
+//!   is reported too, so SQS keeps the group's order (later messages may have been written already; they
+//!   are rewritten identically on redelivery).
+//!
+//! Environment: [`ENV_LOG_TABLE`], [`ENV_PARTITION_KEY`], [`ENV_SORT_KEY`] (optional),
+//! [`ENV_RECORD_TYPE_ATTRIBUTE`], [`ENV_RECORD_TYPES`].
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::future::Future;
+
+use tracing::warn;
+
+use super::event::{BatchResponse, SqsEvent};
+use super::{ConfigError, RetryPolicy, optional, required};
+use crate::projection::{Item, Value};
+
+/// The log table's name (for the [`LogWriter`] the caller builds).
+pub const ENV_LOG_TABLE: &str = "LOG_TABLE";
+/// The log's partition key attribute (`spec.table.partitionKey`).
+pub const ENV_PARTITION_KEY: &str = "PARTITION_KEY";
+/// The log's sort key attribute (`spec.table.sortKey`); unset when the table has none.
+pub const ENV_SORT_KEY: &str = "SORT_KEY";
+/// The attribute holding a record's type (`spec.table.recordTypeAttribute`).
+pub const ENV_RECORD_TYPE_ATTRIBUTE: &str = "RECORD_TYPE_ATTRIBUTE";
+/// The log's record types, comma-separated (`spec.recordTypes`).
+pub const ENV_RECORD_TYPES: &str = "RECORD_TYPES";
+
+/// `BatchWriteItem` takes at most 25 requests per call.
+pub const MAX_BATCH_WRITE: usize = 25;
+
+/// The log the writer writes, from its environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterConfig {
+    pub log_table: String,
+    pub partition_key: String,
+    pub sort_key: Option<String>,
+    pub record_type_attribute: String,
+    pub record_types: BTreeSet<String>,
+}
+
+impl WriterConfig {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(super::process_env)
+    }
+
+    /// Reads the configuration through `lookup` (variable name → value).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let log_table = required(&lookup, ENV_LOG_TABLE, "set it to the log table's name")?;
+        let partition_key = required(
+            &lookup,
+            ENV_PARTITION_KEY,
+            "set it to the log's spec.table.partitionKey (e.g. pk)",
+        )?;
+        let sort_key = optional(&lookup, ENV_SORT_KEY);
+        let record_type_attribute = required(
+            &lookup,
+            ENV_RECORD_TYPE_ATTRIBUTE,
+            "set it to the log's spec.table.recordTypeAttribute (e.g. type)",
+        )?;
+        let raw_types = required(
+            &lookup,
+            ENV_RECORD_TYPES,
+            "set it to the log's spec.recordTypes, comma-separated (e.g. player,game)",
+        )?;
+        let record_types: BTreeSet<String> = raw_types
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect();
+        if record_types.is_empty() {
+            return Err(ConfigError::Invalid {
+                var: ENV_RECORD_TYPES,
+                value: raw_types,
+                reason: "it lists no record type; list the log's spec.recordTypes, comma-separated".into(),
+            });
+        }
+        Ok(WriterConfig {
+            log_table,
+            partition_key,
+            sort_key,
+            record_type_attribute,
+            record_types,
+        })
+    }
+
+    /// Parses and validates one message body; see the module documentation for the rules.
+    pub fn validate(&self, body: &str) -> Result<Item, RecordError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Wire {
+            #[serde(rename = "Item")]
+            item: Item,
+        }
+        let item = serde_json::from_str::<Wire>(body)
+            .map_err(|e| RecordError::Body {
+                reason: e.to_string(),
+            })?
+            .item;
+        let key = |name: &str| match item.get(name) {
+            Some(Value::S(s)) if !s.is_empty() => Ok(()),
+            other => Err(RecordError::Key {
+                attribute: name.to_string(),
+                found: describe(other),
+            }),
+        };
+        key(&self.partition_key)?;
+        if let Some(sort_key) = &self.sort_key {
+            key(sort_key)?;
+        }
+        match item.get(&self.record_type_attribute) {
+            Some(Value::S(t)) if self.record_types.contains(t) => Ok(item),
+            Some(Value::S(t)) => Err(RecordError::UnknownRecordType {
+                attribute: self.record_type_attribute.clone(),
+                record_type: t.clone(),
+                known: self.record_types.iter().cloned().collect::<Vec<_>>().join(", "),
+            }),
+            other => Err(RecordError::RecordType {
+                attribute: self.record_type_attribute.clone(),
+                found: describe(other),
+            }),
+        }
+    }
+
+    /// The record's key values (checked by [`validate`](Self::validate)), as the text DynamoDB compares.
+    fn key_of(&self, item: &Item) -> (String, Option<String>) {
+        let text = |name: &str| {
+            item.get(name)
+                .and_then(Value::as_s)
+                .unwrap_or_default()
+                .to_string()
+        };
+        (text(&self.partition_key), self.sort_key.as_deref().map(text))
+    }
+}
+
+fn sk_name(config: &WriterConfig) -> &str {
+    config.sort_key.as_deref().unwrap_or_default()
+}
+
+fn describe(value: Option<&Value>) -> String {
+    match value {
+        None => "missing".to_string(),
+        Some(Value::S(_)) => "an empty S".to_string(),
+        Some(v) => format!("a {}", v.type_name()),
+    }
+}
+
+/// Why one message is not written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The body is not `{"Item": {...DynamoDB typed JSON...}}`.
+    #[error(
+        "the message body is not a log record: {reason}; send one record per message as \
+         {{\"Item\":{{\"<attribute>\":{{\"S\":\"...\"}},...}}}} (DynamoDB typed JSON)"
+    )]
+    Body { reason: String },
+    /// A key attribute is missing or not a non-empty string.
+    #[error(
+        "key attribute `{attribute}` is {found}; every log record needs the log's key attributes as \
+         non-empty strings (S): fix the producer"
+    )]
+    Key { attribute: String, found: String },
+    /// The record-type attribute is missing or not a string.
+    #[error(
+        "record-type attribute `{attribute}` is {found}; every log record needs its type as a string (S): \
+         fix the producer"
+    )]
+    RecordType { attribute: String, found: String },
+    /// The record type is not one of the log's.
+    #[error(
+        "record type {record_type:?} (attribute `{attribute}`) is not one of the log's record types \
+         ({known}): fix the producer, or add it to the EventLog's spec.recordTypes"
+    )]
+    UnknownRecordType {
+        attribute: String,
+        record_type: String,
+        known: String,
+    },
+    /// Another message of the same batch carries a different record with the same key.
+    #[error(
+        "message {other} of the same batch carries a different record with the same key {key}; log records \
+         are never overwritten on purpose: give every record its own key"
+    )]
+    Conflict { key: String, other: String },
+    /// The record could not be written.
+    #[error("the record could not be written to the log table: {0}")]
+    Write(String),
+    /// An earlier message of the same FIFO message group failed.
+    #[error("an earlier message of FIFO message group {group:?} failed; retried after it to keep the order")]
+    BehindFailure { group: String },
+}
+
+impl RecordError {
+    /// A short, bounded label for logs and metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            RecordError::Body { .. } => "invalid-body",
+            RecordError::Key { .. } => "invalid-key",
+            RecordError::RecordType { .. } => "invalid-record-type",
+            RecordError::UnknownRecordType { .. } => "unknown-record-type",
+            RecordError::Conflict { .. } => "conflict",
+            RecordError::Write(_) => "write-failed",
+            RecordError::BehindFailure { .. } => "fifo-behind-failure",
+        }
+    }
+}
+
+/// A `BatchWriteItem` call that failed as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// Throttling, a 5xx, a timeout: worth another try.
+    #[error("BatchWriteItem failed (retryable): {0}")]
+    Retryable(String),
+    /// Access denied, validation, table not found: the same call fails again.
+    #[error("BatchWriteItem failed: {0}")]
+    Permanent(String),
+}
+
+/// Writes log records: `BatchWriteItem` with one `PutRequest` per item on the log table.
+pub trait LogWriter {
+    /// Puts `items` (at most [`MAX_BATCH_WRITE`], no two with the same key) and returns the items
+    /// DynamoDB left unprocessed (`UnprocessedItems`); an `Err` means none was written.
+    fn batch_write(&self, items: Vec<Item>) -> impl Future<Output = Result<Vec<Item>, WriteError>> + Send;
+}
+
+/// What one invocation did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WriterReport {
+    /// The response to return to Lambda.
+    pub response: BatchResponse,
+    /// Messages whose record was written (duplicates included).
+    pub written: usize,
+    /// Messages rejected as invalid (including conflicts).
+    pub invalid: usize,
+    /// Messages whose valid record could not be written, or that wait behind a failed FIFO message.
+    pub failed: usize,
+    /// Messages whose record was identical to an earlier message's in the batch (written once).
+    pub duplicates: usize,
+}
+
+/// Handles one SQS event: validates, writes, and reports the messages not written.
+pub async fn handle<W: LogWriter>(
+    config: &WriterConfig,
+    writer: &W,
+    retry: &RetryPolicy,
+    event: &SqsEvent,
+) -> WriterReport {
+    let messages = &event.records;
+    let mut errors: Vec<Option<RecordError>> = vec![None; messages.len()];
+    let mut report = WriterReport::default();
+
+    // One write per distinct record; every message carrying it shares its outcome.
+    let mut unique: Vec<(Item, Vec<usize>)> = Vec::new();
+    let mut by_key: BTreeMap<(String, Option<String>), usize> = BTreeMap::new();
+    for (i, message) in messages.iter().enumerate() {
+        let item = match config.validate(&message.body) {
+            Ok(item) => item,
+            Err(e) => {
+                errors[i] = Some(e);
+                report.invalid += 1;
+                continue;
+            }
+        };
+        let key = config.key_of(&item);
+        match by_key.get(&key) {
+            Some(&slot) if unique[slot].0 == item => {
+                unique[slot].1.push(i);
+                report.duplicates += 1;
+            }
+            Some(&slot) => {
+                let other = messages[unique[slot].1[0]].message_id.clone();
+                let key = match &key.1 {
+                    Some(sk) => format!("{}={:?}, {}={sk:?}", config.partition_key, key.0, sk_name(config)),
+                    None => format!("{}={:?}", config.partition_key, key.0),
+                };
+                errors[i] = Some(RecordError::Conflict { key, other });
+                report.invalid += 1;
+            }
+            None => {
+                by_key.insert(key, unique.len());
+                unique.push((item, vec![i]));
+            }
+        }
+    }
+
+    let slots: Vec<usize> = (0..unique.len()).collect();
+    for chunk in slots.chunks(MAX_BATCH_WRITE) {
+        let failed = write_chunk(config, writer, retry, &unique, chunk, &by_key).await;
+        for (slot, error) in failed {
+            for &i in &unique[slot].1 {
+                errors[i] = Some(RecordError::Write(error.clone()));
+            }
+        }
+    }
+
+    // FIFO: nothing of a group may succeed after a failed message of that group.
+    let mut failed_groups = HashSet::new();
+    for (i, message) in messages.iter().enumerate() {
+        let Some(group) = message.message_group_id() else {
+            continue;
+        };
+        if errors[i].is_some() {
+            failed_groups.insert(group);
+        } else if failed_groups.contains(group) {
+            errors[i] = Some(RecordError::BehindFailure {
+                group: group.to_string(),
+            });
+        }
+    }
+
+    let mut failed_ids = Vec::new();
+    for (message, error) in messages.iter().zip(&errors) {
+        match error {
+            None => report.written += 1,
+            Some(error) => {
+                if matches!(error, RecordError::Write(_) | RecordError::BehindFailure { .. }) {
+                    report.failed += 1;
+                }
+                warn!(
+                    message_id = %message.message_id,
+                    category = error.category(),
+                    "log record not written: {error}"
+                );
+                failed_ids.push(message.message_id.clone());
+            }
+        }
+    }
+    report.response = BatchResponse::failed(failed_ids);
+    report
+}
+
+/// Writes the records of `chunk` (slots of `unique`), retrying unprocessed items and retryable errors.
+/// Returns the slots still not written, each with the reason.
+async fn write_chunk<W: LogWriter>(
+    config: &WriterConfig,
+    writer: &W,
+    retry: &RetryPolicy,
+    unique: &[(Item, Vec<usize>)],
+    chunk: &[usize],
+    by_key: &BTreeMap<(String, Option<String>), usize>,
+) -> Vec<(usize, String)> {
+    let mut pending: Vec<usize> = chunk.to_vec();
+    let mut last_error = String::new();
+    for attempt in 1..=retry.max_attempts.max(1) {
+        if attempt > 1 {
+            retry.wait_before(attempt).await;
+        }
+        let items = pending.iter().map(|&slot| unique[slot].0.clone()).collect();
+        match writer.batch_write(items).await {
+            Ok(unprocessed) => {
+                // Back from items to slots; an item the writer did not get is ignored.
+                let mut left: Vec<usize> = unprocessed
+                    .iter()
+                    .filter_map(|item| by_key.get(&config.key_of(item)).copied())
+                    .filter(|slot| pending.contains(slot))
+                    .collect();
+                left.sort_unstable();
+                left.dedup();
+                pending = left;
+                if pending.is_empty() {
+                    return Vec::new();
+                }
+                last_error = format!(
+                    "DynamoDB left it unprocessed after {attempt} attempt(s) (throttling); it is retried on \
+                     redelivery; raise the log table's write capacity if this persists"
+                );
+            }
+            Err(WriteError::Retryable(reason)) => {
+                last_error = format!("{reason} (after {attempt} attempt(s))");
+            }
+            Err(WriteError::Permanent(reason)) => {
+                last_error = reason;
+                break;
+            }
+        }
+    }
+    pending
+        .into_iter()
+        .map(|slot| (slot, last_error.clone()))
+        .collect()
+}
