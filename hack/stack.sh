@@ -181,7 +181,7 @@ EOF
 }
 
 cmd_up() {
-  if running kube-apiserver && running etcd && running moto && [ -f "$STACK/env" ]; then
+  if running kube-apiserver && running etcd && running moto && running export-shim && [ -f "$STACK/env" ]; then
     say "already up; env in $STACK/env"
     cat "$STACK/env"
     return 0
@@ -237,10 +237,14 @@ export AWS_REGION=us-east-1
 export AWS_DEFAULT_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=testing
 export AWS_SECRET_ACCESS_KEY=testing
+export KAPPA_S3_PATH_STYLE=true
 export PATH=$KAPPA_CACHE/path:\$PATH
 EOF
   # shellcheck disable=SC1091
   (. "$STACK/env" && wait_for moto 60 aws dynamodb list-tables)
+  # moto completes exports but not in AWS's layout: the shim writes AWS's manifests and data files.
+  # shellcheck disable=SC1091
+  (. "$STACK/env" && start export-shim "$VENV/bin/python" "$REPO/hack/moto-export-shim.py")
   say "up: kube-apiserver $KUBE_VERSION on https://127.0.0.1:$API_PORT, AWS API on http://127.0.0.1:$MOTO_PORT"
   say "use it with: source $STACK/env"
   cat "$STACK/env"
@@ -248,7 +252,7 @@ EOF
 
 cmd_down() {
   local name pid stopped=0
-  for name in operator kube-controller-manager kube-apiserver moto etcd; do
+  for name in operator export-shim kube-controller-manager kube-apiserver moto etcd; do
     [ -f "$STACK/$name.pid" ] || continue
     pid=$(cat "$STACK/$name.pid")
     if kill -0 "$pid" 2>/dev/null; then
@@ -264,7 +268,7 @@ cmd_down() {
 
 cmd_status() {
   local name
-  for name in etcd kube-apiserver kube-controller-manager moto; do
+  for name in etcd kube-apiserver kube-controller-manager moto export-shim; do
     if running "$name"; then echo "$name: running (pid $(cat "$STACK/$name.pid"))"; else echo "$name: stopped"; fi
   done
 }

@@ -24,7 +24,11 @@ enum Command {
     /// Run the operator: connect to the cluster (KUBECONFIG or in-cluster), elect a leader, reconcile.
     Run(Settings),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` and the chart hold).
-    Crds,
+    Crds {
+        /// Print the Markdown reference of every field instead (docs/api-reference.md).
+        #[arg(long)]
+        reference: bool,
+    },
     /// Estimate the cost per million writes of the EventLogs and views in manifests, before applying them.
     Cost {
         /// Manifest files, or directories of *.yaml files, holding EventLogs and their MaterializedViews.
@@ -43,8 +47,11 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crds => {
-            print!("{}", crd::crds_yaml());
+        Command::Crds { reference } => {
+            match reference {
+                true => print!("{}", crd::reference::reference_markdown()),
+                false => print!("{}", crd::crds_yaml()),
+            }
             ExitCode::SUCCESS
         }
         Command::Cost {

@@ -5,10 +5,14 @@
 
 mod calls;
 pub mod dynamodb;
-mod error;
+pub mod error;
+pub mod export;
 pub mod iam;
+pub mod lambda;
 pub mod sns;
 pub mod sqs;
+pub mod subscriptions;
+pub mod views;
 
 use std::sync::Arc;
 
@@ -16,7 +20,7 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 
 pub use calls::CallCounter;
-pub use error::AwsError;
+pub use error::{AwsError, from_sdk};
 
 use crate::metrics::Metrics;
 
@@ -27,6 +31,9 @@ pub struct Aws {
     pub sqs: aws_sdk_sqs::Client,
     pub sns: aws_sdk_sns::Client,
     pub iam: aws_sdk_iam::Client,
+    pub lambda: aws_sdk_lambda::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub streams: aws_sdk_dynamodbstreams::Client,
     pub region: String,
 }
 
@@ -51,6 +58,18 @@ impl Aws {
             .interceptor(counter.clone())
             .build();
         let iam = aws_sdk_iam::config::Builder::from(&shared)
+            .interceptor(counter.clone())
+            .build();
+        let lambda = aws_sdk_lambda::config::Builder::from(&shared)
+            .interceptor(counter.clone())
+            .build();
+        let s3 = aws_sdk_s3::config::Builder::from(&shared)
+            .interceptor(counter.clone())
+            // `KAPPA_S3_PATH_STYLE=true`: bucket names in the path rather than the host name, for S3
+            // endpoints without per-bucket DNS names (the chart's aws.s3PathStyle).
+            .force_path_style(std::env::var("KAPPA_S3_PATH_STYLE").is_ok_and(|v| v == "true"))
+            .build();
+        let streams = aws_sdk_dynamodbstreams::config::Builder::from(&shared)
             .interceptor(counter)
             .build();
         Ok(Aws {
@@ -58,6 +77,9 @@ impl Aws {
             sqs: aws_sdk_sqs::Client::from_conf(sqs),
             sns: aws_sdk_sns::Client::from_conf(sns),
             iam: aws_sdk_iam::Client::from_conf(iam),
+            lambda: aws_sdk_lambda::Client::from_conf(lambda),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            streams: aws_sdk_dynamodbstreams::Client::from_conf(streams),
             region,
         })
     }

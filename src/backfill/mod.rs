@@ -2,8 +2,9 @@
 //!
 //! A backfill exports the DynamoDB log table to S3 (full, or incremental to catch up), reads every data file
 //! the export's manifest lists, and hands each item to the projection engine. It is built from export
-//! reading ([`export`], exactly as AWS writes it) and write batching ([`batch`]); workers and checkpoints
-//! come next.
+//! reading ([`export`], exactly as AWS writes it), write batching ([`batch`]) and the [`worker`] that
+//! projects an export from S3 with per-file checkpoints.
 
 pub mod batch;
 pub mod export;
+pub mod worker;

@@ -12,11 +12,11 @@ use kube::{Api, ResourceExt};
 use tracing::instrument;
 
 use super::status::{self, Health};
-use super::{Context, Error, Result, validate};
+use super::{Context, Error, Result, in_cluster, validate};
 use crate::aws::{Convergence, dynamodb, iam};
 use crate::crd::{
-    DeletionPolicy, EventLog, MaterializedView, MaterializedViewStatus, ViewPhase, condition_types as types,
-    reasons,
+    DeletionPolicy, EventLog, MaterializedView, MaterializedViewStatus, ProjectorRuntime, ViewPhase,
+    condition_types as types, reasons,
 };
 use crate::plan::log::{plan_log, scope_of_arn};
 use crate::plan::names::NameKind;
@@ -77,6 +77,8 @@ struct Outcome {
     health: Health,
     /// The views table, once it exists.
     table: Option<ViewTable>,
+    /// The in-cluster runtime's view of the backfill and live path, when the view runs there.
+    in_cluster: Option<in_cluster::InClusterOutcome>,
 }
 
 struct ViewTable {
@@ -104,6 +106,7 @@ async fn apply(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result<A
                 ),
             },
             table: None,
+            in_cluster: None,
         },
         Some(log) => {
             let problems = validate::view_against_log(&view, &log);
@@ -117,6 +120,7 @@ async fn apply(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result<A
                         message: problems.join("; "),
                     },
                     table: None,
+                    in_cluster: None,
                 }
             }
         }
@@ -124,6 +128,9 @@ async fn apply(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result<A
     write_status(&view, ctx, ns, &outcome).await?;
     // A changed spec or EventLog wakes a stalled view; the resync is a safety net. A table still being
     // created is looked at again soon.
+    if let Some(run) = &outcome.in_cluster {
+        return Ok(Action::requeue(run.requeue.min(ctx.config.resync)));
+    }
     let table_ready = outcome.table.is_some() && outcome.phase == ViewPhase::Provisioning;
     Ok(match outcome.health {
         Health::Progressing { .. } if !table_ready => Action::requeue(std::time::Duration::from_secs(5)),
@@ -157,6 +164,7 @@ async fn provision(view: &MaterializedView, log: &EventLog, ctx: &Context, ns: &
                 message: e.to_string(),
             },
             table: None,
+            in_cluster: None,
         })
     };
     let state = match dynamodb::ensure_table(&ctx.aws.dynamodb, &plan.table).await {
@@ -182,10 +190,25 @@ async fn provision(view: &MaterializedView, log: &EventLog, ctx: &Context, ns: &
             }
         }
     }
+    if ready && view.spec.projector.runtime == ProjectorRuntime::InCluster {
+        let key_prefix = plan.key_prefix.clone().unwrap_or_default();
+        let run = in_cluster::reconcile(view, log, ctx, ns, &plan.table.name, &key_prefix).await;
+        return Ok(Outcome {
+            phase: run.phase,
+            health: run.health.clone(),
+            table: Some(ViewTable {
+                name: plan.table.name.clone(),
+                key_prefix: plan.key_prefix,
+                arn: state.arn,
+                projector_role,
+            }),
+            in_cluster: Some(run),
+        });
+    }
     let message = if ready {
         format!(
-            "views table {} and the projector role are ready; the projector, live path and backfill are not \
-             provisioned by this version",
+            "views table {} and the projector role are ready; the projector Lambda and its live path are not \
+             provisioned by this version (use spec.projector.runtime InCluster)",
             plan.table.name
         )
     } else {
@@ -206,6 +229,7 @@ async fn provision(view: &MaterializedView, log: &EventLog, ctx: &Context, ns: &
             arn: state.arn,
             projector_role,
         }),
+        in_cluster: None,
     })
 }
 
@@ -225,7 +249,34 @@ async fn write_status(view: &MaterializedView, ctx: &Context, ns: &str, outcome:
         }
     }
     status::set_kstatus(&mut next.conditions, &outcome.health, generation, &now);
-    if !matches!(outcome.health, Health::Ready { .. }) {
+    if let Some(run) = &outcome.in_cluster {
+        if run.backfill.is_some() {
+            next.backfill = run.backfill.clone();
+        }
+        next.live = run.live.clone();
+        let (complete, reason) = match run.backfill_complete {
+            true => (crate::crd::ConditionStatus::True, reasons::BACKFILL_COMPLETE),
+            false => (crate::crd::ConditionStatus::False, reasons::BACKFILLING),
+        };
+        status::set(
+            &mut next.conditions,
+            types::BACKFILL_COMPLETE,
+            complete,
+            reason,
+            "",
+            generation,
+            &now,
+        );
+        status::set(
+            &mut next.conditions,
+            types::PROVISIONED,
+            crate::crd::ConditionStatus::True,
+            reasons::PROVISIONED,
+            "views table ready; the operator runs the projection (runtime InCluster)",
+            generation,
+            &now,
+        );
+    } else if !matches!(outcome.health, Health::Ready { .. }) {
         let reason = match outcome.health {
             Health::Stalled { reason, .. } => reason,
             _ => reasons::PROVISIONING,
@@ -283,7 +334,9 @@ async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result
             message: "cleaning up".into(),
         },
         table: None,
+        in_cluster: None,
     };
+    ctx.runtime.stop(&crate::runtime::checkpoints::view_key(&view));
     write_status(&view, ctx, ns, &deleting).await?;
     let note = match view.spec.deletion_policy {
         DeletionPolicy::Retain => "deletionPolicy Retain: the view's AWS resources are kept".to_string(),

@@ -7,6 +7,7 @@
 mod backoff;
 mod error;
 mod event_log;
+mod in_cluster;
 pub mod leader;
 mod materialized_view;
 mod provision;
@@ -41,6 +42,8 @@ pub struct Context {
     pub config: Config,
     pub backoff: backoff::Backoff,
     pub aws: crate::aws::Aws,
+    /// The in-cluster runtime's tasks (live readers and backfills) of this process.
+    pub runtime: crate::runtime::Runtime,
 }
 
 impl Context {
@@ -57,6 +60,7 @@ impl Context {
             config,
             backoff: backoff::Backoff::default(),
             aws,
+            runtime: crate::runtime::Runtime::default(),
         }
     }
 }

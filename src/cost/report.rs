@@ -63,7 +63,7 @@ mod tests {
         let examples = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"));
         let out = report(&[examples], None, None).unwrap();
         assert!(
-            out.starts_with("EventLog default/game-events with 4 view(s): $"),
+            out.starts_with("EventLog default/game-events with 5 view(s): $"),
             "{out}"
         );
         assert!(out.contains("per million writes"), "{out}");

@@ -32,6 +32,17 @@ pub mod reasons {
     pub const DELETING: &str = "Deleting";
     pub const AS_EXPECTED: &str = "AsExpected";
     pub const AWS_ERROR: &str = "AwsError";
+    pub const WAITING_FOR_LIVE_PATH: &str = "WaitingForLivePath";
+    pub const EXPORTING: &str = "Exporting";
+    pub const BACKFILLING: &str = "Backfilling";
+    pub const BACKFILL_FAILED: &str = "BackfillFailed";
+    pub const EXPORT_FAILED: &str = "ExportFailed";
+    pub const BACKFILL_COMPLETE: &str = "BackfillComplete";
+    pub const NO_BACKFILL: &str = "NoBackfill";
+    pub const CATCHING_UP: &str = "CatchingUp";
+    pub const LIVE: &str = "Live";
+    pub const LIVE_PATH_FAILED: &str = "LivePathFailed";
+    pub const NOT_SUPPORTED: &str = "NotSupported";
 }
 
 /// The status of a condition.

@@ -445,6 +445,27 @@ pub struct MaterializedViewStatus {
     /// Backfill progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backfill: Option<BackfillStatus>,
+    /// The live path's progress (runtime `InCluster`: the operator's stream reader).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveStatus>,
+}
+
+/// Where the live path is.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveStatus {
+    /// True when the live path has read everything the log's stream holds (no lag).
+    #[serde(default)]
+    pub caught_up: bool,
+    /// The creation time of the newest log record applied: everything written before it is in the view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<Time>,
+    /// Stream records applied since the reader started in this operator process.
+    #[serde(default)]
+    pub records_applied: i64,
+    /// The ConfigMap holding the stream reader's checkpoint (sequence numbers per shard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
 }
 
 /// Phase of a view.
@@ -470,6 +491,25 @@ impl std::fmt::Display for ViewPhase {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackfillStatus {
+    /// Which backfill of the view this is, from 1: a new attempt (a new export) starts when the live path
+    /// lost records it must recover from the log.
+    #[serde(default)]
+    pub attempt: i64,
+    /// Why this attempt started (`initial`, or the gap it closes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The S3 location the export is written to (`s3://bucket/prefix`), owned by the view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_location: Option<String>,
+    /// The ConfigMap holding the data files done (the checkpoint a restarted backfill resumes from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+    /// Log records projected per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items_per_second: Option<i64>,
+    /// Estimated time left, for example `2m30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta: Option<String>,
     /// Percent done, as shown by `kubectl get mv` (for example `42%`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<String>,

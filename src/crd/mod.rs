@@ -11,6 +11,7 @@ pub mod conditions;
 mod event_log;
 #[allow(clippy::duplicated_attributes)]
 mod materialized_view;
+pub mod reference;
 
 pub use conditions::{Condition, ConditionStatus, condition_types, reasons};
 pub use event_log::*;

@@ -50,9 +50,12 @@ pub enum ViewWrite {
     /// log record's own key, so a replay overwrites the same item with the same content.
     Put { item: Item },
     /// Modes `Count` (`attribute` = `count`, `delta` = 1) and `Sum` (`attribute` = `sum`, `delta` = the
-    /// record's `sumOf`): one `TransactWriteItems` call with a `Put` of `marker` conditioned on
-    /// `attribute_not_exists(pk)` and an `Update` `ADD #a :d` of the item at `key`. A redelivered record
-    /// finds its marker, the transaction is cancelled, and the record is counted once.
+    /// record's `sumOf`): the record counts once however often it is applied. `marker` identifies the
+    /// record (its `sk` is unique per log record and view key). Two ways to carry it out on DynamoDB:
+    /// one `TransactWriteItems` with a `Put` of `marker` conditioned on `attribute_not_exists(pk)` and an
+    /// `Update` `ADD #a :d` of the item at `key` ([`dynamo::add_transaction`](super::dynamo)); or, as the
+    /// views-table adapter does (`crate::aws::views`), the marker as a contribution item holding `delta`
+    /// and the aggregate recomputed from its contributions.
     Add {
         key: Item,
         attribute: String,

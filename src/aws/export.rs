@@ -1,0 +1,279 @@
+//! Point-in-time exports of a log table to S3, and the S3 reads and deletes a backfill needs.
+//!
+//! - [`start_export`] is idempotent: DynamoDB keeps the `ClientToken` for 8 hours, so a restarted operator
+//!   that asks again with the same token gets the same export, never a second one.
+//! - [`summary_key`] finds `manifest-summary.json` the way AWS lays an export out
+//!   (`<prefix>/AWSDynamoDB/<ExportId>/manifest-summary.json`), preferring `ExportManifest` when the
+//!   service names it (either manifest is accepted there: which one AWS puts is not documented).
+//! - [`open_object`] streams an object's body into a blocking [`std::io::Read`] for the export reader,
+//!   a few chunks at a time: a data file is never whole in memory.
+
+use std::io::{self, Read};
+
+use aws_sdk_dynamodb::types::{ExportFormat, ExportStatus, ExportType};
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use bytes::Bytes;
+
+use super::AwsError;
+use super::error::from_sdk;
+
+/// What DynamoDB says about an export.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportInfo {
+    pub arn: String,
+    pub state: ExportState,
+    /// `ExportManifest`, when given.
+    pub manifest: Option<String>,
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    /// The snapshot's point in time, epoch seconds, when given.
+    pub export_time: Option<i64>,
+    pub item_count: Option<i64>,
+}
+
+/// Where an export is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExportState {
+    InProgress,
+    Completed,
+    Failed { code: String, message: String },
+}
+
+fn info(d: &aws_sdk_dynamodb::types::ExportDescription) -> ExportInfo {
+    let state = match d.export_status() {
+        Some(ExportStatus::Completed) => ExportState::Completed,
+        Some(ExportStatus::Failed) => ExportState::Failed {
+            code: d.failure_code().unwrap_or("Unknown").to_string(),
+            message: d.failure_message().unwrap_or_default().to_string(),
+        },
+        _ => ExportState::InProgress,
+    };
+    ExportInfo {
+        arn: d.export_arn().unwrap_or_default().to_string(),
+        state,
+        manifest: d.export_manifest().map(str::to_string),
+        bucket: d.s3_bucket().map(str::to_string),
+        prefix: d.s3_prefix().map(str::to_string),
+        export_time: d.export_time().map(|t| t.secs()),
+        item_count: d.item_count(),
+    }
+}
+
+/// Starts a full `DYNAMODB_JSON` export of `table_arn` at the current time into `bucket`/`prefix`, or finds
+/// the one `client_token` already started.
+pub async fn start_export(
+    client: &aws_sdk_dynamodb::Client,
+    table_arn: &str,
+    bucket: &str,
+    prefix: &str,
+    client_token: &str,
+) -> Result<ExportInfo, AwsError> {
+    let out = client
+        .export_table_to_point_in_time()
+        .table_arn(table_arn)
+        .s3_bucket(bucket)
+        .s3_prefix(prefix)
+        .client_token(client_token)
+        .export_format(ExportFormat::DynamodbJson)
+        .export_type(ExportType::FullExport)
+        .send()
+        .await
+        .map_err(from_sdk("ExportTableToPointInTime", table_arn))?;
+    let description = out.export_description.ok_or_else(|| {
+        AwsError::permanent(
+            "ExportTableToPointInTime",
+            table_arn,
+            "the response has no ExportDescription",
+        )
+    })?;
+    Ok(info(&description))
+}
+
+/// The export's current state.
+pub async fn describe_export(client: &aws_sdk_dynamodb::Client, arn: &str) -> Result<ExportInfo, AwsError> {
+    let out = client
+        .describe_export()
+        .export_arn(arn)
+        .send()
+        .await
+        .map_err(from_sdk("DescribeExport", arn))?;
+    let description = out
+        .export_description
+        .ok_or_else(|| AwsError::permanent("DescribeExport", arn, "the response has no ExportDescription"))?;
+    Ok(info(&description))
+}
+
+/// The key of the export's `manifest-summary.json`.
+pub fn summary_key(export: &ExportInfo, requested_prefix: &str) -> String {
+    if let Some(manifest) = &export.manifest {
+        if let Some(dir) = manifest.strip_suffix("manifest-files.json") {
+            return format!("{dir}manifest-summary.json");
+        }
+        return manifest.clone();
+    }
+    let export_id = export.arn.rsplit('/').next().unwrap_or_default();
+    let prefix = export
+        .prefix
+        .as_deref()
+        .unwrap_or(requested_prefix)
+        .trim_end_matches('/');
+    match prefix.is_empty() {
+        true => format!("AWSDynamoDB/{export_id}/manifest-summary.json"),
+        false => format!("{prefix}/AWSDynamoDB/{export_id}/manifest-summary.json"),
+    }
+}
+
+/// A small object's bytes (a manifest), or `None` when there is no such key.
+pub async fn get_small_object(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<Vec<u8>>, AwsError> {
+    let resource = format!("s3://{bucket}/{key}");
+    let out = match s3.get_object().bucket(bucket).key(key).send().await {
+        Ok(out) => out,
+        Err(e) if e.code() == Some("NoSuchKey") || e.code() == Some("NotFound") => return Ok(None),
+        Err(e) => return Err(from_sdk("GetObject", &resource)(e)),
+    };
+    let body = out.body.collect().await.map_err(|e| {
+        let mut err = AwsError::new("GetObject", &resource, "", &e.to_string());
+        err.retryable = true;
+        err
+    })?;
+    Ok(Some(body.into_bytes().to_vec()))
+}
+
+/// The first of `candidates` that exists in `bucket` (keys in the order to try), with its body streaming
+/// into a blocking reader. Read it on a blocking thread (`spawn_blocking`): its `read` waits for chunks.
+pub async fn open_object(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    candidates: &[String],
+) -> Result<Option<(String, ObjectReader)>, AwsError> {
+    for key in candidates {
+        let resource = format!("s3://{bucket}/{key}");
+        let out = match s3.get_object().bucket(bucket).key(key).send().await {
+            Ok(out) => out,
+            Err(e) if e.code() == Some("NoSuchKey") || e.code() == Some("NotFound") => continue,
+            Err(e) => return Err(from_sdk("GetObject", &resource)(e)),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
+        let mut body = out.body;
+        tokio::spawn(async move {
+            loop {
+                let chunk = match body.try_next().await {
+                    Ok(Some(chunk)) => Ok(chunk),
+                    Ok(None) => break,
+                    Err(e) => Err(io::Error::other(format!("reading {resource}: {e}"))),
+                };
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        return Ok(Some((
+            key.clone(),
+            ObjectReader {
+                chunks: rx,
+                current: Bytes::new(),
+            },
+        )));
+    }
+    Ok(None)
+}
+
+/// An object body as a blocking [`Read`]; see [`open_object`].
+pub struct ObjectReader {
+    chunks: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => self.current = chunk?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Deletes every object under `prefix` (the export a view owns), returning how many.
+pub async fn delete_prefix(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Result<usize, AwsError> {
+    let resource = format!("s3://{bucket}/{prefix}");
+    let mut deleted = 0;
+    let mut token = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(from_sdk("ListObjectsV2", &resource))?;
+        for object in page.contents() {
+            if let Some(key) = object.key() {
+                s3.delete_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(from_sdk("DeleteObject", &format!("s3://{bucket}/{key}")))?;
+                deleted += 1;
+            }
+        }
+        token = page.next_continuation_token().map(str::to_string);
+        if token.is_none() {
+            return Ok(deleted);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn export(arn: &str, manifest: Option<&str>, prefix: Option<&str>) -> ExportInfo {
+        ExportInfo {
+            arn: arn.into(),
+            state: ExportState::Completed,
+            manifest: manifest.map(str::to_string),
+            bucket: Some("b".into()),
+            prefix: prefix.map(str::to_string),
+            export_time: None,
+            item_count: None,
+        }
+    }
+
+    #[test]
+    fn the_summary_is_found_from_the_manifest_or_the_export_id() {
+        let arn = "arn:aws:dynamodb:us-east-1:123456789012:table/GameLog/export/01700000000000-abcd1234";
+        assert_eq!(
+            summary_key(&export(arn, None, Some("views/ns/players/1")), "ignored"),
+            "views/ns/players/1/AWSDynamoDB/01700000000000-abcd1234/manifest-summary.json"
+        );
+        assert_eq!(
+            summary_key(&export(arn, None, None), "p/"),
+            "p/AWSDynamoDB/01700000000000-abcd1234/manifest-summary.json"
+        );
+        assert_eq!(
+            summary_key(&export(arn, None, None), ""),
+            "AWSDynamoDB/01700000000000-abcd1234/manifest-summary.json"
+        );
+        for manifest in [
+            "x/AWSDynamoDB/e/manifest-summary.json",
+            "x/AWSDynamoDB/e/manifest-files.json",
+        ] {
+            assert_eq!(
+                summary_key(&export(arn, Some(manifest), None), "p"),
+                "x/AWSDynamoDB/e/manifest-summary.json"
+            );
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! The export backfill worker: reads an export from S3 file by file, projects every record, writes the
+//! view, and checkpoints each data file once all of its writes succeeded.
+//!
+//! ```text
+//! manifest-summary.json ─▶ manifest-files.json ─▶ data files not yet checkpointed, `parallelism` at once:
+//!   S3 body ─(blocking thread: gunzip, parse, verify MD5 and count, project)─▶ chunks of ViewWrites
+//!   ─(async: ViewTableWriter)─▶ views table ─▶ checkpoint "file done" ─▶ progress
+//! ```
+//!
+//! Guarantees:
+//! - A file is checkpointed only after it was read to the end and verified (MD5, line count) **and** every
+//!   write projected from it was applied. A failed or interrupted file is read again from its start; the
+//!   writes are idempotent, so records applied twice do no harm.
+//! - A resumed worker skips the files its checkpoint lists: a restart resumes, it does not start over.
+//! - Worker `index` of `count` takes the files whose position in the manifest is `index` modulo `count`,
+//!   so the shares of an Indexed Job never overlap and together cover the export.
+//! - Errors name the file and, for record errors, the line.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::StreamExt;
+use thiserror::Error;
+use tracing::info;
+
+use super::export::{
+    DataFileEntry, ExportKind, ExportRecord, ManifestError, ManifestSummary, ReadError, parse_manifest_files,
+    read_data_file,
+};
+use crate::aws::AwsError;
+use crate::aws::export::{get_small_object, open_object};
+use crate::aws::views::{PendingTotals, ViewTableWriter};
+use crate::projection::{Item, ProjectionConfig, ProjectionError, ViewWrite};
+
+/// Writes handed from the reading thread to the writer at a time.
+const WRITE_CHUNK: usize = 500;
+
+/// Where a worker records the data files it finished; the backfill resumes from it.
+pub trait FileCheckpoints: Send + Sync {
+    /// The keys of the data files already done.
+    fn done(&self) -> impl Future<Output = Result<BTreeSet<String>, String>> + Send;
+    /// Records that `file` is done (all of its `items` projected and written).
+    fn mark_done(&self, file: &str, items: u64) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Live progress of a backfill, shared with whoever reports it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Progress {
+    pub files_total: u64,
+    pub files_done: u64,
+    pub items_total: u64,
+    pub items_done: u64,
+    /// Files found done in the checkpoint when the worker started (a resumed backfill).
+    pub files_resumed: u64,
+    /// Records per second over this worker's run.
+    pub items_per_second: f64,
+}
+
+type FileFuture<'a> = std::pin::Pin<Box<dyn Future<Output = Result<u64, BackfillError>> + Send + 'a>>;
+
+/// Everything one worker needs.
+pub struct Worker<C> {
+    pub s3: aws_sdk_s3::Client,
+    pub bucket: String,
+    pub summary_key: String,
+    pub projection: Arc<ProjectionConfig>,
+    pub writer: ViewTableWriter,
+    pub checkpoints: C,
+    /// Data files read at once.
+    pub parallelism: usize,
+    /// This worker's share: `(index, count)`.
+    pub share: (usize, usize),
+    pub progress: Arc<Mutex<Progress>>,
+}
+
+/// Why a backfill stopped.
+#[derive(Debug, Error)]
+pub enum BackfillError {
+    /// The export's summary is not there (yet).
+    #[error(
+        "the export's manifest s3://{bucket}/{key} does not exist yet; the operator looks again shortly (if \
+         the export completed long ago, its files were deleted: delete status.backfill to start another)"
+    )]
+    ManifestMissing { bucket: String, key: String },
+    /// A data file listed by the manifest is not there.
+    #[error("data file {candidates:?} listed by the export's manifest is missing from bucket {bucket}")]
+    DataFileMissing { bucket: String, candidates: Vec<String> },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// A data file is corrupt, or one of its records cannot be projected.
+    #[error(transparent)]
+    Read(#[from] ReadError<RecordError>),
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    #[error("the backfill checkpoint cannot be read or written: {0}")]
+    Checkpoint(String),
+    /// The thread reading `file` panicked or was cancelled: a bug, reported as such.
+    #[error("reading data file {file} stopped unexpectedly: {message}")]
+    Internal { file: String, message: String },
+}
+
+impl BackfillError {
+    /// Whether trying again later can succeed without a change by the user.
+    pub fn retryable(&self) -> bool {
+        match self {
+            BackfillError::ManifestMissing { .. }
+            | BackfillError::Checkpoint(_)
+            | BackfillError::Internal { .. } => true,
+            BackfillError::Aws(e) => e.retryable,
+            BackfillError::Read(ReadError::Io { .. }) => true,
+            BackfillError::Read(ReadError::Callback {
+                source: RecordError::WriterStopped,
+                ..
+            }) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Why one record stopped the reading of its file.
+#[derive(Debug, Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    /// Writing failed, so reading stopped (the write error is reported instead).
+    #[error("writing the view failed")]
+    WriterStopped,
+}
+
+impl<C: FileCheckpoints> Worker<C> {
+    /// Runs the backfill to the end: `Ok` once every file of this worker's share is checkpointed.
+    pub async fn run(&self) -> Result<Progress, BackfillError> {
+        let summary_bytes = get_small_object(&self.s3, &self.bucket, &self.summary_key)
+            .await?
+            .ok_or_else(|| BackfillError::ManifestMissing {
+                bucket: self.bucket.clone(),
+                key: self.summary_key.clone(),
+            })?;
+        let summary = ManifestSummary::from_slice(&self.summary_key, &summary_bytes)?;
+        let files_key_candidates = summary.manifest_files_key_candidates();
+        let mut files = None;
+        for key in &files_key_candidates {
+            if let Some(bytes) = get_small_object(&self.s3, &self.bucket, key).await? {
+                let entries = parse_manifest_files(key, bytes.as_slice())?;
+                summary.check_item_count(key, &entries)?;
+                files = Some(entries);
+                break;
+            }
+        }
+        let files = files.ok_or_else(|| BackfillError::DataFileMissing {
+            bucket: self.bucket.clone(),
+            candidates: files_key_candidates,
+        })?;
+        let (index, count) = (self.share.0, self.share.1.max(1));
+        let mine: Vec<DataFileEntry> = files
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % count == index)
+            .map(|(_, f)| f)
+            .collect();
+        let done = self.checkpoints.done().await.map_err(BackfillError::Checkpoint)?;
+        let started = Instant::now();
+        let items_resumed;
+        {
+            let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+            p.files_total = mine.len() as u64;
+            p.items_total = mine.iter().map(|f| f.item_count).sum();
+            let finished: Vec<&DataFileEntry> = mine
+                .iter()
+                .filter(|f| done.contains(&f.data_file_s3_key))
+                .collect();
+            p.files_done = finished.len() as u64;
+            p.files_resumed = p.files_done;
+            p.items_done = finished.iter().map(|f| f.item_count).sum();
+            items_resumed = p.items_done;
+        }
+        let todo: Vec<DataFileEntry> = mine
+            .into_iter()
+            .filter(|f| !done.contains(&f.data_file_s3_key))
+            .collect();
+        if !done.is_empty() {
+            info!(
+                summary = %self.summary_key,
+                files_done = done.len(),
+                files_left = todo.len(),
+                "resuming the backfill from its checkpoint"
+            );
+        }
+        let kind = summary.export_type;
+        // Boxed: a stream of borrowing futures is otherwise not provably `Send` for every lifetime.
+        let files: Vec<FileFuture<'_>> = todo
+            .iter()
+            .map(|file| Box::pin(self.project_file(&summary, kind, file)) as FileFuture<'_>)
+            .collect();
+        let mut results = futures::stream::iter(files).buffer_unordered(self.parallelism.max(1));
+        let mut first_error = None;
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(items) => {
+                    let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+                    p.files_done += 1;
+                    p.items_done += items;
+                    let elapsed = started.elapsed().as_secs_f64().max(0.001);
+                    p.items_per_second = (p.items_done - items_resumed) as f64 / elapsed;
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(self.progress.lock().unwrap_or_else(|e| e.into_inner()).clone()),
+        }
+    }
+
+    /// Reads, projects and writes one data file, then checkpoints it; returns its record count.
+    async fn project_file(
+        &self,
+        summary: &ManifestSummary,
+        kind: ExportKind,
+        file: &DataFileEntry,
+    ) -> Result<u64, BackfillError> {
+        let candidates = summary.data_file_key_candidates(file);
+        let (_, body) = open_object(&self.s3, &self.bucket, &candidates)
+            .await?
+            .ok_or_else(|| BackfillError::DataFileMissing {
+                bucket: self.bucket.clone(),
+                candidates: candidates.clone(),
+            })?;
+        let (chunks_tx, mut chunks) = tokio::sync::mpsc::channel::<Vec<ViewWrite>>(4);
+        let projection = self.projection.clone();
+        let entry = file.clone();
+        let reading = tokio::task::spawn_blocking(move || {
+            let mut chunk = Vec::with_capacity(WRITE_CHUNK);
+            let stats = read_data_file::<_, Item, RecordError, _>(&entry, kind, body, |record| {
+                let item = match record {
+                    ExportRecord::Full(item) => item,
+                    // A log is append-only: an incremental line without a new image has nothing to project.
+                    ExportRecord::Incremental { new_image, .. } => match new_image {
+                        Some(item) => item,
+                        None => return Ok(()),
+                    },
+                };
+                if let Some(write) = projection.project_owned(item)? {
+                    chunk.push(write);
+                    if chunk.len() == WRITE_CHUNK {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(WRITE_CHUNK));
+                        chunks_tx
+                            .blocking_send(full)
+                            .map_err(|_| RecordError::WriterStopped)?;
+                    }
+                }
+                Ok(())
+            })?;
+            if !chunk.is_empty() {
+                chunks_tx.blocking_send(chunk).map_err(|_| ReadError::Callback {
+                    file: entry.data_file_s3_key.clone(),
+                    line: stats.records,
+                    source: RecordError::WriterStopped,
+                })?;
+            }
+            Ok::<_, Box<ReadError<RecordError>>>(stats)
+        });
+        // Aggregates are recomputed once per file, before it is checkpointed.
+        let mut totals = PendingTotals::default();
+        let mut write_error = None;
+        while let Some(chunk) = chunks.recv().await {
+            if let Err(e) = self.writer.apply_deferred(chunk, &mut totals).await {
+                write_error = Some(e);
+                break;
+            }
+        }
+        if write_error.is_none()
+            && let Err(e) = self.writer.finish(totals).await
+        {
+            write_error = Some(e);
+        }
+        drop(chunks);
+        let read = reading.await.map_err(|e| BackfillError::Internal {
+            file: file.data_file_s3_key.clone(),
+            message: e.to_string(),
+        })?;
+        if let Some(e) = write_error {
+            return Err(e.into());
+        }
+        let stats = read.map_err(|e| BackfillError::Read(*e))?;
+        self.checkpoints
+            .mark_done(&file.data_file_s3_key, stats.records)
+            .await
+            .map_err(BackfillError::Checkpoint)?;
+        Ok(stats.records)
+    }
+}

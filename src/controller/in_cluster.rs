@@ -1,0 +1,620 @@
+//! The lifecycle of a view on the in-cluster runtime, once its table exists:
+//!
+//! ```text
+//! live reader started ─▶ export requested (client token: uid + attempt) ─▶ export COMPLETED
+//!   ─▶ backfill worker (per-file checkpoints) ─▶ export deleted ─▶ live reader caught up ─▶ Live/Ready
+//!        ▲                                                                │ gap in the stream
+//!        └──────────────── a new attempt (a new export of the log) ◀─────┘
+//! ```
+//!
+//! Everything here is level-based: the status records where the backfill is (its attempt and export ARN),
+//! the runtime registry holds the running tasks, and each reconcile moves one step.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use sha2::{Digest, Sha256};
+use tracing::info;
+
+use super::Context;
+use super::status::{self, Health};
+use crate::aws::export::{self, ExportState};
+use crate::aws::views::ViewTableWriter;
+use crate::backfill::worker::{Progress, Worker};
+use crate::crd::{
+    APPROVE_BACKFILL_ANNOTATION, BackfillApproval, BackfillSource, BackfillStatus, EventLog, LiveStatus,
+    MaterializedView, ViewPhase, reasons,
+};
+use crate::projection::ProjectionConfig;
+use crate::runtime::checkpoints::{self, ConfigMapCheckpoint, view_key};
+use crate::runtime::live::LiveReader;
+use crate::runtime::{BackfillFailure, BackfillRun};
+
+/// Concurrent requests per view writer.
+const WRITE_CONCURRENCY: usize = 16;
+
+/// Where an in-cluster view stands after this reconcile.
+pub(super) struct InClusterOutcome {
+    pub phase: ViewPhase,
+    pub health: Health,
+    pub backfill: Option<BackfillStatus>,
+    pub backfill_complete: bool,
+    pub live: Option<LiveStatus>,
+    /// When to look again.
+    pub requeue: Duration,
+}
+
+fn stalled(phase: ViewPhase, reason: &'static str, message: String) -> InClusterOutcome {
+    InClusterOutcome {
+        phase,
+        health: Health::Stalled { reason, message },
+        backfill: None,
+        backfill_complete: false,
+        live: None,
+        requeue: Duration::from_secs(300),
+    }
+}
+
+fn digest(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(&hasher.finalize()[..16])
+}
+
+fn time_of(epoch_seconds: f64) -> Option<Time> {
+    let nanos = (epoch_seconds * 1e9) as i128;
+    Timestamp::from_nanosecond(nanos).ok().map(Time)
+}
+
+/// Runs the view's live reader and backfill; see the module docs.
+pub(super) async fn reconcile(
+    view: &MaterializedView,
+    log: &EventLog,
+    ctx: &Context,
+    ns: &str,
+    table: &str,
+    key_prefix: &str,
+) -> InClusterOutcome {
+    let name = view.name_any();
+    let key = view_key(view);
+    let Some(stream_arn) = log
+        .status
+        .as_ref()
+        .and_then(|s| s.table.as_ref())
+        .and_then(|t| t.stream_arn.clone())
+    else {
+        return InClusterOutcome {
+            phase: ViewPhase::Provisioning,
+            health: Health::Progressing {
+                reason: reasons::WAITING_FOR_LIVE_PATH,
+                message: format!(
+                    "waiting for EventLog {} to report its table's stream",
+                    log.name_any()
+                ),
+            },
+            backfill: None,
+            backfill_complete: false,
+            live: None,
+            requeue: Duration::from_secs(5),
+        };
+    };
+    let projection = match ProjectionConfig::from_spec(&name, &view.spec, &log.spec, key_prefix) {
+        Ok(p) => Arc::new(p),
+        Err(e) => return stalled(ViewPhase::Failed, reasons::INVALID_SPEC, e.to_string()),
+    };
+    let spec_json = serde_json::to_string(&(&view.spec.projection, &view.spec.record_types, &log.spec.table))
+        .unwrap_or_default();
+
+    // 1. The live path, first: the export may only start once it runs.
+    let live_checkpoint = ConfigMapCheckpoint::new(
+        ctx.client.clone(),
+        ns,
+        checkpoints::stream_name(&name),
+        checkpoints::owner_of(view),
+    );
+    let live_fingerprint = digest(&[table, key_prefix, &stream_arn, &spec_json]);
+    let live = ctx.runtime.live(&key, &live_fingerprint, |progress| {
+        let reader = LiveReader {
+            streams: ctx.aws.streams.clone(),
+            stream_arn: stream_arn.clone(),
+            projection: projection.clone(),
+            writer: ViewTableWriter::new(ctx.aws.dynamodb.clone(), table, WRITE_CONCURRENCY),
+            checkpoint: live_checkpoint.clone(),
+            progress,
+            poll_interval: Duration::from_secs(1),
+        };
+        tokio::spawn(reader.run())
+    });
+    let live_status = LiveStatus {
+        caught_up: live.caught_up,
+        watermark: live.watermark.and_then(time_of),
+        records_applied: live.records_applied as i64,
+        checkpoint: Some(live_checkpoint.name().to_string()),
+    };
+    let gap = ctx.runtime.take_gap(&key);
+
+    // 2. The backfill.
+    let mut outcome = backfill(view, log, ctx, ns, table, &projection, live.started, gap).await;
+    outcome.live = Some(live_status);
+    if matches!(outcome.health, Health::Stalled { .. }) {
+        return outcome;
+    }
+    if let Some(e) = &live.error {
+        outcome.health = Health::Progressing {
+            reason: reasons::LIVE_PATH_FAILED,
+            message: format!("the live path is retrying: {e}"),
+        };
+    }
+    // 3. Live once backfilled and caught up.
+    if outcome.backfill_complete {
+        if live.caught_up && live.error.is_none() {
+            let mut message = format!(
+                "backfilled and live: {} stream records applied",
+                live.records_applied
+            );
+            if let Some(e) = &live.last_record_error {
+                message += &format!(
+                    "; {} log records could not be projected and were skipped, the last: {e}",
+                    live.record_errors
+                );
+            }
+            outcome.phase = ViewPhase::Live;
+            outcome.health = Health::Ready {
+                reason: reasons::LIVE,
+                message,
+            };
+            outcome.requeue = Duration::from_secs(30);
+        } else {
+            outcome.phase = ViewPhase::CatchingUp;
+            if live.error.is_none() {
+                outcome.health = Health::Progressing {
+                    reason: reasons::CATCHING_UP,
+                    message: "backfill complete; the live path is catching up with the log's stream".into(),
+                };
+            }
+            outcome.requeue = Duration::from_secs(2);
+        }
+    }
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn backfill(
+    view: &MaterializedView,
+    log: &EventLog,
+    ctx: &Context,
+    ns: &str,
+    table: &str,
+    projection: &Arc<ProjectionConfig>,
+    live_started: bool,
+    gap: Option<String>,
+) -> InClusterOutcome {
+    let progressing = |phase, reason, message: String, b: Option<BackfillStatus>, requeue| InClusterOutcome {
+        phase,
+        health: Health::Progressing { reason, message },
+        backfill: b,
+        backfill_complete: false,
+        live: None,
+        requeue,
+    };
+    let name = view.name_any();
+    let key = view_key(view);
+    match view.spec.backfill.source {
+        BackfillSource::None => {
+            return InClusterOutcome {
+                phase: ViewPhase::CatchingUp,
+                health: Health::Progressing {
+                    reason: reasons::NO_BACKFILL,
+                    message: "spec.backfill.source None: the view starts from what the log's stream holds"
+                        .into(),
+                },
+                backfill: None,
+                backfill_complete: true,
+                live: None,
+                requeue: Duration::from_secs(2),
+            };
+        }
+        BackfillSource::Scan => {
+            return stalled(
+                ViewPhase::Failed,
+                reasons::NOT_SUPPORTED,
+                "spec.backfill.source Scan is not implemented by this version of the operator: use Export (the \
+                 EventLog needs spec.export and point-in-time recovery) or None"
+                    .into(),
+            );
+        }
+        BackfillSource::Export => {}
+    }
+    let Some(export_spec) = &log.spec.export else {
+        return stalled(
+            ViewPhase::Failed,
+            reasons::INVALID_SPEC,
+            format!(
+                "spec.backfill.source is Export but EventLog {} has no spec.export: add spec.export.bucket to the \
+                 EventLog, or set spec.backfill.source to None",
+                log.name_any()
+            ),
+        );
+    };
+    let mut b = view
+        .status
+        .as_ref()
+        .and_then(|s| s.backfill.clone())
+        .unwrap_or_default();
+    if let Some(gap) = gap
+        && b.attempt > 0
+    {
+        info!(view = %key, %gap, "closing a gap in the live path with a new backfill");
+        b = BackfillStatus {
+            attempt: b.attempt + 1,
+            reason: Some(format!("closing a gap: {gap}")),
+            ..BackfillStatus::default()
+        };
+    }
+    if b.finished_at.is_some() {
+        return InClusterOutcome {
+            phase: ViewPhase::CatchingUp,
+            health: Health::Progressing {
+                reason: reasons::BACKFILL_COMPLETE,
+                message: "backfill complete".into(),
+            },
+            backfill: Some(b),
+            backfill_complete: true,
+            live: None,
+            requeue: Duration::from_secs(2),
+        };
+    }
+    let generation = view.metadata.generation.unwrap_or_default();
+    if b.export_arn.is_none() {
+        // Not started yet.
+        if view.spec.backfill.approval == BackfillApproval::Manual {
+            let approved =
+                view.annotations().get(APPROVE_BACKFILL_ANNOTATION) == Some(&generation.to_string());
+            if !approved {
+                return progressing(
+                    ViewPhase::Pending,
+                    reasons::BACKFILLING,
+                    format!(
+                        "spec.backfill.approval is Manual: approve with `kubectl annotate mv {name} \
+                         {APPROVE_BACKFILL_ANNOTATION}={generation}`"
+                    ),
+                    None,
+                    Duration::from_secs(300),
+                );
+            }
+        }
+        if !live_started {
+            return progressing(
+                ViewPhase::Backfilling,
+                reasons::WAITING_FOR_LIVE_PATH,
+                "starting the live path before the export, so no record falls between them".into(),
+                None,
+                Duration::from_secs(1),
+            );
+        }
+        let Some(table_arn) = log
+            .status
+            .as_ref()
+            .and_then(|s| s.table.as_ref())
+            .and_then(|t| t.arn.clone())
+        else {
+            return progressing(
+                ViewPhase::Backfilling,
+                reasons::EXPORTING,
+                "waiting for the EventLog to report its table ARN".into(),
+                None,
+                Duration::from_secs(5),
+            );
+        };
+        let attempt = b.attempt.max(1);
+        let prefix = export_prefix(&export_spec.prefix, ns, &name, attempt);
+        let uid = view.uid().unwrap_or_default();
+        let token = digest(&[&uid, &attempt.to_string()]);
+        match export::start_export(
+            &ctx.aws.dynamodb,
+            &table_arn,
+            &export_spec.bucket,
+            &prefix,
+            &token,
+        )
+        .await
+        {
+            Ok(started) => {
+                info!(view = %key, export = %started.arn, attempt, "export of the log started");
+                let now = status::now();
+                b = BackfillStatus {
+                    attempt,
+                    reason: b.reason.or_else(|| Some("initial".into())),
+                    export_location: Some(format!("s3://{}/{prefix}", export_spec.bucket)),
+                    checkpoint: Some(checkpoints::backfill_name(&name, attempt)),
+                    export_arn: Some(started.arn.clone()),
+                    export_time: Some(
+                        started
+                            .export_time
+                            .and_then(|t| time_of(t as f64))
+                            .unwrap_or_else(|| now.clone()),
+                    ),
+                    started_at: Some(now),
+                    progress: Some("0%".into()),
+                    ..BackfillStatus::default()
+                };
+                return progressing(
+                    ViewPhase::Backfilling,
+                    reasons::EXPORTING,
+                    format!(
+                        "exporting the log to {}",
+                        b.export_location.clone().unwrap_or_default()
+                    ),
+                    Some(b),
+                    Duration::from_secs(2),
+                );
+            }
+            Err(e) if e.retryable => {
+                return progressing(
+                    ViewPhase::Backfilling,
+                    reasons::EXPORTING,
+                    e.to_string(),
+                    None,
+                    Duration::from_secs(10),
+                );
+            }
+            Err(e) => return stalled(ViewPhase::Failed, reasons::EXPORT_FAILED, e.to_string()),
+        }
+    }
+    let export_arn = b.export_arn.clone().unwrap_or_default();
+    let fingerprint = digest(&[&export_arn, &generation.to_string()]);
+    let run = match ctx.runtime.backfill_progress(&key, &fingerprint) {
+        Some(run) => run,
+        None => {
+            let info = match export::describe_export(&ctx.aws.dynamodb, &export_arn).await {
+                Ok(info) => info,
+                Err(e) if e.retryable => {
+                    return progressing(
+                        ViewPhase::Backfilling,
+                        reasons::EXPORTING,
+                        e.to_string(),
+                        Some(b),
+                        Duration::from_secs(10),
+                    );
+                }
+                Err(e) => return stalled(ViewPhase::Failed, reasons::EXPORT_FAILED, e.to_string()),
+            };
+            match &info.state {
+                ExportState::InProgress => {
+                    return progressing(
+                        ViewPhase::Backfilling,
+                        reasons::EXPORTING,
+                        format!("export {export_arn} is in progress"),
+                        Some(b),
+                        Duration::from_secs(5),
+                    );
+                }
+                ExportState::Failed { code, message } => {
+                    return stalled(
+                        ViewPhase::Failed,
+                        reasons::EXPORT_FAILED,
+                        format!(
+                            "export {export_arn} failed: {code}: {message}; fix the cause (the bucket {} must exist \
+                             and accept DynamoDB's writes), then delete the view's status.backfill or recreate the \
+                             view to export again",
+                            export_spec.bucket
+                        ),
+                    );
+                }
+                ExportState::Completed => {}
+            }
+            let prefix = b
+                .export_location
+                .as_deref()
+                .and_then(|l| l.strip_prefix(&format!("s3://{}/", export_spec.bucket)))
+                .unwrap_or_default()
+                .to_string();
+            let worker = Worker {
+                s3: ctx.aws.s3.clone(),
+                bucket: info.bucket.clone().unwrap_or_else(|| export_spec.bucket.clone()),
+                summary_key: export::summary_key(&info, &prefix),
+                projection: projection.clone(),
+                writer: ViewTableWriter::new(ctx.aws.dynamodb.clone(), table, WRITE_CONCURRENCY),
+                checkpoints: ConfigMapCheckpoint::new(
+                    ctx.client.clone(),
+                    ns,
+                    checkpoints::backfill_name(&name, b.attempt),
+                    checkpoints::owner_of(view),
+                ),
+                parallelism: view.spec.backfill.parallelism.max(1) as usize,
+                share: (0, 1),
+                progress: Arc::new(Mutex::new(Progress::default())),
+            };
+            info!(view = %key, export = %export_arn, summary = %worker.summary_key, "backfilling from the export");
+            ctx.runtime
+                .backfill(&key, &fingerprint, |run| tokio::spawn(run_worker(worker, run)))
+        }
+    };
+    apply_progress(&mut b, &run.progress);
+    match run.outcome {
+        None => progressing(
+            ViewPhase::Backfilling,
+            reasons::BACKFILLING,
+            format!(
+                "backfilling from export {export_arn}: {} of {} files, {} of {} log records",
+                run.progress.files_done,
+                run.progress.files_total,
+                run.progress.items_done,
+                run.progress.items_total
+            ),
+            Some(b),
+            Duration::from_secs(2),
+        ),
+        Some(Ok(())) => {
+            b.finished_at = Some(status::now());
+            b.progress = Some("100%".into());
+            b.eta = None;
+            if !view.spec.backfill.keep_export
+                && let Some(prefix) = b
+                    .export_location
+                    .as_deref()
+                    .and_then(|l| l.strip_prefix(&format!("s3://{}/", export_spec.bucket)))
+            {
+                match export::delete_prefix(&ctx.aws.s3, &export_spec.bucket, &format!("{prefix}/")).await {
+                    Ok(n) => info!(view = %key, objects = n, "deleted the export"),
+                    Err(e) => {
+                        tracing::warn!(view = %key, error = %e, "could not delete the export; it stays in S3")
+                    }
+                }
+            }
+            let done = ConfigMapCheckpoint::new(
+                ctx.client.clone(),
+                ns,
+                checkpoints::backfill_name(&name, b.attempt),
+                None,
+            );
+            if let Err(e) = done.delete().await {
+                tracing::warn!(view = %key, error = %e, "could not delete the backfill checkpoint");
+            }
+            ctx.runtime.forget_backfill(&key);
+            info!(view = %key, records = run.progress.items_done, "backfill complete");
+            InClusterOutcome {
+                phase: ViewPhase::CatchingUp,
+                health: Health::Progressing {
+                    reason: reasons::BACKFILL_COMPLETE,
+                    message: "backfill complete".into(),
+                },
+                backfill: Some(b),
+                backfill_complete: true,
+                live: None,
+                requeue: Duration::from_secs(1),
+            }
+        }
+        Some(Err(BackfillFailure {
+            message,
+            retryable: true,
+        })) => {
+            ctx.runtime.forget_backfill(&key);
+            progressing(
+                ViewPhase::Backfilling,
+                reasons::BACKFILLING,
+                format!("the backfill resumes from its checkpoint shortly: {message}"),
+                Some(b),
+                Duration::from_secs(3),
+            )
+        }
+        Some(Err(BackfillFailure {
+            message,
+            retryable: false,
+        })) => {
+            let mut outcome = stalled(
+                ViewPhase::Failed,
+                reasons::BACKFILL_FAILED,
+                format!(
+                    "{message}; no file of the failed one is marked done: fix the cause and the backfill resumes"
+                ),
+            );
+            outcome.backfill = Some(b);
+            outcome
+        }
+    }
+}
+
+/// The prefix of a view's export, under the EventLog's `spec.export.prefix`.
+fn export_prefix(base: &str, ns: &str, view: &str, attempt: i64) -> String {
+    let base = base.trim_matches('/');
+    let own = format!("views/{ns}/{view}/{attempt}");
+    match base.is_empty() {
+        true => own,
+        false => format!("{base}/{own}"),
+    }
+}
+
+fn apply_progress(b: &mut BackfillStatus, p: &Progress) {
+    b.files_done = p.files_done as i64;
+    b.files_total = p.files_total as i64;
+    b.items_done = p.items_done as i64;
+    b.items_total = p.items_total as i64;
+    let percent = (p.items_done * 100)
+        .checked_div(p.items_total)
+        .or_else(|| (p.files_done * 100).checked_div(p.files_total));
+    if let Some(percent) = percent {
+        b.progress = Some(format!("{percent}%"));
+    }
+    if p.items_per_second > 0.0 {
+        b.items_per_second = Some(p.items_per_second.round() as i64);
+        let left = p.items_total.saturating_sub(p.items_done) as f64 / p.items_per_second;
+        b.eta = Some(format_duration(left.round() as u64));
+    }
+}
+
+fn format_duration(secs: u64) -> String {
+    match secs {
+        s if s >= 3600 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        s if s >= 60 => format!("{}m{}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Runs one backfill worker, copying its progress into the registry every second and its outcome at the end.
+async fn run_worker(worker: Worker<ConfigMapCheckpoint>, run: Arc<Mutex<BackfillRun>>) {
+    let progress = worker.progress.clone();
+    let copy = |outcome: Option<Result<(), BackfillFailure>>| {
+        let p = progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut r = run.lock().unwrap_or_else(|e| e.into_inner());
+        r.progress = p;
+        r.outcome = outcome;
+    };
+    let work = worker.run();
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let result = loop {
+        tokio::select! {
+            result = &mut work => break result,
+            _ = tick.tick() => copy(None),
+        }
+    };
+    copy(Some(result.map(|_| ()).map_err(|e| {
+        tracing::warn!(error = %e, retryable = e.retryable(), "backfill stopped");
+        BackfillFailure {
+            message: e.to_string(),
+            retryable: e.retryable(),
+        }
+    })));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_shows_percent_rate_and_eta() {
+        let mut b = BackfillStatus::default();
+        apply_progress(
+            &mut b,
+            &Progress {
+                files_total: 8,
+                files_done: 2,
+                items_total: 20_000,
+                items_done: 5_000,
+                files_resumed: 0,
+                items_per_second: 1_000.0,
+            },
+        );
+        assert_eq!(b.progress.as_deref(), Some("25%"));
+        assert_eq!(b.items_per_second, Some(1000));
+        assert_eq!(b.eta.as_deref(), Some("15s"));
+        assert_eq!(format_duration(3725), "1h2m");
+        assert_eq!(format_duration(150), "2m30s");
+    }
+
+    #[test]
+    fn exports_land_under_a_prefix_of_the_view() {
+        assert_eq!(
+            export_prefix("exports/", "ns", "players", 2),
+            "exports/views/ns/players/2"
+        );
+        assert_eq!(export_prefix("", "ns", "players", 1), "views/ns/players/1");
+    }
+}

@@ -1,0 +1,226 @@
+//! The live path of an `InCluster` view: the operator reads the log's stream and projects each new record
+//! into the view, checkpointing its position in a ConfigMap the view owns.
+//!
+//! Guarantees:
+//! - At least once, applied exactly once in effect: the checkpoint moves only after every write of a batch
+//!   succeeded, and the writes are idempotent, so a restart re-reads at most one batch without harm.
+//! - A new reader starts at the stream's trim horizon: nothing written after the reader started can be
+//!   missed, which is what lets the backfill's export begin once the reader runs.
+//! - Records the stream no longer holds (a checkpoint older than the stream's 24-hour retention) are a
+//!   **gap**: the reader records it in [`LiveProgress::gap`], forgets the lost shard and goes on; the view
+//!   then closes the gap from the log itself with a new backfill.
+//! - A record the projection rejects is counted and reported in [`LiveProgress::record_errors`], never
+//!   retried forever: the log is immutable, so retrying cannot help.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::checkpoints::ConfigMapCheckpoint;
+use super::stream::{EventName, ShardPosition, StreamError, StreamReader};
+use crate::aws::views::ViewTableWriter;
+use crate::projection::{ProjectionConfig, ViewWrite};
+
+/// Records asked for per `GetRecords`.
+const RECORDS_PER_CALL: i32 = 1000;
+/// Records read before they are applied, while the reader is behind.
+const RECORDS_PER_APPLY: usize = 5000;
+
+/// What the live path reports to the reconciler.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LiveProgress {
+    /// The reader polled the stream at least once: every record written from now on will be read.
+    pub started: bool,
+    /// The last poll found no new record on any shard.
+    pub caught_up: bool,
+    /// `ApproximateCreationDateTime` (epoch seconds) of the newest record applied.
+    pub watermark: Option<f64>,
+    pub records_applied: u64,
+    /// The last transient failure, cleared by the next success.
+    pub error: Option<String>,
+    /// Records the projection rejected, and the last such error.
+    pub record_errors: u64,
+    pub last_record_error: Option<String>,
+    /// Records were lost from the stream (see the module docs); set until the reconciler takes it.
+    pub gap: Option<String>,
+}
+
+/// One view's stream reader.
+pub struct LiveReader {
+    pub streams: aws_sdk_dynamodbstreams::Client,
+    pub stream_arn: String,
+    pub projection: Arc<ProjectionConfig>,
+    pub writer: ViewTableWriter,
+    pub checkpoint: ConfigMapCheckpoint,
+    pub progress: Arc<Mutex<LiveProgress>>,
+    /// The pause between polls once caught up.
+    pub poll_interval: Duration,
+}
+
+impl LiveReader {
+    fn update(&self, f: impl FnOnce(&mut LiveProgress)) {
+        f(&mut self.progress.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Runs until the task is aborted; transient failures are retried with backoff.
+    pub async fn run(self) {
+        let mut backoff = Backoff::default();
+        loop {
+            let position = match self.checkpoint.stream_position(&self.stream_arn).await {
+                Ok(p) => p,
+                Err(e) => {
+                    self.update(|p| p.error = Some(e));
+                    backoff.wait().await;
+                    continue;
+                }
+            };
+            info!(stream = %self.stream_arn, shards = position.shards.len(), checkpoint = %self.checkpoint.name(), "live path: reading the log's stream");
+            let mut saved = position.clone();
+            let mut reader = StreamReader::new(self.streams.clone(), self.stream_arn.clone(), position);
+            let mut pending = Vec::new();
+            loop {
+                match reader.poll(RECORDS_PER_CALL).await {
+                    Ok(mut batch) => {
+                        // Behind: read on, up to RECORDS_PER_APPLY, so aggregates are recomputed once per
+                        // many records rather than once per call.
+                        pending.append(&mut batch.records);
+                        if !batch.caught_up && pending.len() < RECORDS_PER_APPLY {
+                            continue;
+                        }
+                        batch.records = std::mem::take(&mut pending);
+                        let count = batch.records.len() as u64;
+                        let mut newest = None::<f64>;
+                        let mut writes: Vec<ViewWrite> = Vec::new();
+                        let mut rejected = Vec::new();
+                        for record in batch.records {
+                            if let Some(t) = record.approximate_creation_epoch_seconds {
+                                newest = Some(newest.map_or(t, |n| n.max(t)));
+                            }
+                            // A log is append-only: only inserted records carry something to project.
+                            let (EventName::Insert | EventName::Modify) = record.event_name else {
+                                continue;
+                            };
+                            let Some(image) = record.new_image else { continue };
+                            match self.projection.project_owned(image) {
+                                Ok(Some(write)) => writes.push(write),
+                                Ok(None) => {}
+                                Err(e) => {
+                                    rejected.push(format!("{} (stream record {})", e, record.sequence_number))
+                                }
+                            }
+                        }
+                        if let Err(e) = self.writer.apply(writes).await {
+                            warn!(error = %e, "live path: writing the view failed; re-reading from the checkpoint");
+                            self.update(|p| p.error = Some(e.to_string()));
+                            pending.clear();
+                            reader.rewind(saved.clone());
+                            backoff.wait().await;
+                            continue;
+                        }
+                        if count > 0 && batch.checkpoint != saved {
+                            if let Err(e) = self
+                                .checkpoint
+                                .save_stream_position(&self.stream_arn, &batch.checkpoint)
+                                .await
+                            {
+                                self.update(|p| p.error = Some(e));
+                                pending.clear();
+                                reader.rewind(saved.clone());
+                                backoff.wait().await;
+                                continue;
+                            }
+                            saved = batch.checkpoint;
+                        }
+                        backoff.reset();
+                        let caught_up = batch.caught_up;
+                        self.update(|p| {
+                            p.started = true;
+                            p.caught_up = caught_up;
+                            p.error = None;
+                            p.records_applied += count;
+                            if let Some(t) = newest {
+                                p.watermark = Some(p.watermark.map_or(t, |w| w.max(t)));
+                            }
+                            for e in &rejected {
+                                warn!(error = %e, "live path: a log record cannot be projected; it is skipped");
+                            }
+                            p.record_errors += rejected.len() as u64;
+                            if let Some(last) = rejected.pop() {
+                                p.last_record_error = Some(last);
+                            }
+                        });
+                        if caught_up {
+                            tokio::time::sleep(self.poll_interval).await;
+                        }
+                    }
+                    Err(StreamError::Gap { shard, after }) => {
+                        let message = format!(
+                            "the log's stream no longer holds the records of shard {shard} after sequence number {}: \
+                             they are older than the stream's retention",
+                            after.as_deref().unwrap_or("(start)")
+                        );
+                        warn!(%message, "live path: gap; the view backfills from the log again");
+                        saved.shards.remove(&shard);
+                        if let Err(e) = self
+                            .checkpoint
+                            .save_stream_position(&self.stream_arn, &saved)
+                            .await
+                        {
+                            self.update(|p| p.error = Some(e));
+                            backoff.wait().await;
+                        }
+                        self.update(|p| p.gap = Some(message));
+                        break;
+                    }
+                    Err(StreamError::Record {
+                        shard,
+                        sequence_number,
+                        message,
+                    }) => {
+                        // The log is immutable: an unreadable record stays unreadable. Skip it, and say so.
+                        let error = format!("stream record {sequence_number} of shard {shard}: {message}");
+                        warn!(%error, "live path: a stream record cannot be read; it is skipped");
+                        saved.shards.insert(
+                            shard,
+                            ShardPosition::Reading {
+                                after: Some(sequence_number),
+                            },
+                        );
+                        pending.clear();
+                        reader.rewind(saved.clone());
+                        self.update(|p| {
+                            p.record_errors += 1;
+                            p.last_record_error = Some(error);
+                        });
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "live path: reading the stream failed; trying again");
+                        self.update(|p| p.error = Some(e.to_string()));
+                        pending.clear();
+                        reader.rewind(saved.clone());
+                        backoff.wait().await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// 1 s doubling to 60 s.
+#[derive(Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    async fn wait(&mut self) {
+        let secs = 1u64 << self.failures.min(6);
+        self.failures += 1;
+        tokio::time::sleep(Duration::from_secs(secs.min(60))).await;
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}

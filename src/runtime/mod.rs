@@ -1,0 +1,175 @@
+//! The in-cluster runtime: work that runs inside the operator's (leading) process rather than in
+//! Lambda — a view's live stream reader ([`live`]) and its export backfill
+//! ([`crate::backfill::worker`]) — and the registry the reconciler starts, watches and stops them through.
+//!
+//! The reconciler stays level-based: each reconcile asks the registry for a view's task by a
+//! *fingerprint* of everything the task depends on (table, key prefix, stream, projection). The same
+//! fingerprint returns the running task's progress; another one stops the old task and starts a new one.
+//! Tasks only report progress; the reconciler turns it into status.
+
+pub mod checkpoints;
+pub mod live;
+pub mod stream;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::task::JoinHandle;
+
+use crate::backfill::worker::Progress;
+use live::LiveProgress;
+
+/// A running backfill's progress and, once it stopped, its outcome.
+#[derive(Clone, Debug, Default)]
+pub struct BackfillRun {
+    pub progress: Progress,
+    pub outcome: Option<Result<(), BackfillFailure>>,
+}
+
+/// Why a backfill task stopped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackfillFailure {
+    pub message: String,
+    /// Whether starting the task again can succeed without a change by the user.
+    pub retryable: bool,
+}
+
+struct Running<P> {
+    fingerprint: String,
+    progress: Arc<Mutex<P>>,
+    handle: JoinHandle<()>,
+}
+
+impl<P> Drop for Running<P> {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+#[derive(Default)]
+struct ViewTasks {
+    live: Option<Running<LiveProgress>>,
+    backfill: Option<Running<BackfillRun>>,
+}
+
+/// The tasks of every view this process runs.
+#[derive(Default)]
+pub struct Runtime {
+    views: Mutex<HashMap<String, ViewTasks>>,
+}
+
+fn snapshot<P: Clone>(progress: &Arc<Mutex<P>>) -> P {
+    progress.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn ensure<P: Clone + Default>(
+    slot: &mut Option<Running<P>>,
+    fingerprint: &str,
+    start: impl FnOnce(Arc<Mutex<P>>) -> JoinHandle<()>,
+) -> P {
+    if let Some(running) = slot
+        && running.fingerprint == fingerprint
+    {
+        return snapshot(&running.progress);
+    }
+    let progress = Arc::new(Mutex::new(P::default()));
+    let handle = start(progress.clone());
+    // Replacing the slot drops (aborts) the task of the old fingerprint.
+    *slot = Some(Running {
+        fingerprint: fingerprint.to_string(),
+        progress: progress.clone(),
+        handle,
+    });
+    snapshot(&progress)
+}
+
+impl Runtime {
+    fn with<T>(&self, view: &str, f: impl FnOnce(&mut ViewTasks) -> T) -> T {
+        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        f(views.entry(view.to_string()).or_default())
+    }
+
+    /// The view's live reader for `fingerprint`, started by `start` unless it runs already.
+    pub fn live(
+        &self,
+        view: &str,
+        fingerprint: &str,
+        start: impl FnOnce(Arc<Mutex<LiveProgress>>) -> JoinHandle<()>,
+    ) -> LiveProgress {
+        self.with(view, |t| ensure(&mut t.live, fingerprint, start))
+    }
+
+    /// Takes the gap the view's live reader reported, if any (it is reported once).
+    pub fn take_gap(&self, view: &str) -> Option<String> {
+        self.with(view, |t| {
+            let live = t.live.as_ref()?;
+            live.progress.lock().unwrap_or_else(|e| e.into_inner()).gap.take()
+        })
+    }
+
+    /// The view's backfill for `fingerprint`, started by `start` unless it runs (or ran) already.
+    pub fn backfill(
+        &self,
+        view: &str,
+        fingerprint: &str,
+        start: impl FnOnce(Arc<Mutex<BackfillRun>>) -> JoinHandle<()>,
+    ) -> BackfillRun {
+        self.with(view, |t| ensure(&mut t.backfill, fingerprint, start))
+    }
+
+    /// The progress of the view's backfill for `fingerprint`, if it runs or ran in this process.
+    pub fn backfill_progress(&self, view: &str, fingerprint: &str) -> Option<BackfillRun> {
+        self.with(view, |t| {
+            let running = t.backfill.as_ref().filter(|r| r.fingerprint == fingerprint)?;
+            Some(snapshot(&running.progress))
+        })
+    }
+
+    /// Forgets the view's backfill task (stopping it if it still runs), so the next call starts afresh.
+    pub fn forget_backfill(&self, view: &str) {
+        self.with(view, |t| t.backfill = None);
+    }
+
+    /// Stops every task of the view.
+    pub fn stop(&self, view: &str) {
+        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        views.remove(view);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_runs_once_per_fingerprint_and_a_new_fingerprint_replaces_it() {
+        let runtime = Runtime::default();
+        let started = Arc::new(Mutex::new(0));
+        let start = |s: Arc<Mutex<i32>>| {
+            move |progress: Arc<Mutex<LiveProgress>>| {
+                *s.lock().unwrap() += 1;
+                progress.lock().unwrap().started = true;
+                tokio::spawn(std::future::pending())
+            }
+        };
+        assert!(runtime.live("ns/v", "a", start(started.clone())).started);
+        runtime.live("ns/v", "a", start(started.clone()));
+        assert_eq!(*started.lock().unwrap(), 1);
+        runtime.live("ns/v", "b", start(started.clone()));
+        assert_eq!(*started.lock().unwrap(), 2);
+        runtime.stop("ns/v");
+        runtime.live("ns/v", "b", start(started.clone()));
+        assert_eq!(*started.lock().unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_gap_is_reported_once() {
+        let runtime = Runtime::default();
+        runtime.live("ns/v", "a", |p| {
+            p.lock().unwrap().gap = Some("lost".into());
+            tokio::spawn(std::future::pending())
+        });
+        assert_eq!(runtime.take_gap("ns/v").as_deref(), Some("lost"));
+        assert_eq!(runtime.take_gap("ns/v"), None);
+    }
+}
