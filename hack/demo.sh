@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/kappa-operator/target}
+KAPPA_CACHE_DIR=${KAPPA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kappa-operator}
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "Starting the local stack (kube-apiserver, etcd, kube-controller-manager, AWS API)"
@@ -30,17 +31,39 @@ for _ in $(seq 1 50); do grep -q "watching EventLogs" .stack/logs/operator.log &
 grep -q "watching EventLogs" .stack/logs/operator.log || { tail -20 .stack/logs/operator.log; exit 1; }
 grep -E "connected to Kubernetes|became leader|watching" .stack/logs/operator.log | sed 's/^/  /'
 
-say "Applying the game examples (examples/game) to namespace kappa-demo"
-kubectl -n kappa-demo apply -k examples/game
-sleep 3
+py=$KAPPA_CACHE_DIR/venv-moto-5.2.5/bin/python
+say "Creating the export bucket the EventLog names (spec.export.bucket: kappa-game-exports)"
+aws --endpoint-url "$AWS_ENDPOINT_URL" s3 mb s3://kappa-game-exports >/dev/null 2>&1 || true
 
-for _ in $(seq 1 40); do
+say "Applying the EventLog (examples/game/game-events.yaml) to namespace kappa-demo"
+kubectl -n kappa-demo apply -f examples/game/game-events.yaml
+for _ in $(seq 1 60); do
   [ "$(kubectl -n kappa-demo get elog game-events -o jsonpath='{.status.phase}')" = Ready ] && break
   sleep 0.5
 done
+log_table=$(kubectl -n kappa-demo get elog game-events -o jsonpath='{.status.table.name}')
 
-say "kubectl get kappa -n kappa-demo"
-kubectl -n kappa-demo get kappa
+say "Writing 300 game events to the log ($log_table)"
+"$py" hack/demo-events.py write "$log_table" 300
+
+say "Applying the views (examples/game): each is backfilled from an export of the log, then goes Live"
+kubectl -n kappa-demo apply -k examples/game
+wait_live() { # views...
+  local v phase
+  for _ in $(seq 1 240); do
+    local all=1
+    for v in "$@"; do
+      phase=$(kubectl -n kappa-demo get mv "$v" -o jsonpath='{.status.phase}' 2>/dev/null || true)
+      [ "$phase" = Live ] || all=0
+    done
+    [ $all = 1 ] && return 0
+    sleep 1
+  done
+  echo "timed out waiting for $* to be Live; see: kubectl -n kappa-demo describe mv" >&2
+  kubectl -n kappa-demo get mv >&2
+  return 1
+}
+wait_live players games player-scores game-feed
 
 say "Where each view's items live"
 kubectl -n kappa-demo get mv -o custom-columns='VIEW:.metadata.name,TABLE:.status.tableName,KEY PREFIX:.status.keyPrefix'
@@ -49,6 +72,30 @@ say "What the operator created on the AWS API (tagged kappa.dev/*)"
 aws --endpoint-url "$AWS_ENDPOINT_URL" dynamodb list-tables --query 'TableNames[?starts_with(@, `kappa-demo-`)]' --output table
 aws --endpoint-url "$AWS_ENDPOINT_URL" sqs list-queues --queue-name-prefix kappa-demo- --query 'QueueUrls' --output table
 aws --endpoint-url "$AWS_ENDPOINT_URL" sns list-topics --query 'Topics[].TopicArn' --output table | grep -E 'kappa-demo-|TopicArn|-{3}' || true
+
+say "What the views hold"
+for v in players games player-scores game-feed; do
+  table=$(kubectl -n kappa-demo get mv "$v" -o jsonpath='{.status.tableName}')
+  prefix=$(kubectl -n kappa-demo get mv "$v" -o jsonpath='{.status.keyPrefix}')
+  echo "$v:"
+  "$py" hack/demo-events.py show "$table" "$prefix" 4
+done
+
+say "Adding a view to a log with history: examples/new-view/game-activity.yaml (Count per game)"
+"$py" hack/demo-events.py write "$log_table" 60 301
+kubectl -n kappa-demo apply -f examples/new-view/game-activity.yaml
+for _ in $(seq 1 240); do
+  line=$(kubectl -n kappa-demo get mv game-activity --no-headers 2>/dev/null || true)
+  echo "  $line"
+  case "$line" in *Live*) break ;; esac
+  sleep 2
+done
+wait_live game-activity
+"$py" hack/demo-events.py show "$(kubectl -n kappa-demo get mv game-activity -o jsonpath='{.status.tableName}')" \
+  "$(kubectl -n kappa-demo get mv game-activity -o jsonpath='{.status.keyPrefix}')" 5
+
+say "kubectl get kappa -n kappa-demo"
+kubectl -n kappa-demo get kappa
 
 say "What this topology costs per million writes (kappa-operator cost -f examples/game)"
 "$bin" cost -f examples/game | head -1

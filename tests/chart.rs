@@ -422,6 +422,14 @@ async fn the_operator_reconciles_with_the_charts_service_account() {
         "leases.coordination.k8s.io"
     ));
 
+    // The example log exports to this bucket; the example view backfills from it.
+    let aws = common::aws_config().await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&aws)
+            .force_path_style(true)
+            .build(),
+    );
+    let _ = s3.create_bucket().bucket("kappa-game-exports").send().await;
     let mut operator = Operator::start_with_env(&ns, "chart-sa", 15, &[("KUBECONFIG", kubeconfig)]);
     common::create_yaml(&client, &ns, &example("game-events.yaml"))
         .await
@@ -432,12 +440,17 @@ async fn the_operator_reconciles_with_the_charts_service_account() {
 
     let views: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
     common::eventually(
-        Duration::from_secs(60),
-        "view players in phase Provisioning, reconciled by the operator under the chart's RBAC",
+        Duration::from_secs(120),
+        "view players Live and Ready (backfilled, stream checkpointed in a ConfigMap) under the chart's RBAC",
         || async {
             let v = views.get("players").await.ok()?;
             let status = v.status.as_ref()?;
-            (status.phase == Some(ViewPhase::Provisioning)
+            let ready = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.is_true());
+            (status.phase == Some(ViewPhase::Live)
+                && ready
                 && status.observed_generation == v.metadata.generation)
                 .then_some(())
         },

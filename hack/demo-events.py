@@ -1,0 +1,83 @@
+"""The demo's client side: writes game events to the log, and prints what a view holds.
+
+    demo-events.py write <log-table> <count> [<first-seq>]   write <count> player and game events
+    demo-events.py show <views-table> <key-prefix> [<limit>]  print a view's items (markers excluded)
+
+On AWS, producers send events to the ingest queue and the writer Lambda appends them to the log; the local
+stack cannot run Lambdas, so the demo appends to the log table itself, as the writer would.
+"""
+
+import json
+import os
+import sys
+
+import boto3
+
+ddb = boto3.client("dynamodb", endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
+PLAYERS = ["ada", "bo", "cy", "dee", "eli", "fay", "gus", "hal"]
+GAMES = ["g001", "g002", "g003", "g004", "g005"]
+
+
+def event(seq):
+    s = lambda v: {"S": v}
+    n = lambda v: {"N": str(v)}
+    if seq % 3 == 0:
+        game = GAMES[seq % len(GAMES)]
+        return {
+            "pk": s(f"GAME#{game}"), "sk": s(f"{seq:08d}"), "type": s("game"), "seq": n(seq),
+            "gameId": s(game), "status": s(["lobby", "playing", "finished"][(seq // 3) % 3]),
+            "round": n(seq // 15),
+        }
+    player = PLAYERS[seq % len(PLAYERS)]
+    item = {
+        "pk": s(f"PLAYER#{player}"), "sk": s(f"{seq:08d}"), "type": s("player"), "seq": n(seq),
+        "playerId": s(player), "name": s(player.capitalize()), "level": n(1 + seq // 40),
+        "score": n(seq * 10),
+    }
+    if seq % 2 == 0:
+        item["points"] = n(f"{seq % 7}.5")
+    return item
+
+
+def write(table, count, first=1):
+    items = [event(seq) for seq in range(first, first + count)]
+    for i in range(0, len(items), 25):
+        requests = [{"PutRequest": {"Item": it}} for it in items[i:i + 25]]
+        while requests:
+            out = ddb.batch_write_item(RequestItems={table: requests})
+            requests = out.get("UnprocessedItems", {}).get(table, [])
+    print(f"  wrote {count} events (seq {first}..{first + count - 1}) to {table}")
+
+
+def plain(value):
+    (kind, v), = value.items()
+    return {"N": lambda: v, "S": lambda: v, "BOOL": lambda: v}.get(kind, lambda: json.dumps(v))()
+
+
+def show(table, prefix, limit=8):
+    items, start = [], None
+    while True:
+        kwargs = {"TableName": table}
+        if start:
+            kwargs["ExclusiveStartKey"] = start
+        page = ddb.scan(**kwargs)
+        items += [i for i in page["Items"] if i["pk"]["S"].startswith(prefix) and "~applied#" not in i["pk"]["S"]]
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            break
+    items.sort(key=lambda i: (i["pk"]["S"], i["sk"]["S"]))
+    print(f"  {len(items)} items in {table} under {prefix or '(whole table)'}")
+    for item in items[:limit]:
+        rest = {k: plain(v) for k, v in sorted(item.items()) if k not in ("pk", "sk", "logPk", "logSk")}
+        print(f"    {item['pk']['S']:<28} {item['sk']['S']:<22} {json.dumps(rest)}")
+    if len(items) > limit:
+        print(f"    ... and {len(items) - limit} more")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 4 and sys.argv[1] == "write":
+        write(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) if len(sys.argv) > 4 else 1)
+    elif len(sys.argv) >= 4 and sys.argv[1] == "show":
+        show(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 8)
+    else:
+        sys.exit(__doc__)
