@@ -13,8 +13,10 @@
 //!   publishes are billed per request (§4.5). Deliveries to Lambda are free and carry no data-transfer
 //!   charge (§4.5); each projector receives only its record types (filter policy on message attributes,
 //!   which is not billed, unlike payload-based filtering).
-//! - DynamoDB writes: one write unit per started KB (§4.2); `Count`/`Sum` write a marker and the aggregate
-//!   in one `TransactWriteItems`, which costs twice the units; `Latest` conditional puts cost their units
+//! - DynamoDB writes: one write unit per started KB (§4.2); `Count`/`Sum` write a contribution (the
+//!   record's marker) and put the recomputed aggregate, counted once per record (an upper bound: one per
+//!   key and batch in practice); the recompute's strongly consistent `Query` of the key's contributions is
+//!   noted, not priced (it grows with a key's contributions); `Latest` conditional puts cost their units
 //!   even when the condition fails.
 //! - Storage and PITR: the data a million writes add, for `storageMonths` months (§4.4, scenario C).
 //! - Streams: reads by Lambda are free (§4.6); the operator's in-cluster reader pays per `GetRecords`
@@ -29,7 +31,7 @@ use super::assumptions::{Assumptions, DEFAULT_BUILT_IN_MEMORY_MB, DEFAULT_STREAM
 use super::estimate::{Component, Estimate, Line, Unit};
 use super::prices::{
     GET_RECORDS_MAX_KB, GET_RECORDS_MAX_RECORDS, Prices, SNS_BILLING_CHUNK_KB, SQS_BILLING_CHUNK_KB,
-    SQS_MAX_MESSAGES_PER_BATCH, STORAGE_KB_PER_GB, TRANSACTION_WRITE_MULTIPLIER, WRITE_UNIT_KB,
+    SQS_MAX_MESSAGES_PER_BATCH, STORAGE_KB_PER_GB, WRITE_UNIT_KB,
 };
 use crate::crd::{
     BillingMode, EventLog, MaterializedView, ProjectionMode, ProjectorRuntime, QueueType, StoreTable,
@@ -557,12 +559,21 @@ fn view_items(ctx: &Ctx, v: &ViewFacts, est: &mut Estimate) {
         Some(ProjectionMode::Latest) | None => {
             (write_units(v.item_kb), projected * v.new_key_share * v.item_kb)
         }
-        // One TransactWriteItems: the record's marker and the aggregate, at twice the write units.
+        // The record's contribution (its marker), then the aggregate's recomputed total: at most one put of
+        // the aggregate per record (one per key and batch in practice, so this is an upper bound).
         Some(ProjectionMode::Count | ProjectionMode::Sum) => (
-            TRANSACTION_WRITE_MULTIPLIER * (write_units(marker_kb) + write_units(aggregate_kb)),
+            write_units(marker_kb) + write_units(aggregate_kb),
             projected * marker_kb + projected * v.new_key_share * aggregate_kb,
         ),
     };
+    if matches!(v.mode, Some(ProjectionMode::Count | ProjectionMode::Sum)) {
+        est.note(format!(
+            "view {} recomputes each aggregate from its contributions after each batch (a strongly consistent \
+             Query reading the key's contributions); those reads grow with a key's contributions and are not \
+             priced here",
+            v.name
+        ));
+    }
     est.push(Line::new(
         Component::DynamoDbWrites,
         &resource,
