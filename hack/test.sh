@@ -6,7 +6,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/kappa-operator/target}
 
 started=0
-if ! hack/stack.sh status | grep -q '^kube-apiserver: running'; then
+# (status into a variable first: with pipefail, `grep -q` closing the pipe early would fail the pipeline)
+stack_status=$(hack/stack.sh status)
+if ! grep -q '^kube-apiserver: running' <<<"$stack_status"; then
   hack/stack.sh up >/dev/null
   started=1
 fi

@@ -39,6 +39,26 @@ pub struct Settings {
     /// This replica's identity in the Lease. Defaults to the pod name (POD_NAME) or the host name.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+
+    /// The code of the built-in Lambda functions (writer, router, projector): `s3://bucket/key` of a zip
+    /// holding `bootstrap`, or an executable file uploaded as `bootstrap` (Lambda takes at most 50 MB
+    /// zipped). Defaults to this operator's own executable: the image's release build is that binary.
+    #[arg(long, env = "KAPPA_LAMBDA_CODE")]
+    pub lambda_code: Option<String>,
+
+    /// The instruction set of the built-in functions' code: `x86_64` or `arm64`. Defaults to the
+    /// operator's own.
+    #[arg(long, env = "KAPPA_LAMBDA_ARCHITECTURE")]
+    pub lambda_architecture: Option<String>,
+}
+
+/// Where the built-in Lambda functions' code comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LambdaCodeSource {
+    /// A zip in S3.
+    S3 { bucket: String, key: String },
+    /// An executable, zipped as `bootstrap` when a function needs it.
+    File(std::path::PathBuf),
 }
 
 /// Configuration that cannot work, found before the operator starts.
@@ -67,6 +87,15 @@ pub enum SettingsError {
          the chart sets POD_NAMESPACE)"
     )]
     MissingLeaseNamespace,
+    #[error(
+        "the built-in Lambda code {0:?} is neither s3://bucket/key nor a readable file: fix --lambda-code \
+         (KAPPA_LAMBDA_CODE)"
+    )]
+    InvalidLambdaCode(String),
+    #[error(
+        "Lambda architecture {0:?} is not x86_64 or arm64: fix --lambda-architecture (KAPPA_LAMBDA_ARCHITECTURE)"
+    )]
+    InvalidLambdaArchitecture(String),
 }
 
 /// Settings after validation: what the controllers read.
@@ -80,6 +109,8 @@ pub struct Config {
     pub lease_name: String,
     pub lease_duration: Duration,
     pub identity: String,
+    pub lambda_code: LambdaCodeSource,
+    pub lambda_architecture: crate::plan::function::Architecture,
 }
 
 impl Settings {
@@ -106,7 +137,31 @@ impl Settings {
             .clone()
             .filter(|s| !s.is_empty())
             .unwrap_or_else(default_identity);
+        let lambda_code = match self.lambda_code.as_deref().filter(|c| !c.is_empty()) {
+            Some(code) => match code.strip_prefix("s3://").and_then(|rest| rest.split_once('/')) {
+                Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => LambdaCodeSource::S3 {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                },
+                _ if !code.starts_with("s3://") && std::path::Path::new(code).is_file() => {
+                    LambdaCodeSource::File(code.into())
+                }
+                _ => return Err(SettingsError::InvalidLambdaCode(code.to_string())),
+            },
+            None => LambdaCodeSource::File(
+                std::env::current_exe().map_err(|e| SettingsError::InvalidLambdaCode(e.to_string()))?,
+            ),
+        };
+        use crate::plan::function::Architecture;
+        let lambda_architecture = match self.lambda_architecture.as_deref().unwrap_or_default() {
+            "" if cfg!(target_arch = "aarch64") => Architecture::Arm64,
+            "" | "x86_64" => Architecture::X86_64,
+            "arm64" => Architecture::Arm64,
+            other => return Err(SettingsError::InvalidLambdaArchitecture(other.to_string())),
+        };
         Ok(Config {
+            lambda_code,
+            lambda_architecture,
             cluster_id,
             watch_namespaces: self
                 .watch_namespaces

@@ -612,6 +612,112 @@ async fn views_tables_are_shared_or_dedicated_and_a_shared_one_outlives_all_but_
         "Sns fan-out: the projector reads no stream"
     );
 
+    // The projectors are Lambda functions of the built-in code, subscribed to their record types' topics
+    // with a filter policy; the log's writer drains the queue and its router reads the stream.
+    let aws = common::aws_config().await;
+    let lambda = aws_sdk_lambda::Client::new(&aws);
+    let sns = aws_sdk_sns::Client::new(&aws);
+    let players_status = common::eventually(Duration::from_secs(60), "players Live on Lambda", || async {
+        let s = views.get("players").await.ok()?.status?;
+        (s.phase == Some(kappa_operator::crd::ViewPhase::Live)
+            && s.resources.contains_key("subscription/t-player"))
+        .then_some(s)
+    })
+    .await;
+    let function_arn = players_status.resources["function/projector"].clone();
+    let config = lambda
+        .get_function()
+        .function_name(&function_arn)
+        .send()
+        .await
+        .unwrap()
+        .configuration
+        .unwrap();
+    assert_eq!(config.runtime().map(|r| r.as_str()), Some("provided.al2023"));
+    assert_eq!(config.handler(), Some("projector"));
+    assert_eq!(
+        config.role(),
+        Some(players_status.resources["role/projector"].as_str())
+    );
+    let env = config.environment().unwrap().variables().unwrap();
+    assert!(env["PROJECTION"].contains(r#""view":"players""#), "{env:?}");
+    let subscription = players_status.resources["subscription/t-player"].clone();
+    let attributes = sns
+        .get_subscription_attributes()
+        .subscription_arn(&subscription)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    assert_eq!(attributes["Protocol"], "lambda");
+    assert_eq!(attributes["Endpoint"], function_arn);
+    let policy: serde_json::Value = serde_json::from_str(&attributes["FilterPolicy"]).unwrap();
+    assert_eq!(policy, serde_json::json!({"recordType": ["player"]}));
+    let log_status = Api::<EventLog>::namespaced(client.clone(), &ns)
+        .get("game-events")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    let source_of = |function: &str| {
+        let (lambda, function) = (
+            lambda.clone(),
+            log_status.resources[&format!("function/{function}")].clone(),
+        );
+        async move {
+            let name = function.rsplit(':').next().unwrap().to_string();
+            let out = lambda
+                .list_event_source_mappings()
+                .function_name(&name)
+                .send()
+                .await
+                .unwrap();
+            let sources: Vec<String> = out
+                .event_source_mappings()
+                .iter()
+                .filter_map(|m| m.event_source_arn().map(str::to_string))
+                .collect();
+            assert_eq!(sources.len(), 1, "one mapping of {name}: {sources:?}");
+            sources[0].clone()
+        }
+    };
+    assert_eq!(source_of("writer").await, log_status.resources["queue"]);
+    assert_eq!(
+        source_of("router").await,
+        log_status.table.as_ref().unwrap().stream_arn.clone().unwrap()
+    );
+
+    // A subscription deleted by hand is back after the next reconcile.
+    sns.unsubscribe()
+        .subscription_arn(&subscription)
+        .send()
+        .await
+        .unwrap();
+    let topic = subscription.rsplit_once(':').unwrap().0.to_string();
+    common::kubectl(&[
+        "-n",
+        &ns,
+        "annotate",
+        "--overwrite",
+        "mv",
+        "players",
+        "test/nudge=1",
+    ]);
+    common::eventually(Duration::from_secs(30), "the subscription recreated", || async {
+        let out = sns
+            .list_subscriptions_by_topic()
+            .topic_arn(&topic)
+            .send()
+            .await
+            .ok()?;
+        out.subscriptions()
+            .iter()
+            .any(|s| s.endpoint() == Some(function_arn.as_str()))
+            .then_some(())
+    })
+    .await;
+
     let gone = |name: &'static str| {
         let views = views.clone();
         async move {
@@ -630,6 +736,28 @@ async fn views_tables_are_shared_or_dedicated_and_a_shared_one_outlives_all_but_
         "scores still uses the shared table"
     );
     assert!(
+        lambda
+            .get_function()
+            .function_name(&function_arn)
+            .send()
+            .await
+            .is_err(),
+        "the view's projector function is deleted"
+    );
+    let left = sns
+        .list_subscriptions_by_topic()
+        .topic_arn(&topic)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !left
+            .subscriptions()
+            .iter()
+            .any(|s| s.endpoint() == Some(function_arn.as_str())),
+        "and its subscription"
+    );
+    assert!(
         iam.get_role().role_name(&players_role).send().await.is_err(),
         "the view's projector role is deleted"
     );
@@ -642,6 +770,86 @@ async fn views_tables_are_shared_or_dedicated_and_a_shared_one_outlives_all_but_
     assert!(
         ddb.describe_table().table_name(&scores).send().await.is_err(),
         "the last sharer deletes the shared table"
+    );
+    common::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn a_direct_view_maps_the_log_stream_with_filter_criteria_and_no_router_runs() {
+    let (client, ns) = common::setup("prov-direct").await;
+    let aws = common::aws_config().await;
+    let lambda = aws_sdk_lambda::Client::new(&aws);
+    let op = Operator::start(&ns, "solo", 15);
+    let direct_log = log("game-events", "Delete").replace("fanOut: {mode: Sns}", "fanOut: {mode: Direct}");
+    common::create_yaml(&client, &ns, &direct_log).await.unwrap();
+    common::create_yaml(&client, &ns, &view("players", "{}"))
+        .await
+        .unwrap();
+    let views: Api<kappa_operator::crd::MaterializedView> = Api::namespaced(client.clone(), &ns);
+    let status = common::eventually(
+        Duration::from_secs(60),
+        "players Live with its mapping",
+        || async {
+            let s = views.get("players").await.ok()?.status?;
+            (s.phase == Some(kappa_operator::crd::ViewPhase::Live) && s.resources.contains_key("mapping"))
+                .then_some(s)
+        },
+    )
+    .await;
+    let mapping = lambda
+        .get_event_source_mapping()
+        .uuid(&status.resources["mapping"])
+        .send()
+        .await
+        .unwrap();
+    let log_status = Api::<EventLog>::namespaced(client.clone(), &ns)
+        .get("game-events")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(
+        mapping.event_source_arn(),
+        log_status.table.unwrap().stream_arn.as_deref()
+    );
+    let patterns: Vec<serde_json::Value> = mapping
+        .filter_criteria()
+        .unwrap()
+        .filters()
+        .iter()
+        .map(|f| serde_json::from_str(f.pattern().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        patterns,
+        [serde_json::json!({"dynamodb": {"NewImage": {"type": {"S": ["player"]}}}})]
+    );
+    assert!(
+        !log_status.resources.contains_key("function/router"),
+        "Direct fan-out: no router"
+    );
+
+    // Reconciling the unchanged view (function, mapping, role, table) makes no mutating AWS call.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = mutating_calls(&op).await;
+    let reconciles = op.reconciles().await;
+    common::kubectl(&[
+        "-n",
+        &ns,
+        "annotate",
+        "--overwrite",
+        "mv",
+        "players",
+        "test/nudge=1",
+    ]);
+    common::eventually(Duration::from_secs(20), "a reconcile after the nudge", || async {
+        (op.reconciles().await > reconciles).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        mutating_calls(&op).await,
+        before,
+        "an unchanged view must not change anything on AWS"
     );
     common::delete_namespace(&client, &ns).await;
 }

@@ -74,12 +74,18 @@ async fn views_of(log: &EventLog, ctx: &Context, ns: &str) -> Result<Vec<Materia
 async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
     let views = views_of(&log, ctx, ns).await?;
     let plan = plan_log(&ctx.config.cluster_id, &log, &views);
-    let (phase, health, resources) = match provision::apply_log(&ctx.aws, &plan).await {
+    let functions = provision::LogFunctions {
+        spec: &log.spec,
+        code: ctx.built_in_code().await,
+        router: crate::plan::lambdas::router_needed(plan.fan_out, &views),
+    };
+    let (phase, health, resources) = match provision::apply_log(&ctx.aws, &plan, &functions).await {
         Ok(r) if r.converged => (
             EventLogPhase::Ready,
             Health::Ready {
                 reason: reasons::PROVISIONED,
-                message: "the log table, ingest queue, topics and function roles match the spec".into(),
+                message: "the log table, ingest queue, topics, functions and their roles match the spec"
+                    .into(),
             },
             Some(r),
         ),
@@ -128,6 +134,13 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
         }
         for (role, arn) in &r.roles {
             next.resources.insert(format!("role/{role}"), arn.clone());
+        }
+        for (function, (arn, mapping)) in &r.functions {
+            next.resources.insert(format!("function/{function}"), arn.clone());
+            if !mapping.is_empty() {
+                next.resources
+                    .insert(format!("mapping/{function}"), mapping.clone());
+            }
         }
     }
     status::set_kstatus(&mut next.conditions, &health, generation, &now);

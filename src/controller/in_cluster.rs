@@ -45,6 +45,8 @@ pub(super) struct InClusterOutcome {
     pub live: Option<LiveStatus>,
     /// When to look again.
     pub requeue: Duration,
+    /// Resources to record in `status.resources` (a Lambda view's function, subscriptions, mapping).
+    pub resources: std::collections::BTreeMap<String, String>,
 }
 
 fn stalled(phase: ViewPhase, reason: &'static str, message: String) -> InClusterOutcome {
@@ -55,6 +57,7 @@ fn stalled(phase: ViewPhase, reason: &'static str, message: String) -> InCluster
         backfill_complete: false,
         live: None,
         requeue: Duration::from_secs(300),
+        resources: Default::default(),
     }
 }
 
@@ -102,6 +105,7 @@ pub(super) async fn reconcile(
             backfill_complete: false,
             live: None,
             requeue: Duration::from_secs(5),
+            resources: Default::default(),
         };
     };
     let projection = match ProjectionConfig::from_spec(&name, &view.spec, &log.spec, key_prefix) {
@@ -185,7 +189,7 @@ pub(super) async fn reconcile(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn backfill(
+pub(super) async fn backfill(
     view: &MaterializedView,
     log: &EventLog,
     ctx: &Context,
@@ -202,6 +206,7 @@ async fn backfill(
         backfill_complete: false,
         live: None,
         requeue,
+        resources: Default::default(),
     };
     let name = view.name_any();
     let key = view_key(view);
@@ -218,6 +223,7 @@ async fn backfill(
                 backfill_complete: true,
                 live: None,
                 requeue: Duration::from_secs(2),
+                resources: Default::default(),
             };
         }
         BackfillSource::Scan => {
@@ -268,6 +274,7 @@ async fn backfill(
             backfill_complete: true,
             live: None,
             requeue: Duration::from_secs(2),
+            resources: Default::default(),
         };
     }
     let generation = view.metadata.generation.unwrap_or_default();
@@ -489,6 +496,7 @@ async fn backfill(
                 backfill_complete: true,
                 live: None,
                 requeue: Duration::from_secs(1),
+                resources: Default::default(),
             }
         }
         Some(Err(BackfillFailure {
@@ -519,6 +527,71 @@ async fn backfill(
             outcome
         }
     }
+}
+
+/// A view on the Lambda runtime once its projector function exists: its live path is the subscription or
+/// mapping (`live_path_ready`), created before the export, so the same backfill applies; the view is `Live`
+/// when the backfill is complete (Lambda's own retries keep the live path caught up).
+pub(super) async fn lambda_view(
+    view: &MaterializedView,
+    log: &EventLog,
+    ctx: &Context,
+    ns: &str,
+    table: &str,
+    key_prefix: &str,
+    live_path_ready: bool,
+) -> InClusterOutcome {
+    if !live_path_ready {
+        return InClusterOutcome {
+            phase: ViewPhase::Provisioning,
+            health: Health::Progressing {
+                reason: reasons::PROVISIONING,
+                message:
+                    "creating the projector function and its live path (subscriptions or stream mapping)"
+                        .into(),
+            },
+            backfill: None,
+            backfill_complete: false,
+            live: None,
+            requeue: Duration::from_secs(5),
+            resources: Default::default(),
+        };
+    }
+    let mut outcome = match view.spec.projection {
+        Some(_) => match ProjectionConfig::from_spec(&view.name_any(), &view.spec, &log.spec, key_prefix) {
+            Ok(p) => backfill(view, log, ctx, ns, table, &Arc::new(p), true, None).await,
+            Err(e) => stalled(ViewPhase::Failed, reasons::INVALID_SPEC, e.to_string()),
+        },
+        None if view.spec.backfill.source == BackfillSource::None => InClusterOutcome {
+            phase: ViewPhase::Live,
+            health: Health::Ready {
+                reason: reasons::LIVE,
+                message: String::new(),
+            },
+            backfill: None,
+            backfill_complete: true,
+            live: None,
+            requeue: Duration::from_secs(300),
+            resources: Default::default(),
+        },
+        None => stalled(
+            ViewPhase::Failed,
+            reasons::NOT_SUPPORTED,
+            "the operator backfills declarative projections (spec.projection) only: with a custom projector set \
+             spec.backfill.source to None"
+                .into(),
+        ),
+    };
+    if outcome.backfill_complete {
+        outcome.phase = ViewPhase::Live;
+        outcome.health = Health::Ready {
+            reason: reasons::LIVE,
+            message: "the projector function and its live path are in place and the backfill is complete"
+                .into(),
+        };
+        outcome.requeue = ctx.config.resync;
+    }
+    outcome
 }
 
 /// The prefix of a view's export, under the EventLog's `spec.export.prefix`.

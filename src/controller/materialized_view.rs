@@ -148,8 +148,8 @@ async fn views_in(ctx: &Context, ns: &str) -> Result<Vec<MaterializedView>> {
     Ok(list.items)
 }
 
-/// Provisions the view's table. The projector, its live path and the backfill come in later versions, so
-/// the view stays in `Provisioning` once its table is ready.
+/// Provisions the view's table and role, then runs it: on the in-cluster runtime (the operator reads the
+/// stream) or on Lambda (the projector function and its subscriptions or mapping); both backfill.
 async fn provision(view: &MaterializedView, log: &EventLog, ctx: &Context, ns: &str) -> Result<Outcome> {
     let all = views_in(ctx, ns).await?;
     let plan = plan_view(&ctx.config.cluster_id, view, &all);
@@ -205,12 +205,30 @@ async fn provision(view: &MaterializedView, log: &EventLog, ctx: &Context, ns: &
             in_cluster: Some(run),
         });
     }
+    if ready && view.spec.projector.runtime == ProjectorRuntime::Lambda {
+        let live = match projector_live_path(view, log, ctx, &plan, projector_role.as_deref()).await {
+            Ok(live) => live,
+            Err(e) => return failed(e),
+        };
+        let view_table = ViewTable {
+            name: plan.table.name.clone(),
+            key_prefix: plan.key_prefix.clone(),
+            arn: state.arn.clone(),
+            projector_role: projector_role.clone(),
+        };
+        let key_prefix = plan.key_prefix.clone().unwrap_or_default();
+        let mut run =
+            in_cluster::lambda_view(view, log, ctx, ns, &plan.table.name, &key_prefix, live.ready).await;
+        run.resources = live.resources;
+        return Ok(Outcome {
+            phase: run.phase,
+            health: run.health.clone(),
+            table: Some(view_table),
+            in_cluster: Some(run),
+        });
+    }
     let message = if ready {
-        format!(
-            "views table {} and the projector role are ready; the projector Lambda and its live path are not \
-             provisioned by this version (use spec.projector.runtime InCluster)",
-            plan.table.name
-        )
+        format!("views table {} and the projector role are ready", plan.table.name)
     } else {
         format!(
             "creating or updating views table {} and the projector role",
@@ -231,6 +249,132 @@ async fn provision(view: &MaterializedView, log: &EventLog, ctx: &Context, ns: &
         }),
         in_cluster: None,
     })
+}
+
+/// The projector Lambda of a view on the Lambda runtime and its live path: SNS subscriptions with filter
+/// policies (`Sns` fan-out) or a stream mapping with filter criteria (`Direct`).
+struct LivePath {
+    /// Everything exists as planned.
+    ready: bool,
+    resources: std::collections::BTreeMap<String, String>,
+}
+
+async fn projector_live_path(
+    view: &MaterializedView,
+    log: &EventLog,
+    ctx: &Context,
+    plan: &crate::plan::view::ViewPlan,
+    role_arn: Option<&str>,
+) -> std::result::Result<LivePath, crate::aws::AwsError> {
+    use crate::aws::{lambda, subscriptions};
+    use crate::plan::lambdas;
+    let mut resources = std::collections::BTreeMap::new();
+    let log_status = log.status.clone().unwrap_or_default();
+    let function_name = lambdas::projector_name(plan);
+    // How the mapping names the function: the ARN of a user's function, the name of ours.
+    let mut function_ref = function_name.clone();
+    let function_arn = match view
+        .spec
+        .projector
+        .code
+        .as_ref()
+        .and_then(|c| c.function_arn.clone())
+    {
+        Some(arn) => {
+            function_ref = arn.clone();
+            arn
+        }
+        None => {
+            let Some(role_arn) = role_arn else {
+                return Ok(LivePath {
+                    ready: false,
+                    resources,
+                });
+            };
+            let code = ctx
+                .built_in_code()
+                .await
+                .map_err(|m| crate::aws::AwsError::permanent("CreateFunction", &function_name, m))?;
+            let function = lambdas::projector_function(view, plan, &log.spec, role_arn, &code)
+                .map_err(|m| crate::aws::AwsError::permanent("CreateFunction", &function_name, m))?;
+            let Some(function) = function else {
+                return Ok(LivePath {
+                    ready: false,
+                    resources,
+                });
+            };
+            let (arn, convergence) = lambda::ensure_function(&ctx.aws.lambda, &function).await?;
+            resources.insert("function/projector".into(), arn.clone());
+            if convergence != Convergence::Converged {
+                return Ok(LivePath {
+                    ready: false,
+                    resources,
+                });
+            }
+            arn
+        }
+    };
+    let mut ready = true;
+    match log_status.fan_out.as_deref() {
+        Some("Sns") => {
+            for (group, policy) in lambdas::projector_subscriptions(view, &log.spec) {
+                let Some(topic) = log_status.resources.get(&format!("topic/{group}")) else {
+                    ready = false;
+                    continue;
+                };
+                let c1 = subscriptions::allow_sns_invoke(&ctx.aws.lambda, &function_arn, topic).await?;
+                let (arn, c2) =
+                    subscriptions::ensure_subscription(&ctx.aws.sns, topic, &function_arn, &policy).await?;
+                ready &= c1 == Convergence::Converged && c2 == Convergence::Converged;
+                resources.insert(format!("subscription/{group}"), arn);
+            }
+        }
+        Some("Direct") => match log_status.table.as_ref().and_then(|t| t.stream_arn.clone()) {
+            Some(stream) => {
+                let mapping = lambdas::projector_mapping(view, &log.spec, &function_ref, &stream);
+                let (id, c) = lambda::ensure_mapping(&ctx.aws.lambda, &mapping).await?;
+                ready &= c == Convergence::Converged;
+                resources.insert("mapping".into(), id);
+            }
+            None => ready = false,
+        },
+        _ => ready = false,
+    }
+    Ok(LivePath { ready, resources })
+}
+
+/// Removes a Lambda view's live path and function (subscriptions, mappings, then the function).
+async fn delete_projector(
+    view: &MaterializedView,
+    ctx: &Context,
+    plan: &crate::plan::view::ViewPlan,
+) -> std::result::Result<Vec<String>, crate::aws::AwsError> {
+    use crate::aws::{lambda, subscriptions};
+    let mut deleted = Vec::new();
+    let status = view.status.clone().unwrap_or_default();
+    let name = crate::plan::lambdas::projector_name(plan);
+    let function_arn = status
+        .resources
+        .get("function/projector")
+        .cloned()
+        .unwrap_or_else(|| name.clone());
+    for (key, arn) in &status.resources {
+        if key.starts_with("subscription/") {
+            // The topic is the subscription ARN without its last segment.
+            if let Some((topic, _)) = arn.rsplit_once(':') {
+                subscriptions::delete_subscriptions(&ctx.aws.sns, topic, &function_arn).await?;
+                deleted.push(format!("subscription {arn}"));
+            }
+        }
+    }
+    let mappings = lambda::delete_mappings(&ctx.aws.lambda, &name).await?;
+    if mappings > 0 {
+        deleted.push(format!("{mappings} mapping(s)"));
+    }
+    if lambda::delete_function_if_owned(&ctx.aws.lambda, &name, &plan.owner).await? {
+        deleted.push(format!("function {name}"));
+    }
+    Ok(deleted)
 }
 
 async fn write_status(view: &MaterializedView, ctx: &Context, ns: &str, outcome: &Outcome) -> Result<()> {
@@ -254,6 +398,7 @@ async fn write_status(view: &MaterializedView, ctx: &Context, ns: &str, outcome:
             next.backfill = run.backfill.clone();
         }
         next.live = run.live.clone();
+        next.resources.extend(run.resources.clone());
         let (complete, reason) = match run.backfill_complete {
             true => (crate::crd::ConditionStatus::True, reasons::BACKFILL_COMPLETE),
             false => (crate::crd::ConditionStatus::False, reasons::BACKFILLING),
@@ -272,7 +417,7 @@ async fn write_status(view: &MaterializedView, ctx: &Context, ns: &str, outcome:
             types::PROVISIONED,
             crate::crd::ConditionStatus::True,
             reasons::PROVISIONED,
-            "views table ready; the operator runs the projection (runtime InCluster)",
+            "views table, projector and live path ready",
             generation,
             &now,
         );
@@ -348,12 +493,15 @@ async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result
                 .filter(|v| v.name_any() != name && v.metadata.deletion_timestamp.is_none())
                 .collect();
             let plan = plan_view(&ctx.config.cluster_id, &view, &others);
+            let projector = delete_projector(&view, ctx, &plan).await?;
             let role = plan.owner.resource_name("projector", NameKind::Role);
-            let role_note = if iam::delete_role_if_owned(&ctx.aws.iam, &role, &plan.owner).await? {
-                format!("deleted projector role {role}; ")
-            } else {
-                String::new()
+            let mut role_note = match projector.is_empty() {
+                true => String::new(),
+                false => format!("deleted {}; ", projector.join(", ")),
             };
+            if iam::delete_role_if_owned(&ctx.aws.iam, &role, &plan.owner).await? {
+                role_note += &format!("deleted projector role {role}; ");
+            }
             let sharers: Vec<String> = others
                 .iter()
                 .filter(|v| {

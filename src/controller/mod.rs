@@ -44,6 +44,51 @@ pub struct Context {
     pub aws: crate::aws::Aws,
     /// The in-cluster runtime's tasks (live readers and backfills) of this process.
     pub runtime: crate::runtime::Runtime,
+    /// The built-in Lambda functions' code, loaded (and zipped) the first time a function needs it.
+    lambda_code: tokio::sync::OnceCell<std::result::Result<crate::plan::lambdas::BuiltInCode, String>>,
+}
+
+/// Lambda's limit on a zip uploaded with the call.
+const MAX_DIRECT_UPLOAD_BYTES: usize = 50 * 1024 * 1024;
+
+impl Context {
+    /// The built-in functions' code (see `--lambda-code`), or why it cannot be used.
+    pub async fn built_in_code(&self) -> std::result::Result<crate::plan::lambdas::BuiltInCode, String> {
+        use crate::plan::function::FunctionCode;
+        use crate::settings::LambdaCodeSource;
+        let load = || async {
+            let code = match &self.config.lambda_code {
+                LambdaCodeSource::S3 { bucket, key } => FunctionCode::S3 {
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                },
+                LambdaCodeSource::File(path) => {
+                    let binary = tokio::fs::read(path)
+                        .await
+                        .map_err(|e| format!("reading the built-in Lambda code {}: {e}", path.display()))?;
+                    let zip = crate::aws::lambda::bootstrap_zip(&binary);
+                    if zip.len() > MAX_DIRECT_UPLOAD_BYTES {
+                        return Err(format!(
+                            "the built-in Lambda code {} is {} MB zipped; Lambda takes at most 50 MB uploaded \
+                             directly: set --lambda-code (KAPPA_LAMBDA_CODE) to a release build or to \
+                             s3://bucket/key of a zip holding it as bootstrap",
+                            path.display(),
+                            zip.len() / (1024 * 1024)
+                        ));
+                    }
+                    FunctionCode::Zip {
+                        sha256_base64: crate::aws::lambda::zip_sha256_base64(&zip),
+                        bytes: Arc::new(zip),
+                    }
+                }
+            };
+            Ok(crate::plan::lambdas::BuiltInCode {
+                code,
+                architecture: self.config.lambda_architecture,
+            })
+        };
+        self.lambda_code.get_or_init(load).await.clone()
+    }
 }
 
 impl Context {
@@ -61,6 +106,7 @@ impl Context {
             backoff: backoff::Backoff::default(),
             aws,
             runtime: crate::runtime::Runtime::default(),
+            lambda_code: tokio::sync::OnceCell::new(),
         }
     }
 }

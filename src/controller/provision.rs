@@ -4,7 +4,11 @@ use std::collections::BTreeMap;
 
 use crate::aws::dynamodb::{self, TableState};
 use crate::aws::sqs::{self, QueueState};
-use crate::aws::{Aws, AwsError, Convergence, iam, sns};
+use crate::aws::{Aws, AwsError, Convergence, iam, lambda, sns};
+use crate::crd::EventLogSpec;
+use crate::plan::lambdas::{
+    BuiltInCode, ROUTER, WRITER, router_function, router_mapping, writer_function, writer_mapping,
+};
 use crate::plan::log::LogPlan;
 use crate::plan::log::{roles as log_roles, scope_of_arn};
 use crate::plan::names::NameKind;
@@ -18,11 +22,26 @@ pub struct LogResources {
     pub topics: BTreeMap<String, String>,
     /// Role ARN per built-in function (`writer`, `router`).
     pub roles: BTreeMap<String, String>,
+    /// Function ARN per built-in function, and the UUID of its event source mapping.
+    pub functions: BTreeMap<String, (String, String)>,
     /// Whether everything already matched the plan (no change was made).
     pub converged: bool,
 }
 
-pub async fn apply_log(aws: &Aws, plan: &LogPlan) -> Result<LogResources, AwsError> {
+/// What the log's built-in functions need besides the plan.
+pub struct LogFunctions<'a> {
+    pub spec: &'a EventLogSpec,
+    /// The built-in code, or why it cannot be used.
+    pub code: Result<BuiltInCode, String>,
+    /// Whether the router runs (`Sns` fan-out and some view on Lambda; see [`crate::plan::lambdas::router_needed`]).
+    pub router: bool,
+}
+
+pub async fn apply_log(
+    aws: &Aws,
+    plan: &LogPlan,
+    functions: &LogFunctions<'_>,
+) -> Result<LogResources, AwsError> {
     let table = dynamodb::ensure_table(&aws.dynamodb, &plan.table).await?;
     let mut converged = table.convergence == Convergence::Converged;
     let queue = match &plan.queue {
@@ -50,19 +69,61 @@ pub async fn apply_log(aws: &Aws, plan: &LogPlan) -> Result<LogResources, AwsErr
     } else {
         converged = false;
     }
+    let code = || {
+        functions
+            .code
+            .clone()
+            .map_err(|message| AwsError::permanent("CreateFunction", &plan.owner.name, message))
+    };
+    let mut built = BTreeMap::new();
+    if let (Some(q), Some(role)) = (&queue, roles.get(WRITER)) {
+        let function = writer_function(plan, functions.spec, role, &code()?);
+        let (arn, c1) = lambda::ensure_function(&aws.lambda, &function).await?;
+        let mut mapping_id = String::new();
+        if let Some(mapping) = writer_mapping(plan, functions.spec, &q.arn) {
+            let (id, c2) = lambda::ensure_mapping(&aws.lambda, &mapping).await?;
+            converged &= c2 == Convergence::Converged;
+            mapping_id = id;
+        }
+        converged &= c1 == Convergence::Converged;
+        built.insert(WRITER.to_string(), (arn, mapping_id));
+    }
+    let router_name = plan.owner.resource_name(ROUTER, NameKind::Function);
+    match (&table.stream_arn, roles.get(ROUTER)) {
+        (Some(stream), Some(role)) if functions.router => {
+            let function = router_function(plan, functions.spec, role, &topics, &code()?);
+            let (arn, c1) = lambda::ensure_function(&aws.lambda, &function).await?;
+            let (id, c2) = lambda::ensure_mapping(&aws.lambda, &router_mapping(plan, stream)).await?;
+            converged &= c1 == Convergence::Converged && c2 == Convergence::Converged;
+            built.insert(ROUTER.to_string(), (arn, id));
+        }
+        // No view needs the router (any more): make sure none runs.
+        _ => {
+            lambda::delete_mappings(&aws.lambda, &router_name).await?;
+            lambda::delete_function_if_owned(&aws.lambda, &router_name, &plan.owner).await?;
+        }
+    }
     Ok(LogResources {
         table,
         queue,
         topics,
         roles,
+        functions: built,
         converged,
     })
 }
 
-/// Deletes the log's owned resources, dependents first: topics, the queue, then the table (never an
-/// adopted one). Returns the names deleted.
+/// Deletes the log's owned resources, dependents first: mappings and functions, roles, topics, the queue,
+/// then the table (never an adopted one). Returns the names deleted.
 pub async fn delete_log(aws: &Aws, plan: &LogPlan) -> Result<Vec<String>, AwsError> {
     let mut deleted = Vec::new();
+    for function in [WRITER, ROUTER] {
+        let name = plan.owner.resource_name(function, NameKind::Function);
+        lambda::delete_mappings(&aws.lambda, &name).await?;
+        if lambda::delete_function_if_owned(&aws.lambda, &name, &plan.owner).await? {
+            deleted.push(name);
+        }
+    }
     for role in ["writer", "router"] {
         let name = plan.owner.resource_name(role, NameKind::Role);
         if iam::delete_role_if_owned(&aws.iam, &name, &plan.owner).await? {

@@ -245,6 +245,13 @@ impl Operator {
             ])
             .args(["--resync-seconds", "30"])
             .env("RUST_LOG", "info,kappa_operator=debug")
+            .env(
+                "KAPPA_LAMBDA_CODE",
+                concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/fixtures/lambda-bootstrap-standin.sh"
+                ),
+            )
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
