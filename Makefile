@@ -26,9 +26,10 @@ tools: ## Build or find the pinned kube-apiserver, etcd, kubectl, helm and moto_
 build:
 	cargo build --bins
 
-crds: ## Regenerate crds/ from the Rust types, and the chart's copy.
+crds: ## Regenerate crds/ from the Rust types, the chart's copy and docs/api-reference.md.
 	cargo run -q --bin kappa-operator -- crds > crds/kappa.dev_crds.yaml
 	cp crds/kappa.dev_crds.yaml charts/kappa-operator/crds/kappa.dev_crds.yaml
+	cargo run -q --bin kappa-operator -- crds --reference > docs/api-reference.md
 
 lint:
 	cargo fmt --all -- --check
