@@ -80,6 +80,17 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
         router: crate::plan::lambdas::router_needed(plan.fan_out, &views),
     };
     let (phase, health, resources) = match provision::apply_log(&ctx.aws, &plan, &functions).await {
+        Ok(mut r) if r.problem.is_some() => {
+            let message = r.problem.take().map(|e| e.to_string()).unwrap_or_default();
+            (
+                EventLogPhase::Failed,
+                Health::Stalled {
+                    reason: reasons::AWS_ERROR,
+                    message: format!("the log's table and topics exist, but its functions do not: {message}"),
+                },
+                Some(r),
+            )
+        }
         Ok(r) if r.converged => (
             EventLogPhase::Ready,
             Health::Ready {

@@ -26,6 +26,8 @@ pub struct LogResources {
     pub functions: BTreeMap<String, (String, String)>,
     /// Whether everything already matched the plan (no change was made).
     pub converged: bool,
+    /// A permanent failure of the functions' step: the table, queue and topics above exist regardless.
+    pub problem: Option<AwsError>,
 }
 
 /// What the log's built-in functions need besides the plan.
@@ -69,13 +71,46 @@ pub async fn apply_log(
     } else {
         converged = false;
     }
+    let mut built = BTreeMap::new();
+    let mut problem = None;
+    match apply_functions(aws, plan, functions, &queue, &table, &topics, &roles, &mut built).await {
+        Ok(done) => converged &= done,
+        Err(e) if !e.retryable => {
+            converged = false;
+            problem = Some(e);
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(LogResources {
+        table,
+        queue,
+        topics,
+        roles,
+        functions: built,
+        converged,
+        problem,
+    })
+}
+
+/// The writer and router functions and their mappings; `Ok(true)` when nothing had to change.
+#[allow(clippy::too_many_arguments)]
+async fn apply_functions(
+    aws: &Aws,
+    plan: &LogPlan,
+    functions: &LogFunctions<'_>,
+    queue: &Option<QueueState>,
+    table: &TableState,
+    topics: &BTreeMap<String, String>,
+    roles: &BTreeMap<String, String>,
+    built: &mut BTreeMap<String, (String, String)>,
+) -> Result<bool, AwsError> {
+    let mut converged = true;
     let code = || {
         functions
             .code
             .clone()
             .map_err(|message| AwsError::permanent("CreateFunction", &plan.owner.name, message))
     };
-    let mut built = BTreeMap::new();
     if let (Some(q), Some(role)) = (&queue, roles.get(WRITER)) {
         let function = writer_function(plan, functions.spec, role, &code()?);
         let (arn, c1) = lambda::ensure_function(&aws.lambda, &function).await?;
@@ -91,7 +126,7 @@ pub async fn apply_log(
     let router_name = plan.owner.resource_name(ROUTER, NameKind::Function);
     match (&table.stream_arn, roles.get(ROUTER)) {
         (Some(stream), Some(role)) if functions.router => {
-            let function = router_function(plan, functions.spec, role, &topics, &code()?);
+            let function = router_function(plan, functions.spec, role, topics, &code()?);
             let (arn, c1) = lambda::ensure_function(&aws.lambda, &function).await?;
             let (id, c2) = lambda::ensure_mapping(&aws.lambda, &router_mapping(plan, stream)).await?;
             converged &= c1 == Convergence::Converged && c2 == Convergence::Converged;
@@ -103,14 +138,7 @@ pub async fn apply_log(
             lambda::delete_function_if_owned(&aws.lambda, &router_name, &plan.owner).await?;
         }
     }
-    Ok(LogResources {
-        table,
-        queue,
-        topics,
-        roles,
-        functions: built,
-        converged,
-    })
+    Ok(converged)
 }
 
 /// Deletes the log's owned resources, dependents first: mappings and functions, roles, topics, the queue,
