@@ -45,6 +45,17 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Started by Lambda as `bootstrap` (no arguments): serve the built-in function the handler names.
+    if kappa_operator::lambda::entry::started_by_lambda() {
+        kappa_operator::telemetry::init_lambda();
+        return match kappa_operator::lambda::entry::run().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kappa-operator function: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Crds { reference } => {

@@ -29,3 +29,13 @@ pub fn init(format: LogFormat) {
             .init(),
     }
 }
+
+/// The subscriber of the built-in Lambda functions: JSON lines on stdout (CloudWatch Logs), no timestamps
+/// (Lambda adds its own), filtered by `RUST_LOG` (default `info`).
+pub fn init_lambda() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,aws=warn"));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt::layer().json().without_time().with_writer(std::io::stdout))
+        .init();
+}

@@ -37,6 +37,7 @@
 //! - Configuration comes from environment variables, read once at cold start and validated with
 //!   messages that name the variable, the value and the fix ([`ConfigError`]).
 
+pub mod entry;
 pub mod event;
 pub mod projector;
 pub mod router;

@@ -1,0 +1,86 @@
+//! The operator's binary as a Lambda function (`provided.al2023`, file `bootstrap`): when Lambda starts it
+//! (`AWS_LAMBDA_RUNTIME_API` is set), `main` hands over to [`run`], which reads the function's handler
+//! (`_HANDLER`: `writer`, `router` or `projector`), loads its configuration from the environment once,
+//! builds the SDK clients once, and serves invocations with the `lambda_runtime` crate.
+//!
+//! A configuration error stops the function at cold start with the variable and the fix in the message
+//! (it shows in the function's logs and as an `Runtime.ExitError`), rather than failing every invocation.
+
+use std::sync::Arc;
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde_json::Value;
+
+use super::event::{ProjectorEvent, SqsEvent, StreamEvent};
+use super::projector::{self, ProjectorConfig};
+use super::router::{self, RouterConfig};
+use super::sdk::{DynamoLogWriter, DynamoViewStore, SnsPublisher};
+use super::writer::{self, WriterConfig};
+use super::{ConfigError, RetryPolicy};
+
+/// Whether this process was started by Lambda.
+pub fn started_by_lambda() -> bool {
+    std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
+}
+
+fn config_error(e: ConfigError) -> Error {
+    Box::new(e)
+}
+
+/// Serves the function named by `_HANDLER` until Lambda stops the process.
+pub async fn run() -> Result<(), Error> {
+    let handler = std::env::var("_HANDLER").unwrap_or_default();
+    let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    match handler.as_str() {
+        "writer" => {
+            let config = Arc::new(WriterConfig::from_env().map_err(config_error)?);
+            let writer = Arc::new(DynamoLogWriter::new(
+                aws_sdk_dynamodb::Client::new(&shared),
+                config.log_table.clone(),
+            ));
+            lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+                let (config, writer) = (config.clone(), writer.clone());
+                async move {
+                    let report = writer::handle(&config, &*writer, &RetryPolicy::default(), &event.payload).await;
+                    tracing::info!(written = report.written, invalid = report.invalid, failed = report.failed, "writer");
+                    Ok::<Value, Error>(serde_json::to_value(report.response)?)
+                }
+            }))
+            .await
+        }
+        "router" => {
+            let config = Arc::new(RouterConfig::from_env().map_err(config_error)?);
+            let publisher = Arc::new(SnsPublisher::new(aws_sdk_sns::Client::new(&shared)));
+            lambda_runtime::run(service_fn(move |event: LambdaEvent<StreamEvent>| {
+                let (config, publisher) = (config.clone(), publisher.clone());
+                async move {
+                    let report = router::handle(&config, &*publisher, &RetryPolicy::default(), &event.payload).await;
+                    tracing::info!(published = report.published, failed = report.failed, "router");
+                    Ok::<Value, Error>(serde_json::to_value(report.response)?)
+                }
+            }))
+            .await
+        }
+        "projector" => {
+            let settings = ProjectorConfig::from_env().map_err(config_error)?;
+            let compiled = Arc::new(settings.compile().map_err(|e| -> Error { Box::new(e) })?);
+            let store = Arc::new(DynamoViewStore::new(
+                aws_sdk_dynamodb::Client::new(&shared),
+                settings.table.clone(),
+            ));
+            lambda_runtime::run(service_fn(move |event: LambdaEvent<ProjectorEvent>| {
+                let (compiled, store) = (compiled.clone(), store.clone());
+                async move {
+                    let report = projector::handle(&compiled, &*store, &event.payload).await?;
+                    Ok::<Value, Error>(serde_json::to_value(report.response)?)
+                }
+            }))
+            .await
+        }
+        other => Err(format!(
+            "this kappa-operator function has handler {other:?}: the built-in functions are `writer`, `router` \
+             and `projector` (the operator sets the handler when it creates the function)"
+        )
+        .into()),
+    }
+}
