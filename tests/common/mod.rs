@@ -249,7 +249,7 @@ impl Operator {
                 "KAPPA_LAMBDA_CODE",
                 concat!(
                     env!("CARGO_MANIFEST_DIR"),
-                    "/tests/fixtures/lambda-bootstrap-standin.sh"
+                    "/hack/lambda-bootstrap-standin.sh"
                 ),
             )
             .envs(env.iter().copied())
