@@ -718,6 +718,47 @@ async fn views_tables_are_shared_or_dedicated_and_a_shared_one_outlives_all_but_
     })
     .await;
 
+    // A filter policy changed by hand is restored.
+    let current = sns
+        .list_subscriptions_by_topic()
+        .topic_arn(&topic)
+        .send()
+        .await
+        .unwrap()
+        .subscriptions()
+        .iter()
+        .find(|s| s.endpoint() == Some(function_arn.as_str()))
+        .and_then(|s| s.subscription_arn().map(str::to_string))
+        .unwrap();
+    sns.set_subscription_attributes()
+        .subscription_arn(&current)
+        .attribute_name("FilterPolicy")
+        .attribute_value(r#"{"recordType": ["game"]}"#)
+        .send()
+        .await
+        .unwrap();
+    common::kubectl(&[
+        "-n",
+        &ns,
+        "annotate",
+        "--overwrite",
+        "mv",
+        "players",
+        "test/nudge=2",
+    ]);
+    common::eventually(Duration::from_secs(30), "the filter policy restored", || async {
+        let attributes = sns
+            .get_subscription_attributes()
+            .subscription_arn(&current)
+            .send()
+            .await
+            .ok()?
+            .attributes?;
+        let policy: serde_json::Value = serde_json::from_str(attributes.get("FilterPolicy")?).ok()?;
+        (policy == serde_json::json!({"recordType": ["player"]})).then_some(())
+    })
+    .await;
+
     let gone = |name: &'static str| {
         let views = views.clone();
         async move {
@@ -827,6 +868,38 @@ async fn a_direct_view_maps_the_log_stream_with_filter_criteria_and_no_router_ru
         !log_status.resources.contains_key("function/router"),
         "Direct fan-out: no router"
     );
+
+    // A mapping deleted by hand is back after the next reconcile.
+    lambda
+        .delete_event_source_mapping()
+        .uuid(&status.resources["mapping"])
+        .send()
+        .await
+        .unwrap();
+    common::kubectl(&[
+        "-n",
+        &ns,
+        "annotate",
+        "--overwrite",
+        "mv",
+        "players",
+        "test/nudge=0",
+    ]);
+    let function = status.resources["function/projector"]
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    common::eventually(Duration::from_secs(30), "the mapping recreated", || async {
+        let out = lambda
+            .list_event_source_mappings()
+            .function_name(&function)
+            .send()
+            .await
+            .ok()?;
+        (out.event_source_mappings().len() == 1).then_some(())
+    })
+    .await;
 
     // Reconciling the unchanged view (function, mapping, role, table) makes no mutating AWS call.
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -247,10 +247,7 @@ impl Operator {
             .env("RUST_LOG", "info,kappa_operator=debug")
             .env(
                 "KAPPA_LAMBDA_CODE",
-                concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/hack/lambda-bootstrap-standin.sh"
-                ),
+                concat!(env!("CARGO_MANIFEST_DIR"), "/hack/lambda-bootstrap-standin.sh"),
             )
             .envs(env.iter().copied())
             .stdout(Stdio::null())
