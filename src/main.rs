@@ -29,6 +29,24 @@ enum Command {
         #[arg(long)]
         reference: bool,
     },
+    /// One index of a backfill Indexed Job (the operator creates the Job; this is what its pods run).
+    Backfill {
+        /// The view's namespace.
+        #[arg(long)]
+        namespace: String,
+        /// The view.
+        #[arg(long)]
+        view: String,
+        /// The backfill attempt (status.backfill.attempt) the Job was created for.
+        #[arg(long)]
+        attempt: i64,
+        /// Indexes in all.
+        #[arg(long)]
+        workers: usize,
+        /// This pod's index (Kubernetes sets JOB_COMPLETION_INDEX in an Indexed Job).
+        #[arg(long, env = "JOB_COMPLETION_INDEX")]
+        index: usize,
+    },
     /// Estimate the cost per million writes of the EventLogs and views in manifests, before applying them.
     Cost {
         /// Manifest files, or directories of *.yaml files, holding EventLogs and their MaterializedViews.
@@ -64,6 +82,38 @@ async fn main() -> ExitCode {
                 false => print!("{}", crd::crds_yaml()),
             }
             ExitCode::SUCCESS
+        }
+        Command::Backfill {
+            namespace,
+            view,
+            attempt,
+            workers,
+            index,
+        } => {
+            telemetry::init(cli.log_format);
+            let share = kappa_operator::runtime::backfill_job::JobShare {
+                namespace,
+                view,
+                attempt,
+                workers,
+                index,
+            };
+            match kappa_operator::runtime::backfill_job::run(&share).await {
+                Ok(p) => {
+                    tracing::info!(
+                        index,
+                        files = p.files_done,
+                        records = p.items_done,
+                        "backfill share done"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err((message, retryable)) => {
+                    eprintln!("kappa-operator backfill: index {index}: {message}");
+                    // 1: the Job retries this index; 2: it will not help.
+                    ExitCode::from(if retryable { 1 } else { 2 })
+                }
+            }
         }
         Command::Cost {
             files,

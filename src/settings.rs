@@ -50,6 +50,30 @@ pub struct Settings {
     /// operator's own.
     #[arg(long, env = "KAPPA_LAMBDA_ARCHITECTURE")]
     pub lambda_architecture: Option<String>,
+
+    /// Exports holding more items than this are backfilled by an Indexed Job (one pod per
+    /// `spec.backfill.parallelism`) instead of inside the operator. Needs --image.
+    #[arg(long, env = "KAPPA_BACKFILL_JOB_ITEMS", default_value_t = 5_000_000)]
+    pub backfill_job_items: u64,
+
+    /// The image of backfill Jobs: the operator's own (the chart sets it). Unset: every backfill runs inside
+    /// the operator.
+    #[arg(long, env = "KAPPA_IMAGE")]
+    pub image: Option<String>,
+
+    /// The ServiceAccount of backfill Job pods, in the operator's namespace (the chart sets the operator's,
+    /// so the pods have its IAM role).
+    #[arg(long, env = "KAPPA_SERVICE_ACCOUNT", default_value = "default")]
+    pub service_account: String,
+}
+
+/// When and how large backfills run as Indexed Jobs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackfillJobs {
+    pub image: String,
+    pub service_account: String,
+    /// Exports with more items than this run as a Job.
+    pub min_items: u64,
 }
 
 /// Where the built-in Lambda functions' code comes from.
@@ -111,6 +135,8 @@ pub struct Config {
     pub identity: String,
     pub lambda_code: LambdaCodeSource,
     pub lambda_architecture: crate::plan::function::Architecture,
+    /// `None`: every backfill runs inside the operator.
+    pub backfill_jobs: Option<BackfillJobs>,
 }
 
 impl Settings {
@@ -159,7 +185,17 @@ impl Settings {
             "arm64" => Architecture::Arm64,
             other => return Err(SettingsError::InvalidLambdaArchitecture(other.to_string())),
         };
+        let backfill_jobs = self
+            .image
+            .clone()
+            .filter(|i| !i.is_empty())
+            .map(|image| BackfillJobs {
+                image,
+                service_account: self.service_account.clone(),
+                min_items: self.backfill_job_items,
+            });
         Ok(Config {
+            backfill_jobs,
             lambda_code,
             lambda_architecture,
             cluster_id,

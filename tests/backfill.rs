@@ -428,3 +428,151 @@ async fn three_views_are_backfilled_exactly_through_restarts_and_concurrent_writ
     drop(op);
     common::delete_namespace(&client, &ns).await;
 }
+
+#[tokio::test]
+async fn a_view_backfilled_by_scanning_the_log_ends_exact() {
+    let (client, ns) = common::setup("backfill-scan").await;
+    let aws = common::aws_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&aws);
+    let _op = Operator::start(&ns, "solo", 5);
+    // No export: a log without spec.export, backfilled by a parallel segmented scan.
+    let log = log_yaml("unused").replace("  export: {bucket: unused, prefix: exports}\n", "");
+    common::create_yaml(&client, &ns, &log).await.unwrap();
+    let logs: Api<EventLog> = Api::namespaced(client.clone(), &ns);
+    let log_table = common::eventually(Duration::from_secs(60), "the EventLog's table", || async {
+        let t = logs.get("scores").await.ok()?.status?.table?;
+        t.stream_arn?;
+        Some(t.name)
+    })
+    .await;
+    let events: Vec<Event> = (0..3_000).map(event).collect();
+    write_events(&ddb, &log_table, events.clone()).await;
+    let view = VIEWS
+        .split("\n---\n")
+        .find(|v| v.contains("name: points"))
+        .unwrap()
+        .replace(
+            "backfill: {parallelism: 1}",
+            "backfill: {source: Scan, parallelism: 2}",
+        );
+    common::create_yaml(&client, &ns, &view).await.unwrap();
+    let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
+    let status = common::eventually(Duration::from_secs(120), "points Live", || async {
+        let s = mvs.get("points").await.ok()?.status?;
+        (s.phase == Some(ViewPhase::Live)).then_some(s)
+    })
+    .await;
+    let b = status.backfill.clone().unwrap();
+    assert_eq!(
+        (b.files_done, b.files_total),
+        (8, 8),
+        "2 × 4 segments, all checkpointed: {b:?}"
+    );
+    assert_eq!(b.items_done, 3_000, "every log item scanned once");
+    let want = expected(&events).points;
+    let table = status.table_name.unwrap();
+    common::eventually(Duration::from_secs(60), "points exact", || async {
+        (actual(&ddb, &table).await.points == want).then_some(())
+    })
+    .await;
+    common::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn a_large_export_is_backfilled_by_an_indexed_job_of_the_operators_image() {
+    let (client, ns) = common::setup("backfill-job").await;
+    let aws = common::aws_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&aws);
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&aws)
+            .force_path_style(true)
+            .build(),
+    );
+    let bucket = format!("kappa-{ns}");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("CreateBucket");
+    // Any export over 100 items runs as a Job.
+    let image = "registry.example/kappa-operator:test";
+    let _op = Operator::start_with_env(
+        &ns,
+        "solo",
+        5,
+        &[
+            ("KAPPA_BACKFILL_JOB_ITEMS", "100"),
+            ("KAPPA_IMAGE", image),
+            ("KAPPA_SERVICE_ACCOUNT", "kappa-operator"),
+        ],
+    );
+    common::create_yaml(&client, &ns, &log_yaml(&bucket))
+        .await
+        .unwrap();
+    let logs: Api<EventLog> = Api::namespaced(client.clone(), &ns);
+    let log_table = common::eventually(Duration::from_secs(60), "the EventLog's table", || async {
+        let t = logs.get("scores").await.ok()?.status?.table?;
+        t.stream_arn?;
+        Some(t.name)
+    })
+    .await;
+    let events: Vec<Event> = (0..1_000).map(event).collect();
+    write_events(&ddb, &log_table, events.clone()).await;
+    let view = VIEWS
+        .split("\n---\n")
+        .find(|v| v.contains("name: profiles"))
+        .unwrap()
+        .replace("backfill: {parallelism: 1}", "backfill: {parallelism: 2}");
+    common::create_yaml(&client, &ns, &view).await.unwrap();
+
+    // The Job: Indexed, one index per worker, the operator's image and ServiceAccount.
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &ns);
+    let name = kappa_operator::plan::job::job_name(&ns, "profiles", 1);
+    let job = common::eventually(Duration::from_secs(120), "the backfill Job", || async {
+        jobs.get_opt(&name).await.ok()?
+    })
+    .await;
+    let spec = job.spec.unwrap();
+    assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
+    assert_eq!((spec.completions, spec.parallelism), (Some(2), Some(2)));
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("kappa-operator"));
+    let container = &pod.containers[0];
+    assert_eq!(container.image.as_deref(), Some(image));
+    let args = container.args.clone().unwrap();
+
+    // The local stack has no kubelet: the test runs each index's container command itself, as its pod would.
+    for index in 0..2 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
+            .args(&args)
+            .env("JOB_COMPLETION_INDEX", index.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "index {index}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
+    let status = common::eventually(Duration::from_secs(60), "profiles Live", || async {
+        let s = mvs.get("profiles").await.ok()?.status?;
+        (s.phase == Some(ViewPhase::Live)).then_some(s)
+    })
+    .await;
+    let b = status.backfill.unwrap();
+    assert_eq!(b.files_done, b.files_total);
+    assert_eq!(b.items_done, 1_000);
+    let want = expected(&events).profiles;
+    let table = status.table_name.unwrap();
+    common::eventually(Duration::from_secs(60), "profiles exact", || async {
+        (actual(&ddb, &table).await.profiles == want).then_some(())
+    })
+    .await;
+    common::eventually(Duration::from_secs(30), "the finished Job deleted", || async {
+        jobs.get_opt(&name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    common::delete_namespace(&client, &ns).await;
+}

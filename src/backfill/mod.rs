@@ -7,4 +7,5 @@
 
 pub mod batch;
 pub mod export;
+pub mod scan;
 pub mod worker;

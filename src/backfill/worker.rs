@@ -57,6 +57,34 @@ pub struct Progress {
     pub items_per_second: f64,
 }
 
+/// The export's summary and its data files, read from its manifests (item counts checked).
+pub async fn read_manifests(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    summary_key: &str,
+) -> Result<(ManifestSummary, Vec<DataFileEntry>), BackfillError> {
+    let summary_bytes =
+        get_small_object(s3, bucket, summary_key)
+            .await?
+            .ok_or_else(|| BackfillError::ManifestMissing {
+                bucket: bucket.to_string(),
+                key: summary_key.to_string(),
+            })?;
+    let summary = ManifestSummary::from_slice(summary_key, &summary_bytes)?;
+    let candidates = summary.manifest_files_key_candidates();
+    for key in &candidates {
+        if let Some(bytes) = get_small_object(s3, bucket, key).await? {
+            let entries = parse_manifest_files(key, bytes.as_slice())?;
+            summary.check_item_count(key, &entries)?;
+            return Ok((summary, entries));
+        }
+    }
+    Err(BackfillError::DataFileMissing {
+        bucket: bucket.to_string(),
+        candidates,
+    })
+}
+
 type FileFuture<'a> = std::pin::Pin<Box<dyn Future<Output = Result<u64, BackfillError>> + Send + 'a>>;
 
 /// Everything one worker needs.
@@ -95,6 +123,9 @@ pub enum BackfillError {
     Aws(#[from] AwsError),
     #[error("the backfill checkpoint cannot be read or written: {0}")]
     Checkpoint(String),
+    /// A `Scan` backfill's segment holds an item that cannot be read or projected.
+    #[error("scan segment {segment} of the log: {message}")]
+    Scan { segment: i32, message: String },
     /// The thread reading `file` panicked or was cancelled: a bug, reported as such.
     #[error("reading data file {file} stopped unexpectedly: {message}")]
     Internal { file: String, message: String },
@@ -131,27 +162,7 @@ pub enum RecordError {
 impl<C: FileCheckpoints> Worker<C> {
     /// Runs the backfill to the end: `Ok` once every file of this worker's share is checkpointed.
     pub async fn run(&self) -> Result<Progress, BackfillError> {
-        let summary_bytes = get_small_object(&self.s3, &self.bucket, &self.summary_key)
-            .await?
-            .ok_or_else(|| BackfillError::ManifestMissing {
-                bucket: self.bucket.clone(),
-                key: self.summary_key.clone(),
-            })?;
-        let summary = ManifestSummary::from_slice(&self.summary_key, &summary_bytes)?;
-        let files_key_candidates = summary.manifest_files_key_candidates();
-        let mut files = None;
-        for key in &files_key_candidates {
-            if let Some(bytes) = get_small_object(&self.s3, &self.bucket, key).await? {
-                let entries = parse_manifest_files(key, bytes.as_slice())?;
-                summary.check_item_count(key, &entries)?;
-                files = Some(entries);
-                break;
-            }
-        }
-        let files = files.ok_or_else(|| BackfillError::DataFileMissing {
-            bucket: self.bucket.clone(),
-            candidates: files_key_candidates,
-        })?;
+        let (summary, files) = read_manifests(&self.s3, &self.bucket, &self.summary_key).await?;
         let (index, count) = (self.share.0, self.share.1.max(1));
         let mine: Vec<DataFileEntry> = files
             .into_iter()

@@ -23,6 +23,7 @@ use super::Context;
 use super::status::{self, Health};
 use crate::aws::export::{self, ExportState};
 use crate::aws::views::ViewTableWriter;
+use crate::backfill::scan::ScanWorker;
 use crate::backfill::worker::{Progress, Worker};
 use crate::crd::{
     APPROVE_BACKFILL_ANNOTATION, BackfillApproval, BackfillSource, BackfillStatus, EventLog, LiveStatus,
@@ -226,18 +227,14 @@ pub(super) async fn backfill(
                 resources: Default::default(),
             };
         }
-        BackfillSource::Scan => {
-            return stalled(
-                ViewPhase::Failed,
-                reasons::NOT_SUPPORTED,
-                "spec.backfill.source Scan is not implemented by this version of the operator: use Export (the \
-                 EventLog needs spec.export and point-in-time recovery) or None"
-                    .into(),
-            );
-        }
-        BackfillSource::Export => {}
+        BackfillSource::Scan | BackfillSource::Export => {}
     }
-    let Some(export_spec) = &log.spec.export else {
+    let scan = view.spec.backfill.source == BackfillSource::Scan;
+    let export_spec = log.spec.export.clone().unwrap_or_else(|| crate::crd::ExportSpec {
+        bucket: String::new(),
+        prefix: String::new(),
+    });
+    if !scan && log.spec.export.is_none() {
         return stalled(
             ViewPhase::Failed,
             reasons::INVALID_SPEC,
@@ -247,7 +244,8 @@ pub(super) async fn backfill(
                 log.name_any()
             ),
         );
-    };
+    }
+    let export_spec = &export_spec;
     let mut b = view
         .status
         .as_ref()
@@ -278,7 +276,7 @@ pub(super) async fn backfill(
         };
     }
     let generation = view.metadata.generation.unwrap_or_default();
-    if b.export_arn.is_none() {
+    if (scan && b.started_at.is_none()) || (!scan && b.export_arn.is_none()) {
         // Not started yet.
         if view.spec.backfill.approval == BackfillApproval::Manual {
             let approved =
@@ -302,6 +300,23 @@ pub(super) async fn backfill(
                 reasons::WAITING_FOR_LIVE_PATH,
                 "starting the live path before the export, so no record falls between them".into(),
                 None,
+                Duration::from_secs(1),
+            );
+        }
+        if scan {
+            b = BackfillStatus {
+                attempt: b.attempt.max(1),
+                reason: b.reason.or_else(|| Some("initial".into())),
+                checkpoint: Some(checkpoints::backfill_name(&name, b.attempt.max(1))),
+                started_at: Some(status::now()),
+                progress: Some("0%".into()),
+                ..BackfillStatus::default()
+            };
+            return progressing(
+                ViewPhase::Backfilling,
+                reasons::BACKFILLING,
+                "scanning the log (spec.backfill.source Scan)".into(),
+                Some(b),
                 Duration::from_secs(1),
             );
         }
@@ -375,9 +390,49 @@ pub(super) async fn backfill(
         }
     }
     let export_arn = b.export_arn.clone().unwrap_or_default();
-    let fingerprint = digest(&[&export_arn, &generation.to_string()]);
+    let fingerprint = match scan {
+        true => digest(&["scan", &b.attempt.to_string(), &generation.to_string()]),
+        false => digest(&[&export_arn, &generation.to_string()]),
+    };
     let run = match ctx.runtime.backfill_progress(&key, &fingerprint) {
         Some(run) => run,
+        None if scan => {
+            let Some(log_table) = log
+                .status
+                .as_ref()
+                .and_then(|s| s.table.as_ref())
+                .map(|t| t.name.clone())
+            else {
+                return progressing(
+                    ViewPhase::Backfilling,
+                    reasons::BACKFILLING,
+                    "waiting for the EventLog to report its table".into(),
+                    Some(b),
+                    Duration::from_secs(5),
+                );
+            };
+            let parallelism = view.spec.backfill.parallelism.max(1);
+            let worker = ScanWorker {
+                dynamodb: ctx.aws.dynamodb.clone(),
+                log_table,
+                total_segments: parallelism * 4,
+                projection: projection.clone(),
+                writer: ViewTableWriter::new(ctx.aws.dynamodb.clone(), table, WRITE_CONCURRENCY),
+                checkpoints: ConfigMapCheckpoint::new(
+                    ctx.client.clone(),
+                    ns,
+                    checkpoints::backfill_name(&name, b.attempt),
+                    checkpoints::owner_of(view),
+                ),
+                parallelism: parallelism as usize,
+                progress: Arc::new(Mutex::new(Progress::default())),
+            };
+            info!(view = %key, segments = worker.total_segments, "backfilling by scanning the log");
+            let progress = worker.progress.clone();
+            ctx.runtime.backfill(&key, &fingerprint, |run| {
+                tokio::spawn(async move { track(progress, worker.run(), run).await })
+            })
+        }
         None => {
             let info = match export::describe_export(&ctx.aws.dynamodb, &export_arn).await {
                 Ok(info) => info,
@@ -422,25 +477,35 @@ pub(super) async fn backfill(
                 .and_then(|l| l.strip_prefix(&format!("s3://{}/", export_spec.bucket)))
                 .unwrap_or_default()
                 .to_string();
-            let worker = Worker {
-                s3: ctx.aws.s3.clone(),
-                bucket: info.bucket.clone().unwrap_or_else(|| export_spec.bucket.clone()),
-                summary_key: export::summary_key(&info, &prefix),
-                projection: projection.clone(),
-                writer: ViewTableWriter::new(ctx.aws.dynamodb.clone(), table, WRITE_CONCURRENCY),
-                checkpoints: ConfigMapCheckpoint::new(
-                    ctx.client.clone(),
-                    ns,
-                    checkpoints::backfill_name(&name, b.attempt),
-                    checkpoints::owner_of(view),
-                ),
-                parallelism: view.spec.backfill.parallelism.max(1) as usize,
-                share: (0, 1),
-                progress: Arc::new(Mutex::new(Progress::default())),
-            };
-            info!(view = %key, export = %export_arn, summary = %worker.summary_key, "backfilling from the export");
-            ctx.runtime
-                .backfill(&key, &fingerprint, |run| tokio::spawn(run_worker(worker, run)))
+            let large =
+                |j: &&crate::settings::BackfillJobs| info.item_count.unwrap_or(0).max(0) as u64 > j.min_items;
+            if let Some(jobs) = ctx.config.backfill_jobs.as_ref().filter(large) {
+                let bucket = info.bucket.clone().unwrap_or_else(|| export_spec.bucket.clone());
+                let summary = export::summary_key(&info, &prefix);
+                job_backfill(view, ctx, ns, jobs, b.attempt, &bucket, &summary).await
+            } else {
+                let worker = Worker {
+                    s3: ctx.aws.s3.clone(),
+                    bucket: info.bucket.clone().unwrap_or_else(|| export_spec.bucket.clone()),
+                    summary_key: export::summary_key(&info, &prefix),
+                    projection: projection.clone(),
+                    writer: ViewTableWriter::new(ctx.aws.dynamodb.clone(), table, WRITE_CONCURRENCY),
+                    checkpoints: ConfigMapCheckpoint::new(
+                        ctx.client.clone(),
+                        ns,
+                        checkpoints::backfill_name(&name, b.attempt),
+                        checkpoints::owner_of(view),
+                    ),
+                    parallelism: view.spec.backfill.parallelism.max(1) as usize,
+                    share: (0, 1),
+                    progress: Arc::new(Mutex::new(Progress::default())),
+                };
+                info!(view = %key, export = %export_arn, summary = %worker.summary_key, "backfilling from the export");
+                let progress = worker.progress.clone();
+                ctx.runtime.backfill(&key, &fingerprint, |run| {
+                    tokio::spawn(async move { track(progress, worker.run(), run).await })
+                })
+            }
         }
     };
     apply_progress(&mut b, &run.progress);
@@ -594,6 +659,124 @@ pub(super) async fn lambda_view(
     outcome
 }
 
+/// A large export's backfill as an Indexed Job of the operator's image (see `crate::plan::job`): creates the
+/// Job once, and reads progress and completion from the view's backfill checkpoint, which the Job's pods
+/// write. The Job is deleted once every data file is done.
+async fn job_backfill(
+    view: &MaterializedView,
+    ctx: &Context,
+    ns: &str,
+    jobs: &crate::settings::BackfillJobs,
+    attempt: i64,
+    bucket: &str,
+    summary_key: &str,
+) -> BackfillRun {
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::Api;
+    use kube::api::{DeleteParams, PostParams, PropagationPolicy};
+    let name = view.name_any();
+    let failure = |message: String, retryable: bool| BackfillRun {
+        progress: Progress::default(),
+        outcome: Some(Err(BackfillFailure { message, retryable })),
+    };
+    let workers = view.spec.backfill.parallelism.max(1);
+    let env = [
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+        "KAPPA_S3_PATH_STYLE",
+    ]
+    .iter()
+    .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+    .collect();
+    let spec = crate::plan::job::BackfillJob {
+        namespace: ctx.config.lease_namespace.clone(),
+        image: jobs.image.clone(),
+        service_account: jobs.service_account.clone(),
+        view_namespace: ns.to_string(),
+        view: name.clone(),
+        attempt,
+        workers,
+        env,
+    };
+    let job_name = crate::plan::job::job_name(ns, &name, attempt);
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &spec.namespace);
+    let job = match api.get_opt(&job_name).await {
+        Ok(Some(job)) => job,
+        Ok(None) => match api
+            .create(&PostParams::default(), &crate::plan::job::backfill_job(&spec))
+            .await
+        {
+            Ok(job) => {
+                info!(view = %name, job = %job_name, workers, "backfilling with an Indexed Job");
+                job
+            }
+            Err(e) => return failure(format!("creating backfill Job {job_name}: {e}"), true),
+        },
+        Err(e) => return failure(format!("reading backfill Job {job_name}: {e}"), true),
+    };
+    let failed = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Failed" && c.status == "True"));
+    if let Some(condition) = failed {
+        return failure(
+            format!(
+                "backfill Job {}/{job_name} failed: {}; see `kubectl -n {} logs job/{job_name}`, fix the cause and \
+                 delete the Job to run it again",
+                spec.namespace,
+                condition.message.clone().unwrap_or_default(),
+                spec.namespace
+            ),
+            false,
+        );
+    }
+    let (_, files) = match crate::backfill::worker::read_manifests(&ctx.aws.s3, bucket, summary_key).await {
+        Ok(m) => m,
+        Err(e) => return failure(e.to_string(), e.retryable()),
+    };
+    let checkpoint = ConfigMapCheckpoint::new(
+        ctx.client.clone(),
+        ns,
+        checkpoints::backfill_name(&name, attempt),
+        None,
+    );
+    let done = match crate::backfill::worker::FileCheckpoints::done(&checkpoint).await {
+        Ok(done) => done,
+        Err(e) => return failure(e, true),
+    };
+    let finished: Vec<_> = files
+        .iter()
+        .filter(|f| done.contains(&f.data_file_s3_key))
+        .collect();
+    let progress = Progress {
+        files_total: files.len() as u64,
+        files_done: finished.len() as u64,
+        items_total: files.iter().map(|f| f.item_count).sum(),
+        items_done: finished.iter().map(|f| f.item_count).sum(),
+        files_resumed: 0,
+        items_per_second: 0.0,
+    };
+    if finished.len() < files.len() {
+        return BackfillRun {
+            progress,
+            outcome: None,
+        };
+    }
+    let background = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    if let Err(e) = api.delete(&job_name, &background).await {
+        tracing::warn!(job = %job_name, error = %e, "could not delete the finished backfill Job");
+    }
+    BackfillRun {
+        progress,
+        outcome: Some(Ok(())),
+    }
+}
+
 /// The prefix of a view's export, under the EventLog's `spec.export.prefix`.
 fn export_prefix(base: &str, ns: &str, view: &str, attempt: i64) -> String {
     let base = base.trim_matches('/');
@@ -630,16 +813,18 @@ fn format_duration(secs: u64) -> String {
     }
 }
 
-/// Runs one backfill worker, copying its progress into the registry every second and its outcome at the end.
-async fn run_worker(worker: Worker<ConfigMapCheckpoint>, run: Arc<Mutex<BackfillRun>>) {
-    let progress = worker.progress.clone();
+/// Runs one backfill (an export's or a scan's), copying its progress into the registry every second and its outcome at the end.
+async fn track(
+    progress: Arc<Mutex<Progress>>,
+    work: impl Future<Output = Result<Progress, crate::backfill::worker::BackfillError>>,
+    run: Arc<Mutex<BackfillRun>>,
+) {
     let copy = |outcome: Option<Result<(), BackfillFailure>>| {
         let p = progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut r = run.lock().unwrap_or_else(|e| e.into_inner());
         r.progress = p;
         r.outcome = outcome;
     };
-    let work = worker.run();
     tokio::pin!(work);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let result = loop {

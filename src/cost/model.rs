@@ -438,6 +438,13 @@ fn stream_records_per_invocation(requested: Option<f64>) -> f64 {
 /// Fan-out `Sns`: the router, the topics, the deliveries and the projectors they invoke.
 fn sns_fan_out(ctx: &Ctx, log: &EventLog, views: &[ViewFacts], est: &mut Estimate) {
     let (p, a) = (ctx.prices, ctx.a);
+    if !views.iter().any(|v| v.lambda) {
+        // The operator runs the router only for Lambda projectors (crate::plan::lambdas::router_needed).
+        est.note(
+            "no view runs on Lambda: the operator runs no router, and the topics stay idle (no cost per write)",
+        );
+        return;
+    }
     est.push(Line::new(
         Component::StreamReads,
         "log stream (router Lambda)",

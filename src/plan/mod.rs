@@ -3,6 +3,7 @@
 mod fan_out;
 pub mod function;
 pub mod iam;
+pub mod job;
 pub mod lambdas;
 pub mod log;
 pub mod names;

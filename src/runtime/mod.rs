@@ -7,6 +7,7 @@
 //! fingerprint returns the running task's progress; another one stops the old task and starts a new one.
 //! Tasks only report progress; the reconciler turns it into status.
 
+pub mod backfill_job;
 pub mod checkpoints;
 pub mod live;
 pub mod stream;

@@ -1,0 +1,136 @@
+//! The `Scan` backfill source, for logs without point-in-time recovery: a parallel segmented `Scan` of the
+//! log table, projected and written like an export, checkpointed per segment.
+//!
+//! Consistency: a scan is not a snapshot. An item written while the scan runs may or may not be seen,
+//! depending on whether the scan already passed its key. That loses nothing here, because the view's live
+//! path starts before the scan: whatever the scan misses arrives through the stream, and whatever both
+//! deliver is applied once (idempotent writes). What a scan costs instead is read capacity on the log
+//! table (eventually consistent reads, half a unit per 4 KB), and its pages are not verified the way an
+//! export's files are (no MD5, no item count).
+//!
+//! A segment is checkpointed (key `scan-<segment>-of-<total>`) only after all its pages were written;
+//! an interrupted segment is scanned again from its start.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use aws_sdk_dynamodb::types::Select;
+use futures::StreamExt;
+use tracing::info;
+
+use super::worker::{BackfillError, FileCheckpoints, Progress, RecordError};
+use crate::aws::error::from_sdk;
+use crate::aws::views::{PendingTotals, ViewTableWriter};
+use crate::projection::{ProjectionConfig, item_from_dynamodb};
+
+/// A scan backfill of one log table.
+pub struct ScanWorker<C> {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub log_table: String,
+    /// Segments in all (DynamoDB allows up to 1,000,000).
+    pub total_segments: i32,
+    pub projection: Arc<ProjectionConfig>,
+    pub writer: ViewTableWriter,
+    pub checkpoints: C,
+    /// Segments scanned at once.
+    pub parallelism: usize,
+    pub progress: Arc<Mutex<Progress>>,
+}
+
+/// The checkpoint key of a segment.
+pub fn segment_key(segment: i32, total: i32) -> String {
+    format!("scan-{segment}-of-{total}")
+}
+
+impl<C: FileCheckpoints> ScanWorker<C> {
+    /// Scans every segment not yet checkpointed; `Ok` once all are.
+    pub async fn run(&self) -> Result<Progress, BackfillError> {
+        let total = self.total_segments.max(1);
+        let done = self.checkpoints.done().await.map_err(BackfillError::Checkpoint)?;
+        let todo: Vec<i32> = (0..total)
+            .filter(|s| !done.contains(&segment_key(*s, total)))
+            .collect();
+        {
+            let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+            p.files_total = total as u64;
+            p.files_done = (total as usize - todo.len()) as u64;
+            p.files_resumed = p.files_done;
+        }
+        if !done.is_empty() {
+            info!(table = %self.log_table, segments_done = done.len(), segments_left = todo.len(), "resuming the backfill from its checkpoint");
+        }
+        let started = Instant::now();
+        let mut results =
+            futures::stream::iter(todo.into_iter().map(|segment| self.scan_segment(segment, total)))
+                .buffer_unordered(self.parallelism.max(1));
+        let mut first_error = None;
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(items) => {
+                    let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+                    p.files_done += 1;
+                    // A scan does not know its item total in advance: progress counts segments.
+                    p.items_done += items;
+                    p.items_per_second = p.items_done as f64 / started.elapsed().as_secs_f64().max(0.001);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        p.items_total = p.items_done;
+        Ok(p.clone())
+    }
+
+    async fn scan_segment(&self, segment: i32, total: i32) -> Result<u64, BackfillError> {
+        let mut start = None;
+        let mut items = 0u64;
+        let mut totals = PendingTotals::default();
+        loop {
+            let page = self
+                .dynamodb
+                .scan()
+                .table_name(&self.log_table)
+                .segment(segment)
+                .total_segments(total)
+                .select(Select::AllAttributes)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(from_sdk("Scan", &self.log_table))?;
+            let mut writes = Vec::with_capacity(page.items().len());
+            for (line, raw) in page.items.unwrap_or_default().into_iter().enumerate() {
+                let item = item_from_dynamodb(raw).map_err(|e| BackfillError::Scan {
+                    segment,
+                    message: format!("item {}: {e}", items + line as u64 + 1),
+                })?;
+                match self.projection.project_owned(item) {
+                    Ok(Some(write)) => writes.push(write),
+                    Ok(None) => {}
+                    Err(e) => {
+                        return Err(BackfillError::Scan {
+                            segment,
+                            message: RecordError::Projection(e).to_string(),
+                        });
+                    }
+                }
+                items += 1;
+            }
+            self.writer.apply_deferred(writes, &mut totals).await?;
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        self.writer.finish(totals).await?;
+        self.checkpoints
+            .mark_done(&segment_key(segment, total), items)
+            .await
+            .map_err(BackfillError::Checkpoint)?;
+        Ok(items)
+    }
+}

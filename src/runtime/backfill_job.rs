@@ -1,0 +1,103 @@
+//! `kappa-operator backfill`: one index of a backfill Indexed Job (see `crate::plan::job`).
+//!
+//! The pod reads what it needs from the API (the view, its EventLog, the export named in the view's
+//! `status.backfill`), projects its share of the export's data files and checkpoints each file in the
+//! view's backfill ConfigMap, exactly as the in-process worker does; the operator follows the checkpoint
+//! for progress and completion. A pod that fails is retried by the Job and skips the files already done.
+
+use std::sync::{Arc, Mutex};
+
+use kube::{Api, Client};
+
+use super::checkpoints::{self, ConfigMapCheckpoint};
+use crate::aws::Aws;
+use crate::aws::export::{describe_export, summary_key};
+use crate::aws::views::ViewTableWriter;
+use crate::backfill::worker::{Progress, Worker};
+use crate::crd::{EventLog, MaterializedView};
+use crate::metrics::Metrics;
+use crate::projection::ProjectionConfig;
+
+/// What one index is told to do (the Job's arguments, and the index Kubernetes gives it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobShare {
+    pub namespace: String,
+    pub view: String,
+    pub attempt: i64,
+    pub workers: usize,
+    pub index: usize,
+}
+
+/// Projects this index's share of the view's export; `Err` says what failed and whether the Job should
+/// retry (`true`) or give up.
+pub async fn run(share: &JobShare) -> Result<Progress, (String, bool)> {
+    let permanent = |m: String| (m, false);
+    let client = Client::try_default()
+        .await
+        .map_err(|e| (format!("cannot reach the Kubernetes API: {e}"), true))?;
+    let views: Api<MaterializedView> = Api::namespaced(client.clone(), &share.namespace);
+    let view = views.get(&share.view).await.map_err(|e| {
+        (
+            format!("reading MaterializedView {}/{}: {e}", share.namespace, share.view),
+            true,
+        )
+    })?;
+    let logs: Api<EventLog> = Api::namespaced(client.clone(), &share.namespace);
+    let log = logs
+        .get(&view.spec.event_log_ref.name)
+        .await
+        .map_err(|e| (format!("reading its EventLog: {e}"), true))?;
+    let status = view.status.clone().unwrap_or_default();
+    let backfill = status.backfill.clone().unwrap_or_default();
+    if backfill.attempt != share.attempt {
+        return Err(permanent(format!(
+            "the view's backfill is attempt {}, this Job was started for attempt {}: nothing to do",
+            backfill.attempt, share.attempt
+        )));
+    }
+    let export_arn = backfill
+        .export_arn
+        .clone()
+        .ok_or_else(|| permanent("the view's status.backfill names no export".into()))?;
+    let table = status
+        .table_name
+        .clone()
+        .ok_or_else(|| permanent("the view's status names no views table".into()))?;
+    let key_prefix = status.key_prefix.clone().unwrap_or_default();
+    let projection = ProjectionConfig::from_spec(&share.view, &view.spec, &log.spec, &key_prefix)
+        .map_err(|e| permanent(e.to_string()))?;
+    let aws = Aws::from_env(Arc::new(Metrics::default()))
+        .await
+        .map_err(permanent)?;
+    let export = describe_export(&aws.dynamodb, &export_arn)
+        .await
+        .map_err(|e| (e.to_string(), e.retryable))?;
+    let bucket = export
+        .bucket
+        .clone()
+        .or_else(|| log.spec.export.as_ref().map(|e| e.bucket.clone()))
+        .unwrap_or_default();
+    let prefix = backfill
+        .export_location
+        .as_deref()
+        .and_then(|l| l.strip_prefix(&format!("s3://{bucket}/")))
+        .unwrap_or_default()
+        .to_string();
+    let worker = Worker {
+        s3: aws.s3.clone(),
+        bucket,
+        summary_key: summary_key(&export, &prefix),
+        projection: Arc::new(projection),
+        writer: ViewTableWriter::new(aws.dynamodb.clone(), table, 16),
+        checkpoints: ConfigMapCheckpoint::new(
+            client,
+            &share.namespace,
+            checkpoints::backfill_name(&share.view, share.attempt),
+            checkpoints::owner_of(&view),
+        ),
+        parallelism: 2,
+        share: (share.index, share.workers.max(1)),
+        progress: Arc::new(Mutex::new(Progress::default())),
+    };
+    worker.run().await.map_err(|e| (e.to_string(), e.retryable()))
+}
