@@ -81,6 +81,94 @@ pub struct ViewTableWriter {
     client: aws_sdk_dynamodb::Client,
     table: String,
     concurrency: usize,
+    /// A backfill's share of the table's write capacity, when it has one.
+    limit: Option<std::sync::Arc<RateLimiter>>,
+}
+
+/// A token bucket of write requests per second (one token per item written), holding at most one
+/// second's worth.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_second: f64,
+    state: tokio::sync::Mutex<(f64, tokio::time::Instant)>,
+}
+
+impl RateLimiter {
+    pub fn new(per_second: f64) -> Self {
+        let per_second = per_second.max(1.0);
+        RateLimiter {
+            per_second,
+            state: tokio::sync::Mutex::new((per_second, tokio::time::Instant::now())),
+        }
+    }
+
+    /// Waits until `units` may be written.
+    pub async fn acquire(&self, units: f64) {
+        loop {
+            let wait = {
+                let mut state = self.state.lock().await;
+                let now = tokio::time::Instant::now();
+                let elapsed = now.duration_since(state.1).as_secs_f64();
+                state.1 = now;
+                let (tokens, wait) = take(state.0, elapsed, units, self.per_second);
+                state.0 = tokens;
+                match wait {
+                    None => return,
+                    Some(wait) => wait,
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// The bucket after `elapsed` seconds of refill and a request for `units`: the tokens left, and `None`
+/// when the request is granted or how long to wait before asking again.
+fn take(tokens: f64, elapsed: f64, units: f64, per_second: f64) -> (f64, Option<Duration>) {
+    let units = units.min(per_second);
+    let tokens = (tokens + elapsed * per_second).min(per_second);
+    if tokens >= units {
+        (tokens - units, None)
+    } else {
+        (
+            tokens,
+            Some(Duration::from_secs_f64((units - tokens) / per_second)),
+        )
+    }
+}
+
+/// The write units per second a backfill may use: `percent` of the table's provisioned write capacity, or
+/// of its on-demand maximum when one is set. `None`: an on-demand table without a maximum, which scales by
+/// itself (unprocessed writes are retried with backoff).
+pub fn write_limit(provisioned_wcu: Option<i64>, on_demand_max: Option<i64>, percent: i32) -> Option<f64> {
+    let capacity = provisioned_wcu
+        .filter(|c| *c > 0)
+        .or(on_demand_max.filter(|c| *c > 0))?;
+    Some((capacity as f64 * f64::from(percent.clamp(1, 100)) / 100.0).max(1.0))
+}
+
+/// The rate limit of a backfill writing `table` with `spec.backfill.writeCapacityPercent` = `percent`,
+/// split among `workers`; from `DescribeTable`.
+pub async fn backfill_limit(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    percent: i32,
+    workers: usize,
+) -> Result<Option<f64>, AwsError> {
+    let out = client
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(from_sdk("DescribeTable", table))?;
+    let t = out.table.as_ref();
+    let provisioned = t
+        .and_then(|t| t.provisioned_throughput())
+        .and_then(|p| p.write_capacity_units());
+    let on_demand = t
+        .and_then(|t| t.on_demand_throughput())
+        .and_then(|o| o.max_write_request_units());
+    Ok(write_limit(provisioned, on_demand, percent).map(|l| l / workers.max(1) as f64))
 }
 
 impl ViewTableWriter {
@@ -90,7 +178,14 @@ impl ViewTableWriter {
             client,
             table: table.into(),
             concurrency: concurrency.max(1),
+            limit: None,
         }
+    }
+
+    /// Writes at most `per_second` items per second (`None`: no limit).
+    pub fn with_rate_limit(mut self, per_second: Option<f64>) -> Self {
+        self.limit = per_second.map(|p| std::sync::Arc::new(RateLimiter::new(p)));
+        self
     }
 
     /// The table written.
@@ -281,6 +376,14 @@ impl ViewTableWriter {
     }
 
     async fn send(&self, request: Request) -> Result<WriteStats, AwsError> {
+        if let Some(limit) = &self.limit {
+            let units = match &request {
+                Request::Batch(items) => items.len(),
+                Request::Conditional(_) => 1,
+                Request::Transaction(items) => 2 * items.len(),
+            };
+            limit.acquire(units as f64).await;
+        }
         match request {
             Request::Batch(items) => self.batch_write(items).await,
             Request::Conditional(put) => self.conditional_put(put).await,
@@ -468,6 +571,36 @@ mod tests {
         let tags: Vec<&str> = kept.iter().map(tag).collect();
         // The newest of each key, in the place of the key's first write; equal orders keep the first.
         assert_eq!(tags, ["a9", "put", "b1"]);
+    }
+
+    #[test]
+    fn the_limit_is_a_share_of_provisioned_or_on_demand_maximum_capacity() {
+        assert_eq!(write_limit(Some(1000), None, 50), Some(500.0));
+        assert_eq!(write_limit(None, Some(4000), 25), Some(1000.0));
+        assert_eq!(
+            write_limit(Some(0), None, 50),
+            None,
+            "on demand without a maximum: no limit"
+        );
+        assert_eq!(write_limit(None, None, 50), None);
+        assert_eq!(
+            write_limit(Some(1), None, 1),
+            Some(1.0),
+            "never below one write a second"
+        );
+    }
+
+    #[test]
+    fn the_bucket_grants_a_seconds_burst_then_refills_at_its_rate() {
+        // A full bucket of 10 a second grants 10 at once, then asks the next 10 to wait a second.
+        let (left, wait) = take(10.0, 0.0, 10.0, 10.0);
+        assert_eq!((left, wait), (0.0, None));
+        let (left, wait) = take(left, 0.0, 10.0, 10.0);
+        assert_eq!((left, wait), (0.0, Some(Duration::from_secs(1))));
+        // Half a second later, 5 units are there: a request for 5 is granted.
+        assert_eq!(take(0.0, 0.5, 5.0, 10.0), (0.0, None));
+        // The bucket never holds more than a second's worth, and a request larger than that is capped.
+        assert_eq!(take(0.0, 60.0, 25.0, 10.0), (0.0, None));
     }
 
     #[test]

@@ -394,6 +394,18 @@ pub(super) async fn backfill(
         true => digest(&["scan", &b.attempt.to_string(), &generation.to_string()]),
         false => digest(&[&export_arn, &generation.to_string()]),
     };
+    // The backfill's share of the views table's capacity (spec.backfill.writeCapacityPercent).
+    let limit = match ctx.runtime.backfill_progress(&key, &fingerprint) {
+        Some(_) => None,
+        None => crate::aws::views::backfill_limit(
+            &ctx.aws.dynamodb,
+            table,
+            view.spec.backfill.write_capacity_percent,
+            1,
+        )
+        .await
+        .unwrap_or(None),
+    };
     let run = match ctx.runtime.backfill_progress(&key, &fingerprint) {
         Some(run) => run,
         None if scan => {
@@ -417,7 +429,8 @@ pub(super) async fn backfill(
                 log_table,
                 total_segments: parallelism * 4,
                 projection: projection.clone(),
-                writer: ViewTableWriter::new(ctx.aws.dynamodb.clone(), table, WRITE_CONCURRENCY),
+                writer: ViewTableWriter::new(ctx.aws.dynamodb.clone(), table, WRITE_CONCURRENCY)
+                    .with_rate_limit(limit),
                 checkpoints: ConfigMapCheckpoint::new(
                     ctx.client.clone(),
                     ns,
@@ -489,7 +502,8 @@ pub(super) async fn backfill(
                     bucket: info.bucket.clone().unwrap_or_else(|| export_spec.bucket.clone()),
                     summary_key: export::summary_key(&info, &prefix),
                     projection: projection.clone(),
-                    writer: ViewTableWriter::new(ctx.aws.dynamodb.clone(), table, WRITE_CONCURRENCY),
+                    writer: ViewTableWriter::new(ctx.aws.dynamodb.clone(), table, WRITE_CONCURRENCY)
+                        .with_rate_limit(limit),
                     checkpoints: ConfigMapCheckpoint::new(
                         ctx.client.clone(),
                         ns,

@@ -83,12 +83,20 @@ pub async fn run(share: &JobShare) -> Result<Progress, (String, bool)> {
         .and_then(|l| l.strip_prefix(&format!("s3://{bucket}/")))
         .unwrap_or_default()
         .to_string();
+    let limit = crate::aws::views::backfill_limit(
+        &aws.dynamodb,
+        &table,
+        view.spec.backfill.write_capacity_percent,
+        share.workers,
+    )
+    .await
+    .map_err(|e| (e.to_string(), e.retryable))?;
     let worker = Worker {
         s3: aws.s3.clone(),
         bucket,
         summary_key: summary_key(&export, &prefix),
         projection: Arc::new(projection),
-        writer: ViewTableWriter::new(aws.dynamodb.clone(), table, 16),
+        writer: ViewTableWriter::new(aws.dynamodb.clone(), table, 16).with_rate_limit(limit),
         checkpoints: ConfigMapCheckpoint::new(
             client,
             &share.namespace,
