@@ -541,18 +541,27 @@ async fn a_large_export_is_backfilled_by_an_indexed_job_of_the_operators_image()
     assert_eq!(container.image.as_deref(), Some(image));
     let args = container.args.clone().unwrap();
 
-    // The local stack has no kubelet: the test runs each index's container command itself, as its pod would.
+    // The local stack has no kubelet: the test runs each index's container command itself, as its pod
+    // would, retrying an index that exits 1 (retryable) as the Job's backoffLimitPerIndex does.
     for index in 0..2 {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
-            .args(&args)
-            .env("JOB_COMPLETION_INDEX", index.to_string())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "index {index}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut attempts = 0;
+        loop {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
+                .args(&args)
+                .env("JOB_COMPLETION_INDEX", index.to_string())
+                .output()
+                .unwrap();
+            attempts += 1;
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                out.status.code() == Some(1) && attempts <= 3,
+                "index {index}, attempt {attempts}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
     }
 
     let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);

@@ -771,11 +771,49 @@ async fn views_tables_are_shared_or_dedicated_and_a_shared_one_outlives_all_but_
             .await;
         }
     };
+    // An item of each sharer: deleting players (deletionPolicy Delete) removes only its own.
+    let key = |pk: &str| {
+        std::collections::HashMap::from([
+            (
+                "pk".to_string(),
+                aws_sdk_dynamodb::types::AttributeValue::S(pk.into()),
+            ),
+            (
+                "sk".to_string(),
+                aws_sdk_dynamodb::types::AttributeValue::S("LATEST".into()),
+            ),
+        ])
+    };
+    for pk in ["players#PLAYER#ada", "S#PLAYER#ada"] {
+        ddb.put_item()
+            .table_name(&players)
+            .set_item(Some(key(pk)))
+            .send()
+            .await
+            .unwrap();
+    }
     gone("players").await;
     assert!(
         ddb.describe_table().table_name(&players).send().await.is_ok(),
         "scores still uses the shared table"
     );
+    let item = |pk: &'static str| {
+        let (ddb, table, k) = (ddb.clone(), players.clone(), key(pk));
+        async move {
+            ddb.get_item()
+                .table_name(table)
+                .set_key(Some(k))
+                .send()
+                .await
+                .unwrap()
+                .item
+        }
+    };
+    assert!(
+        item("players#PLAYER#ada").await.is_none(),
+        "the deleted view's items are gone"
+    );
+    assert!(item("S#PLAYER#ada").await.is_some(), "its sibling's items stay");
     assert!(
         lambda
             .get_function()

@@ -75,6 +75,66 @@ impl PendingTotals {
     }
 }
 
+/// Deletes every item whose partition key starts with `prefix` (a view's items and markers in a shared
+/// table) with a filtered `Scan` and `BatchWriteItem` deletes; returns how many. Other views' items, under
+/// other prefixes, are never touched.
+pub async fn delete_items_with_prefix(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    prefix: &str,
+) -> Result<u64, AwsError> {
+    use aws_sdk_dynamodb::types::DeleteRequest;
+    let mut deleted = 0;
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .filter_expression("begins_with(pk, :p)")
+            .expression_attribute_values(":p", AttributeValue::S(prefix.to_string()))
+            .projection_expression("pk, sk")
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(from_sdk("Scan", table))?;
+        for chunk in page.items().chunks(25) {
+            let mut requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|key| {
+                    let delete = DeleteRequest::builder()
+                        .set_key(Some(key.clone()))
+                        .build()
+                        .map_err(|e| AwsError::permanent("BuildRequest", table, e.to_string()))?;
+                    Ok(WriteRequest::builder().delete_request(delete).build())
+                })
+                .collect::<Result<_, AwsError>>()?;
+            deleted += requests.len() as u64;
+            let mut backoff = FIRST_BACKOFF;
+            while !requests.is_empty() {
+                let out = client
+                    .batch_write_item()
+                    .request_items(table, requests)
+                    .send()
+                    .await
+                    .map_err(from_sdk("BatchWriteItem", table))?;
+                requests = out
+                    .unprocessed_items
+                    .unwrap_or_default()
+                    .remove(table)
+                    .unwrap_or_default();
+                if !requests.is_empty() {
+                    tokio::time::sleep(jittered(backoff)).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return Ok(deleted);
+        }
+    }
+}
+
 /// Writes one views table.
 #[derive(Clone, Debug)]
 pub struct ViewTableWriter {

@@ -713,6 +713,11 @@ async fn job_backfill(
         workers,
         env,
     };
+    // The manifests first: pods started before the export's files are readable would only fail.
+    let (_, files) = match crate::backfill::worker::read_manifests(&ctx.aws.s3, bucket, summary_key).await {
+        Ok(m) => m,
+        Err(e) => return failure(e.to_string(), e.retryable()),
+    };
     let job_name = crate::plan::job::job_name(ns, &name, attempt);
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &spec.namespace);
     let job = match api.get_opt(&job_name).await {
@@ -746,10 +751,6 @@ async fn job_backfill(
             false,
         );
     }
-    let (_, files) = match crate::backfill::worker::read_manifests(&ctx.aws.s3, bucket, summary_key).await {
-        Ok(m) => m,
-        Err(e) => return failure(e.to_string(), e.retryable()),
-    };
     let checkpoint = ConfigMapCheckpoint::new(
         ctx.client.clone(),
         ns,

@@ -510,8 +510,22 @@ async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result
                 .map(|v| v.name_any())
                 .collect();
             if !sharers.is_empty() {
+                // The table stays for its sharers; this view's items (under its key prefix) go.
+                let prefix = plan.key_prefix.clone().unwrap_or_default();
+                let deleted = match prefix.is_empty() {
+                    true => 0,
+                    false => {
+                        crate::aws::views::delete_items_with_prefix(
+                            &ctx.aws.dynamodb,
+                            &plan.table.name,
+                            &prefix,
+                        )
+                        .await?
+                    }
+                };
                 format!(
-                    "deletionPolicy Delete: {role_note}kept the shared views table {}, still used by {}",
+                    "deletionPolicy Delete: {role_note}deleted the view's {deleted} items (prefix {prefix:?}) from the \
+                     shared views table {}, kept for {}",
                     plan.table.name,
                     sharers.join(", ")
                 )
