@@ -232,6 +232,37 @@ fn random_ms(max_ms: u64) -> u64 {
     nanos % max_ms
 }
 
+/// An S3 client (path-style, as the local endpoint needs) and a bucket of the test's own for exports.
+async fn export_bucket(aws: &aws_config::SdkConfig, ns: &str) -> (aws_sdk_s3::Client, String) {
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(aws)
+            .force_path_style(true)
+            .build(),
+    );
+    let bucket = format!("kappa-{ns}");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("CreateBucket");
+    (s3, bucket)
+}
+
+/// The name of EventLog `scores`'s table, once its stream exists.
+async fn scores_table(client: &kube::Client, ns: &str) -> String {
+    let logs: Api<EventLog> = Api::namespaced(client.clone(), ns);
+    common::eventually(
+        Duration::from_secs(60),
+        "the EventLog's table and stream",
+        || async {
+            let t = logs.get("scores").await.ok()?.status?.table?;
+            t.stream_arn?;
+            Some(t.name)
+        },
+    )
+    .await
+}
+
 async fn views(api: &Api<MaterializedView>) -> Vec<MaterializedView> {
     api.list(&Default::default())
         .await
@@ -244,34 +275,13 @@ async fn three_views_are_backfilled_exactly_through_restarts_and_concurrent_writ
     let (client, ns) = common::setup("backfill-e2e").await;
     let aws = common::aws_config().await;
     let ddb = aws_sdk_dynamodb::Client::new(&aws);
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&aws)
-            .force_path_style(true)
-            .build(),
-    );
-    let bucket = format!("kappa-{ns}");
-    s3.create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("CreateBucket");
+    let (s3, bucket) = export_bucket(&aws, &ns).await;
 
     let mut op = Operator::start(&ns, "run0", 5);
     common::create_yaml(&client, &ns, &log_yaml(&bucket))
         .await
         .unwrap();
-    let logs: Api<EventLog> = Api::namespaced(client.clone(), &ns);
-    let log_table = common::eventually(
-        Duration::from_secs(60),
-        "the EventLog's table and stream",
-        || async {
-            let l = logs.get("scores").await.ok()?;
-            let t = l.status?.table?;
-            t.stream_arn?;
-            Some(t.name)
-        },
-    )
-    .await;
+    let log_table = scores_table(&client, &ns).await;
 
     // The history: 20,000 events before any view exists.
     let all: Vec<Event> = (0..EVENTS + MORE_EVENTS).map(event).collect();
@@ -438,13 +448,7 @@ async fn a_view_backfilled_by_scanning_the_log_ends_exact() {
     // No export: a log without spec.export, backfilled by a parallel segmented scan.
     let log = log_yaml("unused").replace("  export: {bucket: unused, prefix: exports}\n", "");
     common::create_yaml(&client, &ns, &log).await.unwrap();
-    let logs: Api<EventLog> = Api::namespaced(client.clone(), &ns);
-    let log_table = common::eventually(Duration::from_secs(60), "the EventLog's table", || async {
-        let t = logs.get("scores").await.ok()?.status?.table?;
-        t.stream_arn?;
-        Some(t.name)
-    })
-    .await;
+    let log_table = scores_table(&client, &ns).await;
     let events: Vec<Event> = (0..3_000).map(event).collect();
     write_events(&ddb, &log_table, events.clone()).await;
     let view = VIEWS
@@ -483,17 +487,7 @@ async fn a_large_export_is_backfilled_by_an_indexed_job_of_the_operators_image()
     let (client, ns) = common::setup("backfill-job").await;
     let aws = common::aws_config().await;
     let ddb = aws_sdk_dynamodb::Client::new(&aws);
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&aws)
-            .force_path_style(true)
-            .build(),
-    );
-    let bucket = format!("kappa-{ns}");
-    s3.create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("CreateBucket");
+    let (_, bucket) = export_bucket(&aws, &ns).await;
     // Any export over 100 items runs as a Job.
     let image = "registry.example/kappa-operator:test";
     let _op = Operator::start_with_env(
@@ -509,13 +503,7 @@ async fn a_large_export_is_backfilled_by_an_indexed_job_of_the_operators_image()
     common::create_yaml(&client, &ns, &log_yaml(&bucket))
         .await
         .unwrap();
-    let logs: Api<EventLog> = Api::namespaced(client.clone(), &ns);
-    let log_table = common::eventually(Duration::from_secs(60), "the EventLog's table", || async {
-        let t = logs.get("scores").await.ok()?.status?.table?;
-        t.stream_arn?;
-        Some(t.name)
-    })
-    .await;
+    let log_table = scores_table(&client, &ns).await;
     let events: Vec<Event> = (0..1_000).map(event).collect();
     write_events(&ddb, &log_table, events.clone()).await;
     let view = VIEWS

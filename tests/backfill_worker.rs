@@ -11,9 +11,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
 use kappa_operator::aws::views::ViewTableWriter;
 use kappa_operator::backfill::worker::{BackfillError, FileCheckpoints, Progress, Worker};
 use kappa_operator::crd::{EventLogSpec, MaterializedViewSpec};
@@ -106,32 +103,7 @@ async fn bucket_with_export(
 }
 
 async fn views_table(stack: &Stack, name: &str) {
-    let key = |n: &str, t| {
-        KeySchemaElement::builder()
-            .attribute_name(n)
-            .key_type(t)
-            .build()
-            .unwrap()
-    };
-    let attr = |n: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(n)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .unwrap()
-    };
-    stack
-        .ddb
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .attribute_definitions(attr("pk"))
-        .attribute_definitions(attr("sk"))
-        .send()
-        .await
-        .expect("CreateTable");
+    common::create_pk_sk_table(&stack.ddb, name).await;
 }
 
 fn players_projection() -> Arc<ProjectionConfig> {

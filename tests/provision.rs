@@ -53,12 +53,17 @@ async fn mutating_calls(op: &Operator) -> u64 {
 
 /// Touches the object so the operator reconciles it now rather than at the resync.
 fn nudge(ns: &str, name: &str, n: u32) {
+    nudge_kind(ns, "elog", name, n);
+}
+
+/// [`nudge`] for any kind (`elog`, `mv`).
+fn nudge_kind(ns: &str, kind: &str, name: &str, n: u32) {
     common::kubectl(&[
         "-n",
         ns,
         "annotate",
         "--overwrite",
-        "elog",
+        kind,
         name,
         &format!("test/nudge={n}"),
     ]);
@@ -695,15 +700,7 @@ async fn views_tables_are_shared_or_dedicated_and_a_shared_one_outlives_all_but_
         .await
         .unwrap();
     let topic = subscription.rsplit_once(':').unwrap().0.to_string();
-    common::kubectl(&[
-        "-n",
-        &ns,
-        "annotate",
-        "--overwrite",
-        "mv",
-        "players",
-        "test/nudge=1",
-    ]);
+    nudge_kind(&ns, "mv", "players", 1);
     common::eventually(Duration::from_secs(30), "the subscription recreated", || async {
         let out = sns
             .list_subscriptions_by_topic()
@@ -737,15 +734,7 @@ async fn views_tables_are_shared_or_dedicated_and_a_shared_one_outlives_all_but_
         .send()
         .await
         .unwrap();
-    common::kubectl(&[
-        "-n",
-        &ns,
-        "annotate",
-        "--overwrite",
-        "mv",
-        "players",
-        "test/nudge=2",
-    ]);
+    nudge_kind(&ns, "mv", "players", 2);
     common::eventually(Duration::from_secs(30), "the filter policy restored", || async {
         let attributes = sns
             .get_subscription_attributes()
@@ -914,15 +903,7 @@ async fn a_direct_view_maps_the_log_stream_with_filter_criteria_and_no_router_ru
         .send()
         .await
         .unwrap();
-    common::kubectl(&[
-        "-n",
-        &ns,
-        "annotate",
-        "--overwrite",
-        "mv",
-        "players",
-        "test/nudge=0",
-    ]);
+    nudge_kind(&ns, "mv", "players", 0);
     let function = status.resources["function/projector"]
         .rsplit(':')
         .next()
@@ -943,15 +924,7 @@ async fn a_direct_view_maps_the_log_stream_with_filter_criteria_and_no_router_ru
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = mutating_calls(&op).await;
     let reconciles = op.reconciles().await;
-    common::kubectl(&[
-        "-n",
-        &ns,
-        "annotate",
-        "--overwrite",
-        "mv",
-        "players",
-        "test/nudge=1",
-    ]);
+    nudge_kind(&ns, "mv", "players", 1);
     common::eventually(Duration::from_secs(20), "a reconcile after the nudge", || async {
         (op.reconciles().await > reconciles).then_some(())
     })

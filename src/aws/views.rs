@@ -294,6 +294,13 @@ impl ViewTableWriter {
         if !aggregates.is_empty() {
             stats += self.write_contributions(aggregates, totals).await?;
         }
+        stats += self.send_all(writes).await?;
+        Ok(stats)
+    }
+
+    /// Groups `writes` into requests and sends them, `concurrency` at a time; the first error after all
+    /// requests were tried.
+    async fn send_all(&self, writes: Vec<ViewWrite>) -> Result<WriteStats, AwsError> {
         let mut batcher = WriteBatcher::new(&self.table);
         let mut requests = Vec::new();
         for write in writes {
@@ -304,7 +311,7 @@ impl ViewTableWriter {
         requests.extend(batcher.flush());
         let mut sent = futures::stream::iter(requests.into_iter().map(|r| self.send(r)))
             .buffer_unordered(self.concurrency);
-        let mut first_error = None;
+        let (mut stats, mut first_error) = (WriteStats::default(), None);
         while let Some(result) = sent.next().await {
             match result {
                 Ok(s) => stats += s,
@@ -354,19 +361,8 @@ impl ViewTableWriter {
             contributions.push(ViewWrite::Put { item });
             totals.0.insert((pk, sk), (attribute, contributions_pk));
         }
-        let mut batcher = WriteBatcher::new(&self.table);
-        let mut requests = Vec::new();
-        for write in contributions {
-            batcher
-                .push_owned(write, &mut requests)
-                .map_err(|e| AwsError::permanent("BuildRequest", &self.table, e.to_string()))?;
-        }
-        requests.extend(batcher.flush());
-        let mut sent = futures::stream::iter(requests.into_iter().map(|r| self.send(r)))
-            .buffer_unordered(self.concurrency);
-        while let Some(result) = sent.next().await {
-            stats.requests += result?.requests;
-        }
+        // Contributions are markers, not view items: only their requests count.
+        stats.requests += self.send_all(contributions).await?.requests;
         Ok(stats)
     }
 

@@ -431,12 +431,7 @@ pub(super) async fn backfill(
                 projection: projection.clone(),
                 writer: ViewTableWriter::new(ctx.aws.dynamodb.clone(), table, WRITE_CONCURRENCY)
                     .with_rate_limit(limit),
-                checkpoints: ConfigMapCheckpoint::new(
-                    ctx.client.clone(),
-                    ns,
-                    checkpoints::backfill_name(&name, b.attempt),
-                    checkpoints::owner_of(view),
-                ),
+                checkpoints: backfill_checkpoint(ctx, ns, view, b.attempt),
                 parallelism: parallelism as usize,
                 progress: Arc::new(Mutex::new(Progress::default())),
             };
@@ -504,12 +499,7 @@ pub(super) async fn backfill(
                     projection: projection.clone(),
                     writer: ViewTableWriter::new(ctx.aws.dynamodb.clone(), table, WRITE_CONCURRENCY)
                         .with_rate_limit(limit),
-                    checkpoints: ConfigMapCheckpoint::new(
-                        ctx.client.clone(),
-                        ns,
-                        checkpoints::backfill_name(&name, b.attempt),
-                        checkpoints::owner_of(view),
-                    ),
+                    checkpoints: backfill_checkpoint(ctx, ns, view, b.attempt),
                     parallelism: view.spec.backfill.parallelism.max(1) as usize,
                     share: (0, 1),
                     progress: Arc::new(Mutex::new(Progress::default())),
@@ -790,6 +780,21 @@ async fn job_backfill(
         progress,
         outcome: Some(Ok(())),
     }
+}
+
+/// The ConfigMap a view's backfill `attempt` checkpoints its files or segments in, owned by the view.
+fn backfill_checkpoint(
+    ctx: &Context,
+    ns: &str,
+    view: &MaterializedView,
+    attempt: i64,
+) -> ConfigMapCheckpoint {
+    ConfigMapCheckpoint::new(
+        ctx.client.clone(),
+        ns,
+        checkpoints::backfill_name(&view.name_any(), attempt),
+        checkpoints::owner_of(view),
+    )
 }
 
 /// The prefix of a view's export, under the EventLog's `spec.export.prefix`.
