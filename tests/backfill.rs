@@ -263,6 +263,15 @@ async fn scores_table(client: &kube::Client, ns: &str) -> String {
     .await
 }
 
+/// One view of [`VIEWS`], by name.
+fn view_yaml(name: &str) -> String {
+    VIEWS
+        .split("\n---\n")
+        .find(|v| v.contains(&format!("name: {name}}}")))
+        .unwrap_or_else(|| panic!("no view {name} in VIEWS"))
+        .to_string()
+}
+
 async fn views(api: &Api<MaterializedView>) -> Vec<MaterializedView> {
     api.list(&Default::default())
         .await
@@ -451,14 +460,10 @@ async fn a_view_backfilled_by_scanning_the_log_ends_exact() {
     let log_table = scores_table(&client, &ns).await;
     let events: Vec<Event> = (0..3_000).map(event).collect();
     write_events(&ddb, &log_table, events.clone()).await;
-    let view = VIEWS
-        .split("\n---\n")
-        .find(|v| v.contains("name: points"))
-        .unwrap()
-        .replace(
-            "backfill: {parallelism: 1}",
-            "backfill: {source: Scan, parallelism: 2}",
-        );
+    let view = view_yaml("points").replace(
+        "backfill: {parallelism: 1}",
+        "backfill: {source: Scan, parallelism: 2}",
+    );
     common::create_yaml(&client, &ns, &view).await.unwrap();
     let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
     let status = common::eventually(Duration::from_secs(120), "points Live", || async {
@@ -506,11 +511,7 @@ async fn a_large_export_is_backfilled_by_an_indexed_job_of_the_operators_image()
     let log_table = scores_table(&client, &ns).await;
     let events: Vec<Event> = (0..1_000).map(event).collect();
     write_events(&ddb, &log_table, events.clone()).await;
-    let view = VIEWS
-        .split("\n---\n")
-        .find(|v| v.contains("name: profiles"))
-        .unwrap()
-        .replace("backfill: {parallelism: 1}", "backfill: {parallelism: 2}");
+    let view = view_yaml("profiles").replace("backfill: {parallelism: 1}", "backfill: {parallelism: 2}");
     common::create_yaml(&client, &ns, &view).await.unwrap();
 
     // The Job: Indexed, one index per worker, the operator's image and ServiceAccount.

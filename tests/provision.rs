@@ -56,6 +56,30 @@ fn nudge(ns: &str, name: &str, n: u32) {
     nudge_kind(ns, "elog", name, n);
 }
 
+/// Nudges the object, waits for the reconcile, and checks it made no mutating AWS call (still `before`).
+async fn assert_no_mutation_after_nudge(
+    op: &Operator,
+    ns: &str,
+    kind: &str,
+    name: &str,
+    n: u32,
+    before: u64,
+    what: &str,
+) {
+    let reconciles = op.reconciles().await;
+    nudge_kind(ns, kind, name, n);
+    common::eventually(Duration::from_secs(20), "a reconcile after the nudge", || async {
+        (op.reconciles().await > reconciles).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        mutating_calls(op).await,
+        before,
+        "{what} must not change anything on AWS"
+    );
+}
+
 /// [`nudge`] for any kind (`elog`, `mv`).
 fn nudge_kind(ns: &str, kind: &str, name: &str, n: u32) {
     common::kubectl(&[
@@ -312,18 +336,16 @@ async fn an_event_log_is_provisioned_idempotently_repaired_and_retained() {
         before >= 5,
         "creating the table, queue and topics was counted: {before}"
     );
-    let reconciles = op.reconciles().await;
-    nudge(&ns, "game-events", 1);
-    common::eventually(Duration::from_secs(20), "a reconcile after the nudge", || async {
-        (op.reconciles().await > reconciles).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        mutating_calls(&op).await,
+    assert_no_mutation_after_nudge(
+        &op,
+        &ns,
+        "elog",
+        "game-events",
+        1,
         before,
-        "an unchanged EventLog must not change anything on AWS"
-    );
+        "an unchanged EventLog",
+    )
+    .await;
 
     // Drift: a topic deleted by hand and PITR turned off are repaired by the next reconcile.
     let (_, player_topic) = topics
@@ -923,17 +945,6 @@ async fn a_direct_view_maps_the_log_stream_with_filter_criteria_and_no_router_ru
     // Reconciling the unchanged view (function, mapping, role, table) makes no mutating AWS call.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = mutating_calls(&op).await;
-    let reconciles = op.reconciles().await;
-    nudge_kind(&ns, "mv", "players", 1);
-    common::eventually(Duration::from_secs(20), "a reconcile after the nudge", || async {
-        (op.reconciles().await > reconciles).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        mutating_calls(&op).await,
-        before,
-        "an unchanged view must not change anything on AWS"
-    );
+    assert_no_mutation_after_nudge(&op, &ns, "mv", "players", 1, before, "an unchanged view").await;
     common::delete_namespace(&client, &ns).await;
 }

@@ -20,8 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, WriteRequest};
 use futures::StreamExt;
 
 use super::AwsError;
@@ -443,7 +442,12 @@ impl ViewTableWriter {
         match request {
             Request::Batch(items) => self.batch_write(items).await,
             Request::Conditional(put) => self.conditional_put(put).await,
-            Request::Transaction(items) => self.transaction(items).await,
+            // Aggregates never reach the batcher here: they are written as contributions.
+            Request::Transaction(_) => Err(AwsError::permanent(
+                "TransactWriteItems",
+                &self.table,
+                "internal error: an aggregate write was batched as a transaction; please report it",
+            )),
         }
     }
 
@@ -509,40 +513,6 @@ impl ViewTableWriter {
         }
         Ok(stats)
     }
-
-    async fn transaction(&self, items: Vec<TransactWriteItem>) -> Result<WriteStats, AwsError> {
-        let mut stats = WriteStats {
-            requests: 1,
-            ..WriteStats::default()
-        };
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await;
-        match result {
-            Ok(_) => stats.applied = 1,
-            Err(e) if marker_present(&e) => stats.skipped = 1,
-            Err(e) => return Err(from_sdk("TransactWriteItems", &self.table)(e)),
-        }
-        Ok(stats)
-    }
-}
-
-/// Whether a cancelled aggregate transaction was cancelled by its marker's condition (the first item):
-/// the record is already counted.
-fn marker_present<R>(
-    e: &aws_smithy_runtime_api::client::result::SdkError<TransactWriteItemsError, R>,
-) -> bool {
-    let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = e.as_service_error() else {
-        return false;
-    };
-    cancelled
-        .cancellation_reasons()
-        .first()
-        .and_then(|r| r.code())
-        .is_some_and(|code| code == "ConditionalCheckFailed")
 }
 
 /// Of several `Latest` writes to one view key, keeps the one with the greatest order (the first of equal

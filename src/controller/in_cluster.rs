@@ -62,6 +62,11 @@ fn stalled(phase: ViewPhase, reason: &'static str, message: String) -> InCluster
     }
 }
 
+/// The EventLog's table as its status reports it (name, ARN, stream ARN), once it exists.
+fn log_table(log: &EventLog) -> Option<&crate::crd::TableStatus> {
+    log.status.as_ref()?.table.as_ref()
+}
+
 fn digest(parts: &[&str]) -> String {
     let mut hasher = Sha256::new();
     for part in parts {
@@ -87,12 +92,7 @@ pub(super) async fn reconcile(
 ) -> InClusterOutcome {
     let name = view.name_any();
     let key = view_key(view);
-    let Some(stream_arn) = log
-        .status
-        .as_ref()
-        .and_then(|s| s.table.as_ref())
-        .and_then(|t| t.stream_arn.clone())
-    else {
+    let Some(stream_arn) = log_table(log).and_then(|t| t.stream_arn.clone()) else {
         return InClusterOutcome {
             phase: ViewPhase::Provisioning,
             health: Health::Progressing {
@@ -320,12 +320,7 @@ pub(super) async fn backfill(
                 Duration::from_secs(1),
             );
         }
-        let Some(table_arn) = log
-            .status
-            .as_ref()
-            .and_then(|s| s.table.as_ref())
-            .and_then(|t| t.arn.clone())
-        else {
+        let Some(table_arn) = log_table(log).and_then(|t| t.arn.clone()) else {
             return progressing(
                 ViewPhase::Backfilling,
                 reasons::EXPORTING,
@@ -395,7 +390,8 @@ pub(super) async fn backfill(
         false => digest(&[&export_arn, &generation.to_string()]),
     };
     // The backfill's share of the views table's capacity (spec.backfill.writeCapacityPercent).
-    let limit = match ctx.runtime.backfill_progress(&key, &fingerprint) {
+    let running = ctx.runtime.backfill_progress(&key, &fingerprint);
+    let limit = match running {
         Some(_) => None,
         None => crate::aws::views::backfill_limit(
             &ctx.aws.dynamodb,
@@ -406,15 +402,10 @@ pub(super) async fn backfill(
         .await
         .unwrap_or(None),
     };
-    let run = match ctx.runtime.backfill_progress(&key, &fingerprint) {
+    let run = match running {
         Some(run) => run,
         None if scan => {
-            let Some(log_table) = log
-                .status
-                .as_ref()
-                .and_then(|s| s.table.as_ref())
-                .map(|t| t.name.clone())
-            else {
+            let Some(log_table_name) = log_table(log).map(|t| t.name.clone()) else {
                 return progressing(
                     ViewPhase::Backfilling,
                     reasons::BACKFILLING,
@@ -426,7 +417,7 @@ pub(super) async fn backfill(
             let parallelism = view.spec.backfill.parallelism.max(1);
             let worker = ScanWorker {
                 dynamodb: ctx.aws.dynamodb.clone(),
-                log_table,
+                log_table: log_table_name,
                 total_segments: parallelism * 4,
                 projection: projection.clone(),
                 writer: ViewTableWriter::new(ctx.aws.dynamodb.clone(), table, WRITE_CONCURRENCY)

@@ -11,9 +11,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{Put, WriteRequest};
+use aws_sdk_dynamodb::types::WriteRequest;
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
@@ -21,6 +19,7 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use super::projector::{StoreError, ViewStore};
 use super::router::{PublishEntry, PublishError, Publisher};
 use super::writer::{LogWriter, WriteError};
+use crate::aws::views::ViewTableWriter;
 use crate::projection::{Applied, Item, ViewWrite, dynamo, item_from_dynamodb};
 
 /// Error codes of DynamoDB and SNS that clear by themselves.
@@ -72,43 +71,6 @@ where
             (classify(code, Some(status)), reason)
         }
         other => (true, format!("{operation} on {resource}: {other:?}")),
-    }
-}
-
-/// How a canceled `TransactWriteItems` of an aggregate ends, from its cancellation reason codes in item
-/// order (`None` or `"None"` for an item that did not fail).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cancellation {
-    /// The marker exists: the record was counted before.
-    AlreadyApplied,
-    Retryable,
-    Permanent,
-}
-
-/// See [`Cancellation`]: the marker's condition first; then throttling and conflicts are retryable;
-/// anything else (a validation error, an item collection too large) is permanent. No reasons at all:
-/// retryable, as nothing says otherwise.
-pub fn cancellation(reasons: &[Option<&str>]) -> Cancellation {
-    const RETRYABLE_REASONS: &[&str] = &[
-        "TransactionConflict",
-        "ThrottlingError",
-        "ProvisionedThroughputExceeded",
-        "RequestLimitExceeded",
-        "InternalServerError",
-    ];
-    if reasons.first().copied().flatten() == Some("ConditionalCheckFailed") {
-        return Cancellation::AlreadyApplied;
-    }
-    let failed: Vec<&str> = reasons
-        .iter()
-        .flatten()
-        .copied()
-        .filter(|c| *c != "None")
-        .collect();
-    if failed.is_empty() || failed.iter().all(|c| RETRYABLE_REASONS.contains(c)) {
-        Cancellation::Retryable
-    } else {
-        Cancellation::Permanent
     }
 }
 
@@ -223,108 +185,30 @@ impl Publisher for SnsPublisher {
     }
 }
 
-/// [`ViewStore`] over `PutItem` (the `Latest` and `Append` writes) and `TransactWriteItems` (aggregates),
-/// with the requests of [`crate::projection::dynamo`].
+/// [`ViewStore`] over the views-table writer the backfill and the in-cluster runtime use
+/// ([`ViewTableWriter`]), so a view's items, markers and aggregates have one layout whichever path
+/// wrote them (a Lambda view is backfilled by the operator and kept live by its projector).
 #[derive(Debug, Clone)]
 pub struct DynamoViewStore {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
+    writer: ViewTableWriter,
 }
 
 impl DynamoViewStore {
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
         DynamoViewStore {
-            client,
-            table: table.into(),
+            writer: ViewTableWriter::new(client, table, 1),
         }
-    }
-
-    async fn put_item(&self, put: Put) -> Result<Applied, StoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(put.table_name)
-            .set_item(Some(put.item))
-            .set_condition_expression(put.condition_expression)
-            .set_expression_attribute_names(put.expression_attribute_names)
-            .set_expression_attribute_values(put.expression_attribute_values)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Applied::Written),
-            Err(SdkError::ServiceError(s))
-                if matches!(s.err(), PutItemError::ConditionalCheckFailedException(_)) =>
-            {
-                Ok(Applied::ConditionFailed)
-            }
-            Err(e) => Err(store_error(describe("PutItem", &self.table, &e))),
-        }
-    }
-}
-
-fn store_error((retryable, reason): (bool, String)) -> StoreError {
-    if retryable {
-        StoreError::Retryable(reason)
-    } else {
-        StoreError::Permanent(reason)
     }
 }
 
 impl ViewStore for DynamoViewStore {
     async fn apply(&self, write: ViewWrite) -> Result<Applied, StoreError> {
-        let build_error = |e: aws_sdk_dynamodb::error::BuildError| {
-            StoreError::Permanent(format!("building the request for {}: {e}", self.table))
-        };
-        match write {
-            ViewWrite::PutIfNewer {
-                item,
-                order_attribute,
-                order,
-            } => {
-                let put = dynamo::put_if_newer_owned(&self.table, item, order_attribute, order)
-                    .map_err(build_error)?;
-                self.put_item(put).await
-            }
-            ViewWrite::Put { item } => {
-                let put = dynamo::put(&self.table, &item).map_err(build_error)?;
-                self.put_item(put).await
-            }
-            ViewWrite::Add {
-                key,
-                attribute,
-                delta,
-                marker,
-            } => {
-                let items = dynamo::add_transaction_owned(&self.table, key, attribute, delta, marker)
-                    .map_err(build_error)?;
-                let result = self
-                    .client
-                    .transact_write_items()
-                    .set_transact_items(Some(items))
-                    .send()
-                    .await;
-                let err = match result {
-                    Ok(_) => return Ok(Applied::Written),
-                    Err(err) => err,
-                };
-                if let SdkError::ServiceError(s) = &err
-                    && let TransactWriteItemsError::TransactionCanceledException(canceled) = s.err()
-                {
-                    let reasons: Vec<Option<&str>> =
-                        canceled.cancellation_reasons().iter().map(|r| r.code()).collect();
-                    let reason = describe("TransactWriteItems", &self.table, &err).1;
-                    return match cancellation(&reasons) {
-                        Cancellation::AlreadyApplied => Ok(Applied::ConditionFailed),
-                        Cancellation::Retryable => {
-                            Err(StoreError::Retryable(format!("{reason} {reasons:?}")))
-                        }
-                        Cancellation::Permanent => {
-                            Err(StoreError::Permanent(format!("{reason} {reasons:?}")))
-                        }
-                    };
-                }
-                Err(store_error(describe("TransactWriteItems", &self.table, &err)))
-            }
+        match self.writer.apply(vec![write]).await {
+            // A failed `Latest` condition is an equal or newer record already there.
+            Ok(stats) if stats.skipped > 0 && stats.applied == 0 => Ok(Applied::ConditionFailed),
+            Ok(_) => Ok(Applied::Written),
+            Err(e) if e.retryable => Err(StoreError::Retryable(e.to_string())),
+            Err(e) => Err(StoreError::Permanent(e.to_string())),
         }
     }
 }
@@ -349,32 +233,6 @@ mod tests {
         assert!(!classify(Some("ValidationException"), Some(400)));
         assert!(!classify(Some("ResourceNotFoundException"), Some(400)));
         assert!(!classify(Some("NotFound"), Some(404)));
-    }
-
-    #[test]
-    fn a_canceled_transaction_is_classified_by_its_reasons() {
-        assert_eq!(
-            cancellation(&[Some("ConditionalCheckFailed"), Some("None")]),
-            Cancellation::AlreadyApplied
-        );
-        assert_eq!(
-            cancellation(&[Some("None"), Some("TransactionConflict")]),
-            Cancellation::Retryable
-        );
-        assert_eq!(
-            cancellation(&[Some("ThrottlingError"), None]),
-            Cancellation::Retryable
-        );
-        assert_eq!(cancellation(&[]), Cancellation::Retryable);
-        assert_eq!(
-            cancellation(&[Some("None"), Some("ValidationError")]),
-            Cancellation::Permanent
-        );
-        assert_eq!(
-            cancellation(&[Some("None"), Some("ConditionalCheckFailed")]),
-            Cancellation::Permanent,
-            "only the marker's condition means already counted; the update has none"
-        );
     }
 
     #[test]
