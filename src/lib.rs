@@ -14,6 +14,7 @@ pub mod lambda;
 pub mod metrics;
 pub mod plan;
 pub mod projection;
+pub mod push;
 pub mod runtime;
 pub mod settings;
 pub mod telemetry;
