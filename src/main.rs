@@ -37,6 +37,9 @@ enum Command {
         /// The view.
         #[arg(long)]
         view: String,
+        /// The view version backfilled (status.versions[].version; 1 for a view never rebuilt).
+        #[arg(long, default_value_t = 1)]
+        version: i64,
         /// The backfill attempt (status.backfill.attempt) the Job was created for.
         #[arg(long)]
         attempt: i64,
@@ -86,6 +89,7 @@ async fn main() -> ExitCode {
         Command::Backfill {
             namespace,
             view,
+            version,
             attempt,
             workers,
             index,
@@ -94,6 +98,7 @@ async fn main() -> ExitCode {
             let share = kappa_operator::runtime::backfill_job::JobShare {
                 namespace,
                 view,
+                version,
                 attempt,
                 workers,
                 index,

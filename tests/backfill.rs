@@ -13,32 +13,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::AttributeValue;
 use bigdecimal::BigDecimal;
 use common::Operator;
-use futures::StreamExt;
-use kappa_operator::crd::{EventLog, MaterializedView, ViewPhase};
+use common::scores::{Event, event, export_bucket, log_yaml, scores_table, write_events};
+use kappa_operator::crd::{MaterializedView, ViewPhase};
 use kube::Api;
 
 const EVENTS: usize = 20_000;
 const MORE_EVENTS: usize = 2_000;
-const PLAYERS: usize = 20;
-
-fn log_yaml(bucket: &str) -> String {
-    format!(
-        r#"
-apiVersion: kappa.dev/v1alpha1
-kind: EventLog
-metadata: {{name: scores}}
-spec:
-  recordTypes: [profile, score]
-  table: {{sortKey: sk, orderingAttribute: seq}}
-  fanOut: {{mode: Direct}}
-  export: {{bucket: {bucket}, prefix: exports}}
-  deletionPolicy: Delete
-"#
-    )
-}
 
 const VIEWS: &str = r#"
 apiVersion: kappa.dev/v1alpha1
@@ -75,74 +58,6 @@ spec:
   backfill: {parallelism: 1}
   deletionPolicy: Delete
 "#;
-
-/// Event `i`: a profile update (every fourth) or a score, of player `i % 200`, with order `seq = i`.
-#[derive(Clone, Debug)]
-struct Event {
-    i: usize,
-    player: String,
-    kind: &'static str,
-    points: String,
-}
-
-fn event(i: usize) -> Event {
-    let sign = if i.is_multiple_of(13) { "-" } else { "" };
-    Event {
-        i,
-        player: format!("p{:02}", i % PLAYERS),
-        kind: if i.is_multiple_of(4) { "profile" } else { "score" },
-        points: format!("{sign}{}.{:02}", i % 97, i % 100),
-    }
-}
-
-fn item(e: &Event) -> BTreeMap<String, AttributeValue> {
-    let s = |v: &str| AttributeValue::S(v.to_string());
-    let mut item = BTreeMap::from([
-        ("pk".to_string(), s(&format!("P#{}", e.player))),
-        ("sk".to_string(), s(&format!("{:08}", e.i))),
-        ("type".to_string(), s(e.kind)),
-        ("playerId".to_string(), s(&e.player)),
-        ("seq".to_string(), AttributeValue::N(e.i.to_string())),
-    ]);
-    if e.kind == "profile" {
-        item.insert("name".into(), s(&format!("name-{}", e.i)));
-        item.insert("level".into(), AttributeValue::N((e.i % 50).to_string()));
-    } else {
-        item.insert("points".into(), AttributeValue::N(e.points.clone()));
-    }
-    item
-}
-
-async fn write_events(ddb: &aws_sdk_dynamodb::Client, table: &str, events: Vec<Event>) {
-    let batches: Vec<Vec<Event>> = events.chunks(25).map(<[Event]>::to_vec).collect();
-    futures::stream::iter(batches)
-        .for_each_concurrent(8, |batch| async move {
-            let mut requests: Vec<WriteRequest> = batch
-                .iter()
-                .map(|e| {
-                    let put = PutRequest::builder()
-                        .set_item(Some(item(e).into_iter().collect()))
-                        .build()
-                        .unwrap();
-                    WriteRequest::builder().put_request(put).build()
-                })
-                .collect();
-            while !requests.is_empty() {
-                let out = ddb
-                    .batch_write_item()
-                    .request_items(table, requests)
-                    .send()
-                    .await
-                    .expect("BatchWriteItem to the log");
-                requests = out
-                    .unprocessed_items
-                    .unwrap_or_default()
-                    .remove(table)
-                    .unwrap_or_default();
-            }
-        })
-        .await;
-}
 
 /// What the three views must hold, computed from the events alone.
 #[derive(Debug, PartialEq)]
@@ -230,37 +145,6 @@ fn random_ms(max_ms: u64) -> u64 {
         .unwrap()
         .subsec_nanos() as u64;
     nanos % max_ms
-}
-
-/// An S3 client (path-style, as the local endpoint needs) and a bucket of the test's own for exports.
-async fn export_bucket(aws: &aws_config::SdkConfig, ns: &str) -> (aws_sdk_s3::Client, String) {
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(aws)
-            .force_path_style(true)
-            .build(),
-    );
-    let bucket = format!("kappa-{ns}");
-    s3.create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("CreateBucket");
-    (s3, bucket)
-}
-
-/// The name of EventLog `scores`'s table, once its stream exists.
-async fn scores_table(client: &kube::Client, ns: &str) -> String {
-    let logs: Api<EventLog> = Api::namespaced(client.clone(), ns);
-    common::eventually(
-        Duration::from_secs(60),
-        "the EventLog's table and stream",
-        || async {
-            let t = logs.get("scores").await.ok()?.status?.table?;
-            t.stream_arn?;
-            Some(t.name)
-        },
-    )
-    .await
 }
 
 /// One view of [`VIEWS`], by name.

@@ -37,6 +37,27 @@ use crate::runtime::{BackfillFailure, BackfillRun};
 /// Concurrent requests per view writer.
 const WRITE_CONCURRENCY: usize = 16;
 
+/// Which version of a view a run is for: its number, its runtime registry key and the base of its
+/// checkpoint names and export prefix (see `crate::plan::versions`). The view passed along it carries the
+/// version's content and, in `status.backfill`, the version's backfill.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Target {
+    pub version: i64,
+    pub key: String,
+    pub base: String,
+}
+
+impl Target {
+    pub fn new(view: &MaterializedView, version: i64) -> Self {
+        use crate::plan::versions::{checkpoint_base, runtime_key};
+        Target {
+            version,
+            key: runtime_key(&view_key(view), version),
+            base: checkpoint_base(&view.name_any(), version),
+        }
+    }
+}
+
 /// Where an in-cluster view stands after this reconcile.
 pub(super) struct InClusterOutcome {
     pub phase: ViewPhase,
@@ -48,6 +69,8 @@ pub(super) struct InClusterOutcome {
     pub requeue: Duration,
     /// Resources to record in `status.resources` (a Lambda view's function, subscriptions, mapping).
     pub resources: std::collections::BTreeMap<String, String>,
+    /// Log records the live path could not project and skipped (a building version with any fails).
+    pub skipped: Option<String>,
 }
 
 fn stalled(phase: ViewPhase, reason: &'static str, message: String) -> InClusterOutcome {
@@ -59,6 +82,7 @@ fn stalled(phase: ViewPhase, reason: &'static str, message: String) -> InCluster
         live: None,
         requeue: Duration::from_secs(300),
         resources: Default::default(),
+        skipped: None,
     }
 }
 
@@ -84,6 +108,7 @@ fn time_of(epoch_seconds: f64) -> Option<Time> {
 /// Runs the view's live reader and backfill; see the module docs.
 pub(super) async fn reconcile(
     view: &MaterializedView,
+    target: &Target,
     log: &EventLog,
     ctx: &Context,
     ns: &str,
@@ -91,7 +116,7 @@ pub(super) async fn reconcile(
     key_prefix: &str,
 ) -> InClusterOutcome {
     let name = view.name_any();
-    let key = view_key(view);
+    let key = target.key.clone();
     let Some(stream_arn) = log_table(log).and_then(|t| t.stream_arn.clone()) else {
         return InClusterOutcome {
             phase: ViewPhase::Provisioning,
@@ -107,6 +132,7 @@ pub(super) async fn reconcile(
             live: None,
             requeue: Duration::from_secs(5),
             resources: Default::default(),
+            skipped: None,
         };
     };
     let projection = match ProjectionConfig::from_spec(&name, &view.spec, &log.spec, key_prefix) {
@@ -120,7 +146,7 @@ pub(super) async fn reconcile(
     let live_checkpoint = ConfigMapCheckpoint::new(
         ctx.client.clone(),
         ns,
-        checkpoints::stream_name(&name),
+        checkpoints::stream_name(&target.base),
         checkpoints::owner_of(view),
     );
     let live_fingerprint = digest(&[table, key_prefix, &stream_arn, &spec_json]);
@@ -145,10 +171,16 @@ pub(super) async fn reconcile(
     let gap = ctx.runtime.take_gap(&key);
 
     // 2. The backfill.
-    let mut outcome = backfill(view, log, ctx, ns, table, &projection, live.started, gap).await;
+    let mut outcome = backfill(view, target, log, ctx, ns, table, &projection, live.started, gap).await;
     outcome.live = Some(live_status);
     if matches!(outcome.health, Health::Stalled { .. }) {
         return outcome;
+    }
+    if let Some(e) = &live.last_record_error {
+        outcome.skipped = Some(format!(
+            "{} log records could not be projected and were skipped, the last: {e}",
+            live.record_errors
+        ));
     }
     if let Some(e) = &live.error {
         outcome.health = Health::Progressing {
@@ -192,6 +224,7 @@ pub(super) async fn reconcile(
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn backfill(
     view: &MaterializedView,
+    target: &Target,
     log: &EventLog,
     ctx: &Context,
     ns: &str,
@@ -208,9 +241,11 @@ pub(super) async fn backfill(
         live: None,
         requeue,
         resources: Default::default(),
+        skipped: None,
     };
     let name = view.name_any();
-    let key = view_key(view);
+    let base = target.base.clone();
+    let key = target.key.clone();
     match view.spec.backfill.source {
         BackfillSource::None => {
             return InClusterOutcome {
@@ -225,6 +260,7 @@ pub(super) async fn backfill(
                 live: None,
                 requeue: Duration::from_secs(2),
                 resources: Default::default(),
+                skipped: None,
             };
         }
         BackfillSource::Scan | BackfillSource::Export => {}
@@ -273,6 +309,7 @@ pub(super) async fn backfill(
             live: None,
             requeue: Duration::from_secs(2),
             resources: Default::default(),
+            skipped: None,
         };
     }
     let generation = view.metadata.generation.unwrap_or_default();
@@ -307,7 +344,7 @@ pub(super) async fn backfill(
             b = BackfillStatus {
                 attempt: b.attempt.max(1),
                 reason: b.reason.or_else(|| Some("initial".into())),
-                checkpoint: Some(checkpoints::backfill_name(&name, b.attempt.max(1))),
+                checkpoint: Some(checkpoints::backfill_name(&base, b.attempt.max(1))),
                 started_at: Some(status::now()),
                 progress: Some("0%".into()),
                 ..BackfillStatus::default()
@@ -330,9 +367,12 @@ pub(super) async fn backfill(
             );
         };
         let attempt = b.attempt.max(1);
-        let prefix = export_prefix(&export_spec.prefix, ns, &name, attempt);
+        let prefix = export_prefix(&export_spec.prefix, ns, &base, attempt);
         let uid = view.uid().unwrap_or_default();
-        let token = digest(&[&uid, &attempt.to_string()]);
+        let token = match target.version {
+            ..=1 => digest(&[&uid, &attempt.to_string()]),
+            v => digest(&[&uid, &format!("v{v}"), &attempt.to_string()]),
+        };
         match export::start_export(
             &ctx.aws.dynamodb,
             &table_arn,
@@ -349,7 +389,7 @@ pub(super) async fn backfill(
                     attempt,
                     reason: b.reason.or_else(|| Some("initial".into())),
                     export_location: Some(format!("s3://{}/{prefix}", export_spec.bucket)),
-                    checkpoint: Some(checkpoints::backfill_name(&name, attempt)),
+                    checkpoint: Some(checkpoints::backfill_name(&base, attempt)),
                     export_arn: Some(started.arn.clone()),
                     export_time: Some(
                         started
@@ -422,7 +462,7 @@ pub(super) async fn backfill(
                 projection: projection.clone(),
                 writer: ViewTableWriter::new(ctx.aws.dynamodb.clone(), table, WRITE_CONCURRENCY)
                     .with_rate_limit(limit),
-                checkpoints: backfill_checkpoint(ctx, ns, view, b.attempt),
+                checkpoints: backfill_checkpoint(ctx, ns, view, &base, b.attempt),
                 parallelism: parallelism as usize,
                 progress: Arc::new(Mutex::new(Progress::default())),
             };
@@ -481,7 +521,7 @@ pub(super) async fn backfill(
             if let Some(jobs) = ctx.config.backfill_jobs.as_ref().filter(large) {
                 let bucket = info.bucket.clone().unwrap_or_else(|| export_spec.bucket.clone());
                 let summary = export::summary_key(&info, &prefix);
-                job_backfill(view, ctx, ns, jobs, b.attempt, &bucket, &summary).await
+                job_backfill(view, target, ctx, ns, jobs, b.attempt, &bucket, &summary).await
             } else {
                 let worker = Worker {
                     s3: ctx.aws.s3.clone(),
@@ -490,7 +530,7 @@ pub(super) async fn backfill(
                     projection: projection.clone(),
                     writer: ViewTableWriter::new(ctx.aws.dynamodb.clone(), table, WRITE_CONCURRENCY)
                         .with_rate_limit(limit),
-                    checkpoints: backfill_checkpoint(ctx, ns, view, b.attempt),
+                    checkpoints: backfill_checkpoint(ctx, ns, view, &base, b.attempt),
                     parallelism: view.spec.backfill.parallelism.max(1) as usize,
                     share: (0, 1),
                     progress: Arc::new(Mutex::new(Progress::default())),
@@ -538,7 +578,7 @@ pub(super) async fn backfill(
             let done = ConfigMapCheckpoint::new(
                 ctx.client.clone(),
                 ns,
-                checkpoints::backfill_name(&name, b.attempt),
+                checkpoints::backfill_name(&base, b.attempt),
                 None,
             );
             if let Err(e) = done.delete().await {
@@ -557,6 +597,7 @@ pub(super) async fn backfill(
                 live: None,
                 requeue: Duration::from_secs(1),
                 resources: Default::default(),
+                skipped: None,
             }
         }
         Some(Err(BackfillFailure {
@@ -615,11 +656,15 @@ pub(super) async fn lambda_view(
             live: None,
             requeue: Duration::from_secs(5),
             resources: Default::default(),
+            skipped: None,
         };
     }
     let mut outcome = match view.spec.projection {
         Some(_) => match ProjectionConfig::from_spec(&view.name_any(), &view.spec, &log.spec, key_prefix) {
-            Ok(p) => backfill(view, log, ctx, ns, table, &Arc::new(p), true, None).await,
+            Ok(p) => {
+                let target = Target::new(view, 1);
+                backfill(view, &target, log, ctx, ns, table, &Arc::new(p), true, None).await
+            }
             Err(e) => stalled(ViewPhase::Failed, reasons::INVALID_SPEC, e.to_string()),
         },
         None if view.spec.backfill.source == BackfillSource::None => InClusterOutcome {
@@ -633,6 +678,7 @@ pub(super) async fn lambda_view(
             live: None,
             requeue: Duration::from_secs(300),
             resources: Default::default(),
+        skipped: None,
         },
         None => stalled(
             ViewPhase::Failed,
@@ -657,8 +703,10 @@ pub(super) async fn lambda_view(
 /// A large export's backfill as an Indexed Job of the operator's image (see `crate::plan::job`): creates the
 /// Job once, and reads progress and completion from the view's backfill checkpoint, which the Job's pods
 /// write. The Job is deleted once every data file is done.
+#[allow(clippy::too_many_arguments)]
 async fn job_backfill(
     view: &MaterializedView,
+    target: &Target,
     ctx: &Context,
     ns: &str,
     jobs: &crate::settings::BackfillJobs,
@@ -690,6 +738,7 @@ async fn job_backfill(
         service_account: jobs.service_account.clone(),
         view_namespace: ns.to_string(),
         view: name.clone(),
+        version: target.version,
         attempt,
         workers,
         env,
@@ -699,7 +748,7 @@ async fn job_backfill(
         Ok(m) => m,
         Err(e) => return failure(e.to_string(), e.retryable()),
     };
-    let job_name = crate::plan::job::job_name(ns, &name, attempt);
+    let job_name = crate::plan::job::job_name(ns, &target.base, attempt);
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &spec.namespace);
     let job = match api.get_opt(&job_name).await {
         Ok(Some(job)) => job,
@@ -735,7 +784,7 @@ async fn job_backfill(
     let checkpoint = ConfigMapCheckpoint::new(
         ctx.client.clone(),
         ns,
-        checkpoints::backfill_name(&name, attempt),
+        checkpoints::backfill_name(&target.base, attempt),
         None,
     );
     let done = match crate::backfill::worker::FileCheckpoints::done(&checkpoint).await {
@@ -778,12 +827,13 @@ fn backfill_checkpoint(
     ctx: &Context,
     ns: &str,
     view: &MaterializedView,
+    base: &str,
     attempt: i64,
 ) -> ConfigMapCheckpoint {
     ConfigMapCheckpoint::new(
         ctx.client.clone(),
         ns,
-        checkpoints::backfill_name(&view.name_any(), attempt),
+        checkpoints::backfill_name(base, attempt),
         checkpoints::owner_of(view),
     )
 }

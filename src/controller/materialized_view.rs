@@ -12,7 +12,7 @@ use kube::{Api, ResourceExt};
 use tracing::instrument;
 
 use super::status::{self, Health};
-use super::{Context, Error, Result, in_cluster, validate};
+use super::{Context, Error, Result, in_cluster, validate, versions};
 use crate::aws::{Convergence, dynamodb, iam};
 use crate::crd::{
     DeletionPolicy, EventLog, MaterializedView, MaterializedViewStatus, ProjectorRuntime, ViewPhase,
@@ -79,6 +79,15 @@ struct Outcome {
     table: Option<ViewTable>,
     /// The in-cluster runtime's view of the backfill and live path, when the view runs there.
     in_cluster: Option<in_cluster::InClusterOutcome>,
+    /// The view's versions (in-cluster runtime).
+    versions: Option<VersionsSummary>,
+}
+
+struct VersionsSummary {
+    versions: Vec<crate::crd::ViewVersion>,
+    active: Option<i64>,
+    latest: i64,
+    rebuild: Option<versions::Rebuild>,
 }
 
 struct ViewTable {
@@ -107,6 +116,7 @@ async fn apply(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result<A
             },
             table: None,
             in_cluster: None,
+            versions: None,
         },
         Some(log) => {
             let problems = validate::view_against_log(&view, &log);
@@ -121,6 +131,7 @@ async fn apply(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result<A
                     },
                     table: None,
                     in_cluster: None,
+                    versions: None,
                 }
             }
         }
@@ -152,6 +163,26 @@ async fn views_in(ctx: &Context, ns: &str) -> Result<Vec<MaterializedView>> {
 /// stream) or on Lambda (the projector function and its subscriptions or mapping); both backfill.
 async fn provision(view: &MaterializedView, log: &EventLog, ctx: &Context, ns: &str) -> Result<Outcome> {
     let all = views_in(ctx, ns).await?;
+    if view.spec.projector.runtime == ProjectorRuntime::InCluster {
+        let run = versions::run(view, log, ctx, ns, &all).await?;
+        return Ok(Outcome {
+            phase: run.outcome.phase,
+            health: run.outcome.health.clone(),
+            table: run.table.map(|(name, key_prefix, arn)| ViewTable {
+                name,
+                key_prefix,
+                arn,
+                projector_role: None,
+            }),
+            in_cluster: Some(run.outcome),
+            versions: Some(VersionsSummary {
+                versions: run.versions,
+                active: run.active,
+                latest: run.latest,
+                rebuild: run.rebuild,
+            }),
+        });
+    }
     let plan = plan_view(&ctx.config.cluster_id, view, &all);
     let failed = |e: crate::aws::AwsError| -> Result<Outcome> {
         if e.retryable {
@@ -165,6 +196,7 @@ async fn provision(view: &MaterializedView, log: &EventLog, ctx: &Context, ns: &
             },
             table: None,
             in_cluster: None,
+            versions: None,
         })
     };
     let state = match dynamodb::ensure_table(&ctx.aws.dynamodb, &plan.table).await {
@@ -190,21 +222,6 @@ async fn provision(view: &MaterializedView, log: &EventLog, ctx: &Context, ns: &
             }
         }
     }
-    if ready && view.spec.projector.runtime == ProjectorRuntime::InCluster {
-        let key_prefix = plan.key_prefix.clone().unwrap_or_default();
-        let run = in_cluster::reconcile(view, log, ctx, ns, &plan.table.name, &key_prefix).await;
-        return Ok(Outcome {
-            phase: run.phase,
-            health: run.health.clone(),
-            table: Some(ViewTable {
-                name: plan.table.name.clone(),
-                key_prefix: plan.key_prefix,
-                arn: state.arn,
-                projector_role,
-            }),
-            in_cluster: Some(run),
-        });
-    }
     if ready && view.spec.projector.runtime == ProjectorRuntime::Lambda {
         let live = match projector_live_path(view, log, ctx, &plan, projector_role.as_deref()).await {
             Ok(live) => live,
@@ -225,6 +242,7 @@ async fn provision(view: &MaterializedView, log: &EventLog, ctx: &Context, ns: &
             health: run.health.clone(),
             table: Some(view_table),
             in_cluster: Some(run),
+            versions: None,
         });
     }
     let message = if ready {
@@ -248,6 +266,7 @@ async fn provision(view: &MaterializedView, log: &EventLog, ctx: &Context, ns: &
             projector_role,
         }),
         in_cluster: None,
+        versions: None,
     })
 }
 
@@ -393,6 +412,58 @@ async fn write_status(view: &MaterializedView, ctx: &Context, ns: &str, outcome:
         }
     }
     status::set_kstatus(&mut next.conditions, &outcome.health, generation, &now);
+    if let Some(v) = &outcome.versions {
+        next.versions = v.versions.clone();
+        next.active_version = v.active;
+        next.latest_version = Some(v.latest);
+        next.rebuild = v.rebuild.as_ref().and_then(|r| r.summary.clone());
+        match &v.rebuild {
+            // A view that was never rebuilt carries no Rebuilding condition.
+            Some(r) if !(v.latest <= 1 && r.reason == reasons::PROMOTED) => {
+                status::set(
+                    &mut next.conditions,
+                    types::REBUILDING,
+                    r.status,
+                    r.reason,
+                    &r.message,
+                    generation,
+                    &now,
+                );
+                // kstatus: a rebuild in progress is reconciling; a failed one needs a change from the user
+                // (the active version stays Ready and serving).
+                if matches!(outcome.health, Health::Ready { .. }) {
+                    let (reconciling, stalled) = match r.reason {
+                        reasons::REBUILDING | reasons::WAITING_FOR_APPROVAL => (true, false),
+                        reasons::REBUILD_FAILED => (false, true),
+                        _ => (false, false),
+                    };
+                    let flag = |b: bool| match b {
+                        true => crate::crd::ConditionStatus::True,
+                        false => crate::crd::ConditionStatus::False,
+                    };
+                    status::set(
+                        &mut next.conditions,
+                        types::RECONCILING,
+                        flag(reconciling),
+                        r.reason,
+                        if reconciling { &r.message } else { "" },
+                        generation,
+                        &now,
+                    );
+                    status::set(
+                        &mut next.conditions,
+                        types::STALLED,
+                        flag(stalled),
+                        r.reason,
+                        if stalled { &r.message } else { "" },
+                        generation,
+                        &now,
+                    );
+                }
+            }
+            _ => next.conditions.retain(|c| c.type_ != types::REBUILDING),
+        }
+    }
     if let Some(run) = &outcome.in_cluster {
         if run.backfill.is_some() {
             next.backfill = run.backfill.clone();
@@ -480,8 +551,15 @@ async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result
         },
         table: None,
         in_cluster: None,
+        versions: None,
     };
-    ctx.runtime.stop(&crate::runtime::checkpoints::view_key(&view));
+    let key = crate::runtime::checkpoints::view_key(&view);
+    let recorded = view.status.clone().unwrap_or_default().versions;
+    ctx.runtime.stop(&key);
+    for v in &recorded {
+        ctx.runtime
+            .stop(&crate::plan::versions::runtime_key(&key, v.version));
+    }
     write_status(&view, ctx, ns, &deleting).await?;
     let note = match view.spec.deletion_policy {
         DeletionPolicy::Retain => "deletionPolicy Retain: the view's AWS resources are kept".to_string(),
@@ -493,6 +571,17 @@ async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result
                 .filter(|v| v.name_any() != name && v.metadata.deletion_timestamp.is_none())
                 .collect();
             let plan = plan_view(&ctx.config.cluster_id, &view, &others);
+            // Versions stored elsewhere than the spec's own storage go first (their items or tables).
+            for v in &recorded {
+                let vview = crate::plan::versions::view_with_content(&view, &v.content);
+                let vplan =
+                    crate::plan::versions::plan_version(&ctx.config.cluster_id, &vview, &others, v.version);
+                if (vplan.table.name.as_str(), vplan.key_prefix.as_deref())
+                    != (plan.table.name.as_str(), plan.key_prefix.as_deref())
+                {
+                    versions::remove_version(&view, ctx, ns, &others, v).await?;
+                }
+            }
             let projector = delete_projector(&view, ctx, &plan).await?;
             let role = plan.owner.resource_name("projector", NameKind::Role);
             let mut role_note = match projector.is_empty() {

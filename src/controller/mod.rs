@@ -13,6 +13,7 @@ mod materialized_view;
 mod provision;
 pub mod status;
 pub mod validate;
+mod versions;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -21,6 +21,10 @@ pub mod condition_types {
     pub const PROVISIONED: &str = "Provisioned";
     /// The view's backfill finished.
     pub const BACKFILL_COMPLETE: &str = "BackfillComplete";
+    /// The view's content changed: True while a new version is built beside the active one (reason
+    /// `Rebuilding`, or `WaitingForApproval`); False once it is promoted (`Promoted`) or when it failed
+    /// (`RebuildFailed`: the active version keeps serving, the message says why).
+    pub const REBUILDING: &str = "Rebuilding";
 }
 
 /// Reasons, in `PascalCase`; also used as Kubernetes Event reasons.
@@ -43,6 +47,11 @@ pub mod reasons {
     pub const LIVE: &str = "Live";
     pub const LIVE_PATH_FAILED: &str = "LivePathFailed";
     pub const NOT_SUPPORTED: &str = "NotSupported";
+    pub const REBUILDING: &str = "Rebuilding";
+    pub const REBUILD_FAILED: &str = "RebuildFailed";
+    pub const WAITING_FOR_APPROVAL: &str = "WaitingForApproval";
+    pub const PROMOTED: &str = "Promoted";
+    pub const VERSION_REMOVED: &str = "VersionRemoved";
 }
 
 /// The status of a condition.

@@ -13,6 +13,10 @@ use super::{Condition, DeletionPolicy, RecordType};
 /// the view's `.metadata.generation`, so an approval never carries over to a changed spec.
 pub const APPROVE_BACKFILL_ANNOTATION: &str = "kappa.dev/approve-backfill";
 
+/// The annotation that approves promoting a rebuilt version when `spec.promotion.mode` is `Manual`. Its
+/// value is the number of the version to promote (see `status.versions`).
+pub const APPROVE_PROMOTION_ANNOTATION: &str = "kappa.dev/approve-promotion";
+
 /// A materialized view: a read model derived from an EventLog by a projection.
 ///
 /// A new view is backfilled from a point-in-time export of the log, then kept current by the live path
@@ -31,6 +35,8 @@ pub const APPROVE_BACKFILL_ANNOTATION: &str = "kappa.dev/approve-backfill";
     printcolumn(name = "Log", type_ = "string", json_path = ".spec.eventLogRef.name"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Backfill", type_ = "string", json_path = ".status.backfill.progress"),
+    printcolumn(name = "Version", type_ = "integer", json_path = ".status.activeVersion"),
+    printcolumn(name = "Rebuild", type_ = "string", json_path = ".status.rebuild"),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -73,9 +79,93 @@ pub struct MaterializedViewSpec {
     #[serde(default)]
     pub backfill: BackfillSpec,
 
+    /// How a changed view is rebuilt and promoted. A change to what the content depends on (record types,
+    /// projection, custom projector code, store) builds a new version beside the active one; other changes
+    /// (memory, timeouts, backfill parallelism) apply in place.
+    #[serde(default)]
+    pub promotion: PromotionSpec,
+
     /// What happens to the view's AWS resources when it is deleted. `Retain` (the default) keeps them.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+}
+
+/// Parses a duration: one or more `<number><unit>` with units `s`, `m`, `h`, `d` (the schema's pattern
+/// `^([0-9]+[smhd])+$`), for example `90s` or `1h30m`; `None` when it does not match.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    if text.is_empty() {
+        return None;
+    }
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    for c in text.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            's' | 'm' | 'h' | 'd' if !digits.is_empty() => {
+                let n: u64 = digits.parse().ok()?;
+                let unit = match c {
+                    's' => 1,
+                    'm' => 60,
+                    'h' => 3600,
+                    _ => 86_400,
+                };
+                total = total.checked_add(n.checked_mul(unit)?)?;
+                digits.clear();
+            }
+            _ => return None,
+        }
+    }
+    digits.is_empty().then(|| std::time::Duration::from_secs(total))
+}
+
+/// How a rebuilt version replaces the active one; see `spec.promotion`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PromotionSpec {
+    /// `Automatic` (the default): promote the new version as soon as it is backfilled and within `maxLag`.
+    /// `Manual`: also wait for the annotation `kappa.dev/approve-promotion` set to the version's number.
+    #[serde(default)]
+    pub mode: PromotionMode,
+    /// How far behind the log the new version's live path may be when it is promoted, for example `30s`.
+    #[serde(default = "default_max_lag")]
+    #[schemars(regex(pattern = r"^([0-9]+[smhd])+$"))]
+    pub max_lag: String,
+    /// How long the previous version is kept (and kept current) after a promotion, so a rollback is
+    /// instant, for example `1h`. Then it is removed, its live path first.
+    #[serde(default = "default_retain_previous")]
+    #[schemars(regex(pattern = r"^([0-9]+[smhd])+$"))]
+    pub retain_previous: String,
+    /// Give up on a rebuild that has not caught up this long after it started, for example `6h`. Unset:
+    /// never give up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+[smhd])+$"))]
+    pub abort_after: Option<String>,
+}
+
+impl Default for PromotionSpec {
+    fn default() -> Self {
+        PromotionSpec {
+            mode: PromotionMode::default(),
+            max_lag: default_max_lag(),
+            retain_previous: default_retain_previous(),
+            abort_after: None,
+        }
+    }
+}
+
+fn default_max_lag() -> String {
+    "30s".into()
+}
+fn default_retain_previous() -> String {
+    "1h".into()
+}
+
+/// Promotion modes; see `spec.promotion.mode`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PromotionMode {
+    #[default]
+    Automatic,
+    Manual,
 }
 
 /// A reference to an EventLog in the same namespace.
@@ -448,6 +538,101 @@ pub struct MaterializedViewStatus {
     /// The live path's progress (runtime `InCluster`: the operator's stream reader).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<LiveStatus>,
+    /// The version readers are pointed at (`tableName` and `keyPrefix` above are its storage; the
+    /// ConfigMap named after the view holds the same pointer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_version: Option<i64>,
+    /// The highest version number used so far (a new version takes the next one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_version: Option<i64>,
+    /// A summary of the rebuild in progress or failed, as shown by `kubectl get mv` (for example
+    /// `v2 Backfilling 42%`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild: Option<String>,
+    /// Every version that has storage: the active one, a building one, a retained previous one, a failed
+    /// one (kept until the spec changes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub versions: Vec<ViewVersion>,
+}
+
+/// The state of a view version.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum VersionState {
+    /// Readers are pointed at it.
+    Active,
+    /// Being backfilled and caught up beside the active version.
+    #[default]
+    Building,
+    /// The previous active version, kept current for `spec.promotion.retainPrevious`.
+    Retained,
+    /// The rebuild failed (see `message`); the active version is untouched.
+    Failed,
+}
+
+/// The schema of a recorded copy of spec fields: an object kept as it is. Its fields were validated when
+/// they were the spec; repeating the spec's CEL rules inside a status list would exceed the API server's
+/// cost budget.
+fn opaque_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+}
+
+/// What a version's content was built from: the content fields of the spec it was created for.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewContent {
+    /// The record types projected (`spec.recordTypes`).
+    pub record_types: Vec<RecordType>,
+    /// The declarative projection (`spec.projection`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection: Option<Projection>,
+    /// The custom projector code (`spec.projector.code`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ProjectorCode>,
+    /// Where the items are stored (`spec.store`).
+    pub store: StoreSpec,
+}
+
+/// One version of a view: its own storage, live path and backfill.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewVersion {
+    /// The version's number, from 1.
+    pub version: i64,
+    /// A digest of `content`: a spec with the same digest is served by this version.
+    pub content_hash: String,
+    /// `Active`, `Building`, `Retained` or `Failed`.
+    pub state: VersionState,
+    /// What the version's content was built from (the spec's fields, as they were; not validated again).
+    #[schemars(schema_with = "opaque_object")]
+    pub content: ViewContent,
+    /// The views table holding the version's items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_name: Option<String>,
+    /// The version's partition-key prefix in a shared table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
+    /// Where the version is: `Backfilling`, `CatchingUp`, `Live`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ViewPhase>,
+    /// Why a version failed, or what it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The version's backfill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<BackfillStatus>,
+    /// The version's live path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveStatus>,
+    /// When the version was started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Time>,
+    /// When readers were last pointed at it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_at: Option<Time>,
+    /// When another version replaced it (the retention counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_at: Option<Time>,
 }
 
 /// Where the live path is.
@@ -537,4 +722,20 @@ pub struct BackfillStatus {
     /// When it finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_add_their_parts() {
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2d"), Some(Duration::from_secs(172_800)));
+        for bad in ["", "10", "m", "1x", "1.5h", "-1s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
 }

@@ -151,6 +151,7 @@ impl ProjectorConfig {
             projector: Default::default(),
             store: Default::default(),
             backfill: Default::default(),
+            promotion: Default::default(),
             deletion_policy: Default::default(),
         };
         let log = EventLogSpec {

@@ -17,6 +17,8 @@ pub struct BackfillJob {
     pub service_account: String,
     pub view_namespace: String,
     pub view: String,
+    /// The view version backfilled (1 for a view that was never rebuilt).
+    pub version: i64,
     pub attempt: i64,
     /// Indexes (pods), from `spec.backfill.parallelism`.
     pub workers: i32,
@@ -47,7 +49,7 @@ pub fn backfill_job(spec: &BackfillJob) -> Job {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": job_name(&spec.view_namespace, &spec.view, spec.attempt),
+            "name": job_name(&spec.view_namespace, &crate::plan::versions::checkpoint_base(&spec.view, spec.version), spec.attempt),
             "namespace": spec.namespace,
             "labels": {
                 "app.kubernetes.io/managed-by": "kappa-operator",
@@ -75,6 +77,7 @@ pub fn backfill_job(spec: &BackfillJob) -> Job {
                             "backfill",
                             "--namespace", spec.view_namespace,
                             "--view", spec.view,
+                            "--version", spec.version.to_string(),
                             "--attempt", spec.attempt.to_string(),
                             "--workers", spec.workers.to_string(),
                         ],
@@ -104,6 +107,7 @@ mod tests {
             service_account: "kappa-operator".into(),
             view_namespace: "game".into(),
             view: "players".into(),
+            version: 1,
             attempt: 2,
             workers: 4,
             env: vec![("AWS_REGION".into(), "eu-west-1".into())],
@@ -129,6 +133,8 @@ mod tests {
                 "game",
                 "--view",
                 "players",
+                "--version",
+                "1",
                 "--attempt",
                 "2",
                 "--workers",

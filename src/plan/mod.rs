@@ -8,6 +8,7 @@ pub mod lambdas;
 pub mod log;
 pub mod names;
 pub mod routing;
+pub mod versions;
 pub mod view;
 
 pub use fan_out::{ResolvedFanOut, StreamReaders, resolve_fan_out};

@@ -23,6 +23,8 @@ use crate::projection::ProjectionConfig;
 pub struct JobShare {
     pub namespace: String,
     pub view: String,
+    /// The view version backfilled.
+    pub version: i64,
     pub attempt: i64,
     pub workers: usize,
     pub index: usize,
@@ -48,7 +50,21 @@ pub async fn run(share: &JobShare) -> Result<Progress, (String, bool)> {
         .await
         .map_err(|e| (format!("reading its EventLog: {e}"), true))?;
     let status = view.status.clone().unwrap_or_default();
-    let backfill = status.backfill.clone().unwrap_or_default();
+    // The version's own status (a view rebuilt beside its active version has several).
+    let version = status.versions.iter().find(|v| v.version == share.version);
+    let (backfill, table, key_prefix) = match version {
+        Some(v) => (v.backfill.clone(), v.table_name.clone(), v.key_prefix.clone()),
+        None => (
+            status.backfill.clone(),
+            status.table_name.clone(),
+            status.key_prefix.clone(),
+        ),
+    };
+    let view = match version {
+        Some(v) => crate::plan::versions::view_with_content(&view, &v.content),
+        None => view,
+    };
+    let backfill = backfill.unwrap_or_default();
     if backfill.attempt != share.attempt {
         return Err(permanent(format!(
             "the view's backfill is attempt {}, this Job was started for attempt {}: nothing to do",
@@ -59,11 +75,8 @@ pub async fn run(share: &JobShare) -> Result<Progress, (String, bool)> {
         .export_arn
         .clone()
         .ok_or_else(|| permanent("the view's status.backfill names no export".into()))?;
-    let table = status
-        .table_name
-        .clone()
-        .ok_or_else(|| permanent("the view's status names no views table".into()))?;
-    let key_prefix = status.key_prefix.clone().unwrap_or_default();
+    let table = table.ok_or_else(|| permanent("the view's status names no views table".into()))?;
+    let key_prefix = key_prefix.unwrap_or_default();
     let projection = ProjectionConfig::from_spec(&share.view, &view.spec, &log.spec, &key_prefix)
         .map_err(|e| permanent(e.to_string()))?;
     let aws = Aws::from_env(Arc::new(Metrics::default()))
@@ -100,7 +113,10 @@ pub async fn run(share: &JobShare) -> Result<Progress, (String, bool)> {
         checkpoints: ConfigMapCheckpoint::new(
             client,
             &share.namespace,
-            checkpoints::backfill_name(&share.view, share.attempt),
+            checkpoints::backfill_name(
+                &crate::plan::versions::checkpoint_base(&share.view, share.version),
+                share.attempt,
+            ),
             checkpoints::owner_of(&view),
         ),
         parallelism: 2,

@@ -13,6 +13,8 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, ResourceExt};
 
+pub mod scores;
+
 pub const START_STACK: &str = "the local stack is not running: run `make stack-up && source .stack/env`, or run the tests with `make test`";
 
 /// Reads a variable the stack's env file exports, or fails the test saying how to start the stack.

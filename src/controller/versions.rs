@@ -1,0 +1,489 @@
+//! The versions of a view on the in-cluster runtime (see `crate::plan::versions` for the decisions):
+//!
+//! ```text
+//! reshape (pure) ─▶ remove versions that go (live path first, then items or table)
+//!   ─▶ run every version (its table, live reader, backfill) ─▶ settle (pure): failure, promotion
+//!   ─▶ pointer ConfigMap `<view>` = the active version's table and key prefix
+//! ```
+//!
+//! The active version's outcome is the view's (phase, health, backfill, live); a building version shows in
+//! the `Rebuilding` condition and `status.rebuild`, and never changes the view's readiness.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use tracing::info;
+
+use super::in_cluster::{self, InClusterOutcome, Target};
+use super::status::{self, Health};
+use super::{Context, Error, Result};
+use crate::aws::{AwsError, Convergence, dynamodb};
+use crate::crd::{
+    APPROVE_PROMOTION_ANNOTATION, ConditionStatus, EventLog, MaterializedView, VersionState, ViewPhase,
+    ViewVersion, parse_duration, reasons,
+};
+use crate::plan::versions::{
+    Readiness, Transition, content_hash, content_of, plan_version, reshape, settle, view_with_content,
+};
+use crate::runtime::checkpoints::{self, ConfigMapCheckpoint};
+
+/// What the versions of a view came to in this reconcile.
+pub(super) struct VersionsRun {
+    /// The active version's outcome: the view's phase, health, backfill and live path.
+    pub outcome: InClusterOutcome,
+    /// The active version's table (name, key prefix, ARN), once it exists.
+    pub table: Option<(String, Option<String>, String)>,
+    pub versions: Vec<ViewVersion>,
+    pub active: Option<i64>,
+    pub latest: i64,
+    /// The `Rebuilding` condition and `status.rebuild`, when the content changed.
+    pub rebuild: Option<Rebuild>,
+}
+
+/// Where a rebuild stands.
+pub(super) struct Rebuild {
+    pub status: ConditionStatus,
+    pub reason: &'static str,
+    pub message: String,
+    /// `status.rebuild`, as `kubectl get mv` shows it.
+    pub summary: Option<String>,
+}
+
+/// The view as version `v` sees it: the version's content, and its backfill in `status.backfill`.
+fn version_view(view: &MaterializedView, v: &ViewVersion) -> MaterializedView {
+    let mut vv = view_with_content(view, &v.content);
+    let mut status = vv.status.take().unwrap_or_default();
+    status.backfill = v.backfill.clone();
+    vv.status = Some(status);
+    vv
+}
+
+/// The versions recorded in the status; a view from before versions existed has one, built from its spec.
+fn recorded_versions(view: &MaterializedView, now: Timestamp) -> Vec<ViewVersion> {
+    let status = view.status.clone().unwrap_or_default();
+    if !status.versions.is_empty() || (status.backfill.is_none() && status.table_name.is_none()) {
+        return status.versions;
+    }
+    let content = content_of(view);
+    vec![ViewVersion {
+        version: 1,
+        content_hash: content_hash(&content),
+        state: VersionState::Active,
+        content,
+        table_name: status.table_name,
+        key_prefix: status.key_prefix,
+        backfill: status.backfill,
+        live: status.live,
+        created_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
+        ..ViewVersion::default()
+    }]
+}
+
+/// Runs the view's versions; see the module docs.
+pub(super) async fn run(
+    view: &MaterializedView,
+    log: &EventLog,
+    ctx: &Context,
+    ns: &str,
+    all: &[MaterializedView],
+) -> Result<VersionsRun> {
+    let now = Timestamp::now();
+    let status = view.status.clone().unwrap_or_default();
+    let promotion = &view.spec.promotion;
+    let desired = content_of(view);
+    let desired_hash = content_hash(&desired);
+    let recorded = recorded_versions(view, now);
+    let (mut versions, removals, latest) = reshape(
+        &recorded,
+        status.latest_version.unwrap_or(0),
+        &desired,
+        promotion,
+        now,
+    );
+    for removal in &removals {
+        remove_version(view, ctx, ns, all, &removal.version).await?;
+        status::publish(
+            ctx,
+            view,
+            EventType::Normal,
+            reasons::VERSION_REMOVED,
+            "Rebuild",
+            format!("removed version {}: {}", removal.version.version, removal.why),
+        )
+        .await;
+    }
+    for v in versions
+        .iter()
+        .filter(|v| !recorded.iter().any(|r| r.version == v.version))
+    {
+        if v.state == VersionState::Building {
+            info!(view = %view.name_any(), version = v.version, "the view's content changed: building a new version");
+            status::publish(
+                ctx,
+                view,
+                EventType::Normal,
+                reasons::REBUILDING,
+                "Rebuild",
+                format!(
+                    "the content changed (record types, projection, code or store): building version {} beside \
+                     the active version {}",
+                    v.version,
+                    status.active_version.unwrap_or(1)
+                ),
+            )
+            .await;
+        }
+    }
+
+    // Run every version that has storage to keep current.
+    let mut outcomes: BTreeMap<i64, InClusterOutcome> = BTreeMap::new();
+    let mut tables: BTreeMap<i64, (String, Option<String>, String)> = BTreeMap::new();
+    for v in versions.iter_mut() {
+        let target = Target::new(view, v.version);
+        if v.state == VersionState::Failed {
+            ctx.runtime.stop(&target.key);
+            continue;
+        }
+        let vview = version_view(view, v);
+        let plan = plan_version(&ctx.config.cluster_id, &vview, all, v.version);
+        v.table_name = Some(plan.table.name.clone());
+        v.key_prefix = plan.key_prefix.clone();
+        let table = match dynamodb::ensure_table(&ctx.aws.dynamodb, &plan.table).await {
+            Ok(t) => t,
+            Err(e) if e.retryable => return Err(e.into()),
+            Err(e) => {
+                outcomes.insert(v.version, failed_outcome(&e));
+                continue;
+            }
+        };
+        if table.convergence != Convergence::Converged {
+            v.phase = Some(ViewPhase::Provisioning);
+            outcomes.insert(
+                v.version,
+                InClusterOutcome {
+                    phase: ViewPhase::Provisioning,
+                    health: Health::Progressing {
+                        reason: reasons::PROVISIONING,
+                        message: format!("creating views table {}", plan.table.name),
+                    },
+                    backfill: None,
+                    backfill_complete: false,
+                    live: None,
+                    requeue: Duration::from_secs(5),
+                    resources: Default::default(),
+                    skipped: None,
+                },
+            );
+            continue;
+        }
+        let prefix = plan.key_prefix.clone().unwrap_or_default();
+        let out = in_cluster::reconcile(&vview, &target, log, ctx, ns, &plan.table.name, &prefix).await;
+        v.phase = Some(out.phase);
+        if out.backfill.is_some() {
+            v.backfill = out.backfill.clone();
+        }
+        v.live = out.live.clone();
+        v.message = Some(out.health.message().to_string()).filter(|m| !m.is_empty());
+        tables.insert(
+            v.version,
+            (plan.table.name.clone(), plan.key_prefix.clone(), table.arn),
+        );
+        outcomes.insert(v.version, out);
+    }
+
+    // Failures and promotion.
+    let max_lag = parse_duration(&promotion.max_lag).unwrap_or(Duration::from_secs(30));
+    let readiness = |version: i64| -> Readiness {
+        let Some(out) = outcomes.get(&version) else {
+            return Readiness::default();
+        };
+        let failure = match (&out.health, &out.skipped) {
+            (Health::Stalled { message, .. }, _) => Some(message.clone()),
+            (_, Some(skipped)) => Some(skipped.clone()),
+            _ => None,
+        };
+        let within_lag = out.live.as_ref().is_some_and(|l| {
+            l.caught_up
+                || l.watermark
+                    .as_ref()
+                    .is_some_and(|w| now.as_second() - w.0.as_second() <= max_lag.as_secs() as i64)
+        });
+        let live_ok =
+            !matches!(out.health, Health::Progressing { reason, .. } if reason == reasons::LIVE_PATH_FAILED);
+        Readiness {
+            caught_up: out.backfill_complete && within_lag && live_ok,
+            failure,
+        }
+    };
+    let approved = view
+        .annotations()
+        .get(APPROVE_PROMOTION_ANNOTATION)
+        .and_then(|a| a.trim().trim_start_matches('v').parse::<i64>().ok());
+    let transitions = settle(&mut versions, &desired_hash, promotion, approved, &readiness, now);
+    for t in &transitions {
+        match t {
+            Transition::Promoted { version, previous } => {
+                info!(view = %view.name_any(), version, ?previous, "promoted");
+                status::publish(
+                    ctx,
+                    view,
+                    EventType::Normal,
+                    reasons::PROMOTED,
+                    "Promote",
+                    match previous {
+                        Some(p) => format!(
+                            "readers now use version {version}; version {p} is retained for {} and kept current",
+                            promotion.retain_previous
+                        ),
+                        None => format!("readers now use version {version}"),
+                    },
+                )
+                .await;
+            }
+            Transition::Failed { version, message } => {
+                ctx.runtime.stop(&Target::new(view, *version).key);
+                status::publish(
+                    ctx,
+                    view,
+                    EventType::Warning,
+                    reasons::REBUILD_FAILED,
+                    "Rebuild",
+                    format!("version {version} failed and the active version keeps serving: {message}"),
+                )
+                .await;
+            }
+        }
+    }
+    let active = versions
+        .iter()
+        .find(|v| v.state == VersionState::Active)
+        .map(|v| v.version);
+    let outcome = active
+        .and_then(|a| outcomes.remove(&a))
+        .unwrap_or_else(|| InClusterOutcome {
+            phase: ViewPhase::Provisioning,
+            health: Health::Progressing {
+                reason: reasons::PROVISIONING,
+                message: "creating the active version's views table".into(),
+            },
+            backfill: None,
+            backfill_complete: false,
+            live: None,
+            requeue: Duration::from_secs(5),
+            resources: Default::default(),
+            skipped: None,
+        });
+    let table = active.and_then(|a| tables.remove(&a));
+    if let (Some(active), Some((name, prefix, _))) = (active, &table) {
+        write_pointer(view, ctx, ns, active, name, prefix.as_deref()).await?;
+    }
+    let rebuild = rebuild_of(&versions, &desired_hash, promotion.mode, active);
+    let mut run = VersionsRun {
+        outcome,
+        table,
+        versions,
+        active,
+        latest,
+        rebuild,
+    };
+    let building = run.versions.iter().any(|v| v.state == VersionState::Building);
+    if building {
+        run.outcome.requeue = run.outcome.requeue.min(Duration::from_secs(2));
+        if run.outcome.phase == ViewPhase::Live {
+            run.outcome.phase = ViewPhase::Rebuilding;
+        }
+    }
+    if run.versions.iter().any(|v| v.state == VersionState::Retained) {
+        // Come back when the retention ends.
+        run.outcome.requeue = run.outcome.requeue.min(Duration::from_secs(30));
+    }
+    Ok(run)
+}
+
+fn failed_outcome(e: &AwsError) -> InClusterOutcome {
+    InClusterOutcome {
+        phase: ViewPhase::Failed,
+        health: Health::Stalled {
+            reason: reasons::AWS_ERROR,
+            message: e.to_string(),
+        },
+        backfill: None,
+        backfill_complete: false,
+        live: None,
+        requeue: Duration::from_secs(60),
+        resources: Default::default(),
+        skipped: None,
+    }
+}
+
+/// The `Rebuilding` condition and summary: the version of the desired content, when it is not active.
+fn rebuild_of(
+    versions: &[ViewVersion],
+    desired_hash: &str,
+    mode: crate::crd::PromotionMode,
+    active: Option<i64>,
+) -> Option<Rebuild> {
+    let wanted = versions.iter().find(|v| v.content_hash == desired_hash)?;
+    let active = active.unwrap_or_default();
+    let n = wanted.version;
+    Some(match wanted.state {
+        VersionState::Active => Rebuild {
+            status: ConditionStatus::False,
+            reason: reasons::PROMOTED,
+            message: format!("version {n} is active"),
+            summary: None,
+        },
+        VersionState::Failed => Rebuild {
+            status: ConditionStatus::False,
+            reason: reasons::REBUILD_FAILED,
+            message: format!(
+                "version {n} failed; version {active} keeps serving: {}; fix the spec to start another version",
+                wanted.message.clone().unwrap_or_default()
+            ),
+            summary: Some(format!("v{n} Failed")),
+        },
+        VersionState::Building | VersionState::Retained => {
+            let phase = wanted
+                .phase
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "Pending".into());
+            let progress = wanted
+                .backfill
+                .as_ref()
+                .and_then(|b| b.progress.clone())
+                .filter(|_| wanted.phase == Some(ViewPhase::Backfilling));
+            let live = wanted.phase == Some(ViewPhase::Live);
+            let (reason, message) = match (mode, live) {
+                (crate::crd::PromotionMode::Manual, true) => (
+                    reasons::WAITING_FOR_APPROVAL,
+                    format!(
+                        "version {n} has caught up; approve its promotion with `kubectl annotate mv <name> \
+                         {APPROVE_PROMOTION_ANNOTATION}={n} --overwrite`"
+                    ),
+                ),
+                _ => (
+                    reasons::REBUILDING,
+                    format!(
+                        "version {n} is {phase}{}; version {active} keeps serving until it is backfilled and within \
+                         spec.promotion.maxLag",
+                        progress.as_deref().map(|p| format!(" ({p})")).unwrap_or_default()
+                    ),
+                ),
+            };
+            Rebuild {
+                status: ConditionStatus::True,
+                reason,
+                message,
+                summary: Some(match progress {
+                    Some(p) => format!("v{n} {phase} {p}"),
+                    None => format!("v{n} {phase}"),
+                }),
+            }
+        }
+    })
+}
+
+/// The ConfigMap named after the view that points readers at its active version (owned by the view).
+async fn write_pointer(
+    view: &MaterializedView,
+    ctx: &Context,
+    ns: &str,
+    version: i64,
+    table: &str,
+    key_prefix: Option<&str>,
+) -> Result<()> {
+    let name = view.name_any();
+    let mut data = BTreeMap::from([
+        ("view".to_string(), name.clone()),
+        ("version".to_string(), version.to_string()),
+        ("tableName".to_string(), table.to_string()),
+        (
+            "keyPrefix".to_string(),
+            key_prefix.unwrap_or_default().to_string(),
+        ),
+    ]);
+    data.insert("region".into(), ctx.aws.region.clone());
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    if let Ok(Some(cm)) = api.get_opt(&name).await
+        && cm.data.as_ref() == Some(&data)
+    {
+        return Ok(());
+    }
+    let cm = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/managed-by": "kappa-operator", "kappa.dev/view": name},
+            "ownerReferences": checkpoints::owner_of(view).into_iter().collect::<Vec<_>>(),
+        },
+        "data": data,
+    });
+    api.patch(
+        &name,
+        &PatchParams::apply("kappa-operator").force(),
+        &Patch::Apply(&cm),
+    )
+    .await
+    .map_err(Error::kube(
+        "writing the pointer ConfigMap",
+        format!("{ns}/{name}"),
+    ))?;
+    Ok(())
+}
+
+/// Removes a version: its live path and backfill first (the tasks and their checkpoints), then its items
+/// (a shared table) or its table (a dedicated one).
+pub(super) async fn remove_version(
+    view: &MaterializedView,
+    ctx: &Context,
+    ns: &str,
+    all: &[MaterializedView],
+    v: &ViewVersion,
+) -> Result<()> {
+    let target = Target::new(view, v.version);
+    ctx.runtime.stop(&target.key);
+    let stream = ConfigMapCheckpoint::new(
+        ctx.client.clone(),
+        ns,
+        checkpoints::stream_name(&target.base),
+        None,
+    );
+    if let Err(e) = stream.delete().await {
+        tracing::warn!(version = v.version, error = %e, "could not delete the version's stream checkpoint");
+    }
+    if let Some(b) = &v.backfill
+        && b.attempt > 0
+    {
+        let cm = ConfigMapCheckpoint::new(
+            ctx.client.clone(),
+            ns,
+            checkpoints::backfill_name(&target.base, b.attempt),
+            None,
+        );
+        if let Err(e) = cm.delete().await {
+            tracing::warn!(version = v.version, error = %e, "could not delete the version's backfill checkpoint");
+        }
+    }
+    let plan = plan_version(&ctx.config.cluster_id, &version_view(view, v), all, v.version);
+    match (plan.shared, plan.key_prefix.as_deref()) {
+        (true, Some(prefix)) if !prefix.is_empty() => {
+            let n = crate::aws::views::delete_items_with_prefix(&ctx.aws.dynamodb, &plan.table.name, prefix)
+                .await?;
+            info!(view = %view.name_any(), version = v.version, items = n, prefix, "removed the version's items");
+        }
+        (true, _) => {}
+        (false, _) => {
+            let deleted =
+                dynamodb::delete_table_if_owned(&ctx.aws.dynamodb, &plan.table.name, &plan.table_owner)
+                    .await?;
+            info!(view = %view.name_any(), version = v.version, table = %plan.table.name, deleted, "removed the version's table");
+        }
+    }
+    Ok(())
+}
