@@ -529,7 +529,11 @@ async fn kubectl_get_prints_the_promised_columns() {
             .join(" ")
     };
     let mv = common::kubectl(&["-n", &ns, "get", "mv"]);
-    assert_eq!(header(&mv), "NAME LOG PHASE BACKFILL READY AGE", "{mv}");
+    assert_eq!(
+        header(&mv),
+        "NAME LOG PHASE BACKFILL VERSION REBUILD READY AGE",
+        "{mv}"
+    );
     assert!(mv.lines().nth(1).unwrap().starts_with("players"), "{mv}");
     assert!(mv.contains("game-events"), "{mv}");
     let elog = common::kubectl(&["-n", &ns, "get", "elog"]);

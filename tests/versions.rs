@@ -389,3 +389,119 @@ async fn a_rebuild_that_cannot_project_some_records_fails_beside_the_active_vers
     .await;
     common::delete_namespace(&client, &ns).await;
 }
+
+const LAMBDA_LOG: &str = r#"
+apiVersion: kappa.dev/v1alpha1
+kind: EventLog
+metadata: {name: game-events}
+spec:
+  recordTypes: [player, game]
+  table: {sortKey: sk, orderingAttribute: seq}
+  fanOut: {mode: Sns}
+  deletionPolicy: Delete
+"#;
+
+const LAMBDA_VIEW: &str = r#"
+apiVersion: kappa.dev/v1alpha1
+kind: MaterializedView
+metadata: {name: players}
+spec:
+  eventLogRef: {name: game-events}
+  recordTypes: [player]
+  projection: {mode: Append, key: {partitionKey: "P#{playerId}"}}
+  backfill: {source: None}
+  promotion: {retainPrevious: 10s}
+  deletionPolicy: Delete
+"#;
+
+/// The function's `PROJECTION` environment variable, or `None` when the function does not exist.
+async fn projection_env(lambda: &aws_sdk_lambda::Client, arn: &str) -> Option<String> {
+    let f = lambda
+        .get_function_configuration()
+        .function_name(arn)
+        .send()
+        .await
+        .ok()?;
+    f.environment()?.variables()?.get("PROJECTION").cloned()
+}
+
+/// SNS subscription endpoints of every topic.
+async fn subscription_endpoints(sns: &aws_sdk_sns::Client) -> Vec<String> {
+    let out = sns.list_subscriptions().send().await.expect("ListSubscriptions");
+    out.subscriptions()
+        .iter()
+        .filter_map(|s| s.endpoint().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_lambda_view_gets_a_projector_per_version_and_the_previous_one_goes_after_retention() {
+    let (client, ns) = common::setup("versions-lambda").await;
+    let aws = common::aws_config().await;
+    let lambda = aws_sdk_lambda::Client::new(&aws);
+    let sns = aws_sdk_sns::Client::new(&aws);
+    let iam = aws_sdk_iam::Client::new(&aws);
+    let _op = Operator::start(&ns, "solo", 5);
+    common::create_yaml(&client, &ns, LAMBDA_LOG).await.unwrap();
+    common::create_yaml(&client, &ns, LAMBDA_VIEW).await.unwrap();
+    let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
+    let first = common::eventually(Duration::from_secs(90), "players Live on version 1", || async {
+        let s = mvs.get("players").await.ok()?.status?;
+        (s.phase == Some(ViewPhase::Live) && s.resources.contains_key("function/projector")).then_some(s)
+    })
+    .await;
+    let f1 = first.resources["function/projector"].clone();
+    let role1 = first.resources["role/projector"].clone();
+    assert!(projection_env(&lambda, &f1).await.unwrap().contains("P#"));
+
+    mvs.patch(
+        "players",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"projection": {"key": {"partitionKey": "Q#{playerId}"}}}})),
+    )
+    .await
+    .unwrap();
+    let second = common::eventually(Duration::from_secs(90), "version 2 promoted", || async {
+        let s = mvs.get("players").await.ok()?.status?;
+        (s.active_version == Some(2) && s.phase == Some(ViewPhase::Live)).then_some(s)
+    })
+    .await;
+    let f2 = second.resources["function/projector"].clone();
+    assert_ne!(f1, f2);
+    assert!(f2.contains("-projector-v2-"), "{f2}");
+    assert!(projection_env(&lambda, &f2).await.unwrap().contains("Q#"));
+    assert_eq!(second.key_prefix.as_deref(), Some("~v2~players#"));
+    // Retained: the first projector still runs, beside the second.
+    assert!(
+        projection_env(&lambda, &f1).await.is_some(),
+        "version 1's projector is retained"
+    );
+    let endpoints = subscription_endpoints(&sns).await;
+    assert!(
+        endpoints.contains(&f1) && endpoints.contains(&f2),
+        "{endpoints:?}"
+    );
+
+    // After retainPrevious: version 1's subscriptions, function and role go; version 2's stay.
+    common::eventually(Duration::from_secs(60), "version 1 removed", || async {
+        let s = mvs.get("players").await.ok()?.status?;
+        (s.versions.len() == 1).then_some(())
+    })
+    .await;
+    assert!(
+        projection_env(&lambda, &f1).await.is_none(),
+        "version 1's function remains"
+    );
+    let role1_name = role1.rsplit('/').next().unwrap();
+    assert!(
+        iam.get_role().role_name(role1_name).send().await.is_err(),
+        "version 1's role remains"
+    );
+    let endpoints = subscription_endpoints(&sns).await;
+    assert!(
+        !endpoints.contains(&f1) && endpoints.contains(&f2),
+        "{endpoints:?}"
+    );
+    assert!(projection_env(&lambda, &f2).await.is_some());
+    common::delete_namespace(&client, &ns).await;
+}

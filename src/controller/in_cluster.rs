@@ -73,6 +73,23 @@ pub(super) struct InClusterOutcome {
     pub skipped: Option<String>,
 }
 
+/// A version whose AWS resources are still being created.
+pub(super) fn provisioning(message: String) -> InClusterOutcome {
+    InClusterOutcome {
+        phase: ViewPhase::Provisioning,
+        health: Health::Progressing {
+            reason: reasons::PROVISIONING,
+            message,
+        },
+        backfill: None,
+        backfill_complete: false,
+        live: None,
+        requeue: Duration::from_secs(5),
+        resources: Default::default(),
+        skipped: None,
+    }
+}
+
 fn stalled(phase: ViewPhase, reason: &'static str, message: String) -> InClusterOutcome {
     InClusterOutcome {
         phase,
@@ -633,8 +650,10 @@ pub(super) async fn backfill(
 /// A view on the Lambda runtime once its projector function exists: its live path is the subscription or
 /// mapping (`live_path_ready`), created before the export, so the same backfill applies; the view is `Live`
 /// when the backfill is complete (Lambda's own retries keep the live path caught up).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn lambda_view(
     view: &MaterializedView,
+    target: &Target,
     log: &EventLog,
     ctx: &Context,
     ns: &str,
@@ -661,10 +680,7 @@ pub(super) async fn lambda_view(
     }
     let mut outcome = match view.spec.projection {
         Some(_) => match ProjectionConfig::from_spec(&view.name_any(), &view.spec, &log.spec, key_prefix) {
-            Ok(p) => {
-                let target = Target::new(view, 1);
-                backfill(view, &target, log, ctx, ns, table, &Arc::new(p), true, None).await
-            }
+            Ok(p) => backfill(view, target, log, ctx, ns, table, &Arc::new(p), true, None).await,
             Err(e) => stalled(ViewPhase::Failed, reasons::INVALID_SPEC, e.to_string()),
         },
         None if view.spec.backfill.source == BackfillSource::None => InClusterOutcome {

@@ -15,8 +15,8 @@ use super::status::{self, Health};
 use super::{Context, Error, Result, in_cluster, validate, versions};
 use crate::aws::{Convergence, dynamodb, iam};
 use crate::crd::{
-    DeletionPolicy, EventLog, MaterializedView, MaterializedViewStatus, ProjectorRuntime, ViewPhase,
-    condition_types as types, reasons,
+    DeletionPolicy, EventLog, MaterializedView, MaterializedViewStatus, ViewPhase, condition_types as types,
+    reasons,
 };
 use crate::plan::log::{plan_log, scope_of_arn};
 use crate::plan::names::NameKind;
@@ -163,111 +163,91 @@ async fn views_in(ctx: &Context, ns: &str) -> Result<Vec<MaterializedView>> {
 /// stream) or on Lambda (the projector function and its subscriptions or mapping); both backfill.
 async fn provision(view: &MaterializedView, log: &EventLog, ctx: &Context, ns: &str) -> Result<Outcome> {
     let all = views_in(ctx, ns).await?;
-    if view.spec.projector.runtime == ProjectorRuntime::InCluster {
-        let run = versions::run(view, log, ctx, ns, &all).await?;
-        return Ok(Outcome {
-            phase: run.outcome.phase,
-            health: run.outcome.health.clone(),
-            table: run.table.map(|(name, key_prefix, arn)| ViewTable {
-                name,
-                key_prefix,
-                arn,
-                projector_role: None,
-            }),
-            in_cluster: Some(run.outcome),
-            versions: Some(VersionsSummary {
-                versions: run.versions,
-                active: run.active,
-                latest: run.latest,
-                rebuild: run.rebuild,
-            }),
-        });
-    }
-    let plan = plan_view(&ctx.config.cluster_id, view, &all);
-    let failed = |e: crate::aws::AwsError| -> Result<Outcome> {
-        if e.retryable {
-            return Err(e.into());
+    let run = versions::run(view, log, ctx, ns, &all).await?;
+    Ok(Outcome {
+        phase: run.outcome.phase,
+        health: run.outcome.health.clone(),
+        table: run.table.map(|(name, key_prefix, arn)| ViewTable {
+            name,
+            key_prefix,
+            arn,
+            projector_role: None,
+        }),
+        in_cluster: Some(run.outcome),
+        versions: Some(VersionsSummary {
+            versions: run.versions,
+            active: run.active,
+            latest: run.latest,
+            rebuild: run.rebuild,
+        }),
+    })
+}
+
+/// One version of a view on the Lambda runtime, once its table exists: its projector role, function and
+/// live path (subscriptions or mapping), then the same backfill as the in-cluster runtime.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn lambda_version(
+    view: &MaterializedView,
+    target: &in_cluster::Target,
+    log: &EventLog,
+    ctx: &Context,
+    ns: &str,
+    plan: &crate::plan::view::ViewPlan,
+    table_arn: &str,
+    all: &[MaterializedView],
+) -> Result<in_cluster::InClusterOutcome> {
+    let failed = |e: crate::aws::AwsError| -> Result<in_cluster::InClusterOutcome> {
+        match e.retryable {
+            true => Err(e.into()),
+            false => Ok(versions::failed_outcome(&e)),
         }
-        Ok(Outcome {
-            phase: ViewPhase::Failed,
-            health: Health::Stalled {
-                reason: reasons::AWS_ERROR,
-                message: e.to_string(),
-            },
-            table: None,
-            in_cluster: None,
-            versions: None,
-        })
     };
-    let state = match dynamodb::ensure_table(&ctx.aws.dynamodb, &plan.table).await {
-        Ok(state) => state,
-        Err(e) => return failed(e),
-    };
-    let mut ready = state.convergence == Convergence::Converged;
+    let mut resources = std::collections::BTreeMap::new();
     let mut projector_role = None;
-    if ready && let Some(scope) = scope_of_arn(&state.arn) {
+    if let Some(scope) = scope_of_arn(table_arn) {
         let readers: Vec<MaterializedView> = all
             .iter()
             .filter(|v| v.spec.event_log_ref.name == view.spec.event_log_ref.name)
             .cloned()
             .collect();
         let log_plan = plan_log(&ctx.config.cluster_id, log, &readers);
-        if let Some(role) = projector_role_plan(view, &plan, &log_plan, &scope) {
+        if let Some(role) = projector_role_plan(view, plan, &log_plan, &scope) {
             match iam::ensure_role(&ctx.aws.iam, &role).await {
                 Ok((arn, convergence)) => {
-                    ready &= convergence == Convergence::Converged;
+                    resources.insert("role/projector".to_string(), arn.clone());
+                    if convergence != Convergence::Converged {
+                        let mut run = in_cluster::provisioning(format!(
+                            "creating or updating views table {} and the projector role",
+                            plan.table.name
+                        ));
+                        run.resources = resources;
+                        return Ok(run);
+                    }
                     projector_role = Some(arn);
                 }
                 Err(e) => return failed(e),
             }
         }
     }
-    if ready && view.spec.projector.runtime == ProjectorRuntime::Lambda {
-        let live = match projector_live_path(view, log, ctx, &plan, projector_role.as_deref()).await {
-            Ok(live) => live,
-            Err(e) => return failed(e),
-        };
-        let view_table = ViewTable {
-            name: plan.table.name.clone(),
-            key_prefix: plan.key_prefix.clone(),
-            arn: state.arn.clone(),
-            projector_role: projector_role.clone(),
-        };
-        let key_prefix = plan.key_prefix.clone().unwrap_or_default();
-        let mut run =
-            in_cluster::lambda_view(view, log, ctx, ns, &plan.table.name, &key_prefix, live.ready).await;
-        run.resources = live.resources;
-        return Ok(Outcome {
-            phase: run.phase,
-            health: run.health.clone(),
-            table: Some(view_table),
-            in_cluster: Some(run),
-            versions: None,
-        });
-    }
-    let message = if ready {
-        format!("views table {} and the projector role are ready", plan.table.name)
-    } else {
-        format!(
-            "creating or updating views table {} and the projector role",
-            plan.table.name
-        )
+    let live = match projector_live_path(view, log, ctx, plan, projector_role.as_deref()).await {
+        Ok(live) => live,
+        Err(e) => return failed(e),
     };
-    Ok(Outcome {
-        phase: ViewPhase::Provisioning,
-        health: Health::Progressing {
-            reason: reasons::PROVISIONING,
-            message,
-        },
-        table: ready.then(|| ViewTable {
-            name: plan.table.name.clone(),
-            key_prefix: plan.key_prefix,
-            arn: state.arn,
-            projector_role,
-        }),
-        in_cluster: None,
-        versions: None,
-    })
+    let key_prefix = plan.key_prefix.clone().unwrap_or_default();
+    let mut run = in_cluster::lambda_view(
+        view,
+        target,
+        log,
+        ctx,
+        ns,
+        &plan.table.name,
+        &key_prefix,
+        live.ready,
+    )
+    .await;
+    resources.extend(live.resources);
+    run.resources = resources;
+    Ok(run)
 }
 
 /// The projector Lambda of a view on the Lambda runtime and its live path: SNS subscriptions with filter
@@ -363,21 +343,19 @@ async fn projector_live_path(
 }
 
 /// Removes a Lambda view's live path and function (subscriptions, mappings, then the function).
-async fn delete_projector(
-    view: &MaterializedView,
+pub(super) async fn delete_projector(
+    resources: &std::collections::BTreeMap<String, String>,
     ctx: &Context,
     plan: &crate::plan::view::ViewPlan,
 ) -> std::result::Result<Vec<String>, crate::aws::AwsError> {
     use crate::aws::{lambda, subscriptions};
     let mut deleted = Vec::new();
-    let status = view.status.clone().unwrap_or_default();
     let name = crate::plan::lambdas::projector_name(plan);
-    let function_arn = status
-        .resources
+    let function_arn = resources
         .get("function/projector")
         .cloned()
         .unwrap_or_else(|| name.clone());
-    for (key, arn) in &status.resources {
+    for (key, arn) in resources {
         if key.starts_with("subscription/") {
             // The topic is the subscription ARN without its last segment.
             if let Some((topic, _)) = arn.rsplit_once(':') {
@@ -576,13 +554,12 @@ async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result
                 let vview = crate::plan::versions::view_with_content(&view, &v.content);
                 let vplan =
                     crate::plan::versions::plan_version(&ctx.config.cluster_id, &vview, &others, v.version);
-                if (vplan.table.name.as_str(), vplan.key_prefix.as_deref())
-                    != (plan.table.name.as_str(), plan.key_prefix.as_deref())
-                {
-                    versions::remove_version(&view, ctx, ns, &others, v).await?;
-                }
+                let elsewhere = (vplan.table.name.as_str(), vplan.key_prefix.as_deref())
+                    != (plan.table.name.as_str(), plan.key_prefix.as_deref());
+                versions::remove_version(&view, ctx, ns, &others, v, elsewhere).await?;
             }
-            let projector = delete_projector(&view, ctx, &plan).await?;
+            let resources = view.status.clone().unwrap_or_default().resources;
+            let projector = delete_projector(&resources, ctx, &plan).await?;
             let role = plan.owner.resource_name("projector", NameKind::Role);
             let mut role_note = match projector.is_empty() {
                 true => String::new(),

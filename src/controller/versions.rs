@@ -24,8 +24,8 @@ use super::status::{self, Health};
 use super::{Context, Error, Result};
 use crate::aws::{AwsError, Convergence, dynamodb};
 use crate::crd::{
-    APPROVE_PROMOTION_ANNOTATION, ConditionStatus, EventLog, MaterializedView, VersionState, ViewPhase,
-    ViewVersion, parse_duration, reasons,
+    APPROVE_PROMOTION_ANNOTATION, ConditionStatus, EventLog, MaterializedView, ProjectorRuntime,
+    VersionState, ViewPhase, ViewVersion, parse_duration, reasons,
 };
 use crate::plan::versions::{
     Readiness, Transition, content_hash, content_of, plan_version, reshape, settle, view_with_content,
@@ -106,7 +106,7 @@ pub(super) async fn run(
         now,
     );
     for removal in &removals {
-        remove_version(view, ctx, ns, all, &removal.version).await?;
+        remove_version(view, ctx, ns, all, &removal.version, true).await?;
         status::publish(
             ctx,
             view,
@@ -163,26 +163,25 @@ pub(super) async fn run(
         };
         if table.convergence != Convergence::Converged {
             v.phase = Some(ViewPhase::Provisioning);
-            outcomes.insert(
-                v.version,
-                InClusterOutcome {
-                    phase: ViewPhase::Provisioning,
-                    health: Health::Progressing {
-                        reason: reasons::PROVISIONING,
-                        message: format!("creating views table {}", plan.table.name),
-                    },
-                    backfill: None,
-                    backfill_complete: false,
-                    live: None,
-                    requeue: Duration::from_secs(5),
-                    resources: Default::default(),
-                    skipped: None,
-                },
-            );
+            let message = format!("creating views table {}", plan.table.name);
+            outcomes.insert(v.version, in_cluster::provisioning(message));
             continue;
         }
         let prefix = plan.key_prefix.clone().unwrap_or_default();
-        let out = in_cluster::reconcile(&vview, &target, log, ctx, ns, &plan.table.name, &prefix).await;
+        let out = match view.spec.projector.runtime {
+            ProjectorRuntime::InCluster => {
+                in_cluster::reconcile(&vview, &target, log, ctx, ns, &plan.table.name, &prefix).await
+            }
+            ProjectorRuntime::Lambda => {
+                super::materialized_view::lambda_version(
+                    &vview, &target, log, ctx, ns, &plan, &table.arn, all,
+                )
+                .await?
+            }
+        };
+        if !out.resources.is_empty() {
+            v.resources = out.resources.clone();
+        }
         v.phase = Some(out.phase);
         if out.backfill.is_some() {
             v.backfill = out.backfill.clone();
@@ -207,7 +206,8 @@ pub(super) async fn run(
             (_, Some(skipped)) => Some(skipped.clone()),
             _ => None,
         };
-        let within_lag = out.live.as_ref().is_some_and(|l| {
+        // A Lambda view's live lag is not measured: its live path is in place once it is Provisioned.
+        let within_lag = out.live.as_ref().is_none_or(|l| {
             l.caught_up
                 || l.watermark
                     .as_ref()
@@ -305,7 +305,7 @@ pub(super) async fn run(
     Ok(run)
 }
 
-fn failed_outcome(e: &AwsError) -> InClusterOutcome {
+pub(super) fn failed_outcome(e: &AwsError) -> InClusterOutcome {
     InClusterOutcome {
         phase: ViewPhase::Failed,
         health: Health::Stalled {
@@ -437,14 +437,16 @@ async fn write_pointer(
     Ok(())
 }
 
-/// Removes a version: its live path and backfill first (the tasks and their checkpoints), then its items
-/// (a shared table) or its table (a dedicated one).
+/// Removes a version: its live path and backfill first (the tasks and their checkpoints, or its projector
+/// function, subscriptions, mapping and role), then, with `storage`, its items (a shared table) or its
+/// table (a dedicated one).
 pub(super) async fn remove_version(
     view: &MaterializedView,
     ctx: &Context,
     ns: &str,
     all: &[MaterializedView],
     v: &ViewVersion,
+    storage: bool,
 ) -> Result<()> {
     let target = Target::new(view, v.version);
     ctx.runtime.stop(&target.key);
@@ -471,6 +473,17 @@ pub(super) async fn remove_version(
         }
     }
     let plan = plan_version(&ctx.config.cluster_id, &version_view(view, v), all, v.version);
+    let projector = super::materialized_view::delete_projector(&v.resources, ctx, &plan).await?;
+    let role = plan
+        .owner
+        .resource_name(&plan.projector_role_name(), crate::plan::names::NameKind::Role);
+    let role_deleted = crate::aws::iam::delete_role_if_owned(&ctx.aws.iam, &role, &plan.owner).await?;
+    if !projector.is_empty() || role_deleted {
+        info!(view = %view.name_any(), version = v.version, ?projector, role_deleted, "removed the version's projector");
+    }
+    if !storage {
+        return Ok(());
+    }
     match (plan.shared, plan.key_prefix.as_deref()) {
         (true, Some(prefix)) if !prefix.is_empty() => {
             let n = crate::aws::views::delete_items_with_prefix(&ctx.aws.dynamodb, &plan.table.name, prefix)

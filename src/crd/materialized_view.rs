@@ -624,6 +624,9 @@ pub struct ViewVersion {
     /// The version's live path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<LiveStatus>,
+    /// The version's own AWS resources by role (a Lambda view's projector function, role, subscriptions).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, String>,
     /// When the version was started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<Time>,

@@ -162,7 +162,12 @@ pub fn router_mapping(plan: &LogPlan, stream_arn: &str) -> MappingPlan {
 
 /// The name of a view's built-in projector function.
 pub fn projector_name(view: &ViewPlan) -> String {
-    view.owner.resource_name(PROJECTOR, NameKind::Function)
+    match view.version {
+        ..=1 => view.owner.resource_name(PROJECTOR, NameKind::Function),
+        _ => view
+            .owner
+            .resource_name(&view.projector_role_name(), NameKind::Function),
+    }
 }
 
 /// The view's projector function: the built-in one configured with its projection, or the user's code

@@ -85,6 +85,7 @@ pub fn plan_version(
     version: i64,
 ) -> ViewPlan {
     let mut plan = plan_view(cluster, view, siblings);
+    plan.version = version;
     if version > 1 {
         match plan.shared {
             true => plan.key_prefix = plan.key_prefix.map(|p| version_prefix(&p, version)),
@@ -345,6 +346,12 @@ mod tests {
         assert_eq!(runtime_key("games/players", 1), "games/players");
         assert_eq!(runtime_key("games/players", 3), "games/players@v3");
         assert_eq!(checkpoint_base("players", 2), "players.v2");
+        assert_eq!(two.projector_role_name(), "projector-v2");
+        assert_eq!(
+            crate::plan::lambdas::projector_name(&one),
+            crate::plan::lambdas::projector_name(&plan_view("prod", &v, &[]))
+        );
+        assert!(crate::plan::lambdas::projector_name(&two).contains("-projector-v2-"));
     }
 
     #[test]

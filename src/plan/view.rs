@@ -27,6 +27,18 @@ pub struct ViewPlan {
     pub key_prefix: Option<String>,
     pub shared: bool,
     pub deletion_policy: DeletionPolicy,
+    /// The view version this plan is for (1 unless rebuilt; see `crate::plan::versions`).
+    pub version: i64,
+}
+
+impl ViewPlan {
+    /// The role name of the version's projector function and IAM role: `projector`, or `projector-v<n>`.
+    pub fn projector_role_name(&self) -> String {
+        match self.version {
+            ..=1 => "projector".to_string(),
+            n => format!("projector-v{n}"),
+        }
+    }
 }
 
 /// The role of the view's built-in projector: it reads its live source (nothing to grant for an SNS
@@ -49,7 +61,9 @@ pub fn projector_role(
     {
         return None;
     }
-    let function = plan.owner.resource_name("projector", NameKind::Function);
+    let function = plan
+        .owner
+        .resource_name(&plan.projector_role_name(), NameKind::Function);
     let source = match log.fan_out {
         ResolvedFanOut::Sns => ProjectorSource::Topic,
         ResolvedFanOut::Direct => ProjectorSource::LogStream {
@@ -62,7 +76,9 @@ pub fn projector_role(
     };
     Some(RolePlan {
         role: "projector",
-        name: plan.owner.resource_name("projector", NameKind::Role),
+        name: plan
+            .owner
+            .resource_name(&plan.projector_role_name(), NameKind::Role),
         policy: projector_policy(scope, &function, &source, &items),
         function,
         trust: lambda_trust_policy(),
@@ -120,6 +136,7 @@ pub fn plan_view(cluster: &str, view: &MaterializedView, siblings: &[Materialize
         key_prefix: shared.then(|| key_prefix(view)),
         shared,
         deletion_policy: view.spec.deletion_policy,
+        version: 1,
     }
 }
 
