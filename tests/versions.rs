@@ -454,13 +454,45 @@ async fn a_lambda_view_gets_a_projector_per_version_and_the_previous_one_goes_af
     let role1 = first.resources["role/projector"].clone();
     assert!(projection_env(&lambda, &f1).await.unwrap().contains("P#"));
 
+    // With Manual promotion, version 2 waits for its approval once caught up.
     mvs.patch(
         "players",
         &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"spec": {"projection": {"key": {"partitionKey": "Q#{playerId}"}}}})),
+        &Patch::Merge(serde_json::json!({"spec": {
+            "projection": {"key": {"partitionKey": "Q#{playerId}"}},
+            "promotion": {"mode": "Manual"},
+        }})),
     )
     .await
     .unwrap();
+    let waiting = common::eventually(
+        Duration::from_secs(90),
+        "version 2 waiting for approval",
+        || async {
+            let s = mvs.get("players").await.ok()?.status?;
+            let c = condition(&s, "Rebuilding")?;
+            (c.reason == "WaitingForApproval").then_some(s)
+        },
+    )
+    .await;
+    assert_eq!(waiting.active_version, Some(1));
+    assert_eq!(waiting.phase, Some(ViewPhase::Rebuilding));
+    let message = &condition(&waiting, "Rebuilding").unwrap().message;
+    assert!(message.contains("kappa.dev/approve-promotion=2"), "{message}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        mvs.get("players").await.unwrap().status.unwrap().active_version,
+        Some(1),
+        "promoted without approval"
+    );
+    common::kubectl(&[
+        "-n",
+        &ns,
+        "annotate",
+        "mv",
+        "players",
+        "kappa.dev/approve-promotion=2",
+    ]);
     let second = common::eventually(Duration::from_secs(90), "version 2 promoted", || async {
         let s = mvs.get("players").await.ok()?.status?;
         (s.active_version == Some(2) && s.phase == Some(ViewPhase::Live)).then_some(s)
