@@ -42,8 +42,12 @@ pub const APPROVE_PROMOTION_ANNOTATION: &str = "kappa.dev/approve-promotion";
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Push", type_ = "string", json_path = ".status.push.url", priority = 1)
 )]
+#[x_kube(validation = Rule::new("!has(self.subscribers) || self.store.streams")
+    .message("spec.subscribers pushes the views table's changes, read from its stream: set spec.store.streams: true, or remove spec.subscribers")
+    .field_path(".subscribers"))]
 #[x_kube(validation = Rule::new("has(self.projection) != (has(self.projector) && has(self.projector.code))")
     .message("set exactly one of spec.projection (a declarative projection) and spec.projector.code (a custom projector Lambda)"))]
 #[x_kube(validation = Rule::new("!has(self.projector) || self.projector.runtime != 'InCluster' || has(self.projection)")
@@ -79,6 +83,12 @@ pub struct MaterializedViewSpec {
     #[serde(default)]
     pub backfill: BackfillSpec,
 
+    /// Push the view's changes to WebSocket subscribers. Needs `spec.store.streams: true`. On the Lambda
+    /// runtime the operator provisions an API Gateway WebSocket API per views table; on the in-cluster
+    /// runtime it serves the same protocol itself. `status.push.url` is the URL to give to clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribers: Option<SubscribersSpec>,
+
     /// How a changed view is rebuilt and promoted. A change to what the content depends on (record types,
     /// projection, custom projector code, store) builds a new version beside the active one; other changes
     /// (memory, timeouts, backfill parallelism) apply in place.
@@ -88,6 +98,34 @@ pub struct MaterializedViewSpec {
     /// What happens to the view's AWS resources when it is deleted. `Retain` (the default) keeps them.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+}
+
+/// Push to subscribers; see `spec.subscribers`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribersSpec {
+    /// The protocol: `WebSocket` (the only one), JSON messages of the push protocol version 1.
+    #[serde(default)]
+    pub protocol: SubscriberProtocol,
+}
+
+/// Push protocols; see `spec.subscribers.protocol`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SubscriberProtocol {
+    #[default]
+    WebSocket,
+}
+
+/// Where subscribers connect; see `status.push`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PushStatus {
+    /// The WebSocket URL to give to clients: they send `{"action":"subscribe","view":"<name>"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The API Gateway WebSocket API's id (Lambda runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_id: Option<String>,
 }
 
 /// Parses a duration: one or more `<number><unit>` with units `s`, `m`, `h`, `d` (the schema's pattern
@@ -538,6 +576,9 @@ pub struct MaterializedViewStatus {
     /// The live path's progress (runtime `InCluster`: the operator's stream reader).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<LiveStatus>,
+    /// Where WebSocket subscribers connect, when `spec.subscribers` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushStatus>,
     /// The version readers are pointed at (`tableName` and `keyPrefix` above are its storage; the
     /// ConfigMap named after the view holds the same pointer).
     #[serde(default, skip_serializing_if = "Option::is_none")]

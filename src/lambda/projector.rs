@@ -152,6 +152,7 @@ impl ProjectorConfig {
             store: Default::default(),
             backfill: Default::default(),
             promotion: Default::default(),
+            subscribers: None,
             deletion_policy: Default::default(),
         };
         let log = EventLogSpec {
