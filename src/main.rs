@@ -62,6 +62,26 @@ enum Command {
         #[arg(long)]
         assumptions: Option<std::path::PathBuf>,
     },
+    /// Print a reactive view's changes as JSON lines, from the operator's push endpoint.
+    Watch {
+        /// The view (a MaterializedView with spec.store.streams true).
+        view: String,
+        /// The view's namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        /// The push endpoint (the operator's --push-addr).
+        #[arg(long, env = "KAPPA_PUSH_URL", default_value = "ws://127.0.0.1:8081")]
+        url: String,
+        /// Only the changes whose partition key (without the view's prefix) starts with this.
+        #[arg(long)]
+        key_prefix: Option<String>,
+        /// Exit (successfully) after this many changes.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Fail when no change came for this many seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
 }
 
 #[tokio::main]
@@ -134,6 +154,30 @@ async fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Watch {
+            view,
+            namespace,
+            url,
+            key_prefix,
+            count,
+            timeout,
+        } => {
+            let options = kappa_operator::push::watch::WatchOptions {
+                url,
+                namespace,
+                view,
+                key_prefix,
+                count,
+                timeout: timeout.map(std::time::Duration::from_secs),
+            };
+            match kappa_operator::push::watch::run(&options, &mut std::io::stdout().lock()).await {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("kappa-operator watch: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
         Command::Run(settings) => {
             telemetry::init(cli.log_format);
             match run(settings).await {

@@ -24,6 +24,11 @@ pub struct Settings {
     #[arg(long, env = "KAPPA_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: std::net::SocketAddr,
 
+    /// Address of the push endpoint: the WebSocket watch of reactive views (views tables with Streams) on the
+    /// in-cluster runtime, `GET /v1/namespaces/{namespace}/watch`.
+    #[arg(long, env = "KAPPA_PUSH_ADDR", default_value = "0.0.0.0:8081")]
+    pub push_addr: std::net::SocketAddr,
+
     /// Leader election: the Lease's namespace. Defaults to the pod's namespace (POD_NAMESPACE).
     #[arg(long, env = "KAPPA_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
@@ -129,6 +134,7 @@ pub struct Config {
     pub watch_namespaces: Vec<String>,
     pub resync: Duration,
     pub http_addr: std::net::SocketAddr,
+    pub push_addr: std::net::SocketAddr,
     pub lease_namespace: String,
     pub lease_name: String,
     pub lease_duration: Duration,
@@ -207,6 +213,7 @@ impl Settings {
                 .collect(),
             resync: Duration::from_secs(self.resync_seconds),
             http_addr: self.http_addr,
+            push_addr: self.push_addr,
             lease_namespace,
             lease_name: self.lease_name.clone(),
             lease_duration: Duration::from_secs(self.lease_seconds),
@@ -281,6 +288,23 @@ mod tests {
             "500",
         ]);
         assert_eq!(s.validate().unwrap_err(), SettingsError::LeaseOutOfRange(500));
+    }
+
+    #[test]
+    fn the_push_endpoint_listens_on_8081_unless_set() {
+        if std::env::var("KAPPA_PUSH_ADDR").is_err() {
+            let s = parse(&["--cluster-id", "c", "--lease-namespace", "x"]);
+            assert_eq!(s.validate().unwrap().push_addr.to_string(), "0.0.0.0:8081");
+        }
+        let s = parse(&[
+            "--cluster-id",
+            "c",
+            "--lease-namespace",
+            "x",
+            "--push-addr",
+            "127.0.0.1:9",
+        ]);
+        assert_eq!(s.validate().unwrap().push_addr.to_string(), "127.0.0.1:9");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The operator's binary as a Lambda function (`provided.al2023`, file `bootstrap`): when Lambda starts it
 //! (`AWS_LAMBDA_RUNTIME_API` is set), `main` hands over to [`run`], which reads the function's handler
-//! (`_HANDLER`: `writer`, `router` or `projector`), loads its configuration from the environment once,
-//! builds the SDK clients once, and serves invocations with the `lambda_runtime` crate.
+//! (`_HANDLER`: `writer`, `router`, `projector`, or the push functions `connections` and `notifier`),
+//! loads its configuration from the environment once, builds the SDK clients once, and serves invocations
+//! with the `lambda_runtime` crate.
 //!
 //! A configuration error stops the function at cold start with the variable and the fix in the message
 //! (it shows in the function's logs and as an `Runtime.ExitError`), rather than failing every invocation.
@@ -17,6 +18,8 @@ use super::router::{self, RouterConfig};
 use super::sdk::{DynamoLogWriter, DynamoViewStore, SnsPublisher};
 use super::writer::{self, WriterConfig};
 use super::{ConfigError, RetryPolicy};
+use crate::push::connections::{self, ConnectionsConfig, DynamoConnections, WebSocketEvent};
+use crate::push::notifier::{self, ApiGatewayPoster, NotifierConfig};
 
 /// Whether this process was started by Lambda.
 pub fn started_by_lambda() -> bool {
@@ -41,8 +44,14 @@ pub async fn run() -> Result<(), Error> {
             lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
                 let (config, writer) = (config.clone(), writer.clone());
                 async move {
-                    let report = writer::handle(&config, &*writer, &RetryPolicy::default(), &event.payload).await;
-                    tracing::info!(written = report.written, invalid = report.invalid, failed = report.failed, "writer");
+                    let report =
+                        writer::handle(&config, &*writer, &RetryPolicy::default(), &event.payload).await;
+                    tracing::info!(
+                        written = report.written,
+                        invalid = report.invalid,
+                        failed = report.failed,
+                        "writer"
+                    );
                     Ok::<Value, Error>(serde_json::to_value(report.response)?)
                 }
             }))
@@ -54,7 +63,8 @@ pub async fn run() -> Result<(), Error> {
             lambda_runtime::run(service_fn(move |event: LambdaEvent<StreamEvent>| {
                 let (config, publisher) = (config.clone(), publisher.clone());
                 async move {
-                    let report = router::handle(&config, &*publisher, &RetryPolicy::default(), &event.payload).await;
+                    let report =
+                        router::handle(&config, &*publisher, &RetryPolicy::default(), &event.payload).await;
                     tracing::info!(published = report.published, failed = report.failed, "router");
                     Ok::<Value, Error>(serde_json::to_value(report.response)?)
                 }
@@ -77,9 +87,57 @@ pub async fn run() -> Result<(), Error> {
             }))
             .await
         }
+        "connections" => {
+            let config = Arc::new(ConnectionsConfig::from_env().map_err(config_error)?);
+            let store = Arc::new(DynamoConnections::new(
+                aws_sdk_dynamodb::Client::new(&shared),
+                config.table.clone(),
+            ));
+            lambda_runtime::run(service_fn(move |event: LambdaEvent<WebSocketEvent>| {
+                let (config, store) = (config.clone(), store.clone());
+                async move {
+                    let now = connections::epoch_seconds(std::time::SystemTime::now());
+                    let response = connections::handle(&config.routes, &*store, &event.payload, now).await;
+                    Ok::<Value, Error>(serde_json::to_value(response)?)
+                }
+            }))
+            .await
+        }
+        "notifier" => {
+            let config = Arc::new(NotifierConfig::from_env().map_err(config_error)?);
+            let store = Arc::new(DynamoConnections::new(
+                aws_sdk_dynamodb::Client::new(&shared),
+                config.table.clone(),
+            ));
+            let poster = Arc::new(ApiGatewayPoster::new(&shared, &config.management_endpoint));
+            lambda_runtime::run(service_fn(move |event: LambdaEvent<StreamEvent>| {
+                let (config, store, poster) = (config.clone(), store.clone(), poster.clone());
+                async move {
+                    let report = notifier::handle(
+                        &config.routes,
+                        &*store,
+                        &*poster,
+                        &RetryPolicy::default(),
+                        &event.payload,
+                    )
+                    .await;
+                    tracing::info!(
+                        records = report.records,
+                        changes = report.changes,
+                        posts = report.posts,
+                        gone = report.gone,
+                        failed = report.failed,
+                        "notifier"
+                    );
+                    Ok::<Value, Error>(serde_json::to_value(report.response)?)
+                }
+            }))
+            .await
+        }
         other => Err(format!(
-            "this kappa-operator function has handler {other:?}: the built-in functions are `writer`, `router` \
-             and `projector` (the operator sets the handler when it creates the function)"
+            "this kappa-operator function has handler {other:?}: the built-in functions are `writer`, \
+             `router`, `projector`, `connections` and `notifier` (the operator sets the handler when it \
+             creates the function)"
         )
         .into()),
     }

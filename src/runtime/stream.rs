@@ -19,6 +19,12 @@
 //!   `GetRecords` returns no next iterator is finished, and the shard list is then read again to find
 //!   its children (it is also re-read at the first poll, after a rewind, and at least every 60 s).
 //! - A failed [`StreamReader::poll`] changes no position: the next poll reads the same records again.
+//! - A reader made with [`StreamReader::at_tip`] skips what the stream already holds: each shard listed at
+//!   its first poll starts at its newest end (`LATEST`; a shard already closed then is finished at once),
+//!   shards that appear later start at their oldest record. A shard of which nothing was read yet is
+//!   re-positioned at its newest end when its iterator must be renewed (after a failed poll, or expiry), so
+//!   records written to it in between are skipped: this reader suits best-effort consumers that keep no
+//!   checkpoint (its checkpoints, given to [`StreamReader::new`], would re-read such a shard from its start).
 //!
 //! Pacing: AWS throttles `GetRecords` above about 5 calls per second per shard. [`StreamReader::poll`]
 //! makes one call per readable shard and waits so that polls start at least [`MIN_POLL_INTERVAL`]
@@ -212,6 +218,43 @@ fn find_gap(listed: &[ShardInfo], checkpoint: &Checkpoint) -> Option<StreamError
         })
 }
 
+/// At the first listing of a reader [`StreamReader::at_tip`]: every listed shard the checkpoint does not
+/// know is finished when `closed` (all its records predate the reader), otherwise reading with nothing read
+/// yet; the latter are returned, to be started at their newest end.
+fn start_at_tip(
+    listed: &[ShardInfo],
+    closed: &HashSet<String>,
+    checkpoint: &mut Checkpoint,
+) -> HashSet<String> {
+    let mut tip = HashSet::new();
+    for shard in listed {
+        if checkpoint.shards.contains_key(&shard.id) {
+            continue;
+        }
+        if closed.contains(&shard.id) {
+            checkpoint
+                .shards
+                .insert(shard.id.clone(), ShardPosition::Finished);
+        } else {
+            checkpoint
+                .shards
+                .insert(shard.id.clone(), ShardPosition::Reading { after: None });
+            tip.insert(shard.id.clone());
+        }
+    }
+    tip
+}
+
+/// Where a shard's iterator starts: after the last record read, else at the shard's newest end for a shard
+/// started `at_tip`, else at its oldest retained record.
+fn iterator_kind(after: &Option<String>, at_tip: bool) -> ShardIteratorType {
+    match after {
+        Some(_) => ShardIteratorType::AfterSequenceNumber,
+        None if at_tip => ShardIteratorType::Latest,
+        None => ShardIteratorType::TrimHorizon,
+    }
+}
+
 /// Drops the finished shards the stream no longer lists: nothing refers to them any more (a child whose
 /// parent is neither listed nor checkpointed is readable, as it was with the parent finished).
 fn forget_trimmed_finished(listed: &[ShardInfo], checkpoint: &mut Checkpoint) {
@@ -332,6 +375,10 @@ pub struct StreamReader {
     /// The next iterator of each shard being read, as the last `GetRecords` returned it.
     iterators: HashMap<String, String>,
     last_poll_started: Option<Instant>,
+    /// Set by [`StreamReader::at_tip`] until the first listing positions the shards.
+    start_at_tip: bool,
+    /// The shards started at their newest end: with nothing read yet, their iterator is `LATEST`.
+    tip_shards: HashSet<String>,
 }
 
 impl StreamReader {
@@ -350,6 +397,17 @@ impl StreamReader {
             listed_at: None,
             iterators: HashMap::new(),
             last_poll_started: None,
+            start_at_tip: false,
+            tip_shards: HashSet::new(),
+        }
+    }
+
+    /// A reader of the records written to the stream `stream_arn` from its first poll on (see the module
+    /// documentation: shards listed then start at their newest end). No AWS call until the first poll.
+    pub fn at_tip(client: aws_sdk_dynamodbstreams::Client, stream_arn: impl Into<String>) -> Self {
+        StreamReader {
+            start_at_tip: true,
+            ..StreamReader::new(client, stream_arn, Checkpoint::default())
         }
     }
 
@@ -434,6 +492,7 @@ impl StreamReader {
     /// stream no longer lists.
     async fn refresh_shards(&mut self) -> Result<(), StreamError> {
         let mut listed = Vec::new();
+        let mut closed = HashSet::new();
         let mut start_after: Option<String> = None;
         loop {
             let output = self
@@ -447,6 +506,16 @@ impl StreamReader {
             let Some(description) = output.stream_description else {
                 break;
             };
+            closed.extend(
+                description
+                    .shards()
+                    .iter()
+                    .filter(|s| {
+                        s.sequence_number_range()
+                            .is_some_and(|r| r.ending_sequence_number().is_some())
+                    })
+                    .filter_map(|s| s.shard_id().map(str::to_string)),
+            );
             listed.extend(description.shards().iter().filter_map(|shard| {
                 Some(ShardInfo {
                     id: shard.shard_id()?.to_string(),
@@ -463,6 +532,9 @@ impl StreamReader {
             return Err(gap);
         }
         forget_trimmed_finished(&listed, &mut self.checkpoint);
+        if std::mem::take(&mut self.start_at_tip) {
+            self.tip_shards = start_at_tip(&listed, &closed, &mut self.checkpoint);
+        }
         let listed_ids: HashSet<&str> = listed.iter().map(|s| s.id.as_str()).collect();
         self.iterators
             .retain(|shard, _| listed_ids.contains(shard.as_str()));
@@ -505,17 +577,14 @@ impl StreamReader {
         Ok((records, output.next_shard_iterator))
     }
 
-    /// An iterator just after `after`, or at the oldest retained record; `None` when the service gives
-    /// none (the shard is closed and read to its end).
+    /// An iterator just after `after`, or at the oldest retained record (the newest end of a shard started
+    /// at the tip); `None` when the service gives none (the shard is closed and read to its end).
     async fn shard_iterator(
         &self,
         shard: &str,
         after: &Option<String>,
     ) -> Result<Option<String>, StreamError> {
-        let kind = match after {
-            Some(_) => ShardIteratorType::AfterSequenceNumber,
-            None => ShardIteratorType::TrimHorizon,
-        };
+        let kind = iterator_kind(after, self.tip_shards.contains(shard));
         let output = self
             .client
             .get_shard_iterator()

@@ -167,6 +167,46 @@ fn a_finished_shard_that_vanished_is_no_gap_and_is_forgotten() {
 }
 
 #[test]
+fn a_reader_at_the_tip_finishes_closed_shards_and_starts_open_ones_at_their_newest_end() {
+    let listed = [
+        shard("child", Some("parent")),
+        shard("parent", None),
+        shard("other", None),
+        shard("known", None),
+    ];
+    let closed: HashSet<String> = ["parent".to_string()].into();
+    let mut position = checkpoint(&[("known", reading("5"))]);
+    let tip = start_at_tip(&listed, &closed, &mut position);
+    assert_eq!(tip, HashSet::from(["child".to_string(), "other".to_string()]));
+    assert_eq!(
+        position,
+        checkpoint(&[
+            ("child", ShardPosition::Reading { after: None }),
+            ("parent", ShardPosition::Finished),
+            ("other", ShardPosition::Reading { after: None }),
+            ("known", reading("5")),
+        ])
+    );
+    assert_eq!(
+        readable_shards(&listed, &position),
+        ["child", "other", "known"],
+        "the open child is read at once: its closed parent holds only older records"
+    );
+    let none = None;
+    let some = Some("5".to_string());
+    assert_eq!(iterator_kind(&none, true), ShardIteratorType::Latest);
+    assert_eq!(iterator_kind(&none, false), ShardIteratorType::TrimHorizon);
+    assert_eq!(iterator_kind(&some, true), ShardIteratorType::AfterSequenceNumber);
+    let client = aws_sdk_dynamodbstreams::Client::from_conf(
+        aws_sdk_dynamodbstreams::Config::builder()
+            .behavior_version(aws_sdk_dynamodbstreams::config::BehaviorVersion::latest())
+            .build(),
+    );
+    assert!(StreamReader::at_tip(client.clone(), "arn").start_at_tip);
+    assert!(!StreamReader::new(client, "arn", Checkpoint::default()).start_at_tip);
+}
+
+#[test]
 fn finished_shards_are_not_read_again() {
     let listed = [shard("old", None), shard("new", None)];
     assert_eq!(

@@ -1,0 +1,1359 @@
+//! The built-in **connections** Lambda: keeps the connections table of a views table's WebSocket API.
+//!
+//! API Gateway (WebSocket API, route selection `$request.body.action`) invokes it (`AWS_PROXY`) for the
+//! routes `$connect`, `$disconnect`, `subscribe` and `unsubscribe` with a [`WebSocketEvent`]; it answers
+//! with a [`ProxyResponse`] whose body, a [`ServerMessage`] as JSON, API Gateway sends back to the client
+//! through the routes' `$default` route response. The requests are the protocol's [`ClientRequest`]s.
+//!
+//! | route | does | answers |
+//! |---|---|---|
+//! | `$connect` | puts the connection item | 200 (no body); 500 rejects the connection when the put failed |
+//! | `subscribe` | adds the subscription (a known view only) | 200 `subscribed`; 400 `error` (unknown view, invalid request, too many subscriptions) |
+//! | `unsubscribe` | removes that subscription, or all of the view's without `keyPrefix` (any view name: idempotent) | 200 `unsubscribed` |
+//! | `$disconnect` | removes the connection and all its subscriptions | 200 (API Gateway ignores it) |
+//! | `$default` or anything else | nothing | 400 `error` naming the accepted requests |
+//!
+//! Messages are dispatched by their body, not by the route key: whatever route brought a valid
+//! `subscribe`/`unsubscribe`, it is served.
+//!
+//! # The connections table
+//!
+//! Partition key `pk` (S), sort key `sk` (S), TTL attribute `expiresAt` (epoch seconds). Two kinds of item:
+//!
+//! | item | `pk` | `sk` | other attributes |
+//! |---|---|---|---|
+//! | connection | `conn#<connectionId>` | `conn` | `expiresAt`; `subscriptions` (SS of `<view>\|<keyPrefix>`, absent while empty) |
+//! | subscription | `view#<view>` | `<connectionId>\|<keyPrefix or empty>` | `connectionId`, `keyPrefix` (absent for the whole view), `expiresAt` |
+//!
+//! - The notifier finds a view's subscribers with one `Query` on `pk = view#<view>`
+//!   ([`ConnectionStore::subscribers`]); `$disconnect` finds a connection's subscriptions in its
+//!   connection item's `subscriptions` set.
+//! - `expiresAt` is the connection's start (`requestContext.connectedAt`) plus [`MAX_CONNECTION_SECONDS`]
+//!   (API Gateway closes every WebSocket connection after 2 hours) plus [`EXPIRY_MARGIN_SECONDS`] (clock
+//!   skew, and the time between the start and the write). `$disconnect` is best effort in API Gateway:
+//!   when it never comes, TTL deletes the items (TTL deletion is lazy, so readers also ignore expired
+//!   items), and a post to the connection before then gets `410 Gone`, after which the notifier removes
+//!   them itself.
+//! - A connection holds at most [`MAX_SUBSCRIPTIONS_PER_CONNECTION`] subscriptions (it bounds the
+//!   connection item and the work of `$disconnect`); a key prefix is at most [`MAX_KEY_PREFIX_BYTES`]
+//!   (the sort key's limit is 1024 bytes). View names never contain `|` (Kubernetes names cannot).
+//! - Write order keeps the set a superset of the subscription items: `subscribe` adds to the set before
+//!   it puts the item; `unsubscribe` deletes the item before it removes it from the set.
+//!
+//! # Environment
+//!
+//! - [`ENV_CONNECTIONS_TABLE`]: the connections table's name.
+//! - [`ENV_VIEW_ROUTES`]: the JSON of [`ViewRoutes`], the views this API serves and their key prefixes
+//!   in the views table, e.g. `{"views":[["players","players#"],["games","games#"]]}`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, DeleteRequest, ReturnValuesOnConditionCheckFailure, WriteRequest,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+
+use super::message::{ClientRequest, ServerMessage, ViewRoutes};
+use crate::lambda::{ConfigError, process_env, sdk::classify};
+use crate::projection::{Item, Number, Value, item_to_dynamodb};
+
+/// The connections table's name.
+pub const ENV_CONNECTIONS_TABLE: &str = "KAPPA_CONNECTIONS_TABLE";
+/// The views served, as the JSON of [`ViewRoutes`].
+pub const ENV_VIEW_ROUTES: &str = "KAPPA_VIEW_ROUTES";
+
+/// API Gateway's maximum WebSocket connection duration: 2 hours.
+pub const MAX_CONNECTION_SECONDS: i64 = 2 * 60 * 60;
+/// Added to [`MAX_CONNECTION_SECONDS`] in `expiresAt`: 15 minutes.
+pub const EXPIRY_MARGIN_SECONDS: i64 = 15 * 60;
+/// The most subscriptions one connection may hold.
+pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 100;
+/// The longest key prefix, in bytes (it is part of a sort key, at most 1024 bytes).
+pub const MAX_KEY_PREFIX_BYTES: usize = 512;
+
+/// The partition key attribute.
+pub const PK: &str = "pk";
+/// The sort key attribute.
+pub const SK: &str = "sk";
+/// The TTL attribute, epoch seconds.
+pub const EXPIRES_AT: &str = "expiresAt";
+/// A connection item's set of `<view>|<keyPrefix>` entries.
+pub const SUBSCRIPTIONS: &str = "subscriptions";
+/// A subscription item's connection id.
+pub const CONNECTION_ID: &str = "connectionId";
+/// A subscription item's key prefix (absent: the whole view).
+pub const KEY_PREFIX: &str = "keyPrefix";
+/// The sort key of a connection item.
+pub const CONNECTION_SK: &str = "conn";
+
+/// The `pk` of connection `connection_id`'s item.
+pub fn connection_pk(connection_id: &str) -> String {
+    format!("conn#{connection_id}")
+}
+
+/// The `pk` of view `view`'s subscription items.
+pub fn subscription_pk(view: &str) -> String {
+    format!("view#{view}")
+}
+
+/// The `sk` of a subscription item.
+pub fn subscription_sk(connection_id: &str, key_prefix: Option<&str>) -> String {
+    format!("{connection_id}|{}", key_prefix.unwrap_or_default())
+}
+
+/// An entry of a connection item's `subscriptions` set.
+pub fn subscription_entry(view: &str, key_prefix: Option<&str>) -> String {
+    format!("{view}|{}", key_prefix.unwrap_or_default())
+}
+
+/// `(view, key prefix)` of a `subscriptions` entry; `None` when it has no `|`.
+pub fn parse_subscription_entry(entry: &str) -> Option<(String, Option<String>)> {
+    let (view, prefix) = entry.split_once('|')?;
+    Some((view.to_string(), non_empty(prefix)))
+}
+
+/// `expiresAt` of a connection that started at `connected_at` (epoch seconds).
+pub fn expires_at(connected_at: i64) -> i64 {
+    connected_at + MAX_CONNECTION_SECONDS + EXPIRY_MARGIN_SECONDS
+}
+
+/// Seconds since the Unix epoch.
+pub fn epoch_seconds(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// A connection item, without subscriptions.
+pub fn connection_item(connection_id: &str, expires_at: i64) -> Item {
+    Item::from([
+        (PK.to_string(), Value::S(connection_pk(connection_id))),
+        (SK.to_string(), Value::S(CONNECTION_SK.to_string())),
+        (EXPIRES_AT.to_string(), Value::N(Number::from(expires_at))),
+    ])
+}
+
+/// A subscription item.
+pub fn subscription_item(view: &str, connection_id: &str, key_prefix: Option<&str>, expires_at: i64) -> Item {
+    let mut item = Item::from([
+        (PK.to_string(), Value::S(subscription_pk(view))),
+        (
+            SK.to_string(),
+            Value::S(subscription_sk(connection_id, key_prefix)),
+        ),
+        (CONNECTION_ID.to_string(), Value::S(connection_id.to_string())),
+        (EXPIRES_AT.to_string(), Value::N(Number::from(expires_at))),
+    ]);
+    if let Some(prefix) = key_prefix {
+        item.insert(KEY_PREFIX.to_string(), Value::S(prefix.to_string()));
+    }
+    item
+}
+
+fn non_empty(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+/// A connections-table operation that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectionStoreError {
+    /// The connection already holds the most subscriptions allowed.
+    #[error(
+        "connection {connection_id} already holds {limit} subscriptions, the most one connection may hold: \
+         unsubscribe from one first"
+    )]
+    TooManySubscriptions { connection_id: String, limit: usize },
+    /// The connection has no item (it never connected, or its item expired).
+    #[error("connection {connection_id} is not registered (its item is missing or expired): reconnect")]
+    NotConnected { connection_id: String },
+    /// A DynamoDB call failed.
+    #[error("{operation} on connections table {table} failed: {message}")]
+    Call {
+        operation: &'static str,
+        table: String,
+        message: String,
+        /// Throttling, a 5xx, a timeout: worth another try.
+        retryable: bool,
+    },
+}
+
+impl ConnectionStoreError {
+    /// Whether trying again can help.
+    pub fn retryable(&self) -> bool {
+        matches!(self, ConnectionStoreError::Call { retryable: true, .. })
+    }
+}
+
+/// A view's subscriber: `(connection id, key prefix)`; `None`: the whole view.
+pub type Subscriber = (String, Option<String>);
+
+/// The connections table, as the connections and notifier functions use it (see the module docs for the
+/// items). Every operation is idempotent.
+pub trait ConnectionStore {
+    /// Registers a connection that stays for at most until `expires_at` (epoch seconds).
+    fn connect(
+        &self,
+        connection_id: &str,
+        expires_at: i64,
+    ) -> impl Future<Output = Result<(), ConnectionStoreError>> + Send;
+
+    /// Adds a subscription of a registered connection to `view` (keys starting with `key_prefix`).
+    fn subscribe(
+        &self,
+        connection_id: &str,
+        view: &str,
+        key_prefix: Option<&str>,
+        expires_at: i64,
+    ) -> impl Future<Output = Result<(), ConnectionStoreError>> + Send;
+
+    /// Removes the subscription to `view` with `key_prefix`, or (`None`) all of the connection's
+    /// subscriptions to `view`. Returns how many were removed.
+    fn unsubscribe(
+        &self,
+        connection_id: &str,
+        view: &str,
+        key_prefix: Option<&str>,
+    ) -> impl Future<Output = Result<usize, ConnectionStoreError>> + Send;
+
+    /// Removes the connection and all its subscriptions (nothing when it is already gone).
+    fn disconnect(
+        &self,
+        connection_id: &str,
+    ) -> impl Future<Output = Result<(), ConnectionStoreError>> + Send;
+
+    /// The subscriptions to `view`, ordered by connection id then key prefix.
+    fn subscribers(
+        &self,
+        view: &str,
+    ) -> impl Future<Output = Result<Vec<Subscriber>, ConnectionStoreError>> + Send;
+}
+
+/// The connections table in memory: the same items as in DynamoDB, keyed by `(pk, sk)`, changed the way
+/// [`DynamoConnections`] changes them. Expiry is not modelled (items never expire).
+#[derive(Debug, Default)]
+pub struct MemoryConnections {
+    items: Mutex<Table>,
+}
+
+/// Items by `(pk, sk)`.
+type Table = BTreeMap<(String, String), Item>;
+
+impl MemoryConnections {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every item, ordered by `(pk, sk)`.
+    pub fn items(&self) -> Vec<Item> {
+        self.lock()
+            .map(|items| items.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Table>, ConnectionStoreError> {
+        self.items.lock().map_err(|_| ConnectionStoreError::Call {
+            operation: "lock",
+            table: "(in memory)".to_string(),
+            message: "the in-memory table's lock is poisoned".to_string(),
+            retryable: false,
+        })
+    }
+
+    fn key_of(item: &Item) -> (String, String) {
+        let get = |name| {
+            item.get(name)
+                .and_then(Value::as_s)
+                .unwrap_or_default()
+                .to_string()
+        };
+        (get(PK), get(SK))
+    }
+
+    fn entries_of(item: &Item) -> Vec<String> {
+        match item.get(SUBSCRIPTIONS) {
+            Some(Value::Ss(entries)) => entries.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn set_entries(item: &mut Item, mut entries: Vec<String>) {
+        entries.sort();
+        entries.dedup();
+        if entries.is_empty() {
+            item.remove(SUBSCRIPTIONS);
+        } else {
+            item.insert(SUBSCRIPTIONS.to_string(), Value::Ss(entries));
+        }
+    }
+}
+
+fn connection_key(connection_id: &str) -> (String, String) {
+    (connection_pk(connection_id), CONNECTION_SK.to_string())
+}
+
+impl ConnectionStore for MemoryConnections {
+    async fn connect(&self, connection_id: &str, expires_at: i64) -> Result<(), ConnectionStoreError> {
+        let item = connection_item(connection_id, expires_at);
+        self.lock()?.insert(Self::key_of(&item), item);
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        connection_id: &str,
+        view: &str,
+        key_prefix: Option<&str>,
+        expires_at: i64,
+    ) -> Result<(), ConnectionStoreError> {
+        let mut items = self.lock()?;
+        let entry = subscription_entry(view, key_prefix);
+        let Some(connection) = items.get_mut(&connection_key(connection_id)) else {
+            return Err(ConnectionStoreError::NotConnected {
+                connection_id: connection_id.to_string(),
+            });
+        };
+        let mut entries = Self::entries_of(connection);
+        if !entries.contains(&entry) {
+            if entries.len() >= MAX_SUBSCRIPTIONS_PER_CONNECTION {
+                return Err(ConnectionStoreError::TooManySubscriptions {
+                    connection_id: connection_id.to_string(),
+                    limit: MAX_SUBSCRIPTIONS_PER_CONNECTION,
+                });
+            }
+            entries.push(entry);
+        }
+        Self::set_entries(connection, entries);
+        let item = subscription_item(view, connection_id, key_prefix, expires_at);
+        items.insert(Self::key_of(&item), item);
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        connection_id: &str,
+        view: &str,
+        key_prefix: Option<&str>,
+    ) -> Result<usize, ConnectionStoreError> {
+        let mut items = self.lock()?;
+        let pk = subscription_pk(view);
+        let doomed: Vec<(String, String)> = match key_prefix {
+            Some(_) => vec![(pk, subscription_sk(connection_id, key_prefix))],
+            None => {
+                let start = subscription_sk(connection_id, None);
+                items
+                    .range((pk.clone(), start.clone())..)
+                    .take_while(|((p, s), _)| *p == pk && s.starts_with(&start))
+                    .map(|(key, _)| key.clone())
+                    .collect()
+            }
+        };
+        let mut removed = Vec::new();
+        for key in doomed {
+            if let Some(item) = items.remove(&key) {
+                let prefix = item.get(KEY_PREFIX).and_then(Value::as_s);
+                removed.push(subscription_entry(view, prefix));
+            }
+        }
+        if let Some(connection) = items.get_mut(&connection_key(connection_id)) {
+            let entries = Self::entries_of(connection)
+                .into_iter()
+                .filter(|e| !removed.contains(e))
+                .collect();
+            Self::set_entries(connection, entries);
+        }
+        Ok(removed.len())
+    }
+
+    async fn disconnect(&self, connection_id: &str) -> Result<(), ConnectionStoreError> {
+        let mut items = self.lock()?;
+        let Some(connection) = items.remove(&connection_key(connection_id)) else {
+            return Ok(());
+        };
+        for entry in Self::entries_of(&connection) {
+            if let Some((view, prefix)) = parse_subscription_entry(&entry) {
+                items.remove(&(
+                    subscription_pk(&view),
+                    subscription_sk(connection_id, prefix.as_deref()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribers(&self, view: &str) -> Result<Vec<Subscriber>, ConnectionStoreError> {
+        let items = self.lock()?;
+        let pk = subscription_pk(view);
+        Ok(items
+            .range((pk.clone(), String::new())..)
+            .take_while(|((p, _), _)| *p == pk)
+            .filter_map(|(_, item)| subscriber_of(item))
+            .collect())
+    }
+}
+
+/// The `(connectionId, keyPrefix)` of a subscription item.
+fn subscriber_of(item: &Item) -> Option<Subscriber> {
+    let connection_id = item.get(CONNECTION_ID)?.as_s()?.to_string();
+    let prefix = item.get(KEY_PREFIX).and_then(Value::as_s).and_then(non_empty);
+    Some((connection_id, prefix))
+}
+
+/// How often [`DynamoConnections::disconnect`] resends unprocessed deletes.
+const BATCH_WRITE_ATTEMPTS: u32 = 4;
+/// `BatchWriteItem` takes at most 25 requests.
+const BATCH_WRITE_MAX: usize = 25;
+
+/// [`ConnectionStore`] on the DynamoDB connections table.
+///
+/// Requests: `connect` = `PutItem`; `subscribe` = `UpdateItem` (`ADD subscriptions`, conditioned on the
+/// connection item existing and holding fewer than [`MAX_SUBSCRIPTIONS_PER_CONNECTION`] entries) then
+/// `PutItem`; `unsubscribe` = `DeleteItem` (one prefix) or `Query` + `BatchWriteItem` deletes (the whole
+/// view), then `UpdateItem` (`DELETE subscriptions`, conditioned on the item existing);
+/// `disconnect` = consistent `GetItem` + `BatchWriteItem` deletes; `subscribers` = consistent, paginated
+/// `Query` on `pk`, skipping expired items.
+#[derive(Debug, Clone)]
+pub struct DynamoConnections {
+    pub client: aws_sdk_dynamodb::Client,
+    pub table: String,
+}
+
+impl DynamoConnections {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        DynamoConnections {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn call_error<E>(&self, operation: &'static str, err: &SdkError<E, HttpResponse>) -> ConnectionStoreError
+    where
+        E: ProvideErrorMetadata + std::fmt::Debug,
+    {
+        let (message, retryable) = match err {
+            SdkError::ServiceError(service) => {
+                let code = service.err().code();
+                let status = service.raw().status().as_u16();
+                let message = format!(
+                    "{}: {} (HTTP {status})",
+                    code.unwrap_or("Unknown"),
+                    service.err().message().unwrap_or_default()
+                );
+                (message, classify(code, Some(status)))
+            }
+            other => (format!("{other:?}"), true),
+        };
+        ConnectionStoreError::Call {
+            operation,
+            table: self.table.clone(),
+            message,
+            retryable,
+        }
+    }
+
+    fn key(pk: String, sk: String) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            (PK.to_string(), AttributeValue::S(pk)),
+            (SK.to_string(), AttributeValue::S(sk)),
+        ])
+    }
+
+    /// Deletes items by key with `BatchWriteItem`, resending unprocessed ones.
+    async fn delete_all(
+        &self,
+        keys: Vec<HashMap<String, AttributeValue>>,
+    ) -> Result<(), ConnectionStoreError> {
+        for chunk in keys.chunks(BATCH_WRITE_MAX) {
+            let mut requests = chunk
+                .iter()
+                .map(|key| {
+                    DeleteRequest::builder()
+                        .set_key(Some(key.clone()))
+                        .build()
+                        .map(|delete| WriteRequest::builder().delete_request(delete).build())
+                        .map_err(|e| ConnectionStoreError::Call {
+                            operation: "BatchWriteItem",
+                            table: self.table.clone(),
+                            message: format!("building a delete request: {e}"),
+                            retryable: false,
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            for attempt in 1..=BATCH_WRITE_ATTEMPTS {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .map_err(|e| self.call_error("BatchWriteItem", &e))?;
+                requests = out
+                    .unprocessed_items
+                    .and_then(|mut tables| tables.remove(&self.table))
+                    .unwrap_or_default();
+                if requests.is_empty() {
+                    break;
+                }
+                if attempt == BATCH_WRITE_ATTEMPTS {
+                    return Err(ConnectionStoreError::Call {
+                        operation: "BatchWriteItem",
+                        table: self.table.clone(),
+                        message: format!(
+                            "{} delete(s) still unprocessed after {BATCH_WRITE_ATTEMPTS} attempts \
+                             (throttled)",
+                            requests.len()
+                        ),
+                        retryable: true,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes `entries` from the connection item's set, if the item exists.
+    async fn remove_entries(
+        &self,
+        connection_id: &str,
+        entries: Vec<String>,
+    ) -> Result<(), ConnectionStoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(
+                connection_pk(connection_id),
+                CONNECTION_SK.to_string(),
+            )))
+            .update_expression("DELETE #subs :entries")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#subs", SUBSCRIPTIONS)
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":entries", AttributeValue::Ss(entries))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Ok(()),
+            Err(e) => Err(self.call_error("UpdateItem", &e)),
+        }
+    }
+}
+
+impl ConnectionStore for DynamoConnections {
+    async fn connect(&self, connection_id: &str, expires_at: i64) -> Result<(), ConnectionStoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item_to_dynamodb(connection_item(connection_id, expires_at))))
+            .send()
+            .await
+            .map_err(|e| self.call_error("PutItem", &e))?;
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        connection_id: &str,
+        view: &str,
+        key_prefix: Option<&str>,
+        expires_at: i64,
+    ) -> Result<(), ConnectionStoreError> {
+        let entry = subscription_entry(view, key_prefix);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(
+                connection_pk(connection_id),
+                CONNECTION_SK.to_string(),
+            )))
+            .update_expression("ADD #subs :entries")
+            .condition_expression(
+                "attribute_exists(#pk) AND (attribute_not_exists(#subs) OR size(#subs) < :max \
+                 OR contains(#subs, :entry))",
+            )
+            .expression_attribute_names("#subs", SUBSCRIPTIONS)
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":entries", AttributeValue::Ss(vec![entry.clone()]))
+            .expression_attribute_values(":entry", AttributeValue::S(entry))
+            .expression_attribute_values(
+                ":max",
+                AttributeValue::N(MAX_SUBSCRIPTIONS_PER_CONNECTION.to_string()),
+            )
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                let exists = match e.err() {
+                    UpdateItemError::ConditionalCheckFailedException(failed) => {
+                        failed.item().is_some_and(|item| !item.is_empty())
+                    }
+                    _ => false,
+                };
+                let connection_id = connection_id.to_string();
+                return Err(if exists {
+                    ConnectionStoreError::TooManySubscriptions {
+                        connection_id,
+                        limit: MAX_SUBSCRIPTIONS_PER_CONNECTION,
+                    }
+                } else {
+                    ConnectionStoreError::NotConnected { connection_id }
+                });
+            }
+            Err(e) => return Err(self.call_error("UpdateItem", &e)),
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item_to_dynamodb(subscription_item(
+                view,
+                connection_id,
+                key_prefix,
+                expires_at,
+            ))))
+            .send()
+            .await
+            .map_err(|e| self.call_error("PutItem", &e))?;
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        connection_id: &str,
+        view: &str,
+        key_prefix: Option<&str>,
+    ) -> Result<usize, ConnectionStoreError> {
+        let pk = subscription_pk(view);
+        let removed: Vec<Option<String>> = match key_prefix {
+            Some(prefix) => {
+                let out = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(Self::key(pk, subscription_sk(connection_id, key_prefix))))
+                    .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+                    .send()
+                    .await
+                    .map_err(|e| self.call_error("DeleteItem", &e))?;
+                if out.attributes.is_some_and(|a| !a.is_empty()) {
+                    vec![Some(prefix.to_string())]
+                } else {
+                    Vec::new()
+                }
+            }
+            None => {
+                let mine = self
+                    .query_subscriptions(&pk, Some(&subscription_sk(connection_id, None)))
+                    .await?;
+                let keys = mine
+                    .iter()
+                    .map(|(_, prefix)| {
+                        Self::key(pk.clone(), subscription_sk(connection_id, prefix.as_deref()))
+                    })
+                    .collect();
+                self.delete_all(keys).await?;
+                mine.into_iter().map(|(_, prefix)| prefix).collect()
+            }
+        };
+        let entries = removed
+            .iter()
+            .map(|p| subscription_entry(view, p.as_deref()))
+            .collect();
+        self.remove_entries(connection_id, entries).await?;
+        Ok(removed.len())
+    }
+
+    async fn disconnect(&self, connection_id: &str) -> Result<(), ConnectionStoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(
+                connection_pk(connection_id),
+                CONNECTION_SK.to_string(),
+            )))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.call_error("GetItem", &e))?;
+        let Some(item) = out.item else {
+            return Ok(());
+        };
+        let entries = match item.get(SUBSCRIPTIONS) {
+            Some(AttributeValue::Ss(entries)) => entries.clone(),
+            _ => Vec::new(),
+        };
+        let subscriptions = entries
+            .iter()
+            .filter_map(|entry| parse_subscription_entry(entry))
+            .map(|(view, prefix)| {
+                Self::key(
+                    subscription_pk(&view),
+                    subscription_sk(connection_id, prefix.as_deref()),
+                )
+            })
+            .collect();
+        self.delete_all(subscriptions).await?;
+        // The connection item last: while it exists, a retried disconnect still finds the subscriptions.
+        self.delete_all(vec![Self::key(
+            connection_pk(connection_id),
+            CONNECTION_SK.to_string(),
+        )])
+        .await
+    }
+
+    async fn subscribers(&self, view: &str) -> Result<Vec<Subscriber>, ConnectionStoreError> {
+        self.query_subscriptions(&subscription_pk(view), None).await
+    }
+}
+
+impl DynamoConnections {
+    /// The unexpired subscription items under `pk` (whose `sk` starts with `sk_prefix`), all pages.
+    async fn query_subscriptions(
+        &self,
+        pk: &str,
+        sk_prefix: Option<&str>,
+    ) -> Result<Vec<Subscriber>, ConnectionStoreError> {
+        let now = epoch_seconds(SystemTime::now());
+        let mut subscribers = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#exp", EXPIRES_AT)
+                .expression_attribute_names("#cid", CONNECTION_ID)
+                .expression_attribute_names("#kp", KEY_PREFIX)
+                .expression_attribute_values(":pk", AttributeValue::S(pk.to_string()))
+                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+                .filter_expression("#exp > :now")
+                .projection_expression("#cid, #kp")
+                .set_exclusive_start_key(start.take());
+            query = match sk_prefix {
+                Some(prefix) => query
+                    .key_condition_expression("#pk = :pk AND begins_with(#sk, :skp)")
+                    .expression_attribute_names("#sk", SK)
+                    .expression_attribute_values(":skp", AttributeValue::S(prefix.to_string())),
+                None => query.key_condition_expression("#pk = :pk"),
+            };
+            let out = query.send().await.map_err(|e| self.call_error("Query", &e))?;
+            for item in out.items.unwrap_or_default() {
+                let text = |name: &str| match item.get(name) {
+                    Some(AttributeValue::S(s)) => Some(s.clone()),
+                    _ => None,
+                };
+                match text(CONNECTION_ID) {
+                    Some(connection_id) => {
+                        subscribers.push((connection_id, text(KEY_PREFIX).filter(|p| !p.is_empty())))
+                    }
+                    None => {
+                        warn!(table = %self.table, pk, "skipping a subscription item without connectionId")
+                    }
+                }
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        Ok(subscribers)
+    }
+}
+
+/// The connections function's configuration, from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionsConfig {
+    /// [`ENV_CONNECTIONS_TABLE`].
+    pub table: String,
+    /// [`ENV_VIEW_ROUTES`].
+    pub routes: ViewRoutes,
+}
+
+impl ConnectionsConfig {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(process_env)
+    }
+
+    /// Reads the configuration through `lookup` (variable name → value).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Ok(ConnectionsConfig {
+            table: connections_table_from_lookup(&lookup)?,
+            routes: view_routes_from_lookup(&lookup)?,
+        })
+    }
+}
+
+/// [`ENV_CONNECTIONS_TABLE`], required.
+pub fn connections_table_from_lookup(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    crate::lambda::required(
+        lookup,
+        ENV_CONNECTIONS_TABLE,
+        "set it to the name of the view's WebSocket connections table (the operator sets it when it creates \
+         the function)",
+    )
+}
+
+/// [`ENV_VIEW_ROUTES`], required: at least one view, names non-empty, distinct and without `|`.
+pub fn view_routes_from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<ViewRoutes, ConfigError> {
+    let raw = crate::lambda::required(
+        lookup,
+        ENV_VIEW_ROUTES,
+        "set it to the views served and their key prefixes, e.g. {\"views\":[[\"players\",\"players#\"]]} \
+         (the operator sets it when it creates the function)",
+    )?;
+    let invalid = |reason: String| ConfigError::Invalid {
+        var: ENV_VIEW_ROUTES,
+        value: raw.clone(),
+        reason,
+    };
+    let routes: ViewRoutes = serde_json::from_str(&raw).map_err(|e| {
+        invalid(format!(
+            "{e}; it must be {{\"views\":[[\"<view>\",\"<key prefix>\"],...]}}, e.g. \
+             {{\"views\":[[\"players\",\"players#\"],[\"games\",\"games#\"]]}}"
+        ))
+    })?;
+    if routes.views.is_empty() {
+        return Err(invalid(
+            "it lists no view: name at least one view with push enabled".to_string(),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (view, _) in &routes.views {
+        if view.is_empty() || view.contains('|') {
+            return Err(invalid(format!(
+                "view name {view:?} is empty or contains '|': use the MaterializedView's name"
+            )));
+        }
+        if !seen.insert(view.as_str()) {
+            return Err(invalid(format!(
+                "view {view:?} is listed twice: list each view once"
+            )));
+        }
+    }
+    Ok(routes)
+}
+
+/// An API Gateway WebSocket proxy event (only the fields used; unknown fields are ignored).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebSocketEvent {
+    pub request_context: WebSocketRequestContext,
+    /// The client's message (`MESSAGE` events only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub is_base64_encoded: bool,
+}
+
+/// The `requestContext` of a [`WebSocketEvent`].
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebSocketRequestContext {
+    /// `$connect`, `$disconnect`, `$default` or a message route (`subscribe`, `unsubscribe`).
+    pub route_key: String,
+    /// `CONNECT`, `MESSAGE` or `DISCONNECT`.
+    #[serde(default)]
+    pub event_type: String,
+    pub connection_id: String,
+    /// When the connection started, epoch milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_at: Option<i64>,
+    /// When this request came, epoch milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_time_epoch: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_id: Option<String>,
+}
+
+/// The function's answer to API Gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyResponse {
+    /// 200 accepts (a `$connect`: the connection); 4xx/5xx refuses.
+    pub status_code: u16,
+    /// A [`ServerMessage`] as JSON, sent to the client by the route response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+impl ProxyResponse {
+    fn ok() -> Self {
+        ProxyResponse {
+            status_code: 200,
+            body: None,
+        }
+    }
+
+    fn message(status_code: u16, message: &ServerMessage) -> Self {
+        ProxyResponse {
+            status_code,
+            body: Some(message.to_text()),
+        }
+    }
+
+    fn error(status_code: u16, message: impl Into<String>) -> Self {
+        Self::message(status_code, &ServerMessage::error(message))
+    }
+
+    /// The body as a server message, if it is one.
+    pub fn server_message(&self) -> Option<ServerMessage> {
+        self.body.as_deref().and_then(|b| serde_json::from_str(b).ok())
+    }
+}
+
+fn accepted_requests(routes: &ViewRoutes) -> String {
+    format!(
+        "accepted: {{\"action\":\"subscribe\",\"view\":\"<view>\",\"keyPrefix\":\"<optional key prefix>\"}} \
+         and {{\"action\":\"unsubscribe\",\"view\":\"<view>\",\"keyPrefix\":\"<optional>\"}}, \
+         where <view> is one of: {}",
+        view_names(routes)
+    )
+}
+
+fn view_names(routes: &ViewRoutes) -> String {
+    routes
+        .views
+        .iter()
+        .map(|(view, _)| view.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Handles one API Gateway event; see the module docs. `now` (epoch seconds) stands in for the
+/// connection's start when the event has no `connectedAt`.
+pub async fn handle<S: ConnectionStore>(
+    routes: &ViewRoutes,
+    store: &S,
+    event: &WebSocketEvent,
+    now: i64,
+) -> ProxyResponse {
+    let context = &event.request_context;
+    let connection_id = context.connection_id.as_str();
+    if connection_id.is_empty() {
+        return ProxyResponse::error(400, "the event has no requestContext.connectionId");
+    }
+    let expiry = expires_at(context.connected_at.map_or(now, |ms| ms.div_euclid(1000)));
+    match (context.route_key.as_str(), context.event_type.as_str()) {
+        ("$connect", _) | (_, "CONNECT") => match store.connect(connection_id, expiry).await {
+            Ok(()) => {
+                info!(connection_id, "connected");
+                ProxyResponse::ok()
+            }
+            Err(e) => {
+                error!(connection_id, "refusing a connection: {e}");
+                ProxyResponse::error(500, "the connection could not be registered; connect again")
+            }
+        },
+        ("$disconnect", _) | (_, "DISCONNECT") => match store.disconnect(connection_id).await {
+            Ok(()) => {
+                info!(connection_id, "disconnected");
+                ProxyResponse::ok()
+            }
+            Err(e) => {
+                // Its items expire by TTL, and the notifier removes them on its first `410 Gone`.
+                warn!(
+                    connection_id,
+                    "a disconnected connection's items stay until they expire: {e}"
+                );
+                ProxyResponse::error(500, e.to_string())
+            }
+        },
+        _ => handle_message(routes, store, connection_id, event.body.as_deref(), expiry).await,
+    }
+}
+
+async fn handle_message<S: ConnectionStore>(
+    routes: &ViewRoutes,
+    store: &S,
+    connection_id: &str,
+    body: Option<&str>,
+    expiry: i64,
+) -> ProxyResponse {
+    let body = body.unwrap_or_default();
+    let request = match serde_json::from_str::<ClientRequest>(body) {
+        Ok(request) => request,
+        Err(e) => {
+            return ProxyResponse::error(
+                400,
+                format!(
+                    "this message is not a request ({e}); {}",
+                    accepted_requests(routes)
+                ),
+            );
+        }
+    };
+    match request {
+        ClientRequest::Subscribe { view, key_prefix } => {
+            let key_prefix = key_prefix.as_deref().and_then(non_empty);
+            if !routes.views.iter().any(|(name, _)| *name == view) {
+                return ProxyResponse::error(
+                    400,
+                    format!("unknown view {view:?}: this API serves {}", view_names(routes)),
+                );
+            }
+            if key_prefix
+                .as_ref()
+                .is_some_and(|p| p.len() > MAX_KEY_PREFIX_BYTES)
+            {
+                return ProxyResponse::error(
+                    400,
+                    format!("keyPrefix is longer than {MAX_KEY_PREFIX_BYTES} bytes: use a shorter prefix"),
+                );
+            }
+            match store
+                .subscribe(connection_id, &view, key_prefix.as_deref(), expiry)
+                .await
+            {
+                Ok(()) => {
+                    info!(connection_id, view, key_prefix, "subscribed");
+                    ProxyResponse::message(
+                        200,
+                        &ServerMessage::Subscribed {
+                            version: super::message::PROTOCOL_VERSION,
+                            view,
+                            key_prefix,
+                        },
+                    )
+                }
+                Err(e @ ConnectionStoreError::Call { .. }) => {
+                    error!(connection_id, view, "subscribe failed: {e}");
+                    ProxyResponse::error(500, "the subscription could not be saved; send it again")
+                }
+                Err(e) => ProxyResponse::error(400, e.to_string()),
+            }
+        }
+        ClientRequest::Unsubscribe { view, key_prefix } => {
+            let key_prefix = key_prefix.as_deref().and_then(non_empty);
+            match store
+                .unsubscribe(connection_id, &view, key_prefix.as_deref())
+                .await
+            {
+                Ok(removed) => {
+                    info!(connection_id, view, key_prefix, removed, "unsubscribed");
+                    ProxyResponse::message(
+                        200,
+                        &ServerMessage::Unsubscribed {
+                            version: super::message::PROTOCOL_VERSION,
+                            view,
+                            key_prefix,
+                        },
+                    )
+                }
+                Err(e) => {
+                    error!(connection_id, view, "unsubscribe failed: {e}");
+                    ProxyResponse::error(500, "the subscription could not be removed; send it again")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::push::message::PROTOCOL_VERSION;
+
+    fn fixture() -> serde_json::Value {
+        let path =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/websocket-events.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn event(name: &str) -> WebSocketEvent {
+        serde_json::from_value(fixture()[name].clone()).unwrap()
+    }
+
+    fn with_body(name: &str, body: &str) -> WebSocketEvent {
+        let mut e = event(name);
+        e.body = Some(body.to_string());
+        e
+    }
+
+    fn routes() -> ViewRoutes {
+        ViewRoutes {
+            views: vec![
+                ("players".into(), "players#".into()),
+                ("games".into(), "games#".into()),
+            ],
+        }
+    }
+
+    const NOW: i64 = 1_732_492_800;
+
+    #[tokio::test]
+    async fn the_fixture_events_have_aws_shape() {
+        let connect = event("connect");
+        assert_eq!(connect.request_context.route_key, "$connect");
+        assert_eq!(connect.request_context.event_type, "CONNECT");
+        assert_eq!(connect.request_context.connection_id, "Vq2PbcfvoAMCLkg=");
+        assert_eq!(connect.request_context.api_id.as_deref(), Some("a1b2c3d4e5"));
+        let subscribe = event("subscribe");
+        assert_eq!(subscribe.request_context.event_type, "MESSAGE");
+        assert!(subscribe.body.unwrap().contains("\"action\":\"subscribe\""));
+        assert_eq!(event("disconnect").request_context.event_type, "DISCONNECT");
+    }
+
+    #[tokio::test]
+    async fn connect_subscribe_unsubscribe_disconnect_round_trip() {
+        let store = MemoryConnections::new();
+        let connected_at = event("connect").request_context.connected_at.unwrap() / 1000;
+        let expiry = connected_at + MAX_CONNECTION_SECONDS + EXPIRY_MARGIN_SECONDS;
+
+        let r = handle(&routes(), &store, &event("connect"), NOW).await;
+        assert_eq!(
+            r,
+            ProxyResponse {
+                status_code: 200,
+                body: None
+            }
+        );
+        assert_eq!(store.items(), vec![connection_item("Vq2PbcfvoAMCLkg=", expiry)]);
+
+        // The fixture subscribes to players' keys starting with PLAYER#bo.
+        let r = handle(&routes(), &store, &event("subscribe"), NOW).await;
+        assert_eq!(r.status_code, 200);
+        assert_eq!(
+            r.server_message(),
+            Some(ServerMessage::Subscribed {
+                version: PROTOCOL_VERSION,
+                view: "players".into(),
+                key_prefix: Some("PLAYER#bo".into())
+            })
+        );
+        let whole = with_body("subscribe", r#"{"action":"subscribe","view":"players"}"#);
+        assert_eq!(handle(&routes(), &store, &whole, NOW).await.status_code, 200);
+        let games = with_body(
+            "subscribe",
+            r#"{"action":"subscribe","view":"games","keyPrefix":""}"#,
+        );
+        assert_eq!(handle(&routes(), &store, &games, NOW).await.status_code, 200);
+
+        let mut connection = connection_item("Vq2PbcfvoAMCLkg=", expiry);
+        connection.insert(
+            SUBSCRIPTIONS.into(),
+            Value::Ss(vec![
+                "games|".into(),
+                "players|".into(),
+                "players|PLAYER#bo".into(),
+            ]),
+        );
+        assert_eq!(
+            store.items(),
+            vec![
+                connection.clone(),
+                subscription_item("games", "Vq2PbcfvoAMCLkg=", None, expiry),
+                subscription_item("players", "Vq2PbcfvoAMCLkg=", None, expiry),
+                subscription_item("players", "Vq2PbcfvoAMCLkg=", Some("PLAYER#bo"), expiry),
+            ]
+        );
+        assert_eq!(
+            store.subscribers("players").await.unwrap(),
+            vec![
+                ("Vq2PbcfvoAMCLkg=".to_string(), None),
+                ("Vq2PbcfvoAMCLkg=".to_string(), Some("PLAYER#bo".to_string()))
+            ]
+        );
+
+        // The fixture unsubscribes from players' PLAYER#bo only.
+        let r = handle(&routes(), &store, &event("unsubscribe"), NOW).await;
+        assert_eq!(
+            r.server_message(),
+            Some(ServerMessage::Unsubscribed {
+                version: PROTOCOL_VERSION,
+                view: "players".into(),
+                key_prefix: Some("PLAYER#bo".into())
+            })
+        );
+        assert_eq!(
+            store.subscribers("players").await.unwrap(),
+            vec![("Vq2PbcfvoAMCLkg=".to_string(), None)]
+        );
+        let all_players = with_body("unsubscribe", r#"{"action":"unsubscribe","view":"players"}"#);
+        assert_eq!(
+            handle(&routes(), &store, &all_players, NOW).await.status_code,
+            200
+        );
+        assert_eq!(store.subscribers("players").await.unwrap(), vec![]);
+        connection.insert(SUBSCRIPTIONS.into(), Value::Ss(vec!["games|".into()]));
+        assert_eq!(
+            store.items(),
+            vec![
+                connection,
+                subscription_item("games", "Vq2PbcfvoAMCLkg=", None, expiry)
+            ]
+        );
+
+        let r = handle(&routes(), &store, &event("disconnect"), NOW).await;
+        assert_eq!(r.status_code, 200);
+        assert_eq!(store.items(), vec![]);
+        // Idempotent.
+        assert_eq!(
+            handle(&routes(), &store, &event("disconnect"), NOW)
+                .await
+                .status_code,
+            200
+        );
+    }
+
+    #[tokio::test]
+    async fn a_subscription_to_an_unknown_view_is_refused_with_the_views_served() {
+        let store = MemoryConnections::new();
+        handle(&routes(), &store, &event("connect"), NOW).await;
+        let r = handle(
+            &routes(),
+            &store,
+            &with_body("subscribe", r#"{"action":"subscribe","view":"scores"}"#),
+            NOW,
+        )
+        .await;
+        assert_eq!(r.status_code, 400);
+        let Some(ServerMessage::Error { message, .. }) = r.server_message() else {
+            panic!("{r:?}")
+        };
+        assert!(
+            message.contains("\"scores\"") && message.contains("players, games"),
+            "{message}"
+        );
+        assert_eq!(store.subscribers("scores").await.unwrap(), vec![]);
+    }
+
+    #[tokio::test]
+    async fn invalid_messages_and_the_default_route_get_an_error_naming_what_is_accepted() {
+        let store = MemoryConnections::new();
+        handle(&routes(), &store, &event("connect"), NOW).await;
+        for body in ["not json", r#"{"action":"subscribe"}"#, r#"{"action":"dance"}"#] {
+            let r = handle(&routes(), &store, &with_body("subscribe", body), NOW).await;
+            assert_eq!(r.status_code, 400, "{body}");
+            let Some(ServerMessage::Error { message, .. }) = r.server_message() else {
+                panic!("{r:?}")
+            };
+            assert!(
+                message.contains("accepted") && message.contains("players, games"),
+                "{message}"
+            );
+        }
+        let r = handle(&routes(), &store, &event("default"), NOW).await;
+        assert_eq!(r.status_code, 400);
+        let long = format!(
+            r#"{{"action":"subscribe","view":"players","keyPrefix":"{}"}}"#,
+            "x".repeat(MAX_KEY_PREFIX_BYTES + 1)
+        );
+        assert_eq!(
+            handle(&routes(), &store, &with_body("subscribe", &long), NOW)
+                .await
+                .status_code,
+            400
+        );
+    }
+
+    #[tokio::test]
+    async fn subscriptions_need_a_connection_and_are_bounded() {
+        let store = MemoryConnections::new();
+        let r = handle(&routes(), &store, &event("subscribe"), NOW).await;
+        assert_eq!(r.status_code, 400, "not connected");
+        handle(&routes(), &store, &event("connect"), NOW).await;
+        for i in 0..MAX_SUBSCRIPTIONS_PER_CONNECTION {
+            store
+                .subscribe("Vq2PbcfvoAMCLkg=", "players", Some(&format!("P{i}")), 1)
+                .await
+                .unwrap();
+        }
+        // Subscribing again to one held is fine; a new one is not.
+        store
+            .subscribe("Vq2PbcfvoAMCLkg=", "players", Some("P0"), 1)
+            .await
+            .unwrap();
+        let r = handle(&routes(), &store, &event("subscribe"), NOW).await;
+        assert_eq!(r.status_code, 400);
+        assert!(r.body.unwrap().contains("unsubscribe from one first"));
+    }
+
+    #[test]
+    fn entries_and_keys_round_trip() {
+        assert_eq!(subscription_entry("players", Some("A|B")), "players|A|B");
+        assert_eq!(
+            parse_subscription_entry("players|A|B"),
+            Some(("players".to_string(), Some("A|B".to_string())))
+        );
+        assert_eq!(
+            parse_subscription_entry("games|"),
+            Some(("games".to_string(), None))
+        );
+        assert_eq!(parse_subscription_entry("games"), None);
+        assert_eq!(subscription_sk("c1", None), "c1|");
+        assert_eq!(expires_at(1_000), 1_000 + 7_200 + 900);
+    }
+
+    #[test]
+    fn configuration_names_the_missing_or_invalid_variable() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |var: &str| pairs.iter().find(|(k, _)| *k == var).map(|(_, v)| v.to_string())
+        };
+        let ok = ConnectionsConfig::from_lookup(env(&[
+            (ENV_CONNECTIONS_TABLE, "ws-connections"),
+            (ENV_VIEW_ROUTES, r#"{"views":[["players","players#"]]}"#),
+        ]))
+        .unwrap();
+        assert_eq!(ok.table, "ws-connections");
+        assert_eq!(
+            ok.routes.views,
+            vec![("players".to_string(), "players#".to_string())]
+        );
+
+        let e = ConnectionsConfig::from_lookup(env(&[(ENV_VIEW_ROUTES, r#"{"views":[]}"#)])).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Missing {
+                    var: ENV_CONNECTIONS_TABLE,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        for bad in [
+            r#"{"views":[]}"#,
+            "players",
+            r#"{"views":[["a|b",""]]}"#,
+            r#"{"views":[["a",""],["a","x"]]}"#,
+        ] {
+            let e = view_routes_from_lookup(&|var: &str| (var == ENV_VIEW_ROUTES).then(|| bad.to_string()))
+                .unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    ConfigError::Invalid {
+                        var: ENV_VIEW_ROUTES,
+                        ..
+                    }
+                ),
+                "{bad}: {e}"
+            );
+        }
+    }
+}

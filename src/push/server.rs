@@ -1,0 +1,204 @@
+//! The operator's own push endpoint (the in-cluster runtime): the protocol an API Gateway WebSocket API
+//! serves on AWS, served by the operator itself.
+//!
+//! `GET /v1/namespaces/{namespace}/watch` upgrades to a WebSocket speaking the protocol of
+//! [`message`](super::message) (version 1): the client sends `subscribe` / `unsubscribe` requests as JSON
+//! text frames and receives `subscribed` / `unsubscribed` replies, then one text frame per change of its
+//! subscriptions, in publish order (see [`Hub`]). A frame that is not a request gets an `error` frame
+//! naming what is wrong and the accepted actions, and the connection stays open; subscribing to a view
+//! that is not a reactive view of the namespace (per [`ViewDirectory`]) gets an `error` frame too. Pings are
+//! answered with pongs. A connection that falls behind, or whose changes were lost upstream, gets an
+//! `error` frame saying so and is closed (close code 1013, try again later): it never misses changes
+//! silently.
+//!
+//! Listens on `--push-addr` (`KAPPA_PUSH_ADDR`, default `0.0.0.0:8081`). No authentication: expose it
+//! inside the cluster only, as a Service, the way the `/metrics` port is.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::get;
+
+use super::hub::{Hub, HubClient, ViewDirectory};
+use super::message::{ClientRequest, PROTOCOL_VERSION, ServerMessage};
+
+/// The path of the endpoint, `{namespace}` being the views' namespace.
+pub const WATCH_PATH: &str = "/v1/namespaces/{namespace}/watch";
+
+/// The largest request frame accepted; requests are a few hundred bytes.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// How much of a bad frame an error message quotes.
+const QUOTED_CHARS: usize = 120;
+
+/// The close code of a connection ended by the server because it lagged or lost changes: try again later.
+const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+
+/// What the endpoint's handlers share.
+#[derive(Clone, Debug)]
+pub struct PushState {
+    pub hub: Hub,
+    pub views: ViewDirectory,
+}
+
+/// The endpoint's routes.
+pub fn router(hub: Hub, views: ViewDirectory) -> Router {
+    Router::new()
+        .route(WATCH_PATH, get(watch))
+        .with_state(PushState { hub, views })
+}
+
+/// Binds `addr` for the push endpoint; the error names the address and the setting to change.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        format!(
+            "cannot listen on {addr} for the push endpoint (WebSocket watch of reactive views): {e}; set \
+             --push-addr or KAPPA_PUSH_ADDR to a free address"
+        )
+    })
+}
+
+/// Serves the push endpoint on `listener` until the task is aborted or the listener fails.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    hub: Hub,
+    views: ViewDirectory,
+) -> Result<(), String> {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "(unknown address)".into());
+    tracing::info!(%addr, path = WATCH_PATH, "push endpoint listening");
+    axum::serve(listener, router(hub, views))
+        .await
+        .map_err(|e| format!("the push endpoint on {addr} stopped: {e}"))
+}
+
+/// Binds `addr` and serves the push endpoint until the task is aborted.
+pub async fn serve(addr: SocketAddr, hub: Hub, views: ViewDirectory) -> Result<(), String> {
+    serve_on(bind(addr).await?, hub, views).await
+}
+
+async fn watch(
+    upgrade: WebSocketUpgrade,
+    Path(namespace): Path<String>,
+    State(state): State<PushState>,
+) -> Response {
+    upgrade
+        .max_message_size(MAX_REQUEST_BYTES)
+        .on_upgrade(move |socket| connection(socket, namespace, state))
+}
+
+/// One connection, until either side closes it.
+async fn connection(mut socket: WebSocket, namespace: String, state: PushState) {
+    let mut client = state.hub.connect(&namespace);
+    tracing::info!(%namespace, clients = state.hub.connected_clients(), "push client connected");
+    let end = loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let reply = match incoming {
+                    Some(Ok(Message::Text(text))) => answer(text.as_str(), &state.views, &mut client),
+                    Some(Ok(Message::Binary(_))) => ServerMessage::error(format!(
+                        "binary frames are not understood: send requests as JSON text frames; {}",
+                        ACCEPTED
+                    )),
+                    // Pings are answered by the WebSocket layer itself.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | None => break "the client closed the connection".to_string(),
+                    Some(Err(e)) => break format!("reading from the client failed: {e}"),
+                };
+                if let Err(e) = send(&mut socket, &reply).await {
+                    break format!("writing to the client failed: {e}");
+                }
+            }
+            next = client.next_change() => match next {
+                Ok(change) => {
+                    if let Err(e) = send(&mut socket, &ServerMessage::Change((*change).clone())).await {
+                        break format!("writing to the client failed: {e}");
+                    }
+                }
+                Err(error) => {
+                    let reason = error.to_string();
+                    tracing::warn!(%namespace, error = %reason, "closing a push connection");
+                    // Best effort: the connection ends either way.
+                    let _ = send(&mut socket, &ServerMessage::error(reason.clone())).await;
+                    let _ = socket
+                        .send(Message::Close(Some(CloseFrame {
+                            code: CLOSE_TRY_AGAIN_LATER,
+                            reason: "changes were missed; reconnect and re-read the view".into(),
+                        })))
+                        .await;
+                    break reason;
+                }
+            }
+        }
+    };
+    drop(client);
+    tracing::info!(%namespace, clients = state.hub.connected_clients(), reason = %end, "push client disconnected");
+}
+
+async fn send(socket: &mut WebSocket, message: &ServerMessage) -> Result<(), axum::Error> {
+    socket.send(Message::Text(message.to_text().into())).await
+}
+
+/// The accepted requests, for error messages.
+const ACCEPTED: &str = r#"accepted actions: `subscribe` and `unsubscribe`, as {"action":"subscribe","view":"<view>"} with an optional "keyPrefix":"<start of the view's partition key>""#;
+
+/// The reply to one text frame: apply the request to `client`'s subscriptions, or say what is wrong.
+pub fn answer(text: &str, views: &ViewDirectory, client: &mut HubClient) -> ServerMessage {
+    let request = match serde_json::from_str::<ClientRequest>(text) {
+        Ok(request) => request,
+        Err(e) => return ServerMessage::error(bad_request(text, &e)),
+    };
+    match request {
+        ClientRequest::Subscribe { view, key_prefix } => {
+            let namespace = client.namespace().to_string();
+            if !views.has_view(&namespace, &view) {
+                return ServerMessage::error(unknown_view(&namespace, &view, views));
+            }
+            client.subscribe(&view, key_prefix.as_deref());
+            ServerMessage::Subscribed {
+                version: PROTOCOL_VERSION,
+                view,
+                key_prefix,
+            }
+        }
+        ClientRequest::Unsubscribe { view, key_prefix } => {
+            client.unsubscribe(&view, key_prefix.as_deref());
+            ServerMessage::Unsubscribed {
+                version: PROTOCOL_VERSION,
+                view,
+                key_prefix,
+            }
+        }
+    }
+}
+
+/// Why a frame is not a request, quoting its start.
+fn bad_request(text: &str, error: &serde_json::Error) -> String {
+    let quoted: String = text.chars().take(QUOTED_CHARS).collect();
+    let ellipsis = if text.chars().count() > QUOTED_CHARS {
+        "…"
+    } else {
+        ""
+    };
+    format!("cannot read the request `{quoted}{ellipsis}`: {error}; {ACCEPTED}")
+}
+
+fn unknown_view(namespace: &str, view: &str, views: &ViewDirectory) -> String {
+    let known = views.views(namespace);
+    let known = match known.is_empty() {
+        true => "none".to_string(),
+        false => known.into_iter().collect::<Vec<_>>().join(", "),
+    };
+    format!(
+        "view `{view}` is not a reactive view of namespace `{namespace}` (reactive views there: {known}); a \
+         MaterializedView is reactive when its spec.store.streams is true"
+    )
+}
+
+#[cfg(test)]
+mod tests;
