@@ -221,6 +221,16 @@ async fn run(settings: Settings) -> Result<(), String> {
             tracing::error!(error = %e, "the HTTP server stopped");
         }
     });
-    controller::run(client, config, metrics, ready, aws).await;
+    // The push endpoint (WebSocket watch of in-cluster reactive views): bound now, so a taken port fails
+    // the start with the setting to change.
+    let push = Arc::new(controller::push::PushRuntime::new(&config.push_url));
+    let push_listener = kappa_operator::push::server::bind(config.push_addr).await?;
+    let (hub, views) = (push.hub.clone(), push.views.clone());
+    tokio::spawn(async move {
+        if let Err(e) = kappa_operator::push::server::serve_on(push_listener, hub, views).await {
+            tracing::error!(error = %e, "the push endpoint stopped");
+        }
+    });
+    controller::run(client, config, metrics, ready, aws, push).await;
     Ok(())
 }

@@ -29,6 +29,11 @@ pub struct Settings {
     #[arg(long, env = "KAPPA_PUSH_ADDR", default_value = "0.0.0.0:8081")]
     pub push_addr: std::net::SocketAddr,
 
+    /// The push endpoint's URL as clients reach it (the chart's Service), shown in `status.push.url` of
+    /// in-cluster reactive views. Defaults to `ws://127.0.0.1:<port of --push-addr>`.
+    #[arg(long, env = "KAPPA_PUSH_URL")]
+    pub push_url: Option<String>,
+
     /// Leader election: the Lease's namespace. Defaults to the pod's namespace (POD_NAMESPACE).
     #[arg(long, env = "KAPPA_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
@@ -135,6 +140,8 @@ pub struct Config {
     pub resync: Duration,
     pub http_addr: std::net::SocketAddr,
     pub push_addr: std::net::SocketAddr,
+    /// The push endpoint's base URL for clients (`ws://host:port`).
+    pub push_url: String,
     pub lease_namespace: String,
     pub lease_name: String,
     pub lease_duration: Duration,
@@ -214,6 +221,12 @@ impl Settings {
             resync: Duration::from_secs(self.resync_seconds),
             http_addr: self.http_addr,
             push_addr: self.push_addr,
+            push_url: self
+                .push_url
+                .clone()
+                .filter(|u| !u.is_empty())
+                .map(|u| u.trim_end_matches('/').to_string())
+                .unwrap_or_else(|| format!("ws://127.0.0.1:{}", self.push_addr.port())),
             lease_namespace,
             lease_name: self.lease_name.clone(),
             lease_duration: Duration::from_secs(self.lease_seconds),

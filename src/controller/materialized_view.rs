@@ -79,8 +79,10 @@ struct Outcome {
     table: Option<ViewTable>,
     /// The in-cluster runtime's view of the backfill and live path, when the view runs there.
     in_cluster: Option<in_cluster::InClusterOutcome>,
-    /// The view's versions (in-cluster runtime).
+    /// The view's versions.
     versions: Option<VersionsSummary>,
+    /// Where subscribers connect (`spec.subscribers`).
+    push: Option<crate::crd::PushStatus>,
 }
 
 struct VersionsSummary {
@@ -117,6 +119,7 @@ async fn apply(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result<A
             table: None,
             in_cluster: None,
             versions: None,
+            push: None,
         },
         Some(log) => {
             let problems = validate::view_against_log(&view, &log);
@@ -132,6 +135,7 @@ async fn apply(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result<A
                     table: None,
                     in_cluster: None,
                     versions: None,
+                    push: None,
                 }
             }
         }
@@ -161,18 +165,48 @@ async fn views_in(ctx: &Context, ns: &str) -> Result<Vec<MaterializedView>> {
 
 /// Provisions the view's table and role, then runs it: on the in-cluster runtime (the operator reads the
 /// stream) or on Lambda (the projector function and its subscriptions or mapping); both backfill.
+/// Push of the view's changes to subscribers (`spec.subscribers`): on the in-cluster runtime, the
+/// operator's own endpoint fed from the active version's table; `None` until clients can connect.
+fn push_path(
+    view: &MaterializedView,
+    ctx: &Context,
+    ns: &str,
+    table: Option<&versions::ActiveTable>,
+) -> Option<crate::crd::PushStatus> {
+    let name = view.name_any();
+    if view.spec.subscribers.is_none() {
+        ctx.push.forget_view(ns, &name);
+        return None;
+    }
+    let table = table?;
+    let stream = table.stream_arn.as_deref()?;
+    let prefix = table.key_prefix.as_deref().unwrap_or_default();
+    let ready = ctx
+        .push
+        .serve_view(&ctx.aws.streams, ns, &name, &table.name, prefix, stream);
+    ready.then(|| crate::crd::PushStatus {
+        url: Some(ctx.push.url(ns)),
+        api_id: None,
+    })
+}
+
 async fn provision(view: &MaterializedView, log: &EventLog, ctx: &Context, ns: &str) -> Result<Outcome> {
     let all = views_in(ctx, ns).await?;
-    let run = versions::run(view, log, ctx, ns, &all).await?;
+    let mut run = versions::run(view, log, ctx, ns, &all).await?;
+    let push = push_path(view, ctx, ns, run.table.as_ref());
+    if view.spec.subscribers.is_some() && push.is_none() {
+        run.outcome.requeue = run.outcome.requeue.min(std::time::Duration::from_secs(1));
+    }
     Ok(Outcome {
         phase: run.outcome.phase,
         health: run.outcome.health.clone(),
-        table: run.table.map(|(name, key_prefix, arn)| ViewTable {
-            name,
-            key_prefix,
-            arn,
+        table: run.table.map(|t| ViewTable {
+            name: t.name,
+            key_prefix: t.key_prefix,
+            arn: t.arn,
             projector_role: None,
         }),
+        push,
         in_cluster: Some(run.outcome),
         versions: Some(VersionsSummary {
             versions: run.versions,
@@ -390,6 +424,9 @@ async fn write_status(view: &MaterializedView, ctx: &Context, ns: &str, outcome:
         }
     }
     status::set_kstatus(&mut next.conditions, &outcome.health, generation, &now);
+    if outcome.push.is_some() || view.spec.subscribers.is_none() {
+        next.push = outcome.push.clone();
+    }
     if let Some(v) = &outcome.versions {
         next.versions = v.versions.clone();
         next.active_version = v.active;
@@ -530,7 +567,9 @@ async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result
         table: None,
         in_cluster: None,
         versions: None,
+        push: None,
     };
+    ctx.push.forget_view(ns, &view.name_any());
     let key = crate::runtime::checkpoints::view_key(&view);
     let recorded = view.status.clone().unwrap_or_default().versions;
     ctx.runtime.stop(&key);

@@ -11,6 +11,7 @@ mod in_cluster;
 pub mod leader;
 mod materialized_view;
 mod provision;
+pub mod push;
 pub mod status;
 pub mod validate;
 mod versions;
@@ -45,6 +46,8 @@ pub struct Context {
     pub aws: crate::aws::Aws,
     /// The in-cluster runtime's tasks (live readers and backfills) of this process.
     pub runtime: crate::runtime::Runtime,
+    /// The push endpoint's hub, view directory and feeds (in-cluster reactive views).
+    pub push: Arc<push::PushRuntime>,
     /// The built-in Lambda functions' code, loaded (and zipped) the first time a function needs it.
     lambda_code: tokio::sync::OnceCell<std::result::Result<crate::plan::lambdas::BuiltInCode, String>>,
 }
@@ -93,7 +96,13 @@ impl Context {
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, config: Config, aws: crate::aws::Aws) -> Self {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        config: Config,
+        aws: crate::aws::Aws,
+        push: Arc<push::PushRuntime>,
+    ) -> Self {
         let reporter = Reporter {
             controller: "kappa-operator".into(),
             instance: Some(config.identity.clone()),
@@ -107,6 +116,7 @@ impl Context {
             backoff: backoff::Backoff::default(),
             aws,
             runtime: crate::runtime::Runtime::default(),
+            push,
             lambda_code: tokio::sync::OnceCell::new(),
         }
     }
@@ -166,6 +176,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     aws: crate::aws::Aws,
+    push: Arc<push::PushRuntime>,
 ) {
     let elector = leader::LeaderElector::new(
         client.clone(),
@@ -174,7 +185,7 @@ pub async fn run(
         &config.identity,
         config.lease_duration,
     );
-    let ctx = Arc::new(Context::new(client, metrics.clone(), config, aws));
+    let ctx = Arc::new(Context::new(client, metrics.clone(), config, aws, push));
     ready.store(true, Ordering::Relaxed);
     info!(identity = %elector.identity(), "waiting to lead; standing by");
     let shutdown = async {

@@ -36,13 +36,22 @@ use crate::runtime::checkpoints::{self, ConfigMapCheckpoint};
 pub(super) struct VersionsRun {
     /// The active version's outcome: the view's phase, health, backfill and live path.
     pub outcome: InClusterOutcome,
-    /// The active version's table (name, key prefix, ARN), once it exists.
-    pub table: Option<(String, Option<String>, String)>,
+    /// The active version's table, once it exists.
+    pub table: Option<ActiveTable>,
     pub versions: Vec<ViewVersion>,
     pub active: Option<i64>,
     pub latest: i64,
     /// The `Rebuilding` condition and `status.rebuild`, when the content changed.
     pub rebuild: Option<Rebuild>,
+}
+
+/// The active version's views table.
+pub(super) struct ActiveTable {
+    pub name: String,
+    pub key_prefix: Option<String>,
+    pub arn: String,
+    /// The table's latest stream, when Streams are on.
+    pub stream_arn: Option<String>,
 }
 
 /// Where a rebuild stands.
@@ -142,7 +151,7 @@ pub(super) async fn run(
 
     // Run every version that has storage to keep current.
     let mut outcomes: BTreeMap<i64, InClusterOutcome> = BTreeMap::new();
-    let mut tables: BTreeMap<i64, (String, Option<String>, String)> = BTreeMap::new();
+    let mut tables: BTreeMap<i64, ActiveTable> = BTreeMap::new();
     for v in versions.iter_mut() {
         let target = Target::new(view, v.version);
         if v.state == VersionState::Failed {
@@ -190,7 +199,12 @@ pub(super) async fn run(
         v.message = Some(out.health.message().to_string()).filter(|m| !m.is_empty());
         tables.insert(
             v.version,
-            (plan.table.name.clone(), plan.key_prefix.clone(), table.arn),
+            ActiveTable {
+                name: plan.table.name.clone(),
+                key_prefix: plan.key_prefix.clone(),
+                arn: table.arn,
+                stream_arn: table.stream_arn,
+            },
         );
         outcomes.insert(v.version, out);
     }
@@ -279,8 +293,8 @@ pub(super) async fn run(
             skipped: None,
         });
     let table = active.and_then(|a| tables.remove(&a));
-    if let (Some(active), Some((name, prefix, _))) = (active, &table) {
-        write_pointer(view, ctx, ns, active, name, prefix.as_deref()).await?;
+    if let (Some(active), Some(t)) = (active, &table) {
+        write_pointer(view, ctx, ns, active, &t.name, t.key_prefix.as_deref()).await?;
     }
     let rebuild = rebuild_of(&versions, &desired_hash, promotion.mode, active);
     let mut run = VersionsRun {

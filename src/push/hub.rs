@@ -315,6 +315,14 @@ impl ViewDirectory {
         all.get(namespace).and_then(|tables| tables.get(table)).cloned()
     }
 
+    /// The views tables of `namespace` that have reactive views.
+    pub fn tables(&self, namespace: &str) -> Vec<String> {
+        let all = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        all.get(namespace)
+            .map(|tables| tables.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The names of the reactive views of `namespace`, all tables together.
     pub fn views(&self, namespace: &str) -> BTreeSet<String> {
         let all = self.inner.read().unwrap_or_else(PoisonError::into_inner);
