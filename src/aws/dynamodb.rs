@@ -1,5 +1,6 @@
 //! DynamoDB tables: ensure a table matches its plan (keys, billing, stream, PITR, deletion protection,
-//! tags), one change at a time as DynamoDB requires; delete only a table carrying the owner's tags.
+//! time to live, tags), one change at a time as DynamoDB requires; delete only a table carrying the
+//! owner's tags.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +8,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode as DdbBilling, KeySchemaElement, KeyType,
     PointInTimeRecoverySpecification, ProvisionedThroughput, ScalarAttributeType, StreamSpecification,
-    StreamViewType as DdbView, TableDescription, TableStatus, Tag,
+    StreamViewType as DdbView, TableDescription, TableStatus, Tag, TimeToLiveSpecification, TimeToLiveStatus,
 };
 
 use super::error::from_sdk;
@@ -82,6 +83,11 @@ pub async fn ensure_table(client: &Client, plan: &TablePlan) -> Result<TableStat
             .send()
             .await
             .map_err(from_sdk("UpdateContinuousBackups", &plan.name))?;
+        return Ok(state(Convergence::InProgress));
+    }
+    if let Some(attribute) = &plan.time_to_live_attribute
+        && ttl_update_needed(client, &plan.name, attribute).await?
+    {
         return Ok(state(Convergence::InProgress));
     }
     if !plan.adopted && tag_if_needed(client, &arn, &plan.tags).await? {
@@ -214,6 +220,54 @@ async fn update_needed(
     Ok(true)
 }
 
+/// What TTL call, if any, brings a table whose TTL is (`status`, `attribute`) to TTL on `want`: enable it
+/// on `want`, or first disable it on another attribute (DynamoDB changes one at a time); nothing while a
+/// change is under way or when it is already on `want`.
+pub fn ttl_change(
+    status: Option<&TimeToLiveStatus>,
+    attribute: Option<&str>,
+    want: &str,
+) -> Option<(bool, String)> {
+    match status {
+        Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling) if attribute == Some(want) => None,
+        Some(TimeToLiveStatus::Enabling | TimeToLiveStatus::Disabling) => None,
+        Some(TimeToLiveStatus::Enabled) => Some((false, attribute.unwrap_or_default().to_string())),
+        _ => Some((true, want.to_string())),
+    }
+}
+
+/// Makes the TTL call [`ttl_change`] asks for; `true` when one was made, or one is still under way.
+async fn ttl_update_needed(client: &Client, name: &str, want: &str) -> Result<bool, AwsError> {
+    let out = client
+        .describe_time_to_live()
+        .table_name(name)
+        .send()
+        .await
+        .map_err(from_sdk("DescribeTimeToLive", name))?;
+    let description = out.time_to_live_description();
+    let status = description.and_then(|d| d.time_to_live_status());
+    let attribute = description.and_then(|d| d.attribute_name());
+    let Some((enabled, attribute_name)) = ttl_change(status, attribute, want) else {
+        // Enabling on `want` needs nothing more; anything else under way precedes a change of ours.
+        let settling = status == Some(&TimeToLiveStatus::Disabling)
+            || (status == Some(&TimeToLiveStatus::Enabling) && attribute != Some(want));
+        return Ok(settling);
+    };
+    client
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(enabled)
+                .attribute_name(attribute_name)
+                .build()?,
+        )
+        .send()
+        .await
+        .map_err(from_sdk("UpdateTimeToLive", name))?;
+    Ok(true)
+}
+
 async fn pitr_enabled(client: &Client, name: &str) -> Result<bool, AwsError> {
     let out = client
         .describe_continuous_backups()
@@ -293,5 +347,38 @@ pub async fn delete_table_if_owned(client: &Client, name: &str, owner: &Owner) -
         Ok(_) => Ok(true),
         Err(e) if e.is_not_found() => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::types::TimeToLiveStatus as S;
+
+    use super::ttl_change;
+
+    #[test]
+    fn ttl_is_enabled_once_and_moved_off_another_attribute_first() {
+        assert_eq!(
+            ttl_change(Some(&S::Enabled), Some("expiresAt"), "expiresAt"),
+            None
+        );
+        assert_eq!(
+            ttl_change(Some(&S::Enabling), Some("expiresAt"), "expiresAt"),
+            None
+        );
+        assert_eq!(
+            ttl_change(Some(&S::Disabled), None, "expiresAt"),
+            Some((true, "expiresAt".to_string()))
+        );
+        assert_eq!(
+            ttl_change(None, None, "expiresAt"),
+            Some((true, "expiresAt".to_string()))
+        );
+        assert_eq!(
+            ttl_change(Some(&S::Enabled), Some("ttl"), "expiresAt"),
+            Some((false, "ttl".to_string())),
+            "another attribute is turned off before ours is turned on"
+        );
+        assert_eq!(ttl_change(Some(&S::Disabling), Some("ttl"), "expiresAt"), None);
     }
 }

@@ -295,8 +295,8 @@ pub async fn delete_function_if_owned(client: &Client, name: &str, owner: &Owner
     }
 }
 
-/// Whether the mapping's batch size, batching window, filter patterns or response types differ from the
-/// plan's, or it is disabled.
+/// Whether the mapping's batch size, batching window, filter patterns, response types or (for a stream)
+/// bisect-on-error setting differ from the plan's, or it is disabled.
 pub fn mapping_differs(plan: &MappingPlan, have: &EventSourceMappingConfiguration) -> bool {
     let want_patterns = normalized_patterns(plan.filter_patterns.iter().map(String::as_str));
     let have_patterns = normalized_patterns(
@@ -313,6 +313,7 @@ pub fn mapping_differs(plan: &MappingPlan, have: &EventSourceMappingConfiguratio
         || have.maximum_batching_window_in_seconds().unwrap_or(0) != plan.maximum_batching_window_seconds
         || !same_patterns(&want_patterns, &have_patterns)
         || reports != plan.report_batch_item_failures
+        || bisect(plan).is_some_and(|want| have.bisect_batch_on_function_error().unwrap_or(false) != want)
         || have.state() == Some("Disabled")
 }
 
@@ -353,6 +354,12 @@ fn filter_criteria(plan: &MappingPlan) -> FilterCriteria {
                 .collect(),
         ))
         .build()
+}
+
+/// The bisect-on-error setting to send: streams only (a queue mapping takes none).
+fn bisect(plan: &MappingPlan) -> Option<bool> {
+    plan.starting_position
+        .map(|_| plan.bisect_batch_on_function_error)
 }
 
 fn response_types(plan: &MappingPlan) -> Vec<FunctionResponseType> {
@@ -415,6 +422,7 @@ pub async fn ensure_mapping(client: &Client, plan: &MappingPlan) -> Result<(Stri
             )
             .filter_criteria(filter_criteria(plan))
             .set_function_response_types(Some(response_types(plan)))
+            .set_bisect_batch_on_function_error(bisect(plan))
             .enabled(true)
             .send()
             .await
@@ -438,6 +446,7 @@ pub async fn ensure_mapping(client: &Client, plan: &MappingPlan) -> Result<(Stri
         .maximum_batching_window_in_seconds(plan.maximum_batching_window_seconds)
         .filter_criteria(filter_criteria(plan))
         .set_function_response_types(Some(response_types(plan)))
+        .set_bisect_batch_on_function_error(bisect(plan))
         .enabled(true)
         .send()
         .await

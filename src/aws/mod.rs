@@ -13,6 +13,7 @@ pub mod sns;
 pub mod sqs;
 pub mod subscriptions;
 pub mod views;
+pub mod websocket;
 
 use std::sync::Arc;
 
@@ -34,6 +35,7 @@ pub struct Aws {
     pub lambda: aws_sdk_lambda::Client,
     pub s3: aws_sdk_s3::Client,
     pub streams: aws_sdk_dynamodbstreams::Client,
+    pub apigatewayv2: aws_sdk_apigatewayv2::Client,
     pub region: String,
 }
 
@@ -70,6 +72,9 @@ impl Aws {
             .force_path_style(std::env::var("KAPPA_S3_PATH_STYLE").is_ok_and(|v| v == "true"))
             .build();
         let streams = aws_sdk_dynamodbstreams::config::Builder::from(&shared)
+            .interceptor(counter.clone())
+            .build();
+        let apigatewayv2 = aws_sdk_apigatewayv2::config::Builder::from(&shared)
             .interceptor(counter)
             .build();
         Ok(Aws {
@@ -80,6 +85,7 @@ impl Aws {
             lambda: aws_sdk_lambda::Client::from_conf(lambda),
             s3: aws_sdk_s3::Client::from_conf(s3),
             streams: aws_sdk_dynamodbstreams::Client::from_conf(streams),
+            apigatewayv2: aws_sdk_apigatewayv2::Client::from_conf(apigatewayv2),
             region,
         })
     }

@@ -112,6 +112,9 @@ pub struct MappingPlan {
     /// `FunctionResponseTypes: ["ReportBatchItemFailures"]`, which the built-in functions need for their
     /// partial batch responses to count.
     pub report_batch_item_failures: bool,
+    /// Streams only: on a function error, split the batch in two and retry each half, so one bad
+    /// record does not hold back the records beside it.
+    pub bisect_batch_on_function_error: bool,
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ pub fn lambda_trust_policy() -> Value {
     })
 }
 
-fn logs_statement(scope: &AwsScope, function: &str) -> Value {
+pub(super) fn logs_statement(scope: &AwsScope, function: &str) -> Value {
     json!({
         "Sid": "OwnLogs",
         "Effect": "Allow",
@@ -86,7 +86,7 @@ fn stream_read_statement(scope: &AwsScope, table: &str) -> Value {
     })
 }
 
-fn policy(statements: Vec<Value>) -> Value {
+pub(super) fn policy(statements: Vec<Value>) -> Value {
     json!({"Version": "2012-10-17", "Statement": statements})
 }
 

@@ -99,6 +99,7 @@ pub fn writer_mapping(plan: &LogPlan, spec: &EventLogSpec, queue_arn: &str) -> O
         starting_position: None,
         filter_patterns: Vec::new(),
         report_batch_item_failures: true,
+        bisect_batch_on_function_error: false,
     })
 }
 
@@ -157,6 +158,7 @@ pub fn router_mapping(plan: &LogPlan, stream_arn: &str) -> MappingPlan {
         starting_position: Some(StartingPosition::TrimHorizon),
         filter_patterns: Vec::new(),
         report_batch_item_failures: true,
+        bisect_batch_on_function_error: false,
     }
 }
 
@@ -246,6 +248,7 @@ pub fn projector_mapping(
             &view.spec.record_types,
         )],
         report_batch_item_failures: true,
+        bisect_batch_on_function_error: false,
     }
 }
 

@@ -41,6 +41,9 @@ pub struct TablePlan {
     pub deletion_protection: bool,
     /// An existing table the operator uses but never created, tags or deletes.
     pub adopted: bool,
+    /// The attribute whose epoch-seconds value expires an item (DynamoDB TTL), or `None` to leave TTL
+    /// as it is.
+    pub time_to_live_attribute: Option<String>,
     pub tags: BTreeMap<String, String>,
 }
 
@@ -145,6 +148,7 @@ pub fn plan_log(cluster: &str, log: &EventLog, views: &[MaterializedView]) -> Lo
         point_in_time_recovery: spec.table.point_in_time_recovery,
         deletion_protection: spec.deletion_policy == DeletionPolicy::Retain && !spec.table.adopt_existing,
         adopted: spec.table.adopt_existing,
+        time_to_live_attribute: None,
         tags: tags.clone(),
     };
     let queue = spec.ingest.as_ref().map(|ingest| {

@@ -7,6 +7,7 @@ pub mod job;
 pub mod lambdas;
 pub mod log;
 pub mod names;
+pub mod push;
 pub mod routing;
 pub mod versions;
 pub mod view;

@@ -127,6 +127,7 @@ pub fn plan_view(cluster: &str, view: &MaterializedView, siblings: &[Materialize
         point_in_time_recovery: false,
         deletion_protection: false,
         adopted: false,
+        time_to_live_attribute: None,
         tags: table_owner.tags(),
     };
     ViewPlan {

@@ -260,6 +260,7 @@ fn mapping_plan() -> MappingPlan {
             r#"{"eventName":["INSERT"]}"#.into(),
         ],
         report_batch_item_failures: true,
+        bisect_batch_on_function_error: false,
     }
 }
 
@@ -290,6 +291,9 @@ fn mapping_builder(plan: &MappingPlan) -> EventSourceMappingConfigurationBuilder
         .state("Enabled");
     if plan.report_batch_item_failures {
         b = b.function_response_types(FunctionResponseType::ReportBatchItemFailures);
+    }
+    if plan.bisect_batch_on_function_error {
+        b = b.bisect_batch_on_function_error(true);
     }
     b
 }
@@ -352,6 +356,10 @@ fn each_mapping_setting_is_compared() {
             "response types",
             Box::new(|p| p.report_batch_item_failures = false),
         ),
+        (
+            "bisect on error",
+            Box::new(|p| p.bisect_batch_on_function_error = true),
+        ),
     ];
     for (field, change) in changes {
         let mut want = p.clone();
@@ -365,6 +373,15 @@ fn each_mapping_setting_is_compared() {
     );
     let creating = mapping_builder(&p).state("Creating").build();
     assert!(mapping_busy(&creating));
+    let queue = MappingPlan {
+        starting_position: None,
+        bisect_batch_on_function_error: true,
+        ..p.clone()
+    };
+    assert!(
+        !mapping_differs(&queue, &mapping(&p)),
+        "a queue mapping takes no bisect setting"
+    );
 }
 
 #[test]
