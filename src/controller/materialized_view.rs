@@ -15,8 +15,8 @@ use super::status::{self, Health};
 use super::{Context, Error, Result, in_cluster, validate, versions};
 use crate::aws::{Convergence, dynamodb, iam};
 use crate::crd::{
-    DeletionPolicy, EventLog, MaterializedView, MaterializedViewStatus, ViewPhase, condition_types as types,
-    reasons,
+    DeletionPolicy, EventLog, MaterializedView, MaterializedViewStatus, ProjectorRuntime, ViewPhase,
+    condition_types as types, reasons,
 };
 use crate::plan::log::{plan_log, scope_of_arn};
 use crate::plan::names::NameKind;
@@ -166,34 +166,142 @@ async fn views_in(ctx: &Context, ns: &str) -> Result<Vec<MaterializedView>> {
 /// Provisions the view's table and role, then runs it: on the in-cluster runtime (the operator reads the
 /// stream) or on Lambda (the projector function and its subscriptions or mapping); both backfill.
 /// Push of the view's changes to subscribers (`spec.subscribers`): on the in-cluster runtime, the
-/// operator's own endpoint fed from the active version's table; `None` until clients can connect.
-fn push_path(
+/// operator's own endpoint fed from the active version's table; on the Lambda runtime, the views table's
+/// API Gateway WebSocket API with the built-in connections and notifier functions. `None` until clients
+/// can connect.
+async fn push_path(
     view: &MaterializedView,
     ctx: &Context,
     ns: &str,
     table: Option<&versions::ActiveTable>,
-) -> Option<crate::crd::PushStatus> {
+    all: &[MaterializedView],
+) -> std::result::Result<Option<crate::crd::PushStatus>, crate::aws::AwsError> {
     let name = view.name_any();
-    if view.spec.subscribers.is_none() {
+    let Some(table) = table.filter(|_| view.spec.subscribers.is_some()) else {
         ctx.push.forget_view(ns, &name);
-        return None;
+        if view.spec.subscribers.is_none() {
+            retire_aws_push(view, ctx, all).await?;
+        }
+        return Ok(None);
+    };
+    let Some(stream) = table.stream_arn.as_deref() else {
+        return Ok(None);
+    };
+    match view.spec.projector.runtime {
+        ProjectorRuntime::InCluster => {
+            retire_aws_push(view, ctx, all).await?;
+            let prefix = table.key_prefix.as_deref().unwrap_or_default();
+            let ready = ctx
+                .push
+                .serve_view(&ctx.aws.streams, ns, &name, &table.name, prefix, stream);
+            Ok(ready.then(|| crate::crd::PushStatus {
+                url: Some(ctx.push.url(ns)),
+                api_id: None,
+            }))
+        }
+        ProjectorRuntime::Lambda => {
+            ctx.push.forget_view(ns, &name);
+            let Some(scope) = scope_of_arn(&table.arn) else {
+                return Ok(None);
+            };
+            let plan = aws_push_plan(view, ctx, all, &table.name, table.key_prefix.as_deref(), &scope);
+            let code = ctx.built_in_code().await.map_err(|m| {
+                crate::aws::AwsError::permanent("CreateFunction", &plan.connections_function, m)
+            })?;
+            let got = super::push::ensure_aws_push(&ctx.aws, &plan, &code, stream).await?;
+            Ok(got.converged.then_some(crate::crd::PushStatus {
+                url: Some(got.url),
+                api_id: Some(got.api_id),
+            }))
+        }
     }
-    let table = table?;
-    let stream = table.stream_arn.as_deref()?;
-    let prefix = table.key_prefix.as_deref().unwrap_or_default();
-    let ready = ctx
-        .push
-        .serve_view(&ctx.aws.streams, ns, &name, &table.name, prefix, stream);
-    ready.then(|| crate::crd::PushStatus {
-        url: Some(ctx.push.url(ns)),
-        api_id: None,
-    })
+}
+
+/// The push plan of the views table `table`: the namespace's Lambda-runtime views on it with subscribers
+/// (`this` view at `key_prefix`, the others at the prefix their status reports).
+fn aws_push_plan(
+    this: &MaterializedView,
+    ctx: &Context,
+    all: &[MaterializedView],
+    table: &str,
+    key_prefix: Option<&str>,
+    scope: &crate::plan::iam::AwsScope,
+) -> crate::plan::push::PushPlan {
+    let name = this.name_any();
+    let mut subscribers: Vec<(String, String)> = all
+        .iter()
+        .filter(|v| v.name_any() != name && v.metadata.deletion_timestamp.is_none())
+        .filter(|v| v.spec.subscribers.is_some() && v.spec.projector.runtime == ProjectorRuntime::Lambda)
+        .filter_map(|v| {
+            let s = v.status.as_ref()?;
+            (s.table_name.as_deref() == Some(table))
+                .then(|| (v.name_any(), s.key_prefix.clone().unwrap_or_default()))
+        })
+        .collect();
+    if this.spec.subscribers.is_some() && this.metadata.deletion_timestamp.is_none() {
+        subscribers.push((name, key_prefix.unwrap_or_default().to_string()));
+    }
+    subscribers.sort();
+    let mut plan = plan_view(&ctx.config.cluster_id, this, all);
+    plan.table.name = table.to_string();
+    crate::plan::push::plan_push(&plan, &subscribers, scope)
+}
+
+/// Removes the views table's push stack when `view` had one (`status.push.apiId`) and no other view of the
+/// table still has subscribers.
+async fn retire_aws_push(
+    view: &MaterializedView,
+    ctx: &Context,
+    all: &[MaterializedView],
+) -> std::result::Result<(), crate::aws::AwsError> {
+    let status = view.status.clone().unwrap_or_default();
+    if status.push.as_ref().and_then(|p| p.api_id.as_ref()).is_none() {
+        return Ok(());
+    }
+    let (Some(table), Some(arn)) = (status.table_name.clone(), status.resources.get("viewsTable")) else {
+        return Ok(());
+    };
+    let Some(scope) = scope_of_arn(arn) else {
+        return Ok(());
+    };
+    let mut gone = view.clone();
+    gone.spec.subscribers = None;
+    let plan = aws_push_plan(&gone, ctx, all, &table, None, &scope);
+    if !plan.view_routes.views.is_empty() {
+        return Ok(());
+    }
+    let deleted = super::push::delete_aws_push(&ctx.aws, &plan).await?;
+    if !deleted.is_empty() {
+        status::publish(
+            ctx,
+            view,
+            EventType::Normal,
+            "PushRemoved",
+            "Cleanup",
+            format!(
+                "no view of table {table} has subscribers any more: deleted {}",
+                deleted.join(", ")
+            ),
+        )
+        .await;
+    }
+    Ok(())
 }
 
 async fn provision(view: &MaterializedView, log: &EventLog, ctx: &Context, ns: &str) -> Result<Outcome> {
     let all = views_in(ctx, ns).await?;
     let mut run = versions::run(view, log, ctx, ns, &all).await?;
-    let push = push_path(view, ctx, ns, run.table.as_ref());
+    let push = match push_path(view, ctx, ns, run.table.as_ref(), &all).await {
+        Ok(push) => push,
+        Err(e) if e.retryable => return Err(e.into()),
+        Err(e) => {
+            run.outcome.health = Health::Stalled {
+                reason: reasons::AWS_ERROR,
+                message: format!("spec.subscribers: {e}"),
+            };
+            None
+        }
+    };
     if view.spec.subscribers.is_some() && push.is_none() {
         run.outcome.requeue = run.outcome.requeue.min(std::time::Duration::from_secs(1));
     }
@@ -604,6 +712,7 @@ async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result
                 true => String::new(),
                 false => format!("deleted {}; ", projector.join(", ")),
             };
+            retire_aws_push(&view, ctx, &others).await?;
             if iam::delete_role_if_owned(&ctx.aws.iam, &role, &plan.owner).await? {
                 role_note += &format!("deleted projector role {role}; ");
             }

@@ -132,6 +132,103 @@ impl PushRuntime {
     }
 }
 
+/// The push stack of a views table on AWS (views on the Lambda runtime), as provisioned.
+pub struct AwsPush {
+    pub api_id: String,
+    /// What clients connect to (`wss://…/live`).
+    pub url: String,
+    /// Everything exists as planned.
+    pub converged: bool,
+}
+
+/// Provisions a views table's push stack, in dependency order: the connections table, role and function,
+/// the WebSocket API with its integration, routes and stage, the permission for API Gateway to invoke the
+/// connections function, then the notifier's role, function and mapping on the views table's stream.
+pub async fn ensure_aws_push(
+    aws: &crate::aws::Aws,
+    plan: &crate::plan::push::PushPlan,
+    code: &crate::plan::lambdas::BuiltInCode,
+    views_stream_arn: &str,
+) -> Result<AwsPush, crate::aws::AwsError> {
+    use crate::aws::{Convergence, dynamodb, iam, lambda, websocket};
+    let mut all = Vec::new();
+    all.push(
+        dynamodb::ensure_table(&aws.dynamodb, &plan.connections_table)
+            .await?
+            .convergence,
+    );
+    let (connections_role, c) = iam::ensure_role(&aws.iam, &plan.connections_role).await?;
+    all.push(c);
+    let (connections_arn, c) =
+        lambda::ensure_function(&aws.lambda, &plan.connections_function(&connections_role, code)).await?;
+    all.push(c);
+    let api = websocket::ensure_api(&aws.apigatewayv2, &plan.api).await?;
+    all.push(api.convergence);
+    let (integration, c) = websocket::ensure_integration(
+        &aws.apigatewayv2,
+        &api.api_id,
+        &plan.integration(&connections_arn),
+    )
+    .await?;
+    all.push(c);
+    let (_, c) = websocket::ensure_routes(&aws.apigatewayv2, &api.api_id, &plan.routes, &integration).await?;
+    all.push(c);
+    let stage_arn = plan.api.stage_arn(&api.api_id, &plan.stage.name);
+    all.push(websocket::ensure_stage(&aws.apigatewayv2, &api.api_id, &plan.stage, &stage_arn).await?);
+    all.push(
+        websocket::allow_apigateway_invoke(
+            &aws.lambda,
+            &plan.connections_function,
+            &plan.invoke_source_arn(&api.api_id),
+        )
+        .await?,
+    );
+    let (notifier_role, c) = iam::ensure_role(&aws.iam, &plan.notifier_role(&api.api_id)).await?;
+    all.push(c);
+    let notifier = plan.notifier_function(&notifier_role, &api.api_id, api.api_endpoint.as_deref(), code);
+    let (_, c) = lambda::ensure_function(&aws.lambda, &notifier).await?;
+    all.push(c);
+    let (_, c) = lambda::ensure_mapping(&aws.lambda, &plan.notifier_mapping(views_stream_arn)).await?;
+    all.push(c);
+    Ok(AwsPush {
+        url: plan.client_url(&api.api_id, api.api_endpoint.as_deref()),
+        api_id: api.api_id,
+        converged: all.iter().all(|c| *c == Convergence::Converged),
+    })
+}
+
+/// Removes a views table's push stack (only what carries its owner's tags): the API first, so no client
+/// connects any more, then the notifier's mapping, the functions, the roles and the connections table.
+/// Returns what was deleted.
+pub async fn delete_aws_push(
+    aws: &crate::aws::Aws,
+    plan: &crate::plan::push::PushPlan,
+) -> Result<Vec<String>, crate::aws::AwsError> {
+    use crate::aws::{dynamodb, iam, lambda, websocket};
+    let mut deleted = Vec::new();
+    if websocket::delete_api_if_owned(&aws.apigatewayv2, &plan.api.name, &plan.owner).await? {
+        deleted.push(format!("WebSocket API {}", plan.api.name));
+    }
+    let mappings = lambda::delete_mappings(&aws.lambda, &plan.notifier_function).await?;
+    if mappings > 0 {
+        deleted.push(format!("{mappings} notifier mapping(s)"));
+    }
+    for f in [&plan.notifier_function, &plan.connections_function] {
+        if lambda::delete_function_if_owned(&aws.lambda, f, &plan.owner).await? {
+            deleted.push(format!("function {f}"));
+        }
+    }
+    for role in [&plan.notifier_role_name, &plan.connections_role.name] {
+        if iam::delete_role_if_owned(&aws.iam, role, &plan.owner).await? {
+            deleted.push(format!("role {role}"));
+        }
+    }
+    if dynamodb::delete_table_if_owned(&aws.dynamodb, &plan.connections_table.name, &plan.owner).await? {
+        deleted.push(format!("connections table {}", plan.connections_table.name));
+    }
+    Ok(deleted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

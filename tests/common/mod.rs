@@ -154,6 +154,8 @@ pub fn free_port() -> u16 {
 pub struct Operator {
     pub child: Child,
     pub http_port: u16,
+    /// The push endpoint's port (`ws://127.0.0.1:<push_port>`).
+    pub push_port: u16,
     pub identity: String,
     pub log_path: std::path::PathBuf,
 }
@@ -227,6 +229,7 @@ impl Operator {
     /// ServiceAccount's token instead of the admin's certificate).
     pub fn start_with_env(ns: &str, identity: &str, lease_seconds: u64, env: &[(&str, &str)]) -> Operator {
         let http_port = free_port();
+        let push_port = free_port();
         let dir = std::env::temp_dir().join("kappa-operator-tests");
         std::fs::create_dir_all(&dir).unwrap();
         let log_path = dir.join(format!("{ns}-{identity}.log"));
@@ -245,6 +248,7 @@ impl Operator {
                 "--http-addr",
                 &format!("127.0.0.1:{http_port}"),
             ])
+            .args(["--push-addr", &format!("127.0.0.1:{push_port}")])
             .args(["--resync-seconds", "30"])
             .env("RUST_LOG", "info,kappa_operator=debug")
             .env(
@@ -259,6 +263,7 @@ impl Operator {
         Operator {
             child,
             http_port,
+            push_port,
             identity: identity.to_string(),
             log_path,
         }
