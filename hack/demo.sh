@@ -26,8 +26,10 @@ fi
 kubectl create namespace kappa-demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 # The local stack cannot run Lambda functions, and a debug build is far over Lambda's 50 MB upload
 # limit: the built-in functions (the log's writer) are created from a stand-in that is never invoked.
+push_port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 KAPPA_LAMBDA_CODE=hack/lambda-bootstrap-standin.sh \
   "$bin" run --cluster-id demo --lease-namespace kappa-demo --http-addr 127.0.0.1:0 \
+  --push-addr "127.0.0.1:$push_port" \
   >.stack/logs/operator.log 2>&1 &
 echo $! >.stack/operator.pid
 for _ in $(seq 1 50); do grep -q "watching EventLogs" .stack/logs/operator.log && break; sleep 0.2; done
@@ -97,6 +99,24 @@ wait_live game-activity
 "$py" hack/demo-events.py show "$(kubectl -n kappa-demo get mv game-activity -o jsonpath='{.status.tableName}')" \
   "$(kubectl -n kappa-demo get mv game-activity -o jsonpath='{.status.keyPrefix}')" 5
 
+say "A reactive view: examples/reactive/live-games.yaml pushes each game change to WebSocket subscribers"
+kubectl -n kappa-demo apply -f examples/reactive/live-games.yaml
+for _ in $(seq 1 120); do
+  url=$(kubectl -n kappa-demo get mv live-games -o jsonpath='{.status.push.url}' 2>/dev/null || true)
+  [ -n "$url" ] && break
+  sleep 0.5
+done
+[ -n "$url" ] || { echo "live-games got no push URL; see: kubectl -n kappa-demo describe mv live-games" >&2; exit 1; }
+kubectl -n kappa-demo get mv live-games -o wide
+echo "  kappa-operator watch live-games -n kappa-demo --url ws://127.0.0.1:$push_port   (then 30 more events)"
+"$bin" watch live-games -n kappa-demo --url "ws://127.0.0.1:$push_port" --count 6 --timeout 60 \
+  >.stack/logs/watch.out 2>&1 &
+watch_pid=$!
+sleep 1
+"$py" hack/demo-events.py write "$log_table" 30 400
+wait "$watch_pid" || { cat .stack/logs/watch.out >&2; exit 1; }
+sed 's/^/  /' .stack/logs/watch.out | cut -c1-200
+
 say "kubectl get kappa -n kappa-demo"
 kubectl -n kappa-demo get kappa
 
@@ -109,6 +129,7 @@ cat <<TXT
 The operator runs in the background (pid $(cat .stack/operator.pid)). Look around:
   source .stack/env
   kubectl -n kappa-demo get mv                     # phase, backfill progress, readiness
+  $bin watch live-games -n kappa-demo --url ws://127.0.0.1:$push_port   # live changes
   kappa-operator cost -f examples/game             # the cost table ($bin)
   kubectl -n kappa-demo describe mv players        # conditions and Events
   kubectl explain materializedview.spec.projection # the API, documented

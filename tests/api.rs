@@ -536,6 +536,8 @@ async fn kubectl_get_prints_the_promised_columns() {
     );
     assert!(mv.lines().nth(1).unwrap().starts_with("players"), "{mv}");
     assert!(mv.contains("game-events"), "{mv}");
+    let wide = common::kubectl(&["-n", &ns, "get", "mv", "-o", "wide"]);
+    assert!(header(&wide).ends_with("READY AGE PUSH"), "{wide}");
     let elog = common::kubectl(&["-n", &ns, "get", "elog"]);
     assert_eq!(header(&elog), "NAME TABLE FANOUT VIEWS READY AGE", "{elog}");
     let all = common::kubectl(&["-n", &ns, "get", "kappa"]);

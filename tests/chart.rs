@@ -132,6 +132,7 @@ fn the_deployment_runs_the_settings_from_values_hardened() {
         "--resync-seconds=120",
         "--log-format=text",
         "--http-addr=0.0.0.0:8080",
+        "--push-addr=0.0.0.0:8081",
     ] {
         assert!(args.contains(&want), "{want} missing from {args:?}");
     }
@@ -157,6 +158,19 @@ fn the_deployment_runs_the_settings_from_values_hardened() {
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(container["ports"][0]["containerPort"], 8080);
+    // The push endpoint: a port, a Service, and the URL clients are given.
+    assert_eq!(container["ports"][1]["name"], "push");
+    assert_eq!(container["ports"][1]["containerPort"], 8081);
+    let push = objs
+        .iter()
+        .find(|o| o["kind"] == "Service" && o["spec"]["ports"][0]["name"] == "push")
+        .expect("the push Service");
+    assert_eq!(push["spec"]["ports"][0]["port"], 8081);
+    let push_url = env("KAPPA_PUSH_URL")["value"].as_str().unwrap().to_string();
+    assert_eq!(
+        push_url,
+        format!("ws://{}.kappa-system.svc:8081", push["metadata"]["name"].as_str().unwrap())
+    );
     assert!(container["resources"]["requests"].is_object() && container["resources"]["limits"].is_object());
     let sc = &container["securityContext"];
     assert_eq!(sc["runAsNonRoot"], true);
@@ -232,7 +246,9 @@ fn the_iam_policy_is_scoped_to_the_operators_resources() {
                     resource.contains(":kappa-")
                         || resource.contains("/kappa-")
                         || resource.contains(":event-source-mapping:")
-                        || resource.contains("replace-with-your-export-bucket"),
+                        || resource.contains("replace-with-your-export-bucket")
+                        || (resource.starts_with("arn:aws:apigateway:*::/")
+                            && (resource.ends_with("/apis") || st["Condition"].to_string().contains("kappa.dev/managed-by"))),
                     "{sid}: {resource} is not scoped to the operator's resources"
                 );
             }
