@@ -432,6 +432,26 @@ fn invalid_manifests() -> Vec<(&'static str, String, &'static str)> {
             with(v, "  backfill: {approval: Sometimes}\n"),
             "spec.backfill.approval",
         ),
+        (
+            "subscribers on a views table without Streams",
+            with(v, "  subscribers: {}\n"),
+            "spec.store.streams",
+        ),
+        (
+            "unknown subscriber protocol",
+            with(v, "  store: {streams: true}\n  subscribers: {protocol: Smoke}\n"),
+            "spec.subscribers.protocol",
+        ),
+        (
+            "malformed promotion maxLag",
+            with(v, "  promotion: {maxLag: 30 seconds}\n"),
+            "spec.promotion.maxLag",
+        ),
+        (
+            "unknown promotion mode",
+            with(v, "  promotion: {mode: Eventually}\n"),
+            "spec.promotion.mode",
+        ),
     ]
 }
 

@@ -169,7 +169,10 @@ fn the_deployment_runs_the_settings_from_values_hardened() {
     let push_url = env("KAPPA_PUSH_URL")["value"].as_str().unwrap().to_string();
     assert_eq!(
         push_url,
-        format!("ws://{}.kappa-system.svc:8081", push["metadata"]["name"].as_str().unwrap())
+        format!(
+            "ws://{}.kappa-system.svc:8081",
+            push["metadata"]["name"].as_str().unwrap()
+        )
     );
     assert!(container["resources"]["requests"].is_object() && container["resources"]["limits"].is_object());
     let sc = &container["securityContext"];
@@ -248,7 +251,8 @@ fn the_iam_policy_is_scoped_to_the_operators_resources() {
                         || resource.contains(":event-source-mapping:")
                         || resource.contains("replace-with-your-export-bucket")
                         || (resource.starts_with("arn:aws:apigateway:*::/")
-                            && (resource.ends_with("/apis") || st["Condition"].to_string().contains("kappa.dev/managed-by"))),
+                            && (resource.ends_with("/apis")
+                                || st["Condition"].to_string().contains("kappa.dev/managed-by"))),
                     "{sid}: {resource} is not scoped to the operator's resources"
                 );
             }

@@ -16,7 +16,7 @@ fn cost_prints_a_table_per_event_log_of_the_examples() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        text.starts_with("EventLog default/game-events with 5 view(s): $"),
+        text.starts_with("EventLog default/game-events with 6 view(s): $"),
         "{text}"
     );
     for line in [
@@ -24,6 +24,8 @@ fn cost_prints_a_table_per_event_log_of_the_examples() {
         "writer Lambda",
         "log stream (in-cluster reader)",
         "view player-scores",
+        // examples/reactive/live-games.yaml: a dedicated views table with Streams.
+        "stream",
         // The examples' views run in the cluster: no router, idle topics.
         "the operator runs no router",
         "Total",

@@ -597,10 +597,13 @@ fn view_items(ctx: &Ctx, v: &ViewFacts, est: &mut Estimate) {
     ));
 }
 
-/// Each views table with Streams: its stream (read free by the notifier Lambda) and the notifier.
+/// Each views table with Streams: its stream and who reads it. With a view on the Lambda runtime, the
+/// notifier Lambda (stream reads free for Lambda); with in-cluster views only, the operator's push feed
+/// (its `GetRecords` calls are too few per million writes to show: one per poll, not per record).
 fn views_tables(ctx: &Ctx, views: &[ViewFacts], est: &mut Estimate) {
     // Tables in order of first appearance: (name, streams, stream records, views asking for Streams).
     let mut tables: Vec<(&str, bool, f64, Vec<&str>)> = Vec::new();
+    let lambda_streams = |table: &str| views.iter().any(|v| v.table == table && v.streams && v.lambda);
     for v in views {
         let changes = v.projected() * v.changes_per_record();
         match tables.iter_mut().find(|t| t.0 == v.table) {
@@ -625,6 +628,21 @@ fn views_tables(ctx: &Ctx, views: &[ViewFacts], est: &mut Estimate) {
     let ms = a.ms_per_invocation.max(0.0) + a.ms_per_record.max(0.0) * fill;
     let mut any = false;
     for (table, _, records, asking) in tables.iter().filter(|t| t.1) {
+        if !lambda_streams(table) {
+            est.push(Line::new(
+                Component::StreamReads,
+                format!("{table} stream"),
+                *records,
+                Unit::StreamRecords,
+                0.0,
+            ));
+            est.note(format!(
+                "{table} has Streams (asked for by {}), read by the operator's push feed (in-cluster runtime): \
+                 no notifier Lambda",
+                asking.join(", ")
+            ));
+            continue;
+        }
         any = true;
         est.push(Line::new(
             Component::StreamReads,
