@@ -29,7 +29,13 @@ pub struct BackfillJob {
 /// The Job's name: stable for a view's attempt, at most 63 characters.
 pub fn job_name(view_namespace: &str, view: &str, attempt: i64) -> String {
     let hash = short_hash(&[view_namespace, view, &attempt.to_string()]);
-    let readable: String = view.chars().take(38).collect();
+    // An Indexed Job's pods take `<job>-<index>` as their hostname, a DNS label: no dots (a rebuilt
+    // version's base is `<view>.v<n>`); the hash keeps the name unique.
+    let readable: String = view
+        .chars()
+        .take(38)
+        .map(|c| if c == '.' { '-' } else { c })
+        .collect();
     format!("kappa-backfill-{}-{hash}", readable.trim_end_matches('-'))
 }
 
@@ -148,6 +154,9 @@ mod tests {
 
     #[test]
     fn job_names_are_stable_distinct_and_short() {
+        let versioned = job_name("game", "players.v2", 1);
+        assert!(!versioned.contains('.'), "{versioned}");
+        assert_ne!(versioned, job_name("game", "players-v2", 1));
         assert_eq!(job_name("game", "players", 1), job_name("game", "players", 1));
         assert_ne!(job_name("game", "players", 1), job_name("game", "players", 2));
         assert_ne!(job_name("a", "players", 1), job_name("b", "players", 1));
