@@ -72,9 +72,12 @@ pub struct Assumptions {
     pub router: LambdaAssumptions,
     /// Every view's projector Lambda (runtime `Lambda`).
     pub projector: LambdaAssumptions,
-    /// The notifier Lambda of each views table with Streams (DESIGN.md: it reads the table's stream and
-    /// pushes changes to WebSocket subscribers).
+    /// The notifier Lambda of each views table whose views on the Lambda runtime have `spec.subscribers`
+    /// (DESIGN.md: it reads the table's stream and pushes changes to WebSocket subscribers).
     pub notifier: LambdaAssumptions,
+    /// WebSocket connections subscribed to each change of a view with `spec.subscribers`: every change is
+    /// one API Gateway message per subscriber. Default 1.
+    pub subscribers_per_change: f64,
 }
 
 impl Default for Assumptions {
@@ -95,6 +98,7 @@ impl Default for Assumptions {
             router: LambdaAssumptions::default(),
             projector: LambdaAssumptions::default(),
             notifier: LambdaAssumptions::default(),
+            subscribers_per_change: 1.0,
         }
     }
 }
@@ -228,6 +232,7 @@ impl Assumptions {
         if let Some(r) = self.in_cluster.records_per_get_records {
             between("inCluster.recordsPerGetRecords", r, 1.0, 1000.0)?;
         }
+        at_least("subscribersPerChange", self.subscribers_per_change, 0.0)?;
         for (kind, lambda) in [
             ("writer", &self.writer),
             ("router", &self.router),

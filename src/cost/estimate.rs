@@ -30,6 +30,8 @@ pub enum Component {
     SnsPublishes,
     /// SNS deliveries to Lambda subscribers.
     SnsDeliveries,
+    /// API Gateway WebSocket messages (the notifier's posts to subscribers).
+    WebSocketMessages,
 }
 
 impl Component {
@@ -47,6 +49,7 @@ impl Component {
             Component::StreamReads => "Streams reads",
             Component::SnsPublishes => "SNS publishes",
             Component::SnsDeliveries => "SNS deliveries",
+            Component::WebSocketMessages => "WebSocket messages",
         }
     }
 }
@@ -74,6 +77,8 @@ pub enum Unit {
     StreamRecords,
     /// DynamoDB Streams read request units (`GetRecords` calls), priced per million.
     ReadRequests,
+    /// API Gateway WebSocket messages (32 KB each), priced per million.
+    Messages,
 }
 
 impl Unit {
@@ -87,6 +92,7 @@ impl Unit {
             Unit::Deliveries => "deliveries",
             Unit::StreamRecords => "records",
             Unit::ReadRequests => "read requests",
+            Unit::Messages => "messages",
         }
     }
 

@@ -340,6 +340,8 @@ struct ViewFacts<'a> {
     memory_mb: f64,
     table: String,
     streams: bool,
+    /// `spec.subscribers` is set.
+    subscribers: bool,
 }
 
 impl<'a> ViewFacts<'a> {
@@ -401,6 +403,7 @@ impl<'a> ViewFacts<'a> {
             ),
             table,
             streams: v.spec.store.streams,
+            subscribers: v.spec.subscribers.is_some(),
         }
     }
 
@@ -597,29 +600,61 @@ fn view_items(ctx: &Ctx, v: &ViewFacts, est: &mut Estimate) {
     ));
 }
 
-/// Each views table with Streams: its stream and who reads it. With a view on the Lambda runtime, the
-/// notifier Lambda (stream reads free for Lambda); with in-cluster views only, the operator's push feed
-/// (its `GetRecords` calls are too few per million writes to show: one per poll, not per record).
+/// Each views table with Streams: its stream and who reads it. When a view on the Lambda runtime has
+/// `spec.subscribers`: the notifier Lambda (stream reads are free for Lambda) and its API Gateway
+/// WebSocket messages, one per change of a subscribed view per subscriber; with in-cluster subscribers
+/// only, the operator's push feed (one `GetRecords` per poll, too few per million writes to show); with no
+/// subscribers, nothing reads the stream.
 fn views_tables(ctx: &Ctx, views: &[ViewFacts], est: &mut Estimate) {
-    // Tables in order of first appearance: (name, streams, stream records, views asking for Streams).
-    let mut tables: Vec<(&str, bool, f64, Vec<&str>)> = Vec::new();
-    let lambda_streams = |table: &str| views.iter().any(|v| v.table == table && v.streams && v.lambda);
+    struct Table<'v> {
+        name: &'v str,
+        streams: bool,
+        /// Stream records: every change of every view in the table.
+        records: f64,
+        /// Views asking for Streams.
+        asking: Vec<&'v str>,
+        /// Changes of views on the Lambda runtime with subscribers, and their size in 32 KB messages.
+        pushed_messages: f64,
+        lambda_push: bool,
+        in_cluster_push: bool,
+    }
+    let mut tables: Vec<Table> = Vec::new();
     for v in views {
         let changes = v.projected() * v.changes_per_record();
-        match tables.iter_mut().find(|t| t.0 == v.table) {
-            Some(t) => {
-                t.1 |= v.streams;
-                t.2 += changes;
-                if v.streams {
-                    t.3.push(v.name);
-                }
+        let i = match tables.iter().position(|t| t.name == v.table) {
+            Some(i) => i,
+            None => {
+                tables.push(Table {
+                    name: &v.table,
+                    streams: false,
+                    records: 0.0,
+                    asking: Vec::new(),
+                    pushed_messages: 0.0,
+                    lambda_push: false,
+                    in_cluster_push: false,
+                });
+                tables.len() - 1
             }
-            None => tables.push((
-                &v.table,
-                v.streams,
-                changes,
-                if v.streams { vec![v.name] } else { vec![] },
-            )),
+        };
+        let t = &mut tables[i];
+        t.streams |= v.streams;
+        t.records += changes;
+        if v.streams {
+            t.asking.push(v.name);
+        }
+        if v.streams && v.subscribers {
+            match v.lambda {
+                true => {
+                    t.lambda_push = true;
+                    // The operator's per-record contributions (Count/Sum) are not sent.
+                    let item_kb = match v.mode {
+                        Some(ProjectionMode::Count | ProjectionMode::Sum) => ctx.a.aggregate_item_size_kb,
+                        _ => v.item_kb,
+                    };
+                    t.pushed_messages += v.projected() * (item_kb / 32.0).ceil().max(1.0);
+                }
+                false => t.in_cluster_push = true,
+            }
         }
     }
     let a = &ctx.a.notifier;
@@ -627,44 +662,58 @@ fn views_tables(ctx: &Ctx, views: &[ViewFacts], est: &mut Estimate) {
     let memory = f64::from(a.memory_mb.unwrap_or(DEFAULT_BUILT_IN_MEMORY_MB));
     let ms = a.ms_per_invocation.max(0.0) + a.ms_per_record.max(0.0) * fill;
     let mut any = false;
-    for (table, _, records, asking) in tables.iter().filter(|t| t.1) {
-        if !lambda_streams(table) {
-            est.push(Line::new(
-                Component::StreamReads,
-                format!("{table} stream"),
-                *records,
-                Unit::StreamRecords,
-                0.0,
-            ));
-            est.note(format!(
-                "{table} has Streams (asked for by {}), read by the operator's push feed (in-cluster runtime): \
-                 no notifier Lambda",
-                asking.join(", ")
-            ));
-            continue;
-        }
-        any = true;
+    for t in tables.iter().filter(|t| t.streams) {
         est.push(Line::new(
             Component::StreamReads,
-            format!("{table} stream"),
-            *records,
+            format!("{} stream", t.name),
+            t.records,
             Unit::StreamRecords,
             0.0,
         ));
+        let asking = t.asking.join(", ");
+        if !t.lambda_push {
+            est.note(match t.in_cluster_push {
+                true => format!(
+                    "{} has Streams (asked for by {asking}), read by the operator's push feed (in-cluster \
+                     runtime): no notifier Lambda",
+                    t.name
+                ),
+                false => format!(
+                    "{} has Streams (asked for by {asking}) but no view of it has spec.subscribers: nothing \
+                     reads the stream, which costs nothing",
+                    t.name
+                ),
+            });
+            continue;
+        }
+        any = true;
         est.lambda(
-            &format!("notifier of {table}"),
-            records / fill,
+            &format!("notifier of {}", t.name),
+            t.records / fill,
             memory,
             ms,
             ctx.prices,
         );
+        let subscribers = ctx.a.subscribers_per_change.max(0.0);
+        est.push(Line::new(
+            Component::WebSocketMessages,
+            format!("{} WebSocket API", t.name),
+            t.pushed_messages * subscribers,
+            Unit::Messages,
+            ctx.prices.apigateway_websocket_messages_per_million,
+        ));
         est.note(format!(
-            "{table} has Streams (asked for by {}): every change to it, of every view in it, is a stream \
-             record the notifier Lambda is invoked for",
-            asking.join(", ")
+            "{} has Streams (asked for by {asking}): every change to it, of every view in it, is a stream \
+             record the notifier Lambda is invoked for; each change of a view with subscribers is a WebSocket \
+             message to each of subscribersPerChange ({}) subscribers",
+            t.name,
+            trim_number(subscribers)
         ));
     }
     if any {
-        est.note("the notifier's API Gateway WebSocket charges (messages, connection minutes) are left out");
+        est.note(
+            "WebSocket connection minutes ($0.25 per million in us-east-1) are left out: they depend on how \
+             long clients stay connected, not on writes",
+        );
     }
 }

@@ -66,6 +66,10 @@ pub struct Prices {
     /// Billed only for readers that are not Lambda: Lambda's reads are free (COST-MODEL §4.6). Default
     /// 0.20 ($0.02 per 100,000): COST-MODEL §1 i10 ("1.5 × $0.2").
     pub dynamodb_streams_reads_per_million: f64,
+    /// API Gateway WebSocket APIs, per million messages (each 32 KB of a message is one; the notifier's
+    /// posts to subscribers are messages). Default 1.00: **not in COST-MODEL**; the widely quoted us-east-1
+    /// list price for the first billion messages, unverified.
+    pub apigateway_websocket_messages_per_million: f64,
 }
 
 impl Default for Prices {
@@ -81,6 +85,7 @@ impl Default for Prices {
             dynamodb_storage_gb_month: 0.25,
             dynamodb_pitr_gb_month: 0.20,
             dynamodb_streams_reads_per_million: 0.20,
+            apigateway_websocket_messages_per_million: 1.00,
         }
     }
 }
@@ -119,6 +124,10 @@ impl Prices {
             (
                 "dynamodbStreamsReadsPerMillion",
                 self.dynamodb_streams_reads_per_million,
+            ),
+            (
+                "apigatewayWebsocketMessagesPerMillion",
+                self.apigateway_websocket_messages_per_million,
             ),
         ];
         for (field, value) in fields {

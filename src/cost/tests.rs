@@ -81,7 +81,7 @@ fn seed() -> (EventLog, Vec<MaterializedView>, Assumptions) {
                 name,
                 "a, b",
                 "Append",
-                ", projector: {memoryMb: 1024}, store: {streams: true}",
+                ", projector: {memoryMb: 1024}, store: {streams: true}, subscribers: {}",
             )
         })
         .to_vec();
@@ -102,6 +102,8 @@ fn seed() -> (EventLog, Vec<MaterializedView>, Assumptions) {
         lambda.ms_per_record = 0.0;
     }
     a.projector.ms_per_invocation = 750.0;
+    // COST-MODEL prices no API Gateway: no WebSocket messages to subscribers in its scenarios.
+    a.subscribers_per_change = 0.0;
     a.projector.ms_per_record = 0.0;
     (log, views, a)
 }
@@ -218,7 +220,7 @@ fn game() -> (EventLog, Vec<MaterializedView>) {
             "games",
             "game",
             "Latest",
-            ", store: {table: Dedicated, streams: true}",
+            ", store: {table: Dedicated, streams: true}, subscribers: {}",
         ),
     ];
     (log, views)
@@ -314,11 +316,20 @@ fn every_line_of_the_game_example_at_defaults() {
         750.0 * GB_S,
     );
     assert_eq!(est.lines_for("notifier of views table views").count(), 0);
+    // games has subscribers: each of its 500k changes is a WebSocket message to 1 subscriber → 0.50.
+    check(
+        &est,
+        Component::WebSocketMessages,
+        "views table games (dedicated) WebSocket API",
+        5e5,
+        0.5,
+    );
 
     // Total: SQS 0.48 + writer 0.02 + log 10.75 + router 0.02 + SNS 0.50 + projectors 0.40 + views writes
-    // 10.0 + views storage 3.775 + notifier 0.01 = 25.955, plus 18,750 GB-s × $0.0000166667 = 0.3125.
-    approx(est.total(), 25.955 + 18_750.0 * GB_S, "total");
-    assert_eq!(est.summary(), "$26.27 per million writes");
+    // 10.0 + views storage 3.775 + notifier 0.01 + WebSocket 0.50 = 26.455, plus 18,750 GB-s ×
+    // $0.0000166667 = 0.3125.
+    approx(est.total(), 26.455 + 18_750.0 * GB_S, "total");
+    assert_eq!(est.summary(), "$26.77 per million writes");
 }
 
 #[test]
@@ -454,7 +465,7 @@ fn dedicated_and_shared_tables_with_and_without_streams() {
     // x asks for Streams in the shared table: the table's stream carries y's changes too,
     // 500k + 500k = 1M records → 100k notifier invocations × $0.20/M = 0.02; 1,500 GB-s.
     let shared = vec![
-        view_of("x", "a", "Append", ", store: {streams: true}"),
+        view_of("x", "a", "Append", ", store: {streams: true}, subscribers: {}"),
         view_of("y", "b", "Append", ""),
     ];
     let est_shared = estimate(&log, &shared, &p, &a);
@@ -482,7 +493,12 @@ fn dedicated_and_shared_tables_with_and_without_streams() {
 
     // In a dedicated table, only x's 500k changes: 50k invocations → 0.01; 750 GB-s.
     let dedicated = vec![
-        view_of("x", "a", "Append", ", store: {table: Dedicated, streams: true}"),
+        view_of(
+            "x",
+            "a",
+            "Append",
+            ", store: {table: Dedicated, streams: true}, subscribers: {}",
+        ),
         view_of("y", "b", "Append", ""),
     ];
     let est_dedicated = estimate(&log, &dedicated, &p, &a);
@@ -506,15 +522,50 @@ fn dedicated_and_shared_tables_with_and_without_streams() {
     for est in [&est_off, &est_shared, &est_dedicated] {
         check(est, Component::DynamoDbWrites, "view x", 5e6, 3.125);
     }
+    // x's 500k changes are WebSocket messages to its 1 subscriber (y has none): 0.50 either way.
+    for (est, table) in [
+        (&est_shared, "views table views"),
+        (&est_dedicated, "views table x (dedicated)"),
+    ] {
+        check(
+            est,
+            Component::WebSocketMessages,
+            &format!("{table} WebSocket API"),
+            5e5,
+            0.5,
+        );
+    }
     approx(
         est_shared.total() - est_off.total(),
-        0.02 + 1_500.0 * GB_S,
+        0.02 + 1_500.0 * GB_S + 0.5,
         "streams on, shared",
     );
     approx(
         est_dedicated.total() - est_off.total(),
-        0.01 + 750.0 * GB_S,
+        0.01 + 750.0 * GB_S + 0.5,
         "streams on, dedicated",
+    );
+    // Streams without subscribers: the stream exists, nothing reads it, nothing is charged.
+    let quiet = vec![view_of("x", "a", "Append", ", store: {streams: true}")];
+    let est_quiet = estimate(&log, &quiet, &p, &a);
+    check(
+        &est_quiet,
+        Component::StreamReads,
+        "views table views stream",
+        5e5,
+        0.0,
+    );
+    assert!(
+        est_quiet
+            .lines
+            .iter()
+            .all(|l| !l.resource.contains("notifier") && l.component != Component::WebSocketMessages)
+    );
+    assert!(
+        est_quiet
+            .notes
+            .iter()
+            .any(|n| n.contains("no view of it has spec.subscribers"))
     );
 }
 
