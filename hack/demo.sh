@@ -117,6 +117,22 @@ sleep 1
 wait "$watch_pid" || { cat .stack/logs/watch.out >&2; exit 1; }
 sed 's/^/  /' .stack/logs/watch.out | cut -c1-200
 
+say "Changing a view: game-activity counts only 'playing' games now; version 2 is built beside version 1"
+kubectl -n kappa-demo patch mv game-activity --type merge \
+  -p '{"spec":{"projection":{"filter":[{"attribute":"status","operator":"Equals","value":"playing"}]}}}'
+for _ in $(seq 1 120); do
+  line=$(kubectl -n kappa-demo get mv game-activity --no-headers 2>/dev/null || true)
+  echo "  $line"
+  [ "$(kubectl -n kappa-demo get mv game-activity -o jsonpath='{.status.activeVersion}')" = 2 ] && break
+  sleep 2
+done
+[ "$(kubectl -n kappa-demo get mv game-activity -o jsonpath='{.status.activeVersion}')" = 2 ] \
+  || { echo "game-activity was not promoted to version 2; see: kubectl -n kappa-demo describe mv game-activity" >&2; exit 1; }
+echo "  readers follow the pointer ConfigMap game-activity:"
+kubectl -n kappa-demo get configmap game-activity -o jsonpath='{.data}' | sed 's/^/  /'; echo
+"$py" hack/demo-events.py show "$(kubectl -n kappa-demo get mv game-activity -o jsonpath='{.status.tableName}')" \
+  "$(kubectl -n kappa-demo get mv game-activity -o jsonpath='{.status.keyPrefix}')" 5
+
 say "kubectl get kappa -n kappa-demo"
 kubectl -n kappa-demo get kappa
 
@@ -132,6 +148,7 @@ The operator runs in the background (pid $(cat .stack/operator.pid)). Look aroun
   $bin watch live-games -n kappa-demo --url ws://127.0.0.1:$push_port   # live changes
   kappa-operator cost -f examples/game             # the cost table ($bin)
   kubectl -n kappa-demo describe mv players        # conditions and Events
+  kubectl -n kappa-demo get mv game-activity -o yaml   # status.versions: version 1 retained for an hour
   kubectl explain materializedview.spec.projection # the API, documented
   aws dynamodb list-tables                         # the AWS API of the local stack
   tail -f .stack/logs/operator.log
