@@ -81,6 +81,9 @@ enum Command {
         /// Fail when no change came for this many seconds.
         #[arg(long)]
         timeout: Option<u64>,
+        /// A file holding the bearer token the endpoint requires (the chart's push.tokenSecret).
+        #[arg(long, env = "KAPPA_PUSH_TOKEN_FILE")]
+        token_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -161,7 +164,19 @@ async fn main() -> ExitCode {
             key_prefix,
             count,
             timeout,
+            token_file,
         } => {
+            let token = match token_file
+                .as_deref()
+                .map(|p| read_token(p, "--token-file"))
+                .transpose()
+            {
+                Ok(token) => token,
+                Err(e) => {
+                    eprintln!("kappa-operator watch: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let options = kappa_operator::push::watch::WatchOptions {
                 url,
                 namespace,
@@ -169,6 +184,7 @@ async fn main() -> ExitCode {
                 key_prefix,
                 count,
                 timeout: timeout.map(std::time::Duration::from_secs),
+                token,
             };
             match kappa_operator::push::watch::run(&options, &mut std::io::stdout().lock()).await {
                 Ok(_) => ExitCode::SUCCESS,
@@ -192,8 +208,30 @@ async fn main() -> ExitCode {
     }
 }
 
+/// A bearer token from `path` (surrounding whitespace dropped); `setting` names where the path came from.
+fn read_token(path: &std::path::Path, setting: &str) -> Result<String, String> {
+    let token = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read the push token file {}: {e}; fix {setting}",
+            path.display()
+        )
+    })?;
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        return Err(format!(
+            "the push token file {} is empty; fix {setting}",
+            path.display()
+        ));
+    }
+    Ok(token)
+}
+
 async fn run(settings: Settings) -> Result<(), String> {
     let config = settings.validate().map_err(|e| e.to_string())?;
+    let push_token = match &config.push_token_file {
+        Some(path) => Some(read_token(path, "--push-token-file (KAPPA_PUSH_TOKEN_FILE)")?),
+        None => None,
+    };
     let client = kube::Client::try_default().await.map_err(|e| {
         format!(
             "cannot configure a Kubernetes client: {e}; set KUBECONFIG, or run in a pod with a ServiceAccount"
@@ -227,7 +265,9 @@ async fn run(settings: Settings) -> Result<(), String> {
     let push_listener = kappa_operator::push::server::bind(config.push_addr).await?;
     let (hub, views) = (push.hub.clone(), push.views.clone());
     tokio::spawn(async move {
-        if let Err(e) = kappa_operator::push::server::serve_on(push_listener, hub, views).await {
+        if let Err(e) =
+            kappa_operator::push::server::serve_on_with_token(push_listener, hub, views, push_token).await
+        {
             tracing::error!(error = %e, "the push endpoint stopped");
         }
     });

@@ -34,6 +34,11 @@ pub struct Settings {
     #[arg(long, env = "KAPPA_PUSH_URL")]
     pub push_url: Option<String>,
 
+    /// A file holding the bearer token push clients must present (`Authorization: Bearer <token>`). Unset:
+    /// the push endpoint is open to whoever reaches it.
+    #[arg(long, env = "KAPPA_PUSH_TOKEN_FILE")]
+    pub push_token_file: Option<std::path::PathBuf>,
+
     /// Leader election: the Lease's namespace. Defaults to the pod's namespace (POD_NAMESPACE).
     #[arg(long, env = "KAPPA_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
@@ -142,6 +147,8 @@ pub struct Config {
     pub push_addr: std::net::SocketAddr,
     /// The push endpoint's base URL for clients (`ws://host:port`).
     pub push_url: String,
+    /// The file holding the push endpoint's bearer token, if it requires one.
+    pub push_token_file: Option<std::path::PathBuf>,
     pub lease_namespace: String,
     pub lease_name: String,
     pub lease_duration: Duration,
@@ -227,6 +234,7 @@ impl Settings {
                 .filter(|u| !u.is_empty())
                 .map(|u| u.trim_end_matches('/').to_string())
                 .unwrap_or_else(|| format!("ws://127.0.0.1:{}", self.push_addr.port())),
+            push_token_file: self.push_token_file.clone(),
             lease_namespace,
             lease_name: self.lease_name.clone(),
             lease_duration: Duration::from_secs(self.lease_seconds),

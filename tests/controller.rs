@@ -324,6 +324,21 @@ fn the_operator_refuses_to_start_without_a_cluster_id() {
 }
 
 #[test]
+fn the_operator_refuses_to_start_with_an_unreadable_push_token() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
+        .args(["run", "--cluster-id", "test", "--lease-namespace", "default"])
+        .args(["--push-token-file", "/nonexistent/kappa-push-token"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/nonexistent/kappa-push-token") && stderr.contains("KAPPA_PUSH_TOKEN_FILE"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn crds_subcommand_prints_the_committed_crds() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
         .arg("crds")

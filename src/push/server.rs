@@ -11,8 +11,9 @@
 //! `error` frame saying so and is closed (close code 1013, try again later): it never misses changes
 //! silently.
 //!
-//! Listens on `--push-addr` (`KAPPA_PUSH_ADDR`, default `0.0.0.0:8081`). No authentication: expose it
-//! inside the cluster only, as a Service, the way the `/metrics` port is.
+//! Listens on `--push-addr` (`KAPPA_PUSH_ADDR`, default `0.0.0.0:8081`). With a token (`--push-token-file`)
+//! every client must send `Authorization: Bearer <token>` with the upgrade request, or gets HTTP 401;
+//! without one the endpoint is open to whoever reaches it (expose it inside the cluster only).
 
 use std::net::SocketAddr;
 
@@ -42,13 +43,35 @@ const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 pub struct PushState {
     pub hub: Hub,
     pub views: ViewDirectory,
+    /// The bearer token clients must present, when the endpoint requires one.
+    pub token: Option<std::sync::Arc<str>>,
 }
 
-/// The endpoint's routes.
+/// The endpoint's routes, open to every client.
 pub fn router(hub: Hub, views: ViewDirectory) -> Router {
-    Router::new()
-        .route(WATCH_PATH, get(watch))
-        .with_state(PushState { hub, views })
+    router_with_token(hub, views, None)
+}
+
+/// The endpoint's routes; with `token`, a client must send `Authorization: Bearer <token>`.
+pub fn router_with_token(hub: Hub, views: ViewDirectory, token: Option<String>) -> Router {
+    Router::new().route(WATCH_PATH, get(watch)).with_state(PushState {
+        hub,
+        views,
+        token: token.map(std::sync::Arc::from),
+    })
+}
+
+/// Whether `headers` carry the bearer token `token` (compared in constant time).
+fn authorized(token: &str, headers: &axum::http::HeaderMap) -> bool {
+    let Some(presented) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (presented.trim().as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Binds `addr` for the push endpoint; the error names the address and the setting to change.
@@ -67,12 +90,22 @@ pub async fn serve_on(
     hub: Hub,
     views: ViewDirectory,
 ) -> Result<(), String> {
+    serve_on_with_token(listener, hub, views, None).await
+}
+
+/// Like [`serve_on`], requiring `token` from every client when set.
+pub async fn serve_on_with_token(
+    listener: tokio::net::TcpListener,
+    hub: Hub,
+    views: ViewDirectory,
+    token: Option<String>,
+) -> Result<(), String> {
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "(unknown address)".into());
-    tracing::info!(%addr, path = WATCH_PATH, "push endpoint listening");
-    axum::serve(listener, router(hub, views))
+    tracing::info!(%addr, path = WATCH_PATH, authenticated = token.is_some(), "push endpoint listening");
+    axum::serve(listener, router_with_token(hub, views, token))
         .await
         .map_err(|e| format!("the push endpoint on {addr} stopped: {e}"))
 }
@@ -86,7 +119,19 @@ async fn watch(
     upgrade: WebSocketUpgrade,
     Path(namespace): Path<String>,
     State(state): State<PushState>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
+    use axum::response::IntoResponse;
+    if let Some(token) = &state.token
+        && !authorized(token, &headers)
+    {
+        tracing::info!(%namespace, "push client refused: no valid bearer token");
+        return (
+            axum::http::StatusCode::UNAUTHORIZED,
+            "the push endpoint needs `Authorization: Bearer <token>` (kappa-operator watch --token-file)",
+        )
+            .into_response();
+    }
     upgrade
         .max_message_size(MAX_REQUEST_BYTES)
         .on_upgrade(move |socket| connection(socket, namespace, state))

@@ -30,6 +30,8 @@ pub struct WatchOptions {
     pub count: Option<u64>,
     /// Fail when the connection, the subscription or the next change takes longer than this.
     pub timeout: Option<Duration>,
+    /// The bearer token the endpoint requires, if any.
+    pub token: Option<String>,
 }
 
 /// Why watching failed.
@@ -133,13 +135,40 @@ pub struct WatchClient {
 impl WatchClient {
     /// Connects to the endpoint of `namespace` under `base_url`.
     pub async fn connect(base_url: &str, namespace: &str) -> Result<Self, WatchError> {
+        WatchClient::connect_with_token(base_url, namespace, None).await
+    }
+
+    /// Connects presenting `token` as `Authorization: Bearer <token>`, when set.
+    pub async fn connect_with_token(
+        base_url: &str,
+        namespace: &str,
+        token: Option<&str>,
+    ) -> Result<Self, WatchError> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let url = watch_url(base_url, namespace)?;
-        let (socket, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
+        let mut request = url
+            .as_str()
+            .into_client_request()
             .map_err(|e| WatchError::Connect {
                 url: url.clone(),
                 source: Box::new(e),
             })?;
+        if let Some(token) = token {
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| WatchError::InvalidUrl {
+                    url: url.clone(),
+                    reason: "the token holds characters an HTTP header cannot carry".into(),
+                })?;
+            request.headers_mut().insert("authorization", value);
+        }
+        let (socket, _) =
+            tokio_tungstenite::connect_async(request)
+                .await
+                .map_err(|e| WatchError::Connect {
+                    url: url.clone(),
+                    source: Box::new(e),
+                })?;
         Ok(WatchClient {
             socket,
             pending: VecDeque::new(),
@@ -270,7 +299,7 @@ pub async fn run(options: &WatchOptions, out: &mut impl Write) -> Result<u64, Wa
     let mut client = within(
         options.timeout,
         "no connection to the push endpoint",
-        WatchClient::connect(&options.url, &options.namespace),
+        WatchClient::connect_with_token(&options.url, &options.namespace, options.token.as_deref()),
     )
     .await?;
     within(

@@ -256,6 +256,7 @@ async fn the_watch_command_prints_count_changes_as_json_lines() {
         key_prefix: Some("P".into()),
         count: Some(3),
         timeout: Some(PATIENCE),
+        token: None,
     };
     let watching = tokio::spawn(async move {
         let mut out = Vec::new();
@@ -303,6 +304,7 @@ async fn the_watch_command_fails_on_an_unknown_view_and_on_silence() {
         key_prefix: None,
         count: None,
         timeout: Some(Duration::from_secs(1)),
+        token: None,
     };
     let error = watch::run(&options, &mut Vec::new()).await.unwrap_err();
     assert!(matches!(error, WatchError::Refused(_)), "{error}");
@@ -317,4 +319,40 @@ async fn the_watch_command_fails_on_an_unknown_view_and_on_silence() {
     options.url = "ws://127.0.0.1:1".into();
     let error = watch::run(&options, &mut Vec::new()).await.unwrap_err();
     assert!(error.to_string().contains("KAPPA_PUSH_URL"), "{error}");
+}
+
+#[tokio::test]
+async fn with_a_token_only_clients_presenting_it_connect() {
+    let hub = Hub::new(16);
+    let views = ViewDirectory::default();
+    views.set_table(
+        "game",
+        "views",
+        ViewRoutes {
+            views: vec![("players".into(), "players#".into())],
+        },
+    );
+    let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    tokio::spawn(super::serve_on_with_token(
+        listener,
+        hub.clone(),
+        views,
+        Some("s3cret".into()),
+    ));
+    let refused = WatchClient::connect(&url, "game").await.unwrap_err();
+    assert!(refused.to_string().contains("401"), "{refused}");
+    let wrong = WatchClient::connect_with_token(&url, "game", Some("guess"))
+        .await
+        .unwrap_err();
+    assert!(wrong.to_string().contains("401"), "{wrong}");
+    let mut client = WatchClient::connect_with_token(&url, "game", Some("s3cret"))
+        .await
+        .unwrap();
+    client.subscribe("players", None).await.unwrap();
+    hub.publish("game", change("players", "P1", 1));
+    assert!(matches!(
+        client.next_message().await.unwrap(),
+        Some(ServerMessage::Change(_))
+    ));
 }
