@@ -232,17 +232,6 @@ fn seq_of(c: &kappa_operator::push::message::Change) -> i64 {
         .unwrap_or_else(|| panic!("seq in {image:?}"))
 }
 
-const LAMBDA_LOG: &str = r#"
-apiVersion: kappa.dev/v1alpha1
-kind: EventLog
-metadata: {name: game-events}
-spec:
-  recordTypes: [player, game]
-  table: {sortKey: sk, orderingAttribute: seq}
-  fanOut: {mode: Sns}
-  deletionPolicy: Delete
-"#;
-
 const LAMBDA_VIEW: &str = r#"
 apiVersion: kappa.dev/v1alpha1
 kind: MaterializedView
@@ -266,7 +255,9 @@ async fn a_lambda_view_with_subscribers_gets_a_websocket_api_removed_with_its_su
     let ddb = aws_sdk_dynamodb::Client::new(&aws);
     let iam = aws_sdk_iam::Client::new(&aws);
     let _op = Operator::start(&ns, "solo", 5);
-    common::create_yaml(&client, &ns, LAMBDA_LOG).await.unwrap();
+    common::create_yaml(&client, &ns, common::GAME_EVENTS_SNS_LOG)
+        .await
+        .unwrap();
     common::create_yaml(&client, &ns, LAMBDA_VIEW).await.unwrap();
     let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
     let status = common::eventually(

@@ -390,17 +390,6 @@ async fn a_rebuild_that_cannot_project_some_records_fails_beside_the_active_vers
     common::delete_namespace(&client, &ns).await;
 }
 
-const LAMBDA_LOG: &str = r#"
-apiVersion: kappa.dev/v1alpha1
-kind: EventLog
-metadata: {name: game-events}
-spec:
-  recordTypes: [player, game]
-  table: {sortKey: sk, orderingAttribute: seq}
-  fanOut: {mode: Sns}
-  deletionPolicy: Delete
-"#;
-
 const LAMBDA_VIEW: &str = r#"
 apiVersion: kappa.dev/v1alpha1
 kind: MaterializedView
@@ -442,7 +431,9 @@ async fn a_lambda_view_gets_a_projector_per_version_and_the_previous_one_goes_af
     let sns = aws_sdk_sns::Client::new(&aws);
     let iam = aws_sdk_iam::Client::new(&aws);
     let _op = Operator::start(&ns, "solo", 5);
-    common::create_yaml(&client, &ns, LAMBDA_LOG).await.unwrap();
+    common::create_yaml(&client, &ns, common::GAME_EVENTS_SNS_LOG)
+        .await
+        .unwrap();
     common::create_yaml(&client, &ns, LAMBDA_VIEW).await.unwrap();
     let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
     let first = common::eventually(Duration::from_secs(90), "players Live on version 1", || async {

@@ -181,6 +181,25 @@ pub fn policy_has_statement(policy: &str, sid: &str) -> bool {
         })
 }
 
+/// The function's resource policy (JSON), or `None` when it has no permissions yet.
+pub(crate) async fn function_policy(
+    lambda: &aws_sdk_lambda::Client,
+    function_name: &str,
+) -> Result<Option<String>, AwsError> {
+    match lambda
+        .get_policy()
+        .function_name(function_name)
+        .send()
+        .await
+        .map_err(from_sdk("GetPolicy", function_name))
+    {
+        Ok(out) => Ok(out.policy),
+        // No policy yet: the function exists, it has no permissions.
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Lets the topic invoke the function (`lambda:InvokeFunction`, principal `sns.amazonaws.com`, source the
 /// topic), unless the function's policy already does.
 pub async fn allow_sns_invoke(
@@ -189,18 +208,7 @@ pub async fn allow_sns_invoke(
     topic_arn: &str,
 ) -> Result<Convergence, AwsError> {
     let sid = sns_statement_id(topic_arn);
-    let policy = match lambda
-        .get_policy()
-        .function_name(function_name)
-        .send()
-        .await
-        .map_err(from_sdk("GetPolicy", function_name))
-    {
-        Ok(out) => out.policy,
-        // No policy yet: the function exists, it has no permissions.
-        Err(e) if e.is_not_found() => None,
-        Err(e) => return Err(e),
-    };
+    let policy = function_policy(lambda, function_name).await?;
     if policy.as_deref().is_some_and(|p| policy_has_statement(p, &sid)) {
         return Ok(Convergence::Converged);
     }

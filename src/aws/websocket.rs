@@ -466,18 +466,7 @@ pub async fn allow_apigateway_invoke(
     source_arn: &str,
 ) -> Result<Convergence, AwsError> {
     let sid = apigateway_statement_id(source_arn);
-    let policy = match lambda
-        .get_policy()
-        .function_name(function_name)
-        .send()
-        .await
-        .map_err(from_sdk("GetPolicy", function_name))
-    {
-        Ok(out) => out.policy,
-        // No policy yet: the function exists, it has no permissions.
-        Err(e) if e.is_not_found() => None,
-        Err(e) => return Err(e),
-    };
+    let policy = super::subscriptions::function_policy(lambda, function_name).await?;
     let mut convergence = Convergence::Converged;
     for stale in stale_apigateway_statements(policy.as_deref().unwrap_or("{}"), &sid) {
         match lambda

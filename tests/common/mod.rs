@@ -15,6 +15,19 @@ use kube::{Api, Client, ResourceExt};
 
 pub mod scores;
 
+/// An EventLog `game-events` (record types `player` and `game`) fanning out through SNS, for views on the
+/// Lambda runtime.
+pub const GAME_EVENTS_SNS_LOG: &str = r#"
+apiVersion: kappa.dev/v1alpha1
+kind: EventLog
+metadata: {name: game-events}
+spec:
+  recordTypes: [player, game]
+  table: {sortKey: sk, orderingAttribute: seq}
+  fanOut: {mode: Sns}
+  deletionPolicy: Delete
+"#;
+
 pub const START_STACK: &str = "the local stack is not running: run `make stack-up && source .stack/env`, or run the tests with `make test`";
 
 /// Reads a variable the stack's env file exports, or fails the test saying how to start the stack.
