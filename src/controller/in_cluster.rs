@@ -90,6 +90,23 @@ pub(super) fn provisioning(message: String) -> InClusterOutcome {
     }
 }
 
+/// A version whose backfill `b` is complete: it catches up with the live path next.
+fn backfilled(b: BackfillStatus, requeue: Duration) -> InClusterOutcome {
+    InClusterOutcome {
+        phase: ViewPhase::CatchingUp,
+        health: Health::Progressing {
+            reason: reasons::BACKFILL_COMPLETE,
+            message: "backfill complete".into(),
+        },
+        backfill: Some(b),
+        backfill_complete: true,
+        live: None,
+        requeue,
+        resources: Default::default(),
+        skipped: None,
+    }
+}
+
 fn stalled(phase: ViewPhase, reason: &'static str, message: String) -> InClusterOutcome {
     InClusterOutcome {
         phase,
@@ -315,19 +332,7 @@ pub(super) async fn backfill(
         };
     }
     if b.finished_at.is_some() {
-        return InClusterOutcome {
-            phase: ViewPhase::CatchingUp,
-            health: Health::Progressing {
-                reason: reasons::BACKFILL_COMPLETE,
-                message: "backfill complete".into(),
-            },
-            backfill: Some(b),
-            backfill_complete: true,
-            live: None,
-            requeue: Duration::from_secs(2),
-            resources: Default::default(),
-            skipped: None,
-        };
+        return backfilled(b, Duration::from_secs(2));
     }
     let generation = view.metadata.generation.unwrap_or_default();
     if (scan && b.started_at.is_none()) || (!scan && b.export_arn.is_none()) {
@@ -603,19 +608,7 @@ pub(super) async fn backfill(
             }
             ctx.runtime.forget_backfill(&key);
             info!(view = %key, records = run.progress.items_done, "backfill complete");
-            InClusterOutcome {
-                phase: ViewPhase::CatchingUp,
-                health: Health::Progressing {
-                    reason: reasons::BACKFILL_COMPLETE,
-                    message: "backfill complete".into(),
-                },
-                backfill: Some(b),
-                backfill_complete: true,
-                live: None,
-                requeue: Duration::from_secs(1),
-                resources: Default::default(),
-                skipped: None,
-            }
+            backfilled(b, Duration::from_secs(1))
         }
         Some(Err(BackfillFailure {
             message,
