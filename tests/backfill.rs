@@ -104,38 +104,26 @@ async fn actual(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Expected {
         feed: BTreeSet::new(),
         points: BTreeMap::new(),
     };
-    let mut start = None;
-    loop {
-        let page = ddb
-            .scan()
-            .table_name(table)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("Scan of the views table");
-        for item in page.items() {
-            let pk = text(item, "pk");
-            if pk.contains("~applied#") {
-                continue;
-            }
-            if let Some(player) = pk.strip_prefix("profiles#PLAYER#") {
-                let value = (text(item, "name"), text(item, "level"), text(item, "seq"));
-                out.profiles.insert(player.to_string(), value);
-            } else if pk.starts_with("score-feed#FEED#") {
-                out.feed
-                    .insert((text(item, "playerId"), text(item, "seq"), text(item, "points")));
-            } else if let Some(player) = pk.strip_prefix("PLAYER#").filter(|_| item.contains_key("sum")) {
-                out.points.insert(
-                    player.to_string(),
-                    BigDecimal::from_str(&text(item, "sum")).unwrap(),
-                );
-            }
+    for item in common::scan_all(ddb, table).await {
+        let item = &item;
+        let pk = text(item, "pk");
+        if pk.contains("~applied#") {
+            continue;
         }
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            return out;
+        if let Some(player) = pk.strip_prefix("profiles#PLAYER#") {
+            let value = (text(item, "name"), text(item, "level"), text(item, "seq"));
+            out.profiles.insert(player.to_string(), value);
+        } else if pk.starts_with("score-feed#FEED#") {
+            out.feed
+                .insert((text(item, "playerId"), text(item, "seq"), text(item, "points")));
+        } else if let Some(player) = pk.strip_prefix("PLAYER#").filter(|_| item.contains_key("sum")) {
+            out.points.insert(
+                player.to_string(),
+                BigDecimal::from_str(&text(item, "sum")).unwrap(),
+            );
         }
     }
+    out
 }
 
 /// A pseudo-random delay up to `max_ms`, from the clock.

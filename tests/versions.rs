@@ -61,34 +61,21 @@ async fn aggregates(
     attribute: &str,
 ) -> BTreeMap<String, BigDecimal> {
     let mut out = BTreeMap::new();
-    let mut start = None;
-    loop {
-        let page = ddb
-            .scan()
-            .table_name(table)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("Scan of the views table");
-        for item in page.items() {
-            let Some(AttributeValue::S(pk)) = item.get("pk") else {
-                continue;
-            };
-            let Some(player) = pk.strip_prefix(prefix).and_then(|k| k.strip_prefix("PLAYER#")) else {
-                continue;
-            };
-            if pk.contains("~applied#") {
-                continue;
-            }
-            if let Some(AttributeValue::N(n)) = item.get(attribute) {
-                out.insert(player.to_string(), BigDecimal::from_str(n).unwrap());
-            }
+    for item in common::scan_all(ddb, table).await {
+        let Some(AttributeValue::S(pk)) = item.get("pk") else {
+            continue;
+        };
+        let Some(player) = pk.strip_prefix(prefix).and_then(|k| k.strip_prefix("PLAYER#")) else {
+            continue;
+        };
+        if pk.contains("~applied#") {
+            continue;
         }
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            return out;
+        if let Some(AttributeValue::N(n)) = item.get(attribute) {
+            out.insert(player.to_string(), BigDecimal::from_str(n).unwrap());
         }
     }
+    out
 }
 
 /// Items of the table whose partition key starts with `prefix` (markers included).

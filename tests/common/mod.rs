@@ -348,3 +348,26 @@ pub async fn create_pk_sk_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
         .await
         .unwrap_or_else(|e| panic!("CreateTable {name}: {e:?}"));
 }
+
+/// Every item of `table`, page after page (a full scan: for checking a test's results).
+pub async fn scan_all(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = ddb
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("Scan of {table}: {e}"));
+        items.extend(page.items().iter().cloned());
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return items;
+        }
+    }
+}
