@@ -76,7 +76,7 @@ struct Outcome {
     phase: ViewPhase,
     health: Health,
     /// The views table, once it exists.
-    table: Option<ViewTable>,
+    table: Option<versions::ActiveTable>,
     /// The in-cluster runtime's view of the backfill and live path, when the view runs there.
     in_cluster: Option<in_cluster::InClusterOutcome>,
     /// The view's versions.
@@ -90,13 +90,6 @@ struct VersionsSummary {
     active: Option<i64>,
     latest: i64,
     rebuild: Option<versions::Rebuild>,
-}
-
-struct ViewTable {
-    name: String,
-    key_prefix: Option<String>,
-    arn: String,
-    projector_role: Option<String>,
 }
 
 async fn apply(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result<Action> {
@@ -308,12 +301,7 @@ async fn provision(view: &MaterializedView, log: &EventLog, ctx: &Context, ns: &
     Ok(Outcome {
         phase: run.outcome.phase,
         health: run.outcome.health.clone(),
-        table: run.table.map(|t| ViewTable {
-            name: t.name,
-            key_prefix: t.key_prefix,
-            arn: t.arn,
-            projector_role: None,
-        }),
+        table: run.table,
         push,
         in_cluster: Some(run.outcome),
         versions: Some(VersionsSummary {
@@ -527,9 +515,6 @@ async fn write_status(view: &MaterializedView, ctx: &Context, ns: &str, outcome:
         next.table_name = Some(t.name.clone());
         next.key_prefix = t.key_prefix.clone();
         next.resources.insert("viewsTable".into(), t.arn.clone());
-        if let Some(role) = &t.projector_role {
-            next.resources.insert("role/projector".into(), role.clone());
-        }
     }
     status::set_kstatus(&mut next.conditions, &outcome.health, generation, &now);
     if outcome.push.is_some() || view.spec.subscribers.is_none() {

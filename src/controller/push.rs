@@ -16,7 +16,6 @@ use tracing::info;
 
 use crate::push::feed::ViewsTableFeed;
 use crate::push::hub::{Hub, ViewDirectory};
-use crate::push::message::ViewRoutes;
 
 /// One views table's running feed.
 struct Feed {
@@ -124,11 +123,6 @@ impl PushRuntime {
             let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
             feeds.remove(&(namespace.to_string(), table.to_string()));
         }
-    }
-
-    /// The routes of `table` (for tests and logs).
-    pub fn routes(&self, namespace: &str, table: &str) -> Option<ViewRoutes> {
-        self.views.routes(namespace, table)
     }
 }
 
@@ -246,7 +240,7 @@ mod tests {
         assert!(!push.serve_view(&streams, "games", "players", "t1", "players#", "arn:s1"));
         push.serve_view(&streams, "games", "scores", "t1", "S#", "arn:s1");
         assert_eq!(
-            push.routes("games", "t1").unwrap().views,
+            push.views.routes("games", "t1").unwrap().views,
             vec![
                 ("players".into(), "players#".into()),
                 ("scores".into(), "S#".into())
@@ -255,17 +249,18 @@ mod tests {
         // A promotion moves the view to its new version's prefix.
         push.serve_view(&streams, "games", "players", "t1", "~v2~players#", "arn:s1");
         assert!(
-            push.routes("games", "t1")
+            push.views
+                .routes("games", "t1")
                 .unwrap()
                 .views
                 .contains(&("players".into(), "~v2~players#".into()))
         );
-        assert_eq!(push.routes("games", "t1").unwrap().views.len(), 2);
+        assert_eq!(push.views.routes("games", "t1").unwrap().views.len(), 2);
         // Moving to a dedicated table unroutes it from the shared one.
         push.serve_view(&streams, "games", "players", "t2", "", "arn:s2");
-        assert_eq!(push.routes("games", "t1").unwrap().views.len(), 1);
+        assert_eq!(push.views.routes("games", "t1").unwrap().views.len(), 1);
         push.forget_view("games", "scores");
-        assert!(push.routes("games", "t1").is_none());
+        assert!(push.views.routes("games", "t1").is_none());
         assert!(
             !push
                 .feeds
