@@ -296,7 +296,18 @@ pub(super) async fn run(
     if let (Some(active), Some(t)) = (active, &table) {
         write_pointer(view, ctx, ns, active, &t.name, t.key_prefix.as_deref()).await?;
     }
-    let rebuild = rebuild_of(&versions, &desired_hash, promotion.mode, active);
+    let approval = view
+        .annotations()
+        .get(APPROVE_PROMOTION_ANNOTATION)
+        .map(String::as_str);
+    let rebuild = rebuild_of(
+        &view.name_any(),
+        &versions,
+        &desired_hash,
+        promotion.mode,
+        active,
+        approval,
+    );
     let mut run = VersionsRun {
         outcome,
         table,
@@ -337,10 +348,12 @@ pub(super) fn failed_outcome(e: &AwsError) -> InClusterOutcome {
 
 /// The `Rebuilding` condition and summary: the version of the desired content, when it is not active.
 fn rebuild_of(
+    view: &str,
     versions: &[ViewVersion],
     desired_hash: &str,
     mode: crate::crd::PromotionMode,
     active: Option<i64>,
+    approval: Option<&str>,
 ) -> Option<Rebuild> {
     let wanted = versions.iter().find(|v| v.content_hash == desired_hash)?;
     let active = active.unwrap_or_default();
@@ -376,8 +389,11 @@ fn rebuild_of(
                 (crate::crd::PromotionMode::Manual, true) => (
                     reasons::WAITING_FOR_APPROVAL,
                     format!(
-                        "version {n} has caught up; approve its promotion with `kubectl annotate mv <name> \
-                         {APPROVE_PROMOTION_ANNOTATION}={n} --overwrite`"
+                        "version {n} has caught up; approve its promotion with `kubectl annotate mv {view} \
+                         {APPROVE_PROMOTION_ANNOTATION}={n} --overwrite`{}",
+                        approval
+                            .map(|a| format!(" (the annotation is {a:?}, which does not name version {n})"))
+                            .unwrap_or_default()
                     ),
                 ),
                 _ => (
@@ -513,4 +529,40 @@ pub(super) async fn remove_version(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caught_up_version_waiting_for_approval_says_how_and_why_the_annotation_does_not_count() {
+        let building = ViewVersion {
+            version: 2,
+            content_hash: "h2".into(),
+            state: VersionState::Building,
+            phase: Some(ViewPhase::Live),
+            ..ViewVersion::default()
+        };
+        let manual = crate::crd::PromotionMode::Manual;
+        let r = rebuild_of(
+            "points",
+            std::slice::from_ref(&building),
+            "h2",
+            manual,
+            Some(1),
+            Some("yes"),
+        )
+        .unwrap();
+        assert_eq!(r.reason, reasons::WAITING_FOR_APPROVAL);
+        assert!(
+            r.message
+                .contains("kubectl annotate mv points kappa.dev/approve-promotion=2"),
+            "{}",
+            r.message
+        );
+        assert!(r.message.contains("\"yes\""), "{}", r.message);
+        let r = rebuild_of("points", &[building], "h2", manual, Some(1), None).unwrap();
+        assert!(!r.message.contains("the annotation is"), "{}", r.message);
+    }
 }
