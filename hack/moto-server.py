@@ -4,15 +4,34 @@ that moto 5.2 does not answer (it fails them with HTTP 500), answered from moto'
 - GetRouteResponses   GET   /v2/apis/{apiId}/routes/{routeId}/routeresponses
 - UpdateStage         PATCH /v2/apis/{apiId}/stages/{stageName}
 
+And two DynamoDB departures from AWS that would otherwise decide the operator's design or hide its bugs:
+
+- TransactWriteItems: moto deep-copies every table a transaction touches before applying it (to roll
+  back), so a transaction costs time proportional to the table's size. Here only the items the
+  transaction names are saved and restored (and stream records it emitted are dropped on rollback), which
+  is what AWS's all-or-nothing semantics require.
+- Numbers: moto adds with Python's default 28-digit decimal context (silently rounding sums that DynamoDB
+  keeps exact up to 38 significant digits) and never refuses a number DynamoDB cannot store. Here
+  arithmetic is exact and a result beyond 38 significant digits or outside 1E-130 .. 9.99E+125 is a
+  ValidationException, as on AWS
+  (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/HowItWorks.NamingRulesDataTypes.html).
+
 Takes moto_server's arguments (`-H 127.0.0.1 -p PORT`). Run by `hack/stack.sh up` with the stack's venv
 python; not part of the product.
 """
 
+import copy
+import decimal
 import json
 from datetime import datetime
 from urllib.parse import unquote
 
 from moto.apigatewayv2.responses import ApiGatewayV2Response
+from moto.dynamodb.exceptions import MockValidationException
+import moto.dynamodb.models as moto_dynamodb_models
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.table import Table
 from moto.server import main
 
 
@@ -51,6 +70,106 @@ def update_stage(self):
 for name, handler in [("get_route_responses", get_route_responses), ("update_stage", update_stage)]:
     if not hasattr(ApiGatewayV2Response, name):
         setattr(ApiGatewayV2Response, name, handler)
+
+# ---------------------------------------------------------------- DynamoDB numbers, exact and bounded
+for context in (decimal.DefaultContext, decimal.getcontext()):
+    context.prec, context.Emax, context.Emin = 400, 999999, -999999
+
+
+def checked_number(value):
+    """`value` (a Decimal) as DynamoDB stores it, or DynamoDB's ValidationException."""
+    if value == 0:
+        return "0"
+    n = value.normalize()
+    if len(n.as_tuple().digits) > 38:
+        raise MockValidationException("Attempting to store more than 38 significant digits in a Number")
+    if n.adjusted() > 125:
+        raise MockValidationException(
+            "Number overflow. Attempting to store a number with magnitude larger than supported range"
+        )
+    if n.adjusted() < -130:
+        raise MockValidationException(
+            "Number underflow. Attempting to store a number with magnitude smaller than supported range"
+        )
+    return format(n, "f")
+
+
+original_add, original_sub = DynamoType.__add__, DynamoType.__sub__
+
+
+def number_add(self, other):
+    if self.type == other.type and self.is_number():
+        return DynamoType({"N": checked_number(decimal.Decimal(self.value) + decimal.Decimal(other.value))})
+    return original_add(self, other)
+
+
+def number_sub(self, other):
+    if self.type == other.type and self.is_number():
+        return DynamoType({"N": checked_number(decimal.Decimal(self.value) - decimal.Decimal(other.value))})
+    return original_sub(self, other)
+
+
+DynamoType.__add__, DynamoType.__sub__ = number_add, number_sub
+
+
+# ---------------------------------------------------------------- TransactWriteItems, item-level rollback
+original_transact = DynamoDBBackend.transact_write_items
+
+
+def transact_write_items(self, transact_items):
+    """moto's own implementation, with the deep copy of whole tables replaced by one of the named items."""
+    saved, streams = [], {}
+    for action in transact_items[:100]:
+        _, op = next(iter(action.items()))
+        name = op.get("TableName")
+        if not name or name not in self.tables:
+            continue
+        table = self.tables[name]
+        attrs = op.get("Item") or op.get("Key") or {}
+        if table.hash_key_attr not in attrs:
+            continue
+        hash_value = DynamoType(attrs[table.hash_key_attr])
+        range_value = DynamoType(attrs[table.range_key_attr]) if table.range_key_attr in attrs else None
+        current = table.get_item(hash_value, range_value)
+        saved.append((table, hash_value, range_value, copy.deepcopy(current)))
+        if table.stream_shard is not None and name not in streams:
+            streams[name] = (table.stream_shard, len(table.stream_shard.items))
+    try:
+        return original_transact(self, transact_items)
+    except Exception:
+        for table, hash_value, range_value, item in reversed(saved):
+            if table.range_key_attr:
+                bucket = table.items[hash_value]
+                if item is None:
+                    bucket.pop(range_value, None)
+                else:
+                    bucket[range_value] = item
+            elif item is None:
+                table.items.pop(hash_value, None)
+            else:
+                table.items[hash_value] = item
+        for shard, length in streams.values():
+            del shard.items[length:]
+        raise
+
+
+class TablesKept:
+    """The `copy` module as moto's DynamoDB backend sees it: deep copies of whole tables (its transaction
+    backup) are skipped, since `transact_write_items` above restores the named items instead; every other
+    deep copy (an item's old image, for instance) is made as before."""
+
+    def __getattr__(self, name):
+        return getattr(copy, name)
+
+    @staticmethod
+    def deepcopy(obj, memo=None):
+        if isinstance(obj, Table):
+            return obj
+        return copy.deepcopy(obj, memo)
+
+
+moto_dynamodb_models.copy = TablesKept()
+DynamoDBBackend.transact_write_items = transact_write_items
 
 if __name__ == "__main__":
     main()

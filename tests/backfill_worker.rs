@@ -124,7 +124,7 @@ fn worker(stack: &Stack, bucket: &str, table: &str, checkpoints: Memory) -> Work
         bucket: bucket.to_string(),
         summary_key: format!("{EXPORT}/manifest-summary.json"),
         projection: players_projection(),
-        writer: ViewTableWriter::new(stack.ddb.clone(), table, 4),
+        writer: ViewTableWriter::new(stack.ddb.clone(), table, "", 4),
         checkpoints,
         parallelism: 2,
         share: (0, 1),

@@ -1,39 +1,40 @@
-//! Applies projected [`ViewWrite`]s to a views table: the one adapter the backfill and the in-cluster
-//! runtime share, so both write a view the same way.
+//! Applies projected [`ViewWrite`]s to a views table: the one adapter the backfill, the in-cluster
+//! runtime and the projector function share, so every path writes a view the same way.
 //!
 //! Guarantees:
 //! - Every write keeps the semantics of [`ViewWrite`]: `Latest` puts are conditional (a failed condition
 //!   means "an equal or newer record is already there" and counts as done), `Append` puts go in
-//!   `BatchWriteItem`s of at most 25, and aggregates (`Count`, `Sum`) count each record once: its
-//!   contribution is an item keyed by the record (its idempotency marker, written by an idempotent put)
-//!   and the aggregate is recomputed from its contributions (see [`ViewTableWriter::apply_deferred`]). This costs one put per record plus one query and one put per aggregate touched
-//!   per call, instead of a two-item `TransactWriteItems` per record (4 write units each); a hot key with
-//!   very many contributions costs more reads per recompute.
-//! - [`ViewTableWriter::apply`] returns `Ok` only when every write of the call is applied, so a caller
-//!   may advance its checkpoint past them. Unprocessed batch items are retried with exponential backoff
-//!   and jitter; when they still fail the call fails as retryable and the caller applies the same writes
-//!   again (idempotent).
-//! - Writes of one call may be sent concurrently and in any order: the writes commute (see
-//!   [`crate::projection`]). Of several `Latest` writes to one view key in a call only the newest is sent.
+//!   `BatchWriteItem`s of at most 25, `Min`/`Max` are conditional updates.
+//! - `Count`/`Sum` apply each log record once, at a cost that does not grow with a key's history: the
+//!   records of one call are grouped by aggregate, and each `TransactWriteItems` (at most 100 actions)
+//!   puts one idempotency marker per record ([`dynamo::marker_key`], conditioned on its absence) and
+//!   `ADD`s the sum of the new records' deltas to each aggregate once. A record costs one marker put (2
+//!   write units, transactional) plus its share of its aggregate's `ADD` (2 write units per aggregate and
+//!   transaction): at most 4 write units and no read, whatever the key's history. A cancelled transaction
+//!   whose reasons name markers that exist already (records applied before, by any path) is sent again
+//!   without them; conflicts and throttling are retried with capped exponential backoff and jitter.
+//! - A record whose `ADD` DynamoDB rejects (a sum it cannot store) is applied alone to find it, and is
+//!   returned in [`WriteStats::rejected`]: a record error for the caller's `onRecordError` policy, never a
+//!   stall of the other records or keys.
+//! - [`ViewTableWriter::apply`] returns `Ok` only when every write of the call is applied (or rejected),
+//!   so a caller may advance its checkpoint past them. When AWS keeps failing, the call fails as
+//!   retryable and the caller applies the same writes again (idempotent).
+//! - Writes other than `Count`/`Sum` of one call may be sent concurrently and in any order: they commute.
+//!   Of several `Latest` writes to one view key in a call only the newest is sent, of several `Min`/`Max`
+//!   writes the most extreme.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, Update, WriteRequest};
 use futures::StreamExt;
 
 use super::AwsError;
 use super::error::from_sdk;
 use crate::backfill::batch::{Request, WriteBatcher};
-use crate::projection::{Item, MARKER_INFIX, Number, Value, ViewWrite, view_key_of};
-
-/// A contribution item's attribute holding its record's delta.
-pub const DELTA: &str = "delta";
-/// The aggregate item's attribute counting the contributions its total covers.
-pub const CONTRIBUTIONS: &str = "contributions";
-const VIEW_PK: &str = "pk";
-const VIEW_SK: &str = "sk";
+use crate::projection::dynamo::{self, AggregateAdd, MAX_TRANSACTION_ACTIONS};
+use crate::projection::{Item, Number, RecordId, ViewWrite, view_key_of};
 
 /// How many times unprocessed items of one `BatchWriteItem` are sent again before the call gives up.
 const BATCH_ATTEMPTS: u32 = 8;
@@ -41,17 +42,32 @@ const BATCH_ATTEMPTS: u32 = 8;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
 /// What one [`ViewTableWriter::apply`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriteStats {
     /// Writes received.
     pub writes: u64,
     /// Writes that changed the view (or may have: batch puts always count).
     pub applied: u64,
-    /// Writes found already applied or superseded (a failed `Latest` condition, a present marker, or a
-    /// `Latest` write dropped for a newer one of the same call).
+    /// Writes found already applied or superseded (a failed `Latest`/`Min`/`Max` condition, a present
+    /// marker, or a write dropped for a newer or more extreme one of the same call).
     pub skipped: u64,
     /// Requests sent, retries included.
     pub requests: u64,
+    /// Write capacity units of the requests that succeeded, by DynamoDB's rules for items up to 1 KB (1
+    /// per put or update, 2 per transactional action; see
+    /// <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/read-write-operations.html>).
+    pub write_units: u64,
+    /// Records DynamoDB refused to apply (a sum it cannot store): record errors.
+    pub rejected: Vec<RejectedWrite>,
+}
+
+/// A `Count`/`Sum` record DynamoDB refused: the record, the aggregate it was for and DynamoDB's reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RejectedWrite {
+    pub record: RecordId,
+    pub pk: String,
+    pub sk: String,
+    pub reason: String,
 }
 
 impl std::ops::AddAssign for WriteStats {
@@ -60,17 +76,8 @@ impl std::ops::AddAssign for WriteStats {
         self.applied += o.applied;
         self.skipped += o.skipped;
         self.requests += o.requests;
-    }
-}
-
-/// Aggregates whose contributions were written but whose totals are not recomputed yet:
-/// `(pk, sk)` → `(attribute, contributions pk)`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PendingTotals(BTreeMap<(String, String), (String, String)>);
-
-impl PendingTotals {
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.write_units += o.write_units;
+        self.rejected.extend(o.rejected);
     }
 }
 
@@ -139,6 +146,8 @@ pub async fn delete_items_with_prefix(
 pub struct ViewTableWriter {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    /// The view's key prefix, under which its idempotency markers live.
+    key_prefix: String,
     concurrency: usize,
     /// A backfill's share of the table's write capacity, when it has one.
     limit: Option<std::sync::Arc<RateLimiter>>,
@@ -231,11 +240,18 @@ pub async fn backfill_limit(
 }
 
 impl ViewTableWriter {
-    /// A writer of `table` sending at most `concurrency` requests at a time.
-    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>, concurrency: usize) -> Self {
+    /// A writer of the view whose key prefix is `key_prefix` (`""` in a dedicated table) in `table`,
+    /// sending at most `concurrency` requests at a time.
+    pub fn new(
+        client: aws_sdk_dynamodb::Client,
+        table: impl Into<String>,
+        key_prefix: impl Into<String>,
+        concurrency: usize,
+    ) -> Self {
         ViewTableWriter {
             client,
             table: table.into(),
+            key_prefix: key_prefix.into(),
             concurrency: concurrency.max(1),
             limit: None,
         }
@@ -252,49 +268,210 @@ impl ViewTableWriter {
         &self.table
     }
 
-    /// Applies all `writes`; `Ok` only when every one of them is applied (see the module docs).
+    /// Applies all `writes`; `Ok` only when every one of them is applied or rejected (see the module
+    /// docs).
     pub async fn apply(&self, writes: Vec<ViewWrite>) -> Result<WriteStats, AwsError> {
-        let mut totals = PendingTotals::default();
-        let mut stats = self.apply_deferred(writes, &mut totals).await?;
-        stats += self.finish(totals).await?;
-        Ok(stats)
-    }
-
-    /// Recomputes the aggregates `totals` names (see [`Self::apply_deferred`]).
-    pub async fn finish(&self, totals: PendingTotals) -> Result<WriteStats, AwsError> {
-        let mut stats = WriteStats::default();
-        let mut recomputed = futures::stream::iter(totals.0.into_iter().map(
-            |((pk, sk), (attribute, contributions_pk))| self.recompute(pk, sk, attribute, contributions_pk),
-        ))
-        .buffer_unordered(self.concurrency);
-        while let Some(result) = recomputed.next().await {
-            stats += result?;
-        }
-        Ok(stats)
-    }
-
-    /// [`Self::apply`] without recomputing the aggregates the writes touched: they are added to `totals`
-    /// for one [`Self::finish`] after many calls (a backfill recomputes once per data file). Until then
-    /// the aggregates lag; nothing is lost, since the contributions are written.
-    pub async fn apply_deferred(
-        &self,
-        writes: Vec<ViewWrite>,
-        totals: &mut PendingTotals,
-    ) -> Result<WriteStats, AwsError> {
         let mut stats = WriteStats {
             writes: writes.len() as u64,
             ..WriteStats::default()
         };
-        let (writes, dropped) = newest_latest_only(writes);
+        let (writes, dropped) = newest_only(writes);
         stats.skipped += dropped;
-        let (aggregates, writes): (Vec<ViewWrite>, Vec<ViewWrite>) = writes
+        let (adds, writes): (Vec<ViewWrite>, Vec<ViewWrite>) = writes
             .into_iter()
             .partition(|w| matches!(w, ViewWrite::Add { .. }));
-        if !aggregates.is_empty() {
-            stats += self.write_contributions(aggregates, totals).await?;
+        if !adds.is_empty() {
+            stats += self.apply_adds(adds).await?;
         }
         stats += self.send_all(writes).await?;
         Ok(stats)
+    }
+
+    /// `Count`/`Sum`: grouped per aggregate into marker + `ADD` transactions (see the module docs).
+    async fn apply_adds(&self, adds: Vec<ViewWrite>) -> Result<WriteStats, AwsError> {
+        let mut stats = WriteStats::default();
+        let mut seen = HashSet::new();
+        let mut groups: BTreeMap<(String, String, String), Vec<(RecordId, Number)>> = BTreeMap::new();
+        for write in adds {
+            let ViewWrite::Add {
+                key,
+                attribute,
+                delta,
+                record,
+            } = write
+            else {
+                continue;
+            };
+            if !seen.insert(record.clone()) {
+                stats.skipped += 1; // the same record twice in one call
+                continue;
+            }
+            let (pk, sk) = view_key_of(&key);
+            groups
+                .entry((pk.to_string(), sk.to_string(), attribute))
+                .or_default()
+                .push((record, delta));
+        }
+        // Pack whole groups (split when larger than a transaction) into transactions of at most 100
+        // actions; a key is in one transaction at a time, and transactions go one after the other.
+        let mut pending: Vec<Group> = Vec::new();
+        let mut actions = 0;
+        for ((pk, sk, attribute), records) in groups {
+            for chunk in records.chunks(MAX_TRANSACTION_ACTIONS - 1) {
+                if actions + chunk.len() + 1 > MAX_TRANSACTION_ACTIONS {
+                    stats += self.transact(std::mem::take(&mut pending)).await?;
+                    actions = 0;
+                }
+                actions += chunk.len() + 1;
+                pending.push(Group {
+                    pk: pk.clone(),
+                    sk: sk.clone(),
+                    attribute: attribute.clone(),
+                    records: chunk.to_vec(),
+                });
+            }
+        }
+        if !pending.is_empty() {
+            stats += self.transact(pending).await?;
+        }
+        Ok(stats)
+    }
+
+    /// Whether `record`'s idempotency marker is in the table (a strongly consistent read).
+    async fn marker_exists(&self, record: &RecordId) -> Result<bool, AwsError> {
+        let key = crate::projection::item_to_dynamodb(dynamo::marker_key(&self.key_prefix, record));
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .projection_expression("pk")
+            .send()
+            .await
+            .map_err(from_sdk("GetItem", &self.table))?;
+        Ok(out.item.is_some())
+    }
+
+    /// Applies the records of `groups` each in a transaction of its own, to find those DynamoDB refuses
+    /// (`reason`: why the grouped transaction failed).
+    async fn one_by_one(&self, groups: Vec<Group>, reason: String) -> Result<WriteStats, AwsError> {
+        let mut stats = WriteStats::default();
+        if let [group] = groups.as_slice()
+            && let [(record, _)] = group.records.as_slice()
+        {
+            // A refusal in the plain `ValidationException` form does not say whether the marker's condition
+            // failed too: a record applied before is not a record error.
+            if self.marker_exists(record).await? {
+                stats.skipped += 1;
+                return Ok(stats);
+            }
+            stats.rejected.push(RejectedWrite {
+                record: record.clone(),
+                pk: group.pk.clone(),
+                sk: group.sk.clone(),
+                reason,
+            });
+            return Ok(stats);
+        }
+        for group in groups {
+            for record in group.records.iter().cloned() {
+                let single = Group {
+                    records: vec![record],
+                    ..group.clone()
+                };
+                stats += self.transact(vec![single]).await?;
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Sends one transaction of `groups`, dropping records found applied already, until it commits; a
+    /// group DynamoDB refuses to `ADD` is applied record by record to find the records it refuses.
+    fn transact(&self, groups: Vec<Group>) -> futures::future::BoxFuture<'_, Result<WriteStats, AwsError>> {
+        Box::pin(async move {
+            let mut stats = WriteStats::default();
+            let mut groups = groups;
+            let mut backoff = FIRST_BACKOFF;
+            let mut attempt = 0;
+            loop {
+                groups.retain(|g| !g.records.is_empty());
+                if groups.is_empty() {
+                    return Ok(stats);
+                }
+                let adds = match groups
+                    .iter()
+                    .map(|g| g.add(&self.key_prefix))
+                    .collect::<Result<Vec<_>, _>>()
+                {
+                    Ok(adds) => adds,
+                    // The records' deltas together make a number DynamoDB cannot store: apply them one by
+                    // one (a single record's delta always can be, it came from DynamoDB).
+                    Err(reason) => {
+                        stats += self.one_by_one(groups, reason).await?;
+                        return Ok(stats);
+                    }
+                };
+                let actions = dynamo::aggregate_transaction(&self.table, &adds)
+                    .map_err(|e| AwsError::permanent("BuildRequest", &self.table, e.to_string()))?;
+                let units = 2 * actions.len() as u64;
+                if let Some(limit) = &self.limit {
+                    limit.acquire(units as f64).await;
+                }
+                stats.requests += 1;
+                let result = self
+                    .client
+                    .transact_write_items()
+                    .set_transact_items(Some(actions))
+                    .send()
+                    .await;
+                let err = match result {
+                    Ok(_) => {
+                        stats.applied += groups.iter().map(|g| g.records.len() as u64).sum::<u64>();
+                        stats.write_units += units;
+                        return Ok(stats);
+                    }
+                    Err(e) => e,
+                };
+                match cancellation(&err) {
+                    Cancelled::Applied(indexes) => {
+                        // Markers that exist already: those records were applied before.
+                        let mut at = 0;
+                        for group in &mut groups {
+                            let n = group.records.len();
+                            let mut i = 0;
+                            group.records.retain(|_| {
+                                let applied = indexes.contains(&(at + i));
+                                i += 1;
+                                applied.then(|| stats.skipped += 1);
+                                !applied
+                            });
+                            at += n + 1;
+                        }
+                    }
+                    Cancelled::Refused(message) => {
+                        stats += self.one_by_one(groups, message).await?;
+                        return Ok(stats);
+                    }
+                    Cancelled::Retry(reason) => {
+                        attempt += 1;
+                        if attempt >= BATCH_ATTEMPTS {
+                            let mut e = AwsError::new(
+                                "TransactWriteItems",
+                                &self.table,
+                                "TransactionCanceledException",
+                                &format!("still cancelled after {BATCH_ATTEMPTS} attempts: {reason}"),
+                            );
+                            e.retryable = true;
+                            return Err(e);
+                        }
+                        tokio::time::sleep(jittered(backoff)).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                    Cancelled::Other => return Err(from_sdk("TransactWriteItems", &self.table)(err)),
+                }
+            }
+        })
     }
 
     /// Groups `writes` into requests and sends them, `concurrency` at a time; the first error after all
@@ -325,129 +502,18 @@ impl ViewTableWriter {
         }
     }
 
-    /// `Count` and `Sum`: each record's contribution becomes an item of its own (its idempotency marker,
-    /// holding the delta), written by an idempotent put; then each aggregate touched is recomputed from all
-    /// its contributions (a strongly consistent `Query`) and written with a put conditioned on having
-    /// counted at least as many contributions as the stored total. Contributions are only ever added, so a
-    /// total over more of them is the more complete one; the last recompute after the last contribution
-    /// sees them all. A redelivered record rewrites the same contribution: counted once.
-    async fn write_contributions(
-        &self,
-        adds: Vec<ViewWrite>,
-        totals: &mut PendingTotals,
-    ) -> Result<WriteStats, AwsError> {
-        let mut stats = WriteStats::default();
-        let mut contributions = Vec::with_capacity(adds.len());
-        for write in adds {
-            let ViewWrite::Add {
-                key,
-                attribute,
-                delta,
-                marker,
-            } = write
-            else {
-                continue;
-            };
-            let (pk, sk) = view_key_of(&key);
-            let (pk, sk) = (pk.to_string(), sk.to_string());
-            let contributions_pk = format!("{pk}{MARKER_INFIX}{sk}");
-            let marker_sk = view_key_of(&marker).1.to_string();
-            let item = Item::from([
-                (VIEW_PK.to_string(), Value::S(contributions_pk.clone())),
-                (VIEW_SK.to_string(), Value::S(marker_sk)),
-                (DELTA.to_string(), Value::N(delta)),
-            ]);
-            contributions.push(ViewWrite::Put { item });
-            totals.0.insert((pk, sk), (attribute, contributions_pk));
-        }
-        // Contributions are markers, not view items: only their requests count.
-        stats.requests += self.send_all(contributions).await?.requests;
-        Ok(stats)
-    }
-
-    /// Sums the contributions under `contributions_pk` and stores the total at `(pk, sk)`.
-    async fn recompute(
-        &self,
-        pk: String,
-        sk: String,
-        attribute: String,
-        contributions_pk: String,
-    ) -> Result<WriteStats, AwsError> {
-        let mut stats = WriteStats::default();
-        let mut total = Number::from(0);
-        let mut count: u64 = 0;
-        let mut start = None;
-        loop {
-            stats.requests += 1;
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("pk = :p")
-                .expression_attribute_values(":p", AttributeValue::S(contributions_pk.clone()))
-                .projection_expression(DELTA)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(from_sdk("Query", &self.table))?;
-            for item in page.items() {
-                let Some(AttributeValue::N(delta)) = item.get(DELTA) else {
-                    continue;
-                };
-                let delta = Number::parse(delta)
-                    .and_then(|d| total.checked_add(&d))
-                    .map_err(|e| {
-                        AwsError::permanent("Query", &contributions_pk, format!("contribution: {e}"))
-                    })?;
-                total = delta;
-                count += 1;
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
-        stats.requests += 1;
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item(VIEW_PK, AttributeValue::S(pk))
-            .item(VIEW_SK, AttributeValue::S(sk))
-            .item(&attribute, AttributeValue::N(total.into_string()))
-            .item(CONTRIBUTIONS, AttributeValue::N(count.to_string()))
-            .condition_expression("attribute_not_exists(pk) OR #n <= :n")
-            .expression_attribute_names("#n", CONTRIBUTIONS)
-            .expression_attribute_values(":n", AttributeValue::N(count.to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => stats.applied += 1,
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => stats.skipped += 1,
-            Err(e) => return Err(from_sdk("PutItem", &self.table)(e)),
-        }
-        Ok(stats)
-    }
-
     async fn send(&self, request: Request) -> Result<WriteStats, AwsError> {
         if let Some(limit) = &self.limit {
             let units = match &request {
                 Request::Batch(items) => items.len(),
-                Request::Conditional(_) => 1,
-                Request::Transaction(items) => 2 * items.len(),
+                Request::Conditional(_) | Request::Extreme(_) => 1,
             };
             limit.acquire(units as f64).await;
         }
         match request {
             Request::Batch(items) => self.batch_write(items).await,
             Request::Conditional(put) => self.conditional_put(put).await,
-            // Aggregates never reach the batcher here: they are written as contributions.
-            Request::Transaction(_) => Err(AwsError::permanent(
-                "TransactWriteItems",
-                &self.table,
-                "internal error: an aggregate write was batched as a transaction; please report it",
-            )),
+            Request::Extreme(update) => self.conditional_update(update).await,
         }
     }
 
@@ -457,6 +523,7 @@ impl ViewTableWriter {
             ..WriteStats::default()
         };
         let mut backoff = FIRST_BACKOFF;
+        let mut items_len = items.len();
         for attempt in 1..=BATCH_ATTEMPTS {
             stats.requests += 1;
             let out = self
@@ -467,7 +534,10 @@ impl ViewTableWriter {
                 .await
                 .map_err(from_sdk("BatchWriteItem", &self.table))?;
             let mut unprocessed = out.unprocessed_items.unwrap_or_default();
+            let sent = items_len;
             items = unprocessed.remove(&self.table).unwrap_or_default();
+            stats.write_units += (sent - items.len()) as u64;
+            items_len = items.len();
             if items.is_empty() {
                 return Ok(stats);
             }
@@ -491,9 +561,35 @@ impl ViewTableWriter {
         Err(e)
     }
 
+    async fn conditional_update(&self, update: Update) -> Result<WriteStats, AwsError> {
+        let mut stats = WriteStats {
+            requests: 1,
+            write_units: 1,
+            ..WriteStats::default()
+        };
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(update.key))
+            .update_expression(update.update_expression)
+            .set_condition_expression(update.condition_expression)
+            .set_expression_attribute_names(update.expression_attribute_names)
+            .set_expression_attribute_values(update.expression_attribute_values)
+            .send()
+            .await;
+        match result {
+            Ok(_) => stats.applied = 1,
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => stats.skipped = 1,
+            Err(e) => return Err(from_sdk("UpdateItem", &self.table)(e)),
+        }
+        Ok(stats)
+    }
+
     async fn conditional_put(&self, put: Put) -> Result<WriteStats, AwsError> {
         let mut stats = WriteStats {
             requests: 1,
+            write_units: 1,
             ..WriteStats::default()
         };
         let result = self
@@ -515,32 +611,151 @@ impl ViewTableWriter {
     }
 }
 
-/// Of several `Latest` writes to one view key, keeps the one with the greatest order (the first of equal
-/// ones, as the table would); the others are superseded. Returns the writes to send and how many were
-/// dropped. Other writes pass unchanged.
-fn newest_latest_only(writes: Vec<ViewWrite>) -> (Vec<ViewWrite>, u64) {
-    let mut newest: HashMap<(String, String), usize> = HashMap::new();
+/// Of several `Latest` writes to one view key, keeps the one the table would keep (greatest order, then
+/// greatest record digest); of several `Min`/`Max` writes to one attribute of one key, the most extreme.
+/// Returns the writes to send and how many were dropped. Other writes pass unchanged.
+fn newest_only(writes: Vec<ViewWrite>) -> (Vec<ViewWrite>, u64) {
+    let mut newest: HashMap<(String, String, String), usize> = HashMap::new();
     let mut keep: Vec<Option<ViewWrite>> = Vec::with_capacity(writes.len());
     let mut dropped = 0;
     for write in writes {
-        if let ViewWrite::PutIfNewer { order, .. } = &write {
-            let (pk, sk) = write.view_key();
-            let key = (pk.to_string(), sk.to_string());
-            if let Some(&at) = newest.get(&key) {
-                let Some(ViewWrite::PutIfNewer { order: held, .. }) = &keep[at] else {
-                    unreachable!("the index points at a kept Latest write")
-                };
-                dropped += 1;
-                if order.value() > held.value() {
-                    keep[at] = Some(write);
-                }
+        let slot = match &write {
+            ViewWrite::PutIfNewer { .. } => String::new(),
+            ViewWrite::Extreme { attribute, .. } => attribute.clone(),
+            _ => {
+                keep.push(Some(write));
                 continue;
             }
-            newest.insert(key, keep.len());
+        };
+        let (pk, sk) = write.view_key();
+        let key = (pk.to_string(), sk.to_string(), slot);
+        if let Some(&at) = newest.get(&key) {
+            dropped += 1;
+            let held = keep[at].as_ref().expect("the index points at a kept write");
+            if beats(&write, held) {
+                keep[at] = Some(write);
+            }
+            continue;
         }
+        newest.insert(key, keep.len());
         keep.push(Some(write));
     }
     (keep.into_iter().flatten().collect(), dropped)
+}
+
+/// Whether `a` would replace `b` in the table (same key, both `Latest` or both the same extreme).
+fn beats(a: &ViewWrite, b: &ViewWrite) -> bool {
+    match (a, b) {
+        (
+            ViewWrite::PutIfNewer { order, record, .. },
+            ViewWrite::PutIfNewer {
+                order: held,
+                record: held_record,
+                ..
+            },
+        ) => (order.value(), record) > (held.value(), held_record),
+        (ViewWrite::Extreme { value, greatest, .. }, ViewWrite::Extreme { value: held, .. }) => {
+            match greatest {
+                true => value > held,
+                false => value < held,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// The records of one aggregate in a transaction.
+#[derive(Clone, Debug)]
+struct Group {
+    pk: String,
+    sk: String,
+    attribute: String,
+    records: Vec<(RecordId, Number)>,
+}
+
+impl Group {
+    fn add(&self, key_prefix: &str) -> Result<AggregateAdd, String> {
+        let mut delta = Number::from(0);
+        for (_, d) in &self.records {
+            delta = delta.checked_add(d).map_err(|e| e.to_string())?;
+        }
+        Ok(AggregateAdd {
+            key: Item::from([
+                ("pk".to_string(), crate::projection::Value::S(self.pk.clone())),
+                ("sk".to_string(), crate::projection::Value::S(self.sk.clone())),
+            ]),
+            attribute: self.attribute.clone(),
+            delta,
+            markers: self
+                .records
+                .iter()
+                .map(|(r, _)| dynamo::marker_key(key_prefix, r))
+                .collect(),
+        })
+    }
+}
+
+/// What a failed `TransactWriteItems` means for its records.
+#[derive(Debug, PartialEq)]
+enum Cancelled {
+    /// The actions at these indexes are markers that exist: their records were applied before.
+    Applied(HashSet<usize>),
+    /// DynamoDB refused an action's values (a sum it cannot store): find the record.
+    Refused(String),
+    /// A conflict with another transaction, throttling, capacity: send it again later.
+    Retry(String),
+    /// Anything else: the SDK error decides.
+    Other,
+}
+
+/// Reads a failed `TransactWriteItems`: its `CancellationReasons` (one per action, in order; codes per
+/// <https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html>), or a
+/// plain `ValidationException` about a number, which some implementations return instead of a
+/// `ValidationError` reason.
+fn cancellation<R>(
+    err: &aws_sdk_dynamodb::error::SdkError<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+        R,
+    >,
+) -> Cancelled {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+    let Some(service) = err.as_service_error() else {
+        return Cancelled::Other;
+    };
+    match service {
+        E::TransactionCanceledException(c) => {
+            let reasons = c.cancellation_reasons();
+            let code =
+                |r: &aws_sdk_dynamodb::types::CancellationReason| r.code().unwrap_or("None").to_string();
+            let applied: HashSet<usize> = reasons
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| code(r) == "ConditionalCheckFailed")
+                .map(|(i, _)| i)
+                .collect();
+            // Records applied before are dropped first: the rest may well be accepted.
+            if !applied.is_empty() {
+                return Cancelled::Applied(applied);
+            }
+            if let Some(r) = reasons.iter().find(|r| code(r) == "ValidationError") {
+                return Cancelled::Refused(r.message().unwrap_or("ValidationError").to_string());
+            }
+            let codes: Vec<String> = reasons.iter().map(code).filter(|c| c != "None").collect();
+            Cancelled::Retry(format!("cancellation reasons {codes:?}"))
+        }
+        E::TransactionInProgressException(e) => Cancelled::Retry(e.to_string()),
+        other if other.code() == Some("ValidationException") => {
+            let message = other.message().unwrap_or_default();
+            let lower = message.to_ascii_lowercase();
+            if lower.contains("number") || lower.contains("significant digits") || lower.contains("overflow")
+            {
+                Cancelled::Refused(message.to_string())
+            } else {
+                Cancelled::Other
+            }
+        }
+        _ => Cancelled::Other,
+    }
 }
 
 /// `base` plus up to 100% random jitter (from the clock: good enough to spread retries).
@@ -566,6 +781,7 @@ mod tests {
             item,
             order_attribute: "seq".into(),
             order: order.parse().unwrap(),
+            record: tag.into(),
         }
     }
 
@@ -578,6 +794,7 @@ mod tests {
 
     #[test]
     fn only_the_newest_latest_write_per_key_is_sent() {
+        // (`b1` < `b2-again` as record digests stand-ins.)
         let put = ViewWrite::Put {
             item: Item::from([
                 ("pk".into(), Value::S("a".into())),
@@ -590,13 +807,15 @@ mod tests {
             latest("p#2", "1", "b1"),
             latest("p#1", "9", "a9"),
             latest("p#1", "7", "a7"),
-            latest("p#2", "1.0", "b1-again"),
+            latest("p#2", "1.0", "b0-again"),
+            latest("p#2", "1.0", "b2-again"),
         ];
-        let (kept, dropped) = newest_latest_only(writes);
-        assert_eq!(dropped, 3);
+        let (kept, dropped) = newest_only(writes);
+        assert_eq!(dropped, 4);
         let tags: Vec<&str> = kept.iter().map(tag).collect();
-        // The newest of each key, in the place of the key's first write; equal orders keep the first.
-        assert_eq!(tags, ["a9", "put", "b1"]);
+        // The newest of each key, in the place of the key's first write; equal orders keep the greater
+        // record, as the table's condition does.
+        assert_eq!(tags, ["a9", "put", "b2-again"]);
     }
 
     #[test]

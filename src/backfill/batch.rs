@@ -2,13 +2,14 @@
 //!
 //! Unconditional puts (`Append`) go into `BatchWriteItem` requests of at most 25 items; a request never
 //! holds two writes of one key (DynamoDB refuses that), so a repeated key starts a new request and the
-//! later write still lands last. Conditional puts (`Latest`) and marker transactions (`Count`, `Sum`)
-//! cannot be batched and pass through one by one, in order.
+//! later write still lands last. Conditional puts (`Latest`) and conditional updates (`Min`, `Max`)
+//! cannot be batched and pass through one by one, in order. `Count`/`Sum` writes are not for this
+//! batcher: the views-table writer groups them per key into transactions.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use aws_sdk_dynamodb::error::BuildError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, Update, WriteRequest};
 
 use crate::projection::dynamo;
 use crate::projection::{ViewWrite, view_key_of};
@@ -23,8 +24,8 @@ pub enum Request {
     Batch(Vec<WriteRequest>),
     /// One conditional `PutItem`.
     Conditional(Put),
-    /// One `TransactWriteItems` (marker and aggregate).
-    Transaction(Vec<TransactWriteItem>),
+    /// One conditional `UpdateItem` (`Min`, `Max`).
+    Extreme(Update),
 }
 
 /// Collects writes for one views table and hands out requests as they fill.
@@ -93,20 +94,27 @@ impl WriteBatcher {
                 item,
                 order_attribute,
                 order,
+                record,
             } => {
-                let put = dynamo::put_if_newer_owned(&self.table, item, order_attribute, order)?;
+                let put = dynamo::put_if_newer_owned(&self.table, item, order_attribute, order, record)?;
                 ready.extend(self.flush());
                 ready.push(Request::Conditional(put));
             }
-            ViewWrite::Add {
+            ViewWrite::Extreme {
                 key,
                 attribute,
-                delta,
-                marker,
+                value,
+                greatest,
             } => {
-                let items = dynamo::add_transaction_owned(&self.table, key, attribute, delta, marker)?;
+                let update = dynamo::extreme_update(&self.table, key, attribute, value, greatest)?;
                 ready.extend(self.flush());
-                ready.push(Request::Transaction(items));
+                ready.push(Request::Extreme(update));
+            }
+            // Aggregates are grouped per key into transactions by the views-table writer, never batched.
+            ViewWrite::Add { .. } => {
+                return Err(BuildError::other(
+                    "Count/Sum writes go through the aggregate transactions",
+                ));
             }
         }
         Ok(())
@@ -141,7 +149,7 @@ mod tests {
             .map(|r| match r {
                 Request::Batch(b) => format!("batch{}", b.len()),
                 Request::Conditional(_) => "conditional".into(),
-                Request::Transaction(_) => "transaction".into(),
+                Request::Extreme(_) => "extreme".into(),
             })
             .collect()
     }
@@ -183,6 +191,7 @@ mod tests {
             item,
             order_attribute: "seq".into(),
             order: Number::from(3),
+            record: "r".into(),
         };
         b.push(&newer, &mut ready).unwrap();
         b.push(&put("c", "s"), &mut ready).unwrap();

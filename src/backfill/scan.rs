@@ -20,7 +20,8 @@ use tracing::info;
 
 use super::worker::{BackfillError, FileCheckpoints, Progress, RecordError};
 use crate::aws::error::from_sdk;
-use crate::aws::views::{PendingTotals, ViewTableWriter};
+use crate::aws::views::ViewTableWriter;
+use crate::crd::RecordErrorPolicy;
 use crate::projection::{ProjectionConfig, item_from_dynamodb};
 
 /// A scan backfill of one log table.
@@ -89,7 +90,6 @@ impl<C: FileCheckpoints> ScanWorker<C> {
     async fn scan_segment(&self, segment: i32, total: i32) -> Result<u64, BackfillError> {
         let mut start = None;
         let mut items = 0u64;
-        let mut totals = PendingTotals::default();
         loop {
             let page = self
                 .dynamodb
@@ -111,6 +111,10 @@ impl<C: FileCheckpoints> ScanWorker<C> {
                 match self.projection.project_owned(item) {
                     Ok(Some(write)) => writes.push(write),
                     Ok(None) => {}
+                    Err(e) if self.projection.on_record_error() == RecordErrorPolicy::Skip => {
+                        let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+                        p.record_errors.push(e.to_string());
+                    }
                     Err(e) => {
                         return Err(BackfillError::Scan {
                             segment,
@@ -120,13 +124,13 @@ impl<C: FileCheckpoints> ScanWorker<C> {
                 }
                 items += 1;
             }
-            self.writer.apply_deferred(writes, &mut totals).await?;
+            let stats = self.writer.apply(writes).await?;
+            super::worker::take_rejected(&self.projection, &self.progress, stats)?;
             start = page.last_evaluated_key;
             if start.is_none() {
                 break;
             }
         }
-        self.writer.finish(totals).await?;
         self.checkpoints
             .mark_done(&segment_key(segment, total), items)
             .await

@@ -30,8 +30,9 @@ use super::export::{
 };
 use crate::aws::AwsError;
 use crate::aws::export::{get_small_object, open_object};
-use crate::aws::views::{PendingTotals, ViewTableWriter};
-use crate::projection::{Item, ProjectionConfig, ProjectionError, ViewWrite};
+use crate::aws::views::{ViewTableWriter, WriteStats};
+use crate::crd::RecordErrorPolicy;
+use crate::projection::{Item, ProjectionConfig, ProjectionError, RecordErrors, ViewWrite};
 
 /// Writes handed from the reading thread to the writer at a time.
 const WRITE_CHUNK: usize = 500;
@@ -55,6 +56,8 @@ pub struct Progress {
     pub files_resumed: u64,
     /// Records per second over this worker's run.
     pub items_per_second: f64,
+    /// Records left out under `onRecordError: Skip`.
+    pub record_errors: RecordErrors,
 }
 
 /// The export's summary and its data files, read from its manifests (item counts checked).
@@ -126,6 +129,9 @@ pub enum BackfillError {
     /// A `Scan` backfill's segment holds an item that cannot be read or projected.
     #[error("scan segment {segment} of the log: {message}")]
     Scan { segment: i32, message: String },
+    /// DynamoDB refused a record's write (a sum it cannot store) and the view's `onRecordError` is `Fail`.
+    #[error("{0}")]
+    Rejected(String),
     /// The thread reading `file` panicked or was cancelled: a bug, reported as such.
     #[error("reading data file {file} stopped unexpectedly: {message}")]
     Internal { file: String, message: String },
@@ -243,6 +249,7 @@ impl<C: FileCheckpoints> Worker<C> {
         let (chunks_tx, mut chunks) = tokio::sync::mpsc::channel::<Vec<ViewWrite>>(4);
         let projection = self.projection.clone();
         let entry = file.clone();
+        let progress = self.progress.clone();
         let reading = tokio::task::spawn_blocking(move || {
             let mut chunk = Vec::with_capacity(WRITE_CHUNK);
             let stats = read_data_file::<_, Item, RecordError, _>(&entry, kind, body, |record| {
@@ -254,7 +261,15 @@ impl<C: FileCheckpoints> Worker<C> {
                         None => return Ok(()),
                     },
                 };
-                if let Some(write) = projection.project_owned(item)? {
+                let projected = match projection.project_owned(item) {
+                    Err(e) if projection.on_record_error() == RecordErrorPolicy::Skip => {
+                        let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+                        p.record_errors.push(e.to_string());
+                        None
+                    }
+                    other => other?,
+                };
+                if let Some(write) = projected {
                     chunk.push(write);
                     if chunk.len() == WRITE_CHUNK {
                         let full = std::mem::replace(&mut chunk, Vec::with_capacity(WRITE_CHUNK));
@@ -274,19 +289,20 @@ impl<C: FileCheckpoints> Worker<C> {
             }
             Ok::<_, Box<ReadError<RecordError>>>(stats)
         });
-        // Aggregates are recomputed once per file, before it is checkpointed.
-        let mut totals = PendingTotals::default();
         let mut write_error = None;
         while let Some(chunk) = chunks.recv().await {
-            if let Err(e) = self.writer.apply_deferred(chunk, &mut totals).await {
-                write_error = Some(e);
-                break;
+            match self.writer.apply(chunk).await {
+                Ok(stats) => {
+                    if let Err(e) = take_rejected(&self.projection, &self.progress, stats) {
+                        write_error = Some(e);
+                        break;
+                    }
+                }
+                Err(e) => {
+                    write_error = Some(e.into());
+                    break;
+                }
             }
-        }
-        if write_error.is_none()
-            && let Err(e) = self.writer.finish(totals).await
-        {
-            write_error = Some(e);
         }
         drop(chunks);
         let read = reading.await.map_err(|e| BackfillError::Internal {
@@ -294,7 +310,7 @@ impl<C: FileCheckpoints> Worker<C> {
             message: e.to_string(),
         })?;
         if let Some(e) = write_error {
-            return Err(e.into());
+            return Err(e);
         }
         let stats = read.map_err(|e| BackfillError::Read(*e))?;
         self.checkpoints
@@ -303,4 +319,33 @@ impl<C: FileCheckpoints> Worker<C> {
             .map_err(BackfillError::Checkpoint)?;
         Ok(stats.records)
     }
+}
+
+/// Applies the view's `onRecordError` policy to the records DynamoDB refused in `stats`: `Skip` counts
+/// them in `progress`, `Fail` stops with the first.
+pub fn take_rejected(
+    projection: &ProjectionConfig,
+    progress: &Mutex<Progress>,
+    stats: WriteStats,
+) -> Result<(), BackfillError> {
+    for r in stats.rejected {
+        let message = format!(
+            "view {}: record {}: DynamoDB refused its write to pk={:?}, sk={:?}: {}; leave such records out \
+             with spec.projection.filter, or change the projection",
+            projection.view_name(),
+            r.record,
+            r.pk,
+            r.sk,
+            r.reason
+        );
+        match projection.on_record_error() {
+            RecordErrorPolicy::Skip => progress
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record_errors
+                .push(message),
+            RecordErrorPolicy::Fail => return Err(BackfillError::Rejected(message)),
+        }
+    }
+    Ok(())
 }

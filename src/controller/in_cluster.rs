@@ -29,7 +29,7 @@ use crate::crd::{
     APPROVE_BACKFILL_ANNOTATION, BackfillApproval, BackfillSource, BackfillStatus, EventLog, LiveStatus,
     MaterializedView, ViewPhase, reasons,
 };
-use crate::projection::ProjectionConfig;
+use crate::projection::{ProjectionConfig, RecordErrors};
 use crate::runtime::checkpoints::{self, ConfigMapCheckpoint, view_key};
 use crate::runtime::live::LiveReader;
 use crate::runtime::{BackfillFailure, BackfillRun};
@@ -69,8 +69,10 @@ pub(super) struct InClusterOutcome {
     pub requeue: Duration,
     /// Resources to record in `status.resources` (a Lambda view's function, subscriptions, mapping).
     pub resources: std::collections::BTreeMap<String, String>,
-    /// Log records the live path could not project and skipped (a building version with any fails).
+    /// Under `onRecordError: Fail`: the record that stopped the view (a building version with one fails).
     pub skipped: Option<String>,
+    /// Records left out under `onRecordError: Skip`, by the backfill and the live path.
+    pub record_errors: RecordErrors,
 }
 
 /// A version whose AWS resources are still being created.
@@ -87,6 +89,7 @@ pub(super) fn provisioning(message: String) -> InClusterOutcome {
         requeue: Duration::from_secs(5),
         resources: Default::default(),
         skipped: None,
+        record_errors: RecordErrors::default(),
     }
 }
 
@@ -104,6 +107,7 @@ fn backfilled(b: BackfillStatus, requeue: Duration) -> InClusterOutcome {
         requeue,
         resources: Default::default(),
         skipped: None,
+        record_errors: RecordErrors::default(),
     }
 }
 
@@ -117,6 +121,7 @@ fn stalled(phase: ViewPhase, reason: &'static str, message: String) -> InCluster
         requeue: Duration::from_secs(300),
         resources: Default::default(),
         skipped: None,
+        record_errors: RecordErrors::default(),
     }
 }
 
@@ -167,6 +172,7 @@ pub(super) async fn reconcile(
             requeue: Duration::from_secs(5),
             resources: Default::default(),
             skipped: None,
+            record_errors: RecordErrors::default(),
         };
     };
     let projection = match ProjectionConfig::from_spec(&name, &view.spec, &log.spec, key_prefix) {
@@ -189,7 +195,12 @@ pub(super) async fn reconcile(
             streams: ctx.aws.streams.clone(),
             stream_arn: stream_arn.clone(),
             projection: projection.clone(),
-            writer: ViewTableWriter::new(ctx.aws.dynamodb.clone(), table, WRITE_CONCURRENCY),
+            writer: ViewTableWriter::new(
+                ctx.aws.dynamodb.clone(),
+                table,
+                projection.key_prefix(),
+                WRITE_CONCURRENCY,
+            ),
             checkpoint: live_checkpoint.clone(),
             progress,
             poll_interval: Duration::from_secs(1),
@@ -210,11 +221,17 @@ pub(super) async fn reconcile(
     if matches!(outcome.health, Health::Stalled { .. }) {
         return outcome;
     }
-    if let Some(e) = &live.last_record_error {
-        outcome.skipped = Some(format!(
-            "{} log records could not be projected and were skipped, the last: {e}",
-            live.record_errors
-        ));
+    outcome.record_errors.merge(&live.record_errors);
+    if let Some(e) = &live.failed {
+        outcome.skipped = Some(e.clone());
+        outcome.live.iter_mut().for_each(|l| l.caught_up = false);
+        return stalled_with(
+            outcome,
+            reasons::RECORD_ERROR,
+            format!(
+                "the live path stopped at a record it cannot apply (spec.projection.onRecordError is Fail): {e}"
+            ),
+        );
     }
     if let Some(e) = &live.error {
         outcome.health = Health::Progressing {
@@ -229,10 +246,11 @@ pub(super) async fn reconcile(
                 "backfilled and live: {} stream records applied",
                 live.records_applied
             );
-            if let Some(e) = &live.last_record_error {
+            if let Some(e) = outcome.record_errors.last.back() {
                 message += &format!(
-                    "; {} log records could not be projected and were skipped, the last: {e}",
-                    live.record_errors
+                    "; {} log records were left out (spec.projection.onRecordError Skip; status.recordErrors), \
+                     the last: {e}",
+                    outcome.record_errors.count
                 );
             }
             outcome.phase = ViewPhase::Live;
@@ -276,6 +294,7 @@ pub(super) async fn backfill(
         requeue,
         resources: Default::default(),
         skipped: None,
+        record_errors: RecordErrors::default(),
     };
     let name = view.name_any();
     let base = target.base.clone();
@@ -295,6 +314,7 @@ pub(super) async fn backfill(
                 requeue: Duration::from_secs(2),
                 resources: Default::default(),
                 skipped: None,
+                record_errors: RecordErrors::default(),
             };
         }
         BackfillSource::Scan | BackfillSource::Export => {}
@@ -482,8 +502,13 @@ pub(super) async fn backfill(
                 log_table: log_table_name,
                 total_segments: parallelism * 4,
                 projection: projection.clone(),
-                writer: ViewTableWriter::new(ctx.aws.dynamodb.clone(), table, WRITE_CONCURRENCY)
-                    .with_rate_limit(limit),
+                writer: ViewTableWriter::new(
+                    ctx.aws.dynamodb.clone(),
+                    table,
+                    projection.key_prefix(),
+                    WRITE_CONCURRENCY,
+                )
+                .with_rate_limit(limit),
                 checkpoints: backfill_checkpoint(ctx, ns, view, &base, b.attempt),
                 parallelism: parallelism as usize,
                 progress: Arc::new(Mutex::new(Progress::default())),
@@ -550,8 +575,13 @@ pub(super) async fn backfill(
                     bucket: info.bucket.clone().unwrap_or_else(|| export_spec.bucket.clone()),
                     summary_key: export::summary_key(&info, &prefix),
                     projection: projection.clone(),
-                    writer: ViewTableWriter::new(ctx.aws.dynamodb.clone(), table, WRITE_CONCURRENCY)
-                        .with_rate_limit(limit),
+                    writer: ViewTableWriter::new(
+                        ctx.aws.dynamodb.clone(),
+                        table,
+                        projection.key_prefix(),
+                        WRITE_CONCURRENCY,
+                    )
+                    .with_rate_limit(limit),
                     checkpoints: backfill_checkpoint(ctx, ns, view, &base, b.attempt),
                     parallelism: view.spec.backfill.parallelism.max(1) as usize,
                     share: (0, 1),
@@ -566,7 +596,8 @@ pub(super) async fn backfill(
         }
     };
     apply_progress(&mut b, &run.progress);
-    match run.outcome {
+    let backfill_record_errors = run.progress.record_errors.clone();
+    let mut out = match run.outcome {
         None => progressing(
             ViewPhase::Backfilling,
             reasons::BACKFILLING,
@@ -637,7 +668,9 @@ pub(super) async fn backfill(
             outcome.backfill = Some(b);
             outcome
         }
-    }
+    };
+    out.record_errors = backfill_record_errors;
+    out
 }
 
 /// A view on the Lambda runtime once its projector function exists: its live path is the subscription or
@@ -669,6 +702,7 @@ pub(super) async fn lambda_view(
             requeue: Duration::from_secs(5),
             resources: Default::default(),
             skipped: None,
+            record_errors: RecordErrors::default(),
         };
     }
     let mut outcome = match view.spec.projection {
@@ -688,6 +722,7 @@ pub(super) async fn lambda_view(
             requeue: Duration::from_secs(300),
             resources: Default::default(),
         skipped: None,
+        record_errors: RecordErrors::default(),
         },
         None => stalled(
             ViewPhase::Failed,
@@ -811,6 +846,7 @@ async fn job_backfill(
         items_done: finished.iter().map(|f| f.item_count).sum(),
         files_resumed: 0,
         items_per_second: 0.0,
+        record_errors: Default::default(),
     };
     if finished.len() < files.len() {
         return BackfillRun {
@@ -857,7 +893,16 @@ fn export_prefix(base: &str, ns: &str, view: &str, attempt: i64) -> String {
     }
 }
 
+/// `outcome`, stopped (Stalled, phase Failed) for `reason` with `message`; its live and backfill status kept.
+fn stalled_with(mut outcome: InClusterOutcome, reason: &'static str, message: String) -> InClusterOutcome {
+    outcome.phase = ViewPhase::Failed;
+    outcome.health = Health::Stalled { reason, message };
+    outcome.requeue = Duration::from_secs(30);
+    outcome
+}
+
 fn apply_progress(b: &mut BackfillStatus, p: &Progress) {
+    b.record_errors = p.record_errors.count as i64;
     b.files_done = p.files_done as i64;
     b.files_total = p.files_total as i64;
     b.items_done = p.items_done as i64;
@@ -922,6 +967,7 @@ mod tests {
         apply_progress(
             &mut b,
             &Progress {
+                record_errors: Default::default(),
                 files_total: 8,
                 files_done: 2,
                 items_total: 20_000,

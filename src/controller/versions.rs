@@ -291,6 +291,7 @@ pub(super) async fn run(
             requeue: Duration::from_secs(5),
             resources: Default::default(),
             skipped: None,
+            record_errors: Default::default(),
         });
     let table = active.and_then(|a| tables.remove(&a));
     if let (Some(active), Some(t)) = (active, &table) {
@@ -343,6 +344,7 @@ pub(super) fn failed_outcome(e: &AwsError) -> InClusterOutcome {
         requeue: Duration::from_secs(60),
         resources: Default::default(),
         skipped: None,
+        record_errors: Default::default(),
     }
 }
 

@@ -569,21 +569,19 @@ fn view_items(ctx: &Ctx, v: &ViewFacts, est: &mut Estimate) {
         Some(ProjectionMode::Latest) | None => {
             (write_units(v.item_kb), projected * v.new_key_share * v.item_kb)
         }
-        // The record's contribution (its marker), then the aggregate's recomputed total: at most one put of
-        // the aggregate per record (one per key and batch in practice, so this is an upper bound).
+        // One TransactWriteItems per batch: the record's idempotency marker put and its share of the
+        // aggregate's ADD, each a transactional write (2 units per KB). Priced as one ADD per record, an
+        // upper bound (one per key and batch in practice); no reads, whatever the key's history.
         Some(ProjectionMode::Count | ProjectionMode::Sum) => (
-            write_units(marker_kb) + write_units(aggregate_kb),
+            2.0 * write_units(marker_kb) + 2.0 * write_units(aggregate_kb),
             projected * marker_kb + projected * v.new_key_share * aggregate_kb,
         ),
+        // One conditional UpdateItem per record (a failed condition is billed too), no marker.
+        Some(ProjectionMode::Min | ProjectionMode::Max) => (
+            write_units(aggregate_kb),
+            projected * v.new_key_share * aggregate_kb,
+        ),
     };
-    if matches!(v.mode, Some(ProjectionMode::Count | ProjectionMode::Sum)) {
-        est.note(format!(
-            "view {} recomputes each aggregate from its contributions after each batch (a strongly consistent \
-             Query reading the key's contributions); those reads grow with a key's contributions and are not \
-             priced here",
-            v.name
-        ));
-    }
     est.push(Line::new(
         Component::DynamoDbWrites,
         &resource,

@@ -290,7 +290,7 @@ fn every_line_of_the_game_example_at_defaults() {
     }
     // Sum: 500k × (1 contribution + 1 aggregate put) = 1M write units → 0.625;
     // storage 500k × 0.1 KB markers + 500k × 0.1 KB aggregates = 0.1 GB → 0.025.
-    check(&est, Component::DynamoDbWrites, "view player-scores", 1e6, 0.625);
+    check(&est, Component::DynamoDbWrites, "view player-scores", 2e6, 1.25);
     check(&est, Component::DynamoDbStorage, "view player-scores", 0.1, 0.025);
     // games' dedicated table has Streams: 500k changes read free by the notifier; 50k invocations → 0.01;
     // 50k × 0.125 GB × 120 ms = 750 GB-s. The shared table `views` has no Streams: no lines.
@@ -326,10 +326,10 @@ fn every_line_of_the_game_example_at_defaults() {
     );
 
     // Total: SQS 0.48 + writer 0.02 + log 10.75 + router 0.02 + SNS 0.50 + projectors 0.40 + views writes
-    // 10.0 + views storage 3.775 + notifier 0.01 + WebSocket 0.50 = 26.455, plus 18,750 GB-s ×
-    // $0.0000166667 = 0.3125.
-    approx(est.total(), 26.455 + 18_750.0 * GB_S, "total");
-    assert_eq!(est.summary(), "$26.77 per million writes");
+    // 10.625 (the Sum view's transactional marker and ADD: 4 units a record) + views storage 3.775 +
+    // notifier 0.01 + WebSocket 0.50 = 27.08, plus 18,750 GB-s × $0.0000166667 = 0.3125.
+    approx(est.total(), 27.08 + 18_750.0 * GB_S, "total");
+    assert_eq!(est.summary(), "$27.39 per million writes");
 }
 
 #[test]
@@ -575,19 +575,16 @@ fn count_and_sum_pay_for_a_contribution_and_the_aggregate_per_record() {
     let views = vec![view_of("c", "a", "Count", ""), view_of("s", "b", "Sum", "")];
     let mut a = Assumptions::default();
     let est = estimate(&log, &views, &Prices::default(), &a);
-    // 500k records × (1 contribution + 1 aggregate put) units = 1M units × $0.625/M (no transaction).
-    check(&est, Component::DynamoDbWrites, "view c", 1e6, 0.625);
-    check(&est, Component::DynamoDbWrites, "view s", 1e6, 0.625);
-    assert!(
-        est.notes
-            .iter()
-            .any(|n| n.contains("view c recomputes each aggregate"))
-    );
+    // 500k records × (2 for the transactional marker put + 2 for the transactional ADD) = 2M units ×
+    // $0.625/M; no reads, whatever a key's history.
+    check(&est, Component::DynamoDbWrites, "view c", 2e6, 1.25);
+    check(&est, Component::DynamoDbWrites, "view s", 2e6, 1.25);
+    assert!(!est.notes.iter().any(|n| n.contains("recomputes")));
 
-    // A 1.5 KB marker takes 2 units: 500k × (2 + 1) = 1.5M units → 0.9375.
+    // A 1.5 KB marker takes 2 units, 4 in a transaction: 500k × (4 + 2) = 3M units → 1.875.
     a.marker_item_size_kb = 1.5;
     let est = estimate(&log, &views, &Prices::default(), &a);
-    check(&est, Component::DynamoDbWrites, "view c", 1.5e6, 0.9375);
+    check(&est, Component::DynamoDbWrites, "view c", 3e6, 1.875);
 }
 
 #[test]

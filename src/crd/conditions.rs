@@ -46,6 +46,9 @@ pub mod reasons {
     pub const CATCHING_UP: &str = "CatchingUp";
     pub const LIVE: &str = "Live";
     pub const LIVE_PATH_FAILED: &str = "LivePathFailed";
+    /// A record the view cannot apply stopped it (`spec.projection.onRecordError: Fail`), or records were
+    /// left out (`Skip`, a Warning Event).
+    pub const RECORD_ERROR: &str = "RecordError";
     pub const NOT_SUPPORTED: &str = "NotSupported";
     pub const REBUILDING: &str = "Rebuilding";
     pub const REBUILD_FAILED: &str = "RebuildFailed";

@@ -219,10 +219,14 @@ pub struct EventLogRef {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.mode == 'Sum' ? has(self.sumOf) : !has(self.sumOf)")
     .message("spec.projection.sumOf is required with mode Sum and not allowed with other modes").field_path(".sumOf"))]
+#[x_kube(validation = Rule::new("self.mode == 'Min' ? has(self.minOf) : !has(self.minOf)")
+    .message("spec.projection.minOf is required with mode Min and not allowed with other modes").field_path(".minOf"))]
+#[x_kube(validation = Rule::new("self.mode == 'Max' ? has(self.maxOf) : !has(self.maxOf)")
+    .message("spec.projection.maxOf is required with mode Max and not allowed with other modes").field_path(".maxOf"))]
 #[x_kube(validation = Rule::new("self.mode == 'Latest' || !has(self.orderBy)")
     .message("spec.projection.orderBy is only used with mode Latest").field_path(".orderBy"))]
 #[x_kube(validation = Rule::new("self.mode in ['Latest', 'Append'] || !has(self.attributes) || size(self.attributes) == 0")
-    .message("spec.projection.attributes are only kept by modes Latest and Append; Count and Sum store the aggregate")
+    .message("spec.projection.attributes are only kept by modes Latest and Append; Count, Sum, Min and Max store the aggregate")
     .field_path(".attributes"))]
 #[x_kube(validation = Rule::new("!has(self.attributes) || self.attributes.all(a, self.attributes.exists_one(b, (has(b.to) ? b.to : b.from) == (has(a.to) ? a.to : a.from)))")
     .message("two entries of spec.projection.attributes write the same view attribute").field_path(".attributes"))]
@@ -230,8 +234,12 @@ pub struct EventLogRef {
     .message("pk and sk are the view item's keys, built from spec.projection.key; rename the attribute")
     .field_path(".attributes"))]
 pub struct Projection {
-    /// `Latest`: one item per key holding the record with the greatest ordering attribute. `Append`: one
-    /// item per log record. `Count`: the number of records per key. `Sum`: the sum of `sumOf` per key.
+    /// `Latest`: one item per key holding the record with the greatest ordering attribute (of two records
+    /// with equal ordering values, the one whose log key sorts last wins, in every path). `Append`: one
+    /// item per log record. `Count`: the number of records per key (attribute `count`). `Sum`: the sum of
+    /// `sumOf` per key (attribute `sum`). `Min` / `Max`: the least of `minOf` / greatest of `maxOf` per key
+    /// (attribute `min` / `max`). Each record counts once, whatever its key layout and however often it is
+    /// delivered.
     pub mode: ProjectionMode,
 
     /// How the view item's keys are built from the record's attributes.
@@ -257,6 +265,43 @@ pub struct Projection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"))]
     pub sum_of: Option<String>,
+
+    /// With `Min`: the number attribute whose least value per key the view keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"))]
+    pub min_of: Option<String>,
+
+    /// With `Max`: the number attribute whose greatest value per key the view keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"))]
+    pub max_of: Option<String>,
+
+    /// What a log record this projection cannot project does (a missing key attribute, a `sumOf` that is
+    /// not a number, a sum DynamoDB cannot store). The log is immutable, so such a record stays bad.
+    /// `Skip` (default): the record is left out of the view, counted in `status.recordErrors` (with the
+    /// last few records' log keys and reasons), a Warning Event and the metric
+    /// `kappa_view_record_errors_total`; the view stays available and exact over every other record.
+    /// `Fail`: the view stops (Stalled) at the first such record, naming it; fix it with a filter that
+    /// excludes such records or a projection change (either builds a new version).
+    #[serde(default, skip_serializing_if = "RecordErrorPolicy::is_default")]
+    pub on_record_error: RecordErrorPolicy,
+}
+
+/// What happens to a record a projection cannot project; see `spec.projection.onRecordError`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RecordErrorPolicy {
+    /// Leave the record out, count and report it.
+    #[default]
+    Skip,
+    /// Stop the view at the record.
+    Fail,
+}
+
+impl RecordErrorPolicy {
+    /// Whether this is the default (`Skip`), which manifests and status leave out.
+    pub fn is_default(&self) -> bool {
+        *self == RecordErrorPolicy::Skip
+    }
 }
 
 /// Projection modes; see `spec.projection.mode`.
@@ -266,6 +311,8 @@ pub enum ProjectionMode {
     Append,
     Count,
     Sum,
+    Min,
+    Max,
 }
 
 /// Templates for the view item's keys: literal text and `{attribute}` placeholders replaced by the
@@ -576,6 +623,9 @@ pub struct MaterializedViewStatus {
     /// The live path's progress (runtime `InCluster`: the operator's stream reader).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<LiveStatus>,
+    /// Records left out under `spec.projection.onRecordError: Skip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_errors: Option<RecordErrorsStatus>,
     /// Where WebSocket subscribers connect, when `spec.subscribers` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push: Option<PushStatus>,
@@ -679,6 +729,22 @@ pub struct ViewVersion {
     pub superseded_at: Option<Time>,
 }
 
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// Log records the view left out under `spec.projection.onRecordError: Skip` (they cannot be projected,
+/// or DynamoDB refused their write), by its backfills and by its live path since the operator started.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordErrorsStatus {
+    /// How many records were left out.
+    pub count: i64,
+    /// The newest few (at most 5): each names the record's log keys, the reason and the fix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last: Vec<String>,
+}
+
 /// Where the live path is.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -724,6 +790,9 @@ pub struct BackfillStatus {
     /// lost records it must recover from the log.
     #[serde(default)]
     pub attempt: i64,
+    /// Records this backfill left out under `spec.projection.onRecordError: Skip`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub record_errors: i64,
     /// Why this attempt started (`initial`, or the gap it closes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

@@ -194,9 +194,10 @@ pub struct DynamoViewStore {
 }
 
 impl DynamoViewStore {
-    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+    /// The store of the view whose key prefix is `key_prefix` in `table`.
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>, key_prefix: &str) -> Self {
         DynamoViewStore {
-            writer: ViewTableWriter::new(client, table, 1),
+            writer: ViewTableWriter::new(client, table, key_prefix, 1),
         }
     }
 }
@@ -204,6 +205,11 @@ impl DynamoViewStore {
 impl ViewStore for DynamoViewStore {
     async fn apply(&self, write: ViewWrite) -> Result<Applied, StoreError> {
         match self.writer.apply(vec![write]).await {
+            // DynamoDB refused the record's write (a sum it cannot store): a record error.
+            Ok(stats) if !stats.rejected.is_empty() => Err(StoreError::Permanent(format!(
+                "record {}: {}",
+                stats.rejected[0].record, stats.rejected[0].reason
+            ))),
             // A failed `Latest` condition is an equal or newer record already there.
             Ok(stats) if stats.skipped > 0 && stats.applied == 0 => Ok(Applied::ConditionFailed),
             Ok(_) => Ok(Applied::Written),

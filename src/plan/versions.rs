@@ -46,9 +46,14 @@ pub fn content_hash(content: &ViewContent) -> String {
     record_types.sort();
     record_types.dedup();
     let store = &content.store;
+    // The record-error policy decides whether a bad record stops the view, not what the view holds.
+    let projection = content.projection.clone().map(|mut p| {
+        p.on_record_error = Default::default();
+        p
+    });
     let canonical = serde_json::json!({
         "recordTypes": record_types,
-        "projection": content.projection,
+        "projection": projection,
         "code": content.code,
         "store": [format!("{:?}", store.table), store.shared_table_name.clone(), store.key_prefix.clone()],
     });

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::crd::{EventLogSpec, MaterializedViewSpec, ProjectionMode};
+use crate::crd::{EventLogSpec, MaterializedViewSpec, ProjectionMode, RecordErrorPolicy};
 
 use super::ProjectionError;
 use super::filter::Condition;
@@ -32,6 +32,7 @@ pub struct ProjectionConfig {
     /// `(from, to)`; empty keeps every attribute but the log's keys.
     pub(super) attributes: Vec<(String, String)>,
     pub(super) key_prefix: String,
+    pub(super) on_record_error: RecordErrorPolicy,
 }
 
 /// The log table's key attribute names.
@@ -55,6 +56,11 @@ pub(super) enum Mode {
     Count,
     Sum {
         sum_of: String,
+    },
+    /// `Min` (`greatest` false) and `Max` (`greatest` true) of the number attribute `of`.
+    Extreme {
+        of: String,
+        greatest: bool,
     },
 }
 
@@ -181,7 +187,7 @@ impl ProjectionConfig {
             return Err(invalid("spec.projection.attributes", reason));
         }
         let reserved: &[&str] = if keeps_attributes {
-            &[VIEW_PK, VIEW_SK, LOG_PK, LOG_SK]
+            &[VIEW_PK, VIEW_SK, LOG_PK, LOG_SK, super::LOG_RECORD_ID]
         } else {
             &[]
         };
@@ -230,6 +236,23 @@ impl ProjectionConfig {
                     ));
                 }
             },
+            ProjectionMode::Min | ProjectionMode::Max => {
+                let greatest = projection.mode == ProjectionMode::Max;
+                let (field, of) = match greatest {
+                    true => ("spec.projection.maxOf", &projection.max_of),
+                    false => ("spec.projection.minOf", &projection.min_of),
+                };
+                let Some(of) = of else {
+                    return Err(invalid(
+                        field,
+                        format!("mode {:?} needs {}", projection.mode, &field[16..]),
+                    ));
+                };
+                Mode::Extreme {
+                    of: of.clone(),
+                    greatest,
+                }
+            }
         };
 
         Ok(ProjectionConfig {
@@ -246,9 +269,19 @@ impl ProjectionConfig {
             filter,
             attributes,
             key_prefix: key_prefix.to_string(),
+            on_record_error: projection.on_record_error,
         })
     }
 
+    /// `spec.projection.onRecordError`: whether a record that cannot be projected stops the view.
+    pub fn on_record_error(&self) -> RecordErrorPolicy {
+        self.on_record_error
+    }
+    /// Whether the view's items are aggregates that count each record once (`Count`, `Sum`): applying a
+    /// record twice would change them, so every path dedupes by [`RecordId`](super::RecordId).
+    pub fn is_additive(&self) -> bool {
+        matches!(self.mode, Mode::Count | Mode::Sum { .. })
+    }
     /// The view's name, as used in errors.
     pub fn view_name(&self) -> &str {
         &self.view
@@ -272,6 +305,8 @@ impl ProjectionConfig {
             Mode::Append => ProjectionMode::Append,
             Mode::Count => ProjectionMode::Count,
             Mode::Sum { .. } => ProjectionMode::Sum,
+            Mode::Extreme { greatest: false, .. } => ProjectionMode::Min,
+            Mode::Extreme { greatest: true, .. } => ProjectionMode::Max,
         }
     }
     /// With `Latest`: the record attribute that orders records (`orderBy`, else the log's default).
@@ -285,6 +320,13 @@ impl ProjectionConfig {
     pub fn sum_of(&self) -> Option<&str> {
         match &self.mode {
             Mode::Sum { sum_of } => Some(sum_of),
+            _ => None,
+        }
+    }
+    /// With `Min` / `Max`: the record attribute compared.
+    pub fn extreme_of(&self) -> Option<&str> {
+        match &self.mode {
+            Mode::Extreme { of, .. } => Some(of),
             _ => None,
         }
     }
@@ -309,7 +351,7 @@ fn order_attribute_in_view(order_by: &str, attributes: &[(String, String)]) -> R
     if let Some((_, to)) = attributes.iter().find(|(from, _)| from == order_by) {
         return Ok(to.clone());
     }
-    if [VIEW_PK, VIEW_SK, LOG_PK, LOG_SK].contains(&order_by) {
+    if [VIEW_PK, VIEW_SK, LOG_PK, LOG_SK, super::LOG_RECORD_ID].contains(&order_by) {
         return Err(format!(
             "the ordering attribute `{order_by}` clashes with an attribute the projector sets"
         ));

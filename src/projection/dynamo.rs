@@ -1,83 +1,74 @@
-//! Pure builders: a [`ViewWrite`] as the `aws-sdk-dynamodb` request parts that carry out its semantics.
+//! Pure builders: a [`ViewWrite`] as the `aws-sdk-dynamodb` request parts that carry out its semantics,
+//! and the layout of the items a writer keeps for itself (idempotency markers).
 //!
 //! Nothing here sends a request. The caller sends:
-//! - [`DynamoWrite::ConditionalPut`] as a `PutItem` (copy the `Put`'s item, condition, names and values);
-//!   a `ConditionalCheckFailedException` means "an equal or newer record is already there": done.
-//! - [`DynamoWrite::Put`] in a `BatchWriteItem` (the `WriteRequest`) or a `TransactWriteItems` (the
-//!   `Put`). One batch must not hold two writes for the same `(pk, sk)`
-//!   ([`ViewWrite::view_key`](super::ViewWrite::view_key) tells).
-//! - [`DynamoWrite::Transaction`] as one `TransactWriteItems` call; a `TransactionCanceledException`
-//!   whose first cancellation reason is `ConditionalCheckFailed` means "already counted": done.
+//! - `Latest` as a `PutItem` of [`put_if_newer_owned`]; a `ConditionalCheckFailedException` means "an
+//!   equal or newer record is already there": done.
+//! - `Append` in a `BatchWriteItem` ([`write_request_owned`]). One batch must not hold two writes for the
+//!   same `(pk, sk)` ([`ViewWrite::view_key`](super::ViewWrite::view_key) tells).
+//! - `Min`/`Max` as an `UpdateItem` of [`extreme_update`]; a failed condition means "an equal or more
+//!   extreme value is there": done.
+//! - `Count`/`Sum` as one `TransactWriteItems` of [`aggregate_transaction`]: a marker put per record
+//!   ([`marker_key`], conditioned on [`MARKER_CONDITION`]) and one `ADD` per aggregate of the sum of its
+//!   records' deltas. A `TransactionCanceledException` whose reason for a marker is
+//!   `ConditionalCheckFailed` names a record applied already: drop it and send the rest again.
 //!
 //! Every builder here sets all required fields, so a `BuildError` would be a bug in this module.
 
 use aws_sdk_dynamodb::error::BuildError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, PutRequest, TransactWriteItem, Update, WriteRequest};
 
-use super::{Item, Number, ViewWrite, item_to_dynamodb};
+use super::{Item, LOG_RECORD_ID, MARKER_INFIX, Number, RecordId, Value, item_to_dynamodb};
 
-/// The condition of a `Latest` put: no item yet, or a strictly lower stored order.
-pub const PUT_IF_NEWER_CONDITION: &str = "attribute_not_exists(pk) OR #o < :o";
+/// The condition of a `Latest` put: no item yet, a strictly lower stored order, or an equal order and a
+/// lower stored record digest ([`LOG_RECORD_ID`]).
+pub const PUT_IF_NEWER_CONDITION: &str = "attribute_not_exists(pk) OR #o < :o OR (#o = :o AND #r < :r)";
 /// The condition of an idempotency marker's put: the record was not applied yet.
 pub const MARKER_CONDITION: &str = "attribute_not_exists(pk)";
 /// The update of an aggregate.
 pub const ADD_EXPRESSION: &str = "ADD #a :d";
+/// The condition of a `Min` update (`Max`: [`MAX_CONDITION`]).
+pub const MIN_CONDITION: &str = "attribute_not_exists(#a) OR #a > :v";
+/// The condition of a `Max` update.
+pub const MAX_CONDITION: &str = "attribute_not_exists(#a) OR #a < :v";
+/// DynamoDB's limit of actions in one `TransactWriteItems`
+/// (<https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html>).
+pub const MAX_TRANSACTION_ACTIONS: usize = 100;
+/// The sort key of every idempotency marker.
+pub const MARKER_SK: &str = "~";
 
-/// The request parts for one [`ViewWrite`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum DynamoWrite {
-    /// From `PutIfNewer`: a conditional put.
-    ConditionalPut(Put),
-    /// From `Put`: the same unconditional put for `BatchWriteItem` and for `TransactWriteItems`.
-    Put { request: WriteRequest, put: Put },
-    /// From `Add`: the marker's conditional put, then the aggregate's update.
-    Transaction(Vec<TransactWriteItem>),
+/// The key of the idempotency marker of `record` in the view whose key prefix is `key_prefix`:
+/// `pk = <key_prefix>~applied#<digest>`, `sk = ~`. One item per record and view (version): a record
+/// counts once in a view for the view's whole life, whichever path (backfill, live, a gap's new backfill,
+/// a redelivery) brings it. Under the view's prefix, so its IAM policy allows it and deleting the view's
+/// items removes it.
+pub fn marker_key(key_prefix: &str, record: &RecordId) -> Item {
+    Item::from([
+        (
+            "pk".to_string(),
+            Value::S(format!("{key_prefix}{MARKER_INFIX}{}", record.digest())),
+        ),
+        ("sk".to_string(), Value::S(MARKER_SK.to_string())),
+    ])
 }
 
-/// The request parts for `write` on the views table `table`.
-pub fn build(table: &str, write: &ViewWrite) -> Result<DynamoWrite, BuildError> {
-    Ok(match write {
-        ViewWrite::PutIfNewer {
-            item,
-            order_attribute,
-            order,
-        } => DynamoWrite::ConditionalPut(put_if_newer(table, item, order_attribute, order)?),
-        ViewWrite::Put { item } => DynamoWrite::Put {
-            request: write_request(item)?,
-            put: put(table, item)?,
-        },
-        ViewWrite::Add {
-            key,
-            attribute,
-            delta,
-            marker,
-        } => DynamoWrite::Transaction(add_transaction(table, key, attribute, delta, marker)?),
-    })
-}
-
-/// A put of `item` conditioned on [`PUT_IF_NEWER_CONDITION`], `#o` = `order_attribute`, `:o` = `order`.
-pub fn put_if_newer(
-    table: &str,
-    item: &Item,
-    order_attribute: &str,
-    order: &Number,
-) -> Result<Put, BuildError> {
-    put_if_newer_owned(table, item.clone(), order_attribute.to_string(), order.clone())
-}
-
-/// [`put_if_newer`], moving its parts into the request.
+/// A put of `item` conditioned on [`PUT_IF_NEWER_CONDITION`], `#o` = `order_attribute`, `:o` = `order`,
+/// `#r` = [`LOG_RECORD_ID`], `:r` = `record`.
 pub fn put_if_newer_owned(
     table: &str,
     item: Item,
     order_attribute: String,
     order: Number,
+    record: String,
 ) -> Result<Put, BuildError> {
     Put::builder()
         .table_name(table)
         .set_item(Some(item_to_dynamodb(item)))
         .condition_expression(PUT_IF_NEWER_CONDITION)
         .expression_attribute_names("#o", order_attribute)
+        .expression_attribute_names("#r", LOG_RECORD_ID)
         .expression_attribute_values(":o", AttributeValue::N(order.into_string()))
+        .expression_attribute_values(":r", AttributeValue::S(record))
         .build()
 }
 
@@ -102,43 +93,69 @@ pub fn write_request_owned(item: Item) -> Result<WriteRequest, BuildError> {
     Ok(WriteRequest::builder().put_request(put).build())
 }
 
-/// The two items of an aggregate's `TransactWriteItems`: the marker's put conditioned on
-/// [`MARKER_CONDITION`], then [`ADD_EXPRESSION`] on the item at `key` (`#a` = `attribute`, `:d` = `delta`).
-pub fn add_transaction(
-    table: &str,
-    key: &Item,
-    attribute: &str,
-    delta: &Number,
-    marker: &Item,
-) -> Result<Vec<TransactWriteItem>, BuildError> {
-    let (attribute, delta) = (attribute.to_string(), delta.clone());
-    add_transaction_owned(table, key.clone(), attribute, delta, marker.clone())
-}
-
-/// [`add_transaction`], moving its parts into the requests.
-pub fn add_transaction_owned(
+/// `SET #a = :v` on the item at `key`, conditioned on [`MIN_CONDITION`] (or [`MAX_CONDITION`] when
+/// `greatest`).
+pub fn extreme_update(
     table: &str,
     key: Item,
     attribute: String,
-    delta: Number,
-    marker: Item,
-) -> Result<Vec<TransactWriteItem>, BuildError> {
-    let marker_put = Put::builder()
-        .table_name(table)
-        .set_item(Some(item_to_dynamodb(marker)))
-        .condition_expression(MARKER_CONDITION)
-        .build()?;
-    let update = Update::builder()
+    value: Number,
+    greatest: bool,
+) -> Result<Update, BuildError> {
+    Update::builder()
         .table_name(table)
         .set_key(Some(item_to_dynamodb(key)))
-        .update_expression(ADD_EXPRESSION)
+        .update_expression("SET #a = :v")
+        .condition_expression(if greatest { MAX_CONDITION } else { MIN_CONDITION })
         .expression_attribute_names("#a", attribute)
-        .expression_attribute_values(":d", AttributeValue::N(delta.into_string()))
-        .build()?;
-    Ok(vec![
-        TransactWriteItem::builder().put(marker_put).build(),
-        TransactWriteItem::builder().update(update).build(),
-    ])
+        .expression_attribute_values(":v", AttributeValue::N(value.into_string()))
+        .build()
+}
+
+/// One aggregate of an [`aggregate_transaction`]: the item at `key` gets `ADD attribute delta`, where
+/// `delta` is the sum of its `records`' deltas; each record's marker is put in the same transaction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AggregateAdd {
+    pub key: Item,
+    pub attribute: String,
+    pub delta: Number,
+    /// The marker keys ([`marker_key`]) of the records summed into `delta`.
+    pub markers: Vec<Item>,
+}
+
+impl AggregateAdd {
+    /// The actions it takes in a transaction: one per marker, one for the `ADD`.
+    pub fn actions(&self) -> usize {
+        self.markers.len() + 1
+    }
+}
+
+/// The actions of one `TransactWriteItems`: for each aggregate, its markers' conditional puts, then its
+/// `ADD`. The caller keeps the total at most [`MAX_TRANSACTION_ACTIONS`].
+pub fn aggregate_transaction(
+    table: &str,
+    adds: &[AggregateAdd],
+) -> Result<Vec<TransactWriteItem>, BuildError> {
+    let mut actions = Vec::with_capacity(adds.iter().map(AggregateAdd::actions).sum());
+    for add in adds {
+        for marker in &add.markers {
+            let put = Put::builder()
+                .table_name(table)
+                .set_item(Some(item_to_dynamodb(marker.clone())))
+                .condition_expression(MARKER_CONDITION)
+                .build()?;
+            actions.push(TransactWriteItem::builder().put(put).build());
+        }
+        let update = Update::builder()
+            .table_name(table)
+            .set_key(Some(item_to_dynamodb(add.key.clone())))
+            .update_expression(ADD_EXPRESSION)
+            .expression_attribute_names("#a", add.attribute.clone())
+            .expression_attribute_values(":d", AttributeValue::N(add.delta.as_str().to_string()))
+            .build()?;
+        actions.push(TransactWriteItem::builder().update(update).build());
+    }
+    Ok(actions)
 }
 
 #[cfg(test)]
@@ -156,40 +173,33 @@ mod tests {
     }
 
     #[test]
-    fn put_if_newer_is_conditional_on_the_order() {
-        let write = ViewWrite::PutIfNewer {
-            item: item(r#"{"pk":{"S":"v#PLAYER#ada"},"sk":{"S":"LATEST"},"seq":{"N":"10"}}"#),
-            order_attribute: "seq".into(),
-            order: "10".parse().unwrap(),
-        };
-        let DynamoWrite::ConditionalPut(put) = build("views", &write).unwrap() else {
-            panic!("{write:?}")
-        };
+    fn put_if_newer_is_conditional_on_the_order_then_the_record() {
+        let it = item(r#"{"pk":{"S":"v#PLAYER#ada"},"sk":{"S":"LATEST"},"seq":{"N":"10"}}"#);
+        let put = put_if_newer_owned("views", it, "seq".into(), "10".parse().unwrap(), "ab".into()).unwrap();
         assert_eq!(put.table_name(), "views");
         assert_eq!(
             put.condition_expression(),
-            Some("attribute_not_exists(pk) OR #o < :o")
+            Some("attribute_not_exists(pk) OR #o < :o OR (#o = :o AND #r < :r)")
         );
         assert_eq!(
             put.expression_attribute_names(),
-            Some(&HashMap::from([("#o".into(), "seq".into())]))
+            Some(&HashMap::from([
+                ("#o".into(), "seq".into()),
+                ("#r".into(), "logRecordId".into())
+            ]))
         );
-        let values = HashMap::from([(":o".to_string(), AttributeValue::N("10".into()))]);
-        assert_eq!(put.expression_attribute_values(), Some(&values));
-        let expected = HashMap::from([
-            ("pk".to_string(), s("v#PLAYER#ada")),
-            ("sk".to_string(), s("LATEST")),
-            ("seq".to_string(), AttributeValue::N("10".into())),
+        let values = HashMap::from([
+            (":o".to_string(), AttributeValue::N("10".into())),
+            (":r".to_string(), s("ab")),
         ]);
-        assert_eq!(put.item(), &expected);
+        assert_eq!(put.expression_attribute_values(), Some(&values));
     }
 
     #[test]
     fn put_is_unconditional_in_both_forms() {
         let it = item(r#"{"pk":{"S":"p"},"sk":{"S":"a|b"},"x":{"B":"AAE="}}"#);
-        let DynamoWrite::Put { request, put } = build("views", &ViewWrite::Put { item: it }).unwrap() else {
-            panic!("expected Put")
-        };
+        let request = write_request(&it).unwrap();
+        let put = put("views", &it).unwrap();
         let expected = HashMap::from([
             ("pk".to_string(), s("p")),
             ("sk".to_string(), s("a|b")),
@@ -199,71 +209,60 @@ mod tests {
             ),
         ]);
         assert_eq!(request.put_request().map(|p| p.item()), Some(&expected));
-        assert!(request.delete_request().is_none());
         assert_eq!(put.item(), &expected);
-        assert_eq!(put.table_name(), "views");
         assert!(put.condition_expression().is_none() && put.expression_attribute_names().is_none());
     }
 
     #[test]
-    fn add_is_a_marker_put_then_an_add_in_one_transaction() {
-        let write = ViewWrite::Add {
+    fn markers_are_one_item_per_record_under_the_view_prefix() {
+        let a = RecordId::new(&Value::S("A".into()), Some(&Value::S("EVT#1".into()))).unwrap();
+        let b = RecordId::new(&Value::S("B".into()), Some(&Value::S("EVT#1".into()))).unwrap();
+        let (ma, mb) = (marker_key("v#", &a), marker_key("v#", &b));
+        assert_ne!(
+            ma, mb,
+            "a sort key repeated across partitions must not share a marker"
+        );
+        assert_eq!(ma["pk"], Value::S(format!("v#~applied#{}", a.digest())));
+        assert_eq!(ma["sk"], Value::S("~".into()));
+    }
+
+    #[test]
+    fn an_aggregate_transaction_puts_each_marker_then_adds_the_summed_delta() {
+        let add = AggregateAdd {
             key: item(r#"{"pk":{"S":"v#GAME#g001"},"sk":{"S":"TOTAL"}}"#),
             attribute: "sum".into(),
             delta: "-12.5".parse().unwrap(),
-            marker: item(r#"{"pk":{"S":"v#~applied#GAME#g001"},"sk":{"S":"LOG#1|v#GAME#g001|TOTAL"}}"#),
+            markers: vec![
+                item(r#"{"pk":{"S":"v#~applied#01"},"sk":{"S":"~"}}"#),
+                item(r#"{"pk":{"S":"v#~applied#02"},"sk":{"S":"~"}}"#),
+            ],
         };
-        let DynamoWrite::Transaction(items) = build("views", &write).unwrap() else {
-            panic!("{write:?}")
-        };
-        assert_eq!(items.len(), 2);
-        let marker = items[0].put().expect("first: the marker put");
-        assert_eq!(marker.table_name(), "views");
-        assert_eq!(marker.condition_expression(), Some("attribute_not_exists(pk)"));
-        assert!(
-            marker.expression_attribute_names().is_none() && marker.expression_attribute_values().is_none()
-        );
-        let marker_item = HashMap::from([
-            ("pk".to_string(), s("v#~applied#GAME#g001")),
-            ("sk".to_string(), s("LOG#1|v#GAME#g001|TOTAL")),
-        ]);
-        assert_eq!(marker.item(), &marker_item);
-        let update = items[1].update().expect("second: the aggregate update");
-        assert_eq!(update.table_name(), "views");
+        let items = aggregate_transaction("views", std::slice::from_ref(&add)).unwrap();
+        assert_eq!(items.len(), add.actions());
+        for marker in &items[..2] {
+            let put = marker.put().expect("markers first");
+            assert_eq!(put.condition_expression(), Some("attribute_not_exists(pk)"));
+        }
+        let update = items[2].update().expect("then the aggregate update");
         assert_eq!(update.update_expression(), "ADD #a :d");
         assert!(update.condition_expression().is_none());
-        let key = HashMap::from([
-            ("pk".to_string(), s("v#GAME#g001")),
-            ("sk".to_string(), s("TOTAL")),
-        ]);
-        assert_eq!(update.key(), &key);
-        assert_eq!(
-            update.expression_attribute_names(),
-            Some(&HashMap::from([("#a".into(), "sum".into())]))
-        );
         let values = HashMap::from([(":d".to_string(), AttributeValue::N("-12.5".into()))]);
         assert_eq!(update.expression_attribute_values(), Some(&values));
     }
 
     #[test]
-    fn owned_builders_give_what_the_borrowing_ones_give() {
-        let it = item(r#"{"pk":{"S":"p"},"sk":{"S":"LATEST"},"seq":{"N":"10.0"},"ns":{"NS":["1","2.5"]}}"#);
-        let order: Number = "10.0".parse().unwrap();
-        assert_eq!(
-            put_if_newer_owned("views", it.clone(), "seq".into(), order.clone()).unwrap(),
-            put_if_newer("views", &it, "seq", &order).unwrap()
-        );
-        assert_eq!(
-            write_request_owned(it.clone()).unwrap(),
-            write_request(&it).unwrap()
-        );
+    fn min_and_max_are_conditional_sets() {
         let key = item(r#"{"pk":{"S":"v#g"},"sk":{"S":"TOTAL"}}"#);
-        let marker = item(r#"{"pk":{"S":"v#~applied#g"},"sk":{"S":"LOG#1|v#g|TOTAL"}}"#);
-        let delta: Number = "-1.50".parse().unwrap();
-        let owned = add_transaction_owned("views", key.clone(), "sum".into(), delta.clone(), marker.clone());
+        let max = extreme_update("views", key.clone(), "max".into(), "7".parse().unwrap(), true).unwrap();
+        assert_eq!(max.update_expression(), "SET #a = :v");
         assert_eq!(
-            owned.unwrap(),
-            add_transaction("views", &key, "sum", &delta, &marker).unwrap()
+            max.condition_expression(),
+            Some("attribute_not_exists(#a) OR #a < :v")
+        );
+        let min = extreme_update("views", key, "min".into(), "7".parse().unwrap(), false).unwrap();
+        assert_eq!(
+            min.condition_expression(),
+            Some("attribute_not_exists(#a) OR #a > :v")
         );
     }
 }

@@ -4,8 +4,8 @@
 //! - Pure and deterministic: the same record always gives the same write.
 //! - Every write is idempotent and commutative under the DynamoDB semantics documented on [`ViewWrite`]
 //!   (and implemented by [`MemoryStore`](super::MemoryStore)): applying a view's writes in any order, any
-//!   number of times each, gives the same view. The one caveat is `Latest` with two different records
-//!   that project to the same view key with the same order value: the first one applied wins.
+//!   number of times each, gives the same view. Every write carries the log record's [`RecordId`] (its
+//!   whole key), which is how `Count`/`Sum` count a record once and how `Latest` breaks ties.
 //! - The view item's keys are the strings `pk` (prefixed with the view's key prefix) and `sk`.
 //!
 //! The caller passes the log item itself: an export's `Item`, or a stream record's `NewImage` (a log is
@@ -15,7 +15,7 @@ use std::fmt;
 
 use super::config::{LOG_PK, LOG_SK, Mode, TemplatePart, VIEW_PK, VIEW_SK};
 use super::error::describe;
-use super::{Item, Number, ProjectionConfig, ProjectionError, Template, Value};
+use super::{Item, Number, ProjectionConfig, ProjectionError, RecordId, Template, Value};
 
 /// DynamoDB's limit on a partition key value, in bytes.
 pub const MAX_PARTITION_KEY_BYTES: usize = 2048;
@@ -25,7 +25,15 @@ pub const MAX_SORT_KEY_BYTES: usize = 1024;
 pub const COUNT_ATTRIBUTE: &str = "count";
 /// The view item attribute holding a `Sum` aggregate.
 pub const SUM_ATTRIBUTE: &str = "sum";
-/// Between the key prefix and the log record's `pk` in an idempotency marker's `pk`.
+/// The view item attribute holding a `Min` aggregate.
+pub const MIN_ATTRIBUTE: &str = "min";
+/// The view item attribute holding a `Max` aggregate.
+pub const MAX_ATTRIBUTE: &str = "max";
+/// The `Latest` item attribute holding the [`RecordId::digest`] of the record it shows: of two records
+/// with equal ordering values, the greater digest wins, in every path.
+pub const LOG_RECORD_ID: &str = "logRecordId";
+/// Between the key prefix and a record's digest in the `pk` of the items the writers keep for
+/// themselves (idempotency markers and the like); never a view item.
 pub const MARKER_INFIX: &str = "~applied#";
 
 /// The sort key of a `Latest` item when no `sortKey` template is set.
@@ -37,39 +45,49 @@ pub const TOTAL_SK: &str = "TOTAL";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ViewWrite {
     /// Mode `Latest`: `PutItem` of `item` with the condition
-    /// `attribute_not_exists(pk) OR #o < :o` (`#o` = `order_attribute`, `:o` = `order`): it replaces the
-    /// stored item only if there is none or the stored order is strictly lower. A redelivered or older
-    /// record fails the condition (`ConditionalCheckFailedException`), which the caller treats as done.
-    /// `item` always carries `order_attribute` = `order`.
+    /// `attribute_not_exists(pk) OR #o < :o OR (#o = :o AND #r < :r)` (`#o` = `order_attribute`, `:o` =
+    /// `order`, `#r` = [`LOG_RECORD_ID`], `:r` = `record`): it replaces the stored item only if there is
+    /// none, the stored order is strictly lower, or the orders are equal and the stored record's digest is
+    /// lower. A redelivered or older record fails the condition (`ConditionalCheckFailedException`), which
+    /// the caller treats as done. `item` always carries `order_attribute` = `order` and [`LOG_RECORD_ID`] =
+    /// `record`.
     PutIfNewer {
         item: Item,
         order_attribute: String,
         order: Number,
+        record: String,
     },
     /// Mode `Append`: an unconditional `PutItem` (or `BatchWriteItem` put). The view key derives from the
     /// log record's own key, so a replay overwrites the same item with the same content.
     Put { item: Item },
     /// Modes `Count` (`attribute` = `count`, `delta` = 1) and `Sum` (`attribute` = `sum`, `delta` = the
-    /// record's `sumOf`): the record counts once however often it is applied. `marker` identifies the
-    /// record (its `sk` is unique per log record and view key). Two ways to carry it out on DynamoDB:
-    /// one `TransactWriteItems` with a `Put` of `marker` conditioned on `attribute_not_exists(pk)` and an
-    /// `Update` `ADD #a :d` of the item at `key` ([`dynamo::add_transaction`](super::dynamo)); or, as the
-    /// views-table adapter does (`crate::aws::views`), the marker as a contribution item holding `delta`
-    /// and the aggregate recomputed from its contributions.
+    /// record's `sumOf`): `ADD #a :d` on the item at `key`, applied once per `record` however often it is
+    /// delivered. A writer dedupes by an idempotency marker per record (the views-table writer
+    /// `crate::aws::views` puts the marker conditioned on `attribute_not_exists` in the same
+    /// `TransactWriteItems` as the `ADD`, so both or neither happen).
     Add {
         key: Item,
         attribute: String,
         delta: Number,
-        marker: Item,
+        record: RecordId,
+    },
+    /// Modes `Min` (`greatest` false, `attribute` = `min`) and `Max` (`greatest` true, `attribute` = `max`):
+    /// `UpdateItem SET #a = :v` on the item at `key`, conditioned on `attribute_not_exists(#a) OR #a > :v`
+    /// (`<` for `Max`). Naturally idempotent: a replayed or beaten value fails the condition, done.
+    Extreme {
+        key: Item,
+        attribute: String,
+        value: Number,
+        greatest: bool,
     },
 }
 
 impl ViewWrite {
-    /// The `(pk, sk)` of the view item written (not of the marker).
+    /// The `(pk, sk)` of the view item written.
     pub fn view_key(&self) -> (&str, &str) {
         let item = match self {
             ViewWrite::PutIfNewer { item, .. } | ViewWrite::Put { item } => item,
-            ViewWrite::Add { key, .. } => key,
+            ViewWrite::Add { key, .. } | ViewWrite::Extreme { key, .. } => key,
         };
         view_key_of(item)
     }
@@ -86,6 +104,7 @@ struct LogRecordKeys<'a> {
     pk_name: &'a str,
     pk: &'a str,
     sk: Option<(&'a str, &'a str)>,
+    id: RecordId,
 }
 
 impl fmt::Display for LogRecordKeys<'_> {
@@ -143,7 +162,14 @@ impl ProjectionConfig {
                 .collect()
         };
         let log_sk = log.sk.map(|(_, s)| s.to_string());
-        Ok(Some(self.finish(kept, log.pk.to_string(), log_sk, pk, sk, order)))
+        let record = log.id.digest();
+        Ok(Some(self.finish(
+            kept,
+            (log.pk.to_string(), log_sk, record),
+            pk,
+            sk,
+            order,
+        )))
     }
 
     /// [`project`](Self::project) for a caller that owns the record and no longer needs it (the backfill
@@ -155,6 +181,7 @@ impl ProjectionConfig {
             Some(Prepared::Done(write)) => return Ok(Some(write)),
             Some(Prepared::Item { pk, sk, log, order }) => (pk, sk, log, order),
         };
+        let record_digest = log.id.digest();
         let write = if self.attributes.is_empty() {
             // The record itself becomes the view item: its log keys move out (into `logPk`/`logSk`).
             let log_pk = self.take_log_key(&mut record, &self.log_keys.partition_key)?;
@@ -163,7 +190,7 @@ impl ProjectionConfig {
                 Some(name) => Some(self.take_log_key(&mut record, name)?),
                 None => None,
             };
-            self.finish(record, log_pk, log_sk, pk, sk, order)
+            self.finish(record, (log_pk, log_sk, record_digest), pk, sk, order)
         } else {
             let (log_pk, log_sk) = (log.pk.to_string(), log.sk.map(|(_, s)| s.to_string()));
             let mut kept = Item::new();
@@ -178,7 +205,7 @@ impl ProjectionConfig {
                     kept.insert(to.clone(), value);
                 }
             }
-            self.finish(kept, log_pk, log_sk, pk, sk, order)
+            self.finish(kept, (log_pk, log_sk, record_digest), pk, sk, order)
         };
         Ok(Some(write))
     }
@@ -236,7 +263,7 @@ impl ProjectionConfig {
                 Some((_, log_sk)) => format!("{}|{log_sk}", log.pk),
                 None => log.pk.to_string(),
             },
-            (None, Mode::Count | Mode::Sum { .. }) => TOTAL_SK.to_string(),
+            (None, Mode::Count | Mode::Sum { .. } | Mode::Extreme { .. }) => TOTAL_SK.to_string(),
         };
         self.check_key("pk", &pk, MAX_PARTITION_KEY_BYTES, &log)?;
         self.check_key("sk", &sk, MAX_SORT_KEY_BYTES, &log)?;
@@ -255,46 +282,59 @@ impl ProjectionConfig {
             )?),
             Mode::Append => None,
             Mode::Count => {
-                return Ok(Some(Prepared::Done(self.add(
-                    COUNT_ATTRIBUTE,
-                    Number::from(1),
-                    &log,
-                    pk,
-                    sk,
-                )?)));
+                let write = add(COUNT_ATTRIBUTE, Number::from(1), log.id, pk, sk);
+                return Ok(Some(Prepared::Done(write)));
             }
             Mode::Sum { sum_of } => {
                 let delta = self.number(record, sum_of, &log, |view, attribute, found, record| {
-                    ProjectionError::SumAttribute {
+                    ProjectionError::NumberAttribute {
                         view,
+                        field: "sumOf",
                         attribute,
                         found,
                         record,
                     }
                 })?;
-                return Ok(Some(Prepared::Done(self.add(
-                    SUM_ATTRIBUTE,
-                    delta,
-                    &log,
-                    pk,
-                    sk,
-                )?)));
+                return Ok(Some(Prepared::Done(add(SUM_ATTRIBUTE, delta, log.id, pk, sk))));
+            }
+            Mode::Extreme { of, greatest } => {
+                let field = if *greatest { "maxOf" } else { "minOf" };
+                let value = self.number(record, of, &log, |view, attribute, found, record| {
+                    ProjectionError::NumberAttribute {
+                        view,
+                        field,
+                        attribute,
+                        found,
+                        record,
+                    }
+                })?;
+                let attribute = match greatest {
+                    true => MAX_ATTRIBUTE,
+                    false => MIN_ATTRIBUTE,
+                };
+                return Ok(Some(Prepared::Done(ViewWrite::Extreme {
+                    key: key_item(pk, sk),
+                    attribute: attribute.to_string(),
+                    value,
+                    greatest: *greatest,
+                })));
             }
         };
         Ok(Some(Prepared::Item { pk, sk, log, order }))
     }
 
     /// The view item from its kept attributes: then `logPk`/`logSk`, then `pk`/`sk` (each later step wins
-    /// a name clash), then, for `Latest`, the order.
+    /// a name clash), then, for `Latest`, the order and the record's digest. `log` is the log record's
+    /// `(pk text, sk text, digest)`.
     fn finish(
         &self,
         mut item: Item,
-        log_pk: String,
-        log_sk: Option<String>,
+        log: (String, Option<String>, String),
         pk: String,
         sk: String,
         order: Option<Number>,
     ) -> ViewWrite {
+        let (log_pk, log_sk, record) = log;
         // A log item rarely has `logPk`/`logSk` already, but often has `pk`/`sk`.
         item.insert(LOG_PK.to_string(), Value::S(log_pk));
         if let Some(log_sk) = log_sk {
@@ -310,10 +350,12 @@ impl ProjectionConfig {
                 if !holds_it {
                     set(&mut item, stored_as, Value::N(order.clone()));
                 }
+                set(&mut item, LOG_RECORD_ID, Value::S(record.clone()));
                 ViewWrite::PutIfNewer {
                     item,
                     order_attribute: stored_as.clone(),
                     order,
+                    record,
                 }
             }
             _ => ViewWrite::Put { item },
@@ -339,7 +381,16 @@ impl ProjectionConfig {
             Some(name) => Some((name.as_str(), read(name)?)),
             None => None,
         };
-        Ok(LogRecordKeys { pk_name, pk, sk })
+        let sk_value = self.log_keys.sort_key.as_ref().and_then(|name| record.get(name));
+        let id = record
+            .get(pk_name)
+            .and_then(|pk| RecordId::new(pk, sk_value))
+            .ok_or_else(|| ProjectionError::LogKey {
+                view: self.view.clone(),
+                attribute: pk_name.to_string(),
+                found: describe(record.get(pk_name)),
+            })?;
+        Ok(LogRecordKeys { pk_name, pk, sk, id })
     }
 
     fn render_into(
@@ -417,25 +468,15 @@ impl ProjectionConfig {
             )),
         }
     }
+}
 
-    fn add(
-        &self,
-        attribute: &str,
-        delta: Number,
-        log: &LogRecordKeys,
-        pk: String,
-        sk: String,
-    ) -> Result<ViewWrite, ProjectionError> {
-        let marker_pk = format!("{}{MARKER_INFIX}{}", self.key_prefix, log.pk);
-        let marker_sk = format!("{}|{pk}|{sk}", log.sk.map_or("-", |(_, s)| s));
-        self.check_key("marker pk", &marker_pk, MAX_PARTITION_KEY_BYTES, log)?;
-        self.check_key("marker sk", &marker_sk, MAX_SORT_KEY_BYTES, log)?;
-        Ok(ViewWrite::Add {
-            key: key_item(pk, sk),
-            attribute: attribute.to_string(),
-            delta,
-            marker: key_item(marker_pk, marker_sk),
-        })
+/// The `Count`/`Sum` write of `record` to the item at `(pk, sk)`.
+fn add(attribute: &str, delta: Number, record: RecordId, pk: String, sk: String) -> ViewWrite {
+    ViewWrite::Add {
+        key: key_item(pk, sk),
+        attribute: attribute.to_string(),
+        delta,
+        record,
     }
 }
 

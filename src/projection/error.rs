@@ -42,7 +42,8 @@ pub enum ProjectionError {
     /// A key template's placeholder names an attribute the record lacks or holds as another type.
     #[error(
         "view {view}: record {record}: attribute `{attribute}` of spec.projection.key.{template} is {found}, \
-         not a string or a number: fix the record, or the template"
+         not a string or a number; the log is immutable, so leave such records out with spec.projection.filter \
+         (`{attribute}` Exists), or change spec.projection.key.{template}"
     )]
     KeyAttribute {
         view: String,
@@ -55,7 +56,7 @@ pub enum ProjectionError {
     /// A rendered key is empty, which DynamoDB rejects.
     #[error(
         "view {view}: record {record}: the view item's {key} renders empty; DynamoDB rejects empty keys: \
-         fix the record, or add literal text to spec.projection.key"
+         add literal text to spec.projection.key, or leave such records out with spec.projection.filter"
     )]
     EmptyKey {
         view: String,
@@ -79,8 +80,9 @@ pub enum ProjectionError {
     /// The `Latest` ordering attribute is missing or not a number.
     #[error(
         "view {view}: record {record}: ordering attribute `{attribute}` is {found}, not a number; \
-         mode Latest keeps the record with the greatest `{attribute}`: fix the record, or \
-         spec.projection.orderBy (default: the EventLog's spec.table.orderingAttribute)"
+         mode Latest keeps the record with the greatest `{attribute}`: leave such records out with \
+         spec.projection.filter (`{attribute}` Exists), or change spec.projection.orderBy (default: the \
+         EventLog's spec.table.orderingAttribute)"
     )]
     OrderAttribute {
         view: String,
@@ -89,22 +91,40 @@ pub enum ProjectionError {
         record: String,
     },
 
-    /// The `Sum` attribute is missing or not a number.
+    /// The `Sum`, `Min` or `Max` attribute (`field`: `sumOf`, `minOf`, `maxOf`) is missing or not a number.
     #[error(
-        "view {view}: record {record}: attribute `{attribute}` (spec.projection.sumOf) is {found}, not a \
-         number: fix the record, or filter such records out with spec.projection.filter"
+        "view {view}: record {record}: attribute `{attribute}` (spec.projection.{field}) is {found}, not a \
+         number; the log is immutable, so leave such records out with spec.projection.filter (`{attribute}` \
+         Exists), or change spec.projection.{field}"
     )]
-    SumAttribute {
+    NumberAttribute {
         view: String,
+        field: &'static str,
         attribute: String,
         found: String,
         record: String,
+    },
+
+    /// Adding the record to its `Sum` would leave a total DynamoDB cannot store (more than 38 significant
+    /// digits, or a magnitude of 1E+126 or more; see
+    /// <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/HowItWorks.NamingRulesDataTypes.html>).
+    #[error(
+        "view {view}: record {record}: adding it to the total of pk={pk:?}, sk={sk:?} gives {reason}, which \
+         DynamoDB cannot store (38 significant digits, magnitude below 1E+126); leave such records out with \
+         spec.projection.filter, or change the projection (for example a Sum of a scaled attribute)"
+    )]
+    Unstorable {
+        view: String,
+        record: String,
+        pk: String,
+        sk: String,
+        reason: String,
     },
 }
 
 impl ProjectionError {
     /// A short, bounded label: `custom-projector`, `invalid-spec`, `invalid-log-key`, `invalid-key`,
-    /// `invalid-order`, `invalid-sum`.
+    /// `invalid-order`, `invalid-number`, `unstorable-number`.
     pub fn category(&self) -> &'static str {
         match self {
             ProjectionError::CustomProjector { .. } => "custom-projector",
@@ -114,7 +134,8 @@ impl ProjectionError {
             | ProjectionError::EmptyKey { .. }
             | ProjectionError::KeyTooLong { .. } => "invalid-key",
             ProjectionError::OrderAttribute { .. } => "invalid-order",
-            ProjectionError::SumAttribute { .. } => "invalid-sum",
+            ProjectionError::NumberAttribute { .. } => "invalid-number",
+            ProjectionError::Unstorable { .. } => "unstorable-number",
         }
     }
 
@@ -134,5 +155,42 @@ pub(super) fn describe(value: Option<&super::Value>) -> String {
     match value {
         None => "missing".to_string(),
         Some(v) => format!("a {}", v.type_name()),
+    }
+}
+
+/// How many rejected records [`RecordErrors`] keeps (the newest).
+pub const KEPT_RECORD_ERRORS: usize = 5;
+
+/// The records a path left out under `onRecordError: Skip`: how many, and the newest few messages (each
+/// names the record's log keys and the reason), for `status.recordErrors`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordErrors {
+    /// Records left out.
+    pub count: u64,
+    /// The newest [`KEPT_RECORD_ERRORS`] messages, oldest first.
+    pub last: std::collections::VecDeque<String>,
+}
+
+impl RecordErrors {
+    /// Counts one more record left out, for `message`.
+    pub fn push(&mut self, message: String) {
+        self.count += 1;
+        if self.last.len() == KEPT_RECORD_ERRORS {
+            self.last.pop_front();
+        }
+        self.last.push_back(message);
+    }
+
+    /// Adds `other`'s count and messages (newest kept).
+    pub fn merge(&mut self, other: &RecordErrors) {
+        let count = self.count + other.count;
+        for m in &other.last {
+            self.push(m.clone());
+        }
+        self.count = count;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
     }
 }

@@ -5,12 +5,20 @@
 //! - `PutIfNewer`: replace the item at its key if none is stored, or if the stored `order_attribute` is a
 //!   number strictly lower than `order` (a missing or non-number stored attribute fails the comparison).
 //! - `Put`: replace unconditionally.
-//! - `Add`: all or nothing. If the marker exists, nothing happens (the transaction is cancelled by its
-//!   condition). Otherwise the marker is stored as an item and `attribute` of the item at `key` becomes
-//!   `delta` (item or attribute missing) or its sum with `delta`; an existing non-number attribute or a
-//!   sum DynamoDB cannot store is an error and changes nothing.
+//!   Of equal orders, the greater [`LOG_RECORD_ID`](super::LOG_RECORD_ID) wins (a stored item without one
+//!   keeps its place).
+//! - `Add`: all or nothing, once per record. If the record was applied to the item at `key` already,
+//!   nothing happens (the transaction is cancelled by its marker's condition). Otherwise the record is
+//!   remembered and `attribute` of the item at `key` becomes `delta` (item or attribute missing) or its
+//!   sum with `delta`; an existing non-number attribute or a sum DynamoDB cannot store is an error and
+//!   changes nothing.
+//! - `Extreme`: `attribute` becomes `value` when missing or when `value` is strictly lower (`Min`) or
+//!   greater (`Max`); otherwise the condition fails.
+//!
+//! Idempotency markers are kept apart from the items: [`MemoryStore::items`] is the view as readers see
+//! it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::config::{VIEW_PK, VIEW_SK};
 use super::{Item, Number, NumberError, Value, ViewWrite};
@@ -19,6 +27,8 @@ use super::{Item, Number, NumberError, Value, ViewWrite};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemoryStore {
     items: BTreeMap<(String, String), Item>,
+    /// `(pk, sk, record digest)` of every `Add` applied.
+    markers: BTreeSet<(String, String, String)>,
 }
 
 /// What a write did.
@@ -76,11 +86,19 @@ impl MemoryStore {
                 item,
                 order_attribute,
                 order,
+                record,
             } => {
                 let key = key_of(item)?;
                 let newer = match self.items.get(&key) {
                     None => true,
-                    Some(stored) => matches!(stored.get(order_attribute), Some(Value::N(o)) if o < order),
+                    Some(stored) => match stored.get(order_attribute) {
+                        Some(Value::N(o)) if o < order => true,
+                        Some(Value::N(o)) if o == order => matches!(
+                            stored.get(super::LOG_RECORD_ID),
+                            Some(Value::S(r)) if r < record
+                        ),
+                        _ => false,
+                    },
                 };
                 if !newer {
                     return Ok(Applied::ConditionFailed);
@@ -94,11 +112,11 @@ impl MemoryStore {
                 key,
                 attribute,
                 delta,
-                marker,
+                record,
             } => {
-                let marker_key = key_of(marker)?;
                 let item_key = key_of(key)?;
-                if self.items.contains_key(&marker_key) {
+                let marker = (item_key.0.clone(), item_key.1.clone(), record.digest());
+                if self.markers.contains(&marker) {
                     return Ok(Applied::ConditionFailed);
                 }
                 let total = self.added(&item_key, attribute, delta)?;
@@ -106,7 +124,37 @@ impl MemoryStore {
                     .entry(item_key)
                     .or_insert_with(|| key.clone())
                     .insert(attribute.clone(), total);
-                self.items.insert(marker_key, marker.clone());
+                self.markers.insert(marker);
+            }
+            ViewWrite::Extreme {
+                key,
+                attribute,
+                value,
+                greatest,
+            } => {
+                let item_key = key_of(key)?;
+                let beats = match self.items.get(&item_key).and_then(|i| i.get(attribute)) {
+                    None => true,
+                    Some(Value::N(stored)) => match greatest {
+                        true => value > stored,
+                        false => value < stored,
+                    },
+                    Some(other) => {
+                        return Err(MemoryStoreError::NotANumber {
+                            pk: item_key.0,
+                            sk: item_key.1,
+                            attribute: attribute.clone(),
+                            found: other.type_name(),
+                        });
+                    }
+                };
+                if !beats {
+                    return Ok(Applied::ConditionFailed);
+                }
+                self.items
+                    .entry(item_key)
+                    .or_insert_with(|| key.clone())
+                    .insert(attribute.clone(), Value::N(value.clone()));
             }
         }
         Ok(Applied::Written)
@@ -162,12 +210,12 @@ impl MemoryStore {
         self.items.get(&(pk.to_string(), sk.to_string()))
     }
 
-    /// Every item, markers included, in `(pk, sk)` order.
+    /// Every view item (no idempotency markers), in `(pk, sk)` order.
     pub fn items(&self) -> impl Iterator<Item = &Item> {
         self.items.values()
     }
 
-    /// The number of items, markers included.
+    /// The number of view items.
     pub fn len(&self) -> usize {
         self.items.len()
     }
@@ -194,6 +242,25 @@ mod tests {
             item: item(&json),
             order_attribute: "seq".into(),
             order: seq.parse().unwrap(),
+            record: name.into(),
+        }
+    }
+
+    #[test]
+    fn equal_orders_keep_the_greater_record_digest_whatever_the_order_of_arrival() {
+        let tagged = |seq: &str, record: &str| {
+            let mut w = put_if_newer(seq, record);
+            if let ViewWrite::PutIfNewer { item, .. } = &mut w {
+                item.insert(crate::projection::LOG_RECORD_ID.into(), Value::S(record.into()));
+            }
+            w
+        };
+        for order in [["a", "b"], ["b", "a"]] {
+            let mut store = MemoryStore::new();
+            for r in order {
+                store.apply(&tagged("5", r)).unwrap();
+            }
+            assert_eq!(store.get("p", "LATEST").unwrap()["n"], Value::S("b".into()));
         }
     }
 
@@ -228,19 +295,17 @@ mod tests {
         );
     }
 
-    fn add(attribute: &str, delta: &str, marker_sk: &str) -> ViewWrite {
+    fn add(attribute: &str, delta: &str, record: &str) -> ViewWrite {
         ViewWrite::Add {
             key: item(r#"{"pk":{"S":"v#p"},"sk":{"S":"TOTAL"}}"#),
             attribute: attribute.into(),
             delta: delta.parse().unwrap(),
-            marker: item(&format!(
-                r#"{{"pk":{{"S":"v#~applied#x"}},"sk":{{"S":"{marker_sk}"}}}}"#
-            )),
+            record: crate::projection::RecordId::new(&Value::S(record.into()), None).unwrap(),
         }
     }
 
     #[test]
-    fn add_counts_each_marker_once_and_stores_markers() {
+    fn add_counts_each_record_once() {
         let mut store = MemoryStore::new();
         assert_eq!(store.apply(&add("sum", "1.5", "a")).unwrap(), Applied::Written);
         assert_eq!(
@@ -252,8 +317,7 @@ mod tests {
             store.get("v#p", "TOTAL").unwrap()["sum"],
             Value::N("1.25".parse().unwrap())
         );
-        assert!(store.get("v#~applied#x", "a").is_some() && store.get("v#~applied#x", "b").is_some());
-        assert_eq!(store.len(), 3);
+        assert_eq!(store.len(), 1, "markers are not view items");
     }
 
     #[test]
@@ -262,7 +326,6 @@ mod tests {
         store
             .apply(&add("sum", "99999999999999999999999999999999999999", "a"))
             .unwrap();
-        let before = store.clone();
         let err = store.apply(&add("sum", "0.5", "b")).unwrap_err();
         assert!(matches!(err, MemoryStoreError::Overflow { .. }), "{err}");
         store
@@ -275,8 +338,35 @@ mod tests {
             err.to_string(),
             r#"item pk="v#p", sk="TOTAL": ADD to `n`, which is a S, not a number"#
         );
-        assert!(store.get("v#~applied#x", "b").is_none() && store.get("v#~applied#x", "c").is_none());
-        assert_eq!(before.len(), 2);
+        // Neither failed record was remembered: once fixed, they apply.
+        store
+            .apply(&ViewWrite::Put {
+                item: item(r#"{"pk":{"S":"v#p"},"sk":{"S":"TOTAL"}}"#),
+            })
+            .unwrap();
+        assert_eq!(store.apply(&add("sum", "0.5", "b")).unwrap(), Applied::Written);
+    }
+
+    #[test]
+    fn min_and_max_keep_the_extreme_and_ignore_replays() {
+        let extreme = |value: &str, greatest: bool| ViewWrite::Extreme {
+            key: item(r#"{"pk":{"S":"v#p"},"sk":{"S":"TOTAL"}}"#),
+            attribute: if greatest { "max" } else { "min" }.into(),
+            value: value.parse().unwrap(),
+            greatest,
+        };
+        let mut store = MemoryStore::new();
+        for v in ["5", "-2.5", "7", "7.0", "-2.5", "6"] {
+            store.apply(&extreme(v, true)).unwrap();
+            store.apply(&extreme(v, false)).unwrap();
+        }
+        let stored = store.get("v#p", "TOTAL").unwrap();
+        assert_eq!(stored["max"], Value::N("7".parse().unwrap()));
+        assert_eq!(stored["min"], Value::N("-2.5".parse().unwrap()));
+        assert_eq!(
+            store.apply(&extreme("7", true)).unwrap(),
+            Applied::ConditionFailed
+        );
     }
 
     #[test]

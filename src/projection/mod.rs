@@ -13,8 +13,9 @@
 //! Guarantees:
 //! - Idempotent and order-independent: a view built from any interleaving of backfill and live delivery,
 //!   with any record delivered more than once, ends up the same (`Latest` writes are conditional on the
-//!   ordering attribute, `Append` items are keyed by the log record's key, aggregates carry a marker per
-//!   record). See [`ViewWrite`] for the exact DynamoDB semantics and the one caveat (equal orders).
+//!   ordering attribute, then the record's identity; `Append` items are keyed by the log record's key;
+//!   `Count`/`Sum` apply each [`RecordId`] once; `Min`/`Max` are conditional sets). See [`ViewWrite`] for
+//!   the exact DynamoDB semantics.
 //! - Exact: DynamoDB numbers never go through `f64` ([`Number`]).
 //! - Everything a view writes, its markers included, lives under its key prefix, as its IAM policy
 //!   requires.
@@ -26,6 +27,7 @@ pub mod dynamo;
 mod engine;
 mod error;
 mod filter;
+mod identity;
 mod memory;
 mod number;
 mod value;
@@ -35,10 +37,11 @@ mod fixture_tests;
 
 pub use config::{LogKeys, ProjectionConfig, Template, TemplateError, TemplatePart};
 pub use engine::{
-    COUNT_ATTRIBUTE, LATEST_SK, MARKER_INFIX, MAX_PARTITION_KEY_BYTES, MAX_SORT_KEY_BYTES, SUM_ATTRIBUTE,
-    TOTAL_SK, ViewWrite, view_key_of,
+    COUNT_ATTRIBUTE, LATEST_SK, LOG_RECORD_ID, MARKER_INFIX, MAX_ATTRIBUTE, MAX_PARTITION_KEY_BYTES,
+    MAX_SORT_KEY_BYTES, MIN_ATTRIBUTE, SUM_ATTRIBUTE, TOTAL_SK, ViewWrite, view_key_of,
 };
-pub use error::ProjectionError;
+pub use error::{KEPT_RECORD_ERRORS, ProjectionError, RecordErrors};
+pub use identity::RecordId;
 pub use memory::{Applied, MemoryStore, MemoryStoreError};
 pub use number::{MAX_SIGNIFICANT_DIGITS, Number, NumberError};
 pub use value::{

@@ -108,8 +108,9 @@ pub async fn run(share: &JobShare) -> Result<Progress, (String, bool)> {
         s3: aws.s3.clone(),
         bucket,
         summary_key: summary_key(&export, &prefix),
+        writer: ViewTableWriter::new(aws.dynamodb.clone(), table, projection.key_prefix(), 16)
+            .with_rate_limit(limit),
         projection: Arc::new(projection),
-        writer: ViewTableWriter::new(aws.dynamodb.clone(), table, 16).with_rate_limit(limit),
         checkpoints: ConfigMapCheckpoint::new(
             client,
             &share.namespace,

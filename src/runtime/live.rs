@@ -9,8 +9,11 @@
 //! - Records the stream no longer holds (a checkpoint older than the stream's 24-hour retention) are a
 //!   **gap**: the reader records it in [`LiveProgress::gap`], forgets the lost shard and goes on; the view
 //!   then closes the gap from the log itself with a new backfill.
-//! - A record the projection rejects is counted and reported in [`LiveProgress::record_errors`], never
-//!   retried forever: the log is immutable, so retrying cannot help.
+//! - A record that cannot be projected (or whose write DynamoDB refuses, such as a sum it cannot store)
+//!   follows the view's `onRecordError`: `Skip` leaves it out and reports it in
+//!   [`LiveProgress::record_errors`]; `Fail` stops the reader before the record's batch and reports it in
+//!   [`LiveProgress::failed`] (the log is immutable, so only a change of the view can help). Never an
+//!   endless retry that stalls every other record, and never `caught_up` while failing.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +23,8 @@ use tracing::{info, warn};
 use super::checkpoints::ConfigMapCheckpoint;
 use super::stream::{EventName, ShardPosition, StreamError, StreamReader};
 use crate::aws::views::ViewTableWriter;
-use crate::projection::{ProjectionConfig, ViewWrite};
+use crate::crd::RecordErrorPolicy;
+use crate::projection::{ProjectionConfig, RecordErrors, ViewWrite};
 
 /// Records asked for per `GetRecords`.
 const RECORDS_PER_CALL: i32 = 1000;
@@ -39,9 +43,10 @@ pub struct LiveProgress {
     pub records_applied: u64,
     /// The last transient failure, cleared by the next success.
     pub error: Option<String>,
-    /// Records the projection rejected, and the last such error.
-    pub record_errors: u64,
-    pub last_record_error: Option<String>,
+    /// Records left out under `onRecordError: Skip`.
+    pub record_errors: RecordErrors,
+    /// Under `onRecordError: Fail`: the record that stopped the reader.
+    pub failed: Option<String>,
     /// Records were lost from the stream (see the module docs); set until the reconciler takes it.
     pub gap: Option<String>,
 }
@@ -110,12 +115,48 @@ impl LiveReader {
                                 }
                             }
                         }
-                        if let Err(e) = self.writer.apply(writes).await {
-                            warn!(error = %e, "live path: writing the view failed; re-reading from the checkpoint");
-                            self.update(|p| p.error = Some(e.to_string()));
+                        let fail = self.projection.on_record_error() == RecordErrorPolicy::Fail;
+                        let stats = match rejected.first() {
+                            Some(first) if fail => Err(first.clone()),
+                            _ => match self.writer.apply(writes).await {
+                                Ok(stats) => {
+                                    for r in &stats.rejected {
+                                        rejected.push(format!(
+                                            "view {}: record {}: DynamoDB refused its write to pk={:?}, sk={:?}: {}",
+                                            self.projection.view_name(),
+                                            r.record,
+                                            r.pk,
+                                            r.sk,
+                                            r.reason
+                                        ));
+                                    }
+                                    match rejected.first() {
+                                        Some(first) if fail => Err(first.clone()),
+                                        _ => Ok(stats),
+                                    }
+                                }
+                                Err(e) => {
+                                    warn!(error = %e, "live path: writing the view failed; re-reading from the checkpoint");
+                                    self.update(|p| {
+                                        p.error = Some(e.to_string());
+                                        p.caught_up = false;
+                                    });
+                                    pending.clear();
+                                    reader.rewind(saved.clone());
+                                    backoff.wait().await;
+                                    continue;
+                                }
+                            },
+                        };
+                        if let Err(record) = stats {
+                            warn!(error = %record, "live path: a record cannot be applied and spec.projection.onRecordError is Fail; stopped before it");
+                            self.update(|p| {
+                                p.failed = Some(record);
+                                p.caught_up = false;
+                            });
                             pending.clear();
                             reader.rewind(saved.clone());
-                            backoff.wait().await;
+                            tokio::time::sleep(Duration::from_secs(30)).await;
                             continue;
                         }
                         if count > 0 && batch.checkpoint != saved {
@@ -138,16 +179,14 @@ impl LiveReader {
                             p.started = true;
                             p.caught_up = caught_up;
                             p.error = None;
+                            p.failed = None;
                             p.records_applied += count;
                             if let Some(t) = newest {
                                 p.watermark = Some(p.watermark.map_or(t, |w| w.max(t)));
                             }
-                            for e in &rejected {
-                                warn!(error = %e, "live path: a log record cannot be projected; it is skipped");
-                            }
-                            p.record_errors += rejected.len() as u64;
-                            if let Some(last) = rejected.pop() {
-                                p.last_record_error = Some(last);
+                            for e in rejected.drain(..) {
+                                warn!(error = %e, "live path: a log record cannot be applied; it is left out (onRecordError Skip)");
+                                p.record_errors.push(e);
                             }
                         });
                         if caught_up {
@@ -189,10 +228,7 @@ impl LiveReader {
                         );
                         pending.clear();
                         reader.rewind(saved.clone());
-                        self.update(|p| {
-                            p.record_errors += 1;
-                            p.last_record_error = Some(error);
-                        });
+                        self.update(|p| p.record_errors.push(error));
                     }
                     Err(e) => {
                         warn!(error = %e, "live path: reading the stream failed; trying again");
