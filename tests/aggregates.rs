@@ -342,7 +342,7 @@ fn an_unstorable_sum_rejects_only_its_record() {
             .into_iter()
             .map(|raw| kappa_operator::projection::item_from_dynamodb(raw).unwrap());
         let got = by_group(items, "v#", "sum");
-        let hot: BigDecimal = format!("{big}").parse::<BigDecimal>().unwrap() - BigDecimal::from(5);
+        let hot: BigDecimal = big.parse::<BigDecimal>().unwrap() - BigDecimal::from(5);
         assert_eq!(got["hot"], hot, "{stats:?}");
         assert_eq!(got["cold"], "2.5".parse::<BigDecimal>().unwrap());
         // The writer applies a refused group's records one by one, in order: the second is rejected.

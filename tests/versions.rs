@@ -323,8 +323,12 @@ async fn a_rebuild_that_cannot_project_some_records_fails_beside_the_active_vers
     .await;
     let table = first.table_name.clone().unwrap();
 
-    // Profile records have no `points`: summing them cannot work.
-    patch_spec(&mvs, serde_json::json!({"recordTypes": ["score", "profile"]})).await;
+    // Profile records have no `points`: summing them cannot work, and this view stops at such a record.
+    patch_spec(
+        &mvs,
+        serde_json::json!({"recordTypes": ["score", "profile"], "projection": {"onRecordError": "Fail"}}),
+    )
+    .await;
     let failed = common::eventually(Duration::from_secs(120), "the rebuild failed", || async {
         let s = status(&mvs).await?;
         (version(&s, 2)?.state == VersionState::Failed).then_some(s)

@@ -125,7 +125,7 @@ impl<C: FileCheckpoints> ScanWorker<C> {
                 items += 1;
             }
             let stats = self.writer.apply(writes).await?;
-            super::worker::take_rejected(&self.projection, &self.progress, stats)?;
+            super::worker::take_rejected(&self.projection, &self.progress, stats).map_err(|e| *e)?;
             start = page.last_evaluated_key;
             if start.is_none() {
                 break;

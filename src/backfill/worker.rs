@@ -294,7 +294,7 @@ impl<C: FileCheckpoints> Worker<C> {
             match self.writer.apply(chunk).await {
                 Ok(stats) => {
                     if let Err(e) = take_rejected(&self.projection, &self.progress, stats) {
-                        write_error = Some(e);
+                        write_error = Some(*e);
                         break;
                     }
                 }
@@ -322,12 +322,12 @@ impl<C: FileCheckpoints> Worker<C> {
 }
 
 /// Applies the view's `onRecordError` policy to the records DynamoDB refused in `stats`: `Skip` counts
-/// them in `progress`, `Fail` stops with the first.
+/// them in `progress`, `Fail` stops with the first ([`BackfillError::Rejected`]).
 pub fn take_rejected(
     projection: &ProjectionConfig,
     progress: &Mutex<Progress>,
     stats: WriteStats,
-) -> Result<(), BackfillError> {
+) -> Result<(), Box<BackfillError>> {
     for r in stats.rejected {
         let message = format!(
             "view {}: record {}: DynamoDB refused its write to pk={:?}, sk={:?}: {}; leave such records out \
@@ -344,7 +344,7 @@ pub fn take_rejected(
                 .unwrap_or_else(|e| e.into_inner())
                 .record_errors
                 .push(message),
-            RecordErrorPolicy::Fail => return Err(BackfillError::Rejected(message)),
+            RecordErrorPolicy::Fail => return Err(Box::new(BackfillError::Rejected(message))),
         }
     }
     Ok(())

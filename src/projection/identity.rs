@@ -80,7 +80,7 @@ fn push_part(out: &mut String, value: &Value) -> Option<()> {
 /// One text per numeric value: `1`, `1.0`, `1E0` and `+1` all give `1`.
 fn canonical_number(n: &super::Number) -> String {
     let normalized = n.value().normalized();
-    if normalized == bigdecimal::BigDecimal::from(0) {
+    if bigdecimal::Zero::is_zero(&normalized) {
         return "0".to_string();
     }
     normalized.to_string()
