@@ -3,13 +3,16 @@ SHELL := bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/kappa-operator/target
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test stack-up stack-down stack-status tools build crds lint
+.PHONY: demo test bench stack-up stack-down stack-status tools build crds lint
 
 demo: ## Bring the local stack up and run the operator against it, end to end.
 	hack/demo.sh
 
 test: ## Format check, clippy, unit and integration tests on the local stack (started if needed).
 	hack/test.sh
+
+bench: ## Benchmarks (cargo bench) on the local stack (started if needed), printed as ratios to their goals.
+	hack/bench.sh
 
 stack-up: ## Start etcd, kube-apiserver, kube-controller-manager and the AWS API; write .stack/env.
 	hack/stack.sh up

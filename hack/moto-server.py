@@ -16,6 +16,14 @@ And two DynamoDB departures from AWS that would otherwise decide the operator's 
   ValidationException, as on AWS
   (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/HowItWorks.NamingRulesDataTypes.html).
 
+- Isolation: moto serves requests on concurrent threads and applies DynamoDB writes (and rolls back
+  transactions) without any locking, so a write can be lost to another thread's read-modify-write or
+  rollback. AWS applies each request atomically and transactions serializably; here DynamoDB requests are
+  served one at a time.
+- ExportTableToPointInTime: moto reads the table in a thread while writes go on (not a snapshot) and
+  reports no ExportTime. Here the items are copied when the export is requested, and ExportTime is that
+  moment, as AWS's point-in-time export guarantees.
+
 Takes moto_server's arguments (`-H 127.0.0.1 -p PORT`). Run by `hack/stack.sh up` with the stack's venv
 python; not part of the product.
 """
@@ -23,6 +31,7 @@ python; not part of the product.
 import copy
 import decimal
 import json
+import threading
 from datetime import datetime
 from urllib.parse import unquote
 
@@ -32,6 +41,8 @@ import moto.dynamodb.models as moto_dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
+from moto.dynamodb.models.table_export import TableExport
+from moto.dynamodb.responses import DynamoHandler
 from moto.server import main
 
 
@@ -170,6 +181,68 @@ class TablesKept:
 
 moto_dynamodb_models.copy = TablesKept()
 DynamoDBBackend.transact_write_items = transact_write_items
+
+# ---------------------------------------------------------------- isolation: one DynamoDB request at a time
+dynamodb_lock = threading.RLock()
+original_call_action = DynamoHandler.call_action
+
+
+def serialized_call_action(self):
+    with dynamodb_lock:
+        return original_call_action(self)
+
+
+DynamoHandler.call_action = serialized_call_action
+
+
+# ---------------------------------------------------------------- exports, a snapshot at ExportTime
+original_export_init, original_export_response = TableExport.__init__, TableExport.response
+
+
+def export_init(self, *args, **kwargs):
+    original_export_init(self, *args, **kwargs)
+    with dynamodb_lock:
+        self.export_time = datetime.now().timestamp()
+        self.snapshot = [copy.deepcopy(item.to_json(root_attr_name="Item")) for item in self.table.all_items()]
+
+
+class SnapshotTable:
+    """The table as the export thread reads it: the items copied at ExportTime."""
+
+    def __init__(self, items, table_arn):
+        self.items = items
+        self.table_arn = table_arn
+
+    def all_items(self):
+        return [SnapshotItem(i) for i in self.items]
+
+
+class SnapshotItem:
+    def __init__(self, json_item):
+        self.json_item = json_item
+
+    def to_json(self, root_attr_name=None):
+        return self.json_item
+
+
+def export_backup(self, s3_backend):
+    table, self.table = self.table, SnapshotTable(self.snapshot, self.table.table_arn)
+    try:
+        original_backup(self, s3_backend)
+    finally:
+        self.table = table
+
+
+def export_response(self):
+    out = original_export_response(self)
+    out["ExportTime"] = self.export_time
+    return out
+
+
+original_backup = TableExport._backup_to_s3_file
+TableExport.__init__ = export_init
+TableExport._backup_to_s3_file = export_backup
+TableExport.response = export_response
 
 if __name__ == "__main__":
     main()

@@ -25,6 +25,12 @@ pub struct AwsCallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViewLabels {
+    pub namespace: String,
+    pub view: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
     pub kind: &'static str,
     pub category: &'static str,
@@ -39,6 +45,8 @@ pub struct Metrics {
     pub duration: Family<KindLabels, Histogram>,
     pub leader: Gauge<i64, AtomicI64>,
     pub aws_calls: Family<AwsCallLabels, Counter>,
+    /// `kappa_view_record_errors_total`: records a view left out (`onRecordError: Skip`).
+    pub record_errors: Family<ViewLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -51,6 +59,12 @@ impl Default for Metrics {
         });
         let leader = Gauge::<i64, AtomicI64>::default();
         let aws_calls = Family::<AwsCallLabels, Counter>::default();
+        let record_errors = Family::<ViewLabels, Counter>::default();
+        registry.register(
+            "view_record_errors",
+            "Log records a view left out because they cannot be projected (spec.projection.onRecordError Skip), per view",
+            record_errors.clone(),
+        );
         registry.register("reconciles", "Reconciles run, per kind", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -79,6 +93,7 @@ impl Default for Metrics {
             duration,
             leader,
             aws_calls,
+            record_errors,
         }
     }
 }

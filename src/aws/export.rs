@@ -203,6 +203,45 @@ impl Read for ObjectReader {
     }
 }
 
+/// Writes a small object (a backfill's partial sums) at `key`, replacing any.
+pub async fn put_small_object(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+) -> Result<(), AwsError> {
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body.into())
+        .send()
+        .await
+        .map_err(from_sdk("PutObject", &format!("s3://{bucket}/{key}")))?;
+    Ok(())
+}
+
+/// The keys of every object under `prefix`.
+pub async fn list_keys(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Result<Vec<String>, AwsError> {
+    let resource = format!("s3://{bucket}/{prefix}");
+    let mut keys = Vec::new();
+    let mut token = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(from_sdk("ListObjectsV2", &resource))?;
+        keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+        token = page.next_continuation_token().map(str::to_string);
+        if token.is_none() {
+            return Ok(keys);
+        }
+    }
+}
+
 /// Deletes every object under `prefix` (the export a view owns), returning how many.
 pub async fn delete_prefix(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Result<usize, AwsError> {
     let resource = format!("s3://{bucket}/{prefix}");

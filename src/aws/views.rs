@@ -151,6 +151,8 @@ pub struct ViewTableWriter {
     concurrency: usize,
     /// A backfill's share of the table's write capacity, when it has one.
     limit: Option<std::sync::Arc<RateLimiter>>,
+    /// The live path of this backfill attempt: its `ADD`s also go to [`dynamo::live_attribute`].
+    live_attempt: Option<i64>,
 }
 
 /// A token bucket of write requests per second (one token per item written), holding at most one
@@ -254,7 +256,15 @@ impl ViewTableWriter {
             key_prefix: key_prefix.into(),
             concurrency: concurrency.max(1),
             limit: None,
+            live_attempt: None,
         }
+    }
+
+    /// The writer of the live path during and after backfill attempt `attempt` (a pre-aggregated one):
+    /// each `ADD` also adds to the attempt's live attribute, which the backfill's fold reads.
+    pub fn with_live_attempt(mut self, attempt: Option<i64>) -> Self {
+        self.live_attempt = attempt;
+        self
     }
 
     /// Writes at most `per_second` items per second (`None`: no limit).
@@ -271,6 +281,16 @@ impl ViewTableWriter {
     /// Applies all `writes`; `Ok` only when every one of them is applied or rejected (see the module
     /// docs).
     pub async fn apply(&self, writes: Vec<ViewWrite>) -> Result<WriteStats, AwsError> {
+        self.apply_with_band(writes, &HashSet::new()).await
+    }
+
+    /// [`Self::apply`], also putting a band item ([`dynamo::band_key`], of the live attempt) for each
+    /// `Count`/`Sum` record in `band`, in the same transaction as its marker.
+    pub async fn apply_with_band(
+        &self,
+        writes: Vec<ViewWrite>,
+        band: &HashSet<RecordId>,
+    ) -> Result<WriteStats, AwsError> {
         let mut stats = WriteStats {
             writes: writes.len() as u64,
             ..WriteStats::default()
@@ -281,17 +301,17 @@ impl ViewTableWriter {
             .into_iter()
             .partition(|w| matches!(w, ViewWrite::Add { .. }));
         if !adds.is_empty() {
-            stats += self.apply_adds(adds).await?;
+            stats += self.apply_adds(adds, band).await?;
         }
         stats += self.send_all(writes).await?;
         Ok(stats)
     }
 
     /// `Count`/`Sum`: grouped per aggregate into marker + `ADD` transactions (see the module docs).
-    async fn apply_adds(&self, adds: Vec<ViewWrite>) -> Result<WriteStats, AwsError> {
+    async fn apply_adds(&self, adds: Vec<ViewWrite>, band: &HashSet<RecordId>) -> Result<WriteStats, AwsError> {
         let mut stats = WriteStats::default();
         let mut seen = HashSet::new();
-        let mut groups: BTreeMap<(String, String, String), Vec<(RecordId, Number)>> = BTreeMap::new();
+        let mut groups: BTreeMap<(String, String, String), Vec<Contribution>> = BTreeMap::new();
         for write in adds {
             let ViewWrite::Add {
                 key,
@@ -307,22 +327,29 @@ impl ViewTableWriter {
                 continue;
             }
             let (pk, sk) = view_key_of(&key);
+            let in_band = band.contains(&record);
             groups
                 .entry((pk.to_string(), sk.to_string(), attribute))
                 .or_default()
-                .push((record, delta));
+                .push((record, delta, in_band));
         }
         // Pack whole groups (split when larger than a transaction) into transactions of at most 100
         // actions; a key is in one transaction at a time, and transactions go one after the other.
         let mut pending: Vec<Group> = Vec::new();
         let mut actions = 0;
         for ((pk, sk, attribute), records) in groups {
-            for chunk in records.chunks(MAX_TRANSACTION_ACTIONS - 1) {
-                if actions + chunk.len() + 1 > MAX_TRANSACTION_ACTIONS {
+            // Two actions per band record (marker and band item), one per other record, one for the ADD.
+            let per_chunk = match records.iter().any(|r| r.2) {
+                true => (MAX_TRANSACTION_ACTIONS - 1) / 2,
+                false => MAX_TRANSACTION_ACTIONS - 1,
+            };
+            for chunk in records.chunks(per_chunk) {
+                let chunk_actions = chunk.len() + chunk.iter().filter(|r| r.2).count();
+                if actions + chunk_actions + 1 > MAX_TRANSACTION_ACTIONS {
                     stats += self.transact(std::mem::take(&mut pending)).await?;
                     actions = 0;
                 }
-                actions += chunk.len() + 1;
+                actions += chunk_actions + 1;
                 pending.push(Group {
                     pk: pk.clone(),
                     sk: sk.clone(),
@@ -358,7 +385,7 @@ impl ViewTableWriter {
     async fn one_by_one(&self, groups: Vec<Group>, reason: String) -> Result<WriteStats, AwsError> {
         let mut stats = WriteStats::default();
         if let [group] = groups.as_slice()
-            && let [(record, _)] = group.records.as_slice()
+            && let [(record, _, _)] = group.records.as_slice()
         {
             // A refusal in the plain `ValidationException` form does not say whether the marker's condition
             // failed too: a record applied before is not a record error.
@@ -401,7 +428,7 @@ impl ViewTableWriter {
                 }
                 let adds = match groups
                     .iter()
-                    .map(|g| g.add(&self.key_prefix))
+                    .map(|g| g.add(&self.key_prefix, self.live_attempt))
                     .collect::<Result<Vec<_>, _>>()
                 {
                     Ok(adds) => adds,
@@ -439,6 +466,7 @@ impl ViewTableWriter {
                         let mut at = 0;
                         for group in &mut groups {
                             let n = group.records.len();
+                            let bands = group.records.iter().filter(|r| r.2).count();
                             let mut i = 0;
                             group.records.retain(|_| {
                                 let applied = indexes.contains(&(at + i));
@@ -446,7 +474,7 @@ impl ViewTableWriter {
                                 applied.then(|| stats.skipped += 1);
                                 !applied
                             });
-                            at += n + 1;
+                            at += n + bands + 1;
                         }
                     }
                     Cancelled::Refused(message) => {
@@ -499,6 +527,171 @@ impl ViewTableWriter {
         match first_error {
             Some(e) => Err(e),
             None => Ok(stats),
+        }
+    }
+
+    /// The digests of backfill attempt `attempt`'s band: the `Count`/`Sum` records its live path applied
+    /// while they might also be in the export (strongly consistent `Query`s of the band partitions).
+    pub async fn load_band(&self, attempt: i64) -> Result<HashSet<String>, AwsError> {
+        let mut band = HashSet::new();
+        for partition in dynamo::band_partitions(&self.key_prefix, attempt) {
+            let mut start = None;
+            loop {
+                let page = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .consistent_read(true)
+                    .key_condition_expression("pk = :p")
+                    .expression_attribute_values(":p", AttributeValue::S(partition.clone()))
+                    .projection_expression("sk")
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(from_sdk("Query", &self.table))?;
+                for item in page.items() {
+                    if let Some(AttributeValue::S(digest)) = item.get("sk") {
+                        band.insert(digest.clone());
+                    }
+                }
+                start = page.last_evaluated_key;
+                if start.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(band)
+    }
+
+    /// Folds backfill attempt `attempt`'s base into each aggregate: `SET #a = <live attribute> + :base`
+    /// (the records the live path of this attempt applied, plus the export's records it did not), once
+    /// per attempt (`kappaFolded`). For a later attempt, aggregates with live records but no base are set
+    /// to their live part too, so nothing an earlier attempt counted stays. `bases`: `(pk, sk, attribute)`
+    /// → base. Aggregates DynamoDB cannot store come back in [`WriteStats::rejected`]-like form in the
+    /// error list of the result.
+    pub async fn fold(
+        &self,
+        attempt: i64,
+        bases: BTreeMap<(String, String, String), Number>,
+    ) -> Result<(WriteStats, Vec<String>), AwsError> {
+        let live = dynamo::live_attribute(attempt);
+        let mut stats = WriteStats::default();
+        let mut refused = Vec::new();
+        let mut updates = futures::stream::iter(
+            bases
+                .into_iter()
+                .map(|((pk, sk, attribute), base)| self.fold_one(pk, sk, attribute, base, attempt, &live)),
+        )
+        .buffer_unordered(self.concurrency);
+        while let Some(result) = updates.next().await {
+            match result? {
+                Ok(s) => stats += s,
+                Err(message) => refused.push(message),
+            }
+        }
+        drop(updates);
+        if attempt > 1 {
+            stats += self.fold_live_only(attempt, &live).await?;
+        }
+        Ok((stats, refused))
+    }
+
+    async fn fold_one(
+        &self,
+        pk: String,
+        sk: String,
+        attribute: String,
+        base: Number,
+        attempt: i64,
+        live: &str,
+    ) -> Result<Result<WriteStats, String>, AwsError> {
+        let key = HashMap::from([
+            ("pk".to_string(), AttributeValue::S(pk.clone())),
+            ("sk".to_string(), AttributeValue::S(sk.clone())),
+        ]);
+        if let Some(limit) = &self.limit {
+            limit.acquire(1.0).await;
+        }
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression("SET #a = if_not_exists(#l, :z) + :b, #f = :n")
+            .condition_expression("attribute_not_exists(#f) OR #f < :n")
+            .expression_attribute_names("#a", attribute)
+            .expression_attribute_names("#l", live)
+            .expression_attribute_names("#f", dynamo::FOLDED_ATTRIBUTE)
+            .expression_attribute_values(":z", AttributeValue::N("0".into()))
+            .expression_attribute_values(":b", AttributeValue::N(base.into_string()))
+            .expression_attribute_values(":n", AttributeValue::N(attempt.to_string()));
+        if attempt > 1 {
+            update = update
+                .update_expression("SET #a = if_not_exists(#l, :z) + :b, #f = :n REMOVE #p")
+                .expression_attribute_names("#p", dynamo::live_attribute(attempt - 1));
+        }
+        let mut stats = WriteStats {
+            requests: 1,
+            ..WriteStats::default()
+        };
+        match update.send().await {
+            Ok(_) => {
+                stats.applied = 1;
+                stats.write_units = 1;
+            }
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => stats.skipped = 1,
+            Err(e) if e.code() == Some("ValidationException") => {
+                return Ok(Err(format!(
+                    "the total of pk={pk:?}, sk={sk:?} cannot be stored: {}",
+                    e.message().unwrap_or_default()
+                )));
+            }
+            Err(e) => return Err(from_sdk("UpdateItem", &self.table)(e)),
+        }
+        Ok(Ok(stats))
+    }
+
+    /// Attempt `attempt` > 1: aggregates its live path touched that the export had no record for.
+    async fn fold_live_only(&self, attempt: i64, live: &str) -> Result<WriteStats, AwsError> {
+        let mut stats = WriteStats::default();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression(
+                    "begins_with(pk, :p) AND attribute_exists(#l) AND (attribute_not_exists(#f) OR #f < :n)",
+                )
+                .expression_attribute_names("#l", live)
+                .expression_attribute_names("#f", dynamo::FOLDED_ATTRIBUTE)
+                .expression_attribute_values(":p", AttributeValue::S(self.key_prefix.clone()))
+                .expression_attribute_values(":n", AttributeValue::N(attempt.to_string()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(from_sdk("Scan", &self.table))?;
+            for item in page.items() {
+                let (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) = (item.get("pk"), item.get("sk"))
+                else {
+                    continue;
+                };
+                for attribute in [crate::projection::COUNT_ATTRIBUTE, crate::projection::SUM_ATTRIBUTE] {
+                    if item.contains_key(attribute) {
+                        let zero = Number::from(0);
+                        if let Ok(s) = self
+                            .fold_one(pk.clone(), sk.clone(), attribute.to_string(), zero, attempt, live)
+                            .await?
+                        {
+                            stats += s;
+                        }
+                    }
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(stats);
+            }
         }
     }
 
@@ -643,6 +836,55 @@ fn newest_only(writes: Vec<ViewWrite>) -> (Vec<ViewWrite>, u64) {
     (keep.into_iter().flatten().collect(), dropped)
 }
 
+/// Keeps, of the `Latest`/`Min`/`Max` writes given to it, only the one per view item and attribute the
+/// table would keep in the end ([`beats`]); a backfill reduces a data file's writes with it before
+/// sending them, so it writes about one item per key instead of one per record.
+#[derive(Debug, Default)]
+pub struct Reducer {
+    slots: HashMap<(String, String, String), ViewWrite>,
+    /// Writes dropped for a winning one.
+    pub dropped: u64,
+}
+
+impl Reducer {
+    /// Takes `write` if it reduces (gives `None`), else gives it back.
+    pub fn push(&mut self, write: ViewWrite) -> Option<ViewWrite> {
+        let slot = match &write {
+            ViewWrite::PutIfNewer { .. } => String::new(),
+            ViewWrite::Extreme { attribute, .. } => attribute.clone(),
+            _ => return Some(write),
+        };
+        let (pk, sk) = write.view_key();
+        let key = (pk.to_string(), sk.to_string(), slot);
+        match self.slots.get_mut(&key) {
+            Some(held) => {
+                self.dropped += 1;
+                if beats(&write, held) {
+                    *held = write;
+                }
+            }
+            None => {
+                self.slots.insert(key, write);
+            }
+        }
+        None
+    }
+
+    /// How many writes it holds.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The writes it holds, emptying it.
+    pub fn take(&mut self) -> Vec<ViewWrite> {
+        self.slots.drain().map(|(_, w)| w).collect()
+    }
+}
+
 /// Whether `a` would replace `b` in the table (same key, both `Latest` or both the same extreme).
 fn beats(a: &ViewWrite, b: &ViewWrite) -> bool {
     match (a, b) {
@@ -664,19 +906,22 @@ fn beats(a: &ViewWrite, b: &ViewWrite) -> bool {
     }
 }
 
+/// One record's part in an aggregate: its identity, its delta, whether it is in the live path's band.
+type Contribution = (RecordId, Number, bool);
+
 /// The records of one aggregate in a transaction.
 #[derive(Clone, Debug)]
 struct Group {
     pk: String,
     sk: String,
     attribute: String,
-    records: Vec<(RecordId, Number)>,
+    records: Vec<Contribution>,
 }
 
 impl Group {
-    fn add(&self, key_prefix: &str) -> Result<AggregateAdd, String> {
+    fn add(&self, key_prefix: &str, live_attempt: Option<i64>) -> Result<AggregateAdd, String> {
         let mut delta = Number::from(0);
-        for (_, d) in &self.records {
+        for (_, d, _) in &self.records {
             delta = delta.checked_add(d).map_err(|e| e.to_string())?;
         }
         Ok(AggregateAdd {
@@ -689,8 +934,15 @@ impl Group {
             markers: self
                 .records
                 .iter()
-                .map(|(r, _)| dynamo::marker_key(key_prefix, r))
+                .map(|(r, _, _)| dynamo::marker_key(key_prefix, r))
                 .collect(),
+            bands: match live_attempt {
+                Some(attempt) => (self.records.iter().filter(|r| r.2))
+                    .map(|(r, _, _)| dynamo::band_key(key_prefix, attempt, r))
+                    .collect(),
+                None => Vec::new(),
+            },
+            shadow: live_attempt.map(dynamo::live_attribute),
         })
     }
 }

@@ -16,7 +16,7 @@
 //!   so the shares of an Indexed Job never overlap and together cover the export.
 //! - Errors name the file and, for record errors, the line.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -29,13 +29,16 @@ use super::export::{
     read_data_file,
 };
 use crate::aws::AwsError;
-use crate::aws::export::{get_small_object, open_object};
-use crate::aws::views::{ViewTableWriter, WriteStats};
+use super::aggregate::{Partials, Unstorable, partial_key};
+use crate::aws::export::{get_small_object, list_keys, open_object, put_small_object};
+use crate::aws::views::{Reducer, ViewTableWriter, WriteStats};
 use crate::crd::RecordErrorPolicy;
 use crate::projection::{Item, ProjectionConfig, ProjectionError, RecordErrors, ViewWrite};
 
 /// Writes handed from the reading thread to the writer at a time.
 const WRITE_CHUNK: usize = 500;
+/// `Latest`/`Min`/`Max` writes of one data file held for reduction before they are sent (bounds memory).
+const MAX_REDUCED: usize = 50_000;
 
 /// Where a worker records the data files it finished; the backfill resumes from it.
 pub trait FileCheckpoints: Send + Sync {
@@ -58,6 +61,9 @@ pub struct Progress {
     pub items_per_second: f64,
     /// Records left out under `onRecordError: Skip`.
     pub record_errors: RecordErrors,
+    /// View writes sent to the views table (after reduction; for `Count`/`Sum` with pre-aggregation, the
+    /// folded aggregates): the backfill's write amplification is this over the view's distinct items.
+    pub writes_sent: u64,
 }
 
 /// The export's summary and its data files, read from its manifests (item counts checked).
@@ -103,6 +109,19 @@ pub struct Worker<C> {
     /// This worker's share: `(index, count)`.
     pub share: (usize, usize),
     pub progress: Arc<Mutex<Progress>>,
+    /// `Count`/`Sum` views whose live path the operator runs: sum per aggregate instead of writing each
+    /// record (see [`super::aggregate`]).
+    pub pre_aggregate: Option<PreAggregate>,
+}
+
+/// What a pre-aggregating worker needs: the live path's band (record digests to leave out) and where to
+/// put each data file's partial sums.
+#[derive(Clone, Debug)]
+pub struct PreAggregate {
+    pub band: Arc<HashSet<String>>,
+    /// The S3 prefix of the partial objects ([`super::aggregate::partials_prefix`]), in the worker's
+    /// bucket.
+    pub partials_prefix: String,
 }
 
 /// Why a backfill stopped.
@@ -290,9 +309,51 @@ impl<C: FileCheckpoints> Worker<C> {
             Ok::<_, Box<ReadError<RecordError>>>(stats)
         });
         let mut write_error = None;
-        while let Some(chunk) = chunks.recv().await {
+        let mut partials = Partials::default();
+        let mut reducer = Reducer::default();
+        let mut last = false;
+        loop {
+            let mut chunk = match chunks.recv().await {
+                Some(chunk) => chunk,
+                None if last || reducer.is_empty() => break,
+                // The file is read: what the reducer holds is sent last.
+                None => {
+                    last = true;
+                    reducer.take()
+                }
+            };
+            if !last {
+                let mut rest = Vec::with_capacity(chunk.len());
+                for write in chunk {
+                    rest.extend(reducer.push(write));
+                }
+                chunk = rest;
+                if reducer.len() >= MAX_REDUCED {
+                    chunk.extend(reducer.take());
+                }
+            }
+            if let Some(pre) = &self.pre_aggregate {
+                let mut rest = Vec::with_capacity(chunk.len());
+                for write in chunk {
+                    match partials.take(write, &pre.band) {
+                        Ok(Some(other)) => rest.push(other),
+                        Ok(None) => {}
+                        Err(refused) => {
+                            if let Err(e) = self.refuse(refused) {
+                                write_error = Some(*e);
+                            }
+                        }
+                    }
+                }
+                chunk = rest;
+            }
+            if write_error.is_some() {
+                break;
+            }
             match self.writer.apply(chunk).await {
                 Ok(stats) => {
+                    let sent = stats.writes;
+                    self.progress.lock().unwrap_or_else(|e| e.into_inner()).writes_sent += sent;
                     if let Err(e) = take_rejected(&self.projection, &self.progress, stats) {
                         write_error = Some(*e);
                         break;
@@ -313,11 +374,75 @@ impl<C: FileCheckpoints> Worker<C> {
             return Err(e);
         }
         let stats = read.map_err(|e| BackfillError::Read(*e))?;
+        if let Some(pre) = &self.pre_aggregate {
+            // The file's partial sums go to S3 before the file counts as done: a resumed backfill folds them.
+            let key = partial_key(&pre.partials_prefix, &file.data_file_s3_key);
+            put_small_object(&self.s3, &self.bucket, &key, partials.to_bytes()).await?;
+        }
         self.checkpoints
             .mark_done(&file.data_file_s3_key, stats.records)
             .await
             .map_err(BackfillError::Checkpoint)?;
         Ok(stats.records)
+    }
+}
+
+impl<C> Worker<C> {
+    /// A record (or, `record` `None`, an aggregate) whose sum DynamoDB could not store, under the view's
+    /// `onRecordError`.
+    fn refuse(&self, refused: Unstorable) -> Result<(), Box<BackfillError>> {
+        let stats = WriteStats {
+            rejected: vec![crate::aws::views::RejectedWrite {
+                record: refused.record.unwrap_or_else(|| {
+                    crate::projection::RecordId::new(&crate::projection::Value::S("(several)".into()), None)
+                        .expect("a string key")
+                }),
+                pk: refused.pk,
+                sk: refused.sk,
+                reason: refused.reason,
+            }],
+            ..WriteStats::default()
+        };
+        take_rejected(&self.projection, &self.progress, stats)
+    }
+
+    /// After every file of every share is done: sums the partial objects under the worker's
+    /// `partials_prefix` and folds them into the view (see [`super::aggregate`]); returns the aggregates
+    /// written. Idempotent: an aggregate folded by an earlier run is not folded again.
+    pub async fn fold(&self, attempt: i64) -> Result<u64, BackfillError> {
+        let Some(pre) = &self.pre_aggregate else {
+            return Ok(0);
+        };
+        let mut total = Partials::default();
+        for key in list_keys(&self.s3, &self.bucket, &pre.partials_prefix).await? {
+            let bytes = get_small_object(&self.s3, &self.bucket, &key).await?.unwrap_or_default();
+            let partials = Partials::from_bytes(&bytes).map_err(|e| BackfillError::Internal {
+                file: key.clone(),
+                message: e,
+            })?;
+            for refused in total.merge(partials) {
+                self.refuse(refused).map_err(|e| *e)?;
+            }
+        }
+        let aggregates = total.len() as u64;
+        self.progress.lock().unwrap_or_else(|e| e.into_inner()).writes_sent += aggregates;
+        let (bases, extremes) = total.split();
+        self.writer.apply(extremes).await?;
+        let (stats, refused) = match bases.is_empty() {
+            true => Default::default(),
+            false => self.writer.fold(attempt, bases).await?,
+        };
+        for reason in refused {
+            self.refuse(Unstorable {
+                record: None,
+                pk: String::new(),
+                sk: String::new(),
+                reason,
+            })
+            .map_err(|e| *e)?;
+        }
+        info!(aggregates, written = stats.applied, "folded the backfill's partial sums into the view");
+        Ok(aggregates)
     }
 }
 

@@ -29,6 +29,8 @@ use crate::crd::{
     APPROVE_BACKFILL_ANNOTATION, BackfillApproval, BackfillSource, BackfillStatus, EventLog, LiveStatus,
     MaterializedView, ViewPhase, reasons,
 };
+use crate::backfill::aggregate::Cutoff;
+use crate::backfill::worker::PreAggregate;
 use crate::projection::{ProjectionConfig, RecordErrors};
 use crate::runtime::checkpoints::{self, ConfigMapCheckpoint, view_key};
 use crate::runtime::live::LiveReader;
@@ -144,6 +146,22 @@ fn time_of(epoch_seconds: f64) -> Option<Time> {
     Timestamp::from_nanosecond(nanos).ok().map(Time)
 }
 
+/// What the backfill needs to know of the live path.
+pub(super) struct LiveFacts {
+    /// The reader polled the stream at least once.
+    pub started: bool,
+    /// Set for a pre-aggregated backfill (see [`crate::backfill::aggregate`]).
+    pub cutoff: Option<Cutoff>,
+    /// Everything created up to then was read ([`crate::runtime::live::LiveProgress::passed`]).
+    pub passed: Option<f64>,
+}
+
+/// Whether the view's `Count`/`Sum` backfill is pre-aggregated and folded: the operator runs its live path
+/// (this module is the in-cluster runtime) and the backfill reads an export (a snapshot with a time).
+fn pre_aggregated(view: &MaterializedView, projection: &ProjectionConfig) -> bool {
+    projection.is_additive() && view.spec.backfill.source == BackfillSource::Export
+}
+
 /// Runs the view's live reader and backfill; see the module docs.
 pub(super) async fn reconcile(
     view: &MaterializedView,
@@ -189,7 +207,17 @@ pub(super) async fn reconcile(
         checkpoints::stream_name(&target.base),
         checkpoints::owner_of(view),
     );
-    let live_fingerprint = digest(&[table, key_prefix, &stream_arn, &spec_json]);
+    // Count/Sum views backfilled from an export are pre-aggregated: the live path needs the export time.
+    let cutoff = pre_aggregated(view, &projection).then(|| {
+        let b = view.status.as_ref().and_then(|s| s.backfill.as_ref());
+        Cutoff {
+            attempt: b.map_or(1, |b| b.attempt.max(1)),
+            export_time: b
+                .and_then(|b| b.export_time.as_ref())
+                .map(|t| t.0.as_second() as f64),
+        }
+    });
+    let live_fingerprint = digest(&[table, key_prefix, &stream_arn, &spec_json, &format!("{cutoff:?}")]);
     let live = ctx.runtime.live(&key, &live_fingerprint, |progress| {
         let reader = LiveReader {
             streams: ctx.aws.streams.clone(),
@@ -200,10 +228,12 @@ pub(super) async fn reconcile(
                 table,
                 projection.key_prefix(),
                 WRITE_CONCURRENCY,
-            ),
+            )
+            .with_live_attempt(cutoff.as_ref().map(|c| c.attempt)),
             checkpoint: live_checkpoint.clone(),
             progress,
             poll_interval: Duration::from_secs(1),
+            cutoff: cutoff.clone(),
         };
         tokio::spawn(reader.run())
     });
@@ -216,7 +246,12 @@ pub(super) async fn reconcile(
     let gap = ctx.runtime.take_gap(&key);
 
     // 2. The backfill.
-    let mut outcome = backfill(view, target, log, ctx, ns, table, &projection, live.started, gap).await;
+    let facts = LiveFacts {
+        started: live.started,
+        cutoff,
+        passed: live.passed,
+    };
+    let mut outcome = backfill(view, target, log, ctx, ns, table, &projection, &facts, gap).await;
     outcome.live = Some(live_status);
     if matches!(outcome.health, Health::Stalled { .. }) {
         return outcome;
@@ -282,7 +317,7 @@ pub(super) async fn backfill(
     ns: &str,
     table: &str,
     projection: &Arc<ProjectionConfig>,
-    live_started: bool,
+    live: &LiveFacts,
     gap: Option<String>,
 ) -> InClusterOutcome {
     let progressing = |phase, reason, message: String, b: Option<BackfillStatus>, requeue| InClusterOutcome {
@@ -373,7 +408,7 @@ pub(super) async fn backfill(
                 );
             }
         }
-        if !live_started {
+        if !live.started {
             return progressing(
                 ViewPhase::Backfilling,
                 reasons::WAITING_FOR_LIVE_PATH,
@@ -570,27 +605,75 @@ pub(super) async fn backfill(
                 let summary = export::summary_key(&info, &prefix);
                 job_backfill(view, target, ctx, ns, jobs, b.attempt, &bucket, &summary).await
             } else {
+                let bucket = info.bucket.clone().unwrap_or_else(|| export_spec.bucket.clone());
+                let writer = ViewTableWriter::new(
+                    ctx.aws.dynamodb.clone(),
+                    table,
+                    projection.key_prefix(),
+                    WRITE_CONCURRENCY,
+                )
+                .with_rate_limit(limit);
+                // A pre-aggregated backfill reads the export once the live path has recorded its band.
+                let partials_prefix = crate::backfill::aggregate::partials_prefix(&prefix, b.attempt);
+                let pre_aggregate = match &live.cutoff {
+                    // Min and Max are idempotent: combined over the whole export, set once per key.
+                    None if projection.extreme_of().is_some() => Some(PreAggregate {
+                        band: Arc::default(),
+                        partials_prefix,
+                    }),
+                    None => None,
+                    Some(cutoff) if !cutoff.band_closed(live.passed) => {
+                        return progressing(
+                            ViewPhase::Backfilling,
+                            reasons::BACKFILLING,
+                            format!(
+                                "waiting for the live path to read past the export time plus {}s, so that the \
+                                 records it applied itself are known and left out of the export's sums",
+                                crate::backfill::aggregate::BAND_MARGIN_SECONDS
+                            ),
+                            Some(b),
+                            Duration::from_secs(2),
+                        );
+                    }
+                    Some(cutoff) => match writer.load_band(cutoff.attempt).await {
+                        Ok(band) => Some(PreAggregate {
+                            band: Arc::new(band),
+                            partials_prefix,
+                        }),
+                        Err(e) => {
+                            return progressing(
+                                ViewPhase::Backfilling,
+                                reasons::BACKFILLING,
+                                format!("reading the live path's band: {e}"),
+                                Some(b),
+                                Duration::from_secs(5),
+                            );
+                        }
+                    },
+                };
                 let worker = Worker {
                     s3: ctx.aws.s3.clone(),
-                    bucket: info.bucket.clone().unwrap_or_else(|| export_spec.bucket.clone()),
+                    bucket,
                     summary_key: export::summary_key(&info, &prefix),
                     projection: projection.clone(),
-                    writer: ViewTableWriter::new(
-                        ctx.aws.dynamodb.clone(),
-                        table,
-                        projection.key_prefix(),
-                        WRITE_CONCURRENCY,
-                    )
-                    .with_rate_limit(limit),
+                    writer,
                     checkpoints: backfill_checkpoint(ctx, ns, view, &base, b.attempt),
                     parallelism: view.spec.backfill.parallelism.max(1) as usize,
                     share: (0, 1),
                     progress: Arc::new(Mutex::new(Progress::default())),
+                    pre_aggregate,
                 };
                 info!(view = %key, export = %export_arn, summary = %worker.summary_key, "backfilling from the export");
                 let progress = worker.progress.clone();
+                let attempt = b.attempt;
                 ctx.runtime.backfill(&key, &fingerprint, |run| {
-                    tokio::spawn(async move { track(progress, worker.run(), run).await })
+                    let work = async move {
+                        worker.run().await?;
+                        worker.fold(attempt).await?;
+                        // With the record errors the fold found.
+                        Ok(worker.progress.lock().unwrap_or_else(|e| e.into_inner()).clone())
+                    };
+                    tokio::spawn(async move { track(progress, work, run).await })
                 })
             }
         }
@@ -707,7 +790,14 @@ pub(super) async fn lambda_view(
     }
     let mut outcome = match view.spec.projection {
         Some(_) => match ProjectionConfig::from_spec(&view.name_any(), &view.spec, &log.spec, key_prefix) {
-            Ok(p) => backfill(view, target, log, ctx, ns, table, &Arc::new(p), true, None).await,
+            Ok(p) => {
+                let facts = LiveFacts {
+                    started: true,
+                    cutoff: None,
+                    passed: None,
+                };
+                backfill(view, target, log, ctx, ns, table, &Arc::new(p), &facts, None).await
+            }
             Err(e) => stalled(ViewPhase::Failed, reasons::INVALID_SPEC, e.to_string()),
         },
         None if view.spec.backfill.source == BackfillSource::None => InClusterOutcome {
@@ -847,6 +937,7 @@ async fn job_backfill(
         files_resumed: 0,
         items_per_second: 0.0,
         record_errors: Default::default(),
+        writes_sent: 0,
     };
     if finished.len() < files.len() {
         return BackfillRun {
@@ -968,6 +1059,7 @@ mod tests {
             &mut b,
             &Progress {
                 record_errors: Default::default(),
+                writes_sent: 0,
                 files_total: 8,
                 files_done: 2,
                 items_total: 20_000,

@@ -577,6 +577,7 @@ async fn write_status(view: &MaterializedView, ctx: &Context, ns: &str, outcome:
             next.backfill = run.backfill.clone();
         }
         next.live = run.live.clone();
+        record_errors(view, ctx, ns, &mut next, run).await;
         next.resources.extend(run.resources.clone());
         let (complete, reason) = match run.backfill_complete {
             true => (crate::crd::ConditionStatus::True, reasons::BACKFILL_COMPLETE),
@@ -648,6 +649,56 @@ async fn write_status(view: &MaterializedView, ctx: &Context, ns: &str, outcome:
         }
     }
     Ok(())
+}
+
+/// `status.recordErrors` from what the backfill and the live path left out; a Warning Event and the
+/// metric `kappa_view_record_errors_total` when the count grew.
+async fn record_errors(
+    view: &MaterializedView,
+    ctx: &Context,
+    ns: &str,
+    next: &mut crate::crd::MaterializedViewStatus,
+    run: &super::in_cluster::InClusterOutcome,
+) {
+    let previous = next.record_errors.as_ref().map_or(0, |r| r.count);
+    let backfill = next.backfill.as_ref().map_or(0, |b| b.record_errors);
+    let count = (backfill + run.record_errors.count as i64).max(previous);
+    if count == 0 {
+        return;
+    }
+    let mut last: Vec<String> = next.record_errors.as_ref().map(|r| r.last.clone()).unwrap_or_default();
+    for m in &run.record_errors.last {
+        if !last.contains(m) {
+            last.push(m.clone());
+        }
+    }
+    let keep = last.len().saturating_sub(crate::projection::KEPT_RECORD_ERRORS);
+    last.drain(..keep);
+    if count > previous {
+        let labels = crate::metrics::ViewLabels {
+            namespace: ns.to_string(),
+            view: view.name_any(),
+        };
+        ctx.metrics
+            .record_errors
+            .get_or_create(&labels)
+            .inc_by((count - previous) as u64);
+        let newest = last.last().cloned().unwrap_or_default();
+        status::publish(
+            ctx,
+            view,
+            EventType::Warning,
+            reasons::RECORD_ERROR,
+            "Project",
+            format!(
+                "{} log records left out in all (spec.projection.onRecordError Skip; see status.recordErrors), \
+                 the newest: {newest}",
+                count
+            ),
+        )
+        .await;
+    }
+    next.record_errors = Some(crate::crd::RecordErrorsStatus { count, last });
 }
 
 async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result<Action> {

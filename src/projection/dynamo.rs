@@ -36,6 +36,39 @@ pub const MAX_CONDITION: &str = "attribute_not_exists(#a) OR #a < :v";
 pub const MAX_TRANSACTION_ACTIONS: usize = 100;
 /// The sort key of every idempotency marker.
 pub const MARKER_SK: &str = "~";
+/// The aggregate attribute recording the backfill attempt whose base is folded into the total.
+pub const FOLDED_ATTRIBUTE: &str = "kappaFolded";
+/// Partitions of a backfill attempt's band (spreads the band's writes).
+pub const BAND_PARTITIONS: usize = 16;
+
+/// The aggregate attribute in which the live path of backfill attempt `attempt` also adds its deltas, so
+/// the backfill's fold can set the total to "the export's base plus what the live path applied" in one
+/// update, whatever an earlier attempt left: `kappaLive<attempt>`.
+pub fn live_attribute(attempt: i64) -> String {
+    format!("kappaLive{attempt}")
+}
+
+/// The partition keys of backfill attempt `attempt`'s band in the view whose key prefix is `key_prefix`:
+/// the records its live path applied itself while they might also be in the export (see
+/// `crate::backfill::aggregate`). `<key_prefix>~applied#band#<attempt>#<0..f>`, sort key the digest.
+pub fn band_partitions(key_prefix: &str, attempt: i64) -> Vec<String> {
+    (0..BAND_PARTITIONS)
+        .map(|i| format!("{key_prefix}{MARKER_INFIX}band#{attempt}#{i:x}"))
+        .collect()
+}
+
+/// The key of `record`'s band item (see [`band_partitions`]).
+pub fn band_key(key_prefix: &str, attempt: i64, record: &RecordId) -> Item {
+    let digest = record.digest();
+    let partition = usize::from_str_radix(&digest[..1], 16).unwrap_or(0) % BAND_PARTITIONS;
+    Item::from([
+        (
+            "pk".to_string(),
+            Value::S(format!("{key_prefix}{MARKER_INFIX}band#{attempt}#{partition:x}")),
+        ),
+        ("sk".to_string(), Value::S(digest)),
+    ])
+}
 
 /// The key of the idempotency marker of `record` in the view whose key prefix is `key_prefix`:
 /// `pk = <key_prefix>~applied#<digest>`, `sk = ~`. One item per record and view (version): a record
@@ -121,12 +154,16 @@ pub struct AggregateAdd {
     pub delta: Number,
     /// The marker keys ([`marker_key`]) of the records summed into `delta`.
     pub markers: Vec<Item>,
+    /// Band items ([`band_key`]) put in the same transaction.
+    pub bands: Vec<Item>,
+    /// A second attribute the `ADD` adds `delta` to ([`live_attribute`]).
+    pub shadow: Option<String>,
 }
 
 impl AggregateAdd {
-    /// The actions it takes in a transaction: one per marker, one for the `ADD`.
+    /// The actions it takes in a transaction: one per marker and band item, one for the `ADD`.
     pub fn actions(&self) -> usize {
-        self.markers.len() + 1
+        self.markers.len() + self.bands.len() + 1
     }
 }
 
@@ -146,13 +183,25 @@ pub fn aggregate_transaction(
                 .build()?;
             actions.push(TransactWriteItem::builder().put(put).build());
         }
-        let update = Update::builder()
+        for band in &add.bands {
+            let put = Put::builder()
+                .table_name(table)
+                .set_item(Some(item_to_dynamodb(band.clone())))
+                .build()?;
+            actions.push(TransactWriteItem::builder().put(put).build());
+        }
+        let mut update = Update::builder()
             .table_name(table)
             .set_key(Some(item_to_dynamodb(add.key.clone())))
             .update_expression(ADD_EXPRESSION)
             .expression_attribute_names("#a", add.attribute.clone())
-            .expression_attribute_values(":d", AttributeValue::N(add.delta.as_str().to_string()))
-            .build()?;
+            .expression_attribute_values(":d", AttributeValue::N(add.delta.as_str().to_string()));
+        if let Some(shadow) = &add.shadow {
+            update = update
+                .update_expression("ADD #a :d, #l :d")
+                .expression_attribute_names("#l", shadow.clone());
+        }
+        let update = update.build()?;
         actions.push(TransactWriteItem::builder().update(update).build());
     }
     Ok(actions)
@@ -236,6 +285,8 @@ mod tests {
                 item(r#"{"pk":{"S":"v#~applied#01"},"sk":{"S":"~"}}"#),
                 item(r#"{"pk":{"S":"v#~applied#02"},"sk":{"S":"~"}}"#),
             ],
+            bands: vec![],
+            shadow: None,
         };
         let items = aggregate_transaction("views", std::slice::from_ref(&add)).unwrap();
         assert_eq!(items.len(), add.actions());

@@ -123,6 +123,9 @@ pub async fn run(share: &JobShare) -> Result<Progress, (String, bool)> {
         parallelism: 2,
         share: (share.index, share.workers.max(1)),
         progress: Arc::new(Mutex::new(Progress::default())),
+        // A Job's pods write each Count/Sum record with its marker, as the live path does: exact without a
+        // fold (pre-aggregation is for backfills the operator runs itself).
+        pre_aggregate: None,
     };
     worker.run().await.map_err(|e| (e.to_string(), e.retryable()))
 }

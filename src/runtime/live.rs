@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use super::checkpoints::ConfigMapCheckpoint;
 use super::stream::{EventName, ShardPosition, StreamError, StreamReader};
 use crate::aws::views::ViewTableWriter;
+use crate::backfill::aggregate::{Cutoff, Disposition};
 use crate::crd::RecordErrorPolicy;
 use crate::projection::{ProjectionConfig, RecordErrors, ViewWrite};
 
@@ -49,6 +50,10 @@ pub struct LiveProgress {
     pub failed: Option<String>,
     /// Records were lost from the stream (see the module docs); set until the reconciler takes it.
     pub gap: Option<String>,
+    /// Everything created up to this time (epoch seconds) has been read and applied: the newest applied
+    /// record's creation time, or, when a poll found every shard at its end, that poll's start (less a
+    /// second of rounding).
+    pub passed: Option<f64>,
 }
 
 /// One view's stream reader.
@@ -61,6 +66,9 @@ pub struct LiveReader {
     pub progress: Arc<Mutex<LiveProgress>>,
     /// The pause between polls once caught up.
     pub poll_interval: Duration,
+    /// `Count`/`Sum` views with a pre-aggregated backfill: which records to skip, apply, or apply and
+    /// record in the band (see [`crate::backfill::aggregate`]).
+    pub cutoff: Option<Cutoff>,
 }
 
 impl LiveReader {
@@ -85,6 +93,10 @@ impl LiveReader {
             let mut reader = StreamReader::new(self.streams.clone(), self.stream_arn.clone(), position);
             let mut pending = Vec::new();
             loop {
+                let poll_started = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
                 match reader.poll(RECORDS_PER_CALL).await {
                     Ok(mut batch) => {
                         // Behind: read on, up to RECORDS_PER_APPLY, so aggregates are recomputed once per
@@ -97,9 +109,11 @@ impl LiveReader {
                         let count = batch.records.len() as u64;
                         let mut newest = None::<f64>;
                         let mut writes: Vec<ViewWrite> = Vec::new();
+                        let mut band = std::collections::HashSet::new();
                         let mut rejected = Vec::new();
                         for record in batch.records {
-                            if let Some(t) = record.approximate_creation_epoch_seconds {
+                            let created = record.approximate_creation_epoch_seconds;
+                            if let Some(t) = created {
                                 newest = Some(newest.map_or(t, |n| n.max(t)));
                             }
                             // A log is append-only: only inserted records carry something to project.
@@ -107,8 +121,21 @@ impl LiveReader {
                                 continue;
                             };
                             let Some(image) = record.new_image else { continue };
+                            let disposition = match &self.cutoff {
+                                Some(cutoff) if self.projection.is_additive() => cutoff.classify(created),
+                                _ => Disposition::Live,
+                            };
+                            if disposition == Disposition::Skip {
+                                continue; // in the export: the backfill counts it
+                            }
                             match self.projection.project_owned(image) {
-                                Ok(Some(write)) => writes.push(write),
+                                Ok(Some(write)) => {
+                                    if let (Disposition::Band, ViewWrite::Add { record, .. }) = (disposition, &write)
+                                    {
+                                        band.insert(record.clone());
+                                    }
+                                    writes.push(write)
+                                }
                                 Ok(None) => {}
                                 Err(e) => {
                                     rejected.push(format!("{} (stream record {})", e, record.sequence_number))
@@ -118,7 +145,7 @@ impl LiveReader {
                         let fail = self.projection.on_record_error() == RecordErrorPolicy::Fail;
                         let stats = match rejected.first() {
                             Some(first) if fail => Err(first.clone()),
-                            _ => match self.writer.apply(writes).await {
+                            _ => match self.writer.apply_with_band(writes, &band).await {
                                 Ok(stats) => {
                                     for r in &stats.rejected {
                                         rejected.push(format!(
@@ -183,6 +210,13 @@ impl LiveReader {
                             p.records_applied += count;
                             if let Some(t) = newest {
                                 p.watermark = Some(p.watermark.map_or(t, |w| w.max(t)));
+                            }
+                            let passed = match caught_up {
+                                true => newest.unwrap_or(0.0).max(poll_started - 1.0),
+                                false => newest.unwrap_or(0.0),
+                            };
+                            if passed > 0.0 {
+                                p.passed = Some(p.passed.map_or(passed, |w| w.max(passed)));
                             }
                             for e in rejected.drain(..) {
                                 warn!(error = %e, "live path: a log record cannot be applied; it is left out (onRecordError Skip)");
