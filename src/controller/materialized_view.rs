@@ -201,7 +201,8 @@ async fn push_path(
             let code = ctx.built_in_code().await.map_err(|m| {
                 crate::aws::AwsError::permanent("CreateFunction", &plan.connections_function, m)
             })?;
-            let got = super::push::ensure_aws_push(&ctx.aws, &plan, &code, stream).await?;
+            let got = super::push::ensure_aws_push(&ctx.aws, &plan, &code, stream, &ctx.config.permissions_boundary)
+                .await?;
             Ok(got.converged.then_some(crate::crd::PushStatus {
                 url: Some(got.url),
                 api_id: Some(got.api_id),
@@ -289,7 +290,7 @@ async fn provision(view: &MaterializedView, log: &EventLog, ctx: &Context, ns: &
         Err(e) if e.retryable => return Err(e.into()),
         Err(e) => {
             run.outcome.health = Health::Stalled {
-                reason: reasons::AWS_ERROR,
+                reason: status::aws_reason(&e),
                 message: format!("spec.subscribers: {e}"),
             };
             None
@@ -342,7 +343,8 @@ pub(super) async fn lambda_version(
             .collect();
         let log_plan = plan_log(&ctx.config.cluster_id, log, &readers);
         if let Some(role) = projector_role_plan(view, plan, &log_plan, &scope) {
-            match iam::ensure_role(&ctx.aws.iam, &role).await {
+            let boundary = scope.policy_arn(&ctx.config.permissions_boundary);
+            match iam::ensure_role(&ctx.aws.iam, &role, &boundary).await {
                 Ok((arn, convergence)) => {
                     resources.insert("role/projector".to_string(), arn.clone());
                     if convergence != Convergence::Converged {
@@ -410,6 +412,7 @@ async fn projector_live_path(
         .and_then(|c| c.function_arn.clone())
     {
         Some(arn) => {
+            lambda::check_custom_function(&ctx.aws.lambda, &arn, &plan.owner).await?;
             function_ref = arn.clone();
             arn
         }

@@ -334,7 +334,7 @@ pub(super) fn failed_outcome(e: &AwsError) -> InClusterOutcome {
     InClusterOutcome {
         phase: ViewPhase::Failed,
         health: Health::Stalled {
-            reason: reasons::AWS_ERROR,
+            reason: super::status::aws_reason(e),
             message: e.to_string(),
         },
         backfill: None,

@@ -100,7 +100,7 @@ pub fn key_prefix(view: &MaterializedView) -> String {
 pub fn plan_view(cluster: &str, view: &MaterializedView, siblings: &[MaterializedView]) -> ViewPlan {
     let namespace = view.metadata.namespace.as_deref().unwrap_or("default");
     let name = view.metadata.name.as_deref().unwrap_or_default();
-    let owner = Owner::new(cluster, namespace, VIEW_KIND, name);
+    let owner = Owner::new(cluster, namespace, VIEW_KIND, name).with_uid(view.metadata.uid.as_deref());
     let store = &view.spec.store;
     let shared = store.table == StoreTable::Shared;
     let (table_owner, streams) = if shared {
@@ -119,6 +119,7 @@ pub fn plan_view(cluster: &str, view: &MaterializedView, siblings: &[Materialize
     let role = if shared { "views" } else { "view" };
     let table = TablePlan {
         name: table_owner.resource_name(role, NameKind::Table),
+        owner: table_owner.clone(),
         partition_key: "pk".into(),
         sort_key: Some("sk".into()),
         billing: BillingMode::OnDemand,
@@ -127,6 +128,7 @@ pub fn plan_view(cluster: &str, view: &MaterializedView, siblings: &[Materialize
         point_in_time_recovery: false,
         deletion_protection: false,
         adopted: false,
+        adoption: Err(super::log::NO_ADOPTION.into()),
         time_to_live_attribute: None,
         tags: table_owner.tags(),
     };
