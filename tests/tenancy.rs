@@ -34,6 +34,8 @@ fn apply_user_cluster_roles() {
             chart,
             "--set",
             "clusterId=test",
+            "--kube-version",
+            "1.35.4",
             "--show-only",
             "templates/rbac.yaml",
         ],
