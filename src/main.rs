@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator: connect to the cluster (KUBECONFIG or in-cluster), elect a leader, reconcile.
-    Run(Settings),
+    Run(Box<Settings>),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` and the chart hold).
     Crds {
         /// Print the Markdown reference of every field instead (docs/api-reference.md).
@@ -204,7 +204,7 @@ async fn main() -> ExitCode {
         }
         Command::Run(settings) => {
             telemetry::init(cli.log_format);
-            match run(settings).await {
+            match run(*settings).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
                     tracing::error!("{message}");

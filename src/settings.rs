@@ -100,7 +100,11 @@ pub struct Settings {
     /// or a policy name in the operator's account (`arn:<partition>:iam::<account>:policy/<name>`). The
     /// operator's own IAM policy only lets it create roles with this boundary (chart:
     /// iam.permissionsBoundary; docs/iam-policy.md).
-    #[arg(long, env = "KAPPA_PERMISSIONS_BOUNDARY", default_value = "kappa-functions-boundary")]
+    #[arg(
+        long,
+        env = "KAPPA_PERMISSIONS_BOUNDARY",
+        default_value = "kappa-functions-boundary"
+    )]
     pub permissions_boundary: String,
 }
 
@@ -345,7 +349,10 @@ impl Settings {
                 .filter(|u| !u.is_empty())
                 .map(|u| u.trim_end_matches('/').to_string())
                 .unwrap_or_else(|| format!("ws://127.0.0.1:{}", self.push_addr.port())),
-            push_auth: match (self.push_auth.as_deref().unwrap_or_default(), &self.push_token_file) {
+            push_auth: match (
+                self.push_auth.as_deref().unwrap_or_default(),
+                &self.push_token_file,
+            ) {
                 ("" | "token", Some(file)) => PushAuthMode::Token(file.clone()),
                 ("" | "kubernetes", None) => PushAuthMode::Kubernetes,
                 ("none", None) => PushAuthMode::None,
@@ -463,7 +470,11 @@ mod tests {
             rules.allows("tenant-a", "x-legacy-payroll").is_err(),
             "the pattern matches the whole name"
         );
-        assert!(AdoptionRules::default().allows("tenant-a", "legacy-payroll").is_err());
+        assert!(
+            AdoptionRules::default()
+                .allows("tenant-a", "legacy-payroll")
+                .is_err()
+        );
         let bad = AdoptionRules::parse(&["tenant-a".into()]).unwrap_err();
         assert!(bad.to_string().contains("NAMESPACE=REGEX"), "{bad}");
         assert!(AdoptionRules::parse(&["a=(".into()]).is_err());
@@ -472,11 +483,21 @@ mod tests {
     #[test]
     fn the_permissions_boundary_is_a_policy_arn_or_name() {
         let ok = |b: &str| {
-            parse(&["--cluster-id", "c", "--lease-namespace", "x", "--permissions-boundary", b])
-                .validate()
-                .map(|c| c.permissions_boundary)
+            parse(&[
+                "--cluster-id",
+                "c",
+                "--lease-namespace",
+                "x",
+                "--permissions-boundary",
+                b,
+            ])
+            .validate()
+            .map(|c| c.permissions_boundary)
         };
-        assert_eq!(ok("kappa-functions-boundary").unwrap(), "kappa-functions-boundary");
+        assert_eq!(
+            ok("kappa-functions-boundary").unwrap(),
+            "kappa-functions-boundary"
+        );
         assert!(ok("arn:aws:iam::123456789012:policy/kappa-functions-boundary").is_ok());
         assert!(ok("arn:aws:s3:::bucket").is_err());
         assert!(ok("").is_err());

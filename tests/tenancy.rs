@@ -218,7 +218,10 @@ async fn another_namespace_cannot_take_over_adopt_or_delete_a_log_table() {
         .table_name(&victim)
         .item("pk", aws_sdk_dynamodb::types::AttributeValue::S("emp-1".into()))
         .item("sk", aws_sdk_dynamodb::types::AttributeValue::S("0001".into()))
-        .item("type", aws_sdk_dynamodb::types::AttributeValue::S("salary".into()))
+        .item(
+            "type",
+            aws_sdk_dynamodb::types::AttributeValue::S("salary".into()),
+        )
         .send()
         .await
         .unwrap();
@@ -230,7 +233,14 @@ async fn another_namespace_cannot_take_over_adopt_or_delete_a_log_table() {
     // Every role the operator created carries the permissions boundary.
     let writer_role = ready.status.as_ref().unwrap().resources["role/writer"].clone();
     let role_name = writer_role.rsplit('/').next().unwrap();
-    let role = iam.get_role().role_name(role_name).send().await.unwrap().role.unwrap();
+    let role = iam
+        .get_role()
+        .role_name(role_name)
+        .send()
+        .await
+        .unwrap()
+        .role
+        .unwrap();
     assert_eq!(
         role.permissions_boundary
             .as_ref()
@@ -295,8 +305,15 @@ async fn another_namespace_cannot_take_over_adopt_or_delete_a_log_table() {
             .filter(|l| l.items.is_empty())
     })
     .await;
-    assert_eq!(table_tags(&ddb, &victim).await, tags_before, "a's table tags changed");
-    assert!(deletion_protected(&ddb, &victim).await, "a's deletion protection changed");
+    assert_eq!(
+        table_tags(&ddb, &victim).await,
+        tags_before,
+        "a's table tags changed"
+    );
+    assert!(
+        deletion_protected(&ddb, &victim).await,
+        "a's deletion protection changed"
+    );
     assert_eq!(item_count(&ddb, &victim).await, 1, "a's records");
     assert_eq!(
         wait_ready(&a_logs, "payroll").await.metadata.uid.as_deref(),
@@ -335,7 +352,10 @@ async fn another_namespace_cannot_take_over_adopt_or_delete_a_log_table() {
             adopted.metadata.uid.unwrap()
         ))
     );
-    assert!(!tags.contains_key("kappa.dev/namespace"), "an adopted table is not taken over");
+    assert!(
+        !tags.contains_key("kappa.dev/namespace"),
+        "an adopted table is not taken over"
+    );
     // a's namespace has no rule, and the table is b's adoption now.
     common::create_yaml(
         &admin,
@@ -349,7 +369,10 @@ async fn another_namespace_cannot_take_over_adopt_or_delete_a_log_table() {
     .await
     .unwrap();
     let message = wait_stalled(&a_logs, "grab", "OwnedByAnother").await;
-    assert!(message.contains(&format!("adopted by EventLog {b}/legacy")), "{message}");
+    assert!(
+        message.contains(&format!("adopted by EventLog {b}/legacy")),
+        "{message}"
+    );
     // Deleting the adopting log (Delete policy) keeps the table and releases it.
     b_logs.delete("legacy", &DeleteParams::default()).await.unwrap();
     common::eventually(Duration::from_secs(30), "the adopted table released", || async {
@@ -361,12 +384,20 @@ async fn another_namespace_cannot_take_over_adopt_or_delete_a_log_table() {
     // 5. A re-created object of the same name (a namespace handed to someone else, say) is another owner.
     a_logs.delete("payroll", &DeleteParams::default()).await.unwrap();
     common::eventually(Duration::from_secs(30), "payroll deleted", || async {
-        a_logs.get_opt("payroll").await.ok().filter(Option::is_none).map(|_| ())
+        a_logs
+            .get_opt("payroll")
+            .await
+            .ok()
+            .filter(Option::is_none)
+            .map(|_| ())
     })
     .await;
     common::create_yaml(&admin, &a, &payroll).await.unwrap();
     let message = wait_stalled(&a_logs, "payroll", "OwnedByAnother").await;
-    assert!(message.contains(&payroll_uid), "names the earlier owner's uid: {message}");
+    assert!(
+        message.contains(&payroll_uid),
+        "names the earlier owner's uid: {message}"
+    );
     assert_eq!(item_count(&ddb, &victim).await, 1, "the retained log is intact");
     assert_eq!(table_tags(&ddb, &victim).await, tags_before);
 
@@ -417,8 +448,22 @@ async fn the_push_endpoint_lets_a_client_watch_only_the_namespaces_rbac_allows()
     std::fs::copy(common::stack_var("KUBECONFIG"), &kubeconfig).unwrap();
     let kc = kubeconfig.to_str().unwrap();
     let token_arg = format!("--token={token}");
-    common::kubectl(&["--kubeconfig", kc, "config", "set-credentials", "reader", &token_arg]);
-    common::kubectl(&["--kubeconfig", kc, "config", "set-context", "--current", "--user=reader"]);
+    common::kubectl(&[
+        "--kubeconfig",
+        kc,
+        "config",
+        "set-credentials",
+        "reader",
+        &token_arg,
+    ]);
+    common::kubectl(&[
+        "--kubeconfig",
+        kc,
+        "config",
+        "set-context",
+        "--current",
+        "--user=reader",
+    ]);
     let watch = |ns: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
             .args(["watch", "players", "-n", ns, "--url", &base, "--timeout", "5"])

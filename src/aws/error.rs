@@ -87,7 +87,10 @@ impl AwsError {
 
     /// Whether this is the operator's own refusal to touch another owner's resource or to adopt one.
     pub fn is_refusal(&self) -> bool {
-        matches!(self.code.as_str(), OWNED_BY_ANOTHER | ADOPTION_REFUSED | RESERVED_NAME)
+        matches!(
+            self.code.as_str(),
+            OWNED_BY_ANOTHER | ADOPTION_REFUSED | RESERVED_NAME
+        )
     }
 
     /// Whether the service said the resource does not exist.

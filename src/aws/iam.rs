@@ -106,7 +106,12 @@ pub async fn ensure_role(
         }
         Some(role) => {
             let have = tags_of(client, &plan.name).await?;
-            super::check_planned_owner("CheckOwner", &format!("IAM role {}", plan.name), &plan.tags, &have)?;
+            super::check_planned_owner(
+                "CheckOwner",
+                &format!("IAM role {}", plan.name),
+                &plan.tags,
+                &have,
+            )?;
             let current_boundary = role
                 .permissions_boundary()
                 .and_then(|b| b.permissions_boundary_arn());

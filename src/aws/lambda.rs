@@ -172,7 +172,12 @@ pub async fn ensure_function(
         .tags()
         .map(|t| t.clone().into_iter().collect())
         .unwrap_or_default();
-    super::check_planned_owner("CheckOwner", &format!("Lambda function {name}"), &plan.tags, &have)?;
+    super::check_planned_owner(
+        "CheckOwner",
+        &format!("Lambda function {name}"),
+        &plan.tags,
+        &have,
+    )?;
     let mut convergence = Convergence::Converged;
 
     let busy = is_busy(config);
@@ -320,12 +325,7 @@ pub async fn check_custom_function(client: &Client, function: &str, owner: &Owne
         .unwrap_or_default();
     match owner.ownership(&tags) {
         crate::plan::names::Ownership::Unclaimed => Ok(()),
-        _ => super::check_owned(
-            "CheckOwner",
-            &format!("Lambda function {function}"),
-            owner,
-            &tags,
-        ),
+        _ => super::check_owned("CheckOwner", &format!("Lambda function {function}"), owner, &tags),
     }
 }
 

@@ -114,7 +114,9 @@ pub(crate) fn check_owned(
         Ownership::Ours => return Ok(()),
         Ownership::Other(who) => format!("belongs to {who}"),
         Ownership::AdoptedByUs => "was adopted, not created, by this object".to_string(),
-        Ownership::Unclaimed => "exists but was not created by kappa-operator (it has no kappa.dev tags)".into(),
+        Ownership::Unclaimed => {
+            "exists but was not created by kappa-operator (it has no kappa.dev tags)".into()
+        }
     };
     Err(refusal(operation, what, owner, &found))
 }

@@ -47,7 +47,12 @@ pub async fn ensure_queue(client: &Client, plan: &QueuePlan) -> Result<QueueStat
     let (url, convergence) = match url_of(client, &plan.name).await? {
         Some(url) => {
             let have = tags_of(client, &url).await?;
-            super::check_planned_owner("CheckOwner", &format!("SQS queue {}", plan.name), &plan.tags, &have)?;
+            super::check_planned_owner(
+                "CheckOwner",
+                &format!("SQS queue {}", plan.name),
+                &plan.tags,
+                &have,
+            )?;
             let missing: HashMap<String, String> = super::missing_tags(&plan.tags, &have)
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();

@@ -201,8 +201,14 @@ async fn push_path(
             let code = ctx.built_in_code().await.map_err(|m| {
                 crate::aws::AwsError::permanent("CreateFunction", &plan.connections_function, m)
             })?;
-            let got = super::push::ensure_aws_push(&ctx.aws, &plan, &code, stream, &ctx.config.permissions_boundary)
-                .await?;
+            let got = super::push::ensure_aws_push(
+                &ctx.aws,
+                &plan,
+                &code,
+                stream,
+                &ctx.config.permissions_boundary,
+            )
+            .await?;
             Ok(got.converged.then_some(crate::crd::PushStatus {
                 url: Some(got.url),
                 api_id: Some(got.api_id),

@@ -141,7 +141,12 @@ pub fn scope_of_arn(arn: &str) -> Option<AwsScope> {
 pub fn export_root(cluster: &str, log: &EventLog) -> String {
     let namespace = log.metadata.namespace.as_deref().unwrap_or("default");
     let name = log.metadata.name.as_deref().unwrap_or_default();
-    let uid = log.metadata.uid.as_deref().filter(|u| !u.is_empty()).unwrap_or("-");
+    let uid = log
+        .metadata
+        .uid
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .unwrap_or("-");
     format!("kappa-exports/{cluster}/{namespace}/{name}/{uid}")
 }
 
@@ -320,7 +325,10 @@ mod tests {
     fn each_log_exports_under_a_root_of_its_own_owner() {
         let mut a = log(SPEC);
         a.metadata.uid = Some("uid-1".into());
-        assert_eq!(export_root("prod", &a), "kappa-exports/prod/games/game-events/uid-1");
+        assert_eq!(
+            export_root("prod", &a),
+            "kappa-exports/prod/games/game-events/uid-1"
+        );
         let mut b = a.clone();
         b.metadata.namespace = Some("games-b".into());
         b.metadata.uid = Some("uid-2".into());

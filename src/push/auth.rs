@@ -109,7 +109,11 @@ impl PushAuth {
     }
 }
 
-async fn authorize_kubernetes(client: &kube::Client, token: &str, namespace: &str) -> Result<String, Refusal> {
+async fn authorize_kubernetes(
+    client: &kube::Client,
+    token: &str,
+    namespace: &str,
+) -> Result<String, Refusal> {
     let review = TokenReview {
         spec: TokenReviewSpec {
             token: Some(token.to_string()),
@@ -120,7 +124,12 @@ async fn authorize_kubernetes(client: &kube::Client, token: &str, namespace: &st
     let reviewed = kube::Api::<TokenReview>::all(client.clone())
         .create(&PostParams::default(), &review)
         .await
-        .map_err(|e| Refusal::new(503, format!("cannot check the token (TokenReview): {e}; try again")))?;
+        .map_err(|e| {
+            Refusal::new(
+                503,
+                format!("cannot check the token (TokenReview): {e}; try again"),
+            )
+        })?;
     let status = reviewed.status.unwrap_or_default();
     let user = match (status.authenticated, status.user) {
         (Some(true), Some(user)) => user,

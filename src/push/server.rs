@@ -136,8 +136,8 @@ async fn watch(
         Ok(subject) => tracing::debug!(%namespace, %subject, "push client authorized"),
         Err(refusal) => {
             tracing::info!(%namespace, status = refusal.status, reason = %refusal.message, "push client refused");
-            let status = axum::http::StatusCode::from_u16(refusal.status)
-                .unwrap_or(axum::http::StatusCode::FORBIDDEN);
+            let status =
+                axum::http::StatusCode::from_u16(refusal.status).unwrap_or(axum::http::StatusCode::FORBIDDEN);
             return (status, refusal.message).into_response();
         }
     }

@@ -336,6 +336,21 @@ pub fn run_tool_ok(program: &str, args: &[&str], stdin: Option<&str>) -> String 
 /// The permissions boundary of the operator's roles (the chart's docs/boundary-policy.json), created in the
 /// stack's IAM as `kappa-functions-boundary` if missing; returns its ARN.
 pub async fn ensure_boundary_policy(iam: &aws_sdk_iam::Client) -> String {
+    // Looked up first (a read), so tests counting mutating calls see none from here once it exists.
+    let listed = iam
+        .list_policies()
+        .scope(aws_sdk_iam::types::PolicyScopeType::Local)
+        .send()
+        .await
+        .expect("ListPolicies");
+    if let Some(arn) = listed
+        .policies()
+        .iter()
+        .find(|p| p.policy_name() == Some("kappa-functions-boundary"))
+        .and_then(|p| p.arn())
+    {
+        return arn.to_string();
+    }
     let document = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/charts/kappa-operator/docs/boundary-policy.json"
@@ -354,7 +369,11 @@ pub async fn ensure_boundary_policy(iam: &aws_sdk_iam::Client) -> String {
                 use aws_sdk_iam::error::ProvideErrorMetadata;
                 s.code().map(str::to_string)
             });
-            assert_eq!(code.as_deref(), Some("EntityAlreadyExists"), "CreatePolicy: {e:?}");
+            assert_eq!(
+                code.as_deref(),
+                Some("EntityAlreadyExists"),
+                "CreatePolicy: {e:?}"
+            );
             "arn:aws:iam::123456789012:policy/kappa-functions-boundary".to_string()
         }
     }
