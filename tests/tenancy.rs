@@ -5,6 +5,7 @@
 //! - naming its log table in `spec.table.name` (with `deletionPolicy: Delete`), or adopting it;
 //! - naming a table in the operator's own name space (`kappa-...`, another log's derived name);
 //! - adopting an existing table the administrator did not allow for bob's namespace;
+//! - making another namespace's function the projector of one's own view (`functionArn`);
 //! - a re-created object of the same name claiming what an earlier one (another uid) left behind;
 //! - watching its views on the push endpoint.
 //!
@@ -293,8 +294,57 @@ async fn another_namespace_cannot_take_over_adopt_or_delete_a_log_table() {
         "no table was created under a's future name"
     );
 
+    // 4. A view of bob's whose own projector is a's function: never subscribed or given permissions.
+    let a_writer = ready.status.as_ref().unwrap().resources["function/writer"].clone();
+    common::create_yaml(
+        &bob,
+        &b,
+        &log_yaml("feed", "{sortKey: sk}", "Delete").replace("Direct", "Sns"),
+    )
+    .await
+    .unwrap();
+    wait_ready(&b_logs, "feed").await;
+    let hijack = format!(
+        r#"
+apiVersion: kappa.dev/v1alpha1
+kind: MaterializedView
+metadata: {{name: hijack}}
+spec:
+  eventLogRef: {{name: feed}}
+  recordTypes: [salary]
+  projector:
+    code: {{functionArn: "{a_writer}"}}
+  store: {{table: Dedicated}}
+  backfill: {{source: None}}
+  deletionPolicy: Delete
+"#
+    );
+    common::create_yaml(&bob, &b, &hijack).await.unwrap();
+    let views: Api<kappa_operator::crd::MaterializedView> = Api::namespaced(bob.clone(), &b);
+    let message = common::eventually(
+        Duration::from_secs(40),
+        "hijack Stalled OwnedByAnother",
+        || async {
+            let s = views.get("hijack").await.ok()?.status?;
+            let c = s.conditions.iter().find(|c| c.type_ == "Stalled")?;
+            (c.reason == "OwnedByAnother").then(|| c.message.clone())
+        },
+    )
+    .await;
+    assert!(message.contains(&format!("EventLog {a}/payroll")), "{message}");
+    let lambda = aws_sdk_lambda::Client::new(&aws);
+    let policy = lambda.get_policy().function_name(&a_writer).send().await;
+    assert!(
+        policy
+            .as_ref()
+            .map_or(true, |p| !p.policy().unwrap_or_default().contains("sns")),
+        "a's writer got an SNS invoke permission: {policy:?}"
+    );
+    event_seen_by(&bob, &b, "hijack", "OwnedByAnother").await;
+    views.delete("hijack", &DeleteParams::default()).await.unwrap();
+
     // Deleting bob's logs deletes nothing of a's.
-    for name in ["mine", "mine-adopted", "squat"] {
+    for name in ["mine", "mine-adopted", "squat", "feed"] {
         b_logs.delete(name, &DeleteParams::default()).await.unwrap();
     }
     common::eventually(Duration::from_secs(30), "bob's logs gone", || async {
@@ -320,7 +370,7 @@ async fn another_namespace_cannot_take_over_adopt_or_delete_a_log_table() {
         Some(payroll_uid.as_str())
     );
 
-    // 4. Adoption is the administrator's decision: only untagged tables, only where the rules allow.
+    // 5. Adoption is the administrator's decision: only untagged tables, only where the rules allow.
     let legacy = format!("legacy-{b}");
     let elsewhere = format!("other-{b}");
     common::create_pk_sk_table(&ddb, &legacy).await;
@@ -381,7 +431,7 @@ async fn another_namespace_cannot_take_over_adopt_or_delete_a_log_table() {
     })
     .await;
 
-    // 5. A re-created object of the same name (a namespace handed to someone else, say) is another owner.
+    // 6. A re-created object of the same name (a namespace handed to someone else, say) is another owner.
     a_logs.delete("payroll", &DeleteParams::default()).await.unwrap();
     common::eventually(Duration::from_secs(30), "payroll deleted", || async {
         a_logs
