@@ -197,7 +197,16 @@ async fn push_path(
             let Some(scope) = scope_of_arn(&table.arn) else {
                 return Ok(None);
             };
-            let plan = aws_push_plan(view, ctx, all, &table.name, table.key_prefix.as_deref(), &scope);
+            let namespace_uid = namespace_uid_for_aws(ctx, ns).await?;
+            let plan = aws_push_plan(
+                view,
+                ctx,
+                all,
+                &table.name,
+                table.key_prefix.as_deref(),
+                &scope,
+                namespace_uid.as_deref(),
+            );
             let code = ctx.built_in_code().await.map_err(|m| {
                 crate::aws::AwsError::permanent("CreateFunction", &plan.connections_function, m)
             })?;
@@ -217,6 +226,16 @@ async fn push_path(
     }
 }
 
+/// [`Context::namespace_uid`] for the steps whose errors are AWS errors (a failed read is retried).
+async fn namespace_uid_for_aws(
+    ctx: &Context,
+    ns: &str,
+) -> std::result::Result<Option<String>, crate::aws::AwsError> {
+    ctx.namespace_uid(ns)
+        .await
+        .map_err(|e| crate::aws::AwsError::new("GetNamespace", ns, "", &e.to_string()))
+}
+
 /// The push plan of the views table `table`: the namespace's Lambda-runtime views on it with subscribers
 /// (`this` view at `key_prefix`, the others at the prefix their status reports).
 fn aws_push_plan(
@@ -226,6 +245,7 @@ fn aws_push_plan(
     table: &str,
     key_prefix: Option<&str>,
     scope: &crate::plan::iam::AwsScope,
+    namespace_uid: Option<&str>,
 ) -> crate::plan::push::PushPlan {
     let name = this.name_any();
     let mut subscribers: Vec<(String, String)> = all
@@ -242,7 +262,7 @@ fn aws_push_plan(
         subscribers.push((name, key_prefix.unwrap_or_default().to_string()));
     }
     subscribers.sort();
-    let mut plan = plan_view(&ctx.config.cluster_id, this, all);
+    let mut plan = plan_view(&ctx.config.cluster_id, this, all).in_namespace(namespace_uid.as_deref());
     plan.table.name = table.to_string();
     crate::plan::push::plan_push(&plan, &subscribers, scope)
 }
@@ -266,7 +286,8 @@ async fn retire_aws_push(
     };
     let mut gone = view.clone();
     gone.spec.subscribers = None;
-    let plan = aws_push_plan(&gone, ctx, all, &table, None, &scope);
+    let namespace_uid = namespace_uid_for_aws(ctx, &view.namespace().unwrap_or_default()).await?;
+    let plan = aws_push_plan(&gone, ctx, all, &table, None, &scope, namespace_uid.as_deref());
     if !plan.view_routes.views.is_empty() {
         return Ok(());
     }
@@ -689,7 +710,9 @@ async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result
                 .into_iter()
                 .filter(|v| v.name_any() != name && v.metadata.deletion_timestamp.is_none())
                 .collect();
-            let plan = plan_view(&ctx.config.cluster_id, &view, &others);
+            let namespace_uid = ctx.namespace_uid(ns).await?;
+            let plan =
+                plan_view(&ctx.config.cluster_id, &view, &others).in_namespace(namespace_uid.as_deref());
             // Versions stored elsewhere than the spec's own storage go first (their items or tables).
             for v in &recorded {
                 let vview = crate::plan::versions::view_with_content(&view, &v.content);
