@@ -210,6 +210,13 @@ async fn cleanup(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> 
     }
     let note = match log.spec.deletion_policy {
         DeletionPolicy::Retain => {
+            if log.spec.table.adopt_existing {
+                // The adopter is gone: the table may be adopted again (where the administrator allows).
+                let plan = plan_log(&ctx.config.cluster_id, &log, &[]);
+                crate::aws::dynamodb::release_adopted_table(&ctx.aws.dynamodb, &plan.table.name, &plan.owner)
+                    .await
+                    .map_err(Error::from)?;
+            }
             "deletionPolicy Retain: the log table, queue and topics are kept".to_string()
         }
         DeletionPolicy::Delete => {

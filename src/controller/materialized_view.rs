@@ -262,7 +262,7 @@ fn aws_push_plan(
         subscribers.push((name, key_prefix.unwrap_or_default().to_string()));
     }
     subscribers.sort();
-    let mut plan = plan_view(&ctx.config.cluster_id, this, all).in_namespace(namespace_uid.as_deref());
+    let mut plan = plan_view(&ctx.config.cluster_id, this, all).in_namespace(namespace_uid);
     plan.table.name = table.to_string();
     crate::plan::push::plan_push(&plan, &subscribers, scope)
 }
