@@ -83,7 +83,13 @@ pub async fn ensure_table(client: &Client, plan: &TablePlan) -> Result<TableStat
     let have = tags_of(client, &arn).await?;
     match (plan.owner.ownership(&have), plan.adopted) {
         // Its own table, adopted or created (one it created and now calls adopted is just never deleted).
-        (Ownership::Ours, _) | (Ownership::AdoptedByUs, true) => {}
+        (Ownership::Ours, _) => {}
+        // Adopted earlier: still only while the administrator's rules allow it.
+        (Ownership::AdoptedByUs, true) => {
+            if let Err(why) = &plan.adoption {
+                return Err(adoption_refused(plan, why));
+            }
+        }
         (Ownership::Unclaimed, true) => {
             if let Err(why) = &plan.adoption {
                 return Err(adoption_refused(plan, why));
@@ -104,6 +110,14 @@ pub async fn ensure_table(client: &Client, plan: &TablePlan) -> Result<TableStat
                 stream_arn: table.latest_stream_arn().map(str::to_string),
                 convergence: Convergence::InProgress,
             });
+        }
+        (Ownership::Unclaimed, false) if plan.owner.kind != crate::plan::log::KIND => {
+            return Err(super::refusal(
+                "CheckOwner",
+                &what,
+                &plan.owner,
+                "exists but was not created by kappa-operator (it has no kappa.dev tags)",
+            ));
         }
         (Ownership::Unclaimed, false) => {
             return Err(adoption_refused(

@@ -143,16 +143,19 @@ impl Owner {
         )
     }
 
-    /// The value of `kappa.dev/adopted-by` this owner writes on a table it adopts.
+    /// The value of `kappa.dev/adopted-by` this owner writes on a table it adopts:
+    /// `<cluster>/<namespace>/<kind>/<name>/<uid>`, the name cut so the value fits the 256 characters of
+    /// an AWS tag value (the uid is what identifies the owner; the name is for people).
     pub fn adopter_id(&self) -> String {
-        format!(
-            "{}/{}/{}/{}/{}",
-            self.cluster,
-            self.namespace,
-            self.kind,
-            self.name,
-            self.uid.as_deref().unwrap_or("-")
-        )
+        const MAX_TAG_VALUE: usize = 256;
+        let uid = self.uid.as_deref().unwrap_or("-");
+        let fixed = self.cluster.len() + self.namespace.len() + self.kind.len() + uid.len() + 4;
+        let name: String = self
+            .name
+            .chars()
+            .take(MAX_TAG_VALUE.saturating_sub(fixed))
+            .collect();
+        format!("{}/{}/{}/{name}/{uid}", self.cluster, self.namespace, self.kind)
     }
 
     /// Whom `tags` (as found on an AWS resource) say it belongs to, from this owner's point of view.
@@ -374,6 +377,16 @@ mod tests {
         assert_eq!(a.ownership(&untagged), Ownership::Unclaimed);
         let adopted = BTreeMap::from([(tag_keys::ADOPTED_BY.to_string(), a.adopter_id())]);
         assert_eq!(a.ownership(&adopted), Ownership::AdoptedByUs);
+        let long = Owner::new("prod-eu1", &"n".repeat(63), "EventLog", &"x".repeat(253))
+            .with_uid(Some("0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"));
+        assert!(
+            long.adopter_id().len() <= 256,
+            "an AWS tag value holds 256 characters"
+        );
+        assert!(
+            long.adopter_id()
+                .ends_with("/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0")
+        );
         assert!(!a.owns(&adopted), "an adopted resource is never ours to delete");
         assert_eq!(
             b.ownership(&adopted),
