@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use clap::{Parser, Subcommand};
+use kappa_operator::push::auth::PushAuth;
+use kappa_operator::settings::PushAuthMode;
 use kappa_operator::{controller, crd, http, metrics::Metrics, settings::Settings, telemetry};
 
 /// Runs the Kappa architecture on AWS: an append-only log (EventLog) and the materialized views derived
@@ -22,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator: connect to the cluster (KUBECONFIG or in-cluster), elect a leader, reconcile.
-    Run(Settings),
+    Run(Box<Settings>),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` and the chart hold).
     Crds {
         /// Print the Markdown reference of every field instead (docs/api-reference.md).
@@ -81,7 +83,9 @@ enum Command {
         /// Fail when no change came for this many seconds.
         #[arg(long)]
         timeout: Option<u64>,
-        /// A file holding the bearer token the endpoint requires (the chart's push.tokenSecret).
+        /// A file holding the bearer token to present. Unset: the kubeconfig's own token (the operator
+        /// checks that its user may watch the namespace's views), or the shared token of a single-tenant
+        /// endpoint (the chart's push.tokenSecret).
         #[arg(long, env = "KAPPA_PUSH_TOKEN_FILE")]
         token_file: Option<std::path::PathBuf>,
     },
@@ -166,16 +170,20 @@ async fn main() -> ExitCode {
             timeout,
             token_file,
         } => {
-            let token = match token_file
-                .as_deref()
-                .map(|p| read_token(p, "--token-file"))
-                .transpose()
-            {
-                Ok(token) => token,
-                Err(e) => {
+            let token = match token_file.as_deref().map(|p| read_token(p, "--token-file")) {
+                Some(Ok(token)) => Some(token),
+                Some(Err(e)) => {
                     eprintln!("kappa-operator watch: {e}");
                     return ExitCode::from(2);
                 }
+                // The endpoint may need none (push auth none); if it does, it says so.
+                None => match kappa_operator::push::watch::kubeconfig_token().await {
+                    Ok(token) => Some(token),
+                    Err(note) => {
+                        tracing::debug!(%note, "watching without a bearer token");
+                        None
+                    }
+                },
             };
             let options = kappa_operator::push::watch::WatchOptions {
                 url,
@@ -196,7 +204,7 @@ async fn main() -> ExitCode {
         }
         Command::Run(settings) => {
             telemetry::init(cli.log_format);
-            match run(settings).await {
+            match run(*settings).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
                     tracing::error!("{message}");
@@ -228,10 +236,6 @@ fn read_token(path: &std::path::Path, setting: &str) -> Result<String, String> {
 
 async fn run(settings: Settings) -> Result<(), String> {
     let config = settings.validate().map_err(|e| e.to_string())?;
-    let push_token = match &config.push_token_file {
-        Some(path) => Some(read_token(path, "--push-token-file (KAPPA_PUSH_TOKEN_FILE)")?),
-        None => None,
-    };
     let client = kube::Client::try_default().await.map_err(|e| {
         format!(
             "cannot configure a Kubernetes client: {e}; set KUBECONFIG, or run in a pod with a ServiceAccount"
@@ -241,6 +245,14 @@ async fn run(settings: Settings) -> Result<(), String> {
         format!("cannot reach the Kubernetes API server: {e}; check KUBECONFIG and that the server is up")
     })?;
     tracing::info!(server = %version.git_version, cluster_id = %config.cluster_id, "connected to Kubernetes");
+    let push_auth = match &config.push_auth {
+        PushAuthMode::Kubernetes => PushAuth::Kubernetes(client.clone()),
+        PushAuthMode::Token(path) => PushAuth::StaticToken(Arc::from(read_token(
+            path,
+            "--push-token-file (KAPPA_PUSH_TOKEN_FILE)",
+        )?)),
+        PushAuthMode::None => PushAuth::None,
+    };
     controller::check_crds(&client).await.map_err(|e| e.to_string())?;
 
     let metrics = Arc::new(Metrics::default());
@@ -266,7 +278,7 @@ async fn run(settings: Settings) -> Result<(), String> {
     let (hub, views) = (push.hub.clone(), push.views.clone());
     tokio::spawn(async move {
         if let Err(e) =
-            kappa_operator::push::server::serve_on_with_token(push_listener, hub, views, push_token).await
+            kappa_operator::push::server::serve_on_with_auth(push_listener, hub, views, push_auth).await
         {
             tracing::error!(error = %e, "the push endpoint stopped");
         }

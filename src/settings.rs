@@ -34,10 +34,18 @@ pub struct Settings {
     #[arg(long, env = "KAPPA_PUSH_URL")]
     pub push_url: Option<String>,
 
-    /// A file holding the bearer token push clients must present (`Authorization: Bearer <token>`). Unset:
-    /// the push endpoint is open to whoever reaches it.
+    /// A file holding the one bearer token push clients must present (`Authorization: Bearer <token>`),
+    /// with `--push-auth token`.
     #[arg(long, env = "KAPPA_PUSH_TOKEN_FILE")]
     pub push_token_file: Option<std::path::PathBuf>,
+
+    /// How push clients are authorized: `kubernetes` (the default: the client's Kubernetes bearer token,
+    /// checked by TokenReview, must belong to a subject that may watch materializedviews in the namespace,
+    /// by SubjectAccessReview), `token` (one shared token from --push-token-file, which also selects it
+    /// when this is unset) or `none`. The last two let every client watch every namespace: single-tenant
+    /// clusters only.
+    #[arg(long, env = "KAPPA_PUSH_AUTH")]
+    pub push_auth: Option<String>,
 
     /// Leader election: the Lease's namespace. Defaults to the pod's namespace (POD_NAMESPACE).
     #[arg(long, env = "KAPPA_LEASE_NAMESPACE")]
@@ -80,6 +88,66 @@ pub struct Settings {
     /// so the pods have its IAM role).
     #[arg(long, env = "KAPPA_SERVICE_ACCOUNT", default_value = "default")]
     pub service_account: String,
+
+    /// Which existing DynamoDB tables EventLogs may adopt (`spec.table.adoptExisting`), per namespace:
+    /// `NAMESPACE=REGEX`, repeated (or `;`-separated in the variable). The regular expression must match
+    /// the whole table name; `*` as the namespace means every namespace. Empty (the default): no
+    /// adoption at all. Only tables without kappa ownership tags are ever adopted, whatever this says.
+    #[arg(long, env = "KAPPA_ADOPTABLE_TABLES", value_delimiter = ';')]
+    pub adoptable_tables: Vec<String>,
+
+    /// The IAM managed policy every role the operator creates gets as its permissions boundary: an ARN,
+    /// or a policy name in the operator's account (`arn:<partition>:iam::<account>:policy/<name>`). The
+    /// operator's own IAM policy only lets it create roles with this boundary (chart:
+    /// iam.permissionsBoundary; docs/iam-policy.md).
+    #[arg(
+        long,
+        env = "KAPPA_PERMISSIONS_BOUNDARY",
+        default_value = "kappa-functions-boundary"
+    )]
+    pub permissions_boundary: String,
+}
+
+/// The administrator's decision which existing tables the EventLogs of a namespace may adopt
+/// (`--adoptable-tables`).
+#[derive(Clone, Debug, Default)]
+pub struct AdoptionRules {
+    /// (namespace or `*`, whole-name pattern, the rule as written).
+    rules: Vec<(String, regex::Regex, String)>,
+}
+
+impl AdoptionRules {
+    /// Parses `NAMESPACE=REGEX` rules; the error names the rule and what is wrong.
+    pub fn parse(rules: &[String]) -> Result<AdoptionRules, SettingsError> {
+        let mut parsed = Vec::new();
+        for rule in rules.iter().map(|r| r.trim()).filter(|r| !r.is_empty()) {
+            let invalid = |why: String| SettingsError::InvalidAdoptionRule(rule.to_string(), why);
+            let (ns, pattern) = rule
+                .split_once('=')
+                .filter(|(ns, p)| !ns.is_empty() && !p.is_empty())
+                .ok_or_else(|| invalid("it is not NAMESPACE=REGEX".into()))?;
+            let re = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| invalid(e.to_string()))?;
+            parsed.push((ns.to_string(), re, rule.to_string()));
+        }
+        Ok(AdoptionRules { rules: parsed })
+    }
+
+    /// Whether an EventLog in `namespace` may adopt the table `table`; the refusal names the setting.
+    pub fn allows(&self, namespace: &str, table: &str) -> Result<(), String> {
+        let matching = self
+            .rules
+            .iter()
+            .any(|(ns, re, _)| (ns == namespace || ns == "*") && re.is_match(table));
+        if matching {
+            return Ok(());
+        }
+        Err(format!(
+            "the operator's --adoptable-tables setting (chart value adoption.tables) has no rule letting \
+             namespace {namespace} adopt table {table}; ask the cluster administrator to add one (for \
+             example {namespace}={}), or leave spec.table.name out for a table of the log's own",
+            regex::escape(table)
+        ))
+    }
 }
 
 /// When and how large backfills run as Indexed Jobs.
@@ -89,6 +157,17 @@ pub struct BackfillJobs {
     pub service_account: String,
     /// Exports with more items than this run as a Job.
     pub min_items: u64,
+}
+
+/// How the push endpoint authorizes clients (see `crate::push::auth`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PushAuthMode {
+    /// TokenReview + SubjectAccessReview (watch materializedviews in the namespace).
+    Kubernetes,
+    /// One shared token, read from this file: single-tenant.
+    Token(std::path::PathBuf),
+    /// No check: single-tenant.
+    None,
 }
 
 /// Where the built-in Lambda functions' code comes from.
@@ -135,6 +214,22 @@ pub enum SettingsError {
         "Lambda architecture {0:?} is not x86_64 or arm64: fix --lambda-architecture (KAPPA_LAMBDA_ARCHITECTURE)"
     )]
     InvalidLambdaArchitecture(String),
+    #[error(
+        "adoption rule {0:?} is not valid: {1}; write NAMESPACE=REGEX, e.g. team-a=legacy-.* (--adoptable-tables, \
+         KAPPA_ADOPTABLE_TABLES, the chart's adoption.tables)"
+    )]
+    InvalidAdoptionRule(String, String),
+    #[error(
+        "permissions boundary {0:?} is neither an IAM policy ARN (arn:aws:iam::<account>:policy/<name>) nor a \
+         policy name: fix --permissions-boundary (KAPPA_PERMISSIONS_BOUNDARY, the chart's iam.permissionsBoundary)"
+    )]
+    InvalidPermissionsBoundary(String),
+    #[error(
+        "push auth {0:?} with token file {1:?} does not fit: use --push-auth kubernetes (the default, without \
+         a token file), token (with --push-token-file) or none (without one) (KAPPA_PUSH_AUTH, the chart's \
+         push.auth)"
+    )]
+    InvalidPushAuth(String, Option<String>),
 }
 
 /// Settings after validation: what the controllers read.
@@ -147,8 +242,8 @@ pub struct Config {
     pub push_addr: std::net::SocketAddr,
     /// The push endpoint's base URL for clients (`ws://host:port`).
     pub push_url: String,
-    /// The file holding the push endpoint's bearer token, if it requires one.
-    pub push_token_file: Option<std::path::PathBuf>,
+    /// How the push endpoint authorizes clients.
+    pub push_auth: PushAuthMode,
     pub lease_namespace: String,
     pub lease_name: String,
     pub lease_duration: Duration,
@@ -157,6 +252,11 @@ pub struct Config {
     pub lambda_architecture: crate::plan::function::Architecture,
     /// `None`: every backfill runs inside the operator.
     pub backfill_jobs: Option<BackfillJobs>,
+    /// Which existing tables each namespace's EventLogs may adopt.
+    pub adoption: AdoptionRules,
+    /// The permissions boundary of every role the operator creates: a policy ARN, or a policy name in the
+    /// operator's account.
+    pub permissions_boundary: String,
 }
 
 impl Settings {
@@ -214,7 +314,22 @@ impl Settings {
                 service_account: self.service_account.clone(),
                 min_items: self.backfill_job_items,
             });
+        let boundary = self.permissions_boundary.trim().to_string();
+        let boundary_ok = match boundary.strip_prefix("arn:") {
+            Some(rest) => rest.split(':').nth(1) == Some("iam") && rest.contains(":policy/"),
+            None => {
+                !boundary.is_empty()
+                    && boundary
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c))
+            }
+        };
+        if !boundary_ok {
+            return Err(SettingsError::InvalidPermissionsBoundary(boundary));
+        }
         Ok(Config {
+            adoption: AdoptionRules::parse(&self.adoptable_tables)?,
+            permissions_boundary: boundary,
             backfill_jobs,
             lambda_code,
             lambda_architecture,
@@ -234,7 +349,20 @@ impl Settings {
                 .filter(|u| !u.is_empty())
                 .map(|u| u.trim_end_matches('/').to_string())
                 .unwrap_or_else(|| format!("ws://127.0.0.1:{}", self.push_addr.port())),
-            push_token_file: self.push_token_file.clone(),
+            push_auth: match (
+                self.push_auth.as_deref().unwrap_or_default(),
+                &self.push_token_file,
+            ) {
+                ("" | "token", Some(file)) => PushAuthMode::Token(file.clone()),
+                ("" | "kubernetes", None) => PushAuthMode::Kubernetes,
+                ("none", None) => PushAuthMode::None,
+                (mode, file) => {
+                    return Err(SettingsError::InvalidPushAuth(
+                        mode.to_string(),
+                        file.as_ref().map(|f| f.display().to_string()),
+                    ));
+                }
+            },
             lease_namespace,
             lease_name: self.lease_name.clone(),
             lease_duration: Duration::from_secs(self.lease_seconds),
@@ -326,6 +454,72 @@ mod tests {
             "127.0.0.1:9",
         ]);
         assert_eq!(s.validate().unwrap().push_addr.to_string(), "127.0.0.1:9");
+    }
+
+    #[test]
+    fn adoption_is_refused_unless_a_rule_names_the_namespace_and_matches_the_whole_table_name() {
+        let rules = AdoptionRules::parse(&["tenant-a=legacy-.*".into(), "*=shared-log".into()]).unwrap();
+        assert!(rules.allows("tenant-a", "legacy-payroll").is_ok());
+        assert!(rules.allows("tenant-b", "shared-log").is_ok());
+        let refused = rules.allows("tenant-b", "legacy-payroll").unwrap_err();
+        assert!(
+            refused.contains("--adoptable-tables") && refused.contains("adoption.tables"),
+            "{refused}"
+        );
+        assert!(
+            rules.allows("tenant-a", "x-legacy-payroll").is_err(),
+            "the pattern matches the whole name"
+        );
+        assert!(
+            AdoptionRules::default()
+                .allows("tenant-a", "legacy-payroll")
+                .is_err()
+        );
+        let bad = AdoptionRules::parse(&["tenant-a".into()]).unwrap_err();
+        assert!(bad.to_string().contains("NAMESPACE=REGEX"), "{bad}");
+        assert!(AdoptionRules::parse(&["a=(".into()]).is_err());
+    }
+
+    #[test]
+    fn the_permissions_boundary_is_a_policy_arn_or_name() {
+        let ok = |b: &str| {
+            parse(&[
+                "--cluster-id",
+                "c",
+                "--lease-namespace",
+                "x",
+                "--permissions-boundary",
+                b,
+            ])
+            .validate()
+            .map(|c| c.permissions_boundary)
+        };
+        assert_eq!(
+            ok("kappa-functions-boundary").unwrap(),
+            "kappa-functions-boundary"
+        );
+        assert!(ok("arn:aws:iam::123456789012:policy/kappa-functions-boundary").is_ok());
+        assert!(ok("arn:aws:s3:::bucket").is_err());
+        assert!(ok("").is_err());
+    }
+
+    #[test]
+    fn push_clients_are_authorized_by_kubernetes_unless_a_single_tenant_mode_is_chosen() {
+        let auth = |extra: &[&str]| {
+            let mut args = vec!["--cluster-id", "c", "--lease-namespace", "x"];
+            args.extend_from_slice(extra);
+            parse(&args).validate().map(|c| c.push_auth)
+        };
+        if std::env::var("KAPPA_PUSH_AUTH").is_err() && std::env::var("KAPPA_PUSH_TOKEN_FILE").is_err() {
+            assert_eq!(auth(&[]).unwrap(), PushAuthMode::Kubernetes);
+            assert_eq!(
+                auth(&["--push-token-file", "/t"]).unwrap(),
+                PushAuthMode::Token("/t".into())
+            );
+            assert_eq!(auth(&["--push-auth", "none"]).unwrap(), PushAuthMode::None);
+            assert!(auth(&["--push-auth", "token"]).is_err(), "token needs its file");
+            assert!(auth(&["--push-auth", "open"]).is_err());
+        }
     }
 
     #[test]

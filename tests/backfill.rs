@@ -163,6 +163,13 @@ async fn three_views_are_backfilled_exactly_through_restarts_and_concurrent_writ
         .await
         .unwrap();
     let log_table = scores_table(&client, &ns).await;
+    let log_uid = Api::<kappa_operator::crd::EventLog>::namespaced(client.clone(), &ns)
+        .get("scores")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
 
     // The history: 20,000 events before any view exists.
     let all: Vec<Event> = (0..EVENTS + MORE_EVENTS).map(event).collect();
@@ -307,6 +314,9 @@ async fn three_views_are_backfilled_exactly_through_restarts_and_concurrent_writ
         );
         let location = b.export_location.unwrap();
         let prefix = location.strip_prefix(&format!("s3://{bucket}/")).unwrap();
+        // Under the log's own export root (the operator's), the user's prefix below it.
+        let root = format!("kappa-exports/test/{ns}/scores/{log_uid}/exports/views/");
+        assert!(prefix.starts_with(&root), "{location} is not under {root}");
         let left = s3
             .list_objects_v2()
             .bucket(&bucket)

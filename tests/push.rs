@@ -53,7 +53,8 @@ async fn a_subscriber_receives_every_later_change_of_its_view_in_order_and_nothi
     let (client, ns) = common::setup("push").await;
     let aws = common::aws_config().await;
     let ddb = aws_sdk_dynamodb::Client::new(&aws);
-    let op = Operator::start(&ns, "solo", 5);
+    // Push authorization per namespace is tests/tenancy.rs's subject: here, the explicit open mode.
+    let op = Operator::start_with_env(&ns, "solo", 5, &[("KAPPA_PUSH_AUTH", "none")]);
     common::create_yaml(
         &client,
         &ns,

@@ -138,7 +138,10 @@ async fn converge_once(
         .await
         .unwrap();
     all.push(connections_table.convergence);
-    let (connections_role, conv) = iam::ensure_role(&c.iam, &push.connections_role).await.unwrap();
+    let boundary = common::ensure_boundary_policy(&c.iam).await;
+    let (connections_role, conv) = iam::ensure_role(&c.iam, &push.connections_role, &boundary)
+        .await
+        .unwrap();
     all.push(conv);
     let (connections_arn, conv) =
         lambda::ensure_function(&c.lambda, &push.connections_function(&connections_role, code))
@@ -173,7 +176,7 @@ async fn converge_once(
     .await
     .unwrap();
     all.push(conv);
-    let (notifier_role, conv) = iam::ensure_role(&c.iam, &push.notifier_role(&api.api_id))
+    let (notifier_role, conv) = iam::ensure_role(&c.iam, &push.notifier_role(&api.api_id), &boundary)
         .await
         .unwrap();
     all.push(conv);

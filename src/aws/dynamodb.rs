@@ -15,7 +15,20 @@ use super::error::from_sdk;
 use super::{AwsError, Convergence};
 use crate::crd::{BillingMode, StreamViewType};
 use crate::plan::log::TablePlan;
-use crate::plan::names::Owner;
+use crate::plan::names::{Owner, Ownership, tag_keys};
+
+/// The refusal of an adoption: the table, why, and the setting that decides.
+fn adoption_refused(plan: &TablePlan, why: &str) -> AwsError {
+    AwsError::refused(
+        "AdoptTable",
+        format!("DynamoDB table {}", plan.name),
+        super::error::ADOPTION_REFUSED,
+        format!(
+            "{} {}/{} may not use the existing DynamoDB table {}: {why}",
+            plan.owner.kind, plan.owner.namespace, plan.owner.name, plan.name
+        ),
+    )
+}
 
 /// What a table is after `ensure_table`.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,6 +60,13 @@ async fn describe(client: &Client, name: &str) -> Result<Option<TableDescription
 }
 
 /// Creates the table, or brings an existing one in line with the plan with at most one change per call.
+///
+/// Before any change to an existing table its tags are read: a table of another owner (or of an earlier
+/// object of the same name) is refused with [`super::error::OWNED_BY_ANOTHER`] and left untouched. A
+/// table without kappa tags is only used when the plan adopts it (`spec.table.adoptExisting`) and
+/// [`TablePlan::adoption`] allows it; it is then tagged `kappa.dev/adopted-by` (nothing else), so no
+/// other object can adopt it, and it is never deleted. Anything else is refused with
+/// [`super::error::ADOPTION_REFUSED`], naming the setting.
 pub async fn ensure_table(client: &Client, plan: &TablePlan) -> Result<TableState, AwsError> {
     let Some(table) = describe(client, &plan.name).await? else {
         if plan.adopted {
@@ -59,6 +79,75 @@ pub async fn ensure_table(client: &Client, plan: &TablePlan) -> Result<TableStat
         return create(client, plan).await;
     };
     let arn = table.table_arn().unwrap_or_default().to_string();
+    let what = format!("DynamoDB table {}", plan.name);
+    let have = tags_of(client, &arn).await?;
+    match (plan.owner.ownership(&have), plan.adopted) {
+        // Its own table, adopted or created (one it created and now calls adopted is just never deleted).
+        (Ownership::Ours, _) => {}
+        // Adopted earlier: still only while the administrator's rules allow it.
+        (Ownership::AdoptedByUs, true) => {
+            if let Err(why) = &plan.adoption {
+                return Err(adoption_refused(plan, why));
+            }
+        }
+        (Ownership::Unclaimed, true) => {
+            if let Err(why) = &plan.adoption {
+                return Err(adoption_refused(plan, why));
+            }
+            let tag = Tag::builder()
+                .key(tag_keys::ADOPTED_BY)
+                .value(plan.owner.adopter_id())
+                .build()?;
+            client
+                .tag_resource()
+                .resource_arn(&arn)
+                .tags(tag)
+                .send()
+                .await
+                .map_err(from_sdk("TagResource", &arn))?;
+            return Ok(TableState {
+                arn,
+                stream_arn: table.latest_stream_arn().map(str::to_string),
+                convergence: Convergence::InProgress,
+            });
+        }
+        (Ownership::Unclaimed, false) if plan.owner.kind != crate::plan::log::KIND => {
+            return Err(super::refusal(
+                "CheckOwner",
+                &what,
+                &plan.owner,
+                "exists but was not created by kappa-operator (it has no kappa.dev tags)",
+            ));
+        }
+        (Ownership::Unclaimed, false) => {
+            return Err(adoption_refused(
+                plan,
+                &format!(
+                    "it exists and kappa-operator did not create it; to use an existing table set \
+                     spec.table.adoptExisting: true (and {})",
+                    plan.adoption
+                        .as_ref()
+                        .err()
+                        .map(String::as_str)
+                        .unwrap_or("the operator's configuration allows it")
+                ),
+            ));
+        }
+        (Ownership::AdoptedByUs, false) => {
+            return Err(AwsError::refused(
+                "CheckOwner",
+                &what,
+                super::error::OWNED_BY_ANOTHER,
+                format!(
+                    "{what} was adopted by this EventLog, not created by it: keep spec.table.adoptExisting \
+                     true (the operator never takes over an adopted table)"
+                ),
+            ));
+        }
+        (Ownership::Other(_), _) => {
+            super::check_owned("CheckOwner", &what, &plan.owner, &have)?;
+        }
+    }
     let state = |convergence| TableState {
         arn: arn.clone(),
         stream_arn: table.latest_stream_arn().map(str::to_string),
@@ -90,7 +179,7 @@ pub async fn ensure_table(client: &Client, plan: &TablePlan) -> Result<TableStat
     {
         return Ok(state(Convergence::InProgress));
     }
-    if !plan.adopted && tag_if_needed(client, &arn, &plan.tags).await? {
+    if !plan.adopted && tag_if_needed(client, &arn, &plan.tags, &have).await? {
         return Ok(state(Convergence::InProgress));
     }
     Ok(state(Convergence::Converged))
@@ -300,9 +389,9 @@ async fn tag_if_needed(
     client: &Client,
     arn: &str,
     want: &BTreeMap<String, String>,
+    have: &BTreeMap<String, String>,
 ) -> Result<bool, AwsError> {
-    let have = tags_of(client, arn).await?;
-    let missing: Vec<Tag> = super::missing_tags(want, &have)
+    let missing: Vec<Tag> = super::missing_tags(want, have)
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect::<Result<_, _>>()?;
     if missing.is_empty() {
@@ -315,6 +404,27 @@ async fn tag_if_needed(
         .send()
         .await
         .map_err(from_sdk("TagResource", arn))?;
+    Ok(true)
+}
+
+/// Removes `owner`'s `kappa.dev/adopted-by` tag from a table it adopted, so the table can be adopted
+/// again (by the administrator's leave) once its EventLog is gone; `Ok(false)` when the table is absent or
+/// not adopted by `owner`. Nothing else about the table changes.
+pub async fn release_adopted_table(client: &Client, name: &str, owner: &Owner) -> Result<bool, AwsError> {
+    let Some(table) = describe(client, name).await? else {
+        return Ok(false);
+    };
+    let arn = table.table_arn().unwrap_or_default();
+    if owner.ownership(&tags_of(client, arn).await?) != Ownership::AdoptedByUs {
+        return Ok(false);
+    }
+    client
+        .untag_resource()
+        .resource_arn(arn)
+        .tag_keys(tag_keys::ADOPTED_BY)
+        .send()
+        .await
+        .map_err(from_sdk("UntagResource", arn))?;
     Ok(true)
 }
 

@@ -5,6 +5,14 @@
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_smithy_runtime_api::client::result::SdkError;
 
+/// The code of [`AwsError::refused`] for a resource whose ownership tags name another owner, or none.
+pub const OWNED_BY_ANOTHER: &str = "OwnedByAnother";
+/// The code of [`AwsError::refused`] for an adoption the operator's configuration does not allow.
+pub const ADOPTION_REFUSED: &str = "AdoptionRefused";
+
+/// The code of [`AwsError::refused`] for a name the spec may not use (the operator's own name space).
+pub const RESERVED_NAME: &str = "ReservedName";
+
 /// An AWS call that failed.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 #[error("{operation} {resource} failed: {code}: {message}{hint}")]
@@ -62,6 +70,27 @@ impl AwsError {
         let mut e = AwsError::new(operation, resource, "InvalidState", &message.into());
         e.retryable = false;
         e
+    }
+
+    /// The operator refusing to touch a resource (never retried): `code` is [`OWNED_BY_ANOTHER`] or
+    /// [`ADOPTION_REFUSED`], so the controller can report it under its own reason.
+    pub fn refused(
+        operation: &'static str,
+        resource: impl Into<String>,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        let mut e = AwsError::new(operation, resource, code, &message.into());
+        e.retryable = false;
+        e
+    }
+
+    /// Whether this is the operator's own refusal to touch another owner's resource or to adopt one.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self.code.as_str(),
+            OWNED_BY_ANOTHER | ADOPTION_REFUSED | RESERVED_NAME
+        )
     }
 
     /// Whether the service said the resource does not exist.

@@ -63,8 +63,15 @@ fn tag(k: &str, v: &str) -> Result<Tag, AwsError> {
         .map_err(|e| AwsError::permanent("BuildRequest", k, e.to_string()))
 }
 
-/// Creates the role or brings its trust policy, inline policy and tags in line; returns its ARN.
-pub async fn ensure_role(client: &Client, plan: &RolePlan) -> Result<(String, Convergence), AwsError> {
+/// Creates the role or brings its permissions boundary, trust policy, inline policy and tags in line;
+/// returns its ARN. `boundary` is the ARN of the managed policy every role of the operator carries as its
+/// permissions boundary (see the chart's docs/iam-policy.md): the operator's own policy lets it create
+/// and change roles only with it. An existing role of another owner is refused before anything changes.
+pub async fn ensure_role(
+    client: &Client,
+    plan: &RolePlan,
+    boundary: &str,
+) -> Result<(String, Convergence), AwsError> {
     let existing = match client
         .get_role()
         .role_name(&plan.name)
@@ -89,6 +96,7 @@ pub async fn ensure_role(client: &Client, plan: &RolePlan) -> Result<(String, Co
                 .role_name(&plan.name)
                 .assume_role_policy_document(plan.trust.to_string())
                 .description(format!("kappa-operator: {}", plan.role))
+                .permissions_boundary(boundary)
                 .set_tags(Some(tags))
                 .send()
                 .await
@@ -97,6 +105,26 @@ pub async fn ensure_role(client: &Client, plan: &RolePlan) -> Result<(String, Co
             out.role.map(|r| r.arn).unwrap_or_default()
         }
         Some(role) => {
+            let have = tags_of(client, &plan.name).await?;
+            super::check_planned_owner(
+                "CheckOwner",
+                &format!("IAM role {}", plan.name),
+                &plan.tags,
+                &have,
+            )?;
+            let current_boundary = role
+                .permissions_boundary()
+                .and_then(|b| b.permissions_boundary_arn());
+            if current_boundary != Some(boundary) {
+                client
+                    .put_role_permissions_boundary()
+                    .role_name(&plan.name)
+                    .permissions_boundary(boundary)
+                    .send()
+                    .await
+                    .map_err(from_sdk("PutRolePermissionsBoundary", &plan.name))?;
+                convergence = Convergence::InProgress;
+            }
             if role
                 .assume_role_policy_document()
                 .and_then(parse_document)
@@ -112,7 +140,6 @@ pub async fn ensure_role(client: &Client, plan: &RolePlan) -> Result<(String, Co
                     .map_err(from_sdk("UpdateAssumeRolePolicy", &plan.name))?;
                 convergence = Convergence::InProgress;
             }
-            let have = tags_of(client, &plan.name).await?;
             let missing: Vec<Tag> = super::missing_tags(&plan.tags, &have)
                 .map(|(k, v)| tag(k, v))
                 .collect::<Result<_, _>>()?;

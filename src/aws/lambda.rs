@@ -142,7 +142,8 @@ fn planned_tags(plan: &FunctionPlan) -> BTreeMap<String, String> {
 }
 
 /// Creates the function or brings its code, configuration and tags in line with the plan; returns its
-/// ARN. See the module docs for the order of updates.
+/// ARN. See the module docs for the order of updates. An existing function of another owner is refused
+/// before anything changes.
 pub async fn ensure_function(
     client: &Client,
     plan: &FunctionPlan,
@@ -171,6 +172,12 @@ pub async fn ensure_function(
         .tags()
         .map(|t| t.clone().into_iter().collect())
         .unwrap_or_default();
+    super::check_planned_owner(
+        "CheckOwner",
+        &format!("Lambda function {name}"),
+        &plan.tags,
+        &have,
+    )?;
     let mut convergence = Convergence::Converged;
 
     let busy = is_busy(config);
@@ -292,6 +299,33 @@ pub async fn delete_function_if_owned(client: &Client, name: &str, owner: &Owner
         Ok(_) => Ok(true),
         Err(e) if e.is_not_found() => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// Checks a function a user brings (`spec.projector.code.functionArn`) before the operator subscribes it
+/// or adds an invoke permission to it: a function carrying kappa ownership tags of another owner (another
+/// namespace's projector, say) is refused with [`super::error::OWNED_BY_ANOTHER`]; the user's own function
+/// (no kappa tags) or one of `owner`'s is fine. A function the operator cannot read is left to the calls
+/// that follow, which fail with AWS's own error.
+pub async fn check_custom_function(client: &Client, function: &str, owner: &Owner) -> Result<(), AwsError> {
+    let out = match client
+        .get_function()
+        .function_name(function)
+        .send()
+        .await
+        .map_err(lambda_err("GetFunction", function))
+    {
+        Ok(out) => out,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let tags: BTreeMap<String, String> = out
+        .tags()
+        .map(|t| t.clone().into_iter().collect())
+        .unwrap_or_default();
+    match owner.ownership(&tags) {
+        crate::plan::names::Ownership::Unclaimed => Ok(()),
+        _ => super::check_owned("CheckOwner", &format!("Lambda function {function}"), owner, &tags),
     }
 }
 

@@ -100,6 +100,66 @@ pub(crate) fn missing_tags<'a>(
     want.iter().filter(move |(k, v)| have.get(*k) != Some(*v))
 }
 
+/// Checks, before any change to an existing resource, that `tags` (read from it) say `owner` created it.
+/// `what` names the resource for people ("DynamoDB table kappa-..."). Anything else is refused with
+/// [`error::OWNED_BY_ANOTHER`], naming the owner found and what to do; the resource is left untouched.
+pub(crate) fn check_owned(
+    operation: &'static str,
+    what: &str,
+    owner: &crate::plan::names::Owner,
+    tags: &std::collections::BTreeMap<String, String>,
+) -> Result<(), AwsError> {
+    use crate::plan::names::Ownership;
+    let found = match owner.ownership(tags) {
+        Ownership::Ours => return Ok(()),
+        Ownership::Other(who) => format!("belongs to {who}"),
+        Ownership::AdoptedByUs => "was adopted, not created, by this object".to_string(),
+        Ownership::Unclaimed => {
+            "exists but was not created by kappa-operator (it has no kappa.dev tags)".into()
+        }
+    };
+    Err(refusal(operation, what, owner, &found))
+}
+
+/// [`check_owned`] for a resource planned with `planned` tags (the owner's [`Owner::tags`] and maybe more).
+///
+/// [`Owner::tags`]: crate::plan::names::Owner::tags
+pub(crate) fn check_planned_owner(
+    operation: &'static str,
+    what: &str,
+    planned: &std::collections::BTreeMap<String, String>,
+    have: &std::collections::BTreeMap<String, String>,
+) -> Result<(), AwsError> {
+    match crate::plan::names::Owner::from_tags(planned) {
+        Some(owner) => check_owned(operation, what, &owner, have),
+        None => Err(AwsError::permanent(
+            operation,
+            what,
+            "the plan carries no ownership tags (a bug: every planned resource names its owner)",
+        )),
+    }
+}
+
+/// The refusal of [`check_owned`]: what was found, who asked, and what to do.
+pub(crate) fn refusal(
+    operation: &'static str,
+    what: &str,
+    owner: &crate::plan::names::Owner,
+    found: &str,
+) -> AwsError {
+    AwsError::refused(
+        operation,
+        what,
+        error::OWNED_BY_ANOTHER,
+        format!(
+            "{what} {found}, not to {} {}/{}: the operator never tags, changes, adopts or deletes another \
+             owner's resource. Use another name (for a log table, another spec.table.name, or none for a \
+             generated one), or ask the cluster administrator to remove the conflicting resource",
+            owner.kind, owner.namespace, owner.name
+        ),
+    )
+}
+
 /// Whether the current state already matches the plan, or a later reconcile must continue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Convergence {

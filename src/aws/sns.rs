@@ -50,10 +50,17 @@ fn tag(k: &str, v: &str) -> Result<Tag, AwsError> {
         .map_err(|e| AwsError::permanent("BuildRequest", k, e.to_string()))
 }
 
-/// Creates the topic or brings its tags in line; returns its ARN.
+/// Creates the topic or brings its tags in line; returns its ARN. An existing topic of another owner is
+/// refused untouched.
 pub async fn ensure_topic(client: &Client, plan: &TopicPlan) -> Result<(String, Convergence), AwsError> {
     if let Some(arn) = find(client, &plan.name).await? {
         let have = tags_of(client, &arn).await?;
+        super::check_planned_owner(
+            "CheckOwner",
+            &format!("SNS topic {}", plan.name),
+            &plan.tags,
+            &have,
+        )?;
         let missing: Vec<Tag> = super::missing_tags(&plan.tags, &have)
             .map(|(k, v)| tag(k, v))
             .collect::<Result<_, _>>()?;

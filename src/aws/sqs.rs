@@ -42,10 +42,17 @@ async fn tags_of(client: &Client, url: &str) -> Result<BTreeMap<String, String>,
     Ok(out.tags.unwrap_or_default().into_iter().collect())
 }
 
+/// Creates the queue or brings its tags in line; an existing queue of another owner is refused untouched.
 pub async fn ensure_queue(client: &Client, plan: &QueuePlan) -> Result<QueueState, AwsError> {
     let (url, convergence) = match url_of(client, &plan.name).await? {
         Some(url) => {
             let have = tags_of(client, &url).await?;
+            super::check_planned_owner(
+                "CheckOwner",
+                &format!("SQS queue {}", plan.name),
+                &plan.tags,
+                &have,
+            )?;
             let missing: HashMap<String, String> = super::missing_tags(&plan.tags, &have)
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();

@@ -42,19 +42,21 @@ fn tags_of(api: &Api) -> Option<BTreeMap<String, String>> {
         .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
-/// The API of that name to keep in line: the first (by id) carrying every `tags`, or else the first whose
-/// tags lack some of them but contradict none (tags lost to drift, written again). An API carrying
-/// another value for one of `tags` (another owner's) is never picked: API names are not unique, so ours
-/// is created beside it.
+/// The API of that name to keep in line: the first (by id) carrying every `tags`, or else the first its
+/// owner owns by [`Owner::ownership`] but lacking some planned tag (one created before uid tags). An API
+/// of another owner, or without kappa tags, is never picked (nor tagged): API names are not unique, so
+/// ours is created beside it.
+///
+/// [`Owner::ownership`]: crate::plan::names::Owner::ownership
 pub fn pick_api<'a>(apis: &'a [Api], name: &str, tags: &BTreeMap<String, String>) -> Option<&'a Api> {
+    let owner = crate::plan::names::Owner::from_tags(tags)?;
     let mut candidates: Vec<(&Api, bool)> = apis
         .iter()
         .filter(|a| a.name() == Some(name))
         .filter_map(|a| {
             let have = tags_of(a).unwrap_or_default();
-            let contradicts = tags.iter().any(|(k, v)| have.get(k).is_some_and(|h| h != v));
             let owned = missing_tags(tags, &have).next().is_none();
-            (!contradicts).then_some((a, owned))
+            owner.owns(&have).then_some((a, owned))
         })
         .collect();
     candidates.sort_by_key(|(a, owned)| (!owned, a.api_id().unwrap_or_default().to_string()));
@@ -579,8 +581,16 @@ mod tests {
         assert_eq!(pick_api(&apis, &p.name, &p.tags), Some(&ours));
         assert_eq!(
             pick_api(&[untagged.clone(), other_name.clone()], &p.name, &p.tags),
-            Some(&untagged),
-            "an untagged API of our name lost its tags: they are written again"
+            None,
+            "an untagged API of our name is not kappa's: never taken over, ours is created beside it"
+        );
+        let mut legacy_tags = p.tags.clone();
+        legacy_tags.remove("kappa.dev/uid");
+        let legacy = api("d", &p.name, &legacy_tags);
+        assert_eq!(
+            pick_api(&[untagged.clone(), legacy.clone()], &p.name, &p.tags),
+            Some(&legacy),
+            "ours from before uid tags: kept, the uid is written"
         );
         assert_eq!(
             pick_api(&[foreign, other_name], &p.name, &p.tags),

@@ -73,13 +73,24 @@ async fn views_of(log: &EventLog, ctx: &Context, ns: &str) -> Result<Vec<Materia
 
 async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
     let views = views_of(&log, ctx, ns).await?;
-    let plan = plan_log(&ctx.config.cluster_id, &log, &views);
+    let mut plan = plan_log(&ctx.config.cluster_id, &log, &views);
+    plan.table.adoption = ctx.config.adoption.allows(ns, &plan.table.name);
     let functions = provision::LogFunctions {
         spec: &log.spec,
         code: ctx.built_in_code().await,
         router: crate::plan::lambdas::router_needed(plan.fan_out, &views),
+        permissions_boundary: &ctx.config.permissions_boundary,
     };
-    let (phase, health, resources) = match provision::apply_log(&ctx.aws, &plan, &functions).await {
+    let provisioned = match crate::plan::log::check_table_name(&plan, log.spec.table.name.as_deref()) {
+        Ok(()) => provision::apply_log(&ctx.aws, &plan, &functions).await,
+        Err(message) => Err(crate::aws::AwsError::refused(
+            "CheckTableName",
+            &plan.table.name,
+            crate::aws::error::RESERVED_NAME,
+            message,
+        )),
+    };
+    let (phase, health, resources) = match provisioned {
         Ok(mut r) if r.problem.is_some() => {
             let message = r.problem.take().map(|e| e.to_string()).unwrap_or_default();
             (
@@ -111,7 +122,7 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
         Err(e) if !e.retryable => (
             EventLogPhase::Failed,
             Health::Stalled {
-                reason: reasons::AWS_ERROR,
+                reason: status::aws_reason(&e),
                 message: e.to_string(),
             },
             None,
@@ -199,6 +210,13 @@ async fn cleanup(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> 
     }
     let note = match log.spec.deletion_policy {
         DeletionPolicy::Retain => {
+            if log.spec.table.adopt_existing {
+                // The adopter is gone: the table may be adopted again (where the administrator allows).
+                let plan = plan_log(&ctx.config.cluster_id, &log, &[]);
+                crate::aws::dynamodb::release_adopted_table(&ctx.aws.dynamodb, &plan.table.name, &plan.owner)
+                    .await
+                    .map_err(Error::from)?;
+            }
             "deletionPolicy Retain: the log table, queue and topics are kept".to_string()
         }
         DeletionPolicy::Delete => {

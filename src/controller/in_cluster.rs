@@ -444,7 +444,8 @@ pub(super) async fn backfill(
             );
         };
         let attempt = b.attempt.max(1);
-        let prefix = export_prefix(&export_spec.prefix, ns, &base, attempt);
+        let root = crate::plan::log::export_root(&ctx.config.cluster_id, log);
+        let prefix = export_prefix(&root, &export_spec.prefix, &base, attempt);
         let uid = view.uid().unwrap_or_default();
         let token = match target.version {
             ..=1 => digest(&[&uid, &attempt.to_string()]),
@@ -698,11 +699,14 @@ pub(super) async fn backfill(
             b.finished_at = Some(status::now());
             b.progress = Some("100%".into());
             b.eta = None;
+            // Only below the log's own export root, whatever status says.
+            let root = format!("{}/", crate::plan::log::export_root(&ctx.config.cluster_id, log));
             if !view.spec.backfill.keep_export
                 && let Some(prefix) = b
                     .export_location
                     .as_deref()
                     .and_then(|l| l.strip_prefix(&format!("s3://{}/", export_spec.bucket)))
+                    .filter(|p| p.starts_with(&root))
             {
                 match export::delete_prefix(&ctx.aws.s3, &export_spec.bucket, &format!("{prefix}/")).await {
                     Ok(n) => info!(view = %key, objects = n, "deleted the export"),
@@ -974,13 +978,14 @@ fn backfill_checkpoint(
     )
 }
 
-/// The prefix of a view's export, under the EventLog's `spec.export.prefix`.
-fn export_prefix(base: &str, ns: &str, view: &str, attempt: i64) -> String {
+/// The prefix of a view's export: the log's `root` ([`crate::plan::log::export_root`]), then the
+/// EventLog's `spec.export.prefix` (`base`, which only adds below the root), then the view's own.
+fn export_prefix(root: &str, base: &str, view: &str, attempt: i64) -> String {
     let base = base.trim_matches('/');
-    let own = format!("views/{ns}/{view}/{attempt}");
+    let own = format!("views/{view}/{attempt}");
     match base.is_empty() {
-        true => own,
-        false => format!("{base}/{own}"),
+        true => format!("{root}/{own}"),
+        false => format!("{root}/{base}/{own}"),
     }
 }
 
@@ -1078,9 +1083,12 @@ mod tests {
     #[test]
     fn exports_land_under_a_prefix_of_the_view() {
         assert_eq!(
-            export_prefix("exports/", "ns", "players", 2),
-            "exports/views/ns/players/2"
+            export_prefix("kappa-exports/c/ns/log/u", "exports/", "players", 2),
+            "kappa-exports/c/ns/log/u/exports/views/players/2"
         );
-        assert_eq!(export_prefix("", "ns", "players", 1), "views/ns/players/1");
+        assert_eq!(
+            export_prefix("kappa-exports/c/ns/log/u", "", "players", 1),
+            "kappa-exports/c/ns/log/u/views/players/1"
+        );
     }
 }

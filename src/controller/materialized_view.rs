@@ -197,17 +197,43 @@ async fn push_path(
             let Some(scope) = scope_of_arn(&table.arn) else {
                 return Ok(None);
             };
-            let plan = aws_push_plan(view, ctx, all, &table.name, table.key_prefix.as_deref(), &scope);
+            let namespace_uid = namespace_uid_for_aws(ctx, ns).await?;
+            let plan = aws_push_plan(
+                view,
+                ctx,
+                all,
+                &table.name,
+                table.key_prefix.as_deref(),
+                &scope,
+                namespace_uid.as_deref(),
+            );
             let code = ctx.built_in_code().await.map_err(|m| {
                 crate::aws::AwsError::permanent("CreateFunction", &plan.connections_function, m)
             })?;
-            let got = super::push::ensure_aws_push(&ctx.aws, &plan, &code, stream).await?;
+            let got = super::push::ensure_aws_push(
+                &ctx.aws,
+                &plan,
+                &code,
+                stream,
+                &ctx.config.permissions_boundary,
+            )
+            .await?;
             Ok(got.converged.then_some(crate::crd::PushStatus {
                 url: Some(got.url),
                 api_id: Some(got.api_id),
             }))
         }
     }
+}
+
+/// [`Context::namespace_uid`] for the steps whose errors are AWS errors (a failed read is retried).
+async fn namespace_uid_for_aws(
+    ctx: &Context,
+    ns: &str,
+) -> std::result::Result<Option<String>, crate::aws::AwsError> {
+    ctx.namespace_uid(ns)
+        .await
+        .map_err(|e| crate::aws::AwsError::new("GetNamespace", ns, "", &e.to_string()))
 }
 
 /// The push plan of the views table `table`: the namespace's Lambda-runtime views on it with subscribers
@@ -219,6 +245,7 @@ fn aws_push_plan(
     table: &str,
     key_prefix: Option<&str>,
     scope: &crate::plan::iam::AwsScope,
+    namespace_uid: Option<&str>,
 ) -> crate::plan::push::PushPlan {
     let name = this.name_any();
     let mut subscribers: Vec<(String, String)> = all
@@ -235,7 +262,7 @@ fn aws_push_plan(
         subscribers.push((name, key_prefix.unwrap_or_default().to_string()));
     }
     subscribers.sort();
-    let mut plan = plan_view(&ctx.config.cluster_id, this, all);
+    let mut plan = plan_view(&ctx.config.cluster_id, this, all).in_namespace(namespace_uid);
     plan.table.name = table.to_string();
     crate::plan::push::plan_push(&plan, &subscribers, scope)
 }
@@ -259,7 +286,8 @@ async fn retire_aws_push(
     };
     let mut gone = view.clone();
     gone.spec.subscribers = None;
-    let plan = aws_push_plan(&gone, ctx, all, &table, None, &scope);
+    let namespace_uid = namespace_uid_for_aws(ctx, &view.namespace().unwrap_or_default()).await?;
+    let plan = aws_push_plan(&gone, ctx, all, &table, None, &scope, namespace_uid.as_deref());
     if !plan.view_routes.views.is_empty() {
         return Ok(());
     }
@@ -289,7 +317,7 @@ async fn provision(view: &MaterializedView, log: &EventLog, ctx: &Context, ns: &
         Err(e) if e.retryable => return Err(e.into()),
         Err(e) => {
             run.outcome.health = Health::Stalled {
-                reason: reasons::AWS_ERROR,
+                reason: status::aws_reason(&e),
                 message: format!("spec.subscribers: {e}"),
             };
             None
@@ -342,7 +370,8 @@ pub(super) async fn lambda_version(
             .collect();
         let log_plan = plan_log(&ctx.config.cluster_id, log, &readers);
         if let Some(role) = projector_role_plan(view, plan, &log_plan, &scope) {
-            match iam::ensure_role(&ctx.aws.iam, &role).await {
+            let boundary = scope.policy_arn(&ctx.config.permissions_boundary);
+            match iam::ensure_role(&ctx.aws.iam, &role, &boundary).await {
                 Ok((arn, convergence)) => {
                     resources.insert("role/projector".to_string(), arn.clone());
                     if convergence != Convergence::Converged {
@@ -410,6 +439,7 @@ async fn projector_live_path(
         .and_then(|c| c.function_arn.clone())
     {
         Some(arn) => {
+            lambda::check_custom_function(&ctx.aws.lambda, &arn, &plan.owner).await?;
             function_ref = arn.clone();
             arn
         }
@@ -731,7 +761,9 @@ async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result
                 .into_iter()
                 .filter(|v| v.name_any() != name && v.metadata.deletion_timestamp.is_none())
                 .collect();
-            let plan = plan_view(&ctx.config.cluster_id, &view, &others);
+            let namespace_uid = ctx.namespace_uid(ns).await?;
+            let plan =
+                plan_view(&ctx.config.cluster_id, &view, &others).in_namespace(namespace_uid.as_deref());
             // Versions stored elsewhere than the spec's own storage go first (their items or tables).
             for v in &recorded {
                 let vview = crate::plan::versions::view_with_content(&view, &v.content);

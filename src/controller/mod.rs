@@ -56,6 +56,18 @@ pub struct Context {
 const MAX_DIRECT_UPLOAD_BYTES: usize = 50 * 1024 * 1024;
 
 impl Context {
+    /// The uid of the Namespace object `ns` (the owner of its shared views tables), read on every call:
+    /// a namespace deleted and created again has another uid, which a cache would hide.
+    pub async fn namespace_uid(&self, ns: &str) -> Result<Option<String>> {
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+            kube::Api::all(self.client.clone());
+        let namespace = namespaces
+            .get_metadata(ns)
+            .await
+            .map_err(Error::kube("reading the uid of", format!("Namespace {ns}")))?;
+        Ok(namespace.metadata.uid)
+    }
+
     /// The built-in functions' code (see `--lambda-code`), or why it cannot be used.
     pub async fn built_in_code(&self) -> std::result::Result<crate::plan::lambdas::BuiltInCode, String> {
         use crate::plan::function::FunctionCode;

@@ -37,6 +37,8 @@ pub struct LogFunctions<'a> {
     pub code: Result<BuiltInCode, String>,
     /// Whether the router runs (`Sns` fan-out and some view on Lambda; see [`crate::plan::lambdas::router_needed`]).
     pub router: bool,
+    /// The permissions boundary of the functions' roles: a managed policy's ARN or name (`--permissions-boundary`).
+    pub permissions_boundary: &'a str,
 }
 
 pub async fn apply_log(
@@ -63,8 +65,9 @@ pub async fn apply_log(
     let mut roles = BTreeMap::new();
     // ARNs in the policies need the account: the table's ARN tells it.
     if let Some(scope) = scope_of_arn(&table.arn) {
+        let boundary = scope.policy_arn(functions.permissions_boundary);
         for role in log_roles(plan, &scope) {
-            let (arn, convergence) = iam::ensure_role(&aws.iam, &role).await?;
+            let (arn, convergence) = iam::ensure_role(&aws.iam, &role, &boundary).await?;
             converged &= convergence == Convergence::Converged;
             roles.insert(role.role.to_string(), arn);
         }
@@ -142,7 +145,8 @@ async fn apply_functions(
 }
 
 /// Deletes the log's owned resources, dependents first: mappings and functions, roles, topics, the queue,
-/// then the table (never an adopted one). Returns the names deleted.
+/// then the table (never an adopted one: it only loses its `kappa.dev/adopted-by` tag). Only resources
+/// carrying the log's ownership tags, uid included, are deleted. Returns the names deleted.
 pub async fn delete_log(aws: &Aws, plan: &LogPlan) -> Result<Vec<String>, AwsError> {
     let mut deleted = Vec::new();
     for function in [WRITER, ROUTER] {
@@ -168,9 +172,9 @@ pub async fn delete_log(aws: &Aws, plan: &LogPlan) -> Result<Vec<String>, AwsErr
     {
         deleted.push(q.name.clone());
     }
-    if !plan.table.adopted
-        && dynamodb::delete_table_if_owned(&aws.dynamodb, &plan.table.name, &plan.owner).await?
-    {
+    if plan.table.adopted {
+        dynamodb::release_adopted_table(&aws.dynamodb, &plan.table.name, &plan.owner).await?;
+    } else if dynamodb::delete_table_if_owned(&aws.dynamodb, &plan.table.name, &plan.owner).await? {
         deleted.push(plan.table.name.clone());
     }
     Ok(deleted)

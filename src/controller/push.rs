@@ -138,20 +138,23 @@ pub struct AwsPush {
 /// Provisions a views table's push stack, in dependency order: the connections table, role and function,
 /// the WebSocket API with its integration, routes and stage, the permission for API Gateway to invoke the
 /// connections function, then the notifier's role, function and mapping on the views table's stream.
+/// `permissions_boundary` (a managed policy's ARN or name) bounds both roles.
 pub async fn ensure_aws_push(
     aws: &crate::aws::Aws,
     plan: &crate::plan::push::PushPlan,
     code: &crate::plan::lambdas::BuiltInCode,
     views_stream_arn: &str,
+    permissions_boundary: &str,
 ) -> Result<AwsPush, crate::aws::AwsError> {
     use crate::aws::{Convergence, dynamodb, iam, lambda, websocket};
+    let boundary = plan.scope.policy_arn(permissions_boundary);
     let mut all = Vec::new();
     all.push(
         dynamodb::ensure_table(&aws.dynamodb, &plan.connections_table)
             .await?
             .convergence,
     );
-    let (connections_role, c) = iam::ensure_role(&aws.iam, &plan.connections_role).await?;
+    let (connections_role, c) = iam::ensure_role(&aws.iam, &plan.connections_role, &boundary).await?;
     all.push(c);
     let (connections_arn, c) =
         lambda::ensure_function(&aws.lambda, &plan.connections_function(&connections_role, code)).await?;
@@ -177,7 +180,7 @@ pub async fn ensure_aws_push(
         )
         .await?,
     );
-    let (notifier_role, c) = iam::ensure_role(&aws.iam, &plan.notifier_role(&api.api_id)).await?;
+    let (notifier_role, c) = iam::ensure_role(&aws.iam, &plan.notifier_role(&api.api_id), &boundary).await?;
     all.push(c);
     let notifier = plan.notifier_function(&notifier_role, &api.api_id, api.api_endpoint.as_deref(), code);
     let (_, c) = lambda::ensure_function(&aws.lambda, &notifier).await?;

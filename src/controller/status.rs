@@ -27,6 +27,17 @@ pub enum Health {
     Stalled { reason: &'static str, message: String },
 }
 
+/// The condition reason of a permanent AWS failure: the operator's own refusals (another owner's
+/// resource, an adoption not allowed) have reasons of their own, everything else is `AwsError`.
+pub fn aws_reason(e: &crate::aws::AwsError) -> &'static str {
+    match e.code.as_str() {
+        crate::aws::error::OWNED_BY_ANOTHER => reasons::OWNED_BY_ANOTHER,
+        crate::aws::error::ADOPTION_REFUSED => reasons::ADOPTION_REFUSED,
+        crate::aws::error::RESERVED_NAME => reasons::INVALID_SPEC,
+        _ => reasons::AWS_ERROR,
+    }
+}
+
 impl Health {
     pub fn reason(&self) -> &'static str {
         match self {

@@ -150,6 +150,7 @@ pub(super) async fn run(
     }
 
     // Run every version that has storage to keep current.
+    let namespace_uid = ctx.namespace_uid(ns).await?;
     let mut outcomes: BTreeMap<i64, InClusterOutcome> = BTreeMap::new();
     let mut tables: BTreeMap<i64, ActiveTable> = BTreeMap::new();
     for v in versions.iter_mut() {
@@ -159,7 +160,8 @@ pub(super) async fn run(
             continue;
         }
         let vview = version_view(view, v);
-        let plan = plan_version(&ctx.config.cluster_id, &vview, all, v.version);
+        let plan = plan_version(&ctx.config.cluster_id, &vview, all, v.version)
+            .in_namespace(namespace_uid.as_deref());
         v.table_name = Some(plan.table.name.clone());
         v.key_prefix = plan.key_prefix.clone();
         let table = match dynamodb::ensure_table(&ctx.aws.dynamodb, &plan.table).await {
@@ -335,7 +337,7 @@ pub(super) fn failed_outcome(e: &AwsError) -> InClusterOutcome {
     InClusterOutcome {
         phase: ViewPhase::Failed,
         health: Health::Stalled {
-            reason: reasons::AWS_ERROR,
+            reason: super::status::aws_reason(e),
             message: e.to_string(),
         },
         backfill: None,
@@ -504,7 +506,9 @@ pub(super) async fn remove_version(
             tracing::warn!(version = v.version, error = %e, "could not delete the version's backfill checkpoint");
         }
     }
-    let plan = plan_version(&ctx.config.cluster_id, &version_view(view, v), all, v.version);
+    let namespace_uid = ctx.namespace_uid(ns).await?;
+    let plan = plan_version(&ctx.config.cluster_id, &version_view(view, v), all, v.version)
+        .in_namespace(namespace_uid.as_deref());
     let projector = super::materialized_view::delete_projector(&v.resources, ctx, &plan).await?;
     let role = plan
         .owner

@@ -36,6 +36,10 @@ pub mod reasons {
     pub const DELETING: &str = "Deleting";
     pub const AS_EXPECTED: &str = "AsExpected";
     pub const AWS_ERROR: &str = "AwsError";
+    /// An AWS resource the object names (or would create) carries another owner's tags: left untouched.
+    pub const OWNED_BY_ANOTHER: &str = "OwnedByAnother";
+    /// An existing table the object would adopt, which the operator's configuration does not allow.
+    pub const ADOPTION_REFUSED: &str = "AdoptionRefused";
     pub const WAITING_FOR_LIVE_PATH: &str = "WaitingForLivePath";
     pub const EXPORTING: &str = "Exporting";
     pub const BACKFILLING: &str = "Backfilling";

@@ -101,7 +101,9 @@ impl std::fmt::Display for RecordType {
     .field_path(".name"))]
 pub struct LogTableSpec {
     /// The table name. Optional: by default a collision-free name is derived from the cluster id,
-    /// namespace and EventLog name. Immutable.
+    /// namespace and EventLog name. Immutable. Names starting with `kappa-` are reserved for derived
+    /// names. A table of this name that exists already is only used if this EventLog created it (its
+    /// `kappa.dev/*` tags, uid included, say so) or adopts it (`adoptExisting`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{3,255}$"))]
     pub name: Option<String>,
@@ -142,7 +144,9 @@ pub struct LogTableSpec {
     pub point_in_time_recovery: bool,
 
     /// Adopt an existing table of this `name` instead of creating one. Its keys must match the spec; an
-    /// adopted table is never deleted by the operator.
+    /// adopted table is never deleted by the operator. Only a table without kappa ownership tags, and
+    /// only when the operator's `--adoptable-tables` setting (chart value `adoption.tables`) allows it for
+    /// this namespace; otherwise the EventLog is Stalled with reason `AdoptionRefused`.
     #[serde(default)]
     pub adopt_existing: bool,
 }
@@ -286,8 +290,9 @@ pub struct ExportSpec {
     /// The S3 bucket (it must exist; the operator does not create it). DynamoDB writes the export there.
     #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))]
     pub bucket: String,
-    /// The key prefix under which exports are written; each view's export goes below it in a prefix of
-    /// its own.
+    /// A key prefix added below the log's own export root, `kappa-exports/<cluster>/<namespace>/<name>/<uid>`,
+    /// which the operator derives from the log: exports are written, and deleted, only under that root.
+    /// Each view's export goes below it in a prefix of its own.
     #[serde(default = "default_export_prefix")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9!_.*'()/-]{1,200}$"))]
     pub prefix: String,

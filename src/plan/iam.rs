@@ -45,6 +45,18 @@ impl AwsScope {
             self.partition, self.region, self.account
         )
     }
+    /// The ARN of a managed policy given by ARN (returned as it is) or by name (in this account).
+    pub fn policy_arn(&self, name_or_arn: &str) -> String {
+        if name_or_arn.starts_with("arn:") {
+            return name_or_arn.to_string();
+        }
+        format!(
+            "arn:{}:iam::{}:policy/{}",
+            self.partition,
+            self.account,
+            name_or_arn.trim_start_matches('/')
+        )
+    }
     pub fn role_arn(&self, role: &str) -> String {
         format!("arn:{}:iam::{}:role/{role}", self.partition, self.account)
     }

@@ -13,6 +13,10 @@ use crate::crd::{BillingMode, DeletionPolicy, EventLog, MaterializedView, QueueT
 
 pub const KIND: &str = "EventLog";
 
+/// The refusal of an adoption no configuration was consulted for.
+pub const NO_ADOPTION: &str = "the operator adopts no existing table unless its --adoptable-tables setting \
+     (chart value adoption.tables) allows it for the namespace";
+
 /// Everything an EventLog needs on AWS.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogPlan {
@@ -29,6 +33,8 @@ pub struct LogPlan {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TablePlan {
     pub name: String,
+    /// Who the table belongs to: the only owner whose tags let the operator change or delete it.
+    pub owner: Owner,
     pub partition_key: String,
     pub sort_key: Option<String>,
     pub billing: BillingMode,
@@ -39,8 +45,13 @@ pub struct TablePlan {
     pub point_in_time_recovery: bool,
     /// On while the owner's deletion policy is `Retain`, so nobody deletes the log by accident.
     pub deletion_protection: bool,
-    /// An existing table the operator uses but never created, tags or deletes.
+    /// An existing table the operator uses but never created or deletes (`spec.table.adoptExisting`); it
+    /// only gets the `kappa.dev/adopted-by` tag.
     pub adopted: bool,
+    /// Whether the operator's configuration lets this owner adopt a table of this name: `Err` holds the
+    /// refusal, naming the setting (see [`crate::settings::AdoptionRules`]). Filled in by the controller;
+    /// a plan alone allows no adoption.
+    pub adoption: Result<(), String>,
     /// The attribute whose epoch-seconds value expires an item (DynamoDB TTL), or `None` to leave TTL
     /// as it is.
     pub time_to_live_attribute: Option<String>,
@@ -123,11 +134,43 @@ pub fn scope_of_arn(arn: &str) -> Option<AwsScope> {
     })
 }
 
+/// Where every export of an EventLog lives in its bucket: `kappa-exports/<cluster>/<namespace>/<name>/<uid>`,
+/// derived from the log's owner alone. `spec.export.prefix` only adds below it, and the operator deletes
+/// export files only below it, so logs sharing a bucket (in any namespace, or an earlier log of the same
+/// name) never reach each other's exports. The operator's IAM policy scopes S3 to `kappa-exports/*`.
+pub fn export_root(cluster: &str, log: &EventLog) -> String {
+    let namespace = log.metadata.namespace.as_deref().unwrap_or("default");
+    let name = log.metadata.name.as_deref().unwrap_or_default();
+    let uid = log
+        .metadata
+        .uid
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .unwrap_or("-");
+    format!("kappa-exports/{cluster}/{namespace}/{name}/{uid}")
+}
+
+/// Refuses a `spec.table.name` in the operator's own name space (`kappa-...`) other than the name it
+/// derives for this log: such names belong to other objects (a squatter could otherwise take another
+/// namespace's future log table name). The error names the field, the value and the fix.
+pub fn check_table_name(plan: &LogPlan, explicit: Option<&str>) -> Result<(), String> {
+    let Some(name) = explicit else { return Ok(()) };
+    let own = plan.owner.resource_name("log", NameKind::Table);
+    if name.starts_with(&format!("{}-", super::names::NAME_PREFIX)) && name != own {
+        return Err(format!(
+            "spec.table.name {name:?} starts with \"kappa-\", which is reserved for the names the operator \
+             derives for each object (this log's would be {own:?}): choose a name outside it, or leave \
+             spec.table.name out"
+        ));
+    }
+    Ok(())
+}
+
 /// Plans an EventLog's resources from its spec, the views that read it, and the cluster id.
 pub fn plan_log(cluster: &str, log: &EventLog, views: &[MaterializedView]) -> LogPlan {
     let namespace = log.metadata.namespace.as_deref().unwrap_or("default");
     let name = log.metadata.name.as_deref().unwrap_or_default();
-    let owner = Owner::new(cluster, namespace, KIND, name);
+    let owner = Owner::new(cluster, namespace, KIND, name).with_uid(log.metadata.uid.as_deref());
     let tags = owner.tags();
     let spec = &log.spec;
     let table = TablePlan {
@@ -136,6 +179,7 @@ pub fn plan_log(cluster: &str, log: &EventLog, views: &[MaterializedView]) -> Lo
             .name
             .clone()
             .unwrap_or_else(|| owner.resource_name("log", NameKind::Table)),
+        owner: owner.clone(),
         partition_key: spec.table.partition_key.clone(),
         sort_key: spec.table.sort_key.clone(),
         billing: spec.table.billing.mode,
@@ -148,6 +192,7 @@ pub fn plan_log(cluster: &str, log: &EventLog, views: &[MaterializedView]) -> Lo
         point_in_time_recovery: spec.table.point_in_time_recovery,
         deletion_protection: spec.deletion_policy == DeletionPolicy::Retain && !spec.table.adopt_existing,
         adopted: spec.table.adopt_existing,
+        adoption: Err(NO_ADOPTION.into()),
         time_to_live_attribute: None,
         tags: tags.clone(),
     };
@@ -263,6 +308,36 @@ mod tests {
             super::roles(&direct, &scope).is_empty(),
             "no ingest, Direct fan-out: no roles"
         );
+    }
+
+    #[test]
+    fn a_table_name_of_the_operators_own_name_space_is_refused_unless_it_is_the_logs_own() {
+        let p = plan_log("prod", &log(SPEC), &[]);
+        assert!(check_table_name(&p, None).is_ok());
+        assert!(check_table_name(&p, Some("payroll-log")).is_ok());
+        assert!(check_table_name(&p, Some(&p.table.name.clone())).is_ok());
+        let other = resource_name_of("tenant-a", "payroll");
+        let e = check_table_name(&p, Some(&other)).unwrap_err();
+        assert!(e.contains("spec.table.name") && e.contains(&other), "{e}");
+    }
+
+    #[test]
+    fn each_log_exports_under_a_root_of_its_own_owner() {
+        let mut a = log(SPEC);
+        a.metadata.uid = Some("uid-1".into());
+        assert_eq!(
+            export_root("prod", &a),
+            "kappa-exports/prod/games/game-events/uid-1"
+        );
+        let mut b = a.clone();
+        b.metadata.namespace = Some("games-b".into());
+        b.metadata.uid = Some("uid-2".into());
+        let (ra, rb) = (export_root("prod", &a) + "/", export_root("prod", &b) + "/");
+        assert!(!ra.starts_with(&rb) && !rb.starts_with(&ra), "{ra} and {rb} nest");
+    }
+
+    fn resource_name_of(ns: &str, name: &str) -> String {
+        super::super::names::resource_name("prod", ns, name, "log", NameKind::Table)
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! A name is `kappa-<cluster>-<namespace>-<name>-<role>-<hash>`: readable, and unique because the hash
 //! covers the exact (cluster, namespace, name, role) tuple, so `a-b/c` and `a/b-c` never collide. When a
 //! name would exceed the service's limit, the readable part is cut and the hash keeps it unique and
-//! stable. Every resource carries tags naming its owner; deletion only touches what carries them.
+//! stable. Every resource carries tags naming its owner (cluster, namespace, kind, name and the object's
+//! uid); the operator changes or deletes only what carries its owner's tags ([`Owner::ownership`]).
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,16 @@ pub mod tag_keys {
     pub const NAMESPACE: &str = "kappa.dev/namespace";
     pub const KIND: &str = "kappa.dev/kind";
     pub const NAME: &str = "kappa.dev/name";
+    /// The Kubernetes uid of the owning object: names alone cannot tell a re-created object (or a
+    /// re-created namespace, given to someone else) from the one that created the resource.
+    pub const UID: &str = "kappa.dev/uid";
+    /// On a table the operator adopted (never created): who adopted it, as
+    /// `<cluster>/<namespace>/<kind>/<name>/<uid>`. Such a table is never deleted, and no other object may
+    /// adopt it while the tag is there.
+    pub const ADOPTED_BY: &str = "kappa.dev/adopted-by";
+
+    /// Every key above: a resource carrying none of them is not kappa's.
+    pub const ALL: [&str; 7] = [MANAGED_BY, CLUSTER, NAMESPACE, KIND, NAME, UID, ADOPTED_BY];
 }
 
 /// The value of `kappa.dev/managed-by`.
@@ -66,6 +77,24 @@ pub struct Owner {
     /// `EventLog` or `MaterializedView`, or `Namespace` for resources shared by a namespace's views.
     pub kind: String,
     pub name: String,
+    /// The Kubernetes object's uid (`metadata.uid`), written as `kappa.dev/uid`. `None` for owners that
+    /// are no single object (a namespace's shared views table) and in pure tests.
+    pub uid: Option<String>,
+}
+
+/// Who a resource belongs to, by the tags found on it (see [`Owner::ownership`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// Created by this owner: the operator may update and delete it.
+    Ours,
+    /// An existing resource this owner adopted (`kappa.dev/adopted-by` names it): used, never deleted.
+    AdoptedByUs,
+    /// No kappa tag at all: created by someone else than the operator. Only an administrator may let the
+    /// operator adopt it.
+    Unclaimed,
+    /// Another owner's (or another object's of the same name, with another uid): the operator must not
+    /// tag, update, adopt or delete it. The text describes that owner.
+    Other(String),
 }
 
 impl Owner {
@@ -75,28 +104,128 @@ impl Owner {
             namespace: namespace.into(),
             kind: kind.into(),
             name: name.into(),
+            uid: None,
         }
+    }
+
+    /// This owner, identified also by the object's uid (an empty uid counts as none).
+    pub fn with_uid(mut self, uid: Option<&str>) -> Self {
+        self.uid = uid.filter(|u| !u.is_empty()).map(str::to_string);
+        self
     }
 
     /// The ownership tags; deletion matches all of them.
     pub fn tags(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
+        let mut tags = BTreeMap::from([
             (tag_keys::MANAGED_BY.to_string(), MANAGED_BY.to_string()),
             (tag_keys::CLUSTER.to_string(), self.cluster.clone()),
             (tag_keys::NAMESPACE.to_string(), self.namespace.clone()),
             (tag_keys::KIND.to_string(), self.kind.clone()),
             (tag_keys::NAME.to_string(), self.name.clone()),
-        ])
+        ]);
+        if let Some(uid) = &self.uid {
+            tags.insert(tag_keys::UID.to_string(), uid.clone());
+        }
+        tags
     }
 
-    /// Whether `tags` (as found on an AWS resource) say this owner created it.
+    /// The owner that planned `tags` (its [`Owner::tags`]), or `None` when they are not ownership tags.
+    pub fn from_tags(tags: &BTreeMap<String, String>) -> Option<Owner> {
+        let get = |k: &str| tags.get(k).map(String::as_str);
+        Some(
+            Owner::new(
+                get(tag_keys::CLUSTER)?,
+                get(tag_keys::NAMESPACE)?,
+                get(tag_keys::KIND)?,
+                get(tag_keys::NAME)?,
+            )
+            .with_uid(get(tag_keys::UID)),
+        )
+    }
+
+    /// The value of `kappa.dev/adopted-by` this owner writes on a table it adopts:
+    /// `<cluster>/<namespace>/<kind>/<name>/<uid>`, the name cut so the value fits the 256 characters of
+    /// an AWS tag value (the uid is what identifies the owner; the name is for people).
+    pub fn adopter_id(&self) -> String {
+        const MAX_TAG_VALUE: usize = 256;
+        let uid = self.uid.as_deref().unwrap_or("-");
+        let fixed = self.cluster.len() + self.namespace.len() + self.kind.len() + uid.len() + 4;
+        let name: String = self
+            .name
+            .chars()
+            .take(MAX_TAG_VALUE.saturating_sub(fixed))
+            .collect();
+        format!("{}/{}/{}/{name}/{uid}", self.cluster, self.namespace, self.kind)
+    }
+
+    /// Whom `tags` (as found on an AWS resource) say it belongs to, from this owner's point of view.
+    ///
+    /// Cluster, namespace, kind and name must all match, and the uid too when both sides have one. A
+    /// resource with matching names but no uid tag was created by an operator version before uid tags
+    /// and counts as ours (the next reconcile writes the uid); one with another uid belongs to an earlier
+    /// object of the same name, which is another owner.
+    pub fn ownership(&self, tags: &BTreeMap<String, String>) -> Ownership {
+        if !tag_keys::ALL.iter().any(|k| tags.contains_key(*k)) {
+            return Ownership::Unclaimed;
+        }
+        if let Some(adopter) = tags.get(tag_keys::ADOPTED_BY) {
+            return if *adopter == self.adopter_id() {
+                Ownership::AdoptedByUs
+            } else {
+                Ownership::Other(format!("adopted by {}", describe_adopter(adopter)))
+            };
+        }
+        let get = |k: &str| tags.get(k).map(String::as_str);
+        let names_match = get(tag_keys::MANAGED_BY) == Some(MANAGED_BY)
+            && get(tag_keys::CLUSTER) == Some(self.cluster.as_str())
+            && get(tag_keys::NAMESPACE) == Some(self.namespace.as_str())
+            && get(tag_keys::KIND) == Some(self.kind.as_str())
+            && get(tag_keys::NAME) == Some(self.name.as_str());
+        let uid_matches = match (get(tag_keys::UID), self.uid.as_deref()) {
+            (Some(theirs), Some(ours)) => theirs == ours,
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        if names_match && uid_matches {
+            return Ownership::Ours;
+        }
+        Ownership::Other(describe_tags(tags))
+    }
+
+    /// Whether `tags` (as found on an AWS resource) say this owner created it: see [`Owner::ownership`].
     pub fn owns(&self, tags: &BTreeMap<String, String>) -> bool {
-        self.tags().iter().all(|(k, v)| tags.get(k) == Some(v))
+        self.ownership(tags) == Ownership::Ours
     }
 
     /// The name of this owner's resource in `role` (`log`, `writer`, `router`, `projector`, ...).
     pub fn resource_name(&self, role: &str, kind: NameKind) -> String {
         resource_name(&self.cluster, &self.namespace, &self.name, role, kind)
+    }
+}
+
+/// `<kind> <namespace>/<name> (uid <uid>) of cluster <cluster>`, from a resource's ownership tags.
+fn describe_tags(tags: &BTreeMap<String, String>) -> String {
+    let get = |k: &str| tags.get(k).map(String::as_str).unwrap_or("?");
+    let uid = tags
+        .get(tag_keys::UID)
+        .map(|u| format!(" (uid {u})"))
+        .unwrap_or_default();
+    format!(
+        "{} {}/{}{uid} of cluster {}",
+        get(tag_keys::KIND),
+        get(tag_keys::NAMESPACE),
+        get(tag_keys::NAME),
+        get(tag_keys::CLUSTER)
+    )
+}
+
+/// `<kind> <namespace>/<name> (uid <uid>) of cluster <cluster>` from an `adopted-by` value.
+fn describe_adopter(value: &str) -> String {
+    match value.splitn(5, '/').collect::<Vec<_>>()[..] {
+        [cluster, namespace, kind, name, uid] => {
+            format!("{kind} {namespace}/{name} (uid {uid}) of cluster {cluster}")
+        }
+        _ => value.to_string(),
     }
 }
 
@@ -219,5 +348,49 @@ mod tests {
         tags.insert(tag_keys::NAMESPACE.into(), "other-ns".into());
         assert!(!owner.owns(&tags), "a sibling namespace's resource is not ours");
         assert!(!Owner::new("prod", "ns", "MaterializedView", "players").owns(&BTreeMap::new()));
+    }
+
+    #[test]
+    fn another_namespace_or_uid_is_another_owner_and_untagged_is_unclaimed() {
+        let a = Owner::new("prod", "tenant-a", "EventLog", "payroll").with_uid(Some("uid-a"));
+        let tags = a.tags();
+        assert_eq!(tags[tag_keys::UID], "uid-a");
+        assert_eq!(a.ownership(&tags), Ownership::Ours);
+        let b = Owner::new("prod", "tenant-b", "EventLog", "payroll").with_uid(Some("uid-b"));
+        let Ownership::Other(who) = b.ownership(&tags) else {
+            panic!("tenant-b must not own tenant-a's resource")
+        };
+        assert_eq!(who, "EventLog tenant-a/payroll (uid uid-a) of cluster prod");
+        let recreated = Owner::new("prod", "tenant-a", "EventLog", "payroll").with_uid(Some("uid-2"));
+        assert!(
+            matches!(recreated.ownership(&tags), Ownership::Other(_)),
+            "a re-created object of the same name is another owner"
+        );
+        let mut legacy = tags.clone();
+        legacy.remove(tag_keys::UID);
+        assert_eq!(
+            recreated.ownership(&legacy),
+            Ownership::Ours,
+            "created before uid tags: claimed by its name"
+        );
+        let untagged = BTreeMap::from([("team".to_string(), "x".to_string())]);
+        assert_eq!(a.ownership(&untagged), Ownership::Unclaimed);
+        let adopted = BTreeMap::from([(tag_keys::ADOPTED_BY.to_string(), a.adopter_id())]);
+        assert_eq!(a.ownership(&adopted), Ownership::AdoptedByUs);
+        let long = Owner::new("prod-eu1", &"n".repeat(63), "EventLog", &"x".repeat(253))
+            .with_uid(Some("0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"));
+        assert!(
+            long.adopter_id().len() <= 256,
+            "an AWS tag value holds 256 characters"
+        );
+        assert!(
+            long.adopter_id()
+                .ends_with("/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0")
+        );
+        assert!(!a.owns(&adopted), "an adopted resource is never ours to delete");
+        assert_eq!(
+            b.ownership(&adopted),
+            Ownership::Other("adopted by EventLog tenant-a/payroll (uid uid-a) of cluster prod".into())
+        );
     }
 }

@@ -148,6 +148,7 @@ pub fn plan_push(view: &ViewPlan, subscribers: &[(String, String)], scope: &AwsS
     views.dedup();
     let connections_table = TablePlan {
         name: owner.resource_name(&role(CONNECTIONS), NameKind::Table),
+        owner: owner.clone(),
         partition_key: "pk".into(),
         sort_key: Some("sk".into()),
         billing: BillingMode::OnDemand,
@@ -156,6 +157,7 @@ pub fn plan_push(view: &ViewPlan, subscribers: &[(String, String)], scope: &AwsS
         point_in_time_recovery: false,
         deletion_protection: false,
         adopted: false,
+        adoption: Err(super::log::NO_ADOPTION.into()),
         time_to_live_attribute: Some(TTL_ATTRIBUTE.into()),
         tags: tags.clone(),
     };

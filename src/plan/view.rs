@@ -3,7 +3,8 @@
 //!
 //! A shared table belongs to the namespace (owner kind `ViewsTable`, named by the shared name), not to any
 //! one view: it has Streams on when any view sharing it asks for them, and it is deleted only when the last
-//! view using it is deleted with `deletionPolicy: Delete`.
+//! view using it is deleted with `deletionPolicy: Delete`. Its uid tag is the Namespace object's
+//! ([`ViewPlan::in_namespace`]).
 
 use super::ResolvedFanOut;
 use super::iam::{AwsScope, ProjectorSource, ViewItems, lambda_trust_policy, projector_policy};
@@ -32,6 +33,18 @@ pub struct ViewPlan {
 }
 
 impl ViewPlan {
+    /// The plan with its shared views table owned by the namespace object of uid `namespace_uid`, so a
+    /// namespace deleted and created again (perhaps for another team) never claims the tables its
+    /// predecessor retained. A dedicated table already carries its view's uid.
+    pub fn in_namespace(mut self, namespace_uid: Option<&str>) -> ViewPlan {
+        if self.shared {
+            self.table_owner = self.table_owner.with_uid(namespace_uid);
+            self.table.owner = self.table_owner.clone();
+            self.table.tags = self.table_owner.tags();
+        }
+        self
+    }
+
     /// The role name of the version's projector function and IAM role: `projector`, or `projector-v<n>`.
     pub fn projector_role_name(&self) -> String {
         match self.version {
@@ -100,7 +113,7 @@ pub fn key_prefix(view: &MaterializedView) -> String {
 pub fn plan_view(cluster: &str, view: &MaterializedView, siblings: &[MaterializedView]) -> ViewPlan {
     let namespace = view.metadata.namespace.as_deref().unwrap_or("default");
     let name = view.metadata.name.as_deref().unwrap_or_default();
-    let owner = Owner::new(cluster, namespace, VIEW_KIND, name);
+    let owner = Owner::new(cluster, namespace, VIEW_KIND, name).with_uid(view.metadata.uid.as_deref());
     let store = &view.spec.store;
     let shared = store.table == StoreTable::Shared;
     let (table_owner, streams) = if shared {
@@ -119,6 +132,7 @@ pub fn plan_view(cluster: &str, view: &MaterializedView, siblings: &[Materialize
     let role = if shared { "views" } else { "view" };
     let table = TablePlan {
         name: table_owner.resource_name(role, NameKind::Table),
+        owner: table_owner.clone(),
         partition_key: "pk".into(),
         sort_key: Some("sk".into()),
         billing: BillingMode::OnDemand,
@@ -127,6 +141,7 @@ pub fn plan_view(cluster: &str, view: &MaterializedView, siblings: &[Materialize
         point_in_time_recovery: false,
         deletion_protection: false,
         adopted: false,
+        adoption: Err(super::log::NO_ADOPTION.into()),
         time_to_live_attribute: None,
         tags: table_owner.tags(),
     };
@@ -226,6 +241,25 @@ mod tests {
             role.policy["Statement"][0].get("Condition").is_none(),
             "its own table: no prefix condition"
         );
+    }
+
+    #[test]
+    fn a_shared_table_belongs_to_its_namespace_object_and_a_dedicated_one_to_its_view() {
+        let mut v = view("players", "{}");
+        v.metadata.uid = Some("view-uid".into());
+        let shared = plan_view("prod", &v, &[]).in_namespace(Some("ns-uid"));
+        assert_eq!(shared.table.tags["kappa.dev/uid"], "ns-uid");
+        assert_eq!(shared.table.owner, shared.table_owner);
+        assert_eq!(shared.owner.uid.as_deref(), Some("view-uid"));
+        let recreated = plan_view("prod", &v, &[]).in_namespace(Some("ns-uid-2"));
+        assert!(
+            !recreated.table_owner.owns(&shared.table.tags),
+            "a namespace created again does not own its predecessor's table"
+        );
+        let mut d = view("games", "{table: Dedicated}");
+        d.metadata.uid = Some("games-uid".into());
+        let dedicated = plan_view("prod", &d, &[]).in_namespace(Some("ns-uid"));
+        assert_eq!(dedicated.table.tags["kappa.dev/uid"], "games-uid");
     }
 
     #[test]

@@ -11,9 +11,10 @@
 //! `error` frame saying so and is closed (close code 1013, try again later): it never misses changes
 //! silently.
 //!
-//! Listens on `--push-addr` (`KAPPA_PUSH_ADDR`, default `0.0.0.0:8081`). With a token (`--push-token-file`)
-//! every client must send `Authorization: Bearer <token>` with the upgrade request, or gets HTTP 401;
-//! without one the endpoint is open to whoever reaches it (expose it inside the cluster only).
+//! Listens on `--push-addr` (`KAPPA_PUSH_ADDR`, default `0.0.0.0:8081`). Every upgrade request is
+//! authorized by [`PushAuth`] before it is upgraded: by default the client's Kubernetes bearer token must
+//! belong to a subject that may `watch` MaterializedViews in the requested namespace (401 or 403
+//! otherwise); a shared static token or no check at all are explicit single-tenant options.
 
 use std::net::SocketAddr;
 
@@ -23,6 +24,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::get;
 
+use super::auth::PushAuth;
 use super::hub::{Hub, HubClient, ViewDirectory};
 use super::message::{ClientRequest, PROTOCOL_VERSION, ServerMessage};
 
@@ -43,35 +45,29 @@ const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 pub struct PushState {
     pub hub: Hub,
     pub views: ViewDirectory,
-    /// The bearer token clients must present, when the endpoint requires one.
-    pub token: Option<std::sync::Arc<str>>,
+    /// Who may watch which namespace.
+    pub auth: PushAuth,
 }
 
 /// The endpoint's routes, open to every client.
 pub fn router(hub: Hub, views: ViewDirectory) -> Router {
-    router_with_token(hub, views, None)
+    router_with_auth(hub, views, PushAuth::None)
 }
 
 /// The endpoint's routes; with `token`, a client must send `Authorization: Bearer <token>`.
 pub fn router_with_token(hub: Hub, views: ViewDirectory, token: Option<String>) -> Router {
-    Router::new().route(WATCH_PATH, get(watch)).with_state(PushState {
-        hub,
-        views,
-        token: token.map(std::sync::Arc::from),
-    })
+    let auth = match token {
+        Some(token) => PushAuth::StaticToken(std::sync::Arc::from(token)),
+        None => PushAuth::None,
+    };
+    router_with_auth(hub, views, auth)
 }
 
-/// Whether `headers` carry the bearer token `token` (compared in constant time).
-fn authorized(token: &str, headers: &axum::http::HeaderMap) -> bool {
-    let Some(presented) = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    let (a, b) = (presented.trim().as_bytes(), token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The endpoint's routes, every client authorized by `auth`.
+pub fn router_with_auth(hub: Hub, views: ViewDirectory, auth: PushAuth) -> Router {
+    Router::new()
+        .route(WATCH_PATH, get(watch))
+        .with_state(PushState { hub, views, auth })
 }
 
 /// Binds `addr` for the push endpoint; the error names the address and the setting to change.
@@ -100,12 +96,26 @@ pub async fn serve_on_with_token(
     views: ViewDirectory,
     token: Option<String>,
 ) -> Result<(), String> {
+    let auth = match token {
+        Some(token) => PushAuth::StaticToken(std::sync::Arc::from(token)),
+        None => PushAuth::None,
+    };
+    serve_on_with_auth(listener, hub, views, auth).await
+}
+
+/// Like [`serve_on`], every client authorized by `auth`.
+pub async fn serve_on_with_auth(
+    listener: tokio::net::TcpListener,
+    hub: Hub,
+    views: ViewDirectory,
+    auth: PushAuth,
+) -> Result<(), String> {
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| "(unknown address)".into());
-    tracing::info!(%addr, path = WATCH_PATH, authenticated = token.is_some(), "push endpoint listening");
-    axum::serve(listener, router_with_token(hub, views, token))
+    tracing::info!(%addr, path = WATCH_PATH, auth = ?auth, "push endpoint listening");
+    axum::serve(listener, router_with_auth(hub, views, auth))
         .await
         .map_err(|e| format!("the push endpoint on {addr} stopped: {e}"))
 }
@@ -122,15 +132,14 @@ async fn watch(
     headers: axum::http::HeaderMap,
 ) -> Response {
     use axum::response::IntoResponse;
-    if let Some(token) = &state.token
-        && !authorized(token, &headers)
-    {
-        tracing::info!(%namespace, "push client refused: no valid bearer token");
-        return (
-            axum::http::StatusCode::UNAUTHORIZED,
-            "the push endpoint needs `Authorization: Bearer <token>` (kappa-operator watch --token-file)",
-        )
-            .into_response();
+    match state.auth.authorize(&headers, &namespace).await {
+        Ok(subject) => tracing::debug!(%namespace, %subject, "push client authorized"),
+        Err(refusal) => {
+            tracing::info!(%namespace, status = refusal.status, reason = %refusal.message, "push client refused");
+            let status =
+                axum::http::StatusCode::from_u16(refusal.status).unwrap_or(axum::http::StatusCode::FORBIDDEN);
+            return (status, refusal.message).into_response();
+        }
     }
     upgrade
         .max_message_size(MAX_REQUEST_BYTES)

@@ -34,6 +34,31 @@ pub struct WatchOptions {
     pub token: Option<String>,
 }
 
+/// The bearer token of the kubeconfig's current user (its `token`, or the file of its `tokenFile`), which
+/// `kappa-operator watch` presents to the push endpoint so the operator can check, as the API server
+/// would, that this user may watch the namespace's views. `Err` says why there is none: a user that
+/// authenticates with a client certificate or an exec plugin has no token to forward (pass `--token-file`
+/// with one, e.g. from `kubectl create token <serviceaccount>`).
+pub async fn kubeconfig_token() -> Result<String, String> {
+    use secrecy::ExposeSecret;
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| format!("no kubeconfig to take a token from: {e}"))?;
+    if let Some(token) = &config.auth_info.token {
+        return Ok(token.expose_secret().trim().to_string());
+    }
+    if let Some(file) = &config.auth_info.token_file {
+        return std::fs::read_to_string(file)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| format!("cannot read the kubeconfig's tokenFile {file}: {e}"));
+    }
+    Err(
+        "the kubeconfig's user has no bearer token (a client certificate or exec plugin cannot be forwarded): \
+         pass --token-file with a token, e.g. from `kubectl create token <serviceaccount>`"
+            .into(),
+    )
+}
+
 /// Why watching failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {

@@ -241,6 +241,20 @@ impl Operator {
     /// Like [`Operator::start`], with extra environment for the process (e.g. a `KUBECONFIG` holding a
     /// ServiceAccount's token instead of the admin's certificate).
     pub fn start_with_env(ns: &str, identity: &str, lease_seconds: u64, env: &[(&str, &str)]) -> Operator {
+        Operator::start_with_args(&[ns], identity, lease_seconds, &[], env)
+    }
+
+    /// Starts `kappa-operator run` watching `namespaces` (its Lease in the first), with extra arguments
+    /// and environment.
+    pub fn start_with_args(
+        namespaces: &[&str],
+        identity: &str,
+        lease_seconds: u64,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Operator {
+        let ns = namespaces[0];
+        let watched = namespaces.join(",");
         let http_port = free_port();
         let push_port = free_port();
         let dir = std::env::temp_dir().join("kappa-operator-tests");
@@ -248,7 +262,7 @@ impl Operator {
         let log_path = dir.join(format!("{ns}-{identity}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
-            .args(["run", "--cluster-id", "test", "--watch-namespaces", ns])
+            .args(["run", "--cluster-id", "test", "--watch-namespaces", &watched])
             .args([
                 "--lease-namespace",
                 ns,
@@ -263,6 +277,7 @@ impl Operator {
             ])
             .args(["--push-addr", &format!("127.0.0.1:{push_port}")])
             .args(["--resync-seconds", "30"])
+            .args(args)
             .env("RUST_LOG", "info,kappa_operator=debug")
             .env(
                 "KAPPA_LAMBDA_CODE",
@@ -316,6 +331,52 @@ pub fn run_tool_ok(program: &str, args: &[&str], stdin: Option<&str>) -> String 
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// The permissions boundary of the operator's roles (the chart's docs/boundary-policy.json), created in the
+/// stack's IAM as `kappa-functions-boundary` if missing; returns its ARN.
+pub async fn ensure_boundary_policy(iam: &aws_sdk_iam::Client) -> String {
+    // Looked up first (a read), so tests counting mutating calls see none from here once it exists.
+    let listed = iam
+        .list_policies()
+        .scope(aws_sdk_iam::types::PolicyScopeType::Local)
+        .send()
+        .await
+        .expect("ListPolicies");
+    if let Some(arn) = listed
+        .policies()
+        .iter()
+        .find(|p| p.policy_name() == Some("kappa-functions-boundary"))
+        .and_then(|p| p.arn())
+    {
+        return arn.to_string();
+    }
+    let document = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/kappa-operator/docs/boundary-policy.json"
+    ))
+    .unwrap();
+    match iam
+        .create_policy()
+        .policy_name("kappa-functions-boundary")
+        .policy_document(document)
+        .send()
+        .await
+    {
+        Ok(out) => out.policy.and_then(|p| p.arn).unwrap(),
+        Err(e) => {
+            let code = e.as_service_error().and_then(|s| {
+                use aws_sdk_iam::error::ProvideErrorMetadata;
+                s.code().map(str::to_string)
+            });
+            assert_eq!(
+                code.as_deref(),
+                Some("EntityAlreadyExists"),
+                "CreatePolicy: {e:?}"
+            );
+            "arn:aws:iam::123456789012:policy/kappa-functions-boundary".to_string()
+        }
+    }
 }
 
 /// Creates an on-demand table keyed by the strings `pk` and `sk` (a log's or a views table's shape).
