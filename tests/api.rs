@@ -304,6 +304,29 @@ fn invalid_manifests() -> Vec<(&'static str, String, &'static str)> {
             "spec.projection.sumOf",
         ),
         (
+            "min without minOf",
+            edit(
+                v,
+                view_projection,
+                "    mode: Min\n    key: {partitionKey: \"S#{playerId}\"}\n",
+            ),
+            "spec.projection.minOf",
+        ),
+        (
+            "maxOf with min",
+            edit(
+                v,
+                view_projection,
+                "    mode: Min\n    minOf: score\n    maxOf: score\n    key: {partitionKey: \"S#{playerId}\"}\n",
+            ),
+            "spec.projection.maxOf",
+        ),
+        (
+            "an unknown record-error policy",
+            edit(v, "    mode: Latest\n", "    mode: Latest\n    onRecordError: Ignore\n"),
+            "spec.projection.onRecordError",
+        ),
+        (
             "orderBy with append",
             edit(v, "    mode: Latest\n", "    mode: Append\n    orderBy: seq\n"),
             "spec.projection.orderBy",

@@ -40,6 +40,7 @@ use super::event::{SnsEvent, StreamEvent, StreamEventName};
 use crate::crd::{
     EventLogRef, EventLogSpec, FanOutSpec, LogTableSpec, MaterializedViewSpec, Projection, RecordType,
 };
+use crate::crd::RecordErrorPolicy;
 use crate::projection::{Applied, MemoryStore, ProjectionConfig, ProjectionError, ViewWrite};
 
 /// The view's projection: a [`ProjectorConfig`] as JSON.
@@ -346,7 +347,8 @@ pub async fn handle_sns<S: ViewStore>(
     }
 }
 
-/// Projects and applies one stream record. `Err` (the reason) only for a retryable store error; every
+/// Projects and applies one stream record. `Err` (the reason) for a retryable store error, or a record
+/// error under `onRecordError: Fail` (the batch then reports it as failed, from it on); every
 /// other outcome is counted in `stats`.
 async fn project_record<S: ViewStore>(
     config: &ProjectionConfig,
@@ -376,6 +378,10 @@ async fn project_record<S: ViewStore>(
             stats.not_for_view += 1;
             return Ok(());
         }
+        Err(e) if config.on_record_error() == RecordErrorPolicy::Fail => {
+            error!(view, sequence_number = %sequence, category = e.category(), "stopping at a record (onRecordError Fail): {e}");
+            return Err(format!("record error (spec.projection.onRecordError Fail): {e}"));
+        }
         Err(e) => {
             error!(view, sequence_number = %sequence, category = e.category(), "skipping a record: {e}");
             stats.rejected += 1;
@@ -385,6 +391,10 @@ async fn project_record<S: ViewStore>(
     match store.apply(write).await {
         Ok(Applied::Written) => stats.applied += 1,
         Ok(Applied::ConditionFailed) => stats.unchanged += 1,
+        Err(StoreError::Permanent(reason)) if config.on_record_error() == RecordErrorPolicy::Fail => {
+            error!(view, sequence_number = %sequence, "stopping at a record whose view write is rejected (onRecordError Fail): {reason}");
+            return Err(format!("record error (spec.projection.onRecordError Fail): {reason}"));
+        }
         Err(StoreError::Permanent(reason)) => {
             error!(view, sequence_number = %sequence, "skipping a record whose view write is rejected: {reason}");
             stats.rejected += 1;

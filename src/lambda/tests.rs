@@ -878,6 +878,28 @@ async fn projector_skips_a_record_it_cannot_project() {
 }
 
 #[tokio::test]
+async fn projector_stops_at_a_record_it_cannot_project_when_the_policy_is_fail() {
+    let mut no_seq = player("bo", 9);
+    no_seq.remove("seq");
+    let event = ProjectorEvent::Stream(inserts(vec![player("ada", 1), no_seq, player("cy", 1)]));
+    let store = store();
+    let fail = projection(
+        "{mode: Latest, onRecordError: Fail, key: {partitionKey: 'PLAYER#{name}'}}",
+        "player",
+        "players#",
+    );
+    let report = projector::handle(&fail, &store, &event).await.unwrap();
+    let failed: Vec<&str> = report
+        .response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed.len(), 1, "the shard stops at the bad record: {failed:?}");
+    assert_eq!(report.stats.rejected, 0, "nothing is skipped under Fail");
+}
+
+#[tokio::test]
 async fn projector_rejects_sns_messages_that_are_not_routed_records() {
     let config = latest_players();
     let good = RoutedRecord::new(stream_record(0, StreamEventName::Insert, player("ada", 1)));

@@ -79,6 +79,17 @@ impl LiveReader {
     /// Runs until the task is aborted; transient failures are retried with backoff.
     pub async fn run(self) {
         let mut backoff = Backoff::default();
+        if let Some(cutoff) = &self.cutoff
+            && cutoff.export_time.is_none()
+            && self.projection.is_additive()
+        {
+            // A pre-aggregated backfill's export is not requested yet: hold at the checkpoint (the stream
+            // keeps what follows it), so the export, not this reader, counts the history. The reconciler
+            // starts a new reader once the export time is known.
+            info!(stream = %self.stream_arn, "live path: holding at its checkpoint until the backfill's export time is known");
+            self.update(|p| p.started = true);
+            std::future::pending::<()>().await;
+        }
         loop {
             let position = match self.checkpoint.stream_position(&self.stream_arn).await {
                 Ok(p) => p,
