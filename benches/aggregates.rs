@@ -25,7 +25,8 @@ use kappa_operator::crd::{EventLogSpec, MaterializedViewSpec};
 use kappa_operator::projection::{Number, ProjectionConfig, RecordId, Value, ViewWrite};
 use md5::{Digest, Md5};
 
-const START_STACK: &str = "the local stack is not running: run `make stack-up && source .stack/env` (or `make bench`)";
+const START_STACK: &str =
+    "the local stack is not running: run `make stack-up && source .stack/env` (or `make bench`)";
 
 #[derive(Clone, Default)]
 struct Memory(Arc<Mutex<BTreeSet<String>>>);
@@ -46,15 +47,30 @@ fn smoke() -> bool {
 }
 
 async fn clients() -> (aws_sdk_dynamodb::Client, aws_sdk_s3::Client) {
-    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| panic!("AWS_ENDPOINT_URL is not set; {START_STACK}"));
-    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&aws).force_path_style(true).build());
+    std::env::var("AWS_ENDPOINT_URL")
+        .unwrap_or_else(|_| panic!("AWS_ENDPOINT_URL is not set; {START_STACK}"));
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&aws)
+            .force_path_style(true)
+            .build(),
+    );
     (aws_sdk_dynamodb::Client::new(&aws), s3)
 }
 
 async fn table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
-    use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
-    let key = |n: &str, t| KeySchemaElement::builder().attribute_name(n).key_type(t).build().unwrap();
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let key = |n: &str, t| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+            .unwrap()
+    };
     let attr = |n: &str| {
         AttributeDefinition::builder()
             .attribute_name(n)
@@ -82,14 +98,25 @@ fn count_write(i: usize) -> ViewWrite {
             .collect(),
         attribute: "count".into(),
         delta: Number::from(1),
-        record: RecordId::new(&Value::S(format!("E#{}", i % 1000)), Some(&Value::N(Number::from(i as i64)))).unwrap(),
+        record: RecordId::new(
+            &Value::S(format!("E#{}", i % 1000)),
+            Some(&Value::N(Number::from(i as i64))),
+        )
+        .unwrap(),
     }
 }
 
 async fn live_cost(ddb: &aws_sdk_dynamodb::Client) {
-    let histories: &[usize] = if smoke() { &[10, 1_000] } else { &[10, 1_000, 100_000] };
+    let histories: &[usize] = if smoke() {
+        &[10, 1_000]
+    } else {
+        &[10, 1_000, 100_000]
+    };
     println!("live cost per Count record, against the key's history (goal: <= 4 write units, flat)");
-    println!("{:>10}  {:>12}  {:>14}  {:>10}  {:>12}", "history", "write units", "requests", "reads", "ratio to goal");
+    println!(
+        "{:>10}  {:>12}  {:>14}  {:>10}  {:>12}",
+        "history", "write units", "requests", "reads", "ratio to goal"
+    );
     for &history in histories {
         let name = format!("bench-live-{history}-{}", std::process::id());
         table(ddb, &name).await;
@@ -120,14 +147,26 @@ async fn live_cost(ddb: &aws_sdk_dynamodb::Client) {
 
 /// A synthetic full export in AWS's layout under `prefix` in `bucket`: `records` order records in
 /// `files` data files; record `i` has `pk = E#<i % entities>`, `sk = i`, `g = i % groups`.
-async fn export(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, records: usize, files: usize, by_entity: bool) {
-    let mut bodies: Vec<(GzEncoder<Vec<u8>>, u64)> =
-        (0..files).map(|_| (GzEncoder::new(Vec::new(), Compression::fast()), 0)).collect();
+async fn export(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    records: usize,
+    files: usize,
+    by_entity: bool,
+) {
+    let mut bodies: Vec<(GzEncoder<Vec<u8>>, u64)> = (0..files)
+        .map(|_| (GzEncoder::new(Vec::new(), Compression::fast()), 0))
+        .collect();
     let entities = records / 20;
     for i in 0..records {
         let entity = i % entities;
         // By entity: an entity's records in one file; otherwise round-robin across files.
-        let file = if by_entity { entity * files / entities } else { i % files };
+        let file = if by_entity {
+            entity * files / entities
+        } else {
+            i % files
+        };
         let line = format!(
             r#"{{"Item":{{"pk":{{"S":"E#{entity}"}},"sk":{{"S":"{i}"}},"type":{{"S":"order"}},"g":{{"S":"G{}"}},"amount":{{"N":"{}.{:02}"}},"seq":{{"N":"{i}"}}}}}}"#,
             i % 50,
@@ -145,37 +184,88 @@ async fn export(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, records: us
         let body = enc.finish().unwrap();
         let key = format!("{base}/data/file{f}.json.gz");
         let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&body));
-        manifest += &format!(r#"{{"itemCount":{n},"md5Checksum":"{md5}","etag":"x","dataFileS3Key":"{key}"}}"#);
+        manifest +=
+            &format!(r#"{{"itemCount":{n},"md5Checksum":"{md5}","etag":"x","dataFileS3Key":"{key}"}}"#);
         manifest += "\n";
-        s3.put_object().bucket(bucket).key(&key).body(body.into()).send().await.unwrap();
+        s3.put_object()
+            .bucket(bucket)
+            .key(&key)
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
     }
     let summary = format!(
         r#"{{"version":"2020-06-30","exportArn":"arn:aws:dynamodb:us-east-1:123456789012:table/T/export/01700000000000-bench","startTime":"2023-11-14T22:13:20.000Z","endTime":"2023-11-14T22:19:47.318Z","tableArn":"arn:aws:dynamodb:us-east-1:123456789012:table/T","tableId":"t","exportTime":"2023-11-14T22:13:20.000Z","s3Bucket":"{bucket}","s3Prefix":"{prefix}","s3SseAlgorithm":"AES256","s3SseKmsKeyId":null,"manifestFilesS3Key":"{base}/manifest-files.json","billedSizeBytes":1,"itemCount":{records},"outputFormat":"DYNAMODB_JSON","exportType":"FULL_EXPORT"}}"#
     );
-    s3.put_object().bucket(bucket).key(format!("{base}/manifest-files.json")).body(manifest.into_bytes().into()).send().await.unwrap();
-    s3.put_object().bucket(bucket).key(format!("{base}/manifest-summary.json")).body(summary.into_bytes().into()).send().await.unwrap();
+    s3.put_object()
+        .bucket(bucket)
+        .key(format!("{base}/manifest-files.json"))
+        .body(manifest.into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    s3.put_object()
+        .bucket(bucket)
+        .key(format!("{base}/manifest-summary.json"))
+        .body(summary.into_bytes().into())
+        .send()
+        .await
+        .unwrap();
 }
 
 async fn amplification(ddb: &aws_sdk_dynamodb::Client, s3: &aws_sdk_s3::Client) {
     let records = if smoke() { 2_000 } else { 20_000 };
     let files = 8;
     let bucket = format!("bench-backfill-{}", std::process::id());
-    s3.create_bucket().bucket(&bucket).send().await.unwrap_or_else(|e| panic!("CreateBucket: {e:?}; {START_STACK}"));
-    let log: EventLogSpec =
-        serde_yaml::from_str("recordTypes: [order]\ntable: {partitionKey: pk, sortKey: sk, orderingAttribute: seq}").unwrap();
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("CreateBucket: {e:?}; {START_STACK}"));
+    let log: EventLogSpec = serde_yaml::from_str(
+        "recordTypes: [order]\ntable: {partitionKey: pk, sortKey: sk, orderingAttribute: seq}",
+    )
+    .unwrap();
     println!();
-    println!("backfill items written per distinct view item ({records} records, {files} data files; goal: <= 1.1)");
-    println!("{:<28} {:<8} {:>9} {:>10} {:>8} {:>13}", "view key", "mode", "written", "distinct", "ratio", "ratio to goal");
-    for (layout, by_entity, key) in [("group, in every file", false, "G#{g}"), ("entity, one file each", true, "E#{pk}")] {
+    println!(
+        "backfill items written per distinct view item ({records} records, {files} data files; goal: <= 1.1)"
+    );
+    println!(
+        "{:<28} {:<8} {:>9} {:>10} {:>8} {:>13}",
+        "view key", "mode", "written", "distinct", "ratio", "ratio to goal"
+    );
+    for (layout, by_entity, key) in [
+        ("group, in every file", false, "G#{g}"),
+        ("entity, one file each", true, "E#{pk}"),
+    ] {
         let prefix = format!("exports-{by_entity}");
         export(s3, &bucket, &prefix, records, files, by_entity).await;
         for (mode, projection) in [
-            ("Count", format!("{{mode: Count, key: {{partitionKey: '{key}'}}}}")),
-            ("Sum", format!("{{mode: Sum, sumOf: amount, key: {{partitionKey: '{key}'}}}}")),
-            ("Min", format!("{{mode: Min, minOf: amount, key: {{partitionKey: '{key}'}}}}")),
-            ("Max", format!("{{mode: Max, maxOf: amount, key: {{partitionKey: '{key}'}}}}")),
-            ("Latest", format!("{{mode: Latest, key: {{partitionKey: '{key}'}}}}")),
-            ("Append", format!("{{mode: Append, key: {{partitionKey: '{key}'}}}}")),
+            (
+                "Count",
+                format!("{{mode: Count, key: {{partitionKey: '{key}'}}}}"),
+            ),
+            (
+                "Sum",
+                format!("{{mode: Sum, sumOf: amount, key: {{partitionKey: '{key}'}}}}"),
+            ),
+            (
+                "Min",
+                format!("{{mode: Min, minOf: amount, key: {{partitionKey: '{key}'}}}}"),
+            ),
+            (
+                "Max",
+                format!("{{mode: Max, maxOf: amount, key: {{partitionKey: '{key}'}}}}"),
+            ),
+            (
+                "Latest",
+                format!("{{mode: Latest, key: {{partitionKey: '{key}'}}}}"),
+            ),
+            (
+                "Append",
+                format!("{{mode: Append, key: {{partitionKey: '{key}'}}}}"),
+            ),
         ] {
             let view: MaterializedViewSpec = serde_yaml::from_str(&format!(
                 "eventLogRef: {{name: log}}\nrecordTypes: [order]\nprojection: {projection}"
@@ -184,9 +274,10 @@ async fn amplification(ddb: &aws_sdk_dynamodb::Client, s3: &aws_sdk_s3::Client) 
             let config = Arc::new(ProjectionConfig::from_spec("v", &view, &log, "v#").unwrap());
             let name = format!("bench-fill-{by_entity}-{mode}-{}", std::process::id());
             table(ddb, &name).await;
-            let pre = matches!(mode, "Count" | "Sum" | "Min" | "Max").then(|| PreAggregate {
+            let pre = (mode != "Append").then(|| PreAggregate {
                 band: Arc::default(),
                 partials_prefix: format!("{prefix}/partials-{mode}/"),
+                buckets: 4,
             });
             let worker = Worker {
                 s3: s3.clone(),
@@ -209,7 +300,10 @@ async fn amplification(ddb: &aws_sdk_dynamodb::Client, s3: &aws_sdk_s3::Client) 
                 _ => 50,
             };
             let ratio = written as f64 / distinct as f64;
-            println!("{layout:<28} {mode:<8} {written:>9} {distinct:>10} {ratio:>8.2} {:>13.2}", ratio / 1.1);
+            println!(
+                "{layout:<28} {mode:<8} {written:>9} {distinct:>10} {ratio:>8.2} {:>13.2}",
+                ratio / 1.1
+            );
         }
     }
 }

@@ -304,6 +304,61 @@ fn the_dynamodb_writer_is_exact_on_every_layout() {
         .unwrap();
 }
 
+/// Many records of one key in one call, some in the live path's band: a key is never in one transaction
+/// twice (DynamoDB refuses a transaction that touches an item twice), and every record counts once.
+#[test]
+fn a_hot_key_with_band_records_is_applied_in_transactions_that_touch_it_once() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let config = common::aws_config().await;
+        let ddb = aws_sdk_dynamodb::Client::new(&config);
+        let table = format!("hot-band-{}", std::process::id());
+        common::create_pk_sk_table(&ddb, &table).await;
+        let view = self::config(
+            Layout::RepeatingSortKeys,
+            "{mode: Count, key: {partitionKey: 'K#{g}'}}",
+            "v#",
+        );
+        let log = records(
+            Layout::RepeatingSortKeys,
+            &(0..130).map(|i| (i as u8 % 5, 0u8, 0u8, 0u8)).collect::<Vec<_>>(),
+        );
+        let writes: Vec<ViewWrite> = log
+            .iter()
+            .filter_map(|r| view.project(&r.item).unwrap())
+            .collect();
+        // Every third record is in the band: chunks of 49 hold fewer than 98 actions, so two would fit.
+        let band: std::collections::HashSet<RecordId> = writes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 == 0)
+            .filter_map(|(_, w)| match w {
+                ViewWrite::Add { record, .. } => Some(record.clone()),
+                _ => None,
+            })
+            .collect();
+        let writer = ViewTableWriter::new(ddb.clone(), &table, "v#", 4).with_live_attempt(Some(1));
+        let stats = writer
+            .apply_with_band(writes.clone(), &band)
+            .await
+            .expect("no transaction touches an item twice");
+        assert_eq!(stats.applied, 130, "{stats:?}");
+        writer.apply_with_band(writes, &band).await.expect("redelivery");
+        let items = common::scan_all(&ddb, &table).await;
+        let items = items
+            .into_iter()
+            .map(|raw| kappa_operator::projection::item_from_dynamodb(raw).unwrap());
+        let got = by_group(items, "v#", "count");
+        assert_eq!(got[GROUPS[0]], BigDecimal::from(130));
+        let bands = common::scan_all(&ddb, &table)
+            .await
+            .iter()
+            .filter(|i| matches!(i.get("pk"), Some(AttributeValue::S(pk)) if pk.contains("~applied#band#")))
+            .count();
+        assert_eq!(bands, band.len());
+    });
+}
+
 /// A Sum DynamoDB cannot store is a record error of the record that overflows it, never a stall: the
 /// writer rejects exactly that record and applies every other, of the same key and of others.
 #[test]

@@ -3,7 +3,8 @@
 //! sort keys repeat across partitions) and a log without a sort key, backfilled from exports while more
 //! records arrive, with the operator killed once mid-way; every view ends exactly equal to an independent
 //! computation, and the `Count`/`Sum` backfills wrote about one item per aggregate (no marker per exported
-//! record).
+//! record). Then a `Sum` view of the event-sourced log is re-keyed: version 2 is rebuilt beside version 1
+//! while records arrive, promoted, and exact.
 
 mod common;
 
@@ -58,9 +59,18 @@ spec:
 
 const PROJECTIONS: &[(&str, &str)] = &[
     ("count", "{mode: Count, key: {partitionKey: 'S#{status}'}}"),
-    ("sum", "{mode: Sum, sumOf: amount, key: {partitionKey: 'C#{customer}'}}"),
-    ("min", "{mode: Min, minOf: amount, key: {partitionKey: 'C#{customer}'}}"),
-    ("max", "{mode: Max, maxOf: amount, key: {partitionKey: 'C#{customer}'}}"),
+    (
+        "sum",
+        "{mode: Sum, sumOf: amount, key: {partitionKey: 'C#{customer}'}}",
+    ),
+    (
+        "min",
+        "{mode: Min, minOf: amount, key: {partitionKey: 'C#{customer}'}}",
+    ),
+    (
+        "max",
+        "{mode: Max, maxOf: amount, key: {partitionKey: 'C#{customer}'}}",
+    ),
 ];
 
 /// Record `i` of a log: order `o<i % 97>`, its `n`-th event (`sk = n`, repeating across orders), or,
@@ -106,7 +116,10 @@ async fn write(ddb: &aws_sdk_dynamodb::Client, table: &str, records: &[Record], 
         let mut requests: Vec<WriteRequest> = chunk
             .iter()
             .map(|r| {
-                let put = PutRequest::builder().set_item(Some(item(r, sort_key))).build().unwrap();
+                let put = PutRequest::builder()
+                    .set_item(Some(item(r, sort_key)))
+                    .build()
+                    .unwrap();
                 WriteRequest::builder().put_request(put).build()
             })
             .collect();
@@ -136,12 +149,23 @@ fn expected(records: &[Record]) -> BTreeMap<String, BTreeMap<String, BigDecimal>
             .entry(format!("S#{}", r.status))
             .or_default() += BigDecimal::from(1);
         let key = format!("C#{}", r.customer);
-        *out.entry("sum".into()).or_default().entry(key.clone()).or_default() += amount.clone();
-        let min = out.entry("min".into()).or_default().entry(key.clone()).or_insert(amount.clone());
+        *out.entry("sum".into())
+            .or_default()
+            .entry(key.clone())
+            .or_default() += amount.clone();
+        let min = out
+            .entry("min".into())
+            .or_default()
+            .entry(key.clone())
+            .or_insert(amount.clone());
         if amount < *min {
             *min = amount.clone();
         }
-        let max = out.entry("max".into()).or_default().entry(key).or_insert(amount.clone());
+        let max = out
+            .entry("max".into())
+            .or_default()
+            .entry(key)
+            .or_insert(amount.clone());
         if amount > *max {
             *max = amount;
         }
@@ -154,11 +178,16 @@ async fn actual(
     ddb: &aws_sdk_dynamodb::Client,
     table: &str,
     log: &str,
-) -> (BTreeMap<String, BTreeMap<String, BigDecimal>>, BTreeMap<String, usize>) {
+) -> (
+    BTreeMap<String, BTreeMap<String, BigDecimal>>,
+    BTreeMap<String, usize>,
+) {
     let mut out: BTreeMap<String, BTreeMap<String, BigDecimal>> = BTreeMap::new();
     let mut markers: BTreeMap<String, usize> = BTreeMap::new();
     for item in common::scan_all(ddb, table).await {
-        let Some(AttributeValue::S(pk)) = item.get("pk") else { continue };
+        let Some(AttributeValue::S(pk)) = item.get("pk") else {
+            continue;
+        };
         for (view, _) in PROJECTIONS {
             let Some(rest) = pk.strip_prefix(&format!("{log}-{view}#")) else {
                 continue;
@@ -181,11 +210,15 @@ async fn actual(
 
 async fn log_table(client: &kube::Client, ns: &str, name: &str) -> String {
     let logs: Api<EventLog> = Api::namespaced(client.clone(), ns);
-    common::eventually(Duration::from_secs(60), "the EventLog's table and stream", || async {
-        let t = logs.get(name).await.ok()?.status?.table?;
-        t.stream_arn?;
-        Some(t.name)
-    })
+    common::eventually(
+        Duration::from_secs(60),
+        "the EventLog's table and stream",
+        || async {
+            let t = logs.get(name).await.ok()?.status?.table?;
+            t.stream_arn?;
+            Some(t.name)
+        },
+    )
     .await
 }
 
@@ -222,7 +255,12 @@ async fn aggregates_are_exact_on_repeating_and_missing_sort_keys_through_backfil
         let vs = mvs.list(&Default::default()).await.ok()?.items;
         let started = vs
             .iter()
-            .filter(|v| v.status.as_ref().and_then(|s| s.backfill.as_ref()?.export_arn.clone()).is_some())
+            .filter(|v| {
+                v.status
+                    .as_ref()
+                    .and_then(|s| s.backfill.as_ref()?.export_arn.clone())
+                    .is_some()
+            })
             .count();
         (started == vs.len() && !vs.is_empty()).then_some(())
     })
@@ -242,7 +280,9 @@ async fn aggregates_are_exact_on_repeating_and_missing_sort_keys_through_backfil
     common::eventually(Duration::from_secs(300), "every view Live", || async {
         let vs = mvs.list(&Default::default()).await.ok()?.items;
         (vs.len() == 2 * PROJECTIONS.len()
-            && vs.iter().all(|v| v.status.as_ref().and_then(|s| s.phase) == Some(ViewPhase::Live)))
+            && vs
+                .iter()
+                .all(|v| v.status.as_ref().and_then(|s| s.phase) == Some(ViewPhase::Live)))
         .then_some(())
     })
     .await;
@@ -270,6 +310,51 @@ async fn aggregates_are_exact_on_repeating_and_missing_sort_keys_through_backfil
             );
         }
     }
+
+    // A changed projection on the event-sourced log: `orders-sum` re-keyed by status is rebuilt as
+    // version 2 (its own prefix, backfilled from a new export) while records keep arriving, then
+    // promoted; version 2 is exact over every record.
+    let patch = serde_json::json!({"spec": {"projection": {"key": {"partitionKey": "S#{status}"}}}});
+    mvs.patch(
+        "orders-sum",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+    let extra: Vec<Record> = (HISTORY + MORE..HISTORY + MORE + 300).map(record).collect();
+    for chunk in extra.chunks(50) {
+        write(&ddb, &tables["orders"], chunk, true).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let everything: Vec<Record> = all.iter().chain(&extra).cloned().collect();
+    let mut by_status: BTreeMap<String, BigDecimal> = BTreeMap::new();
+    for r in &everything {
+        *by_status.entry(format!("S#{}", r.status)).or_default() += BigDecimal::from_str(&r.amount).unwrap();
+    }
+    let promoted = common::eventually(Duration::from_secs(300), "version 2 promoted", || async {
+        let s = mvs.get("orders-sum").await.ok()?.status?;
+        (s.active_version == Some(2)).then_some(s)
+    })
+    .await;
+    let prefix = promoted.key_prefix.clone().unwrap();
+    assert!(prefix.starts_with("~v2~"), "{prefix}");
+    let table = promoted.table_name.clone().unwrap();
+    common::eventually(Duration::from_secs(120), "version 2 exact", || async {
+        let mut got: BTreeMap<String, BigDecimal> = BTreeMap::new();
+        for item in common::scan_all(&ddb, &table).await {
+            let (Some(AttributeValue::S(pk)), Some(AttributeValue::N(sum))) =
+                (item.get("pk"), item.get("sum"))
+            else {
+                continue;
+            };
+            if let Some(key) = pk.strip_prefix(&prefix) {
+                got.insert(key.to_string(), BigDecimal::from_str(sum).unwrap());
+            }
+        }
+        (got == by_status).then_some(())
+    })
+    .await;
     drop(op);
     common::delete_namespace(&client, &ns).await;
 }

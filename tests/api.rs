@@ -323,7 +323,11 @@ fn invalid_manifests() -> Vec<(&'static str, String, &'static str)> {
         ),
         (
             "an unknown record-error policy",
-            edit(v, "    mode: Latest\n", "    mode: Latest\n    onRecordError: Ignore\n"),
+            edit(
+                v,
+                "    mode: Latest\n",
+                "    mode: Latest\n    onRecordError: Ignore\n",
+            ),
             "spec.projection.onRecordError",
         ),
         (

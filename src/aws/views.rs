@@ -148,6 +148,8 @@ pub struct ViewTableWriter {
     table: String,
     /// The view's key prefix, under which its idempotency markers live.
     key_prefix: String,
+    /// The view's name: its markers and band are its own even when views share a prefix.
+    view: String,
     concurrency: usize,
     /// A backfill's share of the table's write capacity, when it has one.
     limit: Option<std::sync::Arc<RateLimiter>>,
@@ -254,10 +256,24 @@ impl ViewTableWriter {
             client,
             table: table.into(),
             key_prefix: key_prefix.into(),
+            view: String::new(),
             concurrency: concurrency.max(1),
             limit: None,
             live_attempt: None,
         }
+    }
+
+    /// The writer of `view` (its projection gives the key prefix and the name) in `table`, sending at most
+    /// `concurrency` requests at a time: what every path of the operator uses.
+    pub fn for_view(
+        client: aws_sdk_dynamodb::Client,
+        table: impl Into<String>,
+        view: &crate::projection::ProjectionConfig,
+        concurrency: usize,
+    ) -> Self {
+        let mut writer = Self::new(client, table, view.key_prefix(), concurrency);
+        writer.view = view.view_name().to_string();
+        writer
     }
 
     /// The writer of the live path during and after backfill attempt `attempt` (a pre-aggregated one):
@@ -308,7 +324,11 @@ impl ViewTableWriter {
     }
 
     /// `Count`/`Sum`: grouped per aggregate into marker + `ADD` transactions (see the module docs).
-    async fn apply_adds(&self, adds: Vec<ViewWrite>, band: &HashSet<RecordId>) -> Result<WriteStats, AwsError> {
+    async fn apply_adds(
+        &self,
+        adds: Vec<ViewWrite>,
+        band: &HashSet<RecordId>,
+    ) -> Result<WriteStats, AwsError> {
         let mut stats = WriteStats::default();
         let mut seen = HashSet::new();
         let mut groups: BTreeMap<(String, String, String), Vec<Contribution>> = BTreeMap::new();
@@ -343,9 +363,10 @@ impl ViewTableWriter {
                 true => (MAX_TRANSACTION_ACTIONS - 1) / 2,
                 false => MAX_TRANSACTION_ACTIONS - 1,
             };
-            for chunk in records.chunks(per_chunk) {
+            for (i, chunk) in records.chunks(per_chunk).enumerate() {
                 let chunk_actions = chunk.len() + chunk.iter().filter(|r| r.2).count();
-                if actions + chunk_actions + 1 > MAX_TRANSACTION_ACTIONS {
+                // A transaction may not touch an item twice: a key's next chunk starts a new one.
+                if i > 0 || actions + chunk_actions + 1 > MAX_TRANSACTION_ACTIONS {
                     stats += self.transact(std::mem::take(&mut pending)).await?;
                     actions = 0;
                 }
@@ -366,7 +387,8 @@ impl ViewTableWriter {
 
     /// Whether `record`'s idempotency marker is in the table (a strongly consistent read).
     async fn marker_exists(&self, record: &RecordId) -> Result<bool, AwsError> {
-        let key = crate::projection::item_to_dynamodb(dynamo::marker_key(&self.key_prefix, record));
+        let key =
+            crate::projection::item_to_dynamodb(dynamo::marker_key(&self.key_prefix, &self.view, record));
         let out = self
             .client
             .get_item()
@@ -428,7 +450,7 @@ impl ViewTableWriter {
                 }
                 let adds = match groups
                     .iter()
-                    .map(|g| g.add(&self.key_prefix, self.live_attempt))
+                    .map(|g| g.add(&self.key_prefix, &self.view, self.live_attempt))
                     .collect::<Result<Vec<_>, _>>()
                 {
                     Ok(adds) => adds,
@@ -534,7 +556,7 @@ impl ViewTableWriter {
     /// while they might also be in the export (strongly consistent `Query`s of the band partitions).
     pub async fn load_band(&self, attempt: i64) -> Result<HashSet<String>, AwsError> {
         let mut band = HashSet::new();
-        for partition in dynamo::band_partitions(&self.key_prefix, attempt) {
+        for partition in dynamo::band_partitions(&self.key_prefix, &self.view, attempt) {
             let mut start = None;
             loop {
                 let page = self
@@ -672,11 +694,15 @@ impl ViewTableWriter {
                 .await
                 .map_err(from_sdk("Scan", &self.table))?;
             for item in page.items() {
-                let (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) = (item.get("pk"), item.get("sk"))
+                let (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) =
+                    (item.get("pk"), item.get("sk"))
                 else {
                     continue;
                 };
-                for attribute in [crate::projection::COUNT_ATTRIBUTE, crate::projection::SUM_ATTRIBUTE] {
+                for attribute in [
+                    crate::projection::COUNT_ATTRIBUTE,
+                    crate::projection::SUM_ATTRIBUTE,
+                ] {
                     if item.contains_key(attribute) {
                         let zero = Number::from(0);
                         if let Ok(s) = self
@@ -886,7 +912,7 @@ impl Reducer {
 }
 
 /// Whether `a` would replace `b` in the table (same key, both `Latest` or both the same extreme).
-fn beats(a: &ViewWrite, b: &ViewWrite) -> bool {
+pub fn beats(a: &ViewWrite, b: &ViewWrite) -> bool {
     match (a, b) {
         (
             ViewWrite::PutIfNewer { order, record, .. },
@@ -919,7 +945,7 @@ struct Group {
 }
 
 impl Group {
-    fn add(&self, key_prefix: &str, live_attempt: Option<i64>) -> Result<AggregateAdd, String> {
+    fn add(&self, key_prefix: &str, view: &str, live_attempt: Option<i64>) -> Result<AggregateAdd, String> {
         let mut delta = Number::from(0);
         for (_, d, _) in &self.records {
             delta = delta.checked_add(d).map_err(|e| e.to_string())?;
@@ -934,11 +960,11 @@ impl Group {
             markers: self
                 .records
                 .iter()
-                .map(|(r, _, _)| dynamo::marker_key(key_prefix, r))
+                .map(|(r, _, _)| dynamo::marker_key(key_prefix, view, r))
                 .collect(),
             bands: match live_attempt {
                 Some(attempt) => (self.records.iter().filter(|r| r.2))
-                    .map(|(r, _, _)| dynamo::band_key(key_prefix, attempt, r))
+                    .map(|(r, _, _)| dynamo::band_key(key_prefix, view, attempt, r))
                     .collect(),
                 None => Vec::new(),
             },

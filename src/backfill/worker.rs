@@ -24,12 +24,12 @@ use futures::StreamExt;
 use thiserror::Error;
 use tracing::info;
 
+use super::aggregate::{Partials, Unstorable, bucket_prefix, partial_key};
 use super::export::{
     DataFileEntry, ExportKind, ExportRecord, ManifestError, ManifestSummary, ReadError, parse_manifest_files,
     read_data_file,
 };
 use crate::aws::AwsError;
-use super::aggregate::{Partials, Unstorable, partial_key};
 use crate::aws::export::{get_small_object, list_keys, open_object, put_small_object};
 use crate::aws::views::{Reducer, ViewTableWriter, WriteStats};
 use crate::crd::RecordErrorPolicy;
@@ -122,6 +122,9 @@ pub struct PreAggregate {
     /// The S3 prefix of the partial objects ([`super::aggregate::partials_prefix`]), in the worker's
     /// bucket.
     pub partials_prefix: String,
+    /// How many buckets the partials are split into ([`super::aggregate::buckets_for`] of the export's
+    /// item count): the fold holds one bucket of the export's view items at a time.
+    pub buckets: usize,
 }
 
 /// Why a backfill stopped.
@@ -322,7 +325,7 @@ impl<C: FileCheckpoints> Worker<C> {
                     reducer.take()
                 }
             };
-            if !last {
+            if !last && self.pre_aggregate.is_none() {
                 let mut rest = Vec::with_capacity(chunk.len());
                 for write in chunk {
                     rest.extend(reducer.push(write));
@@ -345,6 +348,10 @@ impl<C: FileCheckpoints> Worker<C> {
                         }
                     }
                 }
+                // A file with very many distinct `Latest` keys: send them now rather than hold them all.
+                if partials.latest_len() >= MAX_REDUCED {
+                    rest.extend(partials.take_latest());
+                }
                 chunk = rest;
             }
             if write_error.is_some() {
@@ -353,7 +360,10 @@ impl<C: FileCheckpoints> Worker<C> {
             match self.writer.apply(chunk).await {
                 Ok(stats) => {
                     let sent = stats.writes;
-                    self.progress.lock().unwrap_or_else(|e| e.into_inner()).writes_sent += sent;
+                    self.progress
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .writes_sent += sent;
                     if let Err(e) = take_rejected(&self.projection, &self.progress, stats) {
                         write_error = Some(*e);
                         break;
@@ -375,9 +385,13 @@ impl<C: FileCheckpoints> Worker<C> {
         }
         let stats = read.map_err(|e| BackfillError::Read(*e))?;
         if let Some(pre) = &self.pre_aggregate {
-            // The file's partial sums go to S3 before the file counts as done: a resumed backfill folds them.
-            let key = partial_key(&pre.partials_prefix, &file.data_file_s3_key);
-            put_small_object(&self.s3, &self.bucket, &key, partials.to_bytes()).await?;
+            // The file's partials go to S3 before the file counts as done: a resumed backfill folds them.
+            for (bucket, part) in partials.into_buckets(pre.buckets).into_iter().enumerate() {
+                if !part.is_empty() {
+                    let key = partial_key(&pre.partials_prefix, bucket, &file.data_file_s3_key);
+                    put_small_object(&self.s3, &self.bucket, &key, part.to_bytes()).await?;
+                }
+            }
         }
         self.checkpoints
             .mark_done(&file.data_file_s3_key, stats.records)
@@ -413,9 +427,23 @@ impl<C> Worker<C> {
         let Some(pre) = &self.pre_aggregate else {
             return Ok(0);
         };
+        let mut aggregates = 0;
+        for bucket in 0..pre.buckets.max(1) {
+            aggregates += self
+                .fold_bucket(attempt, &bucket_prefix(&pre.partials_prefix, bucket))
+                .await?;
+        }
+        info!(aggregates, "folded the backfill's partials into the view");
+        Ok(aggregates)
+    }
+
+    /// One bucket of [`Self::fold`]: its partials from every data file, combined, written once each.
+    async fn fold_bucket(&self, attempt: i64, prefix: &str) -> Result<u64, BackfillError> {
         let mut total = Partials::default();
-        for key in list_keys(&self.s3, &self.bucket, &pre.partials_prefix).await? {
-            let bytes = get_small_object(&self.s3, &self.bucket, &key).await?.unwrap_or_default();
+        for key in list_keys(&self.s3, &self.bucket, prefix).await? {
+            let bytes = get_small_object(&self.s3, &self.bucket, &key)
+                .await?
+                .unwrap_or_default();
             let partials = Partials::from_bytes(&bytes).map_err(|e| BackfillError::Internal {
                 file: key.clone(),
                 message: e,
@@ -425,12 +453,19 @@ impl<C> Worker<C> {
             }
         }
         let aggregates = total.len() as u64;
-        self.progress.lock().unwrap_or_else(|e| e.into_inner()).writes_sent += aggregates;
-        let (bases, extremes) = total.split();
-        self.writer.apply(extremes).await?;
-        let (stats, refused) = match bases.is_empty() {
-            true => Default::default(),
-            false => self.writer.fold(attempt, bases).await?,
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .writes_sent += aggregates;
+        let (bases, others, unstorable) = total.split();
+        for refused in unstorable {
+            self.refuse(refused).map_err(|e| *e)?;
+        }
+        let stats = self.writer.apply(others).await?;
+        take_rejected(&self.projection, &self.progress, stats).map_err(|e| *e)?;
+        let refused = match bases.is_empty() {
+            true => Vec::new(),
+            false => self.writer.fold(attempt, bases).await?.1,
         };
         for reason in refused {
             self.refuse(Unstorable {
@@ -441,7 +476,6 @@ impl<C> Worker<C> {
             })
             .map_err(|e| *e)?;
         }
-        info!(aggregates, written = stats.applied, "folded the backfill's partial sums into the view");
         Ok(aggregates)
     }
 }

@@ -23,14 +23,15 @@ use super::Context;
 use super::status::{self, Health};
 use crate::aws::export::{self, ExportState};
 use crate::aws::views::ViewTableWriter;
+use crate::backfill::aggregate::Cutoff;
 use crate::backfill::scan::ScanWorker;
+use crate::backfill::worker::PreAggregate;
 use crate::backfill::worker::{Progress, Worker};
+use crate::crd::ProjectionMode;
 use crate::crd::{
     APPROVE_BACKFILL_ANNOTATION, BackfillApproval, BackfillSource, BackfillStatus, EventLog, LiveStatus,
     MaterializedView, ViewPhase, reasons,
 };
-use crate::backfill::aggregate::Cutoff;
-use crate::backfill::worker::PreAggregate;
 use crate::projection::{ProjectionConfig, RecordErrors};
 use crate::runtime::checkpoints::{self, ConfigMapCheckpoint, view_key};
 use crate::runtime::live::LiveReader;
@@ -223,10 +224,10 @@ pub(super) async fn reconcile(
             streams: ctx.aws.streams.clone(),
             stream_arn: stream_arn.clone(),
             projection: projection.clone(),
-            writer: ViewTableWriter::new(
+            writer: ViewTableWriter::for_view(
                 ctx.aws.dynamodb.clone(),
                 table,
-                projection.key_prefix(),
+                &projection,
                 WRITE_CONCURRENCY,
             )
             .with_live_attempt(cutoff.as_ref().map(|c| c.attempt)),
@@ -538,10 +539,10 @@ pub(super) async fn backfill(
                 log_table: log_table_name,
                 total_segments: parallelism * 4,
                 projection: projection.clone(),
-                writer: ViewTableWriter::new(
+                writer: ViewTableWriter::for_view(
                     ctx.aws.dynamodb.clone(),
                     table,
-                    projection.key_prefix(),
+                    projection,
                     WRITE_CONCURRENCY,
                 )
                 .with_rate_limit(limit),
@@ -607,20 +608,23 @@ pub(super) async fn backfill(
                 job_backfill(view, target, ctx, ns, jobs, b.attempt, &bucket, &summary).await
             } else {
                 let bucket = info.bucket.clone().unwrap_or_else(|| export_spec.bucket.clone());
-                let writer = ViewTableWriter::new(
-                    ctx.aws.dynamodb.clone(),
-                    table,
-                    projection.key_prefix(),
-                    WRITE_CONCURRENCY,
-                )
-                .with_rate_limit(limit);
+                let writer =
+                    ViewTableWriter::for_view(ctx.aws.dynamodb.clone(), table, projection, WRITE_CONCURRENCY)
+                        .with_rate_limit(limit);
                 // A pre-aggregated backfill reads the export once the live path has recorded its band.
                 let partials_prefix = crate::backfill::aggregate::partials_prefix(&prefix, b.attempt);
+                let buckets =
+                    crate::backfill::aggregate::buckets_for(info.item_count.unwrap_or(0).max(0) as u64);
+                let reduced = matches!(
+                    projection.mode(),
+                    ProjectionMode::Min | ProjectionMode::Max | ProjectionMode::Latest
+                );
                 let pre_aggregate = match &live.cutoff {
-                    // Min and Max are idempotent: combined over the whole export, set once per key.
-                    None if projection.extreme_of().is_some() => Some(PreAggregate {
+                    // Latest, Min and Max are idempotent: combined over the whole export, set once per key.
+                    None if reduced => Some(PreAggregate {
                         band: Arc::default(),
                         partials_prefix,
+                        buckets,
                     }),
                     None => None,
                     Some(cutoff) if !cutoff.band_closed(live.passed) => {
@@ -640,6 +644,7 @@ pub(super) async fn backfill(
                         Ok(band) => Some(PreAggregate {
                             band: Arc::new(band),
                             partials_prefix,
+                            buckets,
                         }),
                         Err(e) => {
                             return progressing(

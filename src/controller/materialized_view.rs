@@ -696,7 +696,11 @@ async fn record_errors(
     if count == 0 {
         return;
     }
-    let mut last: Vec<String> = next.record_errors.as_ref().map(|r| r.last.clone()).unwrap_or_default();
+    let mut last: Vec<String> = next
+        .record_errors
+        .as_ref()
+        .map(|r| r.last.clone())
+        .unwrap_or_default();
     for m in &run.record_errors.last {
         if !last.contains(m) {
             last.push(m.clone());

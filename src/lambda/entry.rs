@@ -77,7 +77,7 @@ pub async fn run() -> Result<(), Error> {
             let store = Arc::new(DynamoViewStore::new(
                 aws_sdk_dynamodb::Client::new(&shared),
                 settings.table.clone(),
-                compiled.key_prefix(),
+                &compiled,
             ));
             lambda_runtime::run(service_fn(move |event: LambdaEvent<ProjectorEvent>| {
                 let (compiled, store) = (compiled.clone(), store.clone());

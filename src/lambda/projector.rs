@@ -37,10 +37,10 @@ use super::event::{
     BatchResponse, ProjectorEvent, ROUTED_RECORD_KIND, ROUTED_RECORD_VERSION, RoutedRecord, StreamRecord,
 };
 use super::event::{SnsEvent, StreamEvent, StreamEventName};
+use crate::crd::RecordErrorPolicy;
 use crate::crd::{
     EventLogRef, EventLogSpec, FanOutSpec, LogTableSpec, MaterializedViewSpec, Projection, RecordType,
 };
-use crate::crd::RecordErrorPolicy;
 use crate::projection::{Applied, MemoryStore, ProjectionConfig, ProjectionError, ViewWrite};
 
 /// The view's projection: a [`ProjectorConfig`] as JSON.
@@ -393,7 +393,9 @@ async fn project_record<S: ViewStore>(
         Ok(Applied::ConditionFailed) => stats.unchanged += 1,
         Err(StoreError::Permanent(reason)) if config.on_record_error() == RecordErrorPolicy::Fail => {
             error!(view, sequence_number = %sequence, "stopping at a record whose view write is rejected (onRecordError Fail): {reason}");
-            return Err(format!("record error (spec.projection.onRecordError Fail): {reason}"));
+            return Err(format!(
+                "record error (spec.projection.onRecordError Fail): {reason}"
+            ));
         }
         Err(StoreError::Permanent(reason)) => {
             error!(view, sequence_number = %sequence, "skipping a record whose view write is rejected: {reason}");

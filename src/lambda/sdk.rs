@@ -194,10 +194,14 @@ pub struct DynamoViewStore {
 }
 
 impl DynamoViewStore {
-    /// The store of the view whose key prefix is `key_prefix` in `table`.
-    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>, key_prefix: &str) -> Self {
+    /// The store of `view` in `table`.
+    pub fn new(
+        client: aws_sdk_dynamodb::Client,
+        table: impl Into<String>,
+        view: &crate::projection::ProjectionConfig,
+    ) -> Self {
         DynamoViewStore {
-            writer: ViewTableWriter::new(client, table, key_prefix, 1),
+            writer: ViewTableWriter::for_view(client, table, view, 1),
         }
     }
 }

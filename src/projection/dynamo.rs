@@ -48,38 +48,42 @@ pub fn live_attribute(attempt: i64) -> String {
     format!("kappaLive{attempt}")
 }
 
-/// The partition keys of backfill attempt `attempt`'s band in the view whose key prefix is `key_prefix`:
-/// the records its live path applied itself while they might also be in the export (see
-/// `crate::backfill::aggregate`). `<key_prefix>~applied#band#<attempt>#<0..f>`, sort key the digest.
-pub fn band_partitions(key_prefix: &str, attempt: i64) -> Vec<String> {
+/// The partition keys of backfill attempt `attempt`'s band in view `view` whose key prefix is
+/// `key_prefix`: the records its live path applied itself while they might also be in the export (see
+/// `crate::backfill::aggregate`). `<key_prefix>~applied#band#<view>#<attempt>#<0..f>`, sort key the
+/// record's digest.
+pub fn band_partitions(key_prefix: &str, view: &str, attempt: i64) -> Vec<String> {
     (0..BAND_PARTITIONS)
-        .map(|i| format!("{key_prefix}{MARKER_INFIX}band#{attempt}#{i:x}"))
+        .map(|i| format!("{key_prefix}{MARKER_INFIX}band#{view}#{attempt}#{i:x}"))
         .collect()
 }
 
 /// The key of `record`'s band item (see [`band_partitions`]).
-pub fn band_key(key_prefix: &str, attempt: i64, record: &RecordId) -> Item {
+pub fn band_key(key_prefix: &str, view: &str, attempt: i64, record: &RecordId) -> Item {
     let digest = record.digest();
     let partition = usize::from_str_radix(&digest[..1], 16).unwrap_or(0) % BAND_PARTITIONS;
     Item::from([
         (
             "pk".to_string(),
-            Value::S(format!("{key_prefix}{MARKER_INFIX}band#{attempt}#{partition:x}")),
+            Value::S(format!(
+                "{key_prefix}{MARKER_INFIX}band#{view}#{attempt}#{partition:x}"
+            )),
         ),
         ("sk".to_string(), Value::S(digest)),
     ])
 }
 
-/// The key of the idempotency marker of `record` in the view whose key prefix is `key_prefix`:
-/// `pk = <key_prefix>~applied#<digest>`, `sk = ~`. One item per record and view (version): a record
-/// counts once in a view for the view's whole life, whichever path (backfill, live, a gap's new backfill,
-/// a redelivery) brings it. Under the view's prefix, so its IAM policy allows it and deleting the view's
+/// The key of the idempotency marker of `record` in view `view` (its name: a DNS label) whose key
+/// prefix is `key_prefix`: `pk = <key_prefix>~applied#<view>/<digest>`, `sk = ~`. One item per record and
+/// view (version): a record counts once in a view for the view's whole life, whichever path (backfill,
+/// live, a gap's new backfill, a redelivery) brings it, and views that share a table (even a prefix)
+/// never share markers. Under the view's prefix, so its IAM policy allows it and deleting the view's
 /// items removes it.
-pub fn marker_key(key_prefix: &str, record: &RecordId) -> Item {
+pub fn marker_key(key_prefix: &str, view: &str, record: &RecordId) -> Item {
     Item::from([
         (
             "pk".to_string(),
-            Value::S(format!("{key_prefix}{MARKER_INFIX}{}", record.digest())),
+            Value::S(format!("{key_prefix}{MARKER_INFIX}{view}/{}", record.digest())),
         ),
         ("sk".to_string(), Value::S(MARKER_SK.to_string())),
     ])
@@ -266,12 +270,17 @@ mod tests {
     fn markers_are_one_item_per_record_under_the_view_prefix() {
         let a = RecordId::new(&Value::S("A".into()), Some(&Value::S("EVT#1".into()))).unwrap();
         let b = RecordId::new(&Value::S("B".into()), Some(&Value::S("EVT#1".into()))).unwrap();
-        let (ma, mb) = (marker_key("v#", &a), marker_key("v#", &b));
+        let (ma, mb) = (marker_key("v#", "view", &a), marker_key("v#", "view", &b));
         assert_ne!(
             ma, mb,
             "a sort key repeated across partitions must not share a marker"
         );
-        assert_eq!(ma["pk"], Value::S(format!("v#~applied#{}", a.digest())));
+        assert_eq!(ma["pk"], Value::S(format!("v#~applied#view/{}", a.digest())));
+        assert_ne!(
+            ma,
+            marker_key("v#", "other", &a),
+            "views sharing a prefix never share markers"
+        );
         assert_eq!(ma["sk"], Value::S("~".into()));
     }
 

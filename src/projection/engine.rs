@@ -11,7 +11,10 @@
 //! The caller passes the log item itself: an export's `Item`, or a stream record's `NewImage` (a log is
 //! append-only, so `REMOVE` records have nothing to project).
 
+use std::borrow::Cow;
 use std::fmt;
+
+use base64::Engine as _;
 
 use super::config::{LOG_PK, LOG_SK, Mode, TemplatePart, VIEW_PK, VIEW_SK};
 use super::error::describe;
@@ -102,15 +105,15 @@ pub fn view_key_of(item: &Item) -> (&str, &str) {
 /// The log record's own key values, shown in errors as `pk="PLAYER#ada", sk="LOG#10"`.
 struct LogRecordKeys<'a> {
     pk_name: &'a str,
-    pk: &'a str,
-    sk: Option<(&'a str, &'a str)>,
+    pk: Cow<'a, str>,
+    sk: Option<(&'a str, Cow<'a, str>)>,
     id: RecordId,
 }
 
 impl fmt::Display for LogRecordKeys<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}={:?}", self.pk_name, self.pk)?;
-        if let Some((name, value)) = self.sk {
+        if let Some((name, value)) = &self.sk {
             write!(f, ", {name}={value:?}")?;
         }
         Ok(())
@@ -123,6 +126,23 @@ fn key_text(value: &Value) -> Option<&str> {
         Value::S(s) => Some(s),
         Value::N(n) => Some(n.as_str()),
         _ => None,
+    }
+}
+
+/// The text a log key shows in `logPk`/`logSk` and in errors: an `S` as is, an `N` as written, a `B` as
+/// standard base64 (DynamoDB's three key types).
+fn log_key_text(value: &Value) -> Option<Cow<'_, str>> {
+    match value {
+        Value::B(b) => Some(Cow::Owned(base64::engine::general_purpose::STANDARD.encode(b))),
+        other => key_text(other).map(Cow::Borrowed),
+    }
+}
+
+/// `text` with `\` and `|` escaped by a `\`, so that `escape(a)|escape(b)` is unambiguous.
+fn escape_separator(text: &str) -> Cow<'_, str> {
+    match text.contains(['|', '\\']) {
+        false => Cow::Borrowed(text),
+        true => Cow::Owned(text.replace('\\', "\\\\").replace('|', "\\|")),
     }
 }
 
@@ -223,6 +243,7 @@ impl ProjectionConfig {
         match value {
             Some(Value::S(s)) => Ok(s),
             Some(Value::N(n)) => Ok(n.into_string()),
+            Some(Value::B(b)) => Ok(base64::engine::general_purpose::STANDARD.encode(b)),
             other => Err(ProjectionError::LogKey {
                 view: self.view.clone(),
                 attribute: name.to_string(),
@@ -259,14 +280,23 @@ impl ProjectionConfig {
                 sk
             }
             (None, Mode::Latest { .. }) => LATEST_SK.to_string(),
-            (None, Mode::Append) => match log.sk {
-                Some((_, log_sk)) => format!("{}|{log_sk}", log.pk),
+            // Both keys, each escaped: two records never share an item.
+            (None, Mode::Append) => match &log.sk {
+                Some((_, log_sk)) => {
+                    format!("{}|{}", escape_separator(&log.pk), escape_separator(log_sk))
+                }
                 None => log.pk.to_string(),
             },
             (None, Mode::Count | Mode::Sum { .. } | Mode::Extreme { .. }) => TOTAL_SK.to_string(),
         };
         self.check_key("pk", &pk, MAX_PARTITION_KEY_BYTES, &log)?;
         self.check_key("sk", &sk, MAX_SORT_KEY_BYTES, &log)?;
+        if pk.contains(MARKER_INFIX) {
+            return Err(ProjectionError::ReservedKey {
+                view: self.view.clone(),
+                record: log.to_string(),
+            });
+        }
 
         let order = match &self.mode {
             Mode::Latest { order_by, .. } => Some(self.number(
@@ -369,11 +399,13 @@ impl ProjectionConfig {
     fn log_record_keys<'a>(&'a self, record: &'a Item) -> Result<LogRecordKeys<'a>, ProjectionError> {
         let read = |name: &str| {
             let value = record.get(name);
-            value.and_then(key_text).ok_or_else(|| ProjectionError::LogKey {
-                view: self.view.clone(),
-                attribute: name.to_string(),
-                found: describe(value),
-            })
+            value
+                .and_then(log_key_text)
+                .ok_or_else(|| ProjectionError::LogKey {
+                    view: self.view.clone(),
+                    attribute: name.to_string(),
+                    found: describe(value),
+                })
         };
         let pk_name = self.log_keys.partition_key.as_str();
         let pk = read(pk_name)?;

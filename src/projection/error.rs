@@ -64,6 +64,15 @@ pub enum ProjectionError {
         record: String,
     },
 
+    /// A rendered partition key holds `~applied#`, which the view's internal items (idempotency markers)
+    /// use: such a view item could take the place of another record's marker.
+    #[error(
+        "view {view}: record {record}: the view item's pk renders to text holding `~applied#`, which the \
+         view's idempotency markers use; leave such records out with spec.projection.filter, or change \
+         spec.projection.key"
+    )]
+    ReservedKey { view: String, record: String },
+
     /// A rendered key is longer than DynamoDB allows.
     #[error(
         "view {view}: record {record}: the {key} is {bytes} bytes, DynamoDB allows at most {max}: \
@@ -132,7 +141,8 @@ impl ProjectionError {
             ProjectionError::LogKey { .. } => "invalid-log-key",
             ProjectionError::KeyAttribute { .. }
             | ProjectionError::EmptyKey { .. }
-            | ProjectionError::KeyTooLong { .. } => "invalid-key",
+            | ProjectionError::KeyTooLong { .. }
+            | ProjectionError::ReservedKey { .. } => "invalid-key",
             ProjectionError::OrderAttribute { .. } => "invalid-order",
             ProjectionError::NumberAttribute { .. } => "invalid-number",
             ProjectionError::Unstorable { .. } => "unstorable-number",

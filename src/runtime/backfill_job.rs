@@ -108,7 +108,7 @@ pub async fn run(share: &JobShare) -> Result<Progress, (String, bool)> {
         s3: aws.s3.clone(),
         bucket,
         summary_key: summary_key(&export, &prefix),
-        writer: ViewTableWriter::new(aws.dynamodb.clone(), table, projection.key_prefix(), 16)
+        writer: ViewTableWriter::for_view(aws.dynamodb.clone(), table, &projection, 16)
             .with_rate_limit(limit),
         projection: Arc::new(projection),
         checkpoints: ConfigMapCheckpoint::new(

@@ -141,7 +141,8 @@ impl LiveReader {
                             }
                             match self.projection.project_owned(image) {
                                 Ok(Some(write)) => {
-                                    if let (Disposition::Band, ViewWrite::Add { record, .. }) = (disposition, &write)
+                                    if let (Disposition::Band, ViewWrite::Add { record, .. }) =
+                                        (disposition, &write)
                                     {
                                         band.insert(record.clone());
                                     }
