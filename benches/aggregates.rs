@@ -12,7 +12,6 @@
 //! `cargo bench --bench aggregates` (or `make bench`) runs it all; under `cargo test` (as `make test` runs
 //! it) or with `KAPPA_BENCH_SMOKE=1` it uses small sizes. It prints figures, never asserts timings.
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -20,7 +19,7 @@ use base64::Engine as _;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use kappa_operator::aws::views::ViewTableWriter;
-use kappa_operator::backfill::worker::{FileCheckpoints, PreAggregate, Progress, Worker};
+use kappa_operator::backfill::worker::{PreAggregate, Progress, Worker};
 use kappa_operator::crd::{EventLogSpec, MaterializedViewSpec};
 use kappa_operator::projection::{Number, ProjectionConfig, RecordId, Value, ViewWrite};
 use md5::{Digest, Md5};
@@ -28,18 +27,10 @@ use md5::{Digest, Md5};
 const START_STACK: &str =
     "the local stack is not running: run `make stack-up && source .stack/env` (or `make bench`)";
 
-#[derive(Clone, Default)]
-struct Memory(Arc<Mutex<BTreeSet<String>>>);
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-impl FileCheckpoints for Memory {
-    async fn done(&self) -> Result<BTreeSet<String>, String> {
-        Ok(self.0.lock().unwrap().clone())
-    }
-    async fn mark_done(&self, file: &str, _items: u64) -> Result<(), String> {
-        self.0.lock().unwrap().insert(file.to_string());
-        Ok(())
-    }
-}
+type Memory = common::MemoryCheckpoints;
 
 /// Small sizes unless run by `cargo bench` (which passes `--bench`), or when `KAPPA_BENCH_SMOKE=1`.
 fn smoke() -> bool {
@@ -61,33 +52,7 @@ async fn clients() -> (aws_sdk_dynamodb::Client, aws_sdk_s3::Client) {
 }
 
 async fn table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    };
-    let key = |n: &str, t| {
-        KeySchemaElement::builder()
-            .attribute_name(n)
-            .key_type(t)
-            .build()
-            .unwrap()
-    };
-    let attr = |n: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(n)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .unwrap()
-    };
-    ddb.create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .attribute_definitions(attr("pk"))
-        .attribute_definitions(attr("sk"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("CreateTable {name}: {e:?}; {START_STACK}"));
+    common::create_pk_sk_table(ddb, name).await;
 }
 
 fn count_write(i: usize) -> ViewWrite {

@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::AttributeValue;
 use bigdecimal::BigDecimal;
 use common::Operator;
 use common::scores::export_bucket;
-use kappa_operator::crd::{EventLog, MaterializedView, ViewPhase};
+use kappa_operator::crd::{MaterializedView, ViewPhase};
 use kube::Api;
 
 const HISTORY: usize = 2_400;
@@ -112,31 +112,7 @@ fn item(r: &Record, sort_key: bool) -> std::collections::HashMap<String, Attribu
 }
 
 async fn write(ddb: &aws_sdk_dynamodb::Client, table: &str, records: &[Record], sort_key: bool) {
-    for chunk in records.chunks(25) {
-        let mut requests: Vec<WriteRequest> = chunk
-            .iter()
-            .map(|r| {
-                let put = PutRequest::builder()
-                    .set_item(Some(item(r, sort_key)))
-                    .build()
-                    .unwrap();
-                WriteRequest::builder().put_request(put).build()
-            })
-            .collect();
-        while !requests.is_empty() {
-            let out = ddb
-                .batch_write_item()
-                .request_items(table, requests)
-                .send()
-                .await
-                .expect("BatchWriteItem to the log");
-            requests = out
-                .unprocessed_items
-                .unwrap_or_default()
-                .remove(table)
-                .unwrap_or_default();
-        }
-    }
+    common::put_items(ddb, table, records.iter().map(|r| item(r, sort_key)).collect()).await;
 }
 
 /// `view → key → value`, computed from the records alone.
@@ -208,20 +184,6 @@ async fn actual(
     (out, markers)
 }
 
-async fn log_table(client: &kube::Client, ns: &str, name: &str) -> String {
-    let logs: Api<EventLog> = Api::namespaced(client.clone(), ns);
-    common::eventually(
-        Duration::from_secs(60),
-        "the EventLog's table and stream",
-        || async {
-            let t = logs.get(name).await.ok()?.status?.table?;
-            t.stream_arn?;
-            Some(t.name)
-        },
-    )
-    .await
-}
-
 #[tokio::test]
 async fn aggregates_are_exact_on_repeating_and_missing_sort_keys_through_backfill_live_and_a_kill() {
     let (client, ns) = common::setup("aggregates-e2e").await;
@@ -235,7 +197,7 @@ async fn aggregates_are_exact_on_repeating_and_missing_sort_keys_through_backfil
         common::create_yaml(&client, &ns, &log_yaml(name, sort_key, &bucket))
             .await
             .unwrap();
-        tables.insert(name, log_table(&client, &ns, name).await);
+        tables.insert(name, common::log_table(&client, &ns, name).await);
     }
     let all: Vec<Record> = (0..HISTORY + MORE).map(record).collect();
     for (name, sort_key) in logs {

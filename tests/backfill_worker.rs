@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -18,19 +17,7 @@ use kappa_operator::projection::{Item, ProjectionConfig, item_from_dynamodb};
 
 const EXPORT: &str = "full-export/AWSDynamoDB/01700000000000-abcd1234";
 
-/// Checkpoints in memory, as the ConfigMap holds them.
-#[derive(Clone, Default)]
-struct Memory(Arc<Mutex<BTreeSet<String>>>);
-
-impl FileCheckpoints for Memory {
-    async fn done(&self) -> Result<BTreeSet<String>, String> {
-        Ok(self.0.lock().unwrap().clone())
-    }
-    async fn mark_done(&self, file: &str, _items: u64) -> Result<(), String> {
-        self.0.lock().unwrap().insert(file.to_string());
-        Ok(())
-    }
-}
+type Memory = common::MemoryCheckpoints;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

@@ -47,20 +47,6 @@ spec:
     )
 }
 
-async fn log_table(client: &kube::Client, ns: &str, name: &str) -> String {
-    let logs: Api<EventLog> = Api::namespaced(client.clone(), ns);
-    common::eventually(
-        Duration::from_secs(60),
-        "the EventLog's table and stream",
-        || async {
-            let t = logs.get(name).await.ok()?.status?.table?;
-            t.stream_arn?;
-            Some(t.name)
-        },
-    )
-    .await
-}
-
 async fn put(ddb: &aws_sdk_dynamodb::Client, table: &str, item: &[(&str, AttributeValue)]) {
     ddb.put_item()
         .table_name(table)
@@ -130,7 +116,7 @@ async fn views_sharing_a_key_prefix_in_a_shared_table_each_count_every_record() 
     common::create_yaml(&client, &ns, &log_yaml("orders", &bucket))
         .await
         .unwrap();
-    let log = log_table(&client, &ns, "orders").await;
+    let log = common::log_table(&client, &ns, "orders").await;
     let store = "{table: Shared, keyPrefix: 'S#'}";
     let a = view_yaml(
         "orders",
@@ -218,7 +204,7 @@ async fn on_record_error_fail_and_skip_on_the_live_path() {
     common::create_yaml(&client, &ns, &log_yaml("orders", &bucket))
         .await
         .unwrap();
-    let log = log_table(&client, &ns, "orders").await;
+    let log = common::log_table(&client, &ns, "orders").await;
     for (name, policy) in [("fail", "Fail"), ("skip", "Skip")] {
         let projection =
             format!("{{mode: Sum, sumOf: amount, onRecordError: {policy}, key: {{partitionKey: 'T'}}}}");

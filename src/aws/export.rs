@@ -244,34 +244,16 @@ pub async fn list_keys(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> R
 
 /// Deletes every object under `prefix` (the export a view owns), returning how many.
 pub async fn delete_prefix(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Result<usize, AwsError> {
-    let resource = format!("s3://{bucket}/{prefix}");
-    let mut deleted = 0;
-    let mut token = None;
-    loop {
-        let page = s3
-            .list_objects_v2()
+    let keys = list_keys(s3, bucket, prefix).await?;
+    for key in &keys {
+        s3.delete_object()
             .bucket(bucket)
-            .prefix(prefix)
-            .set_continuation_token(token)
+            .key(key)
             .send()
             .await
-            .map_err(from_sdk("ListObjectsV2", &resource))?;
-        for object in page.contents() {
-            if let Some(key) = object.key() {
-                s3.delete_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(from_sdk("DeleteObject", &format!("s3://{bucket}/{key}")))?;
-                deleted += 1;
-            }
-        }
-        token = page.next_continuation_token().map(str::to_string);
-        if token.is_none() {
-            return Ok(deleted);
-        }
+            .map_err(from_sdk("DeleteObject", &format!("s3://{bucket}/{key}")))?;
     }
+    Ok(keys.len())
 }
 
 #[cfg(test)]

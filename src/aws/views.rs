@@ -781,11 +781,6 @@ impl ViewTableWriter {
     }
 
     async fn conditional_update(&self, update: Update) -> Result<WriteStats, AwsError> {
-        let mut stats = WriteStats {
-            requests: 1,
-            write_units: 1,
-            ..WriteStats::default()
-        };
         let result = self
             .client
             .update_item()
@@ -797,20 +792,33 @@ impl ViewTableWriter {
             .set_expression_attribute_values(update.expression_attribute_values)
             .send()
             .await;
-        match result {
-            Ok(_) => stats.applied = 1,
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => stats.skipped = 1,
-            Err(e) => return Err(from_sdk("UpdateItem", &self.table)(e)),
-        }
-        Ok(stats)
+        self.conditional_outcome("UpdateItem", result)
     }
 
-    async fn conditional_put(&self, put: Put) -> Result<WriteStats, AwsError> {
+    /// The stats of one conditional write: applied, or skipped when its condition failed (an equal or
+    /// better value is stored).
+    fn conditional_outcome<O, E>(
+        &self,
+        operation: &'static str,
+        result: Result<O, aws_sdk_dynamodb::error::SdkError<E, aws_smithy_runtime_api::http::Response>>,
+    ) -> Result<WriteStats, AwsError>
+    where
+        E: ProvideErrorMetadata + std::fmt::Debug,
+    {
         let mut stats = WriteStats {
             requests: 1,
             write_units: 1,
             ..WriteStats::default()
         };
+        match result {
+            Ok(_) => stats.applied = 1,
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => stats.skipped = 1,
+            Err(e) => return Err(from_sdk(operation, &self.table)(e)),
+        }
+        Ok(stats)
+    }
+
+    async fn conditional_put(&self, put: Put) -> Result<WriteStats, AwsError> {
         let result = self
             .client
             .put_item()
@@ -821,12 +829,7 @@ impl ViewTableWriter {
             .set_expression_attribute_values(put.expression_attribute_values)
             .send()
             .await;
-        match result {
-            Ok(_) => stats.applied = 1,
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => stats.skipped = 1,
-            Err(e) => return Err(from_sdk("PutItem", &self.table)(e)),
-        }
-        Ok(stats)
+        self.conditional_outcome("PutItem", result)
     }
 }
 

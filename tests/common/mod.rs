@@ -432,3 +432,68 @@ pub async fn scan_all(
         }
     }
 }
+
+/// The name of EventLog `name`'s table, once its stream exists.
+pub async fn log_table(client: &kube::Client, ns: &str, name: &str) -> String {
+    let logs: Api<kappa_operator::crd::EventLog> = Api::namespaced(client.clone(), ns);
+    eventually(
+        Duration::from_secs(60),
+        "the EventLog's table and stream",
+        || async {
+            let t = logs.get(name).await.ok()?.status?.table?;
+            t.stream_arn?;
+            Some(t.name)
+        },
+    )
+    .await
+}
+
+/// Writes `items` to `table` with `BatchWriteItem`s of 25, eight at a time, sending unprocessed items
+/// again.
+pub async fn put_items(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    items: Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
+) {
+    use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+    use futures::StreamExt;
+    let batches: Vec<Vec<_>> = items.chunks(25).map(<[_]>::to_vec).collect();
+    futures::stream::iter(batches)
+        .for_each_concurrent(8, |batch| async move {
+            let mut requests: Vec<WriteRequest> = batch
+                .into_iter()
+                .map(|item| {
+                    let put = PutRequest::builder().set_item(Some(item)).build().unwrap();
+                    WriteRequest::builder().put_request(put).build()
+                })
+                .collect();
+            while !requests.is_empty() {
+                let out = ddb
+                    .batch_write_item()
+                    .request_items(table, requests)
+                    .send()
+                    .await
+                    .expect("BatchWriteItem");
+                requests = out
+                    .unprocessed_items
+                    .unwrap_or_default()
+                    .remove(table)
+                    .unwrap_or_default();
+            }
+        })
+        .await;
+}
+
+/// Backfill checkpoints in memory, as the ConfigMap holds them.
+#[derive(Clone, Default)]
+pub struct MemoryCheckpoints(pub std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>);
+
+impl kappa_operator::backfill::worker::FileCheckpoints for MemoryCheckpoints {
+    async fn done(&self) -> Result<std::collections::BTreeSet<String>, String> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+    async fn mark_done(&self, file: &str, _items: u64) -> Result<(), String> {
+        self.0.lock().unwrap().insert(file.to_string());
+        Ok(())
+    }
+}

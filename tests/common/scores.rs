@@ -2,12 +2,8 @@
 //! 20 players) and how they are written, plus a bucket for its exports.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-use futures::StreamExt;
-use kappa_operator::crd::EventLog;
-use kube::Api;
+use aws_sdk_dynamodb::types::AttributeValue;
 
 /// Players the events are spread over.
 pub const PLAYERS: usize = 20;
@@ -67,34 +63,8 @@ pub fn item(e: &Event) -> BTreeMap<String, AttributeValue> {
 }
 
 pub async fn write_events(ddb: &aws_sdk_dynamodb::Client, table: &str, events: Vec<Event>) {
-    let batches: Vec<Vec<Event>> = events.chunks(25).map(<[Event]>::to_vec).collect();
-    futures::stream::iter(batches)
-        .for_each_concurrent(8, |batch| async move {
-            let mut requests: Vec<WriteRequest> = batch
-                .iter()
-                .map(|e| {
-                    let put = PutRequest::builder()
-                        .set_item(Some(item(e).into_iter().collect()))
-                        .build()
-                        .unwrap();
-                    WriteRequest::builder().put_request(put).build()
-                })
-                .collect();
-            while !requests.is_empty() {
-                let out = ddb
-                    .batch_write_item()
-                    .request_items(table, requests)
-                    .send()
-                    .await
-                    .expect("BatchWriteItem to the log");
-                requests = out
-                    .unprocessed_items
-                    .unwrap_or_default()
-                    .remove(table)
-                    .unwrap_or_default();
-            }
-        })
-        .await;
+    let items = events.iter().map(|e| item(e).into_iter().collect()).collect();
+    super::put_items(ddb, table, items).await;
 }
 
 /// An S3 client (path-style, as the local endpoint needs) and a bucket of the test's own for exports.
@@ -115,15 +85,5 @@ pub async fn export_bucket(aws: &aws_config::SdkConfig, ns: &str) -> (aws_sdk_s3
 
 /// The name of EventLog `scores`'s table, once its stream exists.
 pub async fn scores_table(client: &kube::Client, ns: &str) -> String {
-    let logs: Api<EventLog> = Api::namespaced(client.clone(), ns);
-    super::eventually(
-        Duration::from_secs(60),
-        "the EventLog's table and stream",
-        || async {
-            let t = logs.get("scores").await.ok()?.status?.table?;
-            t.stream_arn?;
-            Some(t.name)
-        },
-    )
-    .await
+    super::log_table(client, ns, "scores").await
 }
