@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use bigdecimal::BigDecimal;
 use common::Operator;
 use common::scores::export_bucket;
-use kappa_operator::crd::{EventLog, MaterializedView, ViewPhase};
+use kappa_operator::crd::{MaterializedView, ViewPhase};
 use kube::Api;
 
 fn log_yaml(name: &str, bucket: &str) -> String {
