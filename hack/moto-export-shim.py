@@ -117,8 +117,14 @@ def lay_out(description):
     return True
 
 
+def all_tables():
+    """Every table name, page after page (ListTables returns at most 100 a page)."""
+    for page in dynamodb.get_paginator("list_tables").paginate():
+        yield from page.get("TableNames", [])
+
+
 def sweep():
-    for table in dynamodb.list_tables().get("TableNames", []):
+    for table in all_tables():
         try:
             arn = dynamodb.describe_table(TableName=table)["Table"]["TableArn"]
             summaries = dynamodb.list_exports(TableArn=arn).get("ExportSummaries", [])
