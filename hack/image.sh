@@ -2,7 +2,7 @@
 # `make image`: the operator's OCI image, built without a container daemon (the Containerfile describes the
 # same image for machines that have one).
 #
-#   hack/image.sh [--binary PATH] [--out DIR] [--arch amd64]
+#   hack/image.sh [--binary PATH] [--out DIR] [--arch amd64|arm64 (default: this machine's)]
 #
 # 1. Builds the release binary with cargo-zigbuild against glibc 2.34 (what Lambda's provided.al2023
 #    has), so the very binary the image runs is also the built-in Lambda functions' `bootstrap`
@@ -22,13 +22,13 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GLIBC=2.34
 binary=""
 out=$REPO/dist/image
-arch=amd64
+case $(uname -m) in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
 while [ $# -gt 0 ]; do
   case $1 in
     --binary) binary=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --arch) arch=$2; shift 2 ;;
-    *) echo "usage: hack/image.sh [--binary PATH] [--out DIR] [--arch amd64]" >&2; exit 2 ;;
+    *) echo "usage: hack/image.sh [--binary PATH] [--out DIR] [--arch amd64|arm64]" >&2; exit 2 ;;
   esac
 done
 
@@ -55,7 +55,8 @@ done
 # ---------------------------------------------------------------- 1. the binary
 if [ -z "$binary" ]; then
   zigbuild=$("$REPO/hack/tools.sh" path cargo-zigbuild)
-  export PATH=$(dirname "$zigbuild"):$PATH # its venv's python3 has ziglang
+  PATH=$(dirname "$zigbuild"):$PATH # its venv's python3 has ziglang
+  export PATH
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/kappa-operator/target}
   export CARGO_PROFILE_RELEASE_STRIP=symbols
   say "cargo zigbuild --release for $rust_arch-unknown-linux-gnu.$GLIBC (cold: 15-40 minutes on 2 cores)"

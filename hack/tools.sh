@@ -8,6 +8,9 @@
 #   promtool      Prometheus's rule checker (`promtool check rules`)
 #   actionlint    the GitHub Actions workflow linter
 #   cargo-zigbuild, zig   link Rust binaries against an older glibc (Lambda's provided.al2023 has 2.34)
+#   helm          the version hack/stack.sh pins, built the same way into the same place (for jobs that
+#                 need helm but no cluster)
+#   ShellCheck    Debian's shellcheck package (actionlint checks the workflows' scripts with it)
 #
 # Go tools are built from their modules through the module proxy with the machine's Go (GOTOOLCHAIN=local);
 # zig and cargo-zigbuild come from their PyPI packages (prebuilt) in a venv of their own.
@@ -19,6 +22,7 @@ PROMETHEUS_VERSION=v0.316.0 # github.com/prometheus/prometheus (Go module versio
 ACTIONLINT_VERSION=v1.7.12  # github.com/rhysd/actionlint
 ZIG_VERSION=0.17.0          # PyPI ziglang
 ZIGBUILD_VERSION=0.24.0     # PyPI cargo-zigbuild
+HELM_VERSION=$(sed -n 's/^HELM_VERSION=//p' "$REPO/hack/stack.sh")
 
 KAPPA_CACHE=${KAPPA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kappa-operator}
 BIN=$KAPPA_CACHE/bin
@@ -31,13 +35,13 @@ export GOCACHE=${GOCACHE:-$HOME/.cache/go-build}
 say() { printf '[tools] %s\n' "$*" >&2; }
 die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
 
-go_tool() { # name, version, package@version, note
-  local name=$1 version=$2 pkg=$3 note=$4
+go_tool() { # name, version, package@version, note, extra ldflags
+  local name=$1 version=$2 pkg=$3 note=$4 ldflags=${5:-}
   [ -x "$BIN/$name-$version" ] && return 0
   command -v go >/dev/null || die "Go is needed to build $name; install Go 1.25 or newer."
   say "building $name $version from its Go module ($note)."
   local out; out=$(mktemp -d)
-  GOBIN=$out nice -n 19 go install -trimpath -ldflags "-s -w" "$pkg" || die "go install $pkg failed"
+  GOBIN=$out nice -n 19 go install -trimpath -ldflags "-s -w $ldflags" "$pkg" || die "go install $pkg failed"
   mkdir -p "$BIN" && mv "$out/$name" "$BIN/$name-$version" && rm -rf "$out"
 }
 
@@ -49,6 +53,15 @@ zig_tools() {
     "cargo-zigbuild==$ZIGBUILD_VERSION" || die "pip install ziglang cargo-zigbuild failed"
 }
 
+shellcheck_package() {
+  command -v shellcheck >/dev/null && return 0
+  [ "$(id -u)" = 0 ] || die "shellcheck is missing: sudo apt-get install -y shellcheck"
+  say "installing Debian's shellcheck."
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q shellcheck >/dev/null \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q shellcheck >/dev/null; } \
+    || die "apt-get install -y shellcheck failed"
+}
+
 build() {
   case $1 in
     crane) go_tool crane "$CRANE_VERSION" "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION" \
@@ -58,7 +71,10 @@ build() {
     actionlint) go_tool actionlint "$ACTIONLINT_VERSION" \
       "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION" "about a minute the first time" ;;
     cargo-zigbuild | zig) zig_tools ;;
-    *) die "unknown tool $1 (crane, promtool, actionlint, cargo-zigbuild, zig)" ;;
+    helm) go_tool helm "$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "about 3 minutes the first time" \
+      "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ;; # as hack/stack.sh builds it
+    shellcheck) shellcheck_package ;;
+    *) die "unknown tool $1 (crane, promtool, actionlint, cargo-zigbuild, zig, helm, shellcheck)" ;;
   esac
 }
 
@@ -70,6 +86,8 @@ where() {
     cargo-zigbuild) echo "$ZIG_VENV/bin/cargo-zigbuild" ;;
     # cargo-zigbuild runs `python3 -m ziglang` from its venv when no `zig` is on PATH.
     zig) echo "$ZIG_VENV/bin/python3" ;;
+    helm) echo "$BIN/helm-$HELM_VERSION" ;;
+    shellcheck) command -v shellcheck ;;
     *) die "unknown tool $1" ;;
   esac
 }
@@ -86,7 +104,7 @@ link() {
 
 case ${1:-} in
   install)
-    for t in crane actionlint cargo-zigbuild promtool; do build "$t"; done
+    for t in crane actionlint shellcheck cargo-zigbuild promtool; do build "$t"; done
     link ;;
   path)
     [ -n "${2:-}" ] || die "usage: hack/tools.sh path NAME"

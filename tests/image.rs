@@ -96,11 +96,20 @@ fn run_in(image: &Unpacked, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// This machine's architecture as OCI names it (hack/image.sh builds for the machine it runs on).
+fn oci_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => panic!("no image for {other}"),
+    }
+}
+
 /// What every image of the operator is, whichever binary it carries.
 fn assert_operator_image(image: &Unpacked) {
     let config = &image.config;
     assert_eq!(config["os"], "linux");
-    assert_eq!(config["architecture"], "amd64");
+    assert_eq!(config["architecture"], oci_arch());
     let cfg = &config["config"];
     assert_eq!(
         cfg["Entrypoint"],
@@ -149,7 +158,10 @@ fn the_image_runs_the_operator_as_non_root_from_its_own_files() {
         None,
     );
     let version = env!("CARGO_PKG_VERSION");
-    assert!(out.join(format!("kappa-operator-{version}-amd64.tar")).is_file());
+    assert!(
+        out.join(format!("kappa-operator-{version}-{}.tar", oci_arch()))
+            .is_file()
+    );
     let image = unpack(&out.join("oci"), dir.path());
     assert_operator_image(&image);
     // The binary the image carries is the one built, byte for byte.
@@ -229,6 +241,7 @@ fn the_release_binary_loads_on_lambda_provided_al2023_and_zips_under_50_mb() {
         "librt.so.1",
         "libgcc_s.so.1",
         "ld-linux-x86-64.so.2",
+        "ld-linux-aarch64.so.1",
     ];
     let needed = needed_libraries(&binary);
     assert!(needed.contains(&"libc.so.6".to_string()), "{needed:?}");
