@@ -3,7 +3,7 @@ SHELL := bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/kappa-operator/target
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test bench stack-up stack-down stack-status tools build crds lint
+.PHONY: demo test bench stack-up stack-down stack-status tools build crds lint image image-test
 
 demo: ## Bring the local stack up and run the operator against it, end to end.
 	hack/demo.sh
@@ -23,8 +23,9 @@ stack-down: ## Stop what stack-up started (by pid file).
 stack-status:
 	@hack/stack.sh status
 
-tools: ## Build or find the pinned kube-apiserver, etcd, kubectl, helm and moto_server.
+tools: ## Build or find the pinned kube-apiserver, etcd, kubectl, helm, moto_server, crane, promtool, actionlint, zig.
 	hack/stack.sh tools
+	hack/tools.sh install
 
 build:
 	cargo build --bins
@@ -37,3 +38,9 @@ crds: ## Regenerate crds/ from the Rust types, the chart's copy and docs/api-ref
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+
+image: ## The OCI image in dist/image (release build for glibc 2.34, assembled by crane; no container daemon).
+	hack/image.sh
+
+image-test: image ## `make image`, then the release image's tests (runs in it, glibc 2.34 at most, Lambda zip < 50 MB).
+	cargo test --test image -- --include-ignored

@@ -22,6 +22,8 @@ trap cleanup EXIT
 # shellcheck disable=SC1091
 . .stack/env
 
+# crane, promtool, actionlint, zig: built once, cached (tests/image.rs, tests/chart_observability.rs, ...).
+hack/tools.sh install
 echo "[test] cargo fmt --check"
 cargo fmt --all -- --check
 echo "[test] cargo clippy -D warnings"
