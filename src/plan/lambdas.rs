@@ -212,6 +212,19 @@ pub fn projector_function(
             f.environment.insert("PROJECTION".into(), value);
         }
     }
+    // The operator's own variables (the built-in projector's configuration: which table, which prefix)
+    // are never the user's to set: one naming another namespace's table would send the writes there.
+    if let Some(reserved) = spec
+        .projector
+        .environment
+        .keys()
+        .find(|k| f.environment.contains_key(*k))
+    {
+        return Err(format!(
+            "spec.projector.environment.{reserved} is set by the operator for the built-in projector (its \
+             table, key prefix and projection); remove it from spec.projector.environment"
+        ));
+    }
     f.environment.extend(spec.projector.environment.clone());
     Ok(Some(f))
 }
@@ -350,6 +363,29 @@ mod tests {
             projector_function(&view("InCluster"), &plan, &log.spec, "r", &code())
                 .unwrap()
                 .is_none()
+        );
+    }
+
+    /// Found by the #20 breaker: a view's environment could replace the built-in projector's
+    /// configuration, pointing it at another namespace's views table.
+    #[test]
+    fn a_view_cannot_override_the_built_in_projectors_configuration() {
+        let log = log();
+        let mut v = view("Lambda");
+        v.spec.projector.environment.insert(
+            "PROJECTION".into(),
+            r#"{"table":"kappa-other-namespace-views"}"#.into(),
+        );
+        let plan = plan_view("c", &v, &[]);
+        let err = projector_function(&v, &plan, &log.spec, "arn:role", &code()).unwrap_err();
+        assert!(err.contains("spec.projector.environment.PROJECTION"), "{err}");
+        v.spec.projector.environment = [("LOG_LEVEL".to_string(), "debug".to_string())].into();
+        let f = projector_function(&v, &plan, &log.spec, "arn:role", &code())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            f.environment["LOG_LEVEL"], "debug",
+            "other variables are the user's"
         );
     }
 }
