@@ -71,6 +71,12 @@ pub async fn run(share: &JobShare) -> Result<Progress, (String, bool)> {
             backfill.attempt, share.attempt
         )));
     }
+    if backfill.finished_at.is_some() {
+        // Other shares finished every file and the operator recorded the backfill complete (and may have
+        // deleted the export): what is recorded decides, there is nothing left to read.
+        tracing::info!(view = %share.view, attempt = share.attempt, "the backfill is complete: nothing left for this share");
+        return Ok(Progress::default());
+    }
     let export_arn = backfill
         .export_arn
         .clone()
