@@ -48,6 +48,10 @@ enum Command {
         /// Indexes in all.
         #[arg(long)]
         workers: usize,
+        /// How records are combined before writing: per-record, reduced (Latest/Min/Max) or banded
+        /// (Count/Sum beside the operator's live path); the operator folds the partials.
+        #[arg(long, default_value = "per-record")]
+        pre_aggregation: kappa_operator::backfill::worker::PreAggregation,
         /// This pod's index (Kubernetes sets JOB_COMPLETION_INDEX in an Indexed Job).
         #[arg(long, env = "JOB_COMPLETION_INDEX")]
         index: usize,
@@ -119,6 +123,7 @@ async fn main() -> ExitCode {
             version,
             attempt,
             workers,
+            pre_aggregation,
             index,
         } => {
             telemetry::init(cli.log_format);
@@ -129,6 +134,7 @@ async fn main() -> ExitCode {
                 attempt,
                 workers,
                 index,
+                pre_aggregation,
             };
             match kappa_operator::runtime::backfill_job::run(&share).await {
                 Ok(p) => {

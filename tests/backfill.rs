@@ -369,6 +369,72 @@ async fn a_view_backfilled_by_scanning_the_log_ends_exact() {
     common::delete_namespace(&client, &ns).await;
 }
 
+/// Runs each index of backfill Job `name` as its pod would: the local stack has no kubelet, so the test
+/// runs the container's command itself, retrying an index that exits 1 (retryable) as the Job's
+/// `backoffLimitPerIndex` does. Returns the Job's arguments.
+async fn run_job(jobs: &Api<k8s_openapi::api::batch::v1::Job>, name: &str, image: &str) -> Vec<String> {
+    let job = common::eventually(Duration::from_secs(180), "the backfill Job", || async {
+        jobs.get_opt(name).await.ok()?
+    })
+    .await;
+    let spec = job.spec.unwrap();
+    assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
+    assert_eq!((spec.completions, spec.parallelism), (Some(2), Some(2)));
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("kappa-operator"));
+    let container = &pod.containers[0];
+    assert_eq!(container.image.as_deref(), Some(image));
+    let args = container.args.clone().unwrap();
+    for index in 0..2 {
+        let mut attempts = 0;
+        loop {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
+                .args(&args)
+                .env("JOB_COMPLETION_INDEX", index.to_string())
+                .output()
+                .unwrap();
+            attempts += 1;
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                out.status.code() == Some(1) && attempts <= 3,
+                "index {index}, attempt {attempts}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    args
+}
+
+/// The items of `table` whose partition key holds `infix`.
+async fn items_with(ddb: &aws_sdk_dynamodb::Client, table: &str, infix: &str) -> usize {
+    let mut n = 0;
+    let mut start = None;
+    loop {
+        let page = ddb
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        n += page
+            .items()
+            .iter()
+            .filter(|i| matches!(i.get("pk"), Some(AttributeValue::S(pk)) if pk.contains(infix)))
+            .count();
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return n;
+        }
+    }
+}
+
+/// A large export is backfilled by Indexed Jobs of the operator's image, pre-aggregated as the operator's
+/// own backfill is: a `Latest` view (reduced per key) and a `Sum` view (summed per player beside the live
+/// path's band, then folded by the operator), both exact, the `Sum` view without a marker per record.
 #[tokio::test]
 async fn a_large_export_is_backfilled_by_an_indexed_job_of_the_operators_image() {
     let (client, ns) = common::setup("backfill-job").await;
@@ -393,65 +459,56 @@ async fn a_large_export_is_backfilled_by_an_indexed_job_of_the_operators_image()
     let log_table = scores_table(&client, &ns).await;
     let events: Vec<Event> = (0..1_000).map(event).collect();
     write_events(&ddb, &log_table, events.clone()).await;
-    let view = view_yaml("profiles").replace("backfill: {parallelism: 1}", "backfill: {parallelism: 2}");
-    common::create_yaml(&client, &ns, &view).await.unwrap();
-
-    // The Job: Indexed, one index per worker, the operator's image and ServiceAccount.
-    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &ns);
-    let name = kappa_operator::plan::job::job_name(&ns, "profiles", 1);
-    let job = common::eventually(Duration::from_secs(120), "the backfill Job", || async {
-        jobs.get_opt(&name).await.ok()?
-    })
+    // Older than the band around the export time: every record is the export's alone, so the Sum view's
+    // backfill must write no marker at all.
+    tokio::time::sleep(Duration::from_secs_f64(
+        kappa_operator::backfill::aggregate::BAND_MARGIN_SECONDS + 2.0,
+    ))
     .await;
-    let spec = job.spec.unwrap();
-    assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
-    assert_eq!((spec.completions, spec.parallelism), (Some(2), Some(2)));
-    let pod = spec.template.spec.unwrap();
-    assert_eq!(pod.service_account_name.as_deref(), Some("kappa-operator"));
-    let container = &pod.containers[0];
-    assert_eq!(container.image.as_deref(), Some(image));
-    let args = container.args.clone().unwrap();
-
-    // The local stack has no kubelet: the test runs each index's container command itself, as its pod
-    // would, retrying an index that exits 1 (retryable) as the Job's backoffLimitPerIndex does.
-    for index in 0..2 {
-        let mut attempts = 0;
-        loop {
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
-                .args(&args)
-                .env("JOB_COMPLETION_INDEX", index.to_string())
-                .output()
-                .unwrap();
-            attempts += 1;
-            if out.status.success() {
-                break;
-            }
-            assert!(
-                out.status.code() == Some(1) && attempts <= 3,
-                "index {index}, attempt {attempts}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
+    for name in ["profiles", "points"] {
+        let view = view_yaml(name).replace("backfill: {parallelism: 1}", "backfill: {parallelism: 2}");
+        common::create_yaml(&client, &ns, &view).await.unwrap();
     }
 
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &ns);
+    let profiles_job = kappa_operator::plan::job::job_name(&ns, "profiles", 1);
+    let args = run_job(&jobs, &profiles_job, image).await;
+    assert!(args.windows(2).any(|a| a == ["--pre-aggregation", "reduced"]), "{args:?}");
+    // The Sum view's Job starts once the live path has read past the export time plus the band margin.
+    let points_job = kappa_operator::plan::job::job_name(&ns, "points", 1);
+    let args = run_job(&jobs, &points_job, image).await;
+    assert!(args.windows(2).any(|a| a == ["--pre-aggregation", "banded"]), "{args:?}");
+
     let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
-    let status = common::eventually(Duration::from_secs(60), "profiles Live", || async {
-        let s = mvs.get("profiles").await.ok()?.status?;
-        (s.phase == Some(ViewPhase::Live)).then_some(s)
-    })
-    .await;
-    let b = status.backfill.unwrap();
-    assert_eq!(b.files_done, b.files_total);
-    assert_eq!(b.items_done, 1_000);
-    let want = expected(&events).profiles;
-    let table = status.table_name.unwrap();
-    common::eventually(Duration::from_secs(60), "profiles exact", || async {
-        (actual(&ddb, &table).await.profiles == want).then_some(())
-    })
-    .await;
-    common::eventually(Duration::from_secs(30), "the finished Job deleted", || async {
-        jobs.get_opt(&name).await.ok()?.is_none().then_some(())
+    for name in ["profiles", "points"] {
+        let status = common::eventually(Duration::from_secs(90), &format!("{name} Live"), || async {
+            let s = mvs.get(name).await.ok()?.status?;
+            (s.phase == Some(ViewPhase::Live)).then_some(s)
+        })
+        .await;
+        let b = status.backfill.unwrap();
+        assert_eq!(b.files_done, b.files_total);
+        assert_eq!(b.items_done, 1_000);
+        let table = status.table_name.unwrap();
+        let want = expected(&events);
+        common::eventually(Duration::from_secs(60), &format!("{name} exact"), || async {
+            let have = actual(&ddb, &table).await;
+            match name {
+                "profiles" => have.profiles == want.profiles,
+                _ => have.points == want.points,
+            }
+            .then_some(())
+        })
+        .await;
+        if name == "points" {
+            // Folded per player: no idempotency marker per backfilled record.
+            let markers = items_with(&ddb, &table, "~applied#points/").await;
+            assert_eq!(markers, 0, "the Job's pods wrote partials, not a marker per record");
+        }
+    }
+    common::eventually(Duration::from_secs(30), "the finished Jobs deleted", || async {
+        (jobs.get_opt(&profiles_job).await.ok()?.is_none() && jobs.get_opt(&points_job).await.ok()?.is_none())
+            .then_some(())
     })
     .await;
     common::delete_namespace(&client, &ns).await;

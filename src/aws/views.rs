@@ -585,6 +585,112 @@ impl ViewTableWriter {
         Ok(band)
     }
 
+    /// Records in the view's record-error ledger ([`dynamo::record_errors_key`]) one record left out
+    /// (`failing: None`) or, under `onRecordError: Fail`, the record the view stops at (`failing:
+    /// Some(config)`, the digest of the projection that fails on it, so a changed projection clears it):
+    /// `ADD count 1`, appends `message` (at most 1,000 characters) to `last`, which keeps the newest
+    /// [`crate::projection::KEPT_RECORD_ERRORS`]. Two `UpdateItem`s at most; record errors are rare.
+    pub async fn note_record_error(&self, message: &str, failing: Option<&str>) -> Result<(), AwsError> {
+        self.note_record_errors(1, &[message.to_string()], failing).await
+    }
+
+    /// [`Self::note_record_error`] for `count` records, the newest of which are `messages` (a backfill
+    /// Job's pod notes what its share left out once, at its end). With `failing`, only the last message
+    /// is noted, as the record the view stops at.
+    pub async fn note_record_errors(
+        &self,
+        count: u64,
+        messages: &[String],
+        failing: Option<&str>,
+    ) -> Result<(), AwsError> {
+        let cut = |m: &String| -> String { m.chars().take(1_000).collect() };
+        let newest: Vec<AttributeValue> = messages
+            .iter()
+            .rev()
+            .take(crate::projection::KEPT_RECORD_ERRORS)
+            .rev()
+            .map(|m| AttributeValue::S(cut(m)))
+            .collect();
+        let message = messages.last().map(cut).unwrap_or_default();
+        let key = crate::projection::item_to_dynamodb(dynamo::record_errors_key(&self.key_prefix, &self.view));
+        let update = self.client.update_item().table_name(&self.table).set_key(Some(key.clone()));
+        let update = match failing {
+            None => update
+                .update_expression("ADD #n :one SET #l = list_append(if_not_exists(#l, :empty), :m)")
+                .expression_attribute_names("#n", "count")
+                .expression_attribute_names("#l", "last")
+                .expression_attribute_values(":one", AttributeValue::N(count.to_string()))
+                .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
+                .expression_attribute_values(":m", AttributeValue::L(newest)),
+            Some(config) => update
+                .update_expression("SET #f = :m, #c = :c")
+                .expression_attribute_names("#f", "failing")
+                .expression_attribute_names("#c", "failingConfig")
+                .expression_attribute_values(":m", AttributeValue::S(message))
+                .expression_attribute_values(":c", AttributeValue::S(config.to_string())),
+        };
+        let out = update
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(from_sdk("UpdateItem", &self.table))?;
+        let kept = match out.attributes().and_then(|a| a.get("last")) {
+            Some(AttributeValue::L(l)) => l.len(),
+            _ => 0,
+        };
+        let extra = kept.saturating_sub(crate::projection::KEPT_RECORD_ERRORS);
+        if extra > 0 {
+            let paths: Vec<String> = (0..extra).map(|i| format!("#l[{i}]")).collect();
+            // Another writer may trim at the same time: a missing element is no error.
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key))
+                .update_expression(format!("REMOVE {}", paths.join(", ")))
+                .expression_attribute_names("#l", "last")
+                .send()
+                .await
+                .map_err(from_sdk("UpdateItem", &self.table))?;
+        }
+        Ok(())
+    }
+
+    /// The view's record-error ledger (see [`Self::note_record_error`]): what was left out, and the
+    /// record the view stops at with the digest of the projection that failed on it, if any.
+    pub async fn record_error_ledger(
+        &self,
+    ) -> Result<(crate::projection::RecordErrors, Option<(String, String)>), AwsError> {
+        let key = crate::projection::item_to_dynamodb(dynamo::record_errors_key(&self.key_prefix, &self.view));
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(from_sdk("GetItem", &self.table))?;
+        let mut errors = crate::projection::RecordErrors::default();
+        let Some(item) = out.item else {
+            return Ok((errors, None));
+        };
+        if let Some(AttributeValue::L(last)) = item.get("last") {
+            for m in last {
+                if let AttributeValue::S(m) = m {
+                    errors.push(m.clone());
+                }
+            }
+        }
+        if let Some(AttributeValue::N(n)) = item.get("count") {
+            errors.count = n.parse().unwrap_or(errors.count);
+        }
+        let failing = match (item.get("failing"), item.get("failingConfig")) {
+            (Some(AttributeValue::S(m)), Some(AttributeValue::S(c))) => Some((m.clone(), c.clone())),
+            _ => None,
+        };
+        Ok((errors, failing))
+    }
+
     /// Folds backfill attempt `attempt`'s base into each aggregate: `SET #a = <live attribute> + :base`
     /// (the records the live path of this attempt applied, plus the export's records it did not), once
     /// per attempt (`kappaFolded`). For a later attempt, aggregates with live records but no base are set

@@ -114,6 +114,52 @@ pub struct Worker<C> {
     pub pre_aggregate: Option<PreAggregate>,
 }
 
+/// How a backfill combines the export's records before writing them (see [`super::aggregate`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PreAggregation {
+    /// Each record is written with its idempotency marker, as the live path writes it: `Count`/`Sum`
+    /// views whose live path the operator does not run (a Lambda projector), and `Append` views.
+    #[default]
+    PerRecord,
+    /// `Latest`, `Min`, `Max`: combined per key over the whole export, then set once per key
+    /// (idempotent, so no band is needed).
+    Reduced,
+    /// `Count`/`Sum` views whose live path the operator runs: summed per aggregate leaving out the live
+    /// path's band, then folded.
+    Banded,
+}
+
+impl PreAggregation {
+    /// How `projection` is backfilled; `banded`: the operator's live path records a band for the attempt.
+    pub fn of(projection: &ProjectionConfig, banded: bool) -> Self {
+        use crate::crd::ProjectionMode;
+        match projection.mode() {
+            ProjectionMode::Latest | ProjectionMode::Min | ProjectionMode::Max => PreAggregation::Reduced,
+            _ if projection.is_additive() && banded => PreAggregation::Banded,
+            _ => PreAggregation::PerRecord,
+        }
+    }
+
+    /// The name in the backfill Job's `--pre-aggregation` argument.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PreAggregation::PerRecord => "per-record",
+            PreAggregation::Reduced => "reduced",
+            PreAggregation::Banded => "banded",
+        }
+    }
+}
+
+impl std::str::FromStr for PreAggregation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [PreAggregation::PerRecord, PreAggregation::Reduced, PreAggregation::Banded]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown pre-aggregation {s:?}: per-record, reduced or banded"))
+    }
+}
+
 /// What a pre-aggregating worker needs: the live path's band (record digests to leave out) and where to
 /// put each data file's partial sums.
 #[derive(Clone, Debug)]

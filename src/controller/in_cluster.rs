@@ -25,9 +25,8 @@ use crate::aws::export::{self, ExportState};
 use crate::aws::views::ViewTableWriter;
 use crate::backfill::aggregate::Cutoff;
 use crate::backfill::scan::ScanWorker;
-use crate::backfill::worker::PreAggregate;
+use crate::backfill::worker::{PreAggregate, PreAggregation};
 use crate::backfill::worker::{Progress, Worker};
-use crate::crd::ProjectionMode;
 use crate::crd::{
     APPROVE_BACKFILL_ANNOTATION, BackfillApproval, BackfillSource, BackfillStatus, EventLog, LiveStatus,
     MaterializedView, ViewPhase, reasons,
@@ -258,6 +257,10 @@ pub(super) async fn reconcile(
         return outcome;
     }
     outcome.record_errors.merge(&live.record_errors);
+    if ctx.config.backfill_jobs.is_some() {
+        // What a backfill Job's pods left out.
+        outcome.record_errors.merge(&record_error_ledger(ctx, table, &projection).await.0);
+    }
     if let Some(e) = &live.failed {
         outcome.skipped = Some(e.clone());
         outcome.live.iter_mut().for_each(|l| l.caught_up = false);
@@ -602,61 +605,77 @@ pub(super) async fn backfill(
                 .to_string();
             let large =
                 |j: &&crate::settings::BackfillJobs| info.item_count.unwrap_or(0).max(0) as u64 > j.min_items;
-            if let Some(jobs) = ctx.config.backfill_jobs.as_ref().filter(large) {
-                let bucket = info.bucket.clone().unwrap_or_else(|| export_spec.bucket.clone());
-                let summary = export::summary_key(&info, &prefix);
-                job_backfill(view, target, ctx, ns, jobs, b.attempt, &bucket, &summary).await
-            } else {
-                let bucket = info.bucket.clone().unwrap_or_else(|| export_spec.bucket.clone());
-                let writer =
-                    ViewTableWriter::for_view(ctx.aws.dynamodb.clone(), table, projection, WRITE_CONCURRENCY)
-                        .with_rate_limit(limit);
-                // A pre-aggregated backfill reads the export once the live path has recorded its band.
-                let partials_prefix = crate::backfill::aggregate::partials_prefix(&prefix, b.attempt);
-                let buckets =
-                    crate::backfill::aggregate::buckets_for(info.item_count.unwrap_or(0).max(0) as u64);
-                let reduced = matches!(
-                    projection.mode(),
-                    ProjectionMode::Min | ProjectionMode::Max | ProjectionMode::Latest
+            let bucket = info.bucket.clone().unwrap_or_else(|| export_spec.bucket.clone());
+            let writer = ViewTableWriter::for_view(ctx.aws.dynamodb.clone(), table, projection, WRITE_CONCURRENCY)
+                .with_rate_limit(limit);
+            // A pre-aggregated backfill reads the export once the live path has recorded its band.
+            let partials_prefix = crate::backfill::aggregate::partials_prefix(&prefix, b.attempt);
+            let buckets = crate::backfill::aggregate::buckets_for(info.item_count.unwrap_or(0).max(0) as u64);
+            let how = PreAggregation::of(projection, live.cutoff.is_some());
+            if how == PreAggregation::Banded
+                && let Some(cutoff) = &live.cutoff
+                && !cutoff.band_closed(live.passed)
+            {
+                return progressing(
+                    ViewPhase::Backfilling,
+                    reasons::BACKFILLING,
+                    format!(
+                        "waiting for the live path to read past the export time plus {}s, so that the records it \
+                         applied itself are known and left out of the export's sums",
+                        crate::backfill::aggregate::BAND_MARGIN_SECONDS
+                    ),
+                    Some(b),
+                    Duration::from_secs(2),
                 );
-                let pre_aggregate = match &live.cutoff {
-                    // Latest, Min and Max are idempotent: combined over the whole export, set once per key.
-                    None if reduced => Some(PreAggregate {
-                        band: Arc::default(),
-                        partials_prefix,
-                        buckets,
-                    }),
-                    None => None,
-                    Some(cutoff) if !cutoff.band_closed(live.passed) => {
+            }
+            let jobs = ctx.config.backfill_jobs.as_ref().filter(large);
+            // The band is read by whoever reads the export: this process, or each of the Job's pods.
+            let band = match (how, jobs) {
+                (PreAggregation::Banded, None) => match writer.load_band(b.attempt).await {
+                    Ok(band) => band,
+                    Err(e) => {
                         return progressing(
                             ViewPhase::Backfilling,
                             reasons::BACKFILLING,
-                            format!(
-                                "waiting for the live path to read past the export time plus {}s, so that the \
-                                 records it applied itself are known and left out of the export's sums",
-                                crate::backfill::aggregate::BAND_MARGIN_SECONDS
-                            ),
+                            format!("reading the live path's band: {e}"),
                             Some(b),
-                            Duration::from_secs(2),
+                            Duration::from_secs(5),
                         );
                     }
-                    Some(cutoff) => match writer.load_band(cutoff.attempt).await {
-                        Ok(band) => Some(PreAggregate {
-                            band: Arc::new(band),
-                            partials_prefix,
-                            buckets,
-                        }),
-                        Err(e) => {
-                            return progressing(
-                                ViewPhase::Backfilling,
-                                reasons::BACKFILLING,
-                                format!("reading the live path's band: {e}"),
-                                Some(b),
-                                Duration::from_secs(5),
-                            );
-                        }
-                    },
+                },
+                _ => Default::default(),
+            };
+            let pre_aggregate = (how != PreAggregation::PerRecord).then(|| PreAggregate {
+                band: Arc::new(band),
+                partials_prefix,
+                buckets,
+            });
+            if let Some(jobs) = jobs {
+                let summary = export::summary_key(&info, &prefix);
+                let ledger = writer.clone();
+                let fold = pre_aggregate.map(|pre_aggregate| Worker {
+                    s3: ctx.aws.s3.clone(),
+                    bucket: bucket.clone(),
+                    summary_key: summary.clone(),
+                    projection: projection.clone(),
+                    writer,
+                    checkpoints: (),
+                    parallelism: 1,
+                    share: (0, 1),
+                    progress: Arc::new(Mutex::new(Progress::default())),
+                    pre_aggregate: Some(pre_aggregate),
+                });
+                let job = JobBackfill {
+                    jobs,
+                    attempt: b.attempt,
+                    bucket: &bucket,
+                    summary_key: &summary,
+                    pre_aggregation: how,
+                    fold: fold.map(|w| (w, format!("{fingerprint}/fold"))),
+                    ledger,
                 };
+                job_backfill(view, target, ctx, ns, job).await
+            } else {
                 let worker = Worker {
                     s3: ctx.aws.s3.clone(),
                     bucket,
@@ -840,23 +859,102 @@ pub(super) async fn lambda_view(
         };
         outcome.requeue = ctx.config.resync;
     }
+    // What the projector function left out, or the record it stops at (spec.projection.onRecordError).
+    if view.spec.projector.code.is_none()
+        && let Ok(projection) = ProjectionConfig::from_spec(&view.name_any(), &view.spec, &log.spec, key_prefix)
+    {
+        let fingerprint =
+            crate::lambda::projector::ProjectorConfig::for_view(&view.name_any(), &view.spec, &log.spec, table, key_prefix)
+                .map(|c| c.fingerprint())
+                .unwrap_or_default();
+        let (errors, failing) = record_error_ledger(ctx, table, &projection).await;
+        outcome.record_errors.merge(&errors);
+        if let Some(message) = failing.and_then(|(m, noted)| current_failure(&noted, &fingerprint).then_some(m))
+            && !matches!(outcome.health, Health::Stalled { .. })
+        {
+            outcome.live.iter_mut().for_each(|l| l.caught_up = false);
+            return stalled_with(
+                outcome,
+                reasons::RECORD_ERROR,
+                format!(
+                    "the projector function stops at a record it cannot apply (spec.projection.onRecordError is \
+                     Fail; its event source mapping retries it until the record leaves the stream): {message}"
+                ),
+            );
+        }
+    }
     outcome
+}
+
+/// How long a record error noted by a failing projector function counts as current without being noted
+/// again, in seconds: the event source mapping retries the failing batch (with backoff) for as long as
+/// the record is in the stream, noting it at every attempt.
+const FAILING_FRESH_SECONDS: u64 = 900;
+
+/// Whether `noted` (`<fingerprint>@<epoch seconds>`, see `DynamoViewStore::record_error`) is a failure of
+/// the projector configured as `fingerprint`, noted within [`FAILING_FRESH_SECONDS`].
+fn current_failure(noted: &str, fingerprint: &str) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match noted.split_once('@') {
+        Some((f, at)) => {
+            f == fingerprint && at.parse::<u64>().is_ok_and(|at| now.saturating_sub(at) <= FAILING_FRESH_SECONDS)
+        }
+        None => false,
+    }
+}
+
+/// The view's record-error ledger (what its projector function or a backfill Job's pods left out); empty
+/// when it cannot be read (logged: the next reconcile reads it again).
+async fn record_error_ledger(
+    ctx: &Context,
+    table: &str,
+    projection: &ProjectionConfig,
+) -> (RecordErrors, Option<(String, String)>) {
+    let writer = ViewTableWriter::for_view(ctx.aws.dynamodb.clone(), table, projection, 1);
+    match writer.record_error_ledger().await {
+        Ok(ledger) => ledger,
+        Err(e) => {
+            tracing::warn!(view = projection.view_name(), error = %e, "could not read the view's record-error ledger");
+            Default::default()
+        }
+    }
+}
+
+/// What [`job_backfill`] is given.
+struct JobBackfill<'a> {
+    jobs: &'a crate::settings::BackfillJobs,
+    attempt: i64,
+    bucket: &'a str,
+    summary_key: &'a str,
+    /// How the Job's pods combine records (they write partials unless `PerRecord`).
+    pre_aggregation: PreAggregation,
+    /// The fold of the pods' partials once every file is done, and its run's fingerprint.
+    fold: Option<(Worker<()>, String)>,
+    /// The view's writer, to read its record-error ledger.
+    ledger: ViewTableWriter,
 }
 
 /// A large export's backfill as an Indexed Job of the operator's image (see `crate::plan::job`): creates the
 /// Job once, and reads progress and completion from the view's backfill checkpoint, which the Job's pods
 /// write. The Job is deleted once every data file is done.
-#[allow(clippy::too_many_arguments)]
 async fn job_backfill(
     view: &MaterializedView,
     target: &Target,
     ctx: &Context,
     ns: &str,
-    jobs: &crate::settings::BackfillJobs,
-    attempt: i64,
-    bucket: &str,
-    summary_key: &str,
+    job: JobBackfill<'_>,
 ) -> BackfillRun {
+    let JobBackfill {
+        jobs,
+        attempt,
+        bucket,
+        summary_key,
+        pre_aggregation,
+        fold,
+        ledger,
+    } = job;
     use k8s_openapi::api::batch::v1::Job;
     use kube::Api;
     use kube::api::{DeleteParams, PostParams, PropagationPolicy};
@@ -884,6 +982,7 @@ async fn job_backfill(
         version: target.version,
         attempt,
         workers,
+        pre_aggregation,
         env,
     };
     // The manifests first: pods started before the export's files are readable would only fail.
@@ -913,10 +1012,13 @@ async fn job_backfill(
         .and_then(|s| s.conditions.as_ref())
         .and_then(|c| c.iter().find(|c| c.type_ == "Failed" && c.status == "True"));
     if let Some(condition) = failed {
+        // Why: a pod notes the error that stopped it in the view's record-error ledger.
+        let why = ledger.record_error_ledger().await.ok().and_then(|l| l.1);
+        let why = why.map(|(m, _)| format!(" ({m})")).unwrap_or_default();
         return failure(
             format!(
-                "backfill Job {}/{job_name} failed: {}; see `kubectl -n {} logs job/{job_name}`, fix the cause and \
-                 delete the Job to run it again",
+                "backfill Job {}/{job_name} failed: {}{why}; see `kubectl -n {} logs job/{job_name}`, fix the \
+                 cause and delete the Job to run it again",
                 spec.namespace,
                 condition.message.clone().unwrap_or_default(),
                 spec.namespace
@@ -954,6 +1056,39 @@ async fn job_backfill(
             outcome: None,
         };
     }
+    // Every share wrote its partials: fold them, once, here (idempotent if the operator restarts).
+    let mut record_errors = RecordErrors::default();
+    if let Some((worker, fingerprint)) = fold {
+        let key = target.key.clone();
+        let tracked = worker.progress.clone();
+        let run = ctx.runtime.backfill(&key, &fingerprint, |run| {
+            let work = async move {
+                worker.fold(attempt).await?;
+                Ok(worker.progress.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            };
+            tokio::spawn(async move { track(tracked, work, run).await })
+        });
+        match run.outcome {
+            None => {
+                return BackfillRun {
+                    progress,
+                    outcome: None,
+                };
+            }
+            Some(Err(e)) => {
+                // The caller forgets the run, so the next pass folds again.
+                return BackfillRun {
+                    progress,
+                    outcome: Some(Err(e)),
+                };
+            }
+            Some(Ok(())) => record_errors = run.progress.record_errors,
+        }
+    }
+    let progress = Progress {
+        record_errors,
+        ..progress
+    };
     let background = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),
         ..DeleteParams::default()

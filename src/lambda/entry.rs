@@ -78,6 +78,7 @@ pub async fn run() -> Result<(), Error> {
                 aws_sdk_dynamodb::Client::new(&shared),
                 settings.table.clone(),
                 &compiled,
+                settings.fingerprint(),
             ));
             lambda_runtime::run(service_fn(move |event: LambdaEvent<ProjectorEvent>| {
                 let (compiled, store) = (compiled.clone(), store.clone());

@@ -115,6 +115,19 @@ impl ProjectorConfig {
         serde_json::to_string(self)
     }
 
+    /// A digest of the configuration (16 hex digits): the operator compares it with the one a failing
+    /// projector noted, so a record error under `onRecordError: Fail` is reported only while the
+    /// projection that fails on it is deployed.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let json = self.to_env_value().unwrap_or_default();
+        Sha256::digest(json.as_bytes())
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Reads and checks the configuration from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(super::process_env)
@@ -194,6 +207,15 @@ pub enum StoreError {
 /// not an error.
 pub trait ViewStore {
     fn apply(&self, write: ViewWrite) -> impl Future<Output = Result<Applied, StoreError>> + Send;
+
+    /// Notes a record error for the operator to report (`status.recordErrors`, or with `failing` the
+    /// view's `Failed` condition): the DynamoDB store writes the view's record-error ledger
+    /// ([`crate::projection::dynamo::record_errors_key`]). Best effort: the record's own outcome does not
+    /// depend on it. The reference store keeps nothing.
+    fn record_error(&self, message: &str, failing: bool) -> impl Future<Output = ()> + Send {
+        let _ = (message, failing);
+        std::future::ready(())
+    }
 }
 
 /// The reference store: [`MemoryStore`] behind a lock. Its errors (what DynamoDB would reject with a
@@ -347,6 +369,27 @@ pub async fn handle_sns<S: ViewStore>(
     }
 }
 
+/// A record error's message for `status.recordErrors`: the record's log keys (and stream sequence
+/// number), then `reason`.
+fn record_error(record: &StreamRecord, reason: &str) -> String {
+    let keys: Vec<String> = record
+        .dynamodb
+        .keys
+        .iter()
+        .map(|(name, value)| match value {
+            crate::projection::Value::S(text) => format!("{name}={text:?}"),
+            crate::projection::Value::N(n) => format!("{name}={n}"),
+            other => format!("{name}={other:?}"),
+        })
+        .collect();
+    format!(
+        "log record {{{}}} (stream sequence number {}): {reason}; leave such records out with \
+         spec.projection.filter, or change the projection",
+        keys.join(", "),
+        record.dynamodb.sequence_number
+    )
+}
+
 /// Projects and applies one stream record. `Err` (the reason) for a retryable store error, or a record
 /// error under `onRecordError: Fail` (the batch then reports it as failed, from it on); every
 /// other outcome is counted in `stats`.
@@ -380,10 +423,12 @@ async fn project_record<S: ViewStore>(
         }
         Err(e) if config.on_record_error() == RecordErrorPolicy::Fail => {
             error!(view, sequence_number = %sequence, category = e.category(), "stopping at a record (onRecordError Fail): {e}");
+            store.record_error(&record_error(record, &e.to_string()), true).await;
             return Err(format!("record error (spec.projection.onRecordError Fail): {e}"));
         }
         Err(e) => {
             error!(view, sequence_number = %sequence, category = e.category(), "skipping a record: {e}");
+            store.record_error(&record_error(record, &e.to_string()), false).await;
             stats.rejected += 1;
             return Ok(());
         }
@@ -393,12 +438,14 @@ async fn project_record<S: ViewStore>(
         Ok(Applied::ConditionFailed) => stats.unchanged += 1,
         Err(StoreError::Permanent(reason)) if config.on_record_error() == RecordErrorPolicy::Fail => {
             error!(view, sequence_number = %sequence, "stopping at a record whose view write is rejected (onRecordError Fail): {reason}");
+            store.record_error(&record_error(record, &reason), true).await;
             return Err(format!(
                 "record error (spec.projection.onRecordError Fail): {reason}"
             ));
         }
         Err(StoreError::Permanent(reason)) => {
             error!(view, sequence_number = %sequence, "skipping a record whose view write is rejected: {reason}");
+            store.record_error(&record_error(record, &reason), false).await;
             stats.rejected += 1;
         }
         Err(StoreError::Retryable(reason)) => return Err(format!("view write failed: {reason}")),

@@ -191,17 +191,22 @@ impl Publisher for SnsPublisher {
 #[derive(Debug, Clone)]
 pub struct DynamoViewStore {
     writer: ViewTableWriter,
+    /// [`super::projector::ProjectorConfig::fingerprint`] of the function's configuration, written with a
+    /// record the view stops at, so the operator reports it only while that projection is deployed.
+    fingerprint: String,
 }
 
 impl DynamoViewStore {
-    /// The store of `view` in `table`.
+    /// The store of `view` in `table`, for the projector configured as `fingerprint`.
     pub fn new(
         client: aws_sdk_dynamodb::Client,
         table: impl Into<String>,
         view: &crate::projection::ProjectionConfig,
+        fingerprint: impl Into<String>,
     ) -> Self {
         DynamoViewStore {
             writer: ViewTableWriter::for_view(client, table, view, 1),
+            fingerprint: fingerprint.into(),
         }
     }
 }
@@ -219,6 +224,18 @@ impl ViewStore for DynamoViewStore {
             Ok(_) => Ok(Applied::Written),
             Err(e) if e.retryable => Err(StoreError::Retryable(e.to_string())),
             Err(e) => Err(StoreError::Permanent(e.to_string())),
+        }
+    }
+
+    async fn record_error(&self, message: &str, failing: bool) {
+        let failing = failing.then(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            format!("{}@{now}", self.fingerprint)
+        });
+        if let Err(e) = self.writer.note_record_error(message, failing.as_deref()).await {
+            tracing::warn!(error = %e, "could not note the record error for the operator; it is in this log only");
         }
     }
 }

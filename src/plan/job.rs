@@ -22,6 +22,8 @@ pub struct BackfillJob {
     pub attempt: i64,
     /// Indexes (pods), from `spec.backfill.parallelism`.
     pub workers: i32,
+    /// How the pods combine records before writing (the operator folds their partials at the end).
+    pub pre_aggregation: crate::backfill::worker::PreAggregation,
     /// Environment passed on from the operator (AWS region, endpoint, S3 addressing).
     pub env: Vec<(String, String)>,
 }
@@ -86,6 +88,7 @@ pub fn backfill_job(spec: &BackfillJob) -> Job {
                             "--version", spec.version.to_string(),
                             "--attempt", spec.attempt.to_string(),
                             "--workers", spec.workers.to_string(),
+                            "--pre-aggregation", spec.pre_aggregation.as_str(),
                         ],
                         "env": env,
                         "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
@@ -116,6 +119,7 @@ mod tests {
             version: 1,
             attempt: 2,
             workers: 4,
+            pre_aggregation: crate::backfill::worker::PreAggregation::Banded,
             env: vec![("AWS_REGION".into(), "eu-west-1".into())],
         }
     }

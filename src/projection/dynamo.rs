@@ -73,6 +73,20 @@ pub fn band_key(key_prefix: &str, view: &str, attempt: i64, record: &RecordId) -
     ])
 }
 
+/// The key of view `view`'s record-error ledger: what processes other than the operator (the view's
+/// projector function, a backfill Job's pods) left out under `onRecordError`, for the operator to report
+/// in `status.recordErrors`. `pk = <key_prefix>~applied#errors#<view>`, `sk = ~` (a view name is a DNS
+/// label, without `#`, so no marker or band key is the same).
+pub fn record_errors_key(key_prefix: &str, view: &str) -> Item {
+    Item::from([
+        (
+            "pk".to_string(),
+            Value::S(format!("{key_prefix}{MARKER_INFIX}errors#{view}")),
+        ),
+        ("sk".to_string(), Value::S(MARKER_SK.to_string())),
+    ])
+}
+
 /// The key of the idempotency marker of `record` in view `view` (its name: a DNS label) whose key
 /// prefix is `key_prefix`: `pk = <key_prefix>~applied#<view>/<digest>`, `sk = ~`. One item per record and
 /// view (version): a record counts once in a view for the view's whole life, whichever path (backfill,

@@ -13,7 +13,7 @@ use super::checkpoints::{self, ConfigMapCheckpoint};
 use crate::aws::Aws;
 use crate::aws::export::{describe_export, summary_key};
 use crate::aws::views::ViewTableWriter;
-use crate::backfill::worker::{Progress, Worker};
+use crate::backfill::worker::{PreAggregate, PreAggregation, Progress, Worker};
 use crate::crd::{EventLog, MaterializedView};
 use crate::metrics::Metrics;
 use crate::projection::ProjectionConfig;
@@ -28,6 +28,8 @@ pub struct JobShare {
     pub attempt: i64,
     pub workers: usize,
     pub index: usize,
+    /// How records are combined before writing ([`PreAggregation`]).
+    pub pre_aggregation: PreAggregation,
 }
 
 /// Projects this index's share of the view's export; `Err` says what failed and whether the Job should
@@ -110,12 +112,28 @@ pub async fn run(share: &JobShare) -> Result<Progress, (String, bool)> {
     )
     .await
     .map_err(|e| (e.to_string(), e.retryable))?;
+    let writer = ViewTableWriter::for_view(aws.dynamodb.clone(), table, &projection, 16).with_rate_limit(limit);
+    // Pre-aggregated: this share's partials go to S3 beside the export, and the operator folds them once
+    // every share is done. The operator created the Job only once the live path's band was complete.
+    let pre_aggregate = match share.pre_aggregation {
+        PreAggregation::PerRecord => None,
+        how => Some(PreAggregate {
+            band: Arc::new(match how {
+                PreAggregation::Banded => writer
+                    .load_band(share.attempt)
+                    .await
+                    .map_err(|e| (e.to_string(), e.retryable))?,
+                _ => Default::default(),
+            }),
+            partials_prefix: crate::backfill::aggregate::partials_prefix(&prefix, share.attempt),
+            buckets: crate::backfill::aggregate::buckets_for(export.item_count.unwrap_or(0).max(0) as u64),
+        }),
+    };
     let worker = Worker {
         s3: aws.s3.clone(),
         bucket,
         summary_key: summary_key(&export, &prefix),
-        writer: ViewTableWriter::for_view(aws.dynamodb.clone(), table, &projection, 16)
-            .with_rate_limit(limit),
+        writer,
         projection: Arc::new(projection),
         checkpoints: ConfigMapCheckpoint::new(
             client,
@@ -129,9 +147,31 @@ pub async fn run(share: &JobShare) -> Result<Progress, (String, bool)> {
         parallelism: 2,
         share: (share.index, share.workers.max(1)),
         progress: Arc::new(Mutex::new(Progress::default())),
-        // A Job's pods write each Count/Sum record with its marker, as the live path does: exact without a
-        // fold (pre-aggregation is for backfills the operator runs itself).
-        pre_aggregate: None,
+        pre_aggregate,
     };
-    worker.run().await.map_err(|e| (e.to_string(), e.retryable()))
+    let result = worker.run().await;
+    // What this share left out (or the record it stops at), for the operator's status.recordErrors.
+    let errors = worker
+        .progress
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .record_errors
+        .clone();
+    let noted = match &result {
+        // Permanent: the Job fails and the operator reports why (the Job's own condition does not say).
+        Err(e) if !e.retryable() => {
+            let failing = format!("job@{}", share.index);
+            worker.writer.note_record_errors(1, &[e.to_string()], Some(&failing)).await
+        }
+        _ if errors.count > 0 => {
+            let messages: Vec<String> = errors.last.iter().cloned().collect();
+            worker.writer.note_record_errors(errors.count, &messages, None).await
+        }
+        _ => Ok(()),
+    };
+    if let Err(e) = noted {
+        // The share is done (or failed) regardless; a retry of the index re-reads only unfinished files.
+        tracing::warn!(error = %e, "could not note this share's record errors for the operator");
+    }
+    result.map_err(|e| (e.to_string(), e.retryable()))
 }
