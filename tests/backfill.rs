@@ -473,11 +473,17 @@ async fn a_large_export_is_backfilled_by_an_indexed_job_of_the_operators_image()
     let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &ns);
     let profiles_job = kappa_operator::plan::job::job_name(&ns, "profiles", 1);
     let args = run_job(&jobs, &profiles_job, image).await;
-    assert!(args.windows(2).any(|a| a == ["--pre-aggregation", "reduced"]), "{args:?}");
+    assert!(
+        args.windows(2).any(|a| a == ["--pre-aggregation", "reduced"]),
+        "{args:?}"
+    );
     // The Sum view's Job starts once the live path has read past the export time plus the band margin.
     let points_job = kappa_operator::plan::job::job_name(&ns, "points", 1);
     let args = run_job(&jobs, &points_job, image).await;
-    assert!(args.windows(2).any(|a| a == ["--pre-aggregation", "banded"]), "{args:?}");
+    assert!(
+        args.windows(2).any(|a| a == ["--pre-aggregation", "banded"]),
+        "{args:?}"
+    );
 
     let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
     for name in ["profiles", "points"] {
@@ -503,7 +509,10 @@ async fn a_large_export_is_backfilled_by_an_indexed_job_of_the_operators_image()
         if name == "points" {
             // Folded per player: no idempotency marker per backfilled record.
             let markers = items_with(&ddb, &table, "~applied#points/").await;
-            assert_eq!(markers, 0, "the Job's pods wrote partials, not a marker per record");
+            assert_eq!(
+                markers, 0,
+                "the Job's pods wrote partials, not a marker per record"
+            );
         }
     }
     common::eventually(Duration::from_secs(30), "the finished Jobs deleted", || async {

@@ -612,8 +612,13 @@ impl ViewTableWriter {
             .map(|m| AttributeValue::S(cut(m)))
             .collect();
         let message = messages.last().map(cut).unwrap_or_default();
-        let key = crate::projection::item_to_dynamodb(dynamo::record_errors_key(&self.key_prefix, &self.view));
-        let update = self.client.update_item().table_name(&self.table).set_key(Some(key.clone()));
+        let key =
+            crate::projection::item_to_dynamodb(dynamo::record_errors_key(&self.key_prefix, &self.view));
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key.clone()));
         let update = match failing {
             None => update
                 .update_expression("ADD #n :one SET #l = list_append(if_not_exists(#l, :empty), :m)")
@@ -660,7 +665,8 @@ impl ViewTableWriter {
     pub async fn record_error_ledger(
         &self,
     ) -> Result<(crate::projection::RecordErrors, Option<(String, String)>), AwsError> {
-        let key = crate::projection::item_to_dynamodb(dynamo::record_errors_key(&self.key_prefix, &self.view));
+        let key =
+            crate::projection::item_to_dynamodb(dynamo::record_errors_key(&self.key_prefix, &self.view));
         let out = self
             .client
             .get_item()

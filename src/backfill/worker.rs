@@ -153,10 +153,14 @@ impl PreAggregation {
 impl std::str::FromStr for PreAggregation {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        [PreAggregation::PerRecord, PreAggregation::Reduced, PreAggregation::Banded]
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| format!("unknown pre-aggregation {s:?}: per-record, reduced or banded"))
+        [
+            PreAggregation::PerRecord,
+            PreAggregation::Reduced,
+            PreAggregation::Banded,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+        .ok_or_else(|| format!("unknown pre-aggregation {s:?}: per-record, reduced or banded"))
     }
 }
 

@@ -259,7 +259,9 @@ pub(super) async fn reconcile(
     outcome.record_errors.merge(&live.record_errors);
     if ctx.config.backfill_jobs.is_some() {
         // What a backfill Job's pods left out.
-        outcome.record_errors.merge(&record_error_ledger(ctx, table, &projection).await.0);
+        outcome
+            .record_errors
+            .merge(&record_error_ledger(ctx, table, &projection).await.0);
     }
     if let Some(e) = &live.failed {
         outcome.skipped = Some(e.clone());
@@ -606,8 +608,9 @@ pub(super) async fn backfill(
             let large =
                 |j: &&crate::settings::BackfillJobs| info.item_count.unwrap_or(0).max(0) as u64 > j.min_items;
             let bucket = info.bucket.clone().unwrap_or_else(|| export_spec.bucket.clone());
-            let writer = ViewTableWriter::for_view(ctx.aws.dynamodb.clone(), table, projection, WRITE_CONCURRENCY)
-                .with_rate_limit(limit);
+            let writer =
+                ViewTableWriter::for_view(ctx.aws.dynamodb.clone(), table, projection, WRITE_CONCURRENCY)
+                    .with_rate_limit(limit);
             // A pre-aggregated backfill reads the export once the live path has recorded its band.
             let partials_prefix = crate::backfill::aggregate::partials_prefix(&prefix, b.attempt);
             let buckets = crate::backfill::aggregate::buckets_for(info.item_count.unwrap_or(0).max(0) as u64);
@@ -861,15 +864,22 @@ pub(super) async fn lambda_view(
     }
     // What the projector function left out, or the record it stops at (spec.projection.onRecordError).
     if view.spec.projector.code.is_none()
-        && let Ok(projection) = ProjectionConfig::from_spec(&view.name_any(), &view.spec, &log.spec, key_prefix)
+        && let Ok(projection) =
+            ProjectionConfig::from_spec(&view.name_any(), &view.spec, &log.spec, key_prefix)
     {
-        let fingerprint =
-            crate::lambda::projector::ProjectorConfig::for_view(&view.name_any(), &view.spec, &log.spec, table, key_prefix)
-                .map(|c| c.fingerprint())
-                .unwrap_or_default();
+        let fingerprint = crate::lambda::projector::ProjectorConfig::for_view(
+            &view.name_any(),
+            &view.spec,
+            &log.spec,
+            table,
+            key_prefix,
+        )
+        .map(|c| c.fingerprint())
+        .unwrap_or_default();
         let (errors, failing) = record_error_ledger(ctx, table, &projection).await;
         outcome.record_errors.merge(&errors);
-        if let Some(message) = failing.and_then(|(m, noted)| current_failure(&noted, &fingerprint).then_some(m))
+        if let Some(message) =
+            failing.and_then(|(m, noted)| current_failure(&noted, &fingerprint).then_some(m))
             && !matches!(outcome.health, Health::Stalled { .. })
         {
             outcome.live.iter_mut().for_each(|l| l.caught_up = false);
@@ -899,7 +909,10 @@ fn current_failure(noted: &str, fingerprint: &str) -> bool {
         .map_or(0, |d| d.as_secs());
     match noted.split_once('@') {
         Some((f, at)) => {
-            f == fingerprint && at.parse::<u64>().is_ok_and(|at| now.saturating_sub(at) <= FAILING_FRESH_SECONDS)
+            f == fingerprint
+                && at
+                    .parse::<u64>()
+                    .is_ok_and(|at| now.saturating_sub(at) <= FAILING_FRESH_SECONDS)
         }
         None => false,
     }
@@ -1196,6 +1209,25 @@ async fn track(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_projector_counts_only_for_its_own_fingerprint_and_while_it_keeps_failing() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(current_failure(&format!("abc@{now}"), "abc"));
+        assert!(
+            !current_failure(&format!("abc@{now}"), "def"),
+            "another projection is deployed"
+        );
+        assert!(
+            !current_failure(&format!("abc@{}", now - FAILING_FRESH_SECONDS - 1), "abc"),
+            "not noted again: the record passed (or left the stream)"
+        );
+        assert!(!current_failure("job@0", "abc"));
+        assert!(!current_failure("garbage", "abc"));
+    }
 
     #[test]
     fn progress_shows_percent_rate_and_eta() {

@@ -423,12 +423,16 @@ async fn project_record<S: ViewStore>(
         }
         Err(e) if config.on_record_error() == RecordErrorPolicy::Fail => {
             error!(view, sequence_number = %sequence, category = e.category(), "stopping at a record (onRecordError Fail): {e}");
-            store.record_error(&record_error(record, &e.to_string()), true).await;
+            store
+                .record_error(&record_error(record, &e.to_string()), true)
+                .await;
             return Err(format!("record error (spec.projection.onRecordError Fail): {e}"));
         }
         Err(e) => {
             error!(view, sequence_number = %sequence, category = e.category(), "skipping a record: {e}");
-            store.record_error(&record_error(record, &e.to_string()), false).await;
+            store
+                .record_error(&record_error(record, &e.to_string()), false)
+                .await;
             stats.rejected += 1;
             return Ok(());
         }

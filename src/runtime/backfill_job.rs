@@ -112,7 +112,8 @@ pub async fn run(share: &JobShare) -> Result<Progress, (String, bool)> {
     )
     .await
     .map_err(|e| (e.to_string(), e.retryable))?;
-    let writer = ViewTableWriter::for_view(aws.dynamodb.clone(), table, &projection, 16).with_rate_limit(limit);
+    let writer =
+        ViewTableWriter::for_view(aws.dynamodb.clone(), table, &projection, 16).with_rate_limit(limit);
     // Pre-aggregated: this share's partials go to S3 beside the export, and the operator folds them once
     // every share is done. The operator created the Job only once the live path's band was complete.
     let pre_aggregate = match share.pre_aggregation {
@@ -161,11 +162,17 @@ pub async fn run(share: &JobShare) -> Result<Progress, (String, bool)> {
         // Permanent: the Job fails and the operator reports why (the Job's own condition does not say).
         Err(e) if !e.retryable() => {
             let failing = format!("job@{}", share.index);
-            worker.writer.note_record_errors(1, &[e.to_string()], Some(&failing)).await
+            worker
+                .writer
+                .note_record_errors(1, &[e.to_string()], Some(&failing))
+                .await
         }
         _ if errors.count > 0 => {
             let messages: Vec<String> = errors.last.iter().cloned().collect();
-            worker.writer.note_record_errors(errors.count, &messages, None).await
+            worker
+                .writer
+                .note_record_errors(errors.count, &messages, None)
+                .await
         }
         _ => Ok(()),
     };
