@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use futures::StreamExt as _;
 use kappa_operator::aws::views::ViewTableWriter;
 use kappa_operator::backfill::worker::{PreAggregate, Progress, Worker};
 use kappa_operator::crd::{EventLogSpec, MaterializedViewSpec};
@@ -71,6 +72,53 @@ fn count_write(i: usize) -> ViewWrite {
     }
 }
 
+/// Lays down what the writer leaves after `history` `Count` records of the hot key ([`count_write`]): one
+/// idempotency marker per record and the aggregate, written directly with `BatchWriteItem` (25 items a
+/// request), as applying them one transaction at a time would take the local API too long at 100,000.
+async fn seed(ddb: &aws_sdk_dynamodb::Client, table: &str, history: usize) {
+    use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+    use kappa_operator::projection::{dynamo, item_to_dynamodb};
+    let markers: Vec<WriteRequest> = (0..history)
+        .map(|i| {
+            let ViewWrite::Add { record, .. } = count_write(i) else {
+                unreachable!()
+            };
+            let item = item_to_dynamodb(dynamo::marker_key("b#", "", &record));
+            WriteRequest::builder()
+                .put_request(PutRequest::builder().set_item(Some(item)).build().unwrap())
+                .build()
+        })
+        .collect();
+    let chunks: Vec<Vec<WriteRequest>> = markers.chunks(25).map(|c| c.to_vec()).collect();
+    let mut pending = futures::stream::iter(chunks.into_iter().map(|mut chunk| async move {
+        while !chunk.is_empty() {
+            let out = ddb
+                .batch_write_item()
+                .request_items(table, chunk)
+                .send()
+                .await
+                .expect("seeding the history");
+            chunk = out
+                .unprocessed_items
+                .and_then(|mut u| u.remove(table))
+                .unwrap_or_default();
+        }
+    }))
+    .buffer_unordered(8);
+    while futures::StreamExt::next(&mut pending).await.is_some() {}
+    ddb.put_item()
+        .table_name(table)
+        .item("pk", aws_sdk_dynamodb::types::AttributeValue::S("b#HOT".into()))
+        .item("sk", aws_sdk_dynamodb::types::AttributeValue::S("TOTAL".into()))
+        .item(
+            "count",
+            aws_sdk_dynamodb::types::AttributeValue::N(history.to_string()),
+        )
+        .send()
+        .await
+        .expect("seeding the aggregate");
+}
+
 async fn live_cost(ddb: &aws_sdk_dynamodb::Client) {
     let histories: &[usize] = if smoke() {
         &[10, 1_000]
@@ -86,10 +134,7 @@ async fn live_cost(ddb: &aws_sdk_dynamodb::Client) {
         let name = format!("bench-live-{history}-{}", std::process::id());
         table(ddb, &name).await;
         let writer = ViewTableWriter::new(ddb.clone(), &name, "b#", 8);
-        let seed: Vec<ViewWrite> = (0..history).map(count_write).collect();
-        for chunk in seed.chunks(5_000) {
-            writer.apply(chunk.to_vec()).await.expect("seeding the history");
-        }
+        seed(ddb, &name, history).await;
         let new = 200;
         let (mut units, mut requests) = (0, 0);
         for batch in (history..history + new).collect::<Vec<_>>().chunks(10) {
@@ -100,6 +145,18 @@ async fn live_cost(ddb: &aws_sdk_dynamodb::Client) {
             units += stats.write_units;
             requests += stats.requests;
         }
+        let total = ddb
+            .get_item()
+            .table_name(&name)
+            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("b#HOT".into()))
+            .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("TOTAL".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("reading the aggregate")
+            .item
+            .and_then(|i| i.get("count").and_then(|c| c.as_n().ok().cloned()));
+        assert_eq!(total, Some((history + new).to_string()), "the count stays exact");
         let per = units as f64 / new as f64;
         println!(
             "{history:>10}  {per:>12.2}  {:>14.2}  {:>10}  {:>12.2}",

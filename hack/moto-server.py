@@ -22,7 +22,10 @@ And two DynamoDB departures from AWS that would otherwise decide the operator's 
   served one at a time.
 - ExportTableToPointInTime: moto reads the table in a thread while writes go on (not a snapshot) and
   reports no ExportTime. Here the items are copied when the export is requested, and ExportTime is that
-  moment, as AWS's point-in-time export guarantees.
+  moment, as AWS's point-in-time export guarantees. And moto reports the export COMPLETED before its files
+  are in AWS's layout (the export shim writes them afterwards), while AWS writes the manifests before it
+  reports COMPLETED: here DescribeExport reports IN_PROGRESS until the export's manifest-summary.json is in
+  S3 (for every caller but the shim itself, which signs with the access key `export-shim`).
 
 Takes moto_server's arguments (`-H 127.0.0.1 -p PORT`). Run by `hack/stack.sh up` with the stack's venv
 python; not part of the product.
@@ -243,6 +246,40 @@ original_backup = TableExport._backup_to_s3_file
 TableExport.__init__ = export_init
 TableExport._backup_to_s3_file = export_backup
 TableExport.response = export_response
+
+
+
+def laid_out(export):
+    """Whether the export's AWS-layout manifest-summary.json is in the emulator's S3."""
+    from moto.s3.models import s3_backends
+
+    export_id = export.arn.rsplit("/", 1)[-1]
+    prefix = (export.s3_prefix or "").strip("/")
+    key = f"{prefix}/AWSDynamoDB/{export_id}/manifest-summary.json".lstrip("/")
+    try:
+        backend = s3_backends[export.account_id][export.partition]
+        return backend.get_bucket(export.s3_bucket).keys.get(key) is not None
+    except Exception:  # the bucket is gone: the export can never be laid out
+        return False
+
+
+def describe_export(self):
+    out = original_describe_export(self)
+    if "Credential=export-shim/" in self.headers.get("Authorization", ""):
+        return out
+    export = self.dynamodb_backend.describe_export(self.body["ExportArn"])
+    if export.status == "COMPLETED" and not laid_out(export):
+        description = export.response()
+        description["ExportStatus"] = "IN_PROGRESS"
+        description.pop("EndTime", None)
+        from moto.core.responses import ActionResult
+
+        return ActionResult({"ExportDescription": description})
+    return out
+
+
+original_describe_export = DynamoHandler.describe_export
+DynamoHandler.describe_export = describe_export
 
 if __name__ == "__main__":
     main()

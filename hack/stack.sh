@@ -244,8 +244,9 @@ EOF
   # shellcheck disable=SC1091
   (. "$STACK/env" && wait_for moto 60 aws dynamodb list-tables)
   # moto completes exports but not in AWS's layout: the shim writes AWS's manifests and data files.
+  # It signs as `export-shim`: the emulator reports exports COMPLETED only to it until they are laid out.
   # shellcheck disable=SC1091
-  (. "$STACK/env" && start export-shim "$VENV/bin/python" "$REPO/hack/moto-export-shim.py")
+  (. "$STACK/env" && AWS_ACCESS_KEY_ID=export-shim start export-shim "$VENV/bin/python" "$REPO/hack/moto-export-shim.py")
   say "up: kube-apiserver $KUBE_VERSION on https://127.0.0.1:$API_PORT, AWS API on http://127.0.0.1:$MOTO_PORT"
   say "use it with: source $STACK/env"
   cat "$STACK/env"

@@ -27,6 +27,6 @@ hack/tools.sh install
 echo "[test] cargo fmt --check"
 cargo fmt --all -- --check
 echo "[test] cargo clippy -D warnings"
-cargo clippy --all-targets --quiet -- -D warnings
-echo "[test] cargo test"
-cargo test --all-targets --no-fail-fast
+cargo clippy --all-targets --features failpoints --quiet -- -D warnings
+echo "[test] cargo test (with the crash points compiled in)"
+cargo test --all-targets --features failpoints --no-fail-fast

@@ -18,3 +18,43 @@ pub mod push;
 pub mod runtime;
 pub mod settings;
 pub mod telemetry;
+
+/// Crash points for the crash-consistency tests (`tests/crash_points.rs`): built with the `failpoints`
+/// feature (as `make test` builds), `FAILPOINTS=<name>=return` makes the operator exit at once, with code
+/// [`CRASH_EXIT_CODE`] and no cleanup, as a SIGKILL would, when it reaches the point `<name>`; otherwise
+/// nothing is compiled in. The points sit at the step boundaries of a view's lifecycle (see
+/// [`CRASH_POINTS`]). Uses the `fail` crate (tikv/fail-rs).
+#[macro_export]
+macro_rules! fail_point {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        {
+            if ::fail::eval($name, |_| ()).is_some() {
+                $crate::crash_at($name);
+            }
+        }
+    };
+}
+
+/// The exit code of a process stopped at a crash point.
+pub const CRASH_EXIT_CODE: i32 = 86;
+
+/// Every crash point, in lifecycle order.
+pub const CRASH_POINTS: &[&str] = &[
+    "backfill-export-started",
+    "backfill-file-checkpointed",
+    "backfill-files-done",
+    "backfill-gap-found",
+    "backfill-export-deleted",
+    "version-created",
+    "version-promoted",
+    "version-retired",
+    "deletion-resource-removed",
+];
+
+/// Exits the process at crash point `name` (see [`fail_point!`]).
+#[cfg(feature = "failpoints")]
+pub fn crash_at(name: &str) -> ! {
+    eprintln!("crash point {name}: exiting with code {CRASH_EXIT_CODE}");
+    std::process::exit(CRASH_EXIT_CODE)
+}

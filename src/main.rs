@@ -97,6 +97,9 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Crash points from FAILPOINTS (test builds only; see `kappa_operator::fail_point!`).
+    #[cfg(feature = "failpoints")]
+    let _crash_points = fail::FailScenario::setup();
     // Started by Lambda as `bootstrap` (no arguments): serve the built-in function the handler names.
     if kappa_operator::lambda::entry::started_by_lambda() {
         kappa_operator::telemetry::init_lambda();

@@ -47,6 +47,11 @@ pub struct Metrics {
     pub aws_calls: Family<AwsCallLabels, Counter>,
     /// `kappa_view_record_errors_total`: records a view left out (`onRecordError: Skip`).
     pub record_errors: Family<ViewLabels, Counter>,
+    /// `kappa_view_gaps_total`: times a view's live path lost stream records (a gap), per view.
+    pub gaps: Family<ViewLabels, Counter>,
+    /// `kappa_reconciles_deferred_total`: reconciles put off by the per-object floor on reconcile
+    /// frequency (an object that keeps waiting or failing), per kind.
+    pub deferred: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -64,6 +69,18 @@ impl Default for Metrics {
             "view_record_errors",
             "Log records a view left out because they cannot be projected (spec.projection.onRecordError Skip), per view",
             record_errors.clone(),
+        );
+        let gaps = Family::<ViewLabels, Counter>::default();
+        registry.register(
+            "view_gaps",
+            "Times a view's live path lost stream records (its checkpoint older than the stream holds), per view",
+            gaps.clone(),
+        );
+        let deferred = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "reconciles_deferred",
+            "Reconciles put off by the per-object floor on reconcile frequency (an object that keeps waiting or failing), per kind",
+            deferred.clone(),
         );
         registry.register("reconciles", "Reconciles run, per kind", reconciles.clone());
         registry.register(
@@ -94,6 +111,8 @@ impl Default for Metrics {
             leader,
             aws_calls,
             record_errors,
+            gaps,
+            deferred,
         }
     }
 }

@@ -447,6 +447,7 @@ impl<C: FileCheckpoints> Worker<C> {
             .mark_done(&file.data_file_s3_key, stats.records)
             .await
             .map_err(BackfillError::Checkpoint)?;
+        crate::fail_point!("backfill-file-checkpointed");
         Ok(stats.records)
     }
 }

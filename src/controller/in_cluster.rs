@@ -243,7 +243,7 @@ pub(super) async fn reconcile(
         records_applied: live.records_applied as i64,
         checkpoint: Some(live_checkpoint.name().to_string()),
     };
-    let gap = ctx.runtime.take_gap(&key);
+    let gap = pending_gap(view, ctx, &key, &live_checkpoint).await;
 
     // 2. The backfill.
     let facts = LiveFacts {
@@ -386,13 +386,18 @@ pub(super) async fn backfill(
         && b.attempt > 0
     {
         info!(view = %key, %gap, "closing a gap in the live path with a new backfill");
+        crate::fail_point!("backfill-gap-found");
         b = BackfillStatus {
             attempt: b.attempt + 1,
-            reason: Some(format!("closing a gap: {gap}")),
+            reason: Some(gap_reason(&gap)),
             ..BackfillStatus::default()
         };
     }
     if b.finished_at.is_some() {
+        // Recorded finished: now (and on every pass until it succeeds) remove what it read.
+        if !b.cleaned_up {
+            b.cleaned_up = clean_up_backfill(view, log, ctx, ns, &base, &b, export_spec).await;
+        }
         return backfilled(b, Duration::from_secs(2));
     }
     let generation = view.metadata.generation.unwrap_or_default();
@@ -467,6 +472,7 @@ pub(super) async fn backfill(
         .await
         {
             Ok(started) => {
+                crate::fail_point!("backfill-export-started");
                 info!(view = %key, export = %started.arn, attempt, "export of the log started");
                 let now = status::now();
                 b = BackfillStatus {
@@ -726,38 +732,43 @@ pub(super) async fn backfill(
             b.finished_at = Some(status::now());
             b.progress = Some("100%".into());
             b.eta = None;
-            // Only below the log's own export root, whatever status says.
-            let root = format!("{}/", crate::plan::log::export_root(&ctx.config.cluster_id, log));
-            if !view.spec.backfill.keep_export
-                && let Some(prefix) = b
-                    .export_location
-                    .as_deref()
-                    .and_then(|l| l.strip_prefix(&format!("s3://{}/", export_spec.bucket)))
-                    .filter(|p| p.starts_with(&root))
-            {
-                match export::delete_prefix(&ctx.aws.s3, &export_spec.bucket, &format!("{prefix}/")).await {
-                    Ok(n) => info!(view = %key, objects = n, "deleted the export"),
-                    Err(e) => {
-                        tracing::warn!(view = %key, error = %e, "could not delete the export; it stays in S3")
-                    }
-                }
-            }
-            let done = ConfigMapCheckpoint::new(
-                ctx.client.clone(),
-                ns,
-                checkpoints::backfill_name(&base, b.attempt),
-                None,
-            );
-            if let Err(e) = done.delete().await {
-                tracing::warn!(view = %key, error = %e, "could not delete the backfill checkpoint");
-            }
+            // The export and the checkpoint are removed once this is recorded (the next pass).
+            crate::fail_point!("backfill-files-done");
             ctx.runtime.forget_backfill(&key);
             info!(view = %key, records = run.progress.items_done, "backfill complete");
             backfilled(b, Duration::from_secs(1))
         }
         Some(Err(BackfillFailure {
             message,
+            input_gone: true,
+            ..
+        })) => {
+            // The export completed, so its files were there: someone removed them. What is recorded
+            // decides: the backfill did not finish, so a new attempt exports the log again.
+            ctx.runtime.forget_backfill(&key);
+            tracing::warn!(view = %key, %message, "the export's files are gone; starting a new backfill attempt");
+            let next = BackfillStatus {
+                attempt: b.attempt + 1,
+                reason: Some(format!(
+                    "the files of export {export_arn} are gone ({message}): exporting again"
+                )),
+                ..BackfillStatus::default()
+            };
+            progressing(
+                ViewPhase::Backfilling,
+                reasons::EXPORTING,
+                format!(
+                    "the export's files are gone; exporting the log again (attempt {})",
+                    next.attempt
+                ),
+                Some(next),
+                Duration::from_secs(1),
+            )
+        }
+        Some(Err(BackfillFailure {
+            message,
             retryable: true,
+            ..
         })) => {
             ctx.runtime.forget_backfill(&key);
             progressing(
@@ -771,6 +782,7 @@ pub(super) async fn backfill(
         Some(Err(BackfillFailure {
             message,
             retryable: false,
+            ..
         })) => {
             let mut outcome = stalled(
                 ViewPhase::Failed,
@@ -935,6 +947,58 @@ async fn record_error_ledger(
     }
 }
 
+/// The `status.backfill.reason` of the attempt that closes `gap`.
+fn gap_reason(gap: &str) -> String {
+    format!("closing a gap: {gap}")
+}
+
+/// The gap the live reader reported (kept in its checkpoint until acknowledged, so a restart does not
+/// lose it) that still needs a backfill attempt: `None` once the attempt for it is recorded in status
+/// (then the gap is acknowledged and cleared), when no backfill ran yet (the first one covers it), or
+/// when the view has no backfill (`source: None`: the loss is reported as a Warning Event and counted in
+/// `kappa_view_gaps_total`, with the fix).
+async fn pending_gap(
+    view: &MaterializedView,
+    ctx: &Context,
+    key: &str,
+    checkpoint: &ConfigMapCheckpoint,
+) -> Option<String> {
+    let gap = ctx.runtime.gap(key)?;
+    let b = view.status.as_ref().and_then(|s| s.backfill.as_ref());
+    let recorded = b.is_some_and(|b| b.reason.as_deref() == Some(gap_reason(&gap).as_str()));
+    let first = b.is_none_or(|b| b.attempt == 0);
+    let none = view.spec.backfill.source == BackfillSource::None;
+    if !(recorded || first || none) {
+        return Some(gap);
+    }
+    if none {
+        ctx.metrics
+            .gaps
+            .get_or_create(&crate::metrics::ViewLabels {
+                namespace: view.namespace().unwrap_or_default(),
+                view: view.name_any(),
+            })
+            .inc();
+        status::publish(
+            ctx,
+            view,
+            kube::runtime::events::EventType::Warning,
+            reasons::RECORDS_LOST,
+            "Live",
+            format!(
+                "the view lost log records: {gap}; it has no backfill (spec.backfill.source None), so they stay \
+                 missing: set spec.backfill.source to Export (or Scan) to rebuild the view from the log"
+            ),
+        )
+        .await;
+    }
+    match checkpoint.clear_gap(&gap).await {
+        Ok(()) => ctx.runtime.ack_gap(key, &gap),
+        Err(e) => tracing::warn!(view = %key, error = %e, "could not clear the handled gap; trying again"),
+    }
+    None
+}
+
 /// What [`job_backfill`] is given.
 struct JobBackfill<'a> {
     jobs: &'a crate::settings::BackfillJobs,
@@ -974,7 +1038,11 @@ async fn job_backfill(
     let name = view.name_any();
     let failure = |message: String, retryable: bool| BackfillRun {
         progress: Progress::default(),
-        outcome: Some(Err(BackfillFailure { message, retryable })),
+        outcome: Some(Err(BackfillFailure {
+            message,
+            retryable,
+            input_gone: false,
+        })),
     };
     let workers = view.spec.backfill.parallelism.max(1);
     let env = [
@@ -1001,44 +1069,19 @@ async fn job_backfill(
     // The manifests first: pods started before the export's files are readable would only fail.
     let (_, files) = match crate::backfill::worker::read_manifests(&ctx.aws.s3, bucket, summary_key).await {
         Ok(m) => m,
-        Err(e) => return failure(e.to_string(), e.retryable()),
-    };
-    let job_name = crate::plan::job::job_name(ns, &target.base, attempt);
-    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &spec.namespace);
-    let job = match api.get_opt(&job_name).await {
-        Ok(Some(job)) => job,
-        Ok(None) => match api
-            .create(&PostParams::default(), &crate::plan::job::backfill_job(&spec))
-            .await
-        {
-            Ok(job) => {
-                info!(view = %name, job = %job_name, workers, "backfilling with an Indexed Job");
-                job
+        Err(e) => {
+            let gone = matches!(
+                e,
+                crate::backfill::worker::BackfillError::ManifestMissing { .. }
+                    | crate::backfill::worker::BackfillError::DataFileMissing { .. }
+            );
+            let mut run = failure(e.to_string(), e.retryable());
+            if let Some(Err(f)) = run.outcome.as_mut() {
+                f.input_gone = gone;
             }
-            Err(e) => return failure(format!("creating backfill Job {job_name}: {e}"), true),
-        },
-        Err(e) => return failure(format!("reading backfill Job {job_name}: {e}"), true),
+            return run;
+        }
     };
-    let failed = job
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Failed" && c.status == "True"));
-    if let Some(condition) = failed {
-        // Why: a pod notes the error that stopped it in the view's record-error ledger.
-        let why = ledger.record_error_ledger().await.ok().and_then(|l| l.1);
-        let why = why.map(|(m, _)| format!(" ({m})")).unwrap_or_default();
-        return failure(
-            format!(
-                "backfill Job {}/{job_name} failed: {}{why}; see `kubectl -n {} logs job/{job_name}`, fix the \
-                 cause and delete the Job to run it again",
-                spec.namespace,
-                condition.message.clone().unwrap_or_default(),
-                spec.namespace
-            ),
-            false,
-        );
-    }
     let checkpoint = ConfigMapCheckpoint::new(
         ctx.client.clone(),
         ns,
@@ -1063,7 +1106,45 @@ async fn job_backfill(
         record_errors: Default::default(),
         writes_sent: 0,
     };
+    // The Job runs until the checkpoint holds every file; after that it is never (re)created, whatever
+    // happened to it (the operator may have deleted it and stopped before recording the backfill).
+    let job_name = crate::plan::job::job_name(ns, &target.base, attempt);
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &spec.namespace);
     if finished.len() < files.len() {
+        let job = match api.get_opt(&job_name).await {
+            Ok(Some(job)) => job,
+            Ok(None) => match api
+                .create(&PostParams::default(), &crate::plan::job::backfill_job(&spec))
+                .await
+            {
+                Ok(job) => {
+                    info!(view = %name, job = %job_name, workers, "backfilling with an Indexed Job");
+                    job
+                }
+                Err(e) => return failure(format!("creating backfill Job {job_name}: {e}"), true),
+            },
+            Err(e) => return failure(format!("reading backfill Job {job_name}: {e}"), true),
+        };
+        let failed = job
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Failed" && c.status == "True"));
+        if let Some(condition) = failed {
+            // Why: a pod notes the error that stopped it in the view's record-error ledger.
+            let why = ledger.record_error_ledger().await.ok().and_then(|l| l.1);
+            let why = why.map(|(m, _)| format!(" ({m})")).unwrap_or_default();
+            return failure(
+                format!(
+                    "backfill Job {}/{job_name} failed: {}{why}; see `kubectl -n {} logs job/{job_name}`, fix the \
+                     cause and delete the Job to run it again",
+                    spec.namespace,
+                    condition.message.clone().unwrap_or_default(),
+                    spec.namespace
+                ),
+                false,
+            );
+        }
         return BackfillRun {
             progress,
             outcome: None,
@@ -1106,8 +1187,10 @@ async fn job_backfill(
         propagation_policy: Some(PropagationPolicy::Background),
         ..DeleteParams::default()
     };
-    if let Err(e) = api.delete(&job_name, &background).await {
-        tracing::warn!(job = %job_name, error = %e, "could not delete the finished backfill Job");
+    match api.delete(&job_name, &background).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => tracing::warn!(job = %job_name, error = %e, "could not delete the finished backfill Job"),
     }
     BackfillRun {
         progress,
@@ -1129,6 +1212,77 @@ fn backfill_checkpoint(
         checkpoints::backfill_name(base, attempt),
         checkpoints::owner_of(view),
     )
+}
+
+/// Removes what a finished (and recorded) backfill read: its export's files, only below the log's own
+/// export root and unless `spec.backfill.keepExport`, and its checkpoint ConfigMap. Idempotent; `true`
+/// once both are gone (a failure is logged and tried again on the next pass).
+async fn clean_up_backfill(
+    view: &MaterializedView,
+    log: &EventLog,
+    ctx: &Context,
+    ns: &str,
+    base: &str,
+    b: &BackfillStatus,
+    export_spec: &crate::crd::ExportSpec,
+) -> bool {
+    let key = format!("{ns}/{base}");
+    let mut done = true;
+    // Only below the log's own export root, whatever status says.
+    let root = format!("{}/", crate::plan::log::export_root(&ctx.config.cluster_id, log));
+    let ours = b
+        .export_location
+        .as_deref()
+        .and_then(|l| l.strip_prefix(&format!("s3://{}/", export_spec.bucket)))
+        .is_some_and(|p| p.starts_with(&root));
+    if !view.spec.backfill.keep_export && ours {
+        match delete_export(ctx, ns, base, b).await {
+            Ok(n) => info!(view = %key, objects = n, "deleted the export"),
+            Err(e) => {
+                tracing::warn!(view = %key, error = %e, "could not delete the export yet; trying again");
+                done = false;
+            }
+        }
+    }
+    crate::fail_point!("backfill-export-deleted");
+    let checkpoint = ConfigMapCheckpoint::new(
+        ctx.client.clone(),
+        ns,
+        checkpoints::backfill_name(base, b.attempt),
+        None,
+    );
+    if let Err(e) = checkpoint.delete().await {
+        tracing::warn!(view = %key, error = %e, "could not delete the backfill checkpoint yet; trying again");
+        done = false;
+    }
+    done
+}
+
+/// Deletes the export backfill `b` of view (version) `base` in namespace `ns` wrote, if any: every object
+/// below its `exportLocation`, which must lie where the operator writes this namespace's exports
+/// (`kappa-exports/<cluster>/<ns>/…/views/<base>/<attempt>`), else nothing is touched. Returns the
+/// objects deleted. For a finished backfill, a retired version and a deleted view alike.
+pub(super) async fn delete_export(
+    ctx: &Context,
+    ns: &str,
+    base: &str,
+    b: &BackfillStatus,
+) -> Result<usize, crate::aws::AwsError> {
+    let Some((bucket, prefix)) = b
+        .export_location
+        .as_deref()
+        .and_then(|l| l.strip_prefix("s3://"))
+        .and_then(|l| l.split_once('/'))
+    else {
+        return Ok(0);
+    };
+    let area = format!("kappa-exports/{}/{ns}/", ctx.config.cluster_id);
+    let own = format!("/views/{base}/{}", b.attempt);
+    if !prefix.starts_with(&area) || !prefix.ends_with(&own) || bucket.is_empty() {
+        tracing::warn!(location = ?b.export_location, "not deleting an export outside the operator's own area");
+        return Ok(0);
+    }
+    export::delete_prefix(&ctx.aws.s3, bucket, &format!("{prefix}/")).await
 }
 
 /// The prefix of a view's export: the log's `root` ([`crate::plan::log::export_root`]), then the
@@ -1202,6 +1356,11 @@ async fn track(
         BackfillFailure {
             message: e.to_string(),
             retryable: e.retryable(),
+            input_gone: matches!(
+                e,
+                crate::backfill::worker::BackfillError::ManifestMissing { .. }
+                    | crate::backfill::worker::BackfillError::DataFileMissing { .. }
+            ),
         }
     })));
 }

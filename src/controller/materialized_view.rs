@@ -776,6 +776,16 @@ async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result
                 let elsewhere = (vplan.table.name.as_str(), vplan.key_prefix.as_deref())
                     != (plan.table.name.as_str(), plan.key_prefix.as_deref());
                 versions::remove_version(&view, ctx, ns, &others, v, elsewhere).await?;
+                crate::fail_point!("deletion-resource-removed");
+            }
+            // The export of a backfill that had not finished (or removed it) yet.
+            if let Some(b) = view
+                .status
+                .as_ref()
+                .and_then(|s| s.backfill.as_ref())
+                .filter(|b| !b.cleaned_up && !view.spec.backfill.keep_export)
+            {
+                in_cluster::delete_export(ctx, ns, &view.name_any(), b).await?;
             }
             let resources = view.status.clone().unwrap_or_default().resources;
             let projector = delete_projector(&resources, ctx, &plan).await?;

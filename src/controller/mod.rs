@@ -10,6 +10,7 @@ mod event_log;
 mod in_cluster;
 pub mod leader;
 mod materialized_view;
+mod pacer;
 mod provision;
 pub mod push;
 pub mod status;
@@ -43,6 +44,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub config: Config,
     pub backoff: backoff::Backoff,
+    /// The per-object floor on reconcile frequency.
+    pub pacer: pacer::Pacer,
     pub aws: crate::aws::Aws,
     /// The in-cluster runtime's tasks (live readers and backfills) of this process.
     pub runtime: crate::runtime::Runtime,
@@ -126,6 +129,7 @@ impl Context {
             metrics,
             config,
             backoff: backoff::Backoff::default(),
+            pacer: pacer::Pacer::default(),
             aws,
             runtime: crate::runtime::Runtime::default(),
             push,
@@ -268,6 +272,16 @@ where
 {
     use kube::ResourceExt;
     use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+    if let Some(wait) = ctx
+        .pacer
+        .admit(&backoff_key(obj.as_ref()), pacer::state_of(obj.as_ref()))
+    {
+        ctx.metrics
+            .deferred
+            .get_or_create(&crate::metrics::KindLabels { kind })
+            .inc();
+        return Ok(kube::runtime::controller::Action::requeue(wait));
+    }
     let _timer = ctx.metrics.reconcile_started(kind);
     let ns = obj.namespace().ok_or_else(|| Error::NoNamespace {
         kind,

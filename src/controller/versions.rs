@@ -116,6 +116,7 @@ pub(super) async fn run(
     );
     for removal in &removals {
         remove_version(view, ctx, ns, all, &removal.version, true).await?;
+        crate::fail_point!("version-retired");
         status::publish(
             ctx,
             view,
@@ -172,6 +173,10 @@ pub(super) async fn run(
                 continue;
             }
         };
+        if !recorded.iter().any(|r| r.version == v.version) {
+            // Its storage exists and the version is not recorded yet.
+            crate::fail_point!("version-created");
+        }
         if table.convergence != Convergence::Converged {
             v.phase = Some(ViewPhase::Provisioning);
             let message = format!("creating views table {}", plan.table.name);
@@ -298,6 +303,13 @@ pub(super) async fn run(
     let table = active.and_then(|a| tables.remove(&a));
     if let (Some(active), Some(t)) = (active, &table) {
         write_pointer(view, ctx, ns, active, &t.name, t.key_prefix.as_deref()).await?;
+        if transitions
+            .iter()
+            .any(|t| matches!(t, Transition::Promoted { .. }))
+        {
+            // Readers use the new version; the promotion is not recorded in status yet.
+            crate::fail_point!("version-promoted");
+        }
     }
     let approval = view
         .annotations()
@@ -504,6 +516,15 @@ pub(super) async fn remove_version(
         );
         if let Err(e) = cm.delete().await {
             tracing::warn!(version = v.version, error = %e, "could not delete the version's backfill checkpoint");
+        }
+    }
+    // Its export, unless the backfill finished and removed it already (or the user keeps exports).
+    if let Some(b) = v.backfill.as_ref().filter(|b| !b.cleaned_up)
+        && !view.spec.backfill.keep_export
+    {
+        let n = in_cluster::delete_export(ctx, ns, &target.base, b).await?;
+        if n > 0 {
+            info!(view = %view.name_any(), version = v.version, objects = n, "removed the version's export");
         }
     }
     let namespace_uid = ctx.namespace_uid(ns).await?;

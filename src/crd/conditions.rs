@@ -53,6 +53,8 @@ pub mod reasons {
     /// A record the view cannot apply stopped it (`spec.projection.onRecordError: Fail`), or records were
     /// left out (`Skip`, a Warning Event).
     pub const RECORD_ERROR: &str = "RecordError";
+    /// The live path lost stream records and the view has no backfill to recover them.
+    pub const RECORDS_LOST: &str = "RecordsLost";
     pub const NOT_SUPPORTED: &str = "NotSupported";
     pub const REBUILDING: &str = "Rebuilding";
     pub const REBUILD_FAILED: &str = "RebuildFailed";

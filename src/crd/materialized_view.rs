@@ -835,6 +835,11 @@ pub struct BackfillStatus {
     /// When it finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
+    /// What the finished backfill read was removed: its export's files (unless `spec.backfill.keepExport`)
+    /// and its checkpoint. Done only after `finishedAt` is recorded, so a restart never finds an
+    /// unfinished backfill whose export is gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cleaned_up: bool,
 }
 
 #[cfg(test)]

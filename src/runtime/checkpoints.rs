@@ -168,6 +168,55 @@ impl ConfigMapCheckpoint {
     }
 }
 
+impl ConfigMapCheckpoint {
+    /// Stores `checkpoint` (the lost shard forgotten) and the pending `gap` in one write, so a restart
+    /// finds the gap whenever it finds the position past it (see [`Self::stream_gap`]).
+    pub async fn save_stream_gap(
+        &self,
+        stream_arn: &str,
+        checkpoint: &Checkpoint,
+        gap: &str,
+    ) -> Result<(), String> {
+        let json = serde_json::to_string(checkpoint).map_err(|e| e.to_string())?;
+        self.merge(BTreeMap::from([
+            ("streamArn".to_string(), stream_arn.to_string()),
+            ("checkpoint".to_string(), json),
+            ("gap".to_string(), gap.to_string()),
+        ]))
+        .await
+    }
+
+    /// The pending gap of `stream_arn`'s reader: records it lost that no backfill attempt has been
+    /// recorded for yet.
+    pub async fn stream_gap(&self, stream_arn: &str) -> Result<Option<String>, String> {
+        let data = self.read().await?;
+        if data.get("streamArn").map(String::as_str) != Some(stream_arn) {
+            return Ok(None);
+        }
+        Ok(data.get("gap").filter(|g| !g.is_empty()).cloned())
+    }
+
+    /// Removes the pending gap once a backfill attempt for it is recorded, unless another gap replaced it
+    /// meanwhile (a JSON patch that tests the value first).
+    pub async fn clear_gap(&self, gap: &str) -> Result<(), String> {
+        let patch: json_patch::Patch = serde_json::from_value(json!([
+            {"op": "test", "path": "/data/gap", "value": gap},
+            {"op": "remove", "path": "/data/gap"},
+        ]))
+        .map_err(|e| e.to_string())?;
+        match self
+            .api
+            .patch(&self.name, &PatchParams::default(), &Patch::<()>::Json(patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Gone, or the gap changed or was removed already: nothing to clear.
+            Err(kube::Error::Api(e)) if matches!(e.code, 404 | 422 | 409) => Ok(()),
+            Err(e) => Err(format!("clearing the gap in ConfigMap {}: {e}", self.name)),
+        }
+    }
+}
+
 /// A view's namespace and name, the key of its runtime tasks.
 pub fn view_key(view: &MaterializedView) -> String {
     format!("{}/{}", view.namespace().unwrap_or_default(), view.name_any())

@@ -79,6 +79,12 @@ impl LiveReader {
     /// Runs until the task is aborted; transient failures are retried with backoff.
     pub async fn run(self) {
         let mut backoff = Backoff::default();
+        // A gap found before a restart whose backfill attempt was not recorded yet: report it again.
+        match self.checkpoint.stream_gap(&self.stream_arn).await {
+            Ok(Some(gap)) => self.update(|p| p.gap = Some(gap)),
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "live path: could not read a pending gap from the checkpoint"),
+        }
         if let Some(cutoff) = &self.cutoff
             && cutoff.export_time.is_none()
             && self.projection.is_additive()
@@ -247,9 +253,10 @@ impl LiveReader {
                         );
                         warn!(%message, "live path: gap; the view backfills from the log again");
                         saved.shards.remove(&shard);
+                        // The gap and the position past it in one write: a restart finds both or neither.
                         if let Err(e) = self
                             .checkpoint
-                            .save_stream_position(&self.stream_arn, &saved)
+                            .save_stream_gap(&self.stream_arn, &saved, &message)
                             .await
                         {
                             self.update(|p| p.error = Some(e));

@@ -33,6 +33,9 @@ pub struct BackfillFailure {
     pub message: String,
     /// Whether starting the task again can succeed without a change by the user.
     pub retryable: bool,
+    /// What the task reads is gone (an export's manifest or data files deleted): only a new attempt can
+    /// succeed.
+    pub input_gone: bool,
 }
 
 struct Running<P> {
@@ -100,11 +103,27 @@ impl Runtime {
         self.with(view, |t| ensure(&mut t.live, fingerprint, start))
     }
 
-    /// Takes the gap the view's live reader reported, if any (it is reported once).
-    pub fn take_gap(&self, view: &str) -> Option<String> {
+    /// The gap the view's live reader reported and nobody acknowledged yet ([`Self::ack_gap`]).
+    pub fn gap(&self, view: &str) -> Option<String> {
         self.with(view, |t| {
             let live = t.live.as_ref()?;
-            live.progress.lock().unwrap_or_else(|e| e.into_inner()).gap.take()
+            live.progress
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .gap
+                .clone()
+        })
+    }
+
+    /// Forgets the reported gap `gap` (a backfill attempt for it is recorded), unless another replaced it.
+    pub fn ack_gap(&self, view: &str, gap: &str) {
+        self.with(view, |t| {
+            if let Some(live) = t.live.as_ref() {
+                let mut p = live.progress.lock().unwrap_or_else(|e| e.into_inner());
+                if p.gap.as_deref() == Some(gap) {
+                    p.gap = None;
+                }
+            }
         })
     }
 
@@ -164,13 +183,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_gap_is_reported_once() {
+    async fn a_gap_is_reported_until_acknowledged() {
         let runtime = Runtime::default();
         runtime.live("ns/v", "a", |p| {
             p.lock().unwrap().gap = Some("lost".into());
             tokio::spawn(std::future::pending())
         });
-        assert_eq!(runtime.take_gap("ns/v").as_deref(), Some("lost"));
-        assert_eq!(runtime.take_gap("ns/v"), None);
+        assert_eq!(runtime.gap("ns/v").as_deref(), Some("lost"));
+        assert_eq!(runtime.gap("ns/v").as_deref(), Some("lost"), "until acknowledged");
+        runtime.ack_gap("ns/v", "another");
+        assert_eq!(
+            runtime.gap("ns/v").as_deref(),
+            Some("lost"),
+            "only the gap itself is acknowledged"
+        );
+        runtime.ack_gap("ns/v", "lost");
+        assert_eq!(runtime.gap("ns/v"), None);
     }
 }
