@@ -66,7 +66,10 @@ async fn put(ddb: &aws_sdk_dynamodb::Client, table: &str, item: &[(&str, Attribu
         .expect("PutItem to the log");
 }
 
-async fn numbers(ddb: &aws_sdk_dynamodb::Client, table: &str) -> BTreeMap<String, BTreeMap<String, BigDecimal>> {
+async fn numbers(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> BTreeMap<String, BTreeMap<String, BigDecimal>> {
     let mut out: BTreeMap<String, BTreeMap<String, BigDecimal>> = BTreeMap::new();
     for item in common::scan_all(ddb, table).await {
         let Some(AttributeValue::S(pk)) = item.get("pk") else {
@@ -142,14 +145,22 @@ async fn a_re_put_log_record_counts_once_after_a_pre_aggregated_backfill() {
         t
     };
     let read = || async {
-        let c = numbers(&ddb, &tables[0]).await.get("T").and_then(|t| t.get("count").cloned());
-        let s = numbers(&ddb, &tables[1]).await.get("T").and_then(|t| t.get("sum").cloned());
+        let c = numbers(&ddb, &tables[0])
+            .await
+            .get("T")
+            .and_then(|t| t.get("count").cloned());
+        let s = numbers(&ddb, &tables[1])
+            .await
+            .get("T")
+            .and_then(|t| t.get("sum").cloned());
         (c, s)
     };
     let want = (Some(BigDecimal::from(10)), Some(BigDecimal::from(20)));
-    common::eventually(Duration::from_secs(60), "10 and 20 after the backfill", || async {
-        (read().await == want).then_some(())
-    })
+    common::eventually(
+        Duration::from_secs(60),
+        "10 and 20 after the backfill",
+        || async { (read().await == want).then_some(()) },
+    )
     .await;
     // Past the band, the producer re-puts ORDER#3 with a changed note, and writes one new order.
     tokio::time::sleep(Duration::from_secs(32)).await;

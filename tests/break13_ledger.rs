@@ -114,14 +114,21 @@ impl ViewStore for Flaky {
         let flaky = write.view_key().0.contains("flaky") && !self.failed_once.swap(true, Ordering::SeqCst);
         async move {
             if flaky {
-                return Err(StoreError::Retryable("ProvisionedThroughputExceededException".into()));
+                return Err(StoreError::Retryable(
+                    "ProvisionedThroughputExceededException".into(),
+                ));
             }
             self.inner.apply(write).await
         }
     }
 
-    fn record_error(&self, message: &str, failing: bool) -> impl std::future::Future<Output = ()> + Send {
-        self.inner.record_error(message, failing)
+    fn record_error(
+        &self,
+        id: &str,
+        message: &str,
+        failing: bool,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        self.inner.record_error(id, message, failing)
     }
 }
 
@@ -142,7 +149,10 @@ async fn an_sns_event_retried_after_a_throttled_write_counts_its_skipped_record_
     };
     let event = sns_event(&[("ORDER#bad", None, "1"), ("ORDER#ok", Some("flaky"), "5")]);
     let first = projector::handle(&compiled, &store, &event).await;
-    assert!(first.is_err(), "the throttled write fails the invocation: {first:?}");
+    assert!(
+        first.is_err(),
+        "the throttled write fails the invocation: {first:?}"
+    );
     let second = projector::handle(&compiled, &store, &event).await.unwrap();
     assert_eq!(second.stats.applied, 1, "{second:?}");
     let writer = ViewTableWriter::for_view(ddb.clone(), &table, &compiled, 1);
@@ -182,10 +192,9 @@ async fn concurrent_record_error_notes_keep_the_newest_five() {
     let notes = (0..24).map(|i| {
         let writer = writer.clone();
         async move {
-            writer
-                .note_record_error(&format!("record ORDER#{i}: missing customer"), None)
-                .await
-                .unwrap()
+            let id = format!("id{i}");
+            let named = [(id.clone(), format!("record ORDER#{i}: missing customer"))];
+            writer.note_record_errors(&[id], &named, 0).await.unwrap()
         }
     });
     futures::future::join_all(notes).await;
@@ -209,15 +218,22 @@ async fn huge_unicode_messages_are_cut_and_counted() {
     let (config, compiled) = setup(&table, "Skip");
     let store = DynamoViewStore::new(ddb.clone(), &table, &compiled, config.fingerprint());
     let key: String = "🎮\0\n|#~é".repeat(200);
-    let records: Vec<(String, Option<&str>, &str)> = (0..7).map(|i| (format!("{key}{i}"), None, "1")).collect();
-    let refs: Vec<(&str, Option<&str>, &str)> = records.iter().map(|(k, c, a)| (k.as_str(), *c, *a)).collect();
-    let report = projector::handle(&compiled, &store, &stream_event(&refs)).await.unwrap();
+    let records: Vec<(String, Option<&str>, &str)> =
+        (0..7).map(|i| (format!("{key}{i}"), None, "1")).collect();
+    let refs: Vec<(&str, Option<&str>, &str)> =
+        records.iter().map(|(k, c, a)| (k.as_str(), *c, *a)).collect();
+    let report = projector::handle(&compiled, &store, &stream_event(&refs))
+        .await
+        .unwrap();
     assert_eq!(report.stats.rejected, 7);
     let writer = ViewTableWriter::for_view(ddb.clone(), &table, &compiled, 1);
     let (errors, failing) = writer.record_error_ledger().await.unwrap();
     assert_eq!(errors.count, 7);
     assert_eq!(errors.last.len(), 5);
-    assert!(errors.last.iter().all(|m| m.chars().count() <= 1_000), "{errors:?}");
+    assert!(
+        errors.last.iter().all(|m| m.chars().count() <= 1_000),
+        "{errors:?}"
+    );
     assert_eq!(failing, None);
     // A Fail projection stops at one, then the view switches back to Skip and skips another.
     let (fconfig, fcompiled) = setup(&table, "Fail");

@@ -67,7 +67,10 @@ fn latest_partials_round_trip_items_of_every_dynamodb_type() {
                         "nested",
                         Value::M(Item::from([
                             ("l".to_string(), Value::L(vec![n("-0.000"), s(""), Value::Null])),
-                            ("big".to_string(), n("9.9999999999999999999999999999999999999E+125")),
+                            (
+                                "big".to_string(),
+                                n("9.9999999999999999999999999999999999999E+125"),
+                            ),
                         ])),
                     ),
                 ],
@@ -117,10 +120,15 @@ fn latest_partials_round_trip_items_of_every_dynamodb_type() {
 fn min_and_max_partials_at_the_number_limits_stay_storable() {
     for (mode, greatest) in [("Min", false), ("Max", true)] {
         let of = if greatest { "maxOf" } else { "minOf" };
-        let view = config(&format!("{{mode: {mode}, {of}: amount, key: {{partitionKey: 'K'}}}}"));
+        let view = config(&format!(
+            "{{mode: {mode}, {of}: amount, key: {{partitionKey: 'K'}}}}"
+        ));
         let files = [
             vec!["1E+125", "-1E-130"],
-            vec!["9.9999999999999999999999999999999999999E+125", "12345678901234567890123456789012345678"],
+            vec![
+                "9.9999999999999999999999999999999999999E+125",
+                "12345678901234567890123456789012345678",
+            ],
             vec!["-9.9999999999999999999999999999999999999E+125", "1E-130", "0"],
         ];
         let mut total = Partials::default();
@@ -148,7 +156,11 @@ fn min_and_max_partials_at_the_number_limits_stay_storable() {
             [ViewWrite::Extreme { value, .. }] => {
                 assert_eq!(value.value(), Number::parse(want).unwrap().value(), "{mode}");
                 // The text sent to DynamoDB must itself be a valid DynamoDB number.
-                assert!(Number::parse(value.as_str()).is_ok(), "{mode}: {}", value.as_str());
+                assert!(
+                    Number::parse(value.as_str()).is_ok(),
+                    "{mode}: {}",
+                    value.as_str()
+                );
             }
             other => panic!("{mode}: one extreme write expected, got {other:?}"),
         }

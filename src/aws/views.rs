@@ -157,6 +157,21 @@ pub struct ViewTableWriter {
     live_attempt: Option<i64>,
 }
 
+/// How many record identities a view's record-error ledger holds (32 characters each, well under
+/// DynamoDB's 400 KB item limit); records left out beyond are only counted.
+pub const LEDGER_MAX_IDS: usize = 5_000;
+
+/// The time of a ledger `last` entry (`{t, m}`), 0 if unreadable.
+fn entry_time(v: &AttributeValue) -> u128 {
+    match v {
+        AttributeValue::M(m) => match m.get("t") {
+            Some(AttributeValue::N(t)) => t.parse().unwrap_or(0),
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
 /// A token bucket of write requests per second (one token per item written), holding at most one
 /// second's worth.
 #[derive(Debug)]
@@ -317,7 +332,17 @@ impl ViewTableWriter {
             .into_iter()
             .partition(|w| matches!(w, ViewWrite::Add { .. }));
         if !adds.is_empty() {
-            stats += self.apply_adds(adds, band).await?;
+            let applied = self.apply_adds(adds, band).await?;
+            // A band record DynamoDB refused is a record error of the live path: it stays in the band
+            // all the same, or the backfill would count it from the export as well.
+            let refused: Vec<RecordId> = (applied.rejected.iter())
+                .filter(|r| band.contains(&r.record))
+                .map(|r| r.record.clone())
+                .collect();
+            if let (Some(attempt), false) = (self.live_attempt, refused.is_empty()) {
+                self.mark_band(attempt, &refused).await?;
+            }
+            stats += applied;
         }
         stats += self.send_all(writes).await?;
         Ok(stats)
@@ -585,74 +610,161 @@ impl ViewTableWriter {
         Ok(band)
     }
 
-    /// Records in the view's record-error ledger ([`dynamo::record_errors_key`]) one record left out
-    /// (`failing: None`) or, under `onRecordError: Fail`, the record the view stops at (`failing:
-    /// Some(config)`, the digest of the projection that fails on it, so a changed projection clears it):
-    /// `ADD count 1`, appends `message` (at most 1,000 characters) to `last`, which keeps the newest
-    /// [`crate::projection::KEPT_RECORD_ERRORS`]. Two `UpdateItem`s at most; record errors are rare.
-    pub async fn note_record_error(&self, message: &str, failing: Option<&str>) -> Result<(), AwsError> {
-        self.note_record_errors(1, &[message.to_string()], failing).await
+    /// Records `records` in backfill attempt `attempt`'s band (see `crate::backfill::aggregate`) without
+    /// applying them: band records the live path refused (a sum DynamoDB cannot store) and reported as
+    /// record errors, which the backfill must then leave out of its base too. Idempotent puts.
+    pub async fn mark_band(&self, attempt: i64, records: &[RecordId]) -> Result<(), AwsError> {
+        let items: Vec<WriteRequest> = records
+            .iter()
+            .map(|r| dynamo::band_key(&self.key_prefix, &self.view, attempt, r))
+            .map(|key| {
+                dynamo::write_request_owned(key)
+                    .map_err(|e| AwsError::permanent("BatchWriteItem", &self.table, e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        for chunk in items.chunks(25) {
+            self.batch_write(chunk.to_vec()).await?;
+        }
+        Ok(())
     }
 
-    /// [`Self::note_record_error`] for `count` records, the newest of which are `messages` (a backfill
-    /// Job's pod notes what its share left out once, at its end). With `failing`, only the last message
-    /// is noted, as the record the view stops at.
+    /// Notes in the view's record-error ledger ([`dynamo::record_errors_key`]) records left out under
+    /// `onRecordError: Skip`, for the operator's `status.recordErrors`:
+    /// - `ids`: the records' identities (the log record's key digest, [`RecordId::digest`]), added to
+    ///   the string set `ids`, so a record noted again (a redelivered batch, a retried SNS event, a Job
+    ///   index run again, the export and the stream both holding it) counts once. Beyond
+    ///   [`LEDGER_MAX_IDS`] identities, further records are only counted (`more`).
+    /// - `named`: the newest messages, each under a key (its record's identity), in the map `last`, which
+    ///   keeps the newest [`crate::projection::KEPT_RECORD_ERRORS`] (older keys removed by name: safe
+    ///   among concurrent writers; a message noted again keeps its place).
+    /// - `unnamed`: records left out whose identity is not known, added to `more` (not idempotent).
+    ///
+    /// A few `UpdateItem`s per call; record errors are rare. Errors: the AWS call's.
     pub async fn note_record_errors(
         &self,
-        count: u64,
-        messages: &[String],
-        failing: Option<&str>,
+        ids: &[String],
+        named: &[(String, String)],
+        unnamed: u64,
     ) -> Result<(), AwsError> {
-        let cut = |m: &String| -> String { m.chars().take(1_000).collect() };
-        let newest: Vec<AttributeValue> = messages
-            .iter()
-            .rev()
-            .take(crate::projection::KEPT_RECORD_ERRORS)
-            .rev()
-            .map(|m| AttributeValue::S(cut(m)))
-            .collect();
-        let message = messages.last().map(cut).unwrap_or_default();
+        if ids.is_empty() && named.is_empty() && unnamed == 0 {
+            return Ok(());
+        }
         let key =
             crate::projection::item_to_dynamodb(dynamo::record_errors_key(&self.key_prefix, &self.view));
-        let update = self
+        let ids: Vec<String> = ids
+            .iter()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key.clone()));
-        let update = match failing {
-            None => update
-                .update_expression("ADD #n :one SET #l = list_append(if_not_exists(#l, :empty), :m)")
-                .expression_attribute_names("#n", "count")
-                .expression_attribute_names("#l", "last")
-                .expression_attribute_values(":one", AttributeValue::N(count.to_string()))
-                .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
-                .expression_attribute_values(":m", AttributeValue::L(newest)),
-            Some(config) => update
-                .update_expression("SET #f = :m, #c = :c")
-                .expression_attribute_names("#f", "failing")
-                .expression_attribute_names("#c", "failingConfig")
-                .expression_attribute_values(":m", AttributeValue::S(message))
-                .expression_attribute_values(":c", AttributeValue::S(config.to_string())),
+            .set_key(Some(key.clone()))
+            .expression_attribute_names("#l", "last")
+            .expression_attribute_names("#m", "more")
+            .expression_attribute_values(":empty", AttributeValue::M(HashMap::new()))
+            .expression_attribute_values(":u", AttributeValue::N(unnamed.to_string()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
+        update = match ids.is_empty() {
+            true => update.update_expression("ADD #m :u SET #l = if_not_exists(#l, :empty)"),
+            false => update
+                .update_expression("ADD #i :ids, #m :u SET #l = if_not_exists(#l, :empty)")
+                .condition_expression("attribute_not_exists(#i) OR size(#i) < :cap")
+                .expression_attribute_names("#i", "ids")
+                .expression_attribute_values(":ids", AttributeValue::Ss(ids.clone()))
+                .expression_attribute_values(":cap", AttributeValue::N(LEDGER_MAX_IDS.to_string())),
         };
-        let out = update
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
-            .send()
-            .await
-            .map_err(from_sdk("UpdateItem", &self.table))?;
-        let kept = match out.attributes().and_then(|a| a.get("last")) {
-            Some(AttributeValue::L(l)) => l.len(),
-            _ => 0,
+        let item = match update.send().await {
+            Ok(out) => out.attributes.unwrap_or_default(),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                // Full: count the rest without identity.
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key))
+                    .update_expression("ADD #m :n")
+                    .expression_attribute_names("#m", "more")
+                    .expression_attribute_values(
+                        ":n",
+                        AttributeValue::N((unnamed + ids.len() as u64).to_string()),
+                    )
+                    .send()
+                    .await
+                    .map_err(from_sdk("UpdateItem", &self.table))?;
+                return Ok(());
+            }
+            Err(e) => return Err(from_sdk("UpdateItem", &self.table)(e)),
         };
-        let extra = kept.saturating_sub(crate::projection::KEPT_RECORD_ERRORS);
-        if extra > 0 {
-            let paths: Vec<String> = (0..extra).map(|i| format!("#l[{i}]")).collect();
-            // Another writer may trim at the same time: a missing element is no error.
-            self.client
+        let mut last = match item.get("last") {
+            Some(AttributeValue::M(m)) => m.clone(),
+            _ => HashMap::new(),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        let fresh: Vec<&(String, String)> = named
+            .iter()
+            .rev()
+            .take(crate::projection::KEPT_RECORD_ERRORS)
+            .filter(|(id, _)| !last.contains_key(id))
+            .collect();
+        if !fresh.is_empty() {
+            let mut set = self
+                .client
                 .update_item()
                 .table_name(&self.table)
-                .set_key(Some(key))
-                .update_expression(format!("REMOVE {}", paths.join(", ")))
-                .expression_attribute_names("#l", "last")
+                .set_key(Some(crate::projection::item_to_dynamodb(
+                    dynamo::record_errors_key(&self.key_prefix, &self.view),
+                )))
+                .expression_attribute_names("#l", "last");
+            let mut parts = Vec::new();
+            for (i, (id, message)) in fresh.iter().enumerate() {
+                let entry = AttributeValue::M(HashMap::from([
+                    (
+                        "t".to_string(),
+                        AttributeValue::N((now + (fresh.len() - i) as u128).to_string()),
+                    ),
+                    (
+                        "m".to_string(),
+                        AttributeValue::S(message.chars().take(1_000).collect()),
+                    ),
+                ]));
+                set = set
+                    .expression_attribute_names(format!("#k{i}"), id.clone())
+                    .expression_attribute_values(format!(":v{i}"), entry.clone());
+                parts.push(format!("#l.#k{i} = :v{i}"));
+                last.insert(id.clone(), entry);
+            }
+            set.update_expression(format!("SET {}", parts.join(", ")))
+                .send()
+                .await
+                .map_err(from_sdk("UpdateItem", &self.table))?;
+        }
+        // Keep the newest few: remove the others by name (a key removed twice is no error).
+        let mut by_time: Vec<(u128, String)> =
+            last.iter().map(|(id, v)| (entry_time(v), id.clone())).collect();
+        by_time.sort();
+        let extra = by_time
+            .len()
+            .saturating_sub(crate::projection::KEPT_RECORD_ERRORS);
+        if extra > 0 {
+            let mut remove = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(crate::projection::item_to_dynamodb(
+                    dynamo::record_errors_key(&self.key_prefix, &self.view),
+                )))
+                .expression_attribute_names("#l", "last");
+            let mut parts = Vec::new();
+            for (i, (_, id)) in by_time.iter().take(extra).enumerate() {
+                remove = remove.expression_attribute_names(format!("#k{i}"), id.clone());
+                parts.push(format!("#l.#k{i}"));
+            }
+            remove
+                .update_expression(format!("REMOVE {}", parts.join(", ")))
                 .send()
                 .await
                 .map_err(from_sdk("UpdateItem", &self.table))?;
@@ -660,8 +772,30 @@ impl ViewTableWriter {
         Ok(())
     }
 
-    /// The view's record-error ledger (see [`Self::note_record_error`]): what was left out, and the
-    /// record the view stops at with the digest of the projection that failed on it, if any.
+    /// Notes the record the view stops at under `onRecordError: Fail`: `failing` = `message` (at most 1,000
+    /// characters), `failingConfig` = `noted` (who failed and when, e.g. `<projection fingerprint>@<epoch
+    /// seconds>`), so the operator reports it only while it is current.
+    pub async fn note_failing_record(&self, message: &str, noted: &str) -> Result<(), AwsError> {
+        let key =
+            crate::projection::item_to_dynamodb(dynamo::record_errors_key(&self.key_prefix, &self.view));
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression("SET #f = :m, #c = :c")
+            .expression_attribute_names("#f", "failing")
+            .expression_attribute_names("#c", "failingConfig")
+            .expression_attribute_values(":m", AttributeValue::S(message.chars().take(1_000).collect()))
+            .expression_attribute_values(":c", AttributeValue::S(noted.to_string()))
+            .send()
+            .await
+            .map_err(from_sdk("UpdateItem", &self.table))?;
+        Ok(())
+    }
+
+    /// The view's record-error ledger (see [`Self::note_record_errors`]): what was left out (count: the
+    /// identities noted plus `more`; messages oldest first), and the record the view stops at with who
+    /// noted it, if any.
     pub async fn record_error_ledger(
         &self,
     ) -> Result<(crate::projection::RecordErrors, Option<(String, String)>), AwsError> {
@@ -680,16 +814,31 @@ impl ViewTableWriter {
         let Some(item) = out.item else {
             return Ok((errors, None));
         };
-        if let Some(AttributeValue::L(last)) = item.get("last") {
-            for m in last {
-                if let AttributeValue::S(m) = m {
-                    errors.push(m.clone());
-                }
+        if let Some(AttributeValue::M(last)) = item.get("last") {
+            let mut entries: Vec<(u128, String)> = last
+                .values()
+                .filter_map(|v| match v {
+                    AttributeValue::M(m) => match m.get("m") {
+                        Some(AttributeValue::S(text)) => Some((entry_time(v), text.clone())),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect();
+            entries.sort();
+            for (_, m) in entries {
+                errors.push(m);
             }
         }
-        if let Some(AttributeValue::N(n)) = item.get("count") {
-            errors.count = n.parse().unwrap_or(errors.count);
-        }
+        let ids = match item.get("ids") {
+            Some(AttributeValue::Ss(ids)) => ids.len() as u64,
+            _ => 0,
+        };
+        let more = match item.get("more") {
+            Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
+            _ => 0,
+        };
+        errors.count = ids + more;
         let failing = match (item.get("failing"), item.get("failingConfig")) {
             (Some(AttributeValue::S(m)), Some(AttributeValue::S(c))) => Some((m.clone(), c.clone())),
             _ => None,
@@ -708,7 +857,7 @@ impl ViewTableWriter {
         attempt: i64,
         bases: BTreeMap<(String, String, String), Number>,
     ) -> Result<(WriteStats, Vec<String>), AwsError> {
-        let live = dynamo::live_attribute(attempt);
+        let live = dynamo::live_attribute(&self.view, attempt);
         let mut stats = WriteStats::default();
         let mut refused = Vec::new();
         let mut updates = futures::stream::iter(
@@ -724,10 +873,21 @@ impl ViewTableWriter {
             }
         }
         drop(updates);
-        if attempt > 1 {
-            stats += self.fold_live_only(attempt, &live).await?;
-        }
         Ok((stats, refused))
+    }
+
+    /// After every base of backfill attempt `attempt` is folded ([`Self::fold`], possibly in several
+    /// calls, one per bucket): a later attempt also sets the aggregates that got live records but no base
+    /// to their live part, so nothing an earlier attempt counted stays. Only this view's aggregates (those
+    /// with its [`dynamo::live_attribute`]) not folded yet. Nothing to do for attempt 1.
+    pub async fn fold_rest(&self, attempt: i64) -> Result<WriteStats, AwsError> {
+        match attempt > 1 {
+            true => {
+                let live = dynamo::live_attribute(&self.view, attempt);
+                self.fold_live_only(attempt, &live).await
+            }
+            false => Ok(WriteStats::default()),
+        }
     }
 
     async fn fold_one(
@@ -762,7 +922,7 @@ impl ViewTableWriter {
         if attempt > 1 {
             update = update
                 .update_expression("SET #a = if_not_exists(#l, :z) + :b, #f = :n REMOVE #p")
-                .expression_attribute_names("#p", dynamo::live_attribute(attempt - 1));
+                .expression_attribute_names("#p", dynamo::live_attribute(&self.view, attempt - 1));
         }
         let mut stats = WriteStats {
             requests: 1,
@@ -1083,7 +1243,7 @@ impl Group {
                     .collect(),
                 None => Vec::new(),
             },
-            shadow: live_attempt.map(dynamo::live_attribute),
+            shadow: live_attempt.map(|a| dynamo::live_attribute(view, a)),
         })
     }
 }

@@ -16,11 +16,11 @@
 //!  t > t1 + margin                 Live: surely not in the export; applied live
 //! ```
 //!
-//! Every `ADD` of the live path of attempt `n` also adds to the aggregate's `kappaLive<n>`. The backfill
+//! Every `ADD` of the live path of attempt `n` also adds to the aggregate's `kappaLive<n>#<view>`. The backfill
 //! starts reading the export only once the live path has read past `t1 + margin` (the band is complete),
 //! sums the export's records per aggregate (leaving out the band's), writes one partial object per data
 //! file to S3 beside the export (restart-safe: a checkpointed file's partial is there), and finally
-//! **folds**: one `UpdateItem` per aggregate, `SET total = kappaLive<n> + base, kappaFolded = n`, once per
+//! **folds**: one `UpdateItem` per aggregate, `SET total = kappaLive<n>#<view> + base, kappaFolded = n`, once per
 //! attempt. A record is thus counted once: by the base (in the export, not in the band) or by the live
 //! path (in the band, or after it). A later attempt (a gap in the stream) folds the same way and drops what
 //! earlier attempts counted. The margin ([`BAND_MARGIN_SECONDS`]) absorbs the rounding of creation times

@@ -333,10 +333,20 @@ impl<C: FileCheckpoints> Worker<C> {
                         None => return Ok(()),
                     },
                 };
+                // The record's key, kept only for a record error's identity (a record noted by several
+                // processes, or twice, counts once).
+                let keys = (
+                    item.get(&projection.log_keys().partition_key).cloned(),
+                    (projection.log_keys().sort_key.as_ref()).and_then(|s| item.get(s).cloned()),
+                );
                 let projected = match projection.project_owned(item) {
                     Err(e) if projection.on_record_error() == RecordErrorPolicy::Skip => {
+                        let id = keys
+                            .0
+                            .as_ref()
+                            .and_then(|pk| crate::projection::RecordId::new(pk, keys.1.as_ref()));
                         let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
-                        p.record_errors.push(e.to_string());
+                        p.record_errors.push_record(id.map(|i| i.digest()), e.to_string());
                         None
                     }
                     other => other?,
@@ -484,6 +494,8 @@ impl<C> Worker<C> {
                 .fold_bucket(attempt, &bucket_prefix(&pre.partials_prefix, bucket))
                 .await?;
         }
+        // Only once every bucket's bases are folded: the view's other aggregates of a later attempt.
+        aggregates += self.writer.fold_rest(attempt).await?.applied;
         info!(aggregates, "folded the backfill's partials into the view");
         Ok(aggregates)
     }
@@ -553,7 +565,7 @@ pub fn take_rejected(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .record_errors
-                .push(message),
+                .push_record(Some(r.record.digest()), message),
             RecordErrorPolicy::Fail => return Err(Box::new(BackfillError::Rejected(message))),
         }
     }

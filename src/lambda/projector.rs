@@ -212,8 +212,10 @@ pub trait ViewStore {
     /// view's `Failed` condition): the DynamoDB store writes the view's record-error ledger
     /// ([`crate::projection::dynamo::record_errors_key`]). Best effort: the record's own outcome does not
     /// depend on it. The reference store keeps nothing.
-    fn record_error(&self, message: &str, failing: bool) -> impl Future<Output = ()> + Send {
-        let _ = (message, failing);
+    /// `id`: the record's identity ([`crate::projection::RecordId::digest`]), so a record noted again
+    /// (a redelivery) counts once.
+    fn record_error(&self, id: &str, message: &str, failing: bool) -> impl Future<Output = ()> + Send {
+        let _ = (id, message, failing);
         std::future::ready(())
     }
 }
@@ -369,6 +371,21 @@ pub async fn handle_sns<S: ViewStore>(
     }
 }
 
+/// A record's identity for the record-error ledger: its log key's digest, or (keys unreadable) its
+/// stream sequence number, which a redelivery keeps too.
+fn record_identity(config: &ProjectionConfig, record: &StreamRecord) -> String {
+    let image = record
+        .dynamodb
+        .new_image
+        .as_ref()
+        .unwrap_or(&record.dynamodb.keys);
+    config
+        .record_id(image)
+        .or_else(|| config.record_id(&record.dynamodb.keys))
+        .map(|id| id.digest())
+        .unwrap_or_else(|| format!("seq:{}", record.dynamodb.sequence_number))
+}
+
 /// A record error's message for `status.recordErrors`: the record's log keys (and stream sequence
 /// number), then `reason`.
 fn record_error(record: &StreamRecord, reason: &str) -> String {
@@ -382,9 +399,13 @@ fn record_error(record: &StreamRecord, reason: &str) -> String {
             other => format!("{name}={other:?}"),
         })
         .collect();
+    // The reason says how to fix it when it can (a DynamoDB refusal does).
+    let fix = match reason.contains("spec.projection.filter") {
+        true => "",
+        false => "; leave such records out with spec.projection.filter, or change the projection",
+    };
     format!(
-        "log record {{{}}} (stream sequence number {}): {reason}; leave such records out with \
-         spec.projection.filter, or change the projection",
+        "log record {{{}}} (stream sequence number {}): {reason}{fix}",
         keys.join(", "),
         record.dynamodb.sequence_number
     )
@@ -424,14 +445,22 @@ async fn project_record<S: ViewStore>(
         Err(e) if config.on_record_error() == RecordErrorPolicy::Fail => {
             error!(view, sequence_number = %sequence, category = e.category(), "stopping at a record (onRecordError Fail): {e}");
             store
-                .record_error(&record_error(record, &e.to_string()), true)
+                .record_error(
+                    &record_identity(config, record),
+                    &record_error(record, &e.to_string()),
+                    true,
+                )
                 .await;
             return Err(format!("record error (spec.projection.onRecordError Fail): {e}"));
         }
         Err(e) => {
             error!(view, sequence_number = %sequence, category = e.category(), "skipping a record: {e}");
             store
-                .record_error(&record_error(record, &e.to_string()), false)
+                .record_error(
+                    &record_identity(config, record),
+                    &record_error(record, &e.to_string()),
+                    false,
+                )
                 .await;
             stats.rejected += 1;
             return Ok(());
@@ -442,14 +471,26 @@ async fn project_record<S: ViewStore>(
         Ok(Applied::ConditionFailed) => stats.unchanged += 1,
         Err(StoreError::Permanent(reason)) if config.on_record_error() == RecordErrorPolicy::Fail => {
             error!(view, sequence_number = %sequence, "stopping at a record whose view write is rejected (onRecordError Fail): {reason}");
-            store.record_error(&record_error(record, &reason), true).await;
+            store
+                .record_error(
+                    &record_identity(config, record),
+                    &record_error(record, &reason),
+                    true,
+                )
+                .await;
             return Err(format!(
                 "record error (spec.projection.onRecordError Fail): {reason}"
             ));
         }
         Err(StoreError::Permanent(reason)) => {
             error!(view, sequence_number = %sequence, "skipping a record whose view write is rejected: {reason}");
-            store.record_error(&record_error(record, &reason), false).await;
+            store
+                .record_error(
+                    &record_identity(config, record),
+                    &record_error(record, &reason),
+                    false,
+                )
+                .await;
             stats.rejected += 1;
         }
         Err(StoreError::Retryable(reason)) => return Err(format!("view write failed: {reason}")),

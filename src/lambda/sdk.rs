@@ -227,14 +227,21 @@ impl ViewStore for DynamoViewStore {
         }
     }
 
-    async fn record_error(&self, message: &str, failing: bool) {
-        let failing = failing.then(|| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            format!("{}@{now}", self.fingerprint)
-        });
-        if let Err(e) = self.writer.note_record_error(message, failing.as_deref()).await {
+    async fn record_error(&self, id: &str, message: &str, failing: bool) {
+        let noted = match failing {
+            true => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let noted = format!("{}@{now}", self.fingerprint);
+                self.writer.note_failing_record(message, &noted).await
+            }
+            false => {
+                let named = [(id.to_string(), message.to_string())];
+                self.writer.note_record_errors(&[id.to_string()], &named, 0).await
+            }
+        };
+        if let Err(e) = noted {
             tracing::warn!(error = %e, "could not note the record error for the operator; it is in this log only");
         }
     }

@@ -295,6 +295,13 @@ impl ProjectionConfig {
         &self.record_type_attribute
     }
     /// The log table's key attribute names.
+    /// The identity of the log record `item` (its whole log key), if it holds a usable partition key.
+    pub fn record_id(&self, item: &super::Item) -> Option<super::RecordId> {
+        let pk = item.get(&self.log_keys.partition_key)?;
+        let sk = self.log_keys.sort_key.as_ref().and_then(|s| item.get(s));
+        super::RecordId::new(pk, sk)
+    }
+
     pub fn log_keys(&self) -> &LogKeys {
         &self.log_keys
     }

@@ -41,11 +41,13 @@ pub const FOLDED_ATTRIBUTE: &str = "kappaFolded";
 /// Partitions of a backfill attempt's band (spreads the band's writes).
 pub const BAND_PARTITIONS: usize = 16;
 
-/// The aggregate attribute in which the live path of backfill attempt `attempt` also adds its deltas, so
-/// the backfill's fold can set the total to "the export's base plus what the live path applied" in one
-/// update, whatever an earlier attempt left: `kappaLive<attempt>`.
-pub fn live_attribute(attempt: i64) -> String {
-    format!("kappaLive{attempt}")
+/// The aggregate attribute in which the live path of view `view`'s backfill attempt `attempt` also adds
+/// its deltas, so the backfill's fold can set the total to "the export's base plus what the live path
+/// applied" in one update, whatever an earlier attempt left: `kappaLive<attempt>#<view>`. Named for the
+/// view so a fold only ever finds its own view's aggregates, even among views sharing a key prefix (or
+/// whose prefixes nest).
+pub fn live_attribute(view: &str, attempt: i64) -> String {
+    format!("kappaLive{attempt}#{view}")
 }
 
 /// The partition keys of backfill attempt `attempt`'s band in view `view` whose key prefix is

@@ -179,9 +179,25 @@ pub struct RecordErrors {
     pub count: u64,
     /// The newest [`KEPT_RECORD_ERRORS`] messages, oldest first.
     pub last: std::collections::VecDeque<String>,
+    /// The identities ([`super::RecordId::digest`]) of the records left out, when known, up to
+    /// [`KEPT_RECORD_IDS`]: what makes a count that several processes report idempotent.
+    pub ids: std::collections::BTreeSet<String>,
 }
 
+/// How many record identities [`RecordErrors`] keeps.
+pub const KEPT_RECORD_IDS: usize = 5_000;
+
 impl RecordErrors {
+    /// Counts one more record left out, for `message`, with its identity if known.
+    pub fn push_record(&mut self, id: Option<String>, message: String) {
+        if let Some(id) = id
+            && self.ids.len() < KEPT_RECORD_IDS
+        {
+            self.ids.insert(id);
+        }
+        self.push(message);
+    }
+
     /// Counts one more record left out, for `message`.
     pub fn push(&mut self, message: String) {
         self.count += 1;
@@ -196,6 +212,11 @@ impl RecordErrors {
         let count = self.count + other.count;
         for m in &other.last {
             self.push(m.clone());
+        }
+        for id in &other.ids {
+            if self.ids.len() < KEPT_RECORD_IDS {
+                self.ids.insert(id.clone());
+            }
         }
         self.count = count;
     }

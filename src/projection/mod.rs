@@ -40,7 +40,7 @@ pub use engine::{
     COUNT_ATTRIBUTE, LATEST_SK, LOG_RECORD_ID, MARKER_INFIX, MAX_ATTRIBUTE, MAX_PARTITION_KEY_BYTES,
     MAX_SORT_KEY_BYTES, MIN_ATTRIBUTE, SUM_ATTRIBUTE, TOTAL_SK, ViewWrite, view_key_of,
 };
-pub use error::{KEPT_RECORD_ERRORS, ProjectionError, RecordErrors};
+pub use error::{KEPT_RECORD_ERRORS, KEPT_RECORD_IDS, ProjectionError, RecordErrors};
 pub use identity::RecordId;
 pub use memory::{Applied, MemoryStore, MemoryStoreError};
 pub use number::{MAX_SIGNIFICANT_DIGITS, Number, NumberError};

@@ -161,20 +161,24 @@ pub async fn run(share: &JobShare) -> Result<Progress, (String, bool)> {
     let noted = match &result {
         // Permanent: the Job fails and the operator reports why (the Job's own condition does not say).
         Err(e) if !e.retryable() => {
-            let failing = format!("job@{}", share.index);
-            worker
-                .writer
-                .note_record_errors(1, &[e.to_string()], Some(&failing))
-                .await
-        }
-        _ if errors.count > 0 => {
-            let messages: Vec<String> = errors.last.iter().cloned().collect();
-            worker
-                .writer
-                .note_record_errors(errors.count, &messages, None)
-                .await
+            let noted = format!("job@{}", share.index);
+            worker.writer.note_failing_record(&e.to_string(), &noted).await
         }
         _ => Ok(()),
+    };
+    // What this share left out (also before a failure): by identity, so an index run again counts a
+    // record once.
+    let noted = match noted {
+        Ok(()) if errors.count > 0 => {
+            use sha2::Digest as _;
+            let named: Vec<(String, String)> = (errors.last.iter())
+                .map(|m| (hex::encode(&sha2::Sha256::digest(m.as_bytes())[..16]), m.clone()))
+                .collect();
+            let ids: Vec<String> = errors.ids.iter().cloned().collect();
+            let unnamed = errors.count.saturating_sub(ids.len() as u64);
+            worker.writer.note_record_errors(&ids, &named, unnamed).await
+        }
+        other => other,
     };
     if let Err(e) = noted {
         // The share is done (or failed) regardless; a retry of the index re-reads only unfinished files.

@@ -133,8 +133,11 @@ impl LiveReader {
                             if let Some(t) = created {
                                 newest = Some(newest.map_or(t, |n| n.max(t)));
                             }
-                            // A log is append-only: only inserted records carry something to project.
-                            let (EventName::Insert | EventName::Modify) = record.event_name else {
+                            // A log is append-only: only inserted records carry something to project. A
+                            // MODIFY is a record put again (a producer's retried write): it was applied when
+                            // inserted, or is in the export; projecting it again would count it twice. The
+                            // projector function ignores it the same way.
+                            let EventName::Insert = record.event_name else {
                                 continue;
                             };
                             let Some(image) = record.new_image else { continue };
