@@ -25,7 +25,8 @@ And two DynamoDB departures from AWS that would otherwise decide the operator's 
   moment, as AWS's point-in-time export guarantees. And moto reports the export COMPLETED before its files
   are in AWS's layout (the export shim writes them afterwards), while AWS writes the manifests before it
   reports COMPLETED: here DescribeExport reports IN_PROGRESS until the export's manifest-summary.json is in
-  S3 (for every caller but the shim itself, which signs with the access key `export-shim`).
+  S3 (for every caller but the shim itself, which signs with the access key `export-shim`); after that,
+  COMPLETED for good (files deleted later do not change an export's status on AWS either).
 
 Takes moto_server's arguments (`-H 127.0.0.1 -p PORT`). Run by `hack/stack.sh up` with the stack's venv
 python; not part of the product.
@@ -268,7 +269,10 @@ def describe_export(self):
     if "Credential=export-shim/" in self.headers.get("Authorization", ""):
         return out
     export = self.dynamodb_backend.describe_export(self.body["ExportArn"])
-    if export.status == "COMPLETED" and not laid_out(export):
+    # Once laid out, the export is as AWS reports it, even if its files are deleted later.
+    if export.status == "COMPLETED" and not getattr(export, "kappa_laid_out", False):
+        export.kappa_laid_out = laid_out(export)
+    if export.status == "COMPLETED" and not export.kappa_laid_out:
         description = export.response()
         description["ExportStatus"] = "IN_PROGRESS"
         description.pop("EndTime", None)

@@ -1132,8 +1132,12 @@ async fn job_backfill(
             .and_then(|c| c.iter().find(|c| c.type_ == "Failed" && c.status == "True"));
         if let Some(condition) = failed {
             // Why: a pod notes the error that stopped it in the view's record-error ledger.
+            // Only this attempt's pods' note (`job@a<attempt>i<index>`), not an older failure.
             let why = ledger.record_error_ledger().await.ok().and_then(|l| l.1);
-            let why = why.map(|(m, _)| format!(" ({m})")).unwrap_or_default();
+            let why = why
+                .filter(|(_, noted)| noted.starts_with(&format!("job@a{attempt}i")))
+                .map(|(m, _)| format!(" ({m})"))
+                .unwrap_or_default();
             return failure(
                 format!(
                     "backfill Job {}/{job_name} failed: {}{why}; see `kubectl -n {} logs job/{job_name}`, fix the \

@@ -161,7 +161,7 @@ pub async fn run(share: &JobShare) -> Result<Progress, (String, bool)> {
     let noted = match &result {
         // Permanent: the Job fails and the operator reports why (the Job's own condition does not say).
         Err(e) if !e.retryable() => {
-            let noted = format!("job@{}", share.index);
+            let noted = format!("job@a{}i{}", share.attempt, share.index);
             worker.writer.note_failing_record(&e.to_string(), &noted).await
         }
         _ => Ok(()),
