@@ -525,3 +525,36 @@ async fn the_operator_reconciles_with_the_charts_service_account() {
     operator.kill();
     common::delete_namespace(&client, &ns).await;
 }
+
+/// Found by the #20 breaker: the operator writes the items of every views table it tags (dedicated:
+/// `MaterializedView`, shared: `ViewsTable`), so the documented policy must allow both kinds, and the
+/// item actions the views writer uses (transactions' condition checks, a fold's scan).
+#[test]
+fn the_iam_policy_lets_the_operator_write_every_views_table_it_tags() {
+    let text = std::fs::read_to_string(format!("{CHART}/docs/iam-policy.json")).unwrap();
+    let policy: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let st = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "DynamoDBWriteOwnViews")
+        .expect("DynamoDBWriteOwnViews");
+    let kinds = st["Condition"]["StringEquals"]["aws:ResourceTag/kappa.dev/kind"].to_string();
+    for kind in [
+        kappa_operator::plan::view::VIEW_KIND,
+        kappa_operator::plan::view::SHARED_TABLE_KIND,
+    ] {
+        assert!(kinds.contains(&format!("\"{kind}\"")), "{kind} not in {kinds}");
+    }
+    let actions = st["Action"].to_string();
+    for action in [
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:ConditionCheckItem",
+        "dynamodb:Scan",
+        "dynamodb:Query",
+        "dynamodb:GetItem",
+    ] {
+        assert!(actions.contains(action), "{action} missing: {actions}");
+    }
+}

@@ -148,7 +148,9 @@ mod tests {
                 "--attempt",
                 "2",
                 "--workers",
-                "4"
+                "4",
+                "--pre-aggregation",
+                "banded"
             ]
         );
         assert_eq!(c.env.as_ref().unwrap()[0].name, "AWS_REGION");
