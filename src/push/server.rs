@@ -14,7 +14,10 @@
 //! Listens on `--push-addr` (`KAPPA_PUSH_ADDR`, default `0.0.0.0:8081`). Every upgrade request is
 //! authorized by [`PushAuth`] before it is upgraded: by default the client's Kubernetes bearer token must
 //! belong to a subject that may `watch` MaterializedViews in the requested namespace (401 or 403
-//! otherwise); a shared static token or no check at all are explicit single-tenant options.
+//! otherwise); a shared static token or no check at all are explicit single-tenant options. Access is
+//! checked again at every request an open connection sends and every [`REAUTHORIZE_EVERY`] while it only
+//! listens: once revoked (a RoleBinding deleted, a token expired or its ServiceAccount deleted) the client
+//! gets an `error` frame saying so and the connection is closed (close code [`CLOSE_ACCESS_REVOKED`]).
 
 use std::net::SocketAddr;
 
@@ -143,18 +146,53 @@ async fn watch(
     }
     upgrade
         .max_message_size(MAX_REQUEST_BYTES)
-        .on_upgrade(move |socket| connection(socket, namespace, state))
+        .on_upgrade(move |socket| connection(socket, namespace, state, headers))
+}
+
+/// How often an open connection's access is checked again while the client only listens (every request
+/// it sends is checked too): access revoked (a RoleBinding deleted, a token expired) ends the connection.
+pub const REAUTHORIZE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// WebSocket close code for a connection whose access was revoked (4000-4999: the application's own).
+pub const CLOSE_ACCESS_REVOKED: u16 = 4403;
+
+/// Whether the client of `headers` may still watch `namespace`: `Err` (the reason) when access is
+/// revoked; a check that cannot be made now (503) keeps the connection.
+async fn still_authorized(
+    state: &PushState,
+    headers: &axum::http::HeaderMap,
+    namespace: &str,
+) -> Result<(), String> {
+    match state.auth.authorize(headers, namespace).await {
+        Ok(_) => Ok(()),
+        Err(refusal) if refusal.status == 503 => {
+            tracing::warn!(%namespace, reason = %refusal.message, "could not check a push client's access again; keeping it");
+            Ok(())
+        }
+        Err(refusal) => Err(refusal.message),
+    }
 }
 
 /// One connection, until either side closes it.
-async fn connection(mut socket: WebSocket, namespace: String, state: PushState) {
+async fn connection(
+    mut socket: WebSocket,
+    namespace: String,
+    state: PushState,
+    headers: axum::http::HeaderMap,
+) {
     let mut client = state.hub.connect(&namespace);
     tracing::info!(%namespace, clients = state.hub.connected_clients(), "push client connected");
+    let mut recheck = tokio::time::interval(REAUTHORIZE_EVERY);
+    recheck.tick().await; // the first tick is now: the upgrade was just authorized
+    let revoked = |reason: String| format!("access to namespace {namespace} was revoked: {reason}");
     let end = loop {
         tokio::select! {
             incoming = socket.recv() => {
                 let reply = match incoming {
-                    Some(Ok(Message::Text(text))) => answer(text.as_str(), &state.views, &mut client),
+                    Some(Ok(Message::Text(text))) => match still_authorized(&state, &headers, &namespace).await {
+                        Ok(()) => answer(text.as_str(), &state.views, &mut client),
+                        Err(reason) => break close_revoked(&mut socket, revoked(reason)).await,
+                    },
                     Some(Ok(Message::Binary(_))) => ServerMessage::error(format!(
                         "binary frames are not understood: send requests as JSON text frames; {}",
                         ACCEPTED
@@ -166,6 +204,11 @@ async fn connection(mut socket: WebSocket, namespace: String, state: PushState) 
                 };
                 if let Err(e) = send(&mut socket, &reply).await {
                     break format!("writing to the client failed: {e}");
+                }
+            }
+            _ = recheck.tick() => {
+                if let Err(reason) = still_authorized(&state, &headers, &namespace).await {
+                    break close_revoked(&mut socket, revoked(reason)).await;
                 }
             }
             next = client.next_change() => match next {
@@ -192,6 +235,21 @@ async fn connection(mut socket: WebSocket, namespace: String, state: PushState) 
     };
     drop(client);
     tracing::info!(%namespace, clients = state.hub.connected_clients(), reason = %end, "push client disconnected");
+}
+
+/// Tells the client its access was revoked and closes the connection ([`CLOSE_ACCESS_REVOKED`]);
+/// returns `reason`.
+async fn close_revoked(socket: &mut WebSocket, reason: String) -> String {
+    tracing::info!(%reason, "closing a push connection");
+    // Best effort: the connection ends either way.
+    let _ = send(socket, &ServerMessage::error(reason.clone())).await;
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: CLOSE_ACCESS_REVOKED,
+            reason: "access revoked".into(),
+        })))
+        .await;
+    reason
 }
 
 async fn send(socket: &mut WebSocket, message: &ServerMessage) -> Result<(), axum::Error> {
