@@ -53,7 +53,7 @@ fn lambda_err<E, R>(
 ) -> impl FnOnce(SdkError<E, R>) -> AwsError + use<E, R>
 where
     E: aws_sdk_lambda::error::ProvideErrorMetadata + std::fmt::Debug,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + crate::aws::error::HttpStatus,
 {
     let map = from_sdk(operation, resource);
     move |err| {

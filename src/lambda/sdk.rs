@@ -22,37 +22,8 @@ use super::writer::{LogWriter, WriteError};
 use crate::aws::views::ViewTableWriter;
 use crate::projection::{Applied, Item, ViewWrite, dynamo, item_from_dynamodb};
 
-/// Error codes of DynamoDB and SNS that clear by themselves.
-const RETRYABLE_CODES: &[&str] = &[
-    "ThrottlingException",
-    "Throttling",
-    "ThrottledException",
-    "Throttled",
-    "ProvisionedThroughputExceededException",
-    "RequestLimitExceeded",
-    "TooManyRequestsException",
-    "KMSThrottlingException",
-    "KMSThrottling",
-    "InternalServerError",
-    "InternalError",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "TransactionConflictException",
-    "TransactionInProgressException",
-    "ReplicatedWriteConflictException",
-];
-
-/// Whether a failed call is worth retrying: a service error with a retryable code or an HTTP status of
-/// 429 or 5xx; `None` for `code` and `status` means no response at all (timeout, network), retryable.
-pub fn classify(code: Option<&str>, status: Option<u16>) -> bool {
-    match (code, status) {
-        (None, None) => true,
-        (code, status) => {
-            code.is_some_and(|c| RETRYABLE_CODES.contains(&c))
-                || status.is_some_and(|s| s == 429 || (500..600).contains(&s))
-        }
-    }
-}
+/// Whether a failed call is worth retrying: the operator's one classifier ([`crate::aws::error::classify`]).
+pub use crate::aws::error::classify;
 
 /// `(retryable, reason)` of an SDK error; the reason names the operation and the resource.
 fn describe<E>(operation: &str, resource: &str, err: &SdkError<E, HttpResponse>) -> (bool, String)
@@ -70,7 +41,10 @@ where
             );
             (classify(code, Some(status)), reason)
         }
-        other => (true, format!("{operation} on {resource}: {other:?}")),
+        other => (
+            crate::aws::error::classify_sdk(other),
+            format!("{operation} on {resource}: {other:?}"),
+        ),
     }
 }
 
