@@ -115,7 +115,10 @@ async fn apply(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result<A
             push: None,
         },
         Some(log) => {
-            let problems = validate::view_against_log(&view, &log);
+            let mut problems = validate::view_against_log(&view, &log);
+            if problems.is_empty() {
+                problems.extend(validate::prefix_overlap(&view, &views_in(ctx, ns).await?));
+            }
             if problems.is_empty() {
                 provision(&view, &log, ctx, ns).await?
             } else {
@@ -806,9 +809,28 @@ async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result
                 .map(|v| v.name_any())
                 .collect();
             if !sharers.is_empty() {
-                // The table stays for its sharers; this view's items (under its key prefix) go.
+                // The table stays for its sharers; this view's items (under its key prefix) go, unless
+                // another view's prefix overlaps it (its items would go too): then they stay, said so.
                 let prefix = plan.key_prefix.clone().unwrap_or_default();
-                let deleted = match prefix.is_empty() {
+                let overlapping =
+                    validate::overlapping_sibling(&prefix, &view.spec.store.shared_table_name, &others);
+                if let Some(other) = &overlapping {
+                    status::publish(
+                        ctx,
+                        view.as_ref(),
+                        EventType::Warning,
+                        "ItemsKept",
+                        "Cleanup",
+                        format!(
+                            "the items under key prefix {prefix:?} are kept in the shared views table {}: view \
+                             {other:?}'s key prefix overlaps it, so deleting them by prefix would delete some of \
+                             {other:?}'s",
+                            plan.table.name
+                        ),
+                    )
+                    .await;
+                }
+                let deleted = match prefix.is_empty() || overlapping.is_some() {
                     true => 0,
                     false => {
                         crate::aws::views::delete_items_with_prefix(

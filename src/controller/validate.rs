@@ -47,9 +47,107 @@ pub fn view_against_log(view: &MaterializedView, log: &EventLog) -> Vec<String> 
     problems
 }
 
+/// The view among `views` (the namespace's) whose key prefix in the same shared views table overlaps
+/// `view`'s (one is a prefix of the other, or they are equal) and that takes precedence (provisioned
+/// already, then created earlier, then by name), with a sentence naming both views, the prefixes and the fix. Overlapping prefixes would
+/// let one view read, overwrite and (deleting itself) remove the other's items, and their projector roles'
+/// `dynamodb:LeadingKeys` would overlap the same way. Views being deleted do not count.
+pub fn prefix_overlap(view: &MaterializedView, views: &[MaterializedView]) -> Option<String> {
+    use crate::crd::StoreTable;
+    let store = &view.spec.store;
+    if store.table != StoreTable::Shared {
+        return None;
+    }
+    let name = view.metadata.name.as_deref().unwrap_or_default();
+    let mine = crate::plan::view::key_prefix(view);
+    // Precedence: a view already provisioned (it may hold items), then the one created first, then by name.
+    let order = |v: &MaterializedView| {
+        (
+            v.status.as_ref().and_then(|s| s.table_name.as_ref()).is_none(),
+            v.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            v.metadata.name.clone().unwrap_or_default(),
+        )
+    };
+    let mut earlier: Vec<&MaterializedView> = views
+        .iter()
+        .filter(|o| o.metadata.name.as_deref() != Some(name))
+        .filter(|o| o.metadata.deletion_timestamp.is_none())
+        .filter(|o| {
+            o.spec.store.table == StoreTable::Shared
+                && o.spec.store.shared_table_name == store.shared_table_name
+        })
+        .filter(|o| order(o) < order(view))
+        .collect();
+    // The earliest first: the view that has held its prefix longest.
+    earlier.sort_by_key(|o| order(o));
+    earlier.into_iter().find_map(|other| {
+            let theirs = crate::plan::view::key_prefix(other);
+            (theirs.starts_with(&mine) || mine.starts_with(&theirs)).then(|| {
+                let other_name = other.metadata.name.as_deref().unwrap_or_default();
+                format!(
+                    "spec.store.keyPrefix: {mine:?} overlaps the key prefix {theirs:?} of view {other_name:?} in the \
+                     shared views table {:?} (one starts with the other), so each could read, overwrite or delete \
+                     the other's items: choose a prefix that neither starts with nor is the start of {theirs:?} \
+                     (the default `<view name>#` of distinct views never overlaps), or store the view in a \
+                     Dedicated table",
+                    store.shared_table_name
+                )
+            })
+        })
+}
+
+/// The first of `others` (views of the namespace, without the view itself) whose key prefix in the shared
+/// views table `table` overlaps `prefix` (a view's or a version's): deleting items by `begins_with(prefix)`
+/// would then remove some of theirs, so it must not be done.
+pub fn overlapping_sibling(prefix: &str, table: &str, others: &[MaterializedView]) -> Option<String> {
+    use crate::crd::StoreTable;
+    others
+        .iter()
+        .filter(|o| o.spec.store.table == StoreTable::Shared && o.spec.store.shared_table_name == table)
+        .find(|o| {
+            let theirs = crate::plan::view::key_prefix(o);
+            // A version's prefix is `~v<n>~<base>`: compare the bases.
+            let base = prefix
+                .strip_prefix("~v")
+                .and_then(|p| p.split_once('~'))
+                .map_or(prefix, |(_, b)| b);
+            theirs.starts_with(base) || base.starts_with(&theirs)
+        })
+        .and_then(|o| o.metadata.name.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlapping_key_prefixes_in_one_shared_table_are_refused_for_the_later_view() {
+        let at = |name: &str, prefix: Option<&str>, t: &str| -> MaterializedView {
+            let prefix = prefix.map(|p| format!(", keyPrefix: '{p}'")).unwrap_or_default();
+            view(&format!(
+                "apiVersion: kappa.dev/v1alpha1\nkind: MaterializedView\nmetadata: {{name: {name}, \
+                 creationTimestamp: '{t}'}}\nspec:\n  eventLogRef: {{name: log}}\n  recordTypes: [score]\n  \
+                 store: {{table: Shared{prefix}}}\n"
+            ))
+        };
+        let scores = at("scores", None, "2026-01-01T00:00:00Z");
+        let sc = at("sc", Some("sc"), "2026-01-02T00:00:00Z");
+        let same = at("third", Some("scores#"), "2026-01-03T00:00:00Z");
+        let apart = at("apart", Some("sd#"), "2026-01-03T00:00:00Z");
+        let all = vec![scores.clone(), sc.clone(), same.clone(), apart.clone()];
+        assert_eq!(prefix_overlap(&scores, &all), None, "the first keeps running");
+        let m = prefix_overlap(&sc, &all).expect("sc starts scores#");
+        assert!(
+            m.contains("\"sc\"") && m.contains("\"scores#\"") && m.contains("scores"),
+            "{m}"
+        );
+        assert!(prefix_overlap(&same, &all).is_some(), "an equal prefix");
+        assert_eq!(prefix_overlap(&apart, &all), None);
+        // Another shared table, or a dedicated one, never overlaps.
+        let mut elsewhere = sc.clone();
+        elsewhere.spec.store.shared_table_name = "other".into();
+        assert_eq!(prefix_overlap(&elsewhere, &all), None);
+    }
 
     fn log(yaml: &str) -> EventLog {
         serde_yaml::from_str(yaml).unwrap()

@@ -542,6 +542,19 @@ pub(super) async fn remove_version(
         return Ok(());
     }
     match (plan.shared, plan.key_prefix.as_deref()) {
+        (true, Some(prefix))
+            if !prefix.is_empty()
+                && let Some(other) = super::validate::overlapping_sibling(
+                    prefix,
+                    &view.spec.store.shared_table_name,
+                    &all.iter()
+                        .filter(|o| o.metadata.name != view.metadata.name)
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                ) =>
+        {
+            tracing::warn!(view = %view.name_any(), version = v.version, prefix, other, "keeping the version's items: another view's key prefix overlaps");
+        }
         (true, Some(prefix)) if !prefix.is_empty() => {
             let n = crate::aws::views::delete_items_with_prefix(&ctx.aws.dynamodb, &plan.table.name, prefix)
                 .await?;
