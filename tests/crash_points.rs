@@ -394,7 +394,7 @@ async fn a_waiting_view_is_not_reconciled_in_a_hot_loop() {
                 .await;
         }
     };
-    // The floor grows to its cap within about 31 s of nothing changing.
+    // The floor grows to its cap (15 s) within about 30 s of nothing changing.
     let mut i = 0;
     let warm = tokio::time::Instant::now() + Duration::from_secs(35);
     while tokio::time::Instant::now() < warm {
@@ -410,7 +410,7 @@ async fn a_waiting_view_is_not_reconciled_in_a_hot_loop() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let runs = op.reconciles().await - before;
-    assert!(runs <= 3, "{runs} reconciles in 45 s under {i} triggers");
+    assert!(runs <= 4, "{runs} reconciles in 45 s under {i} triggers");
     let metrics = op.metrics().await.unwrap();
     assert!(
         metrics

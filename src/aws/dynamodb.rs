@@ -36,6 +36,9 @@ pub struct TableState {
     pub arn: String,
     pub stream_arn: Option<String>,
     pub convergence: Convergence,
+    /// When the table was created (epoch seconds, DynamoDB's `CreationDateTime`), if known: a table
+    /// created after a view's backfill started was deleted and re-created since, and holds none of it.
+    pub created: Option<f64>,
 }
 
 fn view_type(v: StreamViewType) -> DdbView {
@@ -109,6 +112,7 @@ pub async fn ensure_table(client: &Client, plan: &TablePlan) -> Result<TableStat
                 arn,
                 stream_arn: table.latest_stream_arn().map(str::to_string),
                 convergence: Convergence::InProgress,
+                created: table.creation_date_time().map(|t| t.as_secs_f64()),
             });
         }
         (Ownership::Unclaimed, false) if plan.owner.kind != crate::plan::log::KIND => {
@@ -152,6 +156,7 @@ pub async fn ensure_table(client: &Client, plan: &TablePlan) -> Result<TableStat
         arn: arn.clone(),
         stream_arn: table.latest_stream_arn().map(str::to_string),
         convergence,
+        created: table.creation_date_time().map(|t| t.as_secs_f64()),
     };
     check_keys(plan, &table)?;
     if table.table_status() != Some(&TableStatus::Active) {
@@ -250,6 +255,10 @@ async fn create(client: &Client, plan: &TablePlan) -> Result<TableState, AwsErro
             .and_then(|t| t.latest_stream_arn())
             .map(str::to_string),
         convergence: Convergence::InProgress,
+        created: table
+            .as_ref()
+            .and_then(|t| t.creation_date_time())
+            .map(|t| t.as_secs_f64()),
     })
 }
 

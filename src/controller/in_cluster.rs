@@ -386,12 +386,34 @@ pub(super) async fn backfill(
         && b.attempt > 0
     {
         info!(view = %key, %gap, "closing a gap in the live path with a new backfill");
+        if let Err(e) = retire_attempt(ctx, ns, &base, &b).await {
+            return progressing(
+                ViewPhase::Backfilling,
+                reasons::BACKFILLING,
+                format!(
+                    "removing the unfinished attempt {} before closing a gap: {e}",
+                    b.attempt
+                ),
+                None,
+                Duration::from_secs(5),
+            );
+        }
         crate::fail_point!("backfill-gap-found");
-        b = BackfillStatus {
+        let next = BackfillStatus {
             attempt: b.attempt + 1,
             reason: Some(gap_reason(&gap)),
             ..BackfillStatus::default()
         };
+        // Recorded first, exported on a later pass: the live path must switch to the new attempt (and,
+        // pre-aggregated, hold) before the export's time is taken, or records it applies under the old
+        // attempt after that time would be in neither the export nor the new attempt's live part.
+        return progressing(
+            ViewPhase::Backfilling,
+            reasons::EXPORTING,
+            format!("closing a gap with backfill attempt {}: {gap}", next.attempt),
+            Some(next),
+            Duration::from_secs(1),
+        );
     }
     if b.finished_at.is_some() {
         // Recorded finished: now (and on every pass until it succeeds) remove what it read.
@@ -744,8 +766,21 @@ pub(super) async fn backfill(
             ..
         })) => {
             // The export completed, so its files were there: someone removed them. What is recorded
-            // decides: the backfill did not finish, so a new attempt exports the log again.
+            // decides: the backfill did not finish, so a new attempt exports the log again (once what is
+            // left of this one is removed).
             ctx.runtime.forget_backfill(&key);
+            if let Err(e) = retire_attempt(ctx, ns, &base, &b).await {
+                return progressing(
+                    ViewPhase::Backfilling,
+                    reasons::BACKFILLING,
+                    format!(
+                        "the export's files are gone; removing what is left of attempt {}: {e}",
+                        b.attempt
+                    ),
+                    Some(b),
+                    Duration::from_secs(5),
+                );
+            }
             tracing::warn!(view = %key, %message, "the export's files are gone; starting a new backfill attempt");
             let next = BackfillStatus {
                 attempt: b.attempt + 1,
@@ -1249,17 +1284,63 @@ async fn clean_up_backfill(
         }
     }
     crate::fail_point!("backfill-export-deleted");
+    done && delete_backfill_checkpoint(ctx, ns, base, b.attempt).await
+}
+
+/// Deletes the checkpoint ConfigMap of view (version) `base`'s backfill `attempt`; `false` (logged) when
+/// it could not be deleted now.
+async fn delete_backfill_checkpoint(ctx: &Context, ns: &str, base: &str, attempt: i64) -> bool {
     let checkpoint = ConfigMapCheckpoint::new(
         ctx.client.clone(),
         ns,
-        checkpoints::backfill_name(base, b.attempt),
+        checkpoints::backfill_name(base, attempt),
         None,
     );
-    if let Err(e) = checkpoint.delete().await {
-        tracing::warn!(view = %key, error = %e, "could not delete the backfill checkpoint yet; trying again");
-        done = false;
+    match checkpoint.delete().await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(view = %format!("{ns}/{base}"), error = %e, "could not delete the backfill checkpoint yet");
+            false
+        }
     }
-    done
+}
+
+/// Removes what an attempt that will not finish (superseded by a new attempt: a gap, its export's files
+/// gone, its views table re-created) left: its export, its checkpoint and its backfill Job. Idempotent;
+/// `Err` (to try again before moving on, so nothing is left behind) when the export cannot be deleted.
+pub(super) async fn retire_attempt(
+    ctx: &Context,
+    ns: &str,
+    base: &str,
+    b: &BackfillStatus,
+) -> Result<(), crate::aws::AwsError> {
+    if b.attempt == 0 || b.cleaned_up {
+        return Ok(());
+    }
+    let n = delete_export(ctx, ns, base, b).await?;
+    if n > 0 {
+        info!(view = %format!("{ns}/{base}"), attempt = b.attempt, objects = n, "removed the superseded attempt's export");
+    }
+    delete_backfill_checkpoint(ctx, ns, base, b.attempt).await;
+    delete_backfill_job(ctx, ns, base, b.attempt).await;
+    Ok(())
+}
+
+/// Deletes the backfill Job of view (version) `base`'s `attempt`, with its pods, if there is one.
+pub(super) async fn delete_backfill_job(ctx: &Context, ns: &str, base: &str, attempt: i64) {
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::api::{DeleteParams, PropagationPolicy};
+    let name = crate::plan::job::job_name(ns, base, attempt);
+    let api: kube::Api<Job> = kube::Api::namespaced(ctx.client.clone(), &ctx.config.lease_namespace);
+    let background = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    match api.delete(&name, &background).await {
+        Ok(_) => info!(job = %name, "deleted the backfill Job"),
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => tracing::warn!(job = %name, error = %e, "could not delete the backfill Job"),
+    }
 }
 
 /// Deletes the export backfill `b` of view (version) `base` in namespace `ns` wrote, if any: every object

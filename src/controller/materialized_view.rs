@@ -759,6 +759,21 @@ async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result
             .stop(&crate::plan::versions::runtime_key(&key, v.version));
     }
     write_status(&view, ctx, ns, &deleting).await?;
+    // Backfill Jobs go with the view whatever its deletionPolicy (they are not its AWS resources).
+    for v in &recorded {
+        if let Some(b) = v.backfill.as_ref().filter(|b| b.attempt > 0) {
+            let base = crate::plan::versions::checkpoint_base(&view.name_any(), v.version);
+            in_cluster::delete_backfill_job(ctx, ns, &base, b.attempt).await;
+        }
+    }
+    if let Some(b) = view
+        .status
+        .as_ref()
+        .and_then(|s| s.backfill.as_ref())
+        .filter(|b| b.attempt > 0)
+    {
+        in_cluster::delete_backfill_job(ctx, ns, &view.name_any(), b.attempt).await;
+    }
     let note = match view.spec.deletion_policy {
         DeletionPolicy::Retain => "deletionPolicy Retain: the view's AWS resources are kept".to_string(),
         DeletionPolicy::Delete => {

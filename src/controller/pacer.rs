@@ -17,9 +17,9 @@ use tokio::time::Instant;
 
 /// The floor after a run whose state differed from the previous one's.
 pub const FIRST: Duration = Duration::from_secs(1);
-/// The highest floor: an object waiting on something that does not change reconciles about twice a
-/// minute.
-pub const CAP: Duration = Duration::from_secs(30);
+/// The highest floor: an object waiting on something that does not change reconciles about four times a
+/// minute (and notices the change it waits for, an export completing say, at most this late).
+pub const CAP: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Copy, Debug)]
 struct Pace {
@@ -126,7 +126,7 @@ mod tests {
     #[test]
     fn the_floor_doubles_while_nothing_changes_and_resets_when_something_does() {
         let floors: Vec<u64> = (0..8).map(|n| floor(n).as_secs()).collect();
-        assert_eq!(floors, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(floors, [1, 2, 4, 8, 15, 15, 15, 15]);
         let pacer = Pacer::default();
         let t0 = Instant::now();
         assert_eq!(

@@ -177,6 +177,40 @@ pub(super) async fn run(
             // Its storage exists and the version is not recorded yet.
             crate::fail_point!("version-created");
         }
+        // A views table created after this version's backfill started was deleted outside the operator
+        // and re-created empty: it holds none of the view. Rebuild it from the log with a new attempt.
+        if let (Some(created), Some(b)) = (table.created, v.backfill.clone())
+            && b.attempt > 0
+            && b.started_at
+                .as_ref()
+                .is_some_and(|t| (t.0.as_second() as f64) + 1.0 < created)
+        {
+            let reason = format!(
+                "views table {} was deleted outside the operator and re-created empty: rebuilding the view from \
+                 the log",
+                plan.table.name
+            );
+            tracing::warn!(view = %view.name_any(), version = v.version, %reason, "starting a new backfill attempt");
+            if let Err(e) = in_cluster::retire_attempt(ctx, ns, &target.base, &b).await {
+                return Err(e.into());
+            }
+            ctx.runtime.stop(&target.key);
+            status::publish(
+                ctx,
+                view,
+                EventType::Warning,
+                reasons::TABLE_RECREATED,
+                "Rebuild",
+                reason.clone(),
+            )
+            .await;
+            v.backfill = Some(crate::crd::BackfillStatus {
+                attempt: b.attempt + 1,
+                reason: Some(reason),
+                ..Default::default()
+            });
+        }
+        let vview = version_view(view, v);
         if table.convergence != Convergence::Converged {
             v.phase = Some(ViewPhase::Provisioning);
             let message = format!("creating views table {}", plan.table.name);
@@ -518,7 +552,11 @@ pub(super) async fn remove_version(
             tracing::warn!(version = v.version, error = %e, "could not delete the version's backfill checkpoint");
         }
     }
-    // Its export, unless the backfill finished and removed it already (or the user keeps exports).
+    // Its backfill Job (still running, or kept failed), then its export, unless the backfill finished and
+    // removed it already (or the user keeps exports).
+    if let Some(b) = v.backfill.as_ref().filter(|b| b.attempt > 0) {
+        in_cluster::delete_backfill_job(ctx, ns, &target.base, b.attempt).await;
+    }
     if let Some(b) = v.backfill.as_ref().filter(|b| !b.cleaned_up)
         && !view.spec.backfill.keep_export
     {

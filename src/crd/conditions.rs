@@ -55,6 +55,8 @@ pub mod reasons {
     pub const RECORD_ERROR: &str = "RecordError";
     /// The live path lost stream records and the view has no backfill to recover them.
     pub const RECORDS_LOST: &str = "RecordsLost";
+    /// A views table was deleted outside the operator and re-created: the view is rebuilt from the log.
+    pub const TABLE_RECREATED: &str = "TableRecreated";
     pub const NOT_SUPPORTED: &str = "NotSupported";
     pub const REBUILDING: &str = "Rebuilding";
     pub const REBUILD_FAILED: &str = "RebuildFailed";

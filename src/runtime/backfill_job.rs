@@ -35,6 +35,40 @@ pub struct JobShare {
 /// Projects this index's share of the view's export; `Err` says what failed and whether the Job should
 /// retry (`true`) or give up.
 pub async fn run(share: &JobShare) -> Result<Progress, (String, bool)> {
+    match share_run(share).await {
+        Ok(progress) => Ok(progress),
+        // The other shares may have finished every file meanwhile, and the operator recorded the backfill
+        // complete and removed the export this share was reading (or started another attempt): what is
+        // recorded decides.
+        Err(e) => match recorded_done(share).await {
+            true => {
+                tracing::info!(view = %share.view, attempt = share.attempt, error = %e.0, "the backfill is recorded complete (or superseded): nothing left for this share");
+                Ok(Progress::default())
+            }
+            false => Err(e),
+        },
+    }
+}
+
+/// Whether the view's status says the backfill of this share's attempt finished, or another attempt
+/// replaced it.
+async fn recorded_done(share: &JobShare) -> bool {
+    let Ok(client) = Client::try_default().await else {
+        return false;
+    };
+    let views: Api<MaterializedView> = Api::namespaced(client, &share.namespace);
+    let Ok(view) = views.get(&share.view).await else {
+        return false;
+    };
+    let status = view.status.unwrap_or_default();
+    let backfill = match status.versions.iter().find(|v| v.version == share.version) {
+        Some(v) => v.backfill.clone(),
+        None => status.backfill,
+    };
+    backfill.is_some_and(|b| b.finished_at.is_some() || b.attempt != share.attempt)
+}
+
+async fn share_run(share: &JobShare) -> Result<Progress, (String, bool)> {
     let permanent = |m: String| (m, false);
     let client = Client::try_default()
         .await
