@@ -8,39 +8,6 @@ use std::time::Duration;
 
 use common::Operator;
 
-fn apply_user_cluster_roles() {
-    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/kappa-operator");
-    let rendered = common::run_tool_ok(
-        "helm",
-        &[
-            "template",
-            "kappa",
-            chart,
-            "--set",
-            "clusterId=test",
-            "--kube-version",
-            "1.35.4",
-            "--show-only",
-            "templates/rbac.yaml",
-        ],
-        None,
-    );
-    let roles: Vec<String> = rendered
-        .split("\n---")
-        .filter(|doc| {
-            doc.contains("kind: ClusterRole\n")
-                && (doc.contains("name: kappa-editor") || doc.contains("name: kappa-viewer"))
-        })
-        .map(str::to_string)
-        .collect();
-    assert_eq!(roles.len(), 2);
-    common::run_tool_ok(
-        "kubectl",
-        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
-        Some(&roles.join("\n---\n")),
-    );
-}
-
 fn bind(ns: &str, role: &str, subject: &str) -> String {
     let name = format!("{role}-{}", subject.replace(':', "-"));
     let subject_arg = match subject.split_once(':') {
@@ -71,7 +38,7 @@ fn token_of(ns: &str, sa: &str) -> String {
 async fn a_push_connection_ends_when_its_access_is_revoked() {
     let (admin, a) = common::setup("push-revoke-a").await;
     let b = common::namespace(&admin, "push-revoke-b").await;
-    apply_user_cluster_roles();
+    common::apply_user_cluster_roles();
     let binding = bind(&b, "kappa-viewer", &format!("ServiceAccount:{b}:reader"));
     let token = token_of(&b, "reader");
     let op = Operator::start_with_args(&[&a, &b], "solo", 5, &[], &[]);

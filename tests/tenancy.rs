@@ -24,40 +24,6 @@ use kube::{Api, Client};
 
 const BOB: &str = "bob";
 
-/// Applies the chart's user ClusterRoles (`kappa-editor`, `kappa-viewer`), as `helm install` would.
-fn apply_user_cluster_roles() {
-    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/kappa-operator");
-    let rendered = common::run_tool_ok(
-        "helm",
-        &[
-            "template",
-            "kappa",
-            chart,
-            "--set",
-            "clusterId=test",
-            "--kube-version",
-            "1.35.4",
-            "--show-only",
-            "templates/rbac.yaml",
-        ],
-        None,
-    );
-    let roles: Vec<String> = rendered
-        .split("\n---")
-        .filter(|doc| {
-            doc.contains("kind: ClusterRole\n")
-                && (doc.contains("name: kappa-editor") || doc.contains("name: kappa-viewer"))
-        })
-        .map(str::to_string)
-        .collect();
-    assert_eq!(roles.len(), 2, "the chart renders kappa-editor and kappa-viewer");
-    common::run_tool_ok(
-        "kubectl",
-        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
-        Some(&roles.join("\n---\n")),
-    );
-}
-
 /// Binds `subject` (`User:bob` or `ServiceAccount:<ns>:<name>`) to the chart's `role` in `ns`.
 fn bind(ns: &str, role: &str, subject: &str) {
     let mut args = vec!["-n", ns, "create", "rolebinding"];
@@ -85,7 +51,7 @@ async fn client_as(user: &str) -> Client {
 async fn two_tenants(test: &str) -> (Client, String, String) {
     let (admin, a) = common::setup(&format!("{test}-a")).await;
     let b = common::namespace(&admin, &format!("{test}-b")).await;
-    apply_user_cluster_roles();
+    common::apply_user_cluster_roles();
     bind(&b, "kappa-editor", &format!("User:{BOB}"));
     (admin, a, b)
 }

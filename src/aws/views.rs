@@ -628,6 +628,11 @@ impl ViewTableWriter {
         Ok(())
     }
 
+    /// The key of the view's record-error ledger ([`dynamo::record_errors_key`]).
+    fn ledger_key(&self) -> HashMap<String, AttributeValue> {
+        crate::projection::item_to_dynamodb(dynamo::record_errors_key(&self.key_prefix, &self.view))
+    }
+
     /// Notes in the view's record-error ledger ([`dynamo::record_errors_key`]) records left out under
     /// `onRecordError: Skip`, for the operator's `status.recordErrors`:
     /// - `ids`: the records' identities (the log record's key digest, [`RecordId::digest`]), added to
@@ -649,8 +654,7 @@ impl ViewTableWriter {
         if ids.is_empty() && named.is_empty() && unnamed == 0 {
             return Ok(());
         }
-        let key =
-            crate::projection::item_to_dynamodb(dynamo::record_errors_key(&self.key_prefix, &self.view));
+        let key = self.ledger_key();
         let ids: Vec<String> = ids
             .iter()
             .cloned()
@@ -715,9 +719,7 @@ impl ViewTableWriter {
                 .client
                 .update_item()
                 .table_name(&self.table)
-                .set_key(Some(crate::projection::item_to_dynamodb(
-                    dynamo::record_errors_key(&self.key_prefix, &self.view),
-                )))
+                .set_key(Some(self.ledger_key()))
                 .expression_attribute_names("#l", "last");
             let mut parts = Vec::new();
             for (i, (id, message)) in fresh.iter().enumerate() {
@@ -754,9 +756,7 @@ impl ViewTableWriter {
                 .client
                 .update_item()
                 .table_name(&self.table)
-                .set_key(Some(crate::projection::item_to_dynamodb(
-                    dynamo::record_errors_key(&self.key_prefix, &self.view),
-                )))
+                .set_key(Some(self.ledger_key()))
                 .expression_attribute_names("#l", "last");
             let mut parts = Vec::new();
             for (i, (_, id)) in by_time.iter().take(extra).enumerate() {
@@ -776,8 +776,7 @@ impl ViewTableWriter {
     /// characters), `failingConfig` = `noted` (who failed and when, e.g. `<projection fingerprint>@<epoch
     /// seconds>`), so the operator reports it only while it is current.
     pub async fn note_failing_record(&self, message: &str, noted: &str) -> Result<(), AwsError> {
-        let key =
-            crate::projection::item_to_dynamodb(dynamo::record_errors_key(&self.key_prefix, &self.view));
+        let key = self.ledger_key();
         self.client
             .update_item()
             .table_name(&self.table)
@@ -799,8 +798,7 @@ impl ViewTableWriter {
     pub async fn record_error_ledger(
         &self,
     ) -> Result<(crate::projection::RecordErrors, Option<(String, String)>), AwsError> {
-        let key =
-            crate::projection::item_to_dynamodb(dynamo::record_errors_key(&self.key_prefix, &self.view));
+        let key = self.ledger_key();
         let out = self
             .client
             .get_item()

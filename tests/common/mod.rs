@@ -497,3 +497,37 @@ impl kappa_operator::backfill::worker::FileCheckpoints for MemoryCheckpoints {
         Ok(())
     }
 }
+
+/// Applies the chart's user ClusterRoles (`kappa-editor`, `kappa-viewer`), as `helm install` would.
+pub fn apply_user_cluster_roles() {
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/kappa-operator");
+    let rendered = run_tool_ok(
+        "helm",
+        &[
+            "template",
+            "kappa",
+            chart,
+            "--set",
+            "clusterId=test",
+            "--kube-version",
+            "1.35.4",
+            "--show-only",
+            "templates/rbac.yaml",
+        ],
+        None,
+    );
+    let roles: Vec<String> = rendered
+        .split("\n---")
+        .filter(|doc| {
+            doc.contains("kind: ClusterRole\n")
+                && (doc.contains("name: kappa-editor") || doc.contains("name: kappa-viewer"))
+        })
+        .map(str::to_string)
+        .collect();
+    assert_eq!(roles.len(), 2, "the chart renders kappa-editor and kappa-viewer");
+    run_tool_ok(
+        "kubectl",
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        Some(&roles.join("\n---\n")),
+    );
+}
