@@ -158,8 +158,9 @@ pub struct ViewTableWriter {
 }
 
 /// How many record identities a view's record-error ledger holds (32 characters each, well under
-/// DynamoDB's 400 KB item limit); records left out beyond are only counted.
-pub const LEDGER_MAX_IDS: usize = 5_000;
+/// DynamoDB's 400 KB item limit): as many as one process keeps ([`crate::projection::KEPT_RECORD_IDS`]);
+/// records left out beyond are only counted.
+pub const LEDGER_MAX_IDS: usize = crate::projection::KEPT_RECORD_IDS;
 
 /// The time of a ledger `last` entry (`{t, m}`), 0 if unreadable.
 fn entry_time(v: &AttributeValue) -> u128 {
@@ -633,6 +634,17 @@ impl ViewTableWriter {
         crate::projection::item_to_dynamodb(dynamo::record_errors_key(&self.key_prefix, &self.view))
     }
 
+    /// An `UpdateItem` of the ledger's `last` map (`#l`), its expression still to set.
+    fn ledger_last_update(
+        &self,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.ledger_key()))
+            .expression_attribute_names("#l", "last")
+    }
+
     /// Notes in the view's record-error ledger ([`dynamo::record_errors_key`]) records left out under
     /// `onRecordError: Skip`, for the operator's `status.recordErrors`:
     /// - `ids`: the records' identities (the log record's key digest, [`RecordId::digest`]), added to
@@ -715,12 +727,7 @@ impl ViewTableWriter {
             .filter(|(id, _)| !last.contains_key(id))
             .collect();
         if !fresh.is_empty() {
-            let mut set = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(self.ledger_key()))
-                .expression_attribute_names("#l", "last");
+            let mut set = self.ledger_last_update();
             let mut parts = Vec::new();
             for (i, (id, message)) in fresh.iter().enumerate() {
                 let entry = AttributeValue::M(HashMap::from([
@@ -752,12 +759,7 @@ impl ViewTableWriter {
             .len()
             .saturating_sub(crate::projection::KEPT_RECORD_ERRORS);
         if extra > 0 {
-            let mut remove = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(self.ledger_key()))
-                .expression_attribute_names("#l", "last");
+            let mut remove = self.ledger_last_update();
             let mut parts = Vec::new();
             for (i, (_, id)) in by_time.iter().take(extra).enumerate() {
                 remove = remove.expression_attribute_names(format!("#k{i}"), id.clone());
