@@ -50,13 +50,7 @@ async fn ddb() -> aws_sdk_dynamodb::Client {
 }
 
 async fn table(ddb: &aws_sdk_dynamodb::Client, name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let table = format!("break13-{name}-{nanos}");
-    common::create_pk_sk_table(ddb, &table).await;
-    table
+    common::fresh_pk_sk_table(ddb, &format!("break13-{name}")).await
 }
 
 /// The number `attr` of the item `(pk, sk)`.

@@ -379,6 +379,17 @@ pub async fn ensure_boundary_policy(iam: &aws_sdk_iam::Client) -> String {
     }
 }
 
+/// A new pk/sk table ([`create_pk_sk_table`]) named `<stem>-<nanoseconds>`; returns its name.
+pub async fn fresh_pk_sk_table(ddb: &aws_sdk_dynamodb::Client, stem: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let table = format!("{stem}-{nanos}");
+    create_pk_sk_table(ddb, &table).await;
+    table
+}
+
 /// Creates an on-demand table keyed by the strings `pk` and `sk` (a log's or a views table's shape).
 pub async fn create_pk_sk_table(ddb: &aws_sdk_dynamodb::Client, name: &str) {
     use aws_sdk_dynamodb::types::{
