@@ -5,110 +5,16 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use bigdecimal::BigDecimal;
 use common::Operator;
+use common::points::{HISTORY, actual, converged, crashed, expected, objects, status_of, view_yaml};
 use common::scores::{Event, event, export_bucket, log_yaml, scores_table, write_events};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kappa_operator::crd::{MaterializedView, MaterializedViewStatus, ViewPhase};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-
-const HISTORY: usize = 6_000;
-
-fn view_yaml(key: &str) -> String {
-    format!(
-        r#"
-apiVersion: kappa.dev/v1alpha1
-kind: MaterializedView
-metadata: {{name: points}}
-spec:
-  eventLogRef: {{name: scores}}
-  recordTypes: [score]
-  projector: {{runtime: InCluster}}
-  projection: {{mode: Sum, sumOf: points, key: {{partitionKey: "{key}"}}}}
-  store: {{table: Dedicated}}
-  promotion: {{retainPrevious: 5s}}
-  deletionPolicy: Delete
-"#
-    )
-}
-
-fn expected(events: &[Event]) -> BTreeMap<String, BigDecimal> {
-    let mut out: BTreeMap<String, BigDecimal> = BTreeMap::new();
-    for e in events.iter().filter(|e| e.kind == "score") {
-        *out.entry(e.player.clone()).or_default() += BigDecimal::from_str(&e.points).unwrap();
-    }
-    out
-}
-
-async fn actual(ddb: &aws_sdk_dynamodb::Client, table: &str, prefix: &str) -> BTreeMap<String, BigDecimal> {
-    let mut out = BTreeMap::new();
-    if ddb.describe_table().table_name(table).send().await.is_err() {
-        return out;
-    }
-    for item in common::scan_all(ddb, table).await {
-        let (Some(AttributeValue::S(pk)), Some(AttributeValue::N(sum))) = (item.get("pk"), item.get("sum"))
-        else {
-            continue;
-        };
-        if let Some(player) = pk.strip_prefix(prefix) {
-            out.insert(player.to_string(), BigDecimal::from_str(sum).unwrap());
-        }
-    }
-    out
-}
-
-async fn crashed(op: &mut Operator, point: &str) {
-    for _ in 0..360 {
-        if let Some(status) = op.child.try_wait().unwrap() {
-            assert_eq!(
-                status.code(),
-                Some(kappa_operator::CRASH_EXIT_CODE),
-                "the operator stopped otherwise than at {point}: {}",
-                op.log()
-            );
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    panic!("the operator never reached crash point {point}: {}", op.log());
-}
-
-async fn status_of(mvs: &Api<MaterializedView>) -> Option<MaterializedViewStatus> {
-    mvs.get_opt("points").await.ok()??.status
-}
-
-async fn converged(
-    mvs: &Api<MaterializedView>,
-    ddb: &aws_sdk_dynamodb::Client,
-    events: &[Event],
-    prefix: &str,
-    what: &str,
-) -> MaterializedViewStatus {
-    let want = expected(events);
-    common::eventually(Duration::from_secs(240), what, || async {
-        let s = status_of(mvs).await?;
-        let b = s.backfill.as_ref()?;
-        if s.phase != Some(ViewPhase::Live) || b.finished_at.is_none() || !b.cleaned_up {
-            return None;
-        }
-        let table = s.table_name.clone()?;
-        (actual(ddb, &table, prefix).await == want).then_some(s)
-    })
-    .await
-}
-
-async fn objects(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
-    let out = s3.list_objects_v2().bucket(bucket).send().await.unwrap();
-    out.contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_string))
-        .collect()
-}
 
 async fn backfill_config_maps(client: &kube::Client, ns: &str) -> Vec<String> {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
