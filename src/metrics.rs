@@ -84,6 +84,11 @@ impl Default for Metrics {
         );
         registry.register("reconciles", "Reconciles run, per kind", reconciles.clone());
         registry.register(
+            "aws_retries",
+            "Transient AWS errors (throttling, 5xx, timeouts) retried in place, per operation",
+            crate::aws::retry::RETRIES.clone(),
+        );
+        registry.register(
             "reconcile_failures",
             "Reconciles that failed, per kind and error category",
             failures.clone(),

@@ -16,6 +16,7 @@ use bytes::Bytes;
 
 use super::AwsError;
 use super::error::from_sdk;
+use super::retry::{TransientLog, transient};
 
 /// What DynamoDB says about an export.
 #[derive(Clone, Debug, PartialEq)]
@@ -123,47 +124,126 @@ pub fn summary_key(export: &ExportInfo, requested_prefix: &str) -> String {
     }
 }
 
-/// A small object's bytes (a manifest), or `None` when there is no such key.
+/// A small object's bytes (a manifest), or `None` when there is no such key. Transient errors are retried
+/// in place ([`super::retry`]).
 pub async fn get_small_object(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
 ) -> Result<Option<Vec<u8>>, AwsError> {
     let resource = format!("s3://{bucket}/{key}");
-    let out = match s3.get_object().bucket(bucket).key(key).send().await {
-        Ok(out) => out,
-        Err(e) if e.code() == Some("NoSuchKey") || e.code() == Some("NotFound") => return Ok(None),
-        Err(e) => return Err(from_sdk("GetObject", &resource)(e)),
-    };
-    let body = out.body.collect().await.map_err(|e| {
-        let mut err = AwsError::new("GetObject", &resource, "", &e.to_string());
-        err.retryable = true;
-        err
-    })?;
-    Ok(Some(body.into_bytes().to_vec()))
+    transient(None, || async {
+        let Some(out) = get_object(s3, bucket, key, None, None).await? else {
+            return Ok(None);
+        };
+        let body = out.body.collect().await.map_err(|e| {
+            let mut err = AwsError::new("GetObject", &resource, "", &e.to_string());
+            err.retryable = true;
+            err
+        })?;
+        Ok(Some(body.into_bytes().to_vec()))
+    })
+    .await
 }
+
+/// One `GetObject` (from byte `from` on, and only while the object's ETag is `if_match`, when given);
+/// `None` when there is no such key.
+async fn get_object(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    from: Option<u64>,
+    if_match: Option<String>,
+) -> Result<Option<aws_sdk_s3::operation::get_object::GetObjectOutput>, AwsError> {
+    match s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .set_range(from.map(|f| format!("bytes={f}-")))
+        .set_if_match(if_match)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(Some(out)),
+        Err(e) if e.code() == Some("NoSuchKey") || e.code() == Some("NotFound") => Ok(None),
+        Err(e) => Err(from_sdk("GetObject", &format!("s3://{bucket}/{key}"))(e)),
+    }
+}
+
+/// How many times in a row an object's body may fail to deliver a byte before reading it fails.
+const MAX_BODY_RESUMES: u32 = 10;
 
 /// The first of `candidates` that exists in `bucket` (keys in the order to try), with its body streaming
 /// into a blocking reader. Read it on a blocking thread (`spawn_blocking`): its `read` waits for chunks.
+///
+/// Retry in place: transient `GetObject` errors are retried ([`super::retry`]), and a body whose
+/// connection breaks (a reset, a timeout) is resumed where it broke with a ranged `GetObject` (`Range:
+/// bytes=<delivered>-`, `If-Match: <ETag>` so the bytes are the same object's); the reader sees one
+/// unbroken body. Only [`MAX_BODY_RESUMES`] breaks in a row without a byte in between fail the read.
+/// Source: Amazon S3 API Reference, GetObject (`Range`, `If-Match`).
+///
+/// Transient errors and resumes are noted in `log` when given.
 pub async fn open_object(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     candidates: &[String],
+    log: Option<&TransientLog>,
 ) -> Result<Option<(String, ObjectReader)>, AwsError> {
     for key in candidates {
         let resource = format!("s3://{bucket}/{key}");
-        let out = match s3.get_object().bucket(bucket).key(key).send().await {
-            Ok(out) => out,
-            Err(e) if e.code() == Some("NoSuchKey") || e.code() == Some("NotFound") => continue,
-            Err(e) => return Err(from_sdk("GetObject", &resource)(e)),
+        let Some(out) = transient(log, || get_object(s3, bucket, key, None, None)).await? else {
+            continue;
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
+        let etag = out.e_tag().map(str::to_string);
+        let length = out.content_length().and_then(|l| u64::try_from(l).ok());
         let mut body = out.body;
+        let (s3, bucket, key_owned, log) = (s3.clone(), bucket.to_string(), key.clone(), log.cloned());
         tokio::spawn(async move {
+            let mut delivered = 0u64;
+            let mut breaks = 0u32;
             loop {
                 let chunk = match body.try_next().await {
-                    Ok(Some(chunk)) => Ok(chunk),
+                    Ok(Some(chunk)) => {
+                        delivered += chunk.len() as u64;
+                        if !chunk.is_empty() {
+                            breaks = 0;
+                        }
+                        Ok(chunk)
+                    }
                     Ok(None) => break,
+                    Err(_) if length.is_some_and(|l| delivered >= l) => break,
+                    Err(e) if breaks < MAX_BODY_RESUMES => {
+                        breaks += 1;
+                        tracing::warn!(object = %resource, delivered, error = %e, "an object's body broke off; resuming it where it broke");
+                        crate::aws::retry::RETRIES
+                            .get_or_create(&crate::aws::retry::RetryLabels {
+                                operation: "GetObject".into(),
+                            })
+                            .inc();
+                        if let Some(log) = &log {
+                            log.note(&AwsError::new(
+                                "GetObject",
+                                &resource,
+                                "BodyBrokeOff",
+                                &e.to_string(),
+                            ));
+                        }
+                        let resumed = transient(log.as_ref(), || {
+                            get_object(&s3, &bucket, &key_owned, Some(delivered), etag.clone())
+                        })
+                        .await;
+                        match resumed {
+                            Ok(Some(out)) => {
+                                body = out.body;
+                                continue;
+                            }
+                            Ok(None) => Err(io::Error::other(format!(
+                                "reading {resource}: the object is gone"
+                            ))),
+                            Err(e) => Err(io::Error::other(format!("resuming {resource}: {e}"))),
+                        }
+                    }
                     Err(e) => Err(io::Error::other(format!("reading {resource}: {e}"))),
                 };
                 let failed = chunk.is_err();
@@ -210,13 +290,16 @@ pub async fn put_small_object(
     key: &str,
     body: Vec<u8>,
 ) -> Result<(), AwsError> {
-    s3.put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(body.into())
-        .send()
-        .await
-        .map_err(from_sdk("PutObject", &format!("s3://{bucket}/{key}")))?;
+    transient(None, || async {
+        s3.put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body.clone().into())
+            .send()
+            .await
+            .map_err(from_sdk("PutObject", &format!("s3://{bucket}/{key}")))
+    })
+    .await?;
     Ok(())
 }
 
@@ -226,14 +309,16 @@ pub async fn list_keys(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> R
     let mut keys = Vec::new();
     let mut token = None;
     loop {
-        let page = s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_continuation_token(token)
-            .send()
-            .await
-            .map_err(from_sdk("ListObjectsV2", &resource))?;
+        let page = transient(None, || async {
+            s3.list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.clone())
+                .send()
+                .await
+                .map_err(from_sdk("ListObjectsV2", &resource))
+        })
+        .await?;
         keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
         token = page.next_continuation_token().map(str::to_string);
         if token.is_none() {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod export;
 pub mod iam;
 pub mod lambda;
+pub mod retry;
 pub mod sns;
 pub mod sqs;
 pub mod subscriptions;

@@ -155,6 +155,8 @@ pub struct ViewTableWriter {
     limit: Option<std::sync::Arc<RateLimiter>>,
     /// The live path of this backfill attempt: its `ADD`s also go to [`dynamo::live_attribute`].
     live_attempt: Option<i64>,
+    /// Where transient errors retried in place are noted, for the view's status.
+    transient: super::retry::TransientLog,
 }
 
 /// How many record identities a view's record-error ledger holds (32 characters each, well under
@@ -276,6 +278,7 @@ impl ViewTableWriter {
             concurrency: concurrency.max(1),
             limit: None,
             live_attempt: None,
+            transient: super::retry::TransientLog::default(),
         }
     }
 
@@ -316,9 +319,29 @@ impl ViewTableWriter {
         self.apply_with_band(writes, &HashSet::new()).await
     }
 
+    /// Where this writer (and its clones) note the transient errors they retried in place (see
+    /// [`super::retry`]), for the view's status.
+    pub fn transient_log(&self) -> &super::retry::TransientLog {
+        &self.transient
+    }
+
     /// [`Self::apply`], also putting a band item ([`dynamo::band_key`], of the live attempt) for each
     /// `Count`/`Sum` record in `band`, in the same transaction as its marker.
+    ///
+    /// Transient errors are retried in place ([`super::retry::transient`]): the writes are idempotent, so
+    /// the call is repeated whole.
     pub async fn apply_with_band(
+        &self,
+        writes: Vec<ViewWrite>,
+        band: &HashSet<RecordId>,
+    ) -> Result<WriteStats, AwsError> {
+        super::retry::transient(Some(&self.transient), || {
+            self.apply_with_band_once(writes.clone(), band)
+        })
+        .await
+    }
+
+    async fn apply_with_band_once(
         &self,
         writes: Vec<ViewWrite>,
         band: &HashSet<RecordId>,

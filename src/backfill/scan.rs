@@ -91,17 +91,20 @@ impl<C: FileCheckpoints> ScanWorker<C> {
         let mut start = None;
         let mut items = 0u64;
         loop {
-            let page = self
-                .dynamodb
-                .scan()
-                .table_name(&self.log_table)
-                .segment(segment)
-                .total_segments(total)
-                .select(Select::AllAttributes)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(from_sdk("Scan", &self.log_table))?;
+            // A transient error is retried in place: the segment goes on from this page.
+            let page = crate::aws::retry::transient(Some(self.writer.transient_log()), || async {
+                self.dynamodb
+                    .scan()
+                    .table_name(&self.log_table)
+                    .segment(segment)
+                    .total_segments(total)
+                    .select(Select::AllAttributes)
+                    .set_exclusive_start_key(start.clone())
+                    .send()
+                    .await
+                    .map_err(from_sdk("Scan", &self.log_table))
+            })
+            .await?;
             let mut writes = Vec::with_capacity(page.items().len());
             for (line, raw) in page.items.unwrap_or_default().into_iter().enumerate() {
                 let item = item_from_dynamodb(raw).map_err(|e| BackfillError::Scan {

@@ -61,6 +61,8 @@ pub struct Progress {
     pub items_per_second: f64,
     /// Records left out under `onRecordError: Skip`.
     pub record_errors: RecordErrors,
+    /// Transient AWS errors retried in place so far, and the last one.
+    pub transient: crate::aws::retry::Transient,
     /// View writes sent to the views table (after reduction; for `Count`/`Sum` with pre-aggregation, the
     /// folded aggregates): the backfill's write amplification is this over the view's distinct items.
     pub writes_sent: u64,
@@ -312,12 +314,17 @@ impl<C: FileCheckpoints> Worker<C> {
         file: &DataFileEntry,
     ) -> Result<u64, BackfillError> {
         let candidates = summary.data_file_key_candidates(file);
-        let (_, body) = open_object(&self.s3, &self.bucket, &candidates)
-            .await?
-            .ok_or_else(|| BackfillError::DataFileMissing {
-                bucket: self.bucket.clone(),
-                candidates: candidates.clone(),
-            })?;
+        let (_, body) = open_object(
+            &self.s3,
+            &self.bucket,
+            &candidates,
+            Some(self.writer.transient_log()),
+        )
+        .await?
+        .ok_or_else(|| BackfillError::DataFileMissing {
+            bucket: self.bucket.clone(),
+            candidates: candidates.clone(),
+        })?;
         let (chunks_tx, mut chunks) = tokio::sync::mpsc::channel::<Vec<ViewWrite>>(4);
         let projection = self.projection.clone();
         let entry = file.clone();

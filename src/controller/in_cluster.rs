@@ -585,8 +585,9 @@ pub(super) async fn backfill(
             };
             info!(view = %key, segments = worker.total_segments, "backfilling by scanning the log");
             let progress = worker.progress.clone();
+            let transient = worker.writer.transient_log().clone();
             ctx.runtime.backfill(&key, &fingerprint, |run| {
-                tokio::spawn(async move { track(progress, worker.run(), run).await })
+                tokio::spawn(async move { track(progress, transient, worker.run(), run).await })
             })
         }
         None => {
@@ -721,6 +722,7 @@ pub(super) async fn backfill(
                 };
                 info!(view = %key, export = %export_arn, summary = %worker.summary_key, "backfilling from the export");
                 let progress = worker.progress.clone();
+                let transient = worker.writer.transient_log().clone();
                 let attempt = b.attempt;
                 ctx.runtime.backfill(&key, &fingerprint, |run| {
                     let work = async move {
@@ -729,7 +731,7 @@ pub(super) async fn backfill(
                         // With the record errors the fold found.
                         Ok(worker.progress.lock().unwrap_or_else(|e| e.into_inner()).clone())
                     };
-                    tokio::spawn(async move { track(progress, work, run).await })
+                    tokio::spawn(async move { track(progress, transient, work, run).await })
                 })
             }
         }
@@ -1138,8 +1140,8 @@ async fn job_backfill(
         items_done: finished.iter().map(|f| f.item_count).sum(),
         files_resumed: 0,
         items_per_second: 0.0,
-        record_errors: Default::default(),
         writes_sent: 0,
+        ..Progress::default()
     };
     // The Job runs until the checkpoint holds every file; after that it is never (re)created, whatever
     // happened to it (the operator may have deleted it and stopped before recording the backfill).
@@ -1194,12 +1196,13 @@ async fn job_backfill(
     if let Some((worker, fingerprint)) = fold {
         let key = target.key.clone();
         let tracked = worker.progress.clone();
+        let transient = worker.writer.transient_log().clone();
         let run = ctx.runtime.backfill(&key, &fingerprint, |run| {
             let work = async move {
                 worker.fold(attempt).await?;
                 Ok(worker.progress.lock().unwrap_or_else(|e| e.into_inner()).clone())
             };
-            tokio::spawn(async move { track(tracked, work, run).await })
+            tokio::spawn(async move { track(tracked, transient, work, run).await })
         });
         match run.outcome {
             None => {
@@ -1401,6 +1404,8 @@ fn apply_progress(b: &mut BackfillStatus, p: &Progress) {
     if let Some(percent) = percent {
         b.progress = Some(format!("{percent}%"));
     }
+    b.transient_errors = p.transient.count as i64;
+    b.last_transient_error = p.transient.last.clone();
     if p.items_per_second > 0.0 {
         b.items_per_second = Some(p.items_per_second.round() as i64);
         let left = p.items_total.saturating_sub(p.items_done) as f64 / p.items_per_second;
@@ -1419,11 +1424,13 @@ fn format_duration(secs: u64) -> String {
 /// Runs one backfill (an export's or a scan's), copying its progress into the registry every second and its outcome at the end.
 async fn track(
     progress: Arc<Mutex<Progress>>,
+    transient: crate::aws::retry::TransientLog,
     work: impl Future<Output = Result<Progress, crate::backfill::worker::BackfillError>>,
     run: Arc<Mutex<BackfillRun>>,
 ) {
     let copy = |outcome: Option<Result<(), BackfillFailure>>| {
-        let p = progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut p = progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        p.transient = transient.get();
         let mut r = run.lock().unwrap_or_else(|e| e.into_inner());
         r.progress = p;
         r.outcome = outcome;
@@ -1487,8 +1494,14 @@ mod tests {
                 items_done: 5_000,
                 files_resumed: 0,
                 items_per_second: 1_000.0,
+                transient: crate::aws::retry::Transient {
+                    count: 3,
+                    last: Some("GetObject s3://b/k failed: SlowDown".into()),
+                },
             },
         );
+        assert_eq!(b.transient_errors, 3);
+        assert!(b.last_transient_error.as_deref().unwrap().contains("SlowDown"));
         assert_eq!(b.progress.as_deref(), Some("25%"));
         assert_eq!(b.items_per_second, Some(1000));
         assert_eq!(b.eta.as_deref(), Some("15s"));

@@ -793,6 +793,13 @@ pub struct BackfillStatus {
     /// Records this backfill left out under `spec.projection.onRecordError: Skip`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub record_errors: i64,
+    /// Transient AWS errors (throttling, 5xx, timeouts) this backfill retried in place in this operator
+    /// process: they slow it down, never fail it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub transient_errors: i64,
+    /// The newest of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transient_error: Option<String>,
     /// Why this attempt started (`initial`, or the gap it closes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

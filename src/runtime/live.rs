@@ -51,8 +51,10 @@ pub struct LiveProgress {
     /// Records were lost from the stream (see the module docs); set until the reconciler takes it.
     pub gap: Option<String>,
     /// Everything created up to this time (epoch seconds) has been read and applied: the newest applied
-    /// record's creation time, or, when a poll found every shard at its end, that poll's start (less a
-    /// second of rounding).
+    /// record's creation time, or, when the reader found every shard at its end ([`Batch::at_end_since`]),
+    /// the start of its run of empty pages (less a second of rounding).
+    ///
+    /// [`Batch::at_end_since`]: super::stream::Batch::at_end_since
     pub passed: Option<f64>,
 }
 
@@ -110,10 +112,6 @@ impl LiveReader {
             let mut reader = StreamReader::new(self.streams.clone(), self.stream_arn.clone(), position);
             let mut pending = Vec::new();
             loop {
-                let poll_started = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs_f64())
-                    .unwrap_or(0.0);
                 match reader.poll(RECORDS_PER_CALL).await {
                     Ok(mut batch) => {
                         // Behind: read on, up to RECORDS_PER_APPLY, so aggregates are recomputed once per
@@ -223,6 +221,9 @@ impl LiveReader {
                         }
                         backoff.reset();
                         let caught_up = batch.caught_up;
+                        let at_end_since = (batch.at_end_since)
+                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                            .map(|d| d.as_secs_f64());
                         self.update(|p| {
                             p.started = true;
                             p.caught_up = caught_up;
@@ -232,9 +233,9 @@ impl LiveReader {
                             if let Some(t) = newest {
                                 p.watermark = Some(p.watermark.map_or(t, |w| w.max(t)));
                             }
-                            let passed = match caught_up {
-                                true => newest.unwrap_or(0.0).max(poll_started - 1.0),
-                                false => newest.unwrap_or(0.0),
+                            let passed = match at_end_since {
+                                Some(since) => newest.unwrap_or(0.0).max(since - 1.0),
+                                None => newest.unwrap_or(0.0),
                             };
                             if passed > 0.0 {
                                 p.passed = Some(p.passed.map_or(passed, |w| w.max(passed)));

@@ -26,6 +26,13 @@
 //!   records written to it in between are skipped: this reader suits best-effort consumers that keep no
 //!   checkpoint (its checkpoints, given to [`StreamReader::new`], would re-read such a shard from its start).
 //!
+//! Caught up: DynamoDB Streams may answer `GetRecords` with no records on an open shard that holds more
+//! ("it might take multiple calls to get to a portion of the shard that contains stream records", the
+//! DynamoDB Streams API Reference, GetRecords). One empty page is therefore never taken for the end: a
+//! shard is at its end once [`EMPTY_PAGES_AT_END`] calls in a row returned nothing, and a batch is
+//! [`Batch::caught_up`] only when every readable shard is; [`Batch::at_end_since`] is when the newest of
+//! those runs of empty pages began, so everything created before it was read.
+//!
 //! Pacing: AWS throttles `GetRecords` above about 5 calls per second per shard. [`StreamReader::poll`]
 //! makes one call per readable shard and waits so that polls start at least [`MIN_POLL_INTERVAL`]
 //! apart; when a batch is [`Batch::caught_up`], the caller should sleep (about a second) before polling
@@ -45,6 +52,10 @@ pub const MAX_RECORDS_PER_CALL: i32 = 1000;
 
 /// The shortest time between the starts of two polls: at most 4 `GetRecords` per shard and second.
 pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// `GetRecords` calls in a row that return nothing before a shard counts as read to its end (see the
+/// module docs).
+pub const EMPTY_PAGES_AT_END: u32 = 3;
 
 /// How long a shard list is trusted before `DescribeStream` is called again.
 const SHARD_LIST_MAX_AGE: Duration = Duration::from_secs(60);
@@ -102,9 +113,12 @@ pub struct Batch {
     pub records: Vec<StreamRecord>,
     /// The checkpoint once every record of this batch is applied.
     pub checkpoint: Checkpoint,
-    /// True when every readable shard returned no records in this poll and none finished (the reader is
-    /// at the tip): sleep before polling again.
+    /// True when every readable shard returned no records in its last [`EMPTY_PAGES_AT_END`] calls and
+    /// none finished (the reader is at the tip): sleep before polling again.
     pub caught_up: bool,
+    /// When `caught_up`: the start of the poll from which on every shard returned nothing, so every record
+    /// created before it was read (less ApproximateCreationDateTime's rounding down to the second).
+    pub at_end_since: Option<std::time::SystemTime>,
 }
 
 /// Why a poll failed. After any of them the reader's position is unchanged.
@@ -265,6 +279,25 @@ fn forget_trimmed_finished(listed: &[ShardInfo], checkpoint: &mut Checkpoint) {
 }
 
 /// The error and its causes, outermost first, joined by ": ".
+/// The caught-up rule (see the module docs): when every readable shard has returned nothing
+/// [`EMPTY_PAGES_AT_END`] times in a row, the latest start of those runs; `None` otherwise. No readable
+/// shard (every one finished, children not listed yet) counts as at the end since `now`.
+fn at_end_since(
+    readable: &[String],
+    empty_pages: &HashMap<String, (u32, std::time::SystemTime)>,
+    now: std::time::SystemTime,
+) -> Option<std::time::SystemTime> {
+    let mut since = None::<std::time::SystemTime>;
+    for shard in readable {
+        let (count, started) = empty_pages.get(shard)?;
+        if *count < EMPTY_PAGES_AT_END {
+            return None;
+        }
+        since = Some(since.map_or(*started, |s| s.max(*started)));
+    }
+    Some(since.unwrap_or(now))
+}
+
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -377,6 +410,8 @@ pub struct StreamReader {
     last_poll_started: Option<Instant>,
     /// Set by [`StreamReader::at_tip`] until the first listing positions the shards.
     start_at_tip: bool,
+    /// Per shard: how many `GetRecords` in a row returned nothing, and when the first of them started.
+    empty_pages: HashMap<String, (u32, std::time::SystemTime)>,
     /// The shards started at their newest end: with nothing read yet, their iterator is `LATEST`.
     tip_shards: HashSet<String>,
 }
@@ -399,6 +434,7 @@ impl StreamReader {
             last_poll_started: None,
             start_at_tip: false,
             tip_shards: HashSet::new(),
+            empty_pages: HashMap::new(),
         }
     }
 
@@ -439,6 +475,7 @@ impl StreamReader {
         self.checkpoint = checkpoint;
         self.iterators.clear();
         self.listed_at = None;
+        self.empty_pages.clear();
     }
 
     async fn read_round(&mut self, limit: i32) -> Result<Batch, StreamError> {
@@ -448,7 +485,9 @@ impl StreamReader {
         let mut checkpoint = self.checkpoint.clone();
         let mut records = Vec::new();
         let mut finished_any = false;
-        for shard in readable_shards(&self.listed, &checkpoint) {
+        let round_started = std::time::SystemTime::now();
+        let readable = readable_shards(&self.listed, &checkpoint);
+        for shard in readable.iter().cloned() {
             let after = match checkpoint.shards.get(&shard) {
                 Some(ShardPosition::Reading { after }) => after.clone(),
                 _ => None,
@@ -462,6 +501,17 @@ impl StreamReader {
                 *position = ShardPosition::Reading {
                     after: Some(last.sequence_number.clone()),
                 };
+            }
+            match shard_records.is_empty() {
+                true => {
+                    self.empty_pages
+                        .entry(shard.clone())
+                        .or_insert((0, round_started))
+                        .0 += 1
+                }
+                false => {
+                    self.empty_pages.remove(&shard);
+                }
             }
             match next_iterator {
                 Some(iterator) => {
@@ -480,9 +530,15 @@ impl StreamReader {
             // Its children become readable: list them.
             self.listed_at = None;
         }
+        self.empty_pages.retain(|shard, _| readable.contains(shard));
         self.checkpoint = checkpoint.clone();
+        let at_end_since = match records.is_empty() && !finished_any {
+            true => at_end_since(&readable, &self.empty_pages, round_started),
+            false => None,
+        };
         Ok(Batch {
-            caught_up: records.is_empty() && !finished_any,
+            caught_up: at_end_since.is_some(),
+            at_end_since,
             records,
             checkpoint,
         })

@@ -421,3 +421,32 @@ fn a_record_without_sequence_number_or_known_event_name_is_refused() {
             if message.contains("TRUNCATE") && sequence_number == "3"
     ));
 }
+
+#[test]
+fn one_or_two_empty_pages_are_not_the_end_of_a_shard_and_every_shard_must_be_at_its_end() {
+    use std::time::{Duration, SystemTime};
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let t1 = t0 + Duration::from_secs(3);
+    let now = t1 + Duration::from_secs(1);
+    let shards = vec!["a".to_string(), "b".to_string()];
+    let mut pages = HashMap::new();
+    assert_eq!(at_end_since(&shards, &pages, now), None, "nothing read yet");
+    pages.insert("a".to_string(), (EMPTY_PAGES_AT_END, t0));
+    pages.insert("b".to_string(), (EMPTY_PAGES_AT_END - 1, t1));
+    assert_eq!(
+        at_end_since(&shards, &pages, now),
+        None,
+        "shard b's empty pages may be a stretch of its shard without records"
+    );
+    pages.insert("b".to_string(), (EMPTY_PAGES_AT_END, t1));
+    assert_eq!(
+        at_end_since(&shards, &pages, now),
+        Some(t1),
+        "the reader is known at the end of both shards only since b's run began"
+    );
+    assert_eq!(
+        at_end_since(&[], &pages, now),
+        Some(now),
+        "no readable shard: nothing to read"
+    );
+}
