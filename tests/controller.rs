@@ -353,3 +353,63 @@ fn crds_subcommand_prints_the_committed_crds() {
         "run `make crds`"
     );
 }
+
+/// Issue #14 item 6: one view whose status this operator version cannot read (a newer version wrote an
+/// enum value it does not know) used to stop every reconcile in its namespace, and its namespace hung in
+/// Terminating. Now the others reconcile, it gets a Warning naming the field, its status is left as it
+/// is, and deleting it still runs the cleanup and removes the finalizer.
+#[tokio::test]
+async fn a_view_this_operator_cannot_read_is_named_in_a_warning_and_stops_no_other_view() {
+    use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+    let (client, ns) = common::setup("ctl-unreadable").await;
+    let bad = view("from-newer").replace(
+        "metadata: {name: from-newer}",
+        "metadata: {name: from-newer, finalizers: [kappa.dev/cleanup]}",
+    );
+    common::create_yaml(&client, &ns, &bad).await.unwrap();
+    let raw: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &ApiResource::erase::<MaterializedView>(&()));
+    let newer = serde_json::json!({"status": {"phase": "Live", "versions": [{
+        "version": 1, "contentHash": "h", "state": "Active",
+        "content": {"projection": {"mode": "Median", "key": {"partitionKey": "P#{playerId}"}}},
+    }]}});
+    raw.patch_status("from-newer", &PatchParams::default(), &Patch::Merge(&newer))
+        .await
+        .expect("the API server admits the status (content is an opaque object)");
+    common::create_yaml(&client, &ns, &view("players")).await.unwrap();
+    let _operator = Operator::start(&ns, "solo", 15);
+
+    let views: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
+    wait_for_phase(&views, "players", ViewPhase::Pending).await;
+    let warning = common::eventually(
+        Duration::from_secs(30),
+        "a Warning UnreadableStatus on the unreadable view",
+        || async {
+            events_for(&client, &ns, "from-newer")
+                .await
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("UnreadableStatus") && e.type_.as_deref() == Some("Warning")
+                })
+        },
+    )
+    .await;
+    let note = warning.note.unwrap_or_default();
+    assert!(note.contains("status.versions[0].content"), "{note}");
+    assert!(note.contains("--subresource=status"), "the fix is given: {note}");
+    let kept = raw.get("from-newer").await.unwrap();
+    assert_eq!(
+        kept.data["status"]["versions"][0]["content"]["projection"]["mode"], "Median",
+        "the newer operator's status is not overwritten"
+    );
+
+    raw.delete("from-newer", &DeleteParams::default()).await.unwrap();
+    common::eventually(Duration::from_secs(30), "the unreadable view deleted", || async {
+        match raw.get_opt("from-newer").await {
+            Ok(None) => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    common::delete_namespace(&client, &ns).await;
+}

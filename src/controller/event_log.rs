@@ -17,49 +17,57 @@ use super::status::{self, Health};
 use super::{Context, Error, Result, provision};
 use crate::crd::{
     ConditionStatus, DeletionPolicy, EventLog, EventLogPhase, EventLogStatus, MaterializedView, TableStatus,
-    condition_types as types, reasons,
+    Tolerant, condition_types as types, reasons,
 };
 use crate::plan::log::plan_log;
 
 const KIND: &str = "EventLog";
 
 pub(super) async fn run(ctx: Arc<Context>) {
-    let runs = super::watched_apis::<EventLog>(&ctx).into_iter().map(|logs| {
-        let ctx = ctx.clone();
-        let views = match logs.namespace() {
-            Some(ns) => Api::<MaterializedView>::namespaced(ctx.client.clone(), ns),
-            None => Api::<MaterializedView>::all(ctx.client.clone()),
-        };
-        async move {
-            let stream = Controller::new(logs, watcher::Config::default().any_semantic())
-                .watches(
-                    views,
-                    watcher::Config::default().any_semantic(),
-                    |view: MaterializedView| {
-                        let ns = view.namespace()?;
-                        Some(ObjectRef::<EventLog>::new(&view.spec.event_log_ref.name).within(&ns))
-                    },
-                )
-                .run(reconcile, error_policy, ctx)
-                .boxed();
-            super::drain(stream, KIND).await;
-        }
-    });
+    let runs = super::watched_apis::<Tolerant<EventLog>>(&ctx)
+        .into_iter()
+        .map(|logs| {
+            let ctx = ctx.clone();
+            let views = match logs.namespace() {
+                Some(ns) => Api::<Tolerant<MaterializedView>>::namespaced(ctx.client.clone(), ns),
+                None => Api::<Tolerant<MaterializedView>>::all(ctx.client.clone()),
+            };
+            async move {
+                let stream = Controller::new(logs, watcher::Config::default().any_semantic())
+                    .watches(
+                        views,
+                        watcher::Config::default().any_semantic(),
+                        |view: Tolerant<MaterializedView>| {
+                            let ns = view.namespace()?;
+                            let log = &view.readable()?.spec.event_log_ref.name;
+                            Some(ObjectRef::<Tolerant<EventLog>>::new(log).within(&ns))
+                        },
+                    )
+                    .run(reconcile_listed, error_policy, ctx)
+                    .boxed();
+                super::drain(stream, KIND).await;
+            }
+        });
     futures::future::join_all(runs).await;
 }
 
+/// A listed or watched log: reconciled when this operator can read it (see [`Tolerant`]).
+async fn reconcile_listed(log: Arc<Tolerant<EventLog>>, ctx: Arc<Context>) -> Result<Action> {
+    super::reconcile_tolerant(log, ctx, KIND, reconcile).await
+}
+
 #[instrument(skip_all, fields(namespace = log.namespace(), name = log.name_any()))]
-async fn reconcile(log: Arc<EventLog>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(log: Arc<Tolerant<EventLog>>, ctx: Arc<Context>) -> Result<Action> {
     super::reconcile_with_finalizer(log, ctx, KIND, apply, cleanup).await
 }
 
-fn error_policy(log: Arc<EventLog>, _error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(log: Arc<Tolerant<EventLog>>, _error: &Error, ctx: Arc<Context>) -> Action {
     super::requeue_after_error(log.as_ref(), &ctx)
 }
 
 /// The views that read this log, found through the MaterializedView's selectable field.
 async fn views_of(log: &EventLog, ctx: &Context, ns: &str) -> Result<Vec<MaterializedView>> {
-    let api: Api<MaterializedView> = Api::namespaced(ctx.client.clone(), ns);
+    let api: Api<Tolerant<MaterializedView>> = Api::namespaced(ctx.client.clone(), ns);
     let selector = format!("spec.eventLogRef.name={}", log.name_any());
     let list = api
         .list(&ListParams::default().fields(&selector))
@@ -68,7 +76,7 @@ async fn views_of(log: &EventLog, ctx: &Context, ns: &str) -> Result<Vec<Materia
             "listing the views of",
             format!("EventLog {ns}/{}", log.name_any()),
         ))?;
-    Ok(list.items)
+    Ok(super::readable(list.items))
 }
 
 async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {

@@ -15,8 +15,8 @@ use super::status::{self, Health};
 use super::{Context, Error, Result, in_cluster, validate, versions};
 use crate::aws::{Convergence, dynamodb, iam};
 use crate::crd::{
-    DeletionPolicy, EventLog, MaterializedView, MaterializedViewStatus, ProjectorRuntime, ViewPhase,
-    condition_types as types, reasons,
+    DeletionPolicy, EventLog, MaterializedView, MaterializedViewStatus, ProjectorRuntime, Tolerant,
+    ViewPhase, condition_types as types, reasons,
 };
 use crate::plan::log::{plan_log, scope_of_arn};
 use crate::plan::names::NameKind;
@@ -26,14 +26,13 @@ use crate::plan::view::projector_role as projector_role_plan;
 const KIND: &str = "MaterializedView";
 
 pub(super) async fn run(ctx: Arc<Context>) {
-    let runs = super::watched_apis::<MaterializedView>(&ctx)
+    let runs = super::watched_apis::<Tolerant<MaterializedView>>(&ctx)
         .into_iter()
         .map(|views| {
             let ctx = ctx.clone();
-            let logs = Api::<EventLog>::all(ctx.client.clone());
             let logs = match views.namespace() {
-                Some(ns) => Api::<EventLog>::namespaced(ctx.client.clone(), ns),
-                None => logs,
+                Some(ns) => Api::<Tolerant<EventLog>>::namespaced(ctx.client.clone(), ns),
+                None => Api::<Tolerant<EventLog>>::all(ctx.client.clone()),
             };
             async move {
                 let controller = Controller::new(views, watcher::Config::default().any_semantic());
@@ -42,19 +41,22 @@ pub(super) async fn run(ctx: Arc<Context>) {
                     .watches(
                         logs,
                         watcher::Config::default().any_semantic(),
-                        move |log: EventLog| {
+                        move |log: Tolerant<EventLog>| {
                             // A changed EventLog re-reconciles every view that reads it.
                             let ns = log.namespace();
                             let name = log.name_any();
                             store
                                 .state()
                                 .into_iter()
-                                .filter(|v| v.namespace() == ns && v.spec.event_log_ref.name == name)
+                                .filter(|v| {
+                                    v.namespace() == ns
+                                        && v.readable().is_some_and(|v| v.spec.event_log_ref.name == name)
+                                })
                                 .map(|v| ObjectRef::from_obj(v.as_ref()))
                                 .collect::<Vec<_>>()
                         },
                     )
-                    .run(reconcile, error_policy, ctx)
+                    .run(reconcile_listed, error_policy, ctx)
                     .boxed();
                 super::drain(stream, KIND).await;
             }
@@ -62,12 +64,17 @@ pub(super) async fn run(ctx: Arc<Context>) {
     futures::future::join_all(runs).await;
 }
 
+/// A listed or watched view: reconciled when this operator can read it (see [`Tolerant`]).
+async fn reconcile_listed(view: Arc<Tolerant<MaterializedView>>, ctx: Arc<Context>) -> Result<Action> {
+    super::reconcile_tolerant(view, ctx, KIND, reconcile).await
+}
+
 #[instrument(skip_all, fields(namespace = view.namespace(), name = view.name_any()))]
-async fn reconcile(view: Arc<MaterializedView>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(view: Arc<Tolerant<MaterializedView>>, ctx: Arc<Context>) -> Result<Action> {
     super::reconcile_with_finalizer(view, ctx, KIND, apply, cleanup).await
 }
 
-fn error_policy(view: Arc<MaterializedView>, _error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(view: Arc<Tolerant<MaterializedView>>, _error: &Error, ctx: Arc<Context>) -> Action {
     super::requeue_after_error(view.as_ref(), &ctx)
 }
 
@@ -149,14 +156,15 @@ async fn apply(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result<A
     })
 }
 
-/// The namespace's views, to plan a shared table with its sharers.
+/// The namespace's views, to plan a shared table with its sharers: those this operator can read (an
+/// unreadable one is named in a Warning Event of its own by its reconcile).
 async fn views_in(ctx: &Context, ns: &str) -> Result<Vec<MaterializedView>> {
-    let api: Api<MaterializedView> = Api::namespaced(ctx.client.clone(), ns);
+    let api: Api<Tolerant<MaterializedView>> = Api::namespaced(ctx.client.clone(), ns);
     let list = api
         .list(&Default::default())
         .await
         .map_err(Error::kube("listing the views of namespace", ns))?;
-    Ok(list.items)
+    Ok(super::readable(list.items))
 }
 
 /// Provisions the view's table and role, then runs it: on the in-cluster runtime (the operator reads the

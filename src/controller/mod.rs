@@ -254,7 +254,7 @@ where
 /// counted and timed; a failure is counted by category, published as a Warning Event and backed off per
 /// object; a success resets the backoff.
 async fn reconcile_with_finalizer<K>(
-    obj: Arc<K>,
+    listed: Arc<crate::crd::Tolerant<K>>,
     ctx: Arc<Context>,
     kind: &'static str,
     apply: impl AsyncFnOnce(Arc<K>, &Context, &str) -> Result<kube::runtime::controller::Action>,
@@ -272,6 +272,11 @@ where
 {
     use kube::ResourceExt;
     use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+    // Only readable objects come here (see `reconcile_tolerant`).
+    let obj = match &listed.object {
+        Ok(k) => Arc::new(k.clone()),
+        Err(_) => return Ok(kube::runtime::controller::Action::requeue(UNREADABLE_RETRY)),
+    };
     if let Some(wait) = ctx
         .pacer
         .admit(&backoff_key(obj.as_ref()), pacer::state_of(obj.as_ref()))
@@ -287,11 +292,17 @@ where
         kind,
         name: obj.name_any(),
     })?;
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, crate::crd::FINALIZER, obj.clone(), |event| async {
-        match event {
-            Finalizer::Apply(o) => apply(o, &ctx, &ns).await,
-            Finalizer::Cleanup(o) => cleanup(o, &ctx, &ns).await,
+    // Through `Tolerant`: the finalizer's patches return the object, which may hold a status this
+    // version cannot read.
+    let api: Api<crate::crd::Tolerant<K>> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, crate::crd::FINALIZER, listed, |event| {
+        let cleaning = matches!(event, Finalizer::Cleanup(_));
+        let (obj, ctx, ns) = (obj.clone(), &ctx, &ns);
+        async move {
+            match cleaning {
+                false => apply(obj, ctx, ns).await,
+                true => cleanup(obj, ctx, ns).await,
+            }
         }
     })
     .await
@@ -313,6 +324,95 @@ where
         }
     }
     result
+}
+
+/// How often an object this operator cannot read is looked at again (and its Warning repeated).
+const UNREADABLE_RETRY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The entry of both controllers, which list and watch through [`crate::crd::Tolerant`] so that one
+/// unreadable object never stops the others: a readable object goes to `reconcile`; an unreadable one is
+/// left alone with a Warning Event naming the field and the fix. An object whose status only is
+/// unreadable (written by another operator version) is not reconciled either (its status is not
+/// overwritten), except for its deletion, which needs only the spec.
+async fn reconcile_tolerant<K>(
+    obj: Arc<crate::crd::Tolerant<K>>,
+    ctx: Arc<Context>,
+    kind: &'static str,
+    reconcile: impl AsyncFnOnce(
+        Arc<crate::crd::Tolerant<K>>,
+        Arc<Context>,
+    ) -> Result<kube::runtime::controller::Action>,
+) -> Result<kube::runtime::controller::Action>
+where
+    K: kube::Resource<DynamicType = ()> + Clone,
+{
+    use kube::ResourceExt;
+    let deleting = obj.metadata.deletion_timestamp.is_some();
+    let (reason, note) = match (&obj.object, &obj.status_dropped) {
+        (Ok(_), None) => return reconcile(obj, ctx).await,
+        (Ok(_), Some(dropped)) if deleting => {
+            tracing::warn!(kind, name = %obj.name_any(), %dropped, "deleting an object whose status this operator cannot read; cleaning up from its spec");
+            return reconcile(obj, ctx).await;
+        }
+        (Ok(_), Some(dropped)) => (
+            "UnreadableStatus",
+            format!(
+                "this operator version cannot read the status of {kind} {}/{}: {dropped}. Another operator \
+                 version probably wrote it; the object is left alone (its status is not overwritten) until \
+                 the operator that wrote it runs again, or until the status is removed (`kubectl patch {} {} \
+                 --subresource=status --type=json -p '[{{\"op\":\"remove\",\"path\":\"/status\"}}]'`), \
+                 after which it is reconciled afresh. Deleting it still cleans up.",
+                obj.namespace().unwrap_or_default(),
+                obj.name_any(),
+                K::plural(&()),
+                obj.name_any(),
+            ),
+        ),
+        (Err(unreadable), _) => (
+            "Unreadable",
+            format!(
+                "this operator version cannot read {kind} {}/{}: {unreadable}. Fix the field (kubectl \
+                 edit), or run the operator version whose CRD accepted it.{}",
+                obj.namespace().unwrap_or_default(),
+                obj.name_any(),
+                match deleting {
+                    true => format!(
+                        " It is being deleted but cannot be cleaned up until it is readable: to delete it \
+                         without cleaning up what it owns on AWS, remove the finalizer {} by hand.",
+                        crate::crd::FINALIZER
+                    ),
+                    false => String::new(),
+                }
+            ),
+        ),
+    };
+    tracing::warn!(kind, name = %obj.name_any(), %note, "an object cannot be read; it is left alone");
+    status::publish(
+        &ctx,
+        obj.as_ref(),
+        kube::runtime::events::EventType::Warning,
+        reason,
+        "Reconcile",
+        note,
+    )
+    .await;
+    Ok(kube::runtime::controller::Action::requeue(UNREADABLE_RETRY))
+}
+
+/// The objects of a list this operator can read (their status dropped if that was unreadable); the others
+/// are logged here and reported by their own reconcile.
+fn readable<K: kube::Resource<DynamicType = ()>>(items: Vec<crate::crd::Tolerant<K>>) -> Vec<K> {
+    use kube::ResourceExt;
+    items
+        .into_iter()
+        .filter_map(|t| match t.object {
+            Ok(k) => Some(k),
+            Err(ref e) => {
+                tracing::warn!(kind = %K::kind(&()), name = %t.name_any(), error = %e, "left out of a list: this operator cannot read it");
+                None
+            }
+        })
+        .collect()
 }
 
 /// The key objects are tracked by in the backoff table.

@@ -100,9 +100,15 @@ pub fn set(
 /// Server-side applies `status` to the object's status subresource, with the operator's field manager.
 pub async fn apply<K>(api: &Api<K>, obj: &K, status: &impl Serialize) -> Result<()>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
 {
     let name = obj.name_any();
+    // The answer is read through `Tolerant`: it may carry fields this version cannot read.
+    let api: Api<crate::crd::Tolerant<K>> =
+        Api::namespaced(api.clone().into_client(), &obj.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),

@@ -12,10 +12,12 @@ mod event_log;
 #[allow(clippy::duplicated_attributes)]
 mod materialized_view;
 pub mod reference;
+pub mod tolerant;
 
 pub use conditions::{Condition, ConditionStatus, condition_types, reasons};
 pub use event_log::*;
 pub use materialized_view::*;
+pub use tolerant::{Tolerant, Unreadable};
 
 use kube::CustomResourceExt;
 use schemars::JsonSchema;

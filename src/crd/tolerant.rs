@@ -1,0 +1,173 @@
+//! [`Tolerant`]: an object of a custom resource as listed or watched, whether or not this operator's types
+//! can read it, so that one unreadable object never stops the others.
+//!
+//! A list or watch of a typed `Api<K>` fails as a whole when one object does not deserialize (kube-rs
+//! decodes the list in one piece): one MaterializedView whose status a newer operator wrote (an enum value
+//! this version does not know) stopped every reconcile in its namespace. Through `Api<Tolerant<K>>` each
+//! object is decoded alone: the readable ones reconcile, and the unreadable one keeps its metadata (to name
+//! it in a Warning Event, and to run or refuse its deletion) and the JSON path of what could not be read.
+//!
+//! An unreadable `status` (the operator's own record, written by another version) is dropped and noted in
+//! [`Tolerant::status_dropped`]: the spec alone says what the object owns, so its deletion still cleans up.
+
+use std::borrow::Cow;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use serde::de::{DeserializeOwned, Error as _};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// What could not be read: the JSON path (`status.versions[0].content.projection.mode`) and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreadable {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "field {}: {}", self.path, self.message)
+    }
+}
+
+/// One object of kind `K`, read one at a time (see the module docs).
+#[derive(Clone, Debug)]
+pub struct Tolerant<K> {
+    pub metadata: ObjectMeta,
+    /// The object, or what stops this operator version from reading its spec.
+    pub object: Result<K, Unreadable>,
+    /// The object's status could not be read and was dropped from `object`.
+    pub status_dropped: Option<Unreadable>,
+}
+
+impl<K> Tolerant<K> {
+    /// The readable object, its status dropped if that was unreadable.
+    pub fn readable(&self) -> Option<&K> {
+        self.object.as_ref().ok()
+    }
+}
+
+fn decode<K: DeserializeOwned>(value: &serde_json::Value) -> Result<K, Unreadable> {
+    serde_path_to_error::deserialize(value).map_err(|e| Unreadable {
+        path: e.path().to_string(),
+        message: e.into_inner().to_string(),
+    })
+}
+
+impl<'de, K: DeserializeOwned> Deserialize<'de> for Tolerant<K> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut value = serde_json::Value::deserialize(deserializer)?;
+        let metadata: ObjectMeta = match value.get("metadata") {
+            Some(m) => serde_json::from_value(m.clone()).map_err(D::Error::custom)?,
+            None => return Err(D::Error::missing_field("metadata")),
+        };
+        let (object, status_dropped) = match decode::<K>(&value) {
+            Ok(k) => (Ok(k), None),
+            Err(e) if e.path == "status" || e.path.starts_with("status.") => {
+                if let Some(map) = value.as_object_mut() {
+                    map.remove("status");
+                }
+                (decode::<K>(&value), Some(e))
+            }
+            Err(e) => (Err(e), None),
+        };
+        Ok(Tolerant {
+            metadata,
+            object,
+            status_dropped,
+        })
+    }
+}
+
+/// The readable object as it is (its dropped status left out), or only the metadata of an unreadable one:
+/// what the finalizer's patches are computed from.
+impl<K: Serialize + Resource> Serialize for Tolerant<K> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.object {
+            Ok(k) => k.serialize(serializer),
+            Err(_) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("metadata", &self.metadata)?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl<K: Resource> Resource for Tolerant<K> {
+    type DynamicType = K::DynamicType;
+    type Scope = K::Scope;
+
+    fn kind(dt: &Self::DynamicType) -> Cow<'_, str> {
+        K::kind(dt)
+    }
+    fn group(dt: &Self::DynamicType) -> Cow<'_, str> {
+        K::group(dt)
+    }
+    fn version(dt: &Self::DynamicType) -> Cow<'_, str> {
+        K::version(dt)
+    }
+    fn plural(dt: &Self::DynamicType) -> Cow<'_, str> {
+        K::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::MaterializedView;
+
+    fn view(status: serde_json::Value, mode: &str) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "kappa.dev/v1alpha1", "kind": "MaterializedView",
+            "metadata": {"name": "v", "namespace": "ns", "uid": "u1"},
+            "spec": {
+                "eventLogRef": {"name": "log"}, "recordTypes": ["game"],
+                "projection": {"mode": mode, "key": {"partitionKey": "A#{gameId}"}},
+            },
+            "status": status,
+        })
+    }
+
+    #[test]
+    fn a_status_written_by_a_newer_operator_is_dropped_and_named() {
+        let value = view(
+            serde_json::json!({"phase": "Live", "versions": [{"version": 1, "phase": "Hibernating"}]}),
+            "Latest",
+        );
+        let t: Tolerant<MaterializedView> = serde_json::from_value(value).unwrap();
+        let v = t.object.as_ref().expect("the spec is readable");
+        assert!(v.status.is_none());
+        let dropped = t.status_dropped.expect("the status was dropped");
+        assert!(dropped.path.starts_with("status.versions[0]"), "{dropped}");
+    }
+
+    #[test]
+    fn an_unreadable_spec_keeps_the_metadata_and_names_the_field() {
+        let t: Tolerant<MaterializedView> =
+            serde_json::from_value(view(serde_json::json!({}), "Median")).unwrap();
+        assert_eq!(t.metadata.name.as_deref(), Some("v"));
+        let e = t.object.unwrap_err();
+        assert_eq!(e.path, "spec.projection.mode");
+        assert!(e.message.contains("Median"), "{e}");
+    }
+
+    #[test]
+    fn a_readable_object_reads_as_the_typed_api_would() {
+        let t: Tolerant<MaterializedView> =
+            serde_json::from_value(view(serde_json::json!({"phase": "Live"}), "Latest")).unwrap();
+        assert!(t.status_dropped.is_none());
+        assert!(
+            t.object.as_ref().unwrap().status.is_some(),
+            "{:?}",
+            t.status_dropped
+        );
+    }
+}
