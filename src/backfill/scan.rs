@@ -47,6 +47,8 @@ impl<C: FileCheckpoints> ScanWorker<C> {
     /// Scans every segment not yet checkpointed; `Ok` once all are.
     pub async fn run(&self) -> Result<Progress, BackfillError> {
         let total = self.total_segments.max(1);
+        let segments: Vec<String> = (0..total).map(|s| segment_key(s, total)).collect();
+        self.checkpoints.layout(&segments, (0, 1));
         let done = self.checkpoints.done().await.map_err(BackfillError::Checkpoint)?;
         let todo: Vec<i32> = (0..total)
             .filter(|s| !done.contains(&segment_key(*s, total)))

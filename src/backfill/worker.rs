@@ -46,6 +46,9 @@ pub trait FileCheckpoints: Send + Sync {
     fn done(&self) -> impl Future<Output = Result<BTreeSet<String>, String>> + Send;
     /// Records that `file` is done (all of its `items` projected and written).
     fn mark_done(&self, file: &str, items: u64) -> impl Future<Output = Result<(), String>> + Send;
+    /// Tells the checkpoint, before [`Self::done`], every file of the backfill in manifest order and the
+    /// share (index, count) this process works on, so it can record files by position (compactly).
+    fn layout(&self, _files: &[String], _share: (usize, usize)) {}
 }
 
 /// Live progress of a backfill, shared with whoever reports it.
@@ -245,11 +248,14 @@ impl<C: FileCheckpoints> Worker<C> {
         let (summary, files) = read_manifests(&self.s3, &self.bucket, &self.summary_key).await?;
         let (index, count) = (self.share.0, self.share.1.max(1));
         let mine: Vec<DataFileEntry> = files
-            .into_iter()
+            .iter()
+            .cloned()
             .enumerate()
             .filter(|(i, _)| i % count == index)
             .map(|(_, f)| f)
             .collect();
+        let all: Vec<String> = files.iter().map(|f| f.data_file_s3_key.clone()).collect();
+        self.checkpoints.layout(&all, (index, count));
         let done = self.checkpoints.done().await.map_err(BackfillError::Checkpoint)?;
         let started = Instant::now();
         let items_resumed;

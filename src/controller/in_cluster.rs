@@ -1125,6 +1125,8 @@ async fn job_backfill(
         checkpoints::backfill_name(&target.base, attempt),
         None,
     );
+    let keys: Vec<String> = files.iter().map(|f| f.data_file_s3_key.clone()).collect();
+    crate::backfill::worker::FileCheckpoints::layout(&checkpoint, &keys, (0, 1));
     let done = match crate::backfill::worker::FileCheckpoints::done(&checkpoint).await {
         Ok(done) => done,
         Err(e) => return failure(e, true),

@@ -1,8 +1,12 @@
 //! Checkpoints in ConfigMaps the view owns (an owner reference: they go when the view goes).
 //!
-//! - The **backfill** checkpoint (`<view>-backfill-<attempt>`) holds one key per finished data file,
-//!   `f-<hash of the file's key>` = the file's key. Each worker adds its own keys with a merge patch, so
-//!   workers of one Indexed Job never overwrite each other.
+//! - The **backfill** checkpoint (`<view>-backfill-<attempt>`) records the finished data files by their
+//!   position in the export's manifest: one key per worker share, `files-<index>-of-<count>`, holding a
+//!   bitmap over the manifest's files (bit `i` set: file `i` is done), zlib-compressed and base64-encoded
+//!   after a `z1:` tag. Only the share's own worker writes its key (a merge patch), so the workers of one
+//!   Indexed Job never overwrite each other, and the checkpoint stays a few KB for 20,000+ files (a
+//!   ConfigMap holds at most 1 MiB). Keys `f-<hash of the file's key>` = the file's key, written by earlier
+//!   versions (and by a worker that was not told the layout), are still read.
 //! - The **stream** checkpoint (`<view>-stream`) holds the reader's position per shard (`checkpoint`, JSON)
 //!   and the stream it belongs to (`streamArn`): a checkpoint of another stream is ignored.
 
@@ -40,6 +44,59 @@ pub struct ConfigMapCheckpoint {
     api: Api<ConfigMap>,
     name: String,
     owner: Option<OwnerReference>,
+    /// The backfill's files and this process's share, once [`FileCheckpoints::layout`] was called.
+    layout: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<Layout>>>>,
+    /// This share's bitmap as last written (or read): writes are serialized, each carries the whole map.
+    bits: std::sync::Arc<tokio::sync::Mutex<Option<Vec<u8>>>>,
+}
+
+/// The files of a backfill in manifest order, and the share this process records.
+struct Layout {
+    files: Vec<String>,
+    position: std::collections::HashMap<String, usize>,
+    share: (usize, usize),
+}
+
+impl Layout {
+    fn key(&self) -> String {
+        format!("files-{}-of-{}", self.share.0, self.share.1)
+    }
+}
+
+/// Encodes a bitmap of done files: `z1:` + base64(zlib(bits)).
+pub fn encode_bits(bits: &[u8]) -> String {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    let _ = z.write_all(bits);
+    let packed = z.finish().unwrap_or_default();
+    format!("z1:{}", base64::engine::general_purpose::STANDARD.encode(packed))
+}
+
+/// Decodes [`encode_bits`]; `None` for anything else.
+pub fn decode_bits(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let packed = base64::engine::general_purpose::STANDARD
+        .decode(text.strip_prefix("z1:")?)
+        .ok()?;
+    let mut bits = Vec::new();
+    flate2::read::ZlibDecoder::new(&packed[..])
+        .take(64 << 20)
+        .read_to_end(&mut bits)
+        .ok()?;
+    Some(bits)
+}
+
+fn set_bit(bits: &mut Vec<u8>, i: usize) {
+    if bits.len() <= i / 8 {
+        bits.resize(i / 8 + 1, 0);
+    }
+    bits[i / 8] |= 1 << (i % 8);
+}
+
+fn bit_positions(bits: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    (0..bits.len() * 8).filter(|i| bits[i / 8] & (1 << (i % 8)) != 0)
 }
 
 impl ConfigMapCheckpoint {
@@ -48,6 +105,8 @@ impl ConfigMapCheckpoint {
             api: Api::namespaced(client, namespace),
             name,
             owner,
+            layout: Default::default(),
+            bits: Default::default(),
         }
     }
 
@@ -118,18 +177,62 @@ fn file_key(file: &str) -> String {
     format!("f-{}", hex::encode(&digest[..12]))
 }
 
+impl ConfigMapCheckpoint {
+    fn current_layout(&self) -> Option<std::sync::Arc<Layout>> {
+        self.layout.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 impl FileCheckpoints for ConfigMapCheckpoint {
+    fn layout(&self, files: &[String], share: (usize, usize)) {
+        let layout = Layout {
+            files: files.to_vec(),
+            position: files.iter().enumerate().map(|(i, f)| (f.clone(), i)).collect(),
+            share,
+        };
+        *self.layout.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::sync::Arc::new(layout));
+    }
+
     async fn done(&self) -> Result<BTreeSet<String>, String> {
         let data = self.read().await?;
-        Ok(data
-            .into_iter()
-            .filter(|(k, v)| k.starts_with("f-") && *k == file_key(v))
-            .map(|(_, v)| v)
-            .collect())
+        let layout = self.current_layout();
+        let mut done = BTreeSet::new();
+        for (k, v) in &data {
+            if k.starts_with("f-") && *k == file_key(v) {
+                done.insert(v.clone());
+            } else if let (Some(layout), true) = (&layout, k.starts_with("files-")) {
+                let bits = decode_bits(v)
+                    .ok_or_else(|| format!("ConfigMap {}: key {k} is not a file checkpoint", self.name))?;
+                done.extend(bit_positions(&bits).filter_map(|i| layout.files.get(i).cloned()));
+                if *k == layout.key() {
+                    let mut own = self.bits.lock().await;
+                    let merged = own.get_or_insert_with(Vec::new);
+                    for i in bit_positions(&bits) {
+                        set_bit(merged, i);
+                    }
+                }
+            }
+        }
+        Ok(done)
     }
 
     async fn mark_done(&self, file: &str, _items: u64) -> Result<(), String> {
-        self.merge(BTreeMap::from([(file_key(file), file.to_string())]))
+        let layout = self.current_layout();
+        let Some((layout, i)) = layout.and_then(|l| l.position.get(file).copied().map(|i| (l, i))) else {
+            return self
+                .merge(BTreeMap::from([(file_key(file), file.to_string())]))
+                .await;
+        };
+        let loaded = self.bits.lock().await.is_some();
+        if !loaded {
+            // What a run before this one recorded for the share.
+            self.done().await?;
+        }
+        // Held across the write: each write carries every bit set before it.
+        let mut own = self.bits.lock().await;
+        let bits = own.get_or_insert_with(Vec::new);
+        set_bit(bits, i);
+        self.merge(BTreeMap::from([(layout.key(), encode_bits(bits))]))
             .await
     }
 }
@@ -225,6 +328,36 @@ pub fn view_key(view: &MaterializedView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_file_bitmap_round_trips_and_stays_small_for_20000_files() {
+        let mut all = Vec::new();
+        let mut every_third = Vec::new();
+        for i in 0..20_000 {
+            set_bit(&mut all, i);
+            if i % 3 == 0 {
+                set_bit(&mut every_third, i);
+            }
+        }
+        // A pseudo-random half: the worst case for compression.
+        let mut random = Vec::new();
+        let mut x: u64 = 0x9E3779B97F4A7C15;
+        for i in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x & 1 == 1 {
+                set_bit(&mut random, i);
+            }
+        }
+        for bits in [&all, &every_third, &random] {
+            let text = encode_bits(bits);
+            assert_eq!(decode_bits(&text).as_ref(), Some(bits));
+            assert!(text.len() < 4_000, "{} bytes", text.len());
+        }
+        assert_eq!(bit_positions(&all).count(), 20_000);
+        assert_eq!(decode_bits("f-abc"), None);
+    }
 
     #[test]
     fn file_keys_are_valid_configmap_keys_and_distinct() {
