@@ -71,5 +71,24 @@ async fn twenty_thousand_files_fit_one_configmap_and_two_shares_never_overwrite_
         all_done.len()
     );
     assert!(encoded.len() < 4_000, "{} bytes", encoded.len());
+
+    // How far into a file a share is survives a restart, and is forgotten once the file is done.
+    let share = ConfigMapCheckpoint::new(client.clone(), &ns, "lines-backfill-1".into(), None);
+    share.layout(&files, (1, 2));
+    share.done().await.unwrap();
+    share.save_lines_done(&files[19_999], 50_000).await.unwrap();
+    share.save_lines_done(&files[7], 100_000).await.unwrap();
+    let restarted = ConfigMapCheckpoint::new(client.clone(), &ns, "lines-backfill-1".into(), None);
+    restarted.layout(&files, (1, 2));
+    let begun = restarted.lines_done().await.unwrap();
+    assert_eq!(begun.get(&files[19_999]), Some(&50_000));
+    assert_eq!(begun.get(&files[7]), Some(&100_000));
+    restarted.mark_done(&files[7], 1).await.unwrap();
+    restarted.save_lines_done(&files[19_999], 100_000).await.unwrap();
+    let again = ConfigMapCheckpoint::new(client.clone(), &ns, "lines-backfill-1".into(), None);
+    again.layout(&files, (1, 2));
+    let begun = again.lines_done().await.unwrap();
+    assert_eq!(begun.len(), 1, "the done file is forgotten: {begun:?}");
+    assert_eq!(begun.get(&files[19_999]), Some(&100_000));
     common::delete_namespace(&client, &ns).await;
 }

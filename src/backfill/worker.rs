@@ -16,7 +16,7 @@
 //!   so the shares of an Indexed Job never overlap and together cover the export.
 //! - Errors name the file and, for record errors, the line.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -49,7 +49,21 @@ pub trait FileCheckpoints: Send + Sync {
     /// Tells the checkpoint, before [`Self::done`], every file of the backfill in manifest order and the
     /// share (index, count) this process works on, so it can record files by position (compactly).
     fn layout(&self, _files: &[String], _share: (usize, usize)) {}
+    /// For files begun but not done: how many of their records (lines) are applied, so a resumed worker
+    /// goes on from there rather than from the file's first line.
+    fn lines_done(&self) -> impl Future<Output = Result<HashMap<String, u64>, String>> + Send {
+        async { Ok(HashMap::new()) }
+    }
+    /// Records that the first `lines` records of `file` are applied (a hint: losing it costs re-reading).
+    fn save_lines_done(&self, _file: &str, _lines: u64) -> impl Future<Output = Result<(), String>> + Send {
+        async { Ok(()) }
+    }
 }
+
+/// How often (in records) a worker records how far into a data file it is: AWS export data files hold
+/// hundreds of MB, and a restart goes on from the last such point. `Latest`/`Min`/`Max` writes held for
+/// reduction are sent at each point, so reduction still works over this many records.
+pub const LINES_SAVE_EVERY: u64 = MAX_REDUCED as u64;
 
 /// Live progress of a backfill, shared with whoever reports it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -257,6 +271,15 @@ impl<C: FileCheckpoints> Worker<C> {
         let all: Vec<String> = files.iter().map(|f| f.data_file_s3_key.clone()).collect();
         self.checkpoints.layout(&all, (index, count));
         let done = self.checkpoints.done().await.map_err(BackfillError::Checkpoint)?;
+        let begun = match self.pre_aggregate {
+            // Partial sums are whole files' (see `aggregate`): such files start over.
+            Some(_) => HashMap::new(),
+            None => self
+                .checkpoints
+                .lines_done()
+                .await
+                .map_err(BackfillError::Checkpoint)?,
+        };
         let started = Instant::now();
         let items_resumed;
         {
@@ -288,7 +311,10 @@ impl<C: FileCheckpoints> Worker<C> {
         // Boxed: a stream of borrowing futures is otherwise not provably `Send` for every lifetime.
         let files: Vec<FileFuture<'_>> = todo
             .iter()
-            .map(|file| Box::pin(self.project_file(&summary, kind, file)) as FileFuture<'_>)
+            .map(|file| {
+                let skip = begun.get(&file.data_file_s3_key).copied().unwrap_or(0);
+                Box::pin(self.project_file(&summary, kind, file, skip)) as FileFuture<'_>
+            })
             .collect();
         let mut results = futures::stream::iter(files).buffer_unordered(self.parallelism.max(1));
         let mut first_error = None;
@@ -312,13 +338,19 @@ impl<C: FileCheckpoints> Worker<C> {
         }
     }
 
-    /// Reads, projects and writes one data file, then checkpoints it; returns its record count.
+    /// Reads, projects and writes one data file, then checkpoints it; returns its record count. The first
+    /// `skip` records were applied by an earlier run: they are read (the file is verified whole) but not
+    /// projected again.
     async fn project_file(
         &self,
         summary: &ManifestSummary,
         kind: ExportKind,
         file: &DataFileEntry,
+        skip: u64,
     ) -> Result<u64, BackfillError> {
+        if skip > 0 {
+            info!(file = %file.data_file_s3_key, skip, "resuming a data file after the records an earlier run applied");
+        }
         let candidates = summary.data_file_key_candidates(file);
         let (_, body) = open_object(
             &self.s3,
@@ -331,13 +363,19 @@ impl<C: FileCheckpoints> Worker<C> {
             bucket: self.bucket.clone(),
             candidates: candidates.clone(),
         })?;
-        let (chunks_tx, mut chunks) = tokio::sync::mpsc::channel::<Vec<ViewWrite>>(4);
+        // Each chunk with the number of records read when it was cut.
+        let (chunks_tx, mut chunks) = tokio::sync::mpsc::channel::<(Vec<ViewWrite>, u64)>(4);
         let projection = self.projection.clone();
         let entry = file.clone();
         let progress = self.progress.clone();
         let reading = tokio::task::spawn_blocking(move || {
             let mut chunk = Vec::with_capacity(WRITE_CHUNK);
+            let mut read = 0u64;
             let stats = read_data_file::<_, Item, RecordError, _>(&entry, kind, body, |record| {
+                read += 1;
+                if read <= skip {
+                    return Ok(());
+                }
                 let item = match record {
                     ExportRecord::Full(item) => item,
                     // A log is append-only: an incremental line without a new image has nothing to project.
@@ -369,18 +407,20 @@ impl<C: FileCheckpoints> Worker<C> {
                     if chunk.len() == WRITE_CHUNK {
                         let full = std::mem::replace(&mut chunk, Vec::with_capacity(WRITE_CHUNK));
                         chunks_tx
-                            .blocking_send(full)
+                            .blocking_send((full, read))
                             .map_err(|_| RecordError::WriterStopped)?;
                     }
                 }
                 Ok(())
             })?;
             if !chunk.is_empty() {
-                chunks_tx.blocking_send(chunk).map_err(|_| ReadError::Callback {
-                    file: entry.data_file_s3_key.clone(),
-                    line: stats.records,
-                    source: RecordError::WriterStopped,
-                })?;
+                chunks_tx
+                    .blocking_send((chunk, read))
+                    .map_err(|_| ReadError::Callback {
+                        file: entry.data_file_s3_key.clone(),
+                        line: stats.records,
+                        source: RecordError::WriterStopped,
+                    })?;
             }
             Ok::<_, Box<ReadError<RecordError>>>(stats)
         });
@@ -388,9 +428,13 @@ impl<C: FileCheckpoints> Worker<C> {
         let mut partials = Partials::default();
         let mut reducer = Reducer::default();
         let mut last = false;
+        let (mut lines, mut saved_lines) = (skip, skip);
         loop {
             let mut chunk = match chunks.recv().await {
-                Some(chunk) => chunk,
+                Some((chunk, read)) => {
+                    lines = read;
+                    chunk
+                }
                 None if last || reducer.is_empty() => break,
                 // The file is read: what the reducer holds is sent last.
                 None => {
@@ -398,13 +442,15 @@ impl<C: FileCheckpoints> Worker<C> {
                     reducer.take()
                 }
             };
+            // Time to record how far into the file the worker is: everything read so far goes out now.
+            let save_point = !last && self.pre_aggregate.is_none() && lines - saved_lines >= LINES_SAVE_EVERY;
             if !last && self.pre_aggregate.is_none() {
                 let mut rest = Vec::with_capacity(chunk.len());
                 for write in chunk {
                     rest.extend(reducer.push(write));
                 }
                 chunk = rest;
-                if reducer.len() >= MAX_REDUCED {
+                if reducer.len() >= MAX_REDUCED || save_point {
                     chunk.extend(reducer.take());
                 }
             }
@@ -440,6 +486,18 @@ impl<C: FileCheckpoints> Worker<C> {
                     if let Err(e) = take_rejected(&self.projection, &self.progress, stats) {
                         write_error = Some(*e);
                         break;
+                    }
+                    if save_point {
+                        // Every record read so far is applied (the reducer was emptied above).
+                        match (self.checkpoints)
+                            .save_lines_done(&file.data_file_s3_key, lines)
+                            .await
+                        {
+                            Ok(()) => saved_lines = lines,
+                            Err(e) => {
+                                tracing::warn!(file = %file.data_file_s3_key, error = %e, "could not record how far into the file the backfill is; a restart re-reads more of it")
+                            }
+                        }
                     }
                 }
                 Err(e) => {

@@ -48,6 +48,8 @@ pub struct ConfigMapCheckpoint {
     layout: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<Layout>>>>,
     /// This share's bitmap as last written (or read): writes are serialized, each carries the whole map.
     bits: std::sync::Arc<tokio::sync::Mutex<Option<Vec<u8>>>>,
+    /// This share's files begun but not done: position to records applied.
+    lines: std::sync::Arc<tokio::sync::Mutex<BTreeMap<usize, u64>>>,
 }
 
 /// The files of a backfill in manifest order, and the share this process records.
@@ -60,6 +62,10 @@ struct Layout {
 impl Layout {
     fn key(&self) -> String {
         format!("files-{}-of-{}", self.share.0, self.share.1)
+    }
+
+    fn lines_key(&self) -> String {
+        format!("lines-{}-of-{}", self.share.0, self.share.1)
     }
 }
 
@@ -107,6 +113,7 @@ impl ConfigMapCheckpoint {
             owner,
             layout: Default::default(),
             bits: Default::default(),
+            lines: Default::default(),
         }
     }
 
@@ -234,6 +241,52 @@ impl FileCheckpoints for ConfigMapCheckpoint {
         set_bit(bits, i);
         self.merge(BTreeMap::from([(layout.key(), encode_bits(bits))]))
             .await
+    }
+
+    async fn lines_done(&self) -> Result<std::collections::HashMap<String, u64>, String> {
+        let Some(layout) = self.current_layout() else {
+            return Ok(Default::default());
+        };
+        let data = self.read().await?;
+        let Some(text) = data.get(&layout.lines_key()) else {
+            return Ok(Default::default());
+        };
+        let begun: BTreeMap<usize, u64> = serde_json::from_str(text).map_err(|e| {
+            format!(
+                "ConfigMap {}: key {} is not a map of lines: {e}",
+                self.name,
+                layout.lines_key()
+            )
+        })?;
+        let done: std::collections::HashSet<usize> =
+            match data.get(&layout.key()).and_then(|b| decode_bits(b)) {
+                Some(bits) => bit_positions(&bits).collect(),
+                None => Default::default(),
+            };
+        let mut own = self.lines.lock().await;
+        own.extend(begun.iter().filter(|(i, _)| !done.contains(i)));
+        Ok(own
+            .iter()
+            .filter_map(|(i, lines)| Some((layout.files.get(*i)?.clone(), *lines)))
+            .collect())
+    }
+
+    async fn save_lines_done(&self, file: &str, lines: u64) -> Result<(), String> {
+        let Some(layout) = self.current_layout() else {
+            return Ok(());
+        };
+        let Some(&i) = layout.position.get(file) else {
+            return Ok(());
+        };
+        let done: std::collections::HashSet<usize> = match &*self.bits.lock().await {
+            Some(bits) => bit_positions(bits).collect(),
+            None => Default::default(),
+        };
+        let mut own = self.lines.lock().await;
+        own.insert(i, lines);
+        own.retain(|i, _| !done.contains(i));
+        let text = serde_json::to_string(&*own).map_err(|e| e.to_string())?;
+        self.merge(BTreeMap::from([(layout.lines_key(), text)])).await
     }
 }
 

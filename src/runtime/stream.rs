@@ -279,21 +279,23 @@ fn forget_trimmed_finished(listed: &[ShardInfo], checkpoint: &mut Checkpoint) {
 }
 
 /// The error and its causes, outermost first, joined by ": ".
-/// The caught-up rule (see the module docs): when every readable shard has returned nothing
-/// [`EMPTY_PAGES_AT_END`] times in a row, the latest start of those runs; `None` otherwise. No readable
-/// shard (every one finished, children not listed yet) counts as at the end since `now`.
+/// The caught-up rule (see the module docs): when every readable shard's last [`EMPTY_PAGES_AT_END`]
+/// calls returned nothing, the latest start of the first of those calls (a reader that stays at the end
+/// moves it on with every poll); `None` otherwise. No readable shard (every one finished, children not
+/// listed yet) counts as at the end since `now`.
 fn at_end_since(
     readable: &[String],
-    empty_pages: &HashMap<String, (u32, std::time::SystemTime)>,
+    empty_pages: &HashMap<String, std::collections::VecDeque<std::time::SystemTime>>,
     now: std::time::SystemTime,
 ) -> Option<std::time::SystemTime> {
     let mut since = None::<std::time::SystemTime>;
     for shard in readable {
-        let (count, started) = empty_pages.get(shard)?;
-        if *count < EMPTY_PAGES_AT_END {
+        let run = empty_pages.get(shard)?;
+        if run.len() < EMPTY_PAGES_AT_END as usize {
             return None;
         }
-        since = Some(since.map_or(*started, |s| s.max(*started)));
+        let started = *run.front()?;
+        since = Some(since.map_or(started, |s| s.max(started)));
     }
     Some(since.unwrap_or(now))
 }
@@ -410,8 +412,9 @@ pub struct StreamReader {
     last_poll_started: Option<Instant>,
     /// Set by [`StreamReader::at_tip`] until the first listing positions the shards.
     start_at_tip: bool,
-    /// Per shard: how many `GetRecords` in a row returned nothing, and when the first of them started.
-    empty_pages: HashMap<String, (u32, std::time::SystemTime)>,
+    /// Per shard: when the last (at most [`EMPTY_PAGES_AT_END`]) `GetRecords` of its current run of empty
+    /// pages started, oldest first.
+    empty_pages: HashMap<String, std::collections::VecDeque<std::time::SystemTime>>,
     /// The shards started at their newest end: with nothing read yet, their iterator is `LATEST`.
     tip_shards: HashSet<String>,
 }
@@ -504,10 +507,11 @@ impl StreamReader {
             }
             match shard_records.is_empty() {
                 true => {
-                    self.empty_pages
-                        .entry(shard.clone())
-                        .or_insert((0, round_started))
-                        .0 += 1
+                    let run = self.empty_pages.entry(shard.clone()).or_default();
+                    run.push_back(round_started);
+                    if run.len() > EMPTY_PAGES_AT_END as usize {
+                        run.pop_front();
+                    }
                 }
                 false => {
                     self.empty_pages.remove(&shard);

@@ -424,26 +424,31 @@ fn a_record_without_sequence_number_or_known_event_name_is_refused() {
 
 #[test]
 fn one_or_two_empty_pages_are_not_the_end_of_a_shard_and_every_shard_must_be_at_its_end() {
+    use std::collections::VecDeque;
     use std::time::{Duration, SystemTime};
-    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    let t1 = t0 + Duration::from_secs(3);
-    let now = t1 + Duration::from_secs(1);
+    let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s);
+    let run = |starts: &[u64]| starts.iter().map(|s| at(*s)).collect::<VecDeque<_>>();
+    let now = at(100);
     let shards = vec!["a".to_string(), "b".to_string()];
     let mut pages = HashMap::new();
     assert_eq!(at_end_since(&shards, &pages, now), None, "nothing read yet");
-    pages.insert("a".to_string(), (EMPTY_PAGES_AT_END, t0));
-    pages.insert("b".to_string(), (EMPTY_PAGES_AT_END - 1, t1));
+    pages.insert("a".to_string(), run(&[0, 1, 2]));
+    pages.insert("b".to_string(), run(&[3, 4]));
     assert_eq!(
         at_end_since(&shards, &pages, now),
         None,
         "shard b's empty pages may be a stretch of its shard without records"
     );
-    pages.insert("b".to_string(), (EMPTY_PAGES_AT_END, t1));
+    pages.insert("b".to_string(), run(&[3, 4, 5]));
     assert_eq!(
         at_end_since(&shards, &pages, now),
-        Some(t1),
+        Some(at(3)),
         "the reader is known at the end of both shards only since b's run began"
     );
+    // A reader that stays at the end: its window of the last empty pages moves on.
+    pages.insert("a".to_string(), run(&[7, 8, 9]));
+    pages.insert("b".to_string(), run(&[6, 7, 8]));
+    assert_eq!(at_end_since(&shards, &pages, now), Some(at(7)));
     assert_eq!(
         at_end_since(&[], &pages, now),
         Some(now),
