@@ -605,3 +605,68 @@ async fn a_waiting_job_backfill_is_paced_and_not_held_back_once_done() {
     drop(op);
     common::delete_namespace(&sc.client, &sc.ns).await;
 }
+
+/// Issue #14 item 5: a view with no backfill (`spec.backfill.source: None`) that loses stream records
+/// says so, with the fix (a Warning Event `RecordsLost` and `kappa_view_gaps_total`), and keeps applying
+/// what follows; it is never silently Live over a hole.
+#[tokio::test]
+async fn a_gap_in_a_view_without_backfill_is_reported_with_its_fix() {
+    let mut sc = Scene::new("b21-gap-none").await;
+    let op = Operator::start(&sc.ns, "first", 5);
+    sc.log_with_history().await;
+    let yaml = view_yaml("PLAYER#{playerId}") + "  backfill: {source: None}\n";
+    common::create_yaml(&sc.client, &sc.ns, &yaml).await.unwrap();
+    common::eventually(Duration::from_secs(120), "points Live", || async {
+        let s = sc.mvs.get("points").await.ok()?.status?;
+        (s.phase == Some(ViewPhase::Live)).then_some(())
+    })
+    .await;
+    // The operator stopped long enough for the stream to drop records its checkpoint still needs.
+    drop(op);
+    inject_gap(&sc.client, &sc.ns, "shardId-00000000000000000000-deadbeef").await;
+    let op = Operator::start(&sc.ns, "restarted", 5);
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(sc.client.clone(), &sc.ns);
+    let note = common::eventually(Duration::from_secs(60), "a Warning RecordsLost", || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items.into_iter().find_map(|e| {
+            (e.reason.as_deref() == Some("RecordsLost") && e.type_.as_deref() == Some("Warning"))
+                .then(|| e.note.unwrap_or_default())
+        })
+    })
+    .await;
+    assert!(
+        note.contains("deadbeef") && note.contains("spec.backfill.source"),
+        "the shard and the fix are named: {note}"
+    );
+    let metrics = common::eventually(Duration::from_secs(30), "the gap counted", || async {
+        let m = op.metrics().await?;
+        m.lines()
+            .any(|l| l.starts_with("kappa_view_gaps_total") && l.contains("points") && l.ends_with(" 1"))
+            .then_some(m)
+    })
+    .await;
+    assert!(metrics.contains("kappa_view_gaps_total"));
+    // The reader goes on past the gap: new records are applied.
+    let before = sc
+        .mvs
+        .get("points")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .live
+        .unwrap()
+        .records_applied;
+    sc.write(50).await;
+    common::eventually(
+        Duration::from_secs(60),
+        "records after the gap applied",
+        || async {
+            let live = sc.mvs.get("points").await.ok()?.status?.live?;
+            (live.records_applied > before).then_some(())
+        },
+    )
+    .await;
+    drop(op);
+    common::delete_namespace(&sc.client, &sc.ns).await;
+}
