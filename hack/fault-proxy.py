@@ -9,11 +9,11 @@ shapes AWS documents; each shape below names its source). Python 3 standard libr
 The first line on stdout is `listening on http://127.0.0.1:PORT` (with --listen ...:0, the port picked);
 point the SDK at it (AWS_ENDPOINT_URL=http://127.0.0.1:PORT).
 
-Faults are injected BEFORE forwarding: a failed request never reaches moto, so an injected failure never
-applies the call (a throttled PutItem wrote nothing, a reset CreateQueue created nothing). That is what a
-throttling error means on AWS; a 5xx, a reset or a timeout on AWS may also come after the call was applied
-(its answer lost), a case this proxy does not produce: a client's retry here never meets its own earlier
-attempt's effect.
+Faults are injected BEFORE forwarding (all but `truncate`, which cuts the answer of a read, GetObject): a
+failed request never reaches moto, so an injected failure never applies the call (a throttled PutItem
+wrote nothing, a reset CreateQueue created nothing). That is what a throttling error means on AWS; a 5xx, a
+reset or a timeout on AWS may also come after the call was applied (its answer lost), a case this proxy
+does not produce: a client's retry here never meets its own earlier attempt's effect.
 
 Fault kinds, each picked at random among the configured ones for a request chosen (with the service's rate):
 
@@ -21,6 +21,25 @@ Fault kinds, each picked at random among the configured ones for a request chose
 - 5xx       the service's transient server error (InternalServerError, InternalError, ServiceUnavailable...)
 - reset     the connection is closed with a TCP RST, nothing answered
 - timeout   the request is held without an answer for timeoutSeconds, then the connection is reset
+- empty     DynamoDB Streams GetRecords only: HTTP 200 {"Records": [], "NextShardIterator": <the request's
+            ShardIterator>}, not forwarded. Models what the GetRecords API reference warns of: an open shard
+            that still holds records may answer with none, "it might take multiple calls to get to a
+            portion of the shard that contains stream records"; a reader must call again with the
+            NextShardIterator and must not take one empty page for the end of the shard. Besides the rate,
+            "emptyPages": N (control API) answers every GetRecords whose ShardIterator the proxy has not
+            seen since emptyPages was last set empty N times in a row before forwarding it (each new
+            iterator, i.e. after every forwarded page, starts a new run of N), deterministically.
+- truncate  S3 GetObject only (a GET of an object key; answers 200 or 206): forwarded, the real status and
+            headers relayed (Content-Length as the upstream gave it), then only the first half of the body
+            (at least 1 byte when the body has more than 1), then the connection is reset. Models a
+            connection that breaks while a large object streams (a reset or an idle timeout mid-body,
+            which S3 clients meet on long downloads); a client resumes with a ranged GET (Range:
+            bytes=N-, If-Match: <ETag>), which the proxy forwards as any other (and may truncate again).
+            Counted when a body is cut; another answer (404, 412, an empty body) is relayed whole.
+
+A kind that cannot apply to a request (empty and truncate only apply to the calls above) is never picked
+for it: the request's kind is picked among the configured kinds that apply, and it is forwarded when none
+does. GetRecords and GetObject are reads, so no fault here ever applies a call that was not asked for.
 
 The service of a request is found as AWS finds it: the X-Amz-Target prefix (DynamoDB_20120810. ->
 dynamodb, DynamoDBStreams_20120810. -> streams, AmazonSQS. -> sqs), else the service of the SigV4 credential
@@ -41,6 +60,9 @@ and requests carrying an AWS signature are never taken for control requests):
                                 "codes": ["SlowDown"],          (only shapes with these codes, for a
                                                                  service that has any; [] = all)
                                 "seed": 7,                      (re-seeds the random choices)
+                                "emptyPages": 2,                (GetRecords: N empty answers per new
+                                                                 iterator, see kind `empty`; 0 = off;
+                                                                 setting it forgets the iterators seen)
                                 "resetCounts": true}
     DELETE /__faults         counts and the injection log back to zero (the configuration stays)
     GET    /__faults/shapes  every error shape, by service and kind: code, HTTP status, protocol
@@ -57,13 +79,17 @@ Not part of the product.
 
 import argparse
 import base64
+import collections
+import fcntl
 import http.client
+import ipaddress
 import json
 import random
 import select
 import socket
 import struct
 import sys
+import termios
 import threading
 import time
 import urllib.parse
@@ -72,7 +98,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CHUNK = 64 * 1024
 CONTROL = "/__faults"
-KINDS = ("throttle", "5xx", "reset", "timeout")
+KINDS = ("throttle", "5xx", "reset", "timeout", "empty", "truncate")
+GET_RECORDS = "DynamoDBStreams_20120810.GetRecords"
+# How many GetRecords iterators the proxy remembers for emptyPages (the oldest are forgotten first).
+MAX_ITERATORS = 100_000
+# Query parameters a GetObject may carry (x-id=GetObject is the SDKs' own; X-Amz-* a presigned URL's);
+# any other (acl, tagging, uploadId, attributes, ...) names another operation on the key.
+GET_OBJECT_QUERY = ("x-id", "versionId", "partNumber")
 # Headers that belong to one hop (RFC 9110 7.6.1): the proxy's own on each side, never forwarded.
 HOP_BY_HOP = {
     "connection",
@@ -394,6 +426,9 @@ class State:
         self.kinds = kinds
         self.timeout_seconds = timeout_seconds
         self.codes = []
+        self.empty_pages = 0
+        # GetRecords iterator -> empty answers still to give it (emptyPages), oldest first.
+        self.iterators = collections.OrderedDict()
         self.reset_counts()
 
     def reset_counts(self):
@@ -408,6 +443,7 @@ class State:
                 "timeoutSeconds": self.timeout_seconds,
                 "codes": list(self.codes),
                 "seed": self.seed,
+                "emptyPages": self.empty_pages,
                 "counts": json.loads(json.dumps(self.counts)),
                 "injected": list(self.log),
             }
@@ -423,9 +459,16 @@ class State:
             new["timeout_seconds"] = float(doc["timeoutSeconds"])
         if "codes" in doc:
             new["codes"] = [str(c) for c in (doc["codes"] or [])]
+        if "emptyPages" in doc:
+            pages = doc["emptyPages"]
+            if isinstance(pages, bool) or not isinstance(pages, int) or pages < 0:
+                raise ValueError(f"emptyPages must be a whole number >= 0, not {pages!r}")
+            new["empty_pages"] = pages
         with self.lock:
             for name, value in new.items():
                 setattr(self, name, value)
+            if "emptyPages" in doc:
+                self.iterators.clear()
             if "seed" in doc:
                 self.seed = doc["seed"]
                 self.rng = random.Random(self.seed)
@@ -439,34 +482,120 @@ class State:
         return c
 
     def decide(self, service, req):
-        """Counts the request; returns None (forward it) or (kind, shape or None, rendered or None)."""
+        """Counts the request; returns None (forward it) or (kind, shape or None, rendered or None). For
+        "truncate" the request is forwarded (counted so) and the fault counted by truncated() once a body
+        is cut."""
         with self.lock:
             c = self.service_counts(service)
             c["requests"] += 1
+            if req.shard_iterator is not None and self.empty_pages > 0:
+                left = self.iterators.pop(req.shard_iterator, self.empty_pages)
+                self.iterators[req.shard_iterator] = max(left - 1, 0)
+                while len(self.iterators) > MAX_ITERATORS:
+                    self.iterators.popitem(last=False)
+                if left > 0:
+                    return self.inject(c, service, req, "empty")
             p = self.rate.get(service, self.rate.get("*", 0.0))
             if not self.kinds or p <= 0 or self.rng.random() >= p:
                 c["forwarded"] += 1
                 return None
-            kind = self.rng.choice(self.kinds)
-            c["faults"][kind] = c["faults"].get(kind, 0) + 1
-            shp = rendered = None
-            if kind in ("throttle", "5xx"):
-                shp = self.rng.choice(shapes_for(service, kind, req, self.codes))
-                rendered = render(shp, service, req, self.rng)
-                c["codes"][shp["code"]] = c["codes"].get(shp["code"], 0) + 1
+            kinds = [k for k in self.kinds if applies(k, service, req)]
+            if not kinds:
+                c["forwarded"] += 1
+                return None
+            kind = self.rng.choice(kinds)
+            if kind == "truncate":
+                c["forwarded"] += 1
+                return kind, None, None
+            return self.inject(c, service, req, kind)
+
+    def inject(self, c, service, req, kind):
+        """Counts and logs one fault of `kind` (the lock held); returns decide()'s answer."""
+        c["faults"][kind] = c["faults"].get(kind, 0) + 1
+        shp = rendered = None
+        if kind in ("throttle", "5xx"):
+            shp = self.rng.choice(shapes_for(service, kind, req, self.codes))
+            rendered = render(shp, service, req, self.rng)
+            c["codes"][shp["code"]] = c["codes"].get(shp["code"], 0) + 1
+        elif kind == "empty":
+            rendered = render_empty(req, self.rng)
+        self.log.append(
+            {
+                "service": service,
+                "kind": kind,
+                "code": shp["code"] if shp else None,
+                "status": rendered[0] if rendered else None,
+                "method": req.command,
+                "path": req.path.split("?")[0],
+                "target": req.target,
+            }
+        )
+        del self.log[:-50]
+        return kind, shp, rendered
+
+    def truncated(self, service, req, status):
+        """Counts a body cut by "truncate" (answered `status`)."""
+        with self.lock:
+            c = self.service_counts(service)
+            c["faults"]["truncate"] = c["faults"].get("truncate", 0) + 1
             self.log.append(
                 {
                     "service": service,
-                    "kind": kind,
-                    "code": shp["code"] if shp else None,
-                    "status": rendered[0] if rendered else None,
+                    "kind": "truncate",
+                    "code": None,
+                    "status": status,
                     "method": req.command,
                     "path": req.path.split("?")[0],
                     "target": req.target,
                 }
             )
             del self.log[:-50]
-            return kind, shp, rendered
+
+
+def applies(kind, service, req):
+    """Whether fault `kind` can be given to this request (see the module doc)."""
+    if kind == "empty":
+        return req.shard_iterator is not None
+    if kind == "truncate":
+        return service == "s3" and is_get_object(req)
+    return True
+
+
+def render_empty(req, rng):
+    """An empty GetRecords page that keeps the reader at the same place: its own iterator as the next."""
+    body = json.dumps({"Records": [], "NextShardIterator": req.shard_iterator}).encode()
+    rid = request_id_for("streams", rng)
+    return 200, [("x-amzn-RequestId", rid), ("Content-Type", "application/x-amz-json-1.0")], body
+
+
+def is_ip(host):
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def is_get_object(req):
+    """A GET of an S3 object: a key in the path (path-style: /BUCKET/KEY; virtual-hosted, the bucket in
+    Host (BUCKET.s3.REGION.amazonaws.com, BUCKET.localhost): /KEY), and only GetObject's query parameters."""
+    if req.command != "GET":
+        return False
+    split = urllib.parse.urlsplit(req.path)
+    for name, values in urllib.parse.parse_qs(split.query, keep_blank_values=True).items():
+        if name == "x-id" and values != ["GetObject"]:
+            return False
+        presigned = name.lower().startswith("x-amz-")
+        if name not in GET_OBJECT_QUERY and not name.startswith("response-") and not presigned:
+            return False
+    host = (req.headers.get("Host") or "").lower()
+    host = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+    virtual = not is_ip(host) and (".s3." in host or ".s3-" in host or host.endswith(".localhost"))
+    path = split.path.lstrip("/")
+    if virtual:
+        return bool(path)
+    bucket, _, key = path.partition("/")
+    return bool(bucket) and bool(key)
 
 
 def check_kinds(kinds):
@@ -607,6 +736,7 @@ class Handler(BaseHTTPRequestHandler):
         self.target = self.headers.get("X-Amz-Target", "")
         self.form_action = None
         self.buffered = None
+        self.shard_iterator = None
         try:
             if self.path.split("?")[0].rstrip("/") in (CONTROL, CONTROL + "/shapes") and not (
                 self.headers.get("Authorization") or self.target
@@ -626,16 +756,35 @@ class Handler(BaseHTTPRequestHandler):
                 self.form_action = (form.get("Action") or [""])[0]
             elif self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
                 self.form_action = ""  # a query-protocol call (the Action is in the body)
+            elif (
+                self.target == GET_RECORDS
+                and self.body_length() != "chunked"
+                and self.body_length() <= 1 << 20
+            ):
+                # GetRecords names its iterator in the body (kind `empty`): read it first.
+                if self.expect_continue:
+                    self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    self.wfile.flush()
+                    self.expect_continue = False
+                self.buffered = b"".join(self.body_pieces())
+                try:
+                    iterator = json.loads(self.buffered or b"{}").get("ShardIterator")
+                except (ValueError, AttributeError):
+                    iterator = None
+                if isinstance(iterator, str) and iterator:
+                    self.shard_iterator = iterator
             service = identify(self)
             decision = self.server.state.decide(service, self)
             if decision is None:
                 return self.forward()
             kind, shp, rendered = decision
+            if kind == "truncate":
+                return self.forward(truncate=service)
             if kind == "reset":
                 return self.reset()
             if kind == "timeout":
                 return self.hold_then_reset()
-            self.answer_fault(kind, shp["code"], rendered)
+            self.answer_fault(kind, shp["code"] if shp else "GetRecords", rendered)
         except OSError:  # ConnectionError, socket.timeout
             # The client went away (or stalled) mid-request: this connection, and an upstream answer
             # perhaps half read, are done.
@@ -716,7 +865,9 @@ class Handler(BaseHTTPRequestHandler):
             self.upstream_conn = conn
         return conn
 
-    def forward(self):
+    def forward(self, truncate=None):
+        """Sends the request upstream and relays the answer; `truncate` (the service name): cut the body
+        (kind `truncate`)."""
         chunked = self.body_length() == "chunked"
         if self.expect_continue:
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -737,7 +888,7 @@ class Handler(BaseHTTPRequestHandler):
                 if attempt == 1 or not replayable:
                     sys.stderr.write(f"fault-proxy: forwarding {self.command} {self.path} failed: {e!r}\n")
                     return self.reset()
-        self.relay(resp)
+        self.relay(resp, truncate)
 
     def send_upstream(self, conn, chunked):
         conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
@@ -761,13 +912,16 @@ class Handler(BaseHTTPRequestHandler):
         if chunked:
             conn.send(b"0\r\n\r\n")
 
-    def relay(self, resp):
+    def relay(self, resp, truncate=None):
         """Copies the upstream answer to the client, its body streamed: with the upstream's Content-Length
         when it gave one, else re-framed as chunked (the upstream may close after an unframed body; the
-        client's connection stays open either way)."""
-        self.send_response_only(resp.status, resp.reason)
+        client's connection stays open either way). With `truncate` (kind `truncate`), a 200 or 206 body
+        is cut: see relay_truncated()."""
         length = resp.getheader("Content-Length")
         no_body = self.command == "HEAD" or resp.status in (204, 304)
+        if truncate and not no_body and resp.status in (200, 206) and (length is None or int(length) > 0):
+            return self.relay_truncated(resp, length, truncate)
+        self.send_response_only(resp.status, resp.reason)
         chunked = not no_body and length is None
         for name, value in resp.getheaders():
             if name.lower() not in HOP_BY_HOP:
@@ -793,6 +947,53 @@ class Handler(BaseHTTPRequestHandler):
         if resp.will_close and self.upstream_conn is not None:
             self.upstream_conn.close()
             self.upstream_conn = None
+
+    def relay_truncated(self, resp, length, service):
+        """Kind `truncate`: the upstream's status and headers, the first half of its body (at least 1 byte
+        of a longer one; of a body without Content-Length, half of its first piece, re-framed as chunked),
+        then a TCP reset once those bytes have left. The upstream connection, its answer half read, is
+        dropped."""
+        self.send_response_only(resp.status, resp.reason)
+        for name, value in resp.getheaders():
+            if name.lower() not in HOP_BY_HOP:
+                self.send_header(name, value)
+        if length is None:
+            self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("x-kappa-fault", "truncate GetObject")
+        self.end_headers()
+        if length is None:
+            piece = resp.read1(CHUNK) if hasattr(resp, "read1") else resp.read(CHUNK)
+            piece = piece[: len(piece) // 2]
+            if piece:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        else:
+            left = int(length) // 2
+            while left:
+                piece = resp.read(min(CHUNK, left))
+                if not piece:
+                    break
+                left -= len(piece)
+                self.wfile.write(piece)
+        self.server.state.truncated(service, self, resp.status)
+        if self.upstream_conn is not None:
+            self.upstream_conn.close()
+            self.upstream_conn = None
+        self.wait_sent()
+        self.reset()
+
+    def wait_sent(self, limit=2.0):
+        """Waits (up to `limit` seconds) until the kernel has sent what was written, so that a reset that
+        follows does not discard it (Linux: the unsent bytes of the send queue, TIOCOUTQ)."""
+        deadline = time.monotonic() + limit
+        buf = bytearray(struct.calcsize("i"))
+        while time.monotonic() < deadline:
+            try:
+                fcntl.ioctl(self.connection.fileno(), termios.TIOCOUTQ, buf)
+            except OSError:
+                return
+            if struct.unpack("i", buf)[0] == 0:
+                return
+            time.sleep(0.005)
 
     # ------------------------------------------------------------ control API
 
@@ -865,7 +1066,10 @@ def main():
     ap.add_argument("--seed", type=int, default=0, help="seed of the random choices (default 0)")
     ap.add_argument("--rate", action="append", default=[], metavar="SERVICE=P",
                     help="share of SERVICE's requests to fail, 0..1; '*' for every other service; repeatable")
-    ap.add_argument("--kinds", default="throttle,5xx", help="comma-separated: throttle,5xx,reset,timeout")
+    ap.add_argument("--kinds", default="throttle,5xx",
+                    help="comma-separated: throttle,5xx,reset,timeout,empty,truncate")
+    ap.add_argument("--empty-pages", type=int, default=0, metavar="N",
+                    help="answer each new GetRecords iterator empty N times before forwarding it (kind empty)")
     ap.add_argument("--timeout-seconds", type=float, default=30.0, help="how long a 'timeout' holds a request")
     ap.add_argument("--upstream-timeout", type=float, default=600.0, help="seconds to wait on the upstream")
     ap.add_argument("--verbose", action="store_true", help="log every request to stderr")
@@ -886,6 +1090,8 @@ def main():
     server.upstream_timeout = args.upstream_timeout
     server.verbose = args.verbose
     server.state = State(args.seed, rates, kinds, args.timeout_seconds)
+    if args.empty_pages:
+        server.state.update({"emptyPages": args.empty_pages})
     host, port = server.server_address[:2]
     print(f"listening on http://{host}:{port}", flush=True)
     try:
