@@ -250,6 +250,8 @@ fn the_iam_policy_is_scoped_to_the_operators_resources() {
                         || resource.contains("/kappa-")
                         || resource.contains(":event-source-mapping:")
                         || resource.contains("replace-with-your-export-bucket")
+                        || resource.contains("/replace-with-your-named-tables")
+                        || resource.contains(":replace-with-your-functions")
                         || (resource.starts_with("arn:aws:apigateway:*::/")
                             && (resource.ends_with("/apis")
                                 || st["Condition"].to_string().contains("kappa.dev/managed-by"))),
