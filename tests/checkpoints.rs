@@ -58,9 +58,8 @@ async fn twenty_thousand_files_fit_one_configmap_and_two_shares_never_overwrite_
     }
     let encoded = kappa_operator::runtime::checkpoints::encode_bits(&bits);
     let full = ConfigMapCheckpoint::new(client.clone(), &ns, "half-backfill-1".into(), None);
-    full.merge([("files-0-of-1".to_string(), encoded.clone())].into())
-        .await
-        .unwrap();
+    let key = kappa_operator::runtime::checkpoints::files_key(&files, (0, 1));
+    full.merge([(key, encoded.clone())].into()).await.unwrap();
     full.layout(&files, (0, 1));
     assert_eq!(full.done().await.unwrap(), expected);
     let all_done = kappa_operator::runtime::checkpoints::encode_bits(&vec![0xFF; 20_000 / 8]);
@@ -90,5 +89,62 @@ async fn twenty_thousand_files_fit_one_configmap_and_two_shares_never_overwrite_
     let begun = again.lines_done().await.unwrap();
     assert_eq!(begun.len(), 1, "the done file is forgotten: {begun:?}");
     assert_eq!(begun.get(&files[19_999]), Some(&100_000));
+    common::delete_namespace(&client, &ns).await;
+}
+
+/// Found by the #14 breaker: a bitmap records files by position, so a checkpoint of another list of files
+/// (an earlier export left under the same ConfigMap name) must not mark this export's files done; and two
+/// processes of one share (a Job pod restarted while the old one still runs) must not erase each other's
+/// files.
+#[tokio::test]
+async fn positions_of_another_export_are_not_this_ones_and_two_writers_of_one_share_add_up() {
+    let (client, ns) = common::setup("ckpt-other").await;
+    let old: Vec<String> = (0..10)
+        .map(|i| format!("old/AWSDynamoDB/e1/data/{i}.json.gz"))
+        .collect();
+    let new: Vec<String> = (0..10)
+        .map(|i| format!("new/AWSDynamoDB/e2/data/{i}.json.gz"))
+        .collect();
+    let name = "v-backfill-1".to_string();
+    let earlier = ConfigMapCheckpoint::new(client.clone(), &ns, name.clone(), None);
+    earlier.layout(&old, (0, 1));
+    earlier.done().await.unwrap();
+    for f in &old {
+        earlier.mark_done(f, 1).await.unwrap();
+    }
+    let now = ConfigMapCheckpoint::new(client.clone(), &ns, name.clone(), None);
+    now.layout(&new, (0, 1));
+    assert!(
+        now.done().await.unwrap().is_empty(),
+        "another export's positions count for nothing"
+    );
+
+    // Two writers of share (0, 1), each unaware of the other's files.
+    let a = ConfigMapCheckpoint::new(client.clone(), &ns, name.clone(), None);
+    let b = ConfigMapCheckpoint::new(client.clone(), &ns, name.clone(), None);
+    a.layout(&new, (0, 1));
+    b.layout(&new, (0, 1));
+    a.done().await.unwrap();
+    b.done().await.unwrap();
+    let (ra, rb) = futures::join!(
+        async {
+            for f in new.iter().step_by(2) {
+                a.mark_done(f, 1).await.unwrap();
+            }
+        },
+        async {
+            for f in new.iter().skip(1).step_by(2) {
+                b.mark_done(f, 1).await.unwrap();
+            }
+        }
+    );
+    let _ = (ra, rb);
+    let reader = ConfigMapCheckpoint::new(client.clone(), &ns, name, None);
+    reader.layout(&new, (0, 1));
+    assert_eq!(
+        reader.done().await.unwrap().len(),
+        10,
+        "both writers' files are recorded"
+    );
     common::delete_namespace(&client, &ns).await;
 }

@@ -312,7 +312,15 @@ impl<C: FileCheckpoints> Worker<C> {
         let files: Vec<FileFuture<'_>> = todo
             .iter()
             .map(|file| {
-                let skip = begun.get(&file.data_file_s3_key).copied().unwrap_or(0);
+                // A position at or past the file's end (from another export, or edited) is not trusted:
+                // the file is read from its start.
+                let skip = match begun.get(&file.data_file_s3_key).copied().unwrap_or(0) {
+                    s if s < file.item_count => s,
+                    s => {
+                        tracing::warn!(file = %file.data_file_s3_key, saved = s, records = file.item_count, "a saved position is not within the data file; reading it from its start");
+                        0
+                    }
+                };
                 Box::pin(self.project_file(&summary, kind, file, skip)) as FileFuture<'_>
             })
             .collect();

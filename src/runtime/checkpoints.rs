@@ -57,17 +57,40 @@ struct Layout {
     files: Vec<String>,
     position: std::collections::HashMap<String, usize>,
     share: (usize, usize),
+    /// Names this list of files: positions mean nothing for another export's files, so a bitmap of
+    /// another list (an earlier export left under the same ConfigMap name) is never read as this one's.
+    digest: String,
 }
 
 impl Layout {
     fn key(&self) -> String {
-        format!("files-{}-of-{}", self.share.0, self.share.1)
+        format!("files-{}-{}-of-{}", self.digest, self.share.0, self.share.1)
     }
 
     fn lines_key(&self) -> String {
-        format!("lines-{}-of-{}", self.share.0, self.share.1)
+        format!("lines-{}-{}-of-{}", self.digest, self.share.0, self.share.1)
+    }
+
+    /// Whether `key` is a bitmap of this list of files (any share).
+    fn is_files_key(&self, key: &str) -> bool {
+        key.strip_prefix("files-")
+            .and_then(|rest| rest.strip_prefix(self.digest.as_str()))
+            .is_some_and(|rest| rest.starts_with('-'))
     }
 }
+
+/// 12 hex digits naming a list of files (SHA-256 of the keys, one per line).
+fn files_digest(files: &[String]) -> String {
+    hex::encode(&Sha256::digest(files.join("\n").as_bytes())[..6])
+}
+
+/// The ConfigMap key of the bitmap of `share` (index, count) over `files`.
+pub fn files_key(files: &[String], share: (usize, usize)) -> String {
+    format!("files-{}-{}-of-{}", files_digest(files), share.0, share.1)
+}
+
+/// How many times a bitmap write is tried again when another process changed the ConfigMap meanwhile.
+const CONFLICT_RETRIES: usize = 20;
 
 /// Encodes a bitmap of done files: `z1:` + base64(zlib(bits)).
 pub fn encode_bits(bits: &[u8]) -> String {
@@ -196,6 +219,7 @@ impl FileCheckpoints for ConfigMapCheckpoint {
             files: files.to_vec(),
             position: files.iter().enumerate().map(|(i, f)| (f.clone(), i)).collect(),
             share,
+            digest: files_digest(files),
         };
         *self.layout.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::sync::Arc::new(layout));
     }
@@ -207,9 +231,13 @@ impl FileCheckpoints for ConfigMapCheckpoint {
         for (k, v) in &data {
             if k.starts_with("f-") && *k == file_key(v) {
                 done.insert(v.clone());
-            } else if let (Some(layout), true) = (&layout, k.starts_with("files-")) {
-                let bits = decode_bits(v)
-                    .ok_or_else(|| format!("ConfigMap {}: key {k} is not a file checkpoint", self.name))?;
+            } else if let Some(layout) = layout.as_ref().filter(|l| l.is_files_key(k)) {
+                let Some(bits) = decode_bits(v) else {
+                    // Edited by hand, or damaged: its files are projected again (the writes are
+                    // idempotent), never skipped.
+                    tracing::warn!(configmap = %self.name, key = %k, "a backfill checkpoint key cannot be read; the files it recorded are projected again");
+                    continue;
+                };
                 done.extend(bit_positions(&bits).filter_map(|i| layout.files.get(i).cloned()));
                 if *k == layout.key() {
                     let mut own = self.bits.lock().await;
@@ -239,8 +267,7 @@ impl FileCheckpoints for ConfigMapCheckpoint {
         let mut own = self.bits.lock().await;
         let bits = own.get_or_insert_with(Vec::new);
         set_bit(bits, i);
-        self.merge(BTreeMap::from([(layout.key(), encode_bits(bits))]))
-            .await
+        self.write_bits(&layout.key(), bits).await
     }
 
     async fn lines_done(&self) -> Result<std::collections::HashMap<String, u64>, String> {
@@ -287,6 +314,56 @@ impl FileCheckpoints for ConfigMapCheckpoint {
         own.retain(|i, _| !done.contains(i));
         let text = serde_json::to_string(&*own).map_err(|e| e.to_string())?;
         self.merge(BTreeMap::from([(layout.lines_key(), text)])).await
+    }
+}
+
+impl ConfigMapCheckpoint {
+    /// Writes `bits` OR what `key` holds (another process of the same share, such as a Job pod restarted
+    /// while the old one still runs, may have set others), with the ConfigMap's resourceVersion as a
+    /// precondition: bits are only ever added. `bits` becomes the union.
+    async fn write_bits(&self, key: &str, bits: &mut Vec<u8>) -> Result<(), String> {
+        for _ in 0..CONFLICT_RETRIES {
+            let found = self
+                .api
+                .get_opt(&self.name)
+                .await
+                .map_err(|e| format!("reading ConfigMap {}: {e}", self.name))?;
+            let Some(cm) = found else {
+                // Created by the first write; the next round merges with whatever raced it.
+                self.merge(BTreeMap::from([(key.to_string(), encode_bits(bits))]))
+                    .await?;
+                continue;
+            };
+            let stored = cm
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .and_then(|v| decode_bits(v));
+            for i in stored.iter().flat_map(|b| bit_positions(b)) {
+                set_bit(bits, i);
+            }
+            let text = encode_bits(bits);
+            if cm.data.as_ref().and_then(|d| d.get(key)) == Some(&text) {
+                return Ok(());
+            }
+            let patch = json!({
+                "metadata": {"resourceVersion": cm.metadata.resource_version},
+                "data": {key: text},
+            });
+            match self
+                .api
+                .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(e) => return Err(format!("writing ConfigMap {}: {e}", self.name)),
+            }
+        }
+        Err(format!(
+            "writing ConfigMap {}: it kept changing under {CONFLICT_RETRIES} attempts",
+            self.name
+        ))
     }
 }
 
