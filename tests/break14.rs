@@ -173,7 +173,7 @@ fn older_export_files(n: usize) -> Vec<String> {
 /// (written by the real `ConfigMapCheckpoint`), then the worker run on the fixture export (3 other files,
 /// 40 records) with that ConfigMap.
 /// Expected: the worker projects the fixture export's 3 files; the views table holds the players view.
-/// Observed at ca63515: the worker reported the 3 files resumed (done) and wrote nothing: the view empty,
+/// At ca63515 (read in the code; 5e02eea landed before this test first ran) the worker would report the 3 files resumed (done) and wrote nothing: the view empty,
 /// the backfill complete. Fixed in 5e02eea (bitmap keys carry a digest of the file list): passes.
 #[tokio::test]
 async fn a_checkpoint_left_by_another_export_does_not_skip_this_exports_files() {
@@ -215,7 +215,7 @@ async fn a_checkpoint_left_by_another_export_does_not_skip_this_exports_files() 
 /// million records in), then the worker on the fixture export (its file 0 holds far fewer records).
 /// Expected: every record of the fixture export projected (a saved position beyond a file's end is not
 /// this file's), the players view complete.
-/// Observed at ca63515 (key `lines-0-of-1`): file 0's records skipped, the file marked done. Fixed in
+/// At ca63515 (read in the code, key `lines-0-of-1`): file 0's records skipped, the file marked done. Fixed in
 /// 5e02eea (digest in the key; a position at or past the file's end read from the start); the test writes
 /// the real key of this export: passes.
 #[tokio::test]
@@ -268,7 +268,7 @@ async fn a_saved_position_beyond_the_files_end_does_not_skip_the_file() {
 /// Input: files f0..f3, share 0 of 1; the old pod marks f0; the new pod starts (reads {f0}) and marks
 /// f1, f2, f3; the old pod, slower, marks f1 (its next file) and is stopped.
 /// Expected: a fresh reader (the operator) finds all 4 files done.
-/// Observed at ca63515: {f0, f1}: f2 and f3, done by the new pod, lost. Fixed in 5e02eea (a bitmap write
+/// At ca63515 (read in the code): {f0, f1}: f2 and f3, done by the new pod, lost. Fixed in 5e02eea (a bitmap write
 /// ORs what the key holds under a resourceVersion precondition): passes.
 #[tokio::test]
 async fn two_pods_of_one_share_do_not_erase_each_others_files() {
