@@ -100,13 +100,34 @@ struct VersionsSummary {
 }
 
 async fn apply(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result<Action> {
-    let logs: Api<EventLog> = Api::namespaced(ctx.client.clone(), ns);
+    // Read tolerantly: a log this operator version cannot read stalls its views with the field named.
+    let logs: Api<Tolerant<EventLog>> = Api::namespaced(ctx.client.clone(), ns);
     let log_name = &view.spec.event_log_ref.name;
-    let log = logs
+    let found = logs
         .get_opt(log_name)
         .await
         .map_err(Error::kube("reading", format!("EventLog {ns}/{log_name}")))?;
+    let (log, unreadable) = match found.map(|t| (t.object, t.status_dropped)) {
+        None => (None, None),
+        Some((Ok(log), None)) => (Some(log), None),
+        Some((Ok(_), Some(why)) | (Err(why), _)) => (None, Some(why)),
+    };
     let outcome = match log {
+        None if unreadable.is_some() => Outcome {
+            phase: ViewPhase::Pending,
+            health: Health::Stalled {
+                reason: reasons::EVENT_LOG_UNREADABLE,
+                message: format!(
+                    "spec.eventLogRef.name: EventLog {ns}/{log_name} cannot be read by this operator version ({}); \
+                     its Warning Event says how to fix it; the view waits",
+                    unreadable.as_ref().map(ToString::to_string).unwrap_or_default()
+                ),
+            },
+            table: None,
+            in_cluster: None,
+            versions: None,
+            push: None,
+        },
         None => Outcome {
             phase: ViewPhase::Pending,
             health: Health::Stalled {

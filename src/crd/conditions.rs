@@ -30,6 +30,8 @@ pub mod condition_types {
 /// Reasons, in `PascalCase`; also used as Kubernetes Event reasons.
 pub mod reasons {
     pub const EVENT_LOG_NOT_FOUND: &str = "EventLogNotFound";
+    /// The view's EventLog exists but this operator version cannot read it.
+    pub const EVENT_LOG_UNREADABLE: &str = "EventLogUnreadable";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const PROVISIONING: &str = "Provisioning";
     pub const PROVISIONED: &str = "Provisioned";

@@ -7,8 +7,10 @@
 //! object is decoded alone: the readable ones reconcile, and the unreadable one keeps its metadata (to name
 //! it in a Warning Event, and to run or refuse its deletion) and the JSON path of what could not be read.
 //!
-//! An unreadable `status` (the operator's own record, written by another version) is dropped and noted in
-//! [`Tolerant::status_dropped`]: the spec alone says what the object owns, so its deletion still cleans up.
+//! An unreadable part of the `status` (the operator's own record, written by another version) is dropped,
+//! the smallest enclosing field or list element at a time (the whole status at worst), and noted in
+//! [`Tolerant::status_dropped`]: the spec and what stays of the status (a backfill's export location, the
+//! other versions' tables) say what the object owns, so its deletion still cleans up.
 
 use std::borrow::Cow;
 
@@ -55,6 +57,78 @@ fn decode<K: DeserializeOwned>(value: &serde_json::Value) -> Result<K, Unreadabl
     })
 }
 
+/// The most parts of an object's status salvaged after `first` could not be read: the smallest enclosing
+/// part that cannot be read is removed (a field, or one element of a list), again while others fail, up to
+/// [`MAX_SALVAGE`] times, and at last the whole status. What stays (a backfill's export location, the other
+/// versions' tables) is what a deletion needs to clean up.
+fn salvage_status<K: DeserializeOwned>(
+    value: &mut serde_json::Value,
+    first: &Unreadable,
+) -> Result<K, Unreadable> {
+    let mut error = first.clone();
+    for _ in 0..MAX_SALVAGE {
+        if !remove_at(value, &error.path) {
+            break;
+        }
+        match decode::<K>(value) {
+            Ok(k) => return Ok(k),
+            Err(e) if e.path.starts_with("status.") => error = e,
+            Err(_) => break,
+        }
+    }
+    if let Some(map) = value.as_object_mut() {
+        map.remove("status");
+    }
+    decode::<K>(value)
+}
+
+/// How many unreadable parts of one status are removed one by one before the whole status is dropped.
+const MAX_SALVAGE: usize = 16;
+
+/// Removes the value at `path` (serde_path_to_error's `a.b[0].c`) from `value`; false when there is none
+/// or the path is the status itself.
+fn remove_at(value: &mut serde_json::Value, path: &str) -> bool {
+    let mut segments: Vec<Result<usize, String>> = Vec::new();
+    for part in path.split('.') {
+        let (name, rest) = part.split_once('[').unwrap_or((part, ""));
+        if !name.is_empty() {
+            segments.push(Err(name.to_string()));
+        }
+        for index in rest.split('[').filter(|r| !r.is_empty()) {
+            match index.trim_end_matches(']').parse() {
+                Ok(i) => segments.push(Ok(i)),
+                Err(_) => return false,
+            }
+        }
+    }
+    let Some(last) = segments.pop() else { return false };
+    if segments.is_empty() {
+        return false; // the status itself: dropped by the caller
+    }
+    let mut parent = value;
+    for segment in &segments {
+        parent = match (segment, parent) {
+            (Err(name), serde_json::Value::Object(map)) => match map.get_mut(name) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Ok(i), serde_json::Value::Array(list)) => match list.get_mut(*i) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, parent) {
+        (Err(name), serde_json::Value::Object(map)) => map.remove(&name).is_some(),
+        (Ok(i), serde_json::Value::Array(list)) if i < list.len() => {
+            list.remove(i);
+            true
+        }
+        _ => false,
+    }
+}
+
 impl<'de, K: DeserializeOwned> Deserialize<'de> for Tolerant<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let mut value = serde_json::Value::deserialize(deserializer)?;
@@ -65,10 +139,7 @@ impl<'de, K: DeserializeOwned> Deserialize<'de> for Tolerant<K> {
         let (object, status_dropped) = match decode::<K>(&value) {
             Ok(k) => (Ok(k), None),
             Err(e) if e.path == "status" || e.path.starts_with("status.") => {
-                if let Some(map) = value.as_object_mut() {
-                    map.remove("status");
-                }
-                (decode::<K>(&value), Some(e))
+                (salvage_status(&mut value, &e), Some(e))
             }
             Err(e) => (Err(e), None),
         };
@@ -137,16 +208,53 @@ mod tests {
     }
 
     #[test]
-    fn a_status_written_by_a_newer_operator_is_dropped_and_named() {
+    fn a_status_written_by_a_newer_operator_is_salvaged_and_named() {
         let value = view(
             serde_json::json!({"phase": "Live", "versions": [{"version": 1, "phase": "Hibernating"}]}),
             "Latest",
         );
         let t: Tolerant<MaterializedView> = serde_json::from_value(value).unwrap();
         let v = t.object.as_ref().expect("the spec is readable");
-        assert!(v.status.is_none());
+        let status = v
+            .status
+            .as_ref()
+            .expect("the readable rest of the status is kept");
+        assert!(status.versions.is_empty(), "the unreadable version is left out");
         let dropped = t.status_dropped.expect("the status was dropped");
         assert!(dropped.path.starts_with("status.versions[0]"), "{dropped}");
+    }
+
+    #[test]
+    fn what_can_be_read_of_a_status_is_kept() {
+        let value = view(
+            serde_json::json!({
+                "phase": "Live",
+                "backfill": {"attempt": 2, "exportLocation": "s3://b/kappa-exports/x"},
+                "versions": [
+                    {"version": 1, "contentHash": "a", "state": "Active", "tableName": "t1",
+                     "content": {"projection": {"mode": "Median", "key": {"partitionKey": "P#{id}"}}}},
+                    {"version": 2, "contentHash": "b", "state": "Hibernating", "tableName": "t2", "content": {}},
+                ],
+            }),
+            "Latest",
+        );
+        let t: Tolerant<MaterializedView> = serde_json::from_value(value).unwrap();
+        assert!(t.status_dropped.is_some());
+        let status = t
+            .object
+            .unwrap()
+            .status
+            .expect("the readable part of the status is kept");
+        assert_eq!(
+            status.backfill.and_then(|b| b.export_location).as_deref(),
+            Some("s3://b/kappa-exports/x"),
+            "what a deletion needs to clean up"
+        );
+        assert!(
+            status.versions.len() < 2,
+            "the unreadable versions are left out: {:?}",
+            status.versions
+        );
     }
 
     #[test]

@@ -278,13 +278,14 @@ impl FileCheckpoints for ConfigMapCheckpoint {
         let Some(text) = data.get(&layout.lines_key()) else {
             return Ok(Default::default());
         };
-        let begun: BTreeMap<usize, u64> = serde_json::from_str(text).map_err(|e| {
-            format!(
-                "ConfigMap {}: key {} is not a map of lines: {e}",
-                self.name,
-                layout.lines_key()
-            )
-        })?;
+        let begun: BTreeMap<usize, u64> = match serde_json::from_str(text) {
+            Ok(begun) => begun,
+            Err(e) => {
+                // Only a hint: without it the files are read from their start.
+                tracing::warn!(configmap = %self.name, key = %layout.lines_key(), error = %e, "a backfill checkpoint key cannot be read; files begun are read from their start");
+                BTreeMap::new()
+            }
+        };
         let done: std::collections::HashSet<usize> =
             match data.get(&layout.key()).and_then(|b| decode_bits(b)) {
                 Some(bits) => bit_positions(&bits).collect(),
@@ -319,49 +320,72 @@ impl FileCheckpoints for ConfigMapCheckpoint {
 
 impl ConfigMapCheckpoint {
     /// Writes `bits` OR what `key` holds (another process of the same share, such as a Job pod restarted
-    /// while the old one still runs, may have set others), with the ConfigMap's resourceVersion as a
-    /// precondition: bits are only ever added. `bits` becomes the union.
+    /// while the old one still runs, may have set others), as a JSON patch that first tests the key's
+    /// value: bits are only ever added, and writers of other keys (other shares) never conflict. `bits`
+    /// becomes the union.
     async fn write_bits(&self, key: &str, bits: &mut Vec<u8>) -> Result<(), String> {
-        for _ in 0..CONFLICT_RETRIES {
+        for attempt in 0..CONFLICT_RETRIES {
+            if attempt > 0 {
+                // Another writer of this key won the race: a short jittered pause before reading again.
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos())
+                    .unwrap_or(0);
+                let ms = (10u64 << attempt.min(5)) + u64::from(nanos % 50);
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
             let found = self
                 .api
                 .get_opt(&self.name)
                 .await
                 .map_err(|e| format!("reading ConfigMap {}: {e}", self.name))?;
-            let Some(cm) = found else {
-                // Created by the first write; the next round merges with whatever raced it.
+            let stored_text = found
+                .as_ref()
+                .and_then(|cm| cm.data.as_ref())
+                .and_then(|d| d.get(key))
+                .cloned();
+            let Some(old) = stored_text else {
+                // The key's first write; the next round merges with whatever raced it.
                 self.merge(BTreeMap::from([(key.to_string(), encode_bits(bits))]))
                     .await?;
-                continue;
+                let again = self.read().await?;
+                match again.get(key).and_then(|v| decode_bits(v)) {
+                    Some(stored)
+                        if bit_positions(bits)
+                            .all(|i| stored.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)) =>
+                    {
+                        return Ok(());
+                    }
+                    _ => continue,
+                }
             };
-            let stored = cm
-                .data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .and_then(|v| decode_bits(v));
-            for i in stored.iter().flat_map(|b| bit_positions(b)) {
+            for i in decode_bits(&old).iter().flat_map(|b| bit_positions(b)) {
                 set_bit(bits, i);
             }
             let text = encode_bits(bits);
-            if cm.data.as_ref().and_then(|d| d.get(key)) == Some(&text) {
+            if text == old {
                 return Ok(());
             }
-            let patch = json!({
-                "metadata": {"resourceVersion": cm.metadata.resource_version},
-                "data": {key: text},
-            });
+            // Conditioned on this key alone (other shares write other keys of the same ConfigMap).
+            let pointer = format!("/data/{}", key.replace('~', "~0").replace('/', "~1"));
+            let patch: json_patch::Patch = serde_json::from_value(json!([
+                {"op": "test", "path": pointer, "value": old},
+                {"op": "replace", "path": pointer, "value": text},
+            ]))
+            .map_err(|e| e.to_string())?;
             match self
                 .api
-                .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch(&self.name, &PatchParams::default(), &Patch::<()>::Json(patch))
                 .await
             {
                 Ok(_) => return Ok(()),
-                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                // The test failed (422) or the object changed under the write (409): read again.
+                Err(kube::Error::Api(e)) if matches!(e.code, 409 | 422) => continue,
                 Err(e) => return Err(format!("writing ConfigMap {}: {e}", self.name)),
             }
         }
         Err(format!(
-            "writing ConfigMap {}: it kept changing under {CONFLICT_RETRIES} attempts",
+            "writing ConfigMap {}: key {key} kept changing under {CONFLICT_RETRIES} attempts",
             self.name
         ))
     }
