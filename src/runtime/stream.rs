@@ -26,12 +26,14 @@
 //!   records written to it in between are skipped: this reader suits best-effort consumers that keep no
 //!   checkpoint (its checkpoints, given to [`StreamReader::new`], would re-read such a shard from its start).
 //!
-//! Caught up: DynamoDB Streams may answer `GetRecords` with no records on an open shard that holds more
-//! ("it might take multiple calls to get to a portion of the shard that contains stream records", the
-//! DynamoDB Streams API Reference, GetRecords). One empty page is therefore never taken for the end: a
-//! shard is at its end once [`EMPTY_PAGES_AT_END`] calls in a row returned nothing, and a batch is
-//! [`Batch::caught_up`] only when every readable shard is; [`Batch::at_end_since`] is when the newest of
-//! those runs of empty pages began, so everything created before it was read.
+//! Caught up: a reader is caught up when, on every readable shard, it has read everything created before
+//! a poll that began at least [`CAUGHT_UP_WINDOW`] ago: it read a record created after that (shard order is
+//! write order), or the shard is at its end. DynamoDB Streams may answer `GetRecords` with no records on an
+//! open shard that holds more ("it might take multiple calls to get to a portion of the shard that contains
+//! stream records", the DynamoDB Streams API Reference, GetRecords), so one empty page is never taken for
+//! the end: a shard is at its end once [`EMPTY_PAGES_AT_END`] calls in a row returned nothing. A reader
+//! behind a backlog is never caught up, however fresh the backlog; one following steady writes is, without
+//! ever seeing an empty page. [`Batch::at_end_since`] is the time everything created before was read.
 //!
 //! Pacing: AWS throttles `GetRecords` above about 5 calls per second per shard. [`StreamReader::poll`]
 //! makes one call per readable shard and waits so that polls start at least [`MIN_POLL_INTERVAL`]
@@ -56,6 +58,10 @@ pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// `GetRecords` calls in a row that return nothing before a shard counts as read to its end (see the
 /// module docs).
 pub const EMPTY_PAGES_AT_END: u32 = 3;
+
+/// A reader is caught up once every shard has passed what was written this long before the current poll
+/// (see the module docs): its lag is about this much.
+pub const CAUGHT_UP_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long a shard list is trusted before `DescribeStream` is called again.
 const SHARD_LIST_MAX_AGE: Duration = Duration::from_secs(60);
@@ -113,11 +119,10 @@ pub struct Batch {
     pub records: Vec<StreamRecord>,
     /// The checkpoint once every record of this batch is applied.
     pub checkpoint: Checkpoint,
-    /// True when every readable shard returned no records in its last [`EMPTY_PAGES_AT_END`] calls and
-    /// none finished (the reader is at the tip): sleep before polling again.
+    /// True when the reader is at the tip (see the module docs): sleep before polling again.
     pub caught_up: bool,
-    /// When `caught_up`: the start of the poll from which on every shard returned nothing, so every record
-    /// created before it was read (less ApproximateCreationDateTime's rounding down to the second).
+    /// Every record created before this time was read (the least over the readable shards; `None` while a
+    /// shard has not shown it yet).
     pub at_end_since: Option<std::time::SystemTime>,
 }
 
@@ -279,25 +284,30 @@ fn forget_trimmed_finished(listed: &[ShardInfo], checkpoint: &mut Checkpoint) {
 }
 
 /// The error and its causes, outermost first, joined by ": ".
-/// The caught-up rule (see the module docs): when every readable shard's last [`EMPTY_PAGES_AT_END`]
-/// calls returned nothing, the latest start of the first of those calls (a reader that stays at the end
-/// moves it on with every poll); `None` otherwise. No readable shard (every one finished, children not
-/// listed yet) counts as at the end since `now`.
-fn at_end_since(
+/// The caught-up rule (see the module docs), from each readable shard's `passed` time (everything created
+/// before it was read): the reader is caught up when every readable shard passed `check_point`, the start
+/// of a round at least [`CAUGHT_UP_WINDOW`] ago (so its lag is about that window); and the time everything
+/// was read up to is the least of the shards' (`None` while a shard has none). No readable shard (every
+/// one finished, children not listed yet) is caught up as of `now`.
+fn caught_up_rule(
     readable: &[String],
-    empty_pages: &HashMap<String, std::collections::VecDeque<std::time::SystemTime>>,
+    passed: &HashMap<String, std::time::SystemTime>,
+    check_point: Option<std::time::SystemTime>,
     now: std::time::SystemTime,
-) -> Option<std::time::SystemTime> {
-    let mut since = None::<std::time::SystemTime>;
-    for shard in readable {
-        let run = empty_pages.get(shard)?;
-        if run.len() < EMPTY_PAGES_AT_END as usize {
-            return None;
-        }
-        let started = *run.front()?;
-        since = Some(since.map_or(started, |s| s.max(started)));
+) -> (bool, Option<std::time::SystemTime>) {
+    if readable.is_empty() {
+        return (true, Some(now));
     }
-    Some(since.unwrap_or(now))
+    let least = readable
+        .iter()
+        .map(|s| passed.get(s).copied())
+        .collect::<Option<Vec<_>>>()
+        .and_then(|all| all.into_iter().min());
+    let caught_up = match (least, check_point) {
+        (Some(least), Some(check)) => least >= check,
+        _ => false,
+    };
+    (caught_up, least)
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -415,6 +425,11 @@ pub struct StreamReader {
     /// Per shard: when the last (at most [`EMPTY_PAGES_AT_END`]) `GetRecords` of its current run of empty
     /// pages started, oldest first.
     empty_pages: HashMap<String, std::collections::VecDeque<std::time::SystemTime>>,
+    /// Per shard: everything created before this time was read (its newest record's creation second, or
+    /// the last call of a run of empty pages at its end).
+    passed: HashMap<String, std::time::SystemTime>,
+    /// When recent rounds started, oldest first.
+    rounds: std::collections::VecDeque<std::time::SystemTime>,
     /// The shards started at their newest end: with nothing read yet, their iterator is `LATEST`.
     tip_shards: HashSet<String>,
 }
@@ -438,6 +453,8 @@ impl StreamReader {
             start_at_tip: false,
             tip_shards: HashSet::new(),
             empty_pages: HashMap::new(),
+            passed: HashMap::new(),
+            rounds: std::collections::VecDeque::new(),
         }
     }
 
@@ -479,6 +496,7 @@ impl StreamReader {
         self.iterators.clear();
         self.listed_at = None;
         self.empty_pages.clear();
+        self.passed.clear();
     }
 
     async fn read_round(&mut self, limit: i32) -> Result<Batch, StreamError> {
@@ -490,6 +508,8 @@ impl StreamReader {
         let mut finished_any = false;
         let round_started = std::time::SystemTime::now();
         let readable = readable_shards(&self.listed, &checkpoint);
+        // Committed only when the whole round succeeds.
+        let mut passed_now: HashMap<String, std::time::SystemTime> = HashMap::new();
         for shard in readable.iter().cloned() {
             let after = match checkpoint.shards.get(&shard) {
                 Some(ShardPosition::Reading { after }) => after.clone(),
@@ -512,9 +532,24 @@ impl StreamReader {
                     if run.len() > EMPTY_PAGES_AT_END as usize {
                         run.pop_front();
                     }
+                    if run.len() >= EMPTY_PAGES_AT_END as usize {
+                        // At its end (see the module docs): everything created before this call was read.
+                        passed_now.insert(shard.clone(), round_started);
+                    }
                 }
                 false => {
                     self.empty_pages.remove(&shard);
+                    // Shard order is write order: everything created before the newest record's second
+                    // was read.
+                    let newest = (shard_records.iter())
+                        .filter_map(|r| r.approximate_creation_epoch_seconds)
+                        .fold(None::<f64>, |m, t| Some(m.map_or(t, |m| m.max(t))));
+                    if let Some(t) = newest.filter(|t| *t >= 0.0) {
+                        passed_now.insert(
+                            shard.clone(),
+                            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.floor() as u64),
+                        );
+                    }
                 }
             }
             match next_iterator {
@@ -535,13 +570,27 @@ impl StreamReader {
             self.listed_at = None;
         }
         self.empty_pages.retain(|shard, _| readable.contains(shard));
+        for (shard, at) in passed_now {
+            let p = self.passed.entry(shard).or_insert(at);
+            *p = (*p).max(at);
+        }
+        self.passed.retain(|shard, _| readable.contains(shard));
         self.checkpoint = checkpoint.clone();
-        let at_end_since = match records.is_empty() && !finished_any {
-            true => at_end_since(&readable, &self.empty_pages, round_started),
-            false => None,
-        };
+        // The check point: the newest earlier round that began at least CAUGHT_UP_WINDOW before this one.
+        let check_point = (self.rounds.iter().rev())
+            .find(|r| {
+                round_started
+                    .duration_since(**r)
+                    .is_ok_and(|d| d >= CAUGHT_UP_WINDOW)
+            })
+            .copied();
+        self.rounds.push_back(round_started);
+        while self.rounds.len() > 64 {
+            self.rounds.pop_front();
+        }
+        let (caught_up, at_end_since) = caught_up_rule(&readable, &self.passed, check_point, round_started);
         Ok(Batch {
-            caught_up: at_end_since.is_some(),
+            caught_up: caught_up && !finished_any,
             at_end_since,
             records,
             checkpoint,

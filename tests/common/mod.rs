@@ -199,6 +199,16 @@ impl Operator {
             .sum()
     }
 
+    /// `kappa_reconciles_total` of one kind (`MaterializedView`, `EventLog`).
+    pub async fn reconciles_of(&self, kind: &str) -> u64 {
+        let text = self.metrics().await.unwrap_or_default();
+        let label = format!("kind=\"{kind}\"");
+        text.lines()
+            .filter(|l| l.starts_with("kappa_reconciles_total") && l.contains(&label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -257,39 +267,61 @@ impl Operator {
     ) -> Operator {
         let ns = namespaces[0];
         let watched = namespaces.join(",");
-        let http_port = free_port();
-        let push_port = free_port();
         let dir = std::env::temp_dir().join("kappa-operator-tests");
         std::fs::create_dir_all(&dir).unwrap();
         let log_path = dir.join(format!("{ns}-{identity}.log"));
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
-            .args(["run", "--cluster-id", "test", "--watch-namespaces", &watched])
-            .args([
-                "--lease-namespace",
-                ns,
-                "--lease-seconds",
-                &lease_seconds.to_string(),
-            ])
-            .args([
-                "--identity",
-                identity,
-                "--http-addr",
-                &format!("127.0.0.1:{http_port}"),
-            ])
-            .args(["--push-addr", &format!("127.0.0.1:{push_port}")])
-            .args(["--resync-seconds", "30"])
-            .args(args)
-            .env("RUST_LOG", "info,kappa_operator=debug")
-            .env(
-                "KAPPA_LAMBDA_CODE",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/hack/lambda-bootstrap-standin.sh"),
-            )
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start kappa-operator");
+        // `free_port` only finds a port free now: a test running beside this one may take it before the
+        // operator binds it. Such a start is tried again on other ports.
+        let mut attempt = 0;
+        let (child, http_port, push_port) = loop {
+            attempt += 1;
+            let http_port = free_port();
+            let push_port = free_port();
+            let log = std::fs::File::create(&log_path).unwrap();
+            let mut child = Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
+                .args(["run", "--cluster-id", "test", "--watch-namespaces", &watched])
+                .args([
+                    "--lease-namespace",
+                    ns,
+                    "--lease-seconds",
+                    &lease_seconds.to_string(),
+                ])
+                .args([
+                    "--identity",
+                    identity,
+                    "--http-addr",
+                    &format!("127.0.0.1:{http_port}"),
+                ])
+                .args(["--push-addr", &format!("127.0.0.1:{push_port}")])
+                .args(["--resync-seconds", "30"])
+                .args(args)
+                .env("RUST_LOG", "info,kappa_operator=debug")
+                .env(
+                    "KAPPA_LAMBDA_CODE",
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/hack/lambda-bootstrap-standin.sh"),
+                )
+                .envs(env.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start kappa-operator");
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            let collided = loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    break log.contains("Address already in use");
+                }
+                // Both ports bound (the push port right after the HTTP one): the start got past them.
+                let bound = |port: u16| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+                if (bound(http_port) && bound(push_port)) || std::time::Instant::now() > deadline {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            if !collided || attempt == 5 {
+                break (child, http_port, push_port);
+            }
+        };
         Operator {
             child,
             http_port,

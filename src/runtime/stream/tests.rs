@@ -423,35 +423,42 @@ fn a_record_without_sequence_number_or_known_event_name_is_refused() {
 }
 
 #[test]
-fn one_or_two_empty_pages_are_not_the_end_of_a_shard_and_every_shard_must_be_at_its_end() {
-    use std::collections::VecDeque;
+fn the_reader_is_caught_up_once_every_shard_passed_the_check_point() {
     use std::time::{Duration, SystemTime};
     let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s);
-    let run = |starts: &[u64]| starts.iter().map(|s| at(*s)).collect::<VecDeque<_>>();
-    let now = at(100);
     let shards = vec!["a".to_string(), "b".to_string()];
-    let mut pages = HashMap::new();
-    assert_eq!(at_end_since(&shards, &pages, now), None, "nothing read yet");
-    pages.insert("a".to_string(), run(&[0, 1, 2]));
-    pages.insert("b".to_string(), run(&[3, 4]));
+    let now = at(100);
+    let mut passed = HashMap::new();
     assert_eq!(
-        at_end_since(&shards, &pages, now),
-        None,
-        "shard b's empty pages may be a stretch of its shard without records"
+        caught_up_rule(&shards, &passed, Some(at(99)), now),
+        (false, None),
+        "nothing shown yet"
     );
-    pages.insert("b".to_string(), run(&[3, 4, 5]));
+    passed.insert("a".to_string(), at(99));
     assert_eq!(
-        at_end_since(&shards, &pages, now),
-        Some(at(3)),
-        "the reader is known at the end of both shards only since b's run began"
+        caught_up_rule(&shards, &passed, Some(at(99)), now),
+        (false, None),
+        "shard b has shown nothing"
     );
-    // A reader that stays at the end: its window of the last empty pages moves on.
-    pages.insert("a".to_string(), run(&[7, 8, 9]));
-    pages.insert("b".to_string(), run(&[6, 7, 8]));
-    assert_eq!(at_end_since(&shards, &pages, now), Some(at(7)));
+    passed.insert("b".to_string(), at(50));
     assert_eq!(
-        at_end_since(&[], &pages, now),
-        Some(now),
-        "no readable shard: nothing to read"
+        caught_up_rule(&shards, &passed, Some(at(99)), now),
+        (false, Some(at(50))),
+        "shard b is behind: a backlog, however fresh, is not caught up"
+    );
+    passed.insert("b".to_string(), at(99));
+    assert_eq!(
+        caught_up_rule(&shards, &passed, Some(at(99)), now),
+        (true, Some(at(99)))
+    );
+    assert_eq!(
+        caught_up_rule(&shards, &passed, None, now),
+        (false, Some(at(99))),
+        "no round began long enough ago"
+    );
+    assert_eq!(
+        caught_up_rule(&[], &passed, None, now),
+        (true, Some(now)),
+        "no readable shard"
     );
 }
