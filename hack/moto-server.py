@@ -20,6 +20,7 @@ And two DynamoDB departures from AWS that would otherwise decide the operator's 
   transactions) without any locking, so a write can be lost to another thread's read-modify-write or
   rollback. AWS applies each request atomically and transactions serializably; here DynamoDB requests are
   served one at a time.
+- TagResource: moto appends a second tag when the key exists; AWS overwrites its value.
 - ExportTableToPointInTime: moto reads the table in a thread while writes go on (not a snapshot) and
   reports no ExportTime. Here the items are copied when the export is requested, and ExportTime is that
   moment, as AWS's point-in-time export guarantees. And moto reports the export COMPLETED before its files
@@ -284,6 +285,19 @@ def describe_export(self):
 
 original_describe_export = DynamoHandler.describe_export
 DynamoHandler.describe_export = describe_export
+
+
+def tag_resource(self, arn, tags):
+    """AWS overwrites the value of a key the table already has ("Each DynamoDB table can only have up to
+    one tag with the same key. If you try to add an existing tag (same key), the existing tag value will
+    be updated to the new value": API_Tag); moto appends a second tag of the same key."""
+    for table in self.tables.values():
+        if table.table_arn == arn:
+            kept = [t for t in table.tags if t["Key"] not in tags]
+            table.tags = kept + [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+DynamoDBBackend.tag_resource = tag_resource
 
 if __name__ == "__main__":
     main()

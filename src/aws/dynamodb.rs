@@ -148,6 +148,17 @@ pub async fn ensure_table(client: &Client, plan: &TablePlan) -> Result<TableStat
                 ),
             ));
         }
+        (Ownership::Other(_), _) if plan.owner.predecessor_uid(&have).is_some() => {
+            let earlier = plan.owner.predecessor_uid(&have).unwrap_or_default();
+            return take_over_predecessor(client, plan, &arn, &earlier)
+                .await
+                .map(|()| TableState {
+                    arn: arn.clone(),
+                    stream_arn: table.latest_stream_arn().map(str::to_string),
+                    convergence: Convergence::InProgress,
+                    created: table.creation_date_time().map(|t| t.as_secs_f64()),
+                });
+        }
         (Ownership::Other(_), _) => {
             super::check_owned("CheckOwner", &what, &plan.owner, &have)?;
         }
@@ -188,6 +199,50 @@ pub async fn ensure_table(client: &Client, plan: &TablePlan) -> Result<TableStat
         return Ok(state(Convergence::InProgress));
     }
     Ok(state(Convergence::Converged))
+}
+
+/// A table tagged for an earlier object of the plan owner's name, uid `earlier` (deleted with its table
+/// retained): refused with [`super::error::RETAINED_STORAGE`] unless the plan takes it over; then its
+/// owner item records the takeover (so its items are deleted before the view writes, even if the
+/// operator stops right after) and only then is it re-tagged for the new owner.
+async fn take_over_predecessor(
+    client: &Client,
+    plan: &TablePlan,
+    arn: &str,
+    earlier: &str,
+) -> Result<(), AwsError> {
+    let owner = &plan.owner;
+    if !plan.take_over_predecessor {
+        return Err(AwsError::refused(
+            "CheckOwner",
+            &plan.name,
+            super::error::RETAINED_STORAGE,
+            format!(
+                "views table {} holds the items of an earlier {} {}/{} (uid {earlier}), retained when it was \
+                 deleted; this view (uid {}) would serve items it did not project, so the table is not used: set \
+                 spec.store.adopt: true to delete those items and rebuild the view there from the log, or \
+                 delete the table (aws dynamodb delete-table --table-name {}) and the view creates it anew",
+                plan.name,
+                owner.kind,
+                owner.namespace,
+                owner.name,
+                owner.uid.as_deref().unwrap_or("-"),
+                plan.name
+            ),
+        ));
+    }
+    let me = super::view_storage::Claimant {
+        uid: owner.uid.clone().unwrap_or_default(),
+        namespace: owner.namespace.clone(),
+        name: owner.name.clone(),
+    };
+    super::view_storage::begin_takeover(client, &plan.name, "", &me, earlier).await?;
+    let mut request = client.tag_resource().resource_arn(arn);
+    for (k, v) in &plan.tags {
+        request = request.tags(Tag::builder().key(k).value(v).build()?);
+    }
+    request.send().await.map_err(from_sdk("TagResource", arn))?;
+    Ok(())
 }
 
 impl From<aws_sdk_dynamodb::error::BuildError> for AwsError {
@@ -380,18 +435,29 @@ async fn pitr_enabled(client: &Client, name: &str) -> Result<bool, AwsError> {
         .is_some_and(|s| s.as_str() == "ENABLED"))
 }
 
+/// Every tag of the table, over all pages (`ListTagsOfResource` pages with `NextToken`; the page size is
+/// the service's: API_ListTagsOfResource).
 async fn tags_of(client: &Client, arn: &str) -> Result<BTreeMap<String, String>, AwsError> {
-    let out = client
-        .list_tags_of_resource()
-        .resource_arn(arn)
-        .send()
-        .await
-        .map_err(from_sdk("ListTagsOfResource", arn))?;
-    Ok(out
-        .tags()
-        .iter()
-        .map(|t| (t.key().to_string(), t.value().to_string()))
-        .collect())
+    let mut tags = BTreeMap::new();
+    let mut next = None;
+    loop {
+        let out = client
+            .list_tags_of_resource()
+            .resource_arn(arn)
+            .set_next_token(next)
+            .send()
+            .await
+            .map_err(from_sdk("ListTagsOfResource", arn))?;
+        tags.extend(
+            out.tags()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string())),
+        );
+        next = out.next_token;
+        if next.is_none() {
+            return Ok(tags);
+        }
+    }
 }
 
 async fn tag_if_needed(

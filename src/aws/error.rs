@@ -12,6 +12,9 @@ pub const ADOPTION_REFUSED: &str = "AdoptionRefused";
 
 /// The code of [`AwsError::refused`] for a name the spec may not use (the operator's own name space).
 pub const RESERVED_NAME: &str = "ReservedName";
+/// The operator refusing to serve (or write) a dedicated views table that holds the items of an earlier
+/// view of the same name, retained when it was deleted (see `crate::aws::view_storage`).
+pub const RETAINED_STORAGE: &str = "RetainedStorage";
 
 /// An AWS call that failed.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -164,7 +167,7 @@ impl AwsError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self.code.as_str(),
-            OWNED_BY_ANOTHER | ADOPTION_REFUSED | RESERVED_NAME
+            OWNED_BY_ANOTHER | ADOPTION_REFUSED | RESERVED_NAME | RETAINED_STORAGE
         )
     }
 

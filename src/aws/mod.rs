@@ -13,6 +13,7 @@ pub mod retry;
 pub mod sns;
 pub mod sqs;
 pub mod subscriptions;
+pub mod view_storage;
 pub mod views;
 pub mod websocket;
 

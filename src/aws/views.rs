@@ -89,15 +89,47 @@ pub async fn delete_items_with_prefix(
     table: &str,
     prefix: &str,
 ) -> Result<u64, AwsError> {
+    if prefix.is_empty() {
+        // Every item of the table: never what deleting one view of a shared table means.
+        return Err(AwsError::permanent(
+            "DeleteItems",
+            table,
+            "refusing to delete items by an empty key prefix (that is every item of the table)",
+        ));
+    }
+    delete_items_with_prefix_but(client, table, prefix, None).await
+}
+
+/// [`delete_items_with_prefix`], keeping the item whose partition key is `keep` (when given); an empty
+/// `prefix` deletes every item of the table (a dedicated views table being taken over).
+pub(crate) async fn delete_items_with_prefix_but(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    prefix: &str,
+    keep: Option<&str>,
+) -> Result<u64, AwsError> {
     use aws_sdk_dynamodb::types::DeleteRequest;
     let mut deleted = 0;
     let mut start = None;
+    // An empty prefix (a dedicated table) is every item: no `begins_with` on an empty string, whose
+    // meaning the DynamoDB docs leave open.
+    let mut conditions = Vec::new();
+    let mut values = HashMap::new();
+    if !prefix.is_empty() {
+        conditions.push("begins_with(pk, :p)");
+        values.insert(":p".to_string(), AttributeValue::S(prefix.to_string()));
+    }
+    if let Some(keep) = keep {
+        conditions.push("pk <> :k");
+        values.insert(":k".to_string(), AttributeValue::S(keep.to_string()));
+    }
+    let filter = (!conditions.is_empty()).then(|| conditions.join(" AND "));
     loop {
         let page = client
             .scan()
             .table_name(table)
-            .filter_expression("begins_with(pk, :p)")
-            .expression_attribute_values(":p", AttributeValue::S(prefix.to_string()))
+            .set_filter_expression(filter.clone())
+            .set_expression_attribute_values((!values.is_empty()).then(|| values.clone()))
             .projection_expression("pk, sk")
             .set_exclusive_start_key(start)
             .send()

@@ -478,8 +478,8 @@ pub(super) async fn backfill(
         };
         let attempt = b.attempt.max(1);
         let root = crate::plan::log::export_root(&ctx.config.cluster_id, log);
-        let prefix = export_prefix(&root, &export_spec.prefix, &base, attempt);
         let uid = view.uid().unwrap_or_default();
+        let prefix = export_prefix(&root, &export_spec.prefix, &base, &uid, attempt);
         let token = match target.version {
             ..=1 => digest(&[&uid, &attempt.to_string()]),
             v => digest(&[&uid, &format!("v{v}"), &attempt.to_string()]),
@@ -1367,19 +1367,33 @@ pub(super) async fn delete_export(
         return Ok(0);
     };
     let area = format!("kappa-exports/{}/{ns}/", ctx.config.cluster_id);
-    let own = format!("/views/{base}/{}", b.attempt);
-    if !prefix.starts_with(&area) || !prefix.ends_with(&own) || bucket.is_empty() {
+    if !prefix.starts_with(&area) || !is_views_export(prefix, base, b.attempt) || bucket.is_empty() {
         tracing::warn!(location = ?b.export_location, "not deleting an export outside the operator's own area");
         return Ok(0);
     }
     export::delete_prefix(&ctx.aws.s3, bucket, &format!("{prefix}/")).await
 }
 
+/// Whether `prefix` ends as an export of view (version) `base`'s attempt `attempt` does:
+/// `…/views/<base>/<uid>/<attempt>`, or `…/views/<base>/<attempt>` as versions before uids wrote it.
+fn is_views_export(prefix: &str, base: &str, attempt: i64) -> bool {
+    let Some(head) = prefix.strip_suffix(&format!("/{attempt}")) else {
+        return false;
+    };
+    let own = format!("/views/{base}");
+    head.ends_with(&own)
+        || head.rsplit_once('/').is_some_and(|(head, uid)| {
+            head.ends_with(&own) && !uid.is_empty() && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        })
+}
+
 /// The prefix of a view's export: the log's `root` ([`crate::plan::log::export_root`]), then the
-/// EventLog's `spec.export.prefix` (`base`, which only adds below the root), then the view's own.
-fn export_prefix(root: &str, base: &str, view: &str, attempt: i64) -> String {
+/// EventLog's `spec.export.prefix` (`base`, which only adds below the root), then the view's own:
+/// `views/<view>/<uid>/<attempt>`. The view object's uid keeps a view created again under the same name
+/// from ever reading what its predecessor's backfill left there (its partial aggregates).
+fn export_prefix(root: &str, base: &str, view: &str, uid: &str, attempt: i64) -> String {
     let base = base.trim_matches('/');
-    let own = format!("views/{view}/{attempt}");
+    let own = format!("views/{view}/{uid}/{attempt}");
     match base.is_empty() {
         true => format!("{root}/{own}"),
         false => format!("{root}/{base}/{own}"),
@@ -1512,14 +1526,22 @@ mod tests {
     }
 
     #[test]
-    fn exports_land_under_a_prefix_of_the_view() {
+    fn exports_land_under_a_prefix_of_the_view_object() {
         assert_eq!(
-            export_prefix("kappa-exports/c/ns/log/u", "exports/", "players", 2),
-            "kappa-exports/c/ns/log/u/exports/views/players/2"
+            export_prefix("kappa-exports/c/ns/log/u", "exports/", "players", "0a-1f", 2),
+            "kappa-exports/c/ns/log/u/exports/views/players/0a-1f/2"
         );
         assert_eq!(
-            export_prefix("kappa-exports/c/ns/log/u", "", "players", 1),
-            "kappa-exports/c/ns/log/u/views/players/1"
+            export_prefix("kappa-exports/c/ns/log/u", "", "players", "0a-1f", 1),
+            "kappa-exports/c/ns/log/u/views/players/0a-1f/1"
         );
+        // What deletion accepts as the view's own: this layout and the one before uids, nothing else.
+        let own = |p: &str| is_views_export(p, "players", 1);
+        assert!(own("kappa-exports/c/ns/log/u/views/players/0a-1f/1"));
+        assert!(own("kappa-exports/c/ns/log/u/views/players/1"));
+        assert!(!own("kappa-exports/c/ns/log/u/views/players/0a-1f/2"));
+        assert!(!own("kappa-exports/c/ns/log/u/views/players-2/0a-1f/1"));
+        assert!(!own("kappa-exports/c/ns/log/u/views/players/x/y/1"));
+        assert!(!own("kappa-exports/c/ns/log/u/views/players/zz/1"));
     }
 }

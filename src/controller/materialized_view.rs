@@ -804,7 +804,28 @@ async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result
         in_cluster::delete_backfill_job(ctx, ns, &view.name_any(), b.attempt).await;
     }
     let note = match view.spec.deletion_policy {
-        DeletionPolicy::Retain => "deletionPolicy Retain: the view's AWS resources are kept".to_string(),
+        DeletionPolicy::Retain => {
+            let kept: Vec<String> = recorded
+                .iter()
+                .filter_map(|v| {
+                    let table = v.table_name.as_deref()?;
+                    Some(match v.key_prefix.as_deref() {
+                        Some(p) => format!("key prefix {p:?} of views table {table}"),
+                        None => format!("views table {table}"),
+                    })
+                })
+                .collect();
+            format!(
+                "deletionPolicy Retain: the view's AWS resources are kept, its items ({}) owned by no view; a view \
+                 created again under this name does not serve them: it is Stalled ({}) until its \
+                 spec.store.adopt: true deletes them and rebuilds",
+                match kept.is_empty() {
+                    true => "none written yet".to_string(),
+                    false => kept.join(", "),
+                },
+                reasons::STORAGE_RETAINED
+            )
+        }
         DeletionPolicy::Delete => {
             let name = view.name_any();
             let others: Vec<MaterializedView> = views_in(ctx, ns)

@@ -168,6 +168,10 @@ pub(super) async fn run(
         let table = match dynamodb::ensure_table(&ctx.aws.dynamodb, &plan.table).await {
             Ok(t) => t,
             Err(e) if e.retryable => return Err(e.into()),
+            Err(e) if e.code == crate::aws::error::RETAINED_STORAGE => {
+                outcomes.insert(v.version, retained_outcome(e.message.clone()));
+                continue;
+            }
             Err(e) => {
                 outcomes.insert(v.version, failed_outcome(&e));
                 continue;
@@ -218,6 +222,10 @@ pub(super) async fn run(
             continue;
         }
         let prefix = plan.key_prefix.clone().unwrap_or_default();
+        if let Some(retained) = claim_storage(view, ctx, &plan, v.version).await? {
+            outcomes.insert(v.version, retained);
+            continue;
+        }
         let out = match view.spec.projector.runtime {
             ProjectorRuntime::InCluster => {
                 in_cluster::reconcile(&vview, &target, log, ctx, ns, &plan.table.name, &prefix).await
@@ -257,6 +265,8 @@ pub(super) async fn run(
             return Readiness::default();
         };
         let failure = match (&out.health, &out.skipped) {
+            // Waits for the user (spec.store.adopt or another prefix), not a failure of the version.
+            (Health::Stalled { reason, .. }, _) if *reason == reasons::STORAGE_RETAINED => None,
             (Health::Stalled { message, .. }, _) => Some(message.clone()),
             (_, Some(skipped)) => Some(skipped.clone()),
             _ => None,
@@ -393,6 +403,83 @@ pub(super) fn failed_outcome(e: &AwsError) -> InClusterOutcome {
         resources: Default::default(),
         skipped: None,
         record_errors: Default::default(),
+    }
+}
+
+/// A version whose storage holds an earlier view's retained items (see `crate::aws::view_storage`): it
+/// waits, Stalled, until the user adopts the storage or moves the view.
+fn retained_outcome(message: String) -> InClusterOutcome {
+    InClusterOutcome {
+        phase: ViewPhase::Pending,
+        health: Health::Stalled {
+            reason: reasons::STORAGE_RETAINED,
+            message,
+        },
+        ..failed_outcome(&AwsError::permanent("ClaimStorage", "", ""))
+    }
+}
+
+/// Claims version `version`'s storage (its key prefix in a shared table, or its dedicated table) for the
+/// view before anything reads or writes it; `Some(outcome)` when it holds another view's retained items
+/// and `spec.store.adopt` is not set. With it, those items are deleted first (a Warning Event says how
+/// many) and the version rebuilds from the log.
+async fn claim_storage(
+    view: &MaterializedView,
+    ctx: &Context,
+    plan: &crate::plan::view::ViewPlan,
+    version: i64,
+) -> Result<Option<InClusterOutcome>> {
+    use crate::aws::view_storage::{Claim, Claimant, claim};
+    let me = Claimant {
+        uid: view.metadata.uid.clone().unwrap_or_default(),
+        namespace: plan.owner.namespace.clone(),
+        name: plan.owner.name.clone(),
+    };
+    let prefix = plan.key_prefix.clone().unwrap_or_default();
+    let adopt = view.spec.store.adopt;
+    match claim(&ctx.aws.dynamodb, &plan.table.name, &prefix, &me, adopt).await {
+        Ok(Claim::Ours { cleared: None }) => Ok(None),
+        Ok(Claim::Ours { cleared: Some(n) }) => {
+            status::publish(
+                ctx,
+                view,
+                EventType::Warning,
+                reasons::STORAGE_ADOPTED,
+                "AdoptStorage",
+                format!(
+                    "spec.store.adopt: deleted {n} items an earlier view of this name left under key prefix {prefix:?} \
+                     of views table {}; version {version} is rebuilt from the log",
+                    plan.table.name
+                ),
+            )
+            .await;
+            Ok(None)
+        }
+        Ok(Claim::Retained {
+            uid,
+            name,
+            claimed_at,
+        }) => {
+            let location = match plan.shared {
+                true => format!("key prefix {prefix:?} of shared views table {}", plan.table.name),
+                false => format!("views table {}", plan.table.name),
+            };
+            let since = claimed_at.map(|t| format!(", since {t}")).unwrap_or_default();
+            let move_it = match plan.shared {
+                true => "or set spec.store.keyPrefix to a prefix of its own",
+                false => "or delete that table",
+            };
+            let message = format!(
+                "spec.store: {location} holds the items of an earlier MaterializedView {name} (uid {uid}{since}), \
+                 retained when it was deleted; this view (uid {}) would serve items it did not project, so it \
+                 writes nothing there: set spec.store.adopt: true to delete those items and rebuild the view \
+                 there from the log, {move_it}",
+                me.uid
+            );
+            Ok(Some(retained_outcome(message)))
+        }
+        Err(e) if e.retryable => Err(e.into()),
+        Err(e) => Ok(Some(failed_outcome(&e))),
     }
 }
 

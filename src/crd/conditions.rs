@@ -59,6 +59,11 @@ pub mod reasons {
     pub const RECORDS_LOST: &str = "RecordsLost";
     /// A views table was deleted outside the operator and re-created: the view is rebuilt from the log.
     pub const TABLE_RECREATED: &str = "TableRecreated";
+    /// The view's storage holds the items of an earlier view of the same name, retained when it was
+    /// deleted: not used without `spec.store.adopt` (see `crate::aws::view_storage`).
+    pub const STORAGE_RETAINED: &str = "StorageRetained";
+    /// With `spec.store.adopt`: the earlier view's retained items were deleted; the view rebuilds.
+    pub const STORAGE_ADOPTED: &str = "StorageAdopted";
     pub const NOT_SUPPORTED: &str = "NotSupported";
     pub const REBUILDING: &str = "Rebuilding";
     pub const REBUILD_FAILED: &str = "RebuildFailed";

@@ -507,6 +507,13 @@ pub struct StoreSpec {
     /// change often and nobody watches belong in a table without Streams.
     #[serde(default)]
     pub streams: bool,
+    /// Take over storage that holds the items of an earlier view of the same name, deleted with
+    /// `deletionPolicy: Retain` (its key prefix in the shared table, or its dedicated table): those items
+    /// are deleted and the view is rebuilt there from the log. Without it such storage is never read or
+    /// written, and the view is `Stalled` with reason `StorageRetained` naming the earlier view's uid
+    /// and the fixes. Storage the view itself projected is unaffected either way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt: bool,
 }
 
 impl Default for StoreSpec {
@@ -516,6 +523,7 @@ impl Default for StoreSpec {
             shared_table_name: default_shared_table_name(),
             key_prefix: None,
             streams: false,
+            adopt: false,
         }
     }
 }

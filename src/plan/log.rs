@@ -55,6 +55,11 @@ pub struct TablePlan {
     /// The attribute whose epoch-seconds value expires an item (DynamoDB TTL), or `None` to leave TTL
     /// as it is.
     pub time_to_live_attribute: Option<String>,
+    /// A table tagged for an earlier object of the owner's name (deleted with its table retained) is
+    /// taken over: re-tagged for this owner, and its items deleted before anything is written (see
+    /// `crate::aws::view_storage`). Only a dedicated views table whose view sets `spec.store.adopt`;
+    /// otherwise such a table is refused with `RetainedStorage`.
+    pub take_over_predecessor: bool,
     pub tags: BTreeMap<String, String>,
 }
 
@@ -194,6 +199,7 @@ pub fn plan_log(cluster: &str, log: &EventLog, views: &[MaterializedView]) -> Lo
         adopted: spec.table.adopt_existing,
         adoption: Err(NO_ADOPTION.into()),
         time_to_live_attribute: None,
+        take_over_predecessor: false,
         tags: tags.clone(),
     };
     let queue = spec.ingest.as_ref().map(|ingest| {

@@ -192,6 +192,23 @@ impl Owner {
         Ownership::Other(describe_tags(tags))
     }
 
+    /// The uid of the earlier object of this owner's cluster, namespace, kind and name that `tags` (as
+    /// found on an AWS resource) say created it: an object deleted and created again under the same name,
+    /// whose resource was retained. `None` when the tags name another owner, no uid, or this owner.
+    pub fn predecessor_uid(&self, tags: &BTreeMap<String, String>) -> Option<String> {
+        let get = |k: &str| tags.get(k).map(String::as_str);
+        let names_match = !tags.contains_key(tag_keys::ADOPTED_BY)
+            && get(tag_keys::MANAGED_BY) == Some(MANAGED_BY)
+            && get(tag_keys::CLUSTER) == Some(self.cluster.as_str())
+            && get(tag_keys::NAMESPACE) == Some(self.namespace.as_str())
+            && get(tag_keys::KIND) == Some(self.kind.as_str())
+            && get(tag_keys::NAME) == Some(self.name.as_str());
+        match (get(tag_keys::UID), self.uid.as_deref()) {
+            (Some(theirs), Some(ours)) if names_match && theirs != ours => Some(theirs.to_string()),
+            _ => None,
+        }
+    }
+
     /// Whether `tags` (as found on an AWS resource) say this owner created it: see [`Owner::ownership`].
     pub fn owns(&self, tags: &BTreeMap<String, String>) -> bool {
         self.ownership(tags) == Ownership::Ours
@@ -336,6 +353,35 @@ mod tests {
     fn dots_in_kubernetes_names_become_dashes() {
         let n = resource_name("prod", "ns", "my.view", "projector", NameKind::Function);
         assert!(n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'), "{n}");
+    }
+
+    #[test]
+    fn a_predecessor_is_an_earlier_object_of_the_same_name_only() {
+        let me = Owner::new("c", "ns", "MaterializedView", "v").with_uid(Some("new"));
+        let earlier = Owner::new("c", "ns", "MaterializedView", "v").with_uid(Some("old"));
+        assert_eq!(me.predecessor_uid(&earlier.tags()), Some("old".into()));
+        assert_eq!(me.predecessor_uid(&me.tags()), None, "itself");
+        let no_uid = Owner::new("c", "ns", "MaterializedView", "v");
+        assert_eq!(
+            me.predecessor_uid(&no_uid.tags()),
+            None,
+            "tags from before uids are its own"
+        );
+        for other in [
+            Owner::new("c2", "ns", "MaterializedView", "v"),
+            Owner::new("c", "ns2", "MaterializedView", "v"),
+            Owner::new("c", "ns", "EventLog", "v"),
+            Owner::new("c", "ns", "MaterializedView", "w"),
+        ] {
+            assert_eq!(me.predecessor_uid(&other.with_uid(Some("old")).tags()), None);
+        }
+        let mut adopted = earlier.tags();
+        adopted.insert(tag_keys::ADOPTED_BY.into(), earlier.adopter_id());
+        assert_eq!(
+            me.predecessor_uid(&adopted),
+            None,
+            "an adopted table is never taken over"
+        );
     }
 
     #[test]

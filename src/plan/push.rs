@@ -159,6 +159,7 @@ pub fn plan_push(view: &ViewPlan, subscribers: &[(String, String)], scope: &AwsS
         adopted: false,
         adoption: Err(super::log::NO_ADOPTION.into()),
         time_to_live_attribute: Some(TTL_ATTRIBUTE.into()),
+        take_over_predecessor: false,
         tags: tags.clone(),
     };
     let connections_function = owner.resource_name(&role(CONNECTIONS), NameKind::Function);

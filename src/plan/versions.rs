@@ -68,9 +68,11 @@ pub fn view_with_content(view: &MaterializedView, content: &ViewContent) -> Mate
     v.spec.record_types = content.record_types.clone();
     v.spec.projection = content.projection.clone();
     v.spec.projector.code = content.code.clone();
-    let streams = v.spec.store.streams;
+    // Streams and adoption are the spec's now, whatever version: neither changes what the view holds.
+    let (streams, adopt) = (v.spec.store.streams, v.spec.store.adopt);
     v.spec.store = content.store.clone();
     v.spec.store.streams = streams;
+    v.spec.store.adopt = adopt;
     v
 }
 

@@ -143,6 +143,7 @@ pub fn plan_view(cluster: &str, view: &MaterializedView, siblings: &[Materialize
         adopted: false,
         adoption: Err(super::log::NO_ADOPTION.into()),
         time_to_live_attribute: None,
+        take_over_predecessor: !shared && store.adopt,
         tags: table_owner.tags(),
     };
     ViewPlan {

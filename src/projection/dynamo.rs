@@ -89,6 +89,20 @@ pub fn record_errors_key(key_prefix: &str, view: &str) -> Item {
     ])
 }
 
+/// The key of the owner item of the storage at `key_prefix` (`""` for a dedicated table): which view
+/// object (by uid) projected the items under the prefix. `pk = <key_prefix>~applied#owner`, `sk = ~`;
+/// no marker (`~applied#<view>/…`, a view name never holds `/` or `#`), band or ledger key is the same.
+/// See `crate::aws::view_storage`.
+pub fn storage_owner_key(key_prefix: &str) -> Item {
+    Item::from([
+        (
+            "pk".to_string(),
+            Value::S(format!("{key_prefix}{MARKER_INFIX}owner")),
+        ),
+        ("sk".to_string(), Value::S(MARKER_SK.to_string())),
+    ])
+}
+
 /// The key of the idempotency marker of `record` in view `view` (its name: a DNS label) whose key
 /// prefix is `key_prefix`: `pk = <key_prefix>~applied#<view>/<digest>`, `sk = ~`. One item per record and
 /// view (version): a record counts once in a view for the view's whole life, whichever path (backfill,

@@ -145,13 +145,29 @@ impl ConfigMapCheckpoint {
     }
 
     /// The ConfigMap's data (empty when it does not exist).
+    ///
+    /// A ConfigMap of this name owned by another object (an earlier view of the same name, deleted; the
+    /// garbage collector removes such ConfigMaps, but in its own time) holds none of this view's progress:
+    /// it is deleted here and reads as empty, so a view created again never resumes where its predecessor
+    /// stopped.
     pub async fn read(&self) -> Result<BTreeMap<String, String>, String> {
         let found = self
             .api
             .get_opt(&self.name)
             .await
             .map_err(|e| format!("reading ConfigMap {}: {e}", self.name))?;
-        Ok(found.and_then(|cm| cm.data).unwrap_or_default())
+        let Some(cm) = found else {
+            return Ok(BTreeMap::new());
+        };
+        if let Some(owner) = &self.owner
+            && let Some(theirs) = cm.metadata.owner_references.as_ref().and_then(|r| r.first())
+            && theirs.uid != owner.uid
+        {
+            tracing::info!(configmap = %self.name, earlier = %theirs.uid, "deleting an earlier view's checkpoint");
+            self.delete().await?;
+            return Ok(BTreeMap::new());
+        }
+        Ok(cm.data.unwrap_or_default())
     }
 
     /// Adds or replaces `data`'s keys, creating the ConfigMap (owned by the view) when needed.
