@@ -68,6 +68,29 @@ enum Command {
         #[arg(long)]
         assumptions: Option<std::path::PathBuf>,
     },
+    /// What applying manifests would do, before they are applied: the AWS resources each EventLog and
+    /// view creates, the cost per million writes, each view's backfill (read, written, paid, how long) and
+    /// the topology as a Mermaid flowchart.
+    Plan {
+        /// Manifest files, or directories of *.yaml files, holding EventLogs and their MaterializedViews.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// The operator's cluster id (the chart's clusterId): AWS names start `kappa-<clusterId>-`.
+        #[arg(long, env = "KAPPA_CLUSTER_ID", default_value = "my-cluster")]
+        cluster_id: String,
+        /// Items already in the log (an existing log gaining views); 0 for a new log.
+        #[arg(long, default_value_t = 0)]
+        log_items: u64,
+        /// Average size of a log item in KB, with --log-items.
+        #[arg(long, default_value_t = 1.0)]
+        log_item_kb: f64,
+        /// YAML overriding unit prices (as for `cost`).
+        #[arg(long)]
+        prices: Option<std::path::PathBuf>,
+        /// YAML overriding assumptions (as for `cost`).
+        #[arg(long)]
+        assumptions: Option<std::path::PathBuf>,
+    },
     /// Print a reactive view's changes as JSON lines, from the operator's push endpoint.
     Watch {
         /// The view (a MaterializedView with spec.store.streams true).
@@ -170,6 +193,35 @@ async fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Plan {
+            files,
+            cluster_id,
+            log_items,
+            log_item_kb,
+            prices,
+            assumptions,
+        } => {
+            let log = kappa_operator::cost::backfill::LogSize {
+                items: log_items,
+                bytes: (log_items as f64 * log_item_kb.max(0.0) * 1024.0) as u64,
+            };
+            match kappa_operator::cost::plan::plan_report(
+                &files,
+                prices.as_deref(),
+                assumptions.as_deref(),
+                &cluster_id,
+                log,
+            ) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(message) => {
+                    eprintln!("kappa-operator plan: {message}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Watch {
             view,
             namespace,

@@ -1429,13 +1429,7 @@ fn apply_progress(b: &mut BackfillStatus, p: &Progress) {
     }
 }
 
-fn format_duration(secs: u64) -> String {
-    match secs {
-        s if s >= 3600 => format!("{}h{}m", s / 3600, s % 3600 / 60),
-        s if s >= 60 => format!("{}m{}s", s / 60, s % 60),
-        s => format!("{s}s"),
-    }
-}
+use crate::cost::backfill::format_duration;
 
 /// Runs one backfill (an export's or a scan's), copying its progress into the registry every second and its outcome at the end.
 async fn track(

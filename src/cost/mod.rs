@@ -12,10 +12,12 @@
 //! estimates, and only the display rounds.
 
 pub mod assumptions;
+pub mod backfill;
 mod error;
 pub mod estimate;
 pub mod manifests;
 pub mod model;
+pub mod plan;
 pub mod prices;
 mod report;
 mod table;

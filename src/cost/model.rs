@@ -174,6 +174,17 @@ fn trim_number(x: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// Each record type's share of `log`'s records under `a` (see `Assumptions::record_type_shares`).
+pub(crate) fn shares_of(log: &EventLog, a: &Assumptions) -> BTreeMap<String, f64> {
+    let mut scratch = Estimate {
+        event_log: String::new(),
+        fan_out: crate::plan::ResolvedFanOut::Direct,
+        lines: Vec::new(),
+        notes: Vec::new(),
+    };
+    record_type_shares(log, a, &mut scratch)
+}
+
 fn record_type_shares(log: &EventLog, a: &Assumptions, est: &mut Estimate) -> BTreeMap<String, f64> {
     let types: BTreeSet<&str> = log.spec.record_types.iter().map(|t| t.as_str()).collect();
     for name in a.record_type_shares.keys() {

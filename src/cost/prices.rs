@@ -70,6 +70,12 @@ pub struct Prices {
     /// posts to subscribers are messages). Default 1.00: **not in COST-MODEL**; the widely quoted us-east-1
     /// list price for the first billion messages, unverified.
     pub apigateway_websocket_messages_per_million: f64,
+    /// DynamoDB export to S3 (a backfill's `Export` source), per GB of table size exported. Default 0.10:
+    /// **not in COST-MODEL**; the widely quoted us-east-1 list price for full exports, unverified.
+    pub dynamodb_export_gb: f64,
+    /// DynamoDB on-demand, per million read request units (a backfill's `Scan` source). Default 0.125:
+    /// **not in COST-MODEL**; the widely quoted us-east-1 list price since November 2024, unverified.
+    pub dynamodb_read_units_per_million: f64,
 }
 
 impl Default for Prices {
@@ -86,6 +92,8 @@ impl Default for Prices {
             dynamodb_pitr_gb_month: 0.20,
             dynamodb_streams_reads_per_million: 0.20,
             apigateway_websocket_messages_per_million: 1.00,
+            dynamodb_export_gb: 0.10,
+            dynamodb_read_units_per_million: 0.125,
         }
     }
 }
@@ -128,6 +136,11 @@ impl Prices {
             (
                 "apigatewayWebsocketMessagesPerMillion",
                 self.apigateway_websocket_messages_per_million,
+            ),
+            ("dynamodbExportGb", self.dynamodb_export_gb),
+            (
+                "dynamodbReadUnitsPerMillion",
+                self.dynamodb_read_units_per_million,
             ),
         ];
         for (field, value) in fields {

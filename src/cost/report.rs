@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use super::{Assumptions, CostError, Prices, estimate, load_manifests};
 
 /// Reads optional YAML overrides of prices or assumptions; every field is optional.
-fn overrides<T: serde::de::DeserializeOwned + Default>(path: Option<&Path>, what: &str) -> Result<T, String> {
+pub(super) fn overrides<T: serde::de::DeserializeOwned + Default>(
+    path: Option<&Path>,
+    what: &str,
+) -> Result<T, String> {
     let Some(path) = path else { return Ok(T::default()) };
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {what} file {}: {e}", path.display()))?;
