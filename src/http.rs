@@ -41,7 +41,10 @@ async fn readyz(State(h): State<Health>) -> (StatusCode, String) {
         return (StatusCode::SERVICE_UNAVAILABLE, "starting".into());
     }
     match h.crd_skew.problem() {
-        Some(problem) => (StatusCode::SERVICE_UNAVAILABLE, format!("CRD version skew: {problem}\n")),
+        Some(problem) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("CRD version skew: {problem}\n"),
+        ),
         None => (StatusCode::OK, "ok".into()),
     }
 }

@@ -85,11 +85,17 @@ impl std::fmt::Display for Skew {
         let (crd, ours) = (&self.crd, short(&self.expected_digest));
         match &self.installed {
             Installed::Missing => write!(f, "CRD {crd} is not installed"),
-            Installed::Present { digest: None, version } => write!(
+            Installed::Present {
+                digest: None,
+                version,
+            } => write!(
                 f,
                 "CRD {crd} has no {SCHEMA_DIGEST_ANNOTATION} annotation (installed by hand or from an older \
                  release{}), this operator {OPERATOR_VERSION} needs schema digest {ours}",
-                version.as_ref().map(|v| format!(", operator version {v}")).unwrap_or_default()
+                version
+                    .as_ref()
+                    .map(|v| format!(", operator version {v}"))
+                    .unwrap_or_default()
             ),
             Installed::Present {
                 digest: Some(theirs),
@@ -278,7 +284,10 @@ mod tests {
 
     #[test]
     fn the_same_digest_is_no_skew_whatever_the_version() {
-        assert_eq!(compare("v.kappa.dev", OURS, &present(Some(OURS), Some("0.0.1"))), None);
+        assert_eq!(
+            compare("v.kappa.dev", OURS, &present(Some(OURS), Some("0.0.1"))),
+            None
+        );
         assert_eq!(compare("v.kappa.dev", OURS, &present(Some(OURS), None)), None);
     }
 
@@ -299,7 +308,12 @@ mod tests {
 
     #[test]
     fn the_message_names_the_crd_both_digests_both_versions_and_the_fix() {
-        let skew = compare("materializedviews.kappa.dev", OURS, &present(Some(THEIRS), Some("0.0.9"))).unwrap();
+        let skew = compare(
+            "materializedviews.kappa.dev",
+            OURS,
+            &present(Some(THEIRS), Some("0.0.9")),
+        )
+        .unwrap();
         let message = describe(std::slice::from_ref(&skew));
         for part in [
             "CRD materializedviews.kappa.dev",

@@ -53,7 +53,10 @@ pub const OPERATOR_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// All CRDs of the operator, in the order they are printed by `kappa-operator crds`, each annotated with
 /// its schema digest and this operator's version.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![fingerprinted(EventLog::crd()), fingerprinted(MaterializedView::crd())]
+    vec![
+        fingerprinted(EventLog::crd()),
+        fingerprinted(MaterializedView::crd()),
+    ]
 }
 
 /// A CRD with its schema digest and the operator version in its annotations.
@@ -61,7 +64,10 @@ fn fingerprinted(mut crd: CustomResourceDefinition) -> CustomResourceDefinition 
     let digest = schema_digest(&crd.spec);
     let annotations = crd.metadata.annotations.get_or_insert_with(Default::default);
     annotations.insert(SCHEMA_DIGEST_ANNOTATION.to_string(), digest);
-    annotations.insert(OPERATOR_VERSION_ANNOTATION.to_string(), OPERATOR_VERSION.to_string());
+    annotations.insert(
+        OPERATOR_VERSION_ANNOTATION.to_string(),
+        OPERATOR_VERSION.to_string(),
+    );
     crd
 }
 
@@ -141,16 +147,26 @@ mod tests {
             let digest = &annotations[super::SCHEMA_DIGEST_ANNOTATION];
             assert_eq!(digest, &super::schema_digest(&crd.spec));
             assert_eq!(digest.len(), 64);
-            assert!(digest.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+            assert!(
+                digest
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            );
             assert_eq!(
                 annotations[super::OPERATOR_VERSION_ANNOTATION],
                 env!("CARGO_PKG_VERSION")
             );
             let mut changed = crd.spec.clone();
             changed.versions[0].served = !changed.versions[0].served;
-            assert_ne!(super::schema_digest(&changed), *digest, "the digest follows the spec");
+            assert_ne!(
+                super::schema_digest(&changed),
+                *digest,
+                "the digest follows the spec"
+            );
         }
-        let [log, view] = &super::all_crds()[..] else { unreachable!() };
+        let [log, view] = &super::all_crds()[..] else {
+            unreachable!()
+        };
         assert_ne!(
             super::schema_digest(&log.spec),
             super::schema_digest(&view.spec),
@@ -163,8 +179,14 @@ mod tests {
     fn the_digest_is_independent_of_key_order() {
         let mut a = String::new();
         let mut b = String::new();
-        super::write_canonical(&serde_json::json!({"b": 1, "a": [{"y": "\"", "x": null}]}), &mut a);
-        super::write_canonical(&serde_json::json!({"a": [{"x": null, "y": "\""}], "b": 1}), &mut b);
+        super::write_canonical(
+            &serde_json::json!({"b": 1, "a": [{"y": "\"", "x": null}]}),
+            &mut a,
+        );
+        super::write_canonical(
+            &serde_json::json!({"a": [{"x": null, "y": "\""}], "b": 1}),
+            &mut b,
+        );
         assert_eq!(a, b);
         assert_eq!(a, r#"{"a":[{"x":null,"y":"\""}],"b":1}"#);
     }
