@@ -2,7 +2,8 @@
 //! MaterializedView CRD installed (no `spec.promotion.mode`, no schema digest, as Helm leaves it after an
 //! upgrade), the operator runs but reconciles nothing, `/readyz` fails naming the CRD and the fix, and each
 //! object gets a Warning Event `CrdSkew` with the command; once the current CRDs are applied, the objects
-//! are reconciled by the same process and `/readyz` succeeds.
+//! are reconciled by the same process and `/readyz` succeeds: at once, also when the change is to the
+//! annotations only (which, unlike a schema change, leaves the API server's watches of the objects open).
 //!
 //! This binary holds one test only: it replaces a cluster-scoped CRD, which any test beside it would see.
 //! The current CRDs are applied again when the test ends, failed or not ([`RestoreCrds`]), since the other
@@ -325,6 +326,23 @@ async fn an_older_crd_stops_reconciling_until_the_current_one_is_applied() {
         body.contains("CRD eventlogs.kappa.dev has schema digest 000000000000 (operator version 0.0.1)"),
         "{body}"
     );
+    // An annotation-only change leaves the API server's watches of the objects open (a schema change
+    // ends them, and the relist alone would reconcile everything): a view created now is left alone, and
+    // reconciled as soon as the CRDs match again, long before its 60 s retry.
+    common::create_yaml(&client, &ns, &VIEW.replace("name: players", "name: scores"))
+        .await
+        .unwrap();
+    common::eventually(
+        Duration::from_secs(30),
+        "a Warning Event CrdSkew on scores",
+        || async {
+            let events = events_for(&client, &ns, "scores", "CrdSkew").await;
+            (!events.is_empty()).then_some(())
+        },
+    )
+    .await;
+    assert!(views.get("scores").await.unwrap().status.is_none());
+    let fixed = std::time::Instant::now();
     common::install_crds(&client).await;
     common::eventually(Duration::from_secs(30), "/readyz answering 200 again", || async {
         get(operator.http_port, "/readyz")
@@ -332,6 +350,15 @@ async fn an_older_crd_stops_reconciling_until_the_current_one_is_applied() {
             .filter(|(code, _)| *code == 200)
     })
     .await;
+    common::eventually(Duration::from_secs(30), "the view scores reconciled", || async {
+        views.get("scores").await.ok()?.status
+    })
+    .await;
+    assert!(
+        fixed.elapsed() < Duration::from_secs(20),
+        "reconciling resumed after {:?}: it should follow the CRD fix, not the retry",
+        fixed.elapsed()
+    );
 
     common::delete_namespace(&client, &ns).await;
     operator.kill();
