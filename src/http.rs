@@ -1,5 +1,6 @@
 //! The operator's HTTP endpoints: `/metrics` (Prometheus), `/healthz` (the process runs) and `/readyz`
-//! (start-up checks passed: the CRDs are established and the watches are about to start).
+//! (start-up checks passed: the CRDs are established and the watches are about to start; and the installed
+//! CRDs are this operator's, else the body says which differ and how to fix them).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,8 @@ use crate::metrics::Metrics;
 pub struct Health {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+    /// Whether the installed CRDs are this operator's.
+    pub crd_skew: crate::controller::crd_skew::CrdSkew,
 }
 
 pub fn router(health: Health) -> Router {
@@ -33,10 +36,15 @@ async fn metrics(State(h): State<Health>) -> ([(axum::http::HeaderName, &'static
     )
 }
 
-async fn readyz(State(h): State<Health>) -> (StatusCode, &'static str) {
-    if h.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+async fn readyz(State(h): State<Health>) -> (StatusCode, String) {
+    if !h.ready.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting".into());
+    }
+    match h.crd_skew.problem() {
+        Some(problem) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("CRD version skew: {problem}\n"),
+        ),
+        None => (StatusCode::OK, "ok".into()),
     }
 }

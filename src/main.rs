@@ -314,14 +314,18 @@ async fn run(settings: Settings) -> Result<(), String> {
         )?)),
         PushAuthMode::None => PushAuth::None,
     };
-    controller::check_crds(&client).await.map_err(|e| e.to_string())?;
+    let installed_crds = controller::check_crds(&client).await.map_err(|e| e.to_string())?;
 
     let metrics = Arc::new(Metrics::default());
+    // CRDs of another schema do not stop the start: the process runs, /readyz says what is wrong, and
+    // reconciling starts once they are applied.
+    let crd_skew = controller::crd_skew::CrdSkew::new(&installed_crds, metrics.crd_skew.clone());
     let aws = kappa_operator::aws::Aws::from_env(metrics.clone()).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let health = http::Health {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        crd_skew: crd_skew.clone(),
     };
     let addr = config.http_addr;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
@@ -344,6 +348,6 @@ async fn run(settings: Settings) -> Result<(), String> {
             tracing::error!(error = %e, "the push endpoint stopped");
         }
     });
-    controller::run(client, config, metrics, ready, aws, push).await;
+    controller::run(client, config, metrics, ready, aws, push, crd_skew).await;
     Ok(())
 }

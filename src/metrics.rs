@@ -52,6 +52,9 @@ pub struct Metrics {
     /// `kappa_reconciles_deferred_total`: reconciles put off by the per-object floor on reconcile
     /// frequency (an object that keeps waiting or failing), per kind.
     pub deferred: Family<KindLabels, Counter>,
+    /// `kappa_crd_skew`: the number of this operator's CRDs installed with another schema (or missing);
+    /// nothing is reconciled while it is not 0.
+    pub crd_skew: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -81,6 +84,12 @@ impl Default for Metrics {
             "reconciles_deferred",
             "Reconciles put off by the per-object floor on reconcile frequency (an object that keeps waiting or failing), per kind",
             deferred.clone(),
+        );
+        let crd_skew = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "crd_skew",
+            "This operator's CRDs installed with another schema than its own (or missing); nothing is reconciled while not 0",
+            crd_skew.clone(),
         );
         registry.register("reconciles", "Reconciles run, per kind", reconciles.clone());
         registry.register(
@@ -118,6 +127,7 @@ impl Default for Metrics {
             record_errors,
             gaps,
             deferred,
+            crd_skew,
         }
     }
 }

@@ -560,3 +560,33 @@ fn the_iam_policy_lets_the_operator_write_every_views_table_it_tags() {
         assert!(actions.contains(action), "{action} missing: {actions}");
     }
 }
+
+/// The CRD upgrade step the operator prints when its CRDs are not its own (`crd_skew::fix_command`) is the
+/// one the README's Upgrading section and the chart's NOTES give (Helm never upgrades `crds/`).
+#[test]
+fn the_crd_upgrade_step_is_documented_with_the_operators_command() {
+    let command = kappa_operator::controller::crd_skew::fix_command();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let upgrading = readme
+        .split("\n### Upgrading\n")
+        .nth(1)
+        .expect("README.md has an Upgrading section");
+    assert!(
+        upgrading.contains(&command),
+        "README.md's Upgrading section does not give `{command}`"
+    );
+    let notes = std::fs::read_to_string(format!("{CHART}/templates/NOTES.txt")).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    let rendered = notes.replace("{{ .Chart.AppVersion }}", version);
+    assert!(
+        rendered.contains(&command),
+        "the chart's NOTES.txt does not give `{command}` (with .Chart.AppVersion = {version})"
+    );
+    // The release attaches the CRDs under the name the command downloads.
+    let release = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/.github/workflows/release.yml"
+    ))
+    .unwrap();
+    assert!(release.contains(r#"dist/kappa-operator-$VERSION-crds.yaml"#));
+}

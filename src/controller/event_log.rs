@@ -43,6 +43,8 @@ pub(super) async fn run(ctx: Arc<Context>) {
                             Some(ObjectRef::<Tolerant<EventLog>>::new(log).within(&ns))
                         },
                     )
+                    // Objects left alone while the CRDs were not this operator's, reconciled once they are.
+                    .reconcile_all_on(ctx.crd_skew.cleared())
                     .run(reconcile_listed, error_policy, ctx)
                     .boxed();
                 super::drain(stream, KIND).await;

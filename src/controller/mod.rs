@@ -5,6 +5,7 @@
 //! Cleanup. Status is written by server-side apply with one field manager, and only when it changed.
 
 mod backoff;
+pub mod crd_skew;
 mod error;
 mod event_log;
 mod in_cluster;
@@ -51,6 +52,8 @@ pub struct Context {
     pub runtime: crate::runtime::Runtime,
     /// The push endpoint's hub, view directory and feeds (in-cluster reactive views).
     pub push: Arc<push::PushRuntime>,
+    /// Whether the installed CRDs are this operator's: nothing is reconciled while they are not.
+    pub crd_skew: crd_skew::CrdSkew,
     /// The built-in Lambda functions' code, loaded (and zipped) the first time a function needs it.
     lambda_code: tokio::sync::OnceCell<std::result::Result<crate::plan::lambdas::BuiltInCode, String>>,
 }
@@ -117,6 +120,7 @@ impl Context {
         config: Config,
         aws: crate::aws::Aws,
         push: Arc<push::PushRuntime>,
+        crd_skew: crd_skew::CrdSkew,
     ) -> Self {
         let reporter = Reporter {
             controller: "kappa-operator".into(),
@@ -133,6 +137,7 @@ impl Context {
             aws,
             runtime: crate::runtime::Runtime::default(),
             push,
+            crd_skew,
             lambda_code: tokio::sync::OnceCell::new(),
         }
     }
@@ -154,12 +159,14 @@ pub enum StartupError {
     },
 }
 
-/// Checks that both CRDs are installed and established; the operator refuses to start otherwise.
-pub async fn check_crds(client: &Client) -> std::result::Result<(), StartupError> {
+/// Checks that both CRDs are installed and established; the operator refuses to start otherwise. Returns
+/// them as read, for the CRD skew check ([`crd_skew::CrdSkew::new`]), which does not stop the start.
+pub async fn check_crds(client: &Client) -> std::result::Result<Vec<CustomResourceDefinition>, StartupError> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut installed = Vec::new();
     for name in [EventLog::crd_name(), MaterializedView::crd_name()] {
         match crds.get_opt(name).await {
-            Ok(Some(_)) => {}
+            Ok(Some(crd)) => installed.push(crd),
             Ok(None) => {
                 return Err(StartupError::CrdMissing {
                     name: name.to_string(),
@@ -182,10 +189,11 @@ pub async fn check_crds(client: &Client) -> std::result::Result<(), StartupError
             });
         }
     }
-    Ok(())
+    Ok(installed)
 }
 
-/// Runs both controllers until shutdown (SIGTERM or Ctrl-C), while this replica leads.
+/// Runs both controllers until shutdown (SIGTERM or Ctrl-C), while this replica leads. Every replica
+/// watches the CRDs (`crd_skew`, also read by `/readyz`); nothing is reconciled while they differ.
 pub async fn run(
     client: Client,
     config: Config,
@@ -193,7 +201,9 @@ pub async fn run(
     ready: Arc<AtomicBool>,
     aws: crate::aws::Aws,
     push: Arc<push::PushRuntime>,
+    crd_skew: crd_skew::CrdSkew,
 ) {
+    tokio::spawn(crd_skew.clone().watch(client.clone()));
     let elector = leader::LeaderElector::new(
         client.clone(),
         &config.lease_namespace,
@@ -201,7 +211,7 @@ pub async fn run(
         &config.identity,
         config.lease_duration,
     );
-    let ctx = Arc::new(Context::new(client, metrics.clone(), config, aws, push));
+    let ctx = Arc::new(Context::new(client, metrics.clone(), config, aws, push, crd_skew));
     ready.store(true, Ordering::Relaxed);
     info!(identity = %elector.identity(), "waiting to lead; standing by");
     let shutdown = async {
@@ -329,6 +339,10 @@ where
 /// How often an object this operator cannot read is looked at again (and its Warning repeated).
 const UNREADABLE_RETRY: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// How often an object left alone for CRD skew is looked at again (and its Warning repeated); the end of
+/// the skew reconciles every object at once ([`crd_skew::CrdSkew::cleared`]).
+const CRD_SKEW_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The entry of both controllers, which list and watch through [`crate::crd::Tolerant`] so that one
 /// unreadable object never stops the others: a readable object goes to `reconcile`; an unreadable one is
 /// left alone with a Warning Event naming the field and the fix. An object whose status only is
@@ -347,6 +361,26 @@ where
     K: kube::Resource<DynamicType = ()> + Clone,
 {
     use kube::ResourceExt;
+    // Installed CRDs that are not this operator's may have pruned what the user wrote (or would prune what
+    // the operator writes): nothing is reconciled, deletions included, until they match.
+    if let Some(problem) = ctx.crd_skew.problem() {
+        let note = format!(
+            "{kind} {}/{} is not reconciled: {problem}",
+            obj.namespace().unwrap_or_default(),
+            obj.name_any()
+        );
+        tracing::warn!(kind, name = %obj.name_any(), "not reconciled: the installed CRDs are not this operator's");
+        status::publish(
+            &ctx,
+            obj.as_ref(),
+            kube::runtime::events::EventType::Warning,
+            crate::crd::reasons::CRD_SKEW,
+            "Reconcile",
+            note,
+        )
+        .await;
+        return Ok(kube::runtime::controller::Action::requeue(CRD_SKEW_RETRY));
+    }
     let deleting = obj.metadata.deletion_timestamp.is_some();
     let (reason, note) = match (&obj.object, &obj.status_dropped) {
         (Ok(_), None) => return reconcile(obj, ctx).await,

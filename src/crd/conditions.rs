@@ -70,6 +70,9 @@ pub mod reasons {
     pub const WAITING_FOR_APPROVAL: &str = "WaitingForApproval";
     pub const PROMOTED: &str = "Promoted";
     pub const VERSION_REMOVED: &str = "VersionRemoved";
+    /// An installed CRD's schema is not the one this operator was built with (Helm never upgrades `crds/`):
+    /// the operator reconciles nothing until the CRDs are applied (a Warning Event on each object).
+    pub const CRD_SKEW: &str = "CrdSkew";
 }
 
 /// The status of a condition.

@@ -19,6 +19,9 @@ pub use event_log::*;
 pub use materialized_view::*;
 pub use tolerant::{Tolerant, Unreadable};
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, CustomResourceDefinitionSpec,
+};
 use kube::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -38,10 +41,79 @@ pub enum DeletionPolicy {
     Delete,
 }
 
-/// All CRDs of the operator, in the order they are printed by `kappa-operator crds`.
-pub fn all_crds()
--> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
-    vec![EventLog::crd(), MaterializedView::crd()]
+/// The annotation on each generated CRD holding the SHA-256 (hex) of its `spec` as generated: what the
+/// operator compares with the installed CRD's to catch version skew (`src/controller/crd_skew.rs`).
+pub const SCHEMA_DIGEST_ANNOTATION: &str = "kappa.dev/schema-digest";
+/// The annotation on each generated CRD naming the operator version that generated it (for humans: a patch
+/// release that keeps the schema keeps the digest, and runs on the CRDs of its predecessor).
+pub const OPERATOR_VERSION_ANNOTATION: &str = "kappa.dev/operator-version";
+/// This operator's version.
+pub const OPERATOR_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// All CRDs of the operator, in the order they are printed by `kappa-operator crds`, each annotated with
+/// its schema digest and this operator's version.
+pub fn all_crds() -> Vec<CustomResourceDefinition> {
+    vec![
+        fingerprinted(EventLog::crd()),
+        fingerprinted(MaterializedView::crd()),
+    ]
+}
+
+/// A CRD with its schema digest and the operator version in its annotations.
+fn fingerprinted(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    let digest = schema_digest(&crd.spec);
+    let annotations = crd.metadata.annotations.get_or_insert_with(Default::default);
+    annotations.insert(SCHEMA_DIGEST_ANNOTATION.to_string(), digest);
+    annotations.insert(
+        OPERATOR_VERSION_ANNOTATION.to_string(),
+        OPERATOR_VERSION.to_string(),
+    );
+    crd
+}
+
+/// The SHA-256 (lower-case hex) of a CRD's `spec`, serialized as JSON with every object's keys sorted:
+/// the metadata (and so the annotations that carry it) is not part of it, nor is the operator version.
+pub fn schema_digest(spec: &CustomResourceDefinitionSpec) -> String {
+    use sha2::{Digest, Sha256};
+    let value = serde_json::to_value(spec).expect("a CRD spec always serializes to JSON");
+    let mut canonical = String::new();
+    write_canonical(&value, &mut canonical);
+    Sha256::digest(canonical.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `value` as compact JSON with the keys of every object in sorted order (whatever the map's order).
+fn write_canonical(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
 }
 
 /// The CRDs as one multi-document YAML stream, exactly as committed under `crds/`.
@@ -64,5 +136,58 @@ mod tests {
             committed == super::crds_yaml(),
             "crds/kappa.dev_crds.yaml is stale: run `make crds` and commit the result"
         );
+    }
+
+    /// Each generated CRD carries the digest of its own spec and this version; the digest leaves the
+    /// annotations (and so the version) out, and changes with the schema.
+    #[test]
+    fn generated_crds_carry_the_digest_of_their_spec() {
+        for crd in super::all_crds() {
+            let annotations = crd.metadata.annotations.as_ref().unwrap();
+            let digest = &annotations[super::SCHEMA_DIGEST_ANNOTATION];
+            assert_eq!(digest, &super::schema_digest(&crd.spec));
+            assert_eq!(digest.len(), 64);
+            assert!(
+                digest
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            );
+            assert_eq!(
+                annotations[super::OPERATOR_VERSION_ANNOTATION],
+                env!("CARGO_PKG_VERSION")
+            );
+            let mut changed = crd.spec.clone();
+            changed.versions[0].served = !changed.versions[0].served;
+            assert_ne!(
+                super::schema_digest(&changed),
+                *digest,
+                "the digest follows the spec"
+            );
+        }
+        let [log, view] = &super::all_crds()[..] else {
+            unreachable!()
+        };
+        assert_ne!(
+            super::schema_digest(&log.spec),
+            super::schema_digest(&view.spec),
+            "one digest per CRD"
+        );
+    }
+
+    /// The digest does not depend on the order of an object's keys (a map's iteration order).
+    #[test]
+    fn the_digest_is_independent_of_key_order() {
+        let mut a = String::new();
+        let mut b = String::new();
+        super::write_canonical(
+            &serde_json::json!({"b": 1, "a": [{"y": "\"", "x": null}]}),
+            &mut a,
+        );
+        super::write_canonical(
+            &serde_json::json!({"a": [{"x": null, "y": "\""}], "b": 1}),
+            &mut b,
+        );
+        assert_eq!(a, b);
+        assert_eq!(a, r#"{"a":[{"x":null,"y":"\""}],"b":1}"#);
     }
 }
