@@ -435,6 +435,35 @@ async fn pitr_enabled(client: &Client, name: &str) -> Result<bool, AwsError> {
         .is_some_and(|s| s.as_str() == "ENABLED"))
 }
 
+/// A table's size as `DescribeTable` reports it (`ItemCount`, `TableSizeBytes`, updated by DynamoDB about
+/// every six hours: API_TableDescription) and its write capacity for a backfill: provisioned write units,
+/// or the on-demand maximum when one is set (`None`: on-demand without a maximum).
+pub async fn size_and_write_capacity(
+    client: &Client,
+    name: &str,
+) -> Result<(crate::cost::backfill::LogSize, Option<f64>), AwsError> {
+    let out = client
+        .describe_table()
+        .table_name(name)
+        .send()
+        .await
+        .map_err(from_sdk("DescribeTable", name))?;
+    let t = out.table.as_ref();
+    let size = crate::cost::backfill::LogSize {
+        items: t.and_then(|t| t.item_count()).unwrap_or(0).max(0) as u64,
+        bytes: t.and_then(|t| t.table_size_bytes()).unwrap_or(0).max(0) as u64,
+    };
+    let provisioned = t
+        .and_then(|t| t.provisioned_throughput())
+        .and_then(|p| p.write_capacity_units())
+        .filter(|c| *c > 0);
+    let on_demand = t
+        .and_then(|t| t.on_demand_throughput())
+        .and_then(|o| o.max_write_request_units())
+        .filter(|c| *c > 0);
+    Ok((size, provisioned.or(on_demand).map(|c| c as f64)))
+}
+
 /// Every tag of the table, over all pages (`ListTagsOfResource` pages with `NextToken`; the page size is
 /// the service's: API_ListTagsOfResource).
 async fn tags_of(client: &Client, arn: &str) -> Result<BTreeMap<String, String>, AwsError> {

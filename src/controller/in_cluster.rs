@@ -128,6 +128,33 @@ fn stalled(phase: ViewPhase, reason: &'static str, message: String) -> InCluster
 }
 
 /// The EventLog's table as its status reports it (name, ARN, stream ARN), once it exists.
+/// What the view's backfill will read, write, cost and take (see [`crate::cost::backfill`]): the log's size
+/// and the views table's capacity from `DescribeTable`, all of the log's records of the view's record
+/// types assumed to be projected (an upper bound). A sentence; the reason when a table cannot be read.
+async fn backfill_plan(view: &MaterializedView, log: &EventLog, ctx: &Context, table: &str) -> String {
+    use crate::aws::dynamodb::size_and_write_capacity;
+    use crate::cost::backfill::BackfillEstimate;
+    let Some(log_table) = log_table(log).map(|t| t.name.clone()) else {
+        return "cannot be estimated until the EventLog reports its table".into();
+    };
+    let read = async {
+        let (size, _) = size_and_write_capacity(&ctx.aws.dynamodb, &log_table).await?;
+        let (_, capacity) = size_and_write_capacity(&ctx.aws.dynamodb, table).await?;
+        Ok::<_, crate::aws::AwsError>((size, capacity))
+    };
+    match read.await {
+        Ok((size, capacity)) => {
+            let prices = crate::cost::Prices::default();
+            let estimate = BackfillEstimate::new(view, size, 1.0, capacity, &prices);
+            format!(
+                "{} (an upper bound; the log's size as DescribeTable last counted it, us-east-1 list prices)",
+                estimate.summary()
+            )
+        }
+        Err(e) => format!("cannot be estimated now ({e})"),
+    }
+}
+
 fn log_table(log: &EventLog) -> Option<&crate::crd::TableStatus> {
     log.status.as_ref()?.table.as_ref()
 }
@@ -429,12 +456,13 @@ pub(super) async fn backfill(
             let approved =
                 view.annotations().get(APPROVE_BACKFILL_ANNOTATION) == Some(&generation.to_string());
             if !approved {
+                let plan = backfill_plan(view, log, ctx, table).await;
                 return progressing(
                     ViewPhase::Pending,
                     reasons::BACKFILLING,
                     format!(
-                        "spec.backfill.approval is Manual: approve with `kubectl annotate mv {name} \
-                         {APPROVE_BACKFILL_ANNOTATION}={generation}`"
+                        "spec.backfill.approval is Manual: the backfill {plan}; approve with `kubectl annotate mv \
+                         {name} {APPROVE_BACKFILL_ANNOTATION}={generation}`"
                     ),
                     None,
                     Duration::from_secs(300),
