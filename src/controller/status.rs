@@ -34,6 +34,7 @@ pub fn aws_reason(e: &crate::aws::AwsError) -> &'static str {
         crate::aws::error::OWNED_BY_ANOTHER => reasons::OWNED_BY_ANOTHER,
         crate::aws::error::ADOPTION_REFUSED => reasons::ADOPTION_REFUSED,
         crate::aws::error::RESERVED_NAME => reasons::INVALID_SPEC,
+        crate::aws::error::TABLE_SETTING_REFUSED => reasons::TABLE_SETTING_REFUSED,
         _ => reasons::AWS_ERROR,
     }
 }
