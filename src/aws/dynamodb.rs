@@ -683,9 +683,183 @@ pub async fn delete_table_if_owned(client: &Client, name: &str, owner: &Owner) -
 
 #[cfg(test)]
 mod tests {
-    use aws_sdk_dynamodb::types::TimeToLiveStatus as S;
+    use aws_sdk_dynamodb::types::{
+        BillingModeSummary, ProvisionedThroughputDescription, StreamSpecification, TableDescription,
+        TimeToLiveStatus as S,
+    };
 
-    use super::ttl_change;
+    use super::*;
+    use crate::crd::EventLog;
+
+    fn plan(spec: &str) -> TablePlan {
+        let log: EventLog = serde_yaml::from_str(&format!(
+            "apiVersion: kappa.dev/v1alpha1\nkind: EventLog\nmetadata: {{name: l, namespace: n}}\nspec:\n  \
+             recordTypes: [a]\n  table: {spec}\n"
+        ))
+        .unwrap();
+        crate::plan::log::plan_log("test", &log, &[]).table
+    }
+
+    /// A table as DescribeTable shows it: billing (None: no summary), capacity, stream view (None: off).
+    fn table(billing: Option<DdbBilling>, capacity: (i64, i64), stream: Option<DdbView>) -> TableDescription {
+        let mut t = TableDescription::builder()
+            .deletion_protection_enabled(true)
+            .provisioned_throughput(
+                ProvisionedThroughputDescription::builder()
+                    .read_capacity_units(capacity.0)
+                    .write_capacity_units(capacity.1)
+                    .build(),
+            )
+            .stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(stream.is_some())
+                    .set_stream_view_type(stream)
+                    .build()
+                    .unwrap(),
+            );
+        if let Some(b) = billing {
+            t = t.billing_mode_summary(BillingModeSummary::builder().billing_mode(b).build());
+        }
+        t.build()
+    }
+
+    const BOTH: Option<DdbView> = Some(DdbView::NewAndOldImages);
+
+    #[test]
+    fn billing_changes_follow_the_spec_one_kind_at_a_time() {
+        let on_demand = table(Some(DdbBilling::PayPerRequest), (0, 0), BOTH);
+        assert_eq!(table_changes(&plan("{}"), &on_demand).unwrap(), []);
+        let p55 = plan("{billing: {mode: Provisioned, readCapacityUnits: 5, writeCapacityUnits: 5}}");
+        assert_eq!(
+            table_changes(&p55, &on_demand).unwrap(),
+            [TableChange::Provisioned { read: 5, write: 5 }],
+            "a switch carries the capacity in the same call"
+        );
+        let at55 = table(Some(DdbBilling::Provisioned), (5, 5), BOTH);
+        assert_eq!(table_changes(&p55, &at55).unwrap(), []);
+        let p5020 = plan("{billing: {mode: Provisioned, readCapacityUnits: 50, writeCapacityUnits: 20}}");
+        assert_eq!(
+            table_changes(&p5020, &at55).unwrap(),
+            [TableChange::Capacity { read: 50, write: 20 }]
+        );
+        assert_eq!(table_changes(&plan("{}"), &at55).unwrap(), [TableChange::OnDemand]);
+        // An on-demand table whose throughput still shows old numbers (as moto reports them) is on-demand.
+        let stale = table(Some(DdbBilling::PayPerRequest), (5, 5), BOTH);
+        assert_eq!(table_changes(&plan("{}"), &stale).unwrap(), []);
+        // No summary (a table created provisioned before on-demand existed): provisioned by its capacity.
+        let old = table(None, (5, 5), BOTH);
+        assert_eq!(billing_of(&old), (BillingMode::Provisioned, (5, 5)));
+        assert_eq!(table_changes(&p55, &old).unwrap(), []);
+        assert_eq!(billing_of(&table(None, (0, 0), BOTH)).0, BillingMode::OnDemand);
+    }
+
+    #[test]
+    fn the_stream_and_deletion_protection_come_before_billing() {
+        let p = plan("{billing: {mode: Provisioned, readCapacityUnits: 5, writeCapacityUnits: 5}}");
+        let mut t = table(Some(DdbBilling::PayPerRequest), (0, 0), None);
+        t.deletion_protection_enabled = Some(false);
+        let changes = table_changes(&p, &t).unwrap();
+        assert_eq!(
+            changes,
+            [
+                TableChange::EnableStream(StreamViewType::NewAndOldImages),
+                TableChange::DeletionProtection(true),
+                TableChange::Provisioned { read: 5, write: 5 },
+            ]
+        );
+        assert_eq!(
+            changes.iter().map(TableChange::is_capacity).collect::<Vec<_>>(),
+            [false, false, true]
+        );
+    }
+
+    #[test]
+    fn an_enabled_stream_of_another_view_type_is_refused_never_disabled() {
+        let p = plan("{streamViewType: NewImage}");
+        for (actual, named) in [
+            (DdbView::NewAndOldImages, "NEW_AND_OLD_IMAGES"),
+            (DdbView::KeysOnly, "KEYS_ONLY"),
+        ] {
+            let e = table_changes(&p, &table(Some(DdbBilling::PayPerRequest), (0, 0), Some(actual)))
+                .unwrap_err();
+            assert_eq!(e.code, crate::aws::error::TABLE_SETTING_REFUSED);
+            assert!(!e.retryable);
+            assert!(
+                e.message.contains("spec.table.streamViewType")
+                    && e.message.contains(named)
+                    && e.message.contains("create a new EventLog"),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            crate::controller::status::aws_reason(&table_changes(
+                &p,
+                &table(Some(DdbBilling::PayPerRequest), (0, 0), BOTH)
+            )
+            .unwrap_err()),
+            crate::crd::reasons::TABLE_SETTING_REFUSED
+        );
+    }
+
+    #[test]
+    fn an_adopted_table_keeps_its_settings_and_the_difference_is_listed() {
+        let p = plan(
+            "{name: legacy, adoptExisting: true, pointInTimeRecovery: true, billing: {mode: Provisioned, \
+             readCapacityUnits: 5, writeCapacityUnits: 5}}",
+        );
+        assert!(p.adopted && !p.converge_settings);
+        let t = table(Some(DdbBilling::PayPerRequest), (0, 0), BOTH);
+        assert_eq!(table_changes(&p, &t).unwrap(), [], "no billing change, no deletion protection");
+        let notes = settings_not_applied(&p, &t, false);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("spec.table.billing") && notes[0].contains("Provisioned 5/5"));
+        assert!(notes[0].contains("OnDemand"), "{}", notes[0]);
+        assert!(notes[1].contains("spec.table.pointInTimeRecovery"));
+        assert_eq!(
+            settings_not_applied(&p, &table(Some(DdbBilling::Provisioned), (5, 5), BOTH), true),
+            Vec::<String>::new()
+        );
+        assert!(settings_not_applied(&plan("{}"), &t, false).is_empty(), "only adopted tables");
+    }
+
+    #[test]
+    fn views_tables_keep_settings_changed_by_hand() {
+        let mut p = plan("{}");
+        p.converge_settings = false;
+        p.adopted = false;
+        let t = table(Some(DdbBilling::Provisioned), (5, 5), BOTH);
+        assert_eq!(table_changes(&p, &t).unwrap(), []);
+    }
+
+    #[test]
+    fn aws_refusals_name_the_code_the_field_and_the_fix() {
+        let p = plan("{}");
+        let aws = AwsError::new(
+            "UpdateTable",
+            &p.name,
+            "LimitExceededException",
+            "Subscriber limit exceeded: Update to PayPerRequest mode are limited",
+        );
+        assert!(aws.retryable, "LimitExceeded alone is taken for a transient limit");
+        let e = refusal_of(&p, TableChange::OnDemand.field(), aws);
+        assert_eq!(e.code, crate::aws::error::TABLE_SETTING_REFUSED);
+        assert!(!e.retryable);
+        let text = e.to_string();
+        assert!(
+            text.contains("LimitExceededException")
+                && text.contains("spec.table.billing.mode")
+                && text.contains("24-hour")
+                && text.contains("set spec.table.billing.mode back"),
+            "{text}"
+        );
+        let field = TableChange::Capacity { read: 1, write: 1 }.field();
+        let e = refusal_of(&p, field, AwsError::new("UpdateTable", "t", "LimitExceededException", "decreases"));
+        assert!(e.message.contains("decreased") && e.message.contains("readCapacityUnits"), "{e}");
+        let e = refusal_of(&p, field, AwsError::new("UpdateTable", "t", "ValidationException", "bad"));
+        assert!(e.message.contains("ValidationException") && e.message.contains(field), "{e}");
+        let busy = AwsError::new("UpdateTable", "t", "ResourceInUseException", "updating");
+        assert_eq!(refusal_of(&p, field, busy.clone()), busy, "still retried as before");
+    }
 
     #[test]
     fn ttl_is_enabled_once_and_moved_off_another_attribute_first() {
