@@ -112,8 +112,7 @@ async fn billing_capacity_and_pitr_reach_the_table_before_ready() {
     let first = common::eventually(Duration::from_secs(60), "the log Ready", || async {
         let l = logs.get("settings").await.ok()?;
         let s = l.status.as_ref()?;
-        (s.phase == Some(EventLogPhase::Ready) && s.observed_generation == l.metadata.generation)
-            .then_some(l)
+        (s.phase == Some(EventLogPhase::Ready) && s.observed_generation == l.metadata.generation).then_some(l)
     })
     .await;
     let table = first.status.unwrap().table.unwrap().name;
@@ -274,15 +273,16 @@ async fn an_adopted_table_keeps_its_settings_and_another_view_type_is_refused() 
     let ready = common::eventually(Duration::from_secs(60), "the adopter Ready", || async {
         let l = logs.get("adopter").await.ok()?;
         let s = l.status.as_ref()?;
-        (s.phase == Some(EventLogPhase::Ready) && s.observed_generation == l.metadata.generation)
-            .then_some(l)
+        (s.phase == Some(EventLogPhase::Ready) && s.observed_generation == l.metadata.generation).then_some(l)
     })
     .await;
     let status = ready.status.unwrap();
     let notes = status.table.unwrap().settings_not_applied;
     assert_eq!(notes.len(), 2, "{notes:?}");
     assert!(
-        notes[0].contains("spec.table.billing") && notes[0].contains("Provisioned 5/5") && notes[0].contains("OnDemand"),
+        notes[0].contains("spec.table.billing")
+            && notes[0].contains("Provisioned 5/5")
+            && notes[0].contains("OnDemand"),
         "{notes:?}"
     );
     assert!(notes[1].contains("spec.table.pointInTimeRecovery"), "{notes:?}");
@@ -299,7 +299,13 @@ async fn an_adopted_table_keeps_its_settings_and_another_view_type_is_refused() 
 
     let stalled = common::eventually(Duration::from_secs(60), "other-view not Ready", || async {
         let l = logs.get("other-view").await.ok()?;
-        let ready = l.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Ready")?.clone();
+        let ready = l
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")?
+            .clone();
         (ready.reason == "TableSettingRefused").then_some(ready)
     })
     .await;
@@ -311,12 +317,19 @@ async fn an_adopted_table_keeps_its_settings_and_another_view_type_is_refused() 
         "{}",
         stalled.message
     );
-    let warning = common::eventually(Duration::from_secs(30), "a Warning TableSettingRefused", || async {
-        events_for(&client, &ns, "other-view")
-            .await
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("TableSettingRefused") && e.type_.as_deref() == Some("Warning"))
-    })
+    let warning = common::eventually(
+        Duration::from_secs(30),
+        "a Warning TableSettingRefused",
+        || async {
+            events_for(&client, &ns, "other-view")
+                .await
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("TableSettingRefused")
+                        && e.type_.as_deref() == Some("Warning")
+                })
+        },
+    )
     .await;
     assert!(warning.note.unwrap_or_default().contains("NEW_IMAGE"));
     // The stream was never turned off: still the one it had.
@@ -369,8 +382,7 @@ async fn a_billing_change_aws_refuses_is_reported_and_applied_once_allowed() {
     let first = common::eventually(Duration::from_secs(60), "the log Ready", || async {
         let l = logs.get("settings").await.ok()?;
         let s = l.status.as_ref()?;
-        (s.phase == Some(EventLogPhase::Ready) && s.observed_generation == l.metadata.generation)
-            .then_some(l)
+        (s.phase == Some(EventLogPhase::Ready) && s.observed_generation == l.metadata.generation).then_some(l)
     })
     .await;
     let table = first.status.unwrap().table.unwrap().name;
@@ -392,7 +404,8 @@ async fn a_billing_change_aws_refuses_is_reported_and_applied_once_allowed() {
         let l = logs.get("settings").await.ok()?;
         let s = l.status.as_ref()?;
         let ready = s.conditions.iter().find(|c| c.type_ == "Ready")?.clone();
-        (s.observed_generation == Some(g) && ready.reason == "TableSettingRefused").then_some((s.clone(), ready))
+        (s.observed_generation == Some(g) && ready.reason == "TableSettingRefused")
+            .then_some((s.clone(), ready))
     })
     .await;
     let (status, ready) = refused;
@@ -407,14 +420,22 @@ async fn a_billing_change_aws_refuses_is_reported_and_applied_once_allowed() {
     ] {
         assert!(ready.message.contains(part), "{part:?} not in {}", ready.message);
     }
-    let warning = common::eventually(Duration::from_secs(30), "a Warning TableSettingRefused", || async {
-        events_for(&client, &ns, "settings")
-            .await
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("TableSettingRefused") && e.type_.as_deref() == Some("Warning"))
-    })
+    let warning = common::eventually(
+        Duration::from_secs(30),
+        "a Warning TableSettingRefused",
+        || async {
+            events_for(&client, &ns, "settings").await.into_iter().find(|e| {
+                e.reason.as_deref() == Some("TableSettingRefused") && e.type_.as_deref() == Some("Warning")
+            })
+        },
+    )
     .await;
-    assert!(warning.note.unwrap_or_default().contains("LimitExceededException"));
+    assert!(
+        warning
+            .note
+            .unwrap_or_default()
+            .contains("LimitExceededException")
+    );
     assert_eq!(
         billing(&ddb, &table).await,
         (BillingMode::Provisioned, 5, 5),
@@ -423,11 +444,15 @@ async fn a_billing_change_aws_refuses_is_reported_and_applied_once_allowed() {
 
     // The limit lifts: the next resync applies the change, and only then is the log Ready.
     proxy.configure(serde_json::json!({"refuse": {}})).await;
-    common::eventually(Duration::from_secs(90), "the log Ready once AWS accepts", || async {
-        let l = logs.get("settings").await.ok()?;
-        let s = l.status.as_ref()?;
-        (s.phase == Some(EventLogPhase::Ready) && s.observed_generation == Some(g)).then_some(())
-    })
+    common::eventually(
+        Duration::from_secs(90),
+        "the log Ready once AWS accepts",
+        || async {
+            let l = logs.get("settings").await.ok()?;
+            let s = l.status.as_ref()?;
+            (s.phase == Some(EventLogPhase::Ready) && s.observed_generation == Some(g)).then_some(())
+        },
+    )
     .await;
     assert_eq!(billing(&ddb, &table).await.0, BillingMode::PayPerRequest);
 

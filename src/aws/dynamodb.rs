@@ -418,7 +418,9 @@ pub fn table_changes(plan: &TablePlan, table: &TableDescription) -> Result<Vec<T
     if plan.converge_settings {
         let (mode, capacity) = billing_of(table);
         match (plan.billing, plan.capacity) {
-            (BillingMode::OnDemand, _) if mode == BillingMode::Provisioned => changes.push(TableChange::OnDemand),
+            (BillingMode::OnDemand, _) if mode == BillingMode::Provisioned => {
+                changes.push(TableChange::OnDemand)
+            }
             (BillingMode::Provisioned, Some((read, write))) if mode == BillingMode::OnDemand => {
                 changes.push(TableChange::Provisioned { read, write })
             }
@@ -742,7 +744,10 @@ mod tests {
             table_changes(&p5020, &at55).unwrap(),
             [TableChange::Capacity { read: 50, write: 20 }]
         );
-        assert_eq!(table_changes(&plan("{}"), &at55).unwrap(), [TableChange::OnDemand]);
+        assert_eq!(
+            table_changes(&plan("{}"), &at55).unwrap(),
+            [TableChange::OnDemand]
+        );
         // An on-demand table whose throughput still shows old numbers (as moto reports them) is on-demand.
         let stale = table(Some(DdbBilling::PayPerRequest), (5, 5), BOTH);
         assert_eq!(table_changes(&plan("{}"), &stale).unwrap(), []);
@@ -780,8 +785,8 @@ mod tests {
             (DdbView::NewAndOldImages, "NEW_AND_OLD_IMAGES"),
             (DdbView::KeysOnly, "KEYS_ONLY"),
         ] {
-            let e = table_changes(&p, &table(Some(DdbBilling::PayPerRequest), (0, 0), Some(actual)))
-                .unwrap_err();
+            let e =
+                table_changes(&p, &table(Some(DdbBilling::PayPerRequest), (0, 0), Some(actual))).unwrap_err();
             assert_eq!(e.code, crate::aws::error::TABLE_SETTING_REFUSED);
             assert!(!e.retryable);
             assert!(
@@ -792,11 +797,9 @@ mod tests {
             );
         }
         assert_eq!(
-            crate::controller::status::aws_reason(&table_changes(
-                &p,
-                &table(Some(DdbBilling::PayPerRequest), (0, 0), BOTH)
-            )
-            .unwrap_err()),
+            crate::controller::status::aws_reason(
+                &table_changes(&p, &table(Some(DdbBilling::PayPerRequest), (0, 0), BOTH)).unwrap_err()
+            ),
             crate::crd::reasons::TABLE_SETTING_REFUSED
         );
     }
@@ -809,7 +812,11 @@ mod tests {
         );
         assert!(p.adopted && !p.converge_settings);
         let t = table(Some(DdbBilling::PayPerRequest), (0, 0), BOTH);
-        assert_eq!(table_changes(&p, &t).unwrap(), [], "no billing change, no deletion protection");
+        assert_eq!(
+            table_changes(&p, &t).unwrap(),
+            [],
+            "no billing change, no deletion protection"
+        );
         let notes = settings_not_applied(&p, &t, false);
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(notes[0].contains("spec.table.billing") && notes[0].contains("Provisioned 5/5"));
@@ -819,7 +826,10 @@ mod tests {
             settings_not_applied(&p, &table(Some(DdbBilling::Provisioned), (5, 5), BOTH), true),
             Vec::<String>::new()
         );
-        assert!(settings_not_applied(&plan("{}"), &t, false).is_empty(), "only adopted tables");
+        assert!(
+            settings_not_applied(&plan("{}"), &t, false).is_empty(),
+            "only adopted tables"
+        );
     }
 
     #[test]
@@ -840,7 +850,10 @@ mod tests {
             "LimitExceededException",
             "Subscriber limit exceeded: Update to PayPerRequest mode are limited",
         );
-        assert!(aws.retryable, "LimitExceeded alone is taken for a transient limit");
+        assert!(
+            aws.retryable,
+            "LimitExceeded alone is taken for a transient limit"
+        );
         let e = refusal_of(&p, TableChange::OnDemand.field(), aws);
         assert_eq!(e.code, crate::aws::error::TABLE_SETTING_REFUSED);
         assert!(!e.retryable);
@@ -853,12 +866,30 @@ mod tests {
             "{text}"
         );
         let field = TableChange::Capacity { read: 1, write: 1 }.field();
-        let e = refusal_of(&p, field, AwsError::new("UpdateTable", "t", "LimitExceededException", "decreases"));
-        assert!(e.message.contains("decreased") && e.message.contains("readCapacityUnits"), "{e}");
-        let e = refusal_of(&p, field, AwsError::new("UpdateTable", "t", "ValidationException", "bad"));
-        assert!(e.message.contains("ValidationException") && e.message.contains(field), "{e}");
+        let e = refusal_of(
+            &p,
+            field,
+            AwsError::new("UpdateTable", "t", "LimitExceededException", "decreases"),
+        );
+        assert!(
+            e.message.contains("decreased") && e.message.contains("readCapacityUnits"),
+            "{e}"
+        );
+        let e = refusal_of(
+            &p,
+            field,
+            AwsError::new("UpdateTable", "t", "ValidationException", "bad"),
+        );
+        assert!(
+            e.message.contains("ValidationException") && e.message.contains(field),
+            "{e}"
+        );
         let busy = AwsError::new("UpdateTable", "t", "ResourceInUseException", "updating");
-        assert_eq!(refusal_of(&p, field, busy.clone()), busy, "still retried as before");
+        assert_eq!(
+            refusal_of(&p, field, busy.clone()),
+            busy,
+            "still retried as before"
+        );
     }
 
     #[test]
