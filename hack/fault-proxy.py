@@ -63,9 +63,19 @@ and requests carrying an AWS signature are never taken for control requests):
                                 "emptyPages": 2,                (GetRecords: N empty answers per new
                                                                  iterator, see kind `empty`; 0 = off;
                                                                  setting it forgets the iterators seen)
+                                "refuse": {"DynamoDB_20120810.UpdateTable":   (every request of this
+                                           {"code": "LimitExceededException",  X-Amz-Target is answered
+                                            "message": "...", "status": 400}}  with this JSON-protocol
+                                                                 error, not forwarded, until the key is
+                                                                 removed; replaces the whole map)
                                 "resetCounts": true}
     DELETE /__faults         counts and the injection log back to zero (the configuration stays)
     GET    /__faults/shapes  every error shape, by service and kind: code, HTTP status, protocol
+
+`refuse` stands in for a refusal AWS gives and the emulator does not: an account or table limit it does not
+enforce (DynamoDB's "up to four switches to on-demand in a 24-hour rolling window", "decreases per UTC
+day"), answered as DynamoDB answers any error of its JSON protocol (`__type` namespace#code, `message`,
+x-amzn-RequestId), with the code and message the test chooses; counted as kind `refuse`.
 
 Every injected answer carries `x-kappa-fault: KIND CODE` (SDKs ignore it), so a client or test can tell an
 injected error from one moto gave.
@@ -426,6 +436,7 @@ class State:
         self.kinds = kinds
         self.timeout_seconds = timeout_seconds
         self.codes = []
+        self.refuse = {}
         self.empty_pages = 0
         # GetRecords iterator -> empty answers still to give it (emptyPages), oldest first.
         self.iterators = collections.OrderedDict()
@@ -442,6 +453,7 @@ class State:
                 "kinds": list(self.kinds),
                 "timeoutSeconds": self.timeout_seconds,
                 "codes": list(self.codes),
+                "refuse": json.loads(json.dumps(self.refuse)),
                 "seed": self.seed,
                 "emptyPages": self.empty_pages,
                 "counts": json.loads(json.dumps(self.counts)),
@@ -459,6 +471,17 @@ class State:
             new["timeout_seconds"] = float(doc["timeoutSeconds"])
         if "codes" in doc:
             new["codes"] = [str(c) for c in (doc["codes"] or [])]
+        if "refuse" in doc:
+            refuse = doc["refuse"] or {}
+            if not isinstance(refuse, dict):
+                raise ValueError(f"refuse must be an object of X-Amz-Target -> {{code, message}}, not {refuse!r}")
+            for target, spec in refuse.items():
+                if not isinstance(spec, dict) or not isinstance(spec.get("code"), str):
+                    raise ValueError(f"refuse[{target!r}] must be an object with a string code, not {spec!r}")
+            new["refuse"] = {
+                t: {"code": v["code"], "message": str(v.get("message", "")), "status": int(v.get("status", 400))}
+                for t, v in refuse.items()
+            }
         if "emptyPages" in doc:
             pages = doc["emptyPages"]
             if isinstance(pages, bool) or not isinstance(pages, int) or pages < 0:
@@ -488,6 +511,10 @@ class State:
         with self.lock:
             c = self.service_counts(service)
             c["requests"] += 1
+            refusal = self.refuse.get(req.target) if req.target else None
+            if refusal is not None:
+                shp = shape(refusal["code"], refusal["status"], "json", refusal["message"], ns=DDB_NS)
+                return self.inject(c, service, req, "refuse", shp)
             if req.shard_iterator is not None and self.empty_pages > 0:
                 left = self.iterators.pop(req.shard_iterator, self.empty_pages)
                 self.iterators[req.shard_iterator] = max(left - 1, 0)
@@ -509,11 +536,15 @@ class State:
                 return kind, None, None
             return self.inject(c, service, req, kind)
 
-    def inject(self, c, service, req, kind):
-        """Counts and logs one fault of `kind` (the lock held); returns decide()'s answer."""
+    def inject(self, c, service, req, kind, shp=None):
+        """Counts and logs one fault of `kind` (the lock held); returns decide()'s answer. `shp`: the
+        shape of a `refuse`."""
         c["faults"][kind] = c["faults"].get(kind, 0) + 1
-        shp = rendered = None
-        if kind in ("throttle", "5xx"):
+        rendered = None
+        if shp is not None:
+            rendered = render(shp, service, req, self.rng)
+            c["codes"][shp["code"]] = c["codes"].get(shp["code"], 0) + 1
+        elif kind in ("throttle", "5xx"):
             shp = self.rng.choice(shapes_for(service, kind, req, self.codes))
             rendered = render(shp, service, req, self.rng)
             c["codes"][shp["code"]] = c["codes"].get(shp["code"], 0) + 1

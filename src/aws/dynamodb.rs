@@ -39,6 +39,10 @@ pub struct TableState {
     /// When the table was created (epoch seconds, DynamoDB's `CreationDateTime`), if known: a table
     /// created after a view's backfill started was deleted and re-created since, and holds none of it.
     pub created: Option<f64>,
+    /// Declared settings the table does not have and the operator leaves as they are: an adopted
+    /// table's billing, capacity and point-in-time recovery (see [`settings_not_applied`]). One line each,
+    /// naming the field, the declared and the actual setting.
+    pub not_applied: Vec<String>,
 }
 
 fn view_type(v: StreamViewType) -> DdbView {
@@ -113,6 +117,7 @@ pub async fn ensure_table(client: &Client, plan: &TablePlan) -> Result<TableStat
                 stream_arn: table.latest_stream_arn().map(str::to_string),
                 convergence: Convergence::InProgress,
                 created: table.creation_date_time().map(|t| t.as_secs_f64()),
+                not_applied: Vec::new(),
             });
         }
         (Ownership::Unclaimed, false) if plan.owner.kind != crate::plan::log::KIND => {
@@ -157,48 +162,72 @@ pub async fn ensure_table(client: &Client, plan: &TablePlan) -> Result<TableStat
                     stream_arn: table.latest_stream_arn().map(str::to_string),
                     convergence: Convergence::InProgress,
                     created: table.creation_date_time().map(|t| t.as_secs_f64()),
+                    not_applied: Vec::new(),
                 });
         }
         (Ownership::Other(_), _) => {
             super::check_owned("CheckOwner", &what, &plan.owner, &have)?;
         }
     }
-    let state = |convergence| TableState {
+    let mut state = TableState {
         arn: arn.clone(),
         stream_arn: table.latest_stream_arn().map(str::to_string),
-        convergence,
+        convergence: Convergence::InProgress,
         created: table.creation_date_time().map(|t| t.as_secs_f64()),
+        not_applied: Vec::new(),
     };
     check_keys(plan, &table)?;
     if table.table_status() != Some(&TableStatus::Active) {
-        return Ok(state(Convergence::InProgress));
+        return Ok(state);
     }
-    if update_needed(client, plan, &table).await? {
-        return Ok(state(Convergence::InProgress));
+    // Stream and deletion protection first; a billing or capacity change last, so that AWS refusing it
+    // (a switch or decrease limit) leaves every other setting converged.
+    let changes = table_changes(plan, &table)?;
+    if let Some(change) = changes.iter().find(|c| !c.is_capacity()) {
+        apply_change(client, plan, change).await?;
+        return Ok(state);
     }
-    if plan.point_in_time_recovery && !pitr_enabled(client, &plan.name).await? {
+    // Point-in-time recovery, both ways, on a table whose settings are converged; read on an adopted one
+    // to report a difference.
+    let pitr = if plan.converge_settings || plan.adopted {
+        pitr_enabled(client, &plan.name).await?
+    } else {
+        plan.point_in_time_recovery
+    };
+    if plan.converge_settings && pitr != plan.point_in_time_recovery {
         client
             .update_continuous_backups()
             .table_name(&plan.name)
             .point_in_time_recovery_specification(
                 PointInTimeRecoverySpecification::builder()
-                    .point_in_time_recovery_enabled(true)
+                    .point_in_time_recovery_enabled(plan.point_in_time_recovery)
                     .build()?,
             )
             .send()
             .await
-            .map_err(from_sdk("UpdateContinuousBackups", &plan.name))?;
-        return Ok(state(Convergence::InProgress));
+            .map_err(|e| {
+                let e = from_sdk("UpdateContinuousBackups", &plan.name)(e);
+                refusal_of(plan, "spec.table.pointInTimeRecovery", e)
+            })?;
+        return Ok(state);
     }
     if let Some(attribute) = &plan.time_to_live_attribute
         && ttl_update_needed(client, &plan.name, attribute).await?
     {
-        return Ok(state(Convergence::InProgress));
+        return Ok(state);
     }
     if !plan.adopted && tag_if_needed(client, &arn, &plan.tags, &have).await? {
-        return Ok(state(Convergence::InProgress));
+        return Ok(state);
     }
-    Ok(state(Convergence::Converged))
+    if let Some(change) = changes.first() {
+        apply_change(client, plan, change).await?;
+        return Ok(state);
+    }
+    if plan.adopted {
+        state.not_applied = settings_not_applied(plan, &table, pitr);
+    }
+    state.convergence = Convergence::Converged;
+    Ok(state)
 }
 
 /// A table tagged for an earlier object of the plan owner's name, uid `earlier` (deleted with its table
@@ -276,14 +305,9 @@ async fn create(client: &Client, plan: &TablePlan) -> Result<TableState, AwsErro
             );
     }
     req = match (plan.billing, plan.capacity) {
-        (BillingMode::Provisioned, Some((read, write))) => {
-            req.billing_mode(DdbBilling::Provisioned).provisioned_throughput(
-                ProvisionedThroughput::builder()
-                    .read_capacity_units(read)
-                    .write_capacity_units(write)
-                    .build()?,
-            )
-        }
+        (BillingMode::Provisioned, Some((read, write))) => req
+            .billing_mode(DdbBilling::Provisioned)
+            .provisioned_throughput(throughput(read, write)?),
         _ => req.billing_mode(DdbBilling::PayPerRequest),
     };
     if let Some(view) = plan.stream {
@@ -314,6 +338,7 @@ async fn create(client: &Client, plan: &TablePlan) -> Result<TableState, AwsErro
             .as_ref()
             .and_then(|t| t.creation_date_time())
             .map(|t| t.as_secs_f64()),
+        not_applied: Vec::new(),
     })
 }
 
@@ -343,34 +368,224 @@ fn check_keys(plan: &TablePlan, table: &TableDescription) -> Result<(), AwsError
     Ok(())
 }
 
-/// Makes the first needed `UpdateTable` change; `true` when one was made.
-async fn update_needed(
-    client: &Client,
-    plan: &TablePlan,
-    table: &TableDescription,
-) -> Result<bool, AwsError> {
+/// One `UpdateTable` change. DynamoDB takes one change of a table at a time (a second `UpdateTable`
+/// while the table is `UPDATING` fails with `ResourceInUseException`), so [`ensure_table`] makes one per
+/// pass and the reconcile requeues until the table is converged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TableChange {
+    /// Turn the stream on with this view type (the table has none enabled).
+    EnableStream(StreamViewType),
+    /// Turn deletion protection on or off.
+    DeletionProtection(bool),
+    /// Switch a provisioned table to on-demand (`PAY_PER_REQUEST`). AWS allows this up to four times in
+    /// a 24-hour rolling window ("Considerations when switching capacity modes in DynamoDB",
+    /// <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/switching.capacitymode.html>);
+    /// beyond, `UpdateTable` fails with `LimitExceededException`.
+    OnDemand,
+    /// Switch an on-demand table to provisioned with (read, write) capacity units: allowed at any time
+    /// (same page); the capacity must be given in the same call.
+    Provisioned { read: i64, write: i64 },
+    /// Set a provisioned table's (read, write) capacity units. Increases are allowed at any time;
+    /// decreases only a limited number of times per UTC day ("Quotas in Amazon DynamoDB", Decreasing
+    /// provisioned throughput: four at any time, then one per hour without a decrease, 27 a day;
+    /// <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html>); beyond,
+    /// `UpdateTable` fails with `LimitExceededException`.
+    Capacity { read: i64, write: i64 },
+}
+
+impl TableChange {
+    /// A billing mode or capacity change: made after every other setting (see [`ensure_table`]).
+    pub fn is_capacity(&self) -> bool {
+        matches!(
+            self,
+            TableChange::OnDemand | TableChange::Provisioned { .. } | TableChange::Capacity { .. }
+        )
+    }
+
+    /// The spec field the change applies.
+    pub fn field(&self) -> &'static str {
+        match self {
+            TableChange::EnableStream(_) => "spec.table.streamViewType",
+            TableChange::DeletionProtection(_) => "spec.deletionPolicy",
+            TableChange::OnDemand | TableChange::Provisioned { .. } => "spec.table.billing.mode",
+            TableChange::Capacity { .. } => "spec.table.billing (readCapacityUnits, writeCapacityUnits)",
+        }
+    }
+}
+
+/// A table's billing mode and its provisioned (read, write) capacity units. The mode is
+/// `BillingModeSummary.BillingMode`; a table without a summary (created provisioned before on-demand
+/// existed) is provisioned when it has capacity. On-demand tables report capacity 0/0 on AWS.
+pub fn billing_of(table: &TableDescription) -> (BillingMode, (i64, i64)) {
+    let throughput = table.provisioned_throughput();
+    let capacity = (
+        throughput.and_then(|t| t.read_capacity_units()).unwrap_or(0),
+        throughput.and_then(|t| t.write_capacity_units()).unwrap_or(0),
+    );
+    let mode = match table.billing_mode_summary().and_then(|s| s.billing_mode()) {
+        Some(DdbBilling::PayPerRequest) => BillingMode::OnDemand,
+        Some(DdbBilling::Provisioned) => BillingMode::Provisioned,
+        _ if capacity.0 > 0 || capacity.1 > 0 => BillingMode::Provisioned,
+        _ => BillingMode::OnDemand,
+    };
+    (mode, capacity)
+}
+
+/// The `UpdateTable` changes that bring `table` to `plan`, in the order [`ensure_table`] makes them
+/// (stream, deletion protection, then billing). Billing and capacity only when
+/// [`TablePlan::converge_settings`]; deletion protection never on an adopted table.
+///
+/// An enabled stream whose view type differs from the plan's is refused (`Err`, code
+/// [`super::error::TABLE_SETTING_REFUSED`]), never changed: DynamoDB fixes a stream's view type while it
+/// is enabled, and turning it off and on again starts a new stream, so records written in between
+/// would be in no stream and readers would jump to the new stream with no gap reported.
+pub fn table_changes(plan: &TablePlan, table: &TableDescription) -> Result<Vec<TableChange>, AwsError> {
     let stream = table.stream_specification();
     let enabled = stream.is_some_and(|s| s.stream_enabled());
     let current_view = stream.and_then(|s| s.stream_view_type()).cloned();
-    let update = client.update_table().table_name(&plan.name);
-    let update = match plan.stream {
-        // A view type cannot change in place: turn the stream off now, on with the new type next time.
+    let mut changes = Vec::new();
+    match plan.stream {
         Some(view) if enabled && current_view.as_ref() != Some(&view_type(view)) => {
-            update.stream_specification(StreamSpecification::builder().stream_enabled(false).build()?)
+            let actual = current_view.as_ref().map(|v| v.as_str()).unwrap_or("unknown");
+            return Err(AwsError::refused(
+                "CheckStream",
+                format!("DynamoDB table {}", plan.name),
+                super::error::TABLE_SETTING_REFUSED,
+                format!(
+                    "spec.table.streamViewType is {view:?} but table {}'s enabled stream has view type {actual}: a \
+                     DynamoDB stream's view type is fixed while it is enabled, and re-enabling starts a new stream \
+                     (records written in between would be in no stream), so the operator does not change it; set \
+                     spec.table.streamViewType back to the table's ({}), or create a new EventLog (and replay)",
+                    plan.name,
+                    match current_view {
+                        Some(DdbView::NewImage) => "NewImage",
+                        Some(DdbView::NewAndOldImages) => "NewAndOldImages",
+                        _ => "a view type the log cannot use: KEYS_ONLY and OLD_IMAGE carry no new image",
+                    }
+                ),
+            ));
         }
-        Some(view) if !enabled => update.stream_specification(
+        Some(view) if !enabled => changes.push(TableChange::EnableStream(view)),
+        _ => {}
+    }
+    if !plan.adopted && table.deletion_protection_enabled() != Some(plan.deletion_protection) {
+        changes.push(TableChange::DeletionProtection(plan.deletion_protection));
+    }
+    if plan.converge_settings {
+        let (mode, capacity) = billing_of(table);
+        match (plan.billing, plan.capacity) {
+            (BillingMode::OnDemand, _) if mode == BillingMode::Provisioned => {
+                changes.push(TableChange::OnDemand)
+            }
+            (BillingMode::Provisioned, Some((read, write))) if mode == BillingMode::OnDemand => {
+                changes.push(TableChange::Provisioned { read, write })
+            }
+            (BillingMode::Provisioned, Some((read, write))) if capacity != (read, write) => {
+                changes.push(TableChange::Capacity { read, write })
+            }
+            _ => {}
+        }
+    }
+    Ok(changes)
+}
+
+/// Declared settings an adopted table does not have: the operator never changes an adopted table's
+/// billing, capacity or point-in-time recovery (it is the user's table; a switch of capacity mode or a
+/// decrease is limited by AWS per day, and PITR costs and protects what the user decides), so the
+/// difference is reported in the status instead. Empty when they match, or for a table not adopted.
+pub fn settings_not_applied(plan: &TablePlan, table: &TableDescription, pitr: bool) -> Vec<String> {
+    if !plan.adopted {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let (mode, capacity) = billing_of(table);
+    let describe = |mode: BillingMode, capacity: Option<(i64, i64)>| match (mode, capacity) {
+        (BillingMode::Provisioned, Some((r, w))) => format!("Provisioned {r}/{w}"),
+        (mode, _) => format!("{mode:?}"),
+    };
+    let declared = describe(plan.billing, plan.capacity);
+    let actual = describe(mode, (mode == BillingMode::Provisioned).then_some(capacity));
+    if declared != actual {
+        out.push(format!(
+            "spec.table.billing: declared {declared}, the adopted table is {actual} (an adopted table's billing is \
+             not changed: change the table yourself, or the spec to match)"
+        ));
+    }
+    if pitr != plan.point_in_time_recovery {
+        out.push(format!(
+            "spec.table.pointInTimeRecovery: declared {}, the adopted table has it {} (an adopted table's point-in-time \
+             recovery is not changed: change the table yourself, or the spec to match; Export backfills need it on)",
+            plan.point_in_time_recovery,
+            if pitr { "on" } else { "off" }
+        ));
+    }
+    out
+}
+
+/// Makes one `UpdateTable` change. AWS refusing a settings change (`LimitExceededException`: a switch
+/// or decrease limit; `ValidationException`) becomes a [`super::error::TABLE_SETTING_REFUSED`] error
+/// naming the field and the fix; anything else (`ResourceInUseException` while the table is updating,
+/// throttling) is returned as it is.
+async fn apply_change(client: &Client, plan: &TablePlan, change: &TableChange) -> Result<(), AwsError> {
+    let update = client.update_table().table_name(&plan.name);
+    let update = match change {
+        TableChange::EnableStream(view) => update.stream_specification(
             StreamSpecification::builder()
                 .stream_enabled(true)
-                .stream_view_type(view_type(view))
+                .stream_view_type(view_type(*view))
                 .build()?,
         ),
-        _ if !plan.adopted && table.deletion_protection_enabled() != Some(plan.deletion_protection) => {
-            update.deletion_protection_enabled(plan.deletion_protection)
-        }
-        _ => return Ok(false),
+        TableChange::DeletionProtection(on) => update.deletion_protection_enabled(*on),
+        TableChange::OnDemand => update.billing_mode(DdbBilling::PayPerRequest),
+        TableChange::Provisioned { read, write } => update
+            .billing_mode(DdbBilling::Provisioned)
+            .provisioned_throughput(throughput(*read, *write)?),
+        TableChange::Capacity { read, write } => update.provisioned_throughput(throughput(*read, *write)?),
     };
-    update.send().await.map_err(from_sdk("UpdateTable", &plan.name))?;
-    Ok(true)
+    update
+        .send()
+        .await
+        .map_err(|e| refusal_of(plan, change.field(), from_sdk("UpdateTable", &plan.name)(e)))?;
+    Ok(())
+}
+
+fn throughput(read: i64, write: i64) -> Result<ProvisionedThroughput, AwsError> {
+    Ok(ProvisionedThroughput::builder()
+        .read_capacity_units(read)
+        .write_capacity_units(write)
+        .build()?)
+}
+
+/// AWS refusing a change of `field` (`LimitExceededException`, `ValidationException`) as a
+/// [`super::error::TABLE_SETTING_REFUSED`] error whose message keeps AWS's code and message and adds the
+/// field and the fix; other errors unchanged.
+pub fn refusal_of(plan: &TablePlan, field: &str, e: AwsError) -> AwsError {
+    let limit = match field {
+        "spec.table.billing.mode" => {
+            "a table may switch from provisioned to on-demand at most 4 times in a 24-hour rolling window"
+        }
+        f if f.starts_with("spec.table.billing") => {
+            "a table's provisioned capacity may be decreased only a limited number of times per UTC day"
+        }
+        _ => "AWS limits how often this change may be made",
+    };
+    let fix = match e.code.as_str() {
+        "LimitExceededException" => format!(
+            "{limit}: the operator tries again at every resync until AWS accepts it; to stop, set {field} back to \
+             the table's current setting"
+        ),
+        "ValidationException" => format!("AWS does not accept this setting for the table: change {field}"),
+        _ => return e,
+    };
+    AwsError::refused(
+        e.operation,
+        e.resource.clone(),
+        super::error::TABLE_SETTING_REFUSED,
+        format!(
+            "AWS refused to apply {field} to table {}: {}: {}; {fix}",
+            plan.name, e.code, e.message
+        ),
+    )
 }
 
 /// What TTL call, if any, brings a table whose TTL is (`status`, `attribute`) to TTL on `want`: enable it
@@ -566,9 +781,212 @@ pub async fn delete_table_if_owned(client: &Client, name: &str, owner: &Owner) -
 
 #[cfg(test)]
 mod tests {
-    use aws_sdk_dynamodb::types::TimeToLiveStatus as S;
+    use aws_sdk_dynamodb::types::{
+        BillingModeSummary, ProvisionedThroughputDescription, StreamSpecification, TableDescription,
+        TimeToLiveStatus as S,
+    };
 
-    use super::ttl_change;
+    use super::*;
+    use crate::crd::EventLog;
+
+    fn plan(spec: &str) -> TablePlan {
+        let log: EventLog = serde_yaml::from_str(&format!(
+            "apiVersion: kappa.dev/v1alpha1\nkind: EventLog\nmetadata: {{name: l, namespace: n}}\nspec:\n  \
+             recordTypes: [a]\n  table: {spec}\n"
+        ))
+        .unwrap();
+        crate::plan::log::plan_log("test", &log, &[]).table
+    }
+
+    /// A table as DescribeTable shows it: billing (None: no summary), capacity, stream view (None: off).
+    fn table(billing: Option<DdbBilling>, capacity: (i64, i64), stream: Option<DdbView>) -> TableDescription {
+        let mut t = TableDescription::builder()
+            .deletion_protection_enabled(true)
+            .provisioned_throughput(
+                ProvisionedThroughputDescription::builder()
+                    .read_capacity_units(capacity.0)
+                    .write_capacity_units(capacity.1)
+                    .build(),
+            )
+            .stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(stream.is_some())
+                    .set_stream_view_type(stream)
+                    .build()
+                    .unwrap(),
+            );
+        if let Some(b) = billing {
+            t = t.billing_mode_summary(BillingModeSummary::builder().billing_mode(b).build());
+        }
+        t.build()
+    }
+
+    const BOTH: Option<DdbView> = Some(DdbView::NewAndOldImages);
+
+    #[test]
+    fn billing_changes_follow_the_spec_one_kind_at_a_time() {
+        let on_demand = table(Some(DdbBilling::PayPerRequest), (0, 0), BOTH);
+        assert_eq!(table_changes(&plan("{}"), &on_demand).unwrap(), []);
+        let p55 = plan("{billing: {mode: Provisioned, readCapacityUnits: 5, writeCapacityUnits: 5}}");
+        assert_eq!(
+            table_changes(&p55, &on_demand).unwrap(),
+            [TableChange::Provisioned { read: 5, write: 5 }],
+            "a switch carries the capacity in the same call"
+        );
+        let at55 = table(Some(DdbBilling::Provisioned), (5, 5), BOTH);
+        assert_eq!(table_changes(&p55, &at55).unwrap(), []);
+        let p5020 = plan("{billing: {mode: Provisioned, readCapacityUnits: 50, writeCapacityUnits: 20}}");
+        assert_eq!(
+            table_changes(&p5020, &at55).unwrap(),
+            [TableChange::Capacity { read: 50, write: 20 }]
+        );
+        assert_eq!(
+            table_changes(&plan("{}"), &at55).unwrap(),
+            [TableChange::OnDemand]
+        );
+        // An on-demand table whose throughput still shows old numbers (as moto reports them) is on-demand.
+        let stale = table(Some(DdbBilling::PayPerRequest), (5, 5), BOTH);
+        assert_eq!(table_changes(&plan("{}"), &stale).unwrap(), []);
+        // No summary (a table created provisioned before on-demand existed): provisioned by its capacity.
+        let old = table(None, (5, 5), BOTH);
+        assert_eq!(billing_of(&old), (BillingMode::Provisioned, (5, 5)));
+        assert_eq!(table_changes(&p55, &old).unwrap(), []);
+        assert_eq!(billing_of(&table(None, (0, 0), BOTH)).0, BillingMode::OnDemand);
+    }
+
+    #[test]
+    fn the_stream_and_deletion_protection_come_before_billing() {
+        let p = plan("{billing: {mode: Provisioned, readCapacityUnits: 5, writeCapacityUnits: 5}}");
+        let mut t = table(Some(DdbBilling::PayPerRequest), (0, 0), None);
+        t.deletion_protection_enabled = Some(false);
+        let changes = table_changes(&p, &t).unwrap();
+        assert_eq!(
+            changes,
+            [
+                TableChange::EnableStream(StreamViewType::NewAndOldImages),
+                TableChange::DeletionProtection(true),
+                TableChange::Provisioned { read: 5, write: 5 },
+            ]
+        );
+        assert_eq!(
+            changes.iter().map(TableChange::is_capacity).collect::<Vec<_>>(),
+            [false, false, true]
+        );
+    }
+
+    #[test]
+    fn an_enabled_stream_of_another_view_type_is_refused_never_disabled() {
+        let p = plan("{streamViewType: NewImage}");
+        for (actual, named) in [
+            (DdbView::NewAndOldImages, "NEW_AND_OLD_IMAGES"),
+            (DdbView::KeysOnly, "KEYS_ONLY"),
+        ] {
+            let e =
+                table_changes(&p, &table(Some(DdbBilling::PayPerRequest), (0, 0), Some(actual))).unwrap_err();
+            assert_eq!(e.code, crate::aws::error::TABLE_SETTING_REFUSED);
+            assert!(!e.retryable);
+            assert!(
+                e.message.contains("spec.table.streamViewType")
+                    && e.message.contains(named)
+                    && e.message.contains("create a new EventLog"),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            crate::controller::status::aws_reason(
+                &table_changes(&p, &table(Some(DdbBilling::PayPerRequest), (0, 0), BOTH)).unwrap_err()
+            ),
+            crate::crd::reasons::TABLE_SETTING_REFUSED
+        );
+    }
+
+    #[test]
+    fn an_adopted_table_keeps_its_settings_and_the_difference_is_listed() {
+        let p = plan(
+            "{name: legacy, adoptExisting: true, pointInTimeRecovery: true, billing: {mode: Provisioned, \
+             readCapacityUnits: 5, writeCapacityUnits: 5}}",
+        );
+        assert!(p.adopted && !p.converge_settings);
+        let t = table(Some(DdbBilling::PayPerRequest), (0, 0), BOTH);
+        assert_eq!(
+            table_changes(&p, &t).unwrap(),
+            [],
+            "no billing change, no deletion protection"
+        );
+        let notes = settings_not_applied(&p, &t, false);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("spec.table.billing") && notes[0].contains("Provisioned 5/5"));
+        assert!(notes[0].contains("OnDemand"), "{}", notes[0]);
+        assert!(notes[1].contains("spec.table.pointInTimeRecovery"));
+        assert_eq!(
+            settings_not_applied(&p, &table(Some(DdbBilling::Provisioned), (5, 5), BOTH), true),
+            Vec::<String>::new()
+        );
+        assert!(
+            settings_not_applied(&plan("{}"), &t, false).is_empty(),
+            "only adopted tables"
+        );
+    }
+
+    #[test]
+    fn views_tables_keep_settings_changed_by_hand() {
+        let mut p = plan("{}");
+        p.converge_settings = false;
+        p.adopted = false;
+        let t = table(Some(DdbBilling::Provisioned), (5, 5), BOTH);
+        assert_eq!(table_changes(&p, &t).unwrap(), []);
+    }
+
+    #[test]
+    fn aws_refusals_name_the_code_the_field_and_the_fix() {
+        let p = plan("{}");
+        let aws = AwsError::new(
+            "UpdateTable",
+            &p.name,
+            "LimitExceededException",
+            "Subscriber limit exceeded: Update to PayPerRequest mode are limited",
+        );
+        assert!(
+            aws.retryable,
+            "LimitExceeded alone is taken for a transient limit"
+        );
+        let e = refusal_of(&p, TableChange::OnDemand.field(), aws);
+        assert_eq!(e.code, crate::aws::error::TABLE_SETTING_REFUSED);
+        assert!(!e.retryable);
+        let text = e.to_string();
+        assert!(
+            text.contains("LimitExceededException")
+                && text.contains("spec.table.billing.mode")
+                && text.contains("24-hour")
+                && text.contains("set spec.table.billing.mode back"),
+            "{text}"
+        );
+        let field = TableChange::Capacity { read: 1, write: 1 }.field();
+        let e = refusal_of(
+            &p,
+            field,
+            AwsError::new("UpdateTable", "t", "LimitExceededException", "decreases"),
+        );
+        assert!(
+            e.message.contains("decreased") && e.message.contains("readCapacityUnits"),
+            "{e}"
+        );
+        let e = refusal_of(
+            &p,
+            field,
+            AwsError::new("UpdateTable", "t", "ValidationException", "bad"),
+        );
+        assert!(
+            e.message.contains("ValidationException") && e.message.contains(field),
+            "{e}"
+        );
+        let busy = AwsError::new("UpdateTable", "t", "ResourceInUseException", "updating");
+        assert_eq!(
+            refusal_of(&p, field, busy.clone()),
+            busy,
+            "still retried as before"
+        );
+    }
 
     #[test]
     fn ttl_is_enabled_once_and_moved_off_another_attribute_first() {

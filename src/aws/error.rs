@@ -10,6 +10,11 @@ pub const OWNED_BY_ANOTHER: &str = "OwnedByAnother";
 /// The code of [`AwsError::refused`] for an adoption the operator's configuration does not allow.
 pub const ADOPTION_REFUSED: &str = "AdoptionRefused";
 
+/// The code of [`AwsError::refused`] for a table setting the operator does not change (a stream's view
+/// type), or AWS refused to apply (a capacity mode switch or decrease beyond AWS's limits, a
+/// `ValidationException`): the message names the field, AWS's error code when AWS refused, and the fix.
+pub const TABLE_SETTING_REFUSED: &str = "TableSettingRefused";
+
 /// The code of [`AwsError::refused`] for a name the spec may not use (the operator's own name space).
 pub const RESERVED_NAME: &str = "ReservedName";
 /// The operator refusing to serve (or write) a dedicated views table that holds the items of an earlier
@@ -167,7 +172,7 @@ impl AwsError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self.code.as_str(),
-            OWNED_BY_ANOTHER | ADOPTION_REFUSED | RESERVED_NAME | RETAINED_STORAGE
+            OWNED_BY_ANOTHER | ADOPTION_REFUSED | RESERVED_NAME | RETAINED_STORAGE | TABLE_SETTING_REFUSED
         )
     }
 

@@ -116,8 +116,15 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
             EventLogPhase::Ready,
             Health::Ready {
                 reason: reasons::PROVISIONED,
-                message: "the log table, ingest queue, topics, functions and their roles match the spec"
-                    .into(),
+                message: if r.table.not_applied.is_empty() {
+                    "the log table, ingest queue, topics, functions and their roles match the spec".into()
+                } else {
+                    format!(
+                        "the log's resources match the spec, but the adopted table keeps its own settings \
+                         (status.table.settingsNotApplied): {}",
+                        r.table.not_applied.join("; ")
+                    )
+                },
             },
             Some(r),
         ),
@@ -154,6 +161,7 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
             name: plan.table.name.clone(),
             arn: Some(r.table.arn.clone()),
             stream_arn: r.table.stream_arn.clone(),
+            settings_not_applied: r.table.not_applied.clone(),
         });
         next.ingest_queue_url = r.queue.as_ref().map(|q| q.url.clone());
         next.resources = r
@@ -192,7 +200,17 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
     );
     if next != old {
         status::apply(&api_of(ctx, ns), log.as_ref(), &next).await?;
-        if old.phase != next.phase {
+        // An event on every change of phase, and on a new reason to be Failed (e.g. a table setting
+        // refused while another problem was reported).
+        let ready_reason = |s: &EventLogStatus| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == types::READY)
+                .map(|c| c.reason.clone())
+        };
+        if old.phase != next.phase
+            || (phase == EventLogPhase::Failed && ready_reason(&old) != ready_reason(&next))
+        {
             let note = format!("phase {:?} → {phase:?}: {}", old.phase, health.message());
             let type_ = if phase == EventLogPhase::Failed {
                 EventType::Warning

@@ -35,6 +35,7 @@ pub fn aws_reason(e: &crate::aws::AwsError) -> &'static str {
         crate::aws::error::ADOPTION_REFUSED => reasons::ADOPTION_REFUSED,
         crate::aws::error::RESERVED_NAME => reasons::INVALID_SPEC,
         crate::aws::error::RETAINED_STORAGE => reasons::STORAGE_RETAINED,
+        crate::aws::error::TABLE_SETTING_REFUSED => reasons::TABLE_SETTING_REFUSED,
         _ => reasons::AWS_ERROR,
     }
 }

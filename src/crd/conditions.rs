@@ -42,6 +42,10 @@ pub mod reasons {
     pub const OWNED_BY_ANOTHER: &str = "OwnedByAnother";
     /// An existing table the object would adopt, which the operator's configuration does not allow.
     pub const ADOPTION_REFUSED: &str = "AdoptionRefused";
+    /// A declared table setting the operator does not change (a stream's view type) or AWS refused to
+    /// apply (a capacity mode switch or decrease beyond AWS's limits): the message names the field, AWS's
+    /// error code and the fix.
+    pub const TABLE_SETTING_REFUSED: &str = "TableSettingRefused";
     pub const WAITING_FOR_LIVE_PATH: &str = "WaitingForLivePath";
     pub const EXPORTING: &str = "Exporting";
     pub const BACKFILLING: &str = "Backfilling";

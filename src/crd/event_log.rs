@@ -131,15 +131,30 @@ pub struct LogTableSpec {
     #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"))]
     pub ordering_attribute: Option<String>,
 
-    /// Capacity mode of the table.
+    /// Capacity mode of the table, applied to the table when it changes: one `UpdateTable` at a time,
+    /// the EventLog Ready at a generation only once the table has it. AWS limits the changes: a table may
+    /// switch from provisioned to on-demand at most 4 times in a 24-hour rolling window (on-demand to
+    /// provisioned at any time), and decrease its provisioned capacity only a few times per UTC day
+    /// (DynamoDB Developer Guide, "Considerations when switching capacity modes" and "Quotas"). A change
+    /// AWS refuses leaves the EventLog not Ready with reason `TableSettingRefused`, the message naming
+    /// AWS's error code, the field and the fix, and a Warning event; it is tried again at every resync.
+    /// An adopted table's billing is not changed (see `adoptExisting`).
     #[serde(default)]
     pub billing: BillingSpec,
 
-    /// What each stream record carries.
+    /// What each stream record carries. Immutable: a DynamoDB stream's view type is fixed while the
+    /// stream is enabled, and turning it off and on again starts a new stream, so records written in
+    /// between would be in no stream. To change it, create a new EventLog (and replay). A table whose
+    /// enabled stream has another view type (an adopted one) is never changed: the EventLog is not Ready,
+    /// reason `TableSettingRefused`, naming the table's view type.
     #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf")
+        .message("spec.table.streamViewType cannot change: a DynamoDB stream's view type is fixed while it is enabled, and re-enabling starts a new stream (records written in between would be in no stream); create a new EventLog (and replay) instead"))]
     pub stream_view_type: StreamViewType,
 
     /// Point-in-time recovery. On by default: backfills export the log at a point in time, which needs it.
+    /// Applied both ways: turning it off disables PITR on the table (its recovery window is lost). An
+    /// adopted table's PITR is not changed (see `adoptExisting`).
     #[serde(default = "default_true")]
     pub point_in_time_recovery: bool,
 
@@ -147,6 +162,12 @@ pub struct LogTableSpec {
     /// adopted table is never deleted by the operator. Only a table without kappa ownership tags, and
     /// only when the operator's `--adoptable-tables` setting (chart value `adoption.tables`) allows it for
     /// this namespace; otherwise the EventLog is Stalled with reason `AdoptionRefused`.
+    ///
+    /// An adopted table stays the user's: the operator enables its stream if it has none (with
+    /// `streamViewType`) and tags it `kappa.dev/adopted-by`, but never changes its billing, capacity,
+    /// point-in-time recovery or deletion protection. Where they differ from the spec, the EventLog is
+    /// Ready and `status.table.settingsNotApplied` (and the Ready message) names each field, the declared
+    /// and the actual setting.
     #[serde(default)]
     pub adopt_existing: bool,
 }
@@ -358,4 +379,10 @@ pub struct TableStatus {
     /// The latest stream ARN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_arn: Option<String>,
+    /// Declared settings an adopted table does not have, which the operator leaves as they are (billing,
+    /// capacity, point-in-time recovery of `spec.table.adoptExisting` tables): one line each, naming the
+    /// field, the declared and the actual setting. Empty for a table the operator created, whose settings
+    /// are converged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settings_not_applied: Vec<String>,
 }

@@ -43,6 +43,11 @@ pub struct TablePlan {
     /// Streams with this view type, or no stream.
     pub stream: Option<StreamViewType>,
     pub point_in_time_recovery: bool,
+    /// Whether billing, capacity and point-in-time recovery are converged on an existing table, both
+    /// ways (an EventLog's own table: its spec declares them). Off for an adopted table (the user's:
+    /// left as it is, the differences reported, see [`crate::aws::dynamodb::settings_not_applied`]) and
+    /// for views and connections tables, whose specs declare none: there they only shape a new table.
+    pub converge_settings: bool,
     /// On while the owner's deletion policy is `Retain`, so nobody deletes the log by accident.
     pub deletion_protection: bool,
     /// An existing table the operator uses but never created or deletes (`spec.table.adoptExisting`); it
@@ -195,6 +200,7 @@ pub fn plan_log(cluster: &str, log: &EventLog, views: &[MaterializedView]) -> Lo
             .zip(spec.table.billing.write_capacity_units),
         stream: Some(spec.table.stream_view_type),
         point_in_time_recovery: spec.table.point_in_time_recovery,
+        converge_settings: !spec.table.adopt_existing,
         deletion_protection: spec.deletion_policy == DeletionPolicy::Retain && !spec.table.adopt_existing,
         adopted: spec.table.adopt_existing,
         adoption: Err(NO_ADOPTION.into()),

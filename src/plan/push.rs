@@ -155,6 +155,7 @@ pub fn plan_push(view: &ViewPlan, subscribers: &[(String, String)], scope: &AwsS
         capacity: None,
         stream: None,
         point_in_time_recovery: false,
+        converge_settings: false,
         deletion_protection: false,
         adopted: false,
         adoption: Err(super::log::NO_ADOPTION.into()),

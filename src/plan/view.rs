@@ -139,6 +139,7 @@ pub fn plan_view(cluster: &str, view: &MaterializedView, siblings: &[Materialize
         capacity: None,
         stream: streams.then_some(StreamViewType::NewAndOldImages),
         point_in_time_recovery: false,
+        converge_settings: false,
         deletion_protection: false,
         adopted: false,
         adoption: Err(super::log::NO_ADOPTION.into()),
