@@ -55,3 +55,48 @@ fn every_subcommand_has_help() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"), "{sub:?}");
     }
 }
+
+#[test]
+fn plan_prints_the_resources_backfills_and_topology_of_the_examples() {
+    let out = kappa(&[
+        "plan",
+        "-f",
+        "examples/",
+        "--cluster-id",
+        "prod",
+        "--log-items",
+        "1000000",
+        "--log-item-kb",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("EventLog default/game-events with 6 view(s)"),
+        "{text}"
+    );
+    for line in [
+        "AWS resources to create:",
+        "+ DynamoDB table   kappa-prod-default-game-events-log-",
+        "+ SQS queue        kappa-prod-default-game-events-ingest-",
+        // One shared views table for the examples' shared views, listed once.
+        "shared views table \"views\"",
+        "Cost: $",
+        // 2 GB of log exported at $0.10 per GB.
+        "player-scores: exports 1000000 items (2.05 GB) of the log to S3 ($0.2048)",
+        "live-games: no backfill",
+        "```mermaid\nflowchart LR\n",
+        "t0[(views table views)]",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    assert_eq!(text.matches("shared views table \"views\"").count(), 1, "{text}");
+}
+
+#[test]
+fn plan_without_manifests_fails_with_the_fix() {
+    let out = kappa(&["plan", "-f", "crds/"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("no EventLog") && err.contains("-f"), "{err}");
+}
