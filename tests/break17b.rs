@@ -682,3 +682,46 @@ async fn expected_deleting_the_only_refused_view_of_a_shared_table_keeps_the_ret
     drop(env.op);
     common::delete_namespace(&env.client, &env.ns).await;
 }
+
+/// Expected (holds?): adoption deletes by key prefix, so it must never run while another live view's
+/// prefix nests in the adopted one: the re-created `tally` (prefix `tally#`, `adopt: true`) beside a live
+/// `tx` (`keyPrefix: "tally#x"`, created while `tally` was gone) is refused for the overlap, and every one
+/// of `tx`'s items stays.
+#[tokio::test]
+async fn adopting_never_deletes_a_live_siblings_items_under_a_nested_prefix() {
+    let env = start("b17b-adopt-nested", 80).await;
+    let (ddb, mvs) = (&env.ddb, &env.mvs);
+    common::create_yaml(&env.client, &env.ns, &view("tally", "Count", SHARED, None, "Retain"))
+        .await
+        .unwrap();
+    wait_phase(mvs, "tally", ViewPhase::Live).await;
+    let table = table_of(mvs, "tally").await;
+    delete_and_wait(mvs, "tally").await;
+    common::create_yaml(
+        &env.client,
+        &env.ns,
+        &view("tx", "Count", "{table: Shared, keyPrefix: \"tally#x\"}", None, "Retain"),
+    )
+    .await
+    .unwrap();
+    wait_phase(mvs, "tx", ViewPhase::Live).await;
+    let theirs = items_under(ddb, &table, "tally#x").await;
+    assert_eq!(theirs, counts(&env.events, &[], "tally#x"));
+    common::create_yaml(
+        &env.client,
+        &env.ns,
+        &view("tally", "Count", "{table: Shared, adopt: true}", Some("p01"), "Retain"),
+    )
+    .await
+    .unwrap();
+    let (reason, message) = stalled(mvs, "tally", 60).await.expect("Stalled");
+    assert!(message.contains("overlaps"), "{reason}: {message}");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(items_under(ddb, &table, "tally#x").await, theirs, "tx keeps every item");
+    assert_eq!(
+        mvs.get("tx").await.unwrap().status.unwrap().phase,
+        Some(ViewPhase::Live)
+    );
+    drop(env.op);
+    common::delete_namespace(&env.client, &env.ns).await;
+}
