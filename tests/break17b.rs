@@ -185,43 +185,48 @@ async fn start(test: &str, n: usize) -> Env {
 }
 
 async fn table_of(mvs: &Api<MaterializedView>, name: &str) -> String {
-    mvs.get(name)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .table_name
-        .unwrap()
+    mvs.get(name).await.unwrap().status.unwrap().table_name.unwrap()
 }
 
 const SHARED: &str = "{table: Shared}";
 
-/// Expected: a re-created view that was refused (Stalled StorageRetained, never adopted, so it never
+/// Expected (now holds): a re-created view that was refused (Stalled StorageRetained, never adopted, so it never
 /// wrote or owned anything under its prefix) and is then deleted with `deletionPolicy: Delete` leaves the
 /// predecessor's retained items where they are: "Without it [adopt] such storage is never read or
 /// written" — the items belong to no live view, and the user kept them on purpose (Retain).
 ///
-/// Observed: the cleanup deletes every item under the key prefix (`delete_items_with_prefix` in
+/// Before the fix: the cleanup deletes every item under the key prefix (`delete_items_with_prefix` in
 /// `cleanup`, `src/controller/materialized_view.rs`), the retained items and the predecessor's owner item
 /// included, without ever looking at the owner item.
 #[tokio::test]
-async fn expected_deleting_a_refused_recreated_view_keeps_the_retained_items_fails_today() {
+async fn deleting_a_refused_recreated_view_keeps_the_retained_items() {
     let env = start("b17b-refused-delete", 120).await;
     let (ddb, mvs) = (&env.ddb, &env.mvs);
     // A sibling in the same shared table, so the table itself stays when a view is deleted.
-    common::create_yaml(&env.client, &env.ns, &view("sibling", "Latest", SHARED, None, "Retain"))
-        .await
-        .unwrap();
-    common::create_yaml(&env.client, &env.ns, &view("tally", "Count", SHARED, None, "Retain"))
-        .await
-        .unwrap();
+    common::create_yaml(
+        &env.client,
+        &env.ns,
+        &view("sibling", "Latest", SHARED, None, "Retain"),
+    )
+    .await
+    .unwrap();
+    common::create_yaml(
+        &env.client,
+        &env.ns,
+        &view("tally", "Count", SHARED, None, "Retain"),
+    )
+    .await
+    .unwrap();
     wait_phase(mvs, "tally", ViewPhase::Live).await;
     wait_phase(mvs, "sibling", ViewPhase::Live).await;
     let table = table_of(mvs, "tally").await;
     let all = counts(&env.events, &[], "tally#");
     assert_eq!(items_under(ddb, &table, "tally#").await, all);
     let earlier = delete_and_wait(mvs, "tally").await;
-    assert_eq!(owner_uid(ddb, &table, "tally#").await.as_deref(), Some(earlier.as_str()));
+    assert_eq!(
+        owner_uid(ddb, &table, "tally#").await.as_deref(),
+        Some(earlier.as_str())
+    );
 
     // Created again, this time with deletionPolicy Delete: refused, as it should be.
     common::create_yaml(
@@ -233,7 +238,11 @@ async fn expected_deleting_a_refused_recreated_view_keeps_the_retained_items_fai
     .unwrap();
     let (reason, message) = stalled(mvs, "tally", 90).await.expect("Stalled");
     assert_eq!(reason, "StorageRetained", "{message}");
-    assert_eq!(items_under(ddb, &table, "tally#").await, all, "nothing written while refused");
+    assert_eq!(
+        items_under(ddb, &table, "tally#").await,
+        all,
+        "nothing written while refused"
+    );
 
     // The user gives up on it and deletes it: it never owned that prefix.
     delete_and_wait(mvs, "tally").await;
@@ -248,32 +257,44 @@ async fn expected_deleting_a_refused_recreated_view_keeps_the_retained_items_fai
     common::delete_namespace(&env.client, &env.ns).await;
 }
 
-/// Expected: storage without an owner item that already holds items (a view deleted with Retain before
+/// Expected (now holds): storage without an owner item that already holds items (a view deleted with Retain before
 /// this version, simulated by deleting the owner item after the deletion) is not silently claimed by a
 /// new object of the same name: "a re-created view never serves items it did not project". The view
 /// is refused (StorageRetained) or, at the least, serves exactly what its own spec projects (one player).
 ///
-/// Observed: `claim` (`src/aws/view_storage.rs`) puts `{uid: me}` on any location without an owner item
+/// Before the fix: `claim` (`src/aws/view_storage.rs`) puts `{uid: me}` on any location without an owner item
 /// and calls it Ours, without checking the prefix is empty or that this object ever wrote there; the
 /// predecessor's items (all 20 players' counts) are served as the new view's, and its `~applied#` markers
 /// make the backfill skip the records, so even player p01 is not recounted.
 #[tokio::test]
-async fn expected_storage_without_owner_item_is_not_silently_claimed_by_a_new_object_fails_today() {
+async fn storage_without_owner_item_is_not_silently_claimed_by_a_new_object() {
     let env = start("b17b-no-owner", 120).await;
     let (ddb, mvs) = (&env.ddb, &env.mvs);
-    common::create_yaml(&env.client, &env.ns, &view("tally", "Count", SHARED, None, "Retain"))
-        .await
-        .unwrap();
+    common::create_yaml(
+        &env.client,
+        &env.ns,
+        &view("tally", "Count", SHARED, None, "Retain"),
+    )
+    .await
+    .unwrap();
     wait_phase(mvs, "tally", ViewPhase::Live).await;
     let table = table_of(mvs, "tally").await;
     let uid = mvs.get("tally").await.unwrap().metadata.uid.unwrap();
-    assert_eq!(owner_uid(ddb, &table, "tally#").await.as_deref(), Some(uid.as_str()));
+    assert_eq!(
+        owner_uid(ddb, &table, "tally#").await.as_deref(),
+        Some(uid.as_str())
+    );
     let all = counts(&env.events, &[], "tally#");
     assert_eq!(items_under(ddb, &table, "tally#").await, all);
 
     // (Holds) a live view whose owner item is gone (as before this version) claims it again.
     delete_owner_item(ddb, &table, "tally#").await;
-    patch_spec(mvs, "tally", serde_json::json!({"backfill": {"keepExport": true}})).await;
+    patch_spec(
+        mvs,
+        "tally",
+        serde_json::json!({"backfill": {"keepExport": true}}),
+    )
+    .await;
     common::eventually(Duration::from_secs(60), "owner item claimed again", || async {
         (owner_uid(ddb, &table, "tally#").await.as_deref() == Some(uid.as_str())).then_some(())
     })
@@ -322,22 +343,40 @@ async fn expected_storage_without_owner_item_is_not_silently_claimed_by_a_new_ob
 async fn a_view_deleted_with_delete_is_recreated_cleanly_and_adopt_on_its_own_storage_changes_nothing() {
     let env = start("b17b-delete-recreate", 120).await;
     let (ddb, mvs) = (&env.ddb, &env.mvs);
-    common::create_yaml(&env.client, &env.ns, &view("sibling", "Latest", SHARED, None, "Retain"))
-        .await
-        .unwrap();
-    common::create_yaml(&env.client, &env.ns, &view("tally", "Count", SHARED, None, "Delete"))
-        .await
-        .unwrap();
+    common::create_yaml(
+        &env.client,
+        &env.ns,
+        &view("sibling", "Latest", SHARED, None, "Retain"),
+    )
+    .await
+    .unwrap();
+    common::create_yaml(
+        &env.client,
+        &env.ns,
+        &view("tally", "Count", SHARED, None, "Delete"),
+    )
+    .await
+    .unwrap();
     wait_phase(mvs, "tally", ViewPhase::Live).await;
     let table = table_of(mvs, "tally").await;
     delete_and_wait(mvs, "tally").await;
     assert!(items_under(ddb, &table, "tally#").await.is_empty());
-    assert_eq!(owner_uid(ddb, &table, "tally#").await, None, "the owner item goes too");
+    assert_eq!(
+        owner_uid(ddb, &table, "tally#").await,
+        None,
+        "the owner item goes too"
+    );
 
     common::create_yaml(
         &env.client,
         &env.ns,
-        &view("tally", "Count", "{table: Shared, adopt: true}", Some("p01, p02"), "Retain"),
+        &view(
+            "tally",
+            "Count",
+            "{table: Shared, adopt: true}",
+            Some("p01, p02"),
+            "Retain",
+        ),
     )
     .await
     .unwrap();
@@ -345,7 +384,10 @@ async fn a_view_deleted_with_delete_is_recreated_cleanly_and_adopt_on_its_own_st
     let two = counts(&env.events, &["p01", "p02"], "tally#");
     assert_eq!(items_under(ddb, &table, "tally#").await, two);
     let uid = mvs.get("tally").await.unwrap().metadata.uid.unwrap();
-    assert_eq!(owner_uid(ddb, &table, "tally#").await.as_deref(), Some(uid.as_str()));
+    assert_eq!(
+        owner_uid(ddb, &table, "tally#").await.as_deref(),
+        Some(uid.as_str())
+    );
     for adopt in [false, true] {
         patch_spec(mvs, "tally", serde_json::json!({"store": {"adopt": adopt}})).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -357,22 +399,26 @@ async fn a_view_deleted_with_delete_is_recreated_cleanly_and_adopt_on_its_own_st
     common::delete_namespace(&env.client, &env.ns).await;
 }
 
-/// Expected: an owner item with unexpected content (a numeric uid) on a live view's own storage brings no
+/// Expected (now holds): an owner item with unexpected content (a numeric uid) on a live view's own storage brings no
 /// crash loop; the view either keeps serving or is reported (Stalled), and while its status says it
 /// "writes nothing there", nothing is written there.
 ///
-/// Observed: no crash loop (holds), and the view flips to Pending / Stalled StorageRetained naming "an
+/// Before the fix: no crash loop (holds), and the view flips to Pending / Stalled StorageRetained naming "an
 /// earlier MaterializedView  (uid )" (empty name and uid); but its in-cluster live path keeps projecting
 /// new records into the prefix (counts 4 → 6): the StorageRetained path of `versions::run`
 /// (`claim_storage` → `continue`, `src/controller/versions.rs`) never stops the running version's tasks
 /// (`ctx.runtime.stop`), so "writes nothing there" is false for a view that was already running.
 #[tokio::test]
-async fn expected_a_refused_view_writes_nothing_even_when_it_was_running_fails_today() {
+async fn a_refused_view_writes_nothing_even_when_it_was_running() {
     let env = start("b17b-garbled-owner", 80).await;
     let (ddb, mvs) = (&env.ddb, &env.mvs);
-    common::create_yaml(&env.client, &env.ns, &view("tally", "Count", SHARED, None, "Retain"))
-        .await
-        .unwrap();
+    common::create_yaml(
+        &env.client,
+        &env.ns,
+        &view("tally", "Count", SHARED, None, "Retain"),
+    )
+    .await
+    .unwrap();
     wait_phase(mvs, "tally", ViewPhase::Live).await;
     let table = table_of(mvs, "tally").await;
     ddb.put_item()
@@ -383,7 +429,12 @@ async fn expected_a_refused_view_writes_nothing_even_when_it_was_running_fails_t
         .send()
         .await
         .unwrap();
-    patch_spec(mvs, "tally", serde_json::json!({"backfill": {"keepExport": true}})).await;
+    patch_spec(
+        mvs,
+        "tally",
+        serde_json::json!({"backfill": {"keepExport": true}}),
+    )
+    .await;
     let stalled_now = stalled(mvs, "tally", 30).await;
     eprintln!("garbled owner item: {stalled_now:?}");
     if let Some((reason, _)) = &stalled_now {
@@ -409,19 +460,19 @@ fn versioned(name: &str, filter: &str) -> String {
     view(name, "Count", SHARED, Some(filter), "Retain") + "  promotion: {maxLag: 30s, retainPrevious: 10s}\n"
 }
 
-/// Expected: the old view built version 2 (prefix `~v2~tally#`) and retired version 1, then was deleted
+/// Expected (now holds): the old view built version 2 (prefix `~v2~tally#`) and retired version 1, then was deleted
 /// with Retain; the new object (never `adopt`) is Live on version 1 at `tally#`. When its content changes,
 /// its version 2 lands on the predecessor's retained `~v2~tally#`: that must be (a) reported — "retained
 /// items of a deleted view are reported" — in the view's status (conditions, `status.rebuild` or the
 /// version's message) as StorageRetained with the fix, and (b) never written or deleted without adopt:
 /// reverting the content (which removes version 2) must leave those retained items alone.
 ///
-/// Observed: (a) the version's StorageRetained outcome is dropped (`claim_storage` → `continue` before
+/// Before the fix: (a) the version's StorageRetained outcome is dropped (`claim_storage` → `continue` before
 /// `v.message`/`v.phase` are set, in `versions::run`; `rebuild_of` only says "version 2 is Pending"),
 /// no Event either; (b) `remove_version` (`src/controller/versions.rs`) deletes every item under
 /// `~v2~tally#`, the predecessor's owner item included, though this object never claimed it.
 #[tokio::test]
-async fn expected_a_later_version_on_retained_storage_is_reported_and_left_alone_fails_today() {
+async fn a_later_version_on_retained_storage_is_reported_and_left_alone() {
     let env = start("b17b-version-retained", 120).await;
     let (ddb, mvs) = (&env.ddb, &env.mvs);
     common::create_yaml(&env.client, &env.ns, &versioned("tally", "p01, p02, p05"))
@@ -437,14 +488,18 @@ async fn expected_a_later_version_on_retained_storage_is_reported_and_left_alone
     .await;
     common::eventually(Duration::from_secs(150), "v2 active, v1 removed", || async {
         let s = mvs.get("tally").await.ok()?.status?;
-        (s.active_version == Some(2) && s.phase == Some(ViewPhase::Live) && s.versions.len() == 1).then_some(())
+        (s.active_version == Some(2) && s.phase == Some(ViewPhase::Live) && s.versions.len() == 1)
+            .then_some(())
     })
     .await;
     let v2 = "~v2~tally#";
     let old_v2 = items_under(ddb, &table, v2).await;
     assert_eq!(old_v2, counts(&env.events, &["p01", "p02"], v2));
     let earlier = delete_and_wait(mvs, "tally").await;
-    assert_eq!(owner_uid(ddb, &table, v2).await.as_deref(), Some(earlier.as_str()));
+    assert_eq!(
+        owner_uid(ddb, &table, v2).await.as_deref(),
+        Some(earlier.as_str())
+    );
 
     // The new object: version 1 at `tally#` (emptied when the old version 1 was retired) is its own.
     common::create_yaml(&env.client, &env.ns, &versioned("tally", "p03"))
@@ -473,7 +528,11 @@ async fn expected_a_later_version_on_retained_storage_is_reported_and_left_alone
             s.rebuild
         ));
     }
-    assert_eq!(items_under(ddb, &table, v2).await, old_v2, "nothing written while refused");
+    assert_eq!(
+        items_under(ddb, &table, v2).await,
+        old_v2,
+        "nothing written while refused"
+    );
     assert_eq!(s.active_version, Some(1));
 
     // Back to the active content: version 2 is dropped. The retained items were never this object's.
@@ -513,9 +572,13 @@ async fn a_refused_dedicated_view_deleted_with_delete_keeps_the_retained_table()
     let env = start("b17b-dedicated-delete", 80).await;
     let (ddb, mvs) = (&env.ddb, &env.mvs);
     let dedicated = "{table: Dedicated}";
-    common::create_yaml(&env.client, &env.ns, &view("latest", "Latest", dedicated, None, "Retain"))
-        .await
-        .unwrap();
+    common::create_yaml(
+        &env.client,
+        &env.ns,
+        &view("latest", "Latest", dedicated, None, "Retain"),
+    )
+    .await
+    .unwrap();
     wait_phase(mvs, "latest", ViewPhase::Live).await;
     let table = table_of(mvs, "latest").await;
     let before = items_under(ddb, &table, "T#").await;
@@ -536,29 +599,39 @@ async fn a_refused_dedicated_view_deleted_with_delete_keeps_the_retained_table()
     assert_eq!(s.table_name, None, "not pointed at while refused: {s:?}");
     let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
     let pointer = cms.get_opt("latest").await.unwrap();
-    assert!(pointer.is_none(), "the predecessor's pointer ConfigMap still points readers at it: {pointer:?}");
+    assert!(
+        pointer.is_none(),
+        "the predecessor's pointer ConfigMap still points readers at it: {pointer:?}"
+    );
     delete_and_wait(mvs, "latest").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(items_under(ddb, &table, "T#").await, before, "retained table and items kept");
-    assert_eq!(owner_uid(ddb, &table, "").await.as_deref(), Some(earlier.as_str()));
+    assert_eq!(
+        items_under(ddb, &table, "T#").await,
+        before,
+        "retained table and items kept"
+    );
+    assert_eq!(
+        owner_uid(ddb, &table, "").await.as_deref(),
+        Some(earlier.as_str())
+    );
     drop(env.op);
     common::delete_namespace(&env.client, &env.ns).await;
 }
 
-/// Expected: a Lambda view deleted with Retain and re-created with `spec.store.adopt: true` ends with the
+/// Expected (now holds): a Lambda view deleted with Retain and re-created with `spec.store.adopt: true` ends with the
 /// adopted storage projected by the new object only: no projector of the earlier object (its function,
 /// subscribed to the log's topic) may keep writing into the storage the new view just cleared and
 /// rebuilt — that would put items the new view did not project back into it (Append rows twice, counts
 /// doubled) — and the new view is Live with a projector of its own.
 ///
-/// Observed: the adoption runs (`claim_storage` comes before `lambda_version` in `versions::run`), then
+/// Before the fix: the adoption runs (`claim_storage` comes before `lambda_version` in `versions::run`), then
 /// the view goes Failed / Stalled OwnedByAnother on the projector IAM role (and function) of the same
 /// name, which the earlier object's Retain left tagged with its uid ("ask the cluster administrator to
 /// remove the conflicting resource": no word of adopt or of the predecessor); the earlier function stays
 /// subscribed to the log's topic and keeps projecting into the storage the new object now owns. Adoption
 /// never rebuilds a Lambda view, and leaves a foreign writer in its storage.
 #[tokio::test]
-async fn expected_adopting_a_lambda_views_storage_leaves_no_earlier_projector_writing_there_fails_today() {
+async fn adopting_a_lambda_views_storage_leaves_no_earlier_projector_writing_there() {
     let (client, ns) = common::setup("b17b-lambda-adopt").await;
     let aws = common::aws_config().await;
     let lambda = aws_sdk_lambda::Client::new(&aws);
@@ -646,20 +719,24 @@ spec:
     common::delete_namespace(&client, &ns).await;
 }
 
-/// Expected: as in `expected_deleting_a_refused_recreated_view_keeps_the_retained_items_fails_today`, but
+/// Expected (now holds): as in `expected_deleting_a_refused_recreated_view_keeps_the_retained_items_fails_today`, but
 /// the refused view is the only view of the shared table: deleting it must not take the predecessor's
 /// retained items with it (they are kept on purpose; the refused view never wrote there).
 ///
-/// Observed: see the assertion (the cleanup's `delete_table_if_owned` on the shared table, in `cleanup`
+/// Before the fix: see the assertion (the cleanup's `delete_table_if_owned` on the shared table, in `cleanup`
 /// of `src/controller/materialized_view.rs`, consults table tags, never the owner items of the retained
 /// prefixes in it).
 #[tokio::test]
-async fn expected_deleting_the_only_refused_view_of_a_shared_table_keeps_the_retained_items_fails_today() {
+async fn deleting_the_only_refused_view_of_a_shared_table_keeps_the_retained_items() {
     let env = start("b17b-refused-last", 80).await;
     let (ddb, mvs) = (&env.ddb, &env.mvs);
-    common::create_yaml(&env.client, &env.ns, &view("tally", "Count", SHARED, None, "Retain"))
-        .await
-        .unwrap();
+    common::create_yaml(
+        &env.client,
+        &env.ns,
+        &view("tally", "Count", SHARED, None, "Retain"),
+    )
+    .await
+    .unwrap();
     wait_phase(mvs, "tally", ViewPhase::Live).await;
     let table = table_of(mvs, "tally").await;
     let all = counts(&env.events, &[], "tally#");
@@ -676,9 +753,15 @@ async fn expected_deleting_the_only_refused_view_of_a_shared_table_keeps_the_ret
     delete_and_wait(mvs, "tally").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let exists = ddb.describe_table().table_name(&table).send().await.is_ok();
-    assert!(exists, "the shared views table holding retained items was deleted");
+    assert!(
+        exists,
+        "the shared views table holding retained items was deleted"
+    );
     assert_eq!(items_under(ddb, &table, "tally#").await, all);
-    assert_eq!(owner_uid(ddb, &table, "tally#").await.as_deref(), Some(earlier.as_str()));
+    assert_eq!(
+        owner_uid(ddb, &table, "tally#").await.as_deref(),
+        Some(earlier.as_str())
+    );
     drop(env.op);
     common::delete_namespace(&env.client, &env.ns).await;
 }
@@ -691,16 +774,26 @@ async fn expected_deleting_the_only_refused_view_of_a_shared_table_keeps_the_ret
 async fn adopting_never_deletes_a_live_siblings_items_under_a_nested_prefix() {
     let env = start("b17b-adopt-nested", 80).await;
     let (ddb, mvs) = (&env.ddb, &env.mvs);
-    common::create_yaml(&env.client, &env.ns, &view("tally", "Count", SHARED, None, "Retain"))
-        .await
-        .unwrap();
+    common::create_yaml(
+        &env.client,
+        &env.ns,
+        &view("tally", "Count", SHARED, None, "Retain"),
+    )
+    .await
+    .unwrap();
     wait_phase(mvs, "tally", ViewPhase::Live).await;
     let table = table_of(mvs, "tally").await;
     delete_and_wait(mvs, "tally").await;
     common::create_yaml(
         &env.client,
         &env.ns,
-        &view("tx", "Count", "{table: Shared, keyPrefix: \"tally#x\"}", None, "Retain"),
+        &view(
+            "tx",
+            "Count",
+            "{table: Shared, keyPrefix: \"tally#x\"}",
+            None,
+            "Retain",
+        ),
     )
     .await
     .unwrap();
@@ -710,14 +803,24 @@ async fn adopting_never_deletes_a_live_siblings_items_under_a_nested_prefix() {
     common::create_yaml(
         &env.client,
         &env.ns,
-        &view("tally", "Count", "{table: Shared, adopt: true}", Some("p01"), "Retain"),
+        &view(
+            "tally",
+            "Count",
+            "{table: Shared, adopt: true}",
+            Some("p01"),
+            "Retain",
+        ),
     )
     .await
     .unwrap();
     let (reason, message) = stalled(mvs, "tally", 60).await.expect("Stalled");
     assert!(message.contains("overlaps"), "{reason}: {message}");
     tokio::time::sleep(Duration::from_secs(8)).await;
-    assert_eq!(items_under(ddb, &table, "tally#x").await, theirs, "tx keeps every item");
+    assert_eq!(
+        items_under(ddb, &table, "tally#x").await,
+        theirs,
+        "tx keeps every item"
+    );
     assert_eq!(
         mvs.get("tx").await.unwrap().status.unwrap().phase,
         Some(ViewPhase::Live)

@@ -153,7 +153,12 @@ pub async fn ensure_table(client: &Client, plan: &TablePlan) -> Result<TableStat
                 ),
             ));
         }
-        (Ownership::Other(_), _) if plan.owner.predecessor_uid(&have).is_some() => {
+        // A views table an earlier view of the same name retained (see `crate::aws::view_storage`). Any
+        // other object's (an EventLog's table retained by an earlier log of its name) is another owner.
+        (Ownership::Other(_), _)
+            if plan.owner.kind == crate::plan::view::VIEW_KIND
+                && plan.owner.predecessor_uid(&have).is_some() =>
+        {
             let earlier = plan.owner.predecessor_uid(&have).unwrap_or_default();
             return take_over_predecessor(client, plan, &arn, &earlier)
                 .await

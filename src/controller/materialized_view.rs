@@ -443,6 +443,106 @@ pub(super) async fn lambda_version(
     Ok(run)
 }
 
+/// For a view being deleted with the last use of its shared views table: the other views' retained
+/// storage still in the table (owner items of other uids), which deleting the table would take with it.
+async fn retained_in_shared_table(
+    view: &MaterializedView,
+    ctx: &Context,
+    plan: &crate::plan::view::ViewPlan,
+) -> std::result::Result<Option<String>, crate::aws::AwsError> {
+    if !plan.shared {
+        return Ok(None);
+    }
+    let uid = view.metadata.uid.clone().unwrap_or_default();
+    let others = match crate::aws::view_storage::other_owners(&ctx.aws.dynamodb, &plan.table.name, &uid).await
+    {
+        Ok(others) => others,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok((!others.is_empty()).then(|| {
+        let prefixes: Vec<String> = others.iter().map(|(p, _)| format!("{p:?}")).collect();
+        format!("items under key prefix(es) {}", prefixes.join(", "))
+    }))
+}
+
+/// Removes what an earlier view of this name (uid `earlier`, deleted with `deletionPolicy: Retain`) left
+/// that may still write into the storage this view adopts: its projector function (when it still carries
+/// the earlier uid), its event source mappings, its subscriptions to the log's topics and its role.
+/// Returns what was removed; nothing of another owner is touched.
+pub(super) async fn remove_earlier_projector(
+    view: &MaterializedView,
+    log: &EventLog,
+    ctx: &Context,
+    plan: &crate::plan::view::ViewPlan,
+    earlier: &str,
+    all: &[MaterializedView],
+) -> std::result::Result<Vec<String>, crate::aws::AwsError> {
+    use crate::aws::{lambda, subscriptions};
+    let previous = plan.owner.clone().with_uid(Some(earlier));
+    let name = crate::plan::lambdas::projector_name(plan);
+    let mut removed = Vec::new();
+    // Only the earlier view's function (or none left): never this view's own.
+    let theirs = match ctx.aws.lambda.get_function().function_name(&name).send().await {
+        Ok(out) => {
+            let tags: std::collections::BTreeMap<String, String> = out
+                .tags()
+                .map(|t| t.clone().into_iter().collect())
+                .unwrap_or_default();
+            previous.owns(&tags)
+        }
+        Err(e) => {
+            let e = crate::aws::from_sdk("GetFunction", &name)(e);
+            match e.is_not_found() {
+                true => false,
+                false => return Err(e),
+            }
+        }
+    };
+    if !theirs {
+        return Ok(removed);
+    }
+    if let Some(scope) = log
+        .status
+        .as_ref()
+        .and_then(|s| s.table.as_ref())
+        .and_then(|t| t.arn.as_deref())
+        .and_then(scope_of_arn)
+    {
+        let readers: Vec<MaterializedView> = all
+            .iter()
+            .filter(|v| v.spec.event_log_ref.name == view.spec.event_log_ref.name)
+            .cloned()
+            .collect();
+        let function_arn = scope.function_arn(&name);
+        for topic in plan_log(&ctx.config.cluster_id, log, &readers).topics {
+            let n = subscriptions::delete_subscriptions(
+                &ctx.aws.sns,
+                &scope.topic_arn(&topic.name),
+                &function_arn,
+            )
+            .await?;
+            if n > 0 {
+                removed.push(format!("subscription to {}", topic.name));
+            }
+        }
+    }
+    let mappings = lambda::delete_mappings(&ctx.aws.lambda, &name).await?;
+    if mappings > 0 {
+        removed.push(format!("{mappings} mapping(s)"));
+    }
+    if lambda::delete_function_if_owned(&ctx.aws.lambda, &name, &previous).await? {
+        removed.push(format!("function {name}"));
+    }
+    let role = plan
+        .owner
+        .resource_name(&plan.projector_role_name(), NameKind::Role);
+    if iam::delete_role_if_owned(&ctx.aws.iam, &role, &previous).await? {
+        removed.push(format!("role {role}"));
+    }
+    Ok(removed)
+}
+
 /// The projector Lambda of a view on the Lambda runtime and its live path: SNS subscriptions with filter
 /// policies (`Sns` fan-out) or a stream mapping with filter criteria (`Direct`).
 struct LivePath {
@@ -897,9 +997,19 @@ async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result
                     )
                     .await;
                 }
-                let deleted = match prefix.is_empty() || overlapping.is_some() {
-                    true => 0,
+                // Only items this object projected: a view refused over an earlier view's retained
+                // items (StorageRetained) never owned them.
+                let uid = view.metadata.uid.clone().unwrap_or_default();
+                let owner = match prefix.is_empty() || overlapping.is_some() {
+                    true => None,
                     false => {
+                        crate::aws::view_storage::owner_of(&ctx.aws.dynamodb, &plan.table.name, &prefix)
+                            .await?
+                    }
+                };
+                let deleted = match owner.as_deref() == Some(uid.as_str()) {
+                    false => 0,
+                    true => {
                         crate::aws::views::delete_items_with_prefix(
                             &ctx.aws.dynamodb,
                             &plan.table.name,
@@ -908,11 +1018,33 @@ async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result
                         .await?
                     }
                 };
+                if overlapping.is_none() && !prefix.is_empty() && owner.as_deref() != Some(uid.as_str()) {
+                    status::publish(
+                        ctx,
+                        view.as_ref(),
+                        EventType::Warning,
+                        "ItemsKept",
+                        "Cleanup",
+                        format!(
+                            "the items under key prefix {prefix:?} of the shared views table {} are kept: they \
+                             are not this view's (their owner item names {}), so they are not deleted with it",
+                            plan.table.name,
+                            owner.as_deref().map_or("no owner".to_string(), |o| format!("uid {o}"))
+                        ),
+                    )
+                    .await;
+                }
                 format!(
                     "deletionPolicy Delete: {role_note}deleted the view's {deleted} items (prefix {prefix:?}) from the \
                      shared views table {}, kept for {}",
                     plan.table.name,
                     sharers.join(", ")
+                )
+            } else if let Some(kept) = retained_in_shared_table(&view, ctx, &plan).await? {
+                format!(
+                    "deletionPolicy Delete: {role_note}the shared views table {} is kept: it holds {kept}, \
+                     retained when their views were deleted (delete them, or the table, by hand)",
+                    plan.table.name
                 )
             } else if dynamodb::delete_table_if_owned(&ctx.aws.dynamodb, &plan.table.name, &plan.table_owner)
                 .await?

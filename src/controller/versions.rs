@@ -169,7 +169,8 @@ pub(super) async fn run(
             Ok(t) => t,
             Err(e) if e.retryable => return Err(e.into()),
             Err(e) if e.code == crate::aws::error::RETAINED_STORAGE => {
-                outcomes.insert(v.version, retained_outcome(e.message.clone()));
+                let out = retained(view, ctx, &target, v, e.message.clone()).await;
+                outcomes.insert(v.version, out);
                 continue;
             }
             Err(e) => {
@@ -222,9 +223,26 @@ pub(super) async fn run(
             continue;
         }
         let prefix = plan.key_prefix.clone().unwrap_or_default();
-        if let Some(retained) = claim_storage(view, ctx, &plan, v.version).await? {
-            outcomes.insert(v.version, retained);
-            continue;
+        // What the status shows this object wrote there already (a backfill begun, a live path run).
+        let written = recorded.iter().any(|r| {
+            r.version == v.version
+                && (r.live.is_some()
+                    || r.backfill
+                        .as_ref()
+                        .is_some_and(|b| b.attempt > 0 || b.started_at.is_some()))
+        });
+        match claim_storage(view, log, ctx, &plan, v.version, written, all).await {
+            Ok(None) => {}
+            Ok(Some(message)) => {
+                let out = retained(view, ctx, &target, v, message).await;
+                outcomes.insert(v.version, out);
+                continue;
+            }
+            Err(e) if e.retryable => return Err(e.into()),
+            Err(e) => {
+                outcomes.insert(v.version, failed_outcome(&e));
+                continue;
+            }
         }
         let out = match view.spec.projector.runtime {
             ProjectorRuntime::InCluster => {
@@ -407,8 +425,27 @@ pub(super) fn failed_outcome(e: &AwsError) -> InClusterOutcome {
 }
 
 /// A version whose storage holds an earlier view's retained items (see `crate::aws::view_storage`): it
-/// waits, Stalled, until the user adopts the storage or moves the view.
-fn retained_outcome(message: String) -> InClusterOutcome {
+/// waits, Stalled, until the user adopts the storage or moves the view; whatever of it ran stops (it must
+/// write nothing there), and a Warning Event says why.
+async fn retained(
+    view: &MaterializedView,
+    ctx: &Context,
+    target: &Target,
+    v: &mut ViewVersion,
+    message: String,
+) -> InClusterOutcome {
+    ctx.runtime.stop(&target.key);
+    status::publish(
+        ctx,
+        view,
+        EventType::Warning,
+        reasons::STORAGE_RETAINED,
+        "ClaimStorage",
+        format!("version {}: {message}", v.version),
+    )
+    .await;
+    v.phase = Some(ViewPhase::Pending);
+    v.message = Some(message.clone());
     InClusterOutcome {
         phase: ViewPhase::Pending,
         health: Health::Stalled {
@@ -420,16 +457,21 @@ fn retained_outcome(message: String) -> InClusterOutcome {
 }
 
 /// Claims version `version`'s storage (its key prefix in a shared table, or its dedicated table) for the
-/// view before anything reads or writes it; `Some(outcome)` when it holds another view's retained items
-/// and `spec.store.adopt` is not set. With it, those items are deleted first (a Warning Event says how
-/// many) and the version rebuilds from the log.
+/// view before anything reads or writes it (`written`: its status shows it wrote there already); the
+/// message when it holds another view's retained items and `spec.store.adopt` is not set. With it, what
+/// of the earlier view may still write there (its projector function, mappings, subscriptions and role)
+/// is removed, then its items are deleted (a Warning Event says how many) and the version rebuilds.
+#[allow(clippy::too_many_arguments)]
 async fn claim_storage(
     view: &MaterializedView,
+    log: &EventLog,
     ctx: &Context,
     plan: &crate::plan::view::ViewPlan,
     version: i64,
-) -> Result<Option<InClusterOutcome>> {
-    use crate::aws::view_storage::{Claim, Claimant, claim};
+    written: bool,
+    all: &[MaterializedView],
+) -> std::result::Result<Option<String>, AwsError> {
+    use crate::aws::view_storage::{Claim, Claimant, claim, clear};
     let me = Claimant {
         uid: view.metadata.uid.clone().unwrap_or_default(),
         namespace: plan.owner.namespace.clone(),
@@ -437,9 +479,22 @@ async fn claim_storage(
     };
     let prefix = plan.key_prefix.clone().unwrap_or_default();
     let adopt = view.spec.store.adopt;
-    match claim(&ctx.aws.dynamodb, &plan.table.name, &prefix, &me, adopt).await {
-        Ok(Claim::Ours { cleared: None }) => Ok(None),
-        Ok(Claim::Ours { cleared: Some(n) }) => {
+    let table = &plan.table.name;
+    match claim(&ctx.aws.dynamodb, table, &prefix, &me, adopt, written).await {
+        Ok(Claim::Ours) => Ok(None),
+        Ok(Claim::Clearing { from }) => {
+            let removed = match &from {
+                Some(earlier) => {
+                    super::materialized_view::remove_earlier_projector(view, log, ctx, plan, earlier, all)
+                        .await?
+                }
+                None => Vec::new(),
+            };
+            let n = clear(&ctx.aws.dynamodb, table, &prefix, &me).await?;
+            let removed = match removed.is_empty() {
+                true => String::new(),
+                false => format!(" (and removed the earlier view's {})", removed.join(", ")),
+            };
             status::publish(
                 ctx,
                 view,
@@ -447,9 +502,8 @@ async fn claim_storage(
                 reasons::STORAGE_ADOPTED,
                 "AdoptStorage",
                 format!(
-                    "spec.store.adopt: deleted {n} items an earlier view of this name left under key prefix {prefix:?} \
-                     of views table {}; version {version} is rebuilt from the log",
-                    plan.table.name
+                    "spec.store.adopt: deleted {n} items an earlier view of this name left under key prefix \
+                     {prefix:?} of views table {table}{removed}; version {version} is rebuilt from the log"
                 ),
             )
             .await;
@@ -461,25 +515,32 @@ async fn claim_storage(
             claimed_at,
         }) => {
             let location = match plan.shared {
-                true => format!("key prefix {prefix:?} of shared views table {}", plan.table.name),
-                false => format!("views table {}", plan.table.name),
+                true => format!("key prefix {prefix:?} of shared views table {table}"),
+                false => format!("views table {table}"),
             };
-            let since = claimed_at.map(|t| format!(", since {t}")).unwrap_or_default();
+            let earlier = match uid {
+                Some(uid) => {
+                    let since = claimed_at.map(|t| format!(", since {t}")).unwrap_or_default();
+                    format!(
+                        "an earlier MaterializedView {name} (uid {uid}{since}), retained when it was deleted"
+                    )
+                }
+                None => "the items of a view that recorded no owner (one deleted with deletionPolicy Retain \
+                         before kappa-operator recorded owners, or an owner item without a uid)"
+                    .to_string(),
+            };
             let move_it = match plan.shared {
                 true => "or set spec.store.keyPrefix to a prefix of its own",
                 false => "or delete that table",
             };
-            let message = format!(
-                "spec.store: {location} holds the items of an earlier MaterializedView {name} (uid {uid}{since}), \
-                 retained when it was deleted; this view (uid {}) would serve items it did not project, so it \
-                 writes nothing there: set spec.store.adopt: true to delete those items and rebuild the view \
-                 there from the log, {move_it}",
+            Ok(Some(format!(
+                "spec.store: {location} holds the items of {earlier}; this view (uid {}) would serve items it \
+                 did not project, so it writes nothing there: set spec.store.adopt: true to delete those items \
+                 and rebuild the view there from the log, {move_it}",
                 me.uid
-            );
-            Ok(Some(retained_outcome(message)))
+            )))
         }
-        Err(e) if e.retryable => Err(e.into()),
-        Err(e) => Ok(Some(failed_outcome(&e))),
+        Err(e) => Err(e),
     }
 }
 
@@ -681,9 +742,18 @@ pub(super) async fn remove_version(
             tracing::warn!(view = %view.name_any(), version = v.version, prefix, other, "keeping the version's items: another view's key prefix overlaps");
         }
         (true, Some(prefix)) if !prefix.is_empty() => {
-            let n = crate::aws::views::delete_items_with_prefix(&ctx.aws.dynamodb, &plan.table.name, prefix)
-                .await?;
-            info!(view = %view.name_any(), version = v.version, items = n, prefix, "removed the version's items");
+            // Only items this object projected: a version refused over retained storage owns none.
+            let uid = view.metadata.uid.clone().unwrap_or_default();
+            let owner =
+                crate::aws::view_storage::owner_of(&ctx.aws.dynamodb, &plan.table.name, prefix).await?;
+            if owner.as_deref() == Some(uid.as_str()) {
+                let n =
+                    crate::aws::views::delete_items_with_prefix(&ctx.aws.dynamodb, &plan.table.name, prefix)
+                        .await?;
+                info!(view = %view.name_any(), version = v.version, items = n, prefix, "removed the version's items");
+            } else {
+                tracing::warn!(view = %view.name_any(), version = v.version, prefix, ?owner, "keeping items under the version's prefix: not this view's");
+            }
         }
         (true, _) => {}
         (false, _) => {
