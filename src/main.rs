@@ -201,9 +201,15 @@ async fn main() -> ExitCode {
             prices,
             assumptions,
         } => {
+            if !log_item_kb.is_finite() || log_item_kb < 0.0 {
+                eprintln!(
+                    "kappa-operator plan: --log-item-kb {log_item_kb} is not a size: give KB as a finite number, 0 or more"
+                );
+                return ExitCode::from(2);
+            }
             let log = kappa_operator::cost::backfill::LogSize {
                 items: log_items,
-                bytes: (log_items as f64 * log_item_kb.max(0.0) * 1024.0) as u64,
+                bytes: (log_items as f64 * log_item_kb * 1024.0).min(u64::MAX as f64) as u64,
             };
             match kappa_operator::cost::plan::plan_report(
                 &files,

@@ -100,3 +100,21 @@ fn plan_without_manifests_fails_with_the_fix() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("no EventLog") && err.contains("-f"), "{err}");
 }
+
+#[test]
+fn plan_refuses_a_log_item_size_that_is_not_a_number() {
+    for kb in ["NaN", "inf"] {
+        let out = kappa(&[
+            "plan",
+            "-f",
+            "examples/",
+            "--log-items",
+            "10",
+            "--log-item-kb",
+            kb,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{kb}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("--log-item-kb"), "{err}");
+    }
+}
