@@ -3,14 +3,33 @@
 //! Layers, outermost first: [`crd`] (what users write) → [`controller`] (orchestrates one pipeline per
 //! kind) → `plan` (pure: desired topology) → `aws` (one adapter per service). [`settings`] holds the
 //! operator's own configuration, validated at startup; [`metrics`] and [`telemetry`] observe it all.
+//!
+//! Every folder:
+//! - [`crd`]: the two kinds and their shared conditions.
+//! - [`controller`]: one reconcile pipeline per kind, status and Events, leader election.
+//! - [`plan`]: pure planning: spec in, desired AWS topology out (functions' environments included, written
+//!   by the functions' own configuration types).
+//! - [`aws`]: the only place that calls the AWS SDK (besides the stream reader in [`runtime`]): one
+//!   adapter per service, the views-table writer, the export and scan reads, and the side effects of the
+//!   built-in functions.
+//! - [`functions`]: the five built-in Lambda functions (writer, router, projector, connections, notifier):
+//!   their configuration, event types and logic, with every side effect behind a trait; `entry` wires
+//!   them to the Lambda runtime and the [`aws`] adapters.
+//! - [`projection`]: the projection engine (spec → view writes), shared by every path that writes a view.
+//! - [`backfill`]: filling a new view from an export (or a scan) of the log.
+//! - [`runtime`]: the in-cluster runtime: stream reader, live path, checkpoints.
+//! - [`push`]: the push protocol, the operator's WebSocket endpoint and the `watch` client.
+//! - [`cost`]: the cost model behind `kappa-operator cost`.
+//! - [`http`], [`metrics`], [`telemetry`], [`settings`]: the operator's own endpoints, metrics, logs and
+//!   configuration.
 
 pub mod aws;
 pub mod backfill;
 pub mod controller;
 pub mod cost;
 pub mod crd;
+pub mod functions;
 pub mod http;
-pub mod lambda;
 pub mod metrics;
 pub mod plan;
 pub mod projection;

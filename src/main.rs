@@ -124,9 +124,9 @@ async fn main() -> ExitCode {
     #[cfg(feature = "failpoints")]
     let _crash_points = fail::FailScenario::setup();
     // Started by Lambda as `bootstrap` (no arguments): serve the built-in function the handler names.
-    if kappa_operator::lambda::entry::started_by_lambda() {
+    if kappa_operator::functions::entry::started_by_lambda() {
         kappa_operator::telemetry::init_lambda();
-        return match kappa_operator::lambda::entry::run().await {
+        return match kappa_operator::functions::entry::run().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("kappa-operator function: {e}");

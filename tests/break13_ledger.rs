@@ -1,5 +1,5 @@
 //! Breaker #13: the per-view record-error ledger (`<prefix>~applied#errors#<view>`, sk `~`) written by
-//! the projector function (`lambda::projector::handle` + `lambda::sdk::DynamoViewStore`) and by Job
+//! the projector function (`functions::projector::handle` + `aws::functions::DynamoViewStore`) and by Job
 //! pods (`ViewTableWriter::note_record_errors`), on the local AWS API.
 
 mod common;
@@ -7,11 +7,11 @@ mod common;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use kappa_operator::aws::functions::DynamoViewStore;
 use kappa_operator::aws::views::ViewTableWriter;
 use kappa_operator::crd::{EventLogSpec, MaterializedViewSpec};
-use kappa_operator::lambda::event::{ProjectorEvent, SnsEvent, StreamEvent};
-use kappa_operator::lambda::projector::{self, ProjectorConfig, StoreError, ViewStore};
-use kappa_operator::lambda::sdk::DynamoViewStore;
+use kappa_operator::functions::event::{ProjectorEvent, SnsEvent, StreamEvent};
+use kappa_operator::functions::projector::{self, ProjectorConfig, StoreError, ViewStore};
 use kappa_operator::projection::{Applied, ProjectionConfig, ViewWrite};
 
 const LOG: &str = "table: {partitionKey: pk, sortKey: sk, recordTypeAttribute: type}\nrecordTypes: [order]";

@@ -5,11 +5,11 @@
 
 mod common;
 
+use kappa_operator::aws::functions::DynamoViewStore;
 use kappa_operator::aws::views::ViewTableWriter;
 use kappa_operator::crd::{EventLogSpec, MaterializedViewSpec};
-use kappa_operator::lambda::event::{ProjectorEvent, StreamEvent};
-use kappa_operator::lambda::projector::{self, ProjectorConfig};
-use kappa_operator::lambda::sdk::DynamoViewStore;
+use kappa_operator::functions::event::{ProjectorEvent, StreamEvent};
+use kappa_operator::functions::projector::{self, ProjectorConfig};
 
 const LOG: &str = "table: {partitionKey: pk, sortKey: sk, recordTypeAttribute: type}\nrecordTypes: [order]";
 

@@ -4,12 +4,15 @@
 //! counted by service and operation on `/metrics`.
 
 mod calls;
+pub mod connections;
 pub mod dynamodb;
 pub mod error;
 pub mod export;
+pub mod functions;
 pub mod iam;
 pub mod lambda;
 pub mod retry;
+pub mod scan;
 pub mod sns;
 pub mod sqs;
 pub mod subscriptions;

@@ -14,12 +14,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use aws_sdk_dynamodb::types::Select;
 use futures::StreamExt;
 use tracing::info;
 
 use super::worker::{BackfillError, FileCheckpoints, Progress, RecordError};
-use crate::aws::error::from_sdk;
+use crate::aws::scan;
 use crate::aws::views::ViewTableWriter;
 use crate::crd::RecordErrorPolicy;
 use crate::projection::{ProjectionConfig, item_from_dynamodb};
@@ -94,21 +93,12 @@ impl<C: FileCheckpoints> ScanWorker<C> {
         let mut items = 0u64;
         loop {
             // A transient error is retried in place: the segment goes on from this page.
-            let page = crate::aws::retry::transient(Some(self.writer.transient_log()), || async {
-                self.dynamodb
-                    .scan()
-                    .table_name(&self.log_table)
-                    .segment(segment)
-                    .total_segments(total)
-                    .select(Select::AllAttributes)
-                    .set_exclusive_start_key(start.clone())
-                    .send()
-                    .await
-                    .map_err(from_sdk("Scan", &self.log_table))
+            let page = crate::aws::retry::transient(Some(self.writer.transient_log()), || {
+                scan::segment_page(&self.dynamodb, &self.log_table, segment, total, start.clone())
             })
             .await?;
-            let mut writes = Vec::with_capacity(page.items().len());
-            for (line, raw) in page.items.unwrap_or_default().into_iter().enumerate() {
+            let mut writes = Vec::with_capacity(page.items.len());
+            for (line, raw) in page.items.into_iter().enumerate() {
                 let item = item_from_dynamodb(raw).map_err(|e| BackfillError::Scan {
                     segment,
                     message: format!("item {}: {e}", items + line as u64 + 1),
@@ -131,7 +121,7 @@ impl<C: FileCheckpoints> ScanWorker<C> {
             }
             let stats = self.writer.apply(writes).await?;
             super::worker::take_rejected(&self.projection, &self.progress, stats).map_err(|e| *e)?;
-            start = page.last_evaluated_key;
+            start = page.next;
             if start.is_none() {
                 break;
             }

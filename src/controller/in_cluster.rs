@@ -944,7 +944,7 @@ pub(super) async fn lambda_view(
         && let Ok(projection) =
             ProjectionConfig::from_spec(&view.name_any(), &view.spec, &log.spec, key_prefix)
     {
-        let fingerprint = crate::lambda::projector::ProjectorConfig::for_view(
+        let fingerprint = crate::functions::projector::ProjectorConfig::for_view(
             &view.name_any(),
             &view.spec,
             &log.spec,

@@ -4,7 +4,7 @@
 //!
 //! Every built-in function runs the same code (the operator's binary as `bootstrap`, from the operator's
 //! settings); its handler names the part to run (`writer`, `router`, `projector`) and its environment
-//! configures it (see `crate::lambda`).
+//! configures it (see `crate::functions`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,7 +17,9 @@ use super::names::NameKind;
 use super::routing::{sns_filter_policy, stream_filter_pattern, topic_groups, view_subscriptions};
 use super::view::ViewPlan;
 use crate::crd::{EventLogSpec, MaterializedView, ProjectorRuntime, QueueType};
-use crate::lambda::projector::ProjectorConfig;
+use crate::functions::projector::ProjectorConfig;
+use crate::functions::router::{DEFAULT_MAX_MESSAGE_BYTES, RouterConfig};
+use crate::functions::writer::WriterConfig;
 
 /// The handler of the built-in writer.
 pub const WRITER: &str = "writer";
@@ -68,19 +70,14 @@ pub fn writer_function(
         code,
         plan.owner.tags(),
     );
-    let types: Vec<&str> = spec.record_types.iter().map(|r| r.as_str()).collect();
-    f.environment = BTreeMap::from([
-        ("LOG_TABLE".to_string(), plan.table.name.clone()),
-        ("PARTITION_KEY".to_string(), spec.table.partition_key.clone()),
-        (
-            "RECORD_TYPE_ATTRIBUTE".to_string(),
-            spec.table.record_type_attribute.clone(),
-        ),
-        ("RECORD_TYPES".to_string(), types.join(",")),
-    ]);
-    if let Some(sk) = &spec.table.sort_key {
-        f.environment.insert("SORT_KEY".into(), sk.clone());
+    f.environment = WriterConfig {
+        log_table: plan.table.name.clone(),
+        partition_key: spec.table.partition_key.clone(),
+        sort_key: spec.table.sort_key.clone(),
+        record_type_attribute: spec.table.record_type_attribute.clone(),
+        record_types: spec.record_types.iter().map(|r| r.as_str()).collect(),
     }
+    .to_env();
     f
 }
 
@@ -135,16 +132,12 @@ pub fn router_function(
             }
         }
     }
-    f.environment = BTreeMap::from([
-        (
-            "RECORD_TYPE_ATTRIBUTE".to_string(),
-            spec.table.record_type_attribute.clone(),
-        ),
-        (
-            "TOPICS".to_string(),
-            serde_json::to_string(&topics).unwrap_or_else(|_| "{}".into()),
-        ),
-    ]);
+    f.environment = RouterConfig {
+        record_type_attribute: spec.table.record_type_attribute.clone(),
+        topics,
+        max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+    }
+    .to_env();
     f
 }
 
@@ -208,8 +201,7 @@ pub fn projector_function(
             let prefix = plan.key_prefix.clone().unwrap_or_default();
             let config =
                 ProjectorConfig::for_view(name, spec, log, &table, &prefix).map_err(|e| e.to_string())?;
-            let value = config.to_env_value().map_err(|e| e.to_string())?;
-            f.environment.insert("PROJECTION".into(), value);
+            f.environment = config.to_env().map_err(|e| e.to_string())?;
         }
     }
     // The operator's own variables (the built-in projector's configuration: which table, which prefix)

@@ -30,6 +30,8 @@ use super::log::{RolePlan, TablePlan};
 use super::names::{NameKind, Owner};
 use super::view::ViewPlan;
 use crate::crd::BillingMode;
+use crate::functions::connections::ConnectionsConfig;
+use crate::functions::notifier::NotifierConfig;
 use crate::push::message::ViewRoutes;
 
 /// The handler (`_HANDLER`) of the built-in connections function.
@@ -48,12 +50,6 @@ pub const INTEGRATION_TYPE: &str = "AWS_PROXY";
 pub const INTEGRATION_METHOD: &str = "POST";
 /// The connections table's TTL attribute: epoch seconds after which a connection's items expire.
 pub const TTL_ATTRIBUTE: &str = "expiresAt";
-/// The environment variable naming the connections table.
-pub const CONNECTIONS_TABLE_ENV: &str = "KAPPA_CONNECTIONS_TABLE";
-/// The environment variable holding the JSON of the table's [`ViewRoutes`].
-pub const VIEW_ROUTES_ENV: &str = "KAPPA_VIEW_ROUTES";
-/// The environment variable holding the notifier's `@connections` endpoint (`https://.../live`).
-pub const MANAGEMENT_ENDPOINT_ENV: &str = "KAPPA_WS_MANAGEMENT_ENDPOINT";
 
 /// The routes of the API: the lifecycle routes and the protocol's actions, all to the connections function.
 pub const ROUTE_KEYS: [&str; 4] = ["$connect", "$disconnect", "subscribe", "unsubscribe"];
@@ -276,8 +272,12 @@ impl PushPlan {
         }
     }
 
-    fn view_routes_json(&self) -> String {
-        serde_json::to_string(&self.view_routes).unwrap_or_else(|_| r#"{"views":[]}"#.into())
+    /// The configuration the connections function reads from its environment.
+    fn connections_config(&self) -> ConnectionsConfig {
+        ConnectionsConfig {
+            table: self.connections_table.name.clone(),
+            routes: self.view_routes.clone(),
+        }
     }
 
     fn function(&self, name: &str, handler: &str, role_arn: &str, code: &BuiltInCode) -> FunctionPlan {
@@ -289,13 +289,7 @@ impl PushPlan {
             architecture: code.architecture,
             memory_mb: 256,
             timeout_seconds: 30,
-            environment: BTreeMap::from([
-                (
-                    CONNECTIONS_TABLE_ENV.to_string(),
-                    self.connections_table.name.clone(),
-                ),
-                (VIEW_ROUTES_ENV.to_string(), self.view_routes_json()),
-            ]),
+            environment: self.connections_config().to_env(),
             code: code.code.clone(),
             tags: self.owner.tags(),
         }
@@ -319,10 +313,13 @@ impl PushPlan {
         code: &BuiltInCode,
     ) -> FunctionPlan {
         let mut f = self.function(&self.notifier_function, NOTIFIER, role_arn, code);
-        f.environment.insert(
-            MANAGEMENT_ENDPOINT_ENV.to_string(),
-            self.management_endpoint(api_id, api_endpoint),
-        );
+        let ConnectionsConfig { table, routes } = self.connections_config();
+        f.environment = NotifierConfig {
+            table,
+            routes,
+            management_endpoint: self.management_endpoint(api_id, api_endpoint),
+        }
+        .to_env();
         f
     }
 

@@ -1,6 +1,13 @@
-//! The logic of the three built-in Lambda functions, with every side effect behind a narrow trait so that
-//! it runs in-process in tests. The `kappa-operator lambda <writer|router|projector>` entry point wires
-//! these handlers to the Lambda runtime and real SDK clients; nothing here talks to the network.
+//! The five built-in Lambda functions, with every side effect behind a narrow trait so that they run
+//! in-process in tests: the log's writer and router, each view's projector, and the push functions
+//! [`connections`] and [`notifier`] (see their modules). [`entry`] wires these handlers to the Lambda
+//! runtime and to the SDK adapters in [`crate::aws::functions`] and [`crate::aws::connections`]; nothing
+//! else here talks to the network.
+//!
+//! Each function's configuration is one struct ([`writer::WriterConfig`], [`router::RouterConfig`],
+//! [`projector::ProjectorConfig`], [`connections::ConnectionsConfig`], [`notifier::NotifierConfig`]) and
+//! its module defines the names of its variables: the operator's plan writes the environment with
+//! `to_env()`, the function reads it back with `from_lookup()` (`from_env()` for the process environment).
 //!
 //! ```text
 //! producers ──SQS──▶ writer ──BatchWriteItem──▶ log table ──stream──▶ router ──PublishBatch──▶ topic per group
@@ -23,7 +30,7 @@
 //!   stream event of its own event source mapping (`Direct` fan-out), projects each `INSERT`'s `NewImage`
 //!   with the projection engine and applies the write ([`projector::ViewStore`]).
 //!
-//! Guarantees, common to the three:
+//! Guarantees, common to the writer, router and projector:
 //! - At-least-once: a record is only acknowledged once its side effect succeeded. Every side effect is
 //!   idempotent (a put of the record's own key; a publish whose consumers are idempotent; the engine's
 //!   idempotent view writes), so redelivery never changes the outcome.
@@ -37,13 +44,16 @@
 //! - Configuration comes from environment variables, read once at cold start and validated with
 //!   messages that name the variable, the value and the fix ([`ConfigError`]).
 
+pub mod connections;
 pub mod entry;
 pub mod event;
+pub mod notifier;
 pub mod projector;
 pub mod router;
-pub mod sdk;
 pub mod writer;
 
+#[cfg(test)]
+mod env_tests;
 #[cfg(test)]
 mod tests;
 

@@ -34,8 +34,8 @@ use super::{ConfigError, RetryPolicy, optional, required};
 use crate::plan::routing::RECORD_TYPE_MESSAGE_ATTRIBUTE;
 use crate::projection::Value;
 
-/// The attribute holding a record's type (`spec.table.recordTypeAttribute`).
-pub const ENV_RECORD_TYPE_ATTRIBUTE: &str = "RECORD_TYPE_ATTRIBUTE";
+/// The attribute holding a record's type: the writer's variable.
+pub use super::writer::ENV_RECORD_TYPE_ATTRIBUTE;
 /// JSON object: record type → topic ARN of its group, e.g. `{"player":"arn:aws:sns:...:t-player"}`.
 pub const ENV_TOPICS: &str = "TOPICS";
 /// The topics' maximum message size in bytes (body plus attributes); default [`DEFAULT_MAX_MESSAGE_BYTES`].
@@ -116,6 +116,28 @@ impl RouterConfig {
             topics,
             max_message_bytes,
         })
+    }
+
+    /// The function's environment: every variable [`RouterConfig::from_lookup`] reads,
+    /// [`ENV_MAX_MESSAGE_BYTES`] only when it is not the default.
+    pub fn to_env(&self) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::from([
+            (
+                ENV_RECORD_TYPE_ATTRIBUTE.to_string(),
+                self.record_type_attribute.clone(),
+            ),
+            (
+                ENV_TOPICS.to_string(),
+                serde_json::to_string(&self.topics).unwrap_or_else(|_| "{}".into()),
+            ),
+        ]);
+        if self.max_message_bytes != DEFAULT_MAX_MESSAGE_BYTES {
+            env.insert(
+                ENV_MAX_MESSAGE_BYTES.to_string(),
+                self.max_message_bytes.to_string(),
+            );
+        }
+        env
     }
 }
 

@@ -26,6 +26,7 @@
 //!
 //! Environment: [`ENV_PROJECTION`], the JSON of a [`ProjectorConfig`].
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Mutex;
 
@@ -113,6 +114,14 @@ impl ProjectorConfig {
     /// The value of [`ENV_PROJECTION`].
     pub fn to_env_value(&self) -> Result<String, serde_json::Error> {
         serde_json::to_string(self)
+    }
+
+    /// The function's environment: [`ENV_PROJECTION`], what [`ProjectorConfig::from_lookup`] reads.
+    pub fn to_env(&self) -> Result<BTreeMap<String, String>, serde_json::Error> {
+        Ok(BTreeMap::from([(
+            ENV_PROJECTION.to_string(),
+            self.to_env_value()?,
+        )]))
     }
 
     /// A digest of the configuration (16 hex digits): the operator compares it with the one a failing

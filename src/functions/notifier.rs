@@ -30,23 +30,18 @@
 //! Environment: [`ENV_CONNECTIONS_TABLE`](super::connections::ENV_CONNECTIONS_TABLE),
 //! [`ENV_VIEW_ROUTES`](super::connections::ENV_VIEW_ROUTES), [`ENV_WS_MANAGEMENT_ENDPOINT`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 
-use aws_sdk_apigatewaymanagement::error::ProvideErrorMetadata;
-use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectionError;
-use aws_sdk_apigatewaymanagement::primitives::Blob;
-use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use aws_smithy_runtime_api::client::result::SdkError;
 use futures::StreamExt;
 use tracing::{error, warn};
 
 use super::connections::{
-    ConnectionStore, Subscriber, connections_table_from_lookup, view_routes_from_lookup,
+    ConnectionStore, ConnectionsConfig, Subscriber, connections_table_from_lookup, view_routes_from_lookup,
 };
-use super::message::{Change, ChangeEvent, ServerMessage, ViewRoutes, change_of, wants};
-use crate::lambda::event::{BatchResponse, StreamEvent, StreamEventName, StreamRecord};
-use crate::lambda::{ConfigError, RetryPolicy, process_env, sdk::classify};
+use super::event::{BatchResponse, StreamEvent, StreamEventName, StreamRecord};
+use super::{ConfigError, RetryPolicy, process_env};
+use crate::push::message::{Change, ChangeEvent, ServerMessage, ViewRoutes, change_of, wants};
 
 /// The API Gateway Management API endpoint of the WebSocket API's stage:
 /// `https://{apiId}.execute-api.{region}.amazonaws.com/{stage}`.
@@ -75,7 +70,7 @@ impl NotifierConfig {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let table = connections_table_from_lookup(&lookup)?;
         let routes = view_routes_from_lookup(&lookup)?;
-        let raw = crate::lambda::required(
+        let raw = crate::functions::required(
             &lookup,
             ENV_WS_MANAGEMENT_ENDPOINT,
             "set it to the WebSocket API stage's management endpoint, \
@@ -98,6 +93,20 @@ impl NotifierConfig {
             management_endpoint: endpoint.to_string(),
         })
     }
+
+    /// The function's environment: every variable [`NotifierConfig::from_lookup`] reads.
+    pub fn to_env(&self) -> BTreeMap<String, String> {
+        let mut env = ConnectionsConfig {
+            table: self.table.clone(),
+            routes: self.routes.clone(),
+        }
+        .to_env();
+        env.insert(
+            ENV_WS_MANAGEMENT_ENDPOINT.to_string(),
+            self.management_endpoint.clone(),
+        );
+        env
+    }
 }
 
 /// A post to a connection that failed.
@@ -114,75 +123,6 @@ pub enum PostError {
 /// Sends a text frame to one WebSocket connection.
 pub trait ConnectionPoster {
     fn post(&self, connection_id: &str, text: &str) -> impl Future<Output = Result<(), PostError>> + Send;
-}
-
-/// [`ConnectionPoster`] over API Gateway's `PostToConnection`.
-#[derive(Debug, Clone)]
-pub struct ApiGatewayPoster {
-    client: aws_sdk_apigatewaymanagement::Client,
-    endpoint: String,
-}
-
-impl ApiGatewayPoster {
-    /// A client from the shared AWS configuration, its endpoint set to `endpoint` (the stage's
-    /// management endpoint, [`ENV_WS_MANAGEMENT_ENDPOINT`]).
-    pub fn new(shared: &aws_config::SdkConfig, endpoint: &str) -> Self {
-        let config = aws_sdk_apigatewaymanagement::config::Builder::from(shared)
-            .endpoint_url(endpoint)
-            .build();
-        ApiGatewayPoster {
-            client: aws_sdk_apigatewaymanagement::Client::from_conf(config),
-            endpoint: endpoint.to_string(),
-        }
-    }
-
-    fn post_error(&self, err: &SdkError<PostToConnectionError, HttpResponse>) -> PostError {
-        let SdkError::ServiceError(service) = err else {
-            return PostError::Failed {
-                retryable: true,
-                message: format!("PostToConnection on {}: {err:?}", self.endpoint),
-            };
-        };
-        let (e, status) = (service.err(), service.raw().status().as_u16());
-        if e.is_gone_exception() || status == 410 {
-            return PostError::Gone;
-        }
-        let hint = if e.is_forbidden_exception() {
-            format!(
-                "; check that {ENV_WS_MANAGEMENT_ENDPOINT} is the stage's management endpoint \
-                 (https://{{apiId}}.execute-api.{{region}}.amazonaws.com/{{stage}}) and that the function's \
-                 role allows execute-api:ManageConnections on \
-                 arn:aws:execute-api:{{region}}:{{account}}:{{apiId}}/{{stage}}/POST/@connections/*"
-            )
-        } else if e.is_payload_too_large_exception() {
-            "; API Gateway takes at most 128 KB per WebSocket message: keep the view's items smaller"
-                .to_string()
-        } else {
-            String::new()
-        };
-        PostError::Failed {
-            retryable: e.is_limit_exceeded_exception() || classify(e.code(), Some(status)),
-            message: format!(
-                "PostToConnection on {}: {}: {} (HTTP {status}){hint}",
-                self.endpoint,
-                e.code().unwrap_or("Unknown"),
-                e.message().unwrap_or_default()
-            ),
-        }
-    }
-}
-
-impl ConnectionPoster for ApiGatewayPoster {
-    async fn post(&self, connection_id: &str, text: &str) -> Result<(), PostError> {
-        self.client
-            .post_to_connection()
-            .connection_id(connection_id)
-            .data(Blob::new(text.as_bytes()))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| self.post_error(&e))
-    }
 }
 
 /// What one invocation did.
@@ -385,7 +325,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::push::connections::{
+    use crate::functions::connections::{
         ConnectionStoreError, ENV_CONNECTIONS_TABLE, ENV_VIEW_ROUTES, MemoryConnections,
     };
 

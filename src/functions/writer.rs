@@ -58,7 +58,47 @@ pub struct WriterConfig {
     pub partition_key: String,
     pub sort_key: Option<String>,
     pub record_type_attribute: String,
-    pub record_types: BTreeSet<String>,
+    pub record_types: RecordTypes,
+}
+
+/// A log's record types, in `spec.recordTypes` order and without repeats: [`WriterConfig::to_env`] writes
+/// them in that order (so the function's environment is the one the operator always wrote), while
+/// [`RecordTypes::iter`] gives them in name order (as errors list them).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecordTypes(Vec<String>);
+
+impl RecordTypes {
+    /// Whether `record_type` is one of them.
+    pub fn contains(&self, record_type: &str) -> bool {
+        self.0.iter().any(|t| t == record_type)
+    }
+
+    /// In name order.
+    pub fn iter(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().collect::<BTreeSet<_>>().into_iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The value of [`ENV_RECORD_TYPES`]: comma-separated, in their order.
+    fn to_env_value(&self) -> String {
+        self.0.join(",")
+    }
+}
+
+impl<S: Into<String>> FromIterator<S> for RecordTypes {
+    /// Keeps the first of repeated names.
+    fn from_iter<I: IntoIterator<Item = S>>(names: I) -> Self {
+        let mut list: Vec<String> = Vec::new();
+        for name in names.into_iter().map(Into::into) {
+            if !list.contains(&name) {
+                list.push(name);
+            }
+        }
+        RecordTypes(list)
+    }
 }
 
 impl WriterConfig {
@@ -86,11 +126,10 @@ impl WriterConfig {
             ENV_RECORD_TYPES,
             "set it to the log's spec.recordTypes, comma-separated (e.g. player,game)",
         )?;
-        let record_types: BTreeSet<String> = raw_types
+        let record_types: RecordTypes = raw_types
             .split(',')
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .map(str::to_string)
             .collect();
         if record_types.is_empty() {
             return Err(ConfigError::Invalid {
@@ -106,6 +145,24 @@ impl WriterConfig {
             record_type_attribute,
             record_types,
         })
+    }
+
+    /// The function's environment: every variable [`WriterConfig::from_lookup`] reads, [`ENV_SORT_KEY`]
+    /// only when the log has a sort key.
+    pub fn to_env(&self) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::from([
+            (ENV_LOG_TABLE.to_string(), self.log_table.clone()),
+            (ENV_PARTITION_KEY.to_string(), self.partition_key.clone()),
+            (
+                ENV_RECORD_TYPE_ATTRIBUTE.to_string(),
+                self.record_type_attribute.clone(),
+            ),
+            (ENV_RECORD_TYPES.to_string(), self.record_types.to_env_value()),
+        ]);
+        if let Some(sk) = &self.sort_key {
+            env.insert(ENV_SORT_KEY.to_string(), sk.clone());
+        }
+        env
     }
 
     /// Parses and validates one message body; see the module documentation for the rules.

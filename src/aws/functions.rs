@@ -16,14 +16,14 @@ use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 
-use super::projector::{StoreError, ViewStore};
-use super::router::{PublishEntry, PublishError, Publisher};
-use super::writer::{LogWriter, WriteError};
 use crate::aws::views::ViewTableWriter;
+use crate::functions::projector::{StoreError, ViewStore};
+use crate::functions::router::{PublishEntry, PublishError, Publisher};
+use crate::functions::writer::{LogWriter, WriteError};
 use crate::projection::{Applied, Item, ViewWrite, dynamo, item_from_dynamodb};
 
 /// Whether a failed call is worth retrying: the operator's one classifier ([`crate::aws::error::classify`]).
-pub use crate::aws::error::classify;
+pub use super::error::classify;
 
 /// `(retryable, reason)` of an SDK error; the reason names the operation and the resource.
 fn describe<E>(operation: &str, resource: &str, err: &SdkError<E, HttpResponse>) -> (bool, String)

@@ -12,14 +12,15 @@ use std::sync::Arc;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 
+use super::connections::{self, ConnectionsConfig, WebSocketEvent};
 use super::event::{ProjectorEvent, SqsEvent, StreamEvent};
+use super::notifier::{self, NotifierConfig};
 use super::projector::{self, ProjectorConfig};
 use super::router::{self, RouterConfig};
-use super::sdk::{DynamoLogWriter, DynamoViewStore, SnsPublisher};
 use super::writer::{self, WriterConfig};
 use super::{ConfigError, RetryPolicy};
-use crate::push::connections::{self, ConnectionsConfig, DynamoConnections, WebSocketEvent};
-use crate::push::notifier::{self, ApiGatewayPoster, NotifierConfig};
+use crate::aws::connections::{ApiGatewayPoster, DynamoConnections};
+use crate::aws::functions::{DynamoLogWriter, DynamoViewStore, SnsPublisher};
 
 /// Whether this process was started by Lambda.
 pub fn started_by_lambda() -> bool {
