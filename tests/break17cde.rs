@@ -508,3 +508,40 @@ spec:
     }
     common::delete_namespace(&client, &ns).await;
 }
+
+/// Expected: `plan` of a log declared `billing: {mode: Provisioned, readCapacityUnits: 40000,
+/// writeCapacityUnits: 40000}` (about $22,000 a month of capacity whatever the traffic) says the table is
+/// provisioned and at what capacity, as `kappa-operator cost` does in its notes ("the log table is
+/// Provisioned: its writes are billed per capacity-unit hour whatever the traffic").
+/// Observed: the plan's resource line ("the log, Streams NewAndOldImages, PITR") and "Cost: $10.75 per
+/// million writes" are identical to an on-demand log's; neither "Provisioned" nor the capacity appears.
+/// Suspected: `resources` in src/cost/plan.rs describes streams/PITR/adoption only, and `render` prints
+/// `est.summary()` without the estimate's notes.
+#[test]
+fn expected_plan_shows_provisioned_capacity_fails_today() {
+    let on_demand = r#"
+apiVersion: kappa.dev/v1alpha1
+kind: EventLog
+metadata: {name: orders, namespace: shop}
+spec:
+  recordTypes: [order]
+  table: {sortKey: sk}
+"#;
+    let provisioned = on_demand.replace(
+        "table: {sortKey: sk}",
+        "table: {sortKey: sk, billing: {mode: Provisioned, readCapacityUnits: 40000, writeCapacityUnits: 40000}}",
+    );
+    let run = |name: &str, yaml: &str| {
+        let file = manifest(name, yaml);
+        let out = kappa(&["plan", "-f", file.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let od = run("ondemand", on_demand);
+    let pv = run("provisioned", &provisioned);
+    assert!(
+        pv.contains("Provisioned") && pv.contains("40000"),
+        "the plan hides the provisioned capacity (same as on-demand: {}):\n{pv}",
+        od == pv
+    );
+}
