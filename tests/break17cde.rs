@@ -1,6 +1,8 @@
 //! break17cde: a new user's adversarial cases against issue #17 c (table settings), d (streamViewType
 //! immutable), e (CRD skew) and 5 (`kappa-operator plan`). Each case says Expected vs Observed; the
-//! ones named `expected_..._fails_today` document a fault at the time of writing.
+//! Observed of a case is the fault found when it was written (all fixed since: the backfill's checks apply
+//! only while a backfill is pending, `crd_skew` recomputes the installed schema's fingerprint, and the plan
+//! shows billing, notes and refusals, and draws PITR only when on).
 
 mod common;
 
@@ -51,7 +53,7 @@ spec:
 /// Observed: the flowchart's log node always says `DynamoDB + PITR` (hard-coded in
 /// `src/cost/plan.rs` `mermaid`), contradicting the resource list above it.
 #[test]
-fn expected_plan_topology_of_a_log_without_pitr_not_labelled_pitr_fails_today() {
+fn plan_topology_of_a_log_without_pitr_not_labelled_pitr() {
     let file = manifest("nopitr", NO_PITR);
     let out = kappa(&["plan", "-f", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -74,7 +76,7 @@ fn expected_plan_topology_of_a_log_without_pitr_not_labelled_pitr_fails_today() 
 /// Observed: both accepted (exit 0): `log_item_kb.max(0.0)` in `src/main.rs` turns NaN into 0 bytes
 /// silently, and inf saturates `as u64` to u64::MAX bytes: an 18 EB export priced at $1.8 billion.
 #[test]
-fn expected_nan_or_inf_item_size_refused_fails_today() {
+fn nan_or_inf_item_size_refused() {
     let file = manifest("kb", NO_PITR);
     let mut accepted = Vec::new();
     for kb in ["NaN", "inf"] {
@@ -169,7 +171,13 @@ spec:
     let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
     let created = common::eventually(Duration::from_secs(90), "the views table", || async {
         let _ = mvs.get("counts").await.ok()?;
-        let names = ddb.list_tables().send().await.ok()?.table_names.unwrap_or_default();
+        let names = ddb
+            .list_tables()
+            .send()
+            .await
+            .ok()?
+            .table_names
+            .unwrap_or_default();
         names.contains(&planned[1]).then_some(names)
     })
     .await;
@@ -251,7 +259,7 @@ fn strip_validations(v: &mut serde_json::Value) -> usize {
 /// Observed: no skew. `Installed::of` (src/controller/crd_skew.rs) reads only the annotations, never
 /// recomputes `schema_digest` of the installed spec, so any edit that keeps the annotation passes.
 #[test]
-fn expected_hand_edited_crd_keeping_the_digest_annotation_is_skew_fails_today() {
+fn hand_edited_crd_keeping_the_digest_annotation_is_skew() {
     use kappa_operator::controller::crd_skew::{CrdSkew, Installed};
     use kube::ResourceExt;
     let generated = kappa_operator::crd::all_crds();
@@ -285,7 +293,7 @@ fn expected_hand_edited_crd_keeping_the_digest_annotation_is_skew_fails_today() 
 /// `src/cost/plan.rs` `render` is called without `validate::view_against_log`), and the plan never
 /// mentions pointInTimeRecovery or spec.export.
 #[test]
-fn expected_plan_flags_an_export_backfill_the_operator_refuses_fails_today() {
+fn plan_flags_an_export_backfill_the_operator_refuses() {
     let file = manifest("export", NO_PITR);
     let out = kappa(&[
         "plan",
@@ -298,7 +306,13 @@ fn expected_plan_flags_an_export_backfill_the_operator_refuses_fails_today() {
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
-    let backfills = text.split("Backfills:").nth(1).unwrap().split("Topology:").next().unwrap();
+    let backfills = text
+        .split("Backfills:")
+        .nth(1)
+        .unwrap()
+        .split("Topology:")
+        .next()
+        .unwrap();
     assert!(
         backfills.contains("pointInTimeRecovery") || backfills.contains("spec.export"),
         "the plan does not say the view's Export backfill is refused:\n{text}"
@@ -306,7 +320,14 @@ fn expected_plan_flags_an_export_backfill_the_operator_refuses_fails_today() {
 }
 
 async fn describe_settings(ddb: &aws_sdk_dynamodb::Client, table: &str) -> (String, i64, i64, String) {
-    let t = ddb.describe_table().table_name(table).send().await.unwrap().table.unwrap();
+    let t = ddb
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .unwrap()
+        .table
+        .unwrap();
     let mode = t
         .billing_mode_summary()
         .and_then(|s| s.billing_mode())
@@ -346,7 +367,9 @@ async fn two_settings_in_one_patch_and_pitr_off_under_an_export_view() {
     let ddb = aws_sdk_dynamodb::Client::new(&aws);
     let (_, bucket) = export_bucket(&aws, &ns).await;
     let _op = Operator::start(&ns, "solo", 5);
-    common::create_yaml(&client, &ns, &log_yaml(&bucket)).await.unwrap();
+    common::create_yaml(&client, &ns, &log_yaml(&bucket))
+        .await
+        .unwrap();
     common::create_yaml(
         &client,
         &ns,
@@ -373,13 +396,17 @@ spec:
     })
     .await;
     let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
-    common::eventually(Duration::from_secs(90), "the view waiting for approval", || async {
-        let s = mvs.get("gated").await.ok()?.status?;
-        s.conditions
-            .iter()
-            .any(|c| c.type_ == "Reconciling" && c.is_true() && c.message.contains("export"))
-            .then_some(())
-    })
+    common::eventually(
+        Duration::from_secs(90),
+        "the view waiting for approval",
+        || async {
+            let s = mvs.get("gated").await.ok()?.status?;
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Reconciling" && c.is_true() && c.message.contains("export"))
+                .then_some(())
+        },
+    )
     .await;
 
     let g = logs
@@ -395,20 +422,24 @@ spec:
         .metadata
         .generation
         .unwrap();
-    common::eventually(Duration::from_secs(90), "Ready at the two-change generation", || async {
-        let l = logs.get("scores").await.ok()?;
-        let s = l.status?;
-        if s.phase == Some(EventLogPhase::Ready) && s.observed_generation == Some(g) {
-            let on = describe_settings(&ddb, &table).await;
-            assert_eq!(
-                on,
-                ("PROVISIONED".to_string(), 7, 3, "DISABLED".to_string()),
-                "Ready at generation {g} but the table is not at its settings"
-            );
-            return Some(());
-        }
-        None
-    })
+    common::eventually(
+        Duration::from_secs(90),
+        "Ready at the two-change generation",
+        || async {
+            let l = logs.get("scores").await.ok()?;
+            let s = l.status?;
+            if s.phase == Some(EventLogPhase::Ready) && s.observed_generation == Some(g) {
+                let on = describe_settings(&ddb, &table).await;
+                assert_eq!(
+                    on,
+                    ("PROVISIONED".to_string(), 7, 3, "DISABLED".to_string()),
+                    "Ready at generation {g} but the table is not at its settings"
+                );
+                return Some(());
+            }
+            None
+        },
+    )
     .await;
 
     let said = common::eventually(Duration::from_secs(60), "the view names PITR", || async {
@@ -438,14 +469,16 @@ spec:
 /// Suspected: `reconcile` in src/controller/materialized_view.rs runs `validate::view_against_log` on
 /// every pass, also after BackfillComplete, and turns any problem into Pending/Stalled InvalidSpec.
 #[tokio::test]
-async fn expected_live_export_view_survives_pitr_off_fails_today() {
+async fn live_export_view_survives_pitr_off() {
     use common::scores::{export_bucket, log_yaml};
     use kappa_operator::crd::ViewPhase;
     let (client, ns) = common::setup("b17-live-pitr").await;
     let aws = common::aws_config().await;
     let (_, bucket) = export_bucket(&aws, &ns).await;
     let _op = Operator::start(&ns, "solo", 5);
-    common::create_yaml(&client, &ns, &log_yaml(&bucket)).await.unwrap();
+    common::create_yaml(&client, &ns, &log_yaml(&bucket))
+        .await
+        .unwrap();
     common::create_yaml(
         &client,
         &ns,
@@ -491,7 +524,14 @@ spec:
             let views_table = live_table.clone();
             let count = |t: String| {
                 let ddb = ddb.clone();
-                async move { ddb.scan().table_name(t).send().await.map(|o| o.count).unwrap_or(-1) }
+                async move {
+                    ddb.scan()
+                        .table_name(t)
+                        .send()
+                        .await
+                        .map(|o| o.count)
+                        .unwrap_or(-1)
+                }
             };
             let before = count(views_table.clone()).await;
             let events: Vec<common::scores::Event> = (0..40).map(common::scores::event).collect();
@@ -518,7 +558,7 @@ spec:
 /// Suspected: `resources` in src/cost/plan.rs describes streams/PITR/adoption only, and `render` prints
 /// `est.summary()` without the estimate's notes.
 #[test]
-fn expected_plan_shows_provisioned_capacity_fails_today() {
+fn plan_shows_provisioned_capacity() {
     let on_demand = r#"
 apiVersion: kappa.dev/v1alpha1
 kind: EventLog
