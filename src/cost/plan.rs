@@ -80,6 +80,18 @@ pub fn resources(cluster: &str, log: &EventLog, views: &[MaterializedView]) -> V
             q.name.clone(),
             "ingest: producers send records here".into(),
         );
+    }
+    if let (Some(q), Some(dlq)) = (&plan.queue, &plan.dead_letter_queue) {
+        add(
+            "SQS queue",
+            dlq.name.clone(),
+            format!(
+                "the ingest queue's dead-letter queue: messages the writer failed {} times, kept 14 days",
+                q.redrive.as_ref().map_or(0, |r| r.max_receive_count)
+            ),
+        );
+    }
+    if plan.queue.is_some() {
         add(
             "Lambda function",
             plan.owner.resource_name("writer", NameKind::Function),
@@ -352,6 +364,7 @@ mod tests {
             [
                 "DynamoDB table",
                 "SQS queue",
+                "SQS queue",
                 "Lambda function",
                 "IAM role",
                 "SNS topic",
@@ -365,6 +378,8 @@ mod tests {
             ]
         );
         assert!(r.iter().all(|r| r.name.starts_with("kappa-prod-shop-")), "{r:?}");
+        assert_eq!(r[2].name, plan.dead_letter_queue.unwrap().name);
+        assert!(r[2].note.contains("dead-letter queue") && r[2].note.contains("5 times"), "{r:?}");
     }
 
     #[test]

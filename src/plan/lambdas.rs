@@ -68,6 +68,8 @@ pub fn writer_function(
         code,
         plan.owner.tags(),
     );
+    // The ingest queue's visibility timeout is derived from it (plan::log::ingest_visibility_timeout).
+    f.timeout_seconds = super::log::WRITER_TIMEOUT_SECONDS;
     let types: Vec<&str> = spec.record_types.iter().map(|r| r.as_str()).collect();
     f.environment = BTreeMap::from([
         ("LOG_TABLE".to_string(), plan.table.name.clone()),
