@@ -69,8 +69,8 @@ pub fn replay_reason(by: &str) -> String {
 }
 
 /// Records a new backfill attempt for `view`'s active version, so the operator rebuilds the view from the
-/// log; returns the attempt's number once the operator has taken it up (its status shows the attempt
-/// `Backfilling`). Refused (exit 2) when the view has no backfill to repeat, or one is under way.
+/// log; returns the attempt's number once the operator has taken it up (requested the attempt's export,
+/// or started its scan). Refused (exit 2) when the view has no backfill to repeat, or one is under way.
 pub async fn replay(client: &Client, ns: &str, view: &str, by: &str) -> Result<i64, Failure> {
     let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), ns);
     // A reconcile that read the view before the attempt was recorded may write its older status over it
@@ -82,13 +82,14 @@ pub async fn replay(client: &Client, ns: &str, view: &str, by: &str) -> Result<i
         let status = mv.status.clone().unwrap_or_default();
         let (index, b) = active_backfill(&status);
         if let Some(attempt) = recorded {
-            let current = b.map_or(0, |b| b.attempt);
-            if current >= attempt
-                && (b.is_some_and(|b| b.finished_at.is_some()) || status.phase != Some(ViewPhase::Live))
+            let current = b.filter(|b| b.attempt >= attempt);
+            // Taken up: the operator requested the export (or started the scan) of the recorded attempt.
+            if current
+                .is_some_and(|b| b.export_arn.is_some() || b.started_at.is_some() || b.finished_at.is_some())
             {
                 return Ok(attempt);
             }
-            if current >= attempt {
+            if current.is_some() {
                 // Recorded, not taken up yet.
                 if tokio::time::Instant::now() > deadline {
                     return Err(Failure::failed(format!(

@@ -164,10 +164,13 @@ fn parse_cli() -> Cli {
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
-/// A client for the kubeconfig's cluster and the namespace to use (`-n`, or the context's).
-async fn cluster(namespace: Option<String>) -> Result<(kube::Client, String), String> {
+/// A client for the kubeconfig's cluster and the namespace to use (`-n`, or the context's); when there
+/// is none, says why on stderr for `command`.
+async fn cluster(namespace: Option<String>, command: &str) -> Result<(kube::Client, String), ()> {
     let client = kube::Client::try_default().await.map_err(|e| {
-        format!("cannot configure a Kubernetes client: {e}; set KUBECONFIG or the current context")
+        eprintln!(
+            "kubectl kappa {command}: cannot configure a Kubernetes client: {e}; set KUBECONFIG or the current context"
+        )
     })?;
     let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
     Ok((client, ns))
@@ -330,12 +333,8 @@ async fn main() -> ExitCode {
             follow,
             timeout,
         } => {
-            let (client, ns) = match cluster(namespace).await {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("kubectl kappa replay: {e}");
-                    return ExitCode::from(2);
-                }
+            let Ok((client, ns)) = cluster(namespace, "replay").await else {
+                return ExitCode::from(2);
             };
             let by = kappa_operator::kubectl::requester();
             let attempt = match kappa_operator::kubectl::replay(&client, &ns, &view, &by).await {
@@ -357,12 +356,8 @@ async fn main() -> ExitCode {
             watch,
             timeout,
         } => {
-            let (client, ns) = match cluster(namespace).await {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("kubectl kappa status: {e}");
-                    return ExitCode::from(2);
-                }
+            let Ok((client, ns)) = cluster(namespace, "status").await else {
+                return ExitCode::from(2);
             };
             if watch {
                 return follow_view(&client, &ns, &view, 0, timeout).await;
