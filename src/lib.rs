@@ -10,6 +10,7 @@ pub mod controller;
 pub mod cost;
 pub mod crd;
 pub mod http;
+pub mod kubectl;
 pub mod lambda;
 pub mod metrics;
 pub mod plan;
