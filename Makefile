@@ -3,7 +3,7 @@ SHELL := bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/kappa-operator/target
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test bench stack-up stack-down stack-status tools build crds lint image image-test
+.PHONY: demo test bench stack-up stack-down stack-status tools build crds lint image image-test install-plugin
 
 demo: ## Bring the local stack up and run the operator against it, end to end.
 	hack/demo.sh
@@ -29,6 +29,14 @@ tools: ## Build or find the pinned kube-apiserver, etcd, kubectl, helm, moto_ser
 
 build:
 	cargo build --bins
+
+PREFIX ?= $(HOME)/.local
+install-plugin: ## Install kappa-operator and the kubectl plugin kubectl-kappa (a link to it) in $(PREFIX)/bin.
+	cargo build --release --locked --bin kappa-operator
+	install -D -m 0755 "$(CARGO_TARGET_DIR)/release/kappa-operator" "$(PREFIX)/bin/kappa-operator"
+	ln -sf kappa-operator "$(PREFIX)/bin/kubectl-kappa"
+	@case ":$$PATH:" in *":$(PREFIX)/bin:"*) ;; *) echo "add $(PREFIX)/bin to PATH for kubectl to find kubectl-kappa";; esac
+	@echo "installed $(PREFIX)/bin/kappa-operator and $(PREFIX)/bin/kubectl-kappa: try \`kubectl kappa --help\`"
 
 crds: ## Regenerate crds/ from the Rust types, the chart's copy and docs/api-reference.md.
 	cargo run -q --bin kappa-operator -- crds > crds/kappa.dev_crds.yaml

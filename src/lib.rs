@@ -20,6 +20,7 @@
 //! - [`runtime`]: the in-cluster runtime: stream reader, live path, checkpoints.
 //! - [`push`]: the push protocol, the operator's WebSocket endpoint and the `watch` client.
 //! - [`cost`]: the cost model behind `kappa-operator cost`.
+//! - [`kubectl`]: `kubectl kappa`, the binary as a kubectl plugin.
 //! - [`http`], [`metrics`], [`telemetry`], [`settings`]: the operator's own endpoints, metrics, logs and
 //!   configuration.
 
@@ -30,6 +31,7 @@ pub mod cost;
 pub mod crd;
 pub mod functions;
 pub mod http;
+pub mod kubectl;
 pub mod metrics;
 pub mod plan;
 pub mod projection;

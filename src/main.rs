@@ -116,6 +116,64 @@ enum Command {
         #[arg(long, env = "KAPPA_PUSH_TOKEN_FILE")]
         token_file: Option<std::path::PathBuf>,
     },
+    /// Rebuild a view from the log in place: record a new backfill attempt, which the operator exports and
+    /// projects into the view's storage (what it holds is rewritten unchanged, what it lost comes back).
+    Replay {
+        /// The view (a MaterializedView with spec.backfill.source Export or Scan, Live).
+        view: String,
+        /// The view's namespace (default: the kubeconfig context's).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Show the backfill's progress until the view is Live again.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// With --follow: fail when the view is not Live within this many seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// A view's phase and backfill progress; with --watch, a progress bar until it is Live.
+    Status {
+        /// The view.
+        view: String,
+        /// The view's namespace (default: the kubeconfig context's).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Follow the backfill until the view is Live (fails if it is Failed or Stalled).
+        #[arg(short = 'w', long)]
+        watch: bool,
+        /// With --watch: fail when the view is not Live within this many seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+}
+
+/// The command line as the binary was started: `kappa-operator`, or the kubectl plugin `kubectl-kappa`
+/// (`kubectl kappa ...`), which names itself so and leaves out what only the operator's pods run.
+fn parse_cli() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let argv0 = std::env::args().next().unwrap_or_default();
+    if !kappa_operator::kubectl::invoked_as_plugin(&argv0) {
+        return Cli::parse();
+    }
+    let command = Cli::command()
+        .name("kubectl kappa")
+        .bin_name("kubectl kappa")
+        .mut_subcommand("run", |c| c.hide(true))
+        .mut_subcommand("backfill", |c| c.hide(true));
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// A client for the kubeconfig's cluster and the namespace to use (`-n`, or the context's); when there
+/// is none, says why on stderr for `command`.
+async fn cluster(namespace: Option<String>, command: &str) -> Result<(kube::Client, String), ()> {
+    let client = kube::Client::try_default().await.map_err(|e| {
+        eprintln!(
+            "kubectl kappa {command}: cannot configure a Kubernetes client: {e}; set KUBECONFIG or the current context"
+        )
+    })?;
+    let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+    Ok((client, ns))
 }
 
 #[tokio::main]
@@ -134,7 +192,7 @@ async fn main() -> ExitCode {
             }
         };
     }
-    let cli = Cli::parse();
+    let cli = parse_cli();
     match cli.command {
         Command::Crds { reference } => {
             match reference {
@@ -269,6 +327,60 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Replay {
+            view,
+            namespace,
+            follow,
+            timeout,
+        } => {
+            let Ok((client, ns)) = cluster(namespace, "replay").await else {
+                return ExitCode::from(2);
+            };
+            let by = kappa_operator::kubectl::requester();
+            let attempt = match kappa_operator::kubectl::replay(&client, &ns, &view, &by).await {
+                Ok(attempt) => attempt,
+                Err(e) => {
+                    eprintln!("kubectl kappa replay: {}", e.message);
+                    return ExitCode::from(e.code);
+                }
+            };
+            println!("{view}: replaying the log as backfill attempt {attempt}");
+            if !follow {
+                return ExitCode::SUCCESS;
+            }
+            follow_view(&client, &ns, &view, attempt, timeout).await
+        }
+        Command::Status {
+            view,
+            namespace,
+            watch,
+            timeout,
+        } => {
+            let Ok((client, ns)) = cluster(namespace, "status").await else {
+                return ExitCode::from(2);
+            };
+            if watch {
+                return follow_view(&client, &ns, &view, 0, timeout).await;
+            }
+            let mvs: kube::Api<crd::MaterializedView> = kube::Api::namespaced(client, &ns);
+            match mvs.get_opt(&view).await {
+                Ok(Some(mv)) => {
+                    println!(
+                        "{}",
+                        kappa_operator::kubectl::summary(&view, &mv.status.unwrap_or_default())
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(None) => {
+                    eprintln!("kubectl kappa status: MaterializedView {ns}/{view} not found");
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("kubectl kappa status: cannot read MaterializedView {ns}/{view}: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Run(settings) => {
             telemetry::init(cli.log_format);
             match run(*settings).await {
@@ -279,6 +391,24 @@ async fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+    }
+}
+
+/// Follows `view` until it is Live with backfill attempt `attempt` (or later) finished.
+async fn follow_view(
+    client: &kube::Client,
+    ns: &str,
+    view: &str,
+    attempt: i64,
+    timeout: Option<u64>,
+) -> ExitCode {
+    let timeout = timeout.map(std::time::Duration::from_secs);
+    match kappa_operator::kubectl::follow(client, ns, view, attempt, timeout, &mut std::io::stdout()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kubectl kappa: {}", e.message);
+            ExitCode::from(e.code)
         }
     }
 }

@@ -31,6 +31,12 @@ pub struct ViewLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LogLabels {
+    pub namespace: String,
+    pub event_log: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
     pub kind: &'static str,
     pub category: &'static str,
@@ -55,6 +61,8 @@ pub struct Metrics {
     /// `kappa_crd_skew`: the number of this operator's CRDs installed with another schema (or missing);
     /// nothing is reconciled while it is not 0.
     pub crd_skew: Gauge<i64, AtomicI64>,
+    /// `kappa_ingest_dead_letters`: messages in a log's ingest dead-letter queue, as last read.
+    pub dead_letters: Family<LogLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -90,6 +98,12 @@ impl Default for Metrics {
             "crd_skew",
             "This operator's CRDs installed with another schema than its own (or missing); nothing is reconciled while not 0",
             crd_skew.clone(),
+        );
+        let dead_letters = Family::<LogLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "ingest_dead_letters",
+            "Messages in an EventLog's ingest dead-letter queue (the writer failed them maxReceiveCount times), as last read",
+            dead_letters.clone(),
         );
         registry.register("reconciles", "Reconciles run, per kind", reconciles.clone());
         registry.register(
@@ -128,6 +142,7 @@ impl Default for Metrics {
             gaps,
             deferred,
             crd_skew,
+            dead_letters,
         }
     }
 }

@@ -49,6 +49,8 @@ fn every_subcommand_has_help() {
         &["run", "--help"],
         &["crds", "--help"],
         &["cost", "--help"],
+        &["replay", "--help"],
+        &["status", "--help"],
     ] {
         let out = kappa(sub);
         assert!(out.status.success(), "{sub:?}");

@@ -458,6 +458,15 @@ async fn delete_policy_removes_only_what_the_log_owns() {
         sqs.list_queue_tags().queue_url(&url).send().await.is_err(),
         "the owned queue is deleted"
     );
+    let dlq = status
+        .resources
+        .get("deadLetterQueue")
+        .expect("status.resources.deadLetterQueue");
+    let dlq_name = dlq.rsplit(':').next().unwrap();
+    assert!(
+        sqs.get_queue_url().queue_name(dlq_name).send().await.is_err(),
+        "the owned dead-letter queue is deleted"
+    );
     for arn in &topic_arns {
         assert!(!topic_exists(&sns, arn).await, "topic {arn} is deleted");
     }
@@ -478,6 +487,157 @@ async fn delete_policy_removes_only_what_the_log_owns() {
         "a table we do not own survives"
     );
     ddb.delete_table().table_name(&bystander).send().await.unwrap();
+    common::delete_namespace(&client, &ns).await;
+}
+
+/// The ingest queue's attributes, by SQS name.
+async fn queue_attributes(sqs: &aws_sdk_sqs::Client, url: &str) -> BTreeMap<String, String> {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap();
+    (out.attributes.unwrap_or_default().into_iter())
+        .map(|(k, v)| (k.as_str().to_string(), v))
+        .collect()
+}
+
+/// The ingest queue has a dead-letter queue (owned, tagged, 14 days' retention) named by its redrive
+/// policy with `spec.ingest.maxReceiveCount`, and a visibility timeout of six times the writer's timeout
+/// (AWS's advice for a queue drained by Lambda). A message received that many times without being
+/// deleted (the writer failed it each time) moves there; the EventLog counts it in `status.deadLetters`
+/// with a Warning Event. A changed maxReceiveCount and a visibility timeout changed by hand converge.
+#[tokio::test]
+async fn the_ingest_queue_dead_letters_what_the_writer_fails_and_the_log_counts_it() {
+    let (client, ns, AwsClients { sqs, .. }, _op, logs, ready) = ready_log("prov-dlq", "dlq", "Delete").await;
+    let status = ready.status.unwrap();
+    let url = status.ingest_queue_url.clone().unwrap();
+    let dlq_arn = status
+        .resources
+        .get("deadLetterQueue")
+        .expect("status.resources.deadLetterQueue")
+        .clone();
+    let dlq_url = sqs
+        .get_queue_url()
+        .queue_name(dlq_arn.rsplit(':').next().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let attrs = queue_attributes(&sqs, &url).await;
+    assert_eq!(
+        attrs.get("VisibilityTimeout").map(String::as_str),
+        Some("180"),
+        "{attrs:?}"
+    );
+    let policy: serde_json::Value = serde_json::from_str(&attrs["RedrivePolicy"]).unwrap();
+    assert_eq!(policy["deadLetterTargetArn"], dlq_arn.as_str());
+    assert_eq!(
+        policy["maxReceiveCount"].to_string().trim_matches('"'),
+        "5",
+        "the default"
+    );
+    let dlq_attrs = queue_attributes(&sqs, &dlq_url).await;
+    assert_eq!(
+        dlq_attrs.get("MessageRetentionPeriod").map(String::as_str),
+        Some("1209600")
+    );
+    let tags = sqs
+        .list_queue_tags()
+        .queue_url(&dlq_url)
+        .send()
+        .await
+        .unwrap()
+        .tags
+        .unwrap_or_default();
+    assert_eq!(
+        tags.get("kappa.dev/name").map(String::as_str),
+        Some("dlq"),
+        "{tags:?}"
+    );
+    assert_eq!(status.dead_letters, Some(0));
+
+    // maxReceiveCount 2, and the visibility timeout changed by hand: both converge.
+    logs.patch(
+        "dlq",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"spec": {"ingest": {"maxReceiveCount": 2}}})),
+    )
+    .await
+    .unwrap();
+    sqs.set_queue_attributes()
+        .queue_url(&url)
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "30")
+        .send()
+        .await
+        .unwrap();
+    common::eventually(
+        Duration::from_secs(30),
+        "the redrive policy with maxReceiveCount 2",
+        || async {
+            let a = queue_attributes(&sqs, &url).await;
+            let p: serde_json::Value = serde_json::from_str(a.get("RedrivePolicy")?).ok()?;
+            (p["maxReceiveCount"].to_string().trim_matches('"') == "2"
+                && a.get("VisibilityTimeout").map(String::as_str) == Some("180"))
+            .then_some(())
+        },
+    )
+    .await;
+    wait_ready(&logs, "dlq").await;
+
+    // A message the writer fails twice (received, never deleted) is dead-lettered on the next receive.
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body("{not json")
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        sqs.receive_message()
+            .queue_url(&url)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+    }
+    common::eventually(
+        Duration::from_secs(10),
+        "the message in the dead-letter queue",
+        || async {
+            let a = queue_attributes(&sqs, &dlq_url).await;
+            (a.get("ApproximateNumberOfMessages").map(String::as_str) == Some("1")).then_some(())
+        },
+    )
+    .await;
+    nudge(&ns, "dlq", 1);
+    common::eventually(Duration::from_secs(30), "status.deadLetters 1", || async {
+        let s = logs.get("dlq").await.ok()?.status?;
+        (s.dead_letters == Some(1)).then_some(())
+    })
+    .await;
+    let events = common::kubectl(&[
+        "-n",
+        &ns,
+        "get",
+        "events",
+        "--field-selector",
+        "reason=DeadLetters",
+        "-o",
+        "json",
+    ]);
+    let events: serde_json::Value = serde_json::from_str(&events).unwrap();
+    let notes: Vec<&str> = (events["items"].as_array().unwrap().iter())
+        .filter_map(|e| e["note"].as_str().or(e["message"].as_str()))
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("holds 1 message") && n.contains("start-message-move-task")),
+        "a Warning Event DeadLetters naming the count and the fix: {notes:?}"
+    );
     common::delete_namespace(&client, &ns).await;
 }
 

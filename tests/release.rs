@@ -75,6 +75,8 @@ fn the_release_workflow_lints_clean() {
         "helm\" package",
         "crds.yaml",
         "ubuntu-24.04-arm",
+        "kappa-operator-cli-linux-",
+        "ln -sf kappa-operator dist/cli/kubectl-kappa",
     ] {
         assert!(workflow.contains(step), "the release workflow lost `{step}`");
     }

@@ -119,8 +119,8 @@ async fn read_until_caught_up(reader: &mut StreamReader) -> Read {
     let mut keys = Vec::new();
     for polls in 1..=MAX_POLLS {
         let batch = reader.poll(1000).await.expect("poll");
-        // Caught up means a small lag (every shard read what was created before a poll at least 1 s
-        // old), not an empty page: a caught-up batch may still carry records.
+        // Caught up means a small lag (every shard read what was created CAUGHT_UP_MAX_LAG before the
+        // poll), not an empty page: a caught-up batch may still carry records.
         if batch.caught_up {
             for record in &batch.records {
                 keys.push(image_key(record));
@@ -192,16 +192,17 @@ async fn empty_pages_before_each_page_never_report_caught_up_before_every_record
     let mut reader = StreamReader::new(streams, &stream_arn, Checkpoint::default());
     let read = read_until_caught_up(&mut reader).await;
     assert_exactly_once(&read.keys, &written, "a new reader");
-    // 3 pages of at most 1000 records, each after 2 empty answers, then the end: 2 injected empty pages
-    // and the shard's own empty one.
+    // 3 pages of at most 1000 records, each after 2 empty answers. (The last page is not full and its
+    // records are fresh, so the reader may be caught up with it, within CAUGHT_UP_MAX_LAG, before it
+    // meets the shard's end.)
     assert!(
-        read.polls >= 3 * 3 + 3,
+        read.polls >= 3 * 3,
         "{} polls: the injected empty pages were not met",
         read.polls
     );
     let counts = proxy.counts().await;
     assert!(
-        empty_faults(&counts) >= 8,
+        empty_faults(&counts) >= 6,
         "the proxy answered few GetRecords empty: {counts}"
     );
     assert!(read.caught_up.at_end_since.is_some());
@@ -245,7 +246,17 @@ async fn a_reader_resumed_from_a_checkpoint_reads_the_rest_and_what_came_since_b
     assert_exactly_once(&read.keys, &expected, "the resumed reader");
     applied.extend(read.keys);
     assert_exactly_once(&applied, &first.union(&second).cloned().collect(), "both readers");
-    let since = read.caught_up.at_end_since.expect("at_end_since when caught up");
+    // Caught up allows a lag (CAUGHT_UP_MAX_LAG): at_end_since may still be before the last write, but
+    // polling on dates the end after it, with nothing more to read.
+    let mut since = read.caught_up.at_end_since.expect("at_end_since when caught up");
+    for _ in 0..MAX_POLLS {
+        if since >= written_by {
+            break;
+        }
+        let batch = resumed.poll(1000).await.expect("poll at the tip");
+        assert!(batch.records.is_empty(), "{:?}", batch.records);
+        since = batch.at_end_since.expect("at_end_since at the tip");
+    }
     assert!(
         since >= written_by,
         "at_end_since {since:?} is before the last write ({written_by:?}) though every record was read"

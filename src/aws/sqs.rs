@@ -1,4 +1,5 @@
-//! SQS queues: ensure the ingest queue exists with its tags; delete only a queue carrying the owner's tags.
+//! SQS queues: ensure the ingest queue and its dead-letter queue exist with their attributes (visibility
+//! timeout, retention, redrive policy) and tags; delete only a queue carrying the owner's tags.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -15,7 +16,55 @@ use crate::plan::names::Owner;
 pub struct QueueState {
     pub url: String,
     pub arn: String,
+    /// `ApproximateNumberOfMessages`: messages available to receive.
+    pub messages: Option<i64>,
     pub convergence: Convergence,
+}
+
+/// The attributes `plan` wants, by SQS name: its own and, with a redrive, the `RedrivePolicy` JSON
+/// (`{"deadLetterTargetArn": ..., "maxReceiveCount": "5"}`; SQS API Reference, SetQueueAttributes).
+pub fn desired_attributes(plan: &QueuePlan, dead_letter_arn: Option<&str>) -> BTreeMap<String, String> {
+    let mut want = plan.attributes.clone();
+    if let (Some(r), Some(arn)) = (&plan.redrive, dead_letter_arn) {
+        want.insert(
+            "RedrivePolicy".into(),
+            serde_json::json!({
+                "deadLetterTargetArn": arn,
+                "maxReceiveCount": r.max_receive_count.to_string(),
+            })
+            .to_string(),
+        );
+    }
+    want
+}
+
+/// The attributes of `want` that `have` lacks or holds otherwise. A `RedrivePolicy` is compared as JSON
+/// (SQS returns `maxReceiveCount` as a number or a string, and orders keys its own way).
+pub fn attribute_changes(
+    want: &BTreeMap<String, String>,
+    have: &HashMap<String, String>,
+) -> BTreeMap<String, String> {
+    let same = |k: &str, w: &str, h: &str| match k {
+        "RedrivePolicy" => {
+            let norm = |s: &str| {
+                serde_json::from_str::<serde_json::Value>(s).ok().map(|v| {
+                    (
+                        v["deadLetterTargetArn"].as_str().map(String::from),
+                        match &v["maxReceiveCount"] {
+                            serde_json::Value::String(s) => s.parse::<i64>().ok(),
+                            n => n.as_i64(),
+                        },
+                    )
+                })
+            };
+            norm(w).is_some() && norm(w) == norm(h)
+        }
+        _ => w == h,
+    };
+    want.iter()
+        .filter(|(k, w)| !have.get(k.as_str()).is_some_and(|h| same(k, w, h)))
+        .map(|(k, w)| (k.clone(), w.clone()))
+        .collect()
 }
 
 async fn url_of(client: &Client, name: &str) -> Result<Option<String>, AwsError> {
@@ -42,8 +91,14 @@ async fn tags_of(client: &Client, url: &str) -> Result<BTreeMap<String, String>,
     Ok(out.tags.unwrap_or_default().into_iter().collect())
 }
 
-/// Creates the queue or brings its tags in line; an existing queue of another owner is refused untouched.
-pub async fn ensure_queue(client: &Client, plan: &QueuePlan) -> Result<QueueState, AwsError> {
+/// Creates the queue or brings its tags and attributes in line (`dead_letter_arn`: the ARN of the queue
+/// its redrive policy names); an existing queue of another owner is refused untouched.
+pub async fn ensure_queue(
+    client: &Client,
+    plan: &QueuePlan,
+    dead_letter_arn: Option<&str>,
+) -> Result<QueueState, AwsError> {
+    let want = desired_attributes(plan, dead_letter_arn);
     let (url, convergence) = match url_of(client, &plan.name).await? {
         Some(url) => {
             let have = tags_of(client, &url).await?;
@@ -74,6 +129,9 @@ pub async fn ensure_queue(client: &Client, plan: &QueuePlan) -> Result<QueueStat
             if plan.fifo {
                 req = req.attributes(QueueAttributeName::FifoQueue, "true");
             }
+            for (k, v) in &want {
+                req = req.attributes(QueueAttributeName::from(k.as_str()), v);
+            }
             for (k, v) in &plan.tags {
                 req = req.tags(k, v);
             }
@@ -84,17 +142,33 @@ pub async fn ensure_queue(client: &Client, plan: &QueuePlan) -> Result<QueueStat
     let attrs = client
         .get_queue_attributes()
         .queue_url(&url)
-        .attribute_names(QueueAttributeName::QueueArn)
+        .attribute_names(QueueAttributeName::All)
         .send()
         .await
         .map_err(from_sdk("GetQueueAttributes", &plan.name))?;
-    let arn = attrs
-        .attributes
-        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-        .unwrap_or_default();
+    let have: HashMap<String, String> = (attrs.attributes.unwrap_or_default().into_iter())
+        .map(|(k, v)| (k.as_str().to_string(), v))
+        .collect();
+    let changes = attribute_changes(&want, &have);
+    let convergence = match changes.is_empty() {
+        true => convergence,
+        false => {
+            let mut req = client.set_queue_attributes().queue_url(&url);
+            for (k, v) in &changes {
+                req = req.attributes(QueueAttributeName::from(k.as_str()), v);
+            }
+            req.send()
+                .await
+                .map_err(from_sdk("SetQueueAttributes", &plan.name))?;
+            Convergence::InProgress
+        }
+    };
     Ok(QueueState {
         url,
-        arn,
+        arn: have.get("QueueArn").cloned().unwrap_or_default(),
+        messages: have
+            .get("ApproximateNumberOfMessages")
+            .and_then(|n| n.parse().ok()),
         convergence,
     })
 }
@@ -114,4 +188,59 @@ pub async fn delete_queue_if_owned(client: &Client, name: &str, owner: &Owner) -
         .await
         .map_err(from_sdk("DeleteQueue", name))?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ingest() -> QueuePlan {
+        QueuePlan {
+            name: "kappa-q".into(),
+            fifo: false,
+            attributes: BTreeMap::from([("VisibilityTimeout".into(), "180".into())]),
+            redrive: Some(crate::plan::log::Redrive {
+                dead_letter_queue: "kappa-q-dlq".into(),
+                max_receive_count: 5,
+            }),
+            tags: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_redrive_policy_names_the_dead_letter_queue_and_compares_as_json() {
+        let want = desired_attributes(&ingest(), Some("arn:aws:sqs:us-east-1:1:kappa-q-dlq"));
+        assert_eq!(want["VisibilityTimeout"], "180");
+        let have: HashMap<String, String> = HashMap::from([
+            ("VisibilityTimeout".into(), "180".into()),
+            (
+                "RedrivePolicy".into(),
+                r#"{"maxReceiveCount":5,"deadLetterTargetArn":"arn:aws:sqs:us-east-1:1:kappa-q-dlq"}"#.into(),
+            ),
+        ]);
+        assert!(
+            attribute_changes(&want, &have).is_empty(),
+            "the same policy, another form"
+        );
+        let mut other = have.clone();
+        other.insert("VisibilityTimeout".into(), "30".into());
+        other.insert(
+            "RedrivePolicy".into(),
+            r#"{"maxReceiveCount":"9","deadLetterTargetArn":"arn:aws:sqs:us-east-1:1:kappa-q-dlq"}"#.into(),
+        );
+        let changes = attribute_changes(&want, &other);
+        assert_eq!(
+            changes.keys().collect::<Vec<_>>(),
+            ["RedrivePolicy", "VisibilityTimeout"]
+        );
+        other.remove("RedrivePolicy");
+        assert!(
+            attribute_changes(&want, &other).contains_key("RedrivePolicy"),
+            "none set yet"
+        );
+        assert!(
+            !desired_attributes(&ingest(), None).contains_key("RedrivePolicy"),
+            "no policy before the dead-letter queue exists"
+        );
+    }
 }

@@ -9,8 +9,11 @@
 //! fails naming the problem, and each object gets a Warning Event `CrdSkew` with the fix. Once the CRDs
 //! are applied, every object is reconciled again ([`CrdSkew::cleared`]), without a restart.
 //!
-//! Only the digest is compared: a release that keeps the schema keeps the digest, so it runs on the CRDs
-//! of its predecessor. The version is reported for humans.
+//! The digest is compared: a release that keeps the schema keeps the digest, so it runs on the CRDs of its
+//! predecessor. The version is reported for humans. A CRD that carries this operator's digest but whose
+//! schema was edited on the cluster (`kubectl edit` dropping a CEL rule) is skew too: the installed spec's
+//! [`crate::crd::schema_fingerprint`] (what decides admission, without what the API server fills in) must
+//! equal the generated one's.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,10 +33,12 @@ use crate::crd::{OPERATOR_VERSION, OPERATOR_VERSION_ANNOTATION, SCHEMA_DIGEST_AN
 pub enum Installed {
     /// The CRD does not exist.
     Missing,
-    /// The CRD exists, with the annotations it carries (either may be absent).
+    /// The CRD exists, with the annotations it carries (either may be absent) and the fingerprint of its
+    /// spec as installed (`None`: not known).
     Present {
         digest: Option<String>,
         version: Option<String>,
+        fingerprint: Option<String>,
     },
 }
 
@@ -47,6 +52,7 @@ impl Installed {
                 Installed::Present {
                     digest: annotation(SCHEMA_DIGEST_ANNOTATION),
                     version: annotation(OPERATOR_VERSION_ANNOTATION),
+                    fingerprint: Some(crate::crd::schema_fingerprint(&crd.spec)),
                 }
             }
         }
@@ -61,18 +67,50 @@ pub struct Skew {
     pub installed: Installed,
     /// This operator's digest of the CRD.
     pub expected_digest: String,
+    /// The installed CRD carries this operator's digest, but its schema differs from the generated one.
+    pub edited: bool,
 }
 
-/// The pure comparison: the skew of CRD `crd` when it is `installed` and this operator expects the digest
-/// `expected_digest`; `None` when they agree. A CRD without the digest annotation (installed by hand, or
-/// from a release before the annotation) is skew, and so is a missing CRD.
-pub fn compare(crd: &str, expected_digest: &str, installed: &Installed) -> Option<Skew> {
-    let agrees = matches!(installed, Installed::Present { digest: Some(d), .. } if d == expected_digest);
-    (!agrees).then(|| Skew {
+/// What this operator expects of one of its CRDs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expected {
+    /// [`crate::crd::schema_digest`] of the generated spec (the annotation's value).
+    pub digest: String,
+    /// [`crate::crd::schema_fingerprint`] of the generated spec.
+    pub fingerprint: String,
+}
+
+impl Expected {
+    pub fn of(crd: &CustomResourceDefinition) -> Expected {
+        Expected {
+            digest: crate::crd::schema_digest(&crd.spec),
+            fingerprint: crate::crd::schema_fingerprint(&crd.spec),
+        }
+    }
+}
+
+/// The pure comparison: the skew of CRD `crd` when it is `installed` and this operator expects `expected`;
+/// `None` when they agree. A CRD without the digest annotation (installed by hand, or from a release before
+/// the annotation) is skew, and so is a missing CRD, and one whose digest is ours but whose installed
+/// schema's fingerprint is not (edited on the cluster).
+pub fn compare(crd: &str, expected: &Expected, installed: &Installed) -> Option<Skew> {
+    let skew = |edited| Skew {
         crd: crd.to_string(),
         installed: installed.clone(),
-        expected_digest: expected_digest.to_string(),
-    })
+        expected_digest: expected.digest.clone(),
+        edited,
+    };
+    match installed {
+        Installed::Present {
+            digest: Some(d),
+            fingerprint,
+            ..
+        } if *d == expected.digest => {
+            let edited = fingerprint.as_ref().is_some_and(|f| *f != expected.fingerprint);
+            edited.then(|| skew(true))
+        }
+        _ => Some(skew(false)),
+    }
 }
 
 /// The first 12 hex digits of a digest, enough to tell two apart in a message.
@@ -83,11 +121,20 @@ fn short(digest: &str) -> &str {
 impl std::fmt::Display for Skew {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (crd, ours) = (&self.crd, short(&self.expected_digest));
+        if self.edited {
+            return write!(
+                f,
+                "CRD {crd} carries this operator's schema digest {ours}, but its schema on the cluster differs \
+                 from the one generated with it (edited by hand?): admission may accept what this operator \
+                 refuses"
+            );
+        }
         match &self.installed {
             Installed::Missing => write!(f, "CRD {crd} is not installed"),
             Installed::Present {
                 digest: None,
                 version,
+                ..
             } => write!(
                 f,
                 "CRD {crd} has no {SCHEMA_DIGEST_ANNOTATION} annotation (installed by hand or from an older \
@@ -100,6 +147,7 @@ impl std::fmt::Display for Skew {
             Installed::Present {
                 digest: Some(theirs),
                 version,
+                ..
             } => write!(
                 f,
                 "CRD {crd} has schema digest {} (operator version {}), this operator {OPERATOR_VERSION} \
@@ -134,8 +182,8 @@ pub fn describe(skews: &[Skew]) -> String {
 /// read by the reconcilers and `/readyz`, written by [`CrdSkew::watch`].
 #[derive(Clone)]
 pub struct CrdSkew {
-    /// CRD name → this operator's digest.
-    expected: Arc<BTreeMap<String, String>>,
+    /// CRD name → what this operator expects of it.
+    expected: Arc<BTreeMap<String, Expected>>,
     state: Arc<watch::Sender<BTreeMap<String, Installed>>>,
     /// `kappa_crd_skew`: the number of CRDs that differ.
     gauge: Gauge<i64, AtomicI64>,
@@ -144,9 +192,9 @@ pub struct CrdSkew {
 impl CrdSkew {
     /// The state of freshly read CRDs (those absent from `installed` count as missing).
     pub fn new(installed: &[CustomResourceDefinition], gauge: Gauge<i64, AtomicI64>) -> CrdSkew {
-        let expected: BTreeMap<String, String> = crate::crd::all_crds()
+        let expected: BTreeMap<String, Expected> = crate::crd::all_crds()
             .iter()
-            .map(|crd| (crd.name_any(), crate::crd::schema_digest(&crd.spec)))
+            .map(|crd| (crd.name_any(), Expected::of(crd)))
             .collect();
         let state = expected
             .keys()
@@ -261,10 +309,10 @@ impl CrdSkew {
     }
 }
 
-fn skews_of(expected: &BTreeMap<String, String>, state: &BTreeMap<String, Installed>) -> Vec<Skew> {
+fn skews_of(expected: &BTreeMap<String, Expected>, state: &BTreeMap<String, Installed>) -> Vec<Skew> {
     expected
         .iter()
-        .filter_map(|(name, digest)| compare(name, digest, state.get(name).unwrap_or(&Installed::Missing)))
+        .filter_map(|(name, e)| compare(name, e, state.get(name).unwrap_or(&Installed::Missing)))
         .collect()
 }
 
@@ -276,19 +324,27 @@ mod tests {
         Installed::Present {
             digest: digest.map(String::from),
             version: version.map(String::from),
+            fingerprint: None,
         }
     }
 
     const OURS: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn ours() -> Expected {
+        Expected {
+            digest: OURS.to_string(),
+            fingerprint: "generated".to_string(),
+        }
+    }
     const THEIRS: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
 
     #[test]
     fn the_same_digest_is_no_skew_whatever_the_version() {
         assert_eq!(
-            compare("v.kappa.dev", OURS, &present(Some(OURS), Some("0.0.1"))),
+            compare("v.kappa.dev", &ours(), &present(Some(OURS), Some("0.0.1"))),
             None
         );
-        assert_eq!(compare("v.kappa.dev", OURS, &present(Some(OURS), None)), None);
+        assert_eq!(compare("v.kappa.dev", &ours(), &present(Some(OURS), None)), None);
     }
 
     #[test]
@@ -300,7 +356,7 @@ mod tests {
             present(Some(""), None),
             Installed::Missing,
         ] {
-            let skew = compare("v.kappa.dev", OURS, &installed).expect("skew");
+            let skew = compare("v.kappa.dev", &ours(), &installed).expect("skew");
             assert_eq!(skew.installed, installed);
             assert_eq!(skew.expected_digest, OURS);
         }
@@ -310,7 +366,7 @@ mod tests {
     fn the_message_names_the_crd_both_digests_both_versions_and_the_fix() {
         let skew = compare(
             "materializedviews.kappa.dev",
-            OURS,
+            &ours(),
             &present(Some(THEIRS), Some("0.0.9")),
         )
         .unwrap();
@@ -324,14 +380,14 @@ mod tests {
         ] {
             assert!(message.contains(part), "{part:?} not in {message:?}");
         }
-        let unannotated = compare("eventlogs.kappa.dev", OURS, &present(None, None)).unwrap();
+        let unannotated = compare("eventlogs.kappa.dev", &ours(), &present(None, None)).unwrap();
         assert!(
             unannotated
                 .to_string()
                 .contains("has no kappa.dev/schema-digest annotation")
         );
         assert!(
-            compare("eventlogs.kappa.dev", OURS, &Installed::Missing)
+            compare("eventlogs.kappa.dev", &ours(), &Installed::Missing)
                 .unwrap()
                 .to_string()
                 .contains("is not installed")
@@ -359,6 +415,51 @@ mod tests {
         // CRDs of other operators are not ours to judge.
         skew.set("widgets.example.com", Installed::Missing);
         assert_eq!(skew.problem(), None);
+    }
+
+    #[test]
+    fn a_crd_with_our_digest_but_an_edited_schema_is_skew_and_api_server_defaults_are_not() {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceConversion;
+        let skew = CrdSkew::new(&generated(), Gauge::default());
+        // What the API server fills in when it stores a CRD changes nothing.
+        let mut stored = generated().remove(0);
+        stored.spec.conversion = Some(CustomResourceConversion {
+            strategy: "None".into(),
+            webhook: None,
+        });
+        stored.spec.names.list_kind = Some(format!("{}List", stored.spec.names.kind));
+        skew.set(&stored.name_any(), Installed::of(Some(&stored)));
+        assert_eq!(skew.problem(), None);
+        // `kubectl edit` dropping a CEL rule, the annotations kept.
+        let mut edited = stored.clone();
+        let schema = edited.spec.versions[0].schema.as_mut().unwrap();
+        let spec = schema
+            .open_api_v3_schema
+            .as_mut()
+            .unwrap()
+            .properties
+            .as_mut()
+            .unwrap();
+        let table = spec
+            .get_mut("spec")
+            .unwrap()
+            .properties
+            .as_mut()
+            .unwrap()
+            .get_mut("table")
+            .unwrap();
+        assert!(
+            table.x_kubernetes_validations.take().is_some(),
+            "the generated table has CEL rules"
+        );
+        skew.set(&edited.name_any(), Installed::of(Some(&edited)));
+        let problem = skew.problem().expect("an edited schema is skew");
+        assert!(
+            problem.starts_with("CRD eventlogs.kappa.dev carries this operator's schema digest")
+                && problem.contains("edited by hand")
+                && problem.contains("kubectl apply --server-side"),
+            "{problem}"
+        );
     }
 
     #[test]

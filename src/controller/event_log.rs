@@ -172,6 +172,17 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
         if let Some(q) = &r.queue {
             next.resources.insert("queue".into(), q.arn.clone());
         }
+        next.dead_letters = r.dead_letter_queue.as_ref().and_then(|q| q.messages);
+        if let Some(q) = &r.dead_letter_queue {
+            next.resources.insert("deadLetterQueue".into(), q.arn.clone());
+            ctx.metrics
+                .dead_letters
+                .get_or_create(&crate::metrics::LogLabels {
+                    namespace: ns.to_string(),
+                    event_log: log.name_any(),
+                })
+                .set(q.messages.unwrap_or(0));
+        }
         for (role, arn) in &r.roles {
             next.resources.insert(format!("role/{role}"), arn.clone());
         }
@@ -200,6 +211,24 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
     );
     if next != old {
         status::apply(&api_of(ctx, ns), log.as_ref(), &next).await?;
+        if let Some(n) = next.dead_letters.filter(|n| *n > old.dead_letters.unwrap_or(0)) {
+            let note = format!(
+                "the ingest dead-letter queue holds {n} message(s) (was {}): records the writer failed \
+                 spec.ingest.maxReceiveCount times (its log says why). Fix the cause, then move them back with \
+                 `aws sqs start-message-move-task --source-arn {}`",
+                old.dead_letters.unwrap_or(0),
+                next.resources.get("deadLetterQueue").cloned().unwrap_or_default()
+            );
+            status::publish(
+                ctx,
+                log.as_ref(),
+                EventType::Warning,
+                "DeadLetters",
+                "DeadLettered",
+                note,
+            )
+            .await;
+        }
         // An event on every change of phase, and on a new reason to be Failed (e.g. a table setting
         // refused while another problem was reported).
         let ready_reason = |s: &EventLogStatus| {

@@ -224,8 +224,9 @@ pub(super) async fn reconcile(
         Ok(p) => Arc::new(p),
         Err(e) => return stalled(ViewPhase::Failed, reasons::INVALID_SPEC, e.to_string()),
     };
-    let spec_json = serde_json::to_string(&(&view.spec.projection, &view.spec.record_types, &log.spec.table))
-        .unwrap_or_default();
+    // What the live path applies, from the view's and the log's specs: a change restarts it, a setting it
+    // does not read (the log's billing, PITR) does not.
+    let projection_text = format!("{projection:?}");
 
     // 1. The live path, first: the export may only start once it runs.
     let live_checkpoint = ConfigMapCheckpoint::new(
@@ -244,7 +245,13 @@ pub(super) async fn reconcile(
                 .map(|t| t.0.as_second() as f64),
         }
     });
-    let live_fingerprint = digest(&[table, key_prefix, &stream_arn, &spec_json, &format!("{cutoff:?}")]);
+    let live_fingerprint = digest(&[
+        table,
+        key_prefix,
+        &stream_arn,
+        &projection_text,
+        &format!("{cutoff:?}"),
+    ]);
     let live = ctx.runtime.live(&key, &live_fingerprint, |progress| {
         let reader = LiveReader {
             streams: ctx.aws.streams.clone(),

@@ -3,10 +3,11 @@
 //! A candidate takes the Lease when it is free, released, or expired (`renewTime + leaseDurationSeconds`
 //! has passed), and the leader renews it every third of the duration. Every write is a replace with the
 //! Lease's `resourceVersion`, so of two candidates racing for an expired Lease exactly one wins. A leader
-//! that cannot renew before the Lease would expire stops leading (its controllers are dropped) before
-//! anyone else can take over. On shutdown the leader releases the Lease so a standby takes over at once.
-//! Expiry compares the Lease's `renewTime` with the local clock: it assumes the replicas' clocks agree to
-//! well within the lease duration (NTP), as kube-controller-manager's own election does in practice.
+//! that cannot renew (an error, or a request with no answer within a renew period) before the Lease would
+//! expire stops leading (its controllers are dropped) before anyone else can take over. On shutdown the
+//! leader releases the Lease so a standby takes over at once. Expiry compares the Lease's `renewTime` with
+//! the local clock: it assumes the replicas' clocks agree to well within the lease duration (NTP), as
+//! kube-controller-manager's own election does in practice.
 
 use std::future::Future;
 use std::time::Duration;
@@ -115,11 +116,13 @@ impl LeaderElector {
             .map(|_| ())
     }
 
-    /// Waits until this replica leads.
-    pub async fn acquire(&self) {
+    /// Waits until this replica leads; returns the instant before the request that took the Lease (its
+    /// `renewTime` is not earlier), for [`LeaderElector::hold`].
+    pub async fn acquire(&self) -> tokio::time::Instant {
         loop {
+            let sent = tokio::time::Instant::now();
             match self.try_acquire_or_renew().await {
-                Ok(true) => return,
+                Ok(true) => return sent,
                 Ok(false) => {}
                 Err(e) => {
                     warn!(error = %e, lease = %self.name, "leader election: could not read or write the Lease")
@@ -129,21 +132,27 @@ impl LeaderElector {
         }
     }
 
-    /// Renews the Lease until it cannot; returns when leadership is lost.
-    pub async fn hold(&self) {
-        let mut last_renewal = tokio::time::Instant::now();
+    /// Renews the Lease, taken at `acquired` (see [`LeaderElector::acquire`]), until it cannot; returns
+    /// when leadership is lost. A renewal that does not answer (an API server that stopped responding, a
+    /// dropped network) counts as failed after a renew period, so the leader stops a renew period before
+    /// the Lease can expire even when requests hang.
+    pub async fn hold(&self, acquired: tokio::time::Instant) {
+        let mut last_renewal = acquired;
         loop {
             tokio::time::sleep(self.renew_period()).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewal = tokio::time::Instant::now(),
-                Ok(false) => return,
-                Err(e) => {
-                    warn!(error = %e, "leader election: renewal failed");
-                    // Give up before the Lease can expire, so two leaders never overlap.
-                    if last_renewal.elapsed() + self.renew_period() >= self.duration {
-                        return;
-                    }
-                }
+            let sent = tokio::time::Instant::now();
+            match tokio::time::timeout(self.renew_period(), self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => last_renewal = sent,
+                Ok(Ok(false)) => return,
+                Ok(Err(e)) => warn!(error = %e, "leader election: renewal failed"),
+                Err(_) => warn!(
+                    timeout_ms = self.renew_period().as_millis() as u64,
+                    "leader election: renewal got no answer"
+                ),
+            }
+            // Give up before the Lease can expire, so two leaders never overlap.
+            if last_renewal.elapsed() + self.renew_period() >= self.duration {
+                return;
             }
         }
     }
@@ -158,10 +167,10 @@ impl LeaderElector {
         S: Future<Output = ()> + Clone,
     {
         loop {
-            tokio::select! {
-                _ = self.acquire() => {},
+            let acquired = tokio::select! {
+                acquired = self.acquire() => acquired,
                 _ = shutdown.clone() => return,
-            }
+            };
             info!(identity = %self.identity, lease = %self.name, "became leader");
             on_change(true);
             tokio::select! {
@@ -172,7 +181,7 @@ impl LeaderElector {
                     }
                     return;
                 }
-                _ = self.hold() => {
+                _ = self.hold(acquired) => {
                     warn!(identity = %self.identity, "lost leadership; controllers stopped");
                     on_change(false);
                 }

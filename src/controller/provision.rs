@@ -18,6 +18,8 @@ use crate::plan::names::NameKind;
 pub struct LogResources {
     pub table: TableState,
     pub queue: Option<QueueState>,
+    /// The ingest queue's dead-letter queue.
+    pub dead_letter_queue: Option<QueueState>,
     /// Topic ARN per group.
     pub topics: BTreeMap<String, String>,
     /// Role ARN per built-in function (`writer`, `router`).
@@ -48,9 +50,19 @@ pub async fn apply_log(
 ) -> Result<LogResources, AwsError> {
     let table = dynamodb::ensure_table(&aws.dynamodb, &plan.table).await?;
     let mut converged = table.convergence == Convergence::Converged;
+    // The dead-letter queue first: the ingest queue's redrive policy names its ARN.
+    let dead_letter_queue = match &plan.dead_letter_queue {
+        Some(q) => {
+            let state = sqs::ensure_queue(&aws.sqs, q, None).await?;
+            converged &= state.convergence == Convergence::Converged;
+            Some(state)
+        }
+        None => None,
+    };
     let queue = match &plan.queue {
         Some(q) => {
-            let state = sqs::ensure_queue(&aws.sqs, q).await?;
+            let dlq_arn = dead_letter_queue.as_ref().map(|d| d.arn.as_str());
+            let state = sqs::ensure_queue(&aws.sqs, q, dlq_arn).await?;
             converged &= state.convergence == Convergence::Converged;
             Some(state)
         }
@@ -87,6 +99,7 @@ pub async fn apply_log(
     Ok(LogResources {
         table,
         queue,
+        dead_letter_queue,
         topics,
         roles,
         functions: built,
@@ -144,7 +157,7 @@ async fn apply_functions(
     Ok(converged)
 }
 
-/// Deletes the log's owned resources, dependents first: mappings and functions, roles, topics, the queue,
+/// Deletes the log's owned resources, dependents first: mappings and functions, roles, topics, the queues,
 /// then the table (never an adopted one: it only loses its `kappa.dev/adopted-by` tag). Only resources
 /// carrying the log's ownership tags, uid included, are deleted. Returns the names deleted.
 pub async fn delete_log(aws: &Aws, plan: &LogPlan) -> Result<Vec<String>, AwsError> {
@@ -167,10 +180,11 @@ pub async fn delete_log(aws: &Aws, plan: &LogPlan) -> Result<Vec<String>, AwsErr
             deleted.push(t.name.clone());
         }
     }
-    if let Some(q) = &plan.queue
-        && sqs::delete_queue_if_owned(&aws.sqs, &q.name, &plan.owner).await?
-    {
-        deleted.push(q.name.clone());
+    // The ingest queue before its dead-letter queue (the dead letters go with the log they were meant for).
+    for q in plan.queue.iter().chain(&plan.dead_letter_queue) {
+        if sqs::delete_queue_if_owned(&aws.sqs, &q.name, &plan.owner).await? {
+            deleted.push(q.name.clone());
+        }
     }
     if plan.table.adopted {
         dynamodb::release_adopted_table(&aws.dynamodb, &plan.table.name, &plan.owner).await?;

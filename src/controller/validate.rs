@@ -5,7 +5,10 @@
 
 use crate::crd::{BackfillSource, EventLog, MaterializedView, ProjectionMode};
 
-/// Problems of a view against its log, each a sentence naming the field, the value and the fix.
+/// Problems of a view against its log, each a sentence naming the field, the value and the fix. What an
+/// Export backfill needs of the log (`spec.export`, point-in-time recovery) is checked only while the
+/// view's current content still has a backfill to run ([`backfill_pending`]): turning PITR off under a
+/// view whose backfill finished changes nothing for it.
 pub fn view_against_log(view: &MaterializedView, log: &EventLog) -> Vec<String> {
     let log_name = log.metadata.name.as_deref().unwrap_or_default();
     let mut problems = Vec::new();
@@ -30,7 +33,7 @@ pub fn view_against_log(view: &MaterializedView, log: &EventLog) -> Vec<String> 
              mode Latest needs one of them to know which record of a key is the newest"
         ));
     }
-    if view.spec.backfill.source == BackfillSource::Export {
+    if view.spec.backfill.source == BackfillSource::Export && backfill_pending(view) {
         if log.spec.export.is_none() {
             problems.push(format!(
                 "spec.backfill.source is Export but EventLog {log_name:?} has no spec.export: add spec.export.bucket \
@@ -45,6 +48,21 @@ pub fn view_against_log(view: &MaterializedView, log: &EventLog) -> Vec<String> 
         }
     }
     problems
+}
+
+/// Whether the view's current content (its spec's record types, projection, code and store) has no
+/// finished backfill yet: no version of that content in `status.versions` records `backfill.finishedAt`.
+/// A view with no status (a new one, or a manifest given to `kappa-operator plan`) has one pending.
+pub fn backfill_pending(view: &MaterializedView) -> bool {
+    use crate::plan::versions::{content_hash, content_of};
+    let Some(status) = &view.status else {
+        return true;
+    };
+    let hash = content_hash(&content_of(view));
+    !status
+        .versions
+        .iter()
+        .any(|v| v.content_hash == hash && v.backfill.as_ref().is_some_and(|b| b.finished_at.is_some()))
 }
 
 /// The view among `views` (the namespace's) whose key prefix in the same shared views table overlaps
@@ -209,5 +227,48 @@ spec:
         assert_eq!(problems.len(), 2, "{problems:?}");
         let v = view(&format!("{VIEW}  backfill: {{source: None}}\n"));
         assert!(view_against_log(&v, &l).is_empty());
+    }
+
+    #[test]
+    fn a_finished_export_backfill_needs_neither_pitr_nor_the_export_bucket_again() {
+        use crate::crd::{BackfillStatus, MaterializedViewStatus, VersionState, ViewVersion};
+        use crate::plan::versions::{content_hash, content_of};
+        let l = log(&LOG.replace("  export: {bucket: exports}\n", "").replace(
+            "{orderingAttribute: seq}",
+            "{orderingAttribute: seq, pointInTimeRecovery: false}",
+        ));
+        let mut v = view(VIEW);
+        let version = |content, finished: bool| ViewVersion {
+            version: 1,
+            content_hash: content_hash(&content),
+            state: VersionState::Active,
+            content,
+            backfill: Some(BackfillStatus {
+                finished_at: finished.then(|| {
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        v.status = Some(MaterializedViewStatus {
+            versions: vec![version(content_of(&v), false)],
+            ..Default::default()
+        });
+        assert_eq!(view_against_log(&v, &l).len(), 2, "still backfilling");
+        v.status.as_mut().unwrap().versions = vec![version(content_of(&v), true)];
+        assert!(view_against_log(&v, &l).is_empty(), "backfilled");
+        let changed = view(&VIEW.replace("[player]", "[player, game]"));
+        let mut changed = MaterializedView {
+            status: v.status.clone(),
+            ..changed
+        };
+        assert_eq!(
+            view_against_log(&changed, &l).len(),
+            2,
+            "a changed content is a new version with a backfill of its own"
+        );
+        changed.status = None;
+        assert_eq!(view_against_log(&changed, &l).len(), 2, "a new view");
     }
 }

@@ -73,33 +73,25 @@ pub fn resources(cluster: &str, log: &EventLog, views: &[MaterializedView]) -> V
     let mut add =
         |kind: &'static str, name: String, note: String| out.push(PlannedResource { kind, name, note });
     let table = &plan.table;
-    add(
-        "DynamoDB table",
-        table.name.clone(),
-        format!(
-            "the log{}{}{}",
-            table
-                .stream
-                .map(|s| format!(", Streams {s:?}"))
-                .unwrap_or_default(),
-            if table.point_in_time_recovery {
-                ", PITR"
-            } else {
-                ""
-            },
-            if table.adopted {
-                ", adopted (exists already)"
-            } else {
-                ""
-            }
-        ),
-    );
+    add("DynamoDB table", table.name.clone(), log_table_note(table));
     if let Some(q) = &plan.queue {
         add(
             "SQS queue",
             q.name.clone(),
             "ingest: producers send records here".into(),
         );
+    }
+    if let (Some(q), Some(dlq)) = (&plan.queue, &plan.dead_letter_queue) {
+        add(
+            "SQS queue",
+            dlq.name.clone(),
+            format!(
+                "the ingest queue's dead-letter queue: messages the writer failed {} times, kept 14 days",
+                q.redrive.as_ref().map_or(0, |r| r.max_receive_count)
+            ),
+        );
+    }
+    if plan.queue.is_some() {
         add(
             "Lambda function",
             plan.owner.resource_name("writer", NameKind::Function),
@@ -188,20 +180,49 @@ fn live_source(plan: &LogPlan, view: &MaterializedView) -> &'static str {
     }
 }
 
+/// What the plan says of the log table: streams, billing (with a provisioned table's capacity, billed per
+/// hour whatever the traffic), point-in-time recovery and adoption.
+fn log_table_note(table: &crate::plan::log::TablePlan) -> String {
+    let mut note = String::from("the log");
+    if let Some(s) = table.stream {
+        let _ = write!(note, ", Streams {s:?}");
+    }
+    match (table.billing, table.capacity) {
+        (crate::crd::BillingMode::Provisioned, Some((read, write))) => {
+            let _ = write!(
+                note,
+                ", Provisioned {read} read / {write} write capacity units (billed per hour whatever the traffic)"
+            );
+        }
+        (crate::crd::BillingMode::Provisioned, None) => note.push_str(", Provisioned"),
+        (crate::crd::BillingMode::OnDemand, _) => note.push_str(", on-demand"),
+    }
+    if table.point_in_time_recovery {
+        note.push_str(", PITR");
+    }
+    if table.adopted {
+        note.push_str(", adopted (exists already)");
+    }
+    note
+}
+
 /// The topology of `log` and its `views` as a Mermaid flowchart.
 pub fn mermaid(cluster: &str, log: &EventLog, views: &[MaterializedView]) -> String {
     let plan = plan_log(cluster, log, views);
     let name = log.metadata.name.clone().unwrap_or_default();
     let mut m = String::from("flowchart LR\n");
+    let pitr = if plan.table.point_in_time_recovery {
+        " + PITR"
+    } else {
+        ""
+    };
+    let log_node = format!("log[(log {name}<br/>DynamoDB{pitr})]");
     if plan.queue.is_some() {
         let _ = writeln!(m, "  producers([producers]) --> ingest[[SQS ingest queue]]");
         let _ = writeln!(m, "  ingest --> writer(writer λ)");
-        let _ = writeln!(m, "  writer --> log[(log {name}<br/>DynamoDB + PITR)]");
+        let _ = writeln!(m, "  writer --> {log_node}");
     } else {
-        let _ = writeln!(
-            m,
-            "  producers([producers]) --> log[(log {name}<br/>DynamoDB + PITR)]"
-        );
+        let _ = writeln!(m, "  producers([producers]) --> {log_node}");
     }
     let _ = writeln!(m, "  log -. Streams .-> stream{{{{log stream}}}}");
     let router = lambdas::router_needed(plan.fan_out, views);
@@ -262,8 +283,11 @@ fn render(log: &EventLog, views: &[MaterializedView], inputs: &PlanInputs) -> St
     for r in resources(cluster, log, views) {
         let _ = writeln!(out, "  + {:<16} {}  ({})", r.kind, r.name, r.note);
     }
-    let _ = writeln!(out, "\nCost: {}\n", est.summary());
-    out.push_str("Backfills:\n");
+    let _ = writeln!(out, "\nCost: {}", est.summary());
+    for note in &est.notes {
+        let _ = writeln!(out, "  note: {note}");
+    }
+    out.push_str("\nBackfills:\n");
     let shares = shares(log, &inputs.assumptions);
     for view in views {
         let share: f64 = view
@@ -272,8 +296,18 @@ fn render(log: &EventLog, views: &[MaterializedView], inputs: &PlanInputs) -> St
             .iter()
             .filter_map(|t| shares.get(t.as_str()))
             .sum();
-        let e = BackfillEstimate::new(view, inputs.log, share, None, &inputs.prices);
         let vname = view.metadata.name.as_deref().unwrap_or_default();
+        // What the operator would refuse is said instead of priced (the same checks as its reconcile).
+        let problems = crate::controller::validate::view_against_log(view, log);
+        if !problems.is_empty() {
+            let _ = writeln!(
+                out,
+                "  {vname}: REFUSED, the view would stay Stalled: {}",
+                problems.join("; ")
+            );
+            continue;
+        }
+        let e = BackfillEstimate::new(view, inputs.log, share, None, &inputs.prices);
         let _ = writeln!(out, "  {vname}: {}", e.summary());
     }
     out.push_str("\nTopology:\n```mermaid\n");
@@ -294,7 +328,8 @@ mod tests {
     fn objects() -> (EventLog, Vec<MaterializedView>) {
         let log: EventLog = serde_yaml::from_str(
             "apiVersion: kappa.dev/v1alpha1\nkind: EventLog\nmetadata: {name: orders, namespace: shop}\nspec:\n  \
-             recordTypes: [order, payment]\n  table: {sortKey: sk}\n  fanOut: {mode: Sns}\n  ingest: {}\n",
+             recordTypes: [order, payment]\n  table: {sortKey: sk}\n  fanOut: {mode: Sns}\n  ingest: {}\n  \
+             export: {bucket: exports}\n",
         )
         .unwrap();
         let view = |name: &str, extra: &str| -> MaterializedView {
@@ -329,6 +364,7 @@ mod tests {
             [
                 "DynamoDB table",
                 "SQS queue",
+                "SQS queue",
                 "Lambda function",
                 "IAM role",
                 "SNS topic",
@@ -342,6 +378,11 @@ mod tests {
             ]
         );
         assert!(r.iter().all(|r| r.name.starts_with("kappa-prod-shop-")), "{r:?}");
+        assert_eq!(r[2].name, plan.dead_letter_queue.unwrap().name);
+        assert!(
+            r[2].note.contains("dead-letter queue") && r[2].note.contains("5 times"),
+            "{r:?}"
+        );
     }
 
     #[test]
@@ -385,5 +426,35 @@ mod tests {
             assert!(out.contains(part), "{part:?} in\n{out}");
         }
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_plan_says_what_the_operator_would_refuse_and_how_the_log_is_billed() {
+        let (mut log, views) = objects();
+        log.spec.export = None;
+        log.spec.table.point_in_time_recovery = false;
+        log.spec.table.billing.mode = crate::crd::BillingMode::Provisioned;
+        log.spec.table.billing.read_capacity_units = Some(40000);
+        log.spec.table.billing.write_capacity_units = Some(300);
+        let inputs = PlanInputs {
+            cluster_id: "prod".into(),
+            log: LogSize::default(),
+            prices: Prices::default(),
+            assumptions: Assumptions::default(),
+        };
+        let out = render(&log, &views, &inputs);
+        assert!(
+            out.contains("counts: REFUSED") && out.contains("pointInTimeRecovery false"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Provisioned 40000 read / 300 write capacity units"),
+            "{out}"
+        );
+        assert!(out.contains("  note: "), "the estimate's notes: {out}");
+        let topology = out.split("```mermaid").nth(1).unwrap();
+        assert!(!topology.contains("PITR"), "no PITR drawn: {topology}");
+        log.spec.table.point_in_time_recovery = true;
+        assert!(mermaid("prod", &log, &views).contains("DynamoDB + PITR"));
     }
 }

@@ -243,10 +243,21 @@ pub struct IngestSpec {
     #[serde(default)]
     #[schemars(range(min = 0, max = 300))]
     pub maximum_batching_window_seconds: i32,
+    /// How many times a message is received (and fails) before SQS moves it to the ingest dead-letter queue
+    /// (the redrive policy's `maxReceiveCount`), 1 to 1000; default 5, the least AWS advises for a queue
+    /// drained by Lambda, so throttled invocations do not dead-letter good messages (Lambda developer guide,
+    /// "Using Lambda with Amazon SQS", dead-letter queues).
+    #[serde(default = "default_max_receive_count")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_receive_count: i32,
 }
 
 fn default_batch_size() -> i32 {
     10
+}
+
+fn default_max_receive_count() -> i32 {
+    5
 }
 
 /// SQS queue type.
@@ -348,6 +359,11 @@ pub struct EventLogStatus {
     /// The ingest queue URL producers send to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest_queue_url: Option<String>,
+    /// Messages in the ingest dead-letter queue (SQS's `ApproximateNumberOfMessages`): records the writer
+    /// could not write after `spec.ingest.maxReceiveCount` tries. They stay 14 days; after a fix, move them back
+    /// to the ingest queue with SQS's dead-letter queue redrive (`aws sqs start-message-move-task`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letters: Option<i64>,
     /// The estimated cost of this log and its views per million writes, with default us-east-1 prices
     /// (`kappa-operator cost -f` prints the table and takes other prices).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -84,6 +84,43 @@ pub fn schema_digest(spec: &CustomResourceDefinitionSpec) -> String {
         .collect()
 }
 
+/// The SHA-256 (lower-case hex) of what of a CRD's `spec` decides admission and what clients see: its
+/// group, scope, kind and plural, and per version its name, `served`, `storage`, schema (with its CEL
+/// rules), subresources and printer columns. Unlike [`schema_digest`] it leaves out what the API server
+/// fills in on its own (`conversion`, `names.listKind`, ...), so it can be recomputed from a CRD read back
+/// from the cluster: an installed CRD that carries this operator's digest annotation but whose
+/// fingerprint differs from the generated one's was edited by hand.
+pub fn schema_fingerprint(spec: &CustomResourceDefinitionSpec) -> String {
+    use sha2::{Digest, Sha256};
+    let versions: Vec<serde_json::Value> = spec
+        .versions
+        .iter()
+        .map(|v| {
+            serde_json::json!({
+                "name": v.name,
+                "served": v.served,
+                "storage": v.storage,
+                "schema": v.schema,
+                "subresources": v.subresources,
+                "additionalPrinterColumns": v.additional_printer_columns,
+            })
+        })
+        .collect();
+    let value = serde_json::json!({
+        "group": spec.group,
+        "scope": spec.scope,
+        "kind": spec.names.kind,
+        "plural": spec.names.plural,
+        "versions": versions,
+    });
+    let mut canonical = String::new();
+    write_canonical(&value, &mut canonical);
+    Sha256::digest(canonical.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// `value` as compact JSON with the keys of every object in sorted order (whatever the map's order).
 fn write_canonical(value: &serde_json::Value, out: &mut String) {
     use serde_json::Value;

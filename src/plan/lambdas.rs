@@ -70,6 +70,8 @@ pub fn writer_function(
         code,
         plan.owner.tags(),
     );
+    // The ingest queue's visibility timeout is derived from it (plan::log::ingest_visibility_timeout).
+    f.timeout_seconds = super::log::WRITER_TIMEOUT_SECONDS;
     f.environment = WriterConfig {
         log_table: plan.table.name.clone(),
         partition_key: spec.table.partition_key.clone(),

@@ -23,6 +23,8 @@ pub struct LogPlan {
     pub owner: Owner,
     pub table: TablePlan,
     pub queue: Option<QueuePlan>,
+    /// The ingest queue's dead-letter queue (with the ingest queue).
+    pub dead_letter_queue: Option<QueuePlan>,
     pub fan_out: ResolvedFanOut,
     /// With `Sns` fan-out: one topic per record-type group.
     pub topics: Vec<TopicPlan>,
@@ -73,7 +75,34 @@ pub struct TablePlan {
 pub struct QueuePlan {
     pub name: String,
     pub fifo: bool,
+    /// Attributes set at creation and converged after (by their SQS names, e.g. `VisibilityTimeout`).
+    pub attributes: BTreeMap<String, String>,
+    /// Where messages received too often go (the queue's `RedrivePolicy`).
+    pub redrive: Option<Redrive>,
     pub tags: BTreeMap<String, String>,
+}
+
+/// A queue's redrive policy: after `max_receive_count` receives a message moves to the queue named
+/// `dead_letter_queue` (its ARN is known once it exists).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Redrive {
+    pub dead_letter_queue: String,
+    pub max_receive_count: i32,
+}
+
+/// The built-in writer's timeout, seconds.
+pub const WRITER_TIMEOUT_SECONDS: i32 = 30;
+
+/// The longest SQS keeps a message: 14 days, for the dead-letter queue (SQS `MessageRetentionPeriod`).
+pub const DEAD_LETTER_RETENTION_SECONDS: i32 = 14 * 24 * 3600;
+
+/// The ingest queue's visibility timeout: at least six times the writer's timeout plus the mapping's
+/// batching window, as AWS advises for a queue drained by Lambda (Lambda developer guide, "Using Lambda
+/// with Amazon SQS": "set the source queue's visibility timeout to at least six times the timeout that
+/// you configure on your function", plus `MaximumBatchingWindowInSeconds`), so a message is not received
+/// again while an invocation that throttled or retried may still hold it.
+pub fn ingest_visibility_timeout(batching_window_seconds: i32) -> i32 {
+    6 * WRITER_TIMEOUT_SECONDS + batching_window_seconds
 }
 
 /// An SNS topic as it should be.
@@ -208,14 +237,40 @@ pub fn plan_log(cluster: &str, log: &EventLog, views: &[MaterializedView]) -> Lo
         take_over_predecessor: false,
         tags: tags.clone(),
     };
-    let queue = spec.ingest.as_ref().map(|ingest| {
+    let dead_letter_queue = spec.ingest.as_ref().map(|ingest| {
+        // A FIFO queue's dead-letter queue must be FIFO too.
         let fifo = ingest.queue_type == QueueType::Fifo;
         QueuePlan {
-            name: owner.resource_name("ingest", NameKind::Queue { fifo }),
+            name: owner.resource_name("ingest-dlq", NameKind::Queue { fifo }),
             fifo,
+            attributes: BTreeMap::from([(
+                "MessageRetentionPeriod".to_string(),
+                DEAD_LETTER_RETENTION_SECONDS.to_string(),
+            )]),
+            redrive: None,
             tags: tags.clone(),
         }
     });
+    let queue = spec
+        .ingest
+        .as_ref()
+        .zip(dead_letter_queue.as_ref())
+        .map(|(ingest, dlq)| {
+            let fifo = ingest.queue_type == QueueType::Fifo;
+            QueuePlan {
+                name: owner.resource_name("ingest", NameKind::Queue { fifo }),
+                fifo,
+                attributes: BTreeMap::from([(
+                    "VisibilityTimeout".to_string(),
+                    ingest_visibility_timeout(ingest.maximum_batching_window_seconds).to_string(),
+                )]),
+                redrive: Some(Redrive {
+                    dead_letter_queue: dlq.name.clone(),
+                    max_receive_count: ingest.max_receive_count,
+                }),
+                tags: tags.clone(),
+            }
+        });
     let fan_out = resolve_fan_out(spec.fan_out.mode, StreamReaders::of(views));
     let topics = match fan_out {
         ResolvedFanOut::Direct => Vec::new(),
@@ -233,6 +288,7 @@ pub fn plan_log(cluster: &str, log: &EventLog, views: &[MaterializedView]) -> Lo
         owner,
         table,
         queue,
+        dead_letter_queue,
         fan_out,
         topics,
         deletion_policy: spec.deletion_policy,

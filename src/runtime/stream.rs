@@ -26,22 +26,27 @@
 //!   records written to it in between are skipped: this reader suits best-effort consumers that keep no
 //!   checkpoint (its checkpoints, given to [`StreamReader::new`], would re-read such a shard from its start).
 //!
-//! Caught up: a reader is caught up when, on every readable shard, it has read everything created before
-//! a poll that began at least [`CAUGHT_UP_WINDOW`] ago: it read a record created after that (shard order is
-//! write order), or the shard is at its end. DynamoDB Streams may answer `GetRecords` with no records on an
-//! open shard that holds more ("it might take multiple calls to get to a portion of the shard that contains
-//! stream records", the DynamoDB Streams API Reference, GetRecords), so one empty page is never taken for
-//! the end: a shard is at its end once [`EMPTY_PAGES_AT_END`] calls in a row returned nothing. A reader
-//! behind a backlog is never caught up, however fresh the backlog; one following steady writes is, without
-//! ever seeing an empty page. [`Batch::at_end_since`] is the time everything created before was read.
+//! Caught up: a reader is caught up when, on every readable shard, it has read everything created more
+//! than [`CAUGHT_UP_MAX_LAG`] before the current poll began: it read a record created after that (shard
+//! order is write order), or the shard is at its end. DynamoDB Streams may answer `GetRecords` with no
+//! records on an open shard that holds more ("it might take multiple calls to get to a portion of the
+//! shard that contains stream records", the DynamoDB Streams API Reference, GetRecords), so one empty page
+//! is never taken for the end: the reader assumes fewer than [`EMPTY_PAGES_AT_END`] such pages in a row,
+//! so of the last [`EMPTY_PAGES_AT_END`] calls in a row that returned nothing at least one was at the end,
+//! and everything created before the first of them was read. A shard whose last page with records was
+//! full (`limit` records) holds more: the reader is not caught up until it shows a smaller page or its
+//! end. A pause between polls changes nothing of this: what a poll long ago showed is dated by that
+//! poll. A reader behind a backlog older than the lag is never caught up; one following steady writes
+//! is, without ever seeing an empty page.
+//! [`Batch::at_end_since`] is the time everything created before was read.
 //!
 //! Pacing: AWS throttles `GetRecords` above about 5 calls per second per shard. [`StreamReader::poll`]
 //! makes one call per readable shard and waits so that polls start at least [`MIN_POLL_INTERVAL`]
 //! apart; when a batch is [`Batch::caught_up`], the caller should sleep (about a second) before polling
 //! again rather than poll in a loop.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodbstreams::types::{OperationType, Record, ShardIteratorType};
 use serde::{Deserialize, Serialize};
@@ -60,8 +65,10 @@ pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(250);
 pub const EMPTY_PAGES_AT_END: u32 = 3;
 
 /// A reader is caught up once every shard has passed what was written this long before the current poll
-/// (see the module docs): its lag is about this much.
-pub const CAUGHT_UP_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+/// (see the module docs): the most a caught-up reader lags. Stream records carry their creation time in
+/// whole seconds (`ApproximateCreationDateTime`), and an idle reader polls about once a second, so a few
+/// seconds is the least that a reader at the tip shows.
+pub const CAUGHT_UP_MAX_LAG: Duration = Duration::from_secs(5);
 
 /// How long a shard list is trusted before `DescribeStream` is called again.
 const SHARD_LIST_MAX_AGE: Duration = Duration::from_secs(60);
@@ -285,16 +292,16 @@ fn forget_trimmed_finished(listed: &[ShardInfo], checkpoint: &mut Checkpoint) {
 
 /// The error and its causes, outermost first, joined by ": ".
 /// The caught-up rule (see the module docs), from each readable shard's `passed` time (everything created
-/// before it was read): the reader is caught up when every readable shard passed `check_point`, the start
-/// of a round at least [`CAUGHT_UP_WINDOW`] ago (so its lag is about that window); and the time everything
-/// was read up to is the least of the shards' (`None` while a shard has none). No readable shard (every
-/// one finished, children not listed yet) is caught up as of `now`.
+/// before it was read): the reader is caught up when every readable shard passed `check_point` (see
+/// [`check_point`]; `None`: never); and the time everything was read up to is the least of the shards' (`None` while a
+/// shard has none). No readable shard (every one finished, children not listed yet) is caught up as of
+/// `now`.
 fn caught_up_rule(
     readable: &[String],
-    passed: &HashMap<String, std::time::SystemTime>,
-    check_point: Option<std::time::SystemTime>,
-    now: std::time::SystemTime,
-) -> (bool, Option<std::time::SystemTime>) {
+    passed: &HashMap<String, SystemTime>,
+    check_point: Option<SystemTime>,
+    now: SystemTime,
+) -> (bool, Option<SystemTime>) {
     if readable.is_empty() {
         return (true, Some(now));
     }
@@ -308,6 +315,114 @@ fn caught_up_rule(
         _ => false,
     };
     (caught_up, least)
+}
+
+/// The caught-up check point of a round that starts `now`: [`CAUGHT_UP_MAX_LAG`] before it.
+fn check_point(now: SystemTime) -> Option<SystemTime> {
+    now.checked_sub(CAUGHT_UP_MAX_LAG)
+}
+
+/// What one `GetRecords` call showed of a shard, for the caught-up rule.
+#[derive(Clone, Copy, Debug)]
+struct Page {
+    /// How many records it returned.
+    records: usize,
+    /// The newest record's ApproximateCreationDateTime, epoch seconds.
+    newest_created: Option<f64>,
+    /// It returned the call's `limit`: more records are waiting.
+    full: bool,
+}
+
+/// One round of polls in progress: what it showed, committed by [`Progress::end_round`].
+#[derive(Debug)]
+struct Round {
+    started: SystemTime,
+    passed: HashMap<String, SystemTime>,
+}
+
+/// The reader's bookkeeping for the caught-up rule (see the module docs), without I/O.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Per shard: when the last (at most [`EMPTY_PAGES_AT_END`]) `GetRecords` of its current run of empty
+    /// pages started, oldest first.
+    empty_pages: HashMap<String, VecDeque<SystemTime>>,
+    /// Per shard: everything created before this time was read (its newest record's creation second, or
+    /// the first of the last [`EMPTY_PAGES_AT_END`] calls of a run of empty pages).
+    passed: HashMap<String, SystemTime>,
+    /// Shards whose last page with records was full (more records wait) and that have not shown their end
+    /// since.
+    waiting: HashSet<String>,
+}
+
+impl Progress {
+    fn begin_round(&self, started: SystemTime) -> Round {
+        Round {
+            started,
+            passed: HashMap::new(),
+        }
+    }
+
+    /// Records what a call in `round` showed of `shard`.
+    fn note_page(&mut self, round: &mut Round, shard: &str, page: Page) {
+        if page.records == 0 {
+            let run = self.empty_pages.entry(shard.to_string()).or_default();
+            run.push_back(round.started);
+            if run.len() > EMPTY_PAGES_AT_END as usize {
+                run.pop_front();
+            }
+            if let Some(first) = run.front().filter(|_| run.len() >= EMPTY_PAGES_AT_END as usize) {
+                // One of these calls was at the end (see the module docs): everything created before the
+                // first of them was read.
+                round.passed.insert(shard.to_string(), *first);
+                self.waiting.remove(shard);
+            }
+            return;
+        }
+        self.empty_pages.remove(shard);
+        match page.full {
+            true => self.waiting.insert(shard.to_string()),
+            false => self.waiting.remove(shard),
+        };
+        // Shard order is write order: everything created before the newest record's second was read.
+        if let Some(t) = page.newest_created.filter(|t| *t >= 0.0) {
+            round.passed.insert(
+                shard.to_string(),
+                UNIX_EPOCH + Duration::from_secs(t.floor() as u64),
+            );
+        }
+    }
+
+    /// Commits a round that read every shard in `readable`: whether the reader is caught up, and the time
+    /// everything created before was read (see [`caught_up_rule`]). Not caught up while a shard's last page
+    /// with records was full (until it shows a smaller page or its end), nor in a round that finished a
+    /// shard (its children are not listed yet).
+    fn end_round(
+        &mut self,
+        round: Round,
+        readable: &[String],
+        finished_any: bool,
+    ) -> (bool, Option<SystemTime>) {
+        self.empty_pages.retain(|shard, _| readable.contains(shard));
+        for (shard, at) in round.passed {
+            let p = self.passed.entry(shard).or_insert(at);
+            *p = (*p).max(at);
+        }
+        self.passed.retain(|shard, _| readable.contains(shard));
+        self.waiting.retain(|shard| readable.contains(shard));
+        let check = check_point(round.started);
+        let (caught_up, at_end_since) = caught_up_rule(readable, &self.passed, check, round.started);
+        (
+            caught_up && !finished_any && self.waiting.is_empty(),
+            at_end_since,
+        )
+    }
+
+    /// Forgets what the shards showed (after a rewind).
+    fn reset(&mut self) {
+        self.empty_pages.clear();
+        self.passed.clear();
+        self.waiting.clear();
+    }
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -422,14 +537,8 @@ pub struct StreamReader {
     last_poll_started: Option<Instant>,
     /// Set by [`StreamReader::at_tip`] until the first listing positions the shards.
     start_at_tip: bool,
-    /// Per shard: when the last (at most [`EMPTY_PAGES_AT_END`]) `GetRecords` of its current run of empty
-    /// pages started, oldest first.
-    empty_pages: HashMap<String, std::collections::VecDeque<std::time::SystemTime>>,
-    /// Per shard: everything created before this time was read (its newest record's creation second, or
-    /// the last call of a run of empty pages at its end).
-    passed: HashMap<String, std::time::SystemTime>,
-    /// When recent rounds started, oldest first.
-    rounds: std::collections::VecDeque<std::time::SystemTime>,
+    /// What the caught-up rule needs (see the module docs).
+    progress: Progress,
     /// The shards started at their newest end: with nothing read yet, their iterator is `LATEST`.
     tip_shards: HashSet<String>,
 }
@@ -452,9 +561,7 @@ impl StreamReader {
             last_poll_started: None,
             start_at_tip: false,
             tip_shards: HashSet::new(),
-            empty_pages: HashMap::new(),
-            passed: HashMap::new(),
-            rounds: std::collections::VecDeque::new(),
+            progress: Progress::default(),
         }
     }
 
@@ -495,8 +602,7 @@ impl StreamReader {
         self.checkpoint = checkpoint;
         self.iterators.clear();
         self.listed_at = None;
-        self.empty_pages.clear();
-        self.passed.clear();
+        self.progress.reset();
     }
 
     async fn read_round(&mut self, limit: i32) -> Result<Batch, StreamError> {
@@ -506,10 +612,9 @@ impl StreamReader {
         let mut checkpoint = self.checkpoint.clone();
         let mut records = Vec::new();
         let mut finished_any = false;
-        let round_started = std::time::SystemTime::now();
         let readable = readable_shards(&self.listed, &checkpoint);
         // Committed only when the whole round succeeds.
-        let mut passed_now: HashMap<String, std::time::SystemTime> = HashMap::new();
+        let mut round = self.progress.begin_round(SystemTime::now());
         for shard in readable.iter().cloned() {
             let after = match checkpoint.shards.get(&shard) {
                 Some(ShardPosition::Reading { after }) => after.clone(),
@@ -525,33 +630,14 @@ impl StreamReader {
                     after: Some(last.sequence_number.clone()),
                 };
             }
-            match shard_records.is_empty() {
-                true => {
-                    let run = self.empty_pages.entry(shard.clone()).or_default();
-                    run.push_back(round_started);
-                    if run.len() > EMPTY_PAGES_AT_END as usize {
-                        run.pop_front();
-                    }
-                    if run.len() >= EMPTY_PAGES_AT_END as usize {
-                        // At its end (see the module docs): everything created before this call was read.
-                        passed_now.insert(shard.clone(), round_started);
-                    }
-                }
-                false => {
-                    self.empty_pages.remove(&shard);
-                    // Shard order is write order: everything created before the newest record's second
-                    // was read.
-                    let newest = (shard_records.iter())
-                        .filter_map(|r| r.approximate_creation_epoch_seconds)
-                        .fold(None::<f64>, |m, t| Some(m.map_or(t, |m| m.max(t))));
-                    if let Some(t) = newest.filter(|t| *t >= 0.0) {
-                        passed_now.insert(
-                            shard.clone(),
-                            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.floor() as u64),
-                        );
-                    }
-                }
-            }
+            let page = Page {
+                records: shard_records.len(),
+                newest_created: (shard_records.iter())
+                    .filter_map(|r| r.approximate_creation_epoch_seconds)
+                    .fold(None::<f64>, |m, t| Some(m.map_or(t, |m| m.max(t)))),
+                full: shard_records.len() >= limit as usize,
+            };
+            self.progress.note_page(&mut round, &shard, page);
             match next_iterator {
                 Some(iterator) => {
                     self.iterators.insert(shard, iterator);
@@ -569,28 +655,10 @@ impl StreamReader {
             // Its children become readable: list them.
             self.listed_at = None;
         }
-        self.empty_pages.retain(|shard, _| readable.contains(shard));
-        for (shard, at) in passed_now {
-            let p = self.passed.entry(shard).or_insert(at);
-            *p = (*p).max(at);
-        }
-        self.passed.retain(|shard, _| readable.contains(shard));
         self.checkpoint = checkpoint.clone();
-        // The check point: the newest earlier round that began at least CAUGHT_UP_WINDOW before this one.
-        let check_point = (self.rounds.iter().rev())
-            .find(|r| {
-                round_started
-                    .duration_since(**r)
-                    .is_ok_and(|d| d >= CAUGHT_UP_WINDOW)
-            })
-            .copied();
-        self.rounds.push_back(round_started);
-        while self.rounds.len() > 64 {
-            self.rounds.pop_front();
-        }
-        let (caught_up, at_end_since) = caught_up_rule(&readable, &self.passed, check_point, round_started);
+        let (caught_up, at_end_since) = self.progress.end_round(round, &readable, finished_any);
         Ok(Batch {
-            caught_up: caught_up && !finished_any,
+            caught_up,
             at_end_since,
             records,
             checkpoint,

@@ -462,3 +462,102 @@ fn the_reader_is_caught_up_once_every_shard_passed_the_check_point() {
         "no readable shard"
     );
 }
+
+/// One shard of the simulated stream: creation times (seconds after the epoch, ascending) and how many
+/// were read.
+#[derive(Clone, Debug)]
+struct SimShard {
+    created: Vec<f64>,
+    read: usize,
+    /// Empty pages injected in a row while records wait.
+    injected_run: u32,
+}
+
+fn simulate_round(
+    progress: &mut Progress,
+    shards: &mut [SimShard],
+    now: f64,
+    limit: usize,
+    inject_empty: &[bool],
+) -> (bool, Option<SystemTime>) {
+    let started = UNIX_EPOCH + Duration::from_secs_f64(now);
+    let mut round = progress.begin_round(started);
+    let names: Vec<String> = (0..shards.len()).map(|i| format!("shard-{i}")).collect();
+    for (i, shard) in shards.iter_mut().enumerate() {
+        let visible = shard.created.iter().filter(|c| **c < now).count();
+        let waiting = visible - shard.read;
+        // AWS may answer an empty page while records wait, but (the reader's assumption, see the module
+        // docs) not EMPTY_PAGES_AT_END times in a row.
+        let inject = inject_empty[i % inject_empty.len()]
+            && waiting > 0
+            && shard.injected_run + 1 < EMPTY_PAGES_AT_END;
+        let n = if inject { 0 } else { waiting.min(limit) };
+        shard.injected_run = if inject { shard.injected_run + 1 } else { 0 };
+        let page = Page {
+            records: n,
+            newest_created: (n > 0).then(|| shard.created[shard.read + n - 1]),
+            full: n >= limit,
+        };
+        shard.read += n;
+        progress.note_page(&mut round, &names[i], page);
+    }
+    progress.end_round(round, &names, false)
+}
+
+proptest::proptest! {
+    /// Whatever the write times and the gaps between polls (pauses of up to 40 s included), a reader that
+    /// says it is caught up has read everything created CAUGHT_UP_MAX_LAG before its poll; and once
+    /// writes stop, polling on makes it caught up.
+    #[test]
+    fn caught_up_means_everything_older_than_the_max_lag_was_read(
+        writes in proptest::collection::vec(proptest::collection::vec(0.0f64..60.0, 0..120), 1..4),
+        gaps in proptest::collection::vec(
+            proptest::prop_oneof![0.25f64..1.5, 1.5f64..8.0, 8.0f64..40.0],
+            1..80,
+        ),
+        limit in 1usize..40,
+        inject in proptest::collection::vec(proptest::bool::ANY, 1..7),
+    ) {
+        let base = 1_700_000_000.0;
+        let mut shards: Vec<SimShard> = writes
+            .into_iter()
+            .map(|mut w| {
+                w.sort_by(f64::total_cmp);
+                SimShard { created: w.into_iter().map(|c| base + c).collect(), read: 0, injected_run: 0 }
+            })
+            .collect();
+        let mut progress = Progress::default();
+        let mut now = base;
+        let max_age = CAUGHT_UP_MAX_LAG.as_secs_f64();
+        for (k, gap) in gaps.iter().enumerate() {
+            now += gap;
+            let flags: Vec<bool> = (0..shards.len()).map(|i| inject[(k + i) % inject.len()]).collect();
+            let (caught_up, _) = simulate_round(&mut progress, &mut shards, now, limit, &flags);
+            if caught_up {
+                for (i, s) in shards.iter().enumerate() {
+                    let due = s.created.iter().filter(|c| **c < now - max_age).count();
+                    proptest::prop_assert!(
+                        s.read >= due,
+                        "caught up at {:.2} but shard {} read {} of the {} records created before {:.2}",
+                        now - base, i, s.read, due, now - max_age - base
+                    );
+                }
+            }
+        }
+        // Writes stopped (all are before base + 60): polls every 1.25 s, no injected empty pages.
+        now = now.max(base + 60.0);
+        let left: usize = shards.iter().map(|s| s.created.len() - s.read).sum();
+        let enough = left / limit + EMPTY_PAGES_AT_END as usize + 8;
+        let mut caught = false;
+        for _ in 0..enough {
+            now += 1.25;
+            let n = shards.len();
+            if simulate_round(&mut progress, &mut shards, now, limit, &vec![false; n]).0 {
+                caught = true;
+                break;
+            }
+        }
+        proptest::prop_assert!(caught, "not caught up within {enough} polls after writes stopped");
+        proptest::prop_assert!(shards.iter().all(|s| s.read == s.created.len()));
+    }
+}
