@@ -77,9 +77,15 @@ impl LogWriter for DynamoLogWriter {
             .request_items(&self.table, requests)
             .send()
             .await
-            .map_err(|e| match describe("BatchWriteItem", &self.table, &e) {
-                (true, reason) => WriteError::Retryable(reason),
-                (false, reason) => WriteError::Permanent(reason),
+            .map_err(|e| {
+                // A ValidationException is about the request's items (one too large, a number out of
+                // range); other permanent errors (access, a missing table) about the table.
+                let invalid = e.as_service_error().and_then(|s| s.code()) == Some("ValidationException");
+                match describe("BatchWriteItem", &self.table, &e) {
+                    (true, reason) => WriteError::Retryable(reason),
+                    (false, reason) if invalid => WriteError::Invalid(reason),
+                    (false, reason) => WriteError::Permanent(reason),
+                }
             })?;
         let unprocessed = out
             .unprocessed_items

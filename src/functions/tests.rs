@@ -431,6 +431,97 @@ async fn writer_retries_retryable_errors_but_not_permanent_ones() {
     assert_eq!((report.written, report.failed), (5, 25));
 }
 
+/// A log table that refuses (`ValidationException`, as DynamoDB does for an item over 400 KB) every call
+/// holding an item with a `poison` attribute, and writes the others.
+#[derive(Default)]
+struct PoisonLog {
+    calls: Mutex<usize>,
+    written: Mutex<Vec<Item>>,
+}
+
+impl LogWriter for PoisonLog {
+    async fn batch_write(&self, items: Vec<Item>) -> Result<Vec<Item>, WriteError> {
+        assert!(items.len() <= writer::MAX_BATCH_WRITE);
+        *self.calls.lock().unwrap() += 1;
+        if items.iter().any(|i| i.contains_key("poison")) {
+            return Err(WriteError::Invalid(
+                "ValidationException: Item size has exceeded the maximum allowed size".into(),
+            ));
+        }
+        self.written.lock().unwrap().extend(items);
+        Ok(Vec::new())
+    }
+}
+
+#[tokio::test]
+async fn writer_fails_only_the_item_a_refused_batch_was_refused_for() {
+    let mut records: Vec<Item> = (0..10).map(|i| player("ada", i)).collect();
+    records[3].insert("poison".into(), Value::S("x".repeat(16)));
+    let event = sqs(records.iter().map(body).collect());
+    let log = PoisonLog::default();
+    let report = writer::handle(&writer_config(), &log, &RetryPolicy::immediate(3), &event).await;
+    assert_eq!(report.response.failed_ids(), ["m3"]);
+    assert_eq!((report.written, report.failed), (9, 1));
+    assert_eq!(log.written.lock().unwrap().len(), 9);
+    // A table-level refusal (access denied) is not split: the whole chunk fails at once.
+    let log = FakeLog::scripted(vec![Next::Fail(WriteError::Permanent("AccessDenied".into()))]);
+    let report = writer::handle(&writer_config(), &log, &RetryPolicy::immediate(3), &event).await;
+    assert_eq!(log.call_sizes(), [10]);
+    assert_eq!(report.failed, 10);
+}
+
+proptest::proptest! {
+    /// Whatever the batch size and which records DynamoDB refuses, exactly those messages are reported
+    /// failed and every other record is written, in at most 2 calls per record and chunk.
+    #[test]
+    fn writer_reports_exactly_the_refused_messages(
+        n in 1usize..60,
+        poison in proptest::collection::btree_set(0usize..60, 0..6),
+    ) {
+        let mut records: Vec<Item> = (0..n as u32).map(|i| player("ada", i)).collect();
+        for &p in poison.iter().filter(|p| **p < n) {
+            records[p].insert("poison".into(), Value::S("big".into()));
+        }
+        let event = sqs(records.iter().map(body).collect());
+        let log = PoisonLog::default();
+        let report = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(writer::handle(&writer_config(), &log, &RetryPolicy::immediate(3), &event));
+        let expected: Vec<String> = poison.iter().filter(|p| **p < n).map(|p| format!("m{p}")).collect();
+        proptest::prop_assert_eq!(report.response.failed_ids(), expected.clone());
+        proptest::prop_assert_eq!(report.written, n - expected.len());
+        proptest::prop_assert_eq!(log.written.lock().unwrap().len(), n - expected.len());
+        proptest::prop_assert!(*log.calls.lock().unwrap() <= 2 * n + 3);
+    }
+}
+
+#[test]
+fn writer_refuses_keys_longer_than_dynamodb_stores() {
+    let config = writer_config();
+    let with = |pk: String, sk: String| {
+        body(&item(
+            json!({"pk": {"S": pk}, "sk": {"S": sk}, "type": {"S": "player"}}),
+        ))
+    };
+    assert!(config.validate(&with("p".repeat(2048), "s".repeat(1024))).is_ok());
+    let err = config.validate(&with("p".repeat(2049), "s".into())).unwrap_err();
+    assert!(
+        matches!(&err, RecordError::Key { attribute, .. } if attribute == "pk")
+            && err
+                .to_string()
+                .contains("2049 bytes (DynamoDB allows at most 2048)"),
+        "{err}"
+    );
+    // Bytes, not characters: 342 four-byte characters are 1,368 bytes.
+    let err = config.validate(&with("p".into(), "😀".repeat(342))).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("1368 bytes (DynamoDB allows at most 1024)"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn writer_writes_a_redelivered_record_once_and_rejects_a_conflicting_one() {
     let log = FakeLog::default();

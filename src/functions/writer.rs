@@ -178,16 +178,20 @@ impl WriterConfig {
                 reason: e.to_string(),
             })?
             .item;
-        let key = |name: &str| match item.get(name) {
-            Some(Value::S(s)) if !s.is_empty() => Ok(()),
+        let key = |name: &str, max: usize| match item.get(name) {
+            Some(Value::S(s)) if !s.is_empty() && s.len() <= max => Ok(()),
+            Some(Value::S(s)) if !s.is_empty() => Err(RecordError::Key {
+                attribute: name.to_string(),
+                found: format!("a string of {} bytes (DynamoDB allows at most {max})", s.len()),
+            }),
             other => Err(RecordError::Key {
                 attribute: name.to_string(),
                 found: describe(other),
             }),
         };
-        key(&self.partition_key)?;
+        key(&self.partition_key, MAX_PARTITION_KEY_BYTES)?;
         if let Some(sort_key) = &self.sort_key {
-            key(sort_key)?;
+            key(sort_key, MAX_SORT_KEY_BYTES)?;
         }
         match item.get(&self.record_type_attribute) {
             Some(Value::S(t)) if self.record_types.contains(t) => Ok(item),
@@ -226,6 +230,14 @@ fn describe(value: Option<&Value>) -> String {
         Some(v) => format!("a {}", v.type_name()),
     }
 }
+
+/// The longest partition key value DynamoDB stores, in UTF-8 bytes (DynamoDB Developer Guide, Service,
+/// account, and table quotas: "Partition key length and values").
+pub const MAX_PARTITION_KEY_BYTES: usize = 2048;
+
+/// The longest sort key value DynamoDB stores, in UTF-8 bytes (same source: "Sort key length and
+/// values").
+pub const MAX_SORT_KEY_BYTES: usize = 1024;
 
 /// Why one message is not written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -293,9 +305,13 @@ pub enum WriteError {
     /// Throttling, a 5xx, a timeout: worth another try.
     #[error("BatchWriteItem failed (retryable): {0}")]
     Retryable(String),
-    /// Access denied, validation, table not found: the same call fails again.
+    /// Access denied, table not found: the same call fails again, whatever its items.
     #[error("BatchWriteItem failed: {0}")]
     Permanent(String),
+    /// Refused for its items (`ValidationException`: an item over 400 KB, a number out of range), without
+    /// saying which: the same items fail again, others may not.
+    #[error("BatchWriteItem refused: {0}")]
+    Invalid(String),
 }
 
 /// Writes log records: `BatchWriteItem` with one `PutRequest` per item on the log table.
@@ -412,7 +428,10 @@ pub async fn handle<W: LogWriter>(
 }
 
 /// Writes the records of `chunk` (slots of `unique`), retrying unprocessed items and retryable errors.
-/// Returns the slots still not written, each with the reason.
+/// Returns the slots still not written, each with the reason. A call refused for its items
+/// ([`WriteError::Invalid`]: one item too large, a number out of range) says nothing of which item, and
+/// writes none: the group is split in halves and each written again, so only the items refused on their
+/// own fail and the others are written.
 async fn write_chunk<W: LogWriter>(
     config: &WriterConfig,
     writer: &W,
@@ -421,7 +440,41 @@ async fn write_chunk<W: LogWriter>(
     chunk: &[usize],
     by_key: &BTreeMap<(String, Option<String>), usize>,
 ) -> Vec<(usize, String)> {
-    let mut pending: Vec<usize> = chunk.to_vec();
+    let mut failed = Vec::new();
+    let mut groups = vec![chunk.to_vec()];
+    while let Some(group) = groups.pop() {
+        match write_group(config, writer, retry, unique, group, by_key).await {
+            None => {}
+            Some(GroupFailure::Invalid(slots, _)) if slots.len() > 1 => {
+                let (a, b) = slots.split_at(slots.len() / 2);
+                groups.push(b.to_vec());
+                groups.push(a.to_vec());
+            }
+            Some(GroupFailure::Invalid(slots, reason) | GroupFailure::Failed(slots, reason)) => {
+                failed.extend(slots.into_iter().map(|slot| (slot, reason.clone())));
+            }
+        }
+    }
+    failed
+}
+
+/// Why a group of records was not (all) written: the slots not written, and the reason.
+enum GroupFailure {
+    /// The call was refused for its items.
+    Invalid(Vec<usize>, String),
+    /// Refused for good for the table, or still unprocessed or failing after the retries.
+    Failed(Vec<usize>, String),
+}
+
+/// One group's `BatchWriteItem` with its retries; `None` when every record was written.
+async fn write_group<W: LogWriter>(
+    config: &WriterConfig,
+    writer: &W,
+    retry: &RetryPolicy,
+    unique: &[(Item, Vec<usize>)],
+    mut pending: Vec<usize>,
+    by_key: &BTreeMap<(String, Option<String>), usize>,
+) -> Option<GroupFailure> {
     let mut last_error = String::new();
     for attempt in 1..=retry.max_attempts.max(1) {
         if attempt > 1 {
@@ -440,7 +493,7 @@ async fn write_chunk<W: LogWriter>(
                 left.dedup();
                 pending = left;
                 if pending.is_empty() {
-                    return Vec::new();
+                    return None;
                 }
                 last_error = format!(
                     "DynamoDB left it unprocessed after {attempt} attempt(s) (throttling); it is retried on \
@@ -450,14 +503,9 @@ async fn write_chunk<W: LogWriter>(
             Err(WriteError::Retryable(reason)) => {
                 last_error = format!("{reason} (after {attempt} attempt(s))");
             }
-            Err(WriteError::Permanent(reason)) => {
-                last_error = reason;
-                break;
-            }
+            Err(WriteError::Invalid(reason)) => return Some(GroupFailure::Invalid(pending, reason)),
+            Err(WriteError::Permanent(reason)) => return Some(GroupFailure::Failed(pending, reason)),
         }
     }
-    pending
-        .into_iter()
-        .map(|slot| (slot, last_error.clone()))
-        .collect()
+    Some(GroupFailure::Failed(pending, last_error))
 }
