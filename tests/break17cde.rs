@@ -172,7 +172,12 @@ spec:
     // DescribeTable, not ListTables: the stack holds other tests' tables, more than one page of them.
     common::eventually(Duration::from_secs(90), "the views table", || async {
         let _ = mvs.get("counts").await.ok()?;
-        ddb.describe_table().table_name(&planned[1]).send().await.ok().map(|_| ())
+        ddb.describe_table()
+            .table_name(&planned[1])
+            .send()
+            .await
+            .ok()
+            .map(|_| ())
     })
     .await;
     common::delete_namespace(&client, &ns).await;
