@@ -58,19 +58,7 @@ impl DynamoConnections {
     where
         E: ProvideErrorMetadata + std::fmt::Debug,
     {
-        let (message, retryable) = match err {
-            SdkError::ServiceError(service) => {
-                let code = service.err().code();
-                let status = service.raw().status().as_u16();
-                let message = format!(
-                    "{}: {} (HTTP {status})",
-                    code.unwrap_or("Unknown"),
-                    service.err().message().unwrap_or_default()
-                );
-                (message, classify(code, Some(status)))
-            }
-            other => (format!("{other:?}"), true),
-        };
+        let (retryable, message) = super::functions::sdk_failure(err);
         ConnectionStoreError::Call {
             operation,
             table: self.table.clone(),

@@ -25,8 +25,9 @@ use crate::projection::{Applied, Item, ViewWrite, dynamo, item_from_dynamodb};
 /// Whether a failed call is worth retrying: the operator's one classifier ([`crate::aws::error::classify`]).
 pub use super::error::classify;
 
-/// `(retryable, reason)` of an SDK error; the reason names the operation and the resource.
-fn describe<E>(operation: &str, resource: &str, err: &SdkError<E, HttpResponse>) -> (bool, String)
+/// `(retryable, reason)` of an SDK error: `Code: message (HTTP status)` for a service error, the error
+/// itself otherwise; retryable by the operator's one classifier.
+pub(super) fn sdk_failure<E>(err: &SdkError<E, HttpResponse>) -> (bool, String)
 where
     E: ProvideErrorMetadata + std::fmt::Debug,
 {
@@ -35,17 +36,23 @@ where
             let code = service.err().code();
             let status = service.raw().status().as_u16();
             let reason = format!(
-                "{operation} on {resource}: {}: {} (HTTP {status})",
+                "{}: {} (HTTP {status})",
                 code.unwrap_or("Unknown"),
                 service.err().message().unwrap_or_default()
             );
             (classify(code, Some(status)), reason)
         }
-        other => (
-            crate::aws::error::classify_sdk(other),
-            format!("{operation} on {resource}: {other:?}"),
-        ),
+        other => (crate::aws::error::classify_sdk(other), format!("{other:?}")),
     }
+}
+
+/// `(retryable, reason)` of an SDK error; the reason names the operation and the resource.
+fn describe<E>(operation: &str, resource: &str, err: &SdkError<E, HttpResponse>) -> (bool, String)
+where
+    E: ProvideErrorMetadata + std::fmt::Debug,
+{
+    let (retryable, reason) = sdk_failure(err);
+    (retryable, format!("{operation} on {resource}: {reason}"))
 }
 
 /// [`LogWriter`] over `BatchWriteItem` on the log table.
