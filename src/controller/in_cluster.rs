@@ -20,6 +20,9 @@ use sha2::{Digest, Sha256};
 use tracing::info;
 
 use super::Context;
+use super::backfill_step::{
+    Approval, BackfillStep, ExportStep, Observed, RunStep, after_run, export_step, next_step,
+};
 use super::status::{self, Health};
 use crate::aws::export::{self, ExportState};
 use crate::aws::views::ViewTableWriter;
@@ -285,7 +288,17 @@ pub(super) async fn reconcile(
         cutoff,
         passed: live.passed,
     };
-    let mut outcome = backfill(view, target, log, ctx, ns, table, &projection, &facts, gap).await;
+    let call = BackfillCall {
+        view,
+        target,
+        log,
+        ctx,
+        ns,
+        table,
+        projection: &projection,
+        live: &facts,
+    };
+    let mut outcome = backfill(&call, gap).await;
     outcome.live = Some(live_status);
     if matches!(outcome.health, Health::Stalled { .. }) {
         return outcome;
@@ -348,19 +361,27 @@ pub(super) async fn reconcile(
     outcome
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn backfill(
-    view: &MaterializedView,
-    target: &Target,
-    log: &EventLog,
-    ctx: &Context,
-    ns: &str,
-    table: &str,
-    projection: &Arc<ProjectionConfig>,
-    live: &LiveFacts,
-    gap: Option<String>,
+/// What a backfill step reads: the view (carrying the version's content and, in `status.backfill`, the
+/// version's backfill), the version, the log, the views table it writes and its live path.
+pub(super) struct BackfillCall<'a> {
+    pub view: &'a MaterializedView,
+    pub target: &'a Target,
+    pub log: &'a EventLog,
+    pub ctx: &'a Context,
+    pub ns: &'a str,
+    pub table: &'a str,
+    pub projection: &'a Arc<ProjectionConfig>,
+    pub live: &'a LiveFacts,
+}
+
+fn progressing(
+    phase: ViewPhase,
+    reason: &'static str,
+    message: String,
+    b: Option<BackfillStatus>,
+    requeue: Duration,
 ) -> InClusterOutcome {
-    let progressing = |phase, reason, message: String, b: Option<BackfillStatus>, requeue| InClusterOutcome {
+    InClusterOutcome {
         phase,
         health: Health::Progressing { reason, message },
         backfill: b,
@@ -370,411 +391,565 @@ pub(super) async fn backfill(
         resources: Default::default(),
         skipped: None,
         record_errors: RecordErrors::default(),
-    };
-    let name = view.name_any();
-    let base = target.base.clone();
-    let key = target.key.clone();
-    match view.spec.backfill.source {
-        BackfillSource::None => {
-            return InClusterOutcome {
-                phase: ViewPhase::CatchingUp,
-                health: Health::Progressing {
-                    reason: reasons::NO_BACKFILL,
-                    message: "spec.backfill.source None: the view starts from what the log's stream holds"
-                        .into(),
-                },
-                backfill: None,
-                backfill_complete: true,
-                live: None,
-                requeue: Duration::from_secs(2),
-                resources: Default::default(),
-                skipped: None,
-                record_errors: RecordErrors::default(),
-            };
-        }
-        BackfillSource::Scan | BackfillSource::Export => {}
     }
+}
+
+/// The key of a backfill task in the runtime registry: a new attempt, export or generation is a new task.
+fn run_fingerprint(scan: bool, b: &BackfillStatus, generation: i64) -> String {
+    match scan {
+        true => digest(&["scan", &b.attempt.to_string(), &generation.to_string()]),
+        false => digest(&[
+            b.export_arn.as_deref().unwrap_or_default(),
+            &generation.to_string(),
+        ]),
+    }
+}
+
+/// What this pass observes of the backfill `b` (see [`Observed`]), the key of its task in the runtime
+/// registry, and the task if it runs (or ran) in this process.
+fn observe<'a>(
+    call: &BackfillCall<'_>,
+    b: &BackfillStatus,
+    gap: Option<&'a str>,
+) -> (Observed<'a>, String, Option<BackfillRun>) {
+    let view = call.view;
+    let generation = view.metadata.generation.unwrap_or_default();
+    let approved = view.annotations().get(APPROVE_BACKFILL_ANNOTATION) == Some(&generation.to_string());
+    let approval = match view.spec.backfill.approval {
+        BackfillApproval::Manual if approved => Approval::Approved,
+        BackfillApproval::Manual => Approval::Awaiting,
+        _ => Approval::NotRequired,
+    };
     let scan = view.spec.backfill.source == BackfillSource::Scan;
-    let export_spec = log.spec.export.clone().unwrap_or_else(|| crate::crd::ExportSpec {
-        bucket: String::new(),
-        prefix: String::new(),
-    });
-    if !scan && log.spec.export.is_none() {
-        return stalled(
+    let fingerprint = run_fingerprint(scan, b, generation);
+    let running = call.ctx.runtime.backfill_progress(&call.target.key, &fingerprint);
+    let seen = Observed {
+        source: view.spec.backfill.source,
+        log_exports: call.log.spec.export.is_some(),
+        gap,
+        approval,
+        live_started: call.live.started,
+        log_table_arn: log_table(call.log).and_then(|t| t.arn.as_ref()).is_some(),
+        running: running.is_some(),
+    };
+    (seen, fingerprint, running)
+}
+
+/// Takes the backfill's next step, decided by [`next_step`] from `status.backfill` and this pass's
+/// observations; `gap` is a gap the live path found in the stream.
+pub(super) async fn backfill(call: &BackfillCall<'_>, gap: Option<String>) -> InClusterOutcome {
+    let b = call
+        .view
+        .status
+        .as_ref()
+        .and_then(|s| s.backfill.clone())
+        .unwrap_or_default();
+    let (seen, fingerprint, running) = observe(call, &b, gap.as_deref());
+    let wait = |reason, message: &str, requeue| {
+        progressing(
+            ViewPhase::Backfilling,
+            reason,
+            message.into(),
+            None,
+            Duration::from_secs(requeue),
+        )
+    };
+    match next_step(&b, &seen) {
+        BackfillStep::NoBackfill => InClusterOutcome {
+            backfill_complete: true,
+            ..progressing(
+                ViewPhase::CatchingUp,
+                reasons::NO_BACKFILL,
+                "spec.backfill.source None: the view starts from what the log's stream holds".into(),
+                None,
+                Duration::from_secs(2),
+            )
+        },
+        BackfillStep::Invalid => stalled(
             ViewPhase::Failed,
             reasons::INVALID_SPEC,
             format!(
                 "spec.backfill.source is Export but EventLog {} has no spec.export: add spec.export.bucket to the \
                  EventLog, or set spec.backfill.source to None",
-                log.name_any()
+                call.log.name_any()
             ),
-        );
-    }
-    let export_spec = &export_spec;
-    let mut b = view
-        .status
-        .as_ref()
-        .and_then(|s| s.backfill.clone())
-        .unwrap_or_default();
-    if let Some(gap) = gap
-        && b.attempt > 0
-    {
-        info!(view = %key, %gap, "closing a gap in the live path with a new backfill");
-        if let Err(e) = retire_attempt(ctx, ns, &base, &b).await {
-            return progressing(
-                ViewPhase::Backfilling,
-                reasons::BACKFILLING,
-                format!(
-                    "removing the unfinished attempt {} before closing a gap: {e}",
-                    b.attempt
-                ),
-                None,
-                Duration::from_secs(5),
-            );
+        ),
+        BackfillStep::CloseGap { next_attempt } => {
+            close_gap(call, &b, next_attempt, seen.gap.unwrap_or_default()).await
         }
-        crate::fail_point!("backfill-gap-found");
-        let next = BackfillStatus {
-            attempt: b.attempt + 1,
-            reason: Some(gap_reason(&gap)),
-            ..BackfillStatus::default()
-        };
-        // Recorded first, exported on a later pass: the live path must switch to the new attempt (and,
-        // pre-aggregated, hold) before the export's time is taken, or records it applies under the old
-        // attempt after that time would be in neither the export nor the new attempt's live part.
+        BackfillStep::Finished { clean_up } => finished(call, b, clean_up).await,
+        BackfillStep::AwaitApproval => await_approval(call).await,
+        BackfillStep::AwaitLivePath => wait(
+            reasons::WAITING_FOR_LIVE_PATH,
+            "starting the live path before the export, so no record falls between them",
+            1,
+        ),
+        BackfillStep::StartScan { attempt } => start_scan_status(call, b, attempt),
+        BackfillStep::AwaitLogTable => wait(
+            reasons::EXPORTING,
+            "waiting for the EventLog to report its table ARN",
+            5,
+        ),
+        BackfillStep::StartExport { attempt } => start_export(call, b, attempt).await,
+        BackfillStep::Run | BackfillStep::Exporting => {
+            let run = match running {
+                Some(run) => run,
+                None => match start_run(call, &b, &fingerprint).await {
+                    Ok(run) => run,
+                    Err(outcome) => return *outcome,
+                },
+            };
+            follow_run(call, b, run).await
+        }
+    }
+}
+
+/// [`BackfillStep::Finished`]: removes what the backfill read, unless that was done (on every pass until
+/// it succeeds).
+async fn finished(call: &BackfillCall<'_>, mut b: BackfillStatus, clean_up: bool) -> InClusterOutcome {
+    if clean_up {
+        let export_spec = export_spec(call.log);
+        let base = &call.target.base;
+        b.cleaned_up =
+            clean_up_backfill(call.view, call.log, call.ctx, call.ns, base, &b, &export_spec).await;
+    }
+    backfilled(b, Duration::from_secs(2))
+}
+
+/// [`BackfillStep::AwaitApproval`]: says what the backfill will cost and how to approve it.
+async fn await_approval(call: &BackfillCall<'_>) -> InClusterOutcome {
+    let view = call.view;
+    let generation = view.metadata.generation.unwrap_or_default();
+    let plan = backfill_plan(view, call.log, call.ctx, call.table).await;
+    progressing(
+        ViewPhase::Pending,
+        reasons::BACKFILLING,
+        format!(
+            "spec.backfill.approval is Manual: the backfill {plan}; approve with `kubectl annotate mv {} \
+             {APPROVE_BACKFILL_ANNOTATION}={generation}`",
+            view.name_any()
+        ),
+        None,
+        Duration::from_secs(300),
+    )
+}
+
+/// [`BackfillStep::StartScan`]: records the start of the scan (it runs from the next pass).
+fn start_scan_status(call: &BackfillCall<'_>, b: BackfillStatus, attempt: i64) -> InClusterOutcome {
+    let b = BackfillStatus {
+        attempt,
+        reason: b.reason.or_else(|| Some("initial".into())),
+        checkpoint: Some(checkpoints::backfill_name(&call.target.base, attempt)),
+        started_at: Some(status::now()),
+        progress: Some("0%".into()),
+        ..BackfillStatus::default()
+    };
+    progressing(
+        ViewPhase::Backfilling,
+        reasons::BACKFILLING,
+        "scanning the log (spec.backfill.source Scan)".into(),
+        Some(b),
+        Duration::from_secs(1),
+    )
+}
+
+/// The log's `spec.export`, or an empty one for a view that scans the log.
+fn export_spec(log: &EventLog) -> crate::crd::ExportSpec {
+    log.spec.export.clone().unwrap_or_else(|| crate::crd::ExportSpec {
+        bucket: String::new(),
+        prefix: String::new(),
+    })
+}
+
+/// [`BackfillStep::CloseGap`]: retires attempt `b` and records `next_attempt`.
+async fn close_gap(
+    call: &BackfillCall<'_>,
+    b: &BackfillStatus,
+    next_attempt: i64,
+    gap: &str,
+) -> InClusterOutcome {
+    info!(view = %call.target.key, %gap, "closing a gap in the live path with a new backfill");
+    if let Err(e) = retire_attempt(call.ctx, call.ns, &call.target.base, b).await {
         return progressing(
             ViewPhase::Backfilling,
-            reasons::EXPORTING,
-            format!("closing a gap with backfill attempt {}: {gap}", next.attempt),
-            Some(next),
-            Duration::from_secs(1),
+            reasons::BACKFILLING,
+            format!(
+                "removing the unfinished attempt {} before closing a gap: {e}",
+                b.attempt
+            ),
+            None,
+            Duration::from_secs(5),
         );
     }
-    if b.finished_at.is_some() {
-        // Recorded finished: now (and on every pass until it succeeds) remove what it read.
-        if !b.cleaned_up {
-            b.cleaned_up = clean_up_backfill(view, log, ctx, ns, &base, &b, export_spec).await;
-        }
-        return backfilled(b, Duration::from_secs(2));
-    }
-    let generation = view.metadata.generation.unwrap_or_default();
-    if (scan && b.started_at.is_none()) || (!scan && b.export_arn.is_none()) {
-        // Not started yet.
-        if view.spec.backfill.approval == BackfillApproval::Manual {
-            let approved =
-                view.annotations().get(APPROVE_BACKFILL_ANNOTATION) == Some(&generation.to_string());
-            if !approved {
-                let plan = backfill_plan(view, log, ctx, table).await;
-                return progressing(
-                    ViewPhase::Pending,
-                    reasons::BACKFILLING,
-                    format!(
-                        "spec.backfill.approval is Manual: the backfill {plan}; approve with `kubectl annotate mv \
-                         {name} {APPROVE_BACKFILL_ANNOTATION}={generation}`"
-                    ),
-                    None,
-                    Duration::from_secs(300),
-                );
-            }
-        }
-        if !live.started {
-            return progressing(
-                ViewPhase::Backfilling,
-                reasons::WAITING_FOR_LIVE_PATH,
-                "starting the live path before the export, so no record falls between them".into(),
-                None,
-                Duration::from_secs(1),
-            );
-        }
-        if scan {
-            b = BackfillStatus {
-                attempt: b.attempt.max(1),
-                reason: b.reason.or_else(|| Some("initial".into())),
-                checkpoint: Some(checkpoints::backfill_name(&base, b.attempt.max(1))),
-                started_at: Some(status::now()),
-                progress: Some("0%".into()),
-                ..BackfillStatus::default()
-            };
-            return progressing(
-                ViewPhase::Backfilling,
-                reasons::BACKFILLING,
-                "scanning the log (spec.backfill.source Scan)".into(),
-                Some(b),
-                Duration::from_secs(1),
-            );
-        }
-        let Some(table_arn) = log_table(log).and_then(|t| t.arn.clone()) else {
+    crate::fail_point!("backfill-gap-found");
+    let next = BackfillStatus {
+        attempt: next_attempt,
+        reason: Some(gap_reason(gap)),
+        ..BackfillStatus::default()
+    };
+    // Recorded first, exported on a later pass: the live path must switch to the new attempt (and,
+    // pre-aggregated, hold) before the export's time is taken, or records it applies under the old
+    // attempt after that time would be in neither the export nor the new attempt's live part.
+    progressing(
+        ViewPhase::Backfilling,
+        reasons::EXPORTING,
+        format!("closing a gap with backfill attempt {}: {gap}", next.attempt),
+        Some(next),
+        Duration::from_secs(1),
+    )
+}
+
+/// [`BackfillStep::StartExport`]: requests the log's export for `attempt` and records it.
+async fn start_export(call: &BackfillCall<'_>, b: BackfillStatus, attempt: i64) -> InClusterOutcome {
+    let (view, log, ctx) = (call.view, call.log, call.ctx);
+    let export_spec = export_spec(log);
+    let table_arn = log_table(log).and_then(|t| t.arn.clone()).unwrap_or_default();
+    let root = crate::plan::log::export_root(&ctx.config.cluster_id, log);
+    let uid = view.uid().unwrap_or_default();
+    let prefix = export_prefix(&root, &export_spec.prefix, &call.target.base, &uid, attempt);
+    let token = match call.target.version {
+        ..=1 => digest(&[&uid, &attempt.to_string()]),
+        v => digest(&[&uid, &format!("v{v}"), &attempt.to_string()]),
+    };
+    let started = match export::start_export(
+        &ctx.aws.dynamodb,
+        &table_arn,
+        &export_spec.bucket,
+        &prefix,
+        &token,
+    )
+    .await
+    {
+        Ok(started) => started,
+        Err(e) if e.retryable => {
             return progressing(
                 ViewPhase::Backfilling,
                 reasons::EXPORTING,
-                "waiting for the EventLog to report its table ARN".into(),
+                e.to_string(),
                 None,
-                Duration::from_secs(5),
+                Duration::from_secs(10),
             );
-        };
-        let attempt = b.attempt.max(1);
-        let root = crate::plan::log::export_root(&ctx.config.cluster_id, log);
-        let uid = view.uid().unwrap_or_default();
-        let prefix = export_prefix(&root, &export_spec.prefix, &base, &uid, attempt);
-        let token = match target.version {
-            ..=1 => digest(&[&uid, &attempt.to_string()]),
-            v => digest(&[&uid, &format!("v{v}"), &attempt.to_string()]),
-        };
-        match export::start_export(
-            &ctx.aws.dynamodb,
-            &table_arn,
-            &export_spec.bucket,
-            &prefix,
-            &token,
-        )
-        .await
-        {
-            Ok(started) => {
-                crate::fail_point!("backfill-export-started");
-                info!(view = %key, export = %started.arn, attempt, "export of the log started");
-                let now = status::now();
-                b = BackfillStatus {
-                    attempt,
-                    reason: b.reason.or_else(|| Some("initial".into())),
-                    export_location: Some(format!("s3://{}/{prefix}", export_spec.bucket)),
-                    checkpoint: Some(checkpoints::backfill_name(&base, attempt)),
-                    export_arn: Some(started.arn.clone()),
-                    export_time: Some(
-                        started
-                            .export_time
-                            .and_then(|t| time_of(t as f64))
-                            .unwrap_or_else(|| now.clone()),
-                    ),
-                    started_at: Some(now),
-                    progress: Some("0%".into()),
-                    ..BackfillStatus::default()
-                };
-                return progressing(
-                    ViewPhase::Backfilling,
-                    reasons::EXPORTING,
-                    format!(
-                        "exporting the log to {}",
-                        b.export_location.clone().unwrap_or_default()
-                    ),
-                    Some(b),
-                    Duration::from_secs(2),
-                );
-            }
-            Err(e) if e.retryable => {
-                return progressing(
-                    ViewPhase::Backfilling,
-                    reasons::EXPORTING,
-                    e.to_string(),
-                    None,
-                    Duration::from_secs(10),
-                );
-            }
-            Err(e) => return stalled(ViewPhase::Failed, reasons::EXPORT_FAILED, e.to_string()),
         }
-    }
-    let export_arn = b.export_arn.clone().unwrap_or_default();
-    let fingerprint = match scan {
-        true => digest(&["scan", &b.attempt.to_string(), &generation.to_string()]),
-        false => digest(&[&export_arn, &generation.to_string()]),
+        Err(e) => return stalled(ViewPhase::Failed, reasons::EXPORT_FAILED, e.to_string()),
     };
+    crate::fail_point!("backfill-export-started");
+    info!(view = %call.target.key, export = %started.arn, attempt, "export of the log started");
+    let now = status::now();
+    let b = BackfillStatus {
+        attempt,
+        reason: b.reason.or_else(|| Some("initial".into())),
+        export_location: Some(format!("s3://{}/{prefix}", export_spec.bucket)),
+        checkpoint: Some(checkpoints::backfill_name(&call.target.base, attempt)),
+        export_arn: Some(started.arn.clone()),
+        export_time: Some(
+            started
+                .export_time
+                .and_then(|t| time_of(t as f64))
+                .unwrap_or_else(|| now.clone()),
+        ),
+        started_at: Some(now),
+        progress: Some("0%".into()),
+        ..BackfillStatus::default()
+    };
+    progressing(
+        ViewPhase::Backfilling,
+        reasons::EXPORTING,
+        format!(
+            "exporting the log to {}",
+            b.export_location.clone().unwrap_or_default()
+        ),
+        Some(b),
+        Duration::from_secs(2),
+    )
+}
+
+/// [`BackfillStep::Run`] (a scan) or [`BackfillStep::Exporting`] with no task in this process: starts the
+/// task reading the scan or the completed export (or the backfill Job reading it). `Err` is this pass's
+/// outcome instead (the export still runs or failed, or the live path's band is not closed yet).
+async fn start_run(
+    call: &BackfillCall<'_>,
+    b: &BackfillStatus,
+    fingerprint: &str,
+) -> Result<BackfillRun, Box<InClusterOutcome>> {
     // The backfill's share of the views table's capacity (spec.backfill.writeCapacityPercent).
-    let running = ctx.runtime.backfill_progress(&key, &fingerprint);
-    let limit = match running {
-        Some(_) => None,
-        None => crate::aws::views::backfill_limit(
-            &ctx.aws.dynamodb,
-            table,
-            view.spec.backfill.write_capacity_percent,
-            1,
+    let limit = crate::aws::views::backfill_limit(
+        &call.ctx.aws.dynamodb,
+        call.table,
+        call.view.spec.backfill.write_capacity_percent,
+        1,
+    )
+    .await
+    .unwrap_or(None);
+    match call.view.spec.backfill.source {
+        BackfillSource::Scan => start_scan(call, b, fingerprint, limit),
+        _ => start_export_read(call, b, fingerprint, limit).await,
+    }
+}
+
+/// Starts the parallel scan of the log (`spec.backfill.source: Scan`).
+fn start_scan(
+    call: &BackfillCall<'_>,
+    b: &BackfillStatus,
+    fingerprint: &str,
+    limit: Option<f64>,
+) -> Result<BackfillRun, Box<InClusterOutcome>> {
+    let (view, ctx) = (call.view, call.ctx);
+    let Some(log_table_name) = log_table(call.log).map(|t| t.name.clone()) else {
+        return Err(Box::new(progressing(
+            ViewPhase::Backfilling,
+            reasons::BACKFILLING,
+            "waiting for the EventLog to report its table".into(),
+            Some(b.clone()),
+            Duration::from_secs(5),
+        )));
+    };
+    let parallelism = view.spec.backfill.parallelism.max(1);
+    let worker = ScanWorker {
+        dynamodb: ctx.aws.dynamodb.clone(),
+        log_table: log_table_name,
+        total_segments: parallelism * 4,
+        projection: call.projection.clone(),
+        writer: ViewTableWriter::for_view(
+            ctx.aws.dynamodb.clone(),
+            call.table,
+            call.projection,
+            WRITE_CONCURRENCY,
         )
-        .await
-        .unwrap_or(None),
+        .with_rate_limit(limit),
+        checkpoints: backfill_checkpoint(ctx, call.ns, view, &call.target.base, b.attempt),
+        parallelism: parallelism as usize,
+        progress: Arc::new(Mutex::new(Progress::default())),
     };
-    let run = match running {
-        Some(run) => run,
-        None if scan => {
-            let Some(log_table_name) = log_table(log).map(|t| t.name.clone()) else {
-                return progressing(
-                    ViewPhase::Backfilling,
-                    reasons::BACKFILLING,
-                    "waiting for the EventLog to report its table".into(),
-                    Some(b),
-                    Duration::from_secs(5),
-                );
-            };
-            let parallelism = view.spec.backfill.parallelism.max(1);
-            let worker = ScanWorker {
-                dynamodb: ctx.aws.dynamodb.clone(),
-                log_table: log_table_name,
-                total_segments: parallelism * 4,
-                projection: projection.clone(),
-                writer: ViewTableWriter::for_view(
-                    ctx.aws.dynamodb.clone(),
-                    table,
-                    projection,
-                    WRITE_CONCURRENCY,
-                )
-                .with_rate_limit(limit),
-                checkpoints: backfill_checkpoint(ctx, ns, view, &base, b.attempt),
-                parallelism: parallelism as usize,
-                progress: Arc::new(Mutex::new(Progress::default())),
-            };
-            info!(view = %key, segments = worker.total_segments, "backfilling by scanning the log");
-            let progress = worker.progress.clone();
-            let transient = worker.writer.transient_log().clone();
-            ctx.runtime.backfill(&key, &fingerprint, |run| {
-                tokio::spawn(async move { track(progress, transient, worker.run(), run).await })
-            })
+    info!(view = %call.target.key, segments = worker.total_segments, "backfilling by scanning the log");
+    let progress = worker.progress.clone();
+    let transient = worker.writer.transient_log().clone();
+    Ok(ctx.runtime.backfill(&call.target.key, fingerprint, |run| {
+        tokio::spawn(async move { track(progress, transient, worker.run(), run).await })
+    }))
+}
+
+/// The export of `b` once it completed (read with `DescribeExport`); `Err` is this pass's outcome while it
+/// runs, or once it failed.
+async fn completed_export(
+    call: &BackfillCall<'_>,
+    b: &BackfillStatus,
+) -> Result<export::ExportInfo, Box<InClusterOutcome>> {
+    let export_arn = b.export_arn.clone().unwrap_or_default();
+    let wait = |reason, message: String, requeue| {
+        Box::new(progressing(
+            ViewPhase::Backfilling,
+            reason,
+            message,
+            Some(b.clone()),
+            requeue,
+        ))
+    };
+    let export_spec = export_spec(call.log);
+    let info = match export::describe_export(&call.ctx.aws.dynamodb, &export_arn).await {
+        Ok(info) => info,
+        Err(e) if e.retryable => {
+            return Err(wait(reasons::EXPORTING, e.to_string(), Duration::from_secs(10)));
         }
-        None => {
-            let info = match export::describe_export(&ctx.aws.dynamodb, &export_arn).await {
-                Ok(info) => info,
-                Err(e) if e.retryable => {
-                    return progressing(
-                        ViewPhase::Backfilling,
-                        reasons::EXPORTING,
-                        e.to_string(),
-                        Some(b),
-                        Duration::from_secs(10),
-                    );
-                }
-                Err(e) => return stalled(ViewPhase::Failed, reasons::EXPORT_FAILED, e.to_string()),
-            };
-            match &info.state {
-                ExportState::InProgress => {
-                    return progressing(
-                        ViewPhase::Backfilling,
-                        reasons::EXPORTING,
-                        format!("export {export_arn} is in progress"),
-                        Some(b),
-                        Duration::from_secs(5),
-                    );
-                }
-                ExportState::Failed { code, message } => {
-                    return stalled(
-                        ViewPhase::Failed,
-                        reasons::EXPORT_FAILED,
-                        format!(
-                            "export {export_arn} failed: {code}: {message}; fix the cause (the bucket {} must exist \
-                             and accept DynamoDB's writes), then delete the view's status.backfill or recreate the \
-                             view to export again",
-                            export_spec.bucket
-                        ),
-                    );
-                }
-                ExportState::Completed => {}
-            }
-            let prefix = b
-                .export_location
-                .as_deref()
-                .and_then(|l| l.strip_prefix(&format!("s3://{}/", export_spec.bucket)))
-                .unwrap_or_default()
-                .to_string();
-            let large =
-                |j: &&crate::settings::BackfillJobs| info.item_count.unwrap_or(0).max(0) as u64 > j.min_items;
-            let bucket = info.bucket.clone().unwrap_or_else(|| export_spec.bucket.clone());
-            let writer =
-                ViewTableWriter::for_view(ctx.aws.dynamodb.clone(), table, projection, WRITE_CONCURRENCY)
-                    .with_rate_limit(limit);
-            // A pre-aggregated backfill reads the export once the live path has recorded its band.
-            let partials_prefix = crate::backfill::aggregate::partials_prefix(&prefix, b.attempt);
-            let buckets = crate::backfill::aggregate::buckets_for(info.item_count.unwrap_or(0).max(0) as u64);
-            let how = PreAggregation::of(projection, live.cutoff.is_some());
-            if how == PreAggregation::Banded
-                && let Some(cutoff) = &live.cutoff
-                && !cutoff.band_closed(live.passed)
-            {
-                return progressing(
-                    ViewPhase::Backfilling,
-                    reasons::BACKFILLING,
-                    format!(
-                        "waiting for the live path to read past the export time plus {}s, so that the records it \
-                         applied itself are known and left out of the export's sums",
-                        crate::backfill::aggregate::BAND_MARGIN_SECONDS
-                    ),
-                    Some(b),
-                    Duration::from_secs(2),
-                );
-            }
-            let jobs = ctx.config.backfill_jobs.as_ref().filter(large);
-            // The band is read by whoever reads the export: this process, or each of the Job's pods.
-            let band = match (how, jobs) {
-                (PreAggregation::Banded, None) => match writer.load_band(b.attempt).await {
-                    Ok(band) => band,
-                    Err(e) => {
-                        return progressing(
-                            ViewPhase::Backfilling,
-                            reasons::BACKFILLING,
-                            format!("reading the live path's band: {e}"),
-                            Some(b),
-                            Duration::from_secs(5),
-                        );
-                    }
-                },
-                _ => Default::default(),
-            };
-            let pre_aggregate = (how != PreAggregation::PerRecord).then(|| PreAggregate {
-                band: Arc::new(band),
-                partials_prefix,
-                buckets,
-            });
-            if let Some(jobs) = jobs {
-                let summary = export::summary_key(&info, &prefix);
-                let ledger = writer.clone();
-                let fold = pre_aggregate.map(|pre_aggregate| Worker {
-                    s3: ctx.aws.s3.clone(),
-                    bucket: bucket.clone(),
-                    summary_key: summary.clone(),
-                    projection: projection.clone(),
-                    writer,
-                    checkpoints: (),
-                    parallelism: 1,
-                    share: (0, 1),
-                    progress: Arc::new(Mutex::new(Progress::default())),
-                    pre_aggregate: Some(pre_aggregate),
-                });
-                let job = JobBackfill {
-                    jobs,
-                    attempt: b.attempt,
-                    bucket: &bucket,
-                    summary_key: &summary,
-                    pre_aggregation: how,
-                    fold: fold.map(|w| (w, format!("{fingerprint}/fold"))),
-                    ledger,
-                };
-                job_backfill(view, target, ctx, ns, job).await
-            } else {
-                let worker = Worker {
-                    s3: ctx.aws.s3.clone(),
-                    bucket,
-                    summary_key: export::summary_key(&info, &prefix),
-                    projection: projection.clone(),
-                    writer,
-                    checkpoints: backfill_checkpoint(ctx, ns, view, &base, b.attempt),
-                    parallelism: view.spec.backfill.parallelism.max(1) as usize,
-                    share: (0, 1),
-                    progress: Arc::new(Mutex::new(Progress::default())),
-                    pre_aggregate,
-                };
-                info!(view = %key, export = %export_arn, summary = %worker.summary_key, "backfilling from the export");
-                let progress = worker.progress.clone();
-                let transient = worker.writer.transient_log().clone();
-                let attempt = b.attempt;
-                ctx.runtime.backfill(&key, &fingerprint, |run| {
-                    let work = async move {
-                        worker.run().await?;
-                        worker.fold(attempt).await?;
-                        // With the record errors the fold found.
-                        Ok(worker.progress.lock().unwrap_or_else(|e| e.into_inner()).clone())
-                    };
-                    tokio::spawn(async move { track(progress, transient, work, run).await })
-                })
-            }
+        Err(e) => {
+            return Err(Box::new(stalled(
+                ViewPhase::Failed,
+                reasons::EXPORT_FAILED,
+                e.to_string(),
+            )));
         }
     };
+    match (export_step(&info.state), &info.state) {
+        (ExportStep::Wait, _) => {
+            let message = format!("export {export_arn} is in progress");
+            return Err(wait(reasons::EXPORTING, message, Duration::from_secs(5)));
+        }
+        (ExportStep::Failed, ExportState::Failed { code, message }) => {
+            return Err(Box::new(stalled(
+                ViewPhase::Failed,
+                reasons::EXPORT_FAILED,
+                format!(
+                    "export {export_arn} failed: {code}: {message}; fix the cause (the bucket {} must exist and \
+                     accept DynamoDB's writes), then delete the view's status.backfill or recreate the view to \
+                     export again",
+                    export_spec.bucket
+                ),
+            )));
+        }
+        _ => {}
+    }
+    Ok(info)
+}
+
+/// Follows the export of [`BackfillStep::Exporting`]; once it completed, starts reading it: in this
+/// process, or with an Indexed Job for a large export (`--backfill-jobs`).
+async fn start_export_read(
+    call: &BackfillCall<'_>,
+    b: &BackfillStatus,
+    fingerprint: &str,
+    limit: Option<f64>,
+) -> Result<BackfillRun, Box<InClusterOutcome>> {
+    let ctx = call.ctx;
+    let wait = |reason, message: String, requeue| {
+        Box::new(progressing(
+            ViewPhase::Backfilling,
+            reason,
+            message,
+            Some(b.clone()),
+            requeue,
+        ))
+    };
+    let export_spec = export_spec(call.log);
+    let info = completed_export(call, b).await?;
+    let prefix = b
+        .export_location
+        .as_deref()
+        .and_then(|l| l.strip_prefix(&format!("s3://{}/", export_spec.bucket)))
+        .unwrap_or_default()
+        .to_string();
+    let writer = ViewTableWriter::for_view(
+        ctx.aws.dynamodb.clone(),
+        call.table,
+        call.projection,
+        WRITE_CONCURRENCY,
+    )
+    .with_rate_limit(limit);
+    let items = info.item_count.unwrap_or(0).max(0) as u64;
+    // A pre-aggregated backfill reads the export once the live path has recorded its band.
+    let how = PreAggregation::of(call.projection, call.live.cutoff.is_some());
+    if how == PreAggregation::Banded
+        && let Some(cutoff) = &call.live.cutoff
+        && !cutoff.band_closed(call.live.passed)
+    {
+        let message = format!(
+            "waiting for the live path to read past the export time plus {}s, so that the records it applied \
+             itself are known and left out of the export's sums",
+            crate::backfill::aggregate::BAND_MARGIN_SECONDS
+        );
+        return Err(wait(reasons::BACKFILLING, message, Duration::from_secs(2)));
+    }
+    let jobs = ctx.config.backfill_jobs.as_ref().filter(|j| items > j.min_items);
+    // The band is read by whoever reads the export: this process, or each of the Job's pods.
+    let band = match (how, jobs) {
+        (PreAggregation::Banded, None) => match writer.load_band(b.attempt).await {
+            Ok(band) => band,
+            Err(e) => {
+                let message = format!("reading the live path's band: {e}");
+                return Err(wait(reasons::BACKFILLING, message, Duration::from_secs(5)));
+            }
+        },
+        _ => Default::default(),
+    };
+    let pre_aggregate = (how != PreAggregation::PerRecord).then(|| PreAggregate {
+        band: Arc::new(band),
+        partials_prefix: crate::backfill::aggregate::partials_prefix(&prefix, b.attempt),
+        buckets: crate::backfill::aggregate::buckets_for(items),
+    });
+    let worker = Worker {
+        s3: ctx.aws.s3.clone(),
+        bucket: info.bucket.clone().unwrap_or_else(|| export_spec.bucket.clone()),
+        summary_key: export::summary_key(&info, &prefix),
+        projection: call.projection.clone(),
+        writer,
+        checkpoints: (),
+        parallelism: call.view.spec.backfill.parallelism.max(1) as usize,
+        share: (0, 1),
+        progress: Arc::new(Mutex::new(Progress::default())),
+        pre_aggregate,
+    };
+    match jobs {
+        Some(jobs) => Ok(export_job(call, b, fingerprint, jobs, how, worker).await),
+        None => Ok(export_task(call, b, fingerprint, worker)),
+    }
+}
+
+/// Reads the export with an Indexed Job (`--backfill-jobs`); this process folds what its pods
+/// pre-aggregated, with `worker` (its settings, without checkpoints).
+async fn export_job(
+    call: &BackfillCall<'_>,
+    b: &BackfillStatus,
+    fingerprint: &str,
+    jobs: &crate::settings::BackfillJobs,
+    how: PreAggregation,
+    worker: Worker<()>,
+) -> BackfillRun {
+    let ledger = worker.writer.clone();
+    let (bucket, summary) = (worker.bucket.clone(), worker.summary_key.clone());
+    let fold = worker.pre_aggregate.is_some().then(|| Worker {
+        parallelism: 1,
+        ..worker
+    });
+    let job = JobBackfill {
+        jobs,
+        attempt: b.attempt,
+        bucket: &bucket,
+        summary_key: &summary,
+        pre_aggregation: how,
+        fold: fold.map(|w| (w, format!("{fingerprint}/fold"))),
+        ledger,
+    };
+    job_backfill(call.view, call.target, call.ctx, call.ns, job).await
+}
+
+/// Reads the export in this process, resuming from the attempt's checkpoint.
+fn export_task(
+    call: &BackfillCall<'_>,
+    b: &BackfillStatus,
+    fingerprint: &str,
+    worker: Worker<()>,
+) -> BackfillRun {
+    let ctx = call.ctx;
+    let Worker {
+        s3,
+        bucket,
+        summary_key,
+        projection,
+        writer,
+        checkpoints: (),
+        parallelism,
+        share,
+        progress,
+        pre_aggregate,
+    } = worker;
+    let worker = Worker {
+        s3,
+        bucket,
+        summary_key,
+        projection,
+        writer,
+        checkpoints: backfill_checkpoint(ctx, call.ns, call.view, &call.target.base, b.attempt),
+        parallelism,
+        share,
+        progress,
+        pre_aggregate,
+    };
+    info!(view = %call.target.key, export = ?b.export_arn, summary = %worker.summary_key, "backfilling from the export");
+    let progress = worker.progress.clone();
+    let transient = worker.writer.transient_log().clone();
+    let attempt = b.attempt;
+    ctx.runtime.backfill(&call.target.key, fingerprint, |run| {
+        let work = async move {
+            worker.run().await?;
+            worker.fold(attempt).await?;
+            // With the record errors the fold found.
+            Ok(worker.progress.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        };
+        tokio::spawn(async move { track(progress, transient, work, run).await })
+    })
+}
+
+/// Records the progress of the task `run` and, once it stopped, what [`after_run`] says its outcome
+/// means.
+async fn follow_run(call: &BackfillCall<'_>, mut b: BackfillStatus, run: BackfillRun) -> InClusterOutcome {
+    let key = &call.target.key;
+    let export_arn = b.export_arn.clone().unwrap_or_default();
     apply_progress(&mut b, &run.progress);
     let backfill_record_errors = run.progress.record_errors.clone();
-    let mut out = match run.outcome {
-        None => progressing(
+    let failure = match &run.outcome {
+        Some(Err(f)) => f.message.clone(),
+        _ => String::new(),
+    };
+    let mut out = match after_run(run.outcome.as_ref()) {
+        RunStep::Running => progressing(
             ViewPhase::Backfilling,
             reasons::BACKFILLING,
             format!(
@@ -787,80 +962,33 @@ pub(super) async fn backfill(
             Some(b),
             Duration::from_secs(2),
         ),
-        Some(Ok(())) => {
+        RunStep::Finished => {
             b.finished_at = Some(status::now());
             b.progress = Some("100%".into());
             b.eta = None;
             // The export and the checkpoint are removed once this is recorded (the next pass).
             crate::fail_point!("backfill-files-done");
-            ctx.runtime.forget_backfill(&key);
+            call.ctx.runtime.forget_backfill(key);
             info!(view = %key, records = run.progress.items_done, "backfill complete");
             backfilled(b, Duration::from_secs(1))
         }
-        Some(Err(BackfillFailure {
-            message,
-            input_gone: true,
-            ..
-        })) => {
-            // The export completed, so its files were there: someone removed them. What is recorded
-            // decides: the backfill did not finish, so a new attempt exports the log again (once what is
-            // left of this one is removed).
-            ctx.runtime.forget_backfill(&key);
-            if let Err(e) = retire_attempt(ctx, ns, &base, &b).await {
-                return progressing(
-                    ViewPhase::Backfilling,
-                    reasons::BACKFILLING,
-                    format!(
-                        "the export's files are gone; removing what is left of attempt {}: {e}",
-                        b.attempt
-                    ),
-                    Some(b),
-                    Duration::from_secs(5),
-                );
-            }
-            tracing::warn!(view = %key, %message, "the export's files are gone; starting a new backfill attempt");
-            let next = BackfillStatus {
-                attempt: b.attempt + 1,
-                reason: Some(format!(
-                    "the files of export {export_arn} are gone ({message}): exporting again"
-                )),
-                ..BackfillStatus::default()
-            };
-            progressing(
-                ViewPhase::Backfilling,
-                reasons::EXPORTING,
-                format!(
-                    "the export's files are gone; exporting the log again (attempt {})",
-                    next.attempt
-                ),
-                Some(next),
-                Duration::from_secs(1),
-            )
-        }
-        Some(Err(BackfillFailure {
-            message,
-            retryable: true,
-            ..
-        })) => {
-            ctx.runtime.forget_backfill(&key);
+        RunStep::ExportAgain => return export_again(call, b, &failure).await,
+        RunStep::Resume => {
+            call.ctx.runtime.forget_backfill(key);
             progressing(
                 ViewPhase::Backfilling,
                 reasons::BACKFILLING,
-                format!("the backfill resumes from its checkpoint shortly: {message}"),
+                format!("the backfill resumes from its checkpoint shortly: {failure}"),
                 Some(b),
                 Duration::from_secs(3),
             )
         }
-        Some(Err(BackfillFailure {
-            message,
-            retryable: false,
-            ..
-        })) => {
+        RunStep::Failed => {
             let mut outcome = stalled(
                 ViewPhase::Failed,
                 reasons::BACKFILL_FAILED,
                 format!(
-                    "{message}; no file of the failed one is marked done: fix the cause and the backfill resumes"
+                    "{failure}; no file of the failed one is marked done: fix the cause and the backfill resumes"
                 ),
             );
             outcome.backfill = Some(b);
@@ -869,6 +997,45 @@ pub(super) async fn backfill(
     };
     out.record_errors = backfill_record_errors;
     out
+}
+
+/// [`RunStep::ExportAgain`]: the export completed, so its files were there: someone removed them. What is
+/// recorded decides: the backfill did not finish, so a new attempt exports the log again, once what is left
+/// of this one is removed.
+async fn export_again(call: &BackfillCall<'_>, b: BackfillStatus, failure: &str) -> InClusterOutcome {
+    let key = &call.target.key;
+    call.ctx.runtime.forget_backfill(key);
+    if let Err(e) = retire_attempt(call.ctx, call.ns, &call.target.base, &b).await {
+        return progressing(
+            ViewPhase::Backfilling,
+            reasons::BACKFILLING,
+            format!(
+                "the export's files are gone; removing what is left of attempt {}: {e}",
+                b.attempt
+            ),
+            Some(b),
+            Duration::from_secs(5),
+        );
+    }
+    tracing::warn!(view = %key, message = %failure, "the export's files are gone; starting a new backfill attempt");
+    let next = BackfillStatus {
+        attempt: b.attempt + 1,
+        reason: Some(format!(
+            "the files of export {} are gone ({failure}): exporting again",
+            b.export_arn.as_deref().unwrap_or_default()
+        )),
+        ..BackfillStatus::default()
+    };
+    progressing(
+        ViewPhase::Backfilling,
+        reasons::EXPORTING,
+        format!(
+            "the export's files are gone; exporting the log again (attempt {})",
+            next.attempt
+        ),
+        Some(next),
+        Duration::from_secs(1),
+    )
 }
 
 /// A view on the Lambda runtime once its projector function exists: its live path is the subscription or
@@ -911,7 +1078,17 @@ pub(super) async fn lambda_view(
                     cutoff: None,
                     passed: None,
                 };
-                backfill(view, target, log, ctx, ns, table, &Arc::new(p), &facts, None).await
+                let call = BackfillCall {
+                    view,
+                    target,
+                    log,
+                    ctx,
+                    ns,
+                    table,
+                    projection: &Arc::new(p),
+                    live: &facts,
+                };
+                backfill(&call, None).await
             }
             Err(e) => stalled(ViewPhase::Failed, reasons::INVALID_SPEC, e.to_string()),
         },

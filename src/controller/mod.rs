@@ -4,6 +4,7 @@
 //! apply (only the differences) → status. The finalizer is the single top-level switch between Apply and
 //! Cleanup. Status is written by server-side apply with one field manager, and only when it changed.
 
+mod backfill_step;
 mod backoff;
 pub mod crd_skew;
 mod error;
