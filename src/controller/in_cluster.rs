@@ -728,6 +728,22 @@ fn start_scan(
     }))
 }
 
+/// A backfill `b` that waits (`Err` of a step that could not start its task this pass).
+fn backfilling(
+    b: &BackfillStatus,
+    reason: &'static str,
+    message: String,
+    requeue: Duration,
+) -> Box<InClusterOutcome> {
+    Box::new(progressing(
+        ViewPhase::Backfilling,
+        reason,
+        message,
+        Some(b.clone()),
+        requeue,
+    ))
+}
+
 /// The export of `b` once it completed (read with `DescribeExport`); `Err` is this pass's outcome while it
 /// runs, or once it failed.
 async fn completed_export(
@@ -735,15 +751,7 @@ async fn completed_export(
     b: &BackfillStatus,
 ) -> Result<export::ExportInfo, Box<InClusterOutcome>> {
     let export_arn = b.export_arn.clone().unwrap_or_default();
-    let wait = |reason, message: String, requeue| {
-        Box::new(progressing(
-            ViewPhase::Backfilling,
-            reason,
-            message,
-            Some(b.clone()),
-            requeue,
-        ))
-    };
+    let wait = |reason, message, requeue| backfilling(b, reason, message, requeue);
     let export_spec = export_spec(call.log);
     let info = match export::describe_export(&call.ctx.aws.dynamodb, &export_arn).await {
         Ok(info) => info,
@@ -789,15 +797,7 @@ async fn start_export_read(
     limit: Option<f64>,
 ) -> Result<BackfillRun, Box<InClusterOutcome>> {
     let ctx = call.ctx;
-    let wait = |reason, message: String, requeue| {
-        Box::new(progressing(
-            ViewPhase::Backfilling,
-            reason,
-            message,
-            Some(b.clone()),
-            requeue,
-        ))
-    };
+    let wait = |reason, message, requeue| backfilling(b, reason, message, requeue);
     let export_spec = export_spec(call.log);
     let info = completed_export(call, b).await?;
     let prefix = b
