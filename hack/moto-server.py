@@ -29,6 +29,10 @@ And two DynamoDB departures from AWS that would otherwise decide the operator's 
   S3 (for every caller but the shim itself, which signs with the access key `export-shim`); after that,
   COMPLETED for good (files deleted later do not change an export's status on AWS either).
 
+And Lambda: functions run as local processes behind a Lambda Runtime API, event source mappings and SNS
+subscriptions deliver as AWS does, and the API Gateway Management API answers on the harness port: see
+hack/local_lambda.py (imported and installed below, in this process, because it works on moto's state).
+
 Takes moto_server's arguments (`-H 127.0.0.1 -p PORT`). Run by `hack/stack.sh up` with the stack's venv
 python; not part of the product.
 """
@@ -300,4 +304,11 @@ def tag_resource(self, arn, tags):
 DynamoDBBackend.tag_resource = tag_resource
 
 if __name__ == "__main__":
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import local_lambda
+
+    local_lambda.install(dynamodb_lock)
     main()
