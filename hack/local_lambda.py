@@ -387,6 +387,9 @@ def error_body(message, kind):
     return json.dumps({"errorMessage": message, "errorType": kind}).encode()
 
 
+IDLE_SECONDS = float(os.environ.get("KAPPA_LOCAL_LAMBDA_IDLE_SECONDS", "120"))
+
+
 class Pool:
     """Warm environments per function configuration; a changed configuration or code retires the old
     ones (AWS starts new environments after UpdateFunctionCode/Configuration)."""
@@ -452,6 +455,23 @@ class Pool:
             env.close()
         with self.lock:
             env.busy = False
+            env.last_used = time.time()
+
+    def reap(self, live_arns, idle_seconds=IDLE_SECONDS):
+        """Closes environments idle for `idle_seconds` or whose function is deleted (Lambda also
+        reclaims idle environments), so a long test run does not accumulate processes."""
+        now, closing = time.time(), []
+        with self.lock:
+            for arn, envs in list(self.envs.items()):
+                for env in list(envs):
+                    if not env.busy and (arn not in live_arns or now - getattr(env, "last_used", now) > idle_seconds):
+                        envs.remove(env)
+                        closing.append(env)
+                if not envs:
+                    del self.envs[arn]
+        for env in closing:
+            log.info("closing an idle environment of %s", env.name)
+            env.close()
 
     def close_all(self):
         with self.lock:
@@ -656,6 +676,19 @@ def all_mappings():
             for esm in list(backend._event_source_mappings.values()):
                 out.append((backend, esm))
     return out
+
+
+def live_function_arns():
+    from moto.awslambda.models import lambda_backends
+
+    arns = set()
+    for account in list(lambda_backends.keys()):
+        for region, backend in list(lambda_backends[account].items()):
+            for group in list(backend._lambdas._functions.values()):
+                if group.get("latest") is not None:
+                    arns.add(group["latest"].function_arn)
+                arns |= {fn.function_arn for fn in group.get("versions", [])}
+    return arns
 
 
 def function_of(backend, arn):
@@ -1011,6 +1044,7 @@ class Supervisor(threading.Thread):
     def __init__(self):
         super().__init__(daemon=True, name="esm-supervisor")
         self.pollers = {}
+        self.reaped = time.time()
 
     def run(self):
         while not stopping.is_set():
@@ -1033,6 +1067,9 @@ class Supervisor(threading.Thread):
                 for key, poller in list(self.pollers.items()):
                     if not poller.is_alive():
                         del self.pollers[key]
+                if time.time() - self.reaped > 5:
+                    self.reaped = time.time()
+                    POOL.reap(live_function_arns())
             except Exception:
                 log.exception("supervisor")
             stopping.wait(POLL_SECONDS)

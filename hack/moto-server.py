@@ -20,6 +20,8 @@ And two DynamoDB departures from AWS that would otherwise decide the operator's 
   transactions) without any locking, so a write can be lost to another thread's read-modify-write or
   rollback. AWS applies each request atomically and transactions serializably; here DynamoDB requests are
   served one at a time.
+- Streams: UpdateItem creating an item emits two INSERT records in moto (one for the bare key, one for
+  the item); AWS emits one record per write. Here only the second is kept.
 - TagResource: moto appends a second tag when the key exists; AWS overwrites its value.
 - ExportTableToPointInTime: moto reads the table in a thread while writes go on (not a snapshot) and
   reports no ExportTime. Here the items are copied when the export is requested, and ExportTime is that
@@ -302,6 +304,24 @@ def tag_resource(self, arn, tags):
 
 
 DynamoDBBackend.tag_resource = tag_resource
+
+original_update_item = DynamoDBBackend.update_item
+
+
+def update_item(self, table_name, key, *args, **kwargs):
+    """moto's UpdateItem, without the extra INSERT record it emits for the bare key of a new item."""
+    table = self.get_table(table_name)
+    shard = table.stream_shard
+    before = len(shard.items) if shard is not None else 0
+    out = original_update_item(self, table_name, key, *args, **kwargs)
+    if shard is not None and table.stream_shard is shard:
+        added = shard.items[before:]
+        if len(added) == 2 and all(r.record["eventName"] == "INSERT" for r in added):
+            del shard.items[before]
+    return out
+
+
+DynamoDBBackend.update_item = update_item
 
 if __name__ == "__main__":
     import os

@@ -283,6 +283,14 @@ class StreamMappings(unittest.TestCase):
         read = get_records(stream)
         self.assertEqual([r["dynamodb"]["Keys"]["sk"]["S"] for r in read], [f"{i:02d}" for i in range(10)])
 
+    def test_update_item_creating_an_item_emits_one_insert(self):
+        table, stream = stream_table("update")
+        ddb.update_item(TableName=table, Key={"pk": {"S": "P"}, "sk": {"S": "1"}}, UpdateExpression="SET n = :n",
+                        ExpressionAttributeValues={":n": {"N": "1"}})
+        ddb.update_item(TableName=table, Key={"pk": {"S": "P"}, "sk": {"S": "1"}}, UpdateExpression="SET n = :n",
+                        ExpressionAttributeValues={":n": {"N": "2"}})
+        self.assertEqual([r["eventName"] for r in get_records(stream)], ["INSERT", "MODIFY"])
+
     def test_bisect_and_bounded_retries_send_only_the_poison_record_to_the_on_failure_destination(self):
         table, stream = stream_table("bisect")
         dest_url, dest_arn = queue("onfailure")
