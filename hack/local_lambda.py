@@ -1065,7 +1065,7 @@ class Supervisor(threading.Thread):
                     detach_hooks(esm)
                     self.pollers[esm.uuid] = poller
                     poller.start()
-                    log.info("poller for %s → %s", esm.event_source_arn, esm.function_arn)
+                    log.info("poller %s for %s → %s", esm.uuid, esm.event_source_arn, esm.function_arn)
                 for key, poller in list(self.pollers.items()):
                     if not poller.is_alive():
                         del self.pollers[key]
