@@ -24,8 +24,9 @@ if [ -f .stack/operator.pid ] && kill -0 "$(cat .stack/operator.pid)" 2>/dev/nul
   kill "$(cat .stack/operator.pid)"; sleep 1
 fi
 kubectl create namespace kappa-demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-# The local stack cannot run Lambda functions, and a debug build is far over Lambda's 50 MB upload
-# limit: the built-in functions (the log's writer) are created from a stand-in that is never invoked.
+# A debug build is far over Lambda's 50 MB upload limit: the built-in functions (the log's writer) are
+# created from a stand-in bootstrap, which the local stack's Lambda harness points at this binary.
+echo "$bin" >.stack/lambda-binary
 push_port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
 KAPPA_LAMBDA_CODE=hack/lambda-bootstrap-standin.sh \
   "$bin" run --cluster-id demo --lease-namespace kappa-demo --http-addr 127.0.0.1:0 \

@@ -20,6 +20,8 @@ And two DynamoDB departures from AWS that would otherwise decide the operator's 
   transactions) without any locking, so a write can be lost to another thread's read-modify-write or
   rollback. AWS applies each request atomically and transactions serializably; here DynamoDB requests are
   served one at a time.
+- Streams: UpdateItem creating an item emits two INSERT records in moto (one for the bare key, one for
+  the item); AWS emits one record per write. Here only the second is kept.
 - TagResource: moto appends a second tag when the key exists; AWS overwrites its value.
 - ExportTableToPointInTime: moto reads the table in a thread while writes go on (not a snapshot) and
   reports no ExportTime. Here the items are copied when the export is requested, and ExportTime is that
@@ -28,6 +30,10 @@ And two DynamoDB departures from AWS that would otherwise decide the operator's 
   reports COMPLETED: here DescribeExport reports IN_PROGRESS until the export's manifest-summary.json is in
   S3 (for every caller but the shim itself, which signs with the access key `export-shim`); after that,
   COMPLETED for good (files deleted later do not change an export's status on AWS either).
+
+And Lambda: functions run as local processes behind a Lambda Runtime API, event source mappings and SNS
+subscriptions deliver as AWS does, and the API Gateway Management API answers on the harness port: see
+hack/local_lambda.py (imported and installed below, in this process, because it works on moto's state).
 
 Takes moto_server's arguments (`-H 127.0.0.1 -p PORT`). Run by `hack/stack.sh up` with the stack's venv
 python; not part of the product.
@@ -299,5 +305,30 @@ def tag_resource(self, arn, tags):
 
 DynamoDBBackend.tag_resource = tag_resource
 
+original_update_item = DynamoDBBackend.update_item
+
+
+def update_item(self, table_name, key, *args, **kwargs):
+    """moto's UpdateItem, without the extra INSERT record it emits for the bare key of a new item."""
+    table = self.get_table(table_name)
+    shard = table.stream_shard
+    before = len(shard.items) if shard is not None else 0
+    out = original_update_item(self, table_name, key, *args, **kwargs)
+    if shard is not None and table.stream_shard is shard:
+        added = shard.items[before:]
+        if len(added) == 2 and all(r.record["eventName"] == "INSERT" for r in added):
+            del shard.items[before]
+    return out
+
+
+DynamoDBBackend.update_item = update_item
+
 if __name__ == "__main__":
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import local_lambda
+
+    local_lambda.install(dynamodb_lock)
     main()

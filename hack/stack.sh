@@ -194,14 +194,18 @@ cmd_up() {
   make_pki
 
   ETCD_PORT=$(free_port); ETCD_PEER=$(free_port); API_PORT=$(free_port); MOTO_PORT=$(free_port)
-  KCM_PORT=$(free_port)
+  KCM_PORT=$(free_port); HARNESS_PORT=$(free_port)
 
   start etcd "$p/etcd" --name kappa --data-dir "$STACK/etcd" --unsafe-no-fsync \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER" \
     --initial-cluster "kappa=http://127.0.0.1:$ETCD_PEER"
-  # moto_server plus the API Gateway v2 operations moto lacks (see the script).
-  start moto "$VENV/bin/python" "$REPO/hack/moto-server.py" -H 127.0.0.1 -p "$MOTO_PORT"
+  # moto_server plus the API Gateway v2 operations moto lacks, and local Lambda execution (see the
+  # scripts). Functions' stand-in bootstrap execs the operator binary named by $STACK/lambda-binary (tests
+  # write it), else KAPPA_LOCAL_LAMBDA_BINARY, else $CARGO_TARGET_DIR/debug/kappa-operator.
+  KAPPA_STACK_DIR=$STACK KAPPA_LOCAL_HARNESS_PORT=$HARNESS_PORT \
+    KAPPA_LOCAL_LAMBDA_BINARY=${KAPPA_LOCAL_LAMBDA_BINARY:-${CARGO_TARGET_DIR:-$HOME/.cache/kappa-operator/target}/debug/kappa-operator} \
+    start moto "$VENV/bin/python" "$REPO/hack/moto-server.py" -H 127.0.0.1 -p "$MOTO_PORT"
   wait_for etcd 30 curl -sf "http://127.0.0.1:$ETCD_PORT/health"
 
   start kube-apiserver "$p/kube-apiserver" \
@@ -239,6 +243,7 @@ export AWS_DEFAULT_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=testing
 export AWS_SECRET_ACCESS_KEY=testing
 export KAPPA_S3_PATH_STYLE=true
+export KAPPA_LOCAL_EXECUTE_API=http://127.0.0.1:$HARNESS_PORT
 export PATH=$KAPPA_CACHE/path:\$PATH
 EOF
   # shellcheck disable=SC1091

@@ -28,5 +28,11 @@ echo "[test] cargo fmt --check"
 cargo fmt --all -- --check
 echo "[test] cargo clippy -D warnings"
 cargo clippy --all-targets --features failpoints --quiet -- -D warnings
+# The local stack's Lambda functions run the operator binary these tests build (hack/local_lambda.py).
+echo "$CARGO_TARGET_DIR/debug/kappa-operator" >.stack/lambda-binary
 echo "[test] cargo test (with the crash points compiled in)"
 cargo test --all-targets --features failpoints --no-fail-fast
+echo "[test] the local stack's Lambda harness (hack/local-lambda-tests)"
+KAPPA_TEST_OPERATOR_BINARY=$CARGO_TARGET_DIR/debug/kappa-operator \
+  "${KAPPA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kappa-operator}/venv-moto-5.2.5/bin/python" \
+  -m unittest discover -s hack/local-lambda-tests

@@ -589,6 +589,28 @@ async fn the_ingest_queue_dead_letters_what_the_writer_fails_and_the_log_counts_
     wait_ready(&logs, "dlq").await;
 
     // A message the writer fails twice (received, never deleted) is dead-lettered on the next receive.
+    // The test plays the failing writer by hand: the local stack runs the real writer behind the
+    // mapping (hack/local_lambda.py), whose receives would hold the message for the 180 s visibility
+    // timeout, so the mapping is disabled first (the operator does not manage its Enabled state).
+    let lambda = aws_sdk_lambda::Client::new(&common::aws_config().await);
+    let queue_arn = queue_attributes(&sqs, &url).await["QueueArn"].clone();
+    let mappings = lambda
+        .list_event_source_mappings()
+        .event_source_arn(&queue_arn)
+        .send()
+        .await
+        .unwrap();
+    for m in mappings.event_source_mappings() {
+        lambda
+            .update_event_source_mapping()
+            .uuid(m.uuid().unwrap())
+            .enabled(false)
+            .send()
+            .await
+            .unwrap();
+    }
+    // The harness's pollers look at a mapping's state every 200 ms.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     sqs.send_message()
         .queue_url(&url)
         .message_body("{not json")
