@@ -1099,3 +1099,49 @@ async fn projector_sns_retryable_failure_fails_the_invocation() {
         "{err}"
     );
 }
+
+/// Records DynamoDB would refuse for their content (an empty set, a repeated set element, an empty
+/// attribute name, nesting past 32 levels, a number out of range) are refused by the writer by name, before
+/// any write; the valid records of the batch go in one call, untouched by them.
+#[tokio::test]
+async fn writer_refuses_what_dynamodb_would_refuse_by_name_before_writing() {
+    let with = |extra: serde_json::Value| {
+        let mut record = json!({"pk": {"S": "PLAYER#ada"}, "sk": {"S": "LOG#9"}, "type": {"S": "player"}});
+        record
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({ "Item": record }).to_string()
+    };
+    let mut deep = json!({"S": "x"});
+    for _ in 0..33 {
+        deep = json!({ "L": [deep] });
+    }
+    let bad = [
+        (with(json!({"tags": {"SS": []}})), "`tags` is an empty string set"),
+        (
+            with(json!({"ids": {"NS": ["1", "1.0"]}})),
+            "`ids` is a number set (NS) holding 1.0",
+        ),
+        (with(json!({"": {"S": "x"}})), "attribute name \"\""),
+        (with(json!({ "deep": deep })), "33 levels deep"),
+        (
+            with(json!({"score": {"N": "1E+126"}})),
+            "attribute `score` holds no valid DynamoDB value: `1E+126`",
+        ),
+    ];
+    let log = FakeLog::default();
+    let mut bodies = vec![body(&player("ada", 1))];
+    bodies.extend(bad.iter().map(|(b, _)| b.clone()));
+    bodies.push(body(&player("ada", 2)));
+    let event = sqs(bodies);
+    let config = writer_config();
+    for (b, expected) in &bad {
+        let err = config.validate(b).unwrap_err().to_string();
+        assert!(err.contains(expected) && err.contains("fix"), "{err}");
+    }
+    let report = writer::handle(&config, &log, &RetryPolicy::immediate(3), &event).await;
+    assert_eq!(report.response.failed_ids(), ["m1", "m2", "m3", "m4", "m5"]);
+    assert_eq!((report.written, report.invalid, report.failed), (2, 5, 0));
+    assert_eq!(log.calls(), vec![vec![player("ada", 1), player("ada", 2)]]);
+}

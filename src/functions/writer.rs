@@ -5,8 +5,11 @@
 //! No other key is accepted next to `Item` (a typo such as `item` is an error, not an empty record).
 //!
 //! A record is valid when it has the log's partition key as a non-empty `S`, its sort key likewise if the
-//! log has one, and the record-type attribute as an `S` naming one of the log's record types
-//! ([`WriterConfig::validate`]).
+//! log has one, and the record-type attribute as an `S` naming one of the log's record types, and its
+//! content follows DynamoDB's item rules ([`crate::projection::check_item`]: no empty or repeating set,
+//! no empty attribute name, at most 32 levels of nesting; numbers within DynamoDB's range and precision)
+//! ([`WriterConfig::validate`]). An invalid record is refused by name before any write, so it never
+//! costs the other records of its batch a `BatchWriteItem` call refused as a whole.
 //!
 //! Guarantees:
 //! - Valid records are written with `BatchWriteItem` puts ([`LogWriter`]), at most [`MAX_BATCH_WRITE`] per
@@ -173,9 +176,15 @@ impl WriterConfig {
             #[serde(rename = "Item")]
             item: Item,
         }
-        let item = serde_json::from_str::<Wire>(body)
-            .map_err(|e| RecordError::Body {
-                reason: e.to_string(),
+        // The path names the attribute of a bad value (`Item.score`), not just a column.
+        let item = serde_path_to_error::deserialize::<_, Wire>(&mut serde_json::Deserializer::from_str(body))
+            .map_err(|e| {
+                let attribute = attribute_path(e.path());
+                let reason = e.into_inner().to_string();
+                match attribute {
+                    Some(attribute) => RecordError::Value { attribute, reason },
+                    None => RecordError::Body { reason },
+                }
             })?
             .item;
         let key = |name: &str, max: usize| match item.get(name) {
@@ -194,7 +203,10 @@ impl WriterConfig {
             key(sort_key, MAX_SORT_KEY_BYTES)?;
         }
         match item.get(&self.record_type_attribute) {
-            Some(Value::S(t)) if self.record_types.contains(t) => Ok(item),
+            Some(Value::S(t)) if self.record_types.contains(t) => {
+                crate::projection::check_item(&item).map_err(RecordError::Item)?;
+                Ok(item)
+            }
             Some(Value::S(t)) => Err(RecordError::UnknownRecordType {
                 attribute: self.record_type_attribute.clone(),
                 record_type: t.clone(),
@@ -219,6 +231,35 @@ impl WriterConfig {
     }
 }
 
+/// The attribute a parse error of a body is in, as `score`, `stats.best` or `moves[3]`, from the serde path
+/// `Item.<name>.<type tag>.<name or index>.<type tag>...` (type tags such as `M`, `L`, `N` dropped); `None`
+/// when the error is outside `Item`'s attributes.
+fn attribute_path(path: &serde_path_to_error::Path) -> Option<String> {
+    use serde_path_to_error::Segment;
+    let mut segments = path.iter();
+    if !matches!(segments.next(), Some(Segment::Map { key }) if key == "Item") {
+        return None;
+    }
+    let mut out = String::new();
+    let mut tag_next = false;
+    for segment in segments {
+        if std::mem::take(&mut tag_next) {
+            continue;
+        }
+        match segment {
+            Segment::Map { key } if out.is_empty() => out.push_str(key),
+            Segment::Map { key } => {
+                out.push('.');
+                out.push_str(key);
+            }
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Enum { .. } | Segment::Unknown => return None,
+        }
+        tag_next = true;
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 fn sk_name(config: &WriterConfig) -> &str {
     config.sort_key.as_deref().unwrap_or_default()
 }
@@ -228,6 +269,42 @@ fn describe(value: Option<&Value>) -> String {
         None => "missing".to_string(),
         Some(Value::S(_)) => "an empty S".to_string(),
         Some(v) => format!("a {}", v.type_name()),
+    }
+}
+
+#[cfg(test)]
+mod attribute_path_tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_value_is_named_by_its_attribute_path() {
+        let config = WriterConfig {
+            log_table: "t".into(),
+            partition_key: "pk".into(),
+            sort_key: None,
+            record_type_attribute: "type".into(),
+            record_types: ["p"].into_iter().collect(),
+        };
+        let cases = [
+            (r#"{"Item":{"score":{"N":"1E+126"}}}"#, "score"),
+            (r#"{"Item":{"stats":{"M":{"best":{"N":"x"}}}}}"#, "stats.best"),
+            (
+                r#"{"Item":{"moves":{"L":[{"S":"a"},{"N":"1e999"}]}}}"#,
+                "moves[1]",
+            ),
+            (r#"{"Item":{"a.b":{"NS":["1","zz"]}}}"#, "a.b[1]"),
+            (r#"{"Item":{"x":{"Q":"1"}}}"#, "x"),
+        ];
+        for (body, attribute) in cases {
+            match config.validate(body) {
+                Err(RecordError::Value { attribute: found, .. }) => assert_eq!(found, attribute, "{body}"),
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            config.validate(r#"{"Item":[1]}"#),
+            Err(RecordError::Body { .. })
+        ));
     }
 }
 
@@ -248,6 +325,13 @@ pub enum RecordError {
          {{\"Item\":{{\"<attribute>\":{{\"S\":\"...\"}},...}}}} (DynamoDB typed JSON)"
     )]
     Body { reason: String },
+    /// An attribute's value is not DynamoDB typed JSON, or not a value DynamoDB stores (a number out of
+    /// range or with more than 38 digits, invalid base64).
+    #[error(
+        "attribute `{attribute}` holds no valid DynamoDB value: {reason}; fix the producer (values are \
+         DynamoDB typed JSON such as {{\"N\":\"12.5\"}})"
+    )]
+    Value { attribute: String, reason: String },
     /// A key attribute is missing or not a non-empty string.
     #[error(
         "key attribute `{attribute}` is {found}; every log record needs the log's key attributes as \
@@ -270,6 +354,9 @@ pub enum RecordError {
         record_type: String,
         known: String,
     },
+    /// The record breaks one of DynamoDB's item rules (an empty set, a repeated set element, ...).
+    #[error("the record cannot be stored in DynamoDB: {0}; fix the producer")]
+    Item(crate::projection::ItemRuleError),
     /// Another message of the same batch carries a different record with the same key.
     #[error(
         "message {other} of the same batch carries a different record with the same key {key}; log records \
@@ -289,9 +376,11 @@ impl RecordError {
     pub fn category(&self) -> &'static str {
         match self {
             RecordError::Body { .. } => "invalid-body",
+            RecordError::Value { .. } => "invalid-value",
             RecordError::Key { .. } => "invalid-key",
             RecordError::RecordType { .. } => "invalid-record-type",
             RecordError::UnknownRecordType { .. } => "unknown-record-type",
+            RecordError::Item(_) => "invalid-item",
             RecordError::Conflict { .. } => "conflict",
             RecordError::Write(_) => "write-failed",
             RecordError::BehindFailure { .. } => "fifo-behind-failure",

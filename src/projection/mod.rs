@@ -28,6 +28,7 @@ mod engine;
 mod error;
 mod filter;
 mod identity;
+mod item_rules;
 mod memory;
 mod number;
 mod value;
@@ -42,6 +43,9 @@ pub use engine::{
 };
 pub use error::{KEPT_RECORD_ERRORS, KEPT_RECORD_IDS, ProjectionError, RecordErrors};
 pub use identity::RecordId;
+pub use item_rules::{
+    ItemRuleError, MAX_ATTRIBUTE_NAME_BYTES, MAX_ITEM_BYTES, MAX_NESTING_DEPTH, check_item, item_size,
+};
 pub use memory::{Applied, MemoryStore, MemoryStoreError};
 pub use number::{MAX_SIGNIFICANT_DIGITS, Number, NumberError};
 pub use value::{
