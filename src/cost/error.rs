@@ -35,6 +35,19 @@ pub enum CostError {
         #[source]
         source: serde_yaml::Error,
     },
+    #[error(
+        "{path}: document {document}, {kind} {name}, would be refused by the API server: {problems}; fix \
+         these fields (`kubectl explain {kind_lower}.spec` shows the limits)"
+    )]
+    Refused {
+        path: PathBuf,
+        document: usize,
+        kind: &'static str,
+        kind_lower: String,
+        name: String,
+        /// `<field path>: <what is wrong>`, joined by "; ".
+        problems: String,
+    },
     #[error("{path}: document {document}, a {kind}, has no metadata.name; add one")]
     MissingName {
         path: PathBuf,
@@ -75,6 +88,7 @@ impl CostError {
             CostError::Read { .. } => "io",
             CostError::Yaml { .. }
             | CostError::InvalidObject { .. }
+            | CostError::Refused { .. }
             | CostError::MissingName { .. }
             | CostError::Duplicate { .. }
             | CostError::MissingEventLog { .. } => "invalid-manifest",

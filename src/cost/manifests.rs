@@ -183,7 +183,7 @@ fn duplicate(
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(
+fn parse<T: serde::de::DeserializeOwned + kube::CustomResourceExt>(
     path: &Path,
     document: usize,
     kind: &'static str,
@@ -207,6 +207,21 @@ fn parse<T: serde::de::DeserializeOwned>(
             kind,
         });
     };
+    // What the API server would refuse (schema limits, CEL rules) is refused here too: no estimate of an
+    // object that `kubectl apply` would not create.
+    let problems = serde_json::to_value(&value)
+        .map(|json| crate::crd::admission::problems::<T>(&json))
+        .unwrap_or_default();
+    if !problems.is_empty() {
+        return Err(CostError::Refused {
+            path: path.to_path_buf(),
+            document,
+            kind,
+            kind_lower: kind.to_lowercase(),
+            name: format!("{namespace}/{name}"),
+            problems: problems.join("; "),
+        });
+    }
     let object = serde_yaml::from_value(value).map_err(|source| CostError::InvalidObject {
         path: path.to_path_buf(),
         document,

@@ -5,6 +5,7 @@
 //! that needs another object (the view's EventLog) lives in the controllers and surfaces as a `Stalled`
 //! condition.
 
+pub mod admission;
 pub mod conditions;
 // Each `printcolumn(...)` repeats `type_ = ...`, which clippy mistakes for a duplicated attribute.
 #[allow(clippy::duplicated_attributes)]
