@@ -75,6 +75,8 @@ pub(super) struct InClusterOutcome {
     pub skipped: Option<String>,
     /// Records left out under `onRecordError: Skip`, by the backfill and the live path.
     pub record_errors: RecordErrors,
+    /// A Lambda view's dead-lettered records: the messages in its projector's failure queue.
+    pub dead_letters: Option<i64>,
 }
 
 /// A version whose AWS resources are still being created.
@@ -92,6 +94,7 @@ pub(super) fn provisioning(message: String) -> InClusterOutcome {
         resources: Default::default(),
         skipped: None,
         record_errors: RecordErrors::default(),
+        dead_letters: None,
     }
 }
 
@@ -110,6 +113,7 @@ fn backfilled(b: BackfillStatus, requeue: Duration) -> InClusterOutcome {
         resources: Default::default(),
         skipped: None,
         record_errors: RecordErrors::default(),
+        dead_letters: None,
     }
 }
 
@@ -124,6 +128,7 @@ fn stalled(phase: ViewPhase, reason: &'static str, message: String) -> InCluster
         resources: Default::default(),
         skipped: None,
         record_errors: RecordErrors::default(),
+        dead_letters: None,
     }
 }
 
@@ -218,6 +223,7 @@ pub(super) async fn reconcile(
             resources: Default::default(),
             skipped: None,
             record_errors: RecordErrors::default(),
+            dead_letters: None,
         };
     };
     let projection = match ProjectionConfig::from_spec(&name, &view.spec, &log.spec, key_prefix) {
@@ -370,6 +376,7 @@ pub(super) async fn backfill(
         resources: Default::default(),
         skipped: None,
         record_errors: RecordErrors::default(),
+        dead_letters: None,
     };
     let name = view.name_any();
     let base = target.base.clone();
@@ -390,6 +397,7 @@ pub(super) async fn backfill(
                 resources: Default::default(),
                 skipped: None,
                 record_errors: RecordErrors::default(),
+                dead_letters: None,
             };
         }
         BackfillSource::Scan | BackfillSource::Export => {}
@@ -901,6 +909,7 @@ pub(super) async fn lambda_view(
             resources: Default::default(),
             skipped: None,
             record_errors: RecordErrors::default(),
+            dead_letters: None,
         };
     }
     let mut outcome = match view.spec.projection {
@@ -928,6 +937,7 @@ pub(super) async fn lambda_view(
             resources: Default::default(),
         skipped: None,
         record_errors: RecordErrors::default(),
+        dead_letters: None,
         },
         None => stalled(
             ViewPhase::Failed,
