@@ -34,6 +34,8 @@ And two DynamoDB departures from AWS that would otherwise decide the operator's 
 And Lambda: functions run as local processes behind a Lambda Runtime API, event source mappings and SNS
 subscriptions deliver as AWS does, and the API Gateway Management API answers on the harness port: see
 hack/local_lambda.py (imported and installed below, in this process, because it works on moto's state).
+- PutFunctionEventInvokeConfig: moto appends a configuration instead of replacing it (see
+  patch_failure_handling).
 
 Takes moto_server's arguments (`-H 127.0.0.1 -p PORT`). Run by `hack/stack.sh up` with the stack's venv
 python; not part of the product.
@@ -322,6 +324,29 @@ def update_item(self, table_name, key, *args, **kwargs):
 
 
 DynamoDBBackend.update_item = update_item
+
+# ---------------------------------------------------------------- failure handling (#16 item 2)
+# Kept in one block, apart from the local-execution patches, to ease merging.
+
+
+def patch_failure_handling():
+    """PutFunctionEventInvokeConfig: AWS replaces the function's asynchronous-invocation configuration
+    ("If a configuration already exists for a function, version, or alias, this operation overwrites it",
+    https://docs.aws.amazon.com/lambda/latest/api/API_PutFunctionEventInvokeConfig.html); moto appends a
+    second one and keeps answering GetFunctionEventInvokeConfig with the first, so a changed configuration
+    never shows."""
+    from moto.awslambda.models import EventInvokeConfig, LambdaBackend
+
+    def put_function_event_invoke_config(self, function_name, config):
+        fn = self.get_function(function_name)
+        event_config = EventInvokeConfig(fn.function_arn, fn.last_modified, config)
+        fn.event_invoke_config = [event_config]
+        return event_config.response()
+
+    LambdaBackend.put_function_event_invoke_config = put_function_event_invoke_config
+
+
+patch_failure_handling()
 
 if __name__ == "__main__":
     import os

@@ -180,6 +180,98 @@ pub fn projector_policy(
     policy(statements)
 }
 
+// ------------------------------------------------------------------------------------------------------
+// Failure queues (#16): kept apart from the roles' own documents above, appended to them by the plans.
+
+/// Lets a function send to its own failure queue and nothing else: Lambda sends a stream mapping's
+/// on-failure record and an asynchronous invocation's on-failure record with the function's execution
+/// role (<https://docs.aws.amazon.com/lambda/latest/dg/services-dynamodb-errors.html>,
+/// <https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html>: "the execution
+/// role needs sqs:SendMessage").
+pub fn failure_queue_statement(scope: &AwsScope, queue: &str) -> Value {
+    json!({
+        "Sid": "SendToOwnFailureQueue",
+        "Effect": "Allow",
+        "Action": ["sqs:SendMessage"],
+        "Resource": [scope.queue_arn(queue)]
+    })
+}
+
+/// `policy` with `statement` appended to its `Statement` list.
+pub fn with_statement(mut policy: Value, statement: Value) -> Value {
+    if let Some(list) = policy["Statement"].as_array_mut() {
+        list.push(statement);
+    }
+    policy
+}
+
+/// The access policy of a projector's failure queue with `Sns` fan-out: SNS may send undeliverable
+/// messages of exactly the view's topics to it (a subscription's dead-letter queue needs it, SNS
+/// sending as the `sns.amazonaws.com` service principal with the topic as `aws:SourceArn`,
+/// <https://docs.aws.amazon.com/sns/latest/dg/sns-configure-dead-letter-queue.html>). `None` without
+/// topics: the queue then needs no policy (the function's role sends with its own permission).
+pub fn failure_queue_policy(queue_arn: &str, topic_arns: &[String]) -> Option<Value> {
+    if topic_arns.is_empty() {
+        return None;
+    }
+    let mut sources = topic_arns.to_vec();
+    sources.sort();
+    sources.dedup();
+    Some(json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "SnsDeadLetters",
+            "Effect": "Allow",
+            "Principal": {"Service": "sns.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": sources}}
+        }]
+    }))
+}
+
+#[cfg(test)]
+mod failure_queue_tests {
+    use super::*;
+
+    fn scope() -> AwsScope {
+        AwsScope {
+            partition: "aws".into(),
+            region: "eu-west-1".into(),
+            account: "123456789012".into(),
+        }
+    }
+
+    #[test]
+    fn a_function_may_send_only_to_its_own_failure_queue() {
+        let st = failure_queue_statement(&scope(), "kappa-q-failures");
+        assert_eq!(st["Action"], json!(["sqs:SendMessage"]));
+        assert_eq!(
+            st["Resource"],
+            json!(["arn:aws:sqs:eu-west-1:123456789012:kappa-q-failures"])
+        );
+        let doc = with_statement(policy(vec![json!({"Sid": "A"})]), st.clone());
+        assert_eq!(doc["Statement"].as_array().unwrap().len(), 2);
+        assert_eq!(doc["Statement"][1], st);
+    }
+
+    #[test]
+    fn only_the_views_topics_may_dead_letter_into_its_queue() {
+        assert!(failure_queue_policy("arn:q", &[]).is_none());
+        let doc =
+            failure_queue_policy("arn:q", &["arn:t2".into(), "arn:t1".into(), "arn:t2".into()]).unwrap();
+        let st = &doc["Statement"][0];
+        assert_eq!(st["Principal"], json!({"Service": "sns.amazonaws.com"}));
+        assert_eq!(st["Action"], "sqs:SendMessage");
+        assert_eq!(st["Resource"], "arn:q");
+        assert_eq!(
+            st["Condition"],
+            json!({"ArnEquals": {"aws:SourceArn": ["arn:t1", "arn:t2"]}})
+        );
+        assert_eq!(doc["Statement"].as_array().unwrap().len(), 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
