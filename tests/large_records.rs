@@ -19,7 +19,7 @@ use kappa_operator::functions::router::{self, PublishEntry, PublishError, Publis
 use kappa_operator::functions::writer::LogWriter;
 use kappa_operator::projection::{Item, Value};
 
-const LOG: &str = "table: {partitionKey: pk, sortKey: sk, recordTypeAttribute: type}\nrecordTypes: [player]";
+const LOG: &str = "table: {partitionKey: pk, sortKey: sk, recordTypeAttribute: type, orderingAttribute: seq}\nrecordTypes: [player]";
 
 fn record(i: usize, item: &Item) -> StreamRecord {
     let keys: Item = item
@@ -50,7 +50,7 @@ fn record(i: usize, item: &Item) -> StreamRecord {
 fn player(name: &str, blob_bytes: usize) -> Item {
     serde_json::from_value(serde_json::json!({
         "pk": {"S": format!("PLAYER#{name}")}, "sk": {"S": "LOG#1"}, "type": {"S": "player"},
-        "name": {"S": name}, "blob": {"S": "é".repeat(blob_bytes / 2)},
+        "name": {"S": name}, "seq": {"N": "1"}, "blob": {"S": "é".repeat(blob_bytes / 2)},
     }))
     .unwrap()
 }
@@ -113,8 +113,10 @@ async fn a_record_too_large_for_sns_is_routed_by_reference_and_projected_from_th
     let publisher = SnsPublisher::new(sns.clone());
     let inline = PublishEntry {
         id: "r0".into(),
-        message: serde_json::to_string(&kappa_operator::functions::event::RoutedRecord::new(record(0, &large)))
-            .unwrap(),
+        message: serde_json::to_string(&kappa_operator::functions::event::RoutedRecord::new(record(
+            0, &large,
+        )))
+        .unwrap(),
         attributes: BTreeMap::from([("recordType".to_string(), "player".to_string())]),
     };
     assert!(inline.size() > 262_144);
@@ -192,7 +194,11 @@ async fn a_record_too_large_for_sns_is_routed_by_reference_and_projected_from_th
     assert_eq!(delivered.len(), 2, "both records delivered once");
     let references = delivered
         .iter()
-        .filter(|m| m.message_attributes.get("logReference").is_some_and(|a| a.value == "1"))
+        .filter(|m| {
+            m.message_attributes
+                .get("logReference")
+                .is_some_and(|a| a.value == "1")
+        })
         .count();
     assert_eq!(references, 1);
     assert!(
@@ -228,14 +234,21 @@ async fn a_record_too_large_for_sns_is_routed_by_reference_and_projected_from_th
         .await
         .unwrap();
     assert_eq!(
-        (report.stats.applied, report.stats.by_reference, report.stats.newer_in_log),
+        (
+            report.stats.applied,
+            report.stats.by_reference,
+            report.stats.newer_in_log
+        ),
         (2, 1, 0),
         "{report:?}"
     );
     let items = common::scan_all(&ddb, &views_table).await;
     let ada = items
         .iter()
-        .find(|i| i.get("pk").is_some_and(|v| v.as_s().is_ok_and(|s| s.ends_with("P#ada"))))
+        .find(|i| {
+            i.get("pk")
+                .is_some_and(|v| v.as_s().is_ok_and(|s| s.ends_with("P#ada")))
+        })
         .unwrap_or_else(|| panic!("the large record's view item: {items:?}"));
     assert_eq!(
         ada.get("blob").and_then(|v| v.as_s().ok()).map(String::len),

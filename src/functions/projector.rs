@@ -54,8 +54,8 @@ use tracing::{error, warn};
 
 use super::ConfigError;
 use super::event::{
-    BatchResponse, LOG_REFERENCE_KIND, LOG_REFERENCE_VERSION, LogReference, ProjectorEvent, ROUTED_RECORD_KIND,
-    ROUTED_RECORD_VERSION, RoutedRecord, StreamRecord, image_digest,
+    BatchResponse, LOG_REFERENCE_KIND, LOG_REFERENCE_VERSION, LogReference, ProjectorEvent,
+    ROUTED_RECORD_KIND, ROUTED_RECORD_VERSION, RoutedRecord, StreamRecord, image_digest,
 };
 use super::event::{SnsEvent, StreamEvent, StreamEventName};
 use crate::crd::RecordErrorPolicy;

@@ -1166,10 +1166,7 @@ async fn router_publishes_an_oversized_record_by_reference() {
     let event = inserts(vec![player("ada", 1), huge.clone(), player("ada", 3)]);
     let report = router::handle(&router_config(), &sns, &RetryPolicy::immediate(3), &event).await;
     assert!(report.response.batch_item_failures.is_empty());
-    assert_eq!(
-        (report.published, report.by_reference, report.failed),
-        (3, 1, 0)
-    );
+    assert_eq!((report.published, report.by_reference, report.failed), (3, 1, 0));
     let published = sns.published();
     assert_eq!(published.len(), 3, "each record once");
     let entry = published.iter().find(|e| e.id == "r1").unwrap();
@@ -1214,10 +1211,14 @@ fn the_size_of_an_entry_is_what_sns_counts() {
 
 #[test]
 fn image_digest_ignores_set_order_and_sees_any_change() {
-    let a = item(json!({"pk": {"S": "p"}, "tags": {"SS": ["a", "b"]}, "n": {"NS": ["1", "2"]},
-        "m": {"M": {"bs": {"BS": ["AAE=", "AAI="]}}}}));
-    let b = item(json!({"pk": {"S": "p"}, "tags": {"SS": ["b", "a"]}, "n": {"NS": ["2", "1"]},
-        "m": {"M": {"bs": {"BS": ["AAI=", "AAE="]}}}}));
+    let a = item(
+        json!({"pk": {"S": "p"}, "tags": {"SS": ["a", "b"]}, "n": {"NS": ["1", "2"]},
+        "m": {"M": {"bs": {"BS": ["AAE=", "AAI="]}}}}),
+    );
+    let b = item(
+        json!({"pk": {"S": "p"}, "tags": {"SS": ["b", "a"]}, "n": {"NS": ["2", "1"]},
+        "m": {"M": {"bs": {"BS": ["AAI=", "AAE="]}}}}),
+    );
     assert_eq!(image_digest(&a), image_digest(&b));
     let mut c = a.clone();
     c.insert("tags".into(), item(json!({"x": {"SS": ["a", "c"]}}))["x"].clone());
@@ -1233,13 +1234,21 @@ async fn route_and_project(
     log: &LogTable,
 ) -> (MemoryStore, projector::ProjectorStats, usize) {
     let sns = FakeSns::default();
-    let report = router::handle(&router_config(), &sns, &RetryPolicy::immediate(1), &inserts(images)).await;
+    let report = router::handle(
+        &router_config(),
+        &sns,
+        &RetryPolicy::immediate(1),
+        &inserts(images),
+    )
+    .await;
     assert_eq!(report.failed, 0);
     let store = store();
     let mut stats = projector::ProjectorStats::default();
     for entry in sns.published() {
         let event = ProjectorEvent::Sns(sns_event(&[entry]));
-        let r = projector::handle_with_log(config, &store, log, &event).await.unwrap();
+        let r = projector::handle_with_log(config, &store, log, &event)
+            .await
+            .unwrap();
         stats.applied += r.stats.applied;
         stats.by_reference += r.stats.by_reference;
         stats.newer_in_log += r.stats.newer_in_log;
@@ -1274,7 +1283,11 @@ async fn projector_projects_the_log_item_as_it_is_now_when_its_key_was_rewritten
     let log = LogTable::with(std::slice::from_ref(&rewritten));
     let (view, stats, _) = route_and_project(&config, vec![inserted], &log).await;
     assert_eq!((stats.by_reference, stats.newer_in_log, stats.applied), (1, 1, 1));
-    assert_eq!(view, engine_view(&config, &[rewritten]), "the log's content, as a backfill gives");
+    assert_eq!(
+        view,
+        engine_view(&config, &[rewritten]),
+        "the log's content, as a backfill gives"
+    );
 }
 
 #[tokio::test]
