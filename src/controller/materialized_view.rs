@@ -626,7 +626,8 @@ async fn projector_live_path(
                 .built_in_code()
                 .await
                 .map_err(|m| crate::aws::AwsError::permanent("CreateFunction", &function_name, m))?;
-            let function = lambdas::projector_function(view, plan, &log.spec, role_arn, &code)
+            let log_table = log_status.table.as_ref().map_or("", |t| t.name.as_str());
+            let function = lambdas::projector_function(view, plan, &log.spec, log_table, role_arn, &code)
                 .map_err(|m| crate::aws::AwsError::permanent("CreateFunction", &function_name, m))?;
             let Some(function) = function else {
                 return Ok(LivePath {

@@ -4,7 +4,8 @@
 //! - router: read the log's stream; publish to its topics.
 //! - projector: read its live source (its topic's deliveries need no permission; a stream mapping needs
 //!   stream reads); write only its view's items: in a shared table the writes are conditioned on
-//!   `dynamodb:LeadingKeys` matching the view's key prefix.
+//!   `dynamodb:LeadingKeys` matching the view's key prefix. Fed by topics, it may also `GetItem` on
+//!   the log table (only): a record too large for SNS arrives by reference and is read from the log.
 
 use serde_json::{Value, json};
 
@@ -135,8 +136,9 @@ pub fn router_policy(scope: &AwsScope, function: &str, log_table: &str, topics: 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProjectorSource<'a> {
     /// SNS invokes the function; the function needs no permission for that (the topic gets a
-    /// resource-based permission on the function instead).
-    Topic,
+    /// resource-based permission on the function instead). It reads the records the router sends by
+    /// reference from `log_table` (`dynamodb:GetItem` on that table only).
+    Topic { log_table: &'a str },
     /// An event source mapping on the log's stream.
     LogStream { log_table: &'a str },
 }
@@ -176,6 +178,14 @@ pub fn projector_policy(
         });
     }
     statements.push(write);
+    if let ProjectorSource::Topic { log_table } = source {
+        statements.push(json!({
+            "Sid": "ReadLogItemsByReference",
+            "Effect": "Allow",
+            "Action": ["dynamodb:GetItem"],
+            "Resource": [scope.table_arn(log_table)]
+        }));
+    }
     statements.push(logs_statement(scope, function));
     policy(statements)
 }
@@ -395,7 +405,9 @@ mod tests {
         let p = projector_policy(
             &scope(),
             "kappa-p",
-            &ProjectorSource::Topic,
+            &ProjectorSource::Topic {
+                log_table: "kappa-log",
+            },
             &ViewItems {
                 table: "kappa-views",
                 key_prefix: Some("players#"),
@@ -416,6 +428,35 @@ mod tests {
             !all_actions(&p)
                 .iter()
                 .any(|a| a.contains("Scan") || a.contains("Query") || a == "dynamodb:*")
+        );
+    }
+
+    #[test]
+    fn a_topic_fed_projector_may_only_get_items_of_its_log() {
+        let source = ProjectorSource::Topic {
+            log_table: "kappa-log",
+        };
+        let items = ViewItems {
+            table: "kappa-views",
+            key_prefix: None,
+        };
+        let p = projector_policy(&scope(), "kappa-p", &source, &items);
+        assert_eq!(actions(&p, "ReadLogItemsByReference"), ["dynamodb:GetItem"]);
+        assert_eq!(
+            resources(&p, "ReadLogItemsByReference"),
+            ["arn:aws:dynamodb:eu-west-1:123456789012:table/kappa-log"]
+        );
+        let direct = ProjectorSource::LogStream {
+            log_table: "kappa-log",
+        };
+        let d = projector_policy(&scope(), "kappa-p", &direct, &items);
+        assert!(
+            d["Statement"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|st| st["Sid"] != "ReadLogItemsByReference"),
+            "a stream-fed projector reads images from the stream: {d}"
         );
     }
 

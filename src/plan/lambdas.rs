@@ -173,12 +173,14 @@ pub fn projector_name(view: &ViewPlan) -> String {
     }
 }
 
-/// The view's projector function: the built-in one configured with its projection, or the user's code
-/// (S3 zip or image). `None` for the in-cluster runtime and for an existing function (`functionArn`).
+/// The view's projector function: the built-in one configured with its projection and `log_table` (the
+/// log table's name, where it reads records sent by reference), or the user's code (S3 zip or image).
+/// `None` for the in-cluster runtime and for an existing function (`functionArn`).
 pub fn projector_function(
     view: &MaterializedView,
     plan: &ViewPlan,
     log: &EventLogSpec,
+    log_table: &str,
     role_arn: &str,
     code: &BuiltInCode,
 ) -> Result<Option<FunctionPlan>, String> {
@@ -209,6 +211,7 @@ pub fn projector_function(
             let prefix = plan.key_prefix.clone().unwrap_or_default();
             let config =
                 ProjectorConfig::for_view(name, spec, log, &table, &prefix).map_err(|e| e.to_string())?;
+            let config = config.with_log_table(log_table);
             f.environment = config.to_env().map_err(|e| e.to_string())?;
         }
     }
@@ -370,12 +373,13 @@ mod tests {
         let log = log();
         let v = view("Lambda");
         let plan = plan_view("c", &v, &[]);
-        let f = projector_function(&v, &plan, &log.spec, "arn:role", &code())
+        let f = projector_function(&v, &plan, &log.spec, "kappa-log", "arn:role", &code())
             .unwrap()
             .unwrap();
         assert_eq!((f.handler.as_str(), f.memory_mb), (PROJECTOR, 512));
         let config: ProjectorConfig = serde_json::from_str(&f.environment["PROJECTION"]).unwrap();
         assert_eq!(config.view, "players");
+        assert_eq!(config.log.table.as_deref(), Some("kappa-log"));
         let subs = projector_subscriptions(&v, &log.spec);
         assert_eq!(subs.len(), 1);
         assert_eq!(subs["players"], serde_json::json!({"recordType": ["player"]}));
@@ -399,7 +403,7 @@ mod tests {
         );
         assert_eq!(a.destination_arn, "arn:view-failures");
         assert!(
-            projector_function(&view("InCluster"), &plan, &log.spec, "r", &code())
+            projector_function(&view("InCluster"), &plan, &log.spec, "kappa-log", "r", &code())
                 .unwrap()
                 .is_none()
         );
@@ -416,10 +420,10 @@ mod tests {
             r#"{"table":"kappa-other-namespace-views"}"#.into(),
         );
         let plan = plan_view("c", &v, &[]);
-        let err = projector_function(&v, &plan, &log.spec, "arn:role", &code()).unwrap_err();
+        let err = projector_function(&v, &plan, &log.spec, "kappa-log", "arn:role", &code()).unwrap_err();
         assert!(err.contains("spec.projector.environment.PROJECTION"), "{err}");
         v.spec.projector.environment = [("LOG_LEVEL".to_string(), "debug".to_string())].into();
-        let f = projector_function(&v, &plan, &log.spec, "arn:role", &code())
+        let f = projector_function(&v, &plan, &log.spec, "kappa-log", "arn:role", &code())
             .unwrap()
             .unwrap();
         assert_eq!(
