@@ -31,6 +31,11 @@ And two DynamoDB departures from AWS that would otherwise decide the operator's 
   S3 (for every caller but the shim itself, which signs with the access key `export-shim`); after that,
   COMPLETED for good (files deleted later do not change an export's status on AWS either).
 
+- PutFunctionEventInvokeConfig: moto appends a configuration instead of replacing it (see
+  patch_failure_handling).
+- SNS message size: see the block "SNS message size" near the end (bytes of body and attributes, and a
+  PublishBatch's total, refused as AWS does).
+
 And Lambda: functions run as local processes behind a Lambda Runtime API, event source mappings and SNS
 subscriptions deliver as AWS does, and the API Gateway Management API answers on the harness port: see
 hack/local_lambda.py (imported and installed below, in this process, because it works on moto's state).
@@ -322,6 +327,110 @@ def update_item(self, table_name, key, *args, **kwargs):
 
 
 DynamoDBBackend.update_item = update_item
+
+# ---------------------------------------------------------------- failure handling (#16 item 2)
+# Kept in one block, apart from the local-execution patches, to ease merging.
+
+
+def patch_failure_handling():
+    """PutFunctionEventInvokeConfig: AWS replaces the function's asynchronous-invocation configuration
+    ("If a configuration already exists for a function, version, or alias, this operation overwrites it",
+    https://docs.aws.amazon.com/lambda/latest/api/API_PutFunctionEventInvokeConfig.html); moto appends a
+    second one and keeps answering GetFunctionEventInvokeConfig with the first, so a changed configuration
+    never shows."""
+    from moto.awslambda.models import EventInvokeConfig, LambdaBackend
+
+    def put_function_event_invoke_config(self, function_name, config):
+        fn = self.get_function(function_name)
+        event_config = EventInvokeConfig(fn.function_arn, fn.last_modified, config)
+        fn.event_invoke_config = [event_config]
+        return event_config.response()
+
+    LambdaBackend.put_function_event_invoke_config = put_function_event_invoke_config
+
+
+patch_failure_handling()
+# ---------------------------------------------------------------- SNS message size, counted as AWS counts it
+# (the router's large-record routing; kept apart from the blocks above)
+#
+# moto refuses a message only when len(Message) > 262,144 *characters*, ignores message attributes, and in
+# PublishBatch fails the entry alone while never checking the batch's total. AWS counts UTF-8 bytes of the
+# body plus every attribute's name, data type and value ("All parts of the message attribute, including
+# name, type, and value, are included in the message size restriction", API_MessageAttributeValue), refuses
+# an oversize Publish with InvalidParameter "Invalid parameter: Message too long", and refuses a PublishBatch
+# whose entries together exceed the limit with BatchRequestTooLong ("The combined size of all messages in
+# the batch, including each message's body and attributes, must not exceed the topic's MaximumMessageSize",
+# API_PublishBatch). The limit is the default 256 KiB (262,144 bytes).
+
+import base64 as sns_base64
+
+from moto.sns.exceptions import InvalidParameterValue as SnsInvalidParameterValue
+from moto.sns.exceptions import SNSException
+from moto.sns.models import SNSBackend
+
+SNS_MAXIMUM_MESSAGE_SIZE = 262144
+
+
+class SnsBatchRequestTooLong(SNSException):
+    code = "BatchRequestTooLong"
+
+    def __init__(self):
+        super().__init__("The length of all the batch messages put together is more than the limit.")
+
+
+def sns_message_size(message, message_attributes):
+    """Bytes SNS counts for a message: the body, and each attribute's name, type and value (moto has
+    already turned attributes into {"Type", "Value"}; a Binary value is counted decoded)."""
+    size = len((message or "").encode("utf-8"))
+    for name, attribute in (message_attributes or {}).items():
+        data_type = attribute.get("Type", "")
+        value = attribute.get("Value", "")
+        if isinstance(value, bytes):
+            value_bytes = len(value)
+        elif data_type.startswith("Binary"):
+            value_bytes = len(sns_base64.b64decode(value))
+        elif isinstance(value, str):
+            value_bytes = len(value.encode("utf-8"))
+        else:
+            value_bytes = len(json.dumps(value).encode("utf-8"))
+        size += len(name.encode("utf-8")) + len(data_type.encode("utf-8")) + value_bytes
+    return size
+
+
+original_sns_publish = SNSBackend.publish
+
+
+def sns_publish(self, message, arn=None, phone_number=None, subject=None, message_attributes=None, **kwargs):
+    if phone_number is None and sns_message_size(message, message_attributes) > SNS_MAXIMUM_MESSAGE_SIZE:
+        raise SnsInvalidParameterValue("Invalid parameter: Message too long")
+    return original_sns_publish(
+        self,
+        message,
+        arn=arn,
+        phone_number=phone_number,
+        subject=subject,
+        message_attributes=message_attributes,
+        **kwargs,
+    )
+
+
+SNSBackend.publish = sns_publish
+
+original_sns_publish_batch = SNSBackend.publish_batch
+
+
+def sns_publish_batch(self, topic_arn, publish_batch_request_entries):
+    total = sum(
+        sns_message_size(entry.get("Message"), entry.get("MessageAttributes"))
+        for entry in publish_batch_request_entries
+    )
+    if total > SNS_MAXIMUM_MESSAGE_SIZE:
+        raise SnsBatchRequestTooLong()
+    return original_sns_publish_batch(self, topic_arn, publish_batch_request_entries)
+
+
+SNSBackend.publish_batch = sns_publish_batch
+
 
 if __name__ == "__main__":
     import os

@@ -63,6 +63,10 @@ pub struct Metrics {
     pub crd_skew: Gauge<i64, AtomicI64>,
     /// `kappa_ingest_dead_letters`: messages in a log's ingest dead-letter queue, as last read.
     pub dead_letters: Family<LogLabels, Gauge<i64, AtomicI64>>,
+    /// `kappa_router_dead_letters`: messages in a log's router failure queue, as last read.
+    pub router_dead_letters: Family<LogLabels, Gauge<i64, AtomicI64>>,
+    /// `kappa_view_dead_letters`: messages in a Lambda view's projector failure queues, as last read.
+    pub view_dead_letters: Family<ViewLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -105,6 +109,18 @@ impl Default for Metrics {
             "Messages in an EventLog's ingest dead-letter queue (the writer failed them maxReceiveCount times), as last read",
             dead_letters.clone(),
         );
+        let router_dead_letters = Family::<LogLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "router_dead_letters",
+            "Messages in an EventLog's router failure queue (stream batches the router failed after its retries), as last read",
+            router_dead_letters.clone(),
+        );
+        let view_dead_letters = Family::<ViewLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "view_dead_letters",
+            "Messages in a Lambda view's projector failure queues (records the projector failed after its retries), as last read",
+            view_dead_letters.clone(),
+        );
         registry.register("reconciles", "Reconciles run, per kind", reconciles.clone());
         registry.register(
             "aws_retries",
@@ -143,6 +159,8 @@ impl Default for Metrics {
             deferred,
             crd_skew,
             dead_letters,
+            router_dead_letters,
+            view_dead_letters,
         }
     }
 }

@@ -227,18 +227,24 @@ fn a_views_environment_overrides_the_projectors_target_table() {
         },
         architecture: Architecture::X86_64,
     };
-    let f =
-        match kappa_operator::plan::lambdas::projector_function(&view, &plan, &log.spec, "arn:role", &code) {
-            // The fix refuses the spec, naming the field: the other accepted outcome.
-            Err(refused) => {
-                assert!(
-                    refused.contains("spec.projector.environment.PROJECTION"),
-                    "{refused}"
-                );
-                return;
-            }
-            Ok(f) => f.unwrap(),
-        };
+    let f = match kappa_operator::plan::lambdas::projector_function(
+        &view,
+        &plan,
+        &log.spec,
+        "kappa-log",
+        "arn:role",
+        &code,
+    ) {
+        // The fix refuses the spec, naming the field: the other accepted outcome.
+        Err(refused) => {
+            assert!(
+                refused.contains("spec.projector.environment.PROJECTION"),
+                "{refused}"
+            );
+            return;
+        }
+        Ok(f) => f.unwrap(),
+    };
     let projection: Value = serde_json::from_str(&f.environment["PROJECTION"]).unwrap();
     assert_eq!(
         projection["table"].as_str(),

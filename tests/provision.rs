@@ -1130,3 +1130,400 @@ async fn a_direct_view_maps_the_log_stream_with_filter_criteria_and_no_router_ru
     assert_no_mutation_after_nudge(&op, &ns, "mv", "players", 1, before, "an unchanged view").await;
     common::delete_namespace(&client, &ns).await;
 }
+
+// ------------------------------------------------------------------------------------------------------
+// Failure handling of the Lambda runtime (#16 item 2): stream mappings and SNS subscriptions.
+
+/// The URL of the queue an ARN names.
+async fn queue_url_of(sqs: &aws_sdk_sqs::Client, arn: &str) -> Option<String> {
+    sqs.get_queue_url()
+        .queue_name(arn.rsplit(':').next()?)
+        .send()
+        .await
+        .ok()?
+        .queue_url
+}
+
+async fn queue_tags(sqs: &aws_sdk_sqs::Client, url: &str) -> BTreeMap<String, String> {
+    (sqs.list_queue_tags().queue_url(url).send().await.unwrap().tags)
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+/// A stream mapping's failure handling as the operator plans it: bisect, 10 retries, records up to
+/// 23 hours old, on failure to `queue_arn`.
+fn assert_failure_handling(m: &aws_sdk_lambda::types::EventSourceMappingConfiguration, queue_arn: &str) {
+    assert_eq!(m.bisect_batch_on_function_error(), Some(true), "{m:?}");
+    assert_eq!(m.maximum_retry_attempts(), Some(10), "{m:?}");
+    assert_eq!(m.maximum_record_age_in_seconds(), Some(82_800), "{m:?}");
+    assert_eq!(
+        m.destination_config()
+            .and_then(|d| d.on_failure())
+            .and_then(|o| o.destination()),
+        Some(queue_arn),
+        "{m:?}"
+    );
+}
+
+/// Warning Events of `reason` in the namespace, their notes.
+fn event_notes(ns: &str, reason: &str) -> Vec<String> {
+    let events = common::kubectl(&[
+        "-n",
+        ns,
+        "get",
+        "events",
+        "--field-selector",
+        &format!("reason={reason}"),
+        "-o",
+        "json",
+    ]);
+    let events: serde_json::Value = serde_json::from_str(&events).unwrap();
+    (events["items"].as_array().unwrap().iter())
+        .filter_map(|e| e["note"].as_str().or(e["message"].as_str()))
+        .map(String::from)
+        .collect()
+}
+
+/// `Direct` fan-out: the projector's stream mapping bisects, retries 10 times, skips records older than
+/// 23 hours and sends a failed batch to the view's own failure queue (owned, tagged, 14 days); the role
+/// may send to that queue only. A hand-changed retry count and a hand-deleted queue come back; an
+/// unchanged view costs no mutating call; a message in the queue shows in `status.deadLetters`, the
+/// metric and a Warning Event; deleting the view deletes its queue, not the log's.
+#[tokio::test]
+async fn a_direct_views_mapping_sends_what_it_fails_to_the_views_own_failure_queue() {
+    let (client, ns) = common::setup("prov-direct-fail").await;
+    let aws = common::aws_config().await;
+    let lambda = aws_sdk_lambda::Client::new(&aws);
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let iam = aws_sdk_iam::Client::new(&aws);
+    let op = Operator::start(&ns, "solo", 15);
+    let direct_log = log("game-events", "Delete").replace("fanOut: {mode: Sns}", "fanOut: {mode: Direct}");
+    common::create_yaml(&client, &ns, &direct_log).await.unwrap();
+    common::create_yaml(&client, &ns, &view("players", "{}"))
+        .await
+        .unwrap();
+    let views: Api<kappa_operator::crd::MaterializedView> = Api::namespaced(client.clone(), &ns);
+    let status = common::eventually(
+        Duration::from_secs(60),
+        "players Live with its mapping and failure queue",
+        || async {
+            let s = views.get("players").await.ok()?.status?;
+            (s.phase == Some(kappa_operator::crd::ViewPhase::Live)
+                && s.resources.contains_key("mapping")
+                && s.resources.contains_key("failureQueue"))
+            .then_some(s)
+        },
+    )
+    .await;
+    let queue_arn = status.resources["failureQueue"].clone();
+    let uuid = status.resources["mapping"].clone();
+    let mapping = lambda
+        .get_event_source_mapping()
+        .uuid(&uuid)
+        .send()
+        .await
+        .unwrap();
+    let mapping = aws_sdk_lambda::types::EventSourceMappingConfiguration::builder()
+        .set_bisect_batch_on_function_error(mapping.bisect_batch_on_function_error())
+        .set_maximum_retry_attempts(mapping.maximum_retry_attempts())
+        .set_maximum_record_age_in_seconds(mapping.maximum_record_age_in_seconds())
+        .set_destination_config(mapping.destination_config().cloned())
+        .build();
+    assert_failure_handling(&mapping, &queue_arn);
+    let url = queue_url_of(&sqs, &queue_arn)
+        .await
+        .expect("the failure queue exists");
+    let tags = queue_tags(&sqs, &url).await;
+    assert_eq!(
+        tags.get("kappa.dev/kind").map(String::as_str),
+        Some("MaterializedView")
+    );
+    assert_eq!(tags.get("kappa.dev/name").map(String::as_str), Some("players"));
+    assert_eq!(
+        queue_attributes(&sqs, &url)
+            .await
+            .get("MessageRetentionPeriod")
+            .map(String::as_str),
+        Some("1209600")
+    );
+    assert_eq!(status.dead_letters, Some(0));
+    let role = status.resources["role/projector"]
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let policy = iam
+        .get_role_policy()
+        .role_name(&role)
+        .policy_name("kappa")
+        .send()
+        .await
+        .unwrap();
+    let policy = kappa_operator::aws::iam::parse_document(policy.policy_document()).unwrap();
+    let sends: Vec<&serde_json::Value> = (policy["Statement"].as_array().unwrap().iter())
+        .filter(|s| s.to_string().contains("sqs:"))
+        .collect();
+    assert_eq!(sends.len(), 1, "{policy}");
+    assert_eq!(sends[0]["Action"], serde_json::json!(["sqs:SendMessage"]));
+    assert_eq!(sends[0]["Resource"], serde_json::json!([queue_arn]));
+
+    // A retry count changed by hand converges; a failure queue deleted by hand comes back.
+    lambda
+        .update_event_source_mapping()
+        .uuid(&uuid)
+        .maximum_retry_attempts(3)
+        .send()
+        .await
+        .unwrap();
+    sqs.delete_queue().queue_url(&url).send().await.unwrap();
+    nudge_kind(&ns, "mv", "players", 1);
+    common::eventually(
+        Duration::from_secs(30),
+        "the retries and the failure queue back",
+        || async {
+            let m = lambda.get_event_source_mapping().uuid(&uuid).send().await.ok()?;
+            let back = queue_url_of(&sqs, &queue_arn).await.is_some();
+            (m.maximum_retry_attempts() == Some(10) && back).then_some(())
+        },
+    )
+    .await;
+
+    // A second reconcile of the unchanged view changes nothing.
+    common::eventually(Duration::from_secs(30), "players Live again", || async {
+        let s = views.get("players").await.ok()?.status?;
+        (s.phase == Some(kappa_operator::crd::ViewPhase::Live)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nudge_kind(&ns, "mv", "players", 2);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = mutating_calls(&op).await;
+    assert_no_mutation_after_nudge(&op, &ns, "mv", "players", 3, before, "an unchanged view").await;
+
+    // A failed batch's record in the queue: counted, with a Warning Event and the metric.
+    let url = queue_url_of(&sqs, &queue_arn).await.unwrap();
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body(r#"{"requestContext":{"condition":"RetryAttemptsExhausted"},"DDBStreamBatchInfo":{}}"#)
+        .send()
+        .await
+        .unwrap();
+    nudge_kind(&ns, "mv", "players", 4);
+    common::eventually(Duration::from_secs(30), "status.deadLetters 1", || async {
+        let s = views.get("players").await.ok()?.status?;
+        (s.dead_letters == Some(1)).then_some(())
+    })
+    .await;
+    let notes = event_notes(&ns, "DeadLetters");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("holds 1 message") && n.contains("still in the log")),
+        "a Warning Event DeadLetters naming the count and the fix: {notes:?}"
+    );
+    let metrics = op.metrics().await.unwrap_or_default();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("kappa_view_dead_letters")
+            && l.contains(r#"view="players""#)
+            && l.ends_with(" 1")),
+        "kappa_view_dead_letters 1: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("dead_letters"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // Deleting the view deletes its failure queue and none of the log's.
+    let log_dlq = Api::<EventLog>::namespaced(client.clone(), &ns)
+        .get("game-events")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .resources["deadLetterQueue"]
+        .clone();
+    views.delete("players", &DeleteParams::default()).await.unwrap();
+    common::eventually(Duration::from_secs(40), "players deleted", || async {
+        views.get_opt("players").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        queue_url_of(&sqs, &queue_arn).await.is_none(),
+        "the view's failure queue is gone"
+    );
+    assert!(
+        queue_url_of(&sqs, &log_dlq).await.is_some(),
+        "the log's queues stay"
+    );
+    common::delete_namespace(&client, &ns).await;
+}
+
+/// `Sns` fan-out: the router's stream mapping fails over to the log's router failure queue; the
+/// projector's subscription has a redrive policy to the view's failure queue, whose access policy lets
+/// only the view's topics send; the projector's asynchronous invocations retry twice and then go to the
+/// same queue. A hand-changed invoke configuration converges; deleting the view removes its queue and
+/// leaves the router's; deleting the log (`Delete`) removes the router's.
+#[tokio::test]
+async fn sns_views_and_the_router_dead_letter_to_their_own_queues() {
+    let (client, ns) = common::setup("prov-sns-fail").await;
+    let aws = common::aws_config().await;
+    let lambda = aws_sdk_lambda::Client::new(&aws);
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let sns = aws_sdk_sns::Client::new(&aws);
+    let _op = Operator::start(&ns, "solo", 15);
+    common::create_yaml(&client, &ns, &log("game-events", "Delete"))
+        .await
+        .unwrap();
+    common::create_yaml(&client, &ns, &view("players", "{}"))
+        .await
+        .unwrap();
+    let views: Api<kappa_operator::crd::MaterializedView> = Api::namespaced(client.clone(), &ns);
+    let logs: Api<EventLog> = Api::namespaced(client.clone(), &ns);
+    let status = common::eventually(
+        Duration::from_secs(60),
+        "players Live with its subscription and failure queue",
+        || async {
+            let s = views.get("players").await.ok()?.status?;
+            (s.phase == Some(kappa_operator::crd::ViewPhase::Live)
+                && s.resources.keys().any(|k| k.starts_with("subscription/"))
+                && s.resources.contains_key("failureQueue"))
+            .then_some(s)
+        },
+    )
+    .await;
+    let log_status = common::eventually(Duration::from_secs(60), "the router's mapping", || async {
+        let s = logs.get("game-events").await.ok()?.status?;
+        (s.resources.contains_key("mapping/router") && s.resources.contains_key("routerFailureQueue"))
+            .then_some(s)
+    })
+    .await;
+
+    // The router's mapping.
+    let router_queue = log_status.resources["routerFailureQueue"].clone();
+    let m = lambda
+        .get_event_source_mapping()
+        .uuid(&log_status.resources["mapping/router"])
+        .send()
+        .await
+        .unwrap();
+    let m = aws_sdk_lambda::types::EventSourceMappingConfiguration::builder()
+        .set_bisect_batch_on_function_error(m.bisect_batch_on_function_error())
+        .set_maximum_retry_attempts(m.maximum_retry_attempts())
+        .set_maximum_record_age_in_seconds(m.maximum_record_age_in_seconds())
+        .set_destination_config(m.destination_config().cloned())
+        .build();
+    assert_failure_handling(&m, &router_queue);
+    let router_url = queue_url_of(&sqs, &router_queue)
+        .await
+        .expect("the router's failure queue");
+    let tags = queue_tags(&sqs, &router_url).await;
+    assert_eq!(tags.get("kappa.dev/kind").map(String::as_str), Some("EventLog"));
+    assert_eq!(log_status.router_dead_letters, Some(0));
+
+    // The subscription's redrive policy and the queue's access policy.
+    let queue_arn = status.resources["failureQueue"].clone();
+    let (key, subscription) = status
+        .resources
+        .iter()
+        .find(|(k, _)| k.starts_with("subscription/"))
+        .unwrap();
+    let group = key.trim_start_matches("subscription/");
+    let topic = log_status.resources[&format!("topic/{group}")].clone();
+    let attrs = sns
+        .get_subscription_attributes()
+        .subscription_arn(subscription)
+        .send()
+        .await
+        .unwrap();
+    let redrive: serde_json::Value =
+        serde_json::from_str(&attrs.attributes().unwrap()["RedrivePolicy"]).unwrap();
+    assert_eq!(redrive["deadLetterTargetArn"], queue_arn.as_str());
+    let url = queue_url_of(&sqs, &queue_arn).await.unwrap();
+    let access: serde_json::Value =
+        serde_json::from_str(&queue_attributes(&sqs, &url).await["Policy"]).unwrap();
+    let st = &access["Statement"][0];
+    assert_eq!(
+        st["Principal"],
+        serde_json::json!({"Service": "sns.amazonaws.com"})
+    );
+    assert_eq!(st["Action"], "sqs:SendMessage");
+    assert_eq!(st["Resource"], queue_arn.as_str());
+    assert_eq!(
+        st["Condition"]["ArnEquals"]["aws:SourceArn"],
+        serde_json::json!([topic])
+    );
+
+    // The projector's asynchronous-invocation failure handling, converged after a hand change.
+    let function = status.resources["function/projector"].clone();
+    let config = lambda
+        .get_function_event_invoke_config()
+        .function_name(&function)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(config.maximum_retry_attempts(), Some(2));
+    assert_eq!(config.maximum_event_age_in_seconds(), Some(21_600));
+    assert_eq!(
+        config
+            .destination_config()
+            .and_then(|d| d.on_failure())
+            .and_then(|o| o.destination()),
+        Some(queue_arn.as_str())
+    );
+    lambda
+        .put_function_event_invoke_config()
+        .function_name(&function)
+        .maximum_retry_attempts(0)
+        .send()
+        .await
+        .unwrap();
+    nudge_kind(&ns, "mv", "players", 1);
+    common::eventually(
+        Duration::from_secs(30),
+        "the invoke configuration back",
+        || async {
+            let c = lambda
+                .get_function_event_invoke_config()
+                .function_name(&function)
+                .send()
+                .await
+                .ok()?;
+            (c.maximum_retry_attempts() == Some(2)
+                && c.destination_config()
+                    .and_then(|d| d.on_failure())
+                    .and_then(|o| o.destination())
+                    == Some(queue_arn.as_str()))
+            .then_some(())
+        },
+    )
+    .await;
+
+    // Deleting the view removes its queue, not the router's; deleting the log removes the router's.
+    views.delete("players", &DeleteParams::default()).await.unwrap();
+    common::eventually(Duration::from_secs(40), "players deleted", || async {
+        views.get_opt("players").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        queue_url_of(&sqs, &queue_arn).await.is_none(),
+        "the view's failure queue is gone"
+    );
+    assert!(
+        queue_url_of(&sqs, &router_queue).await.is_some(),
+        "the router's failure queue is the log's"
+    );
+    logs.delete("game-events", &DeleteParams::default())
+        .await
+        .unwrap();
+    common::eventually(Duration::from_secs(60), "game-events deleted", || async {
+        logs.get_opt("game-events").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        queue_url_of(&sqs, &router_queue).await.is_none(),
+        "the router's failure queue goes with its log"
+    );
+    common::delete_namespace(&client, &ns).await;
+}

@@ -1,5 +1,6 @@
 //! The real side effects of the built-in functions: the traits of [`writer`](super::writer),
-//! [`router`](super::router) and [`projector`](super::projector) over the AWS SDK clients.
+//! [`router`](super::router) and [`projector`](super::projector) (its view writes and its reads of the
+//! log, [`DynamoLogStore`]) over the AWS SDK clients.
 //!
 //! Each implementation sends exactly one request per call and classifies its failure (see [`classify`]):
 //! throttling, 5xx, timeouts and network errors are retryable (the handlers retry them, then let Lambda
@@ -17,10 +18,10 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 
 use crate::aws::views::ViewTableWriter;
-use crate::functions::projector::{StoreError, ViewStore};
+use crate::functions::projector::{LogReadError, LogStore, StoreError, ViewStore};
 use crate::functions::router::{PublishEntry, PublishError, Publisher};
 use crate::functions::writer::{LogWriter, WriteError};
-use crate::projection::{Applied, Item, ViewWrite, dynamo, item_from_dynamodb};
+use crate::projection::{Applied, Item, ViewWrite, dynamo, item_from_dynamodb, item_to_dynamodb};
 
 /// Whether a failed call is worth retrying: the operator's one classifier ([`crate::aws::error::classify`]).
 pub use super::error::classify;
@@ -110,6 +111,52 @@ impl LogWriter for DynamoLogWriter {
                 })
             })
             .collect()
+    }
+}
+
+/// [`LogStore`] over `GetItem` on the log table with `ConsistentRead: true`: a strongly consistent read
+/// "returns a response with the most up-to-date data, reflecting the updates from all prior write
+/// operations that were successful"
+/// (<https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/HowItWorks.ReadConsistency.html>),
+/// so it sees the write a stream record was made from. An item absent is `Ok(None)` (`GetItem` returns
+/// no `Item`: <https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_GetItem.html>).
+/// `table` `None`: the projector's configuration names no log table, and every read fails permanently.
+#[derive(Debug, Clone)]
+pub struct DynamoLogStore {
+    client: aws_sdk_dynamodb::Client,
+    table: Option<String>,
+}
+
+impl DynamoLogStore {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: Option<String>) -> Self {
+        DynamoLogStore { client, table }
+    }
+}
+
+impl LogStore for DynamoLogStore {
+    async fn get_item(&self, key: &Item) -> Result<Option<Item>, LogReadError> {
+        let Some(table) = &self.table else {
+            return crate::functions::projector::NoLogTable.get_item(key).await;
+        };
+        let out = self
+            .client
+            .get_item()
+            .table_name(table)
+            .set_key(Some(item_to_dynamodb(key.clone())))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| match describe("GetItem", table, &e) {
+                (true, reason) => LogReadError::Retryable(reason),
+                (false, reason) => LogReadError::Permanent(reason),
+            })?;
+        out.item
+            .map(|item| {
+                item_from_dynamodb(item).map_err(|e| {
+                    LogReadError::Permanent(format!("GetItem on {table}: the item cannot be read: {e}"))
+                })
+            })
+            .transpose()
     }
 }
 

@@ -25,9 +25,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use aws_sdk_lambda::Client;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{
-    Architecture as SdkArchitecture, Environment, EventSourceMappingConfiguration, EventSourcePosition,
-    Filter, FilterCriteria, FunctionCode as SdkCode, FunctionCodeLocation, FunctionConfiguration,
-    FunctionResponseType, LastUpdateStatus, PackageType, Runtime, State,
+    Architecture as SdkArchitecture, DestinationConfig, Environment, EventSourceMappingConfiguration,
+    EventSourcePosition, Filter, FilterCriteria, FunctionCode as SdkCode, FunctionCodeLocation,
+    FunctionConfiguration, FunctionResponseType, LastUpdateStatus, OnFailure, PackageType, Runtime, State,
 };
 use aws_smithy_runtime_api::client::result::SdkError;
 use serde_json::Value;
@@ -37,7 +37,9 @@ pub use zip::{bootstrap_zip, crc32};
 
 use super::error::from_sdk;
 use super::{AwsError, Convergence};
-use crate::plan::function::{CODE_SOURCE_TAG, FunctionCode, FunctionPlan, MappingPlan};
+use crate::plan::function::{
+    AsyncFailurePlan, CODE_SOURCE_TAG, FunctionCode, FunctionPlan, MappingPlan, StreamFailurePlan,
+};
 use crate::plan::names::Owner;
 
 /// The SHA-256 of `bytes`, base64-encoded: what Lambda reports as `CodeSha256` for an uploaded zip.
@@ -65,7 +67,10 @@ where
     }
 }
 
-/// Lambda's errors that clear by themselves.
+/// Lambda's errors that clear by themselves. Besides 5xx and conflicts: a role IAM has not propagated
+/// yet, either not assumable or not yet granting what Lambda checks when a destination is set (a mapping's
+/// or an invoke configuration's on-failure queue: "The provided execution role does not have permissions
+/// to call SendMessage on SQS", right after the statement was written).
 fn is_transient(code: &str, message: &str) -> bool {
     matches!(
         code,
@@ -73,7 +78,8 @@ fn is_transient(code: &str, message: &str) -> bool {
             | "ResourceConflictException"
             | "ResourceNotReadyException"
             | "EC2ThrottledException"
-    ) || (code == "InvalidParameterValueException" && message.contains("cannot be assumed"))
+    ) || (code == "InvalidParameterValueException"
+        && (message.contains("cannot be assumed") || message.contains("permissions to call SendMessage")))
 }
 
 /// Whether the deployed code (or architecture) differs from the plan's.
@@ -330,7 +336,8 @@ pub async fn check_custom_function(client: &Client, function: &str, owner: &Owne
 }
 
 /// Whether the mapping's batch size, batching window, filter patterns, response types or (for a stream)
-/// bisect-on-error setting differ from the plan's, or it is disabled.
+/// bisect-on-error setting and failure handling (retries, record age, on-failure destination; only
+/// when the plan has them) differ from the plan's, or it is disabled.
 pub fn mapping_differs(plan: &MappingPlan, have: &EventSourceMappingConfiguration) -> bool {
     let want_patterns = normalized_patterns(plan.filter_patterns.iter().map(String::as_str));
     let have_patterns = normalized_patterns(
@@ -348,7 +355,31 @@ pub fn mapping_differs(plan: &MappingPlan, have: &EventSourceMappingConfiguratio
         || !same_patterns(&want_patterns, &have_patterns)
         || reports != plan.report_batch_item_failures
         || bisect(plan).is_some_and(|want| have.bisect_batch_on_function_error().unwrap_or(false) != want)
+        || stream_failure(plan).is_some_and(|want| stream_failure_differs(want, have))
         || have.state() == Some("Disabled")
+}
+
+/// Whether a stream mapping's retries, record age or on-failure destination differ from `want`.
+fn stream_failure_differs(want: &StreamFailurePlan, have: &EventSourceMappingConfiguration) -> bool {
+    have.maximum_retry_attempts() != Some(want.maximum_retry_attempts)
+        || have.maximum_record_age_in_seconds() != Some(want.maximum_record_age_seconds)
+        || have
+            .destination_config()
+            .and_then(|d| d.on_failure())
+            .and_then(|o| o.destination())
+            != Some(want.destination_arn.as_str())
+}
+
+/// The failure handling to send: streams only (a queue's failures follow its redrive policy).
+fn stream_failure(plan: &MappingPlan) -> Option<&StreamFailurePlan> {
+    plan.starting_position.and(plan.on_failure.as_ref())
+}
+
+/// `DestinationConfig` with `OnFailure` sending to `arn`.
+fn on_failure_destination(arn: &str) -> DestinationConfig {
+    DestinationConfig::builder()
+        .on_failure(OnFailure::builder().destination(arn).build())
+        .build()
 }
 
 /// Filter patterns as parsed JSON (a pattern that is not JSON is kept as text).
@@ -438,7 +469,7 @@ async fn list_mappings(
 }
 
 /// Creates the mapping from the plan's source to its function, or brings its batching, filters, response
-/// types and state in line; returns its UUID. With several mappings for the pair (made by hand), the
+/// types, failure handling and state in line; returns its UUID. With several mappings for the pair (made by hand), the
 /// first by UUID is the one kept in line.
 pub async fn ensure_mapping(client: &Client, plan: &MappingPlan) -> Result<(String, Convergence), AwsError> {
     let resource = format!("{} -> {}", plan.event_source_arn, plan.function_name);
@@ -457,6 +488,9 @@ pub async fn ensure_mapping(client: &Client, plan: &MappingPlan) -> Result<(Stri
             .filter_criteria(filter_criteria(plan))
             .set_function_response_types(Some(response_types(plan)))
             .set_bisect_batch_on_function_error(bisect(plan))
+            .set_maximum_retry_attempts(stream_failure(plan).map(|f| f.maximum_retry_attempts))
+            .set_maximum_record_age_in_seconds(stream_failure(plan).map(|f| f.maximum_record_age_seconds))
+            .set_destination_config(stream_failure(plan).map(|f| on_failure_destination(&f.destination_arn)))
             .enabled(true)
             .send()
             .await
@@ -481,11 +515,73 @@ pub async fn ensure_mapping(client: &Client, plan: &MappingPlan) -> Result<(Stri
         .filter_criteria(filter_criteria(plan))
         .set_function_response_types(Some(response_types(plan)))
         .set_bisect_batch_on_function_error(bisect(plan))
+        .set_maximum_retry_attempts(stream_failure(plan).map(|f| f.maximum_retry_attempts))
+        .set_maximum_record_age_in_seconds(stream_failure(plan).map(|f| f.maximum_record_age_seconds))
+        .set_destination_config(stream_failure(plan).map(|f| on_failure_destination(&f.destination_arn)))
         .enabled(true)
         .send()
         .await
         .map_err(lambda_err("UpdateEventSourceMapping", &resource))?;
     Ok((uuid, Convergence::InProgress))
+}
+
+/// Whether a function's asynchronous-invocation configuration (`GetFunctionEventInvokeConfig`'s retries,
+/// event age and on-failure destination; `None` where unset) differs from `want`.
+pub fn async_failures_differ(
+    want: &AsyncFailurePlan,
+    retries: Option<i32>,
+    event_age_seconds: Option<i32>,
+    destination: Option<&str>,
+) -> bool {
+    retries != Some(want.maximum_retry_attempts)
+        || event_age_seconds != Some(want.maximum_event_age_seconds)
+        || destination != Some(want.destination_arn.as_str())
+}
+
+/// Sets the function's asynchronous-invocation failure handling (`PutFunctionEventInvokeConfig`, which
+/// replaces the whole configuration) when it differs from the plan; an equal one costs one read.
+/// <https://docs.aws.amazon.com/lambda/latest/api/API_PutFunctionEventInvokeConfig.html>
+pub async fn ensure_async_failures(
+    client: &Client,
+    plan: &AsyncFailurePlan,
+) -> Result<Convergence, AwsError> {
+    let name = plan.function_name.as_str();
+    let have = match client
+        .get_function_event_invoke_config()
+        .function_name(name)
+        .send()
+        .await
+        .map_err(lambda_err("GetFunctionEventInvokeConfig", name))
+    {
+        Ok(out) => Some(out),
+        // No configuration yet: Lambda's defaults, no destination.
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e),
+    };
+    let differs = match &have {
+        Some(h) => async_failures_differ(
+            plan,
+            h.maximum_retry_attempts(),
+            h.maximum_event_age_in_seconds(),
+            h.destination_config()
+                .and_then(|d| d.on_failure())
+                .and_then(|o| o.destination()),
+        ),
+        None => true,
+    };
+    if !differs {
+        return Ok(Convergence::Converged);
+    }
+    client
+        .put_function_event_invoke_config()
+        .function_name(name)
+        .maximum_retry_attempts(plan.maximum_retry_attempts)
+        .maximum_event_age_in_seconds(plan.maximum_event_age_seconds)
+        .destination_config(on_failure_destination(&plan.destination_arn))
+        .send()
+        .await
+        .map_err(lambda_err("PutFunctionEventInvokeConfig", name))?;
+    Ok(Convergence::InProgress)
 }
 
 /// Deletes every event source mapping of the function; returns how many it deleted (one already gone

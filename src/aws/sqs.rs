@@ -1,5 +1,6 @@
-//! SQS queues: ensure the ingest queue and its dead-letter queue exist with their attributes (visibility
-//! timeout, retention, redrive policy) and tags; delete only a queue carrying the owner's tags.
+//! SQS queues: ensure the ingest queue, its dead-letter queue and the failure queues of the router and
+//! projectors exist with their attributes (visibility timeout, retention, redrive policy, access policy)
+//! and tags; delete only a queue carrying the owner's tags.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -39,7 +40,8 @@ pub fn desired_attributes(plan: &QueuePlan, dead_letter_arn: Option<&str>) -> BT
 }
 
 /// The attributes of `want` that `have` lacks or holds otherwise. A `RedrivePolicy` is compared as JSON
-/// (SQS returns `maxReceiveCount` as a number or a string, and orders keys its own way).
+/// (SQS returns `maxReceiveCount` as a number or a string, and orders keys its own way); so is a `Policy`
+/// (the queue's access policy, whose text SQS may reformat).
 pub fn attribute_changes(
     want: &BTreeMap<String, String>,
     have: &HashMap<String, String>,
@@ -58,6 +60,10 @@ pub fn attribute_changes(
                 })
             };
             norm(w).is_some() && norm(w) == norm(h)
+        }
+        "Policy" => {
+            let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
+            parse(w).is_some() && parse(w) == parse(h)
         }
         _ => w == h,
     };
@@ -242,5 +248,24 @@ mod tests {
             !desired_attributes(&ingest(), None).contains_key("RedrivePolicy"),
             "no policy before the dead-letter queue exists"
         );
+    }
+
+    #[test]
+    fn an_access_policy_compares_as_json() {
+        let want = BTreeMap::from([(
+            "Policy".to_string(),
+            r#"{"Version":"2012-10-17","Statement":[]}"#.to_string(),
+        )]);
+        let have = HashMap::from([(
+            "Policy".to_string(),
+            r#"{ "Statement": [], "Version": "2012-10-17" }"#.to_string(),
+        )]);
+        assert!(attribute_changes(&want, &have).is_empty());
+        let other = HashMap::from([(
+            "Policy".to_string(),
+            r#"{"Version":"2012-10-17","Statement":[{}]}"#.to_string(),
+        )]);
+        assert_eq!(attribute_changes(&want, &other).len(), 1);
+        assert_eq!(attribute_changes(&want, &HashMap::new()).len(), 1);
     }
 }

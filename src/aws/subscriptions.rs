@@ -8,6 +8,11 @@
 //! - The invoke permission has one statement per topic, with an id derived from the topic ARN
 //!   ([`sns_statement_id`]); it is added only when the function's policy lacks it, and a concurrent add
 //!   (`ResourceConflictException`) counts as present.
+//! - A subscription's `RedrivePolicy` names the view's failure queue as its dead-letter queue, compared as
+//!   JSON ([`redrive_change`]): a message SNS cannot deliver to the function (throttled past SNS's retries,
+//!   the function or its permission missing) lands there instead of being dropped
+//!   (<https://docs.aws.amazon.com/sns/latest/dg/sns-dead-letter-queues.html>). The queue's access policy
+//!   must let the topic send (`crate::plan::iam::failure_queue_policy`).
 //! - Deletion unsubscribes exactly the function's subscriptions on the topic; one already gone is done.
 //!   The permission goes away with the function.
 
@@ -24,6 +29,8 @@ use crate::plan::names::short_hash;
 pub const FILTER_POLICY: &str = "FilterPolicy";
 /// The subscription attribute saying what the filter policy applies to.
 pub const FILTER_POLICY_SCOPE: &str = "FilterPolicyScope";
+/// The subscription attribute naming its dead-letter queue (`{"deadLetterTargetArn": "<queue ARN>"}`).
+pub const REDRIVE_POLICY: &str = "RedrivePolicy";
 /// The scope of the views' policies: the router's message attributes.
 pub const MESSAGE_ATTRIBUTES: &str = "MessageAttributes";
 const LAMBDA: &str = "lambda";
@@ -51,6 +58,27 @@ pub fn subscription_changes(
     changes
 }
 
+/// The `RedrivePolicy` to set so that `have` sends undeliverable messages to `dead_letter_arn`; `None`
+/// when it already does (compared as JSON) or no dead-letter queue is wanted.
+pub fn redrive_change(
+    dead_letter_arn: Option<&str>,
+    have: &HashMap<String, String>,
+) -> Option<(&'static str, String)> {
+    let arn = dead_letter_arn?;
+    let current = have
+        .get(REDRIVE_POLICY)
+        .and_then(|text| serde_json::from_str::<Value>(text).ok());
+    let target = current
+        .as_ref()
+        .and_then(|p| p.get("deadLetterTargetArn"))
+        .and_then(Value::as_str);
+    (target != Some(arn)).then(|| (REDRIVE_POLICY, redrive_policy(arn)))
+}
+
+fn redrive_policy(dead_letter_arn: &str) -> String {
+    serde_json::json!({ "deadLetterTargetArn": dead_letter_arn }).to_string()
+}
+
 /// The ARN of `function_arn`'s subscriptions on the topic (normally one).
 async fn find(client: &Client, topic_arn: &str, function_arn: &str) -> Result<Vec<String>, AwsError> {
     let mut found = Vec::new();
@@ -72,23 +100,29 @@ async fn find(client: &Client, topic_arn: &str, function_arn: &str) -> Result<Ve
     Ok(found)
 }
 
-/// Subscribes the function to the topic with `filter_policy` (scope `MessageAttributes`), or brings an
-/// existing subscription's policy in line; returns the subscription ARN.
+/// Subscribes the function to the topic with `filter_policy` (scope `MessageAttributes`) and, given
+/// `dead_letter_arn`, a redrive policy to that queue; or brings an existing subscription's attributes in
+/// line; returns the subscription ARN.
 pub async fn ensure_subscription(
     sns: &Client,
     topic_arn: &str,
     function_arn: &str,
     filter_policy: &Value,
+    dead_letter_arn: Option<&str>,
 ) -> Result<(String, Convergence), AwsError> {
     let resource = format!("{topic_arn} -> {function_arn}");
     let Some(arn) = find(sns, topic_arn, function_arn).await?.into_iter().next() else {
-        let out = sns
+        let mut req = sns
             .subscribe()
             .topic_arn(topic_arn)
             .protocol(LAMBDA)
             .endpoint(function_arn)
             .attributes(FILTER_POLICY, filter_policy.to_string())
-            .attributes(FILTER_POLICY_SCOPE, MESSAGE_ATTRIBUTES)
+            .attributes(FILTER_POLICY_SCOPE, MESSAGE_ATTRIBUTES);
+        if let Some(dlq) = dead_letter_arn {
+            req = req.attributes(REDRIVE_POLICY, redrive_policy(dlq));
+        }
+        let out = req
             .return_subscription_arn(true)
             .send()
             .await
@@ -104,7 +138,10 @@ pub async fn ensure_subscription(
         .send()
         .await
         .map_err(from_sdk("GetSubscriptionAttributes", &arn))?;
-    let changes = subscription_changes(filter_policy, attrs.attributes().unwrap_or(&HashMap::new()));
+    let empty = HashMap::new();
+    let have = attrs.attributes().unwrap_or(&empty);
+    let mut changes = subscription_changes(filter_policy, have);
+    changes.extend(redrive_change(dead_letter_arn, have));
     let convergence = if changes.is_empty() {
         Convergence::Converged
     } else {
@@ -315,5 +352,25 @@ mod tests {
         assert!(policy_has_statement(&policy, "sns-t-1"));
         assert!(!policy_has_statement(&policy, "sns-t-2"));
         assert!(!policy_has_statement("garbage", "sns-t-1"));
+    }
+
+    #[test]
+    fn the_redrive_policy_names_the_failure_queue_and_compares_as_json() {
+        let have = HashMap::from([(
+            REDRIVE_POLICY.to_string(),
+            r#"{ "deadLetterTargetArn" : "arn:aws:sqs:us-east-1:1:q" }"#.to_string(),
+        )]);
+        assert_eq!(redrive_change(Some("arn:aws:sqs:us-east-1:1:q"), &have), None);
+        assert_eq!(redrive_change(None, &HashMap::new()), None, "none wanted");
+        let (name, value) = redrive_change(Some("arn:aws:sqs:us-east-1:1:other"), &have).unwrap();
+        assert_eq!(name, "RedrivePolicy");
+        assert_eq!(
+            serde_json::from_str::<Value>(&value).unwrap(),
+            serde_json::json!({"deadLetterTargetArn": "arn:aws:sqs:us-east-1:1:other"})
+        );
+        assert!(
+            redrive_change(Some("arn:q"), &HashMap::new()).is_some(),
+            "none set yet"
+        );
     }
 }

@@ -183,6 +183,17 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
                 })
                 .set(q.messages.unwrap_or(0));
         }
+        next.router_dead_letters = r.router_failure_queue.as_ref().and_then(|q| q.messages);
+        if let Some(q) = &r.router_failure_queue {
+            next.resources.insert("routerFailureQueue".into(), q.arn.clone());
+            ctx.metrics
+                .router_dead_letters
+                .get_or_create(&crate::metrics::LogLabels {
+                    namespace: ns.to_string(),
+                    event_log: log.name_any(),
+                })
+                .set(q.messages.unwrap_or(0));
+        }
         for (role, arn) in &r.roles {
             next.resources.insert(format!("role/{role}"), arn.clone());
         }
@@ -224,6 +235,32 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
                 log.as_ref(),
                 EventType::Warning,
                 "DeadLetters",
+                "DeadLettered",
+                note,
+            )
+            .await;
+        }
+        if let Some(n) = next
+            .router_dead_letters
+            .filter(|n| *n > old.router_dead_letters.unwrap_or(0))
+        {
+            let note = format!(
+                "the router's failure queue {} holds {n} message(s) (was {}): batches of log stream records the \
+                 router failed to publish after its retries (each message names the shard and sequence numbers), \
+                 so no Lambda view on the Sns fan-out received them. The records are still in the log, the \
+                 canonical store; fix the cause (the router's logs say why), then re-project each Lambda view of \
+                 the log (`kubectl kappa replay <view>`) and purge the queue",
+                next.resources
+                    .get("routerFailureQueue")
+                    .cloned()
+                    .unwrap_or_default(),
+                old.router_dead_letters.unwrap_or(0),
+            );
+            status::publish(
+                ctx,
+                log.as_ref(),
+                EventType::Warning,
+                "RouterDeadLetters",
                 "DeadLettered",
                 note,
             )

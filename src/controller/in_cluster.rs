@@ -78,6 +78,8 @@ pub(super) struct InClusterOutcome {
     pub skipped: Option<String>,
     /// Records left out under `onRecordError: Skip`, by the backfill and the live path.
     pub record_errors: RecordErrors,
+    /// A Lambda view's dead-lettered records: the messages in its projector's failure queue.
+    pub dead_letters: Option<i64>,
 }
 
 /// A version whose AWS resources are still being created.
@@ -95,6 +97,7 @@ pub(super) fn provisioning(message: String) -> InClusterOutcome {
         resources: Default::default(),
         skipped: None,
         record_errors: RecordErrors::default(),
+        dead_letters: None,
     }
 }
 
@@ -113,6 +116,7 @@ fn backfilled(b: BackfillStatus, requeue: Duration) -> InClusterOutcome {
         resources: Default::default(),
         skipped: None,
         record_errors: RecordErrors::default(),
+        dead_letters: None,
     }
 }
 
@@ -127,6 +131,7 @@ fn stalled(phase: ViewPhase, reason: &'static str, message: String) -> InCluster
         resources: Default::default(),
         skipped: None,
         record_errors: RecordErrors::default(),
+        dead_letters: None,
     }
 }
 
@@ -221,6 +226,7 @@ pub(super) async fn reconcile(
             resources: Default::default(),
             skipped: None,
             record_errors: RecordErrors::default(),
+            dead_letters: None,
         };
     };
     let projection = match ProjectionConfig::from_spec(&name, &view.spec, &log.spec, key_prefix) {
@@ -391,6 +397,7 @@ fn progressing(
         resources: Default::default(),
         skipped: None,
         record_errors: RecordErrors::default(),
+        dead_letters: None,
     }
 }
 
@@ -1068,6 +1075,7 @@ pub(super) async fn lambda_view(
             resources: Default::default(),
             skipped: None,
             record_errors: RecordErrors::default(),
+            dead_letters: None,
         };
     }
     let mut outcome = match view.spec.projection {
@@ -1105,6 +1113,7 @@ pub(super) async fn lambda_view(
             resources: Default::default(),
         skipped: None,
         record_errors: RecordErrors::default(),
+        dead_letters: None,
         },
         None => stalled(
             ViewPhase::Failed,

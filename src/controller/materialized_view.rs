@@ -422,7 +422,7 @@ pub(super) async fn lambda_version(
             }
         }
     }
-    let live = match projector_live_path(view, log, ctx, plan, projector_role.as_deref()).await {
+    let live = match projector_live_path(view, log, ctx, plan, projector_role.as_deref(), table_arn).await {
         Ok(live) => live,
         Err(e) => return failed(e),
     };
@@ -440,6 +440,7 @@ pub(super) async fn lambda_version(
     .await;
     resources.extend(live.resources);
     run.resources = resources;
+    run.dead_letters = live.dead_letters;
     Ok(run)
 }
 
@@ -534,6 +535,10 @@ pub(super) async fn remove_earlier_projector(
     if lambda::delete_function_if_owned(&ctx.aws.lambda, &name, &previous).await? {
         removed.push(format!("function {name}"));
     }
+    let queue = plan.failure_queue().name;
+    if crate::aws::sqs::delete_queue_if_owned(&ctx.aws.sqs, &queue, &previous).await? {
+        removed.push(format!("failure queue {queue}"));
+    }
     let role = plan
         .owner
         .resource_name(&plan.projector_role_name(), NameKind::Role);
@@ -549,6 +554,26 @@ struct LivePath {
     /// Everything exists as planned.
     ready: bool,
     resources: std::collections::BTreeMap<String, String>,
+    /// The messages in the version's failure queue (records the projector could not process).
+    dead_letters: Option<i64>,
+}
+
+/// The version's failure queue (see [`crate::plan::view::ViewPlan::failure_queue`]), created first: the
+/// role's policy, the mapping's destination and the subscriptions' redrive policy name it. With `Sns`
+/// fan-out its access policy lets the view's topics (`topic_arns`) dead-letter into it.
+async fn ensure_failure_queue(
+    ctx: &Context,
+    plan: &crate::plan::view::ViewPlan,
+    table_arn: &str,
+    topic_arns: &[String],
+) -> std::result::Result<crate::aws::sqs::QueueState, crate::aws::AwsError> {
+    let mut queue = plan.failure_queue();
+    if let Some(policy) = scope_of_arn(table_arn)
+        .and_then(|scope| crate::plan::iam::failure_queue_policy(&scope.queue_arn(&queue.name), topic_arns))
+    {
+        queue.attributes.insert("Policy".into(), policy.to_string());
+    }
+    crate::aws::sqs::ensure_queue(&ctx.aws.sqs, &queue, None).await
 }
 
 async fn projector_live_path(
@@ -557,12 +582,24 @@ async fn projector_live_path(
     ctx: &Context,
     plan: &crate::plan::view::ViewPlan,
     role_arn: Option<&str>,
+    table_arn: &str,
 ) -> std::result::Result<LivePath, crate::aws::AwsError> {
     use crate::aws::{lambda, subscriptions};
     use crate::plan::lambdas;
     let mut resources = std::collections::BTreeMap::new();
     let log_status = log.status.clone().unwrap_or_default();
     let function_name = lambdas::projector_name(plan);
+    let subscribed = lambdas::projector_subscriptions(view, &log.spec);
+    let topic_arns: Vec<String> = match log_status.fan_out.as_deref() {
+        Some("Sns") => subscribed
+            .keys()
+            .filter_map(|group| log_status.resources.get(&format!("topic/{group}")).cloned())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let failures = ensure_failure_queue(ctx, plan, table_arn, &topic_arns).await?;
+    resources.insert("failureQueue".into(), failures.arn.clone());
+    let dead_letters = failures.messages;
     // How the mapping names the function: the ARN of a user's function, the name of ours.
     let mut function_ref = function_name.clone();
     let function_arn = match view
@@ -582,18 +619,21 @@ async fn projector_live_path(
                 return Ok(LivePath {
                     ready: false,
                     resources,
+                    dead_letters,
                 });
             };
             let code = ctx
                 .built_in_code()
                 .await
                 .map_err(|m| crate::aws::AwsError::permanent("CreateFunction", &function_name, m))?;
-            let function = lambdas::projector_function(view, plan, &log.spec, role_arn, &code)
+            let log_table = log_status.table.as_ref().map_or("", |t| t.name.as_str());
+            let function = lambdas::projector_function(view, plan, &log.spec, log_table, role_arn, &code)
                 .map_err(|m| crate::aws::AwsError::permanent("CreateFunction", &function_name, m))?;
             let Some(function) = function else {
                 return Ok(LivePath {
                     ready: false,
                     resources,
+                    dead_letters,
                 });
             };
             let (arn, convergence) = lambda::ensure_function(&ctx.aws.lambda, &function).await?;
@@ -602,29 +642,48 @@ async fn projector_live_path(
                 return Ok(LivePath {
                     ready: false,
                     resources,
+                    dead_letters,
                 });
             }
             arn
         }
     };
+    // A user's function (`functionArn`) keeps its own failure handling: its role may not send to our
+    // queue, and its configuration is the user's. SNS's redrive needs only the queue's policy.
+    let ours = function_ref == function_name;
     let mut ready = true;
     match log_status.fan_out.as_deref() {
         Some("Sns") => {
-            for (group, policy) in lambdas::projector_subscriptions(view, &log.spec) {
+            if ours {
+                let async_failures = lambdas::projector_async_failures(&function_name, &failures.arn);
+                let c = lambda::ensure_async_failures(&ctx.aws.lambda, &async_failures).await?;
+                ready &= c == Convergence::Converged;
+            }
+            for (group, policy) in subscribed {
                 let Some(topic) = log_status.resources.get(&format!("topic/{group}")) else {
                     ready = false;
                     continue;
                 };
                 let c1 = subscriptions::allow_sns_invoke(&ctx.aws.lambda, &function_arn, topic).await?;
-                let (arn, c2) =
-                    subscriptions::ensure_subscription(&ctx.aws.sns, topic, &function_arn, &policy).await?;
+                let (arn, c2) = subscriptions::ensure_subscription(
+                    &ctx.aws.sns,
+                    topic,
+                    &function_arn,
+                    &policy,
+                    Some(&failures.arn),
+                )
+                .await?;
                 ready &= c1 == Convergence::Converged && c2 == Convergence::Converged;
                 resources.insert(format!("subscription/{group}"), arn);
             }
         }
         Some("Direct") => match log_status.table.as_ref().and_then(|t| t.stream_arn.clone()) {
             Some(stream) => {
-                let mapping = lambdas::projector_mapping(view, &log.spec, &function_ref, &stream);
+                let mut mapping =
+                    lambdas::projector_mapping(view, &log.spec, &function_ref, &stream, &failures.arn);
+                if !ours {
+                    mapping.on_failure = None;
+                }
                 let (id, c) = lambda::ensure_mapping(&ctx.aws.lambda, &mapping).await?;
                 ready &= c == Convergence::Converged;
                 resources.insert("mapping".into(), id);
@@ -633,7 +692,11 @@ async fn projector_live_path(
         },
         _ => ready = false,
     }
-    Ok(LivePath { ready, resources })
+    Ok(LivePath {
+        ready,
+        resources,
+        dead_letters,
+    })
 }
 
 /// Removes a Lambda view's live path and function (subscriptions, mappings, then the function).
@@ -664,6 +727,11 @@ pub(super) async fn delete_projector(
     }
     if lambda::delete_function_if_owned(&ctx.aws.lambda, &name, &plan.owner).await? {
         deleted.push(format!("function {name}"));
+    }
+    // After the function and its subscriptions: nothing sends to it any more.
+    let queue = plan.failure_queue().name;
+    if crate::aws::sqs::delete_queue_if_owned(&ctx.aws.sqs, &queue, &plan.owner).await? {
+        deleted.push(format!("failure queue {queue}"));
     }
     Ok(deleted)
 }
@@ -742,6 +810,16 @@ async fn write_status(view: &MaterializedView, ctx: &Context, ns: &str, outcome:
         }
         next.live = run.live.clone();
         record_errors(view, ctx, ns, &mut next, run).await;
+        if let Some(n) = run.dead_letters {
+            next.dead_letters = Some(n);
+            ctx.metrics
+                .view_dead_letters
+                .get_or_create(&crate::metrics::ViewLabels {
+                    namespace: ns.to_string(),
+                    view: view.name_any(),
+                })
+                .set(n);
+        }
         next.resources.extend(run.resources.clone());
         let (complete, reason) = match run.backfill_complete {
             true => (crate::crd::ConditionStatus::True, reasons::BACKFILL_COMPLETE),
@@ -785,6 +863,19 @@ async fn write_status(view: &MaterializedView, ctx: &Context, ns: &str, outcome:
     }
     let api: Api<MaterializedView> = Api::namespaced(ctx.client.clone(), ns);
     status::apply(&api, view, &next).await?;
+    if let Some(n) = next.dead_letters.filter(|n| *n > old.dead_letters.unwrap_or(0)) {
+        let note = format!(
+            "the projector's failure queue {} holds {n} message(s) (was {}): log records the projector failed \
+             after its retries (each message names them: a stream batch's shard and sequence numbers, or the \
+             SNS event). The records are still in the log, the canonical store; fix the cause (the projector's \
+             logs say why), then re-project the view from the log (`kubectl kappa replay {}`) and purge the \
+             queue",
+            next.resources.get("failureQueue").cloned().unwrap_or_default(),
+            old.dead_letters.unwrap_or(0),
+            view.name_any(),
+        );
+        status::publish(ctx, view, EventType::Warning, "DeadLetters", "DeadLettered", note).await;
+    }
     if old.phase != next.phase {
         let from = old.phase.map(|p| p.to_string()).unwrap_or_else(|| "none".into());
         let note = format!("phase {from} → {}: {}", outcome.phase, outcome.health.message());

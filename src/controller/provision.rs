@@ -9,7 +9,7 @@ use crate::crd::EventLogSpec;
 use crate::plan::lambdas::{
     BuiltInCode, ROUTER, WRITER, router_function, router_mapping, writer_function, writer_mapping,
 };
-use crate::plan::log::LogPlan;
+use crate::plan::log::{LogPlan, ROUTER_FAILURES, failure_queue};
 use crate::plan::log::{roles as log_roles, scope_of_arn};
 use crate::plan::names::NameKind;
 
@@ -20,6 +20,8 @@ pub struct LogResources {
     pub queue: Option<QueueState>,
     /// The ingest queue's dead-letter queue.
     pub dead_letter_queue: Option<QueueState>,
+    /// The router's failure queue (`Sns` fan-out): its stream mapping's on-failure destination.
+    pub router_failure_queue: Option<QueueState>,
     /// Topic ARN per group.
     pub topics: BTreeMap<String, String>,
     /// Role ARN per built-in function (`writer`, `router`).
@@ -68,6 +70,15 @@ pub async fn apply_log(
         }
         None => None,
     };
+    // Only while the router runs (nothing else sends to it).
+    let router_failure_queue = match &plan.router_failure_queue {
+        Some(q) if functions.router => {
+            let state = sqs::ensure_queue(&aws.sqs, q, None).await?;
+            converged &= state.convergence == Convergence::Converged;
+            Some(state)
+        }
+        _ => None,
+    };
     let mut topics = BTreeMap::new();
     for t in &plan.topics {
         let (arn, convergence) = sns::ensure_topic(&aws.sns, t).await?;
@@ -88,7 +99,11 @@ pub async fn apply_log(
     }
     let mut built = BTreeMap::new();
     let mut problem = None;
-    match apply_functions(aws, plan, functions, &queue, &table, &topics, &roles, &mut built).await {
+    let queues = FunctionQueues {
+        ingest: &queue,
+        router_failures: &router_failure_queue,
+    };
+    match apply_functions(aws, plan, functions, &queues, &table, &topics, &roles, &mut built).await {
         Ok(done) => converged &= done,
         Err(e) if !e.retryable => {
             converged = false;
@@ -100,6 +115,7 @@ pub async fn apply_log(
         table,
         queue,
         dead_letter_queue,
+        router_failure_queue,
         topics,
         roles,
         functions: built,
@@ -108,13 +124,19 @@ pub async fn apply_log(
     })
 }
 
+/// The queues the log's functions read (the ingest queue) and send their failures to (the router's).
+struct FunctionQueues<'a> {
+    ingest: &'a Option<QueueState>,
+    router_failures: &'a Option<QueueState>,
+}
+
 /// The writer and router functions and their mappings; `Ok(true)` when nothing had to change.
 #[allow(clippy::too_many_arguments)]
 async fn apply_functions(
     aws: &Aws,
     plan: &LogPlan,
     functions: &LogFunctions<'_>,
-    queue: &Option<QueueState>,
+    queues: &FunctionQueues<'_>,
     table: &TableState,
     topics: &BTreeMap<String, String>,
     roles: &BTreeMap<String, String>,
@@ -127,7 +149,7 @@ async fn apply_functions(
             .clone()
             .map_err(|message| AwsError::permanent("CreateFunction", &plan.owner.name, message))
     };
-    if let (Some(q), Some(role)) = (&queue, roles.get(WRITER)) {
+    if let (Some(q), Some(role)) = (queues.ingest, roles.get(WRITER)) {
         let function = writer_function(plan, functions.spec, role, &code()?);
         let (arn, c1) = lambda::ensure_function(&aws.lambda, &function).await?;
         let mut mapping_id = String::new();
@@ -140,11 +162,12 @@ async fn apply_functions(
         built.insert(WRITER.to_string(), (arn, mapping_id));
     }
     let router_name = plan.owner.resource_name(ROUTER, NameKind::Function);
-    match (&table.stream_arn, roles.get(ROUTER)) {
-        (Some(stream), Some(role)) if functions.router => {
+    match (&table.stream_arn, roles.get(ROUTER), queues.router_failures) {
+        (Some(stream), Some(role), Some(failures)) if functions.router => {
             let function = router_function(plan, functions.spec, role, topics, &code()?);
             let (arn, c1) = lambda::ensure_function(&aws.lambda, &function).await?;
-            let (id, c2) = lambda::ensure_mapping(&aws.lambda, &router_mapping(plan, stream)).await?;
+            let mapping = router_mapping(plan, stream, &failures.arn);
+            let (id, c2) = lambda::ensure_mapping(&aws.lambda, &mapping).await?;
             converged &= c1 == Convergence::Converged && c2 == Convergence::Converged;
             built.insert(ROUTER.to_string(), (arn, id));
         }
@@ -180,8 +203,16 @@ pub async fn delete_log(aws: &Aws, plan: &LogPlan) -> Result<Vec<String>, AwsErr
             deleted.push(t.name.clone());
         }
     }
-    // The ingest queue before its dead-letter queue (the dead letters go with the log they were meant for).
-    for q in plan.queue.iter().chain(&plan.dead_letter_queue) {
+    // The ingest queue before its dead-letter queue (the dead letters go with the log they were meant for);
+    // the router's failure queue after the router (whose mapping sends to it) is gone, whatever the
+    // fan-out is now (it may have been `Sns` before).
+    let router_failures = failure_queue(&plan.owner, ROUTER_FAILURES);
+    for q in plan
+        .queue
+        .iter()
+        .chain(&plan.dead_letter_queue)
+        .chain(std::iter::once(&router_failures))
+    {
         if sqs::delete_queue_if_owned(&aws.sqs, &q.name, &plan.owner).await? {
             deleted.push(q.name.clone());
         }

@@ -346,7 +346,12 @@ pub(super) async fn run(
         .iter()
         .find(|v| v.state == VersionState::Active)
         .map(|v| v.version);
-    let outcome = active
+    // Every version's projector failures count: a building version's too.
+    let dead_letters = outcomes
+        .values()
+        .filter_map(|o| o.dead_letters)
+        .reduce(|a, b| a + b);
+    let mut outcome = active
         .and_then(|a| outcomes.remove(&a))
         .unwrap_or_else(|| InClusterOutcome {
             phase: ViewPhase::Provisioning,
@@ -361,7 +366,9 @@ pub(super) async fn run(
             resources: Default::default(),
             skipped: None,
             record_errors: Default::default(),
+            dead_letters: None,
         });
+    outcome.dead_letters = dead_letters;
     let table = active.and_then(|a| tables.remove(&a));
     if let (Some(active), Some(t)) = (active, &table) {
         write_pointer(view, ctx, ns, active, &t.name, t.key_prefix.as_deref()).await?;
@@ -421,6 +428,7 @@ pub(super) fn failed_outcome(e: &AwsError) -> InClusterOutcome {
         resources: Default::default(),
         skipped: None,
         record_errors: Default::default(),
+        dead_letters: None,
     }
 }
 

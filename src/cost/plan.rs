@@ -122,6 +122,13 @@ pub fn resources(cluster: &str, log: &EventLog, views: &[MaterializedView]) -> V
             plan.owner.resource_name("router", NameKind::Role),
             "the router's".into(),
         );
+        if let Some(q) = &plan.router_failure_queue {
+            add(
+                "SQS queue",
+                q.name.clone(),
+                "the router's failure queue: stream batches it failed after its retries, kept 14 days".into(),
+            );
+        }
     }
     for view in views {
         let vp = plan_view(cluster, view, views);
@@ -159,6 +166,15 @@ pub fn resources(cluster: &str, log: &EventLog, views: &[MaterializedView]) -> V
                 "IAM role",
                 vp.owner.resource_name("projector", NameKind::Role),
                 format!("view {name}'s projector's"),
+            );
+        }
+        if view.spec.projector.runtime == ProjectorRuntime::Lambda {
+            add(
+                "SQS queue",
+                vp.failure_queue().name,
+                format!(
+                    "view {name}'s projector's failure queue: records it failed after its retries, kept 14 days"
+                ),
             );
         }
     }
@@ -371,9 +387,11 @@ mod tests {
                 "SNS topic",
                 "Lambda function",
                 "IAM role",
+                "SQS queue",
                 "DynamoDB table",
                 "Lambda function",
                 "IAM role",
+                "SQS queue",
                 "DynamoDB table"
             ]
         );

@@ -364,6 +364,12 @@ pub struct EventLogStatus {
     /// to the ingest queue with SQS's dead-letter queue redrive (`aws sqs start-message-move-task`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letters: Option<i64>,
+    /// With `Sns` fan-out: messages in the router's failure queue (`status.resources.routerFailureQueue`),
+    /// each naming a batch of the log's stream records (shard and sequence numbers) the router failed to
+    /// publish after its retries, so no view on the `Sns` fan-out received them. The records stay in the
+    /// log; after a fix, re-project the views from it. Kept 14 days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_dead_letters: Option<i64>,
     /// The estimated cost of this log and its views per million writes, with default us-east-1 prices
     /// (`kappa-operator cost -f` prints the table and takes other prices).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -42,6 +42,7 @@ pub const APPROVE_PROMOTION_ANNOTATION: &str = "kappa.dev/approve-promotion";
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
+    printcolumn(name = "DeadLetters", type_ = "integer", json_path = ".status.deadLetters"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(name = "Push", type_ = "string", json_path = ".status.push.url", priority = 1)
 )]
@@ -648,6 +649,13 @@ pub struct MaterializedViewStatus {
     /// `v2 Backfilling 42%`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebuild: Option<String>,
+    /// Runtime `Lambda`: messages in the failure queues of the view's projectors (SQS's
+    /// `ApproximateNumberOfMessages`, summed over versions): log records the projector failed after its
+    /// retries, each message naming them (a stream batch's shard and sequence numbers with `Direct`
+    /// fan-out; the SNS event with `Sns`). The records stay in the log; after a fix, re-project them.
+    /// Kept 14 days (`status.resources.failureQueue`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letters: Option<i64>,
     /// Every version that has storage: the active one, a building one, a retained previous one, a failed
     /// one (kept until the spec changes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

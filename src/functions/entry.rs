@@ -20,7 +20,7 @@ use super::router::{self, RouterConfig};
 use super::writer::{self, WriterConfig};
 use super::{ConfigError, RetryPolicy};
 use crate::aws::connections::{ApiGatewayPoster, DynamoConnections};
-use crate::aws::functions::{DynamoLogWriter, DynamoViewStore, SnsPublisher};
+use crate::aws::functions::{DynamoLogStore, DynamoLogWriter, DynamoViewStore, SnsPublisher};
 
 /// Whether this process was started by Lambda.
 pub fn started_by_lambda() -> bool {
@@ -66,7 +66,12 @@ pub async fn run() -> Result<(), Error> {
                 async move {
                     let report =
                         router::handle(&config, &*publisher, &RetryPolicy::default(), &event.payload).await;
-                    tracing::info!(published = report.published, failed = report.failed, "router");
+                    tracing::info!(
+                        published = report.published,
+                        by_reference = report.by_reference,
+                        failed = report.failed,
+                        "router"
+                    );
                     Ok::<Value, Error>(serde_json::to_value(report.response)?)
                 }
             }))
@@ -75,16 +80,26 @@ pub async fn run() -> Result<(), Error> {
         "projector" => {
             let settings = ProjectorConfig::from_env().map_err(config_error)?;
             let compiled = Arc::new(settings.compile().map_err(|e| -> Error { Box::new(e) })?);
+            let dynamodb = aws_sdk_dynamodb::Client::new(&shared);
             let store = Arc::new(DynamoViewStore::new(
-                aws_sdk_dynamodb::Client::new(&shared),
+                dynamodb.clone(),
                 settings.table.clone(),
                 &compiled,
                 settings.fingerprint(),
             ));
+            let log = Arc::new(DynamoLogStore::new(dynamodb, settings.log.table.clone()));
             lambda_runtime::run(service_fn(move |event: LambdaEvent<ProjectorEvent>| {
-                let (compiled, store) = (compiled.clone(), store.clone());
+                let (compiled, store, log) = (compiled.clone(), store.clone(), log.clone());
                 async move {
-                    let report = projector::handle(&compiled, &*store, &event.payload).await?;
+                    let report =
+                        projector::handle_with_log(&compiled, &*store, &*log, &event.payload).await?;
+                    if report.stats.by_reference > 0 {
+                        tracing::info!(
+                            by_reference = report.stats.by_reference,
+                            newer_in_log = report.stats.newer_in_log,
+                            "projector read records sent by reference from the log"
+                        );
+                    }
                     Ok::<Value, Error>(serde_json::to_value(report.response)?)
                 }
             }))

@@ -73,6 +73,7 @@ proptest! {
         table in text(),
         key_prefix in "\\PC{0,24}",
         record_types in proptest::collection::vec(record_type(), 1..4),
+        log_table in proptest::option::of("[a-zA-Z0-9_.-]{3,255}"),
     ) {
         let config = ProjectorConfig {
             view,
@@ -85,6 +86,7 @@ proptest! {
                 sort_key: Some("sk".into()),
                 record_type_attribute: "type".into(),
                 ordering_attribute: Some("seq".into()),
+                table: log_table,
             },
         };
         let env = config.to_env().unwrap();

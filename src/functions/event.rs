@@ -13,6 +13,9 @@
 //! - [`RoutedRecord`]: our own SNS message body, the router's output and the projector's input:
 //!   `{"kind":"dynamodb-stream-record","version":1,"record":<the stream record>}`, as in the fixture
 //!   `tests/fixtures/sns-event.json`.
+//! - [`LogReference`]: what the router publishes instead when a [`RoutedRecord`] would exceed the topic's
+//!   maximum message size: `{"kind":"dynamodb-stream-record-reference","version":1,"recordType":"player",
+//!   "newImageDigest":"<sha-256 hex>","record":<the stream record without NewImage and OldImage>}`.
 //! - [`BatchResponse`]: `{"batchItemFailures":[{"itemIdentifier":"..."}]}`: an SQS `messageId`, or a
 //!   stream record's `dynamodb.SequenceNumber`. An empty list means the whole batch succeeded.
 
@@ -183,6 +186,90 @@ impl RoutedRecord {
             record,
         }
     }
+}
+
+/// [`LogReference::kind`] of the reference messages the router publishes.
+pub const LOG_REFERENCE_KIND: &str = "dynamodb-stream-record-reference";
+/// [`LogReference::version`] of the reference messages the router publishes.
+pub const LOG_REFERENCE_VERSION: u32 = 1;
+
+/// The body of an SNS message published by the router **instead of** a [`RoutedRecord`] when that would
+/// exceed the topic's maximum message size (a log item may be up to 400 KB; an SNS message, attributes
+/// included, 256 KiB by default): the stream record without its images. It keeps `eventName`, `Keys`
+/// (the log item's primary key), `SequenceNumber`, `ApproximateCreationDateTime` and `SizeBytes`; the
+/// projector reads the item itself from the log table, the canonical store, with a strongly consistent
+/// `GetItem` on `Keys`, and projects it as if it had come inline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogReference {
+    /// Always [`LOG_REFERENCE_KIND`].
+    pub kind: String,
+    /// Always [`LOG_REFERENCE_VERSION`]; a consumer rejects versions it does not know.
+    pub version: u32,
+    /// The record's type (also the `recordType` message attribute the filter policies match).
+    pub record_type: String,
+    /// [`image_digest`] of the record's `NewImage`: the projector compares it with the item it reads, to
+    /// tell (and count) a log item rewritten since the record.
+    pub new_image_digest: String,
+    /// The stream record with `NewImage` and `OldImage` removed.
+    pub record: StreamRecord,
+}
+
+impl LogReference {
+    /// The reference to `record`, an `INSERT` of type `record_type` (its `NewImage` is digested, then
+    /// both images dropped).
+    pub fn new(record: &StreamRecord, record_type: &str) -> Self {
+        let digest = record
+            .dynamodb
+            .new_image
+            .as_ref()
+            .map(image_digest)
+            .unwrap_or_default();
+        let mut record = record.clone();
+        record.dynamodb.new_image = None;
+        record.dynamodb.old_image = None;
+        LogReference {
+            kind: LOG_REFERENCE_KIND.to_string(),
+            version: LOG_REFERENCE_VERSION,
+            record_type: record_type.to_string(),
+            new_image_digest: digest,
+            record,
+        }
+    }
+}
+
+/// A digest of an item's content (64 hex digits, SHA-256): equal for equal items whatever the order of
+/// their set members (DynamoDB returns set members in no particular order), different otherwise (a
+/// number is digested as DynamoDB returned its text; DynamoDB returns a stored number the same way in a
+/// stream record and a `GetItem`).
+pub fn image_digest(item: &Item) -> String {
+    use sha2::{Digest, Sha256};
+    fn canonical(value: &crate::projection::Value) -> crate::projection::Value {
+        use crate::projection::Value;
+        match value {
+            Value::Ss(set) => Value::Ss({
+                let mut s = set.clone();
+                s.sort();
+                s
+            }),
+            Value::Ns(set) => Value::Ns({
+                let mut s = set.clone();
+                s.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+                s
+            }),
+            Value::Bs(set) => Value::Bs({
+                let mut s = set.clone();
+                s.sort();
+                s
+            }),
+            Value::M(map) => Value::M(map.iter().map(|(k, v)| (k.clone(), canonical(v))).collect()),
+            Value::L(list) => Value::L(list.iter().map(canonical).collect()),
+            other => other.clone(),
+        }
+    }
+    let canonical: Item = item.iter().map(|(k, v)| (k.clone(), canonical(v))).collect();
+    let json = serde_json::to_vec(&canonical).unwrap_or_default();
+    Sha256::digest(&json).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A projector's input: the SNS event of its subscriptions, or the stream event of its own mapping.

@@ -25,10 +25,12 @@
 //!   `maxReceiveCount`, moves it to the dead-letter queue.
 //! - [`router`]: reads the log's stream (`Sns` fan-out). Each `INSERT` is published to the SNS topic of its
 //!   record type's group ([`router::Publisher`]) with the message attribute `recordType` that the views'
-//!   filter policies match. `MODIFY`/`REMOVE` are ignored (the log is append-only) and counted.
+//!   filter policies match. `MODIFY`/`REMOVE` are ignored (the log is append-only) and counted. A record
+//!   whose message would exceed SNS's limit is published by reference ([`event::LogReference`]: its keys).
 //! - [`projector`]: one per view. It takes the SNS event of its subscriptions (`Sns` fan-out) or the
 //!   stream event of its own event source mapping (`Direct` fan-out), projects each `INSERT`'s `NewImage`
-//!   with the projection engine and applies the write ([`projector::ViewStore`]).
+//!   with the projection engine and applies the write ([`projector::ViewStore`]); a record sent by
+//!   reference is first read from the log table ([`projector::LogStore`], a consistent `GetItem`).
 //!
 //! Guarantees, common to the writer, router and projector:
 //! - At-least-once: a record is only acknowledged once its side effect succeeded. Every side effect is

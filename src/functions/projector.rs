@@ -5,6 +5,25 @@
 //! event of the view's own event source mapping on the log stream (`Direct` fan-out). Both lead to the
 //! same stream record, so both give the same writes.
 //!
+//! **A record by reference** (`Sns` fan-out): a record too large for an SNS message arrives as a
+//! [`LogReference`] (its `Keys`, `eventName`, `SequenceNumber`, but no images). The projector reads the
+//! item from the log table, the canonical store, with a strongly consistent `GetItem` ([`LogStore`]),
+//! puts it in the record as its `NewImage` and projects it exactly as an inline record. Why the item read
+//! is the record's:
+//! - The log is append-only by contract: the writer ([`super::writer`]) only puts, never updates or
+//!   deletes, and each record has its own key (e.g. `sk = LOG#<seq>`); a redelivered message rewrites the
+//!   identical item, which DynamoDB does not even stream. The strongly consistent read sees every write
+//!   acknowledged before it, so it sees the `INSERT` the reference was made from.
+//! - A producer that breaks the contract (reuses a key with different content) overwrites the item: the
+//!   stream then carries a `MODIFY`, which the router and projector ignore. The read returns the newer
+//!   content; the projector projects it, as a backfill from the log would (the view converges on the log
+//!   as it is), and counts it in [`ProjectorStats::newer_in_log`] with a warning naming the key: the
+//!   reference's `newImageDigest` differs from the item's [`image_digest`].
+//! - A missing item (deleted by hand or by a TTL, which the log's contract excludes) fails the record
+//!   ([`ProjectorError::Retry`]: Lambda retries the event, then its on-failure destination keeps it):
+//!   never skipped silently. So does a failed read.
+//! - `MODIFY`/`REMOVE` references (the router sends none) are ignored as inline ones are.
+//!
 //! For each stream record: `MODIFY`/`REMOVE` are ignored and counted (the log is append-only); the
 //! `NewImage` of an `INSERT` goes through [`ProjectionConfig::project`]; a write is applied with
 //! [`ViewStore::apply`]. A write whose condition fails (an older or replayed record) counts as done.
@@ -35,14 +54,15 @@ use tracing::{error, warn};
 
 use super::ConfigError;
 use super::event::{
-    BatchResponse, ProjectorEvent, ROUTED_RECORD_KIND, ROUTED_RECORD_VERSION, RoutedRecord, StreamRecord,
+    BatchResponse, LOG_REFERENCE_KIND, LOG_REFERENCE_VERSION, LogReference, ProjectorEvent,
+    ROUTED_RECORD_KIND, ROUTED_RECORD_VERSION, RoutedRecord, StreamRecord, image_digest,
 };
 use super::event::{SnsEvent, StreamEvent, StreamEventName};
 use crate::crd::RecordErrorPolicy;
 use crate::crd::{
     EventLogRef, EventLogSpec, FanOutSpec, LogTableSpec, MaterializedViewSpec, Projection, RecordType,
 };
-use crate::projection::{Applied, MemoryStore, ProjectionConfig, ProjectionError, ViewWrite};
+use crate::projection::{Applied, Item, MemoryStore, ProjectionConfig, ProjectionError, ViewWrite};
 
 /// The view's projection: a [`ProjectorConfig`] as JSON.
 pub const ENV_PROJECTION: &str = "PROJECTION";
@@ -78,6 +98,11 @@ pub struct LogSchema {
     pub record_type_attribute: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering_attribute: Option<String>,
+    /// The log table's name: where the projector reads a record that came by reference
+    /// ([`LogReference`]). `None` in a configuration written before references existed; such a
+    /// projector fails references until it is redeployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
 }
 
 impl ProjectorConfig {
@@ -107,8 +132,15 @@ impl ProjectorConfig {
                 sort_key: log.table.sort_key.clone(),
                 record_type_attribute: log.table.record_type_attribute.clone(),
                 ordering_attribute: log.table.ordering_attribute.clone(),
+                table: None,
             },
         })
+    }
+
+    /// The configuration reading references from log table `log_table` ([`LogSchema::table`]).
+    pub fn with_log_table(mut self, log_table: &str) -> Self {
+        self.log.table = Some(log_table.to_string()).filter(|t| !t.is_empty());
+        self
     }
 
     /// The value of [`ENV_PROJECTION`].
@@ -245,6 +277,39 @@ impl ViewStore for Mutex<MemoryStore> {
     }
 }
 
+/// A read of the log table that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogReadError {
+    /// Throttling, a 5xx, a timeout: worth another try.
+    #[error("log read failed (retryable): {0}")]
+    Retryable(String),
+    /// Access denied, table not found, no log table configured: the same read fails again.
+    #[error("log read failed: {0}")]
+    Permanent(String),
+}
+
+/// Reads log items by primary key: where a record sent by reference ([`LogReference`]) is read.
+pub trait LogStore {
+    /// The item whose primary key is `key` (a stream record's `Keys`: the partition key and, if the log
+    /// has one, the sort key), read strongly consistently; `Ok(None)` when the log has no such item.
+    fn get_item(&self, key: &Item) -> impl Future<Output = Result<Option<Item>, LogReadError>> + Send;
+}
+
+/// The [`LogStore`] of a projector that has no log table ([`LogSchema::table`] unset, or a caller that
+/// never receives references): every read fails, permanently, saying so.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoLogTable;
+
+impl LogStore for NoLogTable {
+    fn get_item(&self, _key: &Item) -> impl Future<Output = Result<Option<Item>, LogReadError>> + Send {
+        std::future::ready(Err(LogReadError::Permanent(
+            "this projector has no log table to read a record sent by reference from (PROJECTION has no \
+             log.table): redeploy the view's projector with this operator version"
+                .to_string(),
+        )))
+    }
+}
+
 /// What one invocation did, in records.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProjectorStats {
@@ -258,6 +323,11 @@ pub struct ProjectorStats {
     pub ignored: usize,
     /// Permanent record errors, skipped.
     pub rejected: usize,
+    /// Records that came by reference ([`LogReference`]) and were read from the log.
+    pub by_reference: usize,
+    /// Of `by_reference`, items whose content differs from the referenced record's `NewImage`: the key
+    /// was rewritten since (a producer reusing a key); the item as the log holds it was projected.
+    pub newer_in_log: usize,
     /// Records that failed with a retryable error, or (stream) were left for the retry behind one.
     pub failed: usize,
 }
@@ -286,15 +356,26 @@ pub enum ProjectorError {
     },
 }
 
-/// Handles one event; see the module documentation.
+/// Handles one event without a log table ([`NoLogTable`]: a record by reference fails); see
+/// [`handle_with_log`].
 pub async fn handle<S: ViewStore>(
     config: &ProjectionConfig,
     store: &S,
     event: &ProjectorEvent,
 ) -> Result<ProjectorReport, ProjectorError> {
+    handle_with_log(config, store, &NoLogTable, event).await
+}
+
+/// Handles one event, reading records sent by reference from `log`; see the module documentation.
+pub async fn handle_with_log<S: ViewStore, L: LogStore>(
+    config: &ProjectionConfig,
+    store: &S,
+    log: &L,
+    event: &ProjectorEvent,
+) -> Result<ProjectorReport, ProjectorError> {
     match event {
         ProjectorEvent::Stream(event) => Ok(handle_stream(config, store, event).await),
-        ProjectorEvent::Sns(event) => handle_sns(config, store, event).await,
+        ProjectorEvent::Sns(event) => handle_sns_with_log(config, store, log, event).await,
     }
 }
 
@@ -321,10 +402,21 @@ pub async fn handle_stream<S: ViewStore>(
     report
 }
 
-/// An SNS event: projects every record, then fails the invocation if any must be retried.
+/// An SNS event without a log table ([`NoLogTable`]); see [`handle_sns_with_log`].
 pub async fn handle_sns<S: ViewStore>(
     config: &ProjectionConfig,
     store: &S,
+    event: &SnsEvent,
+) -> Result<ProjectorReport, ProjectorError> {
+    handle_sns_with_log(config, store, &NoLogTable, event).await
+}
+
+/// An SNS event: projects every record (reading those sent by reference from `log`), then fails the
+/// invocation if any must be retried.
+pub async fn handle_sns_with_log<S: ViewStore, L: LogStore>(
+    config: &ProjectionConfig,
+    store: &S,
+    log: &L,
     event: &SnsEvent,
 ) -> Result<ProjectorReport, ProjectorError> {
     let mut stats = ProjectorStats::default();
@@ -335,13 +427,29 @@ pub async fn handle_sns<S: ViewStore>(
             Ok(routed) if routed.kind == ROUTED_RECORD_KIND && routed.version == ROUTED_RECORD_VERSION => {
                 routed
             }
+            Ok(routed) if routed.kind == LOG_REFERENCE_KIND && routed.version == LOG_REFERENCE_VERSION => {
+                let resolved = match serde_json::from_str::<LogReference>(&record.sns.message) {
+                    Ok(reference) => resolve_reference(config, log, reference, &mut stats).await,
+                    Err(e) => Err(format!("a log reference that cannot be read ({e})")),
+                };
+                match resolved {
+                    Ok(record) => RoutedRecord::new(record),
+                    Err(reason) => {
+                        error!(view = config.view_name(), message_id = %message_id, "{reason}");
+                        stats.failed += 1;
+                        first_reason.get_or_insert(reason);
+                        continue;
+                    }
+                }
+            }
             Ok(routed) => {
                 error!(
                     view = config.view_name(),
                     message_id = %message_id,
                     "skipping an SNS message of kind {:?} version {}: this projector reads kind \
-                     {ROUTED_RECORD_KIND:?} version {ROUTED_RECORD_VERSION}; upgrade the projector or the router \
-                     so both run the same operator version",
+                     {ROUTED_RECORD_KIND:?} version {ROUTED_RECORD_VERSION} and kind {LOG_REFERENCE_KIND:?} \
+                     version {LOG_REFERENCE_VERSION}; upgrade the projector or the router so both run the same \
+                     operator version",
                     routed.kind,
                     routed.version
                 );
@@ -378,6 +486,71 @@ pub async fn handle_sns<S: ViewStore>(
             stats,
         }),
     }
+}
+
+/// The stream record a [`LogReference`] stands for: its `Keys`' item read from the log as `NewImage`.
+/// `Err` (the reason, naming the key and the table's state) when the item cannot be read or is missing:
+/// the record then fails, never is skipped. Counts [`ProjectorStats::by_reference`] and
+/// [`ProjectorStats::newer_in_log`].
+async fn resolve_reference<L: LogStore>(
+    config: &ProjectionConfig,
+    log: &L,
+    reference: LogReference,
+    stats: &mut ProjectorStats,
+) -> Result<StreamRecord, String> {
+    let mut record = reference.record;
+    if record.event_name != StreamEventName::Insert {
+        // Ignored by `project_record`, as an inline MODIFY/REMOVE is.
+        return Ok(record);
+    }
+    let keys = describe_keys(&record.dynamodb.keys);
+    let sequence = record.dynamodb.sequence_number.clone();
+    if record.dynamodb.keys.is_empty() {
+        return Err(format!(
+            "a log reference without Keys (stream sequence number {sequence}): the router that sent it is \
+             broken; the record cannot be read from the log"
+        ));
+    }
+    let item = match log.get_item(&record.dynamodb.keys).await {
+        Ok(Some(item)) => item,
+        Ok(None) => {
+            return Err(format!(
+                "log record {{{keys}}} (stream sequence number {sequence}) came by reference, but the log \
+                 table has no item with that key: the log is append-only, so it was deleted (by hand or a \
+                 TTL); restore it and replay the event from the projector's on-failure destination"
+            ));
+        }
+        Err(e) => {
+            return Err(format!(
+                "log record {{{keys}}} (stream sequence number {sequence}) came by reference and could not \
+                 be read from the log: {e}"
+            ));
+        }
+    };
+    stats.by_reference += 1;
+    if image_digest(&item) != reference.new_image_digest {
+        warn!(
+            view = config.view_name(),
+            sequence_number = %sequence,
+            "log record {{{keys}}} was rewritten since this record (a producer reused its key); projecting \
+             the item as the log holds it now, as a backfill would"
+        );
+        stats.newer_in_log += 1;
+    }
+    record.dynamodb.new_image = Some(item);
+    Ok(record)
+}
+
+/// `name=value, ...` of a record's keys, for messages.
+fn describe_keys(keys: &Item) -> String {
+    keys.iter()
+        .map(|(name, value)| match value {
+            crate::projection::Value::S(text) => format!("{name}={text:?}"),
+            crate::projection::Value::N(n) => format!("{name}={n}"),
+            other => format!("{name}={other:?}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A record's identity for the record-error ledger: its log key's digest, or (keys unreadable) its

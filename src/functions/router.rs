@@ -9,18 +9,32 @@
 //!   block the shard.
 //! - Any other `INSERT` is published to its topic, with body [`RoutedRecord`] (the whole stream record,
 //!   as JSON) and the String message attributes `recordType` (what the views' filter policies match) and
-//!   `eventName`. Entries go out with `PublishBatch` ([`Publisher`]): at most [`MAX_PUBLISH_BATCH`]
-//!   entries and [`MAX_PUBLISH_BATCH_BYTES`] per call, failed entries and retryable errors retried per
-//!   [`RetryPolicy`].
+//!   `eventName`.
+//! - **By reference**: an `INSERT` whose message would exceed [`ENV_MAX_MESSAGE_BYTES`] (a log item may be
+//!   up to 400 KB, an SNS message 256 KiB by default) is published instead with body [`LogReference`]
+//!   (the stream record without its images: `Keys`, `eventName`, `SequenceNumber`, ...) and the same
+//!   attributes plus [`REFERENCE_MESSAGE_ATTRIBUTE`] = [`LOG_REFERENCE_VERSION`]; the projector reads
+//!   the item from the log table (see [`super::projector`]). Each record is published exactly one way.
+//!
+//! Sizes are counted as SNS counts them ([`PublishEntry::size`]): the UTF-8 bytes of the body plus, for
+//! every message attribute, its name, its data type and its value ("All parts of the message attribute,
+//! including name, type, and value, are included in the message size restriction":
+//! <https://docs.aws.amazon.com/sns/latest/api/API_MessageAttributeValue.html>). Entries go out with
+//! `PublishBatch` ([`Publisher`]): at most [`MAX_PUBLISH_BATCH`] entries per call and, together, at most
+//! the topics' maximum message size ("The combined size of all messages in the batch, including each
+//! message's body and attributes, must not exceed the topic's MaximumMessageSize":
+//! <https://docs.aws.amazon.com/sns/latest/api/API_PublishBatch.html>; 256 KiB by default, which is also
+//! the older documented fixed batch limit [`MAX_PUBLISH_BATCH_BYTES`]). Failed entries and retryable
+//! errors are retried per [`RetryPolicy`].
 //!
 //! Guarantees:
 //! - At-least-once: the partial batch response names the `SequenceNumber` of the earliest record (in
 //!   stream order) that could not be published; the event source mapping retries from there, so that
 //!   record and all after it are published again (duplicates are harmless: projections are idempotent).
-//! - A record whose message exceeds [`ENV_MAX_MESSAGE_BYTES`] can never be published: it is reported as
-//!   failed too, so the mapping's `MaximumRetryAttempts` and on-failure destination decide its fate
-//!   instead of dropping it silently. Raise the topics' `MaximumMessageSize` (up to 1 MiB) and this
-//!   variable together, or keep records smaller.
+//! - A record whose reference itself exceeds [`ENV_MAX_MESSAGE_BYTES`] (only possible with a limit far
+//!   below the default: keys are at most 2048 + 1024 bytes) can never be published: it is reported as
+//!   failed, so the mapping's `MaximumRetryAttempts` and on-failure destination decide its fate instead
+//!   of dropping it silently.
 //!
 //! Environment: [`ENV_RECORD_TYPE_ATTRIBUTE`], [`ENV_TOPICS`], [`ENV_MAX_MESSAGE_BYTES`] (optional).
 
@@ -29,7 +43,9 @@ use std::future::Future;
 
 use tracing::{error, warn};
 
-use super::event::{BatchResponse, RoutedRecord, StreamEvent, StreamEventName};
+use super::event::{
+    BatchResponse, LOG_REFERENCE_VERSION, LogReference, RoutedRecord, StreamEvent, StreamEventName,
+};
 use super::{ConfigError, RetryPolicy, optional, required};
 use crate::plan::routing::RECORD_TYPE_MESSAGE_ATTRIBUTE;
 use crate::projection::Value;
@@ -43,9 +59,12 @@ pub const ENV_MAX_MESSAGE_BYTES: &str = "MAX_MESSAGE_BYTES";
 
 /// The message attribute carrying the stream record's event name (always `INSERT`).
 pub const EVENT_NAME_MESSAGE_ATTRIBUTE: &str = "eventName";
+/// The message attribute marking a [`LogReference`] message; its value is the reference's version.
+pub const REFERENCE_MESSAGE_ATTRIBUTE: &str = "logReference";
 /// `PublishBatch` takes at most 10 entries.
 pub const MAX_PUBLISH_BATCH: usize = 10;
-/// `PublishBatch`'s total payload: 256 KiB for all entries together.
+/// `PublishBatch`'s total payload at the default maximum message size: 256 KiB for all entries together
+/// (the batch limit is the topic's `MaximumMessageSize`, [`RouterConfig::max_message_bytes`]).
 pub const MAX_PUBLISH_BATCH_BYTES: usize = 262_144;
 /// SNS's default maximum message size.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 262_144;
@@ -153,8 +172,9 @@ pub struct PublishEntry {
 }
 
 impl PublishEntry {
-    /// What the entry counts toward SNS's size limits: the body and every part of every attribute
-    /// (name, data type `String`, value).
+    /// What the entry counts toward SNS's size limits, in bytes: the body's UTF-8 bytes and every part of
+    /// every attribute (name, data type `String`, value), as
+    /// <https://docs.aws.amazon.com/sns/latest/api/API_MessageAttributeValue.html> counts them.
     pub fn size(&self) -> usize {
         self.message.len()
             + self
@@ -178,7 +198,7 @@ pub enum PublishError {
 
 /// Publishes to SNS: `PublishBatch` on one topic.
 pub trait Publisher {
-    /// Publishes `entries` (at most [`MAX_PUBLISH_BATCH`], at most [`MAX_PUBLISH_BATCH_BYTES`] together)
+    /// Publishes `entries` (at most [`MAX_PUBLISH_BATCH`], at most the topics' maximum message size together)
     /// to `topic_arn` and returns the ids of the entries that failed (`Failed`); an `Err` means none was
     /// published.
     fn publish_batch(
@@ -201,6 +221,8 @@ pub struct RouterReport {
     pub untyped: usize,
     /// `INSERT`s whose record type has no topic.
     pub unknown_type: usize,
+    /// Of `published`, records published by reference ([`LogReference`]): too large to go inline.
+    pub by_reference: usize,
     /// Records that could not be published; the response names the earliest of them.
     pub failed: usize,
 }
@@ -216,6 +238,7 @@ pub async fn handle<P: Publisher>(
     // Per topic, in stream order: (record index, entry).
     let mut by_topic: BTreeMap<&str, Vec<(usize, PublishEntry)>> = BTreeMap::new();
     let mut failed: BTreeSet<usize> = BTreeSet::new();
+    let mut by_reference: BTreeSet<usize> = BTreeSet::new();
 
     for (i, record) in event.records.iter().enumerate() {
         let sequence = &record.dynamodb.sequence_number;
@@ -259,33 +282,62 @@ pub async fn handle<P: Publisher>(
                 continue;
             }
         };
-        let entry = PublishEntry {
+        let mut attributes = BTreeMap::from([
+            (RECORD_TYPE_MESSAGE_ATTRIBUTE.to_string(), record_type.clone()),
+            (EVENT_NAME_MESSAGE_ATTRIBUTE.to_string(), "INSERT".to_string()),
+        ]);
+        let inline = PublishEntry {
             id: format!("r{i}"),
             message,
-            attributes: BTreeMap::from([
-                (RECORD_TYPE_MESSAGE_ATTRIBUTE.to_string(), record_type.clone()),
-                (EVENT_NAME_MESSAGE_ATTRIBUTE.to_string(), "INSERT".to_string()),
-            ]),
+            attributes: attributes.clone(),
         };
-        if entry.size() > config.max_message_bytes {
-            error!(
-                sequence_number = %sequence,
-                "the SNS message of this log record is {} bytes, over the topics' limit of {}; raise the \
-                 topics' MaximumMessageSize and {ENV_MAX_MESSAGE_BYTES}, or keep log records smaller",
-                entry.size(),
-                config.max_message_bytes
+        let entry = if inline.size() <= config.max_message_bytes {
+            inline
+        } else {
+            let inline_size = inline.size();
+            let reference = match serde_json::to_string(&LogReference::new(record, record_type)) {
+                Ok(reference) => reference,
+                Err(e) => {
+                    error!(sequence_number = %sequence, "cannot serialize the log reference: {e}");
+                    failed.insert(i);
+                    continue;
+                }
+            };
+            attributes.insert(
+                REFERENCE_MESSAGE_ATTRIBUTE.to_string(),
+                LOG_REFERENCE_VERSION.to_string(),
             );
-            failed.insert(i);
-            continue;
-        }
+            let entry = PublishEntry {
+                id: format!("r{i}"),
+                message: reference,
+                attributes,
+            };
+            if entry.size() > config.max_message_bytes {
+                error!(
+                    sequence_number = %sequence,
+                    "the SNS message of this log record is {inline_size} bytes and even its reference (its \
+                     keys) is {} bytes, over the topics' limit of {}; raise the topics' MaximumMessageSize \
+                     and {ENV_MAX_MESSAGE_BYTES}",
+                    entry.size(),
+                    config.max_message_bytes
+                );
+                failed.insert(i);
+                continue;
+            }
+            by_reference.insert(i);
+            entry
+        };
         by_topic.entry(topic.as_str()).or_default().push((i, entry));
     }
 
     for (topic, entries) in by_topic {
-        for batch in batches(entries) {
-            let count = batch.len();
+        for batch in batches(entries, config.max_message_bytes) {
+            let sent: Vec<usize> = batch.iter().map(|(i, _)| *i).collect();
             let not_published = publish_with_retries(publisher, retry, topic, batch).await;
-            report.published += count - not_published.len();
+            for i in sent.into_iter().filter(|i| !not_published.contains(i)) {
+                report.published += 1;
+                report.by_reference += usize::from(by_reference.contains(&i));
+            }
             failed.extend(not_published);
         }
     }
@@ -298,16 +350,20 @@ pub async fn handle<P: Publisher>(
     report
 }
 
-/// Splits one topic's entries into `PublishBatch` calls: at most [`MAX_PUBLISH_BATCH`] entries and
-/// [`MAX_PUBLISH_BATCH_BYTES`] per call (an entry larger than that alone goes in a call of its own).
-pub fn batches(entries: Vec<(usize, PublishEntry)>) -> Vec<Vec<(usize, PublishEntry)>> {
+/// Splits one topic's entries into `PublishBatch` calls, in order: at most [`MAX_PUBLISH_BATCH`] entries
+/// and `max_batch_bytes` ([`PublishEntry::size`] summed) per call; an entry larger than that alone goes
+/// in a call of its own (the router never builds one).
+pub fn batches(
+    entries: Vec<(usize, PublishEntry)>,
+    max_batch_bytes: usize,
+) -> Vec<Vec<(usize, PublishEntry)>> {
     let mut out: Vec<Vec<(usize, PublishEntry)>> = Vec::new();
     let mut bytes = 0;
     for (i, entry) in entries {
         let size = entry.size();
         let fits = out
             .last()
-            .is_some_and(|b| b.len() < MAX_PUBLISH_BATCH && bytes + size <= MAX_PUBLISH_BATCH_BYTES);
+            .is_some_and(|b| b.len() < MAX_PUBLISH_BATCH && bytes + size <= max_batch_bytes);
         if !fits {
             out.push(Vec::new());
             bytes = 0;

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use serde_json::json;
 
 use super::event::*;
-use super::projector::{self, ProjectorConfig, StoreError, ViewStore};
+use super::projector::{self, LogReadError, LogStore, ProjectorConfig, StoreError, ViewStore};
 use super::router::{self, PublishEntry, PublishError, Publisher, RouterConfig};
 use super::writer::{self, LogWriter, RecordError, WriteError, WriterConfig};
 use super::{ConfigError, RetryPolicy};
@@ -719,11 +719,18 @@ async fn router_keeps_each_call_under_256_kib() {
 
 #[tokio::test]
 async fn router_reports_an_oversized_record() {
+    // Too large even by reference: keys of 2,000 bytes under topics limited to 1 KiB. (A record that is
+    // only too large inline goes by reference: router_publishes_an_oversized_record_by_reference.)
     let mut huge = player("ada", 2);
+    huge.insert("pk".into(), Value::S("P".repeat(2_000)));
     huge.insert("blob".into(), Value::S("x".repeat(300_000)));
     let sns = FakeSns::default();
+    let config = RouterConfig {
+        max_message_bytes: 1024,
+        ..router_config()
+    };
     let event = inserts(vec![player("ada", 1), huge, player("ada", 3)]);
-    let report = router::handle(&router_config(), &sns, &RetryPolicy::immediate(3), &event).await;
+    let report = router::handle(&config, &sns, &RetryPolicy::immediate(3), &event).await;
     assert_eq!(report.response.failed_ids(), [sequence(1)]);
     assert_eq!((report.published, report.failed), (2, 1));
 }
@@ -1144,4 +1151,366 @@ async fn writer_refuses_what_dynamodb_would_refuse_by_name_before_writing() {
     assert_eq!(report.response.failed_ids(), ["m1", "m2", "m3", "m4", "m5"]);
     assert_eq!((report.written, report.invalid, report.failed), (2, 5, 0));
     assert_eq!(log.calls(), vec![vec![player("ada", 1), player("ada", 2)]]);
+}
+
+// ---------------------------------------------------------------- records too large for SNS, by reference
+
+/// SNS's default maximum message size, attributes included.
+const SNS_LIMIT: usize = 262_144;
+
+/// The log table as the projector reads it: items by key, strongly consistent (a map), plus what a read
+/// can do wrong.
+#[derive(Default)]
+struct LogTable {
+    items: Mutex<BTreeMap<String, Item>>,
+    error: Option<LogReadError>,
+    reads: Mutex<usize>,
+}
+
+impl LogTable {
+    fn key_of(item: &Item) -> String {
+        let keys: Item = item
+            .iter()
+            .filter(|(k, _)| *k == "pk" || *k == "sk")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        serde_json::to_string(&keys).unwrap()
+    }
+    fn with(items: &[Item]) -> Self {
+        let table = LogTable::default();
+        for item in items {
+            table.put(item.clone());
+        }
+        table
+    }
+    fn put(&self, item: Item) {
+        self.items.lock().unwrap().insert(Self::key_of(&item), item);
+    }
+}
+
+impl LogStore for LogTable {
+    async fn get_item(&self, key: &Item) -> Result<Option<Item>, LogReadError> {
+        *self.reads.lock().unwrap() += 1;
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        Ok(self.items.lock().unwrap().get(&Self::key_of(key)).cloned())
+    }
+}
+
+/// A player record carrying `bytes` bytes of text in `blob`.
+fn big_player(name: &str, seq: u32, bytes: usize) -> Item {
+    let mut p = player(name, seq);
+    p.insert("blob".into(), Value::S("x".repeat(bytes)));
+    p
+}
+
+#[tokio::test]
+async fn router_publishes_an_oversized_record_by_reference() {
+    let huge = big_player("ada", 2, 390_000);
+    let sns = FakeSns::default();
+    let event = inserts(vec![player("ada", 1), huge.clone(), player("ada", 3)]);
+    let report = router::handle(&router_config(), &sns, &RetryPolicy::immediate(3), &event).await;
+    assert!(report.response.batch_item_failures.is_empty());
+    assert_eq!((report.published, report.by_reference, report.failed), (3, 1, 0));
+    let published = sns.published();
+    assert_eq!(published.len(), 3, "each record once");
+    let entry = published.iter().find(|e| e.id == "r1").unwrap();
+    assert!(entry.size() <= SNS_LIMIT, "{}", entry.size());
+    assert_eq!(
+        entry.attributes,
+        BTreeMap::from([
+            ("eventName".to_string(), "INSERT".to_string()),
+            ("logReference".to_string(), "1".to_string()),
+            ("recordType".to_string(), "player".to_string()),
+        ])
+    );
+    let reference: LogReference = serde_json::from_str(&entry.message).unwrap();
+    assert_eq!(
+        (reference.kind.as_str(), reference.version),
+        ("dynamodb-stream-record-reference", 1)
+    );
+    assert_eq!(reference.record_type, "player");
+    assert_eq!(reference.record.event_name, StreamEventName::Insert);
+    assert_eq!(reference.record.dynamodb.sequence_number, sequence(1));
+    assert_eq!(reference.record.dynamodb.keys, event.records[1].dynamodb.keys);
+    assert!(reference.record.dynamodb.new_image.is_none() && reference.record.dynamodb.old_image.is_none());
+    assert_eq!(reference.new_image_digest, image_digest(&huge));
+    // The small ones stay inline, unmarked.
+    for e in published.iter().filter(|e| e.id != "r1") {
+        assert!(!e.attributes.contains_key("logReference"));
+        let routed: RoutedRecord = serde_json::from_str(&e.message).unwrap();
+        assert_eq!(routed.kind, "dynamodb-stream-record");
+    }
+}
+
+#[test]
+fn the_size_of_an_entry_is_what_sns_counts() {
+    // Body bytes (UTF-8, not characters) plus each attribute's name, type "String" and value.
+    let entry = PublishEntry {
+        id: "r0".into(),
+        message: "é€😀".into(),
+        attributes: [("recordType".to_string(), "plàyer".to_string())].into(),
+    };
+    assert_eq!(entry.size(), (2 + 3 + 4) + (10 + 6 + 7));
+}
+
+#[test]
+fn image_digest_ignores_set_order_and_sees_any_change() {
+    let a = item(
+        json!({"pk": {"S": "p"}, "tags": {"SS": ["a", "b"]}, "n": {"NS": ["1", "2"]},
+        "m": {"M": {"bs": {"BS": ["AAE=", "AAI="]}}}}),
+    );
+    let b = item(
+        json!({"pk": {"S": "p"}, "tags": {"SS": ["b", "a"]}, "n": {"NS": ["2", "1"]},
+        "m": {"M": {"bs": {"BS": ["AAI=", "AAE="]}}}}),
+    );
+    assert_eq!(image_digest(&a), image_digest(&b));
+    let mut c = a.clone();
+    c.insert("tags".into(), item(json!({"x": {"SS": ["a", "c"]}}))["x"].clone());
+    assert_ne!(image_digest(&a), image_digest(&c));
+    assert_eq!(image_digest(&a).len(), 64);
+}
+
+/// What the router publishes for `images`, then each entry delivered to the projector as SNS would
+/// (one record per event), reading references from `log`. Returns the view and the summed stats.
+async fn route_and_project(
+    config: &ProjectionConfig,
+    images: Vec<Item>,
+    log: &LogTable,
+) -> (MemoryStore, projector::ProjectorStats, usize) {
+    let sns = FakeSns::default();
+    let report = router::handle(
+        &router_config(),
+        &sns,
+        &RetryPolicy::immediate(1),
+        &inserts(images),
+    )
+    .await;
+    assert_eq!(report.failed, 0);
+    let store = store();
+    let mut stats = projector::ProjectorStats::default();
+    for entry in sns.published() {
+        let event = ProjectorEvent::Sns(sns_event(&[entry]));
+        let r = projector::handle_with_log(config, &store, log, &event)
+            .await
+            .unwrap();
+        stats.applied += r.stats.applied;
+        stats.by_reference += r.stats.by_reference;
+        stats.newer_in_log += r.stats.newer_in_log;
+    }
+    (contents(store), stats, report.by_reference)
+}
+
+#[tokio::test]
+async fn projector_reads_a_record_sent_by_reference_from_the_log() {
+    for config in [latest_players(), count_players()] {
+        let images = vec![
+            player("ada", 1),
+            big_player("bo", 1, 300_000),
+            big_player("ada", 2, 399_000),
+            game("g1", 1),
+        ];
+        let log = LogTable::with(&images);
+        let (view, stats, by_reference) = route_and_project(&config, images.clone(), &log).await;
+        assert_eq!((by_reference, stats.by_reference, stats.newer_in_log), (2, 2, 0));
+        assert_eq!(*log.reads.lock().unwrap(), 2, "only references read the log");
+        assert_eq!(view, engine_view(&config, &images), "as if they had come inline");
+    }
+}
+
+#[tokio::test]
+async fn projector_projects_the_log_item_as_it_is_now_when_its_key_was_rewritten() {
+    // A producer reused the key: the log item (a MODIFY the pipeline ignores) differs from the INSERT.
+    let config = latest_players();
+    let inserted = big_player("bo", 5, 300_000);
+    let mut rewritten = big_player("bo", 5, 300_001);
+    rewritten.insert("name".into(), Value::S("bo".into()));
+    let log = LogTable::with(std::slice::from_ref(&rewritten));
+    let (view, stats, _) = route_and_project(&config, vec![inserted], &log).await;
+    assert_eq!((stats.by_reference, stats.newer_in_log, stats.applied), (1, 1, 1));
+    assert_eq!(
+        view,
+        engine_view(&config, &[rewritten]),
+        "the log's content, as a backfill gives"
+    );
+}
+
+#[tokio::test]
+async fn projector_fails_a_reference_whose_log_item_is_missing_or_unreadable() {
+    let config = latest_players();
+    let sns = FakeSns::default();
+    let event = inserts(vec![player("ada", 1), big_player("bo", 1, 300_000)]);
+    router::handle(&router_config(), &sns, &RetryPolicy::immediate(1), &event).await;
+    let entries = sns.published();
+    let deliver = ProjectorEvent::Sns(sns_event(&entries));
+
+    // Missing: never skipped; the other record is still projected.
+    let log = LogTable::with(&[player("ada", 1)]);
+    let store = store();
+    let err = projector::handle_with_log(&config, &store, &log, &deliver)
+        .await
+        .unwrap_err();
+    let projector::ProjectorError::Retry {
+        failed, ref stats, ..
+    } = err;
+    assert_eq!((failed, stats.applied, stats.rejected), (1, 1, 0));
+    let message = err.to_string();
+    assert!(
+        message.contains("pk=\"PLAYER#bo\"") && message.contains("no item with that key"),
+        "{message}"
+    );
+
+    // A read that fails, retryable or not, fails the record too.
+    for error in [
+        LogReadError::Retryable("ThrottlingException".into()),
+        LogReadError::Permanent("AccessDeniedException".into()),
+    ] {
+        let log = LogTable {
+            error: Some(error.clone()),
+            ..LogTable::default()
+        };
+        let err = projector::handle_with_log(&config, &store, &log, &deliver)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(&error.to_string()), "{err}");
+    }
+
+    // A projector without a log table (handle): the reference fails, saying how to fix it.
+    let err = projector::handle(&config, &store, &deliver).await.unwrap_err();
+    assert!(err.to_string().contains("redeploy"), "{err}");
+}
+
+#[tokio::test]
+async fn projector_ignores_a_modify_or_remove_reference_as_it_ignores_them_inline() {
+    for name in [StreamEventName::Modify, StreamEventName::Remove] {
+        let record = stream_record(0, name, big_player("bo", 1, 10));
+        let reference = LogReference::new(&record, "player");
+        let entry = PublishEntry {
+            id: "r0".into(),
+            message: serde_json::to_string(&reference).unwrap(),
+            attributes: BTreeMap::new(),
+        };
+        let log = LogTable::default();
+        let store = store();
+        let event = ProjectorEvent::Sns(sns_event(&[entry]));
+        let report = projector::handle_with_log(&latest_players(), &store, &log, &event)
+            .await
+            .unwrap();
+        assert_eq!((report.stats.ignored, report.stats.by_reference), (1, 0));
+        assert_eq!(*log.reads.lock().unwrap(), 0);
+    }
+}
+
+/// A text of `bytes` UTF-8 bytes made of `chars` (1 to 4 bytes each), cut to fit.
+fn text_of(bytes: usize, chars: &[char]) -> String {
+    let mut out = String::with_capacity(bytes);
+    let mut i = 0;
+    while out.len() < bytes {
+        let c = chars[i % chars.len()];
+        if out.len() + c.len_utf8() > bytes {
+            break;
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+/// A log record around a target size: a blob of `blob` bytes, `extra` more attributes, numbers at
+/// DynamoDB's limits.
+fn sized_record(i: u32, blob: usize, chars: &[char], extra: usize) -> Item {
+    let mut p = player("ada", i);
+    p.insert("blob".into(), Value::S(text_of(blob, chars)));
+    for a in 0..extra {
+        p.insert(format!("attr{a:04}"), Value::S(text_of(16, chars)));
+    }
+    let numbers = item(json!({
+        "max": {"N": "9.9999999999999999999999999999999999999E+125"},
+        "min": {"N": "-1E-130"},
+        "digits": {"N": "12345678901234567890123456789012345678"},
+    }));
+    p.extend(numbers);
+    p
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Whatever the records' sizes (up to DynamoDB's 400 KB, across SNS's 256 KiB limit, with unicode
+    /// and many attributes), every record is published exactly once, inline when its message fits and by
+    /// reference exactly when it does not, every message and every batch within 256 KiB; and projecting
+    /// what was published, references read from the log, gives the view the records give directly.
+    #[test]
+    fn router_publishes_every_record_once_inline_or_by_reference(
+        records in proptest::collection::vec(
+            (
+                proptest::prop_oneof![
+                    0usize..2_000,
+                    250_000usize..262_144,
+                    261_000usize..263_000,
+                    262_144usize..400_000,
+                ],
+                proptest::sample::select(vec![
+                    vec!['x'],
+                    vec!['é', 'ß'],
+                    vec!['€', '✓', 'x'],
+                    vec!['😀', 'a'],
+                    vec!['"', '\\', '\u{1}'],
+                ]),
+                proptest::prop_oneof![0usize..3, 100usize..300],
+            ),
+            1..7,
+        ),
+    ) {
+        let images: Vec<Item> = records
+            .iter()
+            .enumerate()
+            .map(|(i, (blob, chars, extra))| sized_record(i as u32, *blob, chars, *extra))
+            .collect();
+        let event = inserts(images.clone());
+        let sns = FakeSns::default();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let report = runtime.block_on(router::handle(&router_config(), &sns, &RetryPolicy::immediate(1), &event));
+        proptest::prop_assert!(report.response.batch_item_failures.is_empty());
+        proptest::prop_assert_eq!((report.published, report.failed), (images.len(), 0));
+        for (_, entries) in sns.calls() {
+            let total: usize = entries.iter().map(PublishEntry::size).sum();
+            proptest::prop_assert!(entries.len() <= 10 && total <= SNS_LIMIT, "a batch of {} bytes", total);
+        }
+        let published = sns.published();
+        let mut ids: Vec<String> = published.iter().map(|e| e.id.clone()).collect();
+        ids.sort();
+        let mut expected: Vec<String> = (0..images.len()).map(|i| format!("r{i}")).collect();
+        expected.sort();
+        proptest::prop_assert_eq!(ids, expected, "each record exactly once");
+        let mut by_reference = 0;
+        for entry in &published {
+            let i: usize = entry.id[1..].parse().unwrap();
+            proptest::prop_assert!(entry.size() <= SNS_LIMIT);
+            // The inline message, sized independently of the router.
+            let inline = serde_json::to_string(&RoutedRecord::new(event.records[i].clone())).unwrap();
+            let inline_size = inline.len() + "recordType".len() + 6 + "player".len() + "eventName".len() + 6 + "INSERT".len();
+            if inline_size <= SNS_LIMIT {
+                proptest::prop_assert_eq!(&entry.message, &inline);
+                proptest::prop_assert!(!entry.attributes.contains_key("logReference"));
+            } else {
+                by_reference += 1;
+                let reference: LogReference = serde_json::from_str(&entry.message).unwrap();
+                proptest::prop_assert_eq!(&reference.record.dynamodb.keys, &event.records[i].dynamodb.keys);
+                proptest::prop_assert_eq!(entry.attributes.get("logReference").map(String::as_str), Some("1"));
+                proptest::prop_assert_eq!(entry.attributes.get("recordType").map(String::as_str), Some("player"));
+            }
+        }
+        proptest::prop_assert_eq!(report.by_reference, by_reference);
+
+        let config = count_players();
+        let log = LogTable::with(&images);
+        let projected = store();
+        for entry in published {
+            let delivered = ProjectorEvent::Sns(sns_event(&[entry]));
+            runtime.block_on(projector::handle_with_log(&config, &projected, &log, &delivered)).unwrap();
+        }
+        proptest::prop_assert_eq!(contents(projected), engine_view(&config, &images));
+    }
 }

@@ -115,7 +115,80 @@ pub struct MappingPlan {
     /// Streams only: on a function error, split the batch in two and retry each half, so one bad
     /// record does not hold back the records beside it.
     pub bisect_batch_on_function_error: bool,
+    /// Streams only: what happens to a record the function keeps failing (`None` for queues, whose
+    /// failures go to the queue's own redrive policy).
+    pub on_failure: Option<StreamFailurePlan>,
 }
+
+/// The failure handling of a stream mapping: bounded retries, a bounded record age, and where the
+/// metadata of a discarded batch goes (Lambda's `DestinationConfig.OnFailure`). Without it a record
+/// the function cannot process is retried until DynamoDB Streams trims it (24 hours), blocking its shard,
+/// and is then lost silently.
+/// <https://docs.aws.amazon.com/lambda/latest/dg/services-ddb-params.html>,
+/// <https://docs.aws.amazon.com/lambda/latest/dg/services-dynamodb-errors.html>
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamFailurePlan {
+    /// `MaximumRetryAttempts` (Lambda: 0..=10,000, or -1 for "until the record expires").
+    pub maximum_retry_attempts: i32,
+    /// `MaximumRecordAgeInSeconds` (Lambda: 60..=604,800, or -1).
+    pub maximum_record_age_seconds: i32,
+    /// The ARN of the SQS queue that receives a discarded batch's metadata (shard, sequence numbers,
+    /// arrival times); empty until the queue exists.
+    pub destination_arn: String,
+}
+
+/// Retries of a failing stream batch before it goes to the on-failure destination. Bisecting a batch
+/// does not count against it (Lambda splits first, then retries the halves), so with 100 records a
+/// poison record is alone in its batch after 7 splits and then retried this often: enough to ride out
+/// throttling and a deploy, bounded so one record holds its shard back minutes, not the 24 hours until
+/// the stream trims it. AWS's own example configuration uses 10
+/// (<https://docs.aws.amazon.com/cdk/api/v2/docs/aws-cdk-lib.aws_lambda_event_sources.DynamoEventSource.html>).
+pub const STREAM_MAXIMUM_RETRY_ATTEMPTS: i32 = 10;
+
+/// The oldest record a stream mapping still sends to its function: 23 hours. DynamoDB Streams keeps a
+/// record 24 hours, so a record that could not be processed for this long goes to the on-failure
+/// destination (where it is counted) an hour before the stream would trim it unseen; and a new mapping
+/// starting at `TRIM_HORIZON` skips only the oldest hour of the stream, which the view's backfill from
+/// the log covers.
+pub const STREAM_MAXIMUM_RECORD_AGE_SECONDS: i32 = 23 * 3600;
+
+impl StreamFailurePlan {
+    /// The operator's settings (see the constants) with `destination_arn`.
+    pub fn to_queue(destination_arn: &str) -> StreamFailurePlan {
+        StreamFailurePlan {
+            maximum_retry_attempts: STREAM_MAXIMUM_RETRY_ATTEMPTS,
+            maximum_record_age_seconds: STREAM_MAXIMUM_RECORD_AGE_SECONDS,
+            destination_arn: destination_arn.to_string(),
+        }
+    }
+}
+
+/// How Lambda handles an asynchronous invocation (an SNS delivery) that fails: Lambda's
+/// `PutFunctionEventInvokeConfig`. An on-failure destination rather than the function's
+/// `DeadLetterConfig`: AWS recommends destinations over dead-letter queues for new designs, a destination
+/// record carries the event with the failure's context (the error, the attempt count, the reason:
+/// retries exhausted or event too old) where a dead letter carries the event alone, and it is set without
+/// touching the function's configuration (no function update, so no `ResourceConflictException` with a
+/// code update in progress).
+/// <https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html>,
+/// <https://docs.aws.amazon.com/lambda/latest/api/API_PutFunctionEventInvokeConfig.html>
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AsyncFailurePlan {
+    pub function_name: String,
+    /// `MaximumRetryAttempts` (Lambda: 0..=2).
+    pub maximum_retry_attempts: i32,
+    /// `MaximumEventAgeInSeconds` (Lambda: 60..=21,600).
+    pub maximum_event_age_seconds: i32,
+    /// The ARN of the SQS queue that receives a failed event.
+    pub destination_arn: String,
+}
+
+/// Lambda's own (and highest) retry count for asynchronous invocations: two retries, a minute then two
+/// minutes apart (<https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-error-handling.html>).
+pub const ASYNC_MAXIMUM_RETRY_ATTEMPTS: i32 = 2;
+/// Lambda's own (and highest) event age for asynchronous invocations: 6 hours, so an event waiting
+/// through throttling is kept as long as Lambda can keep it.
+pub const ASYNC_MAXIMUM_EVENT_AGE_SECONDS: i32 = 21_600;
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,8 @@
 //! - router: read the log's stream; publish to its topics.
 //! - projector: read its live source (its topic's deliveries need no permission; a stream mapping needs
 //!   stream reads); write only its view's items: in a shared table the writes are conditioned on
-//!   `dynamodb:LeadingKeys` matching the view's key prefix.
+//!   `dynamodb:LeadingKeys` matching the view's key prefix. Fed by topics, it may also `GetItem` on
+//!   the log table (only): a record too large for SNS arrives by reference and is read from the log.
 
 use serde_json::{Value, json};
 
@@ -135,8 +136,9 @@ pub fn router_policy(scope: &AwsScope, function: &str, log_table: &str, topics: 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProjectorSource<'a> {
     /// SNS invokes the function; the function needs no permission for that (the topic gets a
-    /// resource-based permission on the function instead).
-    Topic,
+    /// resource-based permission on the function instead). It reads the records the router sends by
+    /// reference from `log_table` (`dynamodb:GetItem` on that table only).
+    Topic { log_table: &'a str },
     /// An event source mapping on the log's stream.
     LogStream { log_table: &'a str },
 }
@@ -176,8 +178,108 @@ pub fn projector_policy(
         });
     }
     statements.push(write);
+    if let ProjectorSource::Topic { log_table } = source {
+        statements.push(json!({
+            "Sid": "ReadLogItemsByReference",
+            "Effect": "Allow",
+            "Action": ["dynamodb:GetItem"],
+            "Resource": [scope.table_arn(log_table)]
+        }));
+    }
     statements.push(logs_statement(scope, function));
     policy(statements)
+}
+
+// ------------------------------------------------------------------------------------------------------
+// Failure queues (#16): kept apart from the roles' own documents above, appended to them by the plans.
+
+/// Lets a function send to its own failure queue and nothing else: Lambda sends a stream mapping's
+/// on-failure record and an asynchronous invocation's on-failure record with the function's execution
+/// role (<https://docs.aws.amazon.com/lambda/latest/dg/services-dynamodb-errors.html>,
+/// <https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html>: "the execution
+/// role needs sqs:SendMessage").
+pub fn failure_queue_statement(scope: &AwsScope, queue: &str) -> Value {
+    json!({
+        "Sid": "SendToOwnFailureQueue",
+        "Effect": "Allow",
+        "Action": ["sqs:SendMessage"],
+        "Resource": [scope.queue_arn(queue)]
+    })
+}
+
+/// `policy` with `statement` appended to its `Statement` list.
+pub fn with_statement(mut policy: Value, statement: Value) -> Value {
+    if let Some(list) = policy["Statement"].as_array_mut() {
+        list.push(statement);
+    }
+    policy
+}
+
+/// The access policy of a projector's failure queue with `Sns` fan-out: SNS may send undeliverable
+/// messages of exactly the view's topics to it (a subscription's dead-letter queue needs it, SNS
+/// sending as the `sns.amazonaws.com` service principal with the topic as `aws:SourceArn`,
+/// <https://docs.aws.amazon.com/sns/latest/dg/sns-configure-dead-letter-queue.html>). `None` without
+/// topics: the queue then needs no policy (the function's role sends with its own permission).
+pub fn failure_queue_policy(queue_arn: &str, topic_arns: &[String]) -> Option<Value> {
+    if topic_arns.is_empty() {
+        return None;
+    }
+    let mut sources = topic_arns.to_vec();
+    sources.sort();
+    sources.dedup();
+    Some(json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "SnsDeadLetters",
+            "Effect": "Allow",
+            "Principal": {"Service": "sns.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": sources}}
+        }]
+    }))
+}
+
+#[cfg(test)]
+mod failure_queue_tests {
+    use super::*;
+
+    fn scope() -> AwsScope {
+        AwsScope {
+            partition: "aws".into(),
+            region: "eu-west-1".into(),
+            account: "123456789012".into(),
+        }
+    }
+
+    #[test]
+    fn a_function_may_send_only_to_its_own_failure_queue() {
+        let st = failure_queue_statement(&scope(), "kappa-q-failures");
+        assert_eq!(st["Action"], json!(["sqs:SendMessage"]));
+        assert_eq!(
+            st["Resource"],
+            json!(["arn:aws:sqs:eu-west-1:123456789012:kappa-q-failures"])
+        );
+        let doc = with_statement(policy(vec![json!({"Sid": "A"})]), st.clone());
+        assert_eq!(doc["Statement"].as_array().unwrap().len(), 2);
+        assert_eq!(doc["Statement"][1], st);
+    }
+
+    #[test]
+    fn only_the_views_topics_may_dead_letter_into_its_queue() {
+        assert!(failure_queue_policy("arn:q", &[]).is_none());
+        let doc =
+            failure_queue_policy("arn:q", &["arn:t2".into(), "arn:t1".into(), "arn:t2".into()]).unwrap();
+        let st = &doc["Statement"][0];
+        assert_eq!(st["Principal"], json!({"Service": "sns.amazonaws.com"}));
+        assert_eq!(st["Action"], "sqs:SendMessage");
+        assert_eq!(st["Resource"], "arn:q");
+        assert_eq!(
+            st["Condition"],
+            json!({"ArnEquals": {"aws:SourceArn": ["arn:t1", "arn:t2"]}})
+        );
+        assert_eq!(doc["Statement"].as_array().unwrap().len(), 1);
+    }
 }
 
 #[cfg(test)]
@@ -303,7 +405,9 @@ mod tests {
         let p = projector_policy(
             &scope(),
             "kappa-p",
-            &ProjectorSource::Topic,
+            &ProjectorSource::Topic {
+                log_table: "kappa-log",
+            },
             &ViewItems {
                 table: "kappa-views",
                 key_prefix: Some("players#"),
@@ -324,6 +428,35 @@ mod tests {
             !all_actions(&p)
                 .iter()
                 .any(|a| a.contains("Scan") || a.contains("Query") || a == "dynamodb:*")
+        );
+    }
+
+    #[test]
+    fn a_topic_fed_projector_may_only_get_items_of_its_log() {
+        let source = ProjectorSource::Topic {
+            log_table: "kappa-log",
+        };
+        let items = ViewItems {
+            table: "kappa-views",
+            key_prefix: None,
+        };
+        let p = projector_policy(&scope(), "kappa-p", &source, &items);
+        assert_eq!(actions(&p, "ReadLogItemsByReference"), ["dynamodb:GetItem"]);
+        assert_eq!(
+            resources(&p, "ReadLogItemsByReference"),
+            ["arn:aws:dynamodb:eu-west-1:123456789012:table/kappa-log"]
+        );
+        let direct = ProjectorSource::LogStream {
+            log_table: "kappa-log",
+        };
+        let d = projector_policy(&scope(), "kappa-p", &direct, &items);
+        assert!(
+            d["Statement"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|st| st["Sid"] != "ReadLogItemsByReference"),
+            "a stream-fed projector reads images from the stream: {d}"
         );
     }
 

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::ResolvedFanOut;
 use super::function::{
-    Architecture, FunctionCode, FunctionPlan, MappingPlan, PROVIDED_RUNTIME, StartingPosition,
+    ASYNC_MAXIMUM_EVENT_AGE_SECONDS, ASYNC_MAXIMUM_RETRY_ATTEMPTS, Architecture, AsyncFailurePlan,
+    FunctionCode, FunctionPlan, MappingPlan, PROVIDED_RUNTIME, StartingPosition, StreamFailurePlan,
 };
 use super::log::LogPlan;
 use super::names::NameKind;
@@ -99,6 +100,8 @@ pub fn writer_mapping(plan: &LogPlan, spec: &EventLogSpec, queue_arn: &str) -> O
         filter_patterns: Vec::new(),
         report_batch_item_failures: true,
         bisect_batch_on_function_error: false,
+        // The ingest queue's own redrive policy sends failures to its dead-letter queue.
+        on_failure: None,
     })
 }
 
@@ -143,8 +146,10 @@ pub fn router_function(
     f
 }
 
-/// The router's mapping on the log's stream.
-pub fn router_mapping(plan: &LogPlan, stream_arn: &str) -> MappingPlan {
+/// The router's mapping on the log's stream: bisect on error, bounded retries and record age, and the
+/// log's router failure queue (`failure_queue_arn`) as on-failure destination (see
+/// [`StreamFailurePlan`]).
+pub fn router_mapping(plan: &LogPlan, stream_arn: &str, failure_queue_arn: &str) -> MappingPlan {
     MappingPlan {
         function_name: plan.owner.resource_name(ROUTER, NameKind::Function),
         event_source_arn: stream_arn.to_string(),
@@ -153,7 +158,8 @@ pub fn router_mapping(plan: &LogPlan, stream_arn: &str) -> MappingPlan {
         starting_position: Some(StartingPosition::TrimHorizon),
         filter_patterns: Vec::new(),
         report_batch_item_failures: true,
-        bisect_batch_on_function_error: false,
+        bisect_batch_on_function_error: true,
+        on_failure: Some(StreamFailurePlan::to_queue(failure_queue_arn)),
     }
 }
 
@@ -167,12 +173,14 @@ pub fn projector_name(view: &ViewPlan) -> String {
     }
 }
 
-/// The view's projector function: the built-in one configured with its projection, or the user's code
-/// (S3 zip or image). `None` for the in-cluster runtime and for an existing function (`functionArn`).
+/// The view's projector function: the built-in one configured with its projection and `log_table` (the
+/// log table's name, where it reads records sent by reference), or the user's code (S3 zip or image).
+/// `None` for the in-cluster runtime and for an existing function (`functionArn`).
 pub fn projector_function(
     view: &MaterializedView,
     plan: &ViewPlan,
     log: &EventLogSpec,
+    log_table: &str,
     role_arn: &str,
     code: &BuiltInCode,
 ) -> Result<Option<FunctionPlan>, String> {
@@ -203,6 +211,7 @@ pub fn projector_function(
             let prefix = plan.key_prefix.clone().unwrap_or_default();
             let config =
                 ProjectorConfig::for_view(name, spec, log, &table, &prefix).map_err(|e| e.to_string())?;
+            let config = config.with_log_table(log_table);
             f.environment = config.to_env().map_err(|e| e.to_string())?;
         }
     }
@@ -237,12 +246,14 @@ pub fn projector_subscriptions(
 }
 
 /// The mapping of a Lambda-projected view on the log's stream with `Direct` fan-out: filter criteria on
-/// the record-type attribute, so the projector only runs for its types.
+/// the record-type attribute, so the projector only runs for its types; bisect on error, bounded retries
+/// and record age, and the view version's failure queue (`failure_queue_arn`) as on-failure destination.
 pub fn projector_mapping(
     view: &MaterializedView,
     log: &EventLogSpec,
     function: &str,
     stream_arn: &str,
+    failure_queue_arn: &str,
 ) -> MappingPlan {
     MappingPlan {
         function_name: function.to_string(),
@@ -255,7 +266,20 @@ pub fn projector_mapping(
             &view.spec.record_types,
         )],
         report_batch_item_failures: true,
-        bisect_batch_on_function_error: false,
+        bisect_batch_on_function_error: true,
+        on_failure: Some(StreamFailurePlan::to_queue(failure_queue_arn)),
+    }
+}
+
+/// The asynchronous-invocation failure handling of an SNS-invoked projector (`Sns` fan-out): Lambda's
+/// two retries over at most 6 hours, then the event to the view version's failure queue (see
+/// [`AsyncFailurePlan`]).
+pub fn projector_async_failures(function: &str, failure_queue_arn: &str) -> AsyncFailurePlan {
+    AsyncFailurePlan {
+        function_name: function.to_string(),
+        maximum_retry_attempts: ASYNC_MAXIMUM_RETRY_ATTEMPTS,
+        maximum_event_age_seconds: ASYNC_MAXIMUM_EVENT_AGE_SECONDS,
+        destination_arn: failure_queue_arn.to_string(),
     }
 }
 
@@ -328,10 +352,20 @@ mod tests {
         assert!(router_needed(ResolvedFanOut::Sns, &[view("Lambda")]));
         assert!(!router_needed(ResolvedFanOut::Sns, &[view("InCluster")]));
         assert!(!router_needed(ResolvedFanOut::Direct, &[view("Lambda")]));
+        let m = router_mapping(&plan, "arn:stream", "arn:failures");
+        assert_eq!(m.starting_position, Some(StartingPosition::TrimHorizon));
+        assert!(m.bisect_batch_on_function_error && m.report_batch_item_failures);
         assert_eq!(
-            router_mapping(&plan, "arn:stream").starting_position,
-            Some(StartingPosition::TrimHorizon)
+            m.on_failure,
+            Some(StreamFailurePlan {
+                maximum_retry_attempts: 10,
+                maximum_record_age_seconds: 82_800,
+                destination_arn: "arn:failures".into(),
+            })
         );
+        let q = plan.router_failure_queue.as_ref().unwrap();
+        assert!(q.name.contains("-router-failures-") && !q.fifo, "{}", q.name);
+        assert_eq!(q.tags, plan.owner.tags());
     }
 
     #[test]
@@ -339,22 +373,37 @@ mod tests {
         let log = log();
         let v = view("Lambda");
         let plan = plan_view("c", &v, &[]);
-        let f = projector_function(&v, &plan, &log.spec, "arn:role", &code())
+        let f = projector_function(&v, &plan, &log.spec, "kappa-log", "arn:role", &code())
             .unwrap()
             .unwrap();
         assert_eq!((f.handler.as_str(), f.memory_mb), (PROJECTOR, 512));
         let config: ProjectorConfig = serde_json::from_str(&f.environment["PROJECTION"]).unwrap();
         assert_eq!(config.view, "players");
+        assert_eq!(config.log.table.as_deref(), Some("kappa-log"));
         let subs = projector_subscriptions(&v, &log.spec);
         assert_eq!(subs.len(), 1);
         assert_eq!(subs["players"], serde_json::json!({"recordType": ["player"]}));
-        let m = projector_mapping(&v, &log.spec, &f.name, "arn:stream");
+        let m = projector_mapping(&v, &log.spec, &f.name, "arn:stream", "arn:view-failures");
         assert_eq!(
             m.filter_patterns,
             vec![r#"{"dynamodb":{"NewImage":{"type":{"S":["player"]}}}}"#]
         );
+        assert!(m.bisect_batch_on_function_error);
+        let on_failure = m.on_failure.unwrap();
+        assert_eq!(on_failure.destination_arn, "arn:view-failures");
+        assert!((0..=10_000).contains(&on_failure.maximum_retry_attempts));
         assert!(
-            projector_function(&view("InCluster"), &plan, &log.spec, "r", &code())
+            on_failure.maximum_record_age_seconds < 86_400,
+            "before the stream trims the record"
+        );
+        let a = projector_async_failures(&f.name, "arn:view-failures");
+        assert_eq!(
+            (a.maximum_retry_attempts, a.maximum_event_age_seconds),
+            (2, 21_600)
+        );
+        assert_eq!(a.destination_arn, "arn:view-failures");
+        assert!(
+            projector_function(&view("InCluster"), &plan, &log.spec, "kappa-log", "r", &code())
                 .unwrap()
                 .is_none()
         );
@@ -371,10 +420,10 @@ mod tests {
             r#"{"table":"kappa-other-namespace-views"}"#.into(),
         );
         let plan = plan_view("c", &v, &[]);
-        let err = projector_function(&v, &plan, &log.spec, "arn:role", &code()).unwrap_err();
+        let err = projector_function(&v, &plan, &log.spec, "kappa-log", "arn:role", &code()).unwrap_err();
         assert!(err.contains("spec.projector.environment.PROJECTION"), "{err}");
         v.spec.projector.environment = [("LOG_LEVEL".to_string(), "debug".to_string())].into();
-        let f = projector_function(&v, &plan, &log.spec, "arn:role", &code())
+        let f = projector_function(&v, &plan, &log.spec, "kappa-log", "arn:role", &code())
             .unwrap()
             .unwrap();
         assert_eq!(

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use super::iam::{AwsScope, lambda_trust_policy, router_policy, writer_policy};
+use super::iam::{
+    AwsScope, failure_queue_statement, lambda_trust_policy, router_policy, with_statement, writer_policy,
+};
 use super::names::{NameKind, Owner};
 use super::routing::topic_groups;
 use super::{ResolvedFanOut, StreamReaders, resolve_fan_out};
@@ -25,6 +27,8 @@ pub struct LogPlan {
     pub queue: Option<QueuePlan>,
     /// The ingest queue's dead-letter queue (with the ingest queue).
     pub dead_letter_queue: Option<QueuePlan>,
+    /// The router's failure queue (with `Sns` fan-out): the on-failure destination of its stream mapping.
+    pub router_failure_queue: Option<QueuePlan>,
     pub fan_out: ResolvedFanOut,
     /// With `Sns` fan-out: one topic per record-type group.
     pub topics: Vec<TopicPlan>,
@@ -105,6 +109,27 @@ pub fn ingest_visibility_timeout(batching_window_seconds: i32) -> i32 {
     6 * WRITER_TIMEOUT_SECONDS + batching_window_seconds
 }
 
+/// The role name of the router's failure queue among the log's resources.
+pub const ROUTER_FAILURES: &str = "router-failures";
+
+/// A failure queue: the on-failure destination of a function's stream mapping or asynchronous
+/// invocations (a standard queue: Lambda takes no FIFO destination,
+/// <https://docs.aws.amazon.com/lambda/latest/dg/services-ddb-params.html>), keeping what it receives
+/// for SQS's longest retention (14 days), tagged for `owner`. `role` names it among the owner's
+/// resources (`router-failures`, `projector-failures`, `projector-v2-failures`).
+pub fn failure_queue(owner: &Owner, role: &str) -> QueuePlan {
+    QueuePlan {
+        name: owner.resource_name(role, NameKind::Queue { fifo: false }),
+        fifo: false,
+        attributes: BTreeMap::from([(
+            "MessageRetentionPeriod".to_string(),
+            DEAD_LETTER_RETENTION_SECONDS.to_string(),
+        )]),
+        redrive: None,
+        tags: owner.tags(),
+    }
+}
+
 /// An SNS topic as it should be.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TopicPlan {
@@ -150,7 +175,11 @@ pub fn roles(plan: &LogPlan, scope: &AwsScope) -> Vec<RolePlan> {
     if plan.fan_out == ResolvedFanOut::Sns {
         let topics: Vec<String> = plan.topics.iter().map(|t| t.name.clone()).collect();
         roles.push(role("router", &|function| {
-            router_policy(scope, function, &plan.table.name, &topics)
+            let policy = router_policy(scope, function, &plan.table.name, &topics);
+            match &plan.router_failure_queue {
+                Some(q) => with_statement(policy, failure_queue_statement(scope, &q.name)),
+                None => policy,
+            }
         }));
     }
     roles
@@ -284,11 +313,14 @@ pub fn plan_log(cluster: &str, log: &EventLog, views: &[MaterializedView]) -> Lo
             })
             .collect(),
     };
+    let router_failure_queue =
+        (fan_out == ResolvedFanOut::Sns).then(|| failure_queue(&owner, ROUTER_FAILURES));
     LogPlan {
         owner,
         table,
         queue,
         dead_letter_queue,
+        router_failure_queue,
         fan_out,
         topics,
         deletion_policy: spec.deletion_policy,

@@ -335,6 +335,8 @@ impl PushPlan {
             filter_patterns: Vec::new(),
             report_batch_item_failures: true,
             bisect_batch_on_function_error: true,
+            // The notifier's failure handling is not managed here (yet): Lambda's defaults.
+            on_failure: None,
         }
     }
 }

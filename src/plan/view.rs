@@ -7,8 +7,11 @@
 //! ([`ViewPlan::in_namespace`]).
 
 use super::ResolvedFanOut;
-use super::iam::{AwsScope, ProjectorSource, ViewItems, lambda_trust_policy, projector_policy};
-use super::log::{LogPlan, RolePlan, TablePlan};
+use super::iam::{
+    AwsScope, ProjectorSource, ViewItems, failure_queue_statement, lambda_trust_policy, projector_policy,
+    with_statement,
+};
+use super::log::{LogPlan, QueuePlan, RolePlan, TablePlan};
 use super::names::{NameKind, Owner};
 use crate::crd::{
     BillingMode, DeletionPolicy, MaterializedView, ProjectorRuntime, StoreTable, StreamViewType,
@@ -52,6 +55,13 @@ impl ViewPlan {
             n => format!("projector-v{n}"),
         }
     }
+    /// The failure queue of the version's projector (Lambda runtime): the on-failure destination of its
+    /// stream mapping (`Direct`) or of its asynchronous invocations and the dead-letter queue of its SNS
+    /// subscriptions (`Sns`). One per version, as each version has its own function:
+    /// `<projector role name>-failures`.
+    pub fn failure_queue(&self) -> QueuePlan {
+        super::log::failure_queue(&self.owner, &format!("{}-failures", self.projector_role_name()))
+    }
 }
 
 /// The role of the view's built-in projector: it reads its live source (nothing to grant for an SNS
@@ -78,7 +88,9 @@ pub fn projector_role(
         .owner
         .resource_name(&plan.projector_role_name(), NameKind::Function);
     let source = match log.fan_out {
-        ResolvedFanOut::Sns => ProjectorSource::Topic,
+        ResolvedFanOut::Sns => ProjectorSource::Topic {
+            log_table: &log.table.name,
+        },
         ResolvedFanOut::Direct => ProjectorSource::LogStream {
             log_table: &log.table.name,
         },
@@ -92,7 +104,10 @@ pub fn projector_role(
         name: plan
             .owner
             .resource_name(&plan.projector_role_name(), NameKind::Role),
-        policy: projector_policy(scope, &function, &source, &items),
+        policy: with_statement(
+            projector_policy(scope, &function, &source, &items),
+            failure_queue_statement(scope, &plan.failure_queue().name),
+        ),
         function,
         trust: lambda_trust_policy(),
         tags: plan.owner.tags(),
@@ -262,6 +277,39 @@ mod tests {
         d.metadata.uid = Some("games-uid".into());
         let dedicated = plan_view("prod", &d, &[]).in_namespace(Some("ns-uid"));
         assert_eq!(dedicated.table.tags["kappa.dev/uid"], "games-uid");
+    }
+
+    #[test]
+    fn each_projector_version_has_its_own_failure_queue_and_may_send_only_to_it() {
+        let scope = AwsScope {
+            partition: "aws".into(),
+            region: "eu-west-1".into(),
+            account: "123456789012".into(),
+        };
+        let v = view("players", "{}");
+        let v1 = plan_view("prod", &v, &[]);
+        let v2 = super::super::versions::plan_version("prod", &v, &[], 2);
+        let (q1, q2) = (v1.failure_queue(), v2.failure_queue());
+        assert!(q1.name.contains("-projector-failures-"), "{}", q1.name);
+        assert!(q2.name.contains("-projector-v2-failures-"), "{}", q2.name);
+        assert!(!q1.fifo && q1.name.len() <= 80);
+        assert_eq!(q1.attributes["MessageRetentionPeriod"], "1209600");
+        assert_eq!(q2.tags, v2.owner.tags());
+        for (plan, queue) in [(&v1, &q1), (&v2, &q2)] {
+            let role = projector_role(&v, plan, &log_plan("Direct"), &scope).unwrap();
+            let sends: Vec<&serde_json::Value> = role.policy["Statement"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| s.to_string().contains("sqs:"))
+                .collect();
+            assert_eq!(sends.len(), 1, "{}", role.policy);
+            assert_eq!(sends[0]["Action"], serde_json::json!(["sqs:SendMessage"]));
+            assert_eq!(
+                sends[0]["Resource"],
+                serde_json::json!([scope.queue_arn(&queue.name)])
+            );
+        }
     }
 
     #[test]

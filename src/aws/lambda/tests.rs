@@ -246,6 +246,10 @@ fn lambdas_transient_errors_are_recognized() {
         "Unzipped size must be smaller"
     ));
     assert!(!is_transient("AccessDeniedException", ""));
+    assert!(is_transient(
+        "InvalidParameterValueException",
+        "The provided execution role does not have permissions to call SendMessage on SQS"
+    ));
 }
 
 fn mapping_plan() -> MappingPlan {
@@ -261,6 +265,9 @@ fn mapping_plan() -> MappingPlan {
         ],
         report_batch_item_failures: true,
         bisect_batch_on_function_error: false,
+        on_failure: Some(crate::plan::function::StreamFailurePlan::to_queue(
+            "arn:aws:sqs:us-east-1:123456789012:kappa-failures",
+        )),
     }
 }
 
@@ -294,6 +301,12 @@ fn mapping_builder(plan: &MappingPlan) -> EventSourceMappingConfigurationBuilder
     }
     if plan.bisect_batch_on_function_error {
         b = b.bisect_batch_on_function_error(true);
+    }
+    if let Some(f) = &plan.on_failure {
+        b = b
+            .maximum_retry_attempts(f.maximum_retry_attempts)
+            .maximum_record_age_in_seconds(f.maximum_record_age_seconds)
+            .destination_config(on_failure_destination(&f.destination_arn));
     }
     b
 }
@@ -360,6 +373,18 @@ fn each_mapping_setting_is_compared() {
             "bisect on error",
             Box::new(|p| p.bisect_batch_on_function_error = true),
         ),
+        (
+            "retries",
+            Box::new(|p| p.on_failure.as_mut().unwrap().maximum_retry_attempts = 3),
+        ),
+        (
+            "record age",
+            Box::new(|p| p.on_failure.as_mut().unwrap().maximum_record_age_seconds = 3600),
+        ),
+        (
+            "on-failure destination",
+            Box::new(|p| p.on_failure.as_mut().unwrap().destination_arn = "arn:other".into()),
+        ),
     ];
     for (field, change) in changes {
         let mut want = p.clone();
@@ -382,6 +407,50 @@ fn each_mapping_setting_is_compared() {
         !mapping_differs(&queue, &mapping(&p)),
         "a queue mapping takes no bisect setting"
     );
+}
+
+#[test]
+fn a_stream_mapping_without_failure_handling_gets_it_and_a_queue_mapping_never() {
+    let p = mapping_plan();
+    let bare = mapping(&MappingPlan {
+        on_failure: None,
+        ..p.clone()
+    });
+    assert!(mapping_differs(&p, &bare), "none set yet: retries are infinite");
+    let queue = MappingPlan {
+        starting_position: None,
+        ..p.clone()
+    };
+    assert!(
+        stream_failure(&queue).is_none() && !mapping_differs(&queue, &bare),
+        "a queue mapping's failures follow the queue's redrive policy"
+    );
+    let unmanaged = MappingPlan {
+        on_failure: None,
+        ..p.clone()
+    };
+    assert!(!mapping_differs(&unmanaged, &mapping(&p)));
+}
+
+#[test]
+fn asynchronous_failure_handling_is_compared_field_by_field() {
+    let want = crate::plan::lambdas::projector_async_failures("f", "arn:q");
+    assert!(!async_failures_differ(
+        &want,
+        Some(2),
+        Some(21_600),
+        Some("arn:q")
+    ));
+    assert!(async_failures_differ(&want, None, Some(21_600), Some("arn:q")));
+    assert!(async_failures_differ(&want, Some(0), Some(21_600), Some("arn:q")));
+    assert!(async_failures_differ(&want, Some(2), Some(60), Some("arn:q")));
+    assert!(async_failures_differ(&want, Some(2), Some(21_600), None));
+    assert!(async_failures_differ(
+        &want,
+        Some(2),
+        Some(21_600),
+        Some("arn:other")
+    ));
 }
 
 #[test]
