@@ -38,15 +38,15 @@ pub const APPROVE_PROMOTION_ANNOTATION: &str = "kappa.dev/approve-promotion";
     printcolumn(name = "Version", type_ = "integer", json_path = ".status.activeVersion"),
     printcolumn(name = "Rebuild", type_ = "string", json_path = ".status.rebuild"),
     printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
         name = "DeadLetters",
         type_ = "integer",
         json_path = ".status.deadLetters",
         priority = 1
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(name = "Push", type_ = "string", json_path = ".status.push.url", priority = 1)
