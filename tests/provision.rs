@@ -609,26 +609,27 @@ async fn the_ingest_queue_dead_letters_what_the_writer_fails_and_the_log_counts_
             .await
             .unwrap();
     }
-    // The harness's pollers look at a mapping's state every 200 ms.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The harness's pollers look at a mapping's state every 200 ms (later on a loaded machine).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     sqs.send_message()
         .queue_url(&url)
         .message_body("{not json")
         .send()
         .await
         .unwrap();
-    for _ in 0..3 {
-        sqs.receive_message()
-            .queue_url(&url)
-            .visibility_timeout(0)
-            .send()
-            .await
-            .unwrap();
-    }
+    // Received (and failed) until SQS moves it. Should the writer's poller still have taken it before it
+    // paused, the writer failed it too (a receive that counts) and it is visible again after the 180 s
+    // visibility timeout: the deadline covers that.
     common::eventually(
-        Duration::from_secs(10),
+        Duration::from_secs(240),
         "the message in the dead-letter queue",
         || async {
+            sqs.receive_message()
+                .queue_url(&url)
+                .visibility_timeout(0)
+                .send()
+                .await
+                .unwrap();
             let a = queue_attributes(&sqs, &dlq_url).await;
             (a.get("ApproximateNumberOfMessages").map(String::as_str) == Some("1")).then_some(())
         },
