@@ -158,9 +158,8 @@ class Invocation:
         self.result = None  # (error_type or None, body bytes)
 
 
-class RuntimeApi(BaseHTTPRequestHandler):
-    """The Lambda Runtime API of one execution environment
-    (https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html)."""
+class JsonHandler(BaseHTTPRequestHandler):
+    """What the harness's HTTP APIs share: HTTP/1.1, no request log, JSON replies, the request body."""
 
     protocol_version = "HTTP/1.1"
 
@@ -168,17 +167,24 @@ class RuntimeApi(BaseHTTPRequestHandler):
         pass
 
     def reply(self, status, body=b"{}", headers=None):
+        """Replies `body` (bytes as they are, anything else as JSON) with `headers`."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(data)
 
     def body(self):
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
+
+
+class RuntimeApi(JsonHandler):
+    """The Lambda Runtime API of one execution environment
+    (https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html)."""
 
     def do_GET(self):
         env = self.server.env
@@ -1165,7 +1171,7 @@ def deliver_sns(sub, event):
 MANAGEMENT_PORT = int(os.environ.get("KAPPA_LOCAL_HARNESS_PORT") or 0)
 
 
-class ManagementApi(BaseHTTPRequestHandler):
+class ManagementApi(JsonHandler):
     """The `@connections` API of WebSocket stages
     (https://docs.aws.amazon.com/apigateway/latest/developerguide/apigateway-how-to-call-websocket-api-connections.html),
     at http://127.0.0.1:$KAPPA_LOCAL_HARNESS_PORT/{apiId}/{stage}/@connections/{connectionId}
@@ -1177,29 +1183,14 @@ class ManagementApi(BaseHTTPRequestHandler):
       GET  /_connections/{apiId}/{connectionId}/posts   {"posts": [{"data": <utf-8 text>, "base64": ...}]}
     """
 
-    protocol_version = "HTTP/1.1"
     connections = {}  # (api, id) -> {"connectedAt", "posts": [bytes]}
     lock = threading.Lock()
-
-    def log_message(self, *args):
-        pass
-
-    def reply(self, status, body, headers=None):
-        data = json.dumps(body).encode() if not isinstance(body, bytes) else body
-        self.send_response(status)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def gone(self):
         self.reply(410, {"message": None}, {"x-amzn-ErrorType": "GoneException"})
 
     def route(self):
-        n = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(n) if n else b""
+        body = self.body()
         path = self.path.split("?")[0]
         m = re.match(r"^/_connections/([^/]+)/([^/]+)(/posts)?$", path)
         if m:
