@@ -30,9 +30,27 @@ echo "[test] cargo clippy -D warnings"
 cargo clippy --all-targets --features failpoints --quiet -- -D warnings
 # The local stack's Lambda functions run the operator binary these tests build (hack/local_lambda.py).
 echo "$CARGO_TARGET_DIR/debug/kappa-operator" >.stack/lambda-binary
-echo "[test] cargo test (with the crash points compiled in)"
-cargo test --all-targets --features failpoints --no-fail-fast
+# cargo-nextest runs every test in its own process, several at once (.config/nextest.toml); the tests
+# that replace the cluster's CRDs (tests/crd_skew.rs) run alone afterwards. KAPPA_TEST_THREADS overrides
+# the number at once.
+NEXTEST=$(hack/tools.sh path cargo-nextest)
+threads=()
+if [ -n "${KAPPA_TEST_THREADS:-}" ]; then threads=(--test-threads "$KAPPA_TEST_THREADS"); fi
+failed=0
+echo "[test] cargo nextest: unit and integration tests (with the crash points compiled in)"
+"$NEXTEST" nextest run --lib --bins --tests --features failpoints "${threads[@]}" \
+  -E 'not binary(crd_skew)' || failed=1
+echo "[test] cargo nextest: tests/crd_skew.rs alone (it replaces the CRDs every other test uses)"
+"$NEXTEST" nextest run --lib --bins --tests --features failpoints -E 'binary(crd_skew)' || failed=1
+# The benchmarks' smoke runs (nextest lists tests; a bench binary is a program of its own).
+echo "[test] cargo test --benches (smoke runs)"
+cargo test --benches --features failpoints || failed=1
 echo "[test] the local stack's Lambda harness (hack/local-lambda-tests)"
 KAPPA_TEST_OPERATOR_BINARY=$CARGO_TARGET_DIR/debug/kappa-operator \
   "${KAPPA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kappa-operator}/venv-moto-5.2.5/bin/python" \
-  -m unittest discover -s hack/local-lambda-tests
+  -m unittest discover -s hack/local-lambda-tests || failed=1
+if [ $failed = 1 ]; then
+  echo "[test] FAILED: see the failures above (nextest prints each failing test's output)" >&2
+  exit 1
+fi
+echo "[test] all passed"

@@ -11,6 +11,9 @@
 #   helm          the version hack/stack.sh pins, built the same way into the same place (for jobs that
 #                 need helm but no cluster)
 #   ShellCheck    Debian's shellcheck package (actionlint checks the workflows' scripts with it)
+#   cargo-nextest the test runner `make test` uses: every test its own process, several at once (the
+#                 integration tests mostly wait on the stack), built from crates.io with `cargo install
+#                 --locked` (about 12 minutes the first time)
 #
 # Go tools are built from their modules through the module proxy with the machine's Go (GOTOOLCHAIN=local);
 # zig and cargo-zigbuild come from their PyPI packages (prebuilt) in a venv of their own.
@@ -23,6 +26,7 @@ ACTIONLINT_VERSION=v1.7.12  # github.com/rhysd/actionlint
 ZIG_VERSION=0.17.0          # PyPI ziglang
 ZIGBUILD_VERSION=0.24.0     # PyPI cargo-zigbuild
 HELM_VERSION=$(sed -n 's/^HELM_VERSION=//p' "$REPO/hack/stack.sh")
+NEXTEST_VERSION=0.9.151     # crates.io cargo-nextest
 
 KAPPA_CACHE=${KAPPA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kappa-operator}
 BIN=$KAPPA_CACHE/bin
@@ -53,6 +57,16 @@ zig_tools() {
     "cargo-zigbuild==$ZIGBUILD_VERSION" || die "pip install ziglang cargo-zigbuild failed"
 }
 
+nextest() {
+  [ -x "$BIN/cargo-nextest-$NEXTEST_VERSION" ] && return 0
+  say "building cargo-nextest $NEXTEST_VERSION from crates.io (about 12 minutes the first time)."
+  local out; out=$(mktemp -d)
+  nice -n 19 cargo install --locked --quiet "cargo-nextest@$NEXTEST_VERSION" --root "$out" \
+    --target-dir "$KAPPA_CACHE/nextest-build" || die "cargo install cargo-nextest@$NEXTEST_VERSION failed"
+  mkdir -p "$BIN" && mv "$out/bin/cargo-nextest" "$BIN/cargo-nextest-$NEXTEST_VERSION"
+  rm -rf "$out" "$KAPPA_CACHE/nextest-build"
+}
+
 shellcheck_package() {
   command -v shellcheck >/dev/null && return 0
   [ "$(id -u)" = 0 ] || die "shellcheck is missing: sudo apt-get install -y shellcheck"
@@ -74,7 +88,8 @@ build() {
     helm) go_tool helm "$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" "about 3 minutes the first time" \
       "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ;; # as hack/stack.sh builds it
     shellcheck) shellcheck_package ;;
-    *) die "unknown tool $1 (crane, promtool, actionlint, cargo-zigbuild, zig, helm, shellcheck)" ;;
+    cargo-nextest) nextest ;;
+    *) die "unknown tool $1 (crane, promtool, actionlint, cargo-zigbuild, zig, helm, shellcheck, cargo-nextest)" ;;
   esac
 }
 
@@ -88,6 +103,7 @@ where() {
     zig) echo "$ZIG_VENV/bin/python3" ;;
     helm) echo "$BIN/helm-$HELM_VERSION" ;;
     shellcheck) command -v shellcheck ;;
+    cargo-nextest) echo "$BIN/cargo-nextest-$NEXTEST_VERSION" ;;
     *) die "unknown tool $1" ;;
   esac
 }
@@ -96,7 +112,7 @@ where() {
 link() {
   mkdir -p "$KAPPA_CACHE/path"
   local name
-  for name in crane promtool actionlint cargo-zigbuild; do
+  for name in crane promtool actionlint cargo-zigbuild cargo-nextest; do
     [ -x "$(where "$name")" ] && ln -sf "$(where "$name")" "$KAPPA_CACHE/path/$name"
   done
   return 0
@@ -104,7 +120,7 @@ link() {
 
 case ${1:-} in
   install)
-    for t in crane actionlint shellcheck cargo-zigbuild promtool; do build "$t"; done
+    for t in crane actionlint shellcheck cargo-zigbuild promtool cargo-nextest; do build "$t"; done
     link ;;
   path)
     [ -n "${2:-}" ] || die "usage: hack/tools.sh path NAME"

@@ -326,9 +326,18 @@ async fn a_lambda_view_with_subscribers_gets_a_websocket_api_removed_with_its_su
         ttl.time_to_live_description().unwrap().attribute_name(),
         Some("expiresAt")
     );
-    let functions = lambda.list_functions().send().await.unwrap();
+    // Every page: the stack holds other tests' functions too.
+    let functions: Vec<_> = lambda
+        .list_functions()
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     let notifier = functions
-        .functions()
         .iter()
         .find(|f| {
             f.handler() == Some("notifier")

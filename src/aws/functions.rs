@@ -279,6 +279,12 @@ impl ViewStore for DynamoViewStore {
             tracing::warn!(error = %e, "could not note the record error for the operator; it is in this log only");
         }
     }
+
+    async fn report_live(&self, report: &crate::functions::progress::LiveReport) {
+        if let Err(e) = self.writer.note_live_progress(report).await {
+            tracing::warn!(error = %e, "could not report the projector's progress to the operator");
+        }
+    }
 }
 
 #[cfg(test)]

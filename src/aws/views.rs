@@ -33,6 +33,7 @@ use futures::StreamExt;
 use super::AwsError;
 use super::error::from_sdk;
 use crate::backfill::batch::{Request, WriteBatcher};
+use crate::functions::progress::{LiveReport, ProgressItem};
 use crate::projection::dynamo::{self, AggregateAdd, MAX_TRANSACTION_ACTIONS};
 use crate::projection::{Item, Number, RecordId, ViewWrite, view_key_of};
 
@@ -899,6 +900,90 @@ impl ViewTableWriter {
             _ => None,
         };
         Ok((errors, failing))
+    }
+
+    /// The key of the view's live-progress item ([`dynamo::live_progress_key`]).
+    fn progress_key(&self) -> HashMap<String, AttributeValue> {
+        crate::projection::item_to_dynamodb(dynamo::live_progress_key(&self.key_prefix, &self.view))
+    }
+
+    /// Writes a projector function's progress report to the view's live-progress item (see
+    /// [`crate::functions::progress`]): one `UpdateItem`. Finished records set `appliedAt`, `lagMs` and
+    /// `newestCreatedMs` (epoch milliseconds) and add to `records`; a failure sets `failedAt` and
+    /// `failure` (its first 1,000 characters). Reports of concurrent instances overwrite each other.
+    /// Errors: the AWS call's.
+    pub async fn note_live_progress(&self, report: &LiveReport) -> Result<(), AwsError> {
+        let n = |v: i64| AttributeValue::N(v.to_string());
+        let mut sets = Vec::new();
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.progress_key()));
+        if report.records > 0 {
+            sets.push("appliedAt = :t");
+            update = update.expression_attribute_values(":t", n(report.at_ms));
+            if let Some(lag) = report.lag_ms {
+                sets.push("lagMs = :l");
+                update = update.expression_attribute_values(":l", n(lag));
+            }
+            if let Some(newest) = report.newest_created_ms {
+                sets.push("newestCreatedMs = :c");
+                update = update.expression_attribute_values(":c", n(newest));
+            }
+        }
+        if let Some(failure) = &report.failure {
+            sets.extend(["failedAt = :f", "failure = :m"]);
+            update = update
+                .expression_attribute_values(":f", n(report.at_ms))
+                .expression_attribute_values(":m", AttributeValue::S(failure.chars().take(1_000).collect()));
+        }
+        let mut expression = format!("SET {}", sets.join(", "));
+        if report.records > 0 {
+            expression.push_str(" ADD records :r");
+            update = update.expression_attribute_values(":r", n(report.records as i64));
+        }
+        if sets.is_empty() {
+            return Ok(());
+        }
+        update
+            .update_expression(expression)
+            .send()
+            .await
+            .map_err(from_sdk("UpdateItem", &self.table))?;
+        Ok(())
+    }
+
+    /// The view's live-progress item (see [`Self::note_live_progress`]), read strongly consistently;
+    /// `None` when no projector function reported. Errors: the AWS call's.
+    pub async fn live_progress(&self) -> Result<Option<ProgressItem>, AwsError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(self.progress_key()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(from_sdk("GetItem", &self.table))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let number = |name: &str| match item.get(name) {
+            Some(AttributeValue::N(v)) => v.parse::<i64>().ok(),
+            _ => None,
+        };
+        Ok(Some(ProgressItem {
+            applied_at_ms: number("appliedAt"),
+            lag_ms: number("lagMs"),
+            newest_created_ms: number("newestCreatedMs"),
+            records: number("records").unwrap_or(0).max(0) as u64,
+            failed_at_ms: number("failedAt"),
+            failure: match item.get("failure") {
+                Some(AttributeValue::S(m)) => Some(m.clone()),
+                _ => None,
+            },
+        }))
     }
 
     /// Folds backfill attempt `attempt`'s base into each aggregate: `SET #a = <live attribute> + :base`

@@ -34,6 +34,7 @@ use crate::crd::{
     APPROVE_BACKFILL_ANNOTATION, BackfillApproval, BackfillSource, BackfillStatus, EventLog, LiveStatus,
     MaterializedView, ViewPhase, reasons,
 };
+use crate::functions::progress;
 use crate::projection::{ProjectionConfig, RecordErrors};
 use crate::runtime::checkpoints::{self, ConfigMapCheckpoint, view_key};
 use crate::runtime::live::LiveReader;
@@ -285,6 +286,7 @@ pub(super) async fn reconcile(
         watermark: live.watermark.and_then(time_of),
         records_applied: live.records_applied as i64,
         checkpoint: Some(live_checkpoint.name().to_string()),
+        ..Default::default()
     };
     let gap = pending_gap(view, ctx, &key, &live_checkpoint).await;
 
@@ -1148,6 +1150,9 @@ pub(super) async fn lambda_view(
         .unwrap_or_default();
         let (errors, failing) = record_error_ledger(ctx, table, &projection).await;
         outcome.record_errors.merge(&errors);
+        if live_path_ready {
+            lambda_live(&mut outcome, view, ctx, table, &projection).await;
+        }
         if let Some(message) =
             failing.and_then(|(m, noted)| current_failure(&noted, &fingerprint).then_some(m))
             && !matches!(outcome.health, Health::Stalled { .. })
@@ -1164,6 +1169,66 @@ pub(super) async fn lambda_view(
         }
     }
     outcome
+}
+
+/// A Lambda view's live path as its projector function reports it (`crate::functions::progress`):
+/// `outcome.live` with the reported lag (caught up within `spec.promotion.maxLag`, which promotion waits
+/// on), and a retryable failure the function reports as `LivePathFailed` (Progressing, as an in-cluster
+/// reader's). The item unreadable: the live status is left unknown (not caught up) and a warning logged.
+async fn lambda_live(
+    outcome: &mut InClusterOutcome,
+    view: &MaterializedView,
+    ctx: &Context,
+    table: &str,
+    projection: &ProjectionConfig,
+) {
+    let writer = ViewTableWriter::for_view(ctx.aws.dynamodb.clone(), table, projection, 1);
+    let item = match writer.live_progress().await {
+        Ok(item) => item,
+        Err(e) => {
+            tracing::warn!(view = projection.view_name(), error = %e, "could not read the projector's progress");
+            outcome.live = Some(LiveStatus::default());
+            return;
+        }
+    };
+    let max_lag = crate::crd::parse_duration(&view.spec.promotion.max_lag)
+        .unwrap_or(Duration::from_secs(30))
+        .as_millis() as i64;
+    let seen = progress::assess(item.as_ref(), progress::now_ms(), max_lag);
+    let item = item.unwrap_or_default();
+    outcome.live = Some(LiveStatus {
+        caught_up: seen.caught_up,
+        records_applied: item.records as i64,
+        lag_seconds: seen.lag_ms.map(|ms| (ms + 999) / 1_000),
+        last_reported: item.applied_at_ms.and_then(|ms| time_of(ms as f64 / 1_000.0)),
+        ..Default::default()
+    });
+    // The function reports between reconciles: read it again as often as an in-cluster view's reader is.
+    outcome.requeue = outcome.requeue.min(Duration::from_secs(30));
+    if matches!(outcome.health, Health::Stalled { .. }) || seen.caught_up {
+        return;
+    }
+    outcome.requeue = outcome.requeue.min(Duration::from_secs(5));
+    if let Some(reason) = seen.failing {
+        outcome.health = Health::Progressing {
+            reason: reasons::LIVE_PATH_FAILED,
+            message: format!(
+                "the projector function fails to apply records and Lambda retries them (its event source \
+                 mapping or SNS): {reason}"
+            ),
+        };
+    } else if outcome.phase == ViewPhase::Live {
+        outcome.phase = ViewPhase::CatchingUp;
+        outcome.health = Health::Progressing {
+            reason: reasons::CATCHING_UP,
+            message: format!(
+                "backfill complete; the projector function reports a lag of {}s, over spec.promotion.maxLag \
+                 ({})",
+                seen.lag_ms.map_or(0, |ms| (ms + 999) / 1_000),
+                view.spec.promotion.max_lag
+            ),
+        };
+    }
 }
 
 /// How long a record error noted by a failing projector function counts as current without being noted

@@ -289,7 +289,8 @@ pub(super) async fn run(
             (_, Some(skipped)) => Some(skipped.clone()),
             _ => None,
         };
-        // A Lambda view's live lag is not measured: its live path is in place once it is Provisioned.
+        // In-cluster: the reader's watermark; Lambda: the lag the projector function reports
+        // (`crate::functions::progress`), folded into `caught_up` against maxLag. No live status: no live path.
         let within_lag = out.live.as_ref().is_none_or(|l| {
             l.caught_up
                 || l.watermark

@@ -782,6 +782,15 @@ pub struct LiveStatus {
     /// The ConfigMap holding the stream reader's checkpoint (sequence numbers per shard).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<String>,
+    /// Lambda runtime: how far behind the log the projector function was when it last reported, in
+    /// seconds (rounded up): from the oldest record of its batch being written to the log to the batch
+    /// being applied. Promotion waits until it is within `spec.promotion.maxLag`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<i64>,
+    /// Lambda runtime: when the projector function last reported applying records (it reports at most
+    /// every 5 s per instance, sooner when its lag moves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reported: Option<Time>,
 }
 
 /// Phase of a view.

@@ -15,6 +15,7 @@ use serde_json::Value;
 use super::connections::{self, ConnectionsConfig, WebSocketEvent};
 use super::event::{ProjectorEvent, SqsEvent, StreamEvent};
 use super::notifier::{self, NotifierConfig};
+use super::progress::{self, ProgressReporter};
 use super::projector::{self, ProjectorConfig};
 use super::router::{self, RouterConfig};
 use super::writer::{self, WriterConfig};
@@ -88,11 +89,14 @@ pub async fn run() -> Result<(), Error> {
                 settings.fingerprint(),
             ));
             let log = Arc::new(DynamoLogStore::new(dynamodb, settings.log.table.clone()));
+            let reporter = Arc::new(std::sync::Mutex::new(ProgressReporter::default()));
             lambda_runtime::run(service_fn(move |event: LambdaEvent<ProjectorEvent>| {
-                let (compiled, store, log) = (compiled.clone(), store.clone(), log.clone());
+                let (compiled, store, log, reporter) =
+                    (compiled.clone(), store.clone(), log.clone(), reporter.clone());
                 async move {
-                    let report =
-                        projector::handle_with_log(&compiled, &*store, &*log, &event.payload).await?;
+                    let outcome = projector::handle_with_log(&compiled, &*store, &*log, &event.payload).await;
+                    projector::report_progress(&*store, &reporter, &outcome, progress::now_ms()).await;
+                    let report = outcome?;
                     if report.stats.by_reference > 0 {
                         tracing::info!(
                             by_reference = report.stats.by_reference,

@@ -50,6 +50,7 @@ pub mod connections;
 pub mod entry;
 pub mod event;
 pub mod notifier;
+pub mod progress;
 pub mod projector;
 pub mod router;
 pub mod writer;

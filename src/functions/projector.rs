@@ -58,6 +58,7 @@ use super::event::{
     ROUTED_RECORD_KIND, ROUTED_RECORD_VERSION, RoutedRecord, StreamRecord, image_digest,
 };
 use super::event::{SnsEvent, StreamEvent, StreamEventName};
+use super::progress::{BatchProgress, LiveReport, ProgressReporter};
 use crate::crd::RecordErrorPolicy;
 use crate::crd::{
     EventLogRef, EventLogSpec, FanOutSpec, LogTableSpec, MaterializedViewSpec, Projection, RecordType,
@@ -259,6 +260,14 @@ pub trait ViewStore {
         let _ = (id, message, failing);
         std::future::ready(())
     }
+
+    /// Writes a report of the function's progress to the view's live-progress item for the operator
+    /// ([`crate::projection::dynamo::live_progress_key`], [`super::progress`]). Best effort, like
+    /// [`ViewStore::record_error`]. The reference store keeps nothing.
+    fn report_live(&self, report: &LiveReport) -> impl Future<Output = ()> + Send {
+        let _ = report;
+        std::future::ready(())
+    }
 }
 
 /// The reference store: [`MemoryStore`] behind a lock. Its errors (what DynamoDB would reject with a
@@ -330,6 +339,9 @@ pub struct ProjectorStats {
     pub newer_in_log: usize,
     /// Records that failed with a retryable error, or (stream) were left for the retry behind one.
     pub failed: usize,
+    /// The records finished (every outcome above but `failed`) and their creation times: what the
+    /// function reports of its lag ([`super::progress`]).
+    pub progress: BatchProgress,
 }
 
 /// The result of a stream event, or of an SNS event that needs no retry.
@@ -338,6 +350,8 @@ pub struct ProjectorReport {
     /// The response to return to Lambda (always empty for SNS events).
     pub response: BatchResponse,
     pub stats: ProjectorStats,
+    /// Why the stream batch stopped at a record (a retryable error; Lambda retries from it), if it did.
+    pub failure: Option<String>,
 }
 
 /// An SNS event with a record that must be retried: return it as the invocation's error.
@@ -396,6 +410,7 @@ pub async fn handle_stream<S: ViewStore>(
             );
             report.stats.failed = event.records.len() - i;
             report.response = BatchResponse::failed([sequence.clone()]);
+            report.failure = Some(reason);
             break;
         }
     }
@@ -477,6 +492,7 @@ pub async fn handle_sns_with_log<S: ViewStore, L: LogStore>(
         None => Ok(ProjectorReport {
             response: BatchResponse::success(),
             stats,
+            failure: None,
         }),
         Some(reason) => Err(ProjectorError::Retry {
             view: config.view_name().to_string(),
@@ -485,6 +501,27 @@ pub async fn handle_sns_with_log<S: ViewStore, L: LogStore>(
             reason,
             stats,
         }),
+    }
+}
+
+/// After an invocation ended with `outcome`: feeds `reporter` (the instance's reporting rule) and writes
+/// the report it asks for with [`ViewStore::report_live`]. `now_ms`: epoch milliseconds.
+pub async fn report_progress<S: ViewStore>(
+    store: &S,
+    reporter: &Mutex<ProgressReporter>,
+    outcome: &Result<ProjectorReport, ProjectorError>,
+    now_ms: i64,
+) {
+    let (progress, failure) = match outcome {
+        Ok(report) => (&report.stats.progress, report.failure.as_deref()),
+        Err(ProjectorError::Retry { stats, reason, .. }) => (&stats.progress, Some(reason.as_str())),
+    };
+    let report = match reporter.lock() {
+        Ok(mut reporter) => reporter.observe(now_ms, progress, failure),
+        Err(_) => None,
+    };
+    if let Some(report) = report {
+        store.report_live(&report).await;
     }
 }
 
@@ -597,6 +634,18 @@ fn record_error(record: &StreamRecord, reason: &str) -> String {
 /// error under `onRecordError: Fail` (the batch then reports it as failed, from it on); every
 /// other outcome is counted in `stats`.
 async fn project_record<S: ViewStore>(
+    config: &ProjectionConfig,
+    store: &S,
+    record: &StreamRecord,
+    stats: &mut ProjectorStats,
+) -> Result<(), String> {
+    project_counted(config, store, record, stats).await?;
+    stats.progress.finished(record);
+    Ok(())
+}
+
+/// [`project_record`] without the progress count.
+async fn project_counted<S: ViewStore>(
     config: &ProjectionConfig,
     store: &S,
     record: &StreamRecord,

@@ -89,6 +89,20 @@ pub fn record_errors_key(key_prefix: &str, view: &str) -> Item {
     ])
 }
 
+/// The key of view `view`'s live-progress item: what its projector function reports of its progress and
+/// lag (`crate::functions::progress`), for the operator's `status.live` of a Lambda view.
+/// `pk = <key_prefix>~applied#live#<view>`, `sk = ~` (no marker, band, ledger or owner key is the same:
+/// a view name is a DNS label, without `#` or `/`).
+pub fn live_progress_key(key_prefix: &str, view: &str) -> Item {
+    Item::from([
+        (
+            "pk".to_string(),
+            Value::S(format!("{key_prefix}{MARKER_INFIX}live#{view}")),
+        ),
+        ("sk".to_string(), Value::S(MARKER_SK.to_string())),
+    ])
+}
+
 /// The key of the owner item of the storage at `key_prefix` (`""` for a dedicated table): which view
 /// object (by uid) projected the items under the prefix. `pk = <key_prefix>~applied#owner`, `sk = ~`;
 /// no marker (`~applied#<view>/…`, a view name never holds `/` or `#`), band or ledger key is the same.
