@@ -30,6 +30,7 @@ struct Clients {
     lambda: aws_sdk_lambda::Client,
     iam: aws_sdk_iam::Client,
     ddb: aws_sdk_dynamodb::Client,
+    sqs: aws_sdk_sqs::Client,
 }
 
 impl Clients {
@@ -61,6 +62,11 @@ impl Clients {
             ),
             ddb: aws_sdk_dynamodb::Client::from_conf(
                 aws_sdk_dynamodb::config::Builder::from(&shared)
+                    .interceptor(counter.clone())
+                    .build(),
+            ),
+            sqs: aws_sdk_sqs::Client::from_conf(
+                aws_sdk_sqs::config::Builder::from(&shared)
                     .interceptor(counter)
                     .build(),
             ),
@@ -121,6 +127,8 @@ struct Provisioned {
     route_ids: BTreeMap<String, String>,
     connections_arn: String,
     mapping_uuid: String,
+    /// The notifier's failure queue's ARN.
+    failure_queue_arn: String,
 }
 
 /// One pass over every push resource in the controller's order; `Converged` when no pass step changed
@@ -184,9 +192,14 @@ async fn converge_once(
     let (_, conv) = lambda::ensure_function(&c.lambda, &notifier).await.unwrap();
     all.push(conv);
     let stream = views_table.stream_arn.clone().expect("the views table streams");
-    let (mapping_uuid, conv) = lambda::ensure_mapping(&c.lambda, &push.notifier_mapping(&stream))
+    let failures = kappa_operator::aws::sqs::ensure_queue(&c.sqs, &push.notifier_failure_queue, None)
         .await
         .unwrap();
+    all.push(failures.convergence);
+    let (mapping_uuid, conv) =
+        lambda::ensure_mapping(&c.lambda, &push.notifier_mapping(&stream, &failures.arn))
+            .await
+            .unwrap();
     all.push(conv);
     let convergence = if all.iter().all(|c| *c == Convergence::Converged) {
         Convergence::Converged
@@ -200,6 +213,7 @@ async fn converge_once(
             route_ids,
             connections_arn,
             mapping_uuid,
+            failure_queue_arn: failures.arn,
         },
         convergence,
     )
@@ -373,6 +387,42 @@ async fn a_views_tables_websocket_api_is_provisioned_idempotently_repaired_and_d
     assert_eq!(mapping.starting_position().map(|s| s.as_str()), Some("LATEST"));
     assert_eq!(mapping.bisect_batch_on_function_error(), Some(true));
     assert_eq!(mapping.event_source_arn(), table.stream_arn.as_deref());
+    // A change it cannot post goes to its own failure queue (owned, tagged) after bounded retries,
+    // instead of holding the shard back until the stream trims it.
+    assert_eq!(mapping.maximum_retry_attempts(), Some(10), "{mapping:?}");
+    assert_eq!(
+        mapping.maximum_record_age_in_seconds(),
+        Some(82_800),
+        "{mapping:?}"
+    );
+    assert_eq!(
+        mapping
+            .destination_config()
+            .and_then(|d| d.on_failure())
+            .and_then(|o| o.destination()),
+        Some(p.failure_queue_arn.as_str())
+    );
+    let queue_url = c
+        .sqs
+        .get_queue_url()
+        .queue_name(&push.notifier_failure_queue.name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let queue_tags: BTreeMap<String, String> = c
+        .sqs
+        .list_queue_tags()
+        .queue_url(&queue_url)
+        .send()
+        .await
+        .unwrap()
+        .tags
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    assert_eq!(queue_tags, push.owner.tags());
     let notifier = c
         .lambda
         .get_function()
@@ -557,6 +607,15 @@ async fn a_views_tables_websocket_api_is_provisioned_idempotently_repaired_and_d
                 .unwrap()
         );
     }
+    assert!(
+        kappa_operator::aws::sqs::delete_queue_if_owned(
+            &c.sqs,
+            &push.notifier_failure_queue.name,
+            &push.owner
+        )
+        .await
+        .unwrap()
+    );
     for role in [&push.connections_role.name, &push.notifier_role_name] {
         assert!(
             iam::delete_role_if_owned(&c.iam, role, &push.owner)

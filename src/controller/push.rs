@@ -137,7 +137,8 @@ pub struct AwsPush {
 
 /// Provisions a views table's push stack, in dependency order: the connections table, role and function,
 /// the WebSocket API with its integration, routes and stage, the permission for API Gateway to invoke the
-/// connections function, then the notifier's role, function and mapping on the views table's stream.
+/// connections function, then the notifier's role, function, failure queue and mapping on the views
+/// table's stream.
 /// `permissions_boundary` (a managed policy's ARN or name) bounds both roles.
 pub async fn ensure_aws_push(
     aws: &crate::aws::Aws,
@@ -185,7 +186,10 @@ pub async fn ensure_aws_push(
     let notifier = plan.notifier_function(&notifier_role, &api.api_id, api.api_endpoint.as_deref(), code);
     let (_, c) = lambda::ensure_function(&aws.lambda, &notifier).await?;
     all.push(c);
-    let (_, c) = lambda::ensure_mapping(&aws.lambda, &plan.notifier_mapping(views_stream_arn)).await?;
+    let failures = crate::aws::sqs::ensure_queue(&aws.sqs, &plan.notifier_failure_queue, None).await?;
+    all.push(failures.convergence);
+    let mapping = plan.notifier_mapping(views_stream_arn, &failures.arn);
+    let (_, c) = lambda::ensure_mapping(&aws.lambda, &mapping).await?;
     all.push(c);
     Ok(AwsPush {
         url: plan.client_url(&api.api_id, api.api_endpoint.as_deref()),
@@ -195,7 +199,8 @@ pub async fn ensure_aws_push(
 }
 
 /// Removes a views table's push stack (only what carries its owner's tags): the API first, so no client
-/// connects any more, then the notifier's mapping, the functions, the roles and the connections table.
+/// connects any more, then the notifier's mapping, the functions, the notifier's failure queue, the roles
+/// and the connections table.
 /// Returns what was deleted.
 pub async fn delete_aws_push(
     aws: &crate::aws::Aws,
@@ -214,6 +219,11 @@ pub async fn delete_aws_push(
         if lambda::delete_function_if_owned(&aws.lambda, f, &plan.owner).await? {
             deleted.push(format!("function {f}"));
         }
+    }
+    // After the mapping and the function: nothing sends to it any more.
+    let queue = &plan.notifier_failure_queue.name;
+    if crate::aws::sqs::delete_queue_if_owned(&aws.sqs, queue, &plan.owner).await? {
+        deleted.push(format!("notifier failure queue {queue}"));
     }
     for role in [&plan.notifier_role_name, &plan.connections_role.name] {
         if iam::delete_role_if_owned(&aws.iam, role, &plan.owner).await? {

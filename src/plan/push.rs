@@ -23,10 +23,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::function::{FunctionPlan, MappingPlan, PROVIDED_RUNTIME, StartingPosition};
-use super::iam::{AwsScope, lambda_trust_policy, logs_statement, policy};
+use super::function::{FunctionPlan, MappingPlan, PROVIDED_RUNTIME, StartingPosition, StreamFailurePlan};
+use super::iam::{AwsScope, failure_queue_statement, lambda_trust_policy, logs_statement, policy};
 use super::lambdas::BuiltInCode;
-use super::log::{RolePlan, TablePlan};
+use super::log::{QueuePlan, RolePlan, TablePlan, failure_queue};
 use super::names::{NameKind, Owner};
 use super::view::ViewPlan;
 use crate::crd::BillingMode;
@@ -38,6 +38,8 @@ use crate::push::message::ViewRoutes;
 pub const CONNECTIONS: &str = "connections";
 /// The handler (`_HANDLER`) of the built-in notifier function.
 pub const NOTIFIER: &str = "notifier";
+/// The notifier's failure queue among the views table's resources.
+pub const NOTIFIER_FAILURES: &str = "notifier-failures";
 /// The API's one stage; clients connect to `wss://.../live`.
 pub const STAGE: &str = "live";
 /// How the API picks a route: the `action` of the JSON message (see `crate::push::message`).
@@ -125,6 +127,9 @@ pub struct PushPlan {
     pub notifier_role_name: String,
     /// The name of the notifier function.
     pub notifier_function: String,
+    /// The on-failure destination of the notifier's stream mapping: the changes it could not post after
+    /// its retries (`views-notifier-failures`), kept 14 days.
+    pub notifier_failure_queue: QueuePlan,
     pub scope: AwsScope,
 }
 
@@ -200,6 +205,7 @@ pub fn plan_push(view: &ViewPlan, subscribers: &[(String, String)], scope: &AwsS
         connections_function,
         notifier_role_name: owner.resource_name(&role(NOTIFIER), NameKind::Role),
         notifier_function: owner.resource_name(&role(NOTIFIER), NameKind::Function),
+        notifier_failure_queue: failure_queue(&owner, &role(NOTIFIER_FAILURES)),
         connections_table,
         scope: scope.clone(),
         owner,
@@ -265,6 +271,7 @@ impl PushPlan {
                 &self.views_table,
                 &self.connections_table.name,
                 api_id,
+                &self.notifier_failure_queue.name,
             ),
             function: self.notifier_function.clone(),
             trust: lambda_trust_policy(),
@@ -324,8 +331,11 @@ impl PushPlan {
     }
 
     /// The notifier's mapping on the views table's stream: from the latest record (changes from now on
-    /// are what subscribers want), a failing batch bisected so one bad record holds back no others.
-    pub fn notifier_mapping(&self, stream_arn: &str) -> MappingPlan {
+    /// are what subscribers want), a failing batch bisected so one bad record holds back no others, and,
+    /// as the projectors' mappings, bounded retries and record age with the notifier's failure queue
+    /// (`failure_queue_arn`) as on-failure destination ([`StreamFailurePlan`]): a change that cannot be
+    /// posted is recorded there instead of holding its shard back until the stream trims it.
+    pub fn notifier_mapping(&self, stream_arn: &str, failure_queue_arn: &str) -> MappingPlan {
         MappingPlan {
             function_name: self.notifier_function.clone(),
             event_source_arn: stream_arn.to_string(),
@@ -335,8 +345,7 @@ impl PushPlan {
             filter_patterns: Vec::new(),
             report_batch_item_failures: true,
             bisect_batch_on_function_error: true,
-            // The notifier's failure handling is not managed here (yet): Lambda's defaults.
-            on_failure: None,
+            on_failure: Some(StreamFailurePlan::to_queue(failure_queue_arn)),
         }
     }
 }
@@ -358,13 +367,15 @@ pub fn connections_policy(scope: &AwsScope, function: &str, connections_table: &
 }
 
 /// The notifier reads its views table's stream, finds and prunes subscribers in the connections table,
-/// and posts only to its own API's connections on stage `live`.
+/// posts only to its own API's connections on stage `live`, and may send to its own failure queue
+/// (`failure_queue`, a name) only.
 pub fn notifier_policy(
     scope: &AwsScope,
     function: &str,
     views_table: &str,
     connections_table: &str,
     api_id: &str,
+    failure_queue: &str,
 ) -> Value {
     policy(vec![
         json!({
@@ -391,6 +402,7 @@ pub fn notifier_policy(
                 scope.partition, scope.region, scope.account
             )]
         }),
+        failure_queue_statement(scope, failure_queue),
         logs_statement(scope, function),
     ])
 }
@@ -667,7 +679,16 @@ mod tests {
             strings(&post["Resource"]),
             ["arn:aws:execute-api:eu-west-1:123456789012:abc123/live/POST/@connections/*"]
         );
-        assert_eq!(doc["Statement"].as_array().unwrap().len(), 4, "{doc}");
+        let failures = statement(doc, "SendToOwnFailureQueue");
+        assert_eq!(strings(&failures["Action"]), ["sqs:SendMessage"]);
+        assert_eq!(
+            strings(&failures["Resource"]),
+            [format!(
+                "arn:aws:sqs:eu-west-1:123456789012:{}",
+                p.notifier_failure_queue.name
+            )]
+        );
+        assert_eq!(doc["Statement"].as_array().unwrap().len(), 5, "{doc}");
         let text = doc.to_string();
         assert!(
             !text.contains("\"*\"") && !text.contains("dynamodb:*") && !text.contains("Scan"),
@@ -711,12 +732,30 @@ mod tests {
         assert_eq!(n.environment["KAPPA_CONNECTIONS_TABLE"], p.connections_table.name);
         assert_eq!(n.environment.len(), 3);
 
-        let m = p.notifier_mapping("arn:stream");
+        let m = p.notifier_mapping("arn:stream", "arn:notifier-failures");
         assert_eq!(m.function_name, p.notifier_function);
         assert_eq!(m.event_source_arn, "arn:stream");
         assert_eq!(m.starting_position, Some(StartingPosition::Latest));
         assert!(m.bisect_batch_on_function_error && m.report_batch_item_failures);
         assert!(m.filter_patterns.is_empty());
+        assert_eq!(
+            m.on_failure,
+            Some(StreamFailurePlan::to_queue("arn:notifier-failures")),
+            "a change that cannot be posted goes to the notifier's failure queue, not back to the shard"
+        );
+        let q = &p.notifier_failure_queue;
+        assert!(q.name.contains("notifier-failures"), "{}", q.name);
+        assert_eq!(q.tags, p.owner.tags());
+        let policy = p.notifier_role("abc123").policy;
+        let send: Vec<&serde_json::Value> = policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|st| st["Action"].to_string().contains("sqs:"))
+            .collect();
+        assert_eq!(send.len(), 1, "{policy}");
+        assert_eq!(send[0]["Action"], serde_json::json!(["sqs:SendMessage"]));
+        assert!(send[0]["Resource"].to_string().contains(&q.name), "{policy}");
     }
 
     #[test]
