@@ -303,7 +303,7 @@ async fn three_views_are_backfilled_exactly_through_restarts_and_concurrent_writ
         "no restarted operator logged that it resumed a backfill from its checkpoint"
     );
 
-    // Each backfill finished once, and its export was deleted from S3.
+    // Each backfill finished once, and its export is deleted from S3.
     for v in views(&mvs).await {
         let b = v.status.unwrap().backfill.unwrap();
         assert_eq!(b.attempt, 1, "{}: one backfill attempt", v.metadata.name.unwrap());
@@ -317,14 +317,22 @@ async fn three_views_are_backfilled_exactly_through_restarts_and_concurrent_writ
         // Under the log's own export root (the operator's), the user's prefix below it.
         let root = format!("kappa-exports/test/{ns}/scores/{log_uid}/exports/views/");
         assert!(prefix.starts_with(&root), "{location} is not under {root}");
-        let left = s3
-            .list_objects_v2()
-            .bucket(&bucket)
-            .prefix(prefix)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(left.key_count(), Some(0), "export objects left under {location}");
+        // Deleted on the pass after the finished backfill is recorded (in_cluster::clean_up_backfill).
+        common::eventually(
+            Duration::from_secs(60),
+            &format!("the export under {location} deleted"),
+            || async {
+                let left = s3
+                    .list_objects_v2()
+                    .bucket(&bucket)
+                    .prefix(prefix)
+                    .send()
+                    .await
+                    .ok()?;
+                (left.key_count() == Some(0)).then_some(())
+            },
+        )
+        .await;
     }
     drop(op);
     common::delete_namespace(&client, &ns).await;

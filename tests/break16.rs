@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::QueueAttributeName;
 use common::Operator;
 use kappa_operator::crd::{EventLog, EventLogPhase};
 use kappa_operator::functions::writer::WriterConfig;
@@ -348,43 +348,9 @@ async fn ingest(test: &str, name: &str, max_receive_count: u32) -> Ingest {
 }
 
 impl Ingest {
-    /// Sends `bodies` with `SendMessageBatch`es of up to 10 (and 256 KiB), eight calls at a time.
+    /// Sends `bodies` to the ingest queue ([`common::send_messages`]).
     async fn send(&self, bodies: &[String]) {
-        let mut batches: Vec<Vec<&String>> = vec![Vec::new()];
-        let mut size = 0;
-        for body in bodies {
-            let last = batches.last_mut().unwrap();
-            if last.len() == 10 || size + body.len() > 256 * 1024 {
-                batches.push(Vec::new());
-                size = 0;
-            }
-            batches.last_mut().unwrap().push(body);
-            size += body.len();
-        }
-        for group in batches.chunks(8) {
-            let calls = group.iter().map(|batch| {
-                let entries = batch
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| {
-                        SendMessageBatchRequestEntry::builder()
-                            .id(format!("m{i}"))
-                            .message_body(b.as_str())
-                            .build()
-                            .unwrap()
-                    })
-                    .collect::<Vec<_>>();
-                self.sqs
-                    .send_message_batch()
-                    .queue_url(&self.queue_url)
-                    .set_entries(Some(entries))
-                    .send()
-            });
-            for out in futures::future::join_all(calls).await {
-                let out = out.expect("SendMessageBatch");
-                assert!(out.failed().is_empty(), "{:?}", out.failed());
-            }
-        }
+        common::send_messages(&self.sqs, &self.queue_url, bodies).await;
     }
 
     /// The log's items by (pk, sk).

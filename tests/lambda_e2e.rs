@@ -20,7 +20,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::QueueAttributeName;
 use bigdecimal::BigDecimal;
 use common::Operator;
 use kappa_operator::crd::{EventLog, EventLogPhase, MaterializedView, ViewPhase};
@@ -166,32 +166,9 @@ async fn stack(test: &str, fan_out: &str) -> Stack {
 }
 
 impl Stack {
-    /// Sends `bodies` with `SendMessageBatch`es of 10, eight calls at a time.
+    /// Sends `bodies` to the ingest queue ([`common::send_messages`]).
     async fn send(&self, bodies: &[String]) {
-        for group in bodies.chunks(80) {
-            let calls = group.chunks(10).map(|batch| {
-                let entries = batch
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| {
-                        SendMessageBatchRequestEntry::builder()
-                            .id(format!("m{i}"))
-                            .message_body(b)
-                            .build()
-                            .unwrap()
-                    })
-                    .collect::<Vec<_>>();
-                self.sqs
-                    .send_message_batch()
-                    .queue_url(&self.queue_url)
-                    .set_entries(Some(entries))
-                    .send()
-            });
-            for out in futures::future::join_all(calls).await {
-                let out = out.expect("SendMessageBatch");
-                assert!(out.failed().is_empty(), "{:?}", out.failed());
-            }
-        }
+        common::send_messages(&self.sqs, &self.queue_url, bodies).await;
     }
 
     /// The views table's items of view `prefix` (`<view>#`), internal items left out, by (pk, sk).

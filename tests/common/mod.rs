@@ -58,6 +58,45 @@ pub async fn aws_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// Sends `bodies` to the queue at `queue_url` with `SendMessageBatch`es of up to 10 messages and 256 KiB,
+/// eight calls at a time; fails the test on any failed entry.
+pub async fn send_messages(sqs: &aws_sdk_sqs::Client, queue_url: &str, bodies: &[String]) {
+    let mut batches: Vec<Vec<&String>> = vec![Vec::new()];
+    let mut size = 0;
+    for body in bodies {
+        let last = batches.last_mut().unwrap();
+        if last.len() == 10 || size + body.len() > 256 * 1024 {
+            batches.push(Vec::new());
+            size = 0;
+        }
+        batches.last_mut().unwrap().push(body);
+        size += body.len();
+    }
+    for group in batches.chunks(8) {
+        let calls = group.iter().map(|batch| {
+            let entries = batch
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                        .id(format!("m{i}"))
+                        .message_body(b.as_str())
+                        .build()
+                        .unwrap()
+                })
+                .collect::<Vec<_>>();
+            sqs.send_message_batch()
+                .queue_url(queue_url)
+                .set_entries(Some(entries))
+                .send()
+        });
+        for out in futures::future::join_all(calls).await {
+            let out = out.expect("SendMessageBatch");
+            assert!(out.failed().is_empty(), "{:?}", out.failed());
+        }
+    }
+}
+
 /// The usual start of a test on the cluster: an admin client, the CRDs installed, a fresh namespace.
 pub async fn setup(test: &str) -> (Client, String) {
     let client = kube_client().await;
