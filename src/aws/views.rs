@@ -938,13 +938,14 @@ impl ViewTableWriter {
                 .expression_attribute_values(":f", n(report.at_ms))
                 .expression_attribute_values(":m", AttributeValue::S(failure.chars().take(1_000).collect()));
         }
+        // Neither records nor a failure: nothing to report.
+        if sets.is_empty() {
+            return Ok(());
+        }
         let mut expression = format!("SET {}", sets.join(", "));
         if report.records > 0 {
             expression.push_str(" ADD records :r");
             update = update.expression_attribute_values(":r", n(report.records as i64));
-        }
-        if sets.is_empty() {
-            return Ok(());
         }
         update
             .update_expression(expression)
