@@ -516,6 +516,84 @@ class RecordSize:
 moto_dynamodb_table.dynamo_json_dump = RecordSize
 
 
+# ---------------------------------------------------------------- SQS dead-letter redrive (message move tasks)
+# moto 5.2.5 has no StartMessageMoveTask / ListMessageMoveTasks / CancelMessageMoveTask, AWS's way to redrive
+# a dead-letter queue (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_StartMessageMoveTask.html).
+# Here a task moves every message visible in the source at once, inside the request, and is then COMPLETED;
+# on AWS it runs in the background (RUNNING, then COMPLETED), so callers poll ListMessageMoveTasks either way.
+# As on AWS: the source must be some queue's dead-letter queue (else InvalidParameterValue), and without a
+# DestinationArn messages go back to the source queue. Departure: AWS returns each message to the queue it
+# was dead-lettered from; here that is the DLQ's one source queue (a DLQ with several sources needs a
+# DestinationArn).
+import uuid as _uuid
+
+from moto.core.responses import ActionResult as _ActionResult
+from moto.sqs.exceptions import InvalidParameterValue as _SqsInvalidParameterValue
+from moto.sqs.exceptions import QueueDoesNotExist as _SqsQueueDoesNotExist
+from moto.sqs.responses import SQSResponse as _SQSResponse
+
+_move_tasks = {}  # source ARN -> newest first list of task dicts
+
+
+def _queue_by_arn(backend, arn):
+    for queue in backend.queues.values():
+        if queue.queue_arn == arn:
+            return queue
+    raise _SqsQueueDoesNotExist()
+
+
+def start_message_move_task(self):
+    backend = self.sqs_backend
+    source_arn = self._get_param("SourceArn")
+    source = _queue_by_arn(backend, source_arn)
+    sources = [q for q in backend.queues.values() if q.dead_letter_queue is source]
+    if not sources:
+        raise _SqsInvalidParameterValue(f"Source queue must be configured as a Dead Letter Queue. {source_arn}")
+    destination_arn = self._get_param("DestinationArn")
+    if destination_arn:
+        destination = _queue_by_arn(backend, destination_arn)
+    elif len(sources) == 1:
+        destination = sources[0]
+    else:
+        raise _SqsInvalidParameterValue("the local stack needs a DestinationArn for a DLQ with several sources")
+    moved = 0
+    while True:
+        batch = backend.receive_message(source.name, 10, 0, visibility_timeout=30, message_attribute_names=["All"])
+        if not batch:
+            break
+        for message in batch:
+            backend.send_message(
+                destination.name, message.body, message_attributes=message.message_attributes or None
+            )
+            backend.delete_message(source.name, message.receipt_handle)
+            moved += 1
+    handle = _uuid.uuid4().hex
+    _move_tasks.setdefault(source_arn, []).insert(
+        0,
+        {
+            "TaskHandle": handle,
+            "Status": "COMPLETED",
+            "SourceArn": source_arn,
+            "DestinationArn": destination.queue_arn,
+            "ApproximateNumberOfMessagesMoved": moved,
+            "ApproximateNumberOfMessagesToMove": moved,
+            "StartedTimestamp": int(datetime.now().timestamp() * 1000),
+        },
+    )
+    return _ActionResult({"TaskHandle": handle})
+
+
+def list_message_move_tasks(self):
+    source_arn = self._get_param("SourceArn")
+    _queue_by_arn(self.sqs_backend, source_arn)
+    limit = int(self._get_param("MaxResults") or 1)
+    return _ActionResult({"Results": _move_tasks.get(source_arn, [])[:limit]})
+
+
+_SQSResponse.start_message_move_task = start_message_move_task
+_SQSResponse.list_message_move_tasks = list_message_move_tasks
+
+
 if __name__ == "__main__":
     import os
     import sys

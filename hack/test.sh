@@ -34,10 +34,12 @@ echo "$CARGO_TARGET_DIR/debug/kappa-operator" >.stack/lambda-binary
 # that replace the cluster's CRDs (tests/crd_skew.rs) run alone afterwards. KAPPA_TEST_THREADS overrides
 # the number at once.
 NEXTEST=$(hack/tools.sh path cargo-nextest)
-threads=()
-if [ -n "${KAPPA_TEST_THREADS:-}" ]; then threads=(--test-threads "$KAPPA_TEST_THREADS"); fi
+# Given on the command line so that no NEXTEST_* variable of the machine changes it: every test beside
+# another shares the one emulator process.
+threads=(--test-threads "${KAPPA_TEST_THREADS:-4}")
 failed=0
-echo "[test] cargo nextest: unit and integration tests (with the crash points compiled in)"
+echo "[test] cargo nextest ($("$NEXTEST" nextest --version | head -1)): unit and integration tests" \
+  "(with the crash points compiled in), ${KAPPA_TEST_THREADS:-4} at once"
 "$NEXTEST" nextest run --lib --bins --tests --features failpoints "${threads[@]}" \
   -E 'not binary(crd_skew)' || failed=1
 echo "[test] cargo nextest: tests/crd_skew.rs alone (it replaces the CRDs every other test uses)"

@@ -7,7 +7,10 @@
 //! views table was re-created, and the operator exports the log again and projects it into the view's
 //! storage (idempotent writes: what the view holds already is rewritten unchanged, what it lost comes
 //! back). [`follow`] shows a view's backfill until it is `Live`, with a progress bar on a terminal and a
-//! line per change otherwise.
+//! line per change otherwise. [`redrive`] sends a log's dead-lettered ingest messages back to its
+//! ingest queue.
+
+pub mod redrive;
 
 use std::io::Write;
 use std::time::Duration;

@@ -116,6 +116,18 @@ enum Command {
         #[arg(long, env = "KAPPA_PUSH_TOKEN_FILE")]
         token_file: Option<std::path::PathBuf>,
     },
+    /// Send an EventLog's dead-lettered ingest messages back to its ingest queue, once their cause is
+    /// fixed (SQS's dead-letter redrive; the writer writes them again, idempotently).
+    Redrive {
+        /// The EventLog.
+        eventlog: String,
+        /// The log's namespace (default: the kubeconfig context's).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Fail when SQS has not finished the move within this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
     /// Rebuild a view from the log in place: record a new backfill attempt, which the operator exports and
     /// projects into the view's storage (what it holds is rewritten unchanged, what it lost comes back).
     Replay {
@@ -324,6 +336,41 @@ async fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("kappa-operator watch: {e}");
                     ExitCode::from(e.exit_code())
+                }
+            }
+        }
+        Command::Redrive {
+            eventlog,
+            namespace,
+            timeout,
+        } => {
+            let Ok((client, ns)) = cluster(namespace, "redrive").await else {
+                return ExitCode::from(2);
+            };
+            let metrics = Arc::new(kappa_operator::metrics::Metrics::default());
+            let aws = match kappa_operator::aws::Aws::from_env(metrics).await {
+                Ok(aws) => aws,
+                Err(e) => {
+                    eprintln!("kubectl kappa redrive: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let timeout = std::time::Duration::from_secs(timeout);
+            match kappa_operator::kubectl::redrive::redrive(&client, &aws.sqs, &ns, &eventlog, timeout).await
+            {
+                Ok(done) => {
+                    println!(
+                        "{eventlog}: moved {} message(s) from {} back to the ingest queue",
+                        done.task.moved, done.dead_letter_queue
+                    );
+                    if let Some(note) = done.router_note {
+                        println!("{eventlog}: {note}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("kubectl kappa redrive: {}", e.message);
+                    ExitCode::from(e.code)
                 }
             }
         }

@@ -62,7 +62,7 @@ async fn kubectl_kappa_replay_follows_the_rebuild_of_a_view_that_lost_items_unti
         out.status.success() && help.contains("Usage: kubectl kappa"),
         "{help}"
     );
-    for command in ["cost", "plan", "watch", "replay", "status"] {
+    for command in ["cost", "plan", "watch", "replay", "redrive", "status"] {
         assert!(
             help.contains(&format!("  {command} ")),
             "{command} missing from:\n{help}"

@@ -391,6 +391,42 @@ class Sns(unittest.TestCase):
         self.assertEqual((body["MessageId"], body["Message"], body["TopicArn"]), (mid, "nobody home", topic))
 
 
+class DeadLetterRedrive(unittest.TestCase):
+    """StartMessageMoveTask / ListMessageMoveTasks (hack/moto-server.py), on AWS's documented shapes
+    (SQS API Reference: a source that is no queue's DLQ is refused; without DestinationArn the messages go
+    back to the source queue; a task is listed with its handle, status and moved count)."""
+
+    def test_a_dead_letter_queue_is_moved_back_to_its_source_and_listed(self):
+        dlq, dlq_arn = queue("redrive-dlq")
+        source, _ = queue("redrive-src", RedrivePolicy=json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}))
+        for i in range(13):
+            sqs.send_message(QueueUrl=dlq, MessageBody=f"m{i}", MessageAttributes={"k": {"DataType": "String", "StringValue": "v"}})
+        handle = sqs.start_message_move_task(SourceArn=dlq_arn)["TaskHandle"]
+        tasks = eventually(
+            lambda: [t for t in sqs.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=1)["Results"] if t["Status"] == "COMPLETED"],
+            "the move task completed",
+        )
+        self.assertEqual(tasks[0]["TaskHandle"], handle)
+        self.assertEqual(tasks[0]["ApproximateNumberOfMessagesMoved"], 13)
+        bodies = set()
+        while True:
+            got = sqs.receive_message(QueueUrl=source, MaxNumberOfMessages=10, MessageAttributeNames=["All"]).get("Messages", [])
+            if not got:
+                break
+            for m in got:
+                bodies.add(m["Body"])
+                self.assertEqual(m["MessageAttributes"]["k"]["StringValue"], "v")
+                sqs.delete_message(QueueUrl=source, ReceiptHandle=m["ReceiptHandle"])
+        self.assertEqual(bodies, {f"m{i}" for i in range(13)})
+        self.assertEqual(sqs.receive_message(QueueUrl=dlq).get("Messages", []), [])
+
+    def test_a_queue_that_is_no_dead_letter_queue_is_refused(self):
+        _, arn = queue("redrive-plain")
+        with self.assertRaises(sqs.exceptions.ClientError) as refused:
+            sqs.start_message_move_task(SourceArn=arn)
+        self.assertIn("InvalidParameterValue", str(refused.exception))
+
+
 class Connections(unittest.TestCase):
     def test_posts_are_readable_and_unknown_or_deleted_connections_are_gone(self):
         base = os.environ["KAPPA_LOCAL_EXECUTE_API"]

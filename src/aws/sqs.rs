@@ -196,6 +196,65 @@ pub async fn delete_queue_if_owned(client: &Client, name: &str, owner: &Owner) -
     Ok(true)
 }
 
+/// A dead-letter queue's redrive: an SQS message move task (SQS API Reference, StartMessageMoveTask and
+/// ListMessageMoveTasks).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MoveTask {
+    pub handle: Option<String>,
+    /// `RUNNING`, `COMPLETED`, `CANCELLING`, `CANCELLED` or `FAILED`.
+    pub status: String,
+    /// Messages moved so far (`ApproximateNumberOfMessagesMoved`).
+    pub moved: i64,
+    /// Messages to move in all, when SQS knows (`ApproximateNumberOfMessagesToMove`).
+    pub to_move: Option<i64>,
+    /// Why the task failed (`FailureReason`), when it did.
+    pub failure: Option<String>,
+}
+
+impl MoveTask {
+    /// True once the task moves nothing more: completed, cancelled or failed.
+    pub fn finished(&self) -> bool {
+        self.status != "RUNNING" && self.status != "CANCELLING"
+    }
+}
+
+/// Starts moving the messages of the dead-letter queue `dead_letter_arn` back to the queue that
+/// dead-lettered them (no `DestinationArn`: "the messages are moved back to the original source queue");
+/// returns the task's handle. SQS runs one task per source queue at a time and refuses a second while
+/// one runs; the source must be a dead-letter queue.
+pub async fn start_redrive(client: &Client, dead_letter_arn: &str) -> Result<String, AwsError> {
+    let out = client
+        .start_message_move_task()
+        .source_arn(dead_letter_arn)
+        .send()
+        .await
+        .map_err(from_sdk("StartMessageMoveTask", dead_letter_arn))?;
+    Ok(out.task_handle.unwrap_or_default())
+}
+
+/// The newest message move task of the dead-letter queue `dead_letter_arn`, if any ran.
+pub async fn newest_redrive(client: &Client, dead_letter_arn: &str) -> Result<Option<MoveTask>, AwsError> {
+    let out = client
+        .list_message_move_tasks()
+        .source_arn(dead_letter_arn)
+        .max_results(1)
+        .send()
+        .await
+        .map_err(from_sdk("ListMessageMoveTasks", dead_letter_arn))?;
+    Ok(out
+        .results
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .map(|t| MoveTask {
+            handle: t.task_handle,
+            status: t.status.unwrap_or_default(),
+            moved: t.approximate_number_of_messages_moved,
+            to_move: t.approximate_number_of_messages_to_move,
+            failure: t.failure_reason,
+        }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

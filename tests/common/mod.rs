@@ -255,8 +255,22 @@ impl Operator {
 }
 
 impl Drop for Operator {
+    /// Stops the operator; when the test is failing, prints the end of the operator's log first (what
+    /// it did and why it waited is otherwise lost with the CI machine).
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!(
+                "--- the last {} lines of operator {} ({}) ---\n{}\n--- end of the operator's log ---",
+                tail.len(),
+                self.identity,
+                self.log_path.display(),
+                tail.join("\n")
+            );
+        }
     }
 }
 
@@ -517,19 +531,31 @@ pub async fn scan_all(
     }
 }
 
-/// The name of EventLog `name`'s table, once its stream exists.
+/// The name of EventLog `name`'s table, once its stream exists. Waits up to 3 minutes: with several
+/// tests at once on the single-process emulator, provisioning a log (table, stream, queues, topics,
+/// functions, roles) has taken over a minute on CI. On a timeout the failure shows the log's last status.
 pub async fn log_table(client: &kube::Client, ns: &str, name: &str) -> String {
     let logs: Api<kappa_operator::crd::EventLog> = Api::namespaced(client.clone(), ns);
-    eventually(
-        Duration::from_secs(60),
-        "the EventLog's table and stream",
-        || async {
-            let t = logs.get(name).await.ok()?.status?.table?;
-            t.stream_arn?;
-            Some(t.name)
-        },
+    let last = std::sync::Mutex::new(None);
+    let found = tokio::time::timeout(
+        Duration::from_secs(180),
+        eventually(
+            Duration::from_secs(3600),
+            "the EventLog's table and stream",
+            || async {
+                let status = logs.get(name).await.ok()?.status?;
+                *last.lock().unwrap() = Some(status.clone());
+                let t = status.table?;
+                t.stream_arn?;
+                Some(t.name)
+            },
+        ),
     )
-    .await
+    .await;
+    found.unwrap_or_else(|_| {
+        let status = serde_json::to_string_pretty(&*last.lock().unwrap()).unwrap_or_default();
+        panic!("timed out after 180 s waiting for EventLog {ns}/{name}'s table and stream; its last status: {status}")
+    })
 }
 
 /// Writes `items` to `table` with `BatchWriteItem`s of 25, eight at a time, sending unprocessed items
