@@ -16,7 +16,8 @@ cargo build --quiet --bin kappa-operator
 bin=$CARGO_TARGET_DIR/debug/kappa-operator
 
 say "Installing the CRDs"
-"$bin" crds | kubectl apply --server-side -f - >/dev/null
+# --force-conflicts: the CRDs are the demo's to set, also on a stack the tests (another field manager) used.
+"$bin" crds | kubectl apply --server-side --force-conflicts -f - >/dev/null
 kubectl wait --for=condition=Established crd/eventlogs.kappa.dev crd/materializedviews.kappa.dev --timeout=60s >/dev/null
 
 say "Starting the operator (log: .stack/logs/operator.log)"
@@ -38,6 +39,42 @@ grep -q "watching EventLogs" .stack/logs/operator.log || { tail -20 .stack/logs/
 grep -E "connected to Kubernetes|became leader|watching" .stack/logs/operator.log | sed 's/^/  /'
 
 py=$KAPPA_CACHE_DIR/venv-moto-5.2.5/bin/python
+say "The seed's flow on the Lambda runtime (examples/lambda): producers -> ingest queue -> writer -> log -> router -> SNS -> projectors -> views"
+kubectl -n kappa-demo apply -k examples/lambda
+for _ in $(seq 1 240); do
+  [ "$(kubectl -n kappa-demo get elog shop-orders -o jsonpath='{.status.phase}')" = Ready ] && break
+  sleep 0.5
+done
+wait_live_lambda() { # views...
+  local v
+  for _ in $(seq 1 240); do
+    local all=1
+    for v in "$@"; do
+      [ "$(kubectl -n kappa-demo get mv "$v" -o jsonpath='{.status.phase}' 2>/dev/null || true)" = Live ] || all=0
+    done
+    [ $all = 1 ] && return 0
+    sleep 1
+  done
+  echo "timed out waiting for $* to be Live; see: kubectl -n kappa-demo describe mv" >&2
+  return 1
+}
+wait_live_lambda order-latest customer-totals
+kubectl -n kappa-demo get elog shop-orders
+kubectl -n kappa-demo get mv order-latest customer-totals
+echo "  the functions the operator created (run by the local stack's Lambda harness, the operator binary as bootstrap):"
+aws --endpoint-url "$AWS_ENDPOINT_URL" lambda list-functions --query 'Functions[].FunctionName' --output text \
+  | tr '\t' '\n' | grep -E 'shop-orders|order-latest|customer-totals' | sed 's/^/    /'
+dead_before=$(kubectl -n kappa-demo get elog shop-orders -o jsonpath='{.status.deadLetters}')
+shop_queue=$(kubectl -n kappa-demo get elog shop-orders -o jsonpath='{.status.ingestQueueUrl}')
+shop_views=$(kubectl -n kappa-demo get mv order-latest -o jsonpath='{.status.tableName}')
+"$py" hack/demo-events.py send "$shop_queue" 100 "$shop_views" \
+  "$(kubectl -n kappa-demo get mv order-latest -o jsonpath='{.status.keyPrefix}')"
+"$py" hack/demo-events.py show "$shop_views" \
+  "$(kubectl -n kappa-demo get mv customer-totals -o jsonpath='{.status.keyPrefix}')" 4
+echo "  the malformed message is retried once the ingest queue's visibility timeout (3 min) passes, then"
+echo "  moves to the dead-letter queue: shown at the end of the demo"
+
+say "The in-cluster runtime, the small-deployment option: the operator's pods read the stream and project"
 say "Creating the export bucket the EventLog names (spec.export.bucket: kappa-game-exports)"
 aws --endpoint-url "$AWS_ENDPOINT_URL" s3 mb s3://kappa-game-exports >/dev/null 2>&1 || true
 
@@ -109,9 +146,20 @@ for _ in $(seq 1 120); do
 done
 [ -n "$url" ] || { echo "live-games got no push URL; see: kubectl -n kappa-demo describe mv live-games" >&2; exit 1; }
 kubectl -n kappa-demo get mv live-games -o wide
-echo "  kappa-operator watch live-games -n kappa-demo --url ws://127.0.0.1:$push_port   (then 30 more events)"
-"$bin" watch live-games -n kappa-demo --url "ws://127.0.0.1:$push_port" --count 6 --timeout 60 \
-  >.stack/logs/watch.out 2>&1 &
+# The endpoint admits a Kubernetes identity allowed to watch the namespace's views; the stack's kubeconfig
+# holds a client certificate, not a token, so the subscriber is a service account with a view-only role.
+# The 30 events change each of the 5 games at least once (a batch may carry several events of a game and
+# the view keeps the latest), so 5 changes are awaited.
+apply() { kubectl apply -f - >/dev/null; }
+kubectl -n kappa-demo create serviceaccount demo-watcher --dry-run=client -o yaml | apply
+kubectl -n kappa-demo create role kappa-view-watcher --verb=get,list,watch \
+  --resource=materializedviews.kappa.dev --dry-run=client -o yaml | apply
+kubectl -n kappa-demo create rolebinding demo-watcher --role=kappa-view-watcher \
+  --serviceaccount=kappa-demo:demo-watcher --dry-run=client -o yaml | apply
+kubectl -n kappa-demo create token demo-watcher >.stack/watch-token
+echo "  kappa-operator watch live-games -n kappa-demo --url ws://127.0.0.1:$push_port --token-file .stack/watch-token   (then 30 more events)"
+"$bin" watch live-games -n kappa-demo --url "ws://127.0.0.1:$push_port" --token-file .stack/watch-token \
+  --count 5 --timeout 60 >.stack/logs/watch.out 2>&1 &
 watch_pid=$!
 sleep 1
 "$py" hack/demo-events.py write "$log_table" 30 400
@@ -134,6 +182,17 @@ kubectl -n kappa-demo get configmap game-activity -o jsonpath='{.data}' | sed 's
 "$py" hack/demo-events.py show "$(kubectl -n kappa-demo get mv game-activity -o jsonpath='{.status.tableName}')" \
   "$(kubectl -n kappa-demo get mv game-activity -o jsonpath='{.status.keyPrefix}')" 5
 
+say "The malformed message of the Lambda part: in the ingest dead-letter queue, counted in status"
+for _ in $(seq 1 90); do
+  [ "$(kubectl -n kappa-demo get elog shop-orders -o jsonpath='{.status.deadLetters}')" -gt "${dead_before:-0}" ] && break
+  sleep 5
+done
+kubectl -n kappa-demo get elog shop-orders -o wide
+kubectl -n kappa-demo get events --field-selector involvedObject.name=shop-orders,reason=DeadLetters \
+  -o custom-columns='TYPE:.type,REASON:.reason,MESSAGE:.message' | sed 's/^/  /'
+echo "  after fixing a cause outside the message (a permission, a throttled table), send them back with:"
+echo "    $bin redrive shop-orders -n kappa-demo     (kubectl kappa redrive)"
+
 say "kubectl get kappa -n kappa-demo"
 kubectl -n kappa-demo get kappa
 
@@ -146,7 +205,7 @@ cat <<TXT
 The operator runs in the background (pid $(cat .stack/operator.pid)). Look around:
   source .stack/env
   kubectl -n kappa-demo get mv                     # phase, backfill progress, readiness
-  $bin watch live-games -n kappa-demo --url ws://127.0.0.1:$push_port   # live changes
+  $bin watch live-games -n kappa-demo --url ws://127.0.0.1:$push_port --token-file .stack/watch-token   # live changes
   kappa-operator cost -f examples/game             # the cost table ($bin)
   kubectl -n kappa-demo describe mv players        # conditions and Events
   kubectl -n kappa-demo get mv game-activity -o yaml   # status.versions: version 1 retained for an hour

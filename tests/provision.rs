@@ -658,7 +658,7 @@ async fn the_ingest_queue_dead_letters_what_the_writer_fails_and_the_log_counts_
     assert!(
         notes
             .iter()
-            .any(|n| n.contains("holds 1 message") && n.contains("start-message-move-task")),
+            .any(|n| n.contains("holds 1 message") && n.contains("kubectl kappa redrive")),
         "a Warning Event DeadLetters naming the count and the fix: {notes:?}"
     );
     common::delete_namespace(&client, &ns).await;

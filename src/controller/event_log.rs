@@ -226,8 +226,9 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
             let note = format!(
                 "the ingest dead-letter queue holds {n} message(s) (was {}): records the writer failed \
                  spec.ingest.maxReceiveCount times (its log says why). Fix the cause, then move them back with \
-                 `aws sqs start-message-move-task --source-arn {}`",
+                 `kubectl kappa redrive {} -n {ns}` (SQS's redrive of {})",
                 old.dead_letters.unwrap_or(0),
+                log.name_any(),
                 next.resources.get("deadLetterQueue").cloned().unwrap_or_default()
             );
             status::publish(

@@ -24,6 +24,18 @@ use super::{Condition, DeletionPolicy};
     printcolumn(name = "FanOut", type_ = "string", json_path = ".status.fanOut"),
     printcolumn(name = "Views", type_ = "integer", json_path = ".status.views"),
     printcolumn(
+        name = "DeadLetters",
+        type_ = "integer",
+        json_path = ".status.deadLetters",
+        priority = 1
+    ),
+    printcolumn(
+        name = "RouterDeadLetters",
+        type_ = "integer",
+        json_path = ".status.routerDeadLetters",
+        priority = 1
+    ),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
@@ -361,7 +373,7 @@ pub struct EventLogStatus {
     pub ingest_queue_url: Option<String>,
     /// Messages in the ingest dead-letter queue (SQS's `ApproximateNumberOfMessages`): records the writer
     /// could not write after `spec.ingest.maxReceiveCount` tries. They stay 14 days; after a fix, move them back
-    /// to the ingest queue with SQS's dead-letter queue redrive (`aws sqs start-message-move-task`).
+    /// to the ingest queue with SQS's dead-letter queue redrive: `kubectl kappa redrive <log>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letters: Option<i64>,
     /// With `Sns` fan-out: messages in the router's failure queue (`status.resources.routerFailureQueue`),

@@ -13,9 +13,10 @@
 //!
 //! Reports cost one `UpdateItem` each, so a warm instance reports at most every [`REPORT_INTERVAL_MS`],
 //! except when its news matters at once: its first batch, a failure starting or ending, or a lag that
-//! moved by half or double (and by at least [`LAG_STEP_MS`]). A burst's last, caught-up batch therefore
-//! always reports, even when it follows the previous report closely: a Lambda instance is frozen between
-//! invocations, so a report cannot be deferred.
+//! moved by half or double (and by at least [`LAG_STEP_MS`]). A Lambda instance is frozen between
+//! invocations, so a report cannot be deferred. Known gap (tests/break16c.rs, ignored until fixed): a
+//! burst's last batch within 5 s of the previous report whose lag did not halve is not reported, so on a
+//! quiet log the item keeps the earlier lag and count, and a reported lag never decays to zero.
 //!
 //! The operator ([`assess`]) holds a version back from promotion while the newest report is a failure or
 //! a lag over `spec.promotion.maxLag`. No report since the live path started means no record reached the
