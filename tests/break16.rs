@@ -300,14 +300,7 @@ struct Ingest {
 
 /// A namespace, an operator, and EventLog `name` Ready with its writer mapped to its ingest queue.
 async fn ingest(test: &str, name: &str, max_receive_count: u32) -> Ingest {
-    let binary = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".stack/lambda-binary");
-    let named = std::fs::read_to_string(&binary).unwrap_or_default();
-    assert!(
-        named.trim() == env!("CARGO_BIN_EXE_kappa-operator"),
-        "the local stack's writer must be the binary under test: echo {} > {}",
-        env!("CARGO_BIN_EXE_kappa-operator"),
-        binary.display()
-    );
+    common::assert_functions_run_this_binary();
     let (client, ns) = common::setup(test).await;
     let aws = common::aws_config().await;
     let op = Operator::start(&ns, "solo", 15);

@@ -118,14 +118,7 @@ struct Stack {
 }
 
 async fn stack(test: &str, fan_out: &str) -> Stack {
-    let binary = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".stack/lambda-binary");
-    assert_eq!(
-        std::fs::read_to_string(&binary).unwrap_or_default().trim(),
-        env!("CARGO_BIN_EXE_kappa-operator"),
-        "the local stack's functions must run the binary under test: echo {} > {}",
-        env!("CARGO_BIN_EXE_kappa-operator"),
-        binary.display()
-    );
+    common::assert_functions_run_this_binary();
     let (client, ns) = common::setup(test).await;
     let aws = common::aws_config().await;
     let op = Operator::start(&ns, "solo", 15);

@@ -55,14 +55,7 @@ async fn visible(sqs: &aws_sdk_sqs::Client, url: &str) -> i64 {
 
 #[tokio::test]
 async fn dead_lettered_ingest_messages_are_redriven_to_the_writer_once() {
-    let binary = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".stack/lambda-binary");
-    assert_eq!(
-        std::fs::read_to_string(&binary).unwrap_or_default().trim(),
-        env!("CARGO_BIN_EXE_kappa-operator"),
-        "the local stack's functions must run the binary under test: echo {} > {}",
-        env!("CARGO_BIN_EXE_kappa-operator"),
-        binary.display()
-    );
+    common::assert_functions_run_this_binary();
     let (client, ns) = common::setup("redrive").await;
     let aws = common::aws_config().await;
     let sqs = aws_sdk_sqs::Client::new(&aws);

@@ -531,6 +531,19 @@ pub async fn scan_all(
     }
 }
 
+/// Fails the test unless the local stack's Lambda functions run the binary under test: the harness execs
+/// the binary `.stack/lambda-binary` names (hack/local_lambda.py; `make test` writes it).
+pub fn assert_functions_run_this_binary() {
+    let binary = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".stack/lambda-binary");
+    assert_eq!(
+        std::fs::read_to_string(&binary).unwrap_or_default().trim(),
+        env!("CARGO_BIN_EXE_kappa-operator"),
+        "the local stack's functions must run the binary under test: echo {} > {}",
+        env!("CARGO_BIN_EXE_kappa-operator"),
+        binary.display()
+    );
+}
+
 /// The name of EventLog `name`'s table, once its stream exists. Waits up to 3 minutes: with several
 /// tests at once on the single-process emulator, provisioning a log (table, stream, queues, topics,
 /// functions, roles) has taken over a minute on CI. On a timeout the failure shows the log's last status.
