@@ -53,6 +53,19 @@ async fn visible(sqs: &aws_sdk_sqs::Client, url: &str) -> i64 {
         .unwrap_or(-1)
 }
 
+/// Waits until EventLog `shop`'s status.deadLetters reads `n`.
+async fn dead_letters_shown(logs: &Api<EventLog>, n: i64) {
+    common::eventually(
+        Duration::from_secs(120),
+        &format!("status.deadLetters = {n}"),
+        || async {
+            let s = logs.get("shop").await.ok()?.status?;
+            (s.dead_letters == Some(n)).then_some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn dead_lettered_ingest_messages_are_redriven_to_the_writer_once() {
     common::assert_functions_run_this_binary();
@@ -90,11 +103,7 @@ async fn dead_lettered_ingest_messages_are_redriven_to_the_writer_once() {
         })
         .collect();
     common::send_messages(&sqs, &dlq_url, &bodies).await;
-    common::eventually(Duration::from_secs(120), "status.deadLetters = 4", || async {
-        let s = logs.get("shop").await.ok()?.status?;
-        (s.dead_letters == Some(4)).then_some(())
-    })
-    .await;
+    dead_letters_shown(&logs, 4).await;
 
     let out = redrive(&ns, "shop");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -126,11 +135,7 @@ async fn dead_lettered_ingest_messages_are_redriven_to_the_writer_once() {
         );
     }
     assert_eq!(visible(&sqs, &dlq_url).await, 0, "the dead-letter queue is empty");
-    common::eventually(Duration::from_secs(120), "status.deadLetters = 0", || async {
-        let s = logs.get("shop").await.ok()?.status?;
-        (s.dead_letters == Some(0)).then_some(())
-    })
-    .await;
+    dead_letters_shown(&logs, 0).await;
 
     // Again: nothing to move, nothing changes.
     let again = redrive(&ns, "shop");
