@@ -594,6 +594,35 @@ _SQSResponse.start_message_move_task = start_message_move_task
 _SQSResponse.list_message_move_tasks = list_message_move_tasks
 
 
+# A redrive policy names its dead-letter queue by ARN, and SQS resolves that ARN when it moves a message:
+# a queue deleted and created again under the same name (same ARN) receives the dead letters; while no
+# queue has the ARN, the message stays in its source queue. moto keeps the queue *object* it found when
+# the policy was set, so a deleted queue went on receiving messages nobody could read. The property
+# below resolves the ARN at each use instead.
+from moto.sqs.models import Queue as _SqsQueue
+from moto.sqs.models import sqs_backends as _sqs_backends
+
+
+def _dead_letter_queue_get(self):
+    policy = getattr(self, "redrive_policy", None)
+    if not policy or not isinstance(policy, dict):
+        return None
+    arn = policy.get("deadLetterTargetArn")
+    backend = _sqs_backends[self.account_id][self.region]
+    for queue in backend.queues.values():
+        if queue.queue_arn == arn:
+            return queue
+    return None
+
+
+def _dead_letter_queue_set(self, queue):
+    # Resolved by ARN on each read; setting it (moto does, when the policy is set) stores nothing.
+    pass
+
+
+_SqsQueue.dead_letter_queue = property(_dead_letter_queue_get, _dead_letter_queue_set)
+
+
 if __name__ == "__main__":
     import os
     import sys

@@ -47,10 +47,14 @@ spec:
   eventLogRef: {{name: game-events}}
   recordTypes: [player]
   projection: {{mode: Latest, key: {{partitionKey: "P#{{playerId}}"}}{on_error}}}
-  backfill: {{source: None}}
-  deletionPolicy: Delete
+{backfill}  deletionPolicy: Delete
 {extra}
 "#,
+        backfill = if extra.contains("backfill:") {
+            ""
+        } else {
+            "  backfill: {source: None}\n"
+        },
         on_error = if extra.contains("onRecordError") {
             ", onRecordError: Fail"
         } else {
@@ -185,32 +189,19 @@ fn players(range: std::ops::Range<u32>) -> Vec<HashMap<String, AttributeValue>> 
 
 // ------------------------------------------------------------------------------------------- cases
 
-/// Input: `Sns` fan-out; the projector's SNS subscription is deleted by hand (`sns unsubscribe`, as a
-/// user cleaning up, or a topic policy change would), then records p100..p120 are written in waves
-/// over 10 s, then one more record once the operator re-subscribed.
-/// Expected: every record reaches the view (the operator restores the subscription and the records
-/// published meanwhile are recovered), or the view's status says it lost records.
-/// Observed: FAILS. The first wave (p100..p103, written right after the unsubscribe) never reaches the
-/// view: "4 of 24 records never reached the view [p100, p101, p102, p103]", while the view reads phase
-/// Live, `live.caughtUp: true`, lagSeconds 2, deadLetters 0, Ready=True "the projector function and its
-/// live path are in place". The operator re-subscribes, but SNS dropped what was published to a topic
-/// with no subscriber, and nothing replays or counts it.
-#[ignore = "known fault (#16, open): a re-created SNS subscription does not replay what was published while it was missing; the view stays Live"]
-#[tokio::test]
-async fn records_published_while_the_projector_subscription_is_gone_are_not_lost() {
-    let e = env("b16c-unsub", "Sns", "").await;
+/// Deletes the projector's SNS subscriptions by hand (`sns unsubscribe`, as a user cleaning up or a topic
+/// policy change would), writes p100..p119 in waves over 10 s, waits for the operator to re-subscribe
+/// (a resync, 30 s at most) and writes p200; returns once p200 is in the view.
+async fn unsubscribe_and_write(e: &Env) {
     e.put(players(1..4)).await;
     e.wait_for(&ids(1..4), 60, "the first records in the view").await;
-
     let status = e.status().await;
-    let subscriptions: Vec<String> = status
+    let subscriptions: BTreeSet<String> = status
         .resources
         .iter()
         .chain(status.versions.iter().flat_map(|v| v.resources.iter()))
         .filter(|(k, _)| k.starts_with("subscription/"))
         .map(|(_, v)| v.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
         .collect();
     assert!(!subscriptions.is_empty(), "{:?}", status.resources);
     for arn in &subscriptions {
@@ -220,35 +211,78 @@ async fn records_published_while_the_projector_subscription_is_gone_are_not_lost
         e.put(players(100 + wave * 4..104 + wave * 4)).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    // The operator notices at a resync (30 s) at the latest; then one more record.
     tokio::time::sleep(Duration::from_secs(45)).await;
     e.put(players(200..201)).await;
-    let after = common::eventually(
-        Duration::from_secs(90),
-        "the record written after the resync in the view (the subscription restored)",
-        || async {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let have = e.players().await;
-            have.contains("p200").then_some(have)
-        },
+    e.wait_for(
+        &ids(200..201),
+        90,
+        "the record written after the resync (the subscription restored)",
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let have = e.players().await.union(&after).cloned().collect::<BTreeSet<_>>();
+}
+
+/// Input: `Sns` fan-out, `backfill: {source: Scan}`; the projector's SNS subscription deleted by hand,
+/// then records p100..p119 in waves over 10 s, then p200 once the operator re-subscribed.
+/// Expected: every record reaches the view: SNS dropped what was published to the topic while the
+/// subscription was missing, so the operator, finding the subscription its status recorded gone,
+/// re-creates it and rebuilds the view from the log (a backfill attempt closing the gap).
+/// (Found by the breaker: 4 of 24 records never reached the view while it read Live.)
+#[tokio::test]
+async fn records_published_while_the_projector_subscription_is_gone_are_not_lost() {
+    let e = env("b16c-unsub", "Sns", "  backfill: {source: Scan}").await;
+    unsubscribe_and_write(&e).await;
     let want: BTreeSet<String> = ids(1..4)
         .into_iter()
         .chain(ids(100..120))
         .chain(ids(200..201))
         .collect();
-    let missing: Vec<_> = want.difference(&have).cloned().collect();
-    let s = e.status().await;
-    let honest = s.phase != Some(ViewPhase::Live) || s.dead_letters.unwrap_or(0) > 0;
+    e.wait_for(
+        &want,
+        180,
+        "every record, those published while the subscription was missing too",
+    )
+    .await;
+    let s = common::eventually(
+        Duration::from_secs(120),
+        "the gap's backfill done, Live",
+        || async {
+            let s = e.status().await;
+            (s.phase == Some(ViewPhase::Live)).then_some(s)
+        },
+    )
+    .await;
+    let reason = s
+        .backfill
+        .as_ref()
+        .and_then(|b| b.reason.clone())
+        .unwrap_or_default();
     assert!(
-        missing.is_empty() || honest,
-        "{} of {} records never reached the view {missing:?}, and the view says nothing: {}",
-        missing.len(),
-        want.len(),
+        reason.contains("subscription") && reason.contains("re-created"),
+        "the attempt says why: {}",
         Env::brief(&s)
+    );
+    e.done().await;
+}
+
+/// Input: as above, with `backfill: {source: None}` (the view cannot rebuild).
+/// Expected: the loss is not silent: a Warning Event `RecordsLost` naming the subscription and the fix
+/// (a backfill source), as for an in-cluster view's gap.
+#[tokio::test]
+async fn a_lost_subscription_without_backfill_is_reported_as_records_lost() {
+    let e = env("b16c-unsub0", "Sns", "").await;
+    unsubscribe_and_write(&e).await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(e.client.clone(), &e.ns);
+    let note = common::eventually(Duration::from_secs(60), "a Warning RecordsLost", || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items.into_iter().find_map(|ev| {
+            (ev.reason.as_deref() == Some("RecordsLost") && ev.type_.as_deref() == Some("Warning"))
+                .then(|| ev.note.unwrap_or_default())
+        })
+    })
+    .await;
+    assert!(
+        note.contains("subscription") && note.contains("spec.backfill.source"),
+        "the cause and the fix are named: {note}"
     );
     e.done().await;
 }
@@ -257,11 +291,11 @@ async fn records_published_while_the_projector_subscription_is_gone_are_not_lost
 /// behind at all"); five records, all applied; then no writes for 60 s.
 /// Expected: once the projector applied everything the log holds, the view is `Live` (nothing is left
 /// to catch up).
-/// Observed: FAILS. The last batch's lag stands as the view's lag for as long as the log is quiet: 60 s
+/// Found by the breaker (the last batch's lag stood as the view's lag for as long as the log was quiet: 60 s
 /// after the last record, phase CatchingUp, `live {caughtUp: false, recordsApplied: 5, lagSeconds: 1}`,
 /// Ready=False "backfill complete; the projector function reports a lag of 1s, over
-/// spec.promotion.maxLag (0s)". Nothing is left to apply; the lag never decays.
-#[ignore = "known fault (#16, open): a Lambda view's reported lag never decays on a quiet log"]
+/// spec.promotion.maxLag (0s)"). Fixed: a function quiet for longer than it can run plus the reporting
+/// interval has lag 0 (`progress::quiet_after_ms`).
 #[tokio::test]
 async fn a_quiet_log_leaves_a_caught_up_lambda_view_live_whatever_its_max_lag() {
     let e = env("b16c-lag0", "Direct", "  promotion: {maxLag: 0s}").await;
@@ -272,12 +306,24 @@ async fn a_quiet_log_leaves_a_caught_up_lambda_view_live_whatever_its_max_lag() 
         (live.records_applied >= 5 && live.last_reported.is_some()).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    let s = e.status().await;
+    // Quiet for longer than the function can run (spec.projector.timeoutSeconds, 60 s) plus the
+    // reporting interval: `progress::quiet_after_ms`.
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    let mut s = e.status().await;
+    while std::time::Instant::now() < deadline && s.phase != Some(ViewPhase::Live) {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        s = e.status().await;
+    }
     assert_eq!(
         s.phase,
         Some(ViewPhase::Live),
-        "every record applied, the log quiet for 60 s: {}",
+        "every record applied, the log quiet for 150 s: {}",
+        Env::brief(&s)
+    );
+    assert_eq!(
+        s.live.as_ref().and_then(|l| l.lag_seconds),
+        Some(0),
+        "{}",
         Env::brief(&s)
     );
     e.done().await;
@@ -514,10 +560,12 @@ async fn switching_fan_out_while_records_flow_loses_or_doubles_nothing() {
 /// p100..p120 written in waves over 10 s, then one more record after the operator's resync.
 /// Expected: every record reaches the view, or the records that could not be routed are counted
 /// (`status.routerDeadLetters` on the EventLog, `status.deadLetters` on the view).
-/// PASSES (no fault found).
+/// The router's retries publish to the re-created topic (same name, same ARN), but SNS drops what
+/// reaches it before the projector's subscription is re-created: the operator finds the subscription its
+/// status recorded gone and rebuilds the view from the log (`backfill: {source: Scan}` here).
 #[tokio::test]
 async fn records_routed_while_the_log_topic_is_gone_are_not_lost_silently() {
-    let e = env("b16c-topic", "Sns", "").await;
+    let e = env("b16c-topic", "Sns", "  backfill: {source: Scan}").await;
     e.put(players(1..4)).await;
     e.wait_for(&ids(1..4), 60, "the first records in the view").await;
     let logs: Api<EventLog> = Api::namespaced(e.client.clone(), &e.ns);
@@ -538,17 +586,17 @@ async fn records_routed_while_the_log_topic_is_gone_are_not_lost_silently() {
     }
     tokio::time::sleep(Duration::from_secs(45)).await;
     e.put(players(200..201)).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while std::time::Instant::now() < deadline && !e.players().await.contains("p200") {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let have = e.players().await;
     let want: BTreeSet<String> = ids(1..4)
         .into_iter()
         .chain(ids(100..120))
         .chain(ids(200..201))
         .collect();
+    // The rebuild closing the gap runs after the resync: up to 4 minutes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    while std::time::Instant::now() < deadline && !e.players().await.is_superset(&want) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let have = e.players().await;
     let missing: Vec<_> = want.difference(&have).cloned().collect();
     let s = e.status().await;
     let log = logs.get("game-events").await.unwrap().status.unwrap();
@@ -688,11 +736,11 @@ async fn a_deleted_ingest_dead_letter_queue_is_recreated_and_counts_the_next_fai
 /// after the projector's first report) five more; then a quiet log for 40 s.
 /// Expected: `status.live.recordsApplied` counts the 7 records the projector applied, and
 /// `lastReported` is after the last batch.
-/// Observed: FAILS. A batch finished less than 5 s after the instance's previous report, with a similar
+/// Found by the breaker (a batch finished less than 5 s after the instance's previous report, with a similar
 /// lag, is not reported (`ProgressReporter::observe` only reports sooner when the lag halves or
 /// doubles); the instance keeps the count in memory until its next batch, which on a quiet log never
-/// comes: recordsApplied 2 of 7 (seen in `a_disabled_projector_mapping_...` too).
-#[ignore = "known fault (#16, open): a batch finished within 5 s of the last report is not reported on a quiet log"]
+/// comes: recordsApplied 2 of 7, seen in `a_disabled_projector_mapping_...` too). Fixed: a stream batch is
+/// reported every time (one write per batch and shard).
 #[tokio::test]
 async fn status_live_counts_every_record_the_projector_applied() {
     let e = env("b16c-count", "Direct", "").await;
@@ -716,20 +764,22 @@ async fn status_live_counts_every_record_the_projector_applied() {
 /// quiet.
 /// Expected: the report that brings the lag within maxLag is written (or the view is not held): after
 /// the burst, `assess` says caught up, so a rebuilt version is promoted.
-/// Observed: FAILS. `observe` returns None for the 25 s batch (not 5 s since the last report, and 25 s is
+/// Found by the breaker (`observe` returned None for the 25 s batch (not 5 s since the last report, and 25 s is
 /// not half of 35 s), so the stored report keeps lagMs 35000 and `assess(.., maxLag 30 s)` says not
 /// caught up for as long as no record comes: the version is held `CatchingUp` (never promoted) on a quiet
-/// log though it applied everything within maxLag.
-#[ignore = "known fault (#16, open): the batch that brings the lag within maxLag is not always reported"]
+/// log though it applied everything within maxLag). Fixed: the function knows maxLag
+/// (`LIVE_MAX_LAG_MS`) and reports a crossing at once; and a quiet function's lag is 0.
 #[test]
 fn the_batch_that_brings_the_lag_within_max_lag_is_reported() {
+    use kappa_operator::functions::progress::quiet_after_ms;
     use kappa_operator::functions::progress::{BatchProgress, ProgressItem, ProgressReporter, assess};
     let batch = |records: u64, oldest: i64| BatchProgress {
         records,
         oldest_created_ms: Some(oldest),
         newest_created_ms: Some(oldest + 100),
+        stream: false,
     };
-    let mut reporter = ProgressReporter::default();
+    let mut reporter = ProgressReporter::new(Some(30_000));
     let t0 = 1_000_000;
     let first = reporter
         .observe(t0, &batch(100, t0 - 35_000), None)
@@ -746,7 +796,7 @@ fn the_batch_that_brings_the_lag_within_max_lag_is_reported() {
         item.records += r.records;
     }
     // The log is quiet from here: no more batches, no more reports.
-    let seen = assess(Some(&item), t0 + 600_000, 30_000);
+    let seen = assess(Some(&item), t0 + 600_000, 30_000, quiet_after_ms(30));
     assert!(
         seen.caught_up && item.records == 150,
         "10 minutes after the burst's last batch (25 s behind, within maxLag 30 s): {seen:?}, stored \

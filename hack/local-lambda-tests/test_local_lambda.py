@@ -420,6 +420,25 @@ class DeadLetterRedrive(unittest.TestCase):
         self.assertEqual(bodies, {f"m{i}" for i in range(13)})
         self.assertEqual(sqs.receive_message(QueueUrl=dlq).get("Messages", []), [])
 
+    def test_the_redrive_policy_names_its_dead_letter_queue_by_arn(self):
+        """A dead-letter queue deleted and created again under its name (same ARN) receives the dead letters;
+        while none has the ARN, the message stays in its source queue (SQS resolves deadLetterTargetArn when
+        it moves a message; moto kept the deleted queue's object)."""
+        name = "arn-dlq"
+        dlq, dlq_arn = queue(name)
+        source, _ = queue("arn-src", VisibilityTimeout="0",
+                          RedrivePolicy=json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "1"}))
+        sqs.delete_queue(QueueUrl=dlq)
+        sqs.send_message(QueueUrl=source, MessageBody="poison")
+        for _ in range(3):
+            got = sqs.receive_message(QueueUrl=source).get("Messages", [])
+            self.assertEqual([m["Body"] for m in got], ["poison"], "no queue has the ARN: the message stays")
+        again, again_arn = queue(name)
+        self.assertEqual(again_arn, dlq_arn)
+        self.assertEqual(sqs.receive_message(QueueUrl=source).get("Messages", []), [], "moved on this receive")
+        got = sqs.receive_message(QueueUrl=again).get("Messages", [])
+        self.assertEqual([m["Body"] for m in got], ["poison"])
+
     def test_a_queue_that_is_no_dead_letter_queue_is_refused(self):
         _, arn = queue("redrive-plain")
         with self.assertRaises(sqs.exceptions.ClientError) as refused:

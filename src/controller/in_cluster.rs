@@ -1060,6 +1060,7 @@ pub(super) async fn lambda_view(
     table: &str,
     key_prefix: &str,
     live_path_ready: bool,
+    gap: Option<String>,
 ) -> InClusterOutcome {
     if !live_path_ready {
         return InClusterOutcome {
@@ -1098,7 +1099,7 @@ pub(super) async fn lambda_view(
                     projection: &Arc::new(p),
                     live: &facts,
                 };
-                backfill(&call, None).await
+                backfill(&call, gap).await
             }
             Err(e) => stalled(ViewPhase::Failed, reasons::INVALID_SPEC, e.to_string()),
         },
@@ -1194,7 +1195,8 @@ async fn lambda_live(
     let max_lag = crate::crd::parse_duration(&view.spec.promotion.max_lag)
         .unwrap_or(Duration::from_secs(30))
         .as_millis() as i64;
-    let seen = progress::assess(item.as_ref(), progress::now_ms(), max_lag);
+    let quiet = progress::quiet_after_ms(i64::from(view.spec.projector.timeout_seconds));
+    let seen = progress::assess(item.as_ref(), progress::now_ms(), max_lag, quiet);
     let item = item.unwrap_or_default();
     outcome.live = Some(LiveStatus {
         caught_up: seen.caught_up,
@@ -1271,7 +1273,7 @@ async fn record_error_ledger(
 }
 
 /// The `status.backfill.reason` of the attempt that closes `gap`.
-fn gap_reason(gap: &str) -> String {
+pub(super) fn gap_reason(gap: &str) -> String {
     format!("closing a gap: {gap}")
 }
 
@@ -1287,6 +1289,21 @@ async fn pending_gap(
     checkpoint: &ConfigMapCheckpoint,
 ) -> Option<String> {
     let gap = ctx.runtime.gap(key)?;
+    if let Some(gap) = unrecorded_gap(view, ctx, gap.clone()).await {
+        return Some(gap);
+    }
+    match checkpoint.clear_gap(&gap).await {
+        Ok(()) => ctx.runtime.ack_gap(key, &gap),
+        Err(e) => tracing::warn!(view = %key, error = %e, "could not clear the handled gap; trying again"),
+    }
+    None
+}
+
+/// `gap` (records the view's live path lost) when it still needs a backfill attempt: `None` once the
+/// attempt for it is recorded in status, when no backfill ran yet (the first one covers it), or when the
+/// view has no backfill (`source: None`: the loss is then reported as a Warning Event `RecordsLost` and
+/// counted in `kappa_view_gaps_total`, with the fix).
+pub(super) async fn unrecorded_gap(view: &MaterializedView, ctx: &Context, gap: String) -> Option<String> {
     let b = view.status.as_ref().and_then(|s| s.backfill.as_ref());
     let recorded = b.is_some_and(|b| b.reason.as_deref() == Some(gap_reason(&gap).as_str()));
     let first = b.is_none_or(|b| b.attempt == 0);
@@ -1294,7 +1311,7 @@ async fn pending_gap(
     if !(recorded || first || none) {
         return Some(gap);
     }
-    if none {
+    if none && !recorded {
         ctx.metrics
             .gaps
             .get_or_create(&crate::metrics::ViewLabels {
@@ -1314,10 +1331,6 @@ async fn pending_gap(
             ),
         )
         .await;
-    }
-    match checkpoint.clear_gap(&gap).await {
-        Ok(()) => ctx.runtime.ack_gap(key, &gap),
-        Err(e) => tracing::warn!(view = %key, error = %e, "could not clear the handled gap; trying again"),
     }
     None
 }

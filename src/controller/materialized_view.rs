@@ -422,11 +422,33 @@ pub(super) async fn lambda_version(
             }
         }
     }
-    let live = match projector_live_path(view, log, ctx, plan, projector_role.as_deref(), table_arn).await {
+    // What the status shows of this version's live path, to tell a subscription re-created from a new one.
+    let recorded = view
+        .status
+        .as_ref()
+        .and_then(|s| s.versions.iter().find(|v| v.version == target.version))
+        .map(|v| v.resources.clone())
+        .unwrap_or_default();
+    let live = match projector_live_path(
+        view,
+        log,
+        ctx,
+        plan,
+        projector_role.as_deref(),
+        table_arn,
+        &recorded,
+    )
+    .await
+    {
         Ok(live) => live,
         Err(e) => return failed(e),
     };
     let key_prefix = plan.key_prefix.clone().unwrap_or_default();
+    // A gap still to close (not yet recorded as a backfill attempt, nor reported for a view without one).
+    let gap = match live.gap {
+        Some(gap) => in_cluster::unrecorded_gap(view, ctx, gap).await,
+        None => None,
+    };
     let mut run = in_cluster::lambda_view(
         view,
         target,
@@ -436,9 +458,20 @@ pub(super) async fn lambda_version(
         &plan.table.name,
         &key_prefix,
         live.ready,
+        gap.clone(),
     )
     .await;
     resources.extend(live.resources);
+    if let Some(gap) = &gap {
+        let reason = in_cluster::gap_reason(gap);
+        if run.backfill.as_ref().and_then(|b| b.reason.as_deref()) != Some(reason.as_str()) {
+            // Not recorded in this pass (the live path still converging): the status keeps the subscription
+            // ARNs it had, so the next pass finds the gap again.
+            for (key, arn) in recorded.iter().filter(|(k, _)| k.starts_with("subscription/")) {
+                resources.insert(key.clone(), arn.clone());
+            }
+        }
+    }
     run.resources = resources;
     run.dead_letters = live.dead_letters;
     Ok(run)
@@ -556,6 +589,10 @@ struct LivePath {
     resources: std::collections::BTreeMap<String, String>,
     /// The messages in the version's failure queue (records the projector could not process).
     dead_letters: Option<i64>,
+    /// Records the projector may have missed: an SNS subscription the status recorded was gone and is
+    /// re-created (SNS keeps nothing for a subscription that does not exist), described for the backfill
+    /// attempt that closes the gap.
+    gap: Option<String>,
 }
 
 /// The version's failure queue (see [`crate::plan::view::ViewPlan::failure_queue`]), created first: the
@@ -576,6 +613,9 @@ async fn ensure_failure_queue(
     crate::aws::sqs::ensure_queue(&ctx.aws.sqs, &queue, None).await
 }
 
+/// Ensures the version's live path; `recorded`: the version's resources as its status shows them (a
+/// subscription ARN there that is not the one found now was deleted outside the operator: a gap). A
+/// `Direct` mapping re-created reads the stream from `TRIM_HORIZON` again, so it leaves no gap.
 async fn projector_live_path(
     view: &MaterializedView,
     log: &EventLog,
@@ -583,6 +623,7 @@ async fn projector_live_path(
     plan: &crate::plan::view::ViewPlan,
     role_arn: Option<&str>,
     table_arn: &str,
+    recorded: &std::collections::BTreeMap<String, String>,
 ) -> std::result::Result<LivePath, crate::aws::AwsError> {
     use crate::aws::{lambda, subscriptions};
     use crate::plan::lambdas;
@@ -620,6 +661,7 @@ async fn projector_live_path(
                     ready: false,
                     resources,
                     dead_letters,
+                    gap: None,
                 });
             };
             let code = ctx
@@ -634,6 +676,7 @@ async fn projector_live_path(
                     ready: false,
                     resources,
                     dead_letters,
+                    gap: None,
                 });
             };
             let (arn, convergence) = lambda::ensure_function(&ctx.aws.lambda, &function).await?;
@@ -643,6 +686,7 @@ async fn projector_live_path(
                     ready: false,
                     resources,
                     dead_letters,
+                    gap: None,
                 });
             }
             arn
@@ -652,6 +696,7 @@ async fn projector_live_path(
     // queue, and its configuration is the user's. SNS's redrive needs only the queue's policy.
     let ours = function_ref == function_name;
     let mut ready = true;
+    let mut gaps = Vec::new();
     match log_status.fan_out.as_deref() {
         Some("Sns") => {
             if ours {
@@ -674,7 +719,12 @@ async fn projector_live_path(
                 )
                 .await?;
                 ready &= c1 == Convergence::Converged && c2 == Convergence::Converged;
-                resources.insert(format!("subscription/{group}"), arn);
+                let key = format!("subscription/{group}");
+                if let Some(before) = recorded.get(&key).filter(|before| **before != arn) {
+                    tracing::warn!(view = %view.name_any(), %before, now = %arn, "a projector subscription was re-created");
+                    gaps.push(subscription_gap(before, &arn));
+                }
+                resources.insert(key, arn);
             }
         }
         Some("Direct") => match log_status.table.as_ref().and_then(|t| t.stream_arn.clone()) {
@@ -696,7 +746,16 @@ async fn projector_live_path(
         ready,
         resources,
         dead_letters,
+        gap: (!gaps.is_empty()).then(|| gaps.join("; ")),
     })
+}
+
+/// The gap of a projector subscription `before` found gone and re-created as `now`.
+fn subscription_gap(before: &str, now: &str) -> String {
+    format!(
+        "the projector's SNS subscription {before} was deleted outside the operator and re-created as {now}; \
+         records published while it was missing never reached the projector"
+    )
 }
 
 /// Removes a Lambda view's live path and function (subscriptions, mappings, then the function).

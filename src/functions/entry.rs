@@ -89,7 +89,9 @@ pub async fn run() -> Result<(), Error> {
                 settings.fingerprint(),
             ));
             let log = Arc::new(DynamoLogStore::new(dynamodb, settings.log.table.clone()));
-            let reporter = Arc::new(std::sync::Mutex::new(ProgressReporter::default()));
+            let reporter = Arc::new(std::sync::Mutex::new(ProgressReporter::new(
+                projector::max_lag_from_lookup(super::process_env),
+            )));
             lambda_runtime::run(service_fn(move |event: LambdaEvent<ProjectorEvent>| {
                 let (compiled, store, log, reporter) =
                     (compiled.clone(), store.clone(), log.clone(), reporter.clone());

@@ -11,16 +11,27 @@
 //! "Working with Lambda function metrics", AWS Lambda Developer Guide). A batch whose records fail with a
 //! retryable error (throttling, a 5xx) is noted as a failure with its reason.
 //!
-//! Reports cost one `UpdateItem` each, so a warm instance reports at most every [`REPORT_INTERVAL_MS`],
-//! except when its news matters at once: its first batch, a failure starting or ending, or a lag that
-//! moved by half or double (and by at least [`LAG_STEP_MS`]). A Lambda instance is frozen between
-//! invocations, so a report cannot be deferred. Known gap (tests/break16c.rs, ignored until fixed): a
-//! burst's last batch within 5 s of the previous report whose lag did not halve is not reported, so on a
-//! quiet log the item keeps the earlier lag and count, and a reported lag never decays to zero.
+//! When to report ([`ProgressReporter`]): a report costs one `UpdateItem` on one item per view version.
+//! - A **stream batch** (`Direct` fan-out) is reported every time: Lambda invokes a shard's function once
+//!   at a time with up to `BatchSize` records, so that is at most one write per batch and shard, and the
+//!   count and lag are exact.
+//! - An **SNS event** holds one record, so a report per invocation would double a `Latest` view's writes.
+//!   A warm instance reports its first batch, a failure starting or ending, a lag that crossed
+//!   `spec.promotion.maxLag` (the function's [`ENV_MAX_LAG_MS`](crate::functions::projector::ENV_MAX_LAG_MS)) or
+//!   moved by half or double (and by at least [`LAG_STEP_MS`]), an invocation after a pause of
+//!   [`PAUSE_MS`] — and otherwise at most every [`REPORT_INTERVAL_MS`]. A Lambda instance is frozen
+//!   between invocations, so a report cannot be deferred: the records of a busy instance's last
+//!   invocations (less than [`REPORT_INTERVAL_MS`] after its previous report, each less than [`PAUSE_MS`]
+//!   after the one before) are counted when it next finishes records. So `status.live.recordsApplied` of
+//!   an `Sns` view may trail by those records on a quiet log; its lag and promotion do not (below).
 //!
 //! The operator ([`assess`]) holds a version back from promotion while the newest report is a failure or
 //! a lag over `spec.promotion.maxLag`. No report since the live path started means no record reached the
-//! function: nothing to catch up.
+//! function: nothing to catch up. A **quiet** function — no report for [`quiet_after_ms`], longer than any
+//! invocation can run plus the reporting interval — has finished everything Lambda gave it: its lag is 0
+//! (the log is quiet), so a quiet log never holds a view back whatever its `maxLag`. A function that
+//! times out or crashes reports nothing, but Lambda retries its records and then sends them to the
+//! on-failure destination, which `status.deadLetters` counts.
 
 use std::time::SystemTime;
 
@@ -32,6 +43,18 @@ pub const REPORT_INTERVAL_MS: i64 = 5_000;
 
 /// The smallest change of lag, in milliseconds, that is reported before [`REPORT_INTERVAL_MS`] passed.
 pub const LAG_STEP_MS: i64 = 1_000;
+
+/// A pause of an instance, in milliseconds: an invocation ending this long after the instance's previous
+/// one is reported (its records are not part of a busy stretch, so reporting them costs little).
+pub const PAUSE_MS: i64 = 1_000;
+
+/// How long after a view's newest report, in milliseconds, its projector function counts as quiet (see
+/// the module documentation): the function's timeout (no invocation runs longer) plus
+/// [`REPORT_INTERVAL_MS`] (a busy instance reports at least that often) plus 5 s for Lambda to poll the
+/// stream or deliver from SNS. `function_timeout_seconds`: `spec.projector.timeoutSeconds`.
+pub fn quiet_after_ms(function_timeout_seconds: i64) -> i64 {
+    function_timeout_seconds.max(1) * 1_000 + REPORT_INTERVAL_MS + 5_000
+}
 
 /// How long a noted failure counts without being noted again, in milliseconds: Lambda retries a failed
 /// stream batch with backoff and an SNS event twice within minutes, so an older failure is over.
@@ -46,6 +69,8 @@ pub struct BatchProgress {
     pub oldest_created_ms: Option<i64>,
     /// The newest finished record's `ApproximateCreationDateTime`, epoch milliseconds.
     pub newest_created_ms: Option<i64>,
+    /// The invocation was a stream batch (`Direct` fan-out), which is always reported.
+    pub stream: bool,
 }
 
 impl BatchProgress {
@@ -92,6 +117,10 @@ pub struct LiveReport {
 pub struct ProgressReporter {
     last: Option<Reported>,
     pending: u64,
+    /// `spec.promotion.maxLag` in milliseconds, when the function was told it.
+    max_lag_ms: Option<i64>,
+    /// When the instance's previous invocation ended, epoch milliseconds.
+    previous_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -102,6 +131,15 @@ struct Reported {
 }
 
 impl ProgressReporter {
+    /// The rule of an instance whose view promotes within `max_lag_ms` (`spec.promotion.maxLag`,
+    /// milliseconds; `None` when unknown: a lag crossing it is then reported at the next interval).
+    pub fn new(max_lag_ms: Option<i64>) -> Self {
+        ProgressReporter {
+            max_lag_ms,
+            ..Default::default()
+        }
+    }
+
     /// The report to write after an invocation that finished `batch` and failed with `failure` (a
     /// retryable one), at `now_ms`; `None` when nothing needs saying yet (the records are counted into
     /// the next report).
@@ -111,6 +149,8 @@ impl ProgressReporter {
         batch: &BatchProgress,
         failure: Option<&str>,
     ) -> Option<LiveReport> {
+        let paused = self.previous_ms.is_none_or(|p| now_ms - p >= PAUSE_MS);
+        self.previous_ms = Some(now_ms);
         self.pending += batch.records;
         if batch.records == 0 && failure.is_none() {
             return None;
@@ -120,9 +160,12 @@ impl ProgressReporter {
         let due = match self.last {
             None => true,
             Some(last) => {
-                now_ms - last.at_ms >= REPORT_INTERVAL_MS
+                batch.stream
+                    || paused
+                    || now_ms - last.at_ms >= REPORT_INTERVAL_MS
                     || last.failing != failing
                     || lag_moved(last.lag_ms, lag_ms)
+                    || lag_crossed(self.max_lag_ms, last.lag_ms, lag_ms)
             }
         };
         if !due {
@@ -149,6 +192,14 @@ fn lag_moved(before: Option<i64>, now: Option<i64>) -> bool {
     match (before, now) {
         (Some(b), Some(n)) => (n - b).abs() >= LAG_STEP_MS && (n >= 2 * b || 2 * n <= b),
         (None, Some(_)) => true,
+        _ => false,
+    }
+}
+
+/// Whether the lag went from over `max_lag` to within it, or back.
+fn lag_crossed(max_lag: Option<i64>, before: Option<i64>, now: Option<i64>) -> bool {
+    match (max_lag, before, now) {
+        (Some(max), Some(b), Some(n)) => (b > max) != (n > max),
         _ => false,
     }
 }
@@ -190,8 +241,14 @@ pub struct LiveAssessment {
 }
 
 /// Reads `item` (`None`: the function never reported, so no record reached it) at `now_ms` against
-/// `max_lag_ms` (`spec.promotion.maxLag`).
-pub fn assess(item: Option<&ProgressItem>, now_ms: i64, max_lag_ms: i64) -> LiveAssessment {
+/// `max_lag_ms` (`spec.promotion.maxLag`); no report for `quiet_after_ms` ([`quiet_after_ms`]) means
+/// the function finished what it was given: lag 0.
+pub fn assess(
+    item: Option<&ProgressItem>,
+    now_ms: i64,
+    max_lag_ms: i64,
+    quiet_after_ms: i64,
+) -> LiveAssessment {
     let Some(item) = item else {
         return LiveAssessment {
             caught_up: true,
@@ -207,9 +264,16 @@ pub fn assess(item: Option<&ProgressItem>, now_ms: i64, max_lag_ms: i64) -> Live
         }
         _ => None,
     };
+    let newest = item.applied_at_ms.max(item.failed_at_ms);
+    let quiet = failing.is_none() && newest.is_some_and(|t| now_ms - t >= quiet_after_ms);
+    let lag_ms = if quiet {
+        item.lag_ms.map(|_| 0)
+    } else {
+        item.lag_ms
+    };
     LiveAssessment {
-        caught_up: failing.is_none() && item.lag_ms.is_none_or(|l| l <= max_lag_ms),
-        lag_ms: item.lag_ms,
+        caught_up: failing.is_none() && lag_ms.is_none_or(|l| l <= max_lag_ms),
+        lag_ms,
         failing,
     }
 }
@@ -224,6 +288,7 @@ mod tests {
             records,
             oldest_created_ms: Some(oldest),
             newest_created_ms: Some(oldest + 100),
+            stream: false,
         }
     }
 
@@ -232,9 +297,9 @@ mod tests {
         let mut r = ProgressReporter::default();
         let first = r.observe(10_000, &batch(3, 9_500), None).unwrap();
         assert_eq!((first.records, first.lag_ms), (3, Some(500)));
-        assert_eq!(r.observe(11_000, &batch(2, 10_600), None), None);
+        assert_eq!(r.observe(10_500, &batch(2, 10_100), None), None);
         assert_eq!(
-            r.observe(12_000, &batch(0, 0), None),
+            r.observe(10_900, &batch(0, 0), None),
             None,
             "an empty batch never reports"
         );
@@ -250,6 +315,53 @@ mod tests {
             .observe(100_500, &batch(5, 100_200), None)
             .expect("lag fell 60 s -> 0.3 s");
         assert_eq!(caught_up.lag_ms, Some(300));
+    }
+
+    #[test]
+    fn stream_batches_pauses_and_max_lag_crossings_report_at_once() {
+        let mut r = ProgressReporter::new(Some(30_000));
+        r.observe(100_000, &batch(100, 65_000), None).unwrap(); // 35 s behind
+        let within = r
+            .observe(103_000 - 500, &batch(50, 78_000 - 500), None)
+            .expect("35 s -> 25 s crossed maxLag 30 s");
+        assert_eq!((within.records, within.lag_ms), (50, Some(25_000)));
+        assert_eq!(
+            r.observe(102_900, &batch(1, 80_000), None),
+            None,
+            "busy, similar lag"
+        );
+        let after_pause = r
+            .observe(104_000, &batch(1, 81_000), None)
+            .expect("an invocation after a pause reports");
+        assert_eq!(after_pause.records, 2, "with the record carried over");
+        let stream = BatchProgress {
+            stream: true,
+            ..batch(7, 103_900)
+        };
+        assert_eq!(r.observe(104_100, &stream, None).map(|r| r.records), Some(7));
+    }
+
+    #[test]
+    fn a_quiet_function_has_lag_zero_whatever_it_reported_last() {
+        let quiet = quiet_after_ms(30);
+        assert_eq!(quiet, 40_000);
+        let item = ProgressItem {
+            applied_at_ms: Some(1_000),
+            lag_ms: Some(1_200),
+            records: 5,
+            ..Default::default()
+        };
+        let busy = assess(Some(&item), 1_000 + quiet - 1, 0, quiet);
+        assert_eq!((busy.caught_up, busy.lag_ms), (false, Some(1_200)));
+        let later = assess(Some(&item), 1_000 + quiet, 0, quiet);
+        assert_eq!((later.caught_up, later.lag_ms), (true, Some(0)));
+        let failing = ProgressItem {
+            failed_at_ms: Some(2_000),
+            failure: Some("throttled".into()),
+            ..item
+        };
+        let still = assess(Some(&failing), 2_000 + quiet, 0, quiet);
+        assert!(!still.caught_up, "a fresh failure is never quiet: {still:?}");
     }
 
     #[test]
@@ -283,10 +395,12 @@ mod tests {
         assert_eq!(created_ms(&record), None);
     }
 
+    const Q: i64 = 40_000;
+
     #[test]
     fn the_operator_reads_failures_lag_and_silence() {
         assert!(
-            assess(None, 0, 30_000).caught_up,
+            assess(None, 0, 30_000, Q).caught_up,
             "no record reached the function"
         );
         let behind = ProgressItem {
@@ -294,25 +408,25 @@ mod tests {
             lag_ms: Some(45_000),
             ..Default::default()
         };
-        assert!(!assess(Some(&behind), 2_000, 30_000).caught_up);
-        assert!(assess(Some(&behind), 2_000, 60_000).caught_up);
+        assert!(!assess(Some(&behind), 2_000, 30_000, Q).caught_up);
+        assert!(assess(Some(&behind), 2_000, 60_000, Q).caught_up);
         let failing = ProgressItem {
             lag_ms: Some(10),
             failed_at_ms: Some(1_500),
             failure: Some("throttled".into()),
             ..behind.clone()
         };
-        let a = assess(Some(&failing), 2_000, 60_000);
+        let a = assess(Some(&failing), 2_000, 60_000, Q);
         assert_eq!((a.caught_up, a.failing.as_deref()), (false, Some("throttled")));
         assert!(
-            assess(Some(&failing), 1_500 + FAILURE_FRESH_MS + 1, 60_000).caught_up,
+            assess(Some(&failing), 1_500 + FAILURE_FRESH_MS + 1, 60_000, Q).caught_up,
             "an old failure is over"
         );
         let recovered = ProgressItem {
             applied_at_ms: Some(1_600),
             ..failing
         };
-        assert!(assess(Some(&recovered), 2_000, 60_000).caught_up);
+        assert!(assess(Some(&recovered), 2_000, 60_000, Q).caught_up);
     }
 
     proptest! {
@@ -322,18 +436,23 @@ mod tests {
         /// batch is unreported — so a view whose projector caught up is never held back by a stale lag.
         #[test]
         fn reports_count_every_record_and_never_hide_a_caught_up_batch(
-            steps in proptest::collection::vec((1i64..20_000, 0u64..50, 0i64..120_000, any::<bool>()), 1..60)
+            steps in proptest::collection::vec(
+                (1i64..20_000, 0u64..50, 0i64..120_000, any::<bool>(), any::<bool>()), 1..60),
+            max_lag in proptest::option::of(0i64..120_000),
         ) {
-            let mut r = ProgressReporter::default();
+            let mut r = ProgressReporter::new(max_lag);
             let mut now = 1_000_000i64;
             let (mut finished, mut reported) = (0u64, 0u64);
             let mut last_report: Option<LiveReport> = None;
-            for (dt, records, lag, fails) in steps {
+            for (dt, records, lag, fails, stream) in steps {
+                // Busy stretches (invocations less than a pause apart) as often as pauses.
+                let dt = if dt % 2 == 0 { dt % PAUSE_MS } else { dt };
                 now += dt;
                 let b = BatchProgress {
                     records,
                     oldest_created_ms: (records > 0).then_some(now - lag),
                     newest_created_ms: (records > 0).then_some(now - lag / 2),
+                    stream,
                 };
                 finished += records;
                 let failure = fails.then_some("throttled");
@@ -346,10 +465,15 @@ mod tests {
                     None if records == 0 && !fails => {}
                     None => {
                         let last = last_report.as_ref().expect("the first non-empty batch reports");
+                        prop_assert!(!stream, "a stream batch always reports");
+                        prop_assert!(dt < PAUSE_MS, "an invocation after a pause reports");
                         prop_assert!(now - last.at_ms < REPORT_INTERVAL_MS);
                         prop_assert_eq!(last.failure.is_some(), fails, "a failure starting or ending reports");
                         if let (Some(l), true) = (last.lag_ms, records > 0) {
                             prop_assert!(l < 2 * lag + LAG_STEP_MS, "reported {} true {}", l, lag);
+                            if let Some(max) = max_lag {
+                                prop_assert_eq!(l > max, lag > max, "a crossing of maxLag reports");
+                            }
                         }
                     }
                 }

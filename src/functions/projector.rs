@@ -43,7 +43,8 @@
 //!   it as the invocation's error so Lambda retries the whole event (then sends it to the function's
 //!   on-failure destination or dead-letter queue).
 //!
-//! Environment: [`ENV_PROJECTION`], the JSON of a [`ProjectorConfig`].
+//! Environment: [`ENV_PROJECTION`], the JSON of a [`ProjectorConfig`]; [`ENV_MAX_LAG_MS`], the view's
+//! `spec.promotion.maxLag` for its progress reports.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -67,6 +68,18 @@ use crate::projection::{Applied, Item, MemoryStore, ProjectionConfig, Projection
 
 /// The view's projection: a [`ProjectorConfig`] as JSON.
 pub const ENV_PROJECTION: &str = "PROJECTION";
+
+/// The view's `spec.promotion.maxLag` in milliseconds (a decimal integer), set by the operator on the
+/// built-in projector: a report whose lag crosses it is written at once ([`super::progress`]). Missing or
+/// not a number: such crossings are reported at the next reporting interval.
+pub const ENV_MAX_LAG_MS: &str = "LIVE_MAX_LAG_MS";
+
+/// [`ENV_MAX_LAG_MS`] read through `lookup`.
+pub fn max_lag_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Option<i64> {
+    lookup(ENV_MAX_LAG_MS)
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|ms| *ms >= 0)
+}
 
 /// Everything the built-in projector of one view needs, serializable into [`ENV_PROJECTION`]. The
 /// operator builds it with [`ProjectorConfig::for_view`]. Lambda allows 4 KB of environment variables in
@@ -400,6 +413,7 @@ pub async fn handle_stream<S: ViewStore>(
     event: &StreamEvent,
 ) -> ProjectorReport {
     let mut report = ProjectorReport::default();
+    report.stats.progress.stream = true;
     for (i, record) in event.records.iter().enumerate() {
         if let Err(reason) = project_record(config, store, record, &mut report.stats).await {
             let sequence = &record.dynamodb.sequence_number;

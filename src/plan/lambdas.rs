@@ -213,6 +213,12 @@ pub fn projector_function(
                 ProjectorConfig::for_view(name, spec, log, &table, &prefix).map_err(|e| e.to_string())?;
             let config = config.with_log_table(log_table);
             f.environment = config.to_env().map_err(|e| e.to_string())?;
+            if let Some(max_lag) = crate::crd::parse_duration(&spec.promotion.max_lag) {
+                f.environment.insert(
+                    crate::functions::projector::ENV_MAX_LAG_MS.to_string(),
+                    max_lag.as_millis().to_string(),
+                );
+            }
         }
     }
     // The operator's own variables (the built-in projector's configuration: which table, which prefix)
