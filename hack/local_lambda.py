@@ -650,15 +650,76 @@ def patch_lambda():
     LambdaFunction.get_configuration = get_configuration
 
     original_create = LambdaBackend.create_event_source_mapping
+    original_update_esm = LambdaBackend.update_event_source_mapping
 
     def create_event_source_mapping(self, spec):
         """moto's own creation, with the mapping detached from moto's per-write hooks (the pollers below
-        deliver instead)."""
+        deliver instead), after AWS's check of an on-failure destination (check_destination)."""
+        check_destination(self, spec, spec.get("FunctionName"))
         esm = original_create(self, spec)
         detach_hooks(esm)
         return esm
 
+    def update_event_source_mapping(self, uuid, spec):
+        esm = self.get_event_source_mapping(uuid)
+        if esm is not None:
+            check_destination(self, spec, spec.get("FunctionName") or esm.function_arn)
+        return original_update_esm(self, uuid, spec)
+
     LambdaBackend.create_event_source_mapping = create_event_source_mapping
+    LambdaBackend.update_event_source_mapping = update_event_source_mapping
+
+
+def check_destination(backend, spec, function):
+    """Lambda refuses a mapping whose SQS on-failure destination the function's execution role may not send
+    to: InvalidParameterValueException "The provided execution role does not have permissions to call
+    SendMessage on SQS" (CreateEventSourceMapping / UpdateEventSourceMapping; "Adding a destination",
+    AWS Lambda Developer Guide: the execution role needs sqs:SendMessage on the queue). moto does not check.
+    Checked here on the role's inline and attached policies: an Allow statement whose Action matches
+    sqs:SendMessage and whose Resource matches the queue ARN (wildcards as IAM's). Deny statements and
+    permissions boundaries are not evaluated."""
+    from moto.awslambda.exceptions import InvalidParameterValueException
+
+    destination = ((spec.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
+    if not destination or ":sqs:" not in destination or not function:
+        return
+    try:
+        fn = backend.get_function(function)
+    except Exception:
+        return  # moto answers for an unknown function itself
+    if not role_may_send(fn.account_id, fn.role, destination):
+        raise InvalidParameterValueException(
+            "The provided execution role does not have permissions to call SendMessage on SQS"
+        )
+
+
+def role_may_send(account_id, role_arn, queue_arn):
+    import fnmatch
+
+    from moto.iam.models import iam_backends
+
+    iam = iam_backends[account_id]["aws"]
+    try:
+        role = iam.get_role_by_arn(role_arn)
+    except Exception:
+        return False
+    documents = list(role.policies.values())
+    documents += [v.document for p in role.managed_policies.values() for v in p.versions if v.is_default]
+
+    def listed(value):
+        return value if isinstance(value, list) else [value]
+
+    for document in documents:
+        doc = json.loads(document) if isinstance(document, str) else document
+        for st in listed(doc.get("Statement", [])):
+            if st.get("Effect") != "Allow":
+                continue
+            actions = [a.lower() for a in listed(st.get("Action", []))]
+            if not any(fnmatch.fnmatchcase("sqs:sendmessage", a) for a in actions):
+                continue
+            if any(fnmatch.fnmatchcase(queue_arn, r) for r in listed(st.get("Resource", []))):
+                return True
+    return False
 
 
 def detach_hooks(esm):

@@ -271,15 +271,7 @@ async fn records_published_while_the_projector_subscription_is_gone_are_not_lost
 async fn a_lost_subscription_without_backfill_is_reported_as_records_lost() {
     let e = env("b16c-unsub0", "Sns", "").await;
     unsubscribe_and_write(&e).await;
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(e.client.clone(), &e.ns);
-    let note = common::eventually(Duration::from_secs(60), "a Warning RecordsLost", || async {
-        let list = events.list(&Default::default()).await.ok()?;
-        list.items.into_iter().find_map(|ev| {
-            (ev.reason.as_deref() == Some("RecordsLost") && ev.type_.as_deref() == Some("Warning"))
-                .then(|| ev.note.unwrap_or_default())
-        })
-    })
-    .await;
+    let note = common::warning_note(&e.client, &e.ns, "RecordsLost", Duration::from_secs(60)).await;
     assert!(
         note.contains("subscription") && note.contains("spec.backfill.source"),
         "the cause and the fix are named: {note}"
@@ -623,14 +615,12 @@ async fn records_routed_while_the_log_topic_is_gone_are_not_lost_silently() {
 /// Expected: the operator re-creates the dead-letter queue (the ingest queue's redrive policy names it by
 /// ARN); the valid record is written; the malformed one ends in the re-created queue and
 /// `status.deadLetters` counts it (1).
-/// Observed on the local stack: the malformed message is in neither queue and `status.deadLetters` stays
-/// 0 after 5 minutes, but that is moto's: its queue keeps a reference to the DLQ *object* it resolved
-/// when `RedrivePolicy` was set (moto/sqs/models.py `dead_letter_queue`), so the message moves into the
-/// deleted queue. AWS resolves the ARN, so this is no product fault shown here (on AWS, re-creating a
-/// queue of the same name within 60 s of deleting it is refused, `QueueDeletedRecently`: untested).
-/// Ignored for that reason; run with `--run-ignored all` to see the emulator's behaviour.
+/// Found on the local stack: the malformed message was in neither queue and `status.deadLetters` stayed
+/// 0: moto kept a reference to the DLQ *object* it resolved when `RedrivePolicy` was set, so the message
+/// moved into the deleted queue. SQS resolves the ARN; so does the local stack now (hack/moto-server.py).
+/// (On AWS, re-creating a queue of the same name within 60 s of deleting it is refused,
+/// `QueueDeletedRecently`, and the operator retries: untested here.)
 #[tokio::test]
-#[ignore = "moto keeps the deleted DLQ object as the redrive target; not a product fault"]
 async fn a_deleted_ingest_dead_letter_queue_is_recreated_and_counts_the_next_failure() {
     let (client, ns) = common::setup("b16c-dlq").await;
     let aws = common::aws_config().await;
@@ -802,4 +792,123 @@ fn the_batch_that_brings_the_lag_within_max_lag_is_reported() {
         "10 minutes after the burst's last batch (25 s behind, within maxLag 30 s): {seen:?}, stored \
          {item:?}"
     );
+}
+
+/// Input: `Direct` fan-out; a view whose projector is the user's own function (`spec.projector.code.
+/// functionArn`), whose execution role has no `sqs:SendMessage` on the view's failure queue (the user's
+/// role is theirs: the operator never edits it); then the user grants it.
+/// Expected: the view still goes Live (mapped without an on-failure destination, which Lambda refuses
+/// for that role), a Warning Event `NoFailureDestination` names the queue and the grant; once granted,
+/// the mapping gets the destination, so a record the function fails after the retries is kept, not
+/// dropped. (Before: a user's function was always mapped without a destination.)
+#[tokio::test]
+async fn a_users_function_gets_the_failure_queue_once_its_role_may_send_to_it() {
+    let (client, ns) = common::setup("b16c-userfn").await;
+    let aws = common::aws_config().await;
+    let iam = aws_sdk_iam::Client::new(&aws);
+    let lambda = aws_sdk_lambda::Client::new(&aws);
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"lambda.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let role_name = format!("user-projector-{ns}");
+    let role = iam
+        .create_role()
+        .role_name(&role_name)
+        .assume_role_policy_document(trust)
+        .send()
+        .await
+        .unwrap()
+        .role
+        .unwrap()
+        .arn;
+    let zip = kappa_operator::aws::lambda::bootstrap_zip(b"#!/bin/sh\nexit 0\n");
+    let function_arn = lambda
+        .create_function()
+        .function_name(format!("user-projector-{ns}"))
+        .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
+        .role(&role)
+        .handler("projector")
+        .code(
+            aws_sdk_lambda::types::FunctionCode::builder()
+                .zip_file(aws_sdk_lambda::primitives::Blob::new(zip))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .function_arn
+        .unwrap();
+    let _op = Operator::start(&ns, "solo", 10);
+    common::create_yaml(&client, &ns, &log_yaml("Direct"))
+        .await
+        .unwrap();
+    common::create_yaml(
+        &client,
+        &ns,
+        &format!(
+            "apiVersion: kappa.dev/v1alpha1\nkind: MaterializedView\nmetadata: {{name: players}}\nspec:\n  \
+             eventLogRef: {{name: game-events}}\n  recordTypes: [player]\n  projector:\n    code: {{functionArn: \
+             \"{function_arn}\"}}\n  backfill: {{source: None}}\n  deletionPolicy: Delete\n"
+        ),
+    )
+    .await
+    .unwrap();
+    let views: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
+    let status = common::eventually(Duration::from_secs(120), "players Live", || async {
+        let s = views.get("players").await.ok()?.status?;
+        (s.phase == Some(ViewPhase::Live)).then_some(s)
+    })
+    .await;
+    let note = common::warning_note(&client, &ns, "NoFailureDestination", Duration::from_secs(60)).await;
+    let queue = status
+        .resources
+        .get("failureQueue")
+        .or_else(|| {
+            status
+                .versions
+                .iter()
+                .find_map(|v| v.resources.get("failureQueue"))
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("a failure queue in {:?}", status.versions));
+    assert!(
+        note.contains(&queue) && note.contains("sqs:SendMessage") && note.contains(&function_arn),
+        "the queue, the function and the grant are named: {note}"
+    );
+    let mapping = || async {
+        let list = lambda
+            .list_event_source_mappings()
+            .function_name(&function_arn)
+            .send()
+            .await
+            .unwrap();
+        list.event_source_mappings()
+            .first()
+            .cloned()
+            .expect("the view's mapping on the user's function")
+    };
+    assert!(mapping().await.destination_config.is_none(), "no destination yet");
+    let grant = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"sqs:SendMessage","Resource":"{queue}"}}]}}"#
+    );
+    iam.put_role_policy()
+        .role_name(&role_name)
+        .policy_name("kappa-failures")
+        .policy_document(grant)
+        .send()
+        .await
+        .unwrap();
+    let destination = common::eventually(
+        Duration::from_secs(90),
+        "the mapping's on-failure destination once granted",
+        || async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            mapping()
+                .await
+                .destination_config
+                .and_then(|d| d.on_failure)
+                .and_then(|o| o.destination)
+        },
+    )
+    .await;
+    assert_eq!(destination, queue);
+    common::delete_namespace(&client, &ns).await;
 }

@@ -626,15 +626,7 @@ async fn a_gap_in_a_view_without_backfill_is_reported_with_its_fix() {
     drop(op);
     inject_gap(&sc.client, &sc.ns, "shardId-00000000000000000000-deadbeef").await;
     let op = Operator::start(&sc.ns, "restarted", 5);
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(sc.client.clone(), &sc.ns);
-    let note = common::eventually(Duration::from_secs(60), "a Warning RecordsLost", || async {
-        let list = events.list(&Default::default()).await.ok()?;
-        list.items.into_iter().find_map(|e| {
-            (e.reason.as_deref() == Some("RecordsLost") && e.type_.as_deref() == Some("Warning"))
-                .then(|| e.note.unwrap_or_default())
-        })
-    })
-    .await;
+    let note = common::warning_note(&sc.client, &sc.ns, "RecordsLost", Duration::from_secs(60)).await;
     assert!(
         note.contains("deadbeef") && note.contains("spec.backfill.source"),
         "the shard and the fix are named: {note}"

@@ -78,6 +78,10 @@ def role():
     if _role is None:
         trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
         _role = iam.create_role(RoleName=unique("role"), AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        # On-failure destinations need sqs:SendMessage on the queue (checked at mapping time).
+        send = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": f"arn:aws:sqs:*:*:{unique('*')}"}]}
+        iam.put_role_policy(RoleName=unique("role"), PolicyName="failures", PolicyDocument=json.dumps(send))
     return _role
 
 
@@ -339,6 +343,37 @@ class StreamMappings(unittest.TestCase):
         sks = [[r["dynamodb"]["Keys"]["sk"]["S"] for r in e["event"]["Records"]] for e in events(record)]
         self.assertEqual(sks[0], ["00", "01", "02", "03", "04"])
         self.assertEqual(sks[1], ["02", "03", "04"])
+
+
+class DestinationPermission(unittest.TestCase):
+    def test_a_destination_the_role_may_not_send_to_is_refused_until_granted(self):
+        """CreateEventSourceMapping/UpdateEventSourceMapping refuse an SQS on-failure destination the
+        function's role may not send to, with AWS's message; granting sqs:SendMessage lets it through."""
+        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+        name = unique("mute-role")
+        arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+        with open(os.path.join(HERE, "bootstrap.py"), "rb") as f:
+            code = zip_of({"bootstrap": (f.read(), 0o755)})
+        fn = lam.create_function(FunctionName=unique("mute"), Runtime="provided.al2023", Role=arn, Handler="ok",
+                                 Code={"ZipFile": code}, Timeout=10, MemorySize=128)["FunctionName"]
+        _, dest_arn = queue("mute-failures")
+        table, stream_arn = stream_table("mute-table")
+        with self.assertRaises(ClientError) as refused:
+            lam.create_event_source_mapping(
+                FunctionName=fn, EventSourceArn=stream_arn, StartingPosition="TRIM_HORIZON",
+                DestinationConfig={"OnFailure": {"Destination": dest_arn}})
+        self.assertEqual(refused.exception.response["Error"]["Code"], "InvalidParameterValueException")
+        self.assertIn("permissions to call SendMessage on SQS", str(refused.exception))
+        uuid = lam.create_event_source_mapping(
+            FunctionName=fn, EventSourceArn=stream_arn, StartingPosition="TRIM_HORIZON")["UUID"]
+        with self.assertRaises(ClientError):
+            lam.update_event_source_mapping(UUID=uuid, DestinationConfig={"OnFailure": {"Destination": dest_arn}})
+        send = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": dest_arn}]}
+        iam.put_role_policy(RoleName=name, PolicyName="failures", PolicyDocument=json.dumps(send))
+        lam.update_event_source_mapping(UUID=uuid, DestinationConfig={"OnFailure": {"Destination": dest_arn}})
+        got = lam.get_event_source_mapping(UUID=uuid)
+        self.assertEqual(got["DestinationConfig"]["OnFailure"]["Destination"], dest_arn)
+        lam.delete_event_source_mapping(UUID=uuid)
 
 
 class Sns(unittest.TestCase):

@@ -82,6 +82,14 @@ fn is_transient(code: &str, message: &str) -> bool {
         && (message.contains("cannot be assumed") || message.contains("permissions to call SendMessage")))
 }
 
+/// Whether `e` is Lambda refusing an on-failure destination the function's execution role may not send
+/// to ("The provided execution role does not have permissions to call SendMessage on SQS"). For a role the
+/// operator just wrote, that is IAM propagating (retryable); for a user's function (`functionArn`), only
+/// the user can grant it.
+pub fn is_destination_refused(e: &AwsError) -> bool {
+    e.code == "InvalidParameterValueException" && e.message.contains("permissions to call SendMessage")
+}
+
 /// Whether the deployed code (or architecture) differs from the plan's.
 pub fn code_differs(
     plan: &FunctionPlan,

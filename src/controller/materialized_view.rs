@@ -443,6 +443,18 @@ pub(super) async fn lambda_version(
         Ok(live) => live,
         Err(e) => return failed(e),
     };
+    if let Some(message) = &live.no_destination {
+        tracing::warn!(view = %view.name_any(), "{message}");
+        status::publish(
+            ctx,
+            view,
+            EventType::Warning,
+            reasons::NO_FAILURE_DESTINATION,
+            "Provision",
+            message.clone(),
+        )
+        .await;
+    }
     let key_prefix = plan.key_prefix.clone().unwrap_or_default();
     // A gap still to close (not yet recorded as a backfill attempt, nor reported for a view without one).
     let gap = match live.gap {
@@ -593,6 +605,8 @@ struct LivePath {
     /// re-created (SNS keeps nothing for a subscription that does not exist), described for the backfill
     /// attempt that closes the gap.
     gap: Option<String>,
+    /// Why a user's function (`functionArn`) is mapped without the view's failure queue, with the fix.
+    no_destination: Option<String>,
 }
 
 /// The version's failure queue (see [`crate::plan::view::ViewPlan::failure_queue`]), created first: the
@@ -662,6 +676,7 @@ async fn projector_live_path(
                     resources,
                     dead_letters,
                     gap: None,
+                    no_destination: None,
                 });
             };
             let code = ctx
@@ -677,6 +692,7 @@ async fn projector_live_path(
                     resources,
                     dead_letters,
                     gap: None,
+                    no_destination: None,
                 });
             };
             let (arn, convergence) = lambda::ensure_function(&ctx.aws.lambda, &function).await?;
@@ -687,6 +703,7 @@ async fn projector_live_path(
                     resources,
                     dead_letters,
                     gap: None,
+                    no_destination: None,
                 });
             }
             arn
@@ -697,6 +714,7 @@ async fn projector_live_path(
     let ours = function_ref == function_name;
     let mut ready = true;
     let mut gaps = Vec::new();
+    let mut no_destination = None;
     match log_status.fan_out.as_deref() {
         Some("Sns") => {
             if ours {
@@ -731,10 +749,22 @@ async fn projector_live_path(
             Some(stream) => {
                 let mut mapping =
                     lambdas::projector_mapping(view, &log.spec, &function_ref, &stream, &failures.arn);
-                if !ours {
-                    mapping.on_failure = None;
-                }
-                let (id, c) = lambda::ensure_mapping(&ctx.aws.lambda, &mapping).await?;
+                let (id, c) = match lambda::ensure_mapping(&ctx.aws.lambda, &mapping).await {
+                    // A user's function whose role may not send to the view's failure queue: mapped
+                    // without the destination (the view works), and the user is told how to grant it.
+                    Err(e) if !ours && lambda::is_destination_refused(&e) => {
+                        mapping.on_failure = None;
+                        no_destination = Some(format!(
+                            "the execution role of spec.projector.code.functionArn {function_ref} may not send to \
+                             the view's failure queue {queue}, so its stream mapping has no on-failure \
+                             destination: records the function still fails after the mapping's retries are \
+                             dropped. Grant the role sqs:SendMessage on {queue}",
+                            queue = failures.arn
+                        ));
+                        lambda::ensure_mapping(&ctx.aws.lambda, &mapping).await?
+                    }
+                    other => other?,
+                };
                 ready &= c == Convergence::Converged;
                 resources.insert("mapping".into(), id);
             }
@@ -747,6 +777,7 @@ async fn projector_live_path(
         resources,
         dead_letters,
         gap: (!gaps.is_empty()).then(|| gaps.join("; ")),
+        no_destination,
     })
 }
 

@@ -61,6 +61,9 @@ pub mod reasons {
     pub const RECORD_ERROR: &str = "RecordError";
     /// The live path lost stream records and the view has no backfill to recover them.
     pub const RECORDS_LOST: &str = "RecordsLost";
+    /// Warning Event: a user's projector function (`functionArn`) is mapped without the view's failure
+    /// queue, because its execution role may not send to it; the note names the grant.
+    pub const NO_FAILURE_DESTINATION: &str = "NoFailureDestination";
     /// A views table was deleted outside the operator and re-created: the view is rebuilt from the log.
     pub const TABLE_RECREATED: &str = "TableRecreated";
     /// The view's storage holds the items of an earlier view of the same name, retained when it was

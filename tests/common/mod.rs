@@ -177,6 +177,19 @@ pub async fn create_yaml(client: &Client, ns: &str, yaml: &str) -> Result<(), St
     }
 }
 
+/// The note of the first Warning Event with `reason` in namespace `ns`, waiting up to `timeout`.
+pub async fn warning_note(client: &Client, ns: &str, reason: &str, timeout: Duration) -> String {
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(client.clone(), ns);
+    eventually(timeout, &format!("a Warning {reason}"), || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items.into_iter().find_map(|e| {
+            (e.reason.as_deref() == Some(reason) && e.type_.as_deref() == Some("Warning"))
+                .then(|| e.note.unwrap_or_default())
+        })
+    })
+    .await
+}
+
 /// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout` with `what`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where
