@@ -68,7 +68,16 @@ pub fn attribute_changes(
         _ => w == h,
     };
     want.iter()
-        .filter(|(k, w)| !have.get(k.as_str()).is_some_and(|h| same(k, w, h)))
+        .filter(|(k, w)| {
+            // An empty `Policy` removes the queue's policy (SQS API Reference, SetQueueAttributes): a queue
+            // without one has it already.
+            let none = (k.as_str() == "Policy" && w.is_empty()).then_some("");
+            !have
+                .get(k.as_str())
+                .map(String::as_str)
+                .or(none)
+                .is_some_and(|h| if w.is_empty() { h.is_empty() } else { same(k, w, h) })
+        })
         .map(|(k, w)| (k.clone(), w.clone()))
         .collect()
 }
@@ -135,7 +144,8 @@ pub async fn ensure_queue(
             if plan.fifo {
                 req = req.attributes(QueueAttributeName::FifoQueue, "true");
             }
-            for (k, v) in &want {
+            // An empty value means "none" (a `Policy` to remove): a new queue has none.
+            for (k, v) in want.iter().filter(|(_, v)| !v.is_empty()) {
                 req = req.attributes(QueueAttributeName::from(k.as_str()), v);
             }
             for (k, v) in &plan.tags {
@@ -258,6 +268,26 @@ pub async fn newest_redrive(client: &Client, dead_letter_arn: &str) -> Result<Op
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_policy_removes_one_and_is_met_by_none() {
+        let want = BTreeMap::from([("Policy".to_string(), String::new())]);
+        assert!(
+            attribute_changes(&want, &HashMap::new()).is_empty(),
+            "no policy: nothing to do"
+        );
+        let stale = HashMap::from([(
+            "Policy".to_string(),
+            r#"{"Statement":[{"Sid":"SnsDeadLetters"}]}"#.to_string(),
+        )]);
+        assert_eq!(
+            attribute_changes(&want, &stale),
+            want,
+            "an earlier policy is removed"
+        );
+        let wanted = BTreeMap::from([("Policy".to_string(), r#"{"Statement":[]}"#.to_string())]);
+        assert_eq!(attribute_changes(&wanted, &HashMap::new()), wanted);
+    }
 
     fn ingest() -> QueuePlan {
         QueuePlan {

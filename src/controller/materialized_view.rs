@@ -619,10 +619,13 @@ async fn ensure_failure_queue(
     topic_arns: &[String],
 ) -> std::result::Result<crate::aws::sqs::QueueState, crate::aws::AwsError> {
     let mut queue = plan.failure_queue();
-    if let Some(policy) = scope_of_arn(table_arn)
-        .and_then(|scope| crate::plan::iam::failure_queue_policy(&scope.queue_arn(&queue.name), topic_arns))
-    {
-        queue.attributes.insert("Policy".into(), policy.to_string());
+    if let Some(scope) = scope_of_arn(table_arn) {
+        // No topic (`Direct` fan-out, or none yet): no policy, so a topic of an earlier `Sns` fan-out may no
+        // longer send to the queue.
+        let policy = crate::plan::iam::failure_queue_policy(&scope.queue_arn(&queue.name), topic_arns)
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        queue.attributes.insert("Policy".into(), policy);
     }
     crate::aws::sqs::ensure_queue(&ctx.aws.sqs, &queue, None).await
 }
