@@ -27,6 +27,8 @@ Configuration (environment of the moto process, set by hack/stack.sh):
 - `KAPPA_STACK_DIR`: where code is unpacked (`lambda/`) and logs go (`logs/lambda-<function>.log`,
   `logs/local-lambda.log`).
 - `KAPPA_LOCAL_HARNESS_PORT`: the management API / harness HTTP port on 127.0.0.1.
+- `KAPPA_LOCAL_ASYNC_CONCURRENCY` (default 4): how many of a function's queued asynchronous events (SNS
+  deliveries, `Event` invokes) run at once; the rest wait in its queue, as in Lambda's.
 - The operator's binary, which the stand-in `bootstrap` (hack/lambda-bootstrap-standin.sh) execs: read at
   every cold start from the file `$KAPPA_STACK_DIR/lambda-binary` if it exists (tests write it), else
   `KAPPA_LOCAL_LAMBDA_BINARY` as given to `hack/stack.sh up`, else `$CARGO_TARGET_DIR/debug/kappa-operator`.
@@ -520,33 +522,77 @@ def send_to_sqs(arn, body, attributes=None):
     backend.send_message(parts[5], body, message_attributes=attributes or {})
 
 
+ASYNC_CONCURRENCY = max(1, int(os.environ.get("KAPPA_LOCAL_ASYNC_CONCURRENCY", "4")))
+
+
 def invoke_async(fn, payload):
-    """Lambda's asynchronous invocation: retries (default 2), then the on-failure destination of the
-    function's EventInvokeConfig and/or its DeadLetterConfig
-    (https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html)."""
-    threading.Thread(target=async_worker, args=(fn, payload), daemon=True, name=f"async-{fn.function_name}").start()
+    """Lambda's asynchronous invocation: the event waits in the function's queue
+    (https://docs.aws.amazon.com/lambda/latest/dg/invocation-async.html: "Lambda places the event in a
+    queue ... A separate process reads events from the queue and sends them to your function"); retries
+    (default 2), then the on-failure destination of the function's EventInvokeConfig and/or its
+    DeadLetterConfig (invocation-async-retain-records.html). Lambda runs a function's queued events with as
+    much concurrency as its reserved or the account's; this machine runs at most
+    `KAPPA_LOCAL_ASYNC_CONCURRENCY` (default 4) per function, the rest wait in the queue: a burst of SNS
+    deliveries once started hundreds of environments on 2 cores and thrashed."""
+    ASYNC.put({"fn": fn, "payload": payload, "attempts": 0, "request_id": str(uuid.uuid4())})
 
 
-def async_worker(fn, payload):
+class AsyncQueues:
+    """The per-function queues of asynchronous events and their workers (invoke_async)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.queues = {}  # function arn -> {"events": deque, "workers": int}
+
+    def put(self, event):
+        arn = event["fn"].function_arn
+        with self.lock:
+            q = self.queues.setdefault(arn, {"events": collections.deque(), "workers": 0})
+            q["events"].append(event)
+            if q["workers"] >= ASYNC_CONCURRENCY:
+                return
+            q["workers"] += 1
+        threading.Thread(target=self.work, args=(arn,), daemon=True, name=f"async-{arn.rsplit(':', 1)[-1]}").start()
+
+    def work(self, arn):
+        while True:
+            with self.lock:
+                q = self.queues[arn]
+                if stopping.is_set() or not q["events"]:
+                    q["workers"] -= 1
+                    return
+                event = q["events"].popleft()
+            try:
+                attempt_async(event)
+            except Exception:
+                log.exception("async invocation of %s", arn)
+
+
+ASYNC = AsyncQueues()
+
+
+def attempt_async(event):
+    """One attempt of a queued asynchronous event; a failed one is queued again after a delay
+    (KAPPA_LOCAL_ASYNC_RETRY_SECONDS times the attempts) until its retries are spent."""
+    fn, payload, request_id = event["fn"], event["payload"], event["request_id"]
     config = fn.event_invoke_config[0].config if fn.event_invoke_config else {}
     retries = int(config.get("MaximumRetryAttempts", 2))
-    request_id = str(uuid.uuid4())
-    attempts = 0
-    error, body = None, b""
-    while not stopping.is_set():
-        attempts += 1
-        try:
-            error, body = run_function(fn, payload)
-        except Exception as e:  # the harness itself failed
-            error, body = "ServiceException", error_body(str(e), "ServiceException")
-        if error is None:
-            success = (config.get("DestinationConfig") or {}).get("OnSuccess", {}).get("Destination")
-            if success and ":sqs:" in success:
-                send_to_sqs(success, json.dumps(invocation_record(fn, request_id, "Success", attempts, payload, None, body)))
-            return
-        if attempts > retries:
-            break
-        stopping.wait(ASYNC_RETRY_SECONDS * attempts)
+    event["attempts"] += 1
+    attempts = event["attempts"]
+    try:
+        error, body = run_function(fn, payload)
+    except Exception as e:  # the harness itself failed
+        error, body = "ServiceException", error_body(str(e), "ServiceException")
+    if error is None:
+        success = (config.get("DestinationConfig") or {}).get("OnSuccess", {}).get("Destination")
+        if success and ":sqs:" in success:
+            send_to_sqs(success, json.dumps(invocation_record(fn, request_id, "Success", attempts, payload, None, body)))
+        return
+    if attempts <= retries:
+        retry = threading.Timer(ASYNC_RETRY_SECONDS * attempts, ASYNC.put, (event,))
+        retry.daemon = True
+        retry.start()
+        return
     log.info("async invocation of %s failed %d times: %s", fn.function_name, attempts, error)
     failure = (config.get("DestinationConfig") or {}).get("OnFailure", {}).get("Destination")
     if failure and ":sqs:" in failure:
@@ -1160,7 +1206,7 @@ def patch_sns():
         if message_structure == "json":
             message = self._parse_message_structure(message, self.protocol)
         event = sns_event(self, message, message_id, subject, message_attributes)
-        threading.Thread(target=deliver_sns, args=(self, event), daemon=True, name="sns-delivery").start()
+        deliver_sns(self, event)
 
     Subscription.publish = publish
 
@@ -1225,7 +1271,7 @@ def deliver_sns(sub, event):
                 envelope["MessageAttributes"] = sns["MessageAttributes"]
             send_to_sqs(target, json.dumps(envelope))
         return
-    async_worker(fn, json.dumps(event))
+    invoke_async(fn, json.dumps(event))
 
 
 # ================================================================ API Gateway Management API

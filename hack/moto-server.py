@@ -623,6 +623,60 @@ def _dead_letter_queue_set(self, queue):
 _SqsQueue.dead_letter_queue = property(_dead_letter_queue_get, _dead_letter_queue_set)
 
 
+# moto's SQS is quadratic when a queue fills: every SendMessage reads `queue.attributes`, which computes all
+# of them, the approximate message counts too (a pass over every message, two clock reads per message),
+# to look at ContentBasedDeduplication alone; and each pass reads the clock per message. A producer's
+# burst of 5,000 messages took most of the server's time (py-spy: 63% in send_message_batch). Below: a
+# SendMessage sees the one attribute it reads, and the counts read the clock once per pass. What SQS
+# answers is unchanged (ContentBasedDeduplication is a FIFO queue's attribute, as in moto's full dict).
+import threading as _threading
+
+from moto.core.utils import unix_time_millis as _unix_time_millis
+from moto.sqs.models import SQSBackend as _SQSBackend
+
+_sending = _threading.local()
+_queue_attributes = _SqsQueue.attributes.fget
+
+
+def _attributes(self):
+    if getattr(_sending, "on", False):
+        return {"ContentBasedDeduplication": self.content_based_deduplication} if self.fifo_queue else {}
+    return _queue_attributes(self)
+
+
+_send_message = _SQSBackend.send_message
+
+
+def _send_message_cheaply(self, *args, **kwargs):
+    _sending.on = True
+    try:
+        return _send_message(self, *args, **kwargs)
+    finally:
+        _sending.on = False
+
+
+def _messages(self):
+    now = _unix_time_millis()
+    return [m for m in self._messages if now > m.visible_at and not now < m.delayed_until]
+
+
+def _not_visible(self):
+    now = _unix_time_millis()
+    return sum(1 for m in self._messages if not now > m.visible_at)
+
+
+def _delayed(self):
+    now = _unix_time_millis()
+    return sum(1 for m in self._messages if now < m.delayed_until)
+
+
+_SqsQueue.attributes = property(_attributes)
+_SQSBackend.send_message = _send_message_cheaply
+_SqsQueue.messages = property(_messages)
+_SqsQueue.approximate_number_of_messages_not_visible = property(_not_visible)
+_SqsQueue.approximate_number_of_messages_delayed = property(_delayed)
+
+
 if __name__ == "__main__":
     import os
     import sys

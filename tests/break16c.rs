@@ -507,6 +507,41 @@ async fn switching_fan_out_while_records_flow_loses_or_doubles_nothing() {
         if second == 15 {
             mode("Direct").await;
         }
+        if second == 50 {
+            // On `Direct`, no topic may send to the view's failure queue any more.
+            let status = e.status().await;
+            let queue = status
+                .resources
+                .get("failureQueue")
+                .or_else(|| {
+                    status
+                        .versions
+                        .iter()
+                        .find_map(|v| v.resources.get("failureQueue"))
+                })
+                .cloned()
+                .expect("the view's failure queue");
+            let url = e
+                .sqs
+                .get_queue_url()
+                .queue_name(queue.rsplit(':').next().unwrap())
+                .send()
+                .await
+                .unwrap()
+                .queue_url
+                .unwrap();
+            let policy = e
+                .sqs
+                .get_queue_attributes()
+                .queue_url(&url)
+                .attribute_names(QueueAttributeName::Policy)
+                .send()
+                .await
+                .unwrap()
+                .attributes
+                .and_then(|a| a.get(&QueueAttributeName::Policy).cloned());
+            assert_eq!(policy, None, "the Sns-era access policy is removed on Direct");
+        }
         if second == 55 {
             mode("Sns").await;
         }
