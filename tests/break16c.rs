@@ -183,6 +183,21 @@ fn ids(range: std::ops::Range<u32>) -> BTreeSet<String> {
     range.map(|i| format!("p{i}")).collect()
 }
 
+/// The ARN of the view's failure queue, as its status records it.
+fn failure_queue(status: &MaterializedViewStatus) -> String {
+    status
+        .resources
+        .get("failureQueue")
+        .or_else(|| {
+            status
+                .versions
+                .iter()
+                .find_map(|v| v.resources.get("failureQueue"))
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("no failureQueue in {:?}", status.versions))
+}
+
 fn players(range: std::ops::Range<u32>) -> Vec<HashMap<String, AttributeValue>> {
     range.map(|i| player(&format!("p{i}"), i)).collect()
 }
@@ -386,13 +401,7 @@ async fn a_disabled_projector_mapping_is_re_enabled_and_the_view_returns_to_live
 #[tokio::test]
 async fn a_deleted_failure_queue_is_recreated_and_a_dead_lettered_record_is_counted() {
     let e = env("b16c-fq", "Direct", "  onRecordError: Fail").await;
-    let s = e.status().await;
-    let queue_arn = s
-        .resources
-        .get("failureQueue")
-        .or_else(|| s.versions.iter().find_map(|v| v.resources.get("failureQueue")))
-        .cloned()
-        .unwrap_or_else(|| panic!("no failureQueue in {:?}", s.resources));
+    let queue_arn = failure_queue(&e.status().await);
     let queue_name = queue_arn.rsplit(':').next().unwrap().to_string();
     let url = e
         .sqs
@@ -509,18 +518,7 @@ async fn switching_fan_out_while_records_flow_loses_or_doubles_nothing() {
         }
         if second == 50 {
             // On `Direct`, no topic may send to the view's failure queue any more.
-            let status = e.status().await;
-            let queue = status
-                .resources
-                .get("failureQueue")
-                .or_else(|| {
-                    status
-                        .versions
-                        .iter()
-                        .find_map(|v| v.resources.get("failureQueue"))
-                })
-                .cloned()
-                .expect("the view's failure queue");
+            let queue = failure_queue(&e.status().await);
             let url = e
                 .sqs
                 .get_queue_url()
@@ -893,17 +891,7 @@ async fn a_users_function_gets_the_failure_queue_once_its_role_may_send_to_it() 
     })
     .await;
     let note = common::warning_note(&client, &ns, "NoFailureDestination", Duration::from_secs(60)).await;
-    let queue = status
-        .resources
-        .get("failureQueue")
-        .or_else(|| {
-            status
-                .versions
-                .iter()
-                .find_map(|v| v.resources.get("failureQueue"))
-        })
-        .cloned()
-        .unwrap_or_else(|| panic!("a failure queue in {:?}", status.versions));
+    let queue = failure_queue(&status);
     assert!(
         note.contains(&queue) && note.contains("sqs:SendMessage") && note.contains(&function_arn),
         "the queue, the function and the grant are named: {note}"

@@ -394,38 +394,7 @@ async fn a_lambda_view_with_subscribers_gets_a_websocket_api_removed_with_its_su
     // A client connects and subscribes (API Gateway invokes the connections function for each route, in
     // its WebSocket event shape); then every change of the view reaches it: the notifier reads the views
     // table's stream and posts each change to the connection, in order (#16 item 4).
-    let base = common::stack_var("KAPPA_LOCAL_EXECUTE_API");
-    harness_http("PUT", &base, &format!("/_connections/{api_id}/c1")).await;
-    for (route, event_type, body) in [
-        ("$connect", "CONNECT", None),
-        (
-            "subscribe",
-            "MESSAGE",
-            Some(r#"{"action":"subscribe","view":"games"}"#),
-        ),
-    ] {
-        let event = serde_json::json!({
-            "requestContext": {
-                "routeKey": route, "eventType": event_type, "connectionId": "c1",
-                "connectedAt": chrono_ms(), "requestTimeEpoch": chrono_ms(), "apiId": api_id,
-                "stage": "live", "domainName": format!("{api_id}.execute-api.us-east-1.amazonaws.com"),
-            },
-            "body": body, "isBase64Encoded": false,
-        });
-        let out = lambda
-            .invoke()
-            .function_name(&connections_fn)
-            .payload(aws_sdk_lambda::primitives::Blob::new(event.to_string()))
-            .send()
-            .await
-            .unwrap();
-        let answer =
-            String::from_utf8_lossy(out.payload().map(|b| b.as_ref()).unwrap_or_default()).to_string();
-        assert!(
-            out.function_error().is_none() && answer.contains("200"),
-            "{route}: {answer}"
-        );
-    }
+    common::connect_and_subscribe(&lambda, &connections_fn, &api_id, "c1", "games").await;
     let log_table = common::log_table(&client, &ns, "game-events").await;
     // Two games, three results each, written in order: six changes of the view.
     for seq in 1..=3u32 {
@@ -448,7 +417,7 @@ async fn a_lambda_view_with_subscribers_gets_a_websocket_api_removed_with_its_su
     }
     let posts = common::eventually(Duration::from_secs(120), "six changes posted to c1", || async {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let body = harness_http("GET", &base, &format!("/_connections/{api_id}/c1/posts")).await;
+        let body = common::harness_http("GET", &format!("/_connections/{api_id}/c1/posts")).await;
         let posts: serde_json::Value = serde_json::from_str(&body).ok()?;
         let changes: Vec<kappa_operator::push::message::Change> = posts["posts"]
             .as_array()?
@@ -514,36 +483,4 @@ async fn a_lambda_view_with_subscribers_gets_a_websocket_api_removed_with_its_su
     }
     assert!(ddb.describe_table().table_name(&table).send().await.is_err());
     common::delete_namespace(&client, &ns).await;
-}
-
-/// Now, epoch milliseconds.
-fn chrono_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// One HTTP/1.1 request without a body to the local Lambda harness at `base` (`http://127.0.0.1:<port>`,
-/// `KAPPA_LOCAL_EXECUTE_API`); returns the response body, failing the test on a status other than 2xx.
-async fn harness_http(method: &str, base: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let host = base.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = tokio::net::TcpStream::connect(host)
-        .await
-        .unwrap_or_else(|e| panic!("the harness at {base}: {e}; {}", common::START_STACK));
-    let request =
-        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let response = String::from_utf8_lossy(&response).to_string();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    assert!(
-        head.split_whitespace()
-            .nth(1)
-            .is_some_and(|code| code.starts_with('2')),
-        "{method} {path}: {head}"
-    );
-    body.to_string()
 }

@@ -15,15 +15,17 @@
 //! - A **stream batch** (`Direct` fan-out) is reported every time: Lambda invokes a shard's function once
 //!   at a time with up to `BatchSize` records, so that is at most one write per batch and shard, and the
 //!   count and lag are exact.
-//! - An **SNS event** holds one record, so a report per invocation would double a `Latest` view's writes.
-//!   A warm instance reports its first batch, a failure starting or ending, a lag that crossed
-//!   `spec.promotion.maxLag` (the function's [`ENV_MAX_LAG_MS`](crate::functions::projector::ENV_MAX_LAG_MS)) or
-//!   moved by half or double (and by at least [`LAG_STEP_MS`]), an invocation after a pause of
-//!   [`PAUSE_MS`] — and otherwise at most every [`REPORT_INTERVAL_MS`]. A Lambda instance is frozen
-//!   between invocations, so a report cannot be deferred: the records of a busy instance's last
-//!   invocations (less than [`REPORT_INTERVAL_MS`] after its previous report, each less than [`PAUSE_MS`]
-//!   after the one before) are counted when it next finishes records. So `status.live.recordsApplied` of
-//!   an `Sns` view may trail by those records on a quiet log; its lag and promotion do not (below).
+//! - An **SNS event** holds one record, so a report per invocation would double a `Latest` view's writes
+//!   at volume. A warm instance reports every invocation while it has report tokens: a bucket of
+//!   [`REPORT_BURST`] refilled by [`REPORT_RATE_PER_SECOND`] (so a view with little traffic is counted
+//!   exactly, and a busy instance writes about one report per second). Beyond that it reports its first
+//!   batch, a failure starting or ending, a lag that crossed `spec.promotion.maxLag` (the function's
+//!   [`ENV_MAX_LAG_MS`](crate::functions::projector::ENV_MAX_LAG_MS)) or moved by half or double (and by
+//!   at least [`LAG_STEP_MS`]), an invocation after a pause of [`PAUSE_MS`], and otherwise at most every
+//!   [`REPORT_INTERVAL_MS`]. A Lambda instance is frozen between invocations, so a report cannot be
+//!   deferred: when an instance runs out of tokens at the end of a burst, its last records are counted
+//!   when it next finishes records. So `status.live.recordsApplied` of an `Sns` view may trail by those
+//!   records on a quiet log; its lag and promotion do not (below).
 //!
 //! The operator ([`assess`]) holds a version back from promotion while the newest report is a failure or
 //! a lag over `spec.promotion.maxLag`. No report since the live path started means no record reached the
@@ -43,6 +45,13 @@ pub const REPORT_INTERVAL_MS: i64 = 5_000;
 
 /// The smallest change of lag, in milliseconds, that is reported before [`REPORT_INTERVAL_MS`] passed.
 pub const LAG_STEP_MS: i64 = 1_000;
+
+/// The report tokens of an instance (SNS events; see the module documentation): at most this many reports
+/// in a row beyond the other rules.
+pub const REPORT_BURST: f64 = 5.0;
+
+/// How fast an instance's report tokens refill, per second.
+pub const REPORT_RATE_PER_SECOND: f64 = 1.0;
 
 /// A pause of an instance, in milliseconds: an invocation ending this long after the instance's previous
 /// one is reported (its records are not part of a busy stretch, so reporting them costs little).
@@ -121,6 +130,9 @@ pub struct ProgressReporter {
     max_lag_ms: Option<i64>,
     /// When the instance's previous invocation ended, epoch milliseconds.
     previous_ms: Option<i64>,
+    /// Report tokens left, and when they were counted (epoch milliseconds; `None`: a full bucket).
+    tokens: f64,
+    tokens_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -166,6 +178,7 @@ impl ProgressReporter {
                     || last.failing != failing
                     || lag_moved(last.lag_ms, lag_ms)
                     || lag_crossed(self.max_lag_ms, last.lag_ms, lag_ms)
+                    || (batch.records > 0 && self.take_token(now_ms))
             }
         };
         if !due {
@@ -184,6 +197,24 @@ impl ProgressReporter {
             newest_created_ms: batch.newest_created_ms,
             failure: failure.map(str::to_string),
         })
+    }
+}
+
+impl ProgressReporter {
+    /// Takes a report token if one is left at `now_ms` (the bucket refilled since it was last counted).
+    fn take_token(&mut self, now_ms: i64) -> bool {
+        self.tokens = match self.tokens_at {
+            None => REPORT_BURST,
+            Some(at) => (self.tokens + (now_ms - at).max(0) as f64 / 1_000.0 * REPORT_RATE_PER_SECOND)
+                .min(REPORT_BURST),
+        };
+        self.tokens_at = Some(now_ms);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -293,11 +324,22 @@ mod tests {
     }
 
     #[test]
-    fn the_first_batch_reports_then_at_most_every_interval() {
+    fn the_first_batch_reports_then_while_tokens_last_then_at_most_every_interval() {
         let mut r = ProgressReporter::default();
         let first = r.observe(10_000, &batch(3, 9_500), None).unwrap();
         assert_eq!((first.records, first.lag_ms), (3, Some(500)));
-        assert_eq!(r.observe(10_500, &batch(2, 10_100), None), None);
+        for i in 1..=5 {
+            let t = 10_000 + 100 * i;
+            assert!(
+                r.observe(t, &batch(1, t - 400), None).is_some(),
+                "invocation {i}: a token left"
+            );
+        }
+        assert_eq!(
+            r.observe(10_600, &batch(2, 10_200), None),
+            None,
+            "out of tokens, busy"
+        );
         assert_eq!(
             r.observe(10_900, &batch(0, 0), None),
             None,
@@ -305,6 +347,12 @@ mod tests {
         );
         let next = r.observe(15_000, &batch(1, 14_800), None).unwrap();
         assert_eq!((next.records, next.lag_ms), (3, Some(200)), "counts carried over");
+    }
+
+    /// Spends the instance's report tokens at `now_ms`.
+    fn spend_tokens(r: &mut ProgressReporter, now_ms: i64) {
+        r.tokens = 0.0;
+        r.tokens_at = Some(now_ms);
     }
 
     #[test]
@@ -321,10 +369,12 @@ mod tests {
     fn stream_batches_pauses_and_max_lag_crossings_report_at_once() {
         let mut r = ProgressReporter::new(Some(30_000));
         r.observe(100_000, &batch(100, 65_000), None).unwrap(); // 35 s behind
+        spend_tokens(&mut r, 100_000);
         let within = r
             .observe(103_000 - 500, &batch(50, 78_000 - 500), None)
             .expect("35 s -> 25 s crossed maxLag 30 s");
         assert_eq!((within.records, within.lag_ms), (50, Some(25_000)));
+        spend_tokens(&mut r, 102_800);
         assert_eq!(
             r.observe(102_900, &batch(1, 80_000), None),
             None,

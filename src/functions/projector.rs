@@ -29,8 +29,11 @@
 //! [`ViewStore::apply`]. A write whose condition fails (an older or replayed record) counts as done.
 //!
 //! Errors, by what retrying could change:
+//! - An SNS message that is no routed record, or of an envelope version this projector cannot read (a
+//!   router of another operator version, mid-upgrade), fails the invocation like a retryable error: Lambda
+//!   retries it, then the view's failure queue keeps it (`status.deadLetters`), never skipped.
 //! - A record the engine cannot project ([`ProjectionError`]: a missing key attribute, a non-number
-//!   ordering attribute, ...), an SNS message that is not a routed record, and a [`StoreError::Permanent`]
+//!   ordering attribute, ...) and a [`StoreError::Permanent`]
 //!   (e.g. an item over 400 KB) are **permanent record errors**: logged with the view, the record's keys
 //!   and the fix, counted in [`ProjectorStats::rejected`], and the record is skipped. Retrying would fail
 //!   the same way forever: on a stream it would block the shard (every later record waits behind it) until
@@ -471,28 +474,32 @@ pub async fn handle_sns_with_log<S: ViewStore, L: LogStore>(
                     }
                 }
             }
+            // A message this projector cannot read is never skipped: the invocation fails, so Lambda retries
+            // it and then its on-failure destination (the view's failure queue, `status.deadLetters`)
+            // keeps it for a replay once the cause is fixed.
             Ok(routed) => {
-                error!(
-                    view = config.view_name(),
-                    message_id = %message_id,
-                    "skipping an SNS message of kind {:?} version {}: this projector reads kind \
-                     {ROUTED_RECORD_KIND:?} version {ROUTED_RECORD_VERSION} and kind {LOG_REFERENCE_KIND:?} \
-                     version {LOG_REFERENCE_VERSION}; upgrade the projector or the router so both run the same \
-                     operator version",
-                    routed.kind,
-                    routed.version
+                let reason = format!(
+                    "an SNS message of kind {:?} version {} (message {message_id}), which this projector cannot \
+                     read: it reads kind {ROUTED_RECORD_KIND:?} version {ROUTED_RECORD_VERSION} and kind \
+                     {LOG_REFERENCE_KIND:?} version {LOG_REFERENCE_VERSION}; Lambda retries it, then the view's \
+                     failure queue keeps it: upgrade the projector or the router so both run the same operator \
+                     version, then replay the view (`kubectl kappa replay`)",
+                    routed.kind, routed.version
                 );
-                stats.rejected += 1;
+                error!(view = config.view_name(), message_id = %message_id, "{reason}");
+                stats.failed += 1;
+                first_reason.get_or_insert(reason);
                 continue;
             }
             Err(e) => {
-                error!(
-                    view = config.view_name(),
-                    message_id = %message_id,
-                    "skipping an SNS message that is not a routed log record ({e}); only the router may \
-                     publish to the log's topics"
+                let reason = format!(
+                    "an SNS message that is not a routed log record (message {message_id}: {e}); only the \
+                     router may publish to the log's topics: Lambda retries it, then the view's failure queue \
+                     keeps it for you to inspect"
                 );
-                stats.rejected += 1;
+                error!(view = config.view_name(), message_id = %message_id, "{reason}");
+                stats.failed += 1;
+                first_reason.get_or_insert(reason);
                 continue;
             }
         };

@@ -998,7 +998,7 @@ async fn projector_stops_at_a_record_it_cannot_project_when_the_policy_is_fail()
 }
 
 #[tokio::test]
-async fn projector_rejects_sns_messages_that_are_not_routed_records() {
+async fn projector_fails_sns_messages_it_cannot_read_so_lambda_dead_letters_them() {
     let config = latest_players();
     let good = RoutedRecord::new(stream_record(0, StreamEventName::Insert, player("ada", 1)));
     let mut future = good.clone();
@@ -1017,10 +1017,21 @@ async fn projector_rejects_sns_messages_that_are_not_routed_records() {
     })
     .collect();
     let store = store();
-    let report = projector::handle(&config, &store, &ProjectorEvent::Sns(sns_event(&entries)))
-        .await
-        .unwrap();
-    assert_eq!((report.stats.rejected, report.stats.applied), (2, 1));
+    let outcome = projector::handle(&config, &store, &ProjectorEvent::Sns(sns_event(&entries))).await;
+    // The readable record is applied; the two others fail the invocation (Lambda retries it, then the
+    // view's failure queue keeps them): never skipped (tests/break16d.rs found them dropped silently).
+    match outcome {
+        Err(projector::ProjectorError::Retry {
+            failed,
+            stats,
+            reason,
+            ..
+        }) => {
+            assert_eq!((failed, stats.applied, stats.rejected), (2, 1, 0));
+            assert!(reason.contains("not a routed log record"), "{reason}");
+        }
+        other => panic!("the invocation must fail: {other:?}"),
+    }
 }
 
 /// A [`MemoryStore`] whose calls fail as scripted (`None`: apply normally).

@@ -667,3 +667,73 @@ pub fn apply_user_cluster_roles() {
         Some(&roles.join("\n---\n")),
     );
 }
+
+/// One HTTP/1.1 request without a body to the local Lambda harness (`KAPPA_LOCAL_EXECUTE_API`, its
+/// `_connections` API: `PUT` a client connection, `DELETE` it, `GET .../posts`); the response body. Fails
+/// the test on a status other than 2xx.
+pub async fn harness_http(method: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let base = stack_var("KAPPA_LOCAL_EXECUTE_API");
+    let host = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .unwrap_or_else(|e| panic!("the harness at {base}: {e}; {START_STACK}"));
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response).to_string();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    assert!(
+        head.split_whitespace()
+            .nth(1)
+            .is_some_and(|code| code.starts_with('2')),
+        "{method} {path}: {head}"
+    );
+    body.to_string()
+}
+
+/// A WebSocket client `connection` of API `api_id` connects (the harness's connection, then `$connect`)
+/// and subscribes to `view`: API Gateway invokes the connections function `connections_fn` for each route
+/// with its WebSocket event shape. Fails the test when a route fails.
+pub async fn connect_and_subscribe(
+    lambda: &aws_sdk_lambda::Client,
+    connections_fn: &str,
+    api_id: &str,
+    connection: &str,
+    view: &str,
+) {
+    harness_http("PUT", &format!("/_connections/{api_id}/{connection}")).await;
+    let subscribe = serde_json::json!({"action": "subscribe", "view": view}).to_string();
+    for (route, event_type, body) in [
+        ("$connect", "CONNECT", None),
+        ("subscribe", "MESSAGE", Some(subscribe.as_str())),
+    ] {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let event = serde_json::json!({
+            "requestContext": {
+                "routeKey": route, "eventType": event_type, "connectionId": connection,
+                "connectedAt": now, "requestTimeEpoch": now, "apiId": api_id,
+                "stage": "live", "domainName": format!("{api_id}.execute-api.us-east-1.amazonaws.com"),
+            },
+            "body": body, "isBase64Encoded": false,
+        });
+        let out = lambda
+            .invoke()
+            .function_name(connections_fn)
+            .payload(aws_sdk_lambda::primitives::Blob::new(event.to_string()))
+            .send()
+            .await
+            .unwrap();
+        let answer =
+            String::from_utf8_lossy(out.payload().map(|b| b.as_ref()).unwrap_or_default()).to_string();
+        assert!(
+            out.function_error().is_none() && answer.contains("200"),
+            "{connection} {route}: {answer}"
+        );
+    }
+}
