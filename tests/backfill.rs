@@ -317,7 +317,7 @@ async fn three_views_are_backfilled_exactly_through_restarts_and_concurrent_writ
         // Under the log's own export root (the operator's), the user's prefix below it.
         let root = format!("kappa-exports/test/{ns}/scores/{log_uid}/exports/views/");
         assert!(prefix.starts_with(&root), "{location} is not under {root}");
-        // Deleted on the pass after the finished backfill is recorded (in_cluster::clean_up_backfill).
+        // Deleted on the pass after the finished backfill is recorded (materialized_view/backfill.rs, clean_up_backfill).
         common::eventually(
             Duration::from_secs(60),
             &format!("the export under {location} deleted"),

@@ -196,7 +196,7 @@ const SHARED: &str = "{table: Shared}";
 /// written" — the items belong to no live view, and the user kept them on purpose (Retain).
 ///
 /// Before the fix: the cleanup deletes every item under the key prefix (`delete_items_with_prefix` in
-/// `cleanup`, `src/controller/materialized_view.rs`), the retained items and the predecessor's owner item
+/// `cleanup`, `src/controller/materialized_view/cleanup.rs`), the retained items and the predecessor's owner item
 /// included, without ever looking at the owner item.
 #[tokio::test]
 async fn deleting_a_refused_recreated_view_keeps_the_retained_items() {
@@ -406,7 +406,7 @@ async fn a_view_deleted_with_delete_is_recreated_cleanly_and_adopt_on_its_own_st
 /// Before the fix: no crash loop (holds), and the view flips to Pending / Stalled StorageRetained naming "an
 /// earlier MaterializedView  (uid )" (empty name and uid); but its in-cluster live path keeps projecting
 /// new records into the prefix (counts 4 → 6): the StorageRetained path of `versions::run`
-/// (`claim_storage` → `continue`, `src/controller/versions.rs`) never stops the running version's tasks
+/// (`claim_storage` → `continue`, `src/controller/materialized_view/versions.rs`) never stops the running version's tasks
 /// (`ctx.runtime.stop`), so "writes nothing there" is false for a view that was already running.
 #[tokio::test]
 async fn a_refused_view_writes_nothing_even_when_it_was_running() {
@@ -469,7 +469,7 @@ fn versioned(name: &str, filter: &str) -> String {
 ///
 /// Before the fix: (a) the version's StorageRetained outcome is dropped (`claim_storage` → `continue` before
 /// `v.message`/`v.phase` are set, in `versions::run`; `rebuild_of` only says "version 2 is Pending"),
-/// no Event either; (b) `remove_version` (`src/controller/versions.rs`) deletes every item under
+/// no Event either; (b) `remove_version` (`src/controller/materialized_view/versions.rs`) deletes every item under
 /// `~v2~tally#`, the predecessor's owner item included, though this object never claimed it.
 #[tokio::test]
 async fn a_later_version_on_retained_storage_is_reported_and_left_alone() {
@@ -724,7 +724,7 @@ spec:
 /// retained items with it (they are kept on purpose; the refused view never wrote there).
 ///
 /// Before the fix: see the assertion (the cleanup's `delete_table_if_owned` on the shared table, in `cleanup`
-/// of `src/controller/materialized_view.rs`, consults table tags, never the owner items of the retained
+/// of `src/controller/materialized_view/cleanup.rs`, consults table tags, never the owner items of the retained
 /// prefixes in it).
 #[tokio::test]
 async fn deleting_the_only_refused_view_of_a_shared_table_keeps_the_retained_items() {

@@ -464,7 +464,7 @@ spec:
 /// Stalled/InvalidSpec "spec.backfill.source is Export but ... pointInTimeRecovery false", Provisioned
 /// False, while its projector still writes (views table items 1 -> 16 after 40 records): the status
 /// calls a working view broken (and a Stalled alert fires) for a setting that no longer matters to it.
-/// Suspected: `reconcile` in src/controller/materialized_view.rs runs `validate::view_against_log` on
+/// Suspected: `reconcile` in src/controller/materialized_view/mod.rs runs `validate::view_against_log` on
 /// every pass, also after BackfillComplete, and turns any problem into Pending/Stalled InvalidSpec.
 #[tokio::test]
 async fn live_export_view_survives_pitr_off() {

@@ -573,7 +573,7 @@ async fn push_connection_outlives_the_revocation_of_its_access() {
 /// Expected (passes): an export prefix that tries to climb out of the log's root (`..` segments, a leading
 /// `/`) cannot take the log's exports elsewhere: the root is derived from the log alone and the user's
 /// prefix is only appended (S3 keys are not paths: `..` is kept literally, below the root), and the
-/// deletion filter (`starts_with(root + "/")`, src/controller/in_cluster.rs) holds for it.
+/// deletion filter (`starts_with(root + "/")`, src/controller/materialized_view/backfill.rs) holds for it.
 #[test]
 fn export_prefix_with_dot_dot_is_kept_below_the_log_root() {
     let log = log_from(

@@ -4,12 +4,10 @@
 //! apply (only the differences) → status. The finalizer is the single top-level switch between Apply and
 //! Cleanup. Status is written by server-side apply with one field manager, and only when it changed.
 
-mod backfill_step;
 mod backoff;
 pub mod crd_skew;
 mod error;
 mod event_log;
-mod in_cluster;
 pub mod leader;
 mod materialized_view;
 mod pacer;
@@ -17,7 +15,6 @@ mod provision;
 pub mod push;
 pub mod status;
 pub mod validate;
-mod versions;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

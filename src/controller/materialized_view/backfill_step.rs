@@ -1,6 +1,6 @@
 //! The backfill as a step machine: what one reconcile does next for a view's backfill, decided by a pure
 //! function of the recorded status and what this pass observed ([`next_step`]), and what a finished run
-//! means for the status ([`after_run`]). The controller (`in_cluster::backfill`) executes one step per
+//! means for the status ([`after_run`]). The controller (`super::backfill::backfill`) executes one step per
 //! pass; everything it needs to resume is in `status.backfill`, so an operator killed between any two
 //! steps takes the same step again.
 //!

@@ -9,6 +9,7 @@
 //! The active version's outcome is the view's (phase, health, backfill, live); a building version shows in
 //! the `Rebuilding` condition and `status.rebuild`, and never changes the view's readiness.
 
+use super::version::{InClusterOutcome, Target};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -19,10 +20,9 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use tracing::info;
 
-use super::in_cluster::{self, InClusterOutcome, Target};
-use super::status::{self, Health};
-use super::{Context, Error, Result};
 use crate::aws::{AwsError, Convergence, dynamodb};
+use crate::controller::status::{self, Health};
+use crate::controller::{Context, Error, Result};
 use crate::crd::{
     APPROVE_PROMOTION_ANNOTATION, ConditionStatus, EventLog, MaterializedView, ProjectorRuntime,
     VersionState, ViewPhase, ViewVersion, parse_duration, reasons,
@@ -174,7 +174,7 @@ pub(super) async fn run(
                 continue;
             }
             Err(e) => {
-                outcomes.insert(v.version, failed_outcome(&e));
+                outcomes.insert(v.version, InClusterOutcome::failed(&e));
                 continue;
             }
         };
@@ -196,7 +196,7 @@ pub(super) async fn run(
                 plan.table.name
             );
             tracing::warn!(view = %view.name_any(), version = v.version, %reason, "starting a new backfill attempt");
-            if let Err(e) = in_cluster::retire_attempt(ctx, ns, &target.base, &b).await {
+            if let Err(e) = super::backfill::retire_attempt(ctx, ns, &target.base, &b).await {
                 return Err(e.into());
             }
             ctx.runtime.stop(&target.key);
@@ -219,7 +219,7 @@ pub(super) async fn run(
         if table.convergence != Convergence::Converged {
             v.phase = Some(ViewPhase::Provisioning);
             let message = format!("creating views table {}", plan.table.name);
-            outcomes.insert(v.version, in_cluster::provisioning(message));
+            outcomes.insert(v.version, super::version::provisioning(message));
             continue;
         }
         let prefix = plan.key_prefix.clone().unwrap_or_default();
@@ -240,19 +240,16 @@ pub(super) async fn run(
             }
             Err(e) if e.retryable => return Err(e.into()),
             Err(e) => {
-                outcomes.insert(v.version, failed_outcome(&e));
+                outcomes.insert(v.version, InClusterOutcome::failed(&e));
                 continue;
             }
         }
         let out = match view.spec.projector.runtime {
             ProjectorRuntime::InCluster => {
-                in_cluster::reconcile(&vview, &target, log, ctx, ns, &plan.table.name, &prefix).await
+                super::in_cluster::reconcile(&vview, &target, log, ctx, ns, &plan.table.name, &prefix).await
             }
             ProjectorRuntime::Lambda => {
-                super::materialized_view::lambda_version(
-                    &vview, &target, log, ctx, ns, &plan, &table.arn, all,
-                )
-                .await?
+                super::lambda::lambda_version(&vview, &target, log, ctx, ns, &plan, &table.arn, all).await?
             }
         };
         if !out.resources.is_empty() {
@@ -415,24 +412,6 @@ pub(super) async fn run(
     Ok(run)
 }
 
-pub(super) fn failed_outcome(e: &AwsError) -> InClusterOutcome {
-    InClusterOutcome {
-        phase: ViewPhase::Failed,
-        health: Health::Stalled {
-            reason: super::status::aws_reason(e),
-            message: e.to_string(),
-        },
-        backfill: None,
-        backfill_complete: false,
-        live: None,
-        requeue: Duration::from_secs(60),
-        resources: Default::default(),
-        skipped: None,
-        record_errors: Default::default(),
-        dead_letters: None,
-    }
-}
-
 /// A version whose storage holds an earlier view's retained items (see `crate::aws::view_storage`): it
 /// waits, Stalled, until the user adopts the storage or moves the view; whatever of it ran stops (it must
 /// write nothing there), and a Warning Event says why.
@@ -461,7 +440,7 @@ async fn retained(
             reason: reasons::STORAGE_RETAINED,
             message,
         },
-        ..failed_outcome(&AwsError::permanent("ClaimStorage", "", ""))
+        ..InClusterOutcome::failed(&AwsError::permanent("ClaimStorage", "", ""))
     }
 }
 
@@ -494,8 +473,7 @@ async fn claim_storage(
         Ok(Claim::Clearing { from }) => {
             let removed = match &from {
                 Some(earlier) => {
-                    super::materialized_view::remove_earlier_projector(view, log, ctx, plan, earlier, all)
-                        .await?
+                    super::lambda::remove_earlier_projector(view, log, ctx, plan, earlier, all).await?
                 }
                 None => Vec::new(),
             };
@@ -712,12 +690,12 @@ pub(super) async fn remove_version(
     // Its backfill Job (still running, or kept failed), then its export, unless the backfill finished and
     // removed it already (or the user keeps exports).
     if let Some(b) = v.backfill.as_ref().filter(|b| b.attempt > 0) {
-        in_cluster::delete_backfill_job(ctx, ns, &target.base, b.attempt).await;
+        super::backfill::delete_backfill_job(ctx, ns, &target.base, b.attempt).await;
     }
     if let Some(b) = v.backfill.as_ref().filter(|b| !b.cleaned_up)
         && !view.spec.backfill.keep_export
     {
-        let n = in_cluster::delete_export(ctx, ns, &target.base, b).await?;
+        let n = super::backfill::delete_export(ctx, ns, &target.base, b).await?;
         if n > 0 {
             info!(view = %view.name_any(), version = v.version, objects = n, "removed the version's export");
         }
@@ -725,7 +703,7 @@ pub(super) async fn remove_version(
     let namespace_uid = ctx.namespace_uid(ns).await?;
     let plan = plan_version(&ctx.config.cluster_id, &version_view(view, v), all, v.version)
         .in_namespace(namespace_uid.as_deref());
-    let projector = super::materialized_view::delete_projector(&v.resources, ctx, &plan).await?;
+    let projector = super::lambda::delete_projector(&v.resources, ctx, &plan).await?;
     let role = plan
         .owner
         .resource_name(&plan.projector_role_name(), crate::plan::names::NameKind::Role);
@@ -739,7 +717,7 @@ pub(super) async fn remove_version(
     match (plan.shared, plan.key_prefix.as_deref()) {
         (true, Some(prefix))
             if !prefix.is_empty()
-                && let Some(other) = super::validate::overlapping_sibling(
+                && let Some(other) = crate::controller::validate::overlapping_sibling(
                     prefix,
                     &view.spec.store.shared_table_name,
                     &all.iter()

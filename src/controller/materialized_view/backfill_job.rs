@@ -1,0 +1,221 @@
+//! A backfill run as a Kubernetes Job (`spec.backfill.job`): its Job, its checkpoints and its progress.
+
+use super::backfill_run::track;
+use super::version::Target;
+use kube::ResourceExt;
+use tracing::info;
+
+use crate::aws::views::ViewTableWriter;
+use crate::backfill::worker::PreAggregation;
+use crate::backfill::worker::{Progress, Worker};
+use crate::controller::Context;
+use crate::crd::MaterializedView;
+use crate::projection::RecordErrors;
+use crate::runtime::checkpoints::{self, ConfigMapCheckpoint};
+use crate::runtime::{BackfillFailure, BackfillRun};
+
+/// What [`job_backfill`] is given.
+pub(super) struct JobBackfill<'a> {
+    pub(super) jobs: &'a crate::settings::BackfillJobs,
+    pub(super) attempt: i64,
+    pub(super) bucket: &'a str,
+    pub(super) summary_key: &'a str,
+    /// How the Job's pods combine records (they write partials unless `PerRecord`).
+    pub(super) pre_aggregation: PreAggregation,
+    /// The fold of the pods' partials once every file is done, and its run's fingerprint.
+    pub(super) fold: Option<(Worker<()>, String)>,
+    /// The view's writer, to read its record-error ledger.
+    pub(super) ledger: ViewTableWriter,
+}
+
+/// A large export's backfill as an Indexed Job of the operator's image (see `crate::plan::job`): creates the
+/// Job once, and reads progress and completion from the view's backfill checkpoint, which the Job's pods
+/// write. The Job is deleted once every data file is done.
+pub(super) async fn job_backfill(
+    view: &MaterializedView,
+    target: &Target,
+    ctx: &Context,
+    ns: &str,
+    job: JobBackfill<'_>,
+) -> BackfillRun {
+    let JobBackfill {
+        jobs,
+        attempt,
+        bucket,
+        summary_key,
+        pre_aggregation,
+        fold,
+        ledger,
+    } = job;
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::Api;
+    use kube::api::{DeleteParams, PostParams, PropagationPolicy};
+    let name = view.name_any();
+    let failure = |message: String, retryable: bool| BackfillRun {
+        progress: Progress::default(),
+        outcome: Some(Err(BackfillFailure {
+            message,
+            retryable,
+            input_gone: false,
+        })),
+    };
+    let workers = view.spec.backfill.parallelism.max(1);
+    let env = [
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+        "KAPPA_S3_PATH_STYLE",
+    ]
+    .iter()
+    .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+    .collect();
+    let spec = crate::plan::job::BackfillJob {
+        namespace: ctx.config.lease_namespace.clone(),
+        image: jobs.image.clone(),
+        service_account: jobs.service_account.clone(),
+        view_namespace: ns.to_string(),
+        view: name.clone(),
+        version: target.version,
+        attempt,
+        workers,
+        pre_aggregation,
+        env,
+    };
+    // The manifests first: pods started before the export's files are readable would only fail.
+    let (_, files) = match crate::backfill::worker::read_manifests(&ctx.aws.s3, bucket, summary_key).await {
+        Ok(m) => m,
+        Err(e) => {
+            let gone = matches!(
+                e,
+                crate::backfill::worker::BackfillError::ManifestMissing { .. }
+                    | crate::backfill::worker::BackfillError::DataFileMissing { .. }
+            );
+            let mut run = failure(e.to_string(), e.retryable());
+            if let Some(Err(f)) = run.outcome.as_mut() {
+                f.input_gone = gone;
+            }
+            return run;
+        }
+    };
+    let checkpoint = ConfigMapCheckpoint::new(
+        ctx.client.clone(),
+        ns,
+        checkpoints::backfill_name(&target.base, attempt),
+        None,
+    );
+    let keys: Vec<String> = files.iter().map(|f| f.data_file_s3_key.clone()).collect();
+    crate::backfill::worker::FileCheckpoints::layout(&checkpoint, &keys, (0, 1));
+    let done = match crate::backfill::worker::FileCheckpoints::done(&checkpoint).await {
+        Ok(done) => done,
+        Err(e) => return failure(e, true),
+    };
+    let finished: Vec<_> = files
+        .iter()
+        .filter(|f| done.contains(&f.data_file_s3_key))
+        .collect();
+    let progress = Progress {
+        files_total: files.len() as u64,
+        files_done: finished.len() as u64,
+        items_total: files.iter().map(|f| f.item_count).sum(),
+        items_done: finished.iter().map(|f| f.item_count).sum(),
+        files_resumed: 0,
+        items_per_second: 0.0,
+        writes_sent: 0,
+        ..Progress::default()
+    };
+    // The Job runs until the checkpoint holds every file; after that it is never (re)created, whatever
+    // happened to it (the operator may have deleted it and stopped before recording the backfill).
+    let job_name = crate::plan::job::job_name(ns, &target.base, attempt);
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &spec.namespace);
+    if finished.len() < files.len() {
+        let job = match api.get_opt(&job_name).await {
+            Ok(Some(job)) => job,
+            Ok(None) => match api
+                .create(&PostParams::default(), &crate::plan::job::backfill_job(&spec))
+                .await
+            {
+                Ok(job) => {
+                    info!(view = %name, job = %job_name, workers, "backfilling with an Indexed Job");
+                    job
+                }
+                Err(e) => return failure(format!("creating backfill Job {job_name}: {e}"), true),
+            },
+            Err(e) => return failure(format!("reading backfill Job {job_name}: {e}"), true),
+        };
+        let failed = job
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Failed" && c.status == "True"));
+        if let Some(condition) = failed {
+            // Why: a pod notes the error that stopped it in the view's record-error ledger.
+            // Only this attempt's pods' note (`job@a<attempt>i<index>`), not an older failure.
+            let why = ledger.record_error_ledger().await.ok().and_then(|l| l.1);
+            let why = why
+                .filter(|(_, noted)| noted.starts_with(&format!("job@a{attempt}i")))
+                .map(|(m, _)| format!(" ({m})"))
+                .unwrap_or_default();
+            return failure(
+                format!(
+                    "backfill Job {}/{job_name} failed: {}{why}; see `kubectl -n {} logs job/{job_name}`, fix the \
+                     cause and delete the Job to run it again",
+                    spec.namespace,
+                    condition.message.clone().unwrap_or_default(),
+                    spec.namespace
+                ),
+                false,
+            );
+        }
+        return BackfillRun {
+            progress,
+            outcome: None,
+        };
+    }
+    // Every share wrote its partials: fold them, once, here (idempotent if the operator restarts).
+    let mut record_errors = RecordErrors::default();
+    if let Some((worker, fingerprint)) = fold {
+        let key = target.key.clone();
+        let tracked = worker.progress.clone();
+        let transient = worker.writer.transient_log().clone();
+        let run = ctx.runtime.backfill(&key, &fingerprint, |run| {
+            let work = async move {
+                worker.fold(attempt).await?;
+                Ok(worker.progress.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            };
+            tokio::spawn(async move { track(tracked, transient, work, run).await })
+        });
+        match run.outcome {
+            None => {
+                return BackfillRun {
+                    progress,
+                    outcome: None,
+                };
+            }
+            Some(Err(e)) => {
+                // The caller forgets the run, so the next pass folds again.
+                return BackfillRun {
+                    progress,
+                    outcome: Some(Err(e)),
+                };
+            }
+            Some(Ok(())) => record_errors = run.progress.record_errors,
+        }
+    }
+    let progress = Progress {
+        record_errors,
+        ..progress
+    };
+    let background = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    match api.delete(&job_name, &background).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => tracing::warn!(job = %job_name, error = %e, "could not delete the finished backfill Job"),
+    }
+    BackfillRun {
+        progress,
+        outcome: Some(Ok(())),
+    }
+}

@@ -1,0 +1,208 @@
+//! The lifecycle of a view on the in-cluster runtime, once its table exists:
+//!
+//! ```text
+//! live reader started ─▶ export requested (client token: uid + attempt) ─▶ export COMPLETED
+//!   ─▶ backfill worker (per-file checkpoints) ─▶ export deleted ─▶ live reader caught up ─▶ Live/Ready
+//!        ▲                                                                │ gap in the stream
+//!        └──────────────── a new attempt (a new export of the log) ◀─────┘
+//! ```
+//!
+//! Everything here is level-based: the status records where the backfill is (its attempt and export ARN),
+//! the runtime registry holds the running tasks, and each reconcile moves one step (the backfill's steps are
+//! in `super::backfill`).
+
+use super::backfill::{BackfillCall, backfill, pending_gap};
+use super::version::{
+    InClusterOutcome, LiveFacts, Target, WRITE_CONCURRENCY, digest, log_table, record_error_ledger, stalled,
+    stalled_with, time_of,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt;
+
+use crate::aws::views::ViewTableWriter;
+use crate::backfill::aggregate::Cutoff;
+use crate::controller::Context;
+use crate::controller::status::Health;
+use crate::crd::{BackfillSource, EventLog, LiveStatus, MaterializedView, ViewPhase, reasons};
+use crate::projection::{ProjectionConfig, RecordErrors};
+use crate::runtime::checkpoints::{self, ConfigMapCheckpoint};
+use crate::runtime::live::LiveReader;
+
+/// Whether the view's `Count`/`Sum` backfill is pre-aggregated and folded: the operator runs its live path
+/// (this module is the in-cluster runtime) and the backfill reads an export (a snapshot with a time).
+pub(super) fn pre_aggregated(view: &MaterializedView, projection: &ProjectionConfig) -> bool {
+    projection.is_additive() && view.spec.backfill.source == BackfillSource::Export
+}
+
+/// Runs the view's live reader and backfill; see the module docs.
+pub(super) async fn reconcile(
+    view: &MaterializedView,
+    target: &Target,
+    log: &EventLog,
+    ctx: &Context,
+    ns: &str,
+    table: &str,
+    key_prefix: &str,
+) -> InClusterOutcome {
+    let name = view.name_any();
+    let key = target.key.clone();
+    let Some(stream_arn) = log_table(log).and_then(|t| t.stream_arn.clone()) else {
+        return InClusterOutcome {
+            phase: ViewPhase::Provisioning,
+            health: Health::Progressing {
+                reason: reasons::WAITING_FOR_LIVE_PATH,
+                message: format!(
+                    "waiting for EventLog {} to report its table's stream",
+                    log.name_any()
+                ),
+            },
+            backfill: None,
+            backfill_complete: false,
+            live: None,
+            requeue: Duration::from_secs(5),
+            resources: Default::default(),
+            skipped: None,
+            record_errors: RecordErrors::default(),
+            dead_letters: None,
+        };
+    };
+    let projection = match ProjectionConfig::from_spec(&name, &view.spec, &log.spec, key_prefix) {
+        Ok(p) => Arc::new(p),
+        Err(e) => return stalled(ViewPhase::Failed, reasons::INVALID_SPEC, e.to_string()),
+    };
+    // What the live path applies, from the view's and the log's specs: a change restarts it, a setting it
+    // does not read (the log's billing, PITR) does not.
+    let projection_text = format!("{projection:?}");
+
+    // 1. The live path, first: the export may only start once it runs.
+    let live_checkpoint = ConfigMapCheckpoint::new(
+        ctx.client.clone(),
+        ns,
+        checkpoints::stream_name(&target.base),
+        checkpoints::owner_of(view),
+    );
+    // Count/Sum views backfilled from an export are pre-aggregated: the live path needs the export time.
+    let cutoff = pre_aggregated(view, &projection).then(|| {
+        let b = view.status.as_ref().and_then(|s| s.backfill.as_ref());
+        Cutoff {
+            attempt: b.map_or(1, |b| b.attempt.max(1)),
+            export_time: b
+                .and_then(|b| b.export_time.as_ref())
+                .map(|t| t.0.as_second() as f64),
+        }
+    });
+    let live_fingerprint = digest(&[
+        table,
+        key_prefix,
+        &stream_arn,
+        &projection_text,
+        &format!("{cutoff:?}"),
+    ]);
+    let live = ctx.runtime.live(&key, &live_fingerprint, |progress| {
+        let reader = LiveReader {
+            streams: ctx.aws.streams.clone(),
+            stream_arn: stream_arn.clone(),
+            projection: projection.clone(),
+            writer: ViewTableWriter::for_view(
+                ctx.aws.dynamodb.clone(),
+                table,
+                &projection,
+                WRITE_CONCURRENCY,
+            )
+            .with_live_attempt(cutoff.as_ref().map(|c| c.attempt)),
+            checkpoint: live_checkpoint.clone(),
+            progress,
+            poll_interval: Duration::from_secs(1),
+            cutoff: cutoff.clone(),
+        };
+        tokio::spawn(reader.run())
+    });
+    let live_status = LiveStatus {
+        caught_up: live.caught_up,
+        watermark: live.watermark.and_then(time_of),
+        records_applied: live.records_applied as i64,
+        checkpoint: Some(live_checkpoint.name().to_string()),
+        ..Default::default()
+    };
+    let gap = pending_gap(view, ctx, &key, &live_checkpoint).await;
+
+    // 2. The backfill.
+    let facts = LiveFacts {
+        started: live.started,
+        cutoff,
+        passed: live.passed,
+    };
+    let call = BackfillCall {
+        view,
+        target,
+        log,
+        ctx,
+        ns,
+        table,
+        projection: &projection,
+        live: &facts,
+    };
+    let mut outcome = backfill(&call, gap).await;
+    outcome.live = Some(live_status);
+    if matches!(outcome.health, Health::Stalled { .. }) {
+        return outcome;
+    }
+    outcome.record_errors.merge(&live.record_errors);
+    if ctx.config.backfill_jobs.is_some() {
+        // What a backfill Job's pods left out.
+        outcome
+            .record_errors
+            .merge(&record_error_ledger(ctx, table, &projection).await.0);
+    }
+    if let Some(e) = &live.failed {
+        outcome.skipped = Some(e.clone());
+        outcome.live.iter_mut().for_each(|l| l.caught_up = false);
+        return stalled_with(
+            outcome,
+            reasons::RECORD_ERROR,
+            format!(
+                "the live path stopped at a record it cannot apply (spec.projection.onRecordError is Fail): {e}"
+            ),
+        );
+    }
+    if let Some(e) = &live.error {
+        outcome.health = Health::Progressing {
+            reason: reasons::LIVE_PATH_FAILED,
+            message: format!("the live path is retrying: {e}"),
+        };
+    }
+    // 3. Live once backfilled and caught up.
+    if outcome.backfill_complete {
+        if live.caught_up && live.error.is_none() {
+            let mut message = format!(
+                "backfilled and live: {} stream records applied",
+                live.records_applied
+            );
+            if let Some(e) = outcome.record_errors.last.back() {
+                message += &format!(
+                    "; {} log records were left out (spec.projection.onRecordError Skip; status.recordErrors), \
+                     the last: {e}",
+                    outcome.record_errors.count
+                );
+            }
+            outcome.phase = ViewPhase::Live;
+            outcome.health = Health::Ready {
+                reason: reasons::LIVE,
+                message,
+            };
+            outcome.requeue = Duration::from_secs(30);
+        } else {
+            outcome.phase = ViewPhase::CatchingUp;
+            if live.error.is_none() {
+                outcome.health = Health::Progressing {
+                    reason: reasons::CATCHING_UP,
+                    message: "backfill complete; the live path is catching up with the log's stream".into(),
+                };
+            }
+            outcome.requeue = Duration::from_secs(2);
+        }
+    }
+    outcome
+}

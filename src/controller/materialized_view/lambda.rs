@@ -1,0 +1,444 @@
+//! A view version on the Lambda runtime: its projector role, function, failure queue and live path
+//! (SNS subscriptions or a stream mapping), and their removal.
+
+use kube::ResourceExt;
+use kube::runtime::events::EventType;
+
+use crate::aws::{Convergence, iam};
+use crate::controller::status::{self};
+use crate::controller::{Context, Result};
+use crate::crd::{EventLog, MaterializedView, reasons};
+use crate::plan::log::{plan_log, scope_of_arn};
+use crate::plan::names::NameKind;
+use crate::plan::view::projector_role as projector_role_plan;
+
+/// One version of a view on the Lambda runtime, once its table exists: its projector role, function and
+/// live path (subscriptions or mapping), then the same backfill as the in-cluster runtime.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn lambda_version(
+    view: &MaterializedView,
+    target: &super::version::Target,
+    log: &EventLog,
+    ctx: &Context,
+    ns: &str,
+    plan: &crate::plan::view::ViewPlan,
+    table_arn: &str,
+    all: &[MaterializedView],
+) -> Result<super::version::InClusterOutcome> {
+    let failed = |e: crate::aws::AwsError| -> Result<super::version::InClusterOutcome> {
+        match e.retryable {
+            true => Err(e.into()),
+            false => Ok(super::version::InClusterOutcome::failed(&e)),
+        }
+    };
+    let mut resources = std::collections::BTreeMap::new();
+    let mut projector_role = None;
+    if let Some(scope) = scope_of_arn(table_arn) {
+        let readers: Vec<MaterializedView> = all
+            .iter()
+            .filter(|v| v.spec.event_log_ref.name == view.spec.event_log_ref.name)
+            .cloned()
+            .collect();
+        let log_plan = plan_log(&ctx.config.cluster_id, log, &readers);
+        if let Some(role) = projector_role_plan(view, plan, &log_plan, &scope) {
+            let boundary = scope.policy_arn(&ctx.config.permissions_boundary);
+            match iam::ensure_role(&ctx.aws.iam, &role, &boundary).await {
+                Ok((arn, convergence)) => {
+                    resources.insert("role/projector".to_string(), arn.clone());
+                    if convergence != Convergence::Converged {
+                        let mut run = super::version::provisioning(format!(
+                            "creating or updating views table {} and the projector role",
+                            plan.table.name
+                        ));
+                        run.resources = resources;
+                        return Ok(run);
+                    }
+                    projector_role = Some(arn);
+                }
+                Err(e) => return failed(e),
+            }
+        }
+    }
+    // What the status shows of this version's live path, to tell a subscription re-created from a new one.
+    let recorded = view
+        .status
+        .as_ref()
+        .and_then(|s| s.versions.iter().find(|v| v.version == target.version))
+        .map(|v| v.resources.clone())
+        .unwrap_or_default();
+    let live = match projector_live_path(
+        view,
+        log,
+        ctx,
+        plan,
+        projector_role.as_deref(),
+        table_arn,
+        &recorded,
+    )
+    .await
+    {
+        Ok(live) => live,
+        Err(e) => return failed(e),
+    };
+    if let Some(message) = &live.no_destination {
+        tracing::warn!(view = %view.name_any(), "{message}");
+        status::publish(
+            ctx,
+            view,
+            EventType::Warning,
+            reasons::NO_FAILURE_DESTINATION,
+            "Provision",
+            message.clone(),
+        )
+        .await;
+    }
+    let key_prefix = plan.key_prefix.clone().unwrap_or_default();
+    // A gap still to close (not yet recorded as a backfill attempt, nor reported for a view without one).
+    let gap = match live.gap {
+        Some(gap) => super::backfill::unrecorded_gap(view, ctx, gap).await,
+        None => None,
+    };
+    let mut run = super::lambda_live::lambda_view(
+        view,
+        target,
+        log,
+        ctx,
+        ns,
+        &plan.table.name,
+        &key_prefix,
+        live.ready,
+        gap.clone(),
+    )
+    .await;
+    resources.extend(live.resources);
+    if let Some(gap) = &gap {
+        let reason = super::backfill::gap_reason(gap);
+        if run.backfill.as_ref().and_then(|b| b.reason.as_deref()) != Some(reason.as_str()) {
+            // Not recorded in this pass (the live path still converging): the status keeps the subscription
+            // ARNs it had, so the next pass finds the gap again.
+            for (key, arn) in recorded.iter().filter(|(k, _)| k.starts_with("subscription/")) {
+                resources.insert(key.clone(), arn.clone());
+            }
+        }
+    }
+    run.resources = resources;
+    run.dead_letters = live.dead_letters;
+    Ok(run)
+}
+
+/// Removes what an earlier view of this name (uid `earlier`, deleted with `deletionPolicy: Retain`) left
+/// that may still write into the storage this view adopts: its projector function (when it still carries
+/// the earlier uid), its event source mappings, its subscriptions to the log's topics and its role.
+/// Returns what was removed; nothing of another owner is touched.
+pub(super) async fn remove_earlier_projector(
+    view: &MaterializedView,
+    log: &EventLog,
+    ctx: &Context,
+    plan: &crate::plan::view::ViewPlan,
+    earlier: &str,
+    all: &[MaterializedView],
+) -> std::result::Result<Vec<String>, crate::aws::AwsError> {
+    use crate::aws::{lambda, subscriptions};
+    let previous = plan.owner.clone().with_uid(Some(earlier));
+    let name = crate::plan::lambdas::projector_name(plan);
+    let mut removed = Vec::new();
+    // Only the earlier view's function (or none left): never this view's own.
+    let theirs = match ctx.aws.lambda.get_function().function_name(&name).send().await {
+        Ok(out) => {
+            let tags: std::collections::BTreeMap<String, String> = out
+                .tags()
+                .map(|t| t.clone().into_iter().collect())
+                .unwrap_or_default();
+            previous.owns(&tags)
+        }
+        Err(e) => {
+            let e = crate::aws::from_sdk("GetFunction", &name)(e);
+            match e.is_not_found() {
+                true => false,
+                false => return Err(e),
+            }
+        }
+    };
+    if !theirs {
+        return Ok(removed);
+    }
+    if let Some(scope) = log
+        .status
+        .as_ref()
+        .and_then(|s| s.table.as_ref())
+        .and_then(|t| t.arn.as_deref())
+        .and_then(scope_of_arn)
+    {
+        let readers: Vec<MaterializedView> = all
+            .iter()
+            .filter(|v| v.spec.event_log_ref.name == view.spec.event_log_ref.name)
+            .cloned()
+            .collect();
+        let function_arn = scope.function_arn(&name);
+        for topic in plan_log(&ctx.config.cluster_id, log, &readers).topics {
+            let n = subscriptions::delete_subscriptions(
+                &ctx.aws.sns,
+                &scope.topic_arn(&topic.name),
+                &function_arn,
+            )
+            .await?;
+            if n > 0 {
+                removed.push(format!("subscription to {}", topic.name));
+            }
+        }
+    }
+    let mappings = lambda::delete_mappings(&ctx.aws.lambda, &name).await?;
+    if mappings > 0 {
+        removed.push(format!("{mappings} mapping(s)"));
+    }
+    if lambda::delete_function_if_owned(&ctx.aws.lambda, &name, &previous).await? {
+        removed.push(format!("function {name}"));
+    }
+    let queue = plan.failure_queue().name;
+    if crate::aws::sqs::delete_queue_if_owned(&ctx.aws.sqs, &queue, &previous).await? {
+        removed.push(format!("failure queue {queue}"));
+    }
+    let role = plan
+        .owner
+        .resource_name(&plan.projector_role_name(), NameKind::Role);
+    if iam::delete_role_if_owned(&ctx.aws.iam, &role, &previous).await? {
+        removed.push(format!("role {role}"));
+    }
+    Ok(removed)
+}
+
+/// The projector Lambda of a view on the Lambda runtime and its live path: SNS subscriptions with filter
+/// policies (`Sns` fan-out) or a stream mapping with filter criteria (`Direct`).
+pub(super) struct LivePath {
+    /// Everything exists as planned.
+    ready: bool,
+    resources: std::collections::BTreeMap<String, String>,
+    /// The messages in the version's failure queue (records the projector could not process).
+    dead_letters: Option<i64>,
+    /// Records the projector may have missed: an SNS subscription the status recorded was gone and is
+    /// re-created (SNS keeps nothing for a subscription that does not exist), described for the backfill
+    /// attempt that closes the gap.
+    gap: Option<String>,
+    /// Why a user's function (`functionArn`) is mapped without the view's failure queue, with the fix.
+    no_destination: Option<String>,
+}
+
+/// The version's failure queue (see [`crate::plan::view::ViewPlan::failure_queue`]), created first: the
+/// role's policy, the mapping's destination and the subscriptions' redrive policy name it. With `Sns`
+/// fan-out its access policy lets the view's topics (`topic_arns`) dead-letter into it.
+pub(super) async fn ensure_failure_queue(
+    ctx: &Context,
+    plan: &crate::plan::view::ViewPlan,
+    table_arn: &str,
+    topic_arns: &[String],
+) -> std::result::Result<crate::aws::sqs::QueueState, crate::aws::AwsError> {
+    let mut queue = plan.failure_queue();
+    if let Some(scope) = scope_of_arn(table_arn) {
+        // No topic (`Direct` fan-out, or none yet): no policy, so a topic of an earlier `Sns` fan-out may no
+        // longer send to the queue.
+        let policy = crate::plan::iam::failure_queue_policy(&scope.queue_arn(&queue.name), topic_arns)
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        queue.attributes.insert("Policy".into(), policy);
+    }
+    crate::aws::sqs::ensure_queue(&ctx.aws.sqs, &queue, None).await
+}
+
+/// Ensures the version's live path; `recorded`: the version's resources as its status shows them (a
+/// subscription ARN there that is not the one found now was deleted outside the operator: a gap). A
+/// `Direct` mapping re-created reads the stream from `TRIM_HORIZON` again, so it leaves no gap.
+pub(super) async fn projector_live_path(
+    view: &MaterializedView,
+    log: &EventLog,
+    ctx: &Context,
+    plan: &crate::plan::view::ViewPlan,
+    role_arn: Option<&str>,
+    table_arn: &str,
+    recorded: &std::collections::BTreeMap<String, String>,
+) -> std::result::Result<LivePath, crate::aws::AwsError> {
+    use crate::aws::{lambda, subscriptions};
+    use crate::plan::lambdas;
+    let mut resources = std::collections::BTreeMap::new();
+    let log_status = log.status.clone().unwrap_or_default();
+    let function_name = lambdas::projector_name(plan);
+    let subscribed = lambdas::projector_subscriptions(view, &log.spec);
+    let topic_arns: Vec<String> = match log_status.fan_out.as_deref() {
+        Some("Sns") => subscribed
+            .keys()
+            .filter_map(|group| log_status.resources.get(&format!("topic/{group}")).cloned())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let failures = ensure_failure_queue(ctx, plan, table_arn, &topic_arns).await?;
+    resources.insert("failureQueue".into(), failures.arn.clone());
+    let dead_letters = failures.messages;
+    // How the mapping names the function: the ARN of a user's function, the name of ours.
+    let mut function_ref = function_name.clone();
+    let function_arn = match view
+        .spec
+        .projector
+        .code
+        .as_ref()
+        .and_then(|c| c.function_arn.clone())
+    {
+        Some(arn) => {
+            lambda::check_custom_function(&ctx.aws.lambda, &arn, &plan.owner).await?;
+            function_ref = arn.clone();
+            arn
+        }
+        None => {
+            let Some(role_arn) = role_arn else {
+                return Ok(LivePath {
+                    ready: false,
+                    resources,
+                    dead_letters,
+                    gap: None,
+                    no_destination: None,
+                });
+            };
+            let code = ctx
+                .built_in_code()
+                .await
+                .map_err(|m| crate::aws::AwsError::permanent("CreateFunction", &function_name, m))?;
+            let log_table = log_status.table.as_ref().map_or("", |t| t.name.as_str());
+            let function = lambdas::projector_function(view, plan, &log.spec, log_table, role_arn, &code)
+                .map_err(|m| crate::aws::AwsError::permanent("CreateFunction", &function_name, m))?;
+            let Some(function) = function else {
+                return Ok(LivePath {
+                    ready: false,
+                    resources,
+                    dead_letters,
+                    gap: None,
+                    no_destination: None,
+                });
+            };
+            let (arn, convergence) = lambda::ensure_function(&ctx.aws.lambda, &function).await?;
+            resources.insert("function/projector".into(), arn.clone());
+            if convergence != Convergence::Converged {
+                return Ok(LivePath {
+                    ready: false,
+                    resources,
+                    dead_letters,
+                    gap: None,
+                    no_destination: None,
+                });
+            }
+            arn
+        }
+    };
+    // A user's function (`functionArn`) keeps its own failure handling: its role may not send to our
+    // queue, and its configuration is the user's. SNS's redrive needs only the queue's policy.
+    let ours = function_ref == function_name;
+    let mut ready = true;
+    let mut gaps = Vec::new();
+    let mut no_destination = None;
+    match log_status.fan_out.as_deref() {
+        Some("Sns") => {
+            if ours {
+                let async_failures = lambdas::projector_async_failures(&function_name, &failures.arn);
+                let c = lambda::ensure_async_failures(&ctx.aws.lambda, &async_failures).await?;
+                ready &= c == Convergence::Converged;
+            }
+            for (group, policy) in subscribed {
+                let Some(topic) = log_status.resources.get(&format!("topic/{group}")) else {
+                    ready = false;
+                    continue;
+                };
+                let c1 = subscriptions::allow_sns_invoke(&ctx.aws.lambda, &function_arn, topic).await?;
+                let (arn, c2) = subscriptions::ensure_subscription(
+                    &ctx.aws.sns,
+                    topic,
+                    &function_arn,
+                    &policy,
+                    Some(&failures.arn),
+                )
+                .await?;
+                ready &= c1 == Convergence::Converged && c2 == Convergence::Converged;
+                let key = format!("subscription/{group}");
+                if let Some(before) = recorded.get(&key).filter(|before| **before != arn) {
+                    tracing::warn!(view = %view.name_any(), %before, now = %arn, "a projector subscription was re-created");
+                    gaps.push(subscription_gap(before, &arn));
+                }
+                resources.insert(key, arn);
+            }
+        }
+        Some("Direct") => match log_status.table.as_ref().and_then(|t| t.stream_arn.clone()) {
+            Some(stream) => {
+                let mut mapping =
+                    lambdas::projector_mapping(view, &log.spec, &function_ref, &stream, &failures.arn);
+                let (id, c) = match lambda::ensure_mapping(&ctx.aws.lambda, &mapping).await {
+                    // A user's function whose role may not send to the view's failure queue: mapped
+                    // without the destination (the view works), and the user is told how to grant it.
+                    Err(e) if !ours && lambda::is_destination_refused(&e) => {
+                        mapping.on_failure = None;
+                        no_destination = Some(format!(
+                            "the execution role of spec.projector.code.functionArn {function_ref} may not send to \
+                             the view's failure queue {queue}, so its stream mapping has no on-failure \
+                             destination: records the function still fails after the mapping's retries are \
+                             dropped. Grant the role sqs:SendMessage on {queue}",
+                            queue = failures.arn
+                        ));
+                        lambda::ensure_mapping(&ctx.aws.lambda, &mapping).await?
+                    }
+                    other => other?,
+                };
+                ready &= c == Convergence::Converged;
+                resources.insert("mapping".into(), id);
+            }
+            None => ready = false,
+        },
+        _ => ready = false,
+    }
+    Ok(LivePath {
+        ready,
+        resources,
+        dead_letters,
+        gap: (!gaps.is_empty()).then(|| gaps.join("; ")),
+        no_destination,
+    })
+}
+
+/// The gap of a projector subscription `before` found gone and re-created as `now`.
+pub(super) fn subscription_gap(before: &str, now: &str) -> String {
+    format!(
+        "the projector's SNS subscription {before} was deleted outside the operator and re-created as {now}; \
+         records published while it was missing never reached the projector"
+    )
+}
+
+/// Removes a Lambda view's live path and function (subscriptions, mappings, then the function).
+pub(super) async fn delete_projector(
+    resources: &std::collections::BTreeMap<String, String>,
+    ctx: &Context,
+    plan: &crate::plan::view::ViewPlan,
+) -> std::result::Result<Vec<String>, crate::aws::AwsError> {
+    use crate::aws::{lambda, subscriptions};
+    let mut deleted = Vec::new();
+    let name = crate::plan::lambdas::projector_name(plan);
+    let function_arn = resources
+        .get("function/projector")
+        .cloned()
+        .unwrap_or_else(|| name.clone());
+    for (key, arn) in resources {
+        if key.starts_with("subscription/") {
+            // The topic is the subscription ARN without its last segment.
+            if let Some((topic, _)) = arn.rsplit_once(':') {
+                subscriptions::delete_subscriptions(&ctx.aws.sns, topic, &function_arn).await?;
+                deleted.push(format!("subscription {arn}"));
+            }
+        }
+    }
+    let mappings = lambda::delete_mappings(&ctx.aws.lambda, &name).await?;
+    if mappings > 0 {
+        deleted.push(format!("{mappings} mapping(s)"));
+    }
+    if lambda::delete_function_if_owned(&ctx.aws.lambda, &name, &plan.owner).await? {
+        deleted.push(format!("function {name}"));
+    }
+    // After the function and its subscriptions: nothing sends to it any more.
+    let queue = plan.failure_queue().name;
+    if crate::aws::sqs::delete_queue_if_owned(&ctx.aws.sqs, &queue, &plan.owner).await? {
+        deleted.push(format!("failure queue {queue}"));
+    }
+    Ok(deleted)
+}
