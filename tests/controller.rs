@@ -147,7 +147,7 @@ async fn a_view_without_its_log_stalls_then_progresses_when_the_log_appears() {
         (l.status.as_ref()?.views == 1).then_some(l)
     })
     .await;
-    assert_eq!(log.status.unwrap().fan_out.as_deref(), Some("Direct"));
+    assert_eq!(log.status.unwrap().fan_out.map(|f| f.as_str()), Some("Direct"));
     let log_out = common::kubectl(&["-n", &ns, "get", "elog", "game-events"]);
     assert!(log_out.contains("Direct"), "{log_out}");
 

@@ -19,6 +19,7 @@ use crate::crd::{
     ConditionStatus, DeletionPolicy, EventLog, EventLogPhase, EventLogStatus, MaterializedView, TableStatus,
     Tolerant, condition_types as types, reasons,
 };
+use crate::crd::{ResourceKey, Resources};
 use crate::plan::log::plan_log;
 
 const KIND: &str = "EventLog";
@@ -153,7 +154,7 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
     next.observed_generation = generation;
     next.phase = Some(phase);
     next.views = views.len() as i32;
-    next.fan_out = Some(plan.fan_out.as_str().to_string());
+    next.fan_out = Some(plan.fan_out);
     let estimate = crate::cost::estimate(&log, &views, &Default::default(), &Default::default());
     next.cost_estimate = Some(estimate.summary());
     if let Some(r) = &resources {
@@ -167,14 +168,14 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
         next.resources = r
             .topics
             .iter()
-            .map(|(group, arn)| (format!("topic/{group}"), arn.clone()))
+            .map(|(group, arn)| (ResourceKey::Topic(group.clone()).to_string(), arn.clone()))
             .collect();
         if let Some(q) = &r.queue {
-            next.resources.insert("queue".into(), q.arn.clone());
+            next.resources.record(ResourceKey::Queue, q.arn.clone());
         }
         next.dead_letters = r.dead_letter_queue.as_ref().and_then(|q| q.messages);
         if let Some(q) = &r.dead_letter_queue {
-            next.resources.insert("deadLetterQueue".into(), q.arn.clone());
+            next.resources.record(ResourceKey::DeadLetterQueue, q.arn.clone());
             ctx.metrics
                 .dead_letters
                 .get_or_create(&crate::metrics::LogLabels {
@@ -185,7 +186,8 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
         }
         next.router_dead_letters = r.router_failure_queue.as_ref().and_then(|q| q.messages);
         if let Some(q) = &r.router_failure_queue {
-            next.resources.insert("routerFailureQueue".into(), q.arn.clone());
+            next.resources
+                .record(ResourceKey::RouterFailureQueue, q.arn.clone());
             ctx.metrics
                 .router_dead_letters
                 .get_or_create(&crate::metrics::LogLabels {
@@ -195,13 +197,15 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
                 .set(q.messages.unwrap_or(0));
         }
         for (role, arn) in &r.roles {
-            next.resources.insert(format!("role/{role}"), arn.clone());
+            next.resources
+                .record(ResourceKey::Role(role.clone()), arn.clone());
         }
         for (function, (arn, mapping)) in &r.functions {
-            next.resources.insert(format!("function/{function}"), arn.clone());
+            next.resources
+                .record(ResourceKey::Function(function.clone()), arn.clone());
             if !mapping.is_empty() {
                 next.resources
-                    .insert(format!("mapping/{function}"), mapping.clone());
+                    .record(ResourceKey::MappingOf(function.clone()), mapping.clone());
             }
         }
     }
@@ -229,7 +233,10 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
                  `kubectl kappa redrive {} -n {ns}` (SQS's redrive of {})",
                 old.dead_letters.unwrap_or(0),
                 log.name_any(),
-                next.resources.get("deadLetterQueue").cloned().unwrap_or_default()
+                next.resources
+                    .arn(&ResourceKey::DeadLetterQueue)
+                    .cloned()
+                    .unwrap_or_default()
             );
             status::publish(
                 ctx,
@@ -252,7 +259,7 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
                  canonical store; fix the cause (the router's logs say why), then re-project each Lambda view of \
                  the log (`kubectl kappa replay <view>`) and purge the queue",
                 next.resources
-                    .get("routerFailureQueue")
+                    .arn(&ResourceKey::RouterFailureQueue)
                     .cloned()
                     .unwrap_or_default(),
                 old.router_dead_letters.unwrap_or(0),

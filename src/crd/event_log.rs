@@ -311,6 +311,26 @@ pub enum FanOutMode {
     Auto,
 }
 
+/// The fan-out in effect (`Sns` or `Direct`): `spec.fanOut.mode`, with `Auto` resolved by the number of
+/// readers of the log's stream.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ResolvedFanOut {
+    /// A router Lambda publishes each record to its record type's SNS topic.
+    Sns,
+    /// Projectors read the stream themselves (event source mappings with filter criteria).
+    Direct,
+}
+
+impl ResolvedFanOut {
+    /// The name as the status and `kubectl get` show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolvedFanOut::Sns => "Sns",
+            ResolvedFanOut::Direct => "Direct",
+        }
+    }
+}
+
 /// A group of record types published to one SNS topic.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -364,7 +384,7 @@ pub struct EventLogStatus {
     pub table: Option<TableStatus>,
     /// The fan-out mode in effect (`Sns` or `Direct`); `Auto` resolved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fan_out: Option<String>,
+    pub fan_out: Option<ResolvedFanOut>,
     /// How many MaterializedViews read this log.
     #[serde(default)]
     pub views: i32,

@@ -13,11 +13,13 @@ mod event_log;
 #[allow(clippy::duplicated_attributes)]
 mod materialized_view;
 pub mod reference;
+pub mod resources;
 pub mod tolerant;
 
 pub use conditions::{Condition, ConditionStatus, condition_types, reasons};
 pub use event_log::*;
 pub use materialized_view::*;
+pub use resources::{ResourceKey, Resources};
 pub use tolerant::{Tolerant, Unreadable};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{

@@ -19,10 +19,7 @@ use kube::{Api, Client};
 
 use super::Failure;
 use crate::aws::sqs::{MoveTask, newest_redrive, start_redrive};
-use crate::crd::EventLog;
-
-/// The status key of the log's ingest dead-letter queue ARN (`status.resources`).
-pub const DEAD_LETTER_QUEUE: &str = "deadLetterQueue";
+use crate::crd::{EventLog, ResourceKey, Resources};
 
 /// What a finished redrive did.
 #[derive(Debug)]
@@ -53,13 +50,18 @@ pub async fn redrive(
         .ok_or_else(|| Failure::refused(format!("EventLog {ns}/{log} not found")))?
         .status
         .unwrap_or_default();
-    let dead_letter_queue = status.resources.get(DEAD_LETTER_QUEUE).cloned().ok_or_else(|| {
-        Failure::refused(format!(
-            "EventLog {ns}/{log} has no ingest dead-letter queue on record (status.resources.{DEAD_LETTER_QUEUE}; \
+    let dead_letter_queue = status
+        .resources
+        .arn(&ResourceKey::DeadLetterQueue)
+        .cloned()
+        .ok_or_else(|| {
+            Failure::refused(format!(
+                "EventLog {ns}/{log} has no ingest dead-letter queue on record (status.resources.{}; \
              phase {}): wait until the log is Ready, see `kubectl describe eventlog {log} -n {ns}`",
-            status.phase.map_or("unknown".to_string(), |p| format!("{p:?}"))
-        ))
-    })?;
+                ResourceKey::DeadLetterQueue,
+                status.phase.map_or("unknown".to_string(), |p| format!("{p:?}"))
+            ))
+        })?;
     let handle = start_redrive(sqs, &dead_letter_queue).await.map_err(|e| {
         Failure::failed(format!(
             "SQS refused to redrive {dead_letter_queue}: {e} (the caller needs sqs:StartMessageMoveTask on \

@@ -5,21 +5,7 @@ use crate::crd::{FanOutMode, MaterializedView, ProjectorRuntime};
 /// DynamoDB advises at most two processes reading one stream shard at a time.
 pub const MAX_READERS_PER_SHARD: usize = 2;
 
-/// The fan-out in effect.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ResolvedFanOut {
-    Sns,
-    Direct,
-}
-
-impl ResolvedFanOut {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResolvedFanOut::Sns => "Sns",
-            ResolvedFanOut::Direct => "Direct",
-        }
-    }
-}
+pub use crate::crd::ResolvedFanOut;
 
 /// Who would read the log's stream with `Direct` fan-out.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -8,6 +8,7 @@ use crate::aws::{Convergence, iam};
 use crate::controller::status::{self};
 use crate::controller::{Context, Result};
 use crate::crd::{EventLog, MaterializedView, reasons};
+use crate::crd::{ResourceKey, Resources};
 use crate::plan::log::{plan_log, scope_of_arn};
 use crate::plan::names::NameKind;
 use crate::plan::view::projector_role as projector_role_plan;
@@ -44,7 +45,7 @@ pub(super) async fn lambda_version(
             let boundary = scope.policy_arn(&ctx.config.permissions_boundary);
             match iam::ensure_role(&ctx.aws.iam, &role, &boundary).await {
                 Ok((arn, convergence)) => {
-                    resources.insert("role/projector".to_string(), arn.clone());
+                    resources.record(ResourceKey::Role("projector".into()), arn.clone());
                     if convergence != Convergence::Converged {
                         let mut run = super::version::provisioning(format!(
                             "creating or updating views table {} and the projector role",
@@ -116,8 +117,10 @@ pub(super) async fn lambda_version(
         if run.backfill.as_ref().and_then(|b| b.reason.as_deref()) != Some(reason.as_str()) {
             // Not recorded in this pass (the live path still converging): the status keeps the subscription
             // ARNs it had, so the next pass finds the gap again.
-            for (key, arn) in recorded.iter().filter(|(k, _)| k.starts_with("subscription/")) {
-                resources.insert(key.clone(), arn.clone());
+            for (key, arn) in recorded.typed() {
+                if let ResourceKey::Subscription(_) = key {
+                    resources.record(key, arn.clone());
+                }
             }
         }
     }
@@ -257,20 +260,26 @@ pub(super) async fn projector_live_path(
     recorded: &std::collections::BTreeMap<String, String>,
 ) -> std::result::Result<LivePath, crate::aws::AwsError> {
     use crate::aws::{lambda, subscriptions};
+    use crate::crd::ResolvedFanOut;
     use crate::plan::lambdas;
     let mut resources = std::collections::BTreeMap::new();
     let log_status = log.status.clone().unwrap_or_default();
     let function_name = lambdas::projector_name(plan);
     let subscribed = lambdas::projector_subscriptions(view, &log.spec);
-    let topic_arns: Vec<String> = match log_status.fan_out.as_deref() {
-        Some("Sns") => subscribed
+    let topic_arns: Vec<String> = match log_status.fan_out {
+        Some(ResolvedFanOut::Sns) => subscribed
             .keys()
-            .filter_map(|group| log_status.resources.get(&format!("topic/{group}")).cloned())
+            .filter_map(|group| {
+                log_status
+                    .resources
+                    .arn(&ResourceKey::Topic(group.clone()))
+                    .cloned()
+            })
             .collect(),
         _ => Vec::new(),
     };
     let failures = ensure_failure_queue(ctx, plan, table_arn, &topic_arns).await?;
-    resources.insert("failureQueue".into(), failures.arn.clone());
+    resources.record(ResourceKey::FailureQueue, failures.arn.clone());
     let dead_letters = failures.messages;
     // How the mapping names the function: the ARN of a user's function, the name of ours.
     let mut function_ref = function_name.clone();
@@ -313,7 +322,7 @@ pub(super) async fn projector_live_path(
                 });
             };
             let (arn, convergence) = lambda::ensure_function(&ctx.aws.lambda, &function).await?;
-            resources.insert("function/projector".into(), arn.clone());
+            resources.record(ResourceKey::Function("projector".into()), arn.clone());
             if convergence != Convergence::Converged {
                 return Ok(LivePath {
                     ready: false,
@@ -332,15 +341,15 @@ pub(super) async fn projector_live_path(
     let mut ready = true;
     let mut gaps = Vec::new();
     let mut no_destination = None;
-    match log_status.fan_out.as_deref() {
-        Some("Sns") => {
+    match log_status.fan_out {
+        Some(ResolvedFanOut::Sns) => {
             if ours {
                 let async_failures = lambdas::projector_async_failures(&function_name, &failures.arn);
                 let c = lambda::ensure_async_failures(&ctx.aws.lambda, &async_failures).await?;
                 ready &= c == Convergence::Converged;
             }
             for (group, policy) in subscribed {
-                let Some(topic) = log_status.resources.get(&format!("topic/{group}")) else {
+                let Some(topic) = log_status.resources.arn(&ResourceKey::Topic(group.clone())) else {
                     ready = false;
                     continue;
                 };
@@ -354,15 +363,15 @@ pub(super) async fn projector_live_path(
                 )
                 .await?;
                 ready &= c1 == Convergence::Converged && c2 == Convergence::Converged;
-                let key = format!("subscription/{group}");
-                if let Some(before) = recorded.get(&key).filter(|before| **before != arn) {
+                let key = ResourceKey::Subscription(group.clone());
+                if let Some(before) = recorded.arn(&key).filter(|before| **before != arn) {
                     tracing::warn!(view = %view.name_any(), %before, now = %arn, "a projector subscription was re-created");
                     gaps.push(subscription_gap(before, &arn));
                 }
-                resources.insert(key, arn);
+                resources.record(key, arn);
             }
         }
-        Some("Direct") => match log_status.table.as_ref().and_then(|t| t.stream_arn.clone()) {
+        Some(ResolvedFanOut::Direct) => match log_status.table.as_ref().and_then(|t| t.stream_arn.clone()) {
             Some(stream) => {
                 let mut mapping =
                     lambdas::projector_mapping(view, &log.spec, &function_ref, &stream, &failures.arn);
@@ -383,7 +392,7 @@ pub(super) async fn projector_live_path(
                     other => other?,
                 };
                 ready &= c == Convergence::Converged;
-                resources.insert("mapping".into(), id);
+                resources.record(ResourceKey::Mapping, id);
             }
             None => ready = false,
         },
@@ -416,11 +425,11 @@ pub(super) async fn delete_projector(
     let mut deleted = Vec::new();
     let name = crate::plan::lambdas::projector_name(plan);
     let function_arn = resources
-        .get("function/projector")
+        .arn(&ResourceKey::Function("projector".into()))
         .cloned()
         .unwrap_or_else(|| name.clone());
-    for (key, arn) in resources {
-        if key.starts_with("subscription/") {
+    for (key, arn) in resources.typed() {
+        if let ResourceKey::Subscription(_) = key {
             // The topic is the subscription ARN without its last segment.
             if let Some((topic, _)) = arn.rsplit_once(':') {
                 subscriptions::delete_subscriptions(&ctx.aws.sns, topic, &function_arn).await?;

@@ -6,6 +6,7 @@ use kube::{Api, ResourceExt};
 use crate::controller::status::{self, Health};
 use crate::controller::{Context, Result};
 use crate::crd::{MaterializedView, MaterializedViewStatus, ViewPhase, condition_types as types, reasons};
+use crate::crd::{ResourceKey, Resources};
 
 /// What this reconcile concluded, before it is written to the status.
 pub(super) struct Outcome {
@@ -57,7 +58,7 @@ pub(super) async fn write_status(
     if let Some(t) = &outcome.table {
         next.table_name = Some(t.name.clone());
         next.key_prefix = t.key_prefix.clone();
-        next.resources.insert("viewsTable".into(), t.arn.clone());
+        next.resources.record(ResourceKey::ViewsTable, t.arn.clone());
     }
     status::set_kstatus(&mut next.conditions, &outcome.health, generation, &now);
     if outcome.push.is_some() || view.spec.subscribers.is_none() {
@@ -181,7 +182,10 @@ pub(super) async fn write_status(
              SNS event). The records are still in the log, the canonical store; fix the cause (the projector's \
              logs say why), then re-project the view from the log (`kubectl kappa replay {}`) and purge the \
              queue",
-            next.resources.get("failureQueue").cloned().unwrap_or_default(),
+            next.resources
+                .arn(&ResourceKey::FailureQueue)
+                .cloned()
+                .unwrap_or_default(),
             old.dead_letters.unwrap_or(0),
             view.name_any(),
         );

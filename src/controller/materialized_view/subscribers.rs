@@ -7,6 +7,7 @@ use kube::runtime::events::EventType;
 use crate::controller::Context;
 use crate::controller::status::{self};
 use crate::crd::{MaterializedView, ProjectorRuntime};
+use crate::crd::{ResourceKey, Resources};
 use crate::plan::log::scope_of_arn;
 use crate::plan::view::plan_view;
 
@@ -132,7 +133,10 @@ pub(super) async fn retire_aws_push(
     if status.push.as_ref().and_then(|p| p.api_id.as_ref()).is_none() {
         return Ok(());
     }
-    let (Some(table), Some(arn)) = (status.table_name.clone(), status.resources.get("viewsTable")) else {
+    let (Some(table), Some(arn)) = (
+        status.table_name.clone(),
+        status.resources.arn(&ResourceKey::ViewsTable),
+    ) else {
         return Ok(());
     };
     let Some(scope) = scope_of_arn(arn) else {
