@@ -101,7 +101,28 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
             message,
         )),
     };
-    let (phase, health, resources) = match provisioned {
+    let (phase, health, resources) = conclude(provisioned)?;
+    if let Some(r) = &resources {
+        record_dead_letters(ctx, ns, &log, r);
+    }
+    let old = log.status.clone().unwrap_or_default();
+    let next = next_status(&log, &old, &plan, &views, phase, &health, resources.as_ref());
+    if next != old {
+        status::apply(&api_of(ctx, ns), log.as_ref(), &next).await?;
+        publish_changes(ctx, &log, ns, &old, &next, &health).await;
+    }
+    Ok(match health {
+        Health::Progressing { .. } => Action::requeue(std::time::Duration::from_secs(5)),
+        _ => Action::requeue(ctx.config.resync),
+    })
+}
+
+/// What the provisioning came to: the phase, the health and the resources (when AWS answered). Errors: a
+/// retryable AWS error, for the controller to retry.
+fn conclude(
+    provisioned: std::result::Result<provision::LogResources, crate::aws::AwsError>,
+) -> Result<(EventLogPhase, Health, Option<provision::LogResources>)> {
+    Ok(match provisioned {
         Ok(mut r) if r.problem.is_some() => {
             let message = r.problem.take().map(|e| e.to_string()).unwrap_or_default();
             (
@@ -146,8 +167,19 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
             None,
         ),
         Err(e) => return Err(e.into()),
-    };
-    let old = log.status.clone().unwrap_or_default();
+    })
+}
+
+/// The status this reconcile concluded (pure): `old` with the plan, the health and what AWS reported.
+fn next_status(
+    log: &EventLog,
+    old: &EventLogStatus,
+    plan: &crate::plan::log::LogPlan,
+    views: &[MaterializedView],
+    phase: EventLogPhase,
+    health: &Health,
+    resources: Option<&provision::LogResources>,
+) -> EventLogStatus {
     let mut next: EventLogStatus = old.clone();
     let now = status::now();
     let generation = log.metadata.generation;
@@ -155,9 +187,9 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
     next.phase = Some(phase);
     next.views = views.len() as i32;
     next.fan_out = Some(plan.fan_out);
-    let estimate = crate::cost::estimate(&log, &views, &Default::default(), &Default::default());
+    let estimate = crate::cost::estimate(log, views, &Default::default(), &Default::default());
     next.cost_estimate = Some(estimate.summary());
-    if let Some(r) = &resources {
+    if let Some(r) = resources {
         next.table = Some(TableStatus {
             name: plan.table.name.clone(),
             arn: Some(r.table.arn.clone()),
@@ -176,25 +208,11 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
         next.dead_letters = r.dead_letter_queue.as_ref().and_then(|q| q.messages);
         if let Some(q) = &r.dead_letter_queue {
             next.resources.record(ResourceKey::DeadLetterQueue, q.arn.clone());
-            ctx.metrics
-                .dead_letters
-                .get_or_create(&crate::metrics::LogLabels {
-                    namespace: ns.to_string(),
-                    event_log: log.name_any(),
-                })
-                .set(q.messages.unwrap_or(0));
         }
         next.router_dead_letters = r.router_failure_queue.as_ref().and_then(|q| q.messages);
         if let Some(q) = &r.router_failure_queue {
             next.resources
                 .record(ResourceKey::RouterFailureQueue, q.arn.clone());
-            ctx.metrics
-                .router_dead_letters
-                .get_or_create(&crate::metrics::LogLabels {
-                    namespace: ns.to_string(),
-                    event_log: log.name_any(),
-                })
-                .set(q.messages.unwrap_or(0));
         }
         for (role, arn) in &r.roles {
             next.resources
@@ -209,7 +227,7 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
             }
         }
     }
-    status::set_kstatus(&mut next.conditions, &health, generation, &now);
+    status::set_kstatus(&mut next.conditions, health, generation, &now);
     let provisioned = matches!(health, Health::Ready { .. });
     status::set(
         &mut next.conditions,
@@ -224,80 +242,98 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
         generation,
         &now,
     );
-    if next != old {
-        status::apply(&api_of(ctx, ns), log.as_ref(), &next).await?;
-        if let Some(n) = next.dead_letters.filter(|n| *n > old.dead_letters.unwrap_or(0)) {
-            let note = format!(
-                "the ingest dead-letter queue holds {n} message(s) (was {}): records the writer failed \
-                 spec.ingest.maxReceiveCount times (its log says why). Fix the cause, then move them back with \
-                 `kubectl kappa redrive {} -n {ns}` (SQS's redrive of {})",
-                old.dead_letters.unwrap_or(0),
-                log.name_any(),
-                next.resources
-                    .arn(&ResourceKey::DeadLetterQueue)
-                    .cloned()
-                    .unwrap_or_default()
-            );
-            status::publish(
-                ctx,
-                log.as_ref(),
-                EventType::Warning,
-                "DeadLetters",
-                "DeadLettered",
-                note,
-            )
-            .await;
-        }
-        if let Some(n) = next
-            .router_dead_letters
-            .filter(|n| *n > old.router_dead_letters.unwrap_or(0))
-        {
-            let note = format!(
-                "the router's failure queue {} holds {n} message(s) (was {}): batches of log stream records the \
-                 router failed to publish after its retries (each message names the shard and sequence numbers), \
-                 so no Lambda view on the Sns fan-out received them. The records are still in the log, the \
-                 canonical store; fix the cause (the router's logs say why), then re-project each Lambda view of \
-                 the log (`kubectl kappa replay <view>`) and purge the queue",
-                next.resources
-                    .arn(&ResourceKey::RouterFailureQueue)
-                    .cloned()
-                    .unwrap_or_default(),
-                old.router_dead_letters.unwrap_or(0),
-            );
-            status::publish(
-                ctx,
-                log.as_ref(),
-                EventType::Warning,
-                "RouterDeadLetters",
-                "DeadLettered",
-                note,
-            )
-            .await;
-        }
-        // An event on every change of phase, and on a new reason to be Failed (e.g. a table setting
-        // refused while another problem was reported).
-        let ready_reason = |s: &EventLogStatus| {
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == types::READY)
-                .map(|c| c.reason.clone())
-        };
-        if old.phase != next.phase
-            || (phase == EventLogPhase::Failed && ready_reason(&old) != ready_reason(&next))
-        {
-            let note = format!("phase {:?} → {phase:?}: {}", old.phase, health.message());
-            let type_ = if phase == EventLogPhase::Failed {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            };
-            status::publish(ctx, log.as_ref(), type_, health.reason(), "PhaseChanged", note).await;
-        }
+    next
+}
+
+/// The log's dead-letter gauges, from what SQS reported in this pass.
+fn record_dead_letters(ctx: &Context, ns: &str, log: &EventLog, r: &provision::LogResources) {
+    let labels = crate::metrics::LogLabels {
+        namespace: ns.to_string(),
+        event_log: log.name_any(),
+    };
+    if let Some(q) = &r.dead_letter_queue {
+        ctx.metrics
+            .dead_letters
+            .get_or_create(&labels)
+            .set(q.messages.unwrap_or(0));
     }
-    Ok(match health {
-        Health::Progressing { .. } => Action::requeue(std::time::Duration::from_secs(5)),
-        _ => Action::requeue(ctx.config.resync),
-    })
+    if let Some(q) = &r.router_failure_queue {
+        ctx.metrics
+            .router_dead_letters
+            .get_or_create(&labels)
+            .set(q.messages.unwrap_or(0));
+    }
+}
+
+/// The Events a status change calls for: more dead letters, and a changed phase (or a new reason to be
+/// `Failed`).
+async fn publish_changes(
+    ctx: &Context,
+    log: &EventLog,
+    ns: &str,
+    old: &EventLogStatus,
+    next: &EventLogStatus,
+    health: &Health,
+) {
+    let phase = next.phase.unwrap_or(EventLogPhase::Pending);
+    if let Some(n) = next.dead_letters.filter(|n| *n > old.dead_letters.unwrap_or(0)) {
+        let note = format!(
+            "the ingest dead-letter queue holds {n} message(s) (was {}): records the writer failed \
+             spec.ingest.maxReceiveCount times (its log says why). Fix the cause, then move them back with \
+             `kubectl kappa redrive {} -n {ns}` (SQS's redrive of {})",
+            old.dead_letters.unwrap_or(0),
+            log.name_any(),
+            next.resources
+                .arn(&ResourceKey::DeadLetterQueue)
+                .cloned()
+                .unwrap_or_default()
+        );
+        status::publish(ctx, log, EventType::Warning, "DeadLetters", "DeadLettered", note).await;
+    }
+    if let Some(n) = next
+        .router_dead_letters
+        .filter(|n| *n > old.router_dead_letters.unwrap_or(0))
+    {
+        let note = format!(
+            "the router's failure queue {} holds {n} message(s) (was {}): batches of log stream records the \
+             router failed to publish after its retries (each message names the shard and sequence numbers), \
+             so no Lambda view on the Sns fan-out received them. The records are still in the log, the \
+             canonical store; fix the cause (the router's logs say why), then re-project each Lambda view of \
+             the log (`kubectl kappa replay <view>`) and purge the queue",
+            next.resources
+                .arn(&ResourceKey::RouterFailureQueue)
+                .cloned()
+                .unwrap_or_default(),
+            old.router_dead_letters.unwrap_or(0),
+        );
+        status::publish(
+            ctx,
+            log,
+            EventType::Warning,
+            "RouterDeadLetters",
+            "DeadLettered",
+            note,
+        )
+        .await;
+    }
+    // An event on every change of phase, and on a new reason to be Failed (e.g. a table setting
+    // refused while another problem was reported).
+    let ready_reason = |s: &EventLogStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == types::READY)
+            .map(|c| c.reason.clone())
+    };
+    if old.phase != next.phase || (phase == EventLogPhase::Failed && ready_reason(old) != ready_reason(next))
+    {
+        let note = format!("phase {:?} → {phase:?}: {}", old.phase, health.message());
+        let type_ = if phase == EventLogPhase::Failed {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        status::publish(ctx, log, type_, health.reason(), "PhaseChanged", note).await;
+    }
 }
 
 fn api_of(ctx: &Context, ns: &str) -> Api<EventLog> {

@@ -11,9 +11,9 @@ use super::outcome::{Outcome, write_status};
 use crate::aws::{dynamodb, iam};
 use crate::controller::status::{self, Health};
 use crate::controller::{Context, Result, validate};
-use crate::crd::{DeletionPolicy, MaterializedView, ViewPhase, reasons};
+use crate::crd::{DeletionPolicy, MaterializedView, ViewPhase, ViewVersion, reasons};
 use crate::plan::names::NameKind;
-use crate::plan::view::plan_view;
+use crate::plan::view::{ViewPlan, plan_view};
 
 /// For a view being deleted with the last use of its shared views table: the other views' retained
 /// storage still in the table (owner items of other uids), which deleting the table would take with it.
@@ -59,8 +59,19 @@ pub(super) async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str
             .stop(&crate::plan::versions::runtime_key(&key, v.version));
     }
     write_status(&view, ctx, ns, &deleting).await?;
-    // Backfill Jobs go with the view whatever its deletionPolicy (they are not its AWS resources).
-    for v in &recorded {
+    delete_backfill_jobs(&view, ctx, ns, &recorded).await;
+    let note = match view.spec.deletion_policy {
+        DeletionPolicy::Retain => retained_note(&recorded),
+        DeletionPolicy::Delete => delete_owned(&view, ctx, ns, &recorded).await?,
+    };
+    status::publish(ctx, view.as_ref(), EventType::Normal, "Deleted", "Cleanup", note).await;
+    Ok(Action::await_change())
+}
+
+/// Deletes the view's backfill Jobs (every version's, and a status from before versions): they go with the
+/// view whatever its deletionPolicy (they are not its AWS resources).
+async fn delete_backfill_jobs(view: &MaterializedView, ctx: &Context, ns: &str, recorded: &[ViewVersion]) {
+    for v in recorded {
         if let Some(b) = v.backfill.as_ref().filter(|b| b.attempt > 0) {
             let base = crate::plan::versions::checkpoint_base(&view.name_any(), v.version);
             super::backfill::delete_backfill_job(ctx, ns, &base, b.attempt).await;
@@ -74,162 +85,170 @@ pub(super) async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str
     {
         super::backfill::delete_backfill_job(ctx, ns, &view.name_any(), b.attempt).await;
     }
-    let note = match view.spec.deletion_policy {
-        DeletionPolicy::Retain => {
-            let kept: Vec<String> = recorded
-                .iter()
-                .filter_map(|v| {
-                    let table = v.table_name.as_deref()?;
-                    Some(match v.key_prefix.as_deref() {
-                        Some(p) => format!("key prefix {p:?} of views table {table}"),
-                        None => format!("views table {table}"),
-                    })
-                })
-                .collect();
+}
+
+/// The Normal Event of a view deleted with `deletionPolicy: Retain`: what is kept, owned by no view.
+fn retained_note(recorded: &[ViewVersion]) -> String {
+    let kept: Vec<String> = recorded
+        .iter()
+        .filter_map(|v| {
+            let table = v.table_name.as_deref()?;
+            Some(match v.key_prefix.as_deref() {
+                Some(p) => format!("key prefix {p:?} of views table {table}"),
+                None => format!("views table {table}"),
+            })
+        })
+        .collect();
+    format!(
+        "deletionPolicy Retain: the view's AWS resources are kept, its items ({}) owned by no view; a view \
+         created again under this name does not serve them: it is Stalled ({}) until its \
+         spec.store.adopt: true deletes them and rebuilds",
+        match kept.is_empty() {
+            true => "none written yet".to_string(),
+            false => kept.join(", "),
+        },
+        reasons::STORAGE_RETAINED
+    )
+}
+
+/// Deletes what a view with `deletionPolicy: Delete` owns: every version stored elsewhere, an unfinished
+/// backfill's export, the projector and its live path, the push path, the projector role, then its items
+/// in a shared views table or its dedicated table. Returns the Normal Event's note. Errors: AWS's.
+async fn delete_owned(
+    view: &MaterializedView,
+    ctx: &Context,
+    ns: &str,
+    recorded: &[ViewVersion],
+) -> Result<String> {
+    let name = view.name_any();
+    let others: Vec<MaterializedView> = views_in(&ctx.client, ns)
+        .await?
+        .into_iter()
+        .filter(|v| v.name_any() != name && v.metadata.deletion_timestamp.is_none())
+        .collect();
+    let namespace_uid = ctx.namespace_uid(ns).await?;
+    let plan = plan_view(&ctx.config.cluster_id, view, &others).in_namespace(namespace_uid.as_deref());
+    // Versions stored elsewhere than the spec's own storage go first (their items or tables).
+    for v in recorded {
+        let vview = crate::plan::versions::view_with_content(view, &v.content);
+        let vplan = crate::plan::versions::plan_version(&ctx.config.cluster_id, &vview, &others, v.version);
+        let elsewhere = (vplan.table.name.as_str(), vplan.key_prefix.as_deref())
+            != (plan.table.name.as_str(), plan.key_prefix.as_deref());
+        super::versions::remove_version(view, ctx, ns, &others, v, elsewhere).await?;
+        crate::fail_point!("deletion-resource-removed");
+    }
+    // The export of a backfill that had not finished (or removed it) yet.
+    if let Some(b) = view
+        .status
+        .as_ref()
+        .and_then(|s| s.backfill.as_ref())
+        .filter(|b| !b.cleaned_up && !view.spec.backfill.keep_export)
+    {
+        super::backfill::delete_export(ctx, ns, &view.name_any(), b).await?;
+    }
+    let resources = view.status.clone().unwrap_or_default().resources;
+    let projector = super::lambda::delete_projector(&resources, ctx, &plan).await?;
+    let role = plan.owner.resource_name("projector", NameKind::Role);
+    let mut role_note = match projector.is_empty() {
+        true => String::new(),
+        false => format!("deleted {}; ", projector.join(", ")),
+    };
+    super::subscribers::retire_aws_push(view, ctx, &others).await?;
+    if iam::delete_role_if_owned(&ctx.aws.iam, &role, &plan.owner).await? {
+        role_note += &format!("deleted projector role {role}; ");
+    }
+    let sharers: Vec<String> = others
+        .iter()
+        .filter(|v| plan.shared && plan_view(&ctx.config.cluster_id, v, &[]).table.name == plan.table.name)
+        .map(|v| v.name_any())
+        .collect();
+    Ok(if !sharers.is_empty() {
+        delete_shared_items(view, ctx, &plan, &others, &sharers, &role_note).await?
+    } else if let Some(kept) = retained_in_shared_table(view, ctx, &plan).await? {
+        format!(
+            "deletionPolicy Delete: {role_note}the shared views table {} is kept: it holds {kept}, \
+             retained when their views were deleted (delete them, or the table, by hand)",
+            plan.table.name
+        )
+    } else if dynamodb::delete_table_if_owned(&ctx.aws.dynamodb, &plan.table.name, &plan.table_owner).await? {
+        format!(
+            "deletionPolicy Delete: {role_note}deleted views table {}",
+            plan.table.name
+        )
+    } else {
+        format!(
+            "deletionPolicy Delete: views table {} was already gone or not ours",
+            plan.table.name
+        )
+    })
+}
+
+/// Deletes the view's items from a views table it shares with `sharers` (the table stays), unless another
+/// view's key prefix overlaps its own or the items are not this view's: then they stay, said in a Warning
+/// Event. Returns the Normal Event's note. Errors: DynamoDB's.
+async fn delete_shared_items(
+    view: &MaterializedView,
+    ctx: &Context,
+    plan: &ViewPlan,
+    others: &[MaterializedView],
+    sharers: &[String],
+    role_note: &str,
+) -> Result<String> {
+    // The table stays for its sharers; this view's items (under its key prefix) go, unless
+    // another view's prefix overlaps it (its items would go too): then they stay, said so.
+    let prefix = plan.key_prefix.clone().unwrap_or_default();
+    let overlapping = validate::overlapping_sibling(&prefix, &view.spec.store.shared_table_name, others);
+    if let Some(other) = &overlapping {
+        status::publish(
+            ctx,
+            view,
+            EventType::Warning,
+            "ItemsKept",
+            "Cleanup",
             format!(
-                "deletionPolicy Retain: the view's AWS resources are kept, its items ({}) owned by no view; a view \
-                 created again under this name does not serve them: it is Stalled ({}) until its \
-                 spec.store.adopt: true deletes them and rebuilds",
-                match kept.is_empty() {
-                    true => "none written yet".to_string(),
-                    false => kept.join(", "),
-                },
-                reasons::STORAGE_RETAINED
-            )
-        }
-        DeletionPolicy::Delete => {
-            let name = view.name_any();
-            let others: Vec<MaterializedView> = views_in(&ctx.client, ns)
-                .await?
-                .into_iter()
-                .filter(|v| v.name_any() != name && v.metadata.deletion_timestamp.is_none())
-                .collect();
-            let namespace_uid = ctx.namespace_uid(ns).await?;
-            let plan =
-                plan_view(&ctx.config.cluster_id, &view, &others).in_namespace(namespace_uid.as_deref());
-            // Versions stored elsewhere than the spec's own storage go first (their items or tables).
-            for v in &recorded {
-                let vview = crate::plan::versions::view_with_content(&view, &v.content);
-                let vplan =
-                    crate::plan::versions::plan_version(&ctx.config.cluster_id, &vview, &others, v.version);
-                let elsewhere = (vplan.table.name.as_str(), vplan.key_prefix.as_deref())
-                    != (plan.table.name.as_str(), plan.key_prefix.as_deref());
-                super::versions::remove_version(&view, ctx, ns, &others, v, elsewhere).await?;
-                crate::fail_point!("deletion-resource-removed");
-            }
-            // The export of a backfill that had not finished (or removed it) yet.
-            if let Some(b) = view
-                .status
-                .as_ref()
-                .and_then(|s| s.backfill.as_ref())
-                .filter(|b| !b.cleaned_up && !view.spec.backfill.keep_export)
-            {
-                super::backfill::delete_export(ctx, ns, &view.name_any(), b).await?;
-            }
-            let resources = view.status.clone().unwrap_or_default().resources;
-            let projector = super::lambda::delete_projector(&resources, ctx, &plan).await?;
-            let role = plan.owner.resource_name("projector", NameKind::Role);
-            let mut role_note = match projector.is_empty() {
-                true => String::new(),
-                false => format!("deleted {}; ", projector.join(", ")),
-            };
-            super::subscribers::retire_aws_push(&view, ctx, &others).await?;
-            if iam::delete_role_if_owned(&ctx.aws.iam, &role, &plan.owner).await? {
-                role_note += &format!("deleted projector role {role}; ");
-            }
-            let sharers: Vec<String> = others
-                .iter()
-                .filter(|v| {
-                    plan.shared && plan_view(&ctx.config.cluster_id, v, &[]).table.name == plan.table.name
-                })
-                .map(|v| v.name_any())
-                .collect();
-            if !sharers.is_empty() {
-                // The table stays for its sharers; this view's items (under its key prefix) go, unless
-                // another view's prefix overlaps it (its items would go too): then they stay, said so.
-                let prefix = plan.key_prefix.clone().unwrap_or_default();
-                let overlapping =
-                    validate::overlapping_sibling(&prefix, &view.spec.store.shared_table_name, &others);
-                if let Some(other) = &overlapping {
-                    status::publish(
-                        ctx,
-                        view.as_ref(),
-                        EventType::Warning,
-                        "ItemsKept",
-                        "Cleanup",
-                        format!(
-                            "the items under key prefix {prefix:?} are kept in the shared views table {}: view \
-                             {other:?}'s key prefix overlaps it, so deleting them by prefix would delete some of \
-                             {other:?}'s",
-                            plan.table.name
-                        ),
-                    )
-                    .await;
-                }
-                // Only items this object projected: a view refused over an earlier view's retained
-                // items (StorageRetained) never owned them.
-                let uid = view.metadata.uid.clone().unwrap_or_default();
-                let owner = match prefix.is_empty() || overlapping.is_some() {
-                    true => None,
-                    false => {
-                        crate::aws::view_storage::owner_of(&ctx.aws.dynamodb, &plan.table.name, &prefix)
-                            .await?
-                    }
-                };
-                let deleted = match owner.as_deref() == Some(uid.as_str()) {
-                    false => 0,
-                    true => {
-                        crate::aws::views::delete_items_with_prefix(
-                            &ctx.aws.dynamodb,
-                            &plan.table.name,
-                            &prefix,
-                        )
-                        .await?
-                    }
-                };
-                if overlapping.is_none() && !prefix.is_empty() && owner.as_deref() != Some(uid.as_str()) {
-                    status::publish(
-                        ctx,
-                        view.as_ref(),
-                        EventType::Warning,
-                        "ItemsKept",
-                        "Cleanup",
-                        format!(
-                            "the items under key prefix {prefix:?} of the shared views table {} are kept: they \
-                             are not this view's (their owner item names {}), so they are not deleted with it",
-                            plan.table.name,
-                            owner.as_deref().map_or("no owner".to_string(), |o| format!("uid {o}"))
-                        ),
-                    )
-                    .await;
-                }
-                format!(
-                    "deletionPolicy Delete: {role_note}deleted the view's {deleted} items (prefix {prefix:?}) from the \
-                     shared views table {}, kept for {}",
-                    plan.table.name,
-                    sharers.join(", ")
-                )
-            } else if let Some(kept) = retained_in_shared_table(&view, ctx, &plan).await? {
-                format!(
-                    "deletionPolicy Delete: {role_note}the shared views table {} is kept: it holds {kept}, \
-                     retained when their views were deleted (delete them, or the table, by hand)",
-                    plan.table.name
-                )
-            } else if dynamodb::delete_table_if_owned(&ctx.aws.dynamodb, &plan.table.name, &plan.table_owner)
-                .await?
-            {
-                format!(
-                    "deletionPolicy Delete: {role_note}deleted views table {}",
-                    plan.table.name
-                )
-            } else {
-                format!(
-                    "deletionPolicy Delete: views table {} was already gone or not ours",
-                    plan.table.name
-                )
-            }
+                "the items under key prefix {prefix:?} are kept in the shared views table {}: view \
+                 {other:?}'s key prefix overlaps it, so deleting them by prefix would delete some of \
+                 {other:?}'s",
+                plan.table.name
+            ),
+        )
+        .await;
+    }
+    // Only items this object projected: a view refused over an earlier view's retained
+    // items (StorageRetained) never owned them.
+    let uid = view.metadata.uid.clone().unwrap_or_default();
+    let owner = match prefix.is_empty() || overlapping.is_some() {
+        true => None,
+        false => crate::aws::view_storage::owner_of(&ctx.aws.dynamodb, &plan.table.name, &prefix).await?,
+    };
+    let deleted = match owner.as_deref() == Some(uid.as_str()) {
+        false => 0,
+        true => {
+            crate::aws::views::delete_items_with_prefix(&ctx.aws.dynamodb, &plan.table.name, &prefix).await?
         }
     };
-    status::publish(ctx, view.as_ref(), EventType::Normal, "Deleted", "Cleanup", note).await;
-    Ok(Action::await_change())
+    if overlapping.is_none() && !prefix.is_empty() && owner.as_deref() != Some(uid.as_str()) {
+        status::publish(
+            ctx,
+            view,
+            EventType::Warning,
+            "ItemsKept",
+            "Cleanup",
+            format!(
+                "the items under key prefix {prefix:?} of the shared views table {} are kept: they \
+                 are not this view's (their owner item names {}), so they are not deleted with it",
+                plan.table.name,
+                owner
+                    .as_deref()
+                    .map_or("no owner".to_string(), |o| format!("uid {o}"))
+            ),
+        )
+        .await;
+    }
+    Ok(format!(
+        "deletionPolicy Delete: {role_note}deleted the view's {deleted} items (prefix {prefix:?}) from the \
+         shared views table {}, kept for {}",
+        plan.table.name,
+        sharers.join(", ")
+    ))
 }
