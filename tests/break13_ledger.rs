@@ -78,6 +78,9 @@ fn sns_event(records: &[(&str, Option<&str>, &str)]) -> ProjectorEvent {
                     "TopicArn": "arn:aws:sns:us-east-1:123456789012:t",
                     "Message": message.to_string(),
                     "Timestamp": "2024-01-01T00:00:00.000Z",
+                    "SignatureVersion": "1", "Signature": "EXAMPLE",
+                    "SigningCertUrl": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0.pem",
+                    "UnsubscribeUrl": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe",
                 },
             })
         })

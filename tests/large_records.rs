@@ -12,7 +12,7 @@ use kappa_operator::aws::functions::{DynamoLogStore, DynamoLogWriter, DynamoView
 use kappa_operator::crd::{EventLogSpec, MaterializedViewSpec};
 use kappa_operator::functions::RetryPolicy;
 use kappa_operator::functions::event::{
-    ProjectorEvent, SnsEvent, SnsMessage, SnsRecord, StreamData, StreamEvent, StreamEventName, StreamRecord,
+    ProjectorEvent, SnsMessage, SnsRecord, StreamData, StreamEvent, StreamEventName, StreamRecord, sns_event,
 };
 use kappa_operator::functions::projector::{self, LogStore, ProjectorConfig};
 use kappa_operator::functions::router::{self, PublishEntry, PublishError, Publisher, RouterConfig};
@@ -220,16 +220,17 @@ async fn a_record_too_large_for_sns_is_routed_by_reference_and_projected_from_th
     let compiled = settings.compile().unwrap();
     let store = DynamoViewStore::new(ddb.clone(), &views_table, &compiled, settings.fingerprint());
     let reader = DynamoLogStore::new(ddb.clone(), settings.log.table.clone());
-    let event = ProjectorEvent::Sns(SnsEvent {
-        records: delivered
+    let event = ProjectorEvent::Sns(sns_event(
+        delivered
             .into_iter()
-            .map(|sns| SnsRecord {
-                event_source: Some("aws:sns".into()),
-                event_subscription_arn: None,
-                sns,
+            .map(|sns| {
+                let mut record = SnsRecord::default();
+                record.event_source = "aws:sns".into();
+                record.sns = sns;
+                record
             })
             .collect(),
-    });
+    ));
     let report = projector::handle_with_log(&compiled, &store, &reader, &event)
         .await
         .unwrap();

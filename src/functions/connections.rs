@@ -51,7 +51,6 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use super::{ConfigError, process_env};
@@ -487,77 +486,62 @@ pub fn view_routes_from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Resu
     Ok(routes)
 }
 
-/// An API Gateway WebSocket proxy event (only the fields used; unknown fields are ignored).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WebSocketEvent {
-    pub request_context: WebSocketRequestContext,
-    /// The client's message (`MESSAGE` events only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body: Option<String>,
-    #[serde(default)]
-    pub is_base64_encoded: bool,
+/// An API Gateway WebSocket proxy event: the `aws_lambda_events` crate's. The function reads
+/// `requestContext.routeKey` (`$connect`, `$disconnect`, `$default` or a message route: `subscribe`,
+/// `unsubscribe`), `eventType` (`CONNECT`, `MESSAGE` or `DISCONNECT`), `connectionId`, `connectedAt`
+/// (epoch milliseconds) and the `body` of `MESSAGE` events. The crate requires `connectedAt` and
+/// `requestTimeEpoch`, which API Gateway sends with every WebSocket event (every event of the fixture
+/// `tests/fixtures/websocket-events.json` has both); an event without them fails before [`handle`].
+pub type WebSocketEvent = aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+
+/// The function's answer to API Gateway: the `aws_lambda_events` crate's proxy response. 200 accepts (a
+/// `$connect`: the connection), 4xx/5xx refuses; the body, a [`ServerMessage`] as JSON, is sent to the
+/// client by the route response.
+pub type ProxyResponse = aws_lambda_events::apigw::ApiGatewayProxyResponse;
+
+/// Builds and reads the function's [`ProxyResponse`]s.
+pub trait ProxyResponseExt {
+    /// 200 without a body.
+    fn ok() -> Self;
+    /// `status_code` with `message` as the body.
+    fn message(status_code: u16, message: &ServerMessage) -> Self;
+    /// `status_code` with an error message as the body.
+    fn error(status_code: u16, message: impl Into<String>) -> Self;
+    /// The body's text, if it has one.
+    fn body_text(&self) -> Option<&str>;
+    /// The body as a server message, if it is one.
+    fn server_message(&self) -> Option<ServerMessage>;
 }
 
-/// The `requestContext` of a [`WebSocketEvent`].
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WebSocketRequestContext {
-    /// `$connect`, `$disconnect`, `$default` or a message route (`subscribe`, `unsubscribe`).
-    pub route_key: String,
-    /// `CONNECT`, `MESSAGE` or `DISCONNECT`.
-    #[serde(default)]
-    pub event_type: String,
-    pub connection_id: String,
-    /// When the connection started, epoch milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connected_at: Option<i64>,
-    /// When this request came, epoch milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_time_epoch: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub domain_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stage: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_id: Option<String>,
-}
-
-/// The function's answer to API Gateway.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProxyResponse {
-    /// 200 accepts (a `$connect`: the connection); 4xx/5xx refuses.
-    pub status_code: u16,
-    /// A [`ServerMessage`] as JSON, sent to the client by the route response.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body: Option<String>,
-}
-
-impl ProxyResponse {
+impl ProxyResponseExt for ProxyResponse {
     fn ok() -> Self {
-        ProxyResponse {
-            status_code: 200,
-            body: None,
-        }
+        let mut response = ProxyResponse::default();
+        response.status_code = 200;
+        response
     }
 
     fn message(status_code: u16, message: &ServerMessage) -> Self {
-        ProxyResponse {
-            status_code,
-            body: Some(message.to_text()),
-        }
+        let mut response = ProxyResponse::default();
+        response.status_code = i64::from(status_code);
+        response.body = Some(aws_lambda_events::encodings::Body::Text(message.to_text()));
+        response
     }
 
     fn error(status_code: u16, message: impl Into<String>) -> Self {
         Self::message(status_code, &ServerMessage::error(message))
     }
 
-    /// The body as a server message, if it is one.
-    pub fn server_message(&self) -> Option<ServerMessage> {
-        self.body.as_deref().and_then(|b| serde_json::from_str(b).ok())
+    fn body_text(&self) -> Option<&str> {
+        match self.body.as_ref()? {
+            aws_lambda_events::encodings::Body::Text(text) => Some(text),
+            aws_lambda_events::encodings::Body::Binary(bytes) => std::str::from_utf8(bytes).ok(),
+            aws_lambda_events::encodings::Body::Empty => None,
+            _ => None,
+        }
+    }
+
+    fn server_message(&self) -> Option<ServerMessage> {
+        self.body_text().and_then(|b| serde_json::from_str(b).ok())
     }
 }
 
@@ -588,12 +572,19 @@ pub async fn handle<S: ConnectionStore>(
     now: i64,
 ) -> ProxyResponse {
     let context = &event.request_context;
-    let connection_id = context.connection_id.as_str();
+    let connection_id = context.connection_id.as_deref().unwrap_or_default();
     if connection_id.is_empty() {
         return ProxyResponse::error(400, "the event has no requestContext.connectionId");
     }
-    let expiry = expires_at(context.connected_at.map_or(now, |ms| ms.div_euclid(1000)));
-    match (context.route_key.as_str(), context.event_type.as_str()) {
+    // API Gateway always sends `connectedAt`; 0 (not set) stands for now.
+    let connected_at = match context.connected_at {
+        ms if ms > 0 => ms.div_euclid(1000),
+        _ => now,
+    };
+    let expiry = expires_at(connected_at);
+    let route_key = context.route_key.as_deref().unwrap_or_default();
+    let event_type = context.event_type.as_deref().unwrap_or_default();
+    match (route_key, event_type) {
         ("$connect", _) | (_, "CONNECT") => match store.connect(connection_id, expiry).await {
             Ok(()) => {
                 info!(connection_id, "connected");
@@ -743,30 +734,62 @@ mod tests {
     #[tokio::test]
     async fn the_fixture_events_have_aws_shape() {
         let connect = event("connect");
-        assert_eq!(connect.request_context.route_key, "$connect");
-        assert_eq!(connect.request_context.event_type, "CONNECT");
-        assert_eq!(connect.request_context.connection_id, "Vq2PbcfvoAMCLkg=");
-        assert_eq!(connect.request_context.api_id.as_deref(), Some("a1b2c3d4e5"));
+        assert_eq!(connect.request_context.route_key.as_deref(), Some("$connect"));
+        assert_eq!(connect.request_context.event_type.as_deref(), Some("CONNECT"));
+        assert_eq!(
+            connect.request_context.connection_id.as_deref(),
+            Some("Vq2PbcfvoAMCLkg=")
+        );
+        assert_eq!(connect.request_context.apiid.as_deref(), Some("a1b2c3d4e5"));
         let subscribe = event("subscribe");
-        assert_eq!(subscribe.request_context.event_type, "MESSAGE");
+        assert_eq!(subscribe.request_context.event_type.as_deref(), Some("MESSAGE"));
         assert!(subscribe.body.unwrap().contains("\"action\":\"subscribe\""));
-        assert_eq!(event("disconnect").request_context.event_type, "DISCONNECT");
+        assert_eq!(
+            event("disconnect").request_context.event_type.as_deref(),
+            Some("DISCONNECT")
+        );
+    }
+
+    /// The crate's types read every fixture event (all five routes) and answer in the `AWS_PROXY` shape
+    /// API Gateway reads: `statusCode` a number, `body` a string (absent when there is none).
+    #[tokio::test]
+    async fn the_crate_types_read_every_fixture_event_and_answer_in_proxy_shape() {
+        let all = fixture();
+        let names: Vec<&str> = all.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(names.len(), 5, "{names:?}");
+        for name in names {
+            let e = event(name);
+            assert!(e.request_context.connected_at > 0, "{name}");
+            assert!(e.request_context.connection_id.is_some(), "{name}");
+        }
+        let ok = serde_json::to_value(ProxyResponse::ok()).unwrap();
+        assert_eq!(ok["statusCode"], serde_json::json!(200));
+        assert!(ok.get("body").is_none(), "{ok}");
+        let refused = serde_json::to_value(ProxyResponse::error(400, "no")).unwrap();
+        assert_eq!(refused["statusCode"], serde_json::json!(400));
+        let body = refused["body"].as_str().unwrap();
+        assert_eq!(
+            serde_json::from_str::<ServerMessage>(body).unwrap(),
+            ServerMessage::error("no")
+        );
+        // API Gateway always sends `connectedAt` and `requestTimeEpoch`; the crate requires them.
+        let mut without = all["connect"].clone();
+        without["requestContext"]
+            .as_object_mut()
+            .unwrap()
+            .remove("connectedAt");
+        assert!(serde_json::from_value::<WebSocketEvent>(without).is_err());
     }
 
     #[tokio::test]
     async fn connect_subscribe_unsubscribe_disconnect_round_trip() {
         let store = MemoryConnections::new();
-        let connected_at = event("connect").request_context.connected_at.unwrap() / 1000;
+        let connected_at = event("connect").request_context.connected_at / 1000;
         let expiry = connected_at + MAX_CONNECTION_SECONDS + EXPIRY_MARGIN_SECONDS;
 
         let r = handle(&routes(), &store, &event("connect"), NOW).await;
-        assert_eq!(
-            r,
-            ProxyResponse {
-                status_code: 200,
-                body: None
-            }
-        );
+        assert_eq!(r, ProxyResponse::ok());
+        assert_eq!((r.status_code, r.body.as_ref()), (200, None));
         assert_eq!(store.items(), vec![connection_item("Vq2PbcfvoAMCLkg=", expiry)]);
 
         // The fixture subscribes to players' keys starting with PLAYER#bo.
@@ -925,7 +948,7 @@ mod tests {
             .unwrap();
         let r = handle(&routes(), &store, &event("subscribe"), NOW).await;
         assert_eq!(r.status_code, 400);
-        assert!(r.body.unwrap().contains("unsubscribe from one first"));
+        assert!(r.body_text().unwrap().contains("unsubscribe from one first"));
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! The Lambda events the built-in functions take and the partial batch response they return, as serde
-//! types (only the fields the functions use, plus those needed to re-serialize a stream record; unknown
-//! fields are ignored).
+//! The Lambda events the built-in functions take and the partial batch responses they return.
+//!
+//! The SQS and SNS events and the batch responses are the `aws_lambda_events` crate's (re-exported here);
+//! the DynamoDB Streams event stays ours ([`StreamEvent`]): the crate's does not read every documented
+//! shape of it nor re-serialize a record unchanged, which the router's SNS envelope needs (see
+//! [`StreamEvent`] and the tests `crate_stream_event_*` in `src/functions/tests.rs`).
 //!
 //! Formats (see the project's AWS reference, sections d to f):
 //! - [`SqsEvent`], `{"Records":[{"messageId","body","attributes":{...},...}]}`.
@@ -16,47 +19,102 @@
 //! - [`LogReference`]: what the router publishes instead when a [`RoutedRecord`] would exceed the topic's
 //!   maximum message size: `{"kind":"dynamodb-stream-record-reference","version":1,"recordType":"player",
 //!   "newImageDigest":"<sha-256 hex>","record":<the stream record without NewImage and OldImage>}`.
-//! - [`BatchResponse`]: `{"batchItemFailures":[{"itemIdentifier":"..."}]}`: an SQS `messageId`, or a
-//!   stream record's `dynamodb.SequenceNumber`. An empty list means the whole batch succeeded.
-
-use std::collections::BTreeMap;
+//! - [`BatchResponse`] (streams) and [`SqsBatchResponse`] (the writer):
+//!   `{"batchItemFailures":[{"itemIdentifier":"..."}]}`: an SQS `messageId`, or a stream record's
+//!   `dynamodb.SequenceNumber`. An empty list means the whole batch succeeded.
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use aws_lambda_events::event::sns::{MessageAttribute as SnsAttribute, SnsEvent, SnsMessage, SnsRecord};
+pub use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+pub use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+
 use crate::projection::Item;
 
-/// An SQS event delivered by an event source mapping.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct SqsEvent {
-    #[serde(rename = "Records", default)]
-    pub records: Vec<SqsMessage>,
-}
-
-/// One SQS message of an [`SqsEvent`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SqsMessage {
-    /// The id reported in [`BatchItemFailure::item_identifier`].
-    pub message_id: String,
-    /// The body: the producer's text.
-    #[serde(default)]
-    pub body: String,
-    /// System attributes, all strings: `ApproximateReceiveCount`, `SentTimestamp`, and on FIFO queues
-    /// `MessageGroupId`, `MessageDeduplicationId`, `SequenceNumber`.
-    #[serde(default)]
-    pub attributes: BTreeMap<String, String>,
-    #[serde(rename = "eventSourceARN", default, skip_serializing_if = "Option::is_none")]
-    pub event_source_arn: Option<String>,
-}
-
-impl SqsMessage {
+/// What the functions need of an SQS message (the crate's fields are all optional).
+pub trait SqsMessageExt {
+    /// The id reported in a batch response (`messageId`; empty if absent, which never happens on AWS).
+    fn id(&self) -> &str;
+    /// The body: the producer's text (empty if absent).
+    fn text(&self) -> &str;
     /// The FIFO message group, if the queue is FIFO.
-    pub fn message_group_id(&self) -> Option<&str> {
+    fn message_group_id(&self) -> Option<&str>;
+}
+
+impl SqsMessageExt for SqsMessage {
+    fn id(&self) -> &str {
+        self.message_id.as_deref().unwrap_or_default()
+    }
+
+    fn text(&self) -> &str {
+        self.body.as_deref().unwrap_or_default()
+    }
+
+    fn message_group_id(&self) -> Option<&str> {
         self.attributes.get("MessageGroupId").map(String::as_str)
     }
 }
 
+/// An SQS message with `message_id` and `body` (the crate's types cannot be built field by field outside
+/// it).
+pub fn sqs_message(message_id: impl Into<String>, body: impl Into<String>) -> SqsMessage {
+    let mut message = SqsMessage::default();
+    message.message_id = Some(message_id.into());
+    message.body = Some(body.into());
+    message
+}
+
+/// An SQS event of `messages`.
+pub fn sqs_event(messages: Vec<SqsMessage>) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = messages;
+    event
+}
+
+/// An SNS notification record as a subscription delivers it to Lambda, with the given message id, topic,
+/// body and `String` message attributes (the other fields are fixed placeholders).
+pub fn sns_record<'a>(
+    message_id: impl Into<String>,
+    topic_arn: impl Into<String>,
+    message: impl Into<String>,
+    attributes: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> SnsRecord {
+    let mut record = SnsRecord::default();
+    record.event_source = "aws:sns".to_string();
+    record.event_version = "1.0".to_string();
+    record.sns.sns_message_type = "Notification".to_string();
+    record.sns.message_id = message_id.into();
+    record.sns.topic_arn = topic_arn.into();
+    record.sns.message = message.into();
+    record.sns.signature_version = "1".to_string();
+    record.sns.message_attributes = attributes
+        .into_iter()
+        .map(|(name, value)| {
+            let mut attribute = SnsAttribute::default();
+            attribute.data_type = "String".to_string();
+            attribute.value = value.to_string();
+            (name.to_string(), attribute)
+        })
+        .collect();
+    record
+}
+
+/// An SNS event of `records`.
+pub fn sns_event(records: Vec<SnsRecord>) -> SnsEvent {
+    let mut event = SnsEvent::default();
+    event.records = records;
+    event
+}
+
 /// A DynamoDB Streams event delivered by an event source mapping.
+///
+/// Ours rather than `aws_lambda_events` 1.2.1's `dynamodb::Event` (tests `crate_stream_event_*` in
+/// `src/functions/tests.rs`): the crate's refuses `ApproximateCreationDateTime` as a string (a shape one
+/// Lambda doc example shows; the project's AWS reference, section d), and re-serializing its record changes
+/// it (absent `NewImage`/`OldImage` become `{}`, an absent `ApproximateCreationDateTime` becomes `0`,
+/// absent optional fields such as `userIdentity` become `null`), while the router publishes the record as
+/// it came (a user's projector reads it as a stream record) and a [`LogReference`] must carry no images.
+/// Its numbers are exact (`serde_dynamo` keeps `N` as text), so that is not the reason.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct StreamEvent {
     #[serde(rename = "Records", default)]
@@ -113,52 +171,6 @@ pub struct StreamData {
     pub size_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_view_type: Option<String>,
-}
-
-/// An SNS event (SNS invokes Lambda asynchronously, normally with one record).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct SnsEvent {
-    #[serde(rename = "Records", default)]
-    pub records: Vec<SnsRecord>,
-}
-
-/// One record of an [`SnsEvent`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct SnsRecord {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_source: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_subscription_arn: Option<String>,
-    pub sns: SnsMessage,
-}
-
-/// The `Sns` object of an [`SnsRecord`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct SnsMessage {
-    pub message_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub topic_arn: Option<String>,
-    /// `null` when the publisher set none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
-    /// Always a string; a JSON body must be parsed a second time.
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timestamp: Option<String>,
-    #[serde(default)]
-    pub message_attributes: BTreeMap<String, SnsAttribute>,
-}
-
-/// A message attribute as delivered to Lambda: flattened to `{"Type","Value"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnsAttribute {
-    /// `String`, `String.Array`, `Number` or `Binary`.
-    #[serde(rename = "Type")]
-    pub data_type: String,
-    #[serde(rename = "Value")]
-    pub value: String,
 }
 
 /// [`RoutedRecord::kind`] of the messages the router publishes.
@@ -302,40 +314,51 @@ impl<'de> Deserialize<'de> for ProjectorEvent {
     }
 }
 
-/// The partial batch response of SQS and stream event source mappings with `ReportBatchItemFailures`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchResponse {
-    pub batch_item_failures: Vec<BatchItemFailure>,
-}
+/// The partial batch response of the stream functions (router, projector, notifier); the writer returns
+/// an [`SqsBatchResponse`]. Both have the same JSON shape.
+pub type BatchResponse = DynamoDbEventResponse;
 
-/// One failed item of a [`BatchResponse`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchItemFailure {
-    /// An SQS `messageId`, or a stream record's `dynamodb.SequenceNumber`. Never empty: an empty
-    /// identifier fails the whole batch.
-    pub item_identifier: String,
-}
+/// Building and reading a partial batch response ([`BatchResponse`], [`SqsBatchResponse`]).
+pub trait BatchFailures: Default {
+    /// The given items failed. An identifier is never empty: an empty one fails the whole batch.
+    fn failed(ids: impl IntoIterator<Item = String>) -> Self;
 
-impl BatchResponse {
     /// Every item succeeded.
-    pub fn success() -> Self {
-        BatchResponse::default()
-    }
-
-    /// The given items failed.
-    pub fn failed(ids: impl IntoIterator<Item = String>) -> Self {
-        BatchResponse {
-            batch_item_failures: ids
-                .into_iter()
-                .map(|item_identifier| BatchItemFailure { item_identifier })
-                .collect(),
-        }
+    fn success() -> Self {
+        Self::default()
     }
 
     /// The ids reported, in order.
-    pub fn failed_ids(&self) -> Vec<&str> {
+    fn failed_ids(&self) -> Vec<&str>;
+}
+
+impl BatchFailures for DynamoDbEventResponse {
+    fn failed(ids: impl IntoIterator<Item = String>) -> Self {
+        let mut response = DynamoDbEventResponse::default();
+        for id in ids {
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = Some(id);
+            response.batch_item_failures.push(failure);
+        }
+        response
+    }
+
+    fn failed_ids(&self) -> Vec<&str> {
+        self.batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_deref().unwrap_or_default())
+            .collect()
+    }
+}
+
+impl BatchFailures for SqsBatchResponse {
+    fn failed(ids: impl IntoIterator<Item = String>) -> Self {
+        let mut response = SqsBatchResponse::default();
+        response.set_failures(ids);
+        response
+    }
+
+    fn failed_ids(&self) -> Vec<&str> {
         self.batch_item_failures
             .iter()
             .map(|f| f.item_identifier.as_str())

@@ -39,7 +39,7 @@ use tracing::{error, warn};
 use super::connections::{
     ConnectionStore, ConnectionsConfig, Subscriber, connections_table_from_lookup, view_routes_from_lookup,
 };
-use super::event::{BatchResponse, StreamEvent, StreamEventName, StreamRecord};
+use super::event::{BatchFailures, BatchResponse, StreamEvent, StreamEventName, StreamRecord};
 use super::{ConfigError, RetryPolicy, process_env};
 use crate::push::message::{Change, ChangeEvent, ServerMessage, ViewRoutes, change_of, wants};
 

@@ -57,11 +57,11 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, warn};
 
 use super::ConfigError;
+use super::event::{BatchFailures, SnsEvent, StreamEvent, StreamEventName};
 use super::event::{
     BatchResponse, LOG_REFERENCE_KIND, LOG_REFERENCE_VERSION, LogReference, ProjectorEvent,
     ROUTED_RECORD_KIND, ROUTED_RECORD_VERSION, RoutedRecord, StreamRecord, image_digest,
 };
-use super::event::{SnsEvent, StreamEvent, StreamEventName};
 use super::progress::{BatchProgress, LiveReport, ProgressReporter};
 use crate::crd::RecordErrorPolicy;
 use crate::crd::{

@@ -44,7 +44,8 @@ use std::future::Future;
 use tracing::{error, warn};
 
 use super::event::{
-    BatchResponse, LOG_REFERENCE_VERSION, LogReference, RoutedRecord, StreamEvent, StreamEventName,
+    BatchFailures, BatchResponse, LOG_REFERENCE_VERSION, LogReference, RoutedRecord, StreamEvent,
+    StreamEventName,
 };
 use super::{ConfigError, RetryPolicy, optional, required};
 use crate::plan::routing::RECORD_TYPE_MESSAGE_ATTRIBUTE;

@@ -36,7 +36,7 @@ use std::future::Future;
 
 use tracing::warn;
 
-use super::event::{BatchResponse, SqsEvent};
+use super::event::{BatchFailures, SqsBatchResponse, SqsEvent, SqsMessageExt};
 use super::{ConfigError, RetryPolicy, optional, required};
 use crate::projection::{Item, Value};
 
@@ -414,7 +414,7 @@ pub trait LogWriter {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct WriterReport {
     /// The response to return to Lambda.
-    pub response: BatchResponse,
+    pub response: SqsBatchResponse,
     /// Messages whose record was written (duplicates included).
     pub written: usize,
     /// Messages rejected as invalid (including conflicts).
@@ -440,7 +440,7 @@ pub async fn handle<W: LogWriter>(
     let mut unique: Vec<(Item, Vec<usize>)> = Vec::new();
     let mut by_key: BTreeMap<(String, Option<String>), usize> = BTreeMap::new();
     for (i, message) in messages.iter().enumerate() {
-        let item = match config.validate(&message.body) {
+        let item = match config.validate(message.text()) {
             Ok(item) => item,
             Err(e) => {
                 errors[i] = Some(e);
@@ -455,7 +455,7 @@ pub async fn handle<W: LogWriter>(
                 report.duplicates += 1;
             }
             Some(&slot) => {
-                let other = messages[unique[slot].1[0]].message_id.clone();
+                let other = messages[unique[slot].1[0]].id().to_string();
                 let key = match &key.1 {
                     Some(sk) => format!("{}={:?}, {}={sk:?}", config.partition_key, key.0, sk_name(config)),
                     None => format!("{}={:?}", config.partition_key, key.0),
@@ -504,15 +504,15 @@ pub async fn handle<W: LogWriter>(
                     report.failed += 1;
                 }
                 warn!(
-                    message_id = %message.message_id,
+                    message_id = %message.id(),
                     category = error.category(),
                     "log record not written: {error}"
                 );
-                failed_ids.push(message.message_id.clone());
+                failed_ids.push(message.id().to_string());
             }
         }
     }
-    report.response = BatchResponse::failed(failed_ids);
+    report.response = SqsBatchResponse::failed(failed_ids);
     report
 }
 
