@@ -1,5 +1,6 @@
 //! What a reconcile concluded ([`Outcome`]) and the one function that writes it to the status.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
@@ -69,52 +70,7 @@ pub(super) async fn write_status(
         next.active_version = v.active;
         next.latest_version = Some(v.latest);
         next.rebuild = v.rebuild.as_ref().and_then(|r| r.summary.clone());
-        match &v.rebuild {
-            // A view that was never rebuilt carries no Rebuilding condition.
-            Some(r) if !(v.latest <= 1 && r.reason == reasons::PROMOTED) => {
-                status::set(
-                    &mut next.conditions,
-                    types::REBUILDING,
-                    r.status,
-                    r.reason,
-                    &r.message,
-                    generation,
-                    &now,
-                );
-                // kstatus: a rebuild in progress is reconciling; a failed one needs a change from the user
-                // (the active version stays Ready and serving).
-                if matches!(outcome.health, Health::Ready { .. }) {
-                    let (reconciling, stalled) = match r.reason {
-                        reasons::REBUILDING | reasons::WAITING_FOR_APPROVAL => (true, false),
-                        reasons::REBUILD_FAILED => (false, true),
-                        _ => (false, false),
-                    };
-                    let flag = |b: bool| match b {
-                        true => crate::crd::ConditionStatus::True,
-                        false => crate::crd::ConditionStatus::False,
-                    };
-                    status::set(
-                        &mut next.conditions,
-                        types::RECONCILING,
-                        flag(reconciling),
-                        r.reason,
-                        if reconciling { &r.message } else { "" },
-                        generation,
-                        &now,
-                    );
-                    status::set(
-                        &mut next.conditions,
-                        types::STALLED,
-                        flag(stalled),
-                        r.reason,
-                        if stalled { &r.message } else { "" },
-                        generation,
-                        &now,
-                    );
-                }
-            }
-            _ => next.conditions.retain(|c| c.type_ != types::REBUILDING),
-        }
+        set_rebuilding(&mut next, v, &outcome.health, generation, &now);
     }
     if let Some(run) = &outcome.in_cluster {
         if run.backfill.is_some() {
@@ -133,6 +89,83 @@ pub(super) async fn write_status(
                 .set(n);
         }
         next.resources.extend(run.resources.clone());
+    }
+    set_provisioned(&mut next, outcome, generation, &now);
+    if next == old {
+        return Ok(());
+    }
+    let api: Api<MaterializedView> = Api::namespaced(ctx.client.clone(), ns);
+    status::apply(&api, view, &next).await?;
+    publish_changes(view, ctx, &old, &next, outcome).await;
+    Ok(())
+}
+
+/// The `Rebuilding` condition from the view's rebuild; while the active version is Ready, `Reconciling` and
+/// `Stalled` follow the rebuild (kstatus).
+fn set_rebuilding(
+    next: &mut MaterializedViewStatus,
+    v: &VersionsSummary,
+    health: &Health,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    match &v.rebuild {
+        // A view that was never rebuilt carries no Rebuilding condition.
+        Some(r) if !(v.latest <= 1 && r.reason == reasons::PROMOTED) => {
+            status::set(
+                &mut next.conditions,
+                types::REBUILDING,
+                r.status,
+                r.reason,
+                &r.message,
+                generation,
+                now,
+            );
+            // kstatus: a rebuild in progress is reconciling; a failed one needs a change from the user
+            // (the active version stays Ready and serving).
+            if matches!(health, Health::Ready { .. }) {
+                let (reconciling, stalled) = match r.reason {
+                    reasons::REBUILDING | reasons::WAITING_FOR_APPROVAL => (true, false),
+                    reasons::REBUILD_FAILED => (false, true),
+                    _ => (false, false),
+                };
+                let flag = |b: bool| match b {
+                    true => crate::crd::ConditionStatus::True,
+                    false => crate::crd::ConditionStatus::False,
+                };
+                status::set(
+                    &mut next.conditions,
+                    types::RECONCILING,
+                    flag(reconciling),
+                    r.reason,
+                    if reconciling { &r.message } else { "" },
+                    generation,
+                    now,
+                );
+                status::set(
+                    &mut next.conditions,
+                    types::STALLED,
+                    flag(stalled),
+                    r.reason,
+                    if stalled { &r.message } else { "" },
+                    generation,
+                    now,
+                );
+            }
+        }
+        _ => next.conditions.retain(|c| c.type_ != types::REBUILDING),
+    }
+}
+
+/// `BackfillComplete` and `Provisioned` from the outcome: a version running (in-cluster or on Lambda) is
+/// provisioned; otherwise the health's reason says why not yet.
+fn set_provisioned(
+    next: &mut MaterializedViewStatus,
+    outcome: &Outcome,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    if let Some(run) = &outcome.in_cluster {
         let (complete, reason) = match run.backfill_complete {
             true => (crate::crd::ConditionStatus::True, reasons::BACKFILL_COMPLETE),
             false => (crate::crd::ConditionStatus::False, reasons::BACKFILLING),
@@ -144,7 +177,7 @@ pub(super) async fn write_status(
             reason,
             "",
             generation,
-            &now,
+            now,
         );
         status::set(
             &mut next.conditions,
@@ -153,7 +186,7 @@ pub(super) async fn write_status(
             reasons::PROVISIONED,
             "views table, projector and live path ready",
             generation,
-            &now,
+            now,
         );
     } else if !matches!(outcome.health, Health::Ready { .. }) {
         let reason = match outcome.health {
@@ -167,14 +200,19 @@ pub(super) async fn write_status(
             reason,
             "",
             generation,
-            &now,
+            now,
         );
     }
-    if next == old {
-        return Ok(());
-    }
-    let api: Api<MaterializedView> = Api::namespaced(ctx.client.clone(), ns);
-    status::apply(&api, view, &next).await?;
+}
+
+/// The Events a written status calls for: more dead letters, a new phase, a new reason to be stalled.
+async fn publish_changes(
+    view: &MaterializedView,
+    ctx: &Context,
+    old: &MaterializedViewStatus,
+    next: &MaterializedViewStatus,
+    outcome: &Outcome,
+) {
     if let Some(n) = next.dead_letters.filter(|n| *n > old.dead_letters.unwrap_or(0)) {
         let note = format!(
             "the projector's failure queue {} holds {n} message(s) (was {}): log records the projector failed \
@@ -218,7 +256,6 @@ pub(super) async fn write_status(
             status::publish(ctx, view, EventType::Warning, reason, "Validate", message.clone()).await;
         }
     }
-    Ok(())
 }
 
 /// `status.recordErrors` from what the backfill and the live path left out; a Warning Event and the
