@@ -2,12 +2,14 @@
 
 use super::backfill_run::track;
 use super::version::Target;
-use kube::ResourceExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{DeleteParams, PostParams, PropagationPolicy};
+use kube::{Api, ResourceExt};
 use tracing::info;
 
 use crate::aws::views::ViewTableWriter;
 use crate::backfill::worker::PreAggregation;
-use crate::backfill::worker::{Progress, Worker};
+use crate::backfill::worker::{BackfillError, FileCheckpoints, Progress, Worker};
 use crate::controller::Context;
 use crate::crd::MaterializedView;
 use crate::projection::RecordErrors;
@@ -38,57 +40,15 @@ pub(super) async fn job_backfill(
     ns: &str,
     job: JobBackfill<'_>,
 ) -> BackfillRun {
-    let JobBackfill {
-        jobs,
-        attempt,
-        bucket,
-        summary_key,
-        pre_aggregation,
-        fold,
-        ledger,
-    } = job;
-    use k8s_openapi::api::batch::v1::Job;
-    use kube::Api;
-    use kube::api::{DeleteParams, PostParams, PropagationPolicy};
-    let name = view.name_any();
-    let failure = |message: String, retryable: bool| BackfillRun {
-        progress: Progress::default(),
-        outcome: Some(Err(BackfillFailure {
-            message,
-            retryable,
-            input_gone: false,
-        })),
-    };
-    let workers = view.spec.backfill.parallelism.max(1);
-    let env = [
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "AWS_ENDPOINT_URL",
-        "KAPPA_S3_PATH_STYLE",
-    ]
-    .iter()
-    .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-    .collect();
-    let spec = crate::plan::job::BackfillJob {
-        namespace: ctx.config.lease_namespace.clone(),
-        image: jobs.image.clone(),
-        service_account: jobs.service_account.clone(),
-        view_namespace: ns.to_string(),
-        view: name.clone(),
-        version: target.version,
-        attempt,
-        workers,
-        pre_aggregation,
-        env,
-    };
+    let spec = job_spec(view, target, ctx, ns, &job);
     // The manifests first: pods started before the export's files are readable would only fail.
-    let (_, files) = match crate::backfill::worker::read_manifests(&ctx.aws.s3, bucket, summary_key).await {
-        Ok(m) => m,
+    let files = match crate::backfill::worker::read_manifests(&ctx.aws.s3, job.bucket, job.summary_key).await
+    {
+        Ok((_, files)) => files,
         Err(e) => {
             let gone = matches!(
                 e,
-                crate::backfill::worker::BackfillError::ManifestMissing { .. }
-                    | crate::backfill::worker::BackfillError::DataFileMissing { .. }
+                BackfillError::ManifestMissing { .. } | BackfillError::DataFileMissing { .. }
             );
             let mut run = failure(e.to_string(), e.retryable());
             if let Some(Err(f)) = run.outcome.as_mut() {
@@ -100,12 +60,12 @@ pub(super) async fn job_backfill(
     let checkpoint = ConfigMapCheckpoint::new(
         ctx.client.clone(),
         ns,
-        checkpoints::backfill_name(&target.base, attempt),
+        checkpoints::backfill_name(&target.base, job.attempt),
         None,
     );
     let keys: Vec<String> = files.iter().map(|f| f.data_file_s3_key.clone()).collect();
-    crate::backfill::worker::FileCheckpoints::layout(&checkpoint, &keys, (0, 1));
-    let done = match crate::backfill::worker::FileCheckpoints::done(&checkpoint).await {
+    FileCheckpoints::layout(&checkpoint, &keys, (0, 1));
+    let done = match FileCheckpoints::done(&checkpoint).await {
         Ok(done) => done,
         Err(e) => return failure(e, true),
     };
@@ -125,97 +85,177 @@ pub(super) async fn job_backfill(
     };
     // The Job runs until the checkpoint holds every file; after that it is never (re)created, whatever
     // happened to it (the operator may have deleted it and stopped before recording the backfill).
-    let job_name = crate::plan::job::job_name(ns, &target.base, attempt);
+    let job_name = crate::plan::job::job_name(ns, &target.base, job.attempt);
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &spec.namespace);
     if finished.len() < files.len() {
-        let job = match api.get_opt(&job_name).await {
-            Ok(Some(job)) => job,
-            Ok(None) => match api
-                .create(&PostParams::default(), &crate::plan::job::backfill_job(&spec))
-                .await
-            {
-                Ok(job) => {
-                    info!(view = %name, job = %job_name, workers, "backfilling with an Indexed Job");
-                    job
-                }
-                Err(e) => return failure(format!("creating backfill Job {job_name}: {e}"), true),
+        return match run_job(&api, &spec, &job_name, &job).await {
+            Ok(()) => BackfillRun {
+                progress,
+                outcome: None,
             },
-            Err(e) => return failure(format!("reading backfill Job {job_name}: {e}"), true),
-        };
-        let failed = job
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == "Failed" && c.status == "True"));
-        if let Some(condition) = failed {
-            // Why: a pod notes the error that stopped it in the view's record-error ledger.
-            // Only this attempt's pods' note (`job@a<attempt>i<index>`), not an older failure.
-            let why = ledger.record_error_ledger().await.ok().and_then(|l| l.1);
-            let why = why
-                .filter(|(_, noted)| noted.starts_with(&format!("job@a{attempt}i")))
-                .map(|(m, _)| format!(" ({m})"))
-                .unwrap_or_default();
-            return failure(
-                format!(
-                    "backfill Job {}/{job_name} failed: {}{why}; see `kubectl -n {} logs job/{job_name}`, fix the \
-                     cause and delete the Job to run it again",
-                    spec.namespace,
-                    condition.message.clone().unwrap_or_default(),
-                    spec.namespace
-                ),
-                false,
-            );
-        }
-        return BackfillRun {
-            progress,
-            outcome: None,
+            Err(run) => run,
         };
     }
     // Every share wrote its partials: fold them, once, here (idempotent if the operator restarts).
     let mut record_errors = RecordErrors::default();
-    if let Some((worker, fingerprint)) = fold {
-        let key = target.key.clone();
-        let tracked = worker.progress.clone();
-        let transient = worker.writer.transient_log().clone();
-        let run = ctx.runtime.backfill(&key, &fingerprint, |run| {
-            let work = async move {
-                worker.fold(attempt).await?;
-                Ok(worker.progress.lock().unwrap_or_else(|e| e.into_inner()).clone())
-            };
-            tokio::spawn(async move { track(tracked, transient, work, run).await })
-        });
-        match run.outcome {
-            None => {
+    if let Some((worker, fingerprint)) = job.fold {
+        match fold(worker, &fingerprint, target, ctx, job.attempt) {
+            FoldRun::Running => {
                 return BackfillRun {
                     progress,
                     outcome: None,
                 };
             }
-            Some(Err(e)) => {
-                // The caller forgets the run, so the next pass folds again.
+            // The caller forgets the run, so the next pass folds again.
+            FoldRun::Failed(e) => {
                 return BackfillRun {
                     progress,
                     outcome: Some(Err(e)),
                 };
             }
-            Some(Ok(())) => record_errors = run.progress.record_errors,
+            FoldRun::Done(errors) => record_errors = errors,
         }
     }
-    let progress = Progress {
-        record_errors,
-        ..progress
+    delete_finished_job(&api, &job_name).await;
+    BackfillRun {
+        progress: Progress {
+            record_errors,
+            ..progress
+        },
+        outcome: Some(Ok(())),
+    }
+}
+
+/// A run that failed before the Job did any work.
+fn failure(message: String, retryable: bool) -> BackfillRun {
+    BackfillRun {
+        progress: Progress::default(),
+        outcome: Some(Err(BackfillFailure {
+            message,
+            retryable,
+            input_gone: false,
+        })),
+    }
+}
+
+/// The Job's specification: the view's version and attempt, `spec.backfill.parallelism` pods, and the
+/// operator's AWS endpoint settings passed on to them.
+fn job_spec(
+    view: &MaterializedView,
+    target: &Target,
+    ctx: &Context,
+    ns: &str,
+    job: &JobBackfill<'_>,
+) -> crate::plan::job::BackfillJob {
+    let env = [
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+        "KAPPA_S3_PATH_STYLE",
+    ]
+    .iter()
+    .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+    .collect();
+    crate::plan::job::BackfillJob {
+        namespace: ctx.config.lease_namespace.clone(),
+        image: job.jobs.image.clone(),
+        service_account: job.jobs.service_account.clone(),
+        view_namespace: ns.to_string(),
+        view: view.name_any(),
+        version: target.version,
+        attempt: job.attempt,
+        workers: view.spec.backfill.parallelism.max(1),
+        pre_aggregation: job.pre_aggregation,
+        env,
+    }
+}
+
+/// Creates the Job if it does not exist, and reports it failed (`Failed=True`) with the error its pods
+/// noted in the view's record-error ledger. `Ok` while it runs.
+async fn run_job(
+    api: &Api<Job>,
+    spec: &crate::plan::job::BackfillJob,
+    job_name: &str,
+    job: &JobBackfill<'_>,
+) -> Result<(), BackfillRun> {
+    let found = match api.get_opt(job_name).await {
+        Ok(Some(found)) => found,
+        Ok(None) => match api
+            .create(&PostParams::default(), &crate::plan::job::backfill_job(spec))
+            .await
+        {
+            Ok(created) => {
+                info!(view = %spec.view, job = %job_name, workers = spec.workers, "backfilling with an Indexed Job");
+                created
+            }
+            Err(e) => return Err(failure(format!("creating backfill Job {job_name}: {e}"), true)),
+        },
+        Err(e) => return Err(failure(format!("reading backfill Job {job_name}: {e}"), true)),
     };
+    let failed = found
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Failed" && c.status == "True"));
+    let Some(condition) = failed else {
+        return Ok(());
+    };
+    // Why: a pod notes the error that stopped it in the view's record-error ledger.
+    // Only this attempt's pods' note (`job@a<attempt>i<index>`), not an older failure.
+    let why = job.ledger.record_error_ledger().await.ok().and_then(|l| l.1);
+    let why = why
+        .filter(|(_, noted)| noted.starts_with(&format!("job@a{}i", job.attempt)))
+        .map(|(m, _)| format!(" ({m})"))
+        .unwrap_or_default();
+    Err(failure(
+        format!(
+            "backfill Job {}/{job_name} failed: {}{why}; see `kubectl -n {} logs job/{job_name}`, fix the \
+             cause and delete the Job to run it again",
+            spec.namespace,
+            condition.message.clone().unwrap_or_default(),
+            spec.namespace
+        ),
+        false,
+    ))
+}
+
+/// Where the fold of the pods' partials stands.
+enum FoldRun {
+    Running,
+    Failed(BackfillFailure),
+    /// Folded; what the fold left out.
+    Done(RecordErrors),
+}
+
+/// Folds the pods' partials into the views table in this process (a runtime task, started once per
+/// `fingerprint`).
+fn fold(worker: Worker<()>, fingerprint: &str, target: &Target, ctx: &Context, attempt: i64) -> FoldRun {
+    let tracked = worker.progress.clone();
+    let transient = worker.writer.transient_log().clone();
+    let run = ctx.runtime.backfill(&target.key, fingerprint, |run| {
+        let work = async move {
+            worker.fold(attempt).await?;
+            Ok(worker.progress.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        };
+        tokio::spawn(async move { track(tracked, transient, work, run).await })
+    });
+    match run.outcome {
+        None => FoldRun::Running,
+        Some(Err(e)) => FoldRun::Failed(e),
+        Some(Ok(())) => FoldRun::Done(run.progress.record_errors),
+    }
+}
+
+/// Deletes the finished Job and its pods (in the background); one already gone is fine, another error is
+/// logged (the Job has finished; nothing waits on its deletion).
+async fn delete_finished_job(api: &Api<Job>, job_name: &str) {
     let background = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),
         ..DeleteParams::default()
     };
-    match api.delete(&job_name, &background).await {
+    match api.delete(job_name, &background).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 404 => {}
         Err(e) => tracing::warn!(job = %job_name, error = %e, "could not delete the finished backfill Job"),
-    }
-    BackfillRun {
-        progress,
-        outcome: Some(Ok(())),
     }
 }
