@@ -609,8 +609,29 @@ pub async fn handle<S: ConnectionStore>(
                 ProxyResponse::error(500, e.to_string())
             }
         },
-        _ => handle_message(routes, store, connection_id, event.body.as_deref(), expiry).await,
+        _ => match message_body(event) {
+            Ok(body) => handle_message(routes, store, connection_id, body.as_deref(), expiry).await,
+            Err(reason) => ProxyResponse::error(400, reason),
+        },
     }
+}
+
+/// A message event's body as the client sent it: `body` decoded from base64 when `isBase64Encoded` says
+/// API Gateway encoded it (an integration with `contentHandlingStrategy` set), else `body` as it is.
+fn message_body(event: &WebSocketEvent) -> Result<Option<std::borrow::Cow<'_, str>>, String> {
+    use base64::Engine;
+    let Some(body) = event.body.as_deref() else {
+        return Ok(None);
+    };
+    if !event.is_base64_encoded {
+        return Ok(Some(std::borrow::Cow::Borrowed(body)));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .map_err(|e| format!("the message's body is marked base64-encoded but is not base64 ({e})"))?;
+    String::from_utf8(bytes)
+        .map(|text| Some(std::borrow::Cow::Owned(text)))
+        .map_err(|_| "the message is not UTF-8 text: send requests as JSON text frames".to_string())
 }
 
 async fn handle_message<S: ConnectionStore>(

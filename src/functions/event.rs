@@ -37,7 +37,11 @@ pub trait SqsMessageExt {
     fn id(&self) -> &str;
     /// The body: the producer's text (empty if absent).
     fn text(&self) -> &str;
-    /// The FIFO message group, if the queue is FIFO.
+    /// The FIFO message group, if the queue is FIFO: the `MessageGroupId` attribute of a message whose
+    /// `eventSourceARN` names a FIFO queue (its name ends in `.fifo`). A standard queue's messages may carry
+    /// a `MessageGroupId` too (a *fair* queue's tenant: "In standard queues, using MessageGroupId enables
+    /// fair queues", SQS Developer Guide, using-messagegroupid-property), without any order to keep, so
+    /// they have none here. Without an `eventSourceARN` (never on AWS) the attribute is taken as FIFO's.
     fn message_group_id(&self) -> Option<&str>;
 }
 
@@ -51,7 +55,14 @@ impl SqsMessageExt for SqsMessage {
     }
 
     fn message_group_id(&self) -> Option<&str> {
-        self.attributes.get("MessageGroupId").map(String::as_str)
+        let fifo = self
+            .event_source_arn
+            .as_deref()
+            .is_none_or(|arn| arn.ends_with(".fifo"));
+        self.attributes
+            .get("MessageGroupId")
+            .map(String::as_str)
+            .filter(|_| fifo)
     }
 }
 
@@ -303,7 +314,7 @@ impl<'de> Deserialize<'de> for ProjectorEvent {
             .and_then(|r| r.get(0))
             .is_some_and(|first| first.get("Sns").is_some());
         if is_sns {
-            serde_json::from_value(value)
+            serde_json::from_value(with_unread_sns_fields(value))
                 .map(ProjectorEvent::Sns)
                 .map_err(|e| D::Error::custom(format!("an SNS event: {e}")))
         } else {
@@ -312,6 +323,43 @@ impl<'de> Deserialize<'de> for ProjectorEvent {
                 .map_err(|e| D::Error::custom(format!("a DynamoDB stream event: {e}")))
         }
     }
+}
+
+/// An SNS event with the fields `aws_lambda_events` requires but the projector never reads (it reads
+/// `Sns.MessageId` and `Sns.Message`) filled in where absent, so that a notification without, say,
+/// `UnsubscribeUrl` is projected instead of failing the whole invocation before the handler sees it. A
+/// field present in either documented spelling (`SigningCertUrl`/`SigningCertURL`,
+/// `UnsubscribeUrl`/`UnsubscribeURL`) is left alone. `Sns.MessageId` and `Sns.Message` stay required.
+fn with_unread_sns_fields(mut value: serde_json::Value) -> serde_json::Value {
+    fn fill(object: &mut serde_json::Map<String, serde_json::Value>, spellings: &[&str], default: &str) {
+        if !spellings
+            .iter()
+            .any(|name| object.get(*name).is_some_and(|v| !v.is_null()))
+        {
+            for name in spellings {
+                object.remove(*name);
+            }
+            object.insert(spellings[0].to_string(), serde_json::Value::from(default));
+        }
+    }
+    let Some(records) = value.get_mut("Records").and_then(|r| r.as_array_mut()) else {
+        return value;
+    };
+    for record in records.iter_mut().filter_map(|r| r.as_object_mut()) {
+        for name in ["EventSource", "EventVersion", "EventSubscriptionArn"] {
+            fill(record, &[name], "");
+        }
+        let Some(sns) = record.get_mut("Sns").and_then(|s| s.as_object_mut()) else {
+            continue;
+        };
+        for name in ["Type", "TopicArn", "SignatureVersion", "Signature"] {
+            fill(sns, &[name], "");
+        }
+        fill(sns, &["SigningCertUrl", "SigningCertURL"], "");
+        fill(sns, &["UnsubscribeUrl", "UnsubscribeURL"], "");
+        fill(sns, &["Timestamp"], "1970-01-01T00:00:00Z");
+    }
+    value
 }
 
 /// The partial batch response of the stream functions (router, projector, notifier); the writer returns

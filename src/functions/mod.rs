@@ -56,6 +56,8 @@ pub mod router;
 pub mod writer;
 
 #[cfg(test)]
+mod break19_tests;
+#[cfg(test)]
 mod env_tests;
 #[cfg(test)]
 mod tests;
