@@ -7,7 +7,7 @@ use kube::runtime::events::EventType;
 use crate::aws::{Convergence, iam};
 use crate::controller::status::{self};
 use crate::controller::{Context, Result};
-use crate::crd::{EventLog, MaterializedView, reasons};
+use crate::crd::{EventLog, MaterializedView, ResolvedFanOut, reasons};
 use crate::crd::{ResourceKey, Resources};
 use crate::plan::log::{plan_log, scope_of_arn};
 use crate::plan::names::NameKind;
@@ -259,12 +259,9 @@ pub(super) async fn projector_live_path(
     table_arn: &str,
     recorded: &std::collections::BTreeMap<String, String>,
 ) -> std::result::Result<LivePath, crate::aws::AwsError> {
-    use crate::aws::{lambda, subscriptions};
-    use crate::crd::ResolvedFanOut;
     use crate::plan::lambdas;
     let mut resources = std::collections::BTreeMap::new();
     let log_status = log.status.clone().unwrap_or_default();
-    let function_name = lambdas::projector_name(plan);
     let subscribed = lambdas::projector_subscriptions(view, &log.spec);
     let topic_arns: Vec<String> = match log_status.fan_out {
         Some(ResolvedFanOut::Sns) => subscribed
@@ -280,131 +277,205 @@ pub(super) async fn projector_live_path(
     };
     let failures = ensure_failure_queue(ctx, plan, table_arn, &topic_arns).await?;
     resources.record(ResourceKey::FailureQueue, failures.arn.clone());
-    let dead_letters = failures.messages;
-    // How the mapping names the function: the ARN of a user's function, the name of ours.
-    let mut function_ref = function_name.clone();
-    let function_arn = match view
+    let not_ready = |resources| LivePath {
+        ready: false,
+        resources,
+        dead_letters: failures.messages,
+        gap: None,
+        no_destination: None,
+    };
+    let Some(projector) = projector_function(view, log, ctx, plan, role_arn, &mut resources).await? else {
+        return Ok(not_ready(resources));
+    };
+    let failure_queue = failures.arn.as_str();
+    let (ready, gaps, no_destination) = match log_status.fan_out {
+        Some(ResolvedFanOut::Sns) => {
+            let (ready, gaps) = projector
+                .subscribe(
+                    ctx,
+                    &log_status,
+                    subscribed,
+                    failure_queue,
+                    recorded,
+                    &mut resources,
+                )
+                .await?;
+            (ready, gaps, None)
+        }
+        Some(ResolvedFanOut::Direct) => match log_status.table.as_ref().and_then(|t| t.stream_arn.clone()) {
+            Some(stream) => {
+                let (ready, no_destination) = projector
+                    .map_stream(ctx, &log.spec, &stream, failure_queue, &mut resources)
+                    .await?;
+                (ready, Vec::new(), no_destination)
+            }
+            None => return Ok(not_ready(resources)),
+        },
+        None => return Ok(not_ready(resources)),
+    };
+    Ok(LivePath {
+        ready,
+        resources,
+        dead_letters: failures.messages,
+        gap: (!gaps.is_empty()).then(|| gaps.join("; ")),
+        no_destination,
+    })
+}
+
+/// The version's projector function as its live path names it.
+struct Projector<'a> {
+    view: &'a MaterializedView,
+    /// Our projector's function name (`crate::plan::lambdas::projector_name`).
+    name: String,
+    /// The function's ARN.
+    arn: String,
+    /// How a stream mapping names it: the ARN of a user's function, the name of ours.
+    reference: String,
+}
+
+impl Projector<'_> {
+    /// A user's function (`functionArn`) keeps its own failure handling: its role may not send to our
+    /// queue, and its configuration is the user's.
+    fn ours(&self) -> bool {
+        self.reference == self.name
+    }
+
+    /// `Sns` fan-out: our function's asynchronous failures go to the failure queue, and the function is
+    /// subscribed to the topic of each of its topic groups (SNS's redrive needs only the queue's policy).
+    /// Returns whether all converged, and the gaps of subscriptions found re-created.
+    async fn subscribe(
+        &self,
+        ctx: &Context,
+        log_status: &crate::crd::EventLogStatus,
+        subscribed: std::collections::BTreeMap<String, serde_json::Value>,
+        failure_queue: &str,
+        recorded: &std::collections::BTreeMap<String, String>,
+        resources: &mut std::collections::BTreeMap<String, String>,
+    ) -> std::result::Result<(bool, Vec<String>), crate::aws::AwsError> {
+        use crate::aws::{lambda, subscriptions};
+        let mut ready = true;
+        let mut gaps = Vec::new();
+        if self.ours() {
+            let async_failures = crate::plan::lambdas::projector_async_failures(&self.name, failure_queue);
+            let c = lambda::ensure_async_failures(&ctx.aws.lambda, &async_failures).await?;
+            ready &= c == Convergence::Converged;
+        }
+        for (group, policy) in subscribed {
+            let Some(topic) = log_status.resources.arn(&ResourceKey::Topic(group.clone())) else {
+                ready = false;
+                continue;
+            };
+            let c1 = subscriptions::allow_sns_invoke(&ctx.aws.lambda, &self.arn, topic).await?;
+            let (arn, c2) = subscriptions::ensure_subscription(
+                &ctx.aws.sns,
+                topic,
+                &self.arn,
+                &policy,
+                Some(failure_queue),
+            )
+            .await?;
+            ready &= c1 == Convergence::Converged && c2 == Convergence::Converged;
+            let key = ResourceKey::Subscription(group.clone());
+            if let Some(before) = recorded.arn(&key).filter(|before| **before != arn) {
+                tracing::warn!(view = %self.view.name_any(), %before, now = %arn, "a projector subscription was re-created");
+                gaps.push(subscription_gap(before, &arn));
+            }
+            resources.record(key, arn);
+        }
+        Ok((ready, gaps))
+    }
+
+    /// `Direct` fan-out: the function's event source mapping on the log's stream, with the failure queue as
+    /// its on-failure destination. Returns whether it converged, and why a user's function is mapped
+    /// without the destination (its role may not send to the queue), with the fix.
+    async fn map_stream(
+        &self,
+        ctx: &Context,
+        log: &crate::crd::EventLogSpec,
+        stream: &str,
+        failure_queue: &str,
+        resources: &mut std::collections::BTreeMap<String, String>,
+    ) -> std::result::Result<(bool, Option<String>), crate::aws::AwsError> {
+        use crate::aws::lambda;
+        let mut mapping =
+            crate::plan::lambdas::projector_mapping(self.view, log, &self.reference, stream, failure_queue);
+        let mut no_destination = None;
+        let (id, c) = match lambda::ensure_mapping(&ctx.aws.lambda, &mapping).await {
+            // A user's function whose role may not send to the view's failure queue: mapped without the
+            // destination (the view works), and the user is told how to grant it.
+            Err(e) if !self.ours() && lambda::is_destination_refused(&e) => {
+                mapping.on_failure = None;
+                no_destination = Some(format!(
+                    "the execution role of spec.projector.code.functionArn {} may not send to the view's failure \
+                     queue {failure_queue}, so its stream mapping has no on-failure destination: records the \
+                     function still fails after the mapping's retries are dropped. Grant the role \
+                     sqs:SendMessage on {failure_queue}",
+                    self.reference
+                ));
+                lambda::ensure_mapping(&ctx.aws.lambda, &mapping).await?
+            }
+            other => other?,
+        };
+        resources.record(ResourceKey::Mapping, id);
+        Ok((c == Convergence::Converged, no_destination))
+    }
+}
+
+/// The projector function: the user's (`spec.projector.code.functionArn`, checked) or ours, created or
+/// updated (its ARN recorded in `resources`). `None` until ours exists as planned (no role yet, no
+/// projection to run, or still converging). Errors: AWS's; a built-in code or projection that cannot be
+/// used is permanent.
+async fn projector_function<'a>(
+    view: &'a MaterializedView,
+    log: &EventLog,
+    ctx: &Context,
+    plan: &crate::plan::view::ViewPlan,
+    role_arn: Option<&str>,
+    resources: &mut std::collections::BTreeMap<String, String>,
+) -> std::result::Result<Option<Projector<'a>>, crate::aws::AwsError> {
+    use crate::aws::lambda;
+    use crate::plan::lambdas;
+    let name = lambdas::projector_name(plan);
+    if let Some(arn) = view
         .spec
         .projector
         .code
         .as_ref()
         .and_then(|c| c.function_arn.clone())
     {
-        Some(arn) => {
-            lambda::check_custom_function(&ctx.aws.lambda, &arn, &plan.owner).await?;
-            function_ref = arn.clone();
-            arn
-        }
-        None => {
-            let Some(role_arn) = role_arn else {
-                return Ok(LivePath {
-                    ready: false,
-                    resources,
-                    dead_letters,
-                    gap: None,
-                    no_destination: None,
-                });
-            };
-            let code = ctx
-                .built_in_code()
-                .await
-                .map_err(|m| crate::aws::AwsError::permanent("CreateFunction", &function_name, m))?;
-            let log_table = log_status.table.as_ref().map_or("", |t| t.name.as_str());
-            let function = lambdas::projector_function(view, plan, &log.spec, log_table, role_arn, &code)
-                .map_err(|m| crate::aws::AwsError::permanent("CreateFunction", &function_name, m))?;
-            let Some(function) = function else {
-                return Ok(LivePath {
-                    ready: false,
-                    resources,
-                    dead_letters,
-                    gap: None,
-                    no_destination: None,
-                });
-            };
-            let (arn, convergence) = lambda::ensure_function(&ctx.aws.lambda, &function).await?;
-            resources.record(ResourceKey::Function("projector".into()), arn.clone());
-            if convergence != Convergence::Converged {
-                return Ok(LivePath {
-                    ready: false,
-                    resources,
-                    dead_letters,
-                    gap: None,
-                    no_destination: None,
-                });
-            }
-            arn
-        }
-    };
-    // A user's function (`functionArn`) keeps its own failure handling: its role may not send to our
-    // queue, and its configuration is the user's. SNS's redrive needs only the queue's policy.
-    let ours = function_ref == function_name;
-    let mut ready = true;
-    let mut gaps = Vec::new();
-    let mut no_destination = None;
-    match log_status.fan_out {
-        Some(ResolvedFanOut::Sns) => {
-            if ours {
-                let async_failures = lambdas::projector_async_failures(&function_name, &failures.arn);
-                let c = lambda::ensure_async_failures(&ctx.aws.lambda, &async_failures).await?;
-                ready &= c == Convergence::Converged;
-            }
-            for (group, policy) in subscribed {
-                let Some(topic) = log_status.resources.arn(&ResourceKey::Topic(group.clone())) else {
-                    ready = false;
-                    continue;
-                };
-                let c1 = subscriptions::allow_sns_invoke(&ctx.aws.lambda, &function_arn, topic).await?;
-                let (arn, c2) = subscriptions::ensure_subscription(
-                    &ctx.aws.sns,
-                    topic,
-                    &function_arn,
-                    &policy,
-                    Some(&failures.arn),
-                )
-                .await?;
-                ready &= c1 == Convergence::Converged && c2 == Convergence::Converged;
-                let key = ResourceKey::Subscription(group.clone());
-                if let Some(before) = recorded.arn(&key).filter(|before| **before != arn) {
-                    tracing::warn!(view = %view.name_any(), %before, now = %arn, "a projector subscription was re-created");
-                    gaps.push(subscription_gap(before, &arn));
-                }
-                resources.record(key, arn);
-            }
-        }
-        Some(ResolvedFanOut::Direct) => match log_status.table.as_ref().and_then(|t| t.stream_arn.clone()) {
-            Some(stream) => {
-                let mut mapping =
-                    lambdas::projector_mapping(view, &log.spec, &function_ref, &stream, &failures.arn);
-                let (id, c) = match lambda::ensure_mapping(&ctx.aws.lambda, &mapping).await {
-                    // A user's function whose role may not send to the view's failure queue: mapped
-                    // without the destination (the view works), and the user is told how to grant it.
-                    Err(e) if !ours && lambda::is_destination_refused(&e) => {
-                        mapping.on_failure = None;
-                        no_destination = Some(format!(
-                            "the execution role of spec.projector.code.functionArn {function_ref} may not send to \
-                             the view's failure queue {queue}, so its stream mapping has no on-failure \
-                             destination: records the function still fails after the mapping's retries are \
-                             dropped. Grant the role sqs:SendMessage on {queue}",
-                            queue = failures.arn
-                        ));
-                        lambda::ensure_mapping(&ctx.aws.lambda, &mapping).await?
-                    }
-                    other => other?,
-                };
-                ready &= c == Convergence::Converged;
-                resources.record(ResourceKey::Mapping, id);
-            }
-            None => ready = false,
-        },
-        _ => ready = false,
+        lambda::check_custom_function(&ctx.aws.lambda, &arn, &plan.owner).await?;
+        return Ok(Some(Projector {
+            view,
+            name,
+            reference: arn.clone(),
+            arn,
+        }));
     }
-    Ok(LivePath {
-        ready,
-        resources,
-        dead_letters,
-        gap: (!gaps.is_empty()).then(|| gaps.join("; ")),
-        no_destination,
-    })
+    let Some(role_arn) = role_arn else {
+        return Ok(None);
+    };
+    let code = ctx
+        .built_in_code()
+        .await
+        .map_err(|m| crate::aws::AwsError::permanent("CreateFunction", &name, m))?;
+    let log_table = log
+        .status
+        .as_ref()
+        .and_then(|s| s.table.as_ref())
+        .map_or("", |t| t.name.as_str());
+    let function = lambdas::projector_function(view, plan, &log.spec, log_table, role_arn, &code)
+        .map_err(|m| crate::aws::AwsError::permanent("CreateFunction", &name, m))?;
+    let Some(function) = function else {
+        return Ok(None);
+    };
+    let (arn, convergence) = lambda::ensure_function(&ctx.aws.lambda, &function).await?;
+    resources.record(ResourceKey::Function("projector".into()), arn.clone());
+    Ok((convergence == Convergence::Converged).then(|| Projector {
+        view,
+        reference: name.clone(),
+        name,
+        arn,
+    }))
 }
 
 /// The gap of a projector subscription `before` found gone and re-created as `now`.
