@@ -13,10 +13,10 @@
 
 use super::backfill::{BackfillCall, backfill, pending_gap};
 use super::version::{
-    InClusterOutcome, LiveFacts, Target, WRITE_CONCURRENCY, digest, log_table, record_error_ledger, stalled,
-    stalled_with, time_of,
+    InClusterOutcome, LiveFacts, Target, WRITE_CONCURRENCY, digest, log_table, provisioning,
+    record_error_ledger, stalled, stalled_with, time_of,
 };
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::ResourceExt;
@@ -26,9 +26,9 @@ use crate::backfill::aggregate::Cutoff;
 use crate::controller::Context;
 use crate::controller::status::Health;
 use crate::crd::{BackfillSource, EventLog, LiveStatus, MaterializedView, ViewPhase, reasons};
-use crate::projection::{ProjectionConfig, RecordErrors};
+use crate::projection::ProjectionConfig;
 use crate::runtime::checkpoints::{self, ConfigMapCheckpoint};
-use crate::runtime::live::LiveReader;
+use crate::runtime::live::{LiveProgress, LiveReader};
 
 /// Whether the view's `Count`/`Sum` backfill is pre-aggregated and folded: the operator runs its live path
 /// (this module is the in-cluster runtime) and the backfill reads an export (a snapshot with a time).
@@ -46,36 +46,21 @@ pub(super) async fn reconcile(
     table: &str,
     key_prefix: &str,
 ) -> InClusterOutcome {
-    let name = view.name_any();
-    let key = target.key.clone();
     let Some(stream_arn) = log_table(log).and_then(|t| t.stream_arn.clone()) else {
-        return InClusterOutcome {
-            phase: ViewPhase::Provisioning,
-            health: Health::Progressing {
-                reason: reasons::WAITING_FOR_LIVE_PATH,
-                message: format!(
-                    "waiting for EventLog {} to report its table's stream",
-                    log.name_any()
-                ),
-            },
-            backfill: None,
-            backfill_complete: false,
-            live: None,
-            requeue: Duration::from_secs(5),
-            resources: Default::default(),
-            skipped: None,
-            record_errors: RecordErrors::default(),
-            dead_letters: None,
+        let mut waiting = provisioning(format!(
+            "waiting for EventLog {} to report its table's stream",
+            log.name_any()
+        ));
+        waiting.health = Health::Progressing {
+            reason: reasons::WAITING_FOR_LIVE_PATH,
+            message: waiting.health.message().to_string(),
         };
+        return waiting;
     };
-    let projection = match ProjectionConfig::from_spec(&name, &view.spec, &log.spec, key_prefix) {
+    let projection = match ProjectionConfig::from_spec(&view.name_any(), &view.spec, &log.spec, key_prefix) {
         Ok(p) => Arc::new(p),
         Err(e) => return stalled(ViewPhase::Failed, reasons::INVALID_SPEC, e.to_string()),
     };
-    // What the live path applies, from the view's and the log's specs: a change restarts it, a setting it
-    // does not read (the log's billing, PITR) does not.
-    let projection_text = format!("{projection:?}");
-
     // 1. The live path, first: the export may only start once it runs.
     let live_checkpoint = ConfigMapCheckpoint::new(
         ctx.client.clone(),
@@ -84,39 +69,26 @@ pub(super) async fn reconcile(
         checkpoints::owner_of(view),
     );
     // Count/Sum views backfilled from an export are pre-aggregated: the live path needs the export time.
-    let cutoff = pre_aggregated(view, &projection).then(|| {
-        let b = view.status.as_ref().and_then(|s| s.backfill.as_ref());
-        Cutoff {
-            attempt: b.map_or(1, |b| b.attempt.max(1)),
-            export_time: b
-                .and_then(|b| b.export_time.as_ref())
-                .map(|t| t.0.as_second() as f64),
-        }
-    });
-    let live_fingerprint = digest(&[
+    let cutoff = live_cutoff(view, &projection);
+    // What the live path applies, from the view's and the log's specs: a change restarts it, a setting it
+    // does not read (the log's billing, PITR) does not.
+    let fingerprint = digest(&[
         table,
         key_prefix,
         &stream_arn,
-        &projection_text,
+        &format!("{projection:?}"),
         &format!("{cutoff:?}"),
     ]);
-    let live = ctx.runtime.live(&key, &live_fingerprint, |progress| {
-        let reader = LiveReader {
-            streams: ctx.aws.streams.clone(),
-            stream_arn: stream_arn.clone(),
-            projection: projection.clone(),
-            writer: ViewTableWriter::for_view(
-                ctx.aws.dynamodb.clone(),
-                table,
-                &projection,
-                WRITE_CONCURRENCY,
-            )
-            .with_live_attempt(cutoff.as_ref().map(|c| c.attempt)),
-            checkpoint: live_checkpoint.clone(),
+    let live = ctx.runtime.live(&target.key, &fingerprint, |progress| {
+        let reader = live_reader(
+            ctx,
+            table,
+            &stream_arn,
+            &projection,
+            &live_checkpoint,
+            &cutoff,
             progress,
-            poll_interval: Duration::from_secs(1),
-            cutoff: cutoff.clone(),
-        };
+        );
         tokio::spawn(reader.run())
     });
     let live_status = LiveStatus {
@@ -126,7 +98,7 @@ pub(super) async fn reconcile(
         checkpoint: Some(live_checkpoint.name().to_string()),
         ..Default::default()
     };
-    let gap = pending_gap(view, ctx, &key, &live_checkpoint).await;
+    let gap = pending_gap(view, ctx, &target.key, &live_checkpoint).await;
 
     // 2. The backfill.
     let facts = LiveFacts {
@@ -156,6 +128,49 @@ pub(super) async fn reconcile(
             .record_errors
             .merge(&record_error_ledger(ctx, table, &projection).await.0);
     }
+    with_live(outcome, &live)
+}
+
+/// The cutoff of a pre-aggregated backfill (see [`pre_aggregated`]): its attempt and its export's time,
+/// once known. The live path applies only records after it.
+fn live_cutoff(view: &MaterializedView, projection: &ProjectionConfig) -> Option<Cutoff> {
+    pre_aggregated(view, projection).then(|| {
+        let b = view.status.as_ref().and_then(|s| s.backfill.as_ref());
+        Cutoff {
+            attempt: b.map_or(1, |b| b.attempt.max(1)),
+            export_time: b
+                .and_then(|b| b.export_time.as_ref())
+                .map(|t| t.0.as_second() as f64),
+        }
+    })
+}
+
+/// The version's live reader: the log's stream into the views table, from its checkpoint, after `cutoff`.
+fn live_reader(
+    ctx: &Context,
+    table: &str,
+    stream_arn: &str,
+    projection: &Arc<ProjectionConfig>,
+    checkpoint: &ConfigMapCheckpoint,
+    cutoff: &Option<Cutoff>,
+    progress: Arc<Mutex<LiveProgress>>,
+) -> LiveReader {
+    LiveReader {
+        streams: ctx.aws.streams.clone(),
+        stream_arn: stream_arn.to_string(),
+        projection: projection.clone(),
+        writer: ViewTableWriter::for_view(ctx.aws.dynamodb.clone(), table, projection, WRITE_CONCURRENCY)
+            .with_live_attempt(cutoff.as_ref().map(|c| c.attempt)),
+        checkpoint: checkpoint.clone(),
+        progress,
+        poll_interval: Duration::from_secs(1),
+        cutoff: cutoff.clone(),
+    }
+}
+
+/// The outcome with the live path's state: stalled at a record it cannot apply, retrying, catching up, or
+/// (backfilled and caught up) `Live`.
+fn with_live(mut outcome: InClusterOutcome, live: &LiveProgress) -> InClusterOutcome {
     if let Some(e) = &live.failed {
         outcome.skipped = Some(e.clone());
         outcome.live.iter_mut().for_each(|l| l.caught_up = false);
@@ -174,35 +189,36 @@ pub(super) async fn reconcile(
         };
     }
     // 3. Live once backfilled and caught up.
-    if outcome.backfill_complete {
-        if live.caught_up && live.error.is_none() {
-            let mut message = format!(
-                "backfilled and live: {} stream records applied",
-                live.records_applied
+    if !outcome.backfill_complete {
+        return outcome;
+    }
+    if live.caught_up && live.error.is_none() {
+        let mut message = format!(
+            "backfilled and live: {} stream records applied",
+            live.records_applied
+        );
+        if let Some(e) = outcome.record_errors.last.back() {
+            message += &format!(
+                "; {} log records were left out (spec.projection.onRecordError Skip; status.recordErrors), \
+                 the last: {e}",
+                outcome.record_errors.count
             );
-            if let Some(e) = outcome.record_errors.last.back() {
-                message += &format!(
-                    "; {} log records were left out (spec.projection.onRecordError Skip; status.recordErrors), \
-                     the last: {e}",
-                    outcome.record_errors.count
-                );
-            }
-            outcome.phase = ViewPhase::Live;
-            outcome.health = Health::Ready {
-                reason: reasons::LIVE,
-                message,
-            };
-            outcome.requeue = Duration::from_secs(30);
-        } else {
-            outcome.phase = ViewPhase::CatchingUp;
-            if live.error.is_none() {
-                outcome.health = Health::Progressing {
-                    reason: reasons::CATCHING_UP,
-                    message: "backfill complete; the live path is catching up with the log's stream".into(),
-                };
-            }
-            outcome.requeue = Duration::from_secs(2);
         }
+        outcome.phase = ViewPhase::Live;
+        outcome.health = Health::Ready {
+            reason: reasons::LIVE,
+            message,
+        };
+        outcome.requeue = Duration::from_secs(30);
+    } else {
+        outcome.phase = ViewPhase::CatchingUp;
+        if live.error.is_none() {
+            outcome.health = Health::Progressing {
+                reason: reasons::CATCHING_UP,
+                message: "backfill complete; the live path is catching up with the log's stream".into(),
+            };
+        }
+        outcome.requeue = Duration::from_secs(2);
     }
     outcome
 }
