@@ -28,7 +28,8 @@ use crate::crd::{
     VersionState, ViewPhase, ViewVersion, parse_duration, reasons,
 };
 use crate::plan::versions::{
-    Readiness, Transition, content_hash, content_of, plan_version, reshape, settle, view_with_content,
+    Readiness, Removal, Transition, content_hash, content_of, plan_version, reshape, settle,
+    view_with_content,
 };
 use crate::runtime::checkpoints::{self, ConfigMapCheckpoint};
 
@@ -114,232 +115,43 @@ pub(super) async fn run(
         promotion,
         now,
     );
-    for removal in &removals {
-        remove_version(view, ctx, ns, all, &removal.version, true).await?;
-        crate::fail_point!("version-retired");
-        status::publish(
-            ctx,
-            view,
-            EventType::Normal,
-            reasons::VERSION_REMOVED,
-            "Rebuild",
-            format!("removed version {}: {}", removal.version.version, removal.why),
-        )
-        .await;
-    }
-    for v in versions
+    let new: Vec<&ViewVersion> = versions
         .iter()
         .filter(|v| !recorded.iter().any(|r| r.version == v.version))
-    {
-        if v.state == VersionState::Building {
-            info!(view = %view.name_any(), version = v.version, "the view's content changed: building a new version");
-            status::publish(
-                ctx,
-                view,
-                EventType::Normal,
-                reasons::REBUILDING,
-                "Rebuild",
-                format!(
-                    "the content changed (record types, projection, code or store): building version {} beside \
-                     the active version {}",
-                    v.version,
-                    status.active_version.unwrap_or(1)
-                ),
-            )
-            .await;
-        }
-    }
+        .collect();
+    retire_and_announce(view, ctx, ns, all, &removals, &new).await?;
 
     // Run every version that has storage to keep current.
     let namespace_uid = ctx.namespace_uid(ns).await?;
     let mut outcomes: BTreeMap<i64, InClusterOutcome> = BTreeMap::new();
     let mut tables: BTreeMap<i64, ActiveTable> = BTreeMap::new();
+    let on = Reconciling {
+        view,
+        log,
+        ctx,
+        ns,
+        all,
+        namespace_uid: namespace_uid.as_deref(),
+    };
     for v in versions.iter_mut() {
-        let target = Target::new(view, v.version);
-        if v.state == VersionState::Failed {
-            ctx.runtime.stop(&target.key);
-            continue;
+        let (out, table) = run_version(&on, v, &recorded).await?;
+        if let Some(out) = out {
+            outcomes.insert(v.version, out);
         }
-        let vview = version_view(view, v);
-        let plan = plan_version(&ctx.config.cluster_id, &vview, all, v.version)
-            .in_namespace(namespace_uid.as_deref());
-        v.table_name = Some(plan.table.name.clone());
-        v.key_prefix = plan.key_prefix.clone();
-        let table = match dynamodb::ensure_table(&ctx.aws.dynamodb, &plan.table).await {
-            Ok(t) => t,
-            Err(e) if e.retryable => return Err(e.into()),
-            Err(e) if e.code == crate::aws::error::RETAINED_STORAGE => {
-                let out = retained(view, ctx, &target, v, e.message.clone()).await;
-                outcomes.insert(v.version, out);
-                continue;
-            }
-            Err(e) => {
-                outcomes.insert(v.version, InClusterOutcome::failed(&e));
-                continue;
-            }
-        };
-        if !recorded.iter().any(|r| r.version == v.version) {
-            // Its storage exists and the version is not recorded yet.
-            crate::fail_point!("version-created");
+        if let Some(table) = table {
+            tables.insert(v.version, table);
         }
-        // A views table created after this version's backfill started was deleted outside the operator
-        // and re-created empty: it holds none of the view. Rebuild it from the log with a new attempt.
-        if let (Some(created), Some(b)) = (table.created, v.backfill.clone())
-            && b.attempt > 0
-            && b.started_at
-                .as_ref()
-                .is_some_and(|t| (t.0.as_second() as f64) + 1.0 < created)
-        {
-            let reason = format!(
-                "views table {} was deleted outside the operator and re-created empty: rebuilding the view from \
-                 the log",
-                plan.table.name
-            );
-            tracing::warn!(view = %view.name_any(), version = v.version, %reason, "starting a new backfill attempt");
-            if let Err(e) = super::backfill::retire_attempt(ctx, ns, &target.base, &b).await {
-                return Err(e.into());
-            }
-            ctx.runtime.stop(&target.key);
-            status::publish(
-                ctx,
-                view,
-                EventType::Warning,
-                reasons::TABLE_RECREATED,
-                "Rebuild",
-                reason.clone(),
-            )
-            .await;
-            v.backfill = Some(crate::crd::BackfillStatus {
-                attempt: b.attempt + 1,
-                reason: Some(reason),
-                ..Default::default()
-            });
-        }
-        let vview = version_view(view, v);
-        if table.convergence != Convergence::Converged {
-            v.phase = Some(ViewPhase::Provisioning);
-            let message = format!("creating views table {}", plan.table.name);
-            outcomes.insert(v.version, super::version::provisioning(message));
-            continue;
-        }
-        let prefix = plan.key_prefix.clone().unwrap_or_default();
-        // What the status shows this object wrote there already (a backfill begun, a live path run).
-        let written = recorded.iter().any(|r| {
-            r.version == v.version
-                && (r.live.is_some()
-                    || r.backfill
-                        .as_ref()
-                        .is_some_and(|b| b.attempt > 0 || b.started_at.is_some()))
-        });
-        match claim_storage(view, log, ctx, &plan, v.version, written, all).await {
-            Ok(None) => {}
-            Ok(Some(message)) => {
-                let out = retained(view, ctx, &target, v, message).await;
-                outcomes.insert(v.version, out);
-                continue;
-            }
-            Err(e) if e.retryable => return Err(e.into()),
-            Err(e) => {
-                outcomes.insert(v.version, InClusterOutcome::failed(&e));
-                continue;
-            }
-        }
-        let out = match view.spec.projector.runtime {
-            ProjectorRuntime::InCluster => {
-                super::in_cluster::reconcile(&vview, &target, log, ctx, ns, &plan.table.name, &prefix).await
-            }
-            ProjectorRuntime::Lambda => {
-                super::lambda::lambda_version(&vview, &target, log, ctx, ns, &plan, &table.arn, all).await?
-            }
-        };
-        if !out.resources.is_empty() {
-            v.resources = out.resources.clone();
-        }
-        v.phase = Some(out.phase);
-        if out.backfill.is_some() {
-            v.backfill = out.backfill.clone();
-        }
-        v.live = out.live.clone();
-        v.message = Some(out.health.message().to_string()).filter(|m| !m.is_empty());
-        tables.insert(
-            v.version,
-            ActiveTable {
-                name: plan.table.name.clone(),
-                key_prefix: plan.key_prefix.clone(),
-                arn: table.arn,
-                stream_arn: table.stream_arn,
-            },
-        );
-        outcomes.insert(v.version, out);
     }
 
     // Failures and promotion.
     let max_lag = parse_duration(&promotion.max_lag).unwrap_or(Duration::from_secs(30));
-    let readiness = |version: i64| -> Readiness {
-        let Some(out) = outcomes.get(&version) else {
-            return Readiness::default();
-        };
-        let failure = match (&out.health, &out.skipped) {
-            // Waits for the user (spec.store.adopt or another prefix), not a failure of the version.
-            (Health::Stalled { reason, .. }, _) if *reason == reasons::STORAGE_RETAINED => None,
-            (Health::Stalled { message, .. }, _) => Some(message.clone()),
-            (_, Some(skipped)) => Some(skipped.clone()),
-            _ => None,
-        };
-        // In-cluster: the reader's watermark; Lambda: the lag the projector function reports
-        // (`crate::functions::progress`), folded into `caught_up` against maxLag. No live status: no live path.
-        let within_lag = out.live.as_ref().is_none_or(|l| {
-            l.caught_up
-                || l.watermark
-                    .as_ref()
-                    .is_some_and(|w| now.as_second() - w.0.as_second() <= max_lag.as_secs() as i64)
-        });
-        let live_ok =
-            !matches!(out.health, Health::Progressing { reason, .. } if reason == reasons::LIVE_PATH_FAILED);
-        Readiness {
-            caught_up: out.backfill_complete && within_lag && live_ok,
-            failure,
-        }
-    };
+    let readiness = |version: i64| readiness(outcomes.get(&version), max_lag, now);
     let approved = view
         .annotations()
         .get(APPROVE_PROMOTION_ANNOTATION)
         .and_then(|a| a.trim().trim_start_matches('v').parse::<i64>().ok());
     let transitions = settle(&mut versions, &desired_hash, promotion, approved, &readiness, now);
-    for t in &transitions {
-        match t {
-            Transition::Promoted { version, previous } => {
-                info!(view = %view.name_any(), version, ?previous, "promoted");
-                status::publish(
-                    ctx,
-                    view,
-                    EventType::Normal,
-                    reasons::PROMOTED,
-                    "Promote",
-                    match previous {
-                        Some(p) => format!(
-                            "readers now use version {version}; version {p} is retained for {} and kept current",
-                            promotion.retain_previous
-                        ),
-                        None => format!("readers now use version {version}"),
-                    },
-                )
-                .await;
-            }
-            Transition::Failed { version, message } => {
-                ctx.runtime.stop(&Target::new(view, *version).key);
-                status::publish(
-                    ctx,
-                    view,
-                    EventType::Warning,
-                    reasons::REBUILD_FAILED,
-                    "Rebuild",
-                    format!("version {version} failed and the active version keeps serving: {message}"),
-                )
-                .await;
-            }
-        }
-    }
+    publish_transitions(view, ctx, &transitions).await;
     let active = versions
         .iter()
         .find(|v| v.state == VersionState::Active)
@@ -351,21 +163,7 @@ pub(super) async fn run(
         .reduce(|a, b| a + b);
     let mut outcome = active
         .and_then(|a| outcomes.remove(&a))
-        .unwrap_or_else(|| InClusterOutcome {
-            phase: ViewPhase::Provisioning,
-            health: Health::Progressing {
-                reason: reasons::PROVISIONING,
-                message: "creating the active version's views table".into(),
-            },
-            backfill: None,
-            backfill_complete: false,
-            live: None,
-            requeue: Duration::from_secs(5),
-            resources: Default::default(),
-            skipped: None,
-            record_errors: Default::default(),
-            dead_letters: None,
-        });
+        .unwrap_or_else(|| super::version::provisioning("creating the active version's views table".into()));
     outcome.dead_letters = dead_letters;
     let table = active.and_then(|a| tables.remove(&a));
     if let (Some(active), Some(t)) = (active, &table) {
@@ -410,6 +208,256 @@ pub(super) async fn run(
         run.outcome.requeue = run.outcome.requeue.min(Duration::from_secs(30));
     }
     Ok(run)
+}
+
+/// What every version's pass of one reconcile reads.
+#[derive(Clone, Copy)]
+struct Reconciling<'a> {
+    view: &'a MaterializedView,
+    log: &'a EventLog,
+    ctx: &'a Context,
+    ns: &'a str,
+    /// The namespace's views (the sharers of a table).
+    all: &'a [MaterializedView],
+    namespace_uid: Option<&'a str>,
+}
+
+/// Removes the versions `removals` names (each with a Normal Event) and announces each `new` version
+/// built beside the active one.
+async fn retire_and_announce(
+    view: &MaterializedView,
+    ctx: &Context,
+    ns: &str,
+    all: &[MaterializedView],
+    removals: &[Removal],
+    new: &[&ViewVersion],
+) -> Result<()> {
+    for removal in removals {
+        remove_version(view, ctx, ns, all, &removal.version, true).await?;
+        crate::fail_point!("version-retired");
+        status::publish(
+            ctx,
+            view,
+            EventType::Normal,
+            reasons::VERSION_REMOVED,
+            "Rebuild",
+            format!("removed version {}: {}", removal.version.version, removal.why),
+        )
+        .await;
+    }
+    for v in new {
+        if v.state == VersionState::Building {
+            info!(view = %view.name_any(), version = v.version, "the view's content changed: building a new version");
+            status::publish(
+                ctx,
+                view,
+                EventType::Normal,
+                reasons::REBUILDING,
+                "Rebuild",
+                format!(
+                    "the content changed (record types, projection, code or store): building version {} beside \
+                     the active version {}",
+                    v.version,
+                    view.status.as_ref().and_then(|s| s.active_version).unwrap_or(1)
+                ),
+            )
+            .await;
+        }
+    }
+    Ok(())
+}
+
+/// One version's pass: its storage (table, claimed prefix), a re-created table noticed, then its runtime
+/// (in-cluster or Lambda). Returns its outcome (`None` for a failed version, stopped) and, once it runs,
+/// its table. Errors: retryable ones, for the controller to retry.
+async fn run_version(
+    on: &Reconciling<'_>,
+    v: &mut ViewVersion,
+    recorded: &[ViewVersion],
+) -> Result<(Option<InClusterOutcome>, Option<ActiveTable>)> {
+    let Reconciling {
+        view,
+        log,
+        ctx,
+        ns,
+        all,
+        namespace_uid,
+    } = *on;
+    let target = Target::new(view, v.version);
+    if v.state == VersionState::Failed {
+        ctx.runtime.stop(&target.key);
+        return Ok((None, None));
+    }
+    let vview = version_view(view, v);
+    let plan = plan_version(&ctx.config.cluster_id, &vview, all, v.version).in_namespace(namespace_uid);
+    v.table_name = Some(plan.table.name.clone());
+    v.key_prefix = plan.key_prefix.clone();
+    let table = match dynamodb::ensure_table(&ctx.aws.dynamodb, &plan.table).await {
+        Ok(t) => t,
+        Err(e) if e.retryable => return Err(e.into()),
+        Err(e) if e.code == crate::aws::error::RETAINED_STORAGE => {
+            let out = retained(view, ctx, &target, v, e.message.clone()).await;
+            return Ok((Some(out), None));
+        }
+        Err(e) => {
+            return Ok((Some(InClusterOutcome::failed(&e)), None));
+        }
+    };
+    if !recorded.iter().any(|r| r.version == v.version) {
+        // Its storage exists and the version is not recorded yet.
+        crate::fail_point!("version-created");
+    }
+    // A views table created after this version's backfill started was deleted outside the operator
+    // and re-created empty: it holds none of the view. Rebuild it from the log with a new attempt.
+    if let (Some(created), Some(b)) = (table.created, v.backfill.clone())
+        && b.attempt > 0
+        && b.started_at
+            .as_ref()
+            .is_some_and(|t| (t.0.as_second() as f64) + 1.0 < created)
+    {
+        let reason = format!(
+            "views table {} was deleted outside the operator and re-created empty: rebuilding the view from \
+             the log",
+            plan.table.name
+        );
+        tracing::warn!(view = %view.name_any(), version = v.version, %reason, "starting a new backfill attempt");
+        if let Err(e) = super::backfill::retire_attempt(ctx, ns, &target.base, &b).await {
+            return Err(e.into());
+        }
+        ctx.runtime.stop(&target.key);
+        status::publish(
+            ctx,
+            view,
+            EventType::Warning,
+            reasons::TABLE_RECREATED,
+            "Rebuild",
+            reason.clone(),
+        )
+        .await;
+        v.backfill = Some(crate::crd::BackfillStatus {
+            attempt: b.attempt + 1,
+            reason: Some(reason),
+            ..Default::default()
+        });
+    }
+    let vview = version_view(view, v);
+    if table.convergence != Convergence::Converged {
+        v.phase = Some(ViewPhase::Provisioning);
+        let message = format!("creating views table {}", plan.table.name);
+        return Ok((Some(super::version::provisioning(message)), None));
+    }
+    let prefix = plan.key_prefix.clone().unwrap_or_default();
+    // What the status shows this object wrote there already (a backfill begun, a live path run).
+    let written = recorded.iter().any(|r| {
+        r.version == v.version
+            && (r.live.is_some()
+                || r.backfill
+                    .as_ref()
+                    .is_some_and(|b| b.attempt > 0 || b.started_at.is_some()))
+    });
+    match claim_storage(view, log, ctx, &plan, v.version, written, all).await {
+        Ok(None) => {}
+        Ok(Some(message)) => {
+            let out = retained(view, ctx, &target, v, message).await;
+            return Ok((Some(out), None));
+        }
+        Err(e) if e.retryable => return Err(e.into()),
+        Err(e) => {
+            return Ok((Some(InClusterOutcome::failed(&e)), None));
+        }
+    }
+    let out = match view.spec.projector.runtime {
+        ProjectorRuntime::InCluster => {
+            super::in_cluster::reconcile(&vview, &target, log, ctx, ns, &plan.table.name, &prefix).await
+        }
+        ProjectorRuntime::Lambda => {
+            super::lambda::lambda_version(&vview, &target, log, ctx, ns, &plan, &table.arn, all).await?
+        }
+    };
+    if !out.resources.is_empty() {
+        v.resources = out.resources.clone();
+    }
+    v.phase = Some(out.phase);
+    if out.backfill.is_some() {
+        v.backfill = out.backfill.clone();
+    }
+    v.live = out.live.clone();
+    v.message = Some(out.health.message().to_string()).filter(|m| !m.is_empty());
+    let table = ActiveTable {
+        name: plan.table.name.clone(),
+        key_prefix: plan.key_prefix.clone(),
+        arn: table.arn,
+        stream_arn: table.stream_arn,
+    };
+    Ok((Some(out), Some(table)))
+}
+
+/// Whether a version may be promoted: caught up (backfilled, within `max_lag` of the log, its live path
+/// not failing), or why it failed. A version waiting for the user's storage decision has not failed.
+fn readiness(out: Option<&InClusterOutcome>, max_lag: Duration, now: Timestamp) -> Readiness {
+    let Some(out) = out else {
+        return Readiness::default();
+    };
+    let failure = match (&out.health, &out.skipped) {
+        // Waits for the user (spec.store.adopt or another prefix), not a failure of the version.
+        (Health::Stalled { reason, .. }, _) if *reason == reasons::STORAGE_RETAINED => None,
+        (Health::Stalled { message, .. }, _) => Some(message.clone()),
+        (_, Some(skipped)) => Some(skipped.clone()),
+        _ => None,
+    };
+    // In-cluster: the reader's watermark; Lambda: the lag the projector function reports
+    // (`crate::functions::progress`), folded into `caught_up` against maxLag. No live status: no live path.
+    let within_lag = out.live.as_ref().is_none_or(|l| {
+        l.caught_up
+            || l.watermark
+                .as_ref()
+                .is_some_and(|w| now.as_second() - w.0.as_second() <= max_lag.as_secs() as i64)
+    });
+    let live_ok =
+        !matches!(out.health, Health::Progressing { reason, .. } if reason == reasons::LIVE_PATH_FAILED);
+    Readiness {
+        caught_up: out.backfill_complete && within_lag && live_ok,
+        failure,
+    }
+}
+
+/// A Normal Event per promotion, a Warning per failed version (its runtime stopped).
+async fn publish_transitions(view: &MaterializedView, ctx: &Context, transitions: &[Transition]) {
+    let promotion = &view.spec.promotion;
+    for t in transitions {
+        match t {
+            Transition::Promoted { version, previous } => {
+                info!(view = %view.name_any(), version, ?previous, "promoted");
+                status::publish(
+                    ctx,
+                    view,
+                    EventType::Normal,
+                    reasons::PROMOTED,
+                    "Promote",
+                    match previous {
+                        Some(p) => format!(
+                            "readers now use version {version}; version {p} is retained for {} and kept current",
+                            promotion.retain_previous
+                        ),
+                        None => format!("readers now use version {version}"),
+                    },
+                )
+                .await;
+            }
+            Transition::Failed { version, message } => {
+                ctx.runtime.stop(&Target::new(view, *version).key);
+                status::publish(
+                    ctx,
+                    view,
+                    EventType::Warning,
+                    reasons::REBUILD_FAILED,
+                    "Rebuild",
+                    format!("version {version} failed and the active version keeps serving: {message}"),
+                )
+                .await;
+            }
+        }
+    }
 }
 
 /// A version whose storage holds an earlier view's retained items (see `crate::aws::view_storage`): it
