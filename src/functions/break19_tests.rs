@@ -4,8 +4,6 @@
 //! is processed, or exactly its id is reported; nothing is dropped silently; one bad message never fails
 //! the batch when a partial batch response applies.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 use serde_json::json;
@@ -15,35 +13,13 @@ use super::connections::{self, ConnectionStore, MemoryConnections, ProxyResponse
 use super::event::*;
 use super::projector::{self, ProjectorConfig};
 use super::router::{self, PublishEntry, PublishError, Publisher, RouterConfig};
+use super::tests::{fixture, lookup, player};
 use super::writer::{self, LogWriter, WriteError, WriterConfig};
 use crate::crd::{EventLogSpec, MaterializedViewSpec};
 use crate::projection::{Item, MemoryStore, ProjectionConfig, Value};
 use crate::push::message::{ServerMessage, ViewRoutes};
 
 // ---------------------------------------------------------------- helpers
-
-fn fixture(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    std::fs::read_to_string(path).unwrap()
-}
-
-fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let vars: BTreeMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    move |name| vars.get(name).cloned()
-}
-
-fn item(value: serde_json::Value) -> Item {
-    serde_json::from_value(value).unwrap()
-}
-
-fn player(name: &str, seq: u32) -> Item {
-    item(json!({
-        "pk": {"S": format!("PLAYER#{name}")}, "sk": {"S": format!("LOG#{seq}")},
-        "type": {"S": "player"}, "seq": {"N": seq.to_string()}, "name": {"S": name},
-    }))
-}
 
 fn body(item: &Item) -> String {
     json!({ "Item": item }).to_string()

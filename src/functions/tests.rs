@@ -17,7 +17,7 @@ use crate::projection::{Applied, Item, MemoryStore, ProjectionConfig, Value, Vie
 
 // ---------------------------------------------------------------- helpers
 
-fn fixture(name: &str) -> String {
+pub(super) fn fixture(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name);
@@ -28,17 +28,17 @@ fn stream_fixture() -> StreamEvent {
     serde_json::from_str(&fixture("stream-event.json")).unwrap()
 }
 
-fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+pub(super) fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     let vars: BTreeMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     move |name| vars.get(name).cloned()
 }
 
-fn item(value: serde_json::Value) -> Item {
+pub(super) fn item(value: serde_json::Value) -> Item {
     serde_json::from_value(value).unwrap()
 }
 
 /// A player log record.
-fn player(name: &str, seq: u32) -> Item {
+pub(super) fn player(name: &str, seq: u32) -> Item {
     item(json!({
         "pk": {"S": format!("PLAYER#{name}")}, "sk": {"S": format!("LOG#{seq}")},
         "type": {"S": "player"}, "seq": {"N": seq.to_string()}, "name": {"S": name},

@@ -2,7 +2,7 @@
 
 use super::backfill::{BackfillCall, backfill};
 use super::version::{
-    InClusterOutcome, LiveFacts, Target, record_error_ledger, stalled, stalled_with, time_of,
+    InClusterOutcome, LiveFacts, Target, provisioning, record_error_ledger, stalled, stalled_with, time_of,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,23 +32,9 @@ pub(super) async fn lambda_view(
     gap: Option<String>,
 ) -> InClusterOutcome {
     if !live_path_ready {
-        return InClusterOutcome {
-            phase: ViewPhase::Provisioning,
-            health: Health::Progressing {
-                reason: reasons::PROVISIONING,
-                message:
-                    "creating the projector function and its live path (subscriptions or stream mapping)"
-                        .into(),
-            },
-            backfill: None,
-            backfill_complete: false,
-            live: None,
-            requeue: Duration::from_secs(5),
-            resources: Default::default(),
-            skipped: None,
-            record_errors: RecordErrors::default(),
-            dead_letters: None,
-        };
+        return provisioning(
+            "creating the projector function and its live path (subscriptions or stream mapping)".into(),
+        );
     }
     let mut outcome = match view.spec.projection {
         Some(_) => match ProjectionConfig::from_spec(&view.name_any(), &view.spec, &log.spec, key_prefix) {
