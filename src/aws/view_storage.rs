@@ -95,18 +95,7 @@ pub async fn claim(
         };
         let Some(item) = found else {
             if written || !holds_items(client, table, prefix, &key).await? {
-                match put_owner(
-                    client,
-                    table,
-                    &key,
-                    me,
-                    false,
-                    "attribute_not_exists(pk)",
-                    None,
-                    None,
-                )
-                .await?
-                {
+                match put_owner(client, table, &key, me, Mark::Ours, When::Absent).await? {
                     true => return Ok(Claim::Ours),
                     false => continue,
                 }
@@ -123,10 +112,8 @@ pub async fn claim(
                 table,
                 &key,
                 me,
-                true,
-                "attribute_not_exists(pk)",
-                None,
-                None,
+                Mark::Clearing { previous: None },
+                When::Absent,
             )
             .await?;
             continue;
@@ -134,7 +121,7 @@ pub async fn claim(
         let Some(owner) = text(&item, UID) else {
             // Unreadable: the claimant's own when it wrote there, else someone's retained items.
             if written {
-                put_owner(client, table, &key, me, false, "attribute_exists(pk)", None, None).await?;
+                put_owner(client, table, &key, me, Mark::Ours, When::Present).await?;
                 return Ok(Claim::Ours);
             }
             if !adopt {
@@ -144,7 +131,15 @@ pub async fn claim(
                     claimed_at: text(&item, CLAIMED_AT),
                 });
             }
-            put_owner(client, table, &key, me, true, "attribute_exists(pk)", None, None).await?;
+            put_owner(
+                client,
+                table,
+                &key,
+                me,
+                Mark::Clearing { previous: None },
+                When::Present,
+            )
+            .await?;
             continue;
         };
         if owner == me.uid {
@@ -168,10 +163,10 @@ pub async fn claim(
             table,
             &key,
             me,
-            true,
-            "#u = :u",
-            Some(&owner),
-            Some(&owner),
+            Mark::Clearing {
+                previous: Some(&owner),
+            },
+            When::OwnedBy(&owner),
         )
         .await?;
     }
@@ -195,7 +190,7 @@ pub async fn clear(
     let key = item_to_dynamodb(storage_owner_key(prefix));
     let pk = key.get("pk").and_then(|v| v.as_s().ok()).cloned();
     let deleted = super::views::delete_items_with_prefix_but(client, table, prefix, pk.as_deref()).await?;
-    put_owner(client, table, &key, me, false, "#u = :u", Some(&me.uid), None).await?;
+    put_owner(client, table, &key, me, Mark::Ours, When::OwnedBy(&me.uid)).await?;
     Ok(deleted)
 }
 
@@ -321,26 +316,44 @@ pub async fn begin_takeover(
     from: &str,
 ) -> Result<(), AwsError> {
     let key = item_to_dynamodb(storage_owner_key(prefix));
-    let condition = "attribute_not_exists(pk) OR #u = :u";
-    if !put_owner(client, table, &key, me, true, condition, Some(from), Some(from)).await? {
+    let mark = Mark::Clearing { previous: Some(from) };
+    if !put_owner(client, table, &key, me, mark, When::AbsentOrOwnedBy(from)).await? {
         // Already someone else's (ours, a retry after the re-tag failed): leave it to `claim`.
         tracing::info!(%table, %prefix, "the owner item changed before the takeover was recorded");
     }
     Ok(())
 }
 
-/// Puts the owner item naming `me` (and, taking over, `previous`) if `condition` holds (`:u` =
-/// `expected`); false when it did not.
-#[allow(clippy::too_many_arguments)]
+/// What an owner item says of its location besides its claimant.
+#[derive(Clone, Copy)]
+enum Mark<'a> {
+    /// The claimant's, ready.
+    Ours,
+    /// Being cleared for the claimant (a takeover), from `previous` (its uid) when there was one.
+    Clearing { previous: Option<&'a str> },
+}
+
+/// When an owner item may be written (a DynamoDB condition expression).
+#[derive(Clone, Copy)]
+enum When<'a> {
+    /// No owner item yet.
+    Absent,
+    /// An owner item, whoever's.
+    Present,
+    /// The owner item names this uid.
+    OwnedBy(&'a str),
+    /// No owner item yet, or one naming this uid.
+    AbsentOrOwnedBy(&'a str),
+}
+
+/// Puts the owner item naming `me`, marked `mark`, if `when` holds; false when it did not.
 async fn put_owner(
     client: &aws_sdk_dynamodb::Client,
     table: &str,
     key: &HashMap<String, AttributeValue>,
     me: &Claimant,
-    clearing: bool,
-    condition: &str,
-    expected: Option<&str>,
-    previous: Option<&str>,
+    mark: Mark<'_>,
+    when: When<'_>,
 ) -> Result<bool, AwsError> {
     let mut item = key.clone();
     item.insert(UID.into(), AttributeValue::S(me.uid.clone()));
@@ -352,12 +365,18 @@ async fn put_owner(
         CLAIMED_AT.into(),
         AttributeValue::S(k8s_openapi::jiff::Timestamp::now().to_string()),
     );
-    if clearing {
+    if let Mark::Clearing { previous } = mark {
         item.insert(CLEARING.into(), AttributeValue::Bool(true));
+        if let Some(previous) = previous {
+            item.insert(PREVIOUS.into(), AttributeValue::S(previous.to_string()));
+        }
     }
-    if let Some(previous) = previous {
-        item.insert(PREVIOUS.into(), AttributeValue::S(previous.to_string()));
-    }
+    let (condition, expected) = match when {
+        When::Absent => ("attribute_not_exists(pk)", None),
+        When::Present => ("attribute_exists(pk)", None),
+        When::OwnedBy(uid) => ("#u = :u", Some(uid)),
+        When::AbsentOrOwnedBy(uid) => ("attribute_not_exists(pk) OR #u = :u", Some(uid)),
+    };
     let mut put = client
         .put_item()
         .table_name(table)

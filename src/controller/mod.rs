@@ -379,12 +379,35 @@ where
         .await;
         return Ok(kube::runtime::controller::Action::requeue(CRD_SKEW_RETRY));
     }
+    let Some((reason, note)) = left_alone(&obj, kind) else {
+        return reconcile(obj, ctx).await;
+    };
+    tracing::warn!(kind, name = %obj.name_any(), %note, "an object cannot be read; it is left alone");
+    status::publish(
+        &ctx,
+        obj.as_ref(),
+        kube::runtime::events::EventType::Warning,
+        reason,
+        "Reconcile",
+        note,
+    )
+    .await;
+    Ok(kube::runtime::controller::Action::requeue(UNREADABLE_RETRY))
+}
+
+/// Why an object is left alone, and the Warning's note (reason, note); `None` when it is reconciled: it is
+/// readable, or only its status is unreadable and it is being deleted (the cleanup needs only the spec).
+fn left_alone<K>(obj: &crate::crd::Tolerant<K>, kind: &'static str) -> Option<(&'static str, String)>
+where
+    K: kube::Resource<DynamicType = ()> + Clone,
+{
+    use kube::ResourceExt;
     let deleting = obj.metadata.deletion_timestamp.is_some();
-    let (reason, note) = match (&obj.object, &obj.status_dropped) {
-        (Ok(_), None) => return reconcile(obj, ctx).await,
+    Some(match (&obj.object, &obj.status_dropped) {
+        (Ok(_), None) => return None,
         (Ok(_), Some(dropped)) if deleting => {
             tracing::warn!(kind, name = %obj.name_any(), %dropped, "deleting an object whose status this operator cannot read; cleaning up from its spec");
-            return reconcile(obj, ctx).await;
+            return None;
         }
         (Ok(_), Some(dropped)) => (
             "UnreadableStatus",
@@ -417,18 +440,7 @@ where
                 }
             ),
         ),
-    };
-    tracing::warn!(kind, name = %obj.name_any(), %note, "an object cannot be read; it is left alone");
-    status::publish(
-        &ctx,
-        obj.as_ref(),
-        kube::runtime::events::EventType::Warning,
-        reason,
-        "Reconcile",
-        note,
-    )
-    .await;
-    Ok(kube::runtime::controller::Action::requeue(UNREADABLE_RETRY))
+    })
 }
 
 /// The objects of a list this operator can read (their status dropped if that was unreadable); the others

@@ -99,11 +99,14 @@ pub async fn apply_log(
     }
     let mut built = BTreeMap::new();
     let mut problem = None;
-    let queues = FunctionQueues {
+    let inputs = FunctionInputs {
         ingest: &queue,
         router_failures: &router_failure_queue,
+        table: &table,
+        topics: &topics,
+        roles: &roles,
     };
-    match apply_functions(aws, plan, functions, &queues, &table, &topics, &roles, &mut built).await {
+    match apply_functions(aws, plan, functions, &inputs, &mut built).await {
         Ok(done) => converged &= done,
         Err(e) if !e.retryable => {
             converged = false;
@@ -124,24 +127,37 @@ pub async fn apply_log(
     })
 }
 
-/// The queues the log's functions read (the ingest queue) and send their failures to (the router's).
-struct FunctionQueues<'a> {
+/// What the log's functions are wired to, as the earlier steps left it.
+#[derive(Clone, Copy)]
+struct FunctionInputs<'a> {
+    /// The queue the writer reads (the ingest queue).
     ingest: &'a Option<QueueState>,
+    /// The queue the router sends its failures to.
     router_failures: &'a Option<QueueState>,
+    /// The log's table (the router reads its stream).
+    table: &'a TableState,
+    /// Topic ARNs by group (the router publishes to them).
+    topics: &'a BTreeMap<String, String>,
+    /// Role ARNs by function (`writer`, `router`).
+    roles: &'a BTreeMap<String, String>,
 }
 
-/// The writer and router functions and their mappings; `Ok(true)` when nothing had to change.
-#[allow(clippy::too_many_arguments)]
+/// The writer and router functions and their mappings, recorded in `built` (function ARN and mapping id by
+/// function); `Ok(true)` when nothing had to change.
 async fn apply_functions(
     aws: &Aws,
     plan: &LogPlan,
     functions: &LogFunctions<'_>,
-    queues: &FunctionQueues<'_>,
-    table: &TableState,
-    topics: &BTreeMap<String, String>,
-    roles: &BTreeMap<String, String>,
+    inputs: &FunctionInputs<'_>,
     built: &mut BTreeMap<String, (String, String)>,
 ) -> Result<bool, AwsError> {
+    let FunctionInputs {
+        ingest,
+        router_failures,
+        table,
+        topics,
+        roles,
+    } = *inputs;
     let mut converged = true;
     let code = || {
         functions
@@ -149,7 +165,7 @@ async fn apply_functions(
             .clone()
             .map_err(|message| AwsError::permanent("CreateFunction", &plan.owner.name, message))
     };
-    if let (Some(q), Some(role)) = (queues.ingest, roles.get(WRITER)) {
+    if let (Some(q), Some(role)) = (ingest, roles.get(WRITER)) {
         let function = writer_function(plan, functions.spec, role, &code()?);
         let (arn, c1) = lambda::ensure_function(&aws.lambda, &function).await?;
         let mut mapping_id = String::new();
@@ -162,7 +178,7 @@ async fn apply_functions(
         built.insert(WRITER.to_string(), (arn, mapping_id));
     }
     let router_name = plan.owner.resource_name(ROUTER, NameKind::Function);
-    match (&table.stream_arn, roles.get(ROUTER), queues.router_failures) {
+    match (&table.stream_arn, roles.get(ROUTER), router_failures) {
         (Some(stream), Some(role), Some(failures)) if functions.router => {
             let function = router_function(plan, functions.spec, role, topics, &code()?);
             let (arn, c1) = lambda::ensure_function(&aws.lambda, &function).await?;

@@ -42,20 +42,9 @@ pub(super) async fn job_backfill(
 ) -> BackfillRun {
     let spec = job_spec(view, target, ctx, ns, &job);
     // The manifests first: pods started before the export's files are readable would only fail.
-    let files = match crate::backfill::worker::read_manifests(&ctx.aws.s3, job.bucket, job.summary_key).await
-    {
-        Ok((_, files)) => files,
-        Err(e) => {
-            let gone = matches!(
-                e,
-                BackfillError::ManifestMissing { .. } | BackfillError::DataFileMissing { .. }
-            );
-            let mut run = failure(e.to_string(), e.retryable());
-            if let Some(Err(f)) = run.outcome.as_mut() {
-                f.input_gone = gone;
-            }
-            return run;
-        }
+    let files = match manifests(ctx, &job).await {
+        Ok(files) => files,
+        Err(run) => return run,
     };
     let checkpoint = ConfigMapCheckpoint::new(
         ctx.client.clone(),
@@ -69,25 +58,13 @@ pub(super) async fn job_backfill(
         Ok(done) => done,
         Err(e) => return failure(e, true),
     };
-    let finished: Vec<_> = files
-        .iter()
-        .filter(|f| done.contains(&f.data_file_s3_key))
-        .collect();
-    let progress = Progress {
-        files_total: files.len() as u64,
-        files_done: finished.len() as u64,
-        items_total: files.iter().map(|f| f.item_count).sum(),
-        items_done: finished.iter().map(|f| f.item_count).sum(),
-        files_resumed: 0,
-        items_per_second: 0.0,
-        writes_sent: 0,
-        ..Progress::default()
-    };
+    let progress = progress_of(&files, &done);
+    let finished = files.len() as u64 == progress.files_done;
     // The Job runs until the checkpoint holds every file; after that it is never (re)created, whatever
     // happened to it (the operator may have deleted it and stopped before recording the backfill).
     let job_name = crate::plan::job::job_name(ns, &target.base, job.attempt);
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &spec.namespace);
-    if finished.len() < files.len() {
+    if !finished {
         return match run_job(&api, &spec, &job_name, &job).await {
             Ok(()) => BackfillRun {
                 progress,
@@ -123,6 +100,49 @@ pub(super) async fn job_backfill(
             ..progress
         },
         outcome: Some(Ok(())),
+    }
+}
+
+/// The export's data files, from its manifests; the failed run when they cannot be read (`input_gone`
+/// when the export's files are missing: a new export is needed).
+async fn manifests(
+    ctx: &Context,
+    job: &JobBackfill<'_>,
+) -> std::result::Result<Vec<crate::backfill::export::DataFileEntry>, BackfillRun> {
+    match crate::backfill::worker::read_manifests(&ctx.aws.s3, job.bucket, job.summary_key).await {
+        Ok((_, files)) => Ok(files),
+        Err(e) => {
+            let gone = matches!(
+                e,
+                BackfillError::ManifestMissing { .. } | BackfillError::DataFileMissing { .. }
+            );
+            let mut run = failure(e.to_string(), e.retryable());
+            if let Some(Err(f)) = run.outcome.as_mut() {
+                f.input_gone = gone;
+            }
+            Err(run)
+        }
+    }
+}
+
+/// The Job's progress: the files (and their items) its checkpoint holds as done.
+fn progress_of(
+    files: &[crate::backfill::export::DataFileEntry],
+    done: &std::collections::BTreeSet<String>,
+) -> Progress {
+    let finished: Vec<_> = files
+        .iter()
+        .filter(|f| done.contains(&f.data_file_s3_key))
+        .collect();
+    Progress {
+        files_total: files.len() as u64,
+        files_done: finished.len() as u64,
+        items_total: files.iter().map(|f| f.item_count).sum(),
+        items_done: finished.iter().map(|f| f.item_count).sum(),
+        files_resumed: 0,
+        items_per_second: 0.0,
+        writes_sent: 0,
+        ..Progress::default()
     }
 }
 

@@ -13,7 +13,7 @@
 
 use super::backfill::{BackfillCall, backfill, pending_gap};
 use super::version::{
-    InClusterOutcome, LiveFacts, Target, WRITE_CONCURRENCY, digest, log_table, provisioning,
+    InClusterOutcome, LiveFacts, OnVersion, WRITE_CONCURRENCY, digest, log_table, provisioning,
     record_error_ledger, stalled, stalled_with, time_of,
 };
 use std::sync::{Arc, Mutex};
@@ -25,7 +25,7 @@ use crate::aws::views::ViewTableWriter;
 use crate::backfill::aggregate::Cutoff;
 use crate::controller::Context;
 use crate::controller::status::Health;
-use crate::crd::{BackfillSource, EventLog, LiveStatus, MaterializedView, ViewPhase, reasons};
+use crate::crd::{BackfillSource, LiveStatus, MaterializedView, ViewPhase, reasons};
 use crate::projection::ProjectionConfig;
 use crate::runtime::checkpoints::{self, ConfigMapCheckpoint};
 use crate::runtime::live::{LiveProgress, LiveReader};
@@ -37,15 +37,15 @@ pub(super) fn pre_aggregated(view: &MaterializedView, projection: &ProjectionCon
 }
 
 /// Runs the view's live reader and backfill; see the module docs.
-pub(super) async fn reconcile(
-    view: &MaterializedView,
-    target: &Target,
-    log: &EventLog,
-    ctx: &Context,
-    ns: &str,
-    table: &str,
-    key_prefix: &str,
-) -> InClusterOutcome {
+pub(super) async fn reconcile(on: &OnVersion<'_>, table: &str, key_prefix: &str) -> InClusterOutcome {
+    let OnVersion {
+        view,
+        target,
+        log,
+        ctx,
+        ns,
+        ..
+    } = *on;
     let Some(stream_arn) = log_table(log).and_then(|t| t.stream_arn.clone()) else {
         let mut waiting = provisioning(format!(
             "waiting for EventLog {} to report its table's stream",
@@ -62,35 +62,7 @@ pub(super) async fn reconcile(
         Err(e) => return stalled(ViewPhase::Failed, reasons::INVALID_SPEC, e.to_string()),
     };
     // 1. The live path, first: the export may only start once it runs.
-    let live_checkpoint = ConfigMapCheckpoint::new(
-        ctx.client.clone(),
-        ns,
-        checkpoints::stream_name(&target.base),
-        checkpoints::owner_of(view),
-    );
-    // Count/Sum views backfilled from an export are pre-aggregated: the live path needs the export time.
-    let cutoff = live_cutoff(view, &projection);
-    // What the live path applies, from the view's and the log's specs: a change restarts it, a setting it
-    // does not read (the log's billing, PITR) does not.
-    let fingerprint = digest(&[
-        table,
-        key_prefix,
-        &stream_arn,
-        &format!("{projection:?}"),
-        &format!("{cutoff:?}"),
-    ]);
-    let live = ctx.runtime.live(&target.key, &fingerprint, |progress| {
-        let reader = live_reader(
-            ctx,
-            table,
-            &stream_arn,
-            &projection,
-            &live_checkpoint,
-            &cutoff,
-            progress,
-        );
-        tokio::spawn(reader.run())
-    });
+    let (live, live_checkpoint, cutoff) = start_live(on, table, key_prefix, &stream_arn, &projection);
     let live_status = LiveStatus {
         caught_up: live.caught_up,
         watermark: live.watermark.and_then(time_of),
@@ -129,6 +101,54 @@ pub(super) async fn reconcile(
             .merge(&record_error_ledger(ctx, table, &projection).await.0);
     }
     with_live(outcome, &live)
+}
+
+/// Starts the version's live reader, or finds it running with the same settings (a change restarts it):
+/// its progress, its stream checkpoint, and the cutoff of a pre-aggregated backfill.
+fn start_live(
+    on: &OnVersion<'_>,
+    table: &str,
+    key_prefix: &str,
+    stream_arn: &str,
+    projection: &Arc<ProjectionConfig>,
+) -> (LiveProgress, ConfigMapCheckpoint, Option<Cutoff>) {
+    let OnVersion {
+        view,
+        target,
+        ctx,
+        ns,
+        ..
+    } = *on;
+    let live_checkpoint = ConfigMapCheckpoint::new(
+        ctx.client.clone(),
+        ns,
+        checkpoints::stream_name(&target.base),
+        checkpoints::owner_of(view),
+    );
+    // Count/Sum views backfilled from an export are pre-aggregated: the live path needs the export time.
+    let cutoff = live_cutoff(view, projection);
+    // What the live path applies, from the view's and the log's specs: a change restarts it, a setting it
+    // does not read (the log's billing, PITR) does not.
+    let fingerprint = digest(&[
+        table,
+        key_prefix,
+        stream_arn,
+        &format!("{projection:?}"),
+        &format!("{cutoff:?}"),
+    ]);
+    let live = ctx.runtime.live(&target.key, &fingerprint, |progress| {
+        let reader = live_reader(
+            ctx,
+            table,
+            stream_arn,
+            projection,
+            &live_checkpoint,
+            &cutoff,
+            progress,
+        );
+        tokio::spawn(reader.run())
+    });
+    (live, live_checkpoint, cutoff)
 }
 
 /// The cutoff of a pre-aggregated backfill (see [`pre_aggregated`]): its attempt and its export's time,

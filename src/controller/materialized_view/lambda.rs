@@ -1,6 +1,9 @@
 //! A view version on the Lambda runtime: its projector role, function, failure queue and live path
 //! (SNS subscriptions or a stream mapping), and their removal.
 
+use std::ops::ControlFlow;
+
+use super::version::{InClusterOutcome, OnVersion};
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
@@ -13,53 +16,27 @@ use crate::plan::log::{plan_log, scope_of_arn};
 use crate::plan::names::NameKind;
 use crate::plan::view::projector_role as projector_role_plan;
 
-/// One version of a view on the Lambda runtime, once its table exists: its projector role, function and
-/// live path (subscriptions or mapping), then the same backfill as the in-cluster runtime.
-#[allow(clippy::too_many_arguments)]
+/// One version of a view on the Lambda runtime, once its table exists (`table_arn`): its projector role,
+/// function and live path (subscriptions or mapping), then the same backfill as the in-cluster runtime.
+/// Errors: retryable AWS errors, for the controller to retry; a permanent one is the version's failure.
 pub(super) async fn lambda_version(
-    view: &MaterializedView,
-    target: &super::version::Target,
-    log: &EventLog,
-    ctx: &Context,
-    ns: &str,
+    on: &OnVersion<'_>,
     plan: &crate::plan::view::ViewPlan,
     table_arn: &str,
-    all: &[MaterializedView],
-) -> Result<super::version::InClusterOutcome> {
-    let failed = |e: crate::aws::AwsError| -> Result<super::version::InClusterOutcome> {
-        match e.retryable {
-            true => Err(e.into()),
-            false => Ok(super::version::InClusterOutcome::failed(&e)),
-        }
-    };
+) -> Result<InClusterOutcome> {
+    let OnVersion {
+        view,
+        target,
+        log,
+        ctx,
+        ..
+    } = *on;
     let mut resources = std::collections::BTreeMap::new();
-    let mut projector_role = None;
-    if let Some(scope) = scope_of_arn(table_arn) {
-        let readers: Vec<MaterializedView> = all
-            .iter()
-            .filter(|v| v.spec.event_log_ref.name == view.spec.event_log_ref.name)
-            .cloned()
-            .collect();
-        let log_plan = plan_log(&ctx.config.cluster_id, log, &readers);
-        if let Some(role) = projector_role_plan(view, plan, &log_plan, &scope) {
-            let boundary = scope.policy_arn(&ctx.config.permissions_boundary);
-            match iam::ensure_role(&ctx.aws.iam, &role, &boundary).await {
-                Ok((arn, convergence)) => {
-                    resources.record(ResourceKey::Role("projector".into()), arn.clone());
-                    if convergence != Convergence::Converged {
-                        let mut run = super::version::provisioning(format!(
-                            "creating or updating views table {} and the projector role",
-                            plan.table.name
-                        ));
-                        run.resources = resources;
-                        return Ok(run);
-                    }
-                    projector_role = Some(arn);
-                }
-                Err(e) => return failed(e),
-            }
-        }
-    }
+    let projector_role = match projector_role(on, plan, table_arn, &mut resources).await {
+        Ok(ControlFlow::Continue(role)) => role,
+        Ok(ControlFlow::Break(waiting)) => return Ok(waiting),
+        Err(e) => return failed(e),
+    };
     // What the status shows of this version's live path, to tell a subscription re-created from a new one.
     let recorded = view
         .status
@@ -99,34 +76,71 @@ pub(super) async fn lambda_version(
         Some(gap) => super::backfill::unrecorded_gap(view, ctx, gap).await,
         None => None,
     };
-    let mut run = super::lambda_live::lambda_view(
-        view,
-        target,
-        log,
-        ctx,
-        ns,
-        &plan.table.name,
-        &key_prefix,
-        live.ready,
-        gap.clone(),
-    )
-    .await;
+    let mut run =
+        super::lambda_live::lambda_view(on, &plan.table.name, &key_prefix, live.ready, gap.clone()).await;
     resources.extend(live.resources);
-    if let Some(gap) = &gap {
-        let reason = super::backfill::gap_reason(gap);
-        if run.backfill.as_ref().and_then(|b| b.reason.as_deref()) != Some(reason.as_str()) {
-            // Not recorded in this pass (the live path still converging): the status keeps the subscription
-            // ARNs it had, so the next pass finds the gap again.
-            for (key, arn) in recorded.typed() {
-                if let ResourceKey::Subscription(_) = key {
-                    resources.record(key, arn.clone());
-                }
+    if let Some(gap) = &gap
+        && run.backfill.as_ref().and_then(|b| b.reason.as_deref())
+            != Some(super::backfill::gap_reason(gap).as_str())
+    {
+        // Not recorded in this pass (the live path still converging): the status keeps the subscription
+        // ARNs it had, so the next pass finds the gap again.
+        for (key, arn) in recorded.typed() {
+            if let ResourceKey::Subscription(_) = key {
+                resources.record(key, arn.clone());
             }
         }
     }
     run.resources = resources;
     run.dead_letters = live.dead_letters;
     Ok(run)
+}
+
+/// A version's outcome from an AWS error: a retryable one for the controller to retry, a permanent one the
+/// version's failure.
+fn failed(e: crate::aws::AwsError) -> Result<InClusterOutcome> {
+    match e.retryable {
+        true => Err(e.into()),
+        false => Ok(InClusterOutcome::failed(&e)),
+    }
+}
+
+/// The version's projector role, when the plan has one (a built-in projector; the views table's ARN names
+/// its account and region), recorded in `resources`: `Continue` with its ARN once IAM has it as planned
+/// (`None`: no role), `Break` with the outcome to report while it converges.
+async fn projector_role(
+    on: &OnVersion<'_>,
+    plan: &crate::plan::view::ViewPlan,
+    table_arn: &str,
+    resources: &mut std::collections::BTreeMap<String, String>,
+) -> std::result::Result<ControlFlow<InClusterOutcome, Option<String>>, crate::aws::AwsError> {
+    let Some(scope) = scope_of_arn(table_arn) else {
+        return Ok(ControlFlow::Continue(None));
+    };
+    let OnVersion {
+        view, log, ctx, all, ..
+    } = *on;
+    let readers: Vec<MaterializedView> = all
+        .iter()
+        .filter(|v| v.spec.event_log_ref.name == view.spec.event_log_ref.name)
+        .cloned()
+        .collect();
+    let log_plan = plan_log(&ctx.config.cluster_id, log, &readers);
+    let Some(role) = projector_role_plan(view, plan, &log_plan, &scope) else {
+        return Ok(ControlFlow::Continue(None));
+    };
+    let boundary = scope.policy_arn(&ctx.config.permissions_boundary);
+    let (arn, convergence) = iam::ensure_role(&ctx.aws.iam, &role, &boundary).await?;
+    resources.record(ResourceKey::Role("projector".into()), arn.clone());
+    if convergence != Convergence::Converged {
+        let mut run = super::version::provisioning(format!(
+            "creating or updating views table {} and the projector role",
+            plan.table.name
+        ));
+        run.resources = resources.clone();
+        return Ok(ControlFlow::Break(run));
+    }
+    Ok(ControlFlow::Continue(Some(arn)))
 }
 
 /// Removes what an earlier view of this name (uid `earlier`, deleted with `deletionPolicy: Retain`) left

@@ -2,7 +2,7 @@
 
 use super::backfill::{BackfillCall, backfill};
 use super::version::{
-    InClusterOutcome, LiveFacts, Target, provisioning, record_error_ledger, stalled, stalled_with, time_of,
+    InClusterOutcome, LiveFacts, OnVersion, provisioning, record_error_ledger, stalled, stalled_with, time_of,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,75 +12,27 @@ use kube::ResourceExt;
 use crate::aws::views::ViewTableWriter;
 use crate::controller::Context;
 use crate::controller::status::Health;
-use crate::crd::{BackfillSource, EventLog, LiveStatus, MaterializedView, ViewPhase, reasons};
+use crate::crd::{BackfillSource, LiveStatus, MaterializedView, ViewPhase, reasons};
 use crate::functions::progress;
 use crate::projection::{ProjectionConfig, RecordErrors};
 
 /// A view on the Lambda runtime once its projector function exists: its live path is the subscription or
 /// mapping (`live_path_ready`), created before the export, so the same backfill applies; the view is `Live`
 /// when the backfill is complete (Lambda's own retries keep the live path caught up).
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn lambda_view(
-    view: &MaterializedView,
-    target: &Target,
-    log: &EventLog,
-    ctx: &Context,
-    ns: &str,
+    on: &OnVersion<'_>,
     table: &str,
     key_prefix: &str,
     live_path_ready: bool,
     gap: Option<String>,
 ) -> InClusterOutcome {
+    let OnVersion { view, log, ctx, .. } = *on;
     if !live_path_ready {
         return provisioning(
             "creating the projector function and its live path (subscriptions or stream mapping)".into(),
         );
     }
-    let mut outcome = match view.spec.projection {
-        Some(_) => match ProjectionConfig::from_spec(&view.name_any(), &view.spec, &log.spec, key_prefix) {
-            Ok(p) => {
-                let facts = LiveFacts {
-                    started: true,
-                    cutoff: None,
-                    passed: None,
-                };
-                let call = BackfillCall {
-                    view,
-                    target,
-                    log,
-                    ctx,
-                    ns,
-                    table,
-                    projection: &Arc::new(p),
-                    live: &facts,
-                };
-                backfill(&call, gap).await
-            }
-            Err(e) => stalled(ViewPhase::Failed, reasons::INVALID_SPEC, e.to_string()),
-        },
-        None if view.spec.backfill.source == BackfillSource::None => InClusterOutcome {
-            phase: ViewPhase::Live,
-            health: Health::Ready {
-                reason: reasons::LIVE,
-                message: String::new(),
-            },
-            backfill: None,
-            backfill_complete: true,
-            live: None,
-            requeue: Duration::from_secs(300),
-            resources: Default::default(),
-        skipped: None,
-        record_errors: RecordErrors::default(),
-        dead_letters: None,
-        },
-        None => stalled(
-            ViewPhase::Failed,
-            reasons::NOT_SUPPORTED,
-            "the operator backfills declarative projections (spec.projection) only: with a custom projector set \
-             spec.backfill.source to None"
-                .into(),
-        ),
-    };
+    let mut outcome = lambda_backfill(on, table, key_prefix, gap).await;
     if outcome.backfill_complete {
         outcome.phase = ViewPhase::Live;
         outcome.health = Health::Ready {
@@ -125,6 +77,70 @@ pub(super) async fn lambda_view(
         }
     }
     outcome
+}
+
+/// A Lambda view's backfill, once its live path is in place: the same steps as the in-cluster runtime's
+/// for a declarative projection; nothing to backfill with `source: None`; a custom projector cannot be
+/// backfilled by the operator (`NotSupported`, with the fix).
+async fn lambda_backfill(
+    on: &OnVersion<'_>,
+    table: &str,
+    key_prefix: &str,
+    gap: Option<String>,
+) -> InClusterOutcome {
+    let OnVersion {
+        view,
+        target,
+        log,
+        ctx,
+        ns,
+        ..
+    } = *on;
+    match view.spec.projection {
+        Some(_) => match ProjectionConfig::from_spec(&view.name_any(), &view.spec, &log.spec, key_prefix) {
+            Ok(p) => {
+                let facts = LiveFacts {
+                    started: true,
+                    cutoff: None,
+                    passed: None,
+                };
+                let call = BackfillCall {
+                    view,
+                    target,
+                    log,
+                    ctx,
+                    ns,
+                    table,
+                    projection: &Arc::new(p),
+                    live: &facts,
+                };
+                backfill(&call, gap).await
+            }
+            Err(e) => stalled(ViewPhase::Failed, reasons::INVALID_SPEC, e.to_string()),
+        },
+        None if view.spec.backfill.source == BackfillSource::None => InClusterOutcome {
+            phase: ViewPhase::Live,
+            health: Health::Ready {
+                reason: reasons::LIVE,
+                message: String::new(),
+            },
+            backfill: None,
+            backfill_complete: true,
+            live: None,
+            requeue: Duration::from_secs(300),
+            resources: Default::default(),
+        skipped: None,
+        record_errors: RecordErrors::default(),
+        dead_letters: None,
+        },
+        None => stalled(
+            ViewPhase::Failed,
+            reasons::NOT_SUPPORTED,
+            "the operator backfills declarative projections (spec.projection) only: with a custom projector set \
+             spec.backfill.source to None"
+                .into(),
+        ),
+    }
 }
 
 /// A Lambda view's live path as its projector function reports it (`crate::functions::progress`):

@@ -40,6 +40,19 @@ impl Target {
     }
 }
 
+/// One version's pass, whichever runtime: the view as the version sees it (its content; its backfill in
+/// `status.backfill`), which version it is, and what every step of the pass reads.
+#[derive(Clone, Copy)]
+pub(super) struct OnVersion<'a> {
+    pub view: &'a MaterializedView,
+    pub target: &'a Target,
+    pub log: &'a EventLog,
+    pub ctx: &'a Context,
+    pub ns: &'a str,
+    /// The namespace's views (the sharers of a table, the log's other readers).
+    pub all: &'a [MaterializedView],
+}
+
 /// Where an in-cluster view stands after this reconcile.
 pub(super) struct InClusterOutcome {
     pub phase: ViewPhase,

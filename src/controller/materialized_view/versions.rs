@@ -9,8 +9,9 @@
 //! The active version's outcome is the view's (phase, health, backfill, live); a building version shows in
 //! the `Rebuilding` condition and `status.rebuild`, and never changes the view's readiness.
 
-use super::version::{InClusterOutcome, Target};
+use super::version::{InClusterOutcome, OnVersion, Target};
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -121,10 +122,7 @@ pub(super) async fn run(
         .collect();
     retire_and_announce(view, ctx, ns, all, &removals, &new).await?;
 
-    // Run every version that has storage to keep current.
     let namespace_uid = ctx.namespace_uid(ns).await?;
-    let mut outcomes: BTreeMap<i64, InClusterOutcome> = BTreeMap::new();
-    let mut tables: BTreeMap<i64, ActiveTable> = BTreeMap::new();
     let on = Reconciling {
         view,
         log,
@@ -133,15 +131,7 @@ pub(super) async fn run(
         all,
         namespace_uid: namespace_uid.as_deref(),
     };
-    for v in versions.iter_mut() {
-        let (out, table) = run_version(&on, v, &recorded).await?;
-        if let Some(out) = out {
-            outcomes.insert(v.version, out);
-        }
-        if let Some(table) = table {
-            tables.insert(v.version, table);
-        }
-    }
+    let (mut outcomes, mut tables) = run_versions(&on, &mut versions, &recorded).await?;
 
     // Failures and promotion.
     let max_lag = parse_duration(&promotion.max_lag).unwrap_or(Duration::from_secs(30));
@@ -176,6 +166,48 @@ pub(super) async fn run(
             crate::fail_point!("version-promoted");
         }
     }
+    Ok(versions_run(
+        view,
+        outcome,
+        table,
+        versions,
+        active,
+        latest,
+        &desired_hash,
+    ))
+}
+
+/// Runs every version that has storage to keep current: their outcomes and tables, by version.
+async fn run_versions(
+    on: &Reconciling<'_>,
+    versions: &mut [ViewVersion],
+    recorded: &[ViewVersion],
+) -> Result<(BTreeMap<i64, InClusterOutcome>, BTreeMap<i64, ActiveTable>)> {
+    let mut outcomes = BTreeMap::new();
+    let mut tables = BTreeMap::new();
+    for v in versions.iter_mut() {
+        let (out, table) = run_version(on, v, recorded).await?;
+        if let Some(out) = out {
+            outcomes.insert(v.version, out);
+        }
+        if let Some(table) = table {
+            tables.insert(v.version, table);
+        }
+    }
+    Ok((outcomes, tables))
+}
+
+/// What the versions came to (pure): the active version's outcome, with a building version's rebuild
+/// shown (`Rebuilding` phase, a short requeue) and a retained one's end looked at again.
+fn versions_run(
+    view: &MaterializedView,
+    outcome: InClusterOutcome,
+    table: Option<ActiveTable>,
+    versions: Vec<ViewVersion>,
+    active: Option<i64>,
+    latest: i64,
+    desired_hash: &str,
+) -> VersionsRun {
     let approval = view
         .annotations()
         .get(APPROVE_PROMOTION_ANNOTATION)
@@ -183,8 +215,8 @@ pub(super) async fn run(
     let rebuild = rebuild_of(
         &view.name_any(),
         &versions,
-        &desired_hash,
-        promotion.mode,
+        desired_hash,
+        view.spec.promotion.mode,
         active,
         approval,
     );
@@ -207,7 +239,7 @@ pub(super) async fn run(
         // Come back when the retention ends.
         run.outcome.requeue = run.outcome.requeue.min(Duration::from_secs(30));
     }
-    Ok(run)
+    run
 }
 
 /// What every version's pass of one reconcile reads.
@@ -288,65 +320,72 @@ async fn run_version(
         ctx.runtime.stop(&target.key);
         return Ok((None, None));
     }
-    let vview = version_view(view, v);
-    let plan = plan_version(&ctx.config.cluster_id, &vview, all, v.version).in_namespace(namespace_uid);
+    let plan = plan_version(&ctx.config.cluster_id, &version_view(view, v), all, v.version)
+        .in_namespace(namespace_uid);
     v.table_name = Some(plan.table.name.clone());
     v.key_prefix = plan.key_prefix.clone();
+    let table = match storage(on, &target, &plan, v, recorded).await? {
+        ControlFlow::Continue(table) => table,
+        ControlFlow::Break(out) => return Ok((Some(out), None)),
+    };
+    let vview = version_view(view, v);
+    let prefix = plan.key_prefix.clone().unwrap_or_default();
+    let version = OnVersion {
+        view: &vview,
+        target: &target,
+        log,
+        ctx,
+        ns,
+        all,
+    };
+    let out = match view.spec.projector.runtime {
+        ProjectorRuntime::InCluster => {
+            super::in_cluster::reconcile(&version, &plan.table.name, &prefix).await
+        }
+        ProjectorRuntime::Lambda => super::lambda::lambda_version(&version, &plan, &table.arn).await?,
+    };
+    record_outcome(v, &out);
+    let table = ActiveTable {
+        name: plan.table.name.clone(),
+        key_prefix: plan.key_prefix.clone(),
+        arn: table.arn,
+        stream_arn: table.stream_arn,
+    };
+    Ok((Some(out), Some(table)))
+}
+
+/// Version `v`'s storage: its views table as planned and converged, a table re-created by hand noticed
+/// (a new backfill attempt), and its key prefix or table claimed. `Continue` with the table once the
+/// version may write there; `Break` with the version's outcome meanwhile (creating, retained, failed).
+async fn storage(
+    on: &Reconciling<'_>,
+    target: &Target,
+    plan: &crate::plan::view::ViewPlan,
+    v: &mut ViewVersion,
+    recorded: &[ViewVersion],
+) -> Result<ControlFlow<InClusterOutcome, dynamodb::TableState>> {
+    let Reconciling { view, ctx, .. } = *on;
     let table = match dynamodb::ensure_table(&ctx.aws.dynamodb, &plan.table).await {
         Ok(t) => t,
         Err(e) if e.retryable => return Err(e.into()),
         Err(e) if e.code == crate::aws::error::RETAINED_STORAGE => {
-            let out = retained(view, ctx, &target, v, e.message.clone()).await;
-            return Ok((Some(out), None));
+            let out = retained(view, ctx, target, v, e.message.clone()).await;
+            return Ok(ControlFlow::Break(out));
         }
-        Err(e) => {
-            return Ok((Some(InClusterOutcome::failed(&e)), None));
-        }
+        Err(e) => return Ok(ControlFlow::Break(InClusterOutcome::failed(&e))),
     };
     if !recorded.iter().any(|r| r.version == v.version) {
         // Its storage exists and the version is not recorded yet.
         crate::fail_point!("version-created");
     }
-    // A views table created after this version's backfill started was deleted outside the operator
-    // and re-created empty: it holds none of the view. Rebuild it from the log with a new attempt.
-    if let (Some(created), Some(b)) = (table.created, v.backfill.clone())
-        && b.attempt > 0
-        && b.started_at
-            .as_ref()
-            .is_some_and(|t| (t.0.as_second() as f64) + 1.0 < created)
-    {
-        let reason = format!(
-            "views table {} was deleted outside the operator and re-created empty: rebuilding the view from \
-             the log",
-            plan.table.name
-        );
-        tracing::warn!(view = %view.name_any(), version = v.version, %reason, "starting a new backfill attempt");
-        if let Err(e) = super::backfill::retire_attempt(ctx, ns, &target.base, &b).await {
-            return Err(e.into());
-        }
-        ctx.runtime.stop(&target.key);
-        status::publish(
-            ctx,
-            view,
-            EventType::Warning,
-            reasons::TABLE_RECREATED,
-            "Rebuild",
-            reason.clone(),
-        )
-        .await;
-        v.backfill = Some(crate::crd::BackfillStatus {
-            attempt: b.attempt + 1,
-            reason: Some(reason),
-            ..Default::default()
-        });
+    if let Some(created) = table.created {
+        recreated_table(on, target, &plan.table.name, created, v).await?;
     }
-    let vview = version_view(view, v);
     if table.convergence != Convergence::Converged {
         v.phase = Some(ViewPhase::Provisioning);
         let message = format!("creating views table {}", plan.table.name);
-        return Ok((Some(super::version::provisioning(message)), None));
+        return Ok(ControlFlow::Break(super::version::provisioning(message)));
     }
-    let prefix = plan.key_prefix.clone().unwrap_or_default();
     // What the status shows this object wrote there already (a backfill begun, a live path run).
     let written = recorded.iter().any(|r| {
         r.version == v.version
@@ -355,25 +394,61 @@ async fn run_version(
                     .as_ref()
                     .is_some_and(|b| b.attempt > 0 || b.started_at.is_some()))
     });
-    match claim_storage(view, log, ctx, &plan, v.version, written, all).await {
-        Ok(None) => {}
-        Ok(Some(message)) => {
-            let out = retained(view, ctx, &target, v, message).await;
-            return Ok((Some(out), None));
-        }
-        Err(e) if e.retryable => return Err(e.into()),
-        Err(e) => {
-            return Ok((Some(InClusterOutcome::failed(&e)), None));
-        }
+    match claim_storage(on, plan, v.version, written).await {
+        Ok(None) => Ok(ControlFlow::Continue(table)),
+        Ok(Some(message)) => Ok(ControlFlow::Break(retained(view, ctx, target, v, message).await)),
+        Err(e) if e.retryable => Err(e.into()),
+        Err(e) => Ok(ControlFlow::Break(InClusterOutcome::failed(&e))),
     }
-    let out = match view.spec.projector.runtime {
-        ProjectorRuntime::InCluster => {
-            super::in_cluster::reconcile(&vview, &target, log, ctx, ns, &plan.table.name, &prefix).await
-        }
-        ProjectorRuntime::Lambda => {
-            super::lambda::lambda_version(&vview, &target, log, ctx, ns, &plan, &table.arn, all).await?
-        }
+}
+
+/// A views table created (`created`, seconds since the epoch) after version `v`'s backfill started was
+/// deleted outside the operator and re-created empty: it holds none of the view. Starts a new backfill
+/// attempt that rebuilds it from the log, with a Warning Event.
+async fn recreated_table(
+    on: &Reconciling<'_>,
+    target: &Target,
+    table: &str,
+    created: f64,
+    v: &mut ViewVersion,
+) -> Result<()> {
+    let Reconciling { view, ctx, ns, .. } = *on;
+    let Some(b) = v.backfill.clone() else {
+        return Ok(());
     };
+    let started_before = b
+        .started_at
+        .as_ref()
+        .is_some_and(|t| (t.0.as_second() as f64) + 1.0 < created);
+    if b.attempt == 0 || !started_before {
+        return Ok(());
+    }
+    let reason = format!(
+        "views table {table} was deleted outside the operator and re-created empty: rebuilding the view from \
+         the log"
+    );
+    tracing::warn!(view = %view.name_any(), version = v.version, %reason, "starting a new backfill attempt");
+    super::backfill::retire_attempt(ctx, ns, &target.base, &b).await?;
+    ctx.runtime.stop(&target.key);
+    status::publish(
+        ctx,
+        view,
+        EventType::Warning,
+        reasons::TABLE_RECREATED,
+        "Rebuild",
+        reason.clone(),
+    )
+    .await;
+    v.backfill = Some(crate::crd::BackfillStatus {
+        attempt: b.attempt + 1,
+        reason: Some(reason),
+        ..Default::default()
+    });
+    Ok(())
+}
+
+/// Records a version's outcome in its status entry.
+fn record_outcome(v: &mut ViewVersion, out: &InClusterOutcome) {
     if !out.resources.is_empty() {
         v.resources = out.resources.clone();
     }
@@ -383,13 +458,6 @@ async fn run_version(
     }
     v.live = out.live.clone();
     v.message = Some(out.health.message().to_string()).filter(|m| !m.is_empty());
-    let table = ActiveTable {
-        name: plan.table.name.clone(),
-        key_prefix: plan.key_prefix.clone(),
-        arn: table.arn,
-        stream_arn: table.stream_arn,
-    };
-    Ok((Some(out), Some(table)))
 }
 
 /// Whether a version may be promoted: caught up (backfilled, within `max_lag` of the log, its live path
@@ -497,17 +565,16 @@ async fn retained(
 /// message when it holds another view's retained items and `spec.store.adopt` is not set. With it, what
 /// of the earlier view may still write there (its projector function, mappings, subscriptions and role)
 /// is removed, then its items are deleted (a Warning Event says how many) and the version rebuilds.
-#[allow(clippy::too_many_arguments)]
 async fn claim_storage(
-    view: &MaterializedView,
-    log: &EventLog,
-    ctx: &Context,
+    on: &Reconciling<'_>,
     plan: &crate::plan::view::ViewPlan,
     version: i64,
     written: bool,
-    all: &[MaterializedView],
 ) -> std::result::Result<Option<String>, AwsError> {
     use crate::aws::view_storage::{Claim, Claimant, claim, clear};
+    let Reconciling {
+        view, log, ctx, all, ..
+    } = *on;
     let me = Claimant {
         uid: view.metadata.uid.clone().unwrap_or_default(),
         namespace: plan.owner.namespace.clone(),
@@ -712,42 +779,7 @@ pub(super) async fn remove_version(
     storage: bool,
 ) -> Result<()> {
     let target = Target::new(view, v.version);
-    ctx.runtime.stop(&target.key);
-    let stream = ConfigMapCheckpoint::new(
-        ctx.client.clone(),
-        ns,
-        checkpoints::stream_name(&target.base),
-        None,
-    );
-    if let Err(e) = stream.delete().await {
-        tracing::warn!(version = v.version, error = %e, "could not delete the version's stream checkpoint");
-    }
-    if let Some(b) = &v.backfill
-        && b.attempt > 0
-    {
-        let cm = ConfigMapCheckpoint::new(
-            ctx.client.clone(),
-            ns,
-            checkpoints::backfill_name(&target.base, b.attempt),
-            None,
-        );
-        if let Err(e) = cm.delete().await {
-            tracing::warn!(version = v.version, error = %e, "could not delete the version's backfill checkpoint");
-        }
-    }
-    // Its backfill Job (still running, or kept failed), then its export, unless the backfill finished and
-    // removed it already (or the user keeps exports).
-    if let Some(b) = v.backfill.as_ref().filter(|b| b.attempt > 0) {
-        super::backfill::delete_backfill_job(ctx, ns, &target.base, b.attempt).await;
-    }
-    if let Some(b) = v.backfill.as_ref().filter(|b| !b.cleaned_up)
-        && !view.spec.backfill.keep_export
-    {
-        let n = super::backfill::delete_export(ctx, ns, &target.base, b).await?;
-        if n > 0 {
-            info!(view = %view.name_any(), version = v.version, objects = n, "removed the version's export");
-        }
-    }
+    stop_version(view, ctx, ns, v, &target).await?;
     let namespace_uid = ctx.namespace_uid(ns).await?;
     let plan = plan_version(&ctx.config.cluster_id, &version_view(view, v), all, v.version)
         .in_namespace(namespace_uid.as_deref());
@@ -762,6 +794,18 @@ pub(super) async fn remove_version(
     if !storage {
         return Ok(());
     }
+    remove_storage(view, ctx, all, v, &plan).await
+}
+
+/// Deletes a version's items (a shared table: only under its own prefix, and only items this object
+/// projected) or its table (a dedicated one, when its tags say this object owns it).
+async fn remove_storage(
+    view: &MaterializedView,
+    ctx: &Context,
+    all: &[MaterializedView],
+    v: &ViewVersion,
+    plan: &crate::plan::view::ViewPlan,
+) -> Result<()> {
     match (plan.shared, plan.key_prefix.as_deref()) {
         (true, Some(prefix))
             if !prefix.is_empty()
@@ -796,6 +840,54 @@ pub(super) async fn remove_version(
                 dynamodb::delete_table_if_owned(&ctx.aws.dynamodb, &plan.table.name, &plan.table_owner)
                     .await?;
             info!(view = %view.name_any(), version = v.version, table = %plan.table.name, deleted, "removed the version's table");
+        }
+    }
+    Ok(())
+}
+
+/// Stops a version's tasks and removes what they keep: its stream and backfill checkpoints, its backfill
+/// Job and its export (unless the backfill removed it already, or the user keeps exports).
+async fn stop_version(
+    view: &MaterializedView,
+    ctx: &Context,
+    ns: &str,
+    v: &ViewVersion,
+    target: &Target,
+) -> Result<()> {
+    ctx.runtime.stop(&target.key);
+    let stream = ConfigMapCheckpoint::new(
+        ctx.client.clone(),
+        ns,
+        checkpoints::stream_name(&target.base),
+        None,
+    );
+    if let Err(e) = stream.delete().await {
+        tracing::warn!(version = v.version, error = %e, "could not delete the version's stream checkpoint");
+    }
+    if let Some(b) = &v.backfill
+        && b.attempt > 0
+    {
+        let cm = ConfigMapCheckpoint::new(
+            ctx.client.clone(),
+            ns,
+            checkpoints::backfill_name(&target.base, b.attempt),
+            None,
+        );
+        if let Err(e) = cm.delete().await {
+            tracing::warn!(version = v.version, error = %e, "could not delete the version's backfill checkpoint");
+        }
+    }
+    // Its backfill Job (still running, or kept failed), then its export, unless the backfill finished and
+    // removed it already (or the user keeps exports).
+    if let Some(b) = v.backfill.as_ref().filter(|b| b.attempt > 0) {
+        super::backfill::delete_backfill_job(ctx, ns, &target.base, b.attempt).await;
+    }
+    if let Some(b) = v.backfill.as_ref().filter(|b| !b.cleaned_up)
+        && !view.spec.backfill.keep_export
+    {
+        let n = super::backfill::delete_export(ctx, ns, &target.base, b).await?;
+        if n > 0 {
+            info!(view = %view.name_any(), version = v.version, objects = n, "removed the version's export");
         }
     }
     Ok(())
