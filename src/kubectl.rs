@@ -249,9 +249,7 @@ fn stalled(status: &MaterializedViewStatus) -> Option<String> {
     status
         .conditions
         .iter()
-        .find(|c| {
-            c.type_ == crate::crd::condition_types::STALLED && c.status == crate::crd::ConditionStatus::True
-        })
+        .find(|c| c.is(crate::crd::ConditionType::Stalled) && c.status == crate::crd::ConditionStatus::True)
         .map(|c| format!("{}: {}", c.reason, c.message))
 }
 

@@ -16,8 +16,8 @@ use tracing::instrument;
 use super::status::{self, Health};
 use super::{Context, Error, Result, provision};
 use crate::crd::{
-    ConditionStatus, DeletionPolicy, EventLog, EventLogPhase, EventLogStatus, MaterializedView, TableStatus,
-    Tolerant, condition_types as types, reasons,
+    ConditionStatus, ConditionType, DeletionPolicy, EventLog, EventLogPhase, EventLogStatus,
+    MaterializedView, TableStatus, Tolerant, reasons,
 };
 use crate::crd::{ResourceKey, Resources};
 use crate::plan::log::plan_log;
@@ -231,7 +231,7 @@ fn next_status(
     let provisioned = matches!(health, Health::Ready { .. });
     status::set(
         &mut next.conditions,
-        types::PROVISIONED,
+        ConditionType::Provisioned,
         if provisioned {
             ConditionStatus::True
         } else {
@@ -321,7 +321,7 @@ async fn publish_changes(
     let ready_reason = |s: &EventLogStatus| {
         s.conditions
             .iter()
-            .find(|c| c.type_ == types::READY)
+            .find(|c| c.is(ConditionType::Ready))
             .map(|c| c.reason.clone())
     };
     if old.phase != next.phase || (phase == EventLogPhase::Failed && ready_reason(old) != ready_reason(next))

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::{Context, Error, FIELD_MANAGER, Result};
 use crate::crd::conditions::{Condition, ConditionStatus, upsert};
-use crate::crd::{condition_types as types, reasons};
+use crate::crd::{ConditionType, reasons};
 
 pub fn now() -> Time {
     Time(Timestamp::now())
@@ -76,9 +76,9 @@ pub fn set_kstatus(conditions: &mut Vec<Condition>, health: &Health, generation:
     };
     // Ready always carries the reason and message: it is the condition users look at first.
     for (type_, status, (reason, message)) in [
-        (types::READY, ready, (reason, message.clone())),
-        (types::RECONCILING, reconciling, quiet(reconciling)),
-        (types::STALLED, stalled, quiet(stalled)),
+        (ConditionType::Ready, ready, (reason, message.clone())),
+        (ConditionType::Reconciling, reconciling, quiet(reconciling)),
+        (ConditionType::Stalled, stalled, quiet(stalled)),
     ] {
         set(conditions, type_, status, reason, message, generation, now);
     }
@@ -87,7 +87,7 @@ pub fn set_kstatus(conditions: &mut Vec<Condition>, health: &Health, generation:
 /// Writes one condition, stamped with `generation`.
 pub fn set(
     conditions: &mut Vec<Condition>,
-    type_: &str,
+    type_: ConditionType,
     status: ConditionStatus,
     reason: &str,
     message: impl Into<String>,
@@ -170,12 +170,18 @@ mod tests {
             message: "create it".into(),
         };
         set_kstatus(&mut c, &h, Some(3), &now());
-        let stalled = find(&c, "Stalled").unwrap();
+        let stalled = find(&c, ConditionType::Stalled).unwrap();
         assert!(stalled.is_true());
         assert_eq!(stalled.message, "create it");
         assert_eq!(stalled.observed_generation, Some(3));
-        assert_eq!(find(&c, "Ready").unwrap().status, ConditionStatus::False);
-        assert_eq!(find(&c, "Reconciling").unwrap().status, ConditionStatus::False);
+        assert_eq!(
+            find(&c, ConditionType::Ready).unwrap().status,
+            ConditionStatus::False
+        );
+        assert_eq!(
+            find(&c, ConditionType::Reconciling).unwrap().status,
+            ConditionStatus::False
+        );
     }
 
     #[test]

@@ -9,22 +9,58 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The condition types the operator writes.
-pub mod condition_types {
+/// The condition types the operator writes; [`Condition::type_`] holds [`ConditionType::as_str`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConditionType {
     /// The object does what its spec declares (a view: backfilled and live).
-    pub const READY: &str = "Ready";
+    Ready,
     /// The operator is working toward the spec.
-    pub const RECONCILING: &str = "Reconciling";
+    Reconciling,
     /// Progress needs a change from the user; the message says which.
-    pub const STALLED: &str = "Stalled";
+    Stalled,
     /// Every AWS resource of the plan exists as planned.
-    pub const PROVISIONED: &str = "Provisioned";
+    Provisioned,
     /// The view's backfill finished.
-    pub const BACKFILL_COMPLETE: &str = "BackfillComplete";
+    BackfillComplete,
     /// The view's content changed: True while a new version is built beside the active one (reason
     /// `Rebuilding`, or `WaitingForApproval`); False once it is promoted (`Promoted`) or when it failed
     /// (`RebuildFailed`: the active version keeps serving, the message says why).
-    pub const REBUILDING: &str = "Rebuilding";
+    Rebuilding,
+}
+
+impl ConditionType {
+    /// Every type, in the order `kubectl describe` is easiest to read in.
+    pub const ALL: [ConditionType; 6] = [
+        ConditionType::Ready,
+        ConditionType::Reconciling,
+        ConditionType::Stalled,
+        ConditionType::Provisioned,
+        ConditionType::BackfillComplete,
+        ConditionType::Rebuilding,
+    ];
+
+    /// The type as the status writes it (`PascalCase`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConditionType::Ready => "Ready",
+            ConditionType::Reconciling => "Reconciling",
+            ConditionType::Stalled => "Stalled",
+            ConditionType::Provisioned => "Provisioned",
+            ConditionType::BackfillComplete => "BackfillComplete",
+            ConditionType::Rebuilding => "Rebuilding",
+        }
+    }
+
+    /// The type a status names; `None` for one this operator does not write (another controller's).
+    pub fn parse(s: &str) -> Option<ConditionType> {
+        ConditionType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for ConditionType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Reasons, in `PascalCase`; also used as Kubernetes Event reasons.
@@ -113,15 +149,25 @@ pub struct Condition {
 }
 
 impl Condition {
-    pub fn new(type_: &str, status: ConditionStatus, reason: &str, message: impl Into<String>) -> Self {
+    pub fn new(
+        type_: ConditionType,
+        status: ConditionStatus,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> Self {
         Condition {
-            type_: type_.to_string(),
+            type_: type_.as_str().to_string(),
             status,
             reason: reason.to_string(),
             message: message.into(),
             observed_generation: None,
             last_transition_time: None,
         }
+    }
+
+    /// Whether this is the condition of type `type_`.
+    pub fn is(&self, type_: ConditionType) -> bool {
+        self.type_ == type_.as_str()
     }
 
     pub fn is_true(&self) -> bool {
@@ -152,8 +198,8 @@ pub fn upsert(conditions: &mut Vec<Condition>, mut next: Condition, now: &Time) 
 }
 
 /// Finds the condition of a type.
-pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
-    conditions.iter().find(|c| c.type_ == type_)
+pub fn find(conditions: &[Condition], type_: ConditionType) -> Option<&Condition> {
+    conditions.iter().find(|c| c.type_ == type_.as_str())
 }
 
 #[cfg(test)]
@@ -170,19 +216,19 @@ mod tests {
         let mut conditions = Vec::new();
         upsert(
             &mut conditions,
-            Condition::new("Ready", ConditionStatus::False, "A", "a"),
+            Condition::new(ConditionType::Ready, ConditionStatus::False, "A", "a"),
             &at(10),
         );
         upsert(
             &mut conditions,
-            Condition::new("Ready", ConditionStatus::False, "B", "b"),
+            Condition::new(ConditionType::Ready, ConditionStatus::False, "B", "b"),
             &at(20),
         );
         assert_eq!(conditions[0].last_transition_time, Some(at(10)));
         assert_eq!(conditions[0].reason, "B");
         upsert(
             &mut conditions,
-            Condition::new("Ready", ConditionStatus::True, "C", "c"),
+            Condition::new(ConditionType::Ready, ConditionStatus::True, "C", "c"),
             &at(30),
         );
         assert_eq!(conditions[0].last_transition_time, Some(at(30)));
@@ -190,19 +236,30 @@ mod tests {
     }
 
     #[test]
+    fn every_condition_type_reads_back_as_itself_and_others_are_not_ours() {
+        for t in ConditionType::ALL {
+            assert_eq!(ConditionType::parse(t.as_str()), Some(t));
+            assert_eq!(t.to_string(), t.as_str());
+            assert!(Condition::new(t, ConditionStatus::True, "R", "").is(t));
+        }
+        assert_eq!(ConditionType::parse("Available"), None);
+        assert_eq!(ConditionType::parse("ready"), None);
+    }
+
+    #[test]
     fn new_types_are_appended() {
         let mut conditions = Vec::new();
         upsert(
             &mut conditions,
-            Condition::new("Ready", ConditionStatus::False, "A", ""),
+            Condition::new(ConditionType::Ready, ConditionStatus::False, "A", ""),
             &at(1),
         );
         upsert(
             &mut conditions,
-            Condition::new("Stalled", ConditionStatus::True, "B", ""),
+            Condition::new(ConditionType::Stalled, ConditionStatus::True, "B", ""),
             &at(2),
         );
         assert_eq!(conditions.len(), 2);
-        assert!(find(&conditions, "Stalled").unwrap().is_true());
+        assert!(find(&conditions, ConditionType::Stalled).unwrap().is_true());
     }
 }

@@ -16,7 +16,7 @@ pub mod reference;
 pub mod resources;
 pub mod tolerant;
 
-pub use conditions::{Condition, ConditionStatus, condition_types, reasons};
+pub use conditions::{Condition, ConditionStatus, ConditionType, reasons};
 pub use event_log::*;
 pub use materialized_view::*;
 pub use resources::{ResourceKey, Resources};

@@ -6,7 +6,7 @@ use kube::{Api, ResourceExt};
 
 use crate::controller::status::{self, Health};
 use crate::controller::{Context, Result};
-use crate::crd::{MaterializedView, MaterializedViewStatus, ViewPhase, condition_types as types, reasons};
+use crate::crd::{ConditionType, MaterializedView, MaterializedViewStatus, ViewPhase, reasons};
 use crate::crd::{ResourceKey, Resources};
 
 /// What this reconcile concluded, before it is written to the status.
@@ -114,7 +114,7 @@ fn set_rebuilding(
         Some(r) if !(v.latest <= 1 && r.reason == reasons::PROMOTED) => {
             status::set(
                 &mut next.conditions,
-                types::REBUILDING,
+                ConditionType::Rebuilding,
                 r.status,
                 r.reason,
                 &r.message,
@@ -135,7 +135,7 @@ fn set_rebuilding(
                 };
                 status::set(
                     &mut next.conditions,
-                    types::RECONCILING,
+                    ConditionType::Reconciling,
                     flag(reconciling),
                     r.reason,
                     if reconciling { &r.message } else { "" },
@@ -144,7 +144,7 @@ fn set_rebuilding(
                 );
                 status::set(
                     &mut next.conditions,
-                    types::STALLED,
+                    ConditionType::Stalled,
                     flag(stalled),
                     r.reason,
                     if stalled { &r.message } else { "" },
@@ -153,7 +153,7 @@ fn set_rebuilding(
                 );
             }
         }
-        _ => next.conditions.retain(|c| c.type_ != types::REBUILDING),
+        _ => next.conditions.retain(|c| !c.is(ConditionType::Rebuilding)),
     }
 }
 
@@ -172,7 +172,7 @@ fn set_provisioned(
         };
         status::set(
             &mut next.conditions,
-            types::BACKFILL_COMPLETE,
+            ConditionType::BackfillComplete,
             complete,
             reason,
             "",
@@ -181,7 +181,7 @@ fn set_provisioned(
         );
         status::set(
             &mut next.conditions,
-            types::PROVISIONED,
+            ConditionType::Provisioned,
             crate::crd::ConditionStatus::True,
             reasons::PROVISIONED,
             "views table, projector and live path ready",
@@ -195,7 +195,7 @@ fn set_provisioned(
         };
         status::set(
             &mut next.conditions,
-            types::PROVISIONED,
+            ConditionType::Provisioned,
             crate::crd::ConditionStatus::False,
             reason,
             "",
@@ -245,13 +245,13 @@ async fn publish_changes(
     let was_stalled = old
         .conditions
         .iter()
-        .any(|c| c.type_ == types::STALLED && c.is_true());
+        .any(|c| c.is(ConditionType::Stalled) && c.is_true());
     if let Health::Stalled { reason, message } = &outcome.health {
         let stalled_before_with_same = was_stalled
             && old
                 .conditions
                 .iter()
-                .any(|c| c.type_ == types::STALLED && c.message == *message);
+                .any(|c| c.is(ConditionType::Stalled) && c.message == *message);
         if !stalled_before_with_same {
             status::publish(ctx, view, EventType::Warning, reason, "Validate", message.clone()).await;
         }
