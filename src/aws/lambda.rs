@@ -282,24 +282,34 @@ async fn create_function(client: &Client, plan: &FunctionPlan) -> Result<(String
     ))
 }
 
-/// Deletes the function if `owner` created it (all of its tags are on it); `Ok(false)` when it is absent
-/// or not ours. Its event source mappings are not deleted with it: call [`delete_mappings`] first.
-pub async fn delete_function_if_owned(client: &Client, name: &str, owner: &Owner) -> Result<bool, AwsError> {
-    let out = match client
+/// The function's tags; `None` when there is no such function. Errors: GetFunction's, classified.
+pub async fn function_tags(
+    client: &Client,
+    name: &str,
+) -> Result<Option<BTreeMap<String, String>>, AwsError> {
+    match client
         .get_function()
         .function_name(name)
         .send()
         .await
         .map_err(lambda_err("GetFunction", name))
     {
-        Ok(out) => out,
-        Err(e) if e.is_not_found() => return Ok(false),
-        Err(e) => return Err(e),
+        Ok(out) => Ok(Some(
+            out.tags()
+                .map(|t| t.clone().into_iter().collect())
+                .unwrap_or_default(),
+        )),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes the function if `owner` created it (all of its tags are on it); `Ok(false)` when it is absent
+/// or not ours. Its event source mappings are not deleted with it: call [`delete_mappings`] first.
+pub async fn delete_function_if_owned(client: &Client, name: &str, owner: &Owner) -> Result<bool, AwsError> {
+    let Some(tags) = function_tags(client, name).await? else {
+        return Ok(false);
     };
-    let tags: BTreeMap<String, String> = out
-        .tags()
-        .map(|t| t.clone().into_iter().collect())
-        .unwrap_or_default();
     if !owner.owns(&tags) {
         return Ok(false);
     }

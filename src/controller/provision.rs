@@ -53,32 +53,12 @@ pub async fn apply_log(
     let table = dynamodb::ensure_table(&aws.dynamodb, &plan.table).await?;
     let mut converged = table.convergence == Convergence::Converged;
     // The dead-letter queue first: the ingest queue's redrive policy names its ARN.
-    let dead_letter_queue = match &plan.dead_letter_queue {
-        Some(q) => {
-            let state = sqs::ensure_queue(&aws.sqs, q, None).await?;
-            converged &= state.convergence == Convergence::Converged;
-            Some(state)
-        }
-        None => None,
-    };
-    let queue = match &plan.queue {
-        Some(q) => {
-            let dlq_arn = dead_letter_queue.as_ref().map(|d| d.arn.as_str());
-            let state = sqs::ensure_queue(&aws.sqs, q, dlq_arn).await?;
-            converged &= state.convergence == Convergence::Converged;
-            Some(state)
-        }
-        None => None,
-    };
+    let dead_letter_queue = ensure_queue(aws, plan.dead_letter_queue.as_ref(), None, &mut converged).await?;
+    let dlq_arn = dead_letter_queue.as_ref().map(|d| d.arn.as_str());
+    let queue = ensure_queue(aws, plan.queue.as_ref(), dlq_arn, &mut converged).await?;
     // Only while the router runs (nothing else sends to it).
-    let router_failure_queue = match &plan.router_failure_queue {
-        Some(q) if functions.router => {
-            let state = sqs::ensure_queue(&aws.sqs, q, None).await?;
-            converged &= state.convergence == Convergence::Converged;
-            Some(state)
-        }
-        _ => None,
-    };
+    let router_failures = plan.router_failure_queue.as_ref().filter(|_| functions.router);
+    let router_failure_queue = ensure_queue(aws, router_failures, None, &mut converged).await?;
     let mut topics = BTreeMap::new();
     for t in &plan.topics {
         let (arn, convergence) = sns::ensure_topic(&aws.sns, t).await?;
@@ -125,6 +105,22 @@ pub async fn apply_log(
         converged,
         problem,
     })
+}
+
+/// The queue `plan` declares, if any (with its dead-letter queue's ARN); `converged` is cleared while it
+/// converges.
+async fn ensure_queue(
+    aws: &Aws,
+    plan: Option<&crate::plan::log::QueuePlan>,
+    dead_letter_arn: Option<&str>,
+    converged: &mut bool,
+) -> Result<Option<QueueState>, AwsError> {
+    let Some(q) = plan else {
+        return Ok(None);
+    };
+    let state = sqs::ensure_queue(&aws.sqs, q, dead_letter_arn).await?;
+    *converged &= state.convergence == Convergence::Converged;
+    Ok(Some(state))
 }
 
 /// What the log's functions are wired to, as the earlier steps left it.

@@ -160,22 +160,9 @@ pub(super) async fn remove_earlier_projector(
     let name = crate::plan::lambdas::projector_name(plan);
     let mut removed = Vec::new();
     // Only the earlier view's function (or none left): never this view's own.
-    let theirs = match ctx.aws.lambda.get_function().function_name(&name).send().await {
-        Ok(out) => {
-            let tags: std::collections::BTreeMap<String, String> = out
-                .tags()
-                .map(|t| t.clone().into_iter().collect())
-                .unwrap_or_default();
-            previous.owns(&tags)
-        }
-        Err(e) => {
-            let e = crate::aws::from_sdk("GetFunction", &name)(e);
-            match e.is_not_found() {
-                true => false,
-                false => return Err(e),
-            }
-        }
-    };
+    let theirs = lambda::function_tags(&ctx.aws.lambda, &name)
+        .await?
+        .is_some_and(|tags| previous.owns(&tags));
     if !theirs {
         return Ok(removed);
     }
