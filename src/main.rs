@@ -242,10 +242,11 @@ async fn main() -> ExitCode {
                     );
                     ExitCode::SUCCESS
                 }
-                Err((message, retryable)) => {
-                    eprintln!("kappa-operator backfill: index {index}: {message}");
+                Err(e) => {
+                    eprintln!("kappa-operator backfill: index {index}: {e}");
+                    tracing::error!(index, category = e.category(), error = %e, "backfill share failed");
                     // 1: the Job retries this index; 2: it will not help.
-                    ExitCode::from(if retryable { 1 } else { 2 })
+                    ExitCode::from(if e.retryable() { 1 } else { 2 })
                 }
             }
         }

@@ -29,17 +29,27 @@ struct Lines {
 }
 
 impl FileCheckpoints for Lines {
-    async fn done(&self) -> Result<BTreeSet<String>, String> {
+    async fn done(&self) -> Result<BTreeSet<String>, kappa_operator::backfill::worker::CheckpointError> {
         Ok(self.done.lock().unwrap().clone())
     }
-    async fn mark_done(&self, file: &str, _items: u64) -> Result<(), String> {
+    async fn mark_done(
+        &self,
+        file: &str,
+        _items: u64,
+    ) -> Result<(), kappa_operator::backfill::worker::CheckpointError> {
         self.done.lock().unwrap().insert(file.to_string());
         Ok(())
     }
-    async fn lines_done(&self) -> Result<HashMap<String, u64>, String> {
+    async fn lines_done(
+        &self,
+    ) -> Result<HashMap<String, u64>, kappa_operator::backfill::worker::CheckpointError> {
         Ok(self.lines.lock().unwrap().clone())
     }
-    async fn save_lines_done(&self, file: &str, lines: u64) -> Result<(), String> {
+    async fn save_lines_done(
+        &self,
+        file: &str,
+        lines: u64,
+    ) -> Result<(), kappa_operator::backfill::worker::CheckpointError> {
         self.lines.lock().unwrap().insert(file.to_string(), lines);
         self.saves.lock().unwrap().push(lines);
         Ok(())

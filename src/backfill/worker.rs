@@ -40,22 +40,71 @@ const WRITE_CHUNK: usize = 500;
 /// `Latest`/`Min`/`Max` writes of one data file held for reduction before they are sent (bounds memory).
 const MAX_REDUCED: usize = 50_000;
 
+/// Why a checkpoint could not be read or written. A backfill stopped by one resumes from what was recorded
+/// ([`BackfillError::retryable`]).
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    /// A Kubernetes API call on the checkpoint's ConfigMap failed; `action` names it ("reading ConfigMap").
+    #[error("{action} {name}: {source}")]
+    Kube {
+        action: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// A key holds what the checkpoint did not write there (edited by hand, or damaged).
+    #[error("ConfigMap {name}: key {key} is not a {what}: {message}")]
+    Corrupt {
+        name: String,
+        key: String,
+        what: &'static str,
+        message: String,
+    },
+    /// Other writers kept changing a key under every attempt of a conditional write.
+    #[error("writing ConfigMap {name}: key {key} kept changing under {attempts} attempts")]
+    Contended {
+        name: String,
+        key: String,
+        attempts: usize,
+    },
+    /// What the checkpoint writes could not be serialized (a bug).
+    #[error("{0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl CheckpointError {
+    /// A short, bounded label (a metric label, a log field): `kubernetes`, `corrupt`, `conflict`,
+    /// `encoding`.
+    pub fn category(&self) -> &'static str {
+        match self {
+            CheckpointError::Kube { .. } => "kubernetes",
+            CheckpointError::Corrupt { .. } => "corrupt",
+            CheckpointError::Contended { .. } => "conflict",
+            CheckpointError::Encode(_) => "encoding",
+        }
+    }
+}
+
 /// Where a worker records the data files it finished; the backfill resumes from it.
 pub trait FileCheckpoints: Send + Sync {
     /// The keys of the data files already done.
-    fn done(&self) -> impl Future<Output = Result<BTreeSet<String>, String>> + Send;
+    fn done(&self) -> impl Future<Output = Result<BTreeSet<String>, CheckpointError>> + Send;
     /// Records that `file` is done (all of its `items` projected and written).
-    fn mark_done(&self, file: &str, items: u64) -> impl Future<Output = Result<(), String>> + Send;
+    fn mark_done(&self, file: &str, items: u64) -> impl Future<Output = Result<(), CheckpointError>> + Send;
     /// Tells the checkpoint, before [`Self::done`], every file of the backfill in manifest order and the
     /// share (index, count) this process works on, so it can record files by position (compactly).
     fn layout(&self, _files: &[String], _share: (usize, usize)) {}
     /// For files begun but not done: how many of their records (lines) are applied, so a resumed worker
     /// goes on from there rather than from the file's first line.
-    fn lines_done(&self) -> impl Future<Output = Result<HashMap<String, u64>, String>> + Send {
+    fn lines_done(&self) -> impl Future<Output = Result<HashMap<String, u64>, CheckpointError>> + Send {
         async { Ok(HashMap::new()) }
     }
     /// Records that the first `lines` records of `file` are applied (a hint: losing it costs re-reading).
-    fn save_lines_done(&self, _file: &str, _lines: u64) -> impl Future<Output = Result<(), String>> + Send {
+    fn save_lines_done(
+        &self,
+        _file: &str,
+        _lines: u64,
+    ) -> impl Future<Output = Result<(), CheckpointError>> + Send {
         async { Ok(()) }
     }
 }
@@ -216,7 +265,7 @@ pub enum BackfillError {
     #[error(transparent)]
     Aws(#[from] AwsError),
     #[error("the backfill checkpoint cannot be read or written: {0}")]
-    Checkpoint(String),
+    Checkpoint(#[from] CheckpointError),
     /// A `Scan` backfill's segment holds an item that cannot be read or projected.
     #[error("scan segment {segment} of the log: {message}")]
     Scan { segment: i32, message: String },

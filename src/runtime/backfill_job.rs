@@ -32,9 +32,63 @@ pub struct JobShare {
     pub pre_aggregation: PreAggregation,
 }
 
+/// Why a share of a backfill Job failed; [`ShareError::retryable`] decides the pod's exit code (1: the
+/// Job retries the index; 2: retrying will not help).
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    /// The Kubernetes API is out of reach (in-cluster configuration, network).
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Connect(#[source] kube::Error),
+    /// Reading an object the share needs failed.
+    #[error("reading {what}: {source}")]
+    Read {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The view's status no longer asks for this share's work, or does not say enough to do it.
+    #[error("{0}")]
+    Status(String),
+    /// The view's projection is invalid (its admission and the operator's validation should have said so).
+    #[error(transparent)]
+    Spec(#[from] crate::projection::ProjectionError),
+    /// The operator's AWS configuration (region, credentials) is missing.
+    #[error("{0}")]
+    Settings(String),
+    #[error(transparent)]
+    Aws(#[from] crate::aws::AwsError),
+    #[error(transparent)]
+    Backfill(#[from] crate::backfill::worker::BackfillError),
+}
+
+impl ShareError {
+    /// Whether the Job should run this index again.
+    pub fn retryable(&self) -> bool {
+        match self {
+            ShareError::Connect(_) | ShareError::Read { .. } => true,
+            ShareError::Status(_) | ShareError::Spec(_) | ShareError::Settings(_) => false,
+            ShareError::Aws(e) => e.retryable,
+            ShareError::Backfill(e) => e.retryable(),
+        }
+    }
+
+    /// A short, bounded label (a metric label, a log field): `kubernetes`, `status`, `invalid-spec`,
+    /// `settings`, `aws`, `backfill`.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ShareError::Connect(_) | ShareError::Read { .. } => "kubernetes",
+            ShareError::Status(_) => "status",
+            ShareError::Spec(_) => "invalid-spec",
+            ShareError::Settings(_) => "settings",
+            ShareError::Aws(_) => "aws",
+            ShareError::Backfill(_) => "backfill",
+        }
+    }
+}
+
 /// Projects this index's share of the view's export; `Err` says what failed and whether the Job should
-/// retry (`true`) or give up.
-pub async fn run(share: &JobShare) -> Result<Progress, (String, bool)> {
+/// retry it ([`ShareError::retryable`]).
+pub async fn run(share: &JobShare) -> Result<Progress, ShareError> {
     match share_run(share).await {
         Ok(progress) => Ok(progress),
         // The other shares may have finished every file meanwhile, and the operator recorded the backfill
@@ -42,7 +96,7 @@ pub async fn run(share: &JobShare) -> Result<Progress, (String, bool)> {
         // recorded decides.
         Err(e) => match recorded_done(share).await {
             true => {
-                tracing::info!(view = %share.view, attempt = share.attempt, error = %e.0, "the backfill is recorded complete (or superseded): nothing left for this share");
+                tracing::info!(view = %share.view, attempt = share.attempt, error = %e, "the backfill is recorded complete (or superseded): nothing left for this share");
                 Ok(Progress::default())
             }
             false => Err(e),
@@ -68,23 +122,21 @@ async fn recorded_done(share: &JobShare) -> bool {
     backfill.is_some_and(|b| b.finished_at.is_some() || b.attempt != share.attempt)
 }
 
-async fn share_run(share: &JobShare) -> Result<Progress, (String, bool)> {
-    let permanent = |m: String| (m, false);
-    let client = Client::try_default()
-        .await
-        .map_err(|e| (format!("cannot reach the Kubernetes API: {e}"), true))?;
+async fn share_run(share: &JobShare) -> Result<Progress, ShareError> {
+    let client = Client::try_default().await.map_err(ShareError::Connect)?;
     let views: Api<MaterializedView> = Api::namespaced(client.clone(), &share.namespace);
-    let view = views.get(&share.view).await.map_err(|e| {
-        (
-            format!("reading MaterializedView {}/{}: {e}", share.namespace, share.view),
-            true,
-        )
+    let view = views.get(&share.view).await.map_err(|source| ShareError::Read {
+        what: format!("MaterializedView {}/{}", share.namespace, share.view),
+        source,
     })?;
     let logs: Api<EventLog> = Api::namespaced(client.clone(), &share.namespace);
     let log = logs
         .get(&view.spec.event_log_ref.name)
         .await
-        .map_err(|e| (format!("reading its EventLog: {e}"), true))?;
+        .map_err(|source| ShareError::Read {
+            what: "its EventLog".into(),
+            source,
+        })?;
     let status = view.status.clone().unwrap_or_default();
     // The version's own status (a view rebuilt beside its active version has several).
     let version = status.versions.iter().find(|v| v.version == share.version);
@@ -102,7 +154,7 @@ async fn share_run(share: &JobShare) -> Result<Progress, (String, bool)> {
     };
     let backfill = backfill.unwrap_or_default();
     if backfill.attempt != share.attempt {
-        return Err(permanent(format!(
+        return Err(ShareError::Status(format!(
             "the view's backfill is attempt {}, this Job was started for attempt {}: nothing to do",
             backfill.attempt, share.attempt
         )));
@@ -116,17 +168,14 @@ async fn share_run(share: &JobShare) -> Result<Progress, (String, bool)> {
     let export_arn = backfill
         .export_arn
         .clone()
-        .ok_or_else(|| permanent("the view's status.backfill names no export".into()))?;
-    let table = table.ok_or_else(|| permanent("the view's status names no views table".into()))?;
+        .ok_or_else(|| ShareError::Status("the view's status.backfill names no export".into()))?;
+    let table = table.ok_or_else(|| ShareError::Status("the view's status names no views table".into()))?;
     let key_prefix = key_prefix.unwrap_or_default();
-    let projection = ProjectionConfig::from_spec(&share.view, &view.spec, &log.spec, &key_prefix)
-        .map_err(|e| permanent(e.to_string()))?;
+    let projection = ProjectionConfig::from_spec(&share.view, &view.spec, &log.spec, &key_prefix)?;
     let aws = Aws::from_env(Arc::new(Metrics::default()))
         .await
-        .map_err(permanent)?;
-    let export = describe_export(&aws.dynamodb, &export_arn)
-        .await
-        .map_err(|e| (e.to_string(), e.retryable))?;
+        .map_err(ShareError::Settings)?;
+    let export = describe_export(&aws.dynamodb, &export_arn).await?;
     let bucket = export
         .bucket
         .clone()
@@ -144,8 +193,7 @@ async fn share_run(share: &JobShare) -> Result<Progress, (String, bool)> {
         view.spec.backfill.write_capacity_percent,
         share.workers,
     )
-    .await
-    .map_err(|e| (e.to_string(), e.retryable))?;
+    .await?;
     let writer =
         ViewTableWriter::for_view(aws.dynamodb.clone(), table, &projection, 16).with_rate_limit(limit);
     // Pre-aggregated: this share's partials go to S3 beside the export, and the operator folds them once
@@ -154,10 +202,7 @@ async fn share_run(share: &JobShare) -> Result<Progress, (String, bool)> {
         PreAggregation::PerRecord => None,
         how => Some(PreAggregate {
             band: Arc::new(match how {
-                PreAggregation::Banded => writer
-                    .load_band(share.attempt)
-                    .await
-                    .map_err(|e| (e.to_string(), e.retryable))?,
+                PreAggregation::Banded => writer.load_band(share.attempt).await?,
                 _ => Default::default(),
             }),
             partials_prefix: crate::backfill::aggregate::partials_prefix(&prefix, share.attempt),
@@ -218,5 +263,36 @@ async fn share_run(share: &JobShare) -> Result<Progress, (String, bool)> {
         // The share is done (or failed) regardless; a retry of the index re-reads only unfinished files.
         tracing::warn!(error = %e, "could not note this share's record errors for the operator");
     }
-    result.map_err(|e| (e.to_string(), e.retryable()))
+    Ok(result?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_share_retries_what_may_pass_and_gives_up_on_what_only_a_user_can_fix() {
+        let status = ShareError::Status("the view's status names no views table".into());
+        assert!(!status.retryable());
+        assert_eq!(status.category(), "status");
+        assert_eq!(status.to_string(), "the view's status names no views table");
+        let settings = ShareError::Settings("no AWS region".into());
+        assert!(!settings.retryable());
+        let throttled = ShareError::from(crate::aws::AwsError::new(
+            "DescribeExport",
+            "arn",
+            "ThrottlingException",
+            "slow down",
+        ));
+        assert!(throttled.retryable());
+        assert_eq!(throttled.category(), "aws");
+        let refused = ShareError::from(crate::aws::AwsError::permanent("DescribeExport", "arn", "gone"));
+        assert!(!refused.retryable());
+        let missing = ShareError::from(crate::backfill::worker::BackfillError::ManifestMissing {
+            bucket: "b".into(),
+            key: "k".into(),
+        });
+        assert!(missing.retryable());
+        assert_eq!(missing.category(), "backfill");
+    }
 }

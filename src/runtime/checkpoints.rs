@@ -19,7 +19,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::backfill::worker::FileCheckpoints;
+use crate::backfill::worker::{CheckpointError, FileCheckpoints};
 use crate::crd::MaterializedView;
 use crate::runtime::stream::Checkpoint;
 
@@ -150,12 +150,16 @@ impl ConfigMapCheckpoint {
     /// garbage collector removes such ConfigMaps, but in its own time) holds none of this view's progress:
     /// it is deleted here and reads as empty, so a view created again never resumes where its predecessor
     /// stopped.
-    pub async fn read(&self) -> Result<BTreeMap<String, String>, String> {
+    pub async fn read(&self) -> Result<BTreeMap<String, String>, CheckpointError> {
         let found = self
             .api
             .get_opt(&self.name)
             .await
-            .map_err(|e| format!("reading ConfigMap {}: {e}", self.name))?;
+            .map_err(|source| CheckpointError::Kube {
+                action: "reading ConfigMap",
+                name: self.name.clone(),
+                source,
+            })?;
         let Some(cm) = found else {
             return Ok(BTreeMap::new());
         };
@@ -171,7 +175,7 @@ impl ConfigMapCheckpoint {
     }
 
     /// Adds or replaces `data`'s keys, creating the ConfigMap (owned by the view) when needed.
-    pub async fn merge(&self, data: BTreeMap<String, String>) -> Result<(), String> {
+    pub async fn merge(&self, data: BTreeMap<String, String>) -> Result<(), CheckpointError> {
         let mut metadata =
             json!({ "name": self.name, "labels": { "app.kubernetes.io/managed-by": "kappa-operator" } });
         if let Some(owner) = &self.owner {
@@ -185,7 +189,7 @@ impl ConfigMapCheckpoint {
         {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => {
-                let cm: ConfigMap = serde_json::from_value(patch.clone()).map_err(|e| e.to_string())?;
+                let cm: ConfigMap = serde_json::from_value(patch.clone())?;
                 self.api
                     .create(&kube::api::PostParams::default(), &cm)
                     .await
@@ -195,24 +199,40 @@ impl ConfigMapCheckpoint {
                         kube::Error::Api(a) if a.code == 409 => Ok(()),
                         e => Err(e),
                     })
-                    .map_err(|e| format!("creating ConfigMap {}: {e}", self.name))?;
+                    .map_err(|source| CheckpointError::Kube {
+                        action: "creating ConfigMap",
+                        name: self.name.clone(),
+                        source,
+                    })?;
                 // A create that lost the race wrote nothing: merge again.
                 self.api
                     .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                     .map(|_| ())
-                    .map_err(|e| format!("writing ConfigMap {}: {e}", self.name))
+                    .map_err(|source| CheckpointError::Kube {
+                        action: "writing ConfigMap",
+                        name: self.name.clone(),
+                        source,
+                    })
             }
-            Err(e) => Err(format!("writing ConfigMap {}: {e}", self.name)),
+            Err(source) => Err(CheckpointError::Kube {
+                action: "writing ConfigMap",
+                name: self.name.clone(),
+                source,
+            }),
         }
     }
 
     /// Deletes the ConfigMap (gone already is fine).
-    pub async fn delete(&self) -> Result<(), String> {
+    pub async fn delete(&self) -> Result<(), CheckpointError> {
         match self.api.delete(&self.name, &Default::default()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(e) => Err(format!("deleting ConfigMap {}: {e}", self.name)),
+            Err(source) => Err(CheckpointError::Kube {
+                action: "deleting ConfigMap",
+                name: self.name.clone(),
+                source,
+            }),
         }
     }
 }
@@ -240,7 +260,7 @@ impl FileCheckpoints for ConfigMapCheckpoint {
         *self.layout.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::sync::Arc::new(layout));
     }
 
-    async fn done(&self) -> Result<BTreeSet<String>, String> {
+    async fn done(&self) -> Result<BTreeSet<String>, CheckpointError> {
         let data = self.read().await?;
         let layout = self.current_layout();
         let mut done = BTreeSet::new();
@@ -267,7 +287,7 @@ impl FileCheckpoints for ConfigMapCheckpoint {
         Ok(done)
     }
 
-    async fn mark_done(&self, file: &str, _items: u64) -> Result<(), String> {
+    async fn mark_done(&self, file: &str, _items: u64) -> Result<(), CheckpointError> {
         let layout = self.current_layout();
         let Some((layout, i)) = layout.and_then(|l| l.position.get(file).copied().map(|i| (l, i))) else {
             return self
@@ -286,7 +306,7 @@ impl FileCheckpoints for ConfigMapCheckpoint {
         self.write_bits(&layout.key(), bits).await
     }
 
-    async fn lines_done(&self) -> Result<std::collections::HashMap<String, u64>, String> {
+    async fn lines_done(&self) -> Result<std::collections::HashMap<String, u64>, CheckpointError> {
         let Some(layout) = self.current_layout() else {
             return Ok(Default::default());
         };
@@ -315,7 +335,7 @@ impl FileCheckpoints for ConfigMapCheckpoint {
             .collect())
     }
 
-    async fn save_lines_done(&self, file: &str, lines: u64) -> Result<(), String> {
+    async fn save_lines_done(&self, file: &str, lines: u64) -> Result<(), CheckpointError> {
         let Some(layout) = self.current_layout() else {
             return Ok(());
         };
@@ -329,7 +349,7 @@ impl FileCheckpoints for ConfigMapCheckpoint {
         let mut own = self.lines.lock().await;
         own.insert(i, lines);
         own.retain(|i, _| !done.contains(i));
-        let text = serde_json::to_string(&*own).map_err(|e| e.to_string())?;
+        let text = serde_json::to_string(&*own)?;
         self.merge(BTreeMap::from([(layout.lines_key(), text)])).await
     }
 }
@@ -339,7 +359,7 @@ impl ConfigMapCheckpoint {
     /// while the old one still runs, may have set others), as a JSON patch that first tests the key's
     /// value: bits are only ever added, and writers of other keys (other shares) never conflict. `bits`
     /// becomes the union.
-    async fn write_bits(&self, key: &str, bits: &mut Vec<u8>) -> Result<(), String> {
+    async fn write_bits(&self, key: &str, bits: &mut Vec<u8>) -> Result<(), CheckpointError> {
         for attempt in 0..CONFLICT_RETRIES {
             if attempt > 0 {
                 // Another writer of this key won the race: a short jittered pause before reading again.
@@ -354,7 +374,11 @@ impl ConfigMapCheckpoint {
                 .api
                 .get_opt(&self.name)
                 .await
-                .map_err(|e| format!("reading ConfigMap {}: {e}", self.name))?;
+                .map_err(|source| CheckpointError::Kube {
+                    action: "reading ConfigMap",
+                    name: self.name.clone(),
+                    source,
+                })?;
             let stored_text = found
                 .as_ref()
                 .and_then(|cm| cm.data.as_ref())
@@ -387,8 +411,7 @@ impl ConfigMapCheckpoint {
             let patch: json_patch::Patch = serde_json::from_value(json!([
                 {"op": "test", "path": pointer, "value": old},
                 {"op": "replace", "path": pointer, "value": text},
-            ]))
-            .map_err(|e| e.to_string())?;
+            ]))?;
             match self
                 .api
                 .patch(&self.name, &PatchParams::default(), &Patch::<()>::Json(patch))
@@ -397,30 +420,37 @@ impl ConfigMapCheckpoint {
                 Ok(_) => return Ok(()),
                 // The test failed (422) or the object changed under the write (409): read again.
                 Err(kube::Error::Api(e)) if matches!(e.code, 409 | 422) => continue,
-                Err(e) => return Err(format!("writing ConfigMap {}: {e}", self.name)),
+                Err(source) => {
+                    return Err(CheckpointError::Kube {
+                        action: "writing ConfigMap",
+                        name: self.name.clone(),
+                        source,
+                    });
+                }
             }
         }
-        Err(format!(
-            "writing ConfigMap {}: key {key} kept changing under {CONFLICT_RETRIES} attempts",
-            self.name
-        ))
+        Err(CheckpointError::Contended {
+            name: self.name.clone(),
+            key: key.to_string(),
+            attempts: CONFLICT_RETRIES,
+        })
     }
 }
 
 /// The stream checkpoint: read and write a [`Checkpoint`] of one stream.
 impl ConfigMapCheckpoint {
     /// The checkpoint of `stream_arn`, or an empty one (start at the stream's trim horizon).
-    pub async fn stream_position(&self, stream_arn: &str) -> Result<Checkpoint, String> {
+    pub async fn stream_position(&self, stream_arn: &str) -> Result<Checkpoint, CheckpointError> {
         let data = self.read().await?;
         if data.get("streamArn").map(String::as_str) != Some(stream_arn) {
             return Ok(Checkpoint::default());
         }
         match data.get("checkpoint") {
-            Some(json) => serde_json::from_str(json).map_err(|e| {
-                format!(
-                    "ConfigMap {}: key checkpoint is not a stream checkpoint: {e}",
-                    self.name
-                )
+            Some(json) => serde_json::from_str(json).map_err(|e| CheckpointError::Corrupt {
+                name: self.name.clone(),
+                key: "checkpoint".into(),
+                what: "stream checkpoint",
+                message: e.to_string(),
             }),
             None => Ok(Checkpoint::default()),
         }
@@ -431,8 +461,8 @@ impl ConfigMapCheckpoint {
         &self,
         stream_arn: &str,
         checkpoint: &Checkpoint,
-    ) -> Result<(), String> {
-        let json = serde_json::to_string(checkpoint).map_err(|e| e.to_string())?;
+    ) -> Result<(), CheckpointError> {
+        let json = serde_json::to_string(checkpoint)?;
         self.merge(BTreeMap::from([
             ("streamArn".to_string(), stream_arn.to_string()),
             ("checkpoint".to_string(), json),
@@ -449,8 +479,8 @@ impl ConfigMapCheckpoint {
         stream_arn: &str,
         checkpoint: &Checkpoint,
         gap: &str,
-    ) -> Result<(), String> {
-        let json = serde_json::to_string(checkpoint).map_err(|e| e.to_string())?;
+    ) -> Result<(), CheckpointError> {
+        let json = serde_json::to_string(checkpoint)?;
         self.merge(BTreeMap::from([
             ("streamArn".to_string(), stream_arn.to_string()),
             ("checkpoint".to_string(), json),
@@ -461,7 +491,7 @@ impl ConfigMapCheckpoint {
 
     /// The pending gap of `stream_arn`'s reader: records it lost that no backfill attempt has been
     /// recorded for yet.
-    pub async fn stream_gap(&self, stream_arn: &str) -> Result<Option<String>, String> {
+    pub async fn stream_gap(&self, stream_arn: &str) -> Result<Option<String>, CheckpointError> {
         let data = self.read().await?;
         if data.get("streamArn").map(String::as_str) != Some(stream_arn) {
             return Ok(None);
@@ -471,12 +501,11 @@ impl ConfigMapCheckpoint {
 
     /// Removes the pending gap once a backfill attempt for it is recorded, unless another gap replaced it
     /// meanwhile (a JSON patch that tests the value first).
-    pub async fn clear_gap(&self, gap: &str) -> Result<(), String> {
+    pub async fn clear_gap(&self, gap: &str) -> Result<(), CheckpointError> {
         let patch: json_patch::Patch = serde_json::from_value(json!([
             {"op": "test", "path": "/data/gap", "value": gap},
             {"op": "remove", "path": "/data/gap"},
-        ]))
-        .map_err(|e| e.to_string())?;
+        ]))?;
         match self
             .api
             .patch(&self.name, &PatchParams::default(), &Patch::<()>::Json(patch))
@@ -485,7 +514,11 @@ impl ConfigMapCheckpoint {
             Ok(_) => Ok(()),
             // Gone, or the gap changed or was removed already: nothing to clear.
             Err(kube::Error::Api(e)) if matches!(e.code, 404 | 422 | 409) => Ok(()),
-            Err(e) => Err(format!("clearing the gap in ConfigMap {}: {e}", self.name)),
+            Err(source) => Err(CheckpointError::Kube {
+                action: "clearing the gap in ConfigMap",
+                name: self.name.clone(),
+                source,
+            }),
         }
     }
 }
@@ -498,6 +531,39 @@ pub fn view_key(view: &MaterializedView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkpoint_errors_keep_their_messages_and_say_their_category() {
+        let corrupt = CheckpointError::Corrupt {
+            name: "v-stream".into(),
+            key: "checkpoint".into(),
+            what: "stream checkpoint",
+            message: "expected value at line 1 column 1".into(),
+        };
+        assert_eq!(
+            corrupt.to_string(),
+            "ConfigMap v-stream: key checkpoint is not a stream checkpoint: expected value at line 1 column 1"
+        );
+        assert_eq!(corrupt.category(), "corrupt");
+        let contended = CheckpointError::Contended {
+            name: "v-backfill-1".into(),
+            key: "files-ab-0-of-2".into(),
+            attempts: CONFLICT_RETRIES,
+        };
+        assert_eq!(
+            contended.to_string(),
+            "writing ConfigMap v-backfill-1: key files-ab-0-of-2 kept changing under 20 attempts"
+        );
+        assert_eq!(contended.category(), "conflict");
+        // A backfill stopped by any of them resumes from what was recorded.
+        let stopped = crate::backfill::worker::BackfillError::from(contended);
+        assert!(stopped.retryable());
+        assert!(
+            stopped
+                .to_string()
+                .starts_with("the backfill checkpoint cannot be read or written: writing ConfigMap")
+        );
+    }
 
     #[test]
     fn the_file_bitmap_round_trips_and_stays_small_for_20000_files() {

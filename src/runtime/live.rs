@@ -102,7 +102,7 @@ impl LiveReader {
             let position = match self.checkpoint.stream_position(&self.stream_arn).await {
                 Ok(p) => p,
                 Err(e) => {
-                    self.update(|p| p.error = Some(e));
+                    self.update(|p| p.error = Some(e.to_string()));
                     backoff.wait().await;
                     continue;
                 }
@@ -211,7 +211,7 @@ impl LiveReader {
                                 .save_stream_position(&self.stream_arn, &batch.checkpoint)
                                 .await
                             {
-                                self.update(|p| p.error = Some(e));
+                                self.update(|p| p.error = Some(e.to_string()));
                                 pending.clear();
                                 reader.rewind(saved.clone());
                                 backoff.wait().await;
@@ -263,7 +263,7 @@ impl LiveReader {
                             .save_stream_gap(&self.stream_arn, &saved, &message)
                             .await
                         {
-                            self.update(|p| p.error = Some(e));
+                            self.update(|p| p.error = Some(e.to_string()));
                             backoff.wait().await;
                         }
                         self.update(|p| p.gap = Some(message));

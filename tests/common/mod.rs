@@ -625,10 +625,16 @@ pub async fn put_items(
 pub struct MemoryCheckpoints(pub std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>);
 
 impl kappa_operator::backfill::worker::FileCheckpoints for MemoryCheckpoints {
-    async fn done(&self) -> Result<std::collections::BTreeSet<String>, String> {
+    async fn done(
+        &self,
+    ) -> Result<std::collections::BTreeSet<String>, kappa_operator::backfill::worker::CheckpointError> {
         Ok(self.0.lock().unwrap().clone())
     }
-    async fn mark_done(&self, file: &str, _items: u64) -> Result<(), String> {
+    async fn mark_done(
+        &self,
+        file: &str,
+        _items: u64,
+    ) -> Result<(), kappa_operator::backfill::worker::CheckpointError> {
         self.0.lock().unwrap().insert(file.to_string());
         Ok(())
     }

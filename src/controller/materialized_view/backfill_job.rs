@@ -56,7 +56,7 @@ pub(super) async fn job_backfill(
     FileCheckpoints::layout(&checkpoint, &keys, (0, 1));
     let done = match FileCheckpoints::done(&checkpoint).await {
         Ok(done) => done,
-        Err(e) => return failure(e, true),
+        Err(e) => return failure(e.to_string(), true),
     };
     let progress = progress_of(&files, &done);
     let finished = files.len() as u64 == progress.files_done;
