@@ -59,6 +59,11 @@ if [ -z "$binary" ]; then
   export PATH
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/kappa-operator/target}
   export CARGO_PROFILE_RELEASE_STRIP=symbols
+  # Reproducible: the paths compiled into panic messages name no build machine's directories (the
+  # repository and CARGO_HOME are remapped; the standard library's are /rustc/<commit> already), so the
+  # same commit and pinned toolchain give the same binary wherever it is built.
+  cargo_home=${CARGO_HOME:-$HOME/.cargo}
+  export RUSTFLAGS="--remap-path-prefix=$REPO=/kappa-operator --remap-path-prefix=$cargo_home=/cargo"
   say "cargo zigbuild --release for $rust_arch-unknown-linux-gnu.$GLIBC (cold: 15-40 minutes on 2 cores)"
   nice -n 19 cargo zigbuild --release --locked --bin kappa-operator \
     --target "$rust_arch-unknown-linux-gnu.$GLIBC" || die "cargo zigbuild failed"

@@ -252,6 +252,22 @@ fn the_release_binary_loads_on_lambda_provided_al2023_and_zips_under_50_mb() {
         );
     }
 
+    // Reproducible: no directory of the machine that built it is compiled in (hack/image.sh remaps the
+    // repository and CARGO_HOME), so the same commit builds the same binary elsewhere.
+    let bytes = std::fs::read(&binary).unwrap();
+    let cargo_home = std::env::var("CARGO_HOME")
+        .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
+    for path in [REPO, cargo_home.as_str()] {
+        assert!(
+            !bytes.windows(path.len()).any(|w| w == path.as_bytes()),
+            "the release binary names the build machine's {path}"
+        );
+    }
+    assert!(
+        bytes.windows(20).any(|w| w == b"/kappa-operator/src/"),
+        "the release binary's own paths are not remapped to /kappa-operator/src/"
+    );
+
     // The zip the operator uploads (its own executable as `bootstrap`), as the operator makes it.
     let zip = kappa_operator::aws::lambda::bootstrap_zip(&std::fs::read(&binary).unwrap());
     assert!(

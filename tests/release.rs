@@ -89,6 +89,9 @@ fn the_containerfile_describes_the_image_hack_image_sh_builds() {
     // The same binary build...
     assert!(containerfile.contains("unknown-linux-gnu.2.34"));
     assert!(script.contains("GLIBC=2.34") && script.contains("unknown-linux-gnu.$GLIBC"));
+    // ... built reproducibly (no build directory compiled in) ...
+    assert!(containerfile.contains("--remap-path-prefix=/src=/kappa-operator"));
+    assert!(script.contains("--remap-path-prefix=$REPO=/kappa-operator"));
     // ... the same user and entrypoint.
     assert!(containerfile.contains("USER 65532:65532"));
     assert!(script.contains("--user 65532:65532"));
