@@ -51,35 +51,41 @@ impl Aws {
             .retry_config(RetryConfig::adaptive().with_max_attempts(3))
             .load()
             .await;
+        Aws::from_sdk_config(&shared, metrics)
+    }
+
+    /// Every service's client from one SDK configuration, each counting its calls in `metrics`
+    /// (`kappa_aws_calls_total`); fails with the fix when the configuration has no region.
+    pub fn from_sdk_config(shared: &aws_config::SdkConfig, metrics: Arc<Metrics>) -> Result<Aws, String> {
         let region = shared.region().map(|r| r.to_string()).ok_or_else(|| {
             "no AWS region configured: set AWS_REGION (the chart's aws.region value)".to_string()
         })?;
         let counter = CallCounter::new(metrics);
-        let dynamodb = aws_sdk_dynamodb::config::Builder::from(&shared)
+        let dynamodb = aws_sdk_dynamodb::config::Builder::from(shared)
             .interceptor(counter.clone())
             .build();
-        let sqs = aws_sdk_sqs::config::Builder::from(&shared)
+        let sqs = aws_sdk_sqs::config::Builder::from(shared)
             .interceptor(counter.clone())
             .build();
-        let sns = aws_sdk_sns::config::Builder::from(&shared)
+        let sns = aws_sdk_sns::config::Builder::from(shared)
             .interceptor(counter.clone())
             .build();
-        let iam = aws_sdk_iam::config::Builder::from(&shared)
+        let iam = aws_sdk_iam::config::Builder::from(shared)
             .interceptor(counter.clone())
             .build();
-        let lambda = aws_sdk_lambda::config::Builder::from(&shared)
+        let lambda = aws_sdk_lambda::config::Builder::from(shared)
             .interceptor(counter.clone())
             .build();
-        let s3 = aws_sdk_s3::config::Builder::from(&shared)
+        let s3 = aws_sdk_s3::config::Builder::from(shared)
             .interceptor(counter.clone())
             // `KAPPA_S3_PATH_STYLE=true`: bucket names in the path rather than the host name, for S3
             // endpoints without per-bucket DNS names (the chart's aws.s3PathStyle).
             .force_path_style(std::env::var("KAPPA_S3_PATH_STYLE").is_ok_and(|v| v == "true"))
             .build();
-        let streams = aws_sdk_dynamodbstreams::config::Builder::from(&shared)
+        let streams = aws_sdk_dynamodbstreams::config::Builder::from(shared)
             .interceptor(counter.clone())
             .build();
-        let apigatewayv2 = aws_sdk_apigatewayv2::config::Builder::from(&shared)
+        let apigatewayv2 = aws_sdk_apigatewayv2::config::Builder::from(shared)
             .interceptor(counter)
             .build();
         Ok(Aws {

@@ -39,6 +39,8 @@ mod lambda;
 mod lambda_live;
 mod outcome;
 mod subscribers;
+#[cfg(test)]
+mod tests;
 mod version;
 mod versions;
 
