@@ -319,16 +319,7 @@ where
         Ok(_) => ctx.backoff.succeeded(&backoff_key(obj.as_ref())),
         Err(e) => {
             ctx.metrics.reconcile_failed(kind, e.category());
-            let (reason, note) = (e.reason(), e.to_string());
-            status::publish(
-                &ctx,
-                obj.as_ref(),
-                kube::runtime::events::EventType::Warning,
-                reason,
-                "Reconcile",
-                note,
-            )
-            .await;
+            status::warn_reconcile(&ctx, obj.as_ref(), e.reason(), e.to_string()).await;
         }
     }
     result
@@ -368,30 +359,14 @@ where
             obj.name_any()
         );
         tracing::warn!(kind, name = %obj.name_any(), "not reconciled: the installed CRDs are not this operator's");
-        status::publish(
-            &ctx,
-            obj.as_ref(),
-            kube::runtime::events::EventType::Warning,
-            crate::crd::reasons::CRD_SKEW,
-            "Reconcile",
-            note,
-        )
-        .await;
+        status::warn_reconcile(&ctx, obj.as_ref(), crate::crd::reasons::CRD_SKEW, note).await;
         return Ok(kube::runtime::controller::Action::requeue(CRD_SKEW_RETRY));
     }
     let Some((reason, note)) = left_alone(&obj, kind) else {
         return reconcile(obj, ctx).await;
     };
     tracing::warn!(kind, name = %obj.name_any(), %note, "an object cannot be read; it is left alone");
-    status::publish(
-        &ctx,
-        obj.as_ref(),
-        kube::runtime::events::EventType::Warning,
-        reason,
-        "Reconcile",
-        note,
-    )
-    .await;
+    status::warn_reconcile(&ctx, obj.as_ref(), reason, note).await;
     Ok(kube::runtime::controller::Action::requeue(UNREADABLE_RETRY))
 }
 

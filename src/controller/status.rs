@@ -129,6 +129,14 @@ where
     Ok(())
 }
 
+/// A Warning Event of the `Reconcile` action: `reason` and the note say what went wrong and the fix.
+pub async fn warn_reconcile<K>(ctx: &Context, obj: &K, reason: &str, note: String)
+where
+    K: Resource<DynamicType = ()>,
+{
+    publish(ctx, obj, EventType::Warning, reason, "Reconcile", note).await;
+}
+
 /// Publishes a Kubernetes Event on `obj`. Failing to publish is logged, never fatal.
 pub async fn publish<K>(ctx: &Context, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
 where

@@ -43,6 +43,27 @@ pub(super) struct BackfillCall<'a> {
     pub live: &'a LiveFacts,
 }
 
+impl<'a> BackfillCall<'a> {
+    /// The backfill of the version `on` runs, into `table`, with what its live path reports.
+    pub fn new(
+        on: &super::version::OnVersion<'a>,
+        table: &'a str,
+        projection: &'a Arc<ProjectionConfig>,
+        live: &'a LiveFacts,
+    ) -> Self {
+        BackfillCall {
+            view: on.view,
+            target: on.target,
+            log: on.log,
+            ctx: on.ctx,
+            ns: on.ns,
+            table,
+            projection,
+            live,
+        }
+    }
+}
+
 pub(super) fn progressing(
     phase: ViewPhase,
     reason: &'static str,

@@ -43,7 +43,6 @@ pub(super) async fn reconcile(on: &OnVersion<'_>, table: &str, key_prefix: &str)
         target,
         log,
         ctx,
-        ns,
         ..
     } = *on;
     let Some(stream_arn) = log_table(log).and_then(|t| t.stream_arn.clone()) else {
@@ -78,16 +77,7 @@ pub(super) async fn reconcile(on: &OnVersion<'_>, table: &str, key_prefix: &str)
         cutoff,
         passed: live.passed,
     };
-    let call = BackfillCall {
-        view,
-        target,
-        log,
-        ctx,
-        ns,
-        table,
-        projection: &projection,
-        live: &facts,
-    };
+    let call = BackfillCall::new(on, table, &projection, &facts);
     let mut outcome = backfill(&call, gap).await;
     outcome.live = Some(live_status);
     if matches!(outcome.health, Health::Stalled { .. }) {

@@ -88,14 +88,7 @@ async fn lambda_backfill(
     key_prefix: &str,
     gap: Option<String>,
 ) -> InClusterOutcome {
-    let OnVersion {
-        view,
-        target,
-        log,
-        ctx,
-        ns,
-        ..
-    } = *on;
+    let OnVersion { view, log, .. } = *on;
     match view.spec.projection {
         Some(_) => match ProjectionConfig::from_spec(&view.name_any(), &view.spec, &log.spec, key_prefix) {
             Ok(p) => {
@@ -104,16 +97,8 @@ async fn lambda_backfill(
                     cutoff: None,
                     passed: None,
                 };
-                let call = BackfillCall {
-                    view,
-                    target,
-                    log,
-                    ctx,
-                    ns,
-                    table,
-                    projection: &Arc::new(p),
-                    live: &facts,
-                };
+                let projection = Arc::new(p);
+                let call = BackfillCall::new(on, table, &projection, &facts);
                 backfill(&call, gap).await
             }
             Err(e) => stalled(ViewPhase::Failed, reasons::INVALID_SPEC, e.to_string()),
