@@ -20,15 +20,20 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Lambda's provided.al2023 runtime has glibc 2.34: the binary may need no newer symbol version.
 GLIBC=2.34
+# The name the chart pulls (its image.repository) and the tarball carries.
+IMAGE_NAME=${KAPPA_IMAGE_NAME:-ghcr.io/kappa-dev/kappa-operator}
 binary=""
 out=$REPO/dist/image
 case $(uname -m) in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
+usage() { echo "usage: hack/image.sh [--binary PATH] [--out DIR] [--arch amd64|arm64]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case $1 in
-    --binary) binary=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
-    --arch) arch=$2; shift 2 ;;
-    *) echo "usage: hack/image.sh [--binary PATH] [--out DIR] [--arch amd64|arm64]" >&2; exit 2 ;;
+    --binary | --out | --arch)
+      [ $# -ge 2 ] && [ -n "$2" ] || usage
+      case $1 in --binary) binary=$2 ;; --out) out=$2 ;; --arch) arch=$2 ;; esac
+      shift 2
+      ;;
+    *) usage ;;
   esac
 done
 
@@ -47,6 +52,7 @@ esac
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$REPO/Cargo.toml" | head -n 1)
 [ -n "$version" ] || die "no version in Cargo.toml"
 crane=$("$REPO/hack/tools.sh" path crane)
+ocitar=$("$REPO/hack/tools.sh" path ocitar)
 for tool in ldd tar dpkg-query python3; do
   command -v "$tool" >/dev/null || die "$tool is missing: apt-get install -y libc-bin tar dpkg python3"
 done
@@ -106,11 +112,14 @@ printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home
 printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"
 printf 'hosts: files dns\n' >"$root/etc/nsswitch.conf"
 
-# One reproducible layer: sorted, root-owned, timestamps of the last commit.
+# One reproducible layer: sorted, root-owned but for the user's home (appended last, the user's own),
+# timestamps of the last commit. No chown: it works the same when the build does not run as root.
 epoch=${SOURCE_DATE_EPOCH:-$(git -C "$REPO" log -1 --format=%ct 2>/dev/null || echo 0)}
-tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" --format=posix \
-  --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
-  -C "$root" -cf "$work/layer.tar" .
+reproducible=(--sort=name --numeric-owner --mtime="@$epoch" --format=posix
+  --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime)
+tar "${reproducible[@]}" --owner=0 --group=0 --exclude=./home/nonroot -C "$root" -cf "$work/layer.tar" .
+tar "${reproducible[@]}" --owner=65532 --group=65532 --no-recursion -C "$root" -rf "$work/layer.tar" \
+  ./home/nonroot
 
 # ---------------------------------------------------------------- 3. the image
 mkdir -p "$work/registry"
@@ -135,9 +144,12 @@ revision=$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)
   -l dev.kappa.glibc-required="<=$GLIBC" \
   -l dev.kappa.base-packages="$base" >/dev/null
 
-rm -rf "$out" && mkdir -p "$out"
+# Only what an earlier build wrote there: DIR may hold other files (the --binary given, say).
+mkdir -p "$out"
+rm -rf "$out/oci" "$out/digest" "$out/kappa-operator-$version-$arch.tar"
 "$crane" pull --format oci "$ref" "$out/oci"
-"$crane" pull "$ref" "$out/kappa-operator-$version-$arch.tar"
+# The tarball under the name users pull (crane would name it after the build's own registry).
+"$ocitar" -layout "$out/oci" -tag "$IMAGE_NAME:$version" -out "$out/kappa-operator-$version-$arch.tar"
 digest=$("$crane" digest "$ref")
 echo "$digest" >"$out/digest"
 say "kappa-operator:$version ($arch) $digest"

@@ -5,6 +5,8 @@
 #   hack/tools.sh path NAME    print the path of one (building it first if missing)
 #
 #   crane         go-containerregistry's CLI: assembles and pushes OCI images without a container daemon
+#   ocitar        hack/tools/ocitar: an OCI layout to a `docker load` tarball under its release name
+#                 (go-containerregistry's tarball writer; built from the module here, keyed by its sources)
 #   promtool      Prometheus's rule checker (`promtool check rules`)
 #   actionlint    the GitHub Actions workflow linter
 #   cargo-zigbuild, zig   link Rust binaries against an older glibc (Lambda's provided.al2023 has 2.34)
@@ -49,6 +51,24 @@ go_tool() { # name, version, package@version, note, extra ldflags
   mkdir -p "$BIN" && mv "$out/$name" "$BIN/$name-$version" && rm -rf "$out"
 }
 
+# A Go tool whose module is in this repository (hack/tools/NAME): cached under the hash of its sources.
+local_go_tool() { # name
+  local name=$1 dir=$REPO/hack/tools/$1
+  local bin; bin=$(local_go_path "$name")
+  [ -x "$bin" ] && return 0
+  command -v go >/dev/null || die "Go is needed to build $name; install Go 1.25 or newer."
+  say "building $name from hack/tools/$name (go-containerregistry; seconds when crane is built)."
+  mkdir -p "$BIN"
+  (cd "$dir" && nice -n 19 go build -trimpath -ldflags "-s -w" -o "$bin.tmp" .) || die "go build $name failed"
+  mv "$bin.tmp" "$bin"
+}
+
+local_go_path() { # name
+  local sum; sum=$(cat "$REPO/hack/tools/$1"/go.mod "$REPO/hack/tools/$1"/go.sum "$REPO/hack/tools/$1"/*.go \
+    | sha256sum | cut -c1-12)
+  echo "$BIN/$1-$sum"
+}
+
 zig_tools() {
   [ -x "$ZIG_VENV/bin/cargo-zigbuild" ] && "$ZIG_VENV/bin/python" -c 'import ziglang' 2>/dev/null && return 0
   say "installing ziglang==$ZIG_VERSION and cargo-zigbuild==$ZIGBUILD_VERSION into $ZIG_VENV."
@@ -80,6 +100,7 @@ build() {
   case $1 in
     crane) go_tool crane "$CRANE_VERSION" "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION" \
       "about a minute the first time" ;;
+    ocitar) local_go_tool ocitar ;;
     promtool) go_tool promtool "$PROMETHEUS_VERSION" \
       "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION" "5-15 minutes the first time" ;;
     actionlint) go_tool actionlint "$ACTIONLINT_VERSION" \
@@ -89,13 +110,14 @@ build() {
       "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ;; # as hack/stack.sh builds it
     shellcheck) shellcheck_package ;;
     cargo-nextest) nextest ;;
-    *) die "unknown tool $1 (crane, promtool, actionlint, cargo-zigbuild, zig, helm, shellcheck, cargo-nextest)" ;;
+    *) die "unknown tool $1 (crane, ocitar, promtool, actionlint, cargo-zigbuild, zig, helm, shellcheck, cargo-nextest)" ;;
   esac
 }
 
 where() {
   case $1 in
     crane) echo "$BIN/crane-$CRANE_VERSION" ;;
+    ocitar) local_go_path ocitar ;;
     promtool) echo "$BIN/promtool-$PROMETHEUS_VERSION" ;;
     actionlint) echo "$BIN/actionlint-$ACTIONLINT_VERSION" ;;
     cargo-zigbuild) echo "$ZIG_VENV/bin/cargo-zigbuild" ;;

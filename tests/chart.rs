@@ -590,3 +590,123 @@ fn the_crd_upgrade_step_is_documented_with_the_operators_command() {
     .unwrap();
     assert!(release.contains(r#"dist/kappa-operator-$VERSION-crds.yaml"#));
 }
+
+/// Found by a breaker (#19): names past 63 characters, an image pinned by digest, a second release in the
+/// same cluster, and values the schema must refuse.
+#[test]
+fn the_chart_renders_valid_names_pins_digests_and_refuses_bad_image_values() {
+    // A release name that makes `<release>-kappa-operator-metrics` 71 characters: every name stays a valid
+    // DNS label, the suffix kept, and the push URL follows the push Service's name.
+    let long = "a-very-long-release-name-that-goes-on-and-on-for-ever";
+    let override_63 = format!("fullnameOverride={}", "x".repeat(63));
+    for (release, extra) in [(long, None), ("kappa", Some(override_63.as_str()))] {
+        let mut args = vec![
+            "template",
+            release,
+            CHART,
+            "--namespace",
+            "kappa-system",
+            "--kube-version",
+            KUBE_VERSION,
+            "--set",
+            "clusterId=t",
+        ];
+        if let Some(set) = extra {
+            args.extend(["--set", set]);
+        }
+        let manifests = run_tool_ok("helm", &args, None);
+        let objs = objects(&manifests);
+        let mut services = Vec::new();
+        for o in &objs {
+            let name = o["metadata"]["name"].as_str().unwrap();
+            assert!(
+                name.len() <= 63,
+                "{} {name} is {} characters",
+                o["kind"],
+                name.len()
+            );
+            assert!(!name.ends_with('-'), "{name}");
+            if o["kind"] == "Service" {
+                services.push(name.to_string());
+            }
+        }
+        assert!(services.iter().any(|s| s.ends_with("-metrics")), "{services:?}");
+        let push = services
+            .iter()
+            .find(|s| s.ends_with("-push"))
+            .expect("a push Service");
+        assert!(
+            manifests.contains(&format!("ws://{push}.kappa-system.svc:")),
+            "the push URL names another Service than {push}"
+        );
+    }
+
+    // Pinned by digest, in place of the tag.
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let objs = objects(&render(
+        "kappa-system",
+        &["clusterId=t", &format!("image.digest={digest}")],
+        &[],
+    ));
+    let image = find(&objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+    assert_eq!(image, format!("ghcr.io/kappa-dev/kappa-operator@{digest}"));
+
+    // A second release of the same cluster shares the first one's user ClusterRoles.
+    let objs = objects(&render("kappa-2", &["clusterId=t", "rbac.userRoles=false"], &[]));
+    let roles: Vec<&str> = objs
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole")
+        .map(|o| o["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !roles.contains(&"kappa-editor") && !roles.contains(&"kappa-viewer"),
+        "{roles:?}"
+    );
+    assert!(
+        !roles.is_empty(),
+        "the operator's own ClusterRole stays: {roles:?}"
+    );
+
+    // The schema refuses references that would not pull, naming the value.
+    for (set, field) in [
+        ("image.tag=@sha256:0123", "/image/tag"),
+        ("image.repository=repo@sha256:0123", "/image/repository"),
+        ("image.repository=repo:1.0", "/image/repository"),
+        ("image.digest=sha256:short", "/image/digest"),
+        ("image.digest=md5:0123", "/image/digest"),
+    ] {
+        let out = run_tool(
+            "helm",
+            &[
+                "template",
+                "kappa",
+                CHART,
+                "--kube-version",
+                KUBE_VERSION,
+                "--set",
+                "clusterId=t",
+                "--set",
+                set,
+            ],
+            None,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(field), "{set}: {stderr}");
+    }
+    // A registry with a port is a repository, not a tag.
+    run_tool_ok(
+        "helm",
+        &[
+            "template",
+            "kappa",
+            CHART,
+            "--kube-version",
+            KUBE_VERSION,
+            "--set",
+            "clusterId=t",
+            "--set",
+            "image.repository=registry.example.com:5000/team/kappa-operator",
+        ],
+        None,
+    );
+}

@@ -413,3 +413,26 @@ fn the_kube_state_metrics_config_reads_fields_the_status_has() {
         serde_yaml::from_str(cm["data"]["config.yaml"].as_str().unwrap()).unwrap();
     assert_eq!(rendered, config);
 }
+
+/// The operator's per-view series carry the view's own `namespace` label (kappa_view_record_errors_total,
+/// kappa_view_dead_letters, ...): the ServiceMonitor keeps it (honorLabels), or Prometheus would replace it
+/// with the operator's namespace and every per-view alert and panel would name the wrong namespace.
+#[test]
+fn the_service_monitor_keeps_the_views_namespace_label() {
+    let objs = render(&["serviceMonitor.enabled=true"]);
+    let monitor = objs
+        .iter()
+        .find(|o| o["kind"] == "ServiceMonitor")
+        .expect("a ServiceMonitor");
+    let endpoints = monitor["spec"]["endpoints"].as_array().unwrap();
+    assert!(!endpoints.is_empty());
+    for e in endpoints {
+        assert_eq!(e["honorLabels"], true, "{e}");
+    }
+    // And the operator does label per-view series with the view's namespace.
+    let sources = std::fs::read_to_string(format!("{REPO}/src/metrics.rs")).unwrap();
+    assert!(
+        sources.contains("namespace"),
+        "src/metrics.rs labels no series by namespace"
+    );
+}

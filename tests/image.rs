@@ -168,6 +168,67 @@ fn the_image_runs_the_operator_as_non_root_from_its_own_files() {
     let built = std::fs::read(env!("CARGO_BIN_EXE_kappa-operator")).unwrap();
     let carried = std::fs::read(image.root.join("usr/local/bin/kappa-operator")).unwrap();
     assert!(built == carried, "the image's binary differs from the build");
+    // The user owns its home; everything else is root's.
+    let home = std::fs::metadata(image.root.join("home/nonroot")).unwrap();
+    let bin = std::fs::metadata(image.root.join("usr/local/bin/kappa-operator")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((home.uid(), home.gid()), (65532, 65532));
+    assert_eq!((bin.uid(), bin.gid()), (0, 0));
+
+    // The tarball `docker load`s under the name the chart pulls, not the build's own registry.
+    let tarball = out.join(format!("kappa-operator-{version}-{}.tar", oci_arch()));
+    let manifest = run_ok(
+        Path::new("tar"),
+        &["-xOf", tarball.to_str().unwrap(), "manifest.json"],
+        None,
+    );
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    assert_eq!(
+        manifest[0]["RepoTags"],
+        serde_json::json!([format!("ghcr.io/kappa-dev/kappa-operator:{version}")])
+    );
+
+    // Reproducible, and --out keeps what else the directory holds: the same binary assembled again, into
+    // the same directory beside a file of the user's, gives the same image and tarball, byte for byte.
+    let digest = std::fs::read_to_string(out.join("digest")).unwrap();
+    let tar_bytes = std::fs::read(&tarball).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    run_ok(
+        Path::new(&format!("{REPO}/hack/image.sh")),
+        &[
+            "--binary",
+            env!("CARGO_BIN_EXE_kappa-operator"),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(std::fs::read_to_string(out.join("digest")).unwrap(), digest);
+    assert!(
+        std::fs::read(&tarball).unwrap() == tar_bytes,
+        "the tarball differs between two builds"
+    );
+    assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
+}
+
+#[test]
+fn the_image_script_refuses_bad_arguments_with_its_usage() {
+    for args in [
+        &["--out"][..],
+        &["--binary"],
+        &["--arch", "riscv64"],
+        &["--frobnicate"],
+        &["--binary", "/nonexistent/kappa-operator"],
+    ] {
+        let out = tooling::run(Path::new(&format!("{REPO}/hack/image.sh")), args, None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr.contains("usage: hack/image.sh") || stderr.contains("[image] error:"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains("unbound variable"), "{args:?}: {stderr}");
+    }
 }
 
 /// The `GLIBC_x.y` symbol versions an ELF binary needs, by objdump.

@@ -80,6 +80,24 @@ fn the_release_workflow_lints_clean() {
     ] {
         assert!(workflow.contains(step), "the release workflow lost `{step}`");
     }
+    // A chart is pushed only once the image it runs is published, and every push is under lower-cased
+    // names (ghcr refuses the upper-case owners GitHub allows).
+    let parsed: serde_json::Value = serde_yaml::from_str(&workflow).unwrap();
+    let needs = &parsed["jobs"]["chart"]["needs"];
+    assert!(
+        needs
+            .as_array()
+            .is_some_and(|n| n.iter().any(|j| j == "manifest")),
+        "the chart job must wait for the image: needs {needs}"
+    );
+    for push in [
+        "KAPPA_IMAGE_NAME=${IMAGE,,}",
+        "\"${IMAGE,,}:$VERSION-$ARCH\"",
+        "image=${IMAGE,,}",
+        "\"${CHARTS,,}\"",
+    ] {
+        assert!(workflow.contains(push), "the release workflow lost `{push}`");
+    }
 }
 
 #[test]

@@ -48,9 +48,24 @@ app.kubernetes.io/instance: {{ .Release.Name | quote }}
 {{- end }}
 {{- end }}
 
-{{/* The image, with the tag defaulting to the chart's appVersion. */}}
+{{/* The image: pinned by image.digest when set, else by its tag (default: the chart's appVersion). */}}
 {{- define "kappa-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The full name with a suffix (`<fullname>-<suffix>`), the full name cut so that the whole stays within the
+63 characters of a Service name (a DNS label). Call: include "kappa-operator.suffixed" (list . "metrics").
+*/}}
+{{- define "kappa-operator.suffixed" -}}
+{{- $ctx := index . 0 }}
+{{- $suffix := index . 1 }}
+{{- $base := include "kappa-operator.fullname" $ctx | trunc (int (sub 62 (len $suffix))) | trimSuffix "-" }}
+{{- printf "%s-%s" $base $suffix }}
 {{- end }}
 
 {{/* The cluster id, required: every AWS name and ownership tag carries it. */}}
