@@ -17,8 +17,53 @@ struct Cli {
     /// Log format.
     #[arg(long, env = "KAPPA_LOG_FORMAT", value_enum, default_value_t = telemetry::LogFormat::Text, global = true)]
     log_format: telemetry::LogFormat,
+    #[command(flatten)]
+    kube: KubeArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Which cluster a command talks to, with kubectl's own flags (kubectl hands a plugin its arguments as
+/// they are: `kubectl kappa status v --context prod`).
+#[derive(clap::Args, Clone, Debug, Default)]
+struct KubeArgs {
+    /// The kubeconfig file (default: KUBECONFIG, then ~/.kube/config, then the pod's ServiceAccount).
+    #[arg(long, global = true)]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, global = true)]
+    context: Option<String>,
+}
+
+impl KubeArgs {
+    /// The client configuration these flags select. Errors name the flag and the fix.
+    async fn config(&self) -> Result<kube::Config, String> {
+        use kube::config::{KubeConfigOptions, Kubeconfig};
+        let options = KubeConfigOptions {
+            context: self.context.clone(),
+            cluster: None,
+            user: None,
+        };
+        let context = |e: String| match &self.context {
+            Some(c) => format!("--context {c:?}: {e}; `kubectl config get-contexts` lists the contexts"),
+            None => e,
+        };
+        match &self.kubeconfig {
+            Some(path) => {
+                let kubeconfig = Kubeconfig::read_from(path)
+                    .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(|e| context(e.to_string()))
+            }
+            None if self.context.is_some() => kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| context(e.to_string())),
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| format!("{e}; set KUBECONFIG, --kubeconfig or the current context")),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -178,12 +223,17 @@ fn parse_cli() -> Cli {
 
 /// A client for the kubeconfig's cluster and the namespace to use (`-n`, or the context's); when there
 /// is none, says why on stderr for `command`.
-async fn cluster(namespace: Option<String>, command: &str) -> Result<(kube::Client, String), ()> {
-    let client = kube::Client::try_default().await.map_err(|e| {
-        eprintln!(
-            "kubectl kappa {command}: cannot configure a Kubernetes client: {e}; set KUBECONFIG or the current context"
-        )
-    })?;
+async fn cluster(
+    namespace: Option<String>,
+    kube_args: &KubeArgs,
+    command: &str,
+) -> Result<(kube::Client, String), ()> {
+    let config = kube_args
+        .config()
+        .await
+        .map_err(|e| eprintln!("kubectl kappa {command}: cannot configure a Kubernetes client: {e}"))?;
+    let client = kube::Client::try_from(config)
+        .map_err(|e| eprintln!("kubectl kappa {command}: cannot configure a Kubernetes client: {e}"))?;
     let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
     Ok((client, ns))
 }
@@ -345,7 +395,7 @@ async fn main() -> ExitCode {
             namespace,
             timeout,
         } => {
-            let Ok((client, ns)) = cluster(namespace, "redrive").await else {
+            let Ok((client, ns)) = cluster(namespace, &cli.kube, "redrive").await else {
                 return ExitCode::from(2);
             };
             let metrics = Arc::new(kappa_operator::metrics::Metrics::default());
@@ -381,7 +431,7 @@ async fn main() -> ExitCode {
             follow,
             timeout,
         } => {
-            let Ok((client, ns)) = cluster(namespace, "replay").await else {
+            let Ok((client, ns)) = cluster(namespace, &cli.kube, "replay").await else {
                 return ExitCode::from(2);
             };
             let by = kappa_operator::kubectl::requester();
@@ -404,7 +454,7 @@ async fn main() -> ExitCode {
             watch,
             timeout,
         } => {
-            let Ok((client, ns)) = cluster(namespace, "status").await else {
+            let Ok((client, ns)) = cluster(namespace, &cli.kube, "status").await else {
                 return ExitCode::from(2);
             };
             if watch {
@@ -431,7 +481,7 @@ async fn main() -> ExitCode {
         }
         Command::Run(settings) => {
             telemetry::init(cli.log_format);
-            match run(*settings).await {
+            match run(*settings, &cli.kube).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
                     tracing::error!("{message}");
@@ -479,13 +529,20 @@ fn read_token(path: &std::path::Path, setting: &str) -> Result<String, String> {
     Ok(token)
 }
 
-async fn run(settings: Settings) -> Result<(), String> {
+async fn run(settings: Settings, kube_args: &KubeArgs) -> Result<(), String> {
     let config = settings.validate().map_err(|e| e.to_string())?;
-    let client = kube::Client::try_default().await.map_err(|e| {
-        format!(
-            "cannot configure a Kubernetes client: {e}; set KUBECONFIG, or run in a pod with a ServiceAccount"
-        )
-    })?;
+    let client = match kube_args.kubeconfig.is_some() || kube_args.context.is_some() {
+        true => kube_args
+            .config()
+            .await
+            .and_then(|c| kube::Client::try_from(c).map_err(|e| e.to_string()))
+            .map_err(|e| format!("cannot configure a Kubernetes client: {e}"))?,
+        false => kube::Client::try_default().await.map_err(|e| {
+            format!(
+                "cannot configure a Kubernetes client: {e}; set KUBECONFIG, or run in a pod with a ServiceAccount"
+            )
+        })?,
+    };
     let version = client.apiserver_version().await.map_err(|e| {
         format!("cannot reach the Kubernetes API server: {e}; check KUBECONFIG and that the server is up")
     })?;

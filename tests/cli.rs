@@ -125,3 +125,59 @@ fn plan_refuses_a_log_item_size_that_is_not_a_number() {
         assert!(err.contains("--log-item-kb"), "{err}");
     }
 }
+
+/// Found by a breaker (#19): names the API server refuses were planned and costed (exit 0); now refused
+/// naming the field, as `kubectl apply` would refuse them.
+#[test]
+fn plan_and_cost_refuse_names_the_api_server_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/game/game-events.yaml"
+    ))
+    .unwrap();
+    for bad in ["spiel-ereignisse-\u{fc}\u{1f600}", "Game-Events", "game_events"] {
+        let renamed = log.replace("name: game-events", &format!("name: {bad:?}"));
+        assert_ne!(renamed, log, "the example's name changed");
+        let file = dir.path().join("log.yaml");
+        std::fs::write(&file, renamed).unwrap();
+        for command in ["plan", "cost"] {
+            let out = kappa(&[command, "-f", file.to_str().unwrap()]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command} {bad}: {stderr}");
+            assert!(stderr.contains("metadata.name"), "{command} {bad}: {stderr}");
+        }
+    }
+}
+
+/// `kubectl kappa` takes kubectl's own --kubeconfig and --context (kubectl hands a plugin its arguments
+/// as they are); an unknown context or a missing file is named, with exit 2.
+#[test]
+fn the_cluster_commands_take_kubectls_kubeconfig_and_context_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("config");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\ncurrent-context: here\nclusters:\n- name: c\n  cluster: {server: \
+         'https://127.0.0.1:1'}\ncontexts:\n- name: here\n  context: {cluster: c, user: u, namespace: shop}\n\
+         users:\n- name: u\n  user: {token: t}\n",
+    )
+    .unwrap();
+    let path = kubeconfig.to_str().unwrap();
+    let out = kappa(&["status", "v", "--kubeconfig", path, "--context", "nope"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--context \"nope\""), "{stderr}");
+    let out = kappa(&["replay", "v", "--kubeconfig", "/nonexistent/config"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--kubeconfig /nonexistent/config"), "{stderr}");
+    // The context is found: the command goes on to the cluster (unreachable here), not a flag error.
+    let out = kappa(&["status", "v", "--kubeconfig", path, "--context", "here"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("unexpected argument"), "{stderr}");
+    assert!(
+        stderr.contains("shop/v"),
+        "the context's namespace is used: {stderr}"
+    );
+}

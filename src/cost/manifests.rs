@@ -183,6 +183,34 @@ fn duplicate(
     }
 }
 
+/// What the API server refuses in an object's name and namespace: a name must be a DNS-1123 subdomain
+/// (lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit, at most 253
+/// characters), a namespace a DNS-1123 label (no `.`, at most 63). Source: Kubernetes, "Object Names and
+/// IDs" (kubernetes.io/docs/concepts/overview/working-with-objects/names).
+fn name_problems(name: &str, namespace: &str) -> Vec<String> {
+    fn dns(s: &str, dots: bool, max: usize) -> bool {
+        let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+        s.len() <= max
+            && s.starts_with(ok)
+            && s.ends_with(ok)
+            && s.chars().all(|c| ok(c) || c == '-' || (dots && c == '.'))
+    }
+    let mut problems = Vec::new();
+    if !dns(name, true, 253) {
+        problems.push(format!(
+            "metadata.name: {name:?} is not a valid name: use lowercase letters, digits, '-' and '.', starting \
+             and ending with a letter or digit, at most 253 characters"
+        ));
+    }
+    if !dns(namespace, false, 63) {
+        problems.push(format!(
+            "metadata.namespace: {namespace:?} is not a valid namespace: use lowercase letters, digits and \
+             '-', starting and ending with a letter or digit, at most 63 characters"
+        ));
+    }
+    problems
+}
+
 fn parse<T: serde::de::DeserializeOwned + kube::CustomResourceExt>(
     path: &Path,
     document: usize,
@@ -207,11 +235,14 @@ fn parse<T: serde::de::DeserializeOwned + kube::CustomResourceExt>(
             kind,
         });
     };
-    // What the API server would refuse (schema limits, CEL rules) is refused here too: no estimate of an
-    // object that `kubectl apply` would not create.
-    let problems = serde_json::to_value(&value)
-        .map(|json| crate::crd::admission::problems::<T>(&json))
-        .unwrap_or_default();
+    // What the API server would refuse (schema limits, CEL rules, names) is refused here too: no estimate
+    // of an object that `kubectl apply` would not create.
+    let mut problems = name_problems(&name, &namespace);
+    problems.extend(
+        serde_json::to_value(&value)
+            .map(|json| crate::crd::admission::problems::<T>(&json))
+            .unwrap_or_default(),
+    );
     if !problems.is_empty() {
         return Err(CostError::Refused {
             path: path.to_path_buf(),
@@ -241,6 +272,28 @@ fn parse<T: serde::de::DeserializeOwned + kube::CustomResourceExt>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_the_api_server_refuses_are_refused_naming_the_field() {
+        assert!(name_problems("game-events", "shop").is_empty());
+        assert!(name_problems("v1.orders", "default").is_empty());
+        for bad in [
+            "spiel-ereignisse-\u{fc}\u{1f600}",
+            "Orders",
+            "-orders",
+            "orders-",
+            "a_b",
+            "",
+        ] {
+            let p = name_problems(bad, "shop");
+            assert_eq!(p.len(), 1, "{bad:?}: {p:?}");
+            assert!(p[0].starts_with("metadata.name: "), "{p:?}");
+        }
+        assert!(name_problems(&"a".repeat(254), "shop")[0].contains("253"));
+        let p = name_problems("orders", "team.a");
+        assert!(p[0].starts_with("metadata.namespace: "), "{p:?}");
+        assert!(!name_problems("orders", &"n".repeat(64)).is_empty());
+    }
 
     const LOG: &str = "\
 apiVersion: kappa.dev/v1alpha1
