@@ -693,6 +693,52 @@ fn the_chart_renders_valid_names_pins_digests_and_refuses_bad_image_values() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(field), "{set}: {stderr}");
     }
+    // Observability values: what Prometheus and Grafana accept is accepted, what would break them refused.
+    for set in [
+        "grafanaDashboard.label=bad label!",
+        "grafanaDashboard.label=app.kubernetes.io/name",
+        "grafanaDashboard.namespace=Monitoring_NS",
+        "prometheusRule.lagFor=soon",
+    ] {
+        let out = run_tool(
+            "helm",
+            &[
+                "template",
+                "kappa",
+                CHART,
+                "--kube-version",
+                KUBE_VERSION,
+                "--set",
+                "clusterId=t",
+                "--set",
+                set,
+            ],
+            None,
+        );
+        assert!(!out.status.success(), "{set} was accepted");
+    }
+    let objs = objects(&render(
+        "kappa-system",
+        &[
+            "clusterId=t",
+            "image.tag=20240101",
+            "grafanaDashboard.enabled=true",
+            "grafanaDashboard.labelValue=1",
+            "prometheusRule.enabled=true",
+            "prometheusRule.lagFor=1h30m",
+            "serviceMonitor.enabled=true",
+            "serviceMonitor.interval=1m30s",
+        ],
+        &[],
+    ));
+    let image = &find(&objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"];
+    assert_eq!(image, "ghcr.io/kappa-dev/kappa-operator:20240101");
+    let dashboard = objs
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"].as_str().unwrap().ends_with("-dashboard"))
+        .expect("the dashboard ConfigMap");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+
     // A registry with a port is a repository, not a tag.
     run_tool_ok(
         "helm",
