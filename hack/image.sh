@@ -59,7 +59,9 @@ done
 [ -f /etc/ssl/certs/ca-certificates.crt ] || die "no CA bundle: apt-get install -y ca-certificates"
 
 # ---------------------------------------------------------------- 1. the binary
+built_here=false
 if [ -z "$binary" ]; then
+  built_here=true
   zigbuild=$("$REPO/hack/tools.sh" path cargo-zigbuild)
   PATH=$(dirname "$zigbuild"):$PATH # its venv's python3 has ziglang
   export PATH
@@ -133,7 +135,11 @@ for _ in $(seq 1 40); do
 done
 ref=127.0.0.1:$port/kappa-operator:$version
 "$crane" append --oci-empty-base --platform "linux/$arch" -f "$work/layer.tar" -t "$ref" >/dev/null
-revision=$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)
+# The commit the binary was built from: known only when this script built it from this checkout.
+revision=unknown
+if $built_here && git -C "$REPO" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null; then
+  revision=$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)
+fi
 "$crane" mutate "$ref" -t "$ref" --set-platform "linux/$arch" \
   --entrypoint /usr/local/bin/kappa-operator --user 65532:65532 --workdir / \
   --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
