@@ -591,16 +591,12 @@ fn the_crd_upgrade_step_is_documented_with_the_operators_command() {
     assert!(release.contains(r#"dist/kappa-operator-$VERSION-crds.yaml"#));
 }
 
-/// Found by a breaker (#19): names past 63 characters, an image pinned by digest, a second release in the
-/// same cluster, and values the schema must refuse.
-#[test]
-fn the_chart_renders_valid_names_pins_digests_and_refuses_bad_image_values() {
-    // A release name that makes `<release>-kappa-operator-metrics` 71 characters: every name stays a valid
-    // DNS label, the suffix kept, and the push URL follows the push Service's name.
-    let long = "a-very-long-release-name-that-goes-on-and-on-for-ever";
-    let override_63 = format!("fullnameOverride={}", "x".repeat(63));
-    for (release, extra) in [(long, None), ("kappa", Some(override_63.as_str()))] {
-        let mut args = vec![
+/// `helm template <release>` into kappa-system with clusterId and one `--set`, as run: the caller checks
+/// whether the chart refused it.
+fn refused(release: &str, set: &str) -> std::process::Output {
+    run_tool(
+        "helm",
+        &[
             "template",
             release,
             CHART,
@@ -610,11 +606,25 @@ fn the_chart_renders_valid_names_pins_digests_and_refuses_bad_image_values() {
             KUBE_VERSION,
             "--set",
             "clusterId=t",
-        ];
-        if let Some(set) = extra {
-            args.extend(["--set", set]);
-        }
-        let manifests = run_tool_ok("helm", &args, None);
+            "--set",
+            set,
+        ],
+        None,
+    )
+}
+
+/// Found by a breaker (#19): names past 63 characters, an image pinned by digest, a second release in the
+/// same cluster, and values the schema must refuse.
+#[test]
+fn the_chart_renders_valid_names_pins_digests_and_refuses_bad_image_values() {
+    // A release name that makes `<release>-kappa-operator-metrics` 71 characters: every name stays a valid
+    // DNS label, the suffix kept, and the push URL follows the push Service's name.
+    let long = "a-very-long-release-name-that-goes-on-and-on-for-ever";
+    let override_63 = format!("fullnameOverride={}", "x".repeat(63));
+    for (release, extra) in [(long, None), ("kappa", Some(override_63.as_str()))] {
+        let out = refused(release, extra.unwrap_or("clusterId=t"));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let manifests = String::from_utf8(out.stdout).unwrap();
         let objs = objects(&manifests);
         let mut services = Vec::new();
         for o in &objs {
@@ -675,21 +685,7 @@ fn the_chart_renders_valid_names_pins_digests_and_refuses_bad_image_values() {
         ("image.digest=sha256:short", "/image/digest"),
         ("image.digest=md5:0123", "/image/digest"),
     ] {
-        let out = run_tool(
-            "helm",
-            &[
-                "template",
-                "kappa",
-                CHART,
-                "--kube-version",
-                KUBE_VERSION,
-                "--set",
-                "clusterId=t",
-                "--set",
-                set,
-            ],
-            None,
-        );
+        let out = refused("kappa", set);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(field), "{set}: {stderr}");
     }
@@ -700,21 +696,7 @@ fn the_chart_renders_valid_names_pins_digests_and_refuses_bad_image_values() {
         "grafanaDashboard.namespace=Monitoring_NS",
         "prometheusRule.lagFor=soon",
     ] {
-        let out = run_tool(
-            "helm",
-            &[
-                "template",
-                "kappa",
-                CHART,
-                "--kube-version",
-                KUBE_VERSION,
-                "--set",
-                "clusterId=t",
-                "--set",
-                set,
-            ],
-            None,
-        );
+        let out = refused("kappa", set);
         assert!(!out.status.success(), "{set} was accepted");
     }
     let objs = objects(&render(

@@ -143,10 +143,8 @@ fn assert_operator_image(image: &Unpacked) {
     );
 }
 
-#[test]
-fn the_image_runs_the_operator_as_non_root_from_its_own_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("image");
+/// `hack/image.sh` around the debug binary under test, into `out`.
+fn assemble(out: &Path) {
     run_ok(
         Path::new(&format!("{REPO}/hack/image.sh")),
         &[
@@ -157,6 +155,13 @@ fn the_image_runs_the_operator_as_non_root_from_its_own_files() {
         ],
         None,
     );
+}
+
+#[test]
+fn the_image_runs_the_operator_as_non_root_from_its_own_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("image");
+    assemble(&out);
     let version = env!("CARGO_PKG_VERSION");
     assert!(
         out.join(format!("kappa-operator-{version}-{}.tar", oci_arch()))
@@ -193,16 +198,7 @@ fn the_image_runs_the_operator_as_non_root_from_its_own_files() {
     let digest = std::fs::read_to_string(out.join("digest")).unwrap();
     let tar_bytes = std::fs::read(&tarball).unwrap();
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
-    run_ok(
-        Path::new(&format!("{REPO}/hack/image.sh")),
-        &[
-            "--binary",
-            env!("CARGO_BIN_EXE_kappa-operator"),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        None,
-    );
+    assemble(&out);
     assert_eq!(std::fs::read_to_string(out.join("digest")).unwrap(), digest);
     assert!(
         std::fs::read(&tarball).unwrap() == tar_bytes,
