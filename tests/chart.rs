@@ -695,6 +695,8 @@ fn the_chart_renders_valid_names_pins_digests_and_refuses_bad_image_values() {
         "grafanaDashboard.label=app.kubernetes.io/name",
         "grafanaDashboard.namespace=Monitoring_NS",
         "prometheusRule.lagFor=soon",
+        // Prometheus refuses a scrape whose timeout is longer than its interval (default 30s).
+        "serviceMonitor.enabled=true,serviceMonitor.scrapeTimeout=1m",
     ] {
         let out = refused("kappa", set);
         assert!(!out.status.success(), "{set} was accepted");

@@ -72,3 +72,14 @@ The full name with a suffix (`<fullname>-<suffix>`), the full name cut so that t
 {{- define "kappa-operator.clusterId" -}}
 {{- required "clusterId is required: set --set clusterId=<name>, 1 to 16 lowercase letters, digits and dashes starting with a letter, unique among the clusters sharing this AWS account (e.g. prod-eu1)" .Values.clusterId }}
 {{- end }}
+
+{{/* A Prometheus duration (`1m30s`, `500ms`; the schema checks the form) in milliseconds. */}}
+{{- define "kappa-operator.durationMs" -}}
+{{- $ms := 0 }}
+{{- range regexFindAll "[0-9]+(ms|s|m|h)" . -1 }}
+{{- $n := regexFind "^[0-9]+" . | atoi }}
+{{- $unit := trimPrefix (regexFind "^[0-9]+" .) . }}
+{{- $ms = add $ms (mul $n (get (dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000) $unit)) }}
+{{- end }}
+{{- $ms }}
+{{- end }}
