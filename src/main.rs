@@ -206,6 +206,16 @@ enum Command {
 
 /// The command line as the binary was started: `kappa-operator`, or the kubectl plugin `kubectl-kappa`
 /// (`kubectl kappa ...`), which names itself so and leaves out what only the operator's pods run.
+/// How the user ran this binary, for the start of its messages: `kubectl kappa` when kubectl ran it as
+/// the plugin `kubectl-kappa`, else `kappa-operator`.
+fn program() -> &'static str {
+    let argv0 = std::env::args().next().unwrap_or_default();
+    match kappa_operator::kubectl::invoked_as_plugin(&argv0) {
+        true => "kubectl kappa",
+        false => "kappa-operator",
+    }
+}
+
 fn parse_cli() -> Cli {
     use clap::{CommandFactory, FromArgMatches};
     let argv0 = std::env::args().next().unwrap_or_default();
@@ -228,12 +238,18 @@ async fn cluster(
     kube_args: &KubeArgs,
     command: &str,
 ) -> Result<(kube::Client, String), ()> {
-    let config = kube_args
-        .config()
-        .await
-        .map_err(|e| eprintln!("kubectl kappa {command}: cannot configure a Kubernetes client: {e}"))?;
-    let client = kube::Client::try_from(config)
-        .map_err(|e| eprintln!("kubectl kappa {command}: cannot configure a Kubernetes client: {e}"))?;
+    let config = kube_args.config().await.map_err(|e| {
+        eprintln!(
+            "{} {command}: cannot configure a Kubernetes client: {e}",
+            program()
+        )
+    })?;
+    let client = kube::Client::try_from(config).map_err(|e| {
+        eprintln!(
+            "{} {command}: cannot configure a Kubernetes client: {e}",
+            program()
+        )
+    })?;
     let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
     Ok((client, ns))
 }
@@ -310,7 +326,7 @@ async fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(message) => {
-                eprintln!("kappa-operator cost: {message}");
+                eprintln!("{} cost: {message}", program());
                 ExitCode::from(2)
             }
         },
@@ -324,7 +340,8 @@ async fn main() -> ExitCode {
         } => {
             if !log_item_kb.is_finite() || log_item_kb < 0.0 {
                 eprintln!(
-                    "kappa-operator plan: --log-item-kb {log_item_kb} is not a size: give KB as a finite number, 0 or more"
+                    "{} plan: --log-item-kb {log_item_kb} is not a size: give KB as a finite number, 0 or more",
+                    program()
                 );
                 return ExitCode::from(2);
             }
@@ -344,7 +361,7 @@ async fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(message) => {
-                    eprintln!("kappa-operator plan: {message}");
+                    eprintln!("{} plan: {message}", program());
                     ExitCode::from(2)
                 }
             }
@@ -361,7 +378,7 @@ async fn main() -> ExitCode {
             let token = match token_file.as_deref().map(|p| read_token(p, "--token-file")) {
                 Some(Ok(token)) => Some(token),
                 Some(Err(e)) => {
-                    eprintln!("kappa-operator watch: {e}");
+                    eprintln!("{} watch: {e}", program());
                     return ExitCode::from(2);
                 }
                 // The endpoint may need none (push auth none); if it does, it says so.
@@ -385,7 +402,7 @@ async fn main() -> ExitCode {
             match kappa_operator::push::watch::run(&options, &mut std::io::stdout().lock()).await {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("kappa-operator watch: {e}");
+                    eprintln!("{} watch: {e}", program());
                     ExitCode::from(e.exit_code())
                 }
             }
@@ -402,7 +419,7 @@ async fn main() -> ExitCode {
             let aws = match kappa_operator::aws::Aws::from_env(metrics).await {
                 Ok(aws) => aws,
                 Err(e) => {
-                    eprintln!("kubectl kappa redrive: {e}");
+                    eprintln!("{} redrive: {e}", program());
                     return ExitCode::from(2);
                 }
             };
@@ -420,7 +437,7 @@ async fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("kubectl kappa redrive: {}", e.message);
+                    eprintln!("{} redrive: {}", program(), e.message);
                     ExitCode::from(e.code)
                 }
             }
@@ -438,7 +455,7 @@ async fn main() -> ExitCode {
             let attempt = match kappa_operator::kubectl::replay(&client, &ns, &view, &by).await {
                 Ok(attempt) => attempt,
                 Err(e) => {
-                    eprintln!("kubectl kappa replay: {}", e.message);
+                    eprintln!("{} replay: {}", program(), e.message);
                     return ExitCode::from(e.code);
                 }
             };
@@ -470,11 +487,14 @@ async fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Ok(None) => {
-                    eprintln!("kubectl kappa status: MaterializedView {ns}/{view} not found");
+                    eprintln!("{} status: MaterializedView {ns}/{view} not found", program());
                     ExitCode::from(2)
                 }
                 Err(e) => {
-                    eprintln!("kubectl kappa status: cannot read MaterializedView {ns}/{view}: {e}");
+                    eprintln!(
+                        "{} status: cannot read MaterializedView {ns}/{view}: {e}",
+                        program()
+                    );
                     ExitCode::from(1)
                 }
             }
@@ -505,7 +525,7 @@ async fn follow_view(
     match kappa_operator::kubectl::follow(client, ns, view, attempt, timeout, &mut std::io::stdout()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kubectl kappa: {}", e.message);
+            eprintln!("{}: {}", program(), e.message);
             ExitCode::from(e.code)
         }
     }

@@ -146,8 +146,21 @@ fn plan_and_cost_refuse_names_the_api_server_refuses() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{command} {bad}: {stderr}");
             assert!(stderr.contains("metadata.name"), "{command} {bad}: {stderr}");
+            assert!(
+                stderr.starts_with(&format!("kappa-operator {command}: ")),
+                "{stderr}"
+            );
         }
     }
+    // Run as the kubectl plugin, its messages say so.
+    let plugin = dir.path().join("kubectl-kappa");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_kappa-operator"), &plugin).unwrap();
+    let out = Command::new(&plugin)
+        .args(["plan", "-f", dir.path().join("log.yaml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("kubectl kappa plan: "), "{stderr}");
 }
 
 /// `kubectl kappa` takes kubectl's own --kubeconfig and --context (kubectl hands a plugin its arguments
