@@ -11,6 +11,9 @@ pub enum CostError {
         #[source]
         source: std::io::Error,
     },
+    /// The file is not UTF-8 text (a binary, or another encoding): manifests are YAML.
+    #[error("{path} is not UTF-8 text; a manifest is a YAML file (save it as UTF-8)")]
+    NotText { path: PathBuf },
     #[error(
         "{path}: document {document} is not valid YAML: {source}; fix the syntax (documents are \
          separated by `---`)"
@@ -86,6 +89,7 @@ impl CostError {
     pub fn category(&self) -> &'static str {
         match self {
             CostError::Read { .. } => "io",
+            CostError::NotText { .. } => "invalid-manifest",
             CostError::Yaml { .. }
             | CostError::InvalidObject { .. }
             | CostError::Refused { .. }

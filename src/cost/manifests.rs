@@ -29,9 +29,12 @@ pub const API_VERSION: &str = "kappa.dev/v1alpha1";
 pub fn load_manifests(paths: &[PathBuf]) -> Result<Vec<(EventLog, Vec<MaterializedView>)>, CostError> {
     let mut objects = Objects::default();
     for file in yaml_files(paths)? {
-        let text = fs::read_to_string(&file).map_err(|source| CostError::Read {
-            path: file.clone(),
-            source,
+        let text = fs::read_to_string(&file).map_err(|source| match source.kind() {
+            std::io::ErrorKind::InvalidData => CostError::NotText { path: file.clone() },
+            _ => CostError::Read {
+                path: file.clone(),
+                source,
+            },
         })?;
         for (i, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
             let document_number = i + 1;
@@ -272,6 +275,16 @@ fn parse<T: serde::de::DeserializeOwned + kube::CustomResourceExt>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("latin1.yaml");
+        std::fs::write(&file, b"metadata: {name: caf\xe9}\n").unwrap();
+        let err = load_manifests(&[file]).unwrap_err();
+        assert!(matches!(err, CostError::NotText { .. }), "{err}");
+        assert!(err.to_string().contains("is not UTF-8 text"), "{err}");
+    }
 
     #[test]
     fn names_the_api_server_refuses_are_refused_naming_the_field() {
