@@ -1,11 +1,15 @@
 //! Retry in place: a transient AWS error (throttling, 5xx, a timeout or reset; see
 //! [`super::error::classify`]) is tried again where it happened, with capped exponential backoff and full
-//! jitter, so a backfill never gives up a data file, a scan segment or a batch of view writes because
+//! jitter, so a backfill never gives up a data file, a scan segment or a view write request because
 //! AWS was briefly busy. Permanent errors return at once: only a user can fix them.
 //!
+//! The unit of retry is one request (its SDK call), never a piece of work that sends many: the chance
+//! that n requests all succeed falls as 0.8^n at a 20% failure rate, so work retried whole stalls.
+//!
 //! Each SDK client already makes up to 3 attempts per call ([`super::Aws::from_env`]); this is the outer
-//! loop AWS's "Error retries and exponential backoff" guidance asks of long-running work: at a 20%
-//! failure rate about one call in 125 still fails after the SDK's attempts.
+//! loop AWS's "Error retries and exponential backoff" guidance asks of long-running work. The SDK's
+//! retry quota (a token bucket, see the SDK's "Retries" guide) runs dry when many calls fail, after
+//! which every failure reaches this loop.
 //!
 //! The backoff is the `backon` crate's exponential builder: 200 ms doubling to 20 s, full jitter, at most
 //! [`MAX_RETRIES`] retries (about 5 minutes of waiting) before the error goes to the caller, which then

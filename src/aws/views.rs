@@ -17,8 +17,10 @@
 //!   returned in [`WriteStats::rejected`]: a record error for the caller's `onRecordError` policy, never a
 //!   stall of the other records or keys.
 //! - [`ViewTableWriter::apply`] returns `Ok` only when every write of the call is applied (or rejected),
-//!   so a caller may advance its checkpoint past them. When AWS keeps failing, the call fails as
-//!   retryable and the caller applies the same writes again (idempotent).
+//!   so a caller may advance its checkpoint past them. A transient error is retried in place for the one
+//!   request it failed (never the whole call: at a 20% failure rate a call of many requests would almost
+//!   never succeed whole); when AWS keeps failing one request past [`super::retry::MAX_RETRIES`], the
+//!   call fails as retryable and the caller applies the same writes again (idempotent).
 //! - Writes other than `Count`/`Sum` of one call may be sent concurrently and in any order: they commute.
 //!   Of several `Latest` writes to one view key in a call only the newest is sent, of several `Min`/`Max`
 //!   writes the most extreme.
@@ -361,20 +363,8 @@ impl ViewTableWriter {
     /// [`Self::apply`], also putting a band item ([`dynamo::band_key`], of the live attempt) for each
     /// `Count`/`Sum` record in `band`, in the same transaction as its marker.
     ///
-    /// Transient errors are retried in place ([`super::retry::transient`]): the writes are idempotent, so
-    /// the call is repeated whole.
+    /// Transient errors are retried in place, request by request ([`Self::retried`]).
     pub async fn apply_with_band(
-        &self,
-        writes: Vec<ViewWrite>,
-        band: &HashSet<RecordId>,
-    ) -> Result<WriteStats, AwsError> {
-        super::retry::transient(Some(&self.transient), || {
-            self.apply_with_band_once(writes.clone(), band)
-        })
-        .await
-    }
-
-    async fn apply_with_band_once(
         &self,
         writes: Vec<ViewWrite>,
         band: &HashSet<RecordId>,
@@ -467,20 +457,37 @@ impl ViewTableWriter {
         Ok(stats)
     }
 
+    /// Runs one AWS request, retried in place while its error is transient ([`super::retry::transient`]),
+    /// each retry noted in this writer's [`Self::transient_log`].
+    ///
+    /// The unit of retry is one request, never a call that sends many: at a 20% failure rate a call of
+    /// 50 requests succeeds whole once in about 70,000 tries (0.8^50), so retrying it whole never ends.
+    /// Every request the writer sends is idempotent (markers, conditions, puts of the same item).
+    async fn retried<T, F, Fut>(&self, call: F) -> Result<T, AwsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, AwsError>>,
+    {
+        super::retry::transient(Some(&self.transient), call).await
+    }
+
     /// Whether `record`'s idempotency marker is in the table (a strongly consistent read).
     async fn marker_exists(&self, record: &RecordId) -> Result<bool, AwsError> {
         let key =
             crate::projection::item_to_dynamodb(dynamo::marker_key(&self.key_prefix, &self.view, record));
         let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key))
-            .consistent_read(true)
-            .projection_expression("pk")
-            .send()
-            .await
-            .map_err(from_sdk("GetItem", &self.table))?;
+            .retried(|| async {
+                self.client
+                    .get_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key.clone()))
+                    .consistent_read(true)
+                    .projection_expression("pk")
+                    .send()
+                    .await
+                    .map_err(from_sdk("GetItem", &self.table))
+            })
+            .await?;
         Ok(out.item.is_some())
     }
 
@@ -550,12 +557,21 @@ impl ViewTableWriter {
                     limit.acquire(units as f64).await;
                 }
                 stats.requests += 1;
+                // A cancellation is handled below; any other error is retried in place when transient.
                 let result = self
-                    .client
-                    .transact_write_items()
-                    .set_transact_items(Some(actions))
-                    .send()
-                    .await;
+                    .retried(|| async {
+                        match (self.client.transact_write_items())
+                            .set_transact_items(Some(actions.clone()))
+                            .send()
+                            .await
+                        {
+                            Err(e) if matches!(cancellation(&e), Cancelled::Other) => {
+                                Err(from_sdk("TransactWriteItems", &self.table)(e))
+                            }
+                            other => Ok(other),
+                        }
+                    })
+                    .await?;
                 let err = match result {
                     Ok(_) => {
                         stats.applied += groups.iter().map(|g| g.records.len() as u64).sum::<u64>();
@@ -617,8 +633,9 @@ impl ViewTableWriter {
                 .map_err(|e| AwsError::permanent("BuildRequest", &self.table, e.to_string()))?;
         }
         requests.extend(batcher.flush());
-        let mut sent = futures::stream::iter(requests.into_iter().map(|r| self.send(r)))
-            .buffer_unordered(self.concurrency);
+        let mut sent =
+            futures::stream::iter((requests.into_iter()).map(|r| self.retried(move || self.send(r.clone()))))
+                .buffer_unordered(self.concurrency);
         let (mut stats, mut first_error) = (WriteStats::default(), None);
         while let Some(result) = sent.next().await {
             match result {
@@ -642,17 +659,19 @@ impl ViewTableWriter {
             let mut start = None;
             loop {
                 let page = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .consistent_read(true)
-                    .key_condition_expression("pk = :p")
-                    .expression_attribute_values(":p", AttributeValue::S(partition.clone()))
-                    .projection_expression("sk")
-                    .set_exclusive_start_key(start)
-                    .send()
-                    .await
-                    .map_err(from_sdk("Query", &self.table))?;
+                    .retried(|| async {
+                        (self.client.query())
+                            .table_name(&self.table)
+                            .consistent_read(true)
+                            .key_condition_expression("pk = :p")
+                            .expression_attribute_values(":p", AttributeValue::S(partition.clone()))
+                            .projection_expression("sk")
+                            .set_exclusive_start_key(start.clone())
+                            .send()
+                            .await
+                            .map_err(from_sdk("Query", &self.table))
+                    })
+                    .await?;
                 for item in page.items() {
                     if let Some(AttributeValue::S(digest)) = item.get("sk") {
                         band.insert(digest.clone());
@@ -680,7 +699,7 @@ impl ViewTableWriter {
             })
             .collect::<Result<_, _>>()?;
         for chunk in items.chunks(25) {
-            self.batch_write(chunk.to_vec()).await?;
+            self.retried(|| self.batch_write(chunk.to_vec())).await?;
         }
         Ok(())
     }
@@ -1069,19 +1088,36 @@ impl ViewTableWriter {
             requests: 1,
             ..WriteStats::default()
         };
-        match update.send().await {
-            Ok(_) => {
+        // A failed condition (folded already) and a refusal are answers; other errors are retried in
+        // place when transient.
+        let answer = self
+            .retried(|| async {
+                match update.clone().send().await {
+                    Ok(_) => Ok(Ok(())),
+                    Err(e)
+                        if matches!(
+                            e.code(),
+                            Some("ConditionalCheckFailedException" | "ValidationException")
+                        ) =>
+                    {
+                        Ok(Err(e))
+                    }
+                    Err(e) => Err(from_sdk("UpdateItem", &self.table)(e)),
+                }
+            })
+            .await?;
+        match answer {
+            Ok(()) => {
                 stats.applied = 1;
                 stats.write_units = 1;
             }
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => stats.skipped = 1,
-            Err(e) if e.code() == Some("ValidationException") => {
+            Err(e) => {
                 return Ok(Err(format!(
                     "the total of pk={pk:?}, sk={sk:?} cannot be stored: {}",
                     e.message().unwrap_or_default()
                 )));
             }
-            Err(e) => return Err(from_sdk("UpdateItem", &self.table)(e)),
         }
         Ok(Ok(stats))
     }
@@ -1092,20 +1128,22 @@ impl ViewTableWriter {
         let mut start = None;
         loop {
             let page = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression(
-                    "begins_with(pk, :p) AND attribute_exists(#l) AND (attribute_not_exists(#f) OR #f < :n)",
-                )
-                .expression_attribute_names("#l", live)
-                .expression_attribute_names("#f", dynamo::FOLDED_ATTRIBUTE)
-                .expression_attribute_values(":p", AttributeValue::S(self.key_prefix.clone()))
-                .expression_attribute_values(":n", AttributeValue::N(attempt.to_string()))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(from_sdk("Scan", &self.table))?;
+                .retried(|| async {
+                    (self.client.scan())
+                        .table_name(&self.table)
+                        .filter_expression(
+                            "begins_with(pk, :p) AND attribute_exists(#l) AND (attribute_not_exists(#f) OR #f < :n)",
+                        )
+                        .expression_attribute_names("#l", live)
+                        .expression_attribute_names("#f", dynamo::FOLDED_ATTRIBUTE)
+                        .expression_attribute_values(":p", AttributeValue::S(self.key_prefix.clone()))
+                        .expression_attribute_values(":n", AttributeValue::N(attempt.to_string()))
+                        .set_exclusive_start_key(start.clone())
+                        .send()
+                        .await
+                        .map_err(from_sdk("Scan", &self.table))
+                })
+                .await?;
             for item in page.items() {
                 let (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) =
                     (item.get("pk"), item.get("sk"))
@@ -1547,5 +1585,101 @@ mod tests {
         let base = Duration::from_millis(100);
         let j = jittered(base);
         assert!(j >= base && j < base * 2, "{j:?}");
+    }
+
+    /// A DynamoDB that answers every third request with a 500 `InternalServerError` and the others with
+    /// success (`{}`), counting requests per operation (the `X-Amz-Target`).
+    #[derive(Clone, Debug, Default)]
+    struct EveryThirdFails {
+        requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl aws_smithy_runtime_api::client::http::HttpConnector for EveryThirdFails {
+        fn call(
+            &self,
+            request: aws_smithy_runtime_api::client::orchestrator::HttpRequest,
+        ) -> aws_smithy_runtime_api::client::http::HttpConnectorFuture {
+            let target = request.headers().get("x-amz-target").unwrap_or_default();
+            let mut requests = self.requests.lock().unwrap();
+            requests.push(target.rsplit('.').next().unwrap_or_default().to_string());
+            let (status, body) = match requests.len() % 3 {
+                0 => (
+                    500,
+                    r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"boom"}"#,
+                ),
+                _ => (200, "{}"),
+            };
+            let mut response = aws_smithy_runtime_api::client::orchestrator::HttpResponse::new(
+                status.try_into().unwrap(),
+                aws_smithy_types::body::SdkBody::from(body),
+            );
+            response
+                .headers_mut()
+                .insert("content-type", "application/x-amz-json-1.0");
+            aws_smithy_runtime_api::client::http::HttpConnectorFuture::ready(Ok(response))
+        }
+    }
+
+    impl aws_smithy_runtime_api::client::http::HttpClient for EveryThirdFails {
+        fn http_connector(
+            &self,
+            _: &aws_smithy_runtime_api::client::http::HttpConnectorSettings,
+            _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        ) -> aws_smithy_runtime_api::client::http::SharedHttpConnector {
+            aws_smithy_runtime_api::client::http::SharedHttpConnector::new(self.clone())
+        }
+    }
+
+    /// The fault-injection end-to-end run of CI stop 31: under a steady share of failing requests, a call
+    /// of many requests retried whole never finished (each pass met a failure somewhere), its backoff
+    /// growing to 40 s. Retried request by request, every write lands, each failure retried once.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_of_many_requests_finishes_when_every_third_request_fails() {
+        let dynamodb = EveryThirdFails::default();
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "AKIDTEST", "secret", None, None, "test",
+            ))
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+            .http_client(dynamodb.clone())
+            .build();
+        let writer = ViewTableWriter::new(aws_sdk_dynamodb::Client::from_conf(config), "views", "v#", 1);
+        let mut writes: Vec<ViewWrite> = (0..30)
+            .map(|i| latest(&format!("p#{i}"), "1", &format!("r{i}")))
+            .collect();
+        writes.extend((0..60).map(|i| ViewWrite::Put {
+            item: Item::from([
+                ("pk".into(), Value::S("log".into())),
+                ("sk".into(), Value::S(format!("{i:03}"))),
+            ]),
+        }));
+        writes.extend((0..3).map(|i| ViewWrite::Add {
+            key: Item::from([
+                ("pk".into(), Value::S(format!("c#{i}"))),
+                ("sk".into(), Value::S("COUNT".into())),
+            ]),
+            attribute: "count".into(),
+            delta: Number::from(1),
+            record: RecordId::new(&Value::S(format!("a{i}")), None).unwrap(),
+        }));
+        let stats = writer.apply(writes).await.expect("every write applied");
+        assert_eq!(stats.applied, 30 + 60 + 3, "{stats:?}");
+        let requests = dynamodb.requests.lock().unwrap().clone();
+        let count = |op: &str| requests.iter().filter(|r| *r == op).count();
+        // 1 TransactWriteItems, 30 PutItems and 3 BatchWriteItems succeeded; every third request failed
+        // and was retried alone (a retry follows a failure, so it succeeds).
+        let failed = requests.len() / 3;
+        assert_eq!(requests.len() - failed, 1 + 30 + 3, "{requests:?}");
+        assert_eq!(
+            (
+                count("TransactWriteItems"),
+                count("PutItem") + count("BatchWriteItem")
+            ),
+            (1, requests.len() - 1),
+            "{requests:?}"
+        );
+        assert_eq!(writer.transient_log().get().count as usize, failed);
     }
 }

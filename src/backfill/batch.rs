@@ -18,7 +18,7 @@ use crate::projection::{ViewWrite, view_key_of};
 pub const MAX_BATCH_ITEMS: usize = 25;
 
 /// A request ready to send.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Request {
     /// One `BatchWriteItem` of up to 25 puts with distinct keys.
     Batch(Vec<WriteRequest>),
