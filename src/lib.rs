@@ -23,6 +23,13 @@
 //! - [`kubectl`]: `kubectl kappa`, the binary as a kubectl plugin.
 //! - [`http`], [`metrics`], [`telemetry`], [`settings`]: the operator's own endpoints, metrics, logs and
 //!   configuration.
+//!
+//! Errors, one type per layer, each with a category (a bounded label for metrics and Event reasons):
+//! `controller::Error`; `plan::PlanError` (a spec it cannot plan) and `plan::CodeError` (built-in code
+//! the settings make unusable), both found before any AWS call; `aws::AwsError` (operation, resource,
+//! AWS's code, retryable by one classifier) and `aws::ConfigError`; `backfill::BackfillError`;
+//! `runtime::checkpoints::CheckpointError` and `runtime::backfill_job::ShareError`; and in [`functions`]
+//! each side effect's own (`WriteError`, `PublishError`, `LogReadError`, `StoreError`), retryable or not.
 
 pub mod aws;
 pub mod backfill;

@@ -581,7 +581,9 @@ async fn run(settings: Settings, kube_args: &KubeArgs) -> Result<(), String> {
     // CRDs of another schema do not stop the start: the process runs, /readyz says what is wrong, and
     // reconciling starts once they are applied.
     let crd_skew = controller::crd_skew::CrdSkew::new(&installed_crds, metrics.crd_skew.clone());
-    let aws = kappa_operator::aws::Aws::from_env(metrics.clone()).await?;
+    let aws = kappa_operator::aws::Aws::from_env(metrics.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     let ready = Arc::new(AtomicBool::new(false));
     let health = http::Health {
         metrics: metrics.clone(),

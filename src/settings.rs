@@ -133,7 +133,7 @@ impl AdoptionRules {
     }
 
     /// Whether an EventLog in `namespace` may adopt the table `table`; the refusal names the setting.
-    pub fn allows(&self, namespace: &str, table: &str) -> Result<(), String> {
+    pub fn allows(&self, namespace: &str, table: &str) -> Result<(), AdoptionRefused> {
         let matching = self
             .rules
             .iter()
@@ -141,13 +141,31 @@ impl AdoptionRules {
         if matching {
             return Ok(());
         }
-        Err(format!(
-            "the operator's --adoptable-tables setting (chart value adoption.tables) has no rule letting \
-             namespace {namespace} adopt table {table}; ask the cluster administrator to add one (for \
-             example {namespace}={}), or leave spec.table.name out for a table of the log's own",
-            regex::escape(table)
-        ))
+        Err(AdoptionRefused::NoRule {
+            namespace: namespace.to_string(),
+            table: table.to_string(),
+        })
     }
+}
+
+/// Why an owner may not adopt an existing table; the message names the setting that decides and the fix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdoptionRefused {
+    /// No rule of `--adoptable-tables` lets `namespace` adopt `table`.
+    #[error(
+        "the operator's --adoptable-tables setting (chart value adoption.tables) has no rule letting \
+         namespace {namespace} adopt table {table}; ask the cluster administrator to add one (for example \
+         {namespace}={}), or leave spec.table.name out for a table of the log's own",
+        regex::escape(table)
+    )]
+    NoRule { namespace: String, table: String },
+    /// Not decided by the configuration: views and connections tables are never adopted, and a plan
+    /// alone allows no adoption until the controller asks the rules.
+    #[error(
+        "the operator adopts no existing table unless its --adoptable-tables setting (chart value \
+         adoption.tables) allows it for the namespace"
+    )]
+    NotConfigured,
 }
 
 /// When and how large backfills run as Indexed Jobs.
@@ -461,7 +479,10 @@ mod tests {
         let rules = AdoptionRules::parse(&["tenant-a=legacy-.*".into(), "*=shared-log".into()]).unwrap();
         assert!(rules.allows("tenant-a", "legacy-payroll").is_ok());
         assert!(rules.allows("tenant-b", "shared-log").is_ok());
-        let refused = rules.allows("tenant-b", "legacy-payroll").unwrap_err();
+        let refused = rules
+            .allows("tenant-b", "legacy-payroll")
+            .unwrap_err()
+            .to_string();
         assert!(
             refused.contains("--adoptable-tables") && refused.contains("adoption.tables"),
             "{refused}"

@@ -237,6 +237,7 @@ fn a_views_environment_overrides_the_projectors_target_table() {
     ) {
         // The fix refuses the spec, naming the field: the other accepted outcome.
         Err(refused) => {
+            let refused = refused.to_string();
             assert!(
                 refused.contains("spec.projector.environment.PROJECTION"),
                 "{refused}"

@@ -18,7 +18,7 @@ use crate::plan::log::TablePlan;
 use crate::plan::names::{Owner, Ownership, tag_keys};
 
 /// The refusal of an adoption: the table, why, and the setting that decides.
-fn adoption_refused(plan: &TablePlan, why: &str) -> AwsError {
+fn adoption_refused(plan: &TablePlan, why: &dyn std::fmt::Display) -> AwsError {
     AwsError::refused(
         "AdoptTable",
         format!("DynamoDB table {}", plan.name),
@@ -131,14 +131,13 @@ pub async fn ensure_table(client: &Client, plan: &TablePlan) -> Result<TableStat
         (Ownership::Unclaimed, false) => {
             return Err(adoption_refused(
                 plan,
-                &format!(
+                &format_args!(
                     "it exists and kappa-operator did not create it; to use an existing table set \
                      spec.table.adoptExisting: true (and {})",
-                    plan.adoption
-                        .as_ref()
-                        .err()
-                        .map(String::as_str)
-                        .unwrap_or("the operator's configuration allows it")
+                    plan.adoption.as_ref().err().map_or_else(
+                        || "the operator's configuration allows it".to_string(),
+                        ToString::to_string
+                    )
                 ),
             ));
         }

@@ -17,6 +17,12 @@ pub const TABLE_SETTING_REFUSED: &str = "TableSettingRefused";
 
 /// The code of [`AwsError::refused`] for a name the spec may not use (the operator's own name space).
 pub const RESERVED_NAME: &str = "ReservedName";
+/// The code of [`AwsError::refused`] for a spec the plan cannot turn into resources
+/// ([`crate::plan::PlanError`]): no AWS call was made.
+pub const INVALID_SPEC: &str = "InvalidSpec";
+/// The code of [`AwsError::refused`] for built-in code the operator's settings do not make usable
+/// ([`crate::plan::CodeError`]): no AWS call was made.
+pub const OPERATOR_CONFIGURATION: &str = "OperatorConfiguration";
 /// The operator refusing to serve (or write) a dedicated views table that holds the items of an earlier
 /// view of the same name, retained when it was deleted (see `crate::aws::view_storage`).
 pub const RETAINED_STORAGE: &str = "RetainedStorage";

@@ -172,7 +172,10 @@ impl SnsPublisher {
     }
 }
 
-fn publish_entry(entry: PublishEntry) -> Result<PublishBatchRequestEntry, String> {
+/// One SNS batch entry with its message attributes; errors: the SDK builder's (a required field unset).
+fn publish_entry(
+    entry: PublishEntry,
+) -> Result<PublishBatchRequestEntry, aws_smithy_types::error::operation::BuildError> {
     let attributes = entry
         .attributes
         .into_iter()
@@ -182,7 +185,6 @@ fn publish_entry(entry: PublishEntry) -> Result<PublishBatchRequestEntry, String
                 .string_value(value)
                 .build()
                 .map(|v| (name, v))
-                .map_err(|e| e.to_string())
         })
         .collect::<Result<HashMap<_, _>, _>>()?;
     PublishBatchRequestEntry::builder()
@@ -190,7 +192,6 @@ fn publish_entry(entry: PublishEntry) -> Result<PublishBatchRequestEntry, String
         .message(entry.message)
         .set_message_attributes(Some(attributes))
         .build()
-        .map_err(|e| e.to_string())
 }
 
 impl Publisher for SnsPublisher {

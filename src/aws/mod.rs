@@ -44,9 +44,25 @@ pub struct Aws {
     pub region: String,
 }
 
+/// The SDK configuration cannot make clients: the operator's installer fixes it (category
+/// `configuration`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// No region from the environment, profile or instance metadata (the SDK's region provider chain).
+    #[error("no AWS region configured: set AWS_REGION (the chart's aws.region value)")]
+    NoRegion,
+}
+
+impl ConfigError {
+    /// A short, bounded label (metrics, logs).
+    pub fn category(&self) -> &'static str {
+        "configuration"
+    }
+}
+
 impl Aws {
     /// Loads the SDK configuration once; fails with the fix when no region is configured.
-    pub async fn from_env(metrics: Arc<Metrics>) -> Result<Aws, String> {
+    pub async fn from_env(metrics: Arc<Metrics>) -> Result<Aws, ConfigError> {
         let shared = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::adaptive().with_max_attempts(3))
             .load()
@@ -56,10 +72,14 @@ impl Aws {
 
     /// Every service's client from one SDK configuration, each counting its calls in `metrics`
     /// (`kappa_aws_calls_total`); fails with the fix when the configuration has no region.
-    pub fn from_sdk_config(shared: &aws_config::SdkConfig, metrics: Arc<Metrics>) -> Result<Aws, String> {
-        let region = shared.region().map(|r| r.to_string()).ok_or_else(|| {
-            "no AWS region configured: set AWS_REGION (the chart's aws.region value)".to_string()
-        })?;
+    pub fn from_sdk_config(
+        shared: &aws_config::SdkConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Aws, ConfigError> {
+        let region = shared
+            .region()
+            .map(|r| r.to_string())
+            .ok_or(ConfigError::NoRegion)?;
         let counter = CallCounter::new(metrics);
         let dynamodb = aws_sdk_dynamodb::config::Builder::from(shared)
             .interceptor(counter.clone())

@@ -57,3 +57,72 @@ impl Error {
         }
     }
 }
+
+/// A refusal found before any AWS call, carried on the provisioning path as the [`AwsError`] it ends in
+/// (never retried; reported under its own reason by [`super::status::aws_reason`]).
+///
+/// [`AwsError`]: crate::aws::AwsError
+pub trait Refusal {
+    /// The refusal of `resource` (the function that was to be created).
+    fn refusal(self, resource: &str) -> crate::aws::AwsError;
+}
+
+impl Refusal for crate::plan::PlanError {
+    fn refusal(self, resource: &str) -> crate::aws::AwsError {
+        crate::aws::AwsError::refused(
+            "PlanFunction",
+            resource,
+            crate::aws::error::INVALID_SPEC,
+            self.to_string(),
+        )
+    }
+}
+
+impl Refusal for crate::plan::CodeError {
+    fn refusal(self, resource: &str) -> crate::aws::AwsError {
+        crate::aws::AwsError::refused(
+            "LoadBuiltInCode",
+            resource,
+            crate::aws::error::OPERATOR_CONFIGURATION,
+            self.to_string(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{CodeError, PlanError};
+
+    #[test]
+    fn refusals_found_before_any_aws_call_say_so_and_carry_their_own_reason() {
+        let missing = CodeError::Unreadable {
+            path: "/opt/kappa/bootstrap".into(),
+            error: "No such file or directory (os error 2)".into(),
+        }
+        .refusal("kappa-prod-shop-orders-projector");
+        assert_eq!(
+            missing.to_string(),
+            "LoadBuiltInCode kappa-prod-shop-orders-projector failed: OperatorConfiguration: reading the \
+             built-in Lambda code /opt/kappa/bootstrap: No such file or directory (os error 2)"
+        );
+        assert!(!missing.retryable);
+        assert_eq!(
+            crate::controller::status::aws_reason(&missing),
+            crate::crd::reasons::OPERATOR_CONFIGURATION
+        );
+        let spec = PlanError::ReservedVariable {
+            name: "PROJECTION".into(),
+        };
+        assert_eq!(spec.category(), "spec");
+        let spec = spec.refusal("f");
+        assert!(
+            spec.message.contains("spec.projector.environment.PROJECTION"),
+            "{spec}"
+        );
+        assert_eq!(
+            crate::controller::status::aws_reason(&spec),
+            crate::crd::reasons::INVALID_SPEC
+        );
+    }
+}

@@ -94,11 +94,11 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
     };
     let provisioned = match crate::plan::log::check_table_name(&plan, log.spec.table.name.as_deref()) {
         Ok(()) => provision::apply_log(&ctx.aws, &plan, &functions).await,
-        Err(message) => Err(crate::aws::AwsError::refused(
+        Err(e) => Err(crate::aws::AwsError::refused(
             "CheckTableName",
             &plan.table.name,
             crate::aws::error::RESERVED_NAME,
-            message,
+            e.to_string(),
         )),
     };
     let (phase, health, resources) = conclude(provisioned)?;
@@ -124,11 +124,14 @@ fn conclude(
 ) -> Result<(EventLogPhase, Health, Option<provision::LogResources>)> {
     Ok(match provisioned {
         Ok(mut r) if r.problem.is_some() => {
-            let message = r.problem.take().map(|e| e.to_string()).unwrap_or_default();
+            let problem = r.problem.take();
+            let message = problem.as_ref().map(|e| e.to_string()).unwrap_or_default();
             (
                 EventLogPhase::Failed,
                 Health::Stalled {
-                    reason: reasons::AWS_ERROR,
+                    reason: problem
+                        .as_ref()
+                        .map_or(reasons::AWS_ERROR, super::status::aws_reason),
                     message: format!("the log's table and topics exist, but its functions do not: {message}"),
                 },
                 Some(r),

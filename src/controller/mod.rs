@@ -27,10 +27,11 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, CustomResourceExt};
 use tracing::info;
 
-pub use error::{Error, Result};
+pub use error::{Error, Refusal, Result};
 
 use crate::crd::{EventLog, MaterializedView};
 use crate::metrics::Metrics;
+use crate::plan::CodeError;
 use crate::settings::Config;
 
 /// The field manager of every write the operator makes.
@@ -53,7 +54,7 @@ pub struct Context {
     /// Whether the installed CRDs are this operator's: nothing is reconciled while they are not.
     pub crd_skew: crd_skew::CrdSkew,
     /// The built-in Lambda functions' code, loaded (and zipped) the first time a function needs it.
-    lambda_code: tokio::sync::OnceCell<std::result::Result<crate::plan::lambdas::BuiltInCode, String>>,
+    lambda_code: tokio::sync::OnceCell<std::result::Result<crate::plan::lambdas::BuiltInCode, CodeError>>,
 }
 
 /// Lambda's limit on a zip uploaded with the call.
@@ -73,7 +74,7 @@ impl Context {
     }
 
     /// The built-in functions' code (see `--lambda-code`), or why it cannot be used.
-    pub async fn built_in_code(&self) -> std::result::Result<crate::plan::lambdas::BuiltInCode, String> {
+    pub async fn built_in_code(&self) -> std::result::Result<crate::plan::lambdas::BuiltInCode, CodeError> {
         use crate::plan::function::FunctionCode;
         use crate::settings::LambdaCodeSource;
         let load = || async {
@@ -83,18 +84,16 @@ impl Context {
                     key: key.clone(),
                 },
                 LambdaCodeSource::File(path) => {
-                    let binary = tokio::fs::read(path)
-                        .await
-                        .map_err(|e| format!("reading the built-in Lambda code {}: {e}", path.display()))?;
+                    let binary = tokio::fs::read(path).await.map_err(|e| CodeError::Unreadable {
+                        path: path.clone(),
+                        error: e.to_string(),
+                    })?;
                     let zip = crate::aws::lambda::bootstrap_zip(&binary);
                     if zip.len() > MAX_DIRECT_UPLOAD_BYTES {
-                        return Err(format!(
-                            "the built-in Lambda code {} is {} MB zipped; Lambda takes at most 50 MB uploaded \
-                             directly: set --lambda-code (KAPPA_LAMBDA_CODE) to a release build or to \
-                             s3://bucket/key of a zip holding it as bootstrap",
-                            path.display(),
-                            zip.len() / (1024 * 1024)
-                        ));
+                        return Err(CodeError::TooLarge {
+                            path: path.clone(),
+                            megabytes: zip.len() / (1024 * 1024),
+                        });
                     }
                     FunctionCode::Zip {
                         sha256_base64: crate::aws::lambda::zip_sha256_base64(&zip),

@@ -1,5 +1,6 @@
 //! Applies an EventLog's plan through the adapters, in dependency order, and removes what it owns.
 
+use crate::controller::Refusal;
 use std::collections::BTreeMap;
 
 use crate::aws::dynamodb::{self, TableState};
@@ -38,7 +39,7 @@ pub struct LogResources {
 pub struct LogFunctions<'a> {
     pub spec: &'a EventLogSpec,
     /// The built-in code, or why it cannot be used.
-    pub code: Result<BuiltInCode, String>,
+    pub code: Result<BuiltInCode, crate::plan::CodeError>,
     /// Whether the router runs (`Sns` fan-out and some view on Lambda; see [`crate::plan::lambdas::router_needed`]).
     pub router: bool,
     /// The permissions boundary of the functions' roles: a managed policy's ARN or name (`--permissions-boundary`).
@@ -155,12 +156,7 @@ async fn apply_functions(
         roles,
     } = *inputs;
     let mut converged = true;
-    let code = || {
-        functions
-            .code
-            .clone()
-            .map_err(|message| AwsError::permanent("CreateFunction", &plan.owner.name, message))
-    };
+    let code = || functions.code.clone().map_err(|e| e.refusal(&plan.owner.name));
     if let (Some(q), Some(role)) = (ingest, roles.get(WRITER)) {
         let function = writer_function(plan, functions.spec, role, &code()?);
         let (arn, c1) = lambda::ensure_function(&aws.lambda, &function).await?;

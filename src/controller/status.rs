@@ -33,7 +33,8 @@ pub fn aws_reason(e: &crate::aws::AwsError) -> &'static str {
     match e.code.as_str() {
         crate::aws::error::OWNED_BY_ANOTHER => reasons::OWNED_BY_ANOTHER,
         crate::aws::error::ADOPTION_REFUSED => reasons::ADOPTION_REFUSED,
-        crate::aws::error::RESERVED_NAME => reasons::INVALID_SPEC,
+        crate::aws::error::RESERVED_NAME | crate::aws::error::INVALID_SPEC => reasons::INVALID_SPEC,
+        crate::aws::error::OPERATOR_CONFIGURATION => reasons::OPERATOR_CONFIGURATION,
         crate::aws::error::RETAINED_STORAGE => reasons::STORAGE_RETAINED,
         crate::aws::error::TABLE_SETTING_REFUSED => reasons::TABLE_SETTING_REFUSED,
         _ => reasons::AWS_ERROR,

@@ -74,6 +74,9 @@ pub mod reasons {
     pub const DELETING: &str = "Deleting";
     pub const AS_EXPECTED: &str = "AsExpected";
     pub const AWS_ERROR: &str = "AwsError";
+    /// The operator's own settings cannot serve the object (the built-in functions' code, `--lambda-code`):
+    /// the operator's installer fixes it; the message names the setting.
+    pub const OPERATOR_CONFIGURATION: &str = "OperatorConfiguration";
     /// An AWS resource the object names (or would create) carries another owner's tags: left untouched.
     pub const OWNED_BY_ANOTHER: &str = "OwnedByAnother";
     /// An existing table the object would adopt, which the operator's configuration does not allow.

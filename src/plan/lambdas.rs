@@ -183,7 +183,7 @@ pub fn projector_function(
     log_table: &str,
     role_arn: &str,
     code: &BuiltInCode,
-) -> Result<Option<FunctionPlan>, String> {
+) -> Result<Option<FunctionPlan>, super::PlanError> {
     let spec = &view.spec;
     if spec.projector.runtime == ProjectorRuntime::InCluster {
         return Ok(None);
@@ -209,10 +209,9 @@ pub fn projector_function(
         None => {
             let table = plan.table.name.clone();
             let prefix = plan.key_prefix.clone().unwrap_or_default();
-            let config =
-                ProjectorConfig::for_view(name, spec, log, &table, &prefix).map_err(|e| e.to_string())?;
+            let config = ProjectorConfig::for_view(name, spec, log, &table, &prefix)?;
             let config = config.with_log_table(log_table);
-            f.environment = config.to_env().map_err(|e| e.to_string())?;
+            f.environment = config.to_env()?;
             if let Some(max_lag) = crate::crd::parse_duration(&spec.promotion.max_lag) {
                 f.environment.insert(
                     crate::functions::projector::ENV_MAX_LAG_MS.to_string(),
@@ -229,10 +228,9 @@ pub fn projector_function(
         .keys()
         .find(|k| f.environment.contains_key(*k))
     {
-        return Err(format!(
-            "spec.projector.environment.{reserved} is set by the operator for the built-in projector (its \
-             table, key prefix and projection); remove it from spec.projector.environment"
-        ));
+        return Err(super::PlanError::ReservedVariable {
+            name: reserved.clone(),
+        });
     }
     f.environment.extend(spec.projector.environment.clone());
     Ok(Some(f))
@@ -426,7 +424,9 @@ mod tests {
             r#"{"table":"kappa-other-namespace-views"}"#.into(),
         );
         let plan = plan_view("c", &v, &[]);
-        let err = projector_function(&v, &plan, &log.spec, "kappa-log", "arn:role", &code()).unwrap_err();
+        let err = (projector_function(&v, &plan, &log.spec, "kappa-log", "arn:role", &code()))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("spec.projector.environment.PROJECTION"), "{err}");
         v.spec.projector.environment = [("LOG_LEVEL".to_string(), "debug".to_string())].into();
         let f = projector_function(&v, &plan, &log.spec, "kappa-log", "arn:role", &code())

@@ -12,12 +12,9 @@ use super::names::{NameKind, Owner};
 use super::routing::topic_groups;
 use super::{ResolvedFanOut, StreamReaders, resolve_fan_out};
 use crate::crd::{BillingMode, DeletionPolicy, EventLog, MaterializedView, QueueType, StreamViewType};
+use crate::settings::AdoptionRefused;
 
 pub const KIND: &str = "EventLog";
-
-/// The refusal of an adoption no configuration was consulted for.
-pub const NO_ADOPTION: &str = "the operator adopts no existing table unless its --adoptable-tables setting \
-     (chart value adoption.tables) allows it for the namespace";
 
 /// Everything an EventLog needs on AWS.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,7 +59,7 @@ pub struct TablePlan {
     /// Whether the operator's configuration lets this owner adopt a table of this name: `Err` holds the
     /// refusal, naming the setting (see [`crate::settings::AdoptionRules`]). Filled in by the controller;
     /// a plan alone allows no adoption.
-    pub adoption: Result<(), String>,
+    pub adoption: Result<(), AdoptionRefused>,
     /// The attribute whose epoch-seconds value expires an item (DynamoDB TTL), or `None` to leave TTL
     /// as it is.
     pub time_to_live_attribute: Option<String>,
@@ -221,15 +218,14 @@ pub fn export_root(cluster: &str, log: &EventLog) -> String {
 /// Refuses a `spec.table.name` in the operator's own name space (`kappa-...`) other than the name it
 /// derives for this log: such names belong to other objects (a squatter could otherwise take another
 /// namespace's future log table name). The error names the field, the value and the fix.
-pub fn check_table_name(plan: &LogPlan, explicit: Option<&str>) -> Result<(), String> {
+pub fn check_table_name(plan: &LogPlan, explicit: Option<&str>) -> Result<(), super::PlanError> {
     let Some(name) = explicit else { return Ok(()) };
     let own = plan.owner.resource_name("log", NameKind::Table);
     if name.starts_with(&format!("{}-", super::names::NAME_PREFIX)) && name != own {
-        return Err(format!(
-            "spec.table.name {name:?} starts with \"kappa-\", which is reserved for the names the operator \
-             derives for each object (this log's would be {own:?}): choose a name outside it, or leave \
-             spec.table.name out"
-        ));
+        return Err(super::PlanError::ReservedTableName {
+            name: name.to_string(),
+            own,
+        });
     }
     Ok(())
 }
@@ -261,7 +257,7 @@ pub fn plan_log(cluster: &str, log: &EventLog, views: &[MaterializedView]) -> Lo
         converge_settings: !spec.table.adopt_existing,
         deletion_protection: spec.deletion_policy == DeletionPolicy::Retain && !spec.table.adopt_existing,
         adopted: spec.table.adopt_existing,
-        adoption: Err(NO_ADOPTION.into()),
+        adoption: Err(AdoptionRefused::NotConfigured),
         time_to_live_attribute: None,
         take_over_predecessor: false,
         tags: tags.clone(),
@@ -417,7 +413,7 @@ mod tests {
         assert!(check_table_name(&p, Some("payroll-log")).is_ok());
         assert!(check_table_name(&p, Some(&p.table.name.clone())).is_ok());
         let other = resource_name_of("tenant-a", "payroll");
-        let e = check_table_name(&p, Some(&other)).unwrap_err();
+        let e = check_table_name(&p, Some(&other)).unwrap_err().to_string();
         assert!(e.contains("spec.table.name") && e.contains(&other), "{e}");
     }
 

@@ -1,5 +1,6 @@
 //! The planning core: spec in, desired AWS topology out. Pure: no I/O, every decision unit-tested.
 
+pub mod error;
 mod fan_out;
 pub mod function;
 pub mod iam;
@@ -12,4 +13,5 @@ pub mod routing;
 pub mod versions;
 pub mod view;
 
+pub use error::{CodeError, PlanError};
 pub use fan_out::{ResolvedFanOut, StreamReaders, resolve_fan_out};

@@ -159,7 +159,7 @@ pub fn plan_push(view: &ViewPlan, subscribers: &[(String, String)], scope: &AwsS
         converge_settings: false,
         deletion_protection: false,
         adopted: false,
-        adoption: Err(super::log::NO_ADOPTION.into()),
+        adoption: Err(crate::settings::AdoptionRefused::NotConfigured),
         time_to_live_attribute: Some(TTL_ATTRIBUTE.into()),
         take_over_predecessor: false,
         tags: tags.clone(),

@@ -157,7 +157,7 @@ pub fn plan_view(cluster: &str, view: &MaterializedView, siblings: &[Materialize
         converge_settings: false,
         deletion_protection: false,
         adopted: false,
-        adoption: Err(super::log::NO_ADOPTION.into()),
+        adoption: Err(crate::settings::AdoptionRefused::NotConfigured),
         time_to_live_attribute: None,
         take_over_predecessor: !shared && store.adopt,
         tags: table_owner.tags(),

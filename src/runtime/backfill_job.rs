@@ -174,7 +174,7 @@ async fn share_run(share: &JobShare) -> Result<Progress, ShareError> {
     let projection = ProjectionConfig::from_spec(&share.view, &view.spec, &log.spec, &key_prefix)?;
     let aws = Aws::from_env(Arc::new(Metrics::default()))
         .await
-        .map_err(ShareError::Settings)?;
+        .map_err(|e| ShareError::Settings(e.to_string()))?;
     let export = describe_export(&aws.dynamodb, &export_arn).await?;
     let bucket = export
         .bucket

@@ -1,6 +1,7 @@
 //! A view version on the Lambda runtime: its projector role, function, failure queue and live path
 //! (SNS subscriptions or a stream mapping), and their removal.
 
+use crate::controller::Refusal;
 use std::ops::ControlFlow;
 
 use super::version::{InClusterOutcome, OnVersion};
@@ -455,17 +456,14 @@ async fn projector_function<'a>(
     let Some(role_arn) = role_arn else {
         return Ok(None);
     };
-    let code = ctx
-        .built_in_code()
-        .await
-        .map_err(|m| crate::aws::AwsError::permanent("CreateFunction", &name, m))?;
+    let code = ctx.built_in_code().await.map_err(|e| e.refusal(&name))?;
     let log_table = log
         .status
         .as_ref()
         .and_then(|s| s.table.as_ref())
         .map_or("", |t| t.name.as_str());
     let function = lambdas::projector_function(view, plan, &log.spec, log_table, role_arn, &code)
-        .map_err(|m| crate::aws::AwsError::permanent("CreateFunction", &name, m))?;
+        .map_err(|e| e.refusal(&name))?;
     let Some(function) = function else {
         return Ok(None);
     };

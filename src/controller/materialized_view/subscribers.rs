@@ -1,6 +1,7 @@
 //! Push of a view's changes to its subscribers (`spec.subscribers`): the in-cluster endpoint or the views
 //! table's API Gateway WebSocket stack.
 
+use crate::controller::Refusal;
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
@@ -62,9 +63,7 @@ pub(super) async fn push_path(
                 &scope,
                 namespace_uid.as_deref(),
             );
-            let code = ctx.built_in_code().await.map_err(|m| {
-                crate::aws::AwsError::permanent("CreateFunction", &plan.connections_function, m)
-            })?;
+            let code = (ctx.built_in_code().await).map_err(|e| e.refusal(&plan.connections_function))?;
             let got = crate::controller::push::ensure_aws_push(
                 &ctx.aws,
                 &plan,
