@@ -71,11 +71,35 @@ pub struct LiveReader {
     /// `Count`/`Sum` views with a pre-aggregated backfill: which records to skip, apply, or apply and
     /// record in the band (see [`crate::backfill::aggregate`]).
     pub cutoff: Option<Cutoff>,
+    /// Wakes the view's reconcile when [`LiveProgress::state`] changes.
+    pub wake: Option<super::Wake>,
+}
+
+impl LiveProgress {
+    /// What the view's status is made of, as opposed to counters: started, caught up, failing, stopped
+    /// at a record, a gap found. A change of it wakes the reconcile.
+    pub fn state(&self) -> (bool, bool, bool, bool, bool) {
+        (
+            self.started,
+            self.caught_up,
+            self.error.is_some(),
+            self.failed.is_some(),
+            self.gap.is_some(),
+        )
+    }
 }
 
 impl LiveReader {
     fn update(&self, f: impl FnOnce(&mut LiveProgress)) {
-        f(&mut self.progress.lock().unwrap_or_else(|e| e.into_inner()));
+        let changed = {
+            let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+            let before = p.state();
+            f(&mut p);
+            p.state() != before
+        };
+        if changed && let Some(wake) = &self.wake {
+            wake.wake();
+        }
     }
 
     /// Runs until the task is aborted; transient failures are retried with backoff.

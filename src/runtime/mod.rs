@@ -5,7 +5,9 @@
 //! The reconciler stays level-based: each reconcile asks the registry for a view's task by a
 //! *fingerprint* of everything the task depends on (table, key prefix, stream, projection). The same
 //! fingerprint returns the running task's progress; another one stops the old task and starts a new one.
-//! Tasks only report progress; the reconciler turns it into status.
+//! Tasks only report progress; the reconciler turns it into status. A task whose state changes (the live
+//! path started, caught up or fell behind, failed or recovered, found a gap; a backfill finished) wakes
+//! its view's reconcile through [`Wake`] at once, instead of leaving it to the next requeue.
 
 pub mod backfill_job;
 pub mod checkpoints;
@@ -57,9 +59,45 @@ struct ViewTasks {
 }
 
 /// The tasks of every view this process runs.
-#[derive(Default)]
 pub struct Runtime {
     views: Mutex<HashMap<String, ViewTasks>>,
+    /// The runtime keys of views whose task changed state (see [`Wake`]).
+    wakes: tokio::sync::broadcast::Sender<String>,
+}
+
+/// How many wakes wait for a slow controller before the oldest are dropped (each view still has its
+/// requeue): more than the views one operator runs at once.
+const WAKE_BUFFER: usize = 4096;
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime {
+            views: Mutex::default(),
+            wakes: tokio::sync::broadcast::channel(WAKE_BUFFER).0,
+        }
+    }
+}
+
+/// A task's handle to wake its view's reconcile: sends the task's runtime key (`namespace/name`, with
+/// `@v<n>` for a version being rebuilt) to every [`Runtime::wakes`] receiver. Sending never blocks; with
+/// no receiver it does nothing.
+#[derive(Clone, Debug)]
+pub struct Wake {
+    key: String,
+    tx: tokio::sync::broadcast::Sender<String>,
+}
+
+impl Wake {
+    /// Wakes the view's reconcile.
+    pub fn wake(&self) {
+        let _ = self.tx.send(self.key.clone());
+    }
+}
+
+/// The view a runtime key belongs to: `(namespace, name)` of `namespace/name` or `namespace/name@v<n>`.
+pub fn view_of_key(key: &str) -> Option<(&str, &str)> {
+    let view = key.rsplit_once("@v").map_or(key, |(view, _)| view);
+    view.split_once('/')
 }
 
 fn snapshot<P: Clone>(progress: &Arc<Mutex<P>>) -> P {
@@ -88,6 +126,19 @@ fn ensure<P: Clone + Default>(
 }
 
 impl Runtime {
+    /// The [`Wake`] of the task under runtime key `key`.
+    pub fn waker(&self, key: &str) -> Wake {
+        Wake {
+            key: key.to_string(),
+            tx: self.wakes.clone(),
+        }
+    }
+
+    /// Every wake from now on: the runtime keys of views whose task changed state.
+    pub fn wakes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.wakes.subscribe()
+    }
+
     fn with<T>(&self, view: &str, f: impl FnOnce(&mut ViewTasks) -> T) -> T {
         let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
         f(views.entry(view.to_string()).or_default())
@@ -180,6 +231,22 @@ mod tests {
         runtime.stop("ns/v");
         runtime.live("ns/v", "b", start(started.clone()));
         assert_eq!(*started.lock().unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_wake_names_the_view_of_its_task() {
+        let runtime = Runtime::default();
+        let mut wakes = runtime.wakes();
+        runtime.waker("shop/orders@v2").wake();
+        runtime.waker("shop/orders").wake();
+        assert_eq!(wakes.recv().await.unwrap(), "shop/orders@v2");
+        assert_eq!(wakes.recv().await.unwrap(), "shop/orders");
+        assert_eq!(view_of_key("shop/orders@v2"), Some(("shop", "orders")));
+        assert_eq!(view_of_key("shop/orders"), Some(("shop", "orders")));
+        assert_eq!(view_of_key("shop/v@vx@v3"), Some(("shop", "v@vx")));
+        // Nobody listening: waking does nothing.
+        drop(wakes);
+        runtime.waker("shop/orders").wake();
     }
 
     #[tokio::test]

@@ -426,8 +426,9 @@ pub(super) fn start_scan(
     info!(view = %call.target.key, segments = worker.total_segments, "backfilling by scanning the log");
     let progress = worker.progress.clone();
     let transient = worker.writer.transient_log().clone();
+    let wake = ctx.runtime.waker(&call.target.key);
     Ok(ctx.runtime.backfill(&call.target.key, fingerprint, |run| {
-        tokio::spawn(async move { track(progress, transient, worker.run(), run).await })
+        tokio::spawn(async move { track(progress, transient, worker.run(), (run, wake)).await })
     }))
 }
 
@@ -629,6 +630,7 @@ pub(super) fn export_task(
     let progress = worker.progress.clone();
     let transient = worker.writer.transient_log().clone();
     let attempt = b.attempt;
+    let wake = ctx.runtime.waker(&call.target.key);
     ctx.runtime.backfill(&call.target.key, fingerprint, |run| {
         let work = async move {
             worker.run().await?;
@@ -636,7 +638,7 @@ pub(super) fn export_task(
             // With the record errors the fold found.
             Ok(worker.progress.lock().unwrap_or_else(|e| e.into_inner()).clone())
         };
-        tokio::spawn(async move { track(progress, transient, work, run).await })
+        tokio::spawn(async move { track(progress, transient, work, (run, wake)).await })
     })
 }
 

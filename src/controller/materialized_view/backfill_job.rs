@@ -252,12 +252,13 @@ enum FoldRun {
 fn fold(worker: Worker<()>, fingerprint: &str, target: &Target, ctx: &Context, attempt: i64) -> FoldRun {
     let tracked = worker.progress.clone();
     let transient = worker.writer.transient_log().clone();
+    let wake = ctx.runtime.waker(&target.key);
     let run = ctx.runtime.backfill(&target.key, fingerprint, |run| {
         let work = async move {
             worker.fold(attempt).await?;
             Ok(worker.progress.lock().unwrap_or_else(|e| e.into_inner()).clone())
         };
-        tokio::spawn(async move { track(tracked, transient, work, run).await })
+        tokio::spawn(async move { track(tracked, transient, work, (run, wake)).await })
     });
     match run.outcome {
         None => FoldRun::Running,

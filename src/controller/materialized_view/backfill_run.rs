@@ -9,12 +9,13 @@ use crate::cost::backfill::format_duration;
 use crate::crd::BackfillStatus;
 use crate::runtime::{BackfillFailure, BackfillRun};
 
-/// Runs one backfill (an export's or a scan's), copying its progress into the registry every second and its outcome at the end.
+/// Runs one backfill (an export's or a scan's), copying its progress into the registry every second and
+/// its outcome at the end, which wakes the view's reconcile (`wake`).
 pub(super) async fn track(
     progress: Arc<Mutex<Progress>>,
     transient: crate::aws::retry::TransientLog,
     work: impl Future<Output = Result<Progress, crate::backfill::worker::BackfillError>>,
-    run: Arc<Mutex<BackfillRun>>,
+    (run, wake): (Arc<Mutex<BackfillRun>>, crate::runtime::Wake),
 ) {
     let copy = |outcome: Option<Result<(), BackfillFailure>>| {
         let mut p = progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -43,6 +44,7 @@ pub(super) async fn track(
             ),
         }
     })));
+    wake.wake();
 }
 
 pub(super) fn apply_progress(b: &mut BackfillStatus, p: &Progress) {

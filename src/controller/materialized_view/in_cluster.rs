@@ -127,7 +127,7 @@ fn start_live(
         &format!("{cutoff:?}"),
     ]);
     let live = ctx.runtime.live(&target.key, &fingerprint, |progress| {
-        let reader = live_reader(
+        let mut reader = live_reader(
             ctx,
             table,
             stream_arn,
@@ -136,6 +136,7 @@ fn start_live(
             &cutoff,
             progress,
         );
+        reader.wake = Some(ctx.runtime.waker(&target.key));
         tokio::spawn(reader.run())
     });
     (live, live_checkpoint, cutoff)
@@ -175,6 +176,7 @@ fn live_reader(
         progress,
         poll_interval: Duration::from_secs(1),
         cutoff: cutoff.clone(),
+        wake: None,
     }
 }
 

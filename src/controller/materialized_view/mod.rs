@@ -60,6 +60,7 @@ pub(super) async fn run(ctx: Arc<Context>) {
                 Some(ns) => Api::<Tolerant<EventLog>>::namespaced(ctx.client.clone(), ns),
                 None => Api::<Tolerant<EventLog>>::all(ctx.client.clone()),
             };
+            let views_namespace = views.namespace().map(str::to_string);
             async move {
                 let controller = Controller::new(views, watcher::Config::default().any_semantic());
                 let store = controller.store();
@@ -84,12 +85,42 @@ pub(super) async fn run(ctx: Arc<Context>) {
                     )
                     // Objects left alone while the CRDs were not this operator's, reconciled once they are.
                     .reconcile_all_on(ctx.crd_skew.cleared())
+                    // A view whose runtime task changed state, at once (not at its next requeue).
+                    .reconcile_on(woken(ctx.clone(), views_namespace))
                     .run(reconcile_listed, error_policy, ctx)
                     .boxed();
                 super::drain(stream, KIND).await;
             }
         });
     futures::future::join_all(runs).await;
+}
+
+/// The views of `namespace` (every namespace: `None`) whose runtime task changed state
+/// ([`crate::runtime::Wake`]), each also marked woken for the pacer (its next run is progress though the
+/// object looks the same). A controller that lagged behind the wakes misses some; the views' own requeues
+/// cover them.
+fn woken(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+) -> impl futures::Stream<Item = ObjectRef<Tolerant<MaterializedView>>> + Send + 'static {
+    futures::stream::unfold(ctx.runtime.wakes(), |mut wakes| async move {
+        loop {
+            match wakes.recv().await {
+                Ok(key) => return Some((key, wakes)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .filter_map(move |key| {
+        let view = crate::runtime::view_of_key(&key)
+            .filter(|(ns, _)| namespace.as_deref().is_none_or(|n| n == *ns))
+            .map(|(ns, name)| {
+                ctx.pacer.wake(&format!("{KIND}/{ns}/{name}"));
+                ObjectRef::new(name).within(ns)
+            });
+        std::future::ready(view)
+    })
 }
 
 /// A listed or watched view: reconciled when this operator can read it (see [`Tolerant`]).
