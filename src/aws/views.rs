@@ -1683,3 +1683,415 @@ mod tests {
         assert_eq!(writer.transient_log().get().count as usize, failed);
     }
 }
+
+/// Break probes (branch break15) of the per-request retry of [`ViewTableWriter`], against a fake
+/// DynamoDB that keeps idempotency markers and counters as a real table would.
+#[cfg(test)]
+mod break15 {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::projection::{Item, Value};
+
+    /// What the fake does with request number `n` (0-based, all operations) of operation `op`.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Fault {
+        None,
+        /// A 500 before anything is applied.
+        Fail,
+        /// Applies the request, then answers 500 (the response is lost).
+        LoseResponse,
+        /// A 400 ValidationException (permanent).
+        Permanent,
+        /// A TransactionCanceledException whose reasons are all ThrottlingError (nothing applied).
+        CancelThrottled,
+    }
+
+    type Policy = Arc<dyn Fn(usize, &str, &str) -> Fault + Send + Sync>;
+
+    #[derive(Clone)]
+    struct Fake {
+        policy: Policy,
+        requests: Arc<Mutex<Vec<String>>>,
+        markers: Arc<Mutex<HashSet<String>>>,
+        counters: Arc<Mutex<HashMap<String, i64>>>,
+    }
+
+    impl std::fmt::Debug for Fake {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Fake")
+        }
+    }
+
+    fn key_of(item: &serde_json::Value) -> String {
+        format!("{}|{}", item["pk"], item["sk"])
+    }
+
+    fn respond(status: u16, body: String) -> aws_smithy_runtime_api::client::http::HttpConnectorFuture {
+        let mut response = aws_smithy_runtime_api::client::orchestrator::HttpResponse::new(
+            status.try_into().unwrap(),
+            aws_smithy_types::body::SdkBody::from(body),
+        );
+        response
+            .headers_mut()
+            .insert("content-type", "application/x-amz-json-1.0");
+        aws_smithy_runtime_api::client::http::HttpConnectorFuture::ready(Ok(response))
+    }
+
+    impl aws_smithy_runtime_api::client::http::HttpConnector for Fake {
+        fn call(
+            &self,
+            request: aws_smithy_runtime_api::client::orchestrator::HttpRequest,
+        ) -> aws_smithy_runtime_api::client::http::HttpConnectorFuture {
+            let target = request.headers().get("x-amz-target").unwrap_or_default();
+            let op = target.rsplit('.').next().unwrap_or_default().to_string();
+            let body: serde_json::Value =
+                serde_json::from_slice(request.body().bytes().unwrap_or_default()).unwrap_or_default();
+            let n = {
+                let mut r = self.requests.lock().unwrap();
+                r.push(op.clone());
+                r.len() - 1
+            };
+            let pk = body["Item"]["pk"]["S"].as_str().unwrap_or_default().to_string();
+            let fault = (self.policy)(n, &op, &pk);
+            let err500 = r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"boom"}"#;
+            match fault {
+                Fault::Fail => return respond(500, err500.into()),
+                Fault::Permanent => {
+                    return respond(
+                        400,
+                        r#"{"__type":"com.amazon.coral.validate#ValidationException","message":"bad item"}"#.into(),
+                    );
+                }
+                Fault::CancelThrottled => {
+                    let k = body["TransactItems"].as_array().map_or(0, Vec::len);
+                    let reasons: Vec<_> = (0..k)
+                        .map(|_| serde_json::json!({"Code": "ThrottlingError", "Message": "slow down"}))
+                        .collect();
+                    return respond(
+                        400,
+                        serde_json::json!({
+                            "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+                            "message": "Transaction cancelled",
+                            "CancellationReasons": reasons,
+                        })
+                        .to_string(),
+                    );
+                }
+                _ => {}
+            }
+            if op == "TransactWriteItems" {
+                let actions = body["TransactItems"].as_array().cloned().unwrap_or_default();
+                let mut markers = self.markers.lock().unwrap();
+                let reasons: Vec<bool> = actions
+                    .iter()
+                    .map(|a| {
+                        a["Put"]["ConditionExpression"].is_string()
+                            && markers.contains(&key_of(&a["Put"]["Item"]))
+                    })
+                    .collect();
+                if reasons.iter().any(|r| *r) {
+                    let reasons: Vec<_> = reasons
+                        .iter()
+                        .map(|r| match r {
+                            true => serde_json::json!({"Code": "ConditionalCheckFailed", "Message": "exists"}),
+                            false => serde_json::json!({"Code": "None"}),
+                        })
+                        .collect();
+                    return respond(
+                        400,
+                        serde_json::json!({
+                            "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+                            "message": "Transaction cancelled",
+                            "CancellationReasons": reasons,
+                        })
+                        .to_string(),
+                    );
+                }
+                let mut counters = self.counters.lock().unwrap();
+                for a in &actions {
+                    if a["Put"]["ConditionExpression"].is_string() {
+                        markers.insert(key_of(&a["Put"]["Item"]));
+                    }
+                    if a["Update"].is_object() {
+                        let d: i64 = a["Update"]["ExpressionAttributeValues"][":d"]["N"]
+                            .as_str()
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        *counters.entry(key_of(&a["Update"]["Key"])).or_default() += d;
+                    }
+                }
+            }
+            match fault {
+                Fault::LoseResponse => respond(500, err500.into()),
+                _ => respond(200, "{}".into()),
+            }
+        }
+    }
+
+    impl aws_smithy_runtime_api::client::http::HttpClient for Fake {
+        fn http_connector(
+            &self,
+            _: &aws_smithy_runtime_api::client::http::HttpConnectorSettings,
+            _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        ) -> aws_smithy_runtime_api::client::http::SharedHttpConnector {
+            aws_smithy_runtime_api::client::http::SharedHttpConnector::new(self.clone())
+        }
+    }
+
+    fn fake(policy: impl Fn(usize, &str, &str) -> Fault + Send + Sync + 'static, concurrency: usize) -> (Fake, ViewTableWriter) {
+        let fake = Fake {
+            policy: Arc::new(policy),
+            requests: Arc::default(),
+            markers: Arc::default(),
+            counters: Arc::default(),
+        };
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "AKIDTEST", "secret", None, None, "test",
+            ))
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+            .http_client(fake.clone())
+            .build();
+        let writer = ViewTableWriter::new(aws_sdk_dynamodb::Client::from_conf(config), "views", "v#", concurrency);
+        (fake, writer)
+    }
+
+    fn count_adds(keys: usize, per_key: usize) -> Vec<ViewWrite> {
+        (0..keys)
+            .flat_map(|k| {
+                (0..per_key).map(move |r| ViewWrite::Add {
+                    key: Item::from([
+                        ("pk".into(), Value::S(format!("c#{k}"))),
+                        ("sk".into(), Value::S("COUNT".into())),
+                    ]),
+                    attribute: "count".into(),
+                    delta: Number::from(1),
+                    record: RecordId::new(&Value::S(format!("k{k}r{r}")), None).unwrap(),
+                })
+            })
+            .collect()
+    }
+
+    fn latests(n: usize) -> Vec<ViewWrite> {
+        (0..n)
+            .map(|i| {
+                let mut item = Item::new();
+                item.insert("pk".into(), Value::S(format!("p#{i}")));
+                item.insert("sk".into(), Value::S("LATEST".into()));
+                ViewWrite::PutIfNewer {
+                    item,
+                    order_attribute: "seq".into(),
+                    order: "1".parse().unwrap(),
+                    record: format!("r{i}"),
+                }
+            })
+            .collect()
+    }
+
+    fn puts(n: usize) -> Vec<ViewWrite> {
+        (0..n)
+            .map(|i| ViewWrite::Put {
+                item: Item::from([
+                    ("pk".into(), Value::S(format!("p{i}"))),
+                    ("sk".into(), Value::S("x".into())),
+                ]),
+            })
+            .collect()
+    }
+
+    /// Input: Count adds, 3 keys × 150 records (several transactions, a key split over two), where every
+    /// TransactWriteItems is applied by the fake but its first response is lost (500 after commit).
+    /// Expected: each counter is 150 (the retry finds the markers, nothing counted twice), the call
+    /// succeeds, and the lost responses are counted as transient errors.
+    /// PASSES.
+    #[tokio::test(start_paused = true)]
+    async fn count_adds_whose_committed_response_is_lost_are_counted_once() {
+        let lose = Arc::new(Mutex::new(HashSet::<usize>::new()));
+        let seen_tx = Arc::new(Mutex::new(0usize));
+        let (seen, l) = (seen_tx.clone(), lose.clone());
+        let (fake, writer) = fake(
+            move |n, op, _| {
+                if op != "TransactWriteItems" {
+                    return Fault::None;
+                }
+                let mut s = seen.lock().unwrap();
+                *s += 1;
+                // Odd-numbered transaction requests (1st, 3rd, ...) lose their response.
+                if *s % 2 == 1 {
+                    l.lock().unwrap().insert(n);
+                    Fault::LoseResponse
+                } else {
+                    Fault::None
+                }
+            },
+            4,
+        );
+        let stats = writer.apply(count_adds(3, 150)).await.expect("applied");
+        let counters = fake.counters.lock().unwrap().clone();
+        assert_eq!(counters.len(), 3, "{counters:?}");
+        for (k, v) in &counters {
+            assert_eq!(*v, 150, "counter {k} counted twice or lost: {counters:?}");
+        }
+        assert_eq!(stats.applied + stats.skipped, 450, "{stats:?}");
+        assert_eq!(writer.transient_log().get().count as usize, lose.lock().unwrap().len());
+    }
+
+    /// Input: 40 Puts and 20 Count adds, every request fails with a 500, forever.
+    /// Expected: the call gives up with a retryable error after MAX_RETRIES per request, in bounded
+    /// (virtual) time, without hanging; no counter changed.
+    /// PASSES (the Count transaction goes first and gives up after 21 attempts, 444 s virtual).
+    #[tokio::test(start_paused = true)]
+    async fn every_request_failing_gives_up_with_a_retryable_error() {
+        let (fake, writer) = fake(|_, _, _| Fault::Fail, 4);
+        let mut writes = puts(40);
+        writes.extend(count_adds(2, 10));
+        let started = tokio::time::Instant::now();
+        let out = writer.apply(writes).await;
+        let waited = started.elapsed();
+        let err = out.expect_err("cannot succeed");
+        assert!(err.retryable, "{err:?}");
+        assert!(waited < Duration::from_secs(30 * 60), "waited {waited:?}");
+        assert!(fake.counters.lock().unwrap().is_empty());
+        eprintln!(
+            "requests {} waited {waited:?} transient {}",
+            fake.requests.lock().unwrap().len(),
+            writer.transient_log().get().count
+        );
+    }
+
+    /// Input: 20 Latest writes (conditional PutItems); the one of `p#7` is refused (400 ValidationException), every other Put fails with a
+    /// 500 forever.
+    /// Expected (claim: "permanent errors return at once"): the call returns the permanent error promptly.
+    /// FAILS: the call returns a *retryable* InternalServerError, the permanent ValidationException is
+    /// hidden: `send_all` keeps the first error in completion order, and p#7 starts only after requests
+    /// 0-3 (concurrency 4) have spent ~7 min each exhausting their retries. The caller will retry the
+    /// whole call as transient instead of surfacing the refusal.
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_error_among_persistently_failing_requests_returns_at_once() {
+        let (_fake, writer) = fake(
+            |_, _, pk| match pk {
+                "p#7" => Fault::Permanent,
+                _ => Fault::Fail,
+            },
+            4,
+        );
+        let started = tokio::time::Instant::now();
+        let err = writer.apply(latests(20)).await.expect_err("refused");
+        let waited = started.elapsed();
+        assert!(!err.retryable, "the permanent error is returned: {err:?}");
+        assert!(
+            waited < Duration::from_secs(10),
+            "a permanent error returned only after {waited:?} of retrying the other requests"
+        );
+    }
+
+    /// Input: 20 Latest writes (conditional PutItems); `p#7` is refused (400), every other succeeds.
+    /// Expected: the permanent error is returned, not retried (one request for p#7), others applied.
+    /// PASSES.
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_error_mid_batch_is_not_retried() {
+        let (fake, writer) = fake(
+            |_, _, pk| match pk {
+                "p#7" => Fault::Permanent,
+                _ => Fault::None,
+            },
+            4,
+        );
+        let err = writer.apply(latests(20)).await.expect_err("refused");
+        assert!(!err.retryable, "{err:?}");
+        assert_eq!(fake.requests.lock().unwrap().len(), 20, "p7 sent once, no retry");
+        assert_eq!(writer.transient_log().get().count, 0);
+    }
+
+    /// Input: 10 Count adds on one key; the first 3 TransactWriteItems are cancelled with reasons
+    /// `ThrottlingError` (DynamoDB's form of throttling inside a transaction), then they succeed.
+    /// Expected (claim: the status counts transient errors): the counter is 10 and the transient log
+    /// counts the 3 throttled attempts.
+    /// FAILS: counter 10, but transient count 0: `Cancelled::Retry` (throttling/conflict reasons in a
+    /// TransactionCanceledException) is retried by `transact`'s own loop, never noted in the log.
+    #[tokio::test(start_paused = true)]
+    async fn throttling_inside_a_transaction_is_counted_as_transient() {
+        let seen = Arc::new(Mutex::new(0usize));
+        let (fake, writer) = fake(
+            move |_, op, _| {
+                if op != "TransactWriteItems" {
+                    return Fault::None;
+                }
+                let mut s = seen.lock().unwrap();
+                *s += 1;
+                if *s <= 3 { Fault::CancelThrottled } else { Fault::None }
+            },
+            1,
+        );
+        writer.apply(count_adds(1, 10)).await.expect("applied");
+        assert_eq!(fake.counters.lock().unwrap().values().copied().collect::<Vec<_>>(), [10]);
+        assert_eq!(
+            writer.transient_log().get().count,
+            3,
+            "throttled transaction attempts missing from status.backfill.transientErrors"
+        );
+    }
+
+    /// Input: 9 Count adds on one key; every TransactWriteItems is cancelled with `ThrottlingError` for
+    /// 9 attempts in a row (a steady throttle), then it would succeed.
+    /// Expected (claim: a call finishes under a steady share of failing requests / retried like any
+    /// transient error, MAX_RETRIES = 20): the call succeeds with the counter at 9.
+    /// FAILS: "still cancelled after 8 attempts" (BATCH_ATTEMPTS, backoff 50 ms doubling to 5 s, ~15 s
+    /// in all): throttled transactions get 8 tries, not the 21 of other transient errors.
+    #[tokio::test(start_paused = true)]
+    async fn a_transaction_throttled_nine_times_still_finishes() {
+        let seen = Arc::new(Mutex::new(0usize));
+        let (fake, writer) = fake(
+            move |_, op, _| {
+                if op != "TransactWriteItems" {
+                    return Fault::None;
+                }
+                let mut s = seen.lock().unwrap();
+                *s += 1;
+                if *s <= 9 { Fault::CancelThrottled } else { Fault::None }
+            },
+            1,
+        );
+        let out = writer.apply(count_adds(1, 9)).await;
+        assert!(out.is_ok(), "gave up: {out:?}");
+        assert_eq!(fake.counters.lock().unwrap().values().copied().collect::<Vec<_>>(), [9]);
+    }
+
+    /// Input: 40 Latest writes (40 conditional PutItems) at concurrency 4, every request fails with a
+    /// 500 forever (a regional outage).
+    /// Expected (retry.rs: "about 5 minutes of waiting before the error goes to the caller"): the call
+    /// returns its retryable error after about 5 minutes.
+    /// FAILS: 840 requests, gave up after 4386 s (73 min, virtual): `send_all` waits for every request
+    /// and each spends ~7 min on its 21 attempts, 4 at a time (10 rounds).
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_returns_within_minutes_not_hours() {
+        let (fake, writer) = fake(|_, _, _| Fault::Fail, 4);
+        let writes: Vec<ViewWrite> = (0..40)
+            .map(|i| {
+                let mut item = Item::new();
+                item.insert("pk".into(), Value::S(format!("p#{i}")));
+                item.insert("sk".into(), Value::S("LATEST".into()));
+                ViewWrite::PutIfNewer {
+                    item,
+                    order_attribute: "seq".into(),
+                    order: "1".parse().unwrap(),
+                    record: format!("r{i}"),
+                }
+            })
+            .collect();
+        let started = tokio::time::Instant::now();
+        let err = writer.apply(writes).await.expect_err("outage");
+        let waited = started.elapsed();
+        eprintln!(
+            "outage: {} requests, gave up after {waited:?} (virtual)",
+            fake.requests.lock().unwrap().len()
+        );
+        assert!(err.retryable);
+        assert!(waited < Duration::from_secs(10 * 60), "gave up only after {waited:?}");
+    }
+}
