@@ -65,14 +65,18 @@ async fn many_in_cluster_views_at_once_are_ready_fast_and_then_quiet() {
     eprintln!("operator log: {}", op.log_path.display());
     common::create_yaml(&client, &ns, log_yaml()).await.unwrap();
     let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
-    common::create_yaml(&client, &ns, &view_yaml("warm")).await.unwrap();
+    common::create_yaml(&client, &ns, &view_yaml("warm"))
+        .await
+        .unwrap();
     common::eventually(Duration::from_secs(120), "warm Ready", || async {
         ready(&mvs, "warm").await.then_some(())
     })
     .await;
     // One alone, on the existing table: the claim.
     let t = std::time::Instant::now();
-    common::create_yaml(&client, &ns, &view_yaml("single")).await.unwrap();
+    common::create_yaml(&client, &ns, &view_yaml("single"))
+        .await
+        .unwrap();
     while !ready(&mvs, "single").await {
         assert!(t.elapsed() < Duration::from_secs(60), "single never Ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -101,12 +105,26 @@ async fn many_in_cluster_views_at_once_are_ready_fast_and_then_quiet() {
     let log_after = op.log();
     let per_view: Vec<usize> = names
         .iter()
-        .map(|n| reconciled_lines(&log_after, &format!("\"{n}\"")) - reconciled_lines(&log_before, &format!("\"{n}\"")))
+        .map(|n| {
+            reconciled_lines(&log_after, &format!("\"{n}\""))
+                - reconciled_lines(&log_before, &format!("\"{n}\""))
+        })
         .collect();
-    eprintln!("single {single:?}; 16 at once: slowest {slowest:?} {times:?}; quiet 20 s: {quiet} reconciles; per view from log {per_view:?}");
-    assert!(single < Duration::from_millis(2_000), "single view Ready after {single:?}");
-    assert!(slowest < Duration::from_secs(5), "slowest of 16 Ready after {slowest:?}");
-    assert!(quiet <= 18 * 3, "{quiet} reconciles in 20 s of quiet for 18 views");
+    eprintln!(
+        "single {single:?}; 16 at once: slowest {slowest:?} {times:?}; quiet 20 s: {quiet} reconciles; per view from log {per_view:?}"
+    );
+    assert!(
+        single < Duration::from_millis(2_000),
+        "single view Ready after {single:?}"
+    );
+    assert!(
+        slowest < Duration::from_secs(5),
+        "slowest of 16 Ready after {slowest:?}"
+    );
+    assert!(
+        quiet <= 18 * 3,
+        "{quiet} reconciles in 20 s of quiet for 18 views"
+    );
     drop(op);
     common::delete_namespace(&client, &ns).await;
 }
@@ -125,7 +143,9 @@ async fn a_view_whose_table_is_deleted_is_not_reconciled_in_a_hot_loop() {
     eprintln!("operator log: {}", op.log_path.display());
     common::create_yaml(&client, &ns, log_yaml()).await.unwrap();
     let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
-    common::create_yaml(&client, &ns, &view_yaml("gone")).await.unwrap();
+    common::create_yaml(&client, &ns, &view_yaml("gone"))
+        .await
+        .unwrap();
     common::eventually(Duration::from_secs(120), "gone Ready", || async {
         ready(&mvs, "gone").await.then_some(())
     })
@@ -142,10 +162,16 @@ async fn a_view_whose_table_is_deleted_is_not_reconciled_in_a_hot_loop() {
         let out = ddb
             .put_item()
             .table_name(&log_table)
-            .item("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("order#{i}")))
+            .item(
+                "pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("order#{i}")),
+            )
             .item("sk", aws_sdk_dynamodb::types::AttributeValue::S("order".into()))
             .item("type", aws_sdk_dynamodb::types::AttributeValue::S("order".into()))
-            .item("id", aws_sdk_dynamodb::types::AttributeValue::S(format!("{}", i % 3)))
+            .item(
+                "id",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("{}", i % 3)),
+            )
             .send()
             .await;
         if out.is_ok() {
@@ -162,16 +188,23 @@ async fn a_view_whose_table_is_deleted_is_not_reconciled_in_a_hot_loop() {
         "{runs} reconciles in 30 s; phase {:?}; live {:?}; conditions {:?}",
         s.phase,
         s.live,
-        s.conditions.iter().map(|c| (&c.type_, &c.status, &c.reason)).collect::<Vec<_>>()
+        s.conditions
+            .iter()
+            .map(|c| (&c.type_, &c.status, &c.reason))
+            .collect::<Vec<_>>()
     );
     assert!(runs <= 36, "{runs} reconciles in 30 s");
     // Correct results unchanged: every record written after the table came back is projected
     // (the views table is re-created by the operator; records before that may be lost with it).
-    let applied = common::eventually(Duration::from_secs(30), "live path applied every record", || async {
-        let s = mvs.get("gone").await.ok()?.status?;
-        let n = s.live?.records_applied;
-        (n >= written).then_some(n)
-    })
+    let applied = common::eventually(
+        Duration::from_secs(30),
+        "live path applied every record",
+        || async {
+            let s = mvs.get("gone").await.ok()?.status?;
+            let n = s.live?.records_applied;
+            (n >= written).then_some(n)
+        },
+    )
     .await;
     eprintln!("written {written}, applied {applied}");
     drop(op);
@@ -192,7 +225,9 @@ async fn label_patches_on_a_ready_view_then_recreate_under_the_same_name() {
     eprintln!("operator log: {}", op.log_path.display());
     common::create_yaml(&client, &ns, log_yaml()).await.unwrap();
     let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
-    common::create_yaml(&client, &ns, &view_yaml("lbl")).await.unwrap();
+    common::create_yaml(&client, &ns, &view_yaml("lbl"))
+        .await
+        .unwrap();
     common::eventually(Duration::from_secs(120), "lbl Ready", || async {
         ready(&mvs, "lbl").await.then_some(())
     })
@@ -203,7 +238,9 @@ async fn label_patches_on_a_ready_view_then_recreate_under_the_same_name() {
     let mut i = 0;
     while t.elapsed() < Duration::from_secs(20) {
         let patch = serde_json::json!({"metadata": {"labels": {"poke": i.to_string()}}});
-        let _ = mvs.patch("lbl", &PatchParams::default(), &Patch::Merge(&patch)).await;
+        let _ = mvs
+            .patch("lbl", &PatchParams::default(), &Patch::Merge(&patch))
+            .await;
         i += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -216,15 +253,25 @@ async fn label_patches_on_a_ready_view_then_recreate_under_the_same_name() {
     }
     let deleted_in = gone.elapsed();
     let t = std::time::Instant::now();
-    common::create_yaml(&client, &ns, &view_yaml("lbl")).await.unwrap();
+    common::create_yaml(&client, &ns, &view_yaml("lbl"))
+        .await
+        .unwrap();
     while !ready(&mvs, "lbl").await {
-        assert!(t.elapsed() < Duration::from_secs(60), "re-created lbl never Ready");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "re-created lbl never Ready"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let again = t.elapsed();
-    eprintln!("{runs} reconciles under {i} label patches in 20 s; deleted in {deleted_in:?}; re-created Ready in {again:?}");
+    eprintln!(
+        "{runs} reconciles under {i} label patches in 20 s; deleted in {deleted_in:?}; re-created Ready in {again:?}"
+    );
     assert!(runs <= 6, "{runs} reconciles in 20 s of label patches");
-    assert!(again < Duration::from_secs(2), "re-created view Ready after {again:?}");
+    assert!(
+        again < Duration::from_secs(2),
+        "re-created view Ready after {again:?}"
+    );
     drop(op);
     common::delete_namespace(&client, &ns).await;
 }

@@ -78,6 +78,21 @@ impl TransientLog {
     }
 }
 
+/// Notes one retry of a transient error `e`, `wait` from now: logged, counted in
+/// `kappa_aws_retries_total` and in `log`. For retry loops of their own (a round of requests, a
+/// cancelled transaction); [`transient`] calls it for each of its retries.
+pub fn note_retry(log: Option<&TransientLog>, e: &AwsError, wait: Duration) {
+    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "transient AWS error; retrying in place");
+    RETRIES
+        .get_or_create(&RetryLabels {
+            operation: e.operation.to_string(),
+        })
+        .inc();
+    if let Some(log) = log {
+        log.note(e);
+    }
+}
+
 /// Runs `call` until it succeeds, fails permanently, or has been retried [`MAX_RETRIES`] times; each
 /// retry is logged, counted in `kappa_aws_retries_total` and noted in `log`.
 ///
@@ -91,17 +106,7 @@ where
         .retry(backoff())
         .sleep(tokio::time::sleep)
         .when(|e: &AwsError| e.retryable)
-        .notify(|e: &AwsError, wait: Duration| {
-            tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "transient AWS error; retrying in place");
-            RETRIES
-                .get_or_create(&RetryLabels {
-                    operation: e.operation.to_string(),
-                })
-                .inc();
-            if let Some(log) = log {
-                log.note(e);
-            }
-        })
+        .notify(|e: &AwsError, wait: Duration| note_retry(log, e, wait))
         .await
 }
 

@@ -601,19 +601,23 @@ impl ViewTableWriter {
                         stats += self.one_by_one(groups, message).await?;
                         return Ok(stats);
                     }
+                    // Throttling or a conflict, reported in the cancellation: transient like any other,
+                    // retried as often and noted for the status.
                     Cancelled::Retry(reason) => {
                         attempt += 1;
-                        if attempt >= BATCH_ATTEMPTS {
-                            let mut e = AwsError::new(
-                                "TransactWriteItems",
-                                &self.table,
-                                "TransactionCanceledException",
-                                &format!("still cancelled after {BATCH_ATTEMPTS} attempts: {reason}"),
-                            );
-                            e.retryable = true;
+                        let mut e = AwsError::new(
+                            "TransactWriteItems",
+                            &self.table,
+                            "TransactionCanceledException",
+                            &format!("still cancelled after {attempt} attempts: {reason}"),
+                        );
+                        e.retryable = true;
+                        if attempt > super::retry::MAX_RETRIES {
                             return Err(e);
                         }
-                        tokio::time::sleep(jittered(backoff)).await;
+                        let wait = jittered(backoff);
+                        super::retry::note_retry(Some(&self.transient), &e, wait);
+                        tokio::time::sleep(wait).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                     Cancelled::Other => return Err(from_sdk("TransactWriteItems", &self.table)(err)),
@@ -622,9 +626,13 @@ impl ViewTableWriter {
         })
     }
 
-    /// Groups `writes` into requests and sends them, `concurrency` at a time; the first error after all
-    /// requests were tried.
+    /// Groups `writes` into requests and sends them, `concurrency` at a time, in rounds: every request
+    /// once, then those that failed transiently again after a backoff ([`super::retry::backoff`]), each
+    /// retry noted. A permanent error is returned after the round it came in (never hidden behind
+    /// requests still retrying); after [`super::retry::MAX_RETRIES`] rounds the last transient error is.
+    /// So an outage gives up after the backoff's total (about 5 minutes) whatever the number of requests.
     async fn send_all(&self, writes: Vec<ViewWrite>) -> Result<WriteStats, AwsError> {
+        use backon::BackoffBuilder;
         let mut batcher = WriteBatcher::new(&self.table);
         let mut requests = Vec::new();
         for write in writes {
@@ -633,21 +641,40 @@ impl ViewTableWriter {
                 .map_err(|e| AwsError::permanent("BuildRequest", &self.table, e.to_string()))?;
         }
         requests.extend(batcher.flush());
-        let mut sent =
-            futures::stream::iter((requests.into_iter()).map(|r| self.retried(move || self.send(r.clone()))))
-                .buffer_unordered(self.concurrency);
-        let (mut stats, mut first_error) = (WriteStats::default(), None);
-        while let Some(result) = sent.next().await {
-            match result {
-                Ok(s) => stats += s,
-                Err(e) => {
-                    first_error.get_or_insert(e);
+        let mut backoff = super::retry::backoff().build();
+        let mut stats = WriteStats::default();
+        loop {
+            let mut sent = futures::stream::iter(
+                (requests.into_iter()).map(|r| async move { (self.send(r.clone()).await, r) }),
+            )
+            .buffer_unordered(self.concurrency);
+            let (mut failed, mut transient, mut permanent) = (Vec::new(), Vec::new(), None);
+            while let Some((result, request)) = sent.next().await {
+                match result {
+                    Ok(s) => stats += s,
+                    Err(e) if e.retryable => {
+                        failed.push(request);
+                        transient.push(e);
+                    }
+                    Err(e) => {
+                        permanent.get_or_insert(e);
+                    }
                 }
             }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(stats),
+            if let Some(e) = permanent {
+                return Err(e);
+            }
+            let Some(last) = transient.last() else {
+                return Ok(stats);
+            };
+            let Some(wait) = backoff.next() else {
+                return Err(last.clone());
+            };
+            for e in &transient {
+                super::retry::note_retry(Some(&self.transient), e, wait);
+            }
+            tokio::time::sleep(wait).await;
+            requests = failed;
         }
     }
 
@@ -1755,13 +1782,15 @@ mod break15 {
             };
             let pk = body["Item"]["pk"]["S"].as_str().unwrap_or_default().to_string();
             let fault = (self.policy)(n, &op, &pk);
-            let err500 = r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"boom"}"#;
+            let err500 =
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"boom"}"#;
             match fault {
                 Fault::Fail => return respond(500, err500.into()),
                 Fault::Permanent => {
                     return respond(
                         400,
-                        r#"{"__type":"com.amazon.coral.validate#ValidationException","message":"bad item"}"#.into(),
+                        r#"{"__type":"com.amazon.coral.validate#ValidationException","message":"bad item"}"#
+                            .into(),
                     );
                 }
                 Fault::CancelThrottled => {
@@ -1795,7 +1824,9 @@ mod break15 {
                     let reasons: Vec<_> = reasons
                         .iter()
                         .map(|r| match r {
-                            true => serde_json::json!({"Code": "ConditionalCheckFailed", "Message": "exists"}),
+                            true => {
+                                serde_json::json!({"Code": "ConditionalCheckFailed", "Message": "exists"})
+                            }
                             false => serde_json::json!({"Code": "None"}),
                         })
                         .collect();
@@ -1841,7 +1872,10 @@ mod break15 {
         }
     }
 
-    fn fake(policy: impl Fn(usize, &str, &str) -> Fault + Send + Sync + 'static, concurrency: usize) -> (Fake, ViewTableWriter) {
+    fn fake(
+        policy: impl Fn(usize, &str, &str) -> Fault + Send + Sync + 'static,
+        concurrency: usize,
+    ) -> (Fake, ViewTableWriter) {
         let fake = Fake {
             policy: Arc::new(policy),
             requests: Arc::default(),
@@ -1857,7 +1891,12 @@ mod break15 {
             .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
             .http_client(fake.clone())
             .build();
-        let writer = ViewTableWriter::new(aws_sdk_dynamodb::Client::from_conf(config), "views", "v#", concurrency);
+        let writer = ViewTableWriter::new(
+            aws_sdk_dynamodb::Client::from_conf(config),
+            "views",
+            "v#",
+            concurrency,
+        );
         (fake, writer)
     }
 
@@ -1938,7 +1977,10 @@ mod break15 {
             assert_eq!(*v, 150, "counter {k} counted twice or lost: {counters:?}");
         }
         assert_eq!(stats.applied + stats.skipped, 450, "{stats:?}");
-        assert_eq!(writer.transient_log().get().count as usize, lose.lock().unwrap().len());
+        assert_eq!(
+            writer.transient_log().get().count as usize,
+            lose.lock().unwrap().len()
+        );
     }
 
     /// Input: 40 Puts and 20 Count adds, every request fails with a 500, forever.
@@ -1967,7 +2009,7 @@ mod break15 {
     /// Input: 20 Latest writes (conditional PutItems); the one of `p#7` is refused (400 ValidationException), every other Put fails with a
     /// 500 forever.
     /// Expected (claim: "permanent errors return at once"): the call returns the permanent error promptly.
-    /// FAILS: the call returns a *retryable* InternalServerError, the permanent ValidationException is
+    /// FAILED before the fix (PASSES now; see the commit that fixed it): the call returns a *retryable* InternalServerError, the permanent ValidationException is
     /// hidden: `send_all` keeps the first error in completion order, and p#7 starts only after requests
     /// 0-3 (concurrency 4) have spent ~7 min each exhausting their retries. The caller will retry the
     /// whole call as transient instead of surfacing the refusal.
@@ -2012,7 +2054,7 @@ mod break15 {
     /// `ThrottlingError` (DynamoDB's form of throttling inside a transaction), then they succeed.
     /// Expected (claim: the status counts transient errors): the counter is 10 and the transient log
     /// counts the 3 throttled attempts.
-    /// FAILS: counter 10, but transient count 0: `Cancelled::Retry` (throttling/conflict reasons in a
+    /// FAILED before the fix (PASSES now; see the commit that fixed it): counter 10, but transient count 0: `Cancelled::Retry` (throttling/conflict reasons in a
     /// TransactionCanceledException) is retried by `transact`'s own loop, never noted in the log.
     #[tokio::test(start_paused = true)]
     async fn throttling_inside_a_transaction_is_counted_as_transient() {
@@ -2024,12 +2066,24 @@ mod break15 {
                 }
                 let mut s = seen.lock().unwrap();
                 *s += 1;
-                if *s <= 3 { Fault::CancelThrottled } else { Fault::None }
+                if *s <= 3 {
+                    Fault::CancelThrottled
+                } else {
+                    Fault::None
+                }
             },
             1,
         );
         writer.apply(count_adds(1, 10)).await.expect("applied");
-        assert_eq!(fake.counters.lock().unwrap().values().copied().collect::<Vec<_>>(), [10]);
+        assert_eq!(
+            fake.counters
+                .lock()
+                .unwrap()
+                .values()
+                .copied()
+                .collect::<Vec<_>>(),
+            [10]
+        );
         assert_eq!(
             writer.transient_log().get().count,
             3,
@@ -2041,7 +2095,7 @@ mod break15 {
     /// 9 attempts in a row (a steady throttle), then it would succeed.
     /// Expected (claim: a call finishes under a steady share of failing requests / retried like any
     /// transient error, MAX_RETRIES = 20): the call succeeds with the counter at 9.
-    /// FAILS: "still cancelled after 8 attempts" (BATCH_ATTEMPTS, backoff 50 ms doubling to 5 s, ~15 s
+    /// FAILED before the fix (PASSES now; see the commit that fixed it): "still cancelled after 8 attempts" (BATCH_ATTEMPTS, backoff 50 ms doubling to 5 s, ~15 s
     /// in all): throttled transactions get 8 tries, not the 21 of other transient errors.
     #[tokio::test(start_paused = true)]
     async fn a_transaction_throttled_nine_times_still_finishes() {
@@ -2053,20 +2107,32 @@ mod break15 {
                 }
                 let mut s = seen.lock().unwrap();
                 *s += 1;
-                if *s <= 9 { Fault::CancelThrottled } else { Fault::None }
+                if *s <= 9 {
+                    Fault::CancelThrottled
+                } else {
+                    Fault::None
+                }
             },
             1,
         );
         let out = writer.apply(count_adds(1, 9)).await;
         assert!(out.is_ok(), "gave up: {out:?}");
-        assert_eq!(fake.counters.lock().unwrap().values().copied().collect::<Vec<_>>(), [9]);
+        assert_eq!(
+            fake.counters
+                .lock()
+                .unwrap()
+                .values()
+                .copied()
+                .collect::<Vec<_>>(),
+            [9]
+        );
     }
 
     /// Input: 40 Latest writes (40 conditional PutItems) at concurrency 4, every request fails with a
     /// 500 forever (a regional outage).
     /// Expected (retry.rs: "about 5 minutes of waiting before the error goes to the caller"): the call
     /// returns its retryable error after about 5 minutes.
-    /// FAILS: 840 requests, gave up after 4386 s (73 min, virtual): `send_all` waits for every request
+    /// FAILED before the fix (PASSES now; see the commit that fixed it): 840 requests, gave up after 4386 s (73 min, virtual): `send_all` waits for every request
     /// and each spends ~7 min on its 21 attempts, 4 at a time (10 rounds).
     #[tokio::test(start_paused = true)]
     async fn an_outage_returns_within_minutes_not_hours() {
@@ -2092,6 +2158,9 @@ mod break15 {
             fake.requests.lock().unwrap().len()
         );
         assert!(err.retryable);
-        assert!(waited < Duration::from_secs(10 * 60), "gave up only after {waited:?}");
+        assert!(
+            waited < Duration::from_secs(10 * 60),
+            "gave up only after {waited:?}"
+        );
     }
 }

@@ -315,6 +315,11 @@ where
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
     match &result {
+        // A cleanup that succeeded removed the finalizer: the object is gone, and so is its pace.
+        Ok(_) if obj.meta().deletion_timestamp.is_some() => {
+            ctx.backoff.succeeded(&backoff_key(obj.as_ref()));
+            ctx.pacer.forget(&backoff_key(obj.as_ref()));
+        }
         Ok(_) => ctx.backoff.succeeded(&backoff_key(obj.as_ref())),
         Err(e) => {
             ctx.metrics.reconcile_failed(kind, e.category());
