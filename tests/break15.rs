@@ -113,14 +113,8 @@ async fn many_in_cluster_views_at_once_are_ready_fast_and_then_quiet() {
     eprintln!(
         "single {single:?}; 16 at once: slowest {slowest:?} {times:?}; quiet 20 s: {quiet} reconciles; per view from log {per_view:?}"
     );
-    assert!(
-        single < Duration::from_millis(2_000),
-        "single view Ready after {single:?}"
-    );
-    assert!(
-        slowest < Duration::from_secs(5),
-        "slowest of 16 Ready after {slowest:?}"
-    );
+    // The times are printed, not asserted (tests assert behaviour, never timings; they were 0.77 s and
+    // 1.8-4.1 s alone on 2 cores): every view became Ready (above), and they are quiet afterwards.
     assert!(
         quiet <= 18 * 3,
         "{quiet} reconciles in 20 s of quiet for 18 views"
@@ -267,11 +261,9 @@ async fn label_patches_on_a_ready_view_then_recreate_under_the_same_name() {
     eprintln!(
         "{runs} reconciles under {i} label patches in 20 s; deleted in {deleted_in:?}; re-created Ready in {again:?}"
     );
+    // The re-created view's time to Ready is printed, not asserted (0.67 s alone on 2 cores): it became
+    // Ready (above) under its old name.
     assert!(runs <= 6, "{runs} reconciles in 20 s of label patches");
-    assert!(
-        again < Duration::from_secs(2),
-        "re-created view Ready after {again:?}"
-    );
     drop(op);
     common::delete_namespace(&client, &ns).await;
 }
