@@ -1636,15 +1636,39 @@ mod tests {
                 ),
                 _ => (200, "{}"),
             };
-            let mut response = aws_smithy_runtime_api::client::orchestrator::HttpResponse::new(
-                status.try_into().unwrap(),
-                aws_smithy_types::body::SdkBody::from(body),
-            );
-            response
-                .headers_mut()
-                .insert("content-type", "application/x-amz-json-1.0");
-            aws_smithy_runtime_api::client::http::HttpConnectorFuture::ready(Ok(response))
+            respond(status, body.to_string())
         }
+    }
+
+    /// A DynamoDB JSON answer of `status` with `body`.
+    pub(super) fn respond(
+        status: u16,
+        body: String,
+    ) -> aws_smithy_runtime_api::client::http::HttpConnectorFuture {
+        let mut response = aws_smithy_runtime_api::client::orchestrator::HttpResponse::new(
+            status.try_into().unwrap(),
+            aws_smithy_types::body::SdkBody::from(body),
+        );
+        response
+            .headers_mut()
+            .insert("content-type", "application/x-amz-json-1.0");
+        aws_smithy_runtime_api::client::http::HttpConnectorFuture::ready(Ok(response))
+    }
+
+    /// A DynamoDB client over `http`, without the SDK's own retries (an answer is final).
+    pub(super) fn dynamodb_over(
+        http: impl aws_smithy_runtime_api::client::http::HttpClient + 'static,
+    ) -> aws_sdk_dynamodb::Client {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "AKIDTEST", "secret", None, None, "test",
+            ))
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+            .http_client(http)
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(config)
     }
 
     impl aws_smithy_runtime_api::client::http::HttpClient for EveryThirdFails {
@@ -1663,16 +1687,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_call_of_many_requests_finishes_when_every_third_request_fails() {
         let dynamodb = EveryThirdFails::default();
-        let config = aws_sdk_dynamodb::Config::builder()
-            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-            .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "AKIDTEST", "secret", None, None, "test",
-            ))
-            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
-            .http_client(dynamodb.clone())
-            .build();
-        let writer = ViewTableWriter::new(aws_sdk_dynamodb::Client::from_conf(config), "views", "v#", 1);
+        let writer = ViewTableWriter::new(dynamodb_over(dynamodb.clone()), "views", "v#", 1);
         let mut writes: Vec<ViewWrite> = (0..30)
             .map(|i| latest(&format!("p#{i}"), "1", &format!("r{i}")))
             .collect();
@@ -1755,16 +1770,7 @@ mod break15 {
         format!("{}|{}", item["pk"], item["sk"])
     }
 
-    fn respond(status: u16, body: String) -> aws_smithy_runtime_api::client::http::HttpConnectorFuture {
-        let mut response = aws_smithy_runtime_api::client::orchestrator::HttpResponse::new(
-            status.try_into().unwrap(),
-            aws_smithy_types::body::SdkBody::from(body),
-        );
-        response
-            .headers_mut()
-            .insert("content-type", "application/x-amz-json-1.0");
-        aws_smithy_runtime_api::client::http::HttpConnectorFuture::ready(Ok(response))
-    }
+    use super::tests::{dynamodb_over, respond};
 
     impl aws_smithy_runtime_api::client::http::HttpConnector for Fake {
         fn call(
@@ -1882,21 +1888,7 @@ mod break15 {
             markers: Arc::default(),
             counters: Arc::default(),
         };
-        let config = aws_sdk_dynamodb::Config::builder()
-            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-            .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "AKIDTEST", "secret", None, None, "test",
-            ))
-            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
-            .http_client(fake.clone())
-            .build();
-        let writer = ViewTableWriter::new(
-            aws_sdk_dynamodb::Client::from_conf(config),
-            "views",
-            "v#",
-            concurrency,
-        );
+        let writer = ViewTableWriter::new(dynamodb_over(fake.clone()), "views", "v#", concurrency);
         (fake, writer)
     }
 
