@@ -2042,6 +2042,23 @@ mod break15 {
         assert_eq!(writer.transient_log().get().count, 0);
     }
 
+    /// A policy: the first `n` TransactWriteItems are cancelled for throttling, the rest succeed.
+    fn first_transactions_throttled(n: usize) -> impl Fn(usize, &str, &str) -> Fault + Send + Sync + 'static {
+        let seen = Arc::new(Mutex::new(0usize));
+        move |_, op, _| {
+            if op != "TransactWriteItems" {
+                return Fault::None;
+            }
+            let mut s = seen.lock().unwrap();
+            *s += 1;
+            if *s <= n {
+                Fault::CancelThrottled
+            } else {
+                Fault::None
+            }
+        }
+    }
+
     /// Input: 10 Count adds on one key; the first 3 TransactWriteItems are cancelled with reasons
     /// `ThrottlingError` (DynamoDB's form of throttling inside a transaction), then they succeed.
     /// Expected (claim: the status counts transient errors): the counter is 10 and the transient log
@@ -2050,22 +2067,7 @@ mod break15 {
     /// TransactionCanceledException) is retried by `transact`'s own loop, never noted in the log.
     #[tokio::test(start_paused = true)]
     async fn throttling_inside_a_transaction_is_counted_as_transient() {
-        let seen = Arc::new(Mutex::new(0usize));
-        let (fake, writer) = fake(
-            move |_, op, _| {
-                if op != "TransactWriteItems" {
-                    return Fault::None;
-                }
-                let mut s = seen.lock().unwrap();
-                *s += 1;
-                if *s <= 3 {
-                    Fault::CancelThrottled
-                } else {
-                    Fault::None
-                }
-            },
-            1,
-        );
+        let (fake, writer) = fake(first_transactions_throttled(3), 1);
         writer.apply(count_adds(1, 10)).await.expect("applied");
         assert_eq!(
             fake.counters
@@ -2091,22 +2093,7 @@ mod break15 {
     /// in all): throttled transactions get 8 tries, not the 21 of other transient errors.
     #[tokio::test(start_paused = true)]
     async fn a_transaction_throttled_nine_times_still_finishes() {
-        let seen = Arc::new(Mutex::new(0usize));
-        let (fake, writer) = fake(
-            move |_, op, _| {
-                if op != "TransactWriteItems" {
-                    return Fault::None;
-                }
-                let mut s = seen.lock().unwrap();
-                *s += 1;
-                if *s <= 9 {
-                    Fault::CancelThrottled
-                } else {
-                    Fault::None
-                }
-            },
-            1,
-        );
+        let (fake, writer) = fake(first_transactions_throttled(9), 1);
         let out = writer.apply(count_adds(1, 9)).await;
         assert!(out.is_ok(), "gave up: {out:?}");
         assert_eq!(
