@@ -1766,6 +1766,21 @@ mod break15 {
         }
     }
 
+    /// DynamoDB's TransactionCanceledException with `reasons`, one per action.
+    fn cancelled(
+        reasons: Vec<serde_json::Value>,
+    ) -> aws_smithy_runtime_api::client::http::HttpConnectorFuture {
+        respond(
+            400,
+            serde_json::json!({
+                "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+                "message": "Transaction cancelled",
+                "CancellationReasons": reasons,
+            })
+            .to_string(),
+        )
+    }
+
     fn key_of(item: &serde_json::Value) -> String {
         format!("{}|{}", item["pk"], item["sk"])
     }
@@ -1804,15 +1819,7 @@ mod break15 {
                     let reasons: Vec<_> = (0..k)
                         .map(|_| serde_json::json!({"Code": "ThrottlingError", "Message": "slow down"}))
                         .collect();
-                    return respond(
-                        400,
-                        serde_json::json!({
-                            "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
-                            "message": "Transaction cancelled",
-                            "CancellationReasons": reasons,
-                        })
-                        .to_string(),
-                    );
+                    return cancelled(reasons);
                 }
                 _ => {}
             }
@@ -1836,15 +1843,7 @@ mod break15 {
                             false => serde_json::json!({"Code": "None"}),
                         })
                         .collect();
-                    return respond(
-                        400,
-                        serde_json::json!({
-                            "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
-                            "message": "Transaction cancelled",
-                            "CancellationReasons": reasons,
-                        })
-                        .to_string(),
-                    );
+                    return cancelled(reasons);
                 }
                 let mut counters = self.counters.lock().unwrap();
                 for a in &actions {
