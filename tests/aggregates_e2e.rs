@@ -41,20 +41,7 @@ spec:
 }
 
 fn view_yaml(log: &str, name: &str, projection: &str) -> String {
-    format!(
-        r#"
-apiVersion: kappa.dev/v1alpha1
-kind: MaterializedView
-metadata: {{name: {name}}}
-spec:
-  eventLogRef: {{name: {log}}}
-  recordTypes: [order]
-  projector: {{runtime: InCluster}}
-  projection: {projection}
-  backfill: {{parallelism: 2}}
-  deletionPolicy: Delete
-"#
-    )
+    common::in_cluster_order_view(log, name, projection, "  backfill: {parallelism: 2}\n")
 }
 
 const PROJECTIONS: &[(&str, &str)] = &[

@@ -31,20 +31,7 @@ spec:
 }
 
 fn view_yaml(log: &str, name: &str, projection: &str) -> String {
-    format!(
-        r#"
-apiVersion: kappa.dev/v1alpha1
-kind: MaterializedView
-metadata: {{name: {name}}}
-spec:
-  eventLogRef: {{name: {log}}}
-  recordTypes: [order]
-  projector: {{runtime: InCluster}}
-  projection: {projection}
-  store: {{table: Dedicated}}
-  deletionPolicy: Delete
-"#
-    )
+    common::in_cluster_order_view(log, name, projection, "  store: {table: Dedicated}\n")
 }
 
 fn s(v: &str) -> AttributeValue {

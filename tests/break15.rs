@@ -10,39 +10,20 @@ use kappa_operator::crd::MaterializedView;
 use kube::Api;
 
 fn log_yaml() -> &'static str {
-    r#"
-apiVersion: kappa.dev/v1alpha1
-kind: EventLog
-metadata: {name: orders}
-spec:
-  recordTypes: [order]
-  table: {sortKey: sk}
-  deletionPolicy: Delete
-"#
+    common::ORDERS_LOG
 }
 
 fn view_yaml(name: &str) -> String {
-    format!(
-        r#"
-apiVersion: kappa.dev/v1alpha1
-kind: MaterializedView
-metadata: {{name: {name}}}
-spec:
-  eventLogRef: {{name: orders}}
-  recordTypes: [order]
-  projector: {{runtime: InCluster}}
-  projection: {{mode: Count, key: {{partitionKey: 'C#{{id}}'}}}}
-  backfill: {{source: None}}
-  deletionPolicy: Delete
-"#
+    common::in_cluster_order_view(
+        "orders",
+        name,
+        "{mode: Count, key: {partitionKey: 'C#{id}'}}",
+        "  backfill: {source: None}\n",
     )
 }
 
 async fn ready(mvs: &Api<MaterializedView>, name: &str) -> bool {
-    let Ok(v) = mvs.get(name).await else { return false };
-    v.status
-        .map(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.is_true()))
-        .unwrap_or(false)
+    common::view_ready(mvs, name).await
 }
 
 fn reconciled_lines(log: &str, name: &str) -> usize {

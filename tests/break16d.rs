@@ -622,7 +622,8 @@ async fn a_vanished_subscriber_does_not_stop_the_others_changes() {
             })
             .unwrap_or(0)
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    // Six changes pass router, projector, views table stream and notifier: under a loaded CI, minutes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
     let mut got = posts().await;
     while std::time::Instant::now() < deadline && got < 6 {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -632,8 +633,9 @@ async fn a_vanished_subscriber_does_not_stop_the_others_changes() {
     let st = e.status("games").await;
     assert!(
         got >= 6 && st.dead_letters.unwrap_or(0) == 0,
-        "c2 received {got} of 6 changes; {}",
-        Env::brief(&st)
+        "c2 received {got} of 6 changes; {}; the functions' logs:{}",
+        Env::brief(&st),
+        common::function_logs(&e.ns, 30)
     );
     e.done().await;
 }

@@ -31,20 +31,7 @@ spec:
 }
 
 fn view_yaml(log: &str, name: &str, projection: &str, store: &str) -> String {
-    format!(
-        r#"
-apiVersion: kappa.dev/v1alpha1
-kind: MaterializedView
-metadata: {{name: {name}}}
-spec:
-  eventLogRef: {{name: {log}}}
-  recordTypes: [order]
-  projector: {{runtime: InCluster}}
-  projection: {projection}
-  store: {store}
-  deletionPolicy: Delete
-"#
-    )
+    common::in_cluster_order_view(log, name, projection, &format!("  store: {store}\n"))
 }
 
 async fn put(ddb: &aws_sdk_dynamodb::Client, table: &str, item: &[(&str, AttributeValue)]) {

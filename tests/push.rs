@@ -415,8 +415,7 @@ async fn a_lambda_view_with_subscribers_gets_a_websocket_api_removed_with_its_su
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
-    let posts = common::eventually(Duration::from_secs(120), "six changes posted to c1", || async {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    let changes = || async {
         let body = common::harness_http("GET", &format!("/_connections/{api_id}/c1/posts")).await;
         let posts: serde_json::Value = serde_json::from_str(&body).ok()?;
         let changes: Vec<kappa_operator::push::message::Change> = posts["posts"]
@@ -428,14 +427,38 @@ async fn a_lambda_view_with_subscribers_gets_a_websocket_api_removed_with_its_su
                 _ => None,
             })
             .collect();
-        (changes.len() >= 6).then_some(changes)
-    })
-    .await;
+        Some(changes)
+    };
+    // Six changes pass router, projector, views table stream and notifier: under a loaded CI, minutes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let posts = loop {
+        let got = changes().await.unwrap_or_default();
+        let distinct = got
+            .iter()
+            .map(|c| &c.sequence_number)
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        if distinct >= 6 {
+            break got;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "c1 got {distinct} of six changes in 240 s: {got:?}; the functions' logs:{}",
+            common::function_logs(&ns, 30)
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    // Delivery is at least once (a notifier batch retried after a timeout posts its changes again), and a
+    // client drops a change whose sequenceNumber it has seen (src/functions/notifier.rs): as such a client
+    // sees them, every change arrives once, each game's in order.
     let mut seen: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut sequence_numbers = std::collections::HashSet::new();
     for change in &posts {
-        seen.entry(change.keys.pk.clone())
-            .or_default()
-            .push(seq_of(change));
+        if sequence_numbers.insert(change.sequence_number.clone()) {
+            seen.entry(change.keys.pk.clone())
+                .or_default()
+                .push(seq_of(change));
+        }
     }
     assert_eq!(
         seen,
@@ -443,7 +466,7 @@ async fn a_lambda_view_with_subscribers_gets_a_websocket_api_removed_with_its_su
             ("GAME#g1".to_string(), vec![1, 2, 3]),
             ("GAME#g2".to_string(), vec![1, 2, 3])
         ]),
-        "every change posted once, each game's in order: {posts:?}"
+        "every change posted (at least once), each game's in order: {posts:?}"
     );
 
     // Subscribers off: everything of the push stack goes.
@@ -454,33 +477,39 @@ async fn a_lambda_view_with_subscribers_gets_a_websocket_api_removed_with_its_su
     )
     .await
     .unwrap();
-    common::eventually(Duration::from_secs(60), "the push stack removed", || async {
-        let s = mvs.get("games").await.ok()?.status?;
-        (s.push.is_none() && apigw.get_api().api_id(&api_id).send().await.is_err()).then_some(())
-    })
-    .await;
-    assert!(
-        lambda
-            .get_function()
-            .function_name(&connections_fn)
-            .send()
-            .await
-            .is_err()
-    );
-    assert!(
-        lambda
-            .get_function()
-            .function_name(&notifier_name)
-            .send()
-            .await
-            .is_err()
-    );
-    for role in &roles {
+    // What remains of the push stack, by name (empty: all of it is gone).
+    let remaining = || async {
+        let mut left = Vec::new();
+        if apigw.get_api().api_id(&api_id).send().await.is_ok() {
+            left.push(format!("WebSocket API {api_id}"));
+        }
+        for f in [&connections_fn, &notifier_name] {
+            if lambda.get_function().function_name(f).send().await.is_ok() {
+                left.push(format!("function {f}"));
+            }
+        }
+        for role in &roles {
+            if iam.get_role().role_name(role).send().await.is_ok() {
+                left.push(format!("role {role}"));
+            }
+        }
+        if ddb.describe_table().table_name(&table).send().await.is_ok() {
+            left.push(format!("connections table {table}"));
+        }
+        left
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = mvs.get("games").await.ok().and_then(|v| v.status);
+        let left = remaining().await;
+        if status.as_ref().is_some_and(|s| s.push.is_none()) && left.is_empty() {
+            break;
+        }
         assert!(
-            iam.get_role().role_name(role).send().await.is_err(),
-            "role {role} remains"
+            std::time::Instant::now() < deadline,
+            "the push stack is not removed within 120 s: {left:?} remain; status {status:?}"
         );
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    assert!(ddb.describe_table().table_name(&table).send().await.is_err());
     common::delete_namespace(&client, &ns).await;
 }

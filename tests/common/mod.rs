@@ -557,6 +557,59 @@ pub fn assert_functions_run_this_binary() {
     );
 }
 
+/// An EventLog `orders` of record type `order` with sort key `sk`, its stream read in cluster.
+pub const ORDERS_LOG: &str = "apiVersion: kappa.dev/v1alpha1\nkind: EventLog\nmetadata: {name: orders}\n\
+    spec:\n  recordTypes: [order]\n  table: {sortKey: sk}\n  deletionPolicy: Delete\n";
+
+/// A MaterializedView `name` of record type `order` on EventLog `log`, on the in-cluster runtime, with
+/// `deletionPolicy: Delete`: `projection` is the YAML flow value of `spec.projection`, `extra` more lines
+/// of `spec` (two spaces in, each ending in a newline; `""` for none).
+pub fn in_cluster_order_view(log: &str, name: &str, projection: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: kappa.dev/v1alpha1\nkind: MaterializedView\nmetadata: {{name: {name}}}\nspec:\n  \
+         eventLogRef: {{name: {log}}}\n  recordTypes: [order]\n  projector: {{runtime: InCluster}}\n  \
+         projection: {projection}\n{extra}  deletionPolicy: Delete\n"
+    )
+}
+
+/// Whether view `name` has its `Ready` condition true.
+pub async fn view_ready(mvs: &Api<kappa_operator::crd::MaterializedView>, name: &str) -> bool {
+    let Ok(v) = mvs.get(name).await else { return false };
+    v.status
+        .map(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.is_true()))
+        .unwrap_or(false)
+}
+
+/// The last `lines` lines of the logs of the local stack's functions of namespace `ns`
+/// (`.stack/logs/lambda-<function>.log`, hack/local_lambda.py), each headed by its file name: what a
+/// Lambda-topology test's failure message shows, so a failure on CI says what the functions did.
+pub fn function_logs(ns: &str, lines: usize) -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".stack/logs");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("lambda-") && n.contains(ns))
+        })
+        .collect();
+    files.sort();
+    let mut out = String::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("\n--- {}\n", f.display()));
+        for line in &all[all.len().saturating_sub(lines)..] {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// The name of EventLog `name`'s table, once its stream exists. Waits up to 3 minutes: with several
 /// tests at once on the single-process emulator, provisioning a log (table, stream, queues, topics,
 /// functions, roles) has taken over a minute on CI. On a timeout the failure shows the log's last status.
