@@ -132,6 +132,7 @@ fn remove_at(value: &mut serde_json::Value, path: &str) -> bool {
 impl<'de, K: DeserializeOwned> Deserialize<'de> for Tolerant<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let mut value = serde_json::Value::deserialize(deserializer)?;
+        drop_unused_metadata(&mut value);
         let metadata: ObjectMeta = match value.get("metadata") {
             Some(m) => serde_json::from_value(m.clone()).map_err(D::Error::custom)?,
             None => return Err(D::Error::missing_field("metadata")),
@@ -148,6 +149,24 @@ impl<'de, K: DeserializeOwned> Deserialize<'de> for Tolerant<K> {
             object,
             status_dropped,
         })
+    }
+}
+
+/// The annotation `kubectl apply` keeps a whole copy of the object's last applied manifest in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Removes what the operator never reads and is often most of an object's size: `metadata.managedFields`
+/// (server-side apply's field ownership, one entry per manager) and `kubectl apply`'s [`LAST_APPLIED`]
+/// annotation. Every object the operator lists or watches passes here, so its watch caches hold neither
+/// (#18 item 3); nothing the operator writes back is computed from them (status goes by server-side apply
+/// of the status alone, finalizers by JSON patch of `metadata.finalizers`).
+fn drop_unused_metadata(value: &mut serde_json::Value) {
+    let Some(metadata) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) else {
+        return;
+    };
+    metadata.remove("managedFields");
+    if let Some(annotations) = metadata.get_mut("annotations").and_then(|a| a.as_object_mut()) {
+        annotations.remove(LAST_APPLIED);
     }
 }
 
@@ -205,6 +224,26 @@ mod tests {
             },
             "status": status,
         })
+    }
+
+    #[test]
+    fn managed_fields_and_the_last_applied_manifest_are_not_kept() {
+        let mut value = view(serde_json::json!({"phase": "Live"}), "Latest");
+        value["metadata"]["managedFields"] = serde_json::json!([
+            {"manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}
+        ]);
+        value["metadata"]["annotations"] = serde_json::json!({
+            LAST_APPLIED: "{\"spec\":{}}",
+            "team": "payments",
+        });
+        let t: Tolerant<MaterializedView> = serde_json::from_value(value).unwrap();
+        let v = t.readable().expect("readable");
+        for meta in [&t.metadata, &v.metadata] {
+            assert_eq!(meta.managed_fields, None);
+            let annotations = meta.annotations.as_ref().expect("the other annotations stay");
+            assert_eq!(annotations.keys().collect::<Vec<_>>(), ["team"]);
+        }
+        assert_eq!(v.spec.record_types.len(), 1, "the spec is whole");
     }
 
     #[test]
