@@ -47,7 +47,7 @@ echo "[test] cargo nextest: tests/crd_skew.rs alone (it replaces the CRDs every 
 # The benchmarks' smoke runs (nextest lists tests; a bench binary is a program of its own). Named one by
 # one: `--benches` would run the library's unit tests again (a lib target counts as a bench target).
 echo "[test] the benchmarks' smoke runs"
-cargo test --features failpoints --bench backfill_pipeline --bench aggregates || failed=1
+cargo test --features failpoints --bench backfill_pipeline --bench aggregates --bench operator_scale || failed=1
 echo "[test] the local stack's Lambda harness (hack/local-lambda-tests)"
 KAPPA_TEST_OPERATOR_BINARY=$CARGO_TARGET_DIR/debug/kappa-operator \
   "${KAPPA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kappa-operator}/venv-moto-5.2.5/bin/python" \

@@ -208,6 +208,13 @@ where
     }
 }
 
+/// The operator binary the tests start: the one built with them, or `KAPPA_OPERATOR_BINARY` when set
+/// (benches/operator_scale.rs measures a release build with a harness built for debug that way).
+pub fn operator_binary() -> String {
+    std::env::var("KAPPA_OPERATOR_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_kappa-operator").to_string())
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -344,7 +351,7 @@ impl Operator {
             let http_port = free_port();
             let push_port = free_port();
             let log = std::fs::File::create(&log_path).unwrap();
-            let mut child = Command::new(env!("CARGO_BIN_EXE_kappa-operator"))
+            let mut child = Command::new(operator_binary())
                 .args(["run", "--cluster-id", "test", "--watch-namespaces", &watched])
                 .args([
                     "--lease-namespace",
