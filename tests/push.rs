@@ -429,45 +429,52 @@ async fn a_lambda_view_with_subscribers_gets_a_websocket_api_removed_with_its_su
             .collect();
         Some(changes)
     };
-    // Six changes pass router, projector, views table stream and notifier: under a loaded CI, minutes.
+    // What a client makes of the posts: it drops a change whose sequenceNumber it has seen (delivery is at
+    // least once: a notifier batch retried after a timeout posts its changes again, src/functions/notifier.rs),
+    // and keeps each game's seq in arrival order.
+    let per_game = |posts: &[kappa_operator::push::message::Change]| {
+        let mut seen: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        let mut sequence_numbers = std::collections::HashSet::new();
+        for change in posts {
+            if sequence_numbers.insert(change.sequence_number.clone()) {
+                seen.entry(change.keys.pk.clone())
+                    .or_default()
+                    .push(seq_of(change));
+            }
+        }
+        seen
+    };
+    // The view is Latest on `Sns` fan-out: SNS delivers asynchronously, so a game's later record may be
+    // applied first, and the earlier one then changes nothing (its conditional write loses). Subscribers
+    // see the view's changes, not the log's records: each game's seq only goes up, to 3. Records pass router,
+    // projector, views table stream and notifier: under a loaded CI, minutes.
+    let done = |seen: &BTreeMap<String, Vec<i64>>| {
+        ["GAME#g1", "GAME#g2"]
+            .iter()
+            .all(|g| seen.get(*g).and_then(|s| s.last()) == Some(&3))
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(240);
     let posts = loop {
         let got = changes().await.unwrap_or_default();
-        let distinct = got
-            .iter()
-            .map(|c| &c.sequence_number)
-            .collect::<std::collections::HashSet<_>>()
-            .len();
-        if distinct >= 6 {
+        if done(&per_game(&got)) {
             break got;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "c1 got {distinct} of six changes in 240 s: {got:?}; the functions' logs:{}",
+            "c1 did not get both games at seq 3 in 240 s: {:?} from {got:?}; the functions' logs:{}",
+            per_game(&got),
             common::function_logs(&ns, 30)
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
-    // Delivery is at least once (a notifier batch retried after a timeout posts its changes again), and a
-    // client drops a change whose sequenceNumber it has seen (src/functions/notifier.rs): as such a client
-    // sees them, every change arrives once, each game's in order.
-    let mut seen: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    let mut sequence_numbers = std::collections::HashSet::new();
-    for change in &posts {
-        if sequence_numbers.insert(change.sequence_number.clone()) {
-            seen.entry(change.keys.pk.clone())
-                .or_default()
-                .push(seq_of(change));
-        }
+    let seen = per_game(&posts);
+    for (game, seqs) in &seen {
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]) && seqs.first().is_some_and(|s| *s >= 1),
+            "{game}'s changes in order, each once: {seqs:?} from {posts:?}"
+        );
     }
-    assert_eq!(
-        seen,
-        BTreeMap::from([
-            ("GAME#g1".to_string(), vec![1, 2, 3]),
-            ("GAME#g2".to_string(), vec![1, 2, 3])
-        ]),
-        "every change posted (at least once), each game's in order: {posts:?}"
-    );
+    assert_eq!(seen.len(), 2, "changes of both games only: {posts:?}");
 
     // Subscribers off: everything of the push stack goes.
     mvs.patch(
