@@ -2115,19 +2115,7 @@ mod break15 {
     #[tokio::test(start_paused = true)]
     async fn an_outage_returns_within_minutes_not_hours() {
         let (fake, writer) = fake(|_, _, _| Fault::Fail, 4);
-        let writes: Vec<ViewWrite> = (0..40)
-            .map(|i| {
-                let mut item = Item::new();
-                item.insert("pk".into(), Value::S(format!("p#{i}")));
-                item.insert("sk".into(), Value::S("LATEST".into()));
-                ViewWrite::PutIfNewer {
-                    item,
-                    order_attribute: "seq".into(),
-                    order: "1".parse().unwrap(),
-                    record: format!("r{i}"),
-                }
-            })
-            .collect();
+        let writes = latests(40);
         let started = tokio::time::Instant::now();
         let err = writer.apply(writes).await.expect_err("outage");
         let waited = started.elapsed();
