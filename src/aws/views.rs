@@ -1656,9 +1656,28 @@ mod tests {
     }
 
     /// A DynamoDB client over `http`, without the SDK's own retries (an answer is final).
+    /// Serves every request of a client through one scripted connector.
+    #[derive(Debug)]
+    struct ConnectorClient<C>(C);
+
+    impl<C> aws_smithy_runtime_api::client::http::HttpClient for ConnectorClient<C>
+    where
+        C: aws_smithy_runtime_api::client::http::HttpConnector + Clone + 'static,
+    {
+        fn http_connector(
+            &self,
+            _: &aws_smithy_runtime_api::client::http::HttpConnectorSettings,
+            _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        ) -> aws_smithy_runtime_api::client::http::SharedHttpConnector {
+            aws_smithy_runtime_api::client::http::SharedHttpConnector::new(self.0.clone())
+        }
+    }
+
+    /// A DynamoDB client (no retries, test credentials) whose every request `connector` answers.
     pub(super) fn dynamodb_over(
-        http: impl aws_smithy_runtime_api::client::http::HttpClient + 'static,
+        connector: impl aws_smithy_runtime_api::client::http::HttpConnector + Clone + 'static,
     ) -> aws_sdk_dynamodb::Client {
+        let http = ConnectorClient(connector);
         let config = aws_sdk_dynamodb::Config::builder()
             .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
             .region(aws_sdk_dynamodb::config::Region::new("eu-west-1"))
@@ -1669,16 +1688,6 @@ mod tests {
             .http_client(http)
             .build();
         aws_sdk_dynamodb::Client::from_conf(config)
-    }
-
-    impl aws_smithy_runtime_api::client::http::HttpClient for EveryThirdFails {
-        fn http_connector(
-            &self,
-            _: &aws_smithy_runtime_api::client::http::HttpConnectorSettings,
-            _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
-        ) -> aws_smithy_runtime_api::client::http::SharedHttpConnector {
-            aws_smithy_runtime_api::client::http::SharedHttpConnector::new(self.clone())
-        }
     }
 
     /// The fault-injection end-to-end run of CI stop 31: under a steady share of failing requests, a call
@@ -1864,16 +1873,6 @@ mod break15 {
                 Fault::LoseResponse => respond(500, err500.into()),
                 _ => respond(200, "{}".into()),
             }
-        }
-    }
-
-    impl aws_smithy_runtime_api::client::http::HttpClient for Fake {
-        fn http_connector(
-            &self,
-            _: &aws_smithy_runtime_api::client::http::HttpConnectorSettings,
-            _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
-        ) -> aws_smithy_runtime_api::client::http::SharedHttpConnector {
-            aws_smithy_runtime_api::client::http::SharedHttpConnector::new(self.clone())
         }
     }
 
