@@ -9,10 +9,6 @@ use common::Operator;
 use kappa_operator::crd::MaterializedView;
 use kube::Api;
 
-fn log_yaml() -> &'static str {
-    common::ORDERS_LOG
-}
-
 fn view_yaml(name: &str) -> String {
     common::in_cluster_order_view(
         "orders",
@@ -24,6 +20,23 @@ fn view_yaml(name: &str) -> String {
 
 async fn ready(mvs: &Api<MaterializedView>, name: &str) -> bool {
     common::view_ready(mvs, name).await
+}
+
+/// A namespace of its own for `test`, an operator on it, the `orders` log and view `name`, once Ready.
+async fn one_ready_view(test: &str, name: &str) -> (kube::Client, String, Operator, Api<MaterializedView>) {
+    let (client, ns) = common::setup(test).await;
+    let op = Operator::start(&ns, "solo", 5);
+    eprintln!("operator log: {}", op.log_path.display());
+    common::create_yaml(&client, &ns, common::ORDERS_LOG)
+        .await
+        .unwrap();
+    let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
+    common::create_yaml(&client, &ns, &view_yaml(name)).await.unwrap();
+    common::eventually(Duration::from_secs(120), &format!("{name} Ready"), || async {
+        ready(&mvs, name).await.then_some(())
+    })
+    .await;
+    (client, ns, op, mvs)
 }
 
 fn reconciled_lines(log: &str, name: &str) -> usize {
@@ -41,18 +54,7 @@ fn reconciled_lines(log: &str, name: &str) -> usize {
 /// for one view only); 0 reconciles (metric) in 20 s of quiet afterwards.
 #[tokio::test]
 async fn many_in_cluster_views_at_once_are_ready_fast_and_then_quiet() {
-    let (client, ns) = common::setup("b15-many").await;
-    let op = Operator::start(&ns, "solo", 5);
-    eprintln!("operator log: {}", op.log_path.display());
-    common::create_yaml(&client, &ns, log_yaml()).await.unwrap();
-    let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
-    common::create_yaml(&client, &ns, &view_yaml("warm"))
-        .await
-        .unwrap();
-    common::eventually(Duration::from_secs(120), "warm Ready", || async {
-        ready(&mvs, "warm").await.then_some(())
-    })
-    .await;
+    let (client, ns, op, mvs) = one_ready_view("b15-many", "warm").await;
     // One alone, on the existing table: the claim.
     let t = std::time::Instant::now();
     common::create_yaml(&client, &ns, &view_yaml("single"))
@@ -112,19 +114,8 @@ async fn many_in_cluster_views_at_once_are_ready_fast_and_then_quiet() {
 /// 3-5 reconciles in 30 s, Ready/Live throughout; written 142, applied 142.
 #[tokio::test]
 async fn a_view_whose_table_is_deleted_is_not_reconciled_in_a_hot_loop() {
-    let (client, ns) = common::setup("b15-gone").await;
+    let (client, ns, op, mvs) = one_ready_view("b15-gone", "gone").await;
     let ddb = aws_sdk_dynamodb::Client::new(&common::aws_config().await);
-    let op = Operator::start(&ns, "solo", 5);
-    eprintln!("operator log: {}", op.log_path.display());
-    common::create_yaml(&client, &ns, log_yaml()).await.unwrap();
-    let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
-    common::create_yaml(&client, &ns, &view_yaml("gone"))
-        .await
-        .unwrap();
-    common::eventually(Duration::from_secs(120), "gone Ready", || async {
-        ready(&mvs, "gone").await.then_some(())
-    })
-    .await;
     let table = mvs.get("gone").await.unwrap().status.unwrap().table_name.unwrap();
     ddb.delete_table().table_name(&table).send().await.unwrap();
     // Something for the live path to write (and fail on): records in the log.
@@ -195,18 +186,7 @@ async fn a_view_whose_table_is_deleted_is_not_reconciled_in_a_hot_loop() {
 #[tokio::test]
 async fn label_patches_on_a_ready_view_then_recreate_under_the_same_name() {
     use kube::api::{DeleteParams, Patch, PatchParams};
-    let (client, ns) = common::setup("b15-labels").await;
-    let op = Operator::start(&ns, "solo", 5);
-    eprintln!("operator log: {}", op.log_path.display());
-    common::create_yaml(&client, &ns, log_yaml()).await.unwrap();
-    let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
-    common::create_yaml(&client, &ns, &view_yaml("lbl"))
-        .await
-        .unwrap();
-    common::eventually(Duration::from_secs(120), "lbl Ready", || async {
-        ready(&mvs, "lbl").await.then_some(())
-    })
-    .await;
+    let (client, ns, op, mvs) = one_ready_view("b15-labels", "lbl").await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let before = op.reconciles_of("MaterializedView").await;
     let t = std::time::Instant::now();
