@@ -77,11 +77,11 @@ fn status_bytes(op: &common::Operator, field: &str) -> f64 {
 }
 
 /// The operator's resident set in bytes: the most of three samples a second apart.
-fn rss(op: &common::Operator) -> f64 {
+async fn rss(op: &common::Operator) -> f64 {
     let mut most = 0.0f64;
     for i in 0..3 {
         if i > 0 {
-            std::thread::sleep(Duration::from_secs(1));
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
         most = most.max(status_bytes(op, "VmRSS:"));
     }
@@ -165,7 +165,7 @@ async fn run(size: Size, benching: bool) {
     let (client, ns) = common::setup("bench-memory").await;
     let op = common::Operator::start_with_env(&ns, "bench", 15, &[("RUST_LOG", "info")]);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let idle = rss(&op);
+    let idle = rss(&op).await;
     let (anonymous, file) = (status_bytes(&op, "RssAnon:"), status_bytes(&op, "RssFile:"));
     rows.push(Row {
         figure: "idle RSS".into(),
@@ -188,7 +188,7 @@ async fn run(size: Size, benching: bool) {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let waiting = rss(&op);
+    let waiting = rss(&op).await;
     rows.push(Row {
         figure: format!("RSS per 1,000 views ({} waiting for a missing log)", size.views),
         measured: (waiting - idle).max(0.0) / MIB * 1_000.0 / size.views as f64,
@@ -239,7 +239,7 @@ async fn run(size: Size, benching: bool) {
     })
     .await;
     let took = start.elapsed();
-    let memory = rss(&op);
+    let memory = rss(&op).await;
     let scale = 100.0 / size.in_cluster as f64;
     rows.push(Row {
         figure: format!(
