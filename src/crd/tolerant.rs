@@ -318,3 +318,282 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod break16 {
+    use super::*;
+    use crate::crd::{EventLog, MaterializedView};
+    use serde_json::{Value, json};
+
+    fn meta_full() -> Value {
+        json!({
+            "name": "v", "namespace": "ns", "uid": "u-1", "resourceVersion": "12345", "generation": 7,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "deletionTimestamp": "2026-01-02T03:04:05Z", "deletionGracePeriodSeconds": 0,
+            "labels": {"app": "x", "kubectl.kubernetes.io/last-applied-configuration": "label-kept"},
+            "annotations": {LAST_APPLIED: "{\"big\":1}", "team": "payments", "empty": ""},
+            "finalizers": ["kappa.dev/cleanup", "other.io/f"],
+            "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "cm", "uid": "o-1",
+                                 "controller": true, "blockOwnerDeletion": true}],
+            "managedFields": [{"manager": "kubectl", "operation": "Apply", "apiVersion": "kappa.dev/v1alpha1",
+                               "time": "2026-01-01T00:00:00Z", "fieldsType": "FieldsV1",
+                               "fieldsV1": {"f:spec": {}}},
+                              {"manager": "kappa", "operation": "Update", "subresource": "status",
+                               "fieldsType": "FieldsV1", "fieldsV1": {"f:status": {"f:phase": {}}}}]
+        })
+    }
+
+    fn expected_meta() -> Value {
+        let mut m = meta_full();
+        m.as_object_mut().unwrap().remove("managedFields");
+        m["annotations"].as_object_mut().unwrap().remove(LAST_APPLIED);
+        m
+    }
+
+    fn view_with(meta: Value, mode: &str, status: Value) -> Value {
+        json!({
+            "apiVersion": "kappa.dev/v1alpha1", "kind": "MaterializedView",
+            "metadata": meta,
+            "spec": {
+                "eventLogRef": {"name": "log"}, "recordTypes": ["game"],
+                "projection": {"mode": mode, "key": {"partitionKey": "A#{gameId}"}},
+            },
+            "status": status,
+        })
+    }
+
+    fn log_with(meta: Value, status: Value) -> Value {
+        json!({
+            "apiVersion": "kappa.dev/v1alpha1", "kind": "EventLog",
+            "metadata": meta,
+            "spec": {"recordTypes": ["game"], "table": {}},
+            "status": status,
+        })
+    }
+
+    fn mv(v: Value) -> Tolerant<MaterializedView> {
+        serde_json::from_value(v).expect("decodes as Tolerant")
+    }
+
+    // P1: full metadata on a readable view: everything but managedFields/last-applied is kept exactly.
+    #[test]
+    fn p1_full_metadata_kept_exactly() {
+        let t = mv(view_with(meta_full(), "Latest", json!({"phase": "Live"})));
+        assert_eq!(serde_json::to_value(&t.metadata).unwrap(), expected_meta());
+        let k = t.readable().expect("readable");
+        assert_eq!(serde_json::to_value(&k.metadata).unwrap(), expected_meta());
+    }
+
+    // P2: annotations null.
+    #[test]
+    fn p2_annotations_null() {
+        let mut m = meta_full();
+        m["annotations"] = Value::Null;
+        let t = mv(view_with(m, "Latest", json!({})));
+        assert_eq!(t.metadata.annotations, None);
+        assert!(t.readable().is_some());
+        assert_eq!(t.metadata.managed_fields, None);
+    }
+
+    // P3: annotations absent.
+    #[test]
+    fn p3_annotations_absent() {
+        let mut m = meta_full();
+        m.as_object_mut().unwrap().remove("annotations");
+        let t = mv(view_with(m, "Latest", json!({})));
+        assert_eq!(t.metadata.annotations, None);
+        assert!(t.readable().is_some());
+    }
+
+    // P4: only the last-applied annotation: it goes, leaving an empty (or no) map.
+    #[test]
+    fn p4_only_last_applied() {
+        let mut m = meta_full();
+        m["annotations"] = json!({LAST_APPLIED: "{}"});
+        let t = mv(view_with(m, "Latest", json!({})));
+        assert!(
+            t.metadata.annotations.as_ref().is_none_or(|a| a.is_empty()),
+            "{:?}",
+            t.metadata.annotations
+        );
+        let k = t.readable().unwrap();
+        assert!(k.metadata.annotations.as_ref().is_none_or(|a| a.is_empty()));
+    }
+
+    // P5: managedFields null / empty list / odd shapes (object, string, list of junk).
+    #[test]
+    fn p5_managed_fields_odd_shapes() {
+        for mf in [
+            Value::Null,
+            json!([]),
+            json!({"a": 1}),
+            json!("x"),
+            json!([1, "two", null]),
+            json!([{"manager": 5, "time": "not-a-time"}]),
+        ] {
+            let mut m = meta_full();
+            m["managedFields"] = mf.clone();
+            let t = mv(view_with(m, "Latest", json!({"phase": "Live"})));
+            assert_eq!(t.metadata.managed_fields, None, "{mf}");
+            assert_eq!(
+                serde_json::to_value(&t.metadata).unwrap(),
+                expected_meta(),
+                "{mf}"
+            );
+            assert!(t.readable().is_some(), "{mf}: {:?}", t.object);
+        }
+    }
+
+    // P6: metadata not an object / null / absent: no panic; Err or decode, never a crash.
+    #[test]
+    fn p6_metadata_not_an_object() {
+        for meta in [json!("s"), json!(5), json!([]), Value::Null] {
+            let r: Result<Tolerant<MaterializedView>, _> =
+                serde_json::from_value(view_with(meta.clone(), "Latest", json!({})));
+            // ObjectMeta from null? report what happens
+            eprintln!(
+                "P6 meta={meta}: {:?}",
+                r.as_ref()
+                    .map(|t| (&t.metadata, t.object.is_ok()))
+                    .map_err(|e| e.to_string())
+            );
+        }
+        let mut v = view_with(json!({}), "Latest", json!({}));
+        v.as_object_mut().unwrap().remove("metadata");
+        let r: Result<Tolerant<MaterializedView>, _> = serde_json::from_value(v);
+        assert!(r.is_err());
+    }
+
+    // P7: unreadable spec together with managedFields and last-applied.
+    #[test]
+    fn p7_unreadable_spec_with_managed_fields() {
+        let t = mv(view_with(meta_full(), "Median", json!({"phase": "Live"})));
+        let e = t.object.as_ref().unwrap_err();
+        assert_eq!(e.path, "spec.projection.mode");
+        assert_eq!(serde_json::to_value(&t.metadata).unwrap(), expected_meta());
+        // Serialize of the unreadable one: only the metadata, without managedFields/last-applied.
+        let s = serde_json::to_value(&t).unwrap();
+        assert_eq!(s, json!({"metadata": expected_meta()}));
+    }
+
+    // P8: unreadable status together with managedFields: metadata kept, status salvaged.
+    #[test]
+    fn p8_unreadable_status_with_managed_fields() {
+        let t = mv(view_with(
+            meta_full(),
+            "Latest",
+            json!({"phase": "Live", "versions": [{"version": 1, "phase": "Hibernating"}]}),
+        ));
+        assert!(t.status_dropped.is_some());
+        let k = t.readable().expect("readable");
+        assert_eq!(serde_json::to_value(&k.metadata).unwrap(), expected_meta());
+        assert_eq!(serde_json::to_value(&t.metadata).unwrap(), expected_meta());
+    }
+
+    // P9: Serialize round trip after decode: serialize -> decode again yields the same.
+    #[test]
+    fn p9_serialize_round_trip() {
+        let t = mv(view_with(meta_full(), "Latest", json!({"phase": "Live"})));
+        let s = serde_json::to_value(&t).unwrap();
+        assert_eq!(s["metadata"], expected_meta());
+        assert_eq!(s["spec"]["recordTypes"], json!(["game"]));
+        let t2 = mv(s.clone());
+        assert_eq!(serde_json::to_value(&t2).unwrap(), s);
+        assert_eq!(t2.metadata, t.metadata);
+    }
+
+    // P10: finalizer patch pattern: add/remove a finalizer on the serialized form; only finalizers differ.
+    #[test]
+    fn p10_finalizer_patch_diff_only_finalizers() {
+        let t = mv(view_with(meta_full(), "Latest", json!({"phase": "Live"})));
+        let before = serde_json::to_value(&t).unwrap();
+        let mut t2 = t.clone();
+        t2.metadata.finalizers = Some(vec!["other.io/f".into()]);
+        if let Ok(k) = &mut t2.object {
+            k.metadata.finalizers = Some(vec!["other.io/f".into()]);
+        }
+        let after = serde_json::to_value(&t2).unwrap();
+        let patch = json_patch::diff(&before, &after);
+        let s = serde_json::to_string(&patch).unwrap();
+        assert!(!s.contains("managedFields") && !s.contains("last-applied"), "{s}");
+        for op in patch.0.iter() {
+            let p = serde_json::to_value(op).unwrap();
+            assert!(
+                p["path"].as_str().unwrap().starts_with("/metadata/finalizers"),
+                "{p}"
+            );
+        }
+    }
+
+    // P11: EventLog with everything, readable and with an unreadable status phase.
+    #[test]
+    fn p11_event_log() {
+        let t: Tolerant<EventLog> =
+            serde_json::from_value(log_with(meta_full(), json!({"phase": "Ready"}))).unwrap();
+        assert_eq!(serde_json::to_value(&t.metadata).unwrap(), expected_meta());
+        let k = t.readable().expect("readable");
+        assert_eq!(serde_json::to_value(&k.metadata).unwrap(), expected_meta());
+        let t: Tolerant<EventLog> =
+            serde_json::from_value(log_with(meta_full(), json!({"phase": "Hibernating"}))).unwrap();
+        assert!(t.status_dropped.is_some());
+        assert_eq!(serde_json::to_value(&t.metadata).unwrap(), expected_meta());
+        // unreadable spec
+        let mut v = log_with(meta_full(), json!({}));
+        v["spec"]["table"]["billing"] = json!({"mode": "Quantum"});
+        let t: Tolerant<EventLog> = serde_json::from_value(v).unwrap();
+        assert!(t.object.is_err(), "{:?}", t.object);
+        assert_eq!(serde_json::to_value(&t.metadata).unwrap(), expected_meta());
+    }
+
+    // P12: annotations as a non-object (odd) -> decode error vs. Tolerant?
+    #[test]
+    fn p12_annotations_odd_shapes() {
+        for a in [json!([]), json!("x")] {
+            let mut m = meta_full();
+            m["annotations"] = a.clone();
+            let r: Result<Tolerant<MaterializedView>, _> =
+                serde_json::from_value(view_with(m, "Latest", json!({})));
+            eprintln!(
+                "P12 annotations={a}: {:?}",
+                r.as_ref().map(|t| t.object.is_ok()).map_err(|e| e.to_string())
+            );
+        }
+    }
+
+    // P13: the same key in labels / spec fields is untouched; a spec field named managedFields is kept.
+    #[test]
+    fn p13_nested_names_untouched() {
+        let mut v = view_with(meta_full(), "Latest", json!({"phase": "Live"}));
+        v["spec"]["managedFields"] = json!("spec-extra");
+        v["status"]["annotations"] = json!({LAST_APPLIED: "x"});
+        let t = mv(v);
+        assert_eq!(t.metadata.labels.as_ref().unwrap()[LAST_APPLIED], "label-kept");
+        assert!(t.readable().is_some());
+    }
+
+    // P14: decoding through a list (as kube does) and via from_slice (borrowed deserializer).
+    #[test]
+    fn p14_list_and_slice() {
+        let items = json!({"apiVersion": "kappa.dev/v1alpha1", "kind": "MaterializedViewList",
+            "metadata": {"resourceVersion": "9"},
+            "items": [view_with(meta_full(), "Latest", json!({})), view_with(meta_full(), "Median", json!({}))]});
+        let bytes = serde_json::to_vec(&items).unwrap();
+        let list: kube::core::ObjectList<Tolerant<MaterializedView>> =
+            serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(list.items.len(), 2);
+        for t in &list.items {
+            assert_eq!(serde_json::to_value(&t.metadata).unwrap(), expected_meta());
+        }
+        assert!(list.items[0].object.is_ok() && list.items[1].object.is_err());
+        // watch event
+        let ev = json!({"type": "MODIFIED", "object": view_with(meta_full(), "Latest", json!({}))});
+        let e: kube::core::WatchEvent<Tolerant<MaterializedView>> =
+            serde_json::from_slice(&serde_json::to_vec(&ev).unwrap()).unwrap();
+        match e {
+            kube::core::WatchEvent::Modified(t) => {
+                assert_eq!(serde_json::to_value(&t.metadata).unwrap(), expected_meta())
+            }
+            _ => panic!(),
+        }
+    }
+}
