@@ -37,6 +37,17 @@ pub struct LogLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    pub stream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamViewLabels {
+    pub stream: String,
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
     pub kind: &'static str,
     pub category: &'static str,
@@ -67,6 +78,12 @@ pub struct Metrics {
     pub router_dead_letters: Family<LogLabels, Gauge<i64, AtomicI64>>,
     /// `kappa_view_dead_letters`: messages in a Lambda view's projector failure queues, as last read.
     pub view_dead_letters: Family<ViewLabels, Gauge<i64, AtomicI64>>,
+    /// `kappa_stream_readers`: the operator's readers of a log's stream (the shared reader and at most
+    /// one catch-up reader; see [`crate::runtime::shared_stream`]), per stream ARN.
+    pub stream_readers: Family<StreamLabels, Gauge<i64, AtomicI64>>,
+    /// `kappa_stream_views`: in-cluster live readers of a log's stream by state, `joined` (reading the
+    /// shared reader's window) or `catching_up` (reading on their own, or waiting to), per stream ARN.
+    pub stream_views: Family<StreamViewLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -121,6 +138,18 @@ impl Default for Metrics {
             "Messages in a Lambda view's projector failure queues (records the projector failed after its retries), as last read",
             view_dead_letters.clone(),
         );
+        let stream_readers = Family::<StreamLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "stream_readers",
+            "The operator's readers of a log's stream: the shared reader and at most one catch-up reader, per stream ARN",
+            stream_readers.clone(),
+        );
+        let stream_views = Family::<StreamViewLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "stream_views",
+            "In-cluster live readers of a log's stream, joined to the shared reader or catching up, per stream ARN",
+            stream_views.clone(),
+        );
         registry.register("reconciles", "Reconciles run, per kind", reconciles.clone());
         registry.register(
             "aws_retries",
@@ -161,6 +190,8 @@ impl Default for Metrics {
             dead_letters,
             router_dead_letters,
             view_dead_letters,
+            stream_readers,
+            stream_views,
         }
     }
 }

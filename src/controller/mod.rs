@@ -49,6 +49,8 @@ pub struct Context {
     pub aws: crate::aws::Aws,
     /// The in-cluster runtime's tasks (live readers and backfills) of this process.
     pub runtime: crate::runtime::Runtime,
+    /// One stream reader per log, shared by its in-cluster views' live readers.
+    pub shared_streams: Arc<crate::runtime::shared_stream::SharedStreams>,
     /// The push endpoint's hub, view directory and feeds (in-cluster reactive views).
     pub push: Arc<push::PushRuntime>,
     /// Whether the installed CRDs are this operator's: nothing is reconciled while they are not.
@@ -124,6 +126,10 @@ impl Context {
             instance: Some(config.identity.clone()),
         };
         let recorder = Recorder::new(client.clone(), reporter);
+        let shared_streams = Arc::new(
+            crate::runtime::shared_stream::SharedStreams::new(aws.streams.clone(), Duration::from_secs(1))
+                .with_metrics(metrics.clone()),
+        );
         Context {
             client,
             recorder,
@@ -133,6 +139,7 @@ impl Context {
             pacer: pacer::Pacer::default(),
             aws,
             runtime: crate::runtime::Runtime::default(),
+            shared_streams,
             push,
             crd_skew,
             lambda_code: tokio::sync::OnceCell::new(),

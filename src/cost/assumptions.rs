@@ -161,7 +161,8 @@ pub struct InClusterAssumptions {
     /// Records returned per `GetRecords` call, 1 to 1000. Default: none, meaning full responses: 1000
     /// records or 1 MB of them, whichever is fewer (102 records of 10 KB). That is the busy-stream bound;
     /// a quiet stream returns fewer per call, and polls that return nothing are a fixed monthly cost
-    /// (about four calls a second per shard), not a cost per write, and are left out.
+    /// (about one call a second per shard when idle, for all of a log's in-cluster views together), not
+    /// a cost per write, and are left out.
     pub records_per_get_records: Option<f64>,
 }
 

@@ -563,8 +563,9 @@ fn in_cluster_reader(ctx: &Ctx, est: &mut Estimate) {
         ctx.prices.dynamodb_streams_reads_per_million,
     ));
     est.note(
-        "the in-cluster reader's GetRecords calls are counted at full responses; idle polls (about four \
-         a second per shard) are a fixed monthly cost and are left out",
+        "the in-cluster reader's GetRecords calls (one reader per log, whatever the number of in-cluster \
+         views) are counted at full responses; idle polls (about one a second per shard) are a fixed \
+         monthly cost and are left out",
     );
 }
 

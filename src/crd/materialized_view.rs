@@ -392,7 +392,7 @@ pub struct AttributeMapping {
 #[serde(rename_all = "camelCase")]
 pub struct ProjectorSpec {
     /// `Lambda` (the default): a Lambda function per view. `InCluster`: the operator's pods read the log
-    /// stream and project it themselves (no Lambda; at most two readers per stream shard).
+    /// stream and project it themselves (no Lambda; one reader per log for all its in-cluster views).
     #[serde(default)]
     pub runtime: ProjectorRuntime,
     /// Memory of the projector Lambda in MB, 128 to 10240.

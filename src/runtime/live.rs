@@ -21,7 +21,8 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::checkpoints::ConfigMapCheckpoint;
-use super::stream::{EventName, ShardPosition, StreamError, StreamReader};
+use super::shared_stream::SharedStreams;
+use super::stream::{EventName, ShardPosition, StreamError};
 use crate::aws::views::ViewTableWriter;
 use crate::backfill::aggregate::{Cutoff, Disposition};
 use crate::crd::RecordErrorPolicy;
@@ -58,16 +59,14 @@ pub struct LiveProgress {
     pub passed: Option<f64>,
 }
 
-/// One view's stream reader.
+/// One view's stream reader: a [`super::shared_stream::Subscription`] to the log's shared reader.
 pub struct LiveReader {
-    pub streams: aws_sdk_dynamodbstreams::Client,
+    pub streams: Arc<SharedStreams>,
     pub stream_arn: String,
     pub projection: Arc<ProjectionConfig>,
     pub writer: ViewTableWriter,
     pub checkpoint: ConfigMapCheckpoint,
     pub progress: Arc<Mutex<LiveProgress>>,
-    /// The pause between polls once caught up.
-    pub poll_interval: Duration,
     /// `Count`/`Sum` views with a pre-aggregated backfill: which records to skip, apply, or apply and
     /// record in the band (see [`crate::backfill::aggregate`]).
     pub cutoff: Option<Cutoff>,
@@ -133,7 +132,7 @@ impl LiveReader {
             };
             info!(stream = %self.stream_arn, shards = position.shards.len(), checkpoint = %self.checkpoint.name(), "live path: reading the log's stream");
             let mut saved = position.clone();
-            let mut reader = StreamReader::new(self.streams.clone(), self.stream_arn.clone(), position);
+            let mut reader = self.streams.subscribe(&self.stream_arn, position);
             let mut pending = Vec::new();
             loop {
                 match reader.poll(RECORDS_PER_CALL).await {
@@ -269,9 +268,6 @@ impl LiveReader {
                                 p.record_errors.push(e);
                             }
                         });
-                        if caught_up {
-                            tokio::time::sleep(self.poll_interval).await;
-                        }
                     }
                     Err(StreamError::Gap { shard, after }) => {
                         let message = format!(

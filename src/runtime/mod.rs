@@ -12,6 +12,7 @@
 pub mod backfill_job;
 pub mod checkpoints;
 pub mod live;
+pub mod shared_stream;
 pub mod stream;
 
 use std::collections::HashMap;

@@ -167,14 +167,13 @@ fn live_reader(
     progress: Arc<Mutex<LiveProgress>>,
 ) -> LiveReader {
     LiveReader {
-        streams: ctx.aws.streams.clone(),
+        streams: ctx.shared_streams.clone(),
         stream_arn: stream_arn.to_string(),
         projection: projection.clone(),
         writer: ViewTableWriter::for_view(ctx.aws.dynamodb.clone(), table, projection, WRITE_CONCURRENCY)
             .with_live_attempt(cutoff.as_ref().map(|c| c.attempt)),
         checkpoint: checkpoint.clone(),
         progress,
-        poll_interval: Duration::from_secs(1),
         cutoff: cutoff.clone(),
         wake: None,
     }

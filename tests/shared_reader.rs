@@ -1,0 +1,214 @@
+//! One stream reader per log (#18), end to end on the local stack: many in-cluster views of one log, some
+//! created while records arrive, one rebuilt, one deleted, all read the log's stream through the
+//! operator's one shared reader, never more than two readers at once (DynamoDB Streams' advice: at most
+//! two readers per shard), and every view counts every record exactly once.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use common::Operator;
+use kappa_operator::crd::MaterializedView;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+
+const IDS: usize = 3;
+
+fn view_yaml(name: &str) -> String {
+    common::in_cluster_order_view(
+        "orders",
+        name,
+        "{mode: Count, key: {partitionKey: 'C#{id}'}}",
+        "  backfill: {source: None}\n",
+    )
+}
+
+fn order(i: usize) -> HashMap<String, AttributeValue> {
+    let s = |v: String| AttributeValue::S(v);
+    HashMap::from([
+        ("pk".to_string(), s(format!("order#{i}"))),
+        ("sk".to_string(), s("order".into())),
+        ("type".to_string(), s("order".into())),
+        ("id".to_string(), s(format!("{}", i % IDS))),
+    ])
+}
+
+/// `kappa_stream_readers` and `kappa_stream_views` of the operator, summed over streams:
+/// `(readers, joined, catching_up)`.
+async fn readers(op: &Operator) -> Option<(i64, i64, i64)> {
+    let text = op.metrics().await?;
+    let mut out = (0, 0, 0);
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<i64>() else { continue };
+        if name.starts_with("kappa_stream_readers{") {
+            out.0 += value;
+        } else if name.starts_with("kappa_stream_views{") && name.contains("state=\"joined\"") {
+            out.1 += value;
+        } else if name.starts_with("kappa_stream_views{") && name.contains("state=\"catching_up\"") {
+            out.2 += value;
+        }
+    }
+    Some(out)
+}
+
+/// Each view's counts per id, from the shared views table (`pk = <view>#C#<id>`, attribute `count`).
+async fn counts(ddb: &aws_sdk_dynamodb::Client, table: &str) -> BTreeMap<String, BTreeMap<String, i64>> {
+    let mut out: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for item in common::scan_all(ddb, table).await {
+        let (Some(AttributeValue::S(pk)), Some(AttributeValue::N(n))) = (item.get("pk"), item.get("count"))
+        else {
+            continue;
+        };
+        if let Some((view, key)) = pk.split_once("#C#") {
+            out.entry(view.to_string())
+                .or_default()
+                .insert(key.to_string(), n.parse().unwrap());
+        }
+    }
+    out
+}
+
+fn expected(records: usize) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for i in 0..records {
+        *out.entry(format!("{}", i % IDS)).or_default() += 1;
+    }
+    out
+}
+
+/// Input: the `orders` log with 300 records; 6 in-cluster Count views created at once; 200 more records
+/// written while 2 more views are created; then one view's projection changed (rebuilt as version 2
+/// beside version 1) and one view deleted, while 100 more records arrive. The operator's reader gauges
+/// are sampled every 100 ms throughout.
+/// Expected: never more than 2 readers of the stream; the live views joined to the shared reader once
+/// settled; every view (the rebuilt one's new version too) counts each of the 600 records exactly once.
+#[tokio::test]
+async fn in_cluster_views_of_one_log_share_one_stream_reader_and_count_every_record_once() {
+    let (client, ns) = common::setup("shared-reader").await;
+    let op = Operator::start(&ns, "solo", 5);
+    eprintln!("operator log: {}", op.log_path.display());
+    common::create_yaml(&client, &ns, common::ORDERS_LOG)
+        .await
+        .unwrap();
+    let log_table = common::log_table(&client, &ns, "orders").await;
+    let ddb = aws_sdk_dynamodb::Client::new(&common::aws_config().await);
+    common::put_items(&ddb, &log_table, (0..300).map(order).collect()).await;
+
+    // Sample the gauges in the background: the most readers seen at once.
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let sampler = {
+        let most = most.clone();
+        let port = op.http_port;
+        tokio::spawn(async move {
+            loop {
+                if let Some(text) = common::http_get(port, "/metrics").await {
+                    let n: i64 = text
+                        .lines()
+                        .filter(|l| l.starts_with("kappa_stream_readers{"))
+                        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<i64>().ok())
+                        .sum();
+                    most.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
+    let first: Vec<String> = (0..6).map(|i| format!("v{i}")).collect();
+    for name in &first {
+        common::create_yaml(&client, &ns, &view_yaml(name)).await.unwrap();
+    }
+    let more = tokio::spawn({
+        let ddb = ddb.clone();
+        let log_table = log_table.clone();
+        async move { common::put_items(&ddb, &log_table, (300..500).map(order).collect()).await }
+    });
+    for name in ["late0", "late1"] {
+        common::create_yaml(&client, &ns, &view_yaml(name)).await.unwrap();
+    }
+    more.await.unwrap();
+    let all: Vec<String> = first
+        .iter()
+        .cloned()
+        .chain(["late0".into(), "late1".into()])
+        .collect();
+    for name in &all {
+        common::eventually(Duration::from_secs(180), &format!("{name} Ready"), || async {
+            common::view_ready(&mvs, name).await.then_some(())
+        })
+        .await;
+    }
+    let table = mvs.get("v0").await.unwrap().status.unwrap().table_name.unwrap();
+
+    // v1 re-keyed (rebuilt beside its active version), v2 deleted, 100 more records.
+    mvs.patch(
+        "v1",
+        &PatchParams::default(),
+        &Patch::Merge(
+            serde_json::json!({"spec": {"projection": {"mode": "Count", "key": {"partitionKey": "K#{id}"}}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    mvs.delete("v2", &Default::default()).await.unwrap();
+    common::put_items(&ddb, &log_table, (500..600).map(order).collect()).await;
+
+    let want = expected(600);
+    let live: Vec<&String> = all.iter().filter(|n| *n != "v1" && *n != "v2").collect();
+    let last = std::sync::Mutex::new((BTreeMap::new(), BTreeMap::new()));
+    let settled = tokio::time::timeout(Duration::from_secs(240), async {
+        loop {
+            let got = counts(&ddb, &table).await;
+            // Version 2 of v1 writes under its own key prefix (status.keyPrefix once promoted).
+            let prefix = mvs.get("v1").await.ok().and_then(|v| v.status?.key_prefix);
+            let rebuilt = common::scan_all(&ddb, &table)
+                .await
+                .into_iter()
+                .filter_map(|item| match (item.get("pk"), item.get("count"), &prefix) {
+                    (Some(AttributeValue::S(pk)), Some(AttributeValue::N(n)), Some(prefix)) => pk
+                        .strip_prefix(&format!("{prefix}K#"))
+                        .map(|k| (k.to_string(), n.parse::<i64>().unwrap())),
+                    _ => None,
+                })
+                .collect::<BTreeMap<_, _>>();
+            let done = live.iter().all(|v| got.get(v.as_str()) == Some(&want)) && rebuilt == want;
+            *last.lock().unwrap() = (got.clone(), rebuilt.clone());
+            if done {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    assert!(
+        settled.is_ok(),
+        "not every view counted each of the 600 records once: want {want:?} per view, got (views, v1's version 2) {:?}",
+        last.lock().unwrap()
+    );
+    // Settled: the live readers read the shared reader's window, and one reader reads the stream.
+    let (readers_now, joined, catching_up) =
+        common::eventually(Duration::from_secs(60), "the live readers joined", || async {
+            readers(&op)
+                .await
+                .filter(|(_, j, c)| *j >= live.len() as i64 && *c == 0)
+        })
+        .await;
+    sampler.abort();
+    let most = most.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "readers now {readers_now}, joined {joined}, catching up {catching_up}; most readers at once {most}"
+    );
+    assert!(
+        most <= 2,
+        "{most} readers of the log's stream at once (at most 2: the shared reader and one catch-up reader)"
+    );
+    assert_eq!(readers_now, 1, "one reader once every view joined");
+    drop(op);
+    common::delete_namespace(&client, &ns).await;
+}
