@@ -3,7 +3,7 @@
 //! Labels are bounded: the kind, and for failures the error's `category()`; never object names or
 //! payloads.
 
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -84,6 +84,10 @@ pub struct Metrics {
     /// `kappa_stream_views`: in-cluster live readers of a log's stream by state, `joined` (reading the
     /// shared reader's window) or `catching_up` (reading on their own, or waiting to), per stream ARN.
     pub stream_views: Family<StreamViewLabels, Gauge<i64, AtomicI64>>,
+    /// `kappa_stream_lag_seconds`: how far behind the stream's tip the shared reader is: seconds since
+    /// the time up to which it read everything ([`crate::runtime::stream::Batch::at_end_since`]), as of its
+    /// last poll, per stream ARN.
+    pub stream_lag: Family<StreamLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for Metrics {
@@ -150,6 +154,12 @@ impl Default for Metrics {
             "In-cluster live readers of a log's stream, joined to the shared reader or catching up, per stream ARN",
             stream_views.clone(),
         );
+        let stream_lag = Family::<StreamLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "stream_lag_seconds",
+            "Seconds since the time up to which the shared reader of a log's stream read every record, as of its last poll, per stream ARN",
+            stream_lag.clone(),
+        );
         registry.register("reconciles", "Reconciles run, per kind", reconciles.clone());
         registry.register(
             "aws_retries",
@@ -192,6 +202,7 @@ impl Default for Metrics {
             view_dead_letters,
             stream_readers,
             stream_views,
+            stream_lag,
         }
     }
 }

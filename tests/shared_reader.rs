@@ -199,6 +199,18 @@ async fn in_cluster_views_of_one_log_share_one_stream_reader_and_count_every_rec
                 .filter(|(_, j, c)| *j >= live.len() as i64 && *c == 0)
         })
         .await;
+    // The log's status shows the same (as of its last reconcile).
+    let logs: Api<kappa_operator::crd::EventLog> = Api::namespaced(client.clone(), &ns);
+    let reader = common::eventually(
+        Duration::from_secs(90),
+        "status.inClusterReader of the log",
+        || async {
+            let r = logs.get("orders").await.ok()?.status?.in_cluster_reader?;
+            (r.joined >= live.len() as i32 && r.catching_up == 0).then_some(r)
+        },
+    )
+    .await;
+    assert!(reader.shards >= 1, "{reader:?}");
     sampler.abort();
     let most = most.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!(

@@ -17,7 +17,7 @@ use super::status::{self, Health};
 use super::{Context, Error, Result, provision};
 use crate::crd::{
     ConditionStatus, ConditionType, DeletionPolicy, EventLog, EventLogPhase, EventLogStatus,
-    MaterializedView, TableStatus, Tolerant, reasons,
+    InClusterReaderStatus, MaterializedView, TableStatus, Tolerant, reasons,
 };
 use crate::crd::{ResourceKey, Resources};
 use crate::plan::log::plan_log;
@@ -106,7 +106,8 @@ async fn apply(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> {
         record_dead_letters(ctx, ns, &log, r);
     }
     let old = log.status.clone().unwrap_or_default();
-    let next = next_status(&log, &old, &plan, &views, phase, &health, resources.as_ref());
+    let mut next = next_status(&log, &old, &plan, &views, phase, &health, resources.as_ref());
+    next.in_cluster_reader = in_cluster_reader(ctx, next.table.as_ref());
     if next != old {
         status::apply(&api_of(ctx, ns), log.as_ref(), &next).await?;
         publish_changes(ctx, &log, ns, &old, &next, &health).await;
@@ -246,6 +247,18 @@ fn next_status(
         &now,
     );
     next
+}
+
+/// This process's shared reader of the log's stream (see [`crate::runtime::shared_stream`]), if any
+/// in-cluster view reads it.
+fn in_cluster_reader(ctx: &Context, table: Option<&TableStatus>) -> Option<InClusterReaderStatus> {
+    let stats = ctx.shared_streams.reader(table?.stream_arn.as_deref()?)?;
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    Some(InClusterReaderStatus {
+        shards: count(stats.shards),
+        joined: count(stats.joined),
+        catching_up: count(stats.waiting + stats.reading),
+    })
 }
 
 /// The log's dead-letter gauges, from what SQS reported in this pass.

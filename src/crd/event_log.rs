@@ -409,6 +409,22 @@ pub struct EventLogStatus {
     /// ARNs of the provisioned resources, by role (`writer`, `router`, `topic/<group>`, ...).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub resources: std::collections::BTreeMap<String, String>,
+    /// The operator's one reader of the log's stream for all its in-cluster views, as of the last
+    /// reconcile; absent while no in-cluster view reads the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_cluster_reader: Option<InClusterReaderStatus>,
+}
+
+/// The operator's reader of a log's stream (one per log, shared by its in-cluster views and versions).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InClusterReaderStatus {
+    /// Stream shards the shared reader knows (reading or finished).
+    pub shards: i32,
+    /// In-cluster live readers reading the shared reader's recent records.
+    pub joined: i32,
+    /// In-cluster live readers behind them, catching up one at a time with a reader of their own.
+    pub catching_up: i32,
 }
 
 /// Phase of an EventLog.

@@ -368,6 +368,22 @@ impl Hub {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Sets `kappa_stream_lag_seconds` from a batch's [`Batch::at_end_since`] (unchanged without one).
+    fn publish_lag(&self, at_end_since: Option<std::time::SystemTime>) {
+        let (Some(metrics), Some(since)) = (&self.metrics, at_end_since) else {
+            return;
+        };
+        let lag = std::time::SystemTime::now()
+            .duration_since(since)
+            .unwrap_or_default();
+        metrics
+            .stream_lag
+            .get_or_create(&crate::metrics::StreamLabels {
+                stream: self.stream_arn.clone(),
+            })
+            .set(lag.as_secs_f64());
+    }
+
     /// Sets the `kappa_stream_readers` and `kappa_stream_views` gauges from `state`.
     fn publish(&self, state: &HubState) {
         let Some(metrics) = &self.metrics else { return };
@@ -422,6 +438,7 @@ async fn lead(hub: Weak<Hub>, mut reader: StreamReader, generation: u64) {
                     failures = 0;
                     state.error = None;
                     let caught_up = batch.caught_up;
+                    h.publish_lag(batch.at_end_since);
                     if let Some(window) = state.window.as_mut() {
                         window.push(batch);
                         state.next_index = window.next();
