@@ -551,18 +551,28 @@ fn read_token(path: &std::path::Path, setting: &str) -> Result<String, String> {
 
 async fn run(settings: Settings, kube_args: &KubeArgs) -> Result<(), String> {
     let config = settings.validate().map_err(|e| e.to_string())?;
-    let client = match kube_args.kubeconfig.is_some() || kube_args.context.is_some() {
+    let metrics = Arc::new(Metrics::default());
+    let kube_config = match kube_args.kubeconfig.is_some() || kube_args.context.is_some() {
         true => kube_args
             .config()
             .await
-            .and_then(|c| kube::Client::try_from(c).map_err(|e| e.to_string()))
             .map_err(|e| format!("cannot configure a Kubernetes client: {e}"))?,
-        false => kube::Client::try_default().await.map_err(|e| {
+        false => kube::Config::infer().await.map_err(|e| {
             format!(
                 "cannot configure a Kubernetes client: {e}; set KUBECONFIG, or run in a pod with a ServiceAccount"
             )
         })?,
     };
+    // Every request is counted (`kappa_kubernetes_calls_total`), as every AWS call is.
+    let counted = metrics.clone();
+    let count = tower::util::MapRequestLayer::new(move |req: ::http::Request<kube::client::Body>| {
+        counted.kubernetes_call(req.method().as_str(), req.uri().path(), req.uri().query());
+        req
+    });
+    let client = kube::client::ClientBuilder::try_from(kube_config)
+        .map_err(|e| format!("cannot configure a Kubernetes client: {e}"))?
+        .with_layer(&count)
+        .build();
     let version = client.apiserver_version().await.map_err(|e| {
         format!("cannot reach the Kubernetes API server: {e}; check KUBECONFIG and that the server is up")
     })?;
@@ -577,7 +587,6 @@ async fn run(settings: Settings, kube_args: &KubeArgs) -> Result<(), String> {
     };
     let installed_crds = controller::check_crds(&client).await.map_err(|e| e.to_string())?;
 
-    let metrics = Arc::new(Metrics::default());
     // CRDs of another schema do not stop the start: the process runs, /readyz says what is wrong, and
     // reconciling starts once they are applied.
     let crd_skew = controller::crd_skew::CrdSkew::new(&installed_crds, metrics.crd_skew.clone());

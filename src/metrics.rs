@@ -25,6 +25,14 @@ pub struct AwsCallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KubeCallLabels {
+    /// get, list, watch, create, update, patch, delete (deletecollection is a delete).
+    pub verb: &'static str,
+    /// The plural, with its subresource (`materializedviews/status`), or `other` (discovery, version).
+    pub resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ViewLabels {
     pub namespace: String,
     pub view: String,
@@ -62,6 +70,9 @@ pub struct Metrics {
     pub duration: Family<KindLabels, Histogram>,
     pub leader: Gauge<i64, AtomicI64>,
     pub aws_calls: Family<AwsCallLabels, Counter>,
+    /// `kappa_kubernetes_calls_total`: requests to the Kubernetes API server, per verb and resource (a
+    /// watch counts once, when it is opened).
+    pub kubernetes_calls: Family<KubeCallLabels, Counter>,
     /// `kappa_view_record_errors_total`: records a view left out (`onRecordError: Skip`).
     pub record_errors: Family<ViewLabels, Counter>,
     /// `kappa_view_gaps_total`: times a view's live path lost stream records (a gap), per view.
@@ -100,6 +111,7 @@ impl Default for Metrics {
         });
         let leader = Gauge::<i64, AtomicI64>::default();
         let aws_calls = Family::<AwsCallLabels, Counter>::default();
+        let kubernetes_calls = Family::<KubeCallLabels, Counter>::default();
         let record_errors = Family::<ViewLabels, Counter>::default();
         registry.register(
             "view_record_errors",
@@ -186,6 +198,11 @@ impl Default for Metrics {
             "AWS API calls, per service and operation",
             aws_calls.clone(),
         );
+        registry.register(
+            "kubernetes_calls",
+            "Kubernetes API requests, per verb and resource",
+            kubernetes_calls.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -193,6 +210,7 @@ impl Default for Metrics {
             duration,
             leader,
             aws_calls,
+            kubernetes_calls,
             record_errors,
             gaps,
             deferred,
@@ -234,6 +252,14 @@ impl Metrics {
         self.aws_calls.get_or_create(&labels).inc();
     }
 
+    /// Counts one request to the Kubernetes API server, by its method and path (see [`KubeCallLabels`]).
+    pub fn kubernetes_call(&self, method: &str, path: &str, query: Option<&str>) {
+        let (verb, resource) = kube_call_labels(method, path, query);
+        self.kubernetes_calls
+            .get_or_create(&KubeCallLabels { verb, resource })
+            .inc();
+    }
+
     /// The text exposition format served on /metrics.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -241,6 +267,41 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         out
     }
+}
+
+/// The verb and resource of a request to the API server: `/api/v1/namespaces/ns/events`,
+/// `/apis/kappa.dev/v1alpha1/namespaces/ns/materializedviews/name/status`, … A GET without a name lists (or
+/// watches, with `watch=true`).
+fn kube_call_labels(method: &str, path: &str, query: Option<&str>) -> (&'static str, String) {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let rest = match segments.as_slice() {
+        ["api", _version, rest @ ..] => rest,
+        ["apis", _group, _version, rest @ ..] => rest,
+        _ => &[][..],
+    };
+    // A namespaced resource's path names its namespace first; `namespaces` alone is the resource.
+    let rest = match rest {
+        ["namespaces", _ns, more @ ..] if !more.is_empty() => more,
+        _ => rest,
+    };
+    let (resource, named) = match rest {
+        [] => ("other".to_string(), false),
+        [plural] => (plural.to_string(), false),
+        [plural, _name] => (plural.to_string(), true),
+        [plural, _name, sub, ..] => (format!("{plural}/{sub}"), true),
+    };
+    let watching = query.is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    let verb = match (method, named) {
+        ("GET", _) if watching => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", _) => "delete",
+        _ => "other",
+    };
+    (verb, resource)
 }
 
 /// Observes a reconcile's duration when dropped.
@@ -277,5 +338,48 @@ mod tests {
         assert!(text.contains(r#"kappa_reconcile_failures_total{kind="MaterializedView",category="aws"} 1"#));
         assert!(text.contains("kappa_reconcile_duration_seconds_count"));
         assert!(text.contains("kappa_leader 0"));
+    }
+
+    #[test]
+    fn kubernetes_calls_by_verb_and_resource() {
+        let cases = [
+            (
+                "GET",
+                "/apis/kappa.dev/v1alpha1/namespaces/a/materializedviews",
+                None,
+                "list",
+                "materializedviews",
+            ),
+            (
+                "GET",
+                "/apis/kappa.dev/v1alpha1/namespaces/a/materializedviews",
+                Some("watch=true&resourceVersion=1"),
+                "watch",
+                "materializedviews",
+            ),
+            (
+                "PATCH",
+                "/apis/kappa.dev/v1alpha1/namespaces/a/materializedviews/v/status",
+                None,
+                "patch",
+                "materializedviews/status",
+            ),
+            ("GET", "/api/v1/namespaces/a", None, "get", "namespaces"),
+            (
+                "POST",
+                "/apis/events.k8s.io/v1/namespaces/a/events",
+                None,
+                "create",
+                "events",
+            ),
+            ("GET", "/version", None, "list", "other"),
+        ];
+        for (method, path, query, verb, resource) in cases {
+            assert_eq!(
+                kube_call_labels(method, path, query),
+                (verb, resource.to_string()),
+                "{method} {path}"
+            );
+        }
     }
 }

@@ -55,6 +55,8 @@ pub struct Context {
     pub push: Arc<push::PushRuntime>,
     /// Whether the installed CRDs are this operator's: nothing is reconciled while they are not.
     pub crd_skew: crd_skew::CrdSkew,
+    /// The views controllers' caches of the views, read by the reconciles for a namespace's views.
+    view_stores: materialized_view::ViewStores,
     /// The built-in Lambda functions' code, loaded (and zipped) the first time a function needs it.
     lambda_code: tokio::sync::OnceCell<std::result::Result<crate::plan::lambdas::BuiltInCode, CodeError>>,
 }
@@ -142,6 +144,7 @@ impl Context {
             shared_streams,
             push,
             crd_skew,
+            view_stores: Default::default(),
             lambda_code: tokio::sync::OnceCell::new(),
         }
     }

@@ -6,7 +6,7 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 
-use super::dereference::views_in;
+use super::dereference::views_listed;
 use super::outcome::{Outcome, write_status};
 use crate::aws::{dynamodb, iam};
 use crate::controller::status::{self, Health};
@@ -121,7 +121,7 @@ async fn delete_owned(
     recorded: &[ViewVersion],
 ) -> Result<String> {
     let name = view.name_any();
-    let others: Vec<MaterializedView> = views_in(&ctx.client, ns)
+    let others: Vec<MaterializedView> = views_listed(&ctx.client, ns)
         .await?
         .into_iter()
         .filter(|v| v.name_any() != name && v.metadata.deletion_timestamp.is_none())

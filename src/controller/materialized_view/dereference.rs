@@ -1,9 +1,11 @@
 //! Dereference: what a view's reconcile reads before it validates anything: its EventLog and the other
 //! views of its namespace (the sharers of a shared views table).
 
+use futures::FutureExt;
 use kube::Api;
+use kube::runtime::reflector::Store;
 
-use crate::controller::{Error, Result};
+use crate::controller::{Context, Error, Result};
 use crate::crd::{EventLog, MaterializedView, Tolerant, Unreadable};
 
 /// The view's EventLog (`spec.eventLogRef.name`, in the view's namespace) as this operator found it.
@@ -29,13 +31,75 @@ pub(super) async fn event_log(client: &kube::Client, ns: &str, name: &str) -> Re
     })
 }
 
+/// The controllers' caches of the views (their reflector stores), one per watched scope: a namespace, or
+/// every namespace (`None`). Registered by `run`; empty in tests, where every read lists.
+#[derive(Default)]
+pub(in crate::controller) struct ViewStores(std::sync::RwLock<Vec<(Option<String>, ViewStore)>>);
+
+type ViewStore = Store<Tolerant<MaterializedView>>;
+
+impl ViewStores {
+    pub(super) fn register(&self, namespace: Option<String>, store: ViewStore) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((namespace, store));
+    }
+
+    /// The store that holds the views of `ns`, once it has been filled by its first list (not before: an
+    /// empty store would hide every sharer).
+    fn ready_for(&self, ns: &str) -> Option<ViewStore> {
+        let stores = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let store = stores
+            .iter()
+            .find(|(scope, _)| scope.as_deref().is_none_or(|s| s == ns))
+            .map(|(_, store)| store.clone())?;
+        matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))).then_some(store)
+    }
+}
+
 /// The namespace's views, to plan a shared table with its sharers: those this operator can read (an
 /// unreadable one is named in a Warning Event of its own by its reconcile).
-pub(super) async fn views_in(client: &kube::Client, ns: &str) -> Result<Vec<MaterializedView>> {
+///
+/// Read from the controller's cache (its reflector store) once that has been filled, else listed: with N
+/// views a list per reconcile decodes N objects, N² per pass. The cache is the one the reconcile's own
+/// object comes from, so it holds every view whose creation or change was watched before this view's;
+/// it may miss one created a moment ago, as the list could miss one created just after it. Two views
+/// claiming overlapping prefixes at once stay as safe as with the list: each validates again at its next
+/// reconcile (its status write wakes it), when the other's is seen, and the later one is stalled
+/// (`validate::prefix_overlap`). A deletion lists (`cleanup::delete_owned`): it is rare, and what it
+/// removes depends on the sharers it sees.
+pub(super) async fn views_in(ctx: &Context, ns: &str) -> Result<Vec<MaterializedView>> {
+    match ctx.view_stores.ready_for(ns) {
+        Some(store) => Ok(store
+            .state()
+            .iter()
+            .filter(|t| t.metadata.namespace.as_deref() == Some(ns))
+            .filter_map(|t| readable(t))
+            .collect()),
+        None => views_listed(&ctx.client, ns).await,
+    }
+}
+
+/// [`views_in`] from the API server, always (a list of the namespace's views).
+pub(super) async fn views_listed(client: &kube::Client, ns: &str) -> Result<Vec<MaterializedView>> {
     let api: Api<Tolerant<MaterializedView>> = Api::namespaced(client.clone(), ns);
     let list = api
         .list(&Default::default())
         .await
         .map_err(Error::kube("listing the views of namespace", ns))?;
     Ok(crate::controller::readable(list.items))
+}
+
+/// A cached view as [`crate::controller::readable`] keeps a listed one: `None` (and logged) when this
+/// operator cannot read it.
+fn readable(t: &Tolerant<MaterializedView>) -> Option<MaterializedView> {
+    use kube::ResourceExt;
+    match &t.object {
+        Ok(v) => Some(v.clone()),
+        Err(e) => {
+            tracing::warn!(kind = "MaterializedView", name = %t.name_any(), error = %e, "left out of a list: this operator cannot read it");
+            None
+        }
+    }
 }

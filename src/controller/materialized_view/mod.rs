@@ -45,6 +45,7 @@ mod version;
 mod versions;
 
 use cleanup::cleanup;
+pub(super) use dereference::ViewStores;
 use dereference::{LogRef, views_in};
 use outcome::{Outcome, VersionsSummary, write_status};
 use subscribers::push_path;
@@ -64,6 +65,8 @@ pub(super) async fn run(ctx: Arc<Context>) {
             async move {
                 let controller = Controller::new(views, watcher::Config::default().any_semantic());
                 let store = controller.store();
+                // The reconciles read the namespace's views (the sharers of a table) from it.
+                ctx.view_stores.register(views_namespace.clone(), store.clone());
                 let stream = controller
                     .watches(
                         logs,
@@ -156,11 +159,14 @@ async fn apply(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result<A
         ),
         LogRef::Found(log) => {
             let mut problems = validate::view_against_log(&view, &log);
+            // The namespace's views, read once: for the prefix check and the sharers of the table.
+            let mut all = Vec::new();
             if problems.is_empty() {
-                problems.extend(validate::prefix_overlap(&view, &views_in(&ctx.client, ns).await?));
+                all = views_in(ctx, ns).await?;
+                problems.extend(validate::prefix_overlap(&view, &all));
             }
             if problems.is_empty() {
-                provision(&view, &log, ctx, ns).await?
+                provision(&view, &log, ctx, ns, &all).await?
             } else {
                 Outcome::stalled(reasons::INVALID_SPEC, problems.join("; "))
             }
@@ -179,10 +185,15 @@ async fn apply(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result<A
     })
 }
 
-async fn provision(view: &MaterializedView, log: &EventLog, ctx: &Context, ns: &str) -> Result<Outcome> {
-    let all = views_in(&ctx.client, ns).await?;
-    let mut run = versions::run(view, log, ctx, ns, &all).await?;
-    let push = match push_path(view, ctx, ns, run.table.as_ref(), &all).await {
+async fn provision(
+    view: &MaterializedView,
+    log: &EventLog,
+    ctx: &Context,
+    ns: &str,
+    all: &[MaterializedView],
+) -> Result<Outcome> {
+    let mut run = versions::run(view, log, ctx, ns, all).await?;
+    let push = match push_path(view, ctx, ns, run.table.as_ref(), all).await {
         Ok(push) => push,
         Err(e) if e.retryable => return Err(e.into()),
         Err(e) => {
