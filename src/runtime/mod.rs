@@ -1,5 +1,6 @@
 //! The in-cluster runtime: work that runs inside the operator's (leading) process rather than in
-//! Lambda — a view's live stream reader ([`live`]) and its export backfill
+//! Lambda — a view's live stream reader ([`live`], reading the log's one shared reader,
+//! [`shared_stream`]) and its export backfill
 //! ([`crate::backfill::worker`]) — and the registry the reconciler starts, watches and stops them through.
 //!
 //! The reconciler stays level-based: each reconcile asks the registry for a view's task by a
