@@ -324,13 +324,13 @@ async fn ready_among(mvs: &Api<MaterializedView>, names: &std::collections::BTre
         .count()
 }
 
-/// The bulk phase (see the header): returns its rows, and prints the calls and the floor.
-async fn bulk(bulk: usize) -> Vec<Row> {
-    let (client, ns) = common::setup("bench-bulk").await;
+/// A namespace of its own for `test`, an operator on it, the `orders` log and a first view `warm`, once
+/// Ready: the shared views table exists before the measured views come.
+async fn warm_namespace(test: &str) -> (kube::Client, String, common::Operator, Api<MaterializedView>) {
+    let (client, ns) = common::setup(test).await;
     let op = common::Operator::start_with_env(&ns, "bench", 15, &[("RUST_LOG", "info")]);
     common::create_yaml(&client, &ns, LOG).await.unwrap();
     let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
-    // The shared views table exists before the views come: a first view creates it.
     let warm = vec!["warm".to_string()];
     create_views(&client, &ns, &warm, "orders").await;
     all(&warm, Duration::from_secs(300), "Ready", |n| {
@@ -338,6 +338,12 @@ async fn bulk(bulk: usize) -> Vec<Row> {
         async move { ready(&mvs, &n).await }
     })
     .await;
+    (client, ns, op, mvs)
+}
+
+/// The bulk phase (see the header): returns its rows, and prints the calls and the floor.
+async fn bulk(bulk: usize) -> Vec<Row> {
+    let (client, ns, op, mvs) = warm_namespace("bench-bulk").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // The calls made with nothing to do (lease renewals, the warm view's stream reads), per second.
     let quiet = Duration::from_secs(5);
@@ -489,17 +495,7 @@ async fn run(size: Size, benching: bool) {
     common::delete_namespace(&client, &ns).await;
 
     // apply → Ready, one at a time, then many in-cluster views on one log.
-    let (client, ns) = common::setup("bench-ready").await;
-    let op = common::Operator::start_with_env(&ns, "bench", 15, &[("RUST_LOG", "info")]);
-    common::create_yaml(&client, &ns, LOG).await.unwrap();
-    let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
-    let warm = vec!["warm".to_string()];
-    create_views(&client, &ns, &warm, "orders").await;
-    all(&warm, Duration::from_secs(300), "Ready", |n| {
-        let mvs = mvs.clone();
-        async move { ready(&mvs, &n).await }
-    })
-    .await;
+    let (client, ns, op, mvs) = warm_namespace("bench-ready").await;
     let mut times = Vec::new();
     for i in 0..size.singles {
         let name = format!("s{i}");

@@ -10,12 +10,7 @@ use kappa_operator::crd::MaterializedView;
 use kube::Api;
 
 fn view_yaml(name: &str) -> String {
-    common::in_cluster_order_view(
-        "orders",
-        name,
-        "{mode: Count, key: {partitionKey: 'C#{id}'}}",
-        "  backfill: {source: None}\n",
-    )
+    common::orders_count_view(name)
 }
 
 async fn ready(mvs: &Api<MaterializedView>, name: &str) -> bool {

@@ -17,12 +17,7 @@ use kube::api::{Patch, PatchParams};
 const IDS: usize = 3;
 
 fn view_yaml(name: &str) -> String {
-    common::in_cluster_order_view(
-        "orders",
-        name,
-        "{mode: Count, key: {partitionKey: 'C#{id}'}}",
-        "  backfill: {source: None}\n",
-    )
+    common::orders_count_view(name)
 }
 
 fn order(i: usize) -> HashMap<String, AttributeValue> {

@@ -579,6 +579,17 @@ pub fn in_cluster_order_view(log: &str, name: &str, projection: &str, extra: &st
     )
 }
 
+/// An in-cluster `Count` view `name` of log `orders` (key `C#{id}`) without backfill: it reads the
+/// log's stream from its oldest record.
+pub fn orders_count_view(name: &str) -> String {
+    in_cluster_order_view(
+        "orders",
+        name,
+        "{mode: Count, key: {partitionKey: 'C#{id}'}}",
+        "  backfill: {source: None}\n",
+    )
+}
+
 /// Whether view `name` has its `Ready` condition true.
 pub async fn view_ready(mvs: &Api<kappa_operator::crd::MaterializedView>, name: &str) -> bool {
     let Ok(v) = mvs.get(name).await else { return false };
