@@ -768,3 +768,6 @@ impl Subscription {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod break18;
