@@ -73,7 +73,7 @@ fn unlimited() -> Limits {
 /// `gone` either: `a` after 12, exactly the leader's end), asks to join.
 /// Expected: it joins at the window's end (`Join::At`): the window's own end says the leader no longer
 /// knows `gone`, so nothing of it can be owed to the view.
-/// FAILS: `Join::Behind`. `Window::join` (shared_stream.rs, the `None | Some(Reading { after: None })`
+/// FAILS (run on 1162f27): `Join::Behind`. `Window::join` (shared_stream.rs, the `None | Some(Reading { after: None })`
 /// arm, ~line 222) treats "the view does not know shard X, the window *start* has X" as behind, even when
 /// the window *end* no longer has X. On the stack this keeps every view whose checkpoint lacks `gone`
 /// catching up with its own reader; the one holding the log's catch-up permit never joins (it stays
@@ -102,7 +102,7 @@ fn a_stale_finished_shard_in_the_seed_position_keeps_caught_up_views_out() {
 
 /// Input: the same, the view one record behind the leader (`a` after 11, record 12 still in the window).
 /// Expected: joins and is given record 12 only, with a checkpoint at 12.
-/// FAILS: `Join::Behind`, same cause as above (the stale `gone` in the window's start).
+/// FAILS (run on 1162f27): `Join::Behind`, same cause as above (the stale `gone` in the window's start).
 #[test]
 fn a_stale_finished_shard_in_the_seed_position_keeps_views_inside_the_window_out() {
     let seed = checkpoint(&[
@@ -130,7 +130,7 @@ fn a_stale_finished_shard_in_the_seed_position_keeps_views_inside_the_window_out
 /// catch-up reader from `00012` reads nothing and keeps that position.
 /// Expected: joins (the module compares sequence numbers as decimal numerals: `00012` is `12`, the
 /// window's start).
-/// FAILS: `Join::Behind`: the start comparison is string equality, `holds` is string equality, and the
+/// FAILS (run on 1162f27): `Join::Behind`: the start comparison is string equality, `holds` is string equality, and the
 /// numeric comparison only lets `Greater` through (`Equal` falls to `_ => return Join::Behind`,
 /// shared_stream.rs ~line 245). The view's catch-up reader, caught up at `00012` while the log is quiet,
 /// stays Behind and keeps the catch-up permit: other views needing catch-up wait until a new record is
