@@ -74,7 +74,7 @@ fn unlimited() -> Limits {
 /// Expected: it joins at the window's end (`Join::At`): the window's own end says the leader no longer
 /// knows `gone`, so nothing of it can be owed to the view.
 /// FAILS (run on 1162f27): `Join::Behind`. `Window::join` (shared_stream.rs, the `None | Some(Reading { after: None })`
-/// arm, ~line 222) treats "the view does not know shard X, the window *start* has X" as behind, even when
+/// arm, line 214) treats "the view does not know shard X, the window *start* has X" as behind, even when
 /// the window *end* no longer has X. On the stack this keeps every view whose checkpoint lacks `gone`
 /// catching up with its own reader; the one holding the log's catch-up permit never joins (it stays
 /// Behind while caught up: `after_catch_up` only joins on `Join::At`) and so never gives the permit back,
@@ -132,7 +132,7 @@ fn a_stale_finished_shard_in_the_seed_position_keeps_views_inside_the_window_out
 /// window's start).
 /// FAILS (run on 1162f27): `Join::Behind`: the start comparison is string equality, `holds` is string equality, and the
 /// numeric comparison only lets `Greater` through (`Equal` falls to `_ => return Join::Behind`,
-/// shared_stream.rs ~line 245). The view's catch-up reader, caught up at `00012` while the log is quiet,
+/// shared_stream.rs line 237). The view's catch-up reader, caught up at `00012` while the log is quiet,
 /// stays Behind and keeps the catch-up permit: other views needing catch-up wait until a new record is
 /// written to the shard.
 #[test]
