@@ -785,3 +785,6 @@ impl Subscription {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod break18;
