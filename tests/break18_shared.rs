@@ -103,7 +103,12 @@ async fn all_count(
 }
 
 /// Samples the operator's `kappa_stream_readers` every 100 ms: the most seen at once.
-fn sample_readers(port: u16) -> (std::sync::Arc<std::sync::atomic::AtomicI64>, tokio::task::JoinHandle<()>) {
+fn sample_readers(
+    port: u16,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicI64>,
+    tokio::task::JoinHandle<()>,
+) {
     let most = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
     let handle = {
         let most = most.clone();
@@ -132,7 +137,12 @@ async fn wait_ready(mvs: &Api<MaterializedView>, name: &str) {
 }
 
 /// Rewrites view `view`'s stream checkpoint (ConfigMap `<view>-stream`, key `checkpoint`) with `edit`.
-async fn edit_checkpoint(client: &kube::Client, ns: &str, view: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+async fn edit_checkpoint(
+    client: &kube::Client,
+    ns: &str,
+    view: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let name = format!("{view}-stream");
     let cm = cms.get(&name).await.unwrap();
@@ -158,7 +168,7 @@ async fn edit_checkpoint(client: &kube::Client, ns: &str, view: &str, edit: impl
 /// Expected: `a`'s odd checkpoint is `a`'s business: `b` and `c`, which have their own (empty)
 /// checkpoints, each count all 30 records within 90 s, as they would with a reader each; never more than
 /// 2 readers of the stream.
-/// FAILS (run on 1162f27, 100 s): `b` counted all 30, `c` nothing at all in 90 s (no item of `c` in the views
+/// PASSES since the fix after 1162f27 (see below); FAILED on 1162f27, 100 s): `b` counted all 30, `c` nothing at all in 90 s (no item of `c` in the views
 /// table); gauges (readers, joined, catching up) = (2, 1, 2): the leader plus `b`'s own reader still reading
 /// after it caught up, `a` joined, `b` reading and `c` waiting for the permit; most readers at once 2. Cause: the leader was seeded at `a`'s position (shared_stream.rs,
 /// `Subscription::poll`, `Mode::Unjoined`: "None if state.seeding == Seeding::Open => seed"), so it never
@@ -212,7 +222,9 @@ async fn a_view_whose_checkpoint_says_its_open_shard_is_finished_does_not_stall_
     let gauges = readers(&op).await;
     sampler.abort();
     let most = most.load(std::sync::atomic::Ordering::Relaxed);
-    eprintln!("gauges (readers, joined, catching up) {gauges:?}; most readers at once {most}; counts {result:?}");
+    eprintln!(
+        "gauges (readers, joined, catching up) {gauges:?}; most readers at once {most}; counts {result:?}"
+    );
     assert!(
         result.is_ok(),
         "b and c did not both count the 30 records in 90 s (want {:?} each); counts {:?}; gauges (readers, joined, catching up) {gauges:?}",
@@ -262,7 +274,16 @@ async fn a_restart_with_views_at_different_checkpoints_catches_up_one_at_a_time_
     common::put_items(&ddb, &log_table, (60..120).map(order).collect()).await;
     // The stream's first record, for v2's checkpoint.
     let logs: Api<kappa_operator::crd::EventLog> = Api::namespaced(client.clone(), &ns);
-    let arn = logs.get("orders").await.unwrap().status.unwrap().table.unwrap().stream_arn.unwrap();
+    let arn = logs
+        .get("orders")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .table
+        .unwrap()
+        .stream_arn
+        .unwrap();
     let streams = aws_sdk_dynamodbstreams::Client::new(&common::aws_config().await);
     let shard = streams
         .describe_stream()
@@ -287,17 +308,31 @@ async fn a_restart_with_views_at_different_checkpoints_catches_up_one_at_a_time_
         .unwrap()
         .shard_iterator
         .unwrap();
-    let first = streams.get_records().shard_iterator(it).limit(1).send().await.unwrap().records.unwrap()[0]
+    let first = streams
+        .get_records()
+        .shard_iterator(it)
+        .limit(1)
+        .send()
+        .await
+        .unwrap()
+        .records
+        .unwrap()[0]
         .dynamodb
         .as_ref()
         .unwrap()
         .sequence_number
         .clone()
         .unwrap();
-    edit_checkpoint(&client, &ns, "v1", |json| *json = serde_json::json!({"shards": {}})).await;
+    edit_checkpoint(&client, &ns, "v1", |json| {
+        *json = serde_json::json!({"shards": {}})
+    })
+    .await;
     edit_checkpoint(&client, &ns, "v2", |json| {
         let mut shards = serde_json::Map::new();
-        shards.insert(shard.clone(), serde_json::json!({"state": "reading", "after": first}));
+        shards.insert(
+            shard.clone(),
+            serde_json::json!({"state": "reading", "after": first}),
+        );
         *json = serde_json::json!({"shards": shards})
     })
     .await;
@@ -325,7 +360,11 @@ async fn a_restart_with_views_at_different_checkpoints_catches_up_one_at_a_time_
         result.err()
     );
     assert!(most <= 2, "{most} readers at once");
-    assert!(settled.is_ok(), "the views did not all join: {:?}", readers(&op).await);
+    assert!(
+        settled.is_ok(),
+        "the views did not all join: {:?}",
+        readers(&op).await
+    );
     drop(op);
     common::delete_namespace(&client, &ns).await;
 }
@@ -334,7 +373,7 @@ async fn a_restart_with_views_at_different_checkpoints_catches_up_one_at_a_time_
 /// view is deleted (the log's only reader of the stream), and the gauges are read for 30 s.
 /// Expected: nobody reads the log's stream any more, so `kappa_stream_readers` for it drops to 0 (the
 /// leader stops at its next poll), and the views gauges to 0.
-/// FAILS (run on 1162f27): 30 s after the view was gone the gauges still say (readers, joined, catching up)
+/// PASSES since the fix after 1162f27 (see below); FAILED on 1162f27): 30 s after the view was gone the gauges still say (readers, joined, catching up)
 /// = (1, 0, 0): they keep the last value published with a leader
 /// present. Cause: shared_stream.rs publishes the gauges only from `Hub::publish`, called on seed, on a
 /// leader's failure and from `Member::new/set/drop`; the last view's `Member::drop` publishes while
@@ -351,7 +390,9 @@ async fn deleting_the_last_view_of_a_log_sets_its_reader_gauge_to_zero() {
         .unwrap();
     let _ = common::log_table(&client, &ns, "orders").await;
     let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
-    common::create_yaml(&client, &ns, &view_yaml("only")).await.unwrap();
+    common::create_yaml(&client, &ns, &view_yaml("only"))
+        .await
+        .unwrap();
     wait_ready(&mvs, "only").await;
     common::eventually(Duration::from_secs(60), "the view joined", || async {
         readers(&op).await.filter(|(r, j, _)| *r == 1 && *j == 1)
@@ -427,17 +468,33 @@ async fn a_sum_view_stopped_by_a_bad_record_does_not_hold_up_count_views() {
     common::put_items(
         &ddb,
         &log_table,
-        (0..20).map(|i| with_amount(i, AttributeValue::N("1".into()))).collect(),
+        (0..20)
+            .map(|i| with_amount(i, AttributeValue::N("1".into())))
+            .collect(),
     )
     .await;
-    common::put_items(&ddb, &log_table, vec![with_amount(20, AttributeValue::S("abc".into()))]).await;
     common::put_items(
         &ddb,
         &log_table,
-        (21..41).map(|i| with_amount(i, AttributeValue::N("1".into()))).collect(),
+        vec![with_amount(20, AttributeValue::S("abc".into()))],
     )
     .await;
-    let result = all_count(&ddb, &table, &["c1", "c2"], &expected(41), Duration::from_secs(60)).await;
+    common::put_items(
+        &ddb,
+        &log_table,
+        (21..41)
+            .map(|i| with_amount(i, AttributeValue::N("1".into())))
+            .collect(),
+    )
+    .await;
+    let result = all_count(
+        &ddb,
+        &table,
+        &["c1", "c2"],
+        &expected(41),
+        Duration::from_secs(60),
+    )
+    .await;
     let sum = mvs.get("sum").await.unwrap().status.unwrap();
     eprintln!(
         "counts {result:?}; sum view live {:?}; conditions {:?}; gauges {:?}",

@@ -107,12 +107,20 @@ enum Join {
 /// Compares two sequence numbers of one shard: decimal numerals (the form DynamoDB Streams uses, "up to
 /// 40 digits", StreamRecord, DynamoDB Streams API Reference); `None` when one is not a numeral.
 fn sequence_cmp(a: &str, b: &str) -> Option<Ordering> {
+    if a == b {
+        return Some(Ordering::Equal);
+    }
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
     if !digits(a) || !digits(b) {
         return None;
     }
     let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
     Some(a.len().cmp(&b.len()).then_with(|| a.cmp(b)))
+}
+
+/// Whether `a` and `b` name the same record of a shard (`00012` and `12` do).
+fn same_sequence(a: &str, b: &str) -> bool {
+    sequence_cmp(a, b) == Some(Ordering::Equal)
 }
 
 impl Window {
@@ -182,7 +190,7 @@ impl Window {
         self.batches
             .iter()
             .flat_map(|b| b.batch.records.iter())
-            .any(|r| r.shard_id == shard && r.sequence_number == sequence_number)
+            .any(|r| r.shard_id == shard && same_sequence(&r.sequence_number, sequence_number))
     }
 
     /// Where a view at `position` stands: every record it has still to read of every shard must be in the
@@ -211,13 +219,14 @@ impl Window {
                 // starts past some of it.
                 None | Some(ShardPosition::Reading { after: None }) => match window_start {
                     None | Some(ShardPosition::Reading { after: None }) => {}
+                    // Finished before the window and since forgotten by the leader's reader (the stream
+                    // no longer lists it): nothing of it is owed to anyone.
+                    Some(ShardPosition::Finished) if !self.end.shards.contains_key(shard) => {}
                     Some(_) => return Join::Behind,
                 },
                 Some(ShardPosition::Reading { after: Some(x) }) => {
-                    if window_start
-                        == Some(&ShardPosition::Reading {
-                            after: Some(x.clone()),
-                        })
+                    if let Some(ShardPosition::Reading { after: Some(w) }) = window_start
+                        && same_sequence(w, x)
                     {
                         continue;
                     }
@@ -263,7 +272,7 @@ fn deliver_nothing(batch: &Batch, skip: &mut HashMap<String, Skip>) -> bool {
             None => return false,
             Some(Skip::All) => {}
             Some(Skip::Through(x)) => {
-                if *x == record.sequence_number {
+                if same_sequence(x, &record.sequence_number) {
                     skip.remove(&record.shard_id);
                 }
             }
@@ -281,7 +290,7 @@ fn deliver(batch: &Batch, skip: &mut HashMap<String, Skip>) -> Batch {
             None => records.push(record.clone()),
             Some(Skip::All) => {}
             Some(Skip::Through(x)) => {
-                if *x == record.sequence_number {
+                if same_sequence(x, &record.sequence_number) {
                     skip.remove(&record.shard_id);
                 }
             }
@@ -422,6 +431,26 @@ impl Hub {
     }
 }
 
+impl Drop for Hub {
+    /// Nobody reads the stream any more: its gauges go.
+    fn drop(&mut self) {
+        let Some(metrics) = &self.metrics else { return };
+        let stream = self.stream_arn.clone();
+        metrics.stream_readers.remove(&crate::metrics::StreamLabels {
+            stream: stream.clone(),
+        });
+        metrics.stream_lag.remove(&crate::metrics::StreamLabels {
+            stream: stream.clone(),
+        });
+        for state in ["joined", "catching_up"] {
+            metrics.stream_views.remove(&crate::metrics::StreamViewLabels {
+                stream: stream.clone(),
+                state,
+            });
+        }
+    }
+}
+
 /// The leader: polls the stream while anyone subscribes, and adds each batch to the window.
 async fn lead(hub: Weak<Hub>, mut reader: StreamReader, generation: u64) {
     let mut failures = 0u32;
@@ -538,6 +567,7 @@ impl SharedStreams {
             hub,
             position: from,
             mode: Mode::Unjoined { ahead_waits: 0 },
+            pause: false,
         }
     }
 
@@ -629,6 +659,8 @@ pub struct Subscription {
     hub: Arc<Hub>,
     position: Checkpoint,
     mode: Mode,
+    /// Sleep the poll interval before the next attempt to join or catch up.
+    pause: bool,
 }
 
 enum Step {
@@ -690,6 +722,10 @@ impl Subscription {
                     return Ok(batch);
                 }
                 Mode::Unjoined { ahead_waits } => {
+                    if std::mem::take(&mut self.pause) {
+                        tokio::time::sleep(self.hub.poll_interval).await;
+                        continue;
+                    }
                     let join = {
                         let mut state = self.hub.lock();
                         match state.window.as_ref().map(|w| w.join(&self.position)) {
@@ -761,6 +797,17 @@ impl Subscription {
                 Some(Join::Ahead) if caught_up => {
                     drop(state);
                     self.mode = Mode::Unjoined { ahead_waits: 0 };
+                    return;
+                }
+                // At the stream's tip, yet the window cannot take this view (its checkpoint and the
+                // leader's disagree on a shard, say one calls an open shard finished): it reads on its
+                // own, but gives the permit to the next view after each caught-up batch and pauses.
+                Some(Join::Behind) if caught_up => {
+                    drop(state);
+                    self.mode = Mode::Unjoined {
+                        ahead_waits: AHEAD_WAITS,
+                    };
+                    self.pause = true;
                     return;
                 }
                 _ => None,

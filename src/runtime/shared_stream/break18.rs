@@ -21,10 +21,7 @@ fn record(shard: &str, seq: &str) -> StreamRecord {
 
 fn big_record(shard: &str, seq: &str, bytes: usize) -> StreamRecord {
     let mut image = crate::projection::Item::default();
-    image.insert(
-        "blob".to_string(),
-        crate::projection::Value::S("x".repeat(bytes)),
-    );
+    image.insert("blob".to_string(), crate::projection::Value::S("x".repeat(bytes)));
     StreamRecord {
         new_image: Some(image),
         ..record(shard, seq)
@@ -73,7 +70,7 @@ fn unlimited() -> Limits {
 /// `gone` either: `a` after 12, exactly the leader's end), asks to join.
 /// Expected: it joins at the window's end (`Join::At`): the window's own end says the leader no longer
 /// knows `gone`, so nothing of it can be owed to the view.
-/// FAILS (run on 1162f27): `Join::Behind`. `Window::join` (shared_stream.rs, the `None | Some(Reading { after: None })`
+/// PASSES since the fix after 1162f27 (see below); FAILED on 1162f27): `Join::Behind`. `Window::join` (shared_stream.rs, the `None | Some(Reading { after: None })`
 /// arm, line 214) treats "the view does not know shard X, the window *start* has X" as behind, even when
 /// the window *end* no longer has X. On the stack this keeps every view whose checkpoint lacks `gone`
 /// catching up with its own reader; the one holding the log's catch-up permit never joins (it stays
@@ -81,10 +78,7 @@ fn unlimited() -> Limits {
 /// and every other such view waits for the permit and reads nothing until the seed batch leaves the window.
 #[test]
 fn a_stale_finished_shard_in_the_seed_position_keeps_caught_up_views_out() {
-    let seed = checkpoint(&[
-        ("a", reading(Some("10"))),
-        ("gone", ShardPosition::Finished),
-    ]);
+    let seed = checkpoint(&[("a", reading(Some("10"))), ("gone", ShardPosition::Finished)]);
     let mut w = Window::new(seed, 0, LIMITS);
     // The leader's reader dropped `gone` (not listed) from its checkpoint.
     w.push(batch(
@@ -102,13 +96,10 @@ fn a_stale_finished_shard_in_the_seed_position_keeps_caught_up_views_out() {
 
 /// Input: the same, the view one record behind the leader (`a` after 11, record 12 still in the window).
 /// Expected: joins and is given record 12 only, with a checkpoint at 12.
-/// FAILS (run on 1162f27): `Join::Behind`, same cause as above (the stale `gone` in the window's start).
+/// PASSES since the fix after 1162f27 (see below); FAILED on 1162f27): `Join::Behind`, same cause as above (the stale `gone` in the window's start).
 #[test]
 fn a_stale_finished_shard_in_the_seed_position_keeps_views_inside_the_window_out() {
-    let seed = checkpoint(&[
-        ("a", reading(Some("10"))),
-        ("gone", ShardPosition::Finished),
-    ]);
+    let seed = checkpoint(&[("a", reading(Some("10"))), ("gone", ShardPosition::Finished)]);
     let mut w = Window::new(seed, 0, LIMITS);
     w.push(batch(
         &[("a", "11"), ("a", "12")],
@@ -130,7 +121,7 @@ fn a_stale_finished_shard_in_the_seed_position_keeps_views_inside_the_window_out
 /// catch-up reader from `00012` reads nothing and keeps that position.
 /// Expected: joins (the module compares sequence numbers as decimal numerals: `00012` is `12`, the
 /// window's start).
-/// FAILS (run on 1162f27): `Join::Behind`: the start comparison is string equality, `holds` is string equality, and the
+/// PASSES since the fix after 1162f27 (see below); FAILED on 1162f27): `Join::Behind`: the start comparison is string equality, `holds` is string equality, and the
 /// numeric comparison only lets `Greater` through (`Equal` falls to `_ => return Join::Behind`,
 /// shared_stream.rs line 237). The view's catch-up reader, caught up at `00012` while the log is quiet,
 /// stays Behind and keeps the catch-up permit: other views needing catch-up wait until a new record is
@@ -158,9 +149,7 @@ fn records_near_400_kb_respect_the_byte_bound_and_keep_the_newest_batch() {
     let size = 390_000;
     let mut w = Window::new(checkpoint(&[("a", reading(None))]), 0, LIMITS);
     let first = Batch {
-        records: (1..=100)
-            .map(|i| big_record("a", &i.to_string(), size))
-            .collect(),
+        records: (1..=100).map(|i| big_record("a", &i.to_string(), size)).collect(),
         checkpoint: checkpoint(&[("a", reading(Some("100")))]),
         caught_up: false,
         at_end_since: None,
@@ -230,10 +219,7 @@ fn the_record_bound_drops_exactly_the_oldest_batch() {
         w.join(&checkpoint(&[("a", reading(Some("21000")))])),
         Join::At { next: 20, .. }
     ));
-    assert_eq!(
-        w.join(&checkpoint(&[("a", reading(Some("21001")))])),
-        Join::Ahead
-    );
+    assert_eq!(w.join(&checkpoint(&[("a", reading(Some("21001")))])), Join::Ahead);
 }
 
 /// Input: two shards (parent `p` finished in the window, child `c` read after it); a view that finished
@@ -263,7 +249,11 @@ fn a_view_past_a_split_gets_each_child_record_once() {
     let mut got = Vec::new();
     while let Some(b) = w.batch(next) {
         let d = deliver(&b.batch, &mut skip);
-        got.extend(d.records.iter().map(|r| (r.shard_id.clone(), r.sequence_number.clone())));
+        got.extend(
+            d.records
+                .iter()
+                .map(|r| (r.shard_id.clone(), r.sequence_number.clone())),
+        );
         assert_eq!(d.checkpoint.shards["p"], ShardPosition::Finished);
         next += 1;
         if next == 3 {
