@@ -1,23 +1,13 @@
 //! Break probes (branch break-shared, helper 18) of the shared stream reader's pure parts: where a view
 //! stands against the leader's window ([`Window::join`]) and what it is given ([`deliver`]), with inputs a
 //! hand-edited or stale checkpoint can produce. Each probe says its input, what it expects, and whether
-//! it passes; the failing ones show real faults and are kept failing.
+//! it passes; those that failed on 1162f27 pass since its fix.
 
 use std::collections::HashMap;
 
+use super::tests::{batch, checkpoint, reading, record, unlimited};
 use super::*;
-use crate::runtime::stream::{EventName, StreamRecord};
-
-fn record(shard: &str, seq: &str) -> StreamRecord {
-    StreamRecord {
-        shard_id: shard.to_string(),
-        sequence_number: seq.to_string(),
-        event_name: EventName::Insert,
-        keys: Default::default(),
-        new_image: None,
-        approximate_creation_epoch_seconds: None,
-    }
-}
+use crate::runtime::stream::StreamRecord;
 
 fn big_record(shard: &str, seq: &str, bytes: usize) -> StreamRecord {
     let mut image = crate::projection::Item::default();
@@ -25,38 +15,6 @@ fn big_record(shard: &str, seq: &str, bytes: usize) -> StreamRecord {
     StreamRecord {
         new_image: Some(image),
         ..record(shard, seq)
-    }
-}
-
-fn reading(after: Option<&str>) -> ShardPosition {
-    ShardPosition::Reading {
-        after: after.map(str::to_string),
-    }
-}
-
-fn checkpoint(positions: &[(&str, ShardPosition)]) -> Checkpoint {
-    Checkpoint {
-        shards: positions
-            .iter()
-            .map(|(s, p)| (s.to_string(), p.clone()))
-            .collect(),
-    }
-}
-
-fn batch(records: &[(&str, &str)], after: Checkpoint) -> Batch {
-    Batch {
-        records: records.iter().map(|(s, q)| record(s, q)).collect(),
-        checkpoint: after,
-        caught_up: true,
-        at_end_since: None,
-    }
-}
-
-fn unlimited() -> Limits {
-    Limits {
-        records: usize::MAX,
-        bytes: usize::MAX,
-        batches: usize::MAX,
     }
 }
 

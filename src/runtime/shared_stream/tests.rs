@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::runtime::stream::{EventName, StreamRecord};
 
-fn record(shard: &str, seq: &str) -> StreamRecord {
+pub(super) fn record(shard: &str, seq: &str) -> StreamRecord {
     StreamRecord {
         shard_id: shard.to_string(),
         sequence_number: seq.to_string(),
@@ -22,13 +22,13 @@ fn record(shard: &str, seq: &str) -> StreamRecord {
     }
 }
 
-fn reading(after: Option<&str>) -> ShardPosition {
+pub(super) fn reading(after: Option<&str>) -> ShardPosition {
     ShardPosition::Reading {
         after: after.map(str::to_string),
     }
 }
 
-fn checkpoint(positions: &[(&str, ShardPosition)]) -> Checkpoint {
+pub(super) fn checkpoint(positions: &[(&str, ShardPosition)]) -> Checkpoint {
     Checkpoint {
         shards: positions
             .iter()
@@ -37,7 +37,7 @@ fn checkpoint(positions: &[(&str, ShardPosition)]) -> Checkpoint {
     }
 }
 
-fn batch(records: &[(&str, &str)], after: Checkpoint) -> Batch {
+pub(super) fn batch(records: &[(&str, &str)], after: Checkpoint) -> Batch {
     Batch {
         records: records.iter().map(|(s, q)| record(s, q)).collect(),
         checkpoint: after,
@@ -46,7 +46,7 @@ fn batch(records: &[(&str, &str)], after: Checkpoint) -> Batch {
     }
 }
 
-fn unlimited() -> Limits {
+pub(super) fn unlimited() -> Limits {
     Limits {
         records: usize::MAX,
         bytes: usize::MAX,
