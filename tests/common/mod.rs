@@ -14,6 +14,7 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, ResourceExt};
 
 pub mod faults;
+pub mod orders_counts;
 pub mod points;
 pub mod scores;
 
