@@ -8,6 +8,7 @@ mod backoff;
 pub mod crd_skew;
 mod error;
 mod event_log;
+pub mod events;
 pub mod leader;
 mod materialized_view;
 mod pacer;
@@ -22,7 +23,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, CustomResourceExt};
 use tracing::info;
@@ -40,7 +40,8 @@ pub const FIELD_MANAGER: &str = "kappa-operator";
 /// What every reconcile needs, shared as `Arc<Context>`.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    /// Kubernetes Events, repeats aggregated into series.
+    pub events: events::Events,
     pub metrics: Arc<Metrics>,
     pub config: Config,
     pub backoff: backoff::Backoff,
@@ -123,18 +124,14 @@ impl Context {
         push: Arc<push::PushRuntime>,
         crd_skew: crd_skew::CrdSkew,
     ) -> Self {
-        let reporter = Reporter {
-            controller: "kappa-operator".into(),
-            instance: Some(config.identity.clone()),
-        };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let events = events::Events::new(client.clone(), "kappa-operator", &config.identity);
         let shared_streams = Arc::new(
             crate::runtime::shared_stream::SharedStreams::new(aws.streams.clone(), Duration::from_secs(1))
                 .with_metrics(metrics.clone()),
         );
         Context {
             client,
-            recorder,
+            events,
             metrics,
             config,
             backoff: backoff::Backoff::default(),

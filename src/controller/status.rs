@@ -150,7 +150,7 @@ where
         action: action.to_string(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+    if let Err(e) = ctx.events.publish(&event, &obj.object_ref(&())).await {
         tracing::warn!(error = %e, reason, "could not publish an Event");
     }
 }
