@@ -10,20 +10,12 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::Operator;
-use common::orders_counts::{counts, expected, order, readers};
+use common::orders_counts::{
+    OrdersLog, counts, expected, order, orders_log, readers, sample_readers, wait_ready,
+};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kappa_operator::crd::MaterializedView;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-
-fn view_yaml(name: &str) -> String {
-    common::in_cluster_order_view(
-        "orders",
-        name,
-        "{mode: Count, key: {partitionKey: 'C#{id}'}}",
-        "  backfill: {source: None}\n",
-    )
-}
 
 /// Waits until every view in `views` counts `want`; on timeout returns the last counts seen.
 async fn all_count(
@@ -44,40 +36,6 @@ async fn all_count(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-/// Samples the operator's `kappa_stream_readers` every 100 ms: the most seen at once.
-fn sample_readers(
-    port: u16,
-) -> (
-    std::sync::Arc<std::sync::atomic::AtomicI64>,
-    tokio::task::JoinHandle<()>,
-) {
-    let most = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let handle = {
-        let most = most.clone();
-        tokio::spawn(async move {
-            loop {
-                if let Some(text) = common::http_get(port, "/metrics").await {
-                    let n: i64 = text
-                        .lines()
-                        .filter(|l| l.starts_with("kappa_stream_readers{"))
-                        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<i64>().ok())
-                        .sum();
-                    most.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
-    (most, handle)
-}
-
-async fn wait_ready(mvs: &Api<MaterializedView>, name: &str) {
-    common::eventually(Duration::from_secs(120), &format!("{name} Ready"), || async {
-        common::view_ready(mvs, name).await.then_some(())
-    })
-    .await;
 }
 
 /// Rewrites view `view`'s stream checkpoint (ConfigMap `<view>-stream`, key `checkpoint`) with `edit`.
@@ -125,16 +83,17 @@ async fn edit_checkpoint(
 /// (the old design) would not.
 #[tokio::test]
 async fn a_view_whose_checkpoint_says_its_open_shard_is_finished_does_not_stall_the_others() {
-    let (client, ns) = common::setup("b18-finished").await;
-    let mut op = Operator::start(&ns, "solo", 5);
-    eprintln!("operator log: {}", op.log_path.display());
-    common::create_yaml(&client, &ns, common::ORDERS_LOG)
+    let OrdersLog {
+        client,
+        ns,
+        mut op,
+        log_table,
+        ddb,
+        mvs,
+    } = orders_log("b18-finished").await;
+    common::create_yaml(&client, &ns, &common::orders_count_view("a"))
         .await
         .unwrap();
-    let log_table = common::log_table(&client, &ns, "orders").await;
-    let ddb = aws_sdk_dynamodb::Client::new(&common::aws_config().await);
-    let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
-    common::create_yaml(&client, &ns, &view_yaml("a")).await.unwrap();
     wait_ready(&mvs, "a").await;
     let table = mvs.get("a").await.unwrap().status.unwrap().table_name.unwrap();
     common::put_items(&ddb, &log_table, (0..10).map(order).collect()).await;
@@ -159,7 +118,9 @@ async fn a_view_whose_checkpoint_says_its_open_shard_is_finished_does_not_stall_
     })
     .await;
     for name in ["b", "c"] {
-        common::create_yaml(&client, &ns, &view_yaml(name)).await.unwrap();
+        common::create_yaml(&client, &ns, &common::orders_count_view(name))
+            .await
+            .unwrap();
     }
     common::put_items(&ddb, &log_table, (10..30).map(order).collect()).await;
     let result = all_count(&ddb, &table, &["b", "c"], &expected(30), Duration::from_secs(90)).await;
@@ -192,19 +153,20 @@ async fn a_view_whose_checkpoint_says_its_open_shard_is_finished_does_not_stall_
 /// catch-ups were quicker than the 100 ms sampling); settled (readers, joined, catching up) = (1, 4, 0).
 #[tokio::test]
 async fn a_restart_with_views_at_different_checkpoints_catches_up_one_at_a_time_and_counts_exactly() {
-    let (client, ns) = common::setup("b18-restart").await;
-    let mut op = Operator::start(&ns, "solo", 5);
-    eprintln!("operator log: {}", op.log_path.display());
-    common::create_yaml(&client, &ns, common::ORDERS_LOG)
-        .await
-        .unwrap();
-    let log_table = common::log_table(&client, &ns, "orders").await;
-    let ddb = aws_sdk_dynamodb::Client::new(&common::aws_config().await);
-    let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
+    let OrdersLog {
+        client,
+        ns,
+        mut op,
+        log_table,
+        ddb,
+        mvs,
+    } = orders_log("b18-restart").await;
     common::put_items(&ddb, &log_table, (0..60).map(order).collect()).await;
     let names = ["v0", "v1", "v2", "v3"];
     for name in names {
-        common::create_yaml(&client, &ns, &view_yaml(name)).await.unwrap();
+        common::create_yaml(&client, &ns, &common::orders_count_view(name))
+            .await
+            .unwrap();
     }
     for name in names {
         wait_ready(&mvs, name).await;
@@ -326,15 +288,10 @@ async fn a_restart_with_views_at_different_checkpoints_catches_up_one_at_a_time_
 /// publishing. A dashboard or alert on `kappa_stream_readers` then counts a reader for a log nobody reads.
 #[tokio::test]
 async fn deleting_the_last_view_of_a_log_sets_its_reader_gauge_to_zero() {
-    let (client, ns) = common::setup("b18-gauge").await;
-    let op = Operator::start(&ns, "solo", 5);
-    eprintln!("operator log: {}", op.log_path.display());
-    common::create_yaml(&client, &ns, common::ORDERS_LOG)
-        .await
-        .unwrap();
-    let _ = common::log_table(&client, &ns, "orders").await;
-    let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
-    common::create_yaml(&client, &ns, &view_yaml("only"))
+    let OrdersLog {
+        client, ns, op, mvs, ..
+    } = orders_log("b18-gauge").await;
+    common::create_yaml(&client, &ns, &common::orders_count_view("only"))
         .await
         .unwrap();
     wait_ready(&mvs, "only").await;
@@ -376,15 +333,14 @@ async fn deleting_the_last_view_of_a_log_sets_its_reader_gauge_to_zero() {
 /// RecordError, naming record order#20 and its stream sequence number.
 #[tokio::test]
 async fn a_sum_view_stopped_by_a_bad_record_does_not_hold_up_count_views() {
-    let (client, ns) = common::setup("b18-fail").await;
-    let op = Operator::start(&ns, "solo", 5);
-    eprintln!("operator log: {}", op.log_path.display());
-    common::create_yaml(&client, &ns, common::ORDERS_LOG)
-        .await
-        .unwrap();
-    let log_table = common::log_table(&client, &ns, "orders").await;
-    let ddb = aws_sdk_dynamodb::Client::new(&common::aws_config().await);
-    let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
+    let OrdersLog {
+        client,
+        ns,
+        op,
+        log_table,
+        ddb,
+        mvs,
+    } = orders_log("b18-fail").await;
     common::create_yaml(
         &client,
         &ns,
@@ -398,7 +354,9 @@ async fn a_sum_view_stopped_by_a_bad_record_does_not_hold_up_count_views() {
     .await
     .unwrap();
     for name in ["c1", "c2"] {
-        common::create_yaml(&client, &ns, &view_yaml(name)).await.unwrap();
+        common::create_yaml(&client, &ns, &common::orders_count_view(name))
+            .await
+            .unwrap();
     }
     for name in ["sum", "c1", "c2"] {
         wait_ready(&mvs, name).await;

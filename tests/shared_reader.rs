@@ -9,9 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use common::Operator;
-use common::orders_counts::{counts, expected, order, readers};
-use kappa_operator::crd::MaterializedView;
+use common::orders_counts::{OrdersLog, counts, expected, order, orders_log, readers, sample_readers};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 
@@ -27,37 +25,19 @@ fn view_yaml(name: &str) -> String {
 /// settled; every view (the rebuilt one's new version too) counts each of the 600 records exactly once.
 #[tokio::test]
 async fn in_cluster_views_of_one_log_share_one_stream_reader_and_count_every_record_once() {
-    let (client, ns) = common::setup("shared-reader").await;
-    let op = Operator::start(&ns, "solo", 5);
-    eprintln!("operator log: {}", op.log_path.display());
-    common::create_yaml(&client, &ns, common::ORDERS_LOG)
-        .await
-        .unwrap();
-    let log_table = common::log_table(&client, &ns, "orders").await;
-    let ddb = aws_sdk_dynamodb::Client::new(&common::aws_config().await);
+    let OrdersLog {
+        client,
+        ns,
+        op,
+        log_table,
+        ddb,
+        mvs,
+    } = orders_log("shared-reader").await;
     common::put_items(&ddb, &log_table, (0..300).map(order).collect()).await;
 
     // Sample the gauges in the background: the most readers seen at once.
-    let most = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let sampler = {
-        let most = most.clone();
-        let port = op.http_port;
-        tokio::spawn(async move {
-            loop {
-                if let Some(text) = common::http_get(port, "/metrics").await {
-                    let n: i64 = text
-                        .lines()
-                        .filter(|l| l.starts_with("kappa_stream_readers{"))
-                        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<i64>().ok())
-                        .sum();
-                    most.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let (most, sampler) = sample_readers(op.http_port);
 
-    let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
     let first: Vec<String> = (0..6).map(|i| format!("v{i}")).collect();
     for name in &first {
         common::create_yaml(&client, &ns, &view_yaml(name)).await.unwrap();

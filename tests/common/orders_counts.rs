@@ -5,6 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use kappa_operator::crd::MaterializedView;
+use kube::Api;
+use std::time::Duration;
+
 use super::Operator;
 
 pub const IDS: usize = 3;
@@ -63,4 +67,67 @@ pub fn expected(records: usize) -> BTreeMap<String, i64> {
         *out.entry(format!("{}", i % IDS)).or_default() += 1;
     }
     out
+}
+
+/// A namespace of `test`'s own with an operator watching it (identity `solo`, 5 s lease, its log path
+/// printed) and the `orders` log created: what the shared-reader tests start from.
+pub struct OrdersLog {
+    pub client: kube::Client,
+    pub ns: String,
+    pub op: Operator,
+    pub log_table: String,
+    pub ddb: aws_sdk_dynamodb::Client,
+    pub mvs: Api<MaterializedView>,
+}
+
+pub async fn orders_log(test: &str) -> OrdersLog {
+    let (client, ns) = super::setup(test).await;
+    let op = Operator::start(&ns, "solo", 5);
+    eprintln!("operator log: {}", op.log_path.display());
+    super::create_yaml(&client, &ns, super::ORDERS_LOG).await.unwrap();
+    let log_table = super::log_table(&client, &ns, "orders").await;
+    let ddb = aws_sdk_dynamodb::Client::new(&super::aws_config().await);
+    let mvs = Api::namespaced(client.clone(), &ns);
+    OrdersLog {
+        client,
+        ns,
+        op,
+        log_table,
+        ddb,
+        mvs,
+    }
+}
+
+/// Samples the operator's `kappa_stream_readers` every 100 ms: the most seen at once.
+pub fn sample_readers(
+    port: u16,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicI64>,
+    tokio::task::JoinHandle<()>,
+) {
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let handle = {
+        let most = most.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(text) = super::http_get(port, "/metrics").await {
+                    let n: i64 = text
+                        .lines()
+                        .filter(|l| l.starts_with("kappa_stream_readers{"))
+                        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<i64>().ok())
+                        .sum();
+                    most.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    (most, handle)
+}
+
+pub async fn wait_ready(mvs: &Api<MaterializedView>, name: &str) {
+    super::eventually(Duration::from_secs(120), &format!("{name} Ready"), || async {
+        super::view_ready(mvs, name).await.then_some(())
+    })
+    .await;
 }
