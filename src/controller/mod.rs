@@ -388,7 +388,7 @@ where
     K: kube::Resource<DynamicType = ()> + Clone,
 {
     use kube::ResourceExt;
-    let deleting = obj.metadata.deletion_timestamp.is_some();
+    let deleting = kube::Resource::meta(obj).deletion_timestamp.is_some();
     Some(match (&obj.object, &obj.status_dropped) {
         (Ok(_), None) => return None,
         (Ok(_), Some(dropped)) if deleting => {

@@ -36,7 +36,9 @@ impl std::fmt::Display for Unreadable {
 /// One object of kind `K`, read one at a time (see the module docs).
 #[derive(Clone, Debug)]
 pub struct Tolerant<K> {
-    pub metadata: ObjectMeta,
+    /// An unreadable object's metadata ([`Resource::meta`] is a readable object's own: kept once, as
+    /// watch caches hold every object).
+    unreadable_metadata: Option<Box<ObjectMeta>>,
     /// The object, or what stops this operator version from reading its spec.
     pub object: Result<K, Unreadable>,
     /// The object's status could not be read and was dropped from `object`.
@@ -145,7 +147,7 @@ impl<'de, K: DeserializeOwned> Deserialize<'de> for Tolerant<K> {
             Err(e) => (Err(e), None),
         };
         Ok(Tolerant {
-            metadata,
+            unreadable_metadata: object.is_err().then(|| Box::new(metadata)),
             object,
             status_dropped,
         })
@@ -178,7 +180,7 @@ impl<K: Serialize + Resource> Serialize for Tolerant<K> {
             Ok(k) => k.serialize(serializer),
             Err(_) => {
                 let mut map = serializer.serialize_map(Some(1))?;
-                map.serialize_entry("metadata", &self.metadata)?;
+                map.serialize_entry("metadata", self.meta())?;
                 map.end()
             }
         }
@@ -202,10 +204,18 @@ impl<K: Resource> Resource for Tolerant<K> {
         K::plural(dt)
     }
     fn meta(&self) -> &ObjectMeta {
-        &self.metadata
+        match (&self.object, &self.unreadable_metadata) {
+            (Ok(k), _) => k.meta(),
+            (Err(_), Some(m)) => m,
+            (Err(_), None) => unreachable!("an unreadable object keeps its metadata"),
+        }
     }
     fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
+        match (&mut self.object, &mut self.unreadable_metadata) {
+            (Ok(k), _) => k.meta_mut(),
+            (Err(_), Some(m)) => m,
+            (Err(_), None) => unreachable!("an unreadable object keeps its metadata"),
+        }
     }
 }
 
@@ -238,7 +248,7 @@ mod tests {
         });
         let t: Tolerant<MaterializedView> = serde_json::from_value(value).unwrap();
         let v = t.readable().expect("readable");
-        for meta in [&t.metadata, &v.metadata] {
+        for meta in [t.meta(), &v.metadata] {
             assert_eq!(meta.managed_fields, None);
             let annotations = meta.annotations.as_ref().expect("the other annotations stay");
             assert_eq!(annotations.keys().collect::<Vec<_>>(), ["team"]);
@@ -300,7 +310,7 @@ mod tests {
     fn an_unreadable_spec_keeps_the_metadata_and_names_the_field() {
         let t: Tolerant<MaterializedView> =
             serde_json::from_value(view(serde_json::json!({}), "Median")).unwrap();
-        assert_eq!(t.metadata.name.as_deref(), Some("v"));
+        assert_eq!(t.meta().name.as_deref(), Some("v"));
         let e = t.object.unwrap_err();
         assert_eq!(e.path, "spec.projection.mode");
         assert!(e.message.contains("Median"), "{e}");
@@ -379,7 +389,7 @@ mod break16 {
     #[test]
     fn p1_full_metadata_kept_exactly() {
         let t = mv(view_with(meta_full(), "Latest", json!({"phase": "Live"})));
-        assert_eq!(serde_json::to_value(&t.metadata).unwrap(), expected_meta());
+        assert_eq!(serde_json::to_value(t.meta()).unwrap(), expected_meta());
         let k = t.readable().expect("readable");
         assert_eq!(serde_json::to_value(&k.metadata).unwrap(), expected_meta());
     }
@@ -390,9 +400,9 @@ mod break16 {
         let mut m = meta_full();
         m["annotations"] = Value::Null;
         let t = mv(view_with(m, "Latest", json!({})));
-        assert_eq!(t.metadata.annotations, None);
+        assert_eq!(t.meta().annotations, None);
         assert!(t.readable().is_some());
-        assert_eq!(t.metadata.managed_fields, None);
+        assert_eq!(t.meta().managed_fields, None);
     }
 
     // P3: annotations absent.
@@ -401,7 +411,7 @@ mod break16 {
         let mut m = meta_full();
         m.as_object_mut().unwrap().remove("annotations");
         let t = mv(view_with(m, "Latest", json!({})));
-        assert_eq!(t.metadata.annotations, None);
+        assert_eq!(t.meta().annotations, None);
         assert!(t.readable().is_some());
     }
 
@@ -412,9 +422,9 @@ mod break16 {
         m["annotations"] = json!({LAST_APPLIED: "{}"});
         let t = mv(view_with(m, "Latest", json!({})));
         assert!(
-            t.metadata.annotations.as_ref().is_none_or(|a| a.is_empty()),
+            t.meta().annotations.as_ref().is_none_or(|a| a.is_empty()),
             "{:?}",
-            t.metadata.annotations
+            t.meta().annotations
         );
         let k = t.readable().unwrap();
         assert!(k.metadata.annotations.as_ref().is_none_or(|a| a.is_empty()));
@@ -434,12 +444,8 @@ mod break16 {
             let mut m = meta_full();
             m["managedFields"] = mf.clone();
             let t = mv(view_with(m, "Latest", json!({"phase": "Live"})));
-            assert_eq!(t.metadata.managed_fields, None, "{mf}");
-            assert_eq!(
-                serde_json::to_value(&t.metadata).unwrap(),
-                expected_meta(),
-                "{mf}"
-            );
+            assert_eq!(t.meta().managed_fields, None, "{mf}");
+            assert_eq!(serde_json::to_value(t.meta()).unwrap(), expected_meta(), "{mf}");
             assert!(t.readable().is_some(), "{mf}: {:?}", t.object);
         }
     }
@@ -454,7 +460,7 @@ mod break16 {
             eprintln!(
                 "P6 meta={meta}: {:?}",
                 r.as_ref()
-                    .map(|t| (&t.metadata, t.object.is_ok()))
+                    .map(|t| (t.meta(), t.object.is_ok()))
                     .map_err(|e| e.to_string())
             );
         }
@@ -470,7 +476,7 @@ mod break16 {
         let t = mv(view_with(meta_full(), "Median", json!({"phase": "Live"})));
         let e = t.object.as_ref().unwrap_err();
         assert_eq!(e.path, "spec.projection.mode");
-        assert_eq!(serde_json::to_value(&t.metadata).unwrap(), expected_meta());
+        assert_eq!(serde_json::to_value(t.meta()).unwrap(), expected_meta());
         // Serialize of the unreadable one: only the metadata, without managedFields/last-applied.
         let s = serde_json::to_value(&t).unwrap();
         assert_eq!(s, json!({"metadata": expected_meta()}));
@@ -487,7 +493,7 @@ mod break16 {
         assert!(t.status_dropped.is_some());
         let k = t.readable().expect("readable");
         assert_eq!(serde_json::to_value(&k.metadata).unwrap(), expected_meta());
-        assert_eq!(serde_json::to_value(&t.metadata).unwrap(), expected_meta());
+        assert_eq!(serde_json::to_value(t.meta()).unwrap(), expected_meta());
     }
 
     // P9: Serialize round trip after decode: serialize -> decode again yields the same.
@@ -499,7 +505,7 @@ mod break16 {
         assert_eq!(s["spec"]["recordTypes"], json!(["game"]));
         let t2 = mv(s.clone());
         assert_eq!(serde_json::to_value(&t2).unwrap(), s);
-        assert_eq!(t2.metadata, t.metadata);
+        assert_eq!(t2.meta(), t.meta());
     }
 
     // P10: finalizer patch pattern: add/remove a finalizer on the serialized form; only finalizers differ.
@@ -508,7 +514,7 @@ mod break16 {
         let t = mv(view_with(meta_full(), "Latest", json!({"phase": "Live"})));
         let before = serde_json::to_value(&t).unwrap();
         let mut t2 = t.clone();
-        t2.metadata.finalizers = Some(vec!["other.io/f".into()]);
+        t2.meta_mut().finalizers = Some(vec!["other.io/f".into()]);
         if let Ok(k) = &mut t2.object {
             k.metadata.finalizers = Some(vec!["other.io/f".into()]);
         }
@@ -530,19 +536,19 @@ mod break16 {
     fn p11_event_log() {
         let t: Tolerant<EventLog> =
             serde_json::from_value(log_with(meta_full(), json!({"phase": "Ready"}))).unwrap();
-        assert_eq!(serde_json::to_value(&t.metadata).unwrap(), expected_meta());
+        assert_eq!(serde_json::to_value(t.meta()).unwrap(), expected_meta());
         let k = t.readable().expect("readable");
         assert_eq!(serde_json::to_value(&k.metadata).unwrap(), expected_meta());
         let t: Tolerant<EventLog> =
             serde_json::from_value(log_with(meta_full(), json!({"phase": "Hibernating"}))).unwrap();
         assert!(t.status_dropped.is_some());
-        assert_eq!(serde_json::to_value(&t.metadata).unwrap(), expected_meta());
+        assert_eq!(serde_json::to_value(t.meta()).unwrap(), expected_meta());
         // unreadable spec
         let mut v = log_with(meta_full(), json!({}));
         v["spec"]["table"]["billing"] = json!({"mode": "Quantum"});
         let t: Tolerant<EventLog> = serde_json::from_value(v).unwrap();
         assert!(t.object.is_err(), "{:?}", t.object);
-        assert_eq!(serde_json::to_value(&t.metadata).unwrap(), expected_meta());
+        assert_eq!(serde_json::to_value(t.meta()).unwrap(), expected_meta());
     }
 
     // P12: annotations as a non-object (odd) -> decode error vs. Tolerant?
@@ -567,7 +573,7 @@ mod break16 {
         v["spec"]["managedFields"] = json!("spec-extra");
         v["status"]["annotations"] = json!({LAST_APPLIED: "x"});
         let t = mv(v);
-        assert_eq!(t.metadata.labels.as_ref().unwrap()[LAST_APPLIED], "label-kept");
+        assert_eq!(t.meta().labels.as_ref().unwrap()[LAST_APPLIED], "label-kept");
         assert!(t.readable().is_some());
     }
 
@@ -582,7 +588,7 @@ mod break16 {
             serde_json::from_slice(&bytes).unwrap();
         assert_eq!(list.items.len(), 2);
         for t in &list.items {
-            assert_eq!(serde_json::to_value(&t.metadata).unwrap(), expected_meta());
+            assert_eq!(serde_json::to_value(t.meta()).unwrap(), expected_meta());
         }
         assert!(list.items[0].object.is_ok() && list.items[1].object.is_err());
         // watch event
@@ -591,7 +597,7 @@ mod break16 {
             serde_json::from_slice(&serde_json::to_vec(&ev).unwrap()).unwrap();
         match e {
             kube::core::WatchEvent::Modified(t) => {
-                assert_eq!(serde_json::to_value(&t.metadata).unwrap(), expected_meta())
+                assert_eq!(serde_json::to_value(t.meta()).unwrap(), expected_meta())
             }
             _ => panic!(),
         }

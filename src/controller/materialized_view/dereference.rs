@@ -74,7 +74,7 @@ pub(super) async fn views_in(ctx: &Context, ns: &str) -> Result<Vec<Materialized
         Some(store) => Ok(store
             .state()
             .iter()
-            .filter(|t| t.metadata.namespace.as_deref() == Some(ns))
+            .filter(|t| kube::Resource::meta(t.as_ref()).namespace.as_deref() == Some(ns))
             .filter_map(|t| readable(t))
             .collect()),
         None => views_listed(&ctx.client, ns).await,
