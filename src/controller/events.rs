@@ -87,7 +87,7 @@ impl Events {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The new Event, named like kube-runtime's and client-go's: `<regarding name>.<now in ns, hex>`.
+    /// The new Event, named by [`event_name`].
     fn event(&self, event: &Event, regarding: &ObjectReference, now: Timestamp) -> K8sEvent {
         let owner = regarding.name.as_deref().unwrap_or(&self.controller);
         K8sEvent {
@@ -99,7 +99,7 @@ impl Events {
             note: event.note.clone(),
             metadata: ObjectMeta {
                 namespace: regarding.namespace.clone(),
-                name: Some(format!("{owner}.{:x}", now.as_nanosecond())),
+                name: Some(event_name(owner, now)),
                 ..Default::default()
             },
             reporting_controller: Some(self.controller.clone()),
@@ -114,6 +114,15 @@ impl Events {
             ..Default::default()
         }
     }
+}
+
+/// An Event's name, like kube-runtime's and client-go's: `<regarding name>.<now in ns, hex>`, the
+/// regarding name cut so the whole stays within the 253 characters of a Kubernetes object name (a
+/// MaterializedView's name may have 253 itself; names are ASCII, so the cut is on a character).
+fn event_name(owner: &str, now: Timestamp) -> String {
+    let suffix = format!(".{:x}", now.as_nanosecond());
+    let keep = owner.len().min(253 - suffix.len());
+    format!("{}{suffix}", &owner[..keep])
 }
 
 /// What makes two Events one series: type, action, reason, note and the regarding and related objects
@@ -220,6 +229,19 @@ mod tests {
         let mut related = warning("R", "n");
         related.secondary = Some(view("log", "1"));
         assert_ne!(a, series_key(&related, &view("v", "1")));
+    }
+
+    #[test]
+    fn an_event_name_stays_within_253_characters() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        assert_eq!(
+            event_name("players", now),
+            format!("players.{:x}", now.as_nanosecond())
+        );
+        let long = "v".repeat(253);
+        let name = event_name(&long, now);
+        assert_eq!(name.len(), 253);
+        assert!(name.ends_with(&format!(".{:x}", now.as_nanosecond())));
     }
 
     #[test]
