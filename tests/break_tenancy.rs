@@ -126,7 +126,7 @@ fn boundary_denies_the_writer_and_router_of_a_log_with_an_explicit_table_name() 
          spec:\n  recordTypes: [salary]\n  table: {name: payroll-a, sortKey: sk}\n  \
          ingest: {queueType: Standard}\n  fanOut: {mode: Sns}\n",
     );
-    let plan = kappa_operator::plan::log::plan_log("test", &log, &[]);
+    let plan = kappa_operator::plan::log::plan_log("test", &log, kappa_operator::plan::NO_VIEWS);
     assert!(
         kappa_operator::plan::log::check_table_name(&plan, log.spec.table.name.as_deref()).is_ok(),
         "the explicit name is accepted"
@@ -219,7 +219,7 @@ fn a_views_environment_overrides_the_projectors_target_table() {
         "apiVersion: kappa.dev/v1alpha1\nkind: EventLog\nmetadata: {name: feed, namespace: team-b, uid: u3}\n\
          spec:\n  recordTypes: [salary]\n  table: {sortKey: sk}\n  fanOut: {mode: Sns}\n",
     );
-    let plan = kappa_operator::plan::view::plan_view("test", &view, &[]);
+    let plan = kappa_operator::plan::view::plan_view("test", &view, kappa_operator::plan::NO_VIEWS);
     let code = BuiltInCode {
         code: FunctionCode::Zip {
             bytes: Arc::new(vec![1]),

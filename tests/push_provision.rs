@@ -241,7 +241,7 @@ fn suffix() -> String {
 async fn a_views_tables_websocket_api_is_provisioned_idempotently_repaired_and_deleted_only_when_owned() {
     let c = Clients::new().await;
     let cluster = format!("t{}", suffix());
-    let view = plan_view(&cluster, &view("games"), &[]);
+    let view = plan_view(&cluster, &view("games"), kappa_operator::plan::NO_VIEWS);
     // ARNs need the account: the views table's ARN gives it, as in the controller.
     let table = dynamodb::ensure_table(&c.ddb, &view.table).await.unwrap();
     let scope = scope_of_arn(&table.arn).expect("a table ARN");

@@ -799,7 +799,7 @@ mod tests {
              recordTypes: [a]\n  table: {spec}\n"
         ))
         .unwrap();
-        crate::plan::log::plan_log("test", &log, &[]).table
+        crate::plan::log::plan_log("test", &log, crate::plan::NO_VIEWS).table
     }
 
     /// A table as DescribeTable shows it: billing (None: no summary), capacity, stream view (None: off).

@@ -366,7 +366,7 @@ async fn cleanup(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> 
         DeletionPolicy::Retain => {
             if log.spec.table.adopt_existing {
                 // The adopter is gone: the table may be adopted again (where the administrator allows).
-                let plan = plan_log(&ctx.config.cluster_id, &log, &[]);
+                let plan = plan_log(&ctx.config.cluster_id, &log, crate::plan::NO_VIEWS);
                 crate::aws::dynamodb::release_adopted_table(&ctx.aws.dynamodb, &plan.table.name, &plan.owner)
                     .await
                     .map_err(Error::from)?;
@@ -377,7 +377,7 @@ async fn cleanup(log: Arc<EventLog>, ctx: &Context, ns: &str) -> Result<Action> 
             // Every topic group the log could have had, whatever the fan-out was.
             let mut all_topics = log.as_ref().clone();
             all_topics.spec.fan_out.mode = crate::crd::FanOutMode::Sns;
-            let plan = plan_log(&ctx.config.cluster_id, &all_topics, &[]);
+            let plan = plan_log(&ctx.config.cluster_id, &all_topics, crate::plan::NO_VIEWS);
             let deleted = provision::delete_log(&ctx.aws, &plan).await?;
             format!(
                 "deletionPolicy Delete: deleted {}",

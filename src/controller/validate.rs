@@ -3,6 +3,8 @@
 //! What one object alone can get wrong is refused at admission by the CRD schema; what is left is found
 //! here and reported as a `Stalled` condition whose message names the field, the value and the fix.
 
+use std::borrow::Borrow;
+
 use crate::crd::{BackfillSource, EventLog, MaterializedView, ProjectionMode};
 
 /// Problems of a view against its log, each a sentence naming the field, the value and the fix. What an
@@ -70,7 +72,7 @@ pub fn backfill_pending(view: &MaterializedView) -> bool {
 /// already, then created earlier, then by name), with a sentence naming both views, the prefixes and the fix. Overlapping prefixes would
 /// let one view read, overwrite and (deleting itself) remove the other's items, and their projector roles'
 /// `dynamodb:LeadingKeys` would overlap the same way. Views being deleted do not count.
-pub fn prefix_overlap(view: &MaterializedView, views: &[MaterializedView]) -> Option<String> {
+pub fn prefix_overlap(view: &MaterializedView, views: &[impl Borrow<MaterializedView>]) -> Option<String> {
     use crate::crd::StoreTable;
     let store = &view.spec.store;
     if store.table != StoreTable::Shared {
@@ -88,6 +90,7 @@ pub fn prefix_overlap(view: &MaterializedView, views: &[MaterializedView]) -> Op
     };
     let mut earlier: Vec<&MaterializedView> = views
         .iter()
+        .map(Borrow::borrow)
         .filter(|o| o.metadata.name.as_deref() != Some(name))
         .filter(|o| o.metadata.deletion_timestamp.is_none())
         .filter(|o| {
@@ -117,10 +120,15 @@ pub fn prefix_overlap(view: &MaterializedView, views: &[MaterializedView]) -> Op
 /// The first of `others` (views of the namespace, without the view itself) whose key prefix in the shared
 /// views table `table` overlaps `prefix` (a view's or a version's): deleting items by `begins_with(prefix)`
 /// would then remove some of theirs, so it must not be done.
-pub fn overlapping_sibling(prefix: &str, table: &str, others: &[MaterializedView]) -> Option<String> {
+pub fn overlapping_sibling(
+    prefix: &str,
+    table: &str,
+    others: &[impl Borrow<MaterializedView>],
+) -> Option<String> {
     use crate::crd::StoreTable;
     others
         .iter()
+        .map(Borrow::borrow)
         .filter(|o| o.spec.store.table == StoreTable::Shared && o.spec.store.shared_table_name == table)
         .find(|o| {
             let theirs = crate::plan::view::key_prefix(o);

@@ -107,10 +107,11 @@ pub fn writer_mapping(plan: &LogPlan, spec: &EventLogSpec, queue_arn: &str) -> O
 
 /// Whether the log needs its router: `Sns` fan-out and at least one view projected by a Lambda (the
 /// in-cluster runtime reads the stream itself, so topics nobody subscribes to need no router).
-pub fn router_needed(fan_out: ResolvedFanOut, views: &[MaterializedView]) -> bool {
+pub fn router_needed(fan_out: ResolvedFanOut, views: &[impl std::borrow::Borrow<MaterializedView>]) -> bool {
     fan_out == ResolvedFanOut::Sns
         && views
             .iter()
+            .map(std::borrow::Borrow::borrow)
             .any(|v| v.spec.projector.runtime == ProjectorRuntime::Lambda)
 }
 
@@ -328,7 +329,7 @@ mod tests {
     #[test]
     fn the_writer_is_configured_for_its_log_and_mapped_on_the_queue() {
         let log = log();
-        let plan = plan_log("c", &log, &[]);
+        let plan = plan_log("c", &log, crate::plan::NO_VIEWS);
         let f = writer_function(&plan, &log.spec, "arn:role", &code());
         assert_eq!(f.handler, WRITER);
         assert_eq!(f.runtime, "provided.al2023");
@@ -344,7 +345,7 @@ mod tests {
     #[test]
     fn the_router_maps_each_record_type_to_its_groups_topic_and_runs_only_for_lambda_views() {
         let log = log();
-        let plan = plan_log("c", &log, &[]);
+        let plan = plan_log("c", &log, crate::plan::NO_VIEWS);
         let arns = BTreeMap::from([
             ("players".to_string(), "arn:t-players".to_string()),
             ("games".to_string(), "arn:t-games".to_string()),
@@ -376,7 +377,7 @@ mod tests {
     fn a_projector_carries_its_projection_and_subscribes_with_a_filter_policy() {
         let log = log();
         let v = view("Lambda");
-        let plan = plan_view("c", &v, &[]);
+        let plan = plan_view("c", &v, crate::plan::NO_VIEWS);
         let f = projector_function(&v, &plan, &log.spec, "kappa-log", "arn:role", &code())
             .unwrap()
             .unwrap();
@@ -423,7 +424,7 @@ mod tests {
             "PROJECTION".into(),
             r#"{"table":"kappa-other-namespace-views"}"#.into(),
         );
-        let plan = plan_view("c", &v, &[]);
+        let plan = plan_view("c", &v, crate::plan::NO_VIEWS);
         let err = (projector_function(&v, &plan, &log.spec, "kappa-log", "arn:role", &code()))
             .unwrap_err()
             .to_string();

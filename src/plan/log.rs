@@ -3,6 +3,7 @@
 //! Pure: the same spec and views give the same plan, names included. The writer and router Lambdas, the
 //! projectors and their IAM roles are planned by later steps.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use super::iam::{
@@ -231,7 +232,7 @@ pub fn check_table_name(plan: &LogPlan, explicit: Option<&str>) -> Result<(), su
 }
 
 /// Plans an EventLog's resources from its spec, the views that read it, and the cluster id.
-pub fn plan_log(cluster: &str, log: &EventLog, views: &[MaterializedView]) -> LogPlan {
+pub fn plan_log(cluster: &str, log: &EventLog, views: &[impl Borrow<MaterializedView>]) -> LogPlan {
     let namespace = log.metadata.namespace.as_deref().unwrap_or("default");
     let name = log.metadata.name.as_deref().unwrap_or_default();
     let owner = Owner::new(cluster, namespace, KIND, name).with_uid(log.metadata.uid.as_deref());
@@ -296,7 +297,10 @@ pub fn plan_log(cluster: &str, log: &EventLog, views: &[MaterializedView]) -> Lo
                 tags: tags.clone(),
             }
         });
-    let fan_out = resolve_fan_out(spec.fan_out.mode, StreamReaders::of(views));
+    let fan_out = resolve_fan_out(
+        spec.fan_out.mode,
+        StreamReaders::of(views.iter().map(Borrow::borrow)),
+    );
     let topics = match fan_out {
         ResolvedFanOut::Direct => Vec::new(),
         ResolvedFanOut::Sns => topic_groups(spec)
@@ -338,7 +342,7 @@ mod tests {
 
     #[test]
     fn a_log_gets_a_table_a_queue_and_a_topic_per_group() {
-        let p = plan_log("prod", &log(SPEC), &[]);
+        let p = plan_log("prod", &log(SPEC), crate::plan::NO_VIEWS);
         assert!(
             p.table.name.starts_with("kappa-prod-games-game-events-log-"),
             "{}",
@@ -362,7 +366,7 @@ mod tests {
         let p = plan_log(
             "prod",
             &log("  recordTypes: [player]\n  table: {}\n  deletionPolicy: Delete\n"),
-            &[],
+            crate::plan::NO_VIEWS,
         );
         assert_eq!(p.fan_out, ResolvedFanOut::Direct);
         assert!(p.topics.is_empty() && p.queue.is_none());
@@ -374,7 +378,7 @@ mod tests {
         let p = plan_log(
             "prod",
             &log("  recordTypes: [a]\n  table: {name: legacy-log, adoptExisting: true}\n"),
-            &[],
+            crate::plan::NO_VIEWS,
         );
         assert_eq!(p.table.name, "legacy-log");
         assert!(p.table.adopted && !p.table.deletion_protection);
@@ -382,7 +386,7 @@ mod tests {
 
     #[test]
     fn the_writer_and_router_roles_carry_the_planned_documents() {
-        let p = plan_log("prod", &log(SPEC), &[]);
+        let p = plan_log("prod", &log(SPEC), crate::plan::NO_VIEWS);
         let scope = scope_of_arn("arn:aws:dynamodb:eu-west-1:123456789012:table/x").unwrap();
         assert_eq!(scope.account, "123456789012");
         let roles = roles(&p, &scope);
@@ -399,7 +403,11 @@ mod tests {
         );
         let publish = &roles[1].policy["Statement"][1];
         assert_eq!(publish["Resource"].as_array().unwrap().len(), 2);
-        let direct = plan_log("prod", &log("  recordTypes: [a]\n  table: {}\n"), &[]);
+        let direct = plan_log(
+            "prod",
+            &log("  recordTypes: [a]\n  table: {}\n"),
+            crate::plan::NO_VIEWS,
+        );
         assert!(
             super::roles(&direct, &scope).is_empty(),
             "no ingest, Direct fan-out: no roles"
@@ -408,7 +416,7 @@ mod tests {
 
     #[test]
     fn a_table_name_of_the_operators_own_name_space_is_refused_unless_it_is_the_logs_own() {
-        let p = plan_log("prod", &log(SPEC), &[]);
+        let p = plan_log("prod", &log(SPEC), crate::plan::NO_VIEWS);
         assert!(check_table_name(&p, None).is_ok());
         assert!(check_table_name(&p, Some("payroll-log")).is_ok());
         assert!(check_table_name(&p, Some(&p.table.name.clone())).is_ok());
@@ -439,8 +447,8 @@ mod tests {
     #[test]
     fn the_plan_is_deterministic() {
         assert_eq!(
-            plan_log("prod", &log(SPEC), &[]),
-            plan_log("prod", &log(SPEC), &[])
+            plan_log("prod", &log(SPEC), crate::plan::NO_VIEWS),
+            plan_log("prod", &log(SPEC), crate::plan::NO_VIEWS)
         );
     }
 }

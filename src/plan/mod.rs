@@ -15,3 +15,6 @@ pub mod view;
 
 pub use error::{CodeError, PlanError};
 pub use fan_out::{ResolvedFanOut, StreamReaders, resolve_fan_out};
+
+/// No views: the `views`/`siblings` argument of a plan that has none (a log without readers, a view alone).
+pub const NO_VIEWS: &[crate::crd::MaterializedView] = &[];

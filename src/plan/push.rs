@@ -449,7 +449,11 @@ mod tests {
             ("scores".to_string(), "S#".to_string()),
             ("players".to_string(), "players#".to_string()),
         ];
-        plan_push(&plan_view("prod", &v, &[]), &subscribers, &scope())
+        plan_push(
+            &plan_view("prod", &v, crate::plan::NO_VIEWS),
+            &subscribers,
+            &scope(),
+        )
     }
 
     fn statement<'a>(doc: &'a Value, sid: &str) -> &'a Value {
@@ -498,7 +502,11 @@ mod tests {
             ("players".to_string(), "players#".to_string()),
             ("scores".to_string(), "S#".to_string()),
         ];
-        let from_other = plan_push(&plan_view("prod", &other, &[]), &subscribers, &scope());
+        let from_other = plan_push(
+            &plan_view("prod", &other, crate::plan::NO_VIEWS),
+            &subscribers,
+            &scope(),
+        );
         assert_eq!(from_other.api, p.api, "any view of the table plans the same API");
         assert_eq!(from_other.view_routes, p.view_routes, "subscribers in any order");
         assert_eq!(
@@ -514,14 +522,18 @@ mod tests {
     fn a_dedicated_tables_push_belongs_to_its_view_and_never_shares_a_name_with_a_shared_table() {
         let dedicated = view("views", "{table: Dedicated, streams: true}");
         let p = plan_push(
-            &plan_view("prod", &dedicated, &[]),
+            &plan_view("prod", &dedicated, crate::plan::NO_VIEWS),
             &[("views".to_string(), String::new())],
             &scope(),
         );
         assert_eq!(p.owner.kind, "MaterializedView");
         assert!(p.api.name.contains("-view-push-"), "{}", p.api.name);
         let shared_named_views = plan_push(
-            &plan_view("prod", &view("x", "{sharedTableName: views}"), &[]),
+            &plan_view(
+                "prod",
+                &view("x", "{sharedTableName: views}"),
+                crate::plan::NO_VIEWS,
+            ),
             &[("x".to_string(), "x#".to_string())],
             &scope(),
         );

@@ -88,7 +88,7 @@ pub fn version_prefix(base: &str, version: i64) -> String {
 pub fn plan_version(
     cluster: &str,
     view: &MaterializedView,
-    siblings: &[MaterializedView],
+    siblings: &[impl std::borrow::Borrow<MaterializedView>],
     version: i64,
 ) -> ViewPlan {
     let mut plan = plan_view(cluster, view, siblings);
@@ -333,11 +333,11 @@ mod tests {
     #[test]
     fn versions_have_storage_of_their_own() {
         let v = view(LATEST);
-        let one = plan_version("prod", &v, &[], 1);
-        let two = plan_version("prod", &v, &[], 2);
+        let one = plan_version("prod", &v, crate::plan::NO_VIEWS, 1);
+        let two = plan_version("prod", &v, crate::plan::NO_VIEWS, 2);
         assert_eq!(
             one,
-            plan_view("prod", &v, &[]),
+            plan_view("prod", &v, crate::plan::NO_VIEWS),
             "version 1 keeps the original names"
         );
         assert_eq!(one.table.name, two.table.name, "a shared table stays shared");
@@ -346,7 +346,10 @@ mod tests {
         let mut d = v.clone();
         d.spec.store.table = crate::crd::StoreTable::Dedicated;
         d.spec.store.key_prefix = None;
-        let (d1, d2) = (plan_version("prod", &d, &[], 1), plan_version("prod", &d, &[], 2));
+        let (d1, d2) = (
+            plan_version("prod", &d, crate::plan::NO_VIEWS, 1),
+            plan_version("prod", &d, crate::plan::NO_VIEWS, 2),
+        );
         assert_ne!(d1.table.name, d2.table.name);
         assert!(d2.table.name.contains("-view-v2-"), "{}", d2.table.name);
         assert_eq!(d2.table.tags, d1.table.tags, "owned by the view");
@@ -356,7 +359,7 @@ mod tests {
         assert_eq!(two.projector_role_name(), "projector-v2");
         assert_eq!(
             crate::plan::lambdas::projector_name(&one),
-            crate::plan::lambdas::projector_name(&plan_view("prod", &v, &[]))
+            crate::plan::lambdas::projector_name(&plan_view("prod", &v, crate::plan::NO_VIEWS))
         );
         assert!(crate::plan::lambdas::projector_name(&two).contains("-projector-v2-"));
     }

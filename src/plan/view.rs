@@ -6,6 +6,8 @@
 //! view using it is deleted with `deletionPolicy: Delete`. Its uid tag is the Namespace object's
 //! ([`ViewPlan::in_namespace`]).
 
+use std::borrow::Borrow;
+
 use super::ResolvedFanOut;
 use super::iam::{
     AwsScope, ProjectorSource, ViewItems, failure_queue_statement, lambda_trust_policy, projector_policy,
@@ -125,7 +127,11 @@ pub fn key_prefix(view: &MaterializedView) -> String {
 
 /// Plans `view`'s table; `siblings` are the namespace's views (any of them sharing the table may ask for
 /// Streams).
-pub fn plan_view(cluster: &str, view: &MaterializedView, siblings: &[MaterializedView]) -> ViewPlan {
+pub fn plan_view(
+    cluster: &str,
+    view: &MaterializedView,
+    siblings: &[impl Borrow<MaterializedView>],
+) -> ViewPlan {
     let namespace = view.metadata.namespace.as_deref().unwrap_or("default");
     let name = view.metadata.name.as_deref().unwrap_or_default();
     let owner = Owner::new(cluster, namespace, VIEW_KIND, name).with_uid(view.metadata.uid.as_deref());
@@ -136,7 +142,12 @@ pub fn plan_view(cluster: &str, view: &MaterializedView, siblings: &[Materialize
             v.spec.store.table == StoreTable::Shared
                 && v.spec.store.shared_table_name == store.shared_table_name
         };
-        let streams = store.streams || siblings.iter().filter(shares).any(|v| v.spec.store.streams);
+        let streams = store.streams
+            || siblings
+                .iter()
+                .map(Borrow::borrow)
+                .filter(shares)
+                .any(|v| v.spec.store.streams);
         (
             Owner::new(cluster, namespace, SHARED_TABLE_KIND, &store.shared_table_name),
             streams,
@@ -190,7 +201,10 @@ mod tests {
     fn views_of_one_shared_name_share_one_table_with_their_own_prefixes() {
         let a = view("players", "{}");
         let b = view("scores", "{keyPrefix: \"S#\"}");
-        let (pa, pb) = (plan_view("prod", &a, &[]), plan_view("prod", &b, &[]));
+        let (pa, pb) = (
+            plan_view("prod", &a, crate::plan::NO_VIEWS),
+            plan_view("prod", &b, crate::plan::NO_VIEWS),
+        );
         assert_eq!(pa.table.name, pb.table.name);
         assert!(
             pa.table.name.starts_with("kappa-prod-games-views-views-"),
@@ -210,7 +224,10 @@ mod tests {
     fn a_shared_table_streams_when_any_sharer_asks() {
         let quiet = view("players", "{}");
         let loud = view("games", "{streams: true}");
-        assert_eq!(plan_view("prod", &quiet, &[]).table.stream, None);
+        assert_eq!(
+            plan_view("prod", &quiet, crate::plan::NO_VIEWS).table.stream,
+            None
+        );
         let p = plan_view("prod", &quiet, &[quiet.clone(), loud.clone()]);
         assert_eq!(p.table.stream, Some(StreamViewType::NewAndOldImages));
         let other = view("feed", "{sharedTableName: quiet}");
@@ -227,7 +244,7 @@ mod tests {
              spec: {{recordTypes: [player], table: {{}}, fanOut: {{mode: {fan_out}}}}}\n"
         ))
         .unwrap();
-        super::super::log::plan_log("prod", &log, &[])
+        super::super::log::plan_log("prod", &log, crate::plan::NO_VIEWS)
     }
 
     #[test]
@@ -238,7 +255,7 @@ mod tests {
             account: "123456789012".into(),
         };
         let v = view("players", "{}");
-        let p = plan_view("prod", &v, &[]);
+        let p = plan_view("prod", &v, crate::plan::NO_VIEWS);
         let role = projector_role(&v, &p, &log_plan("Sns"), &scope).unwrap();
         let write = &role.policy["Statement"][0];
         assert_eq!(
@@ -252,7 +269,7 @@ mod tests {
         let direct = projector_role(&v, &p, &log_plan("Direct"), &scope).unwrap();
         assert!(direct.policy.to_string().contains("GetRecords"));
         let dedicated = view("games", "{table: Dedicated}");
-        let dp = plan_view("prod", &dedicated, &[]);
+        let dp = plan_view("prod", &dedicated, crate::plan::NO_VIEWS);
         let role = projector_role(&dedicated, &dp, &log_plan("Sns"), &scope).unwrap();
         assert!(
             role.policy["Statement"][0].get("Condition").is_none(),
@@ -264,18 +281,18 @@ mod tests {
     fn a_shared_table_belongs_to_its_namespace_object_and_a_dedicated_one_to_its_view() {
         let mut v = view("players", "{}");
         v.metadata.uid = Some("view-uid".into());
-        let shared = plan_view("prod", &v, &[]).in_namespace(Some("ns-uid"));
+        let shared = plan_view("prod", &v, crate::plan::NO_VIEWS).in_namespace(Some("ns-uid"));
         assert_eq!(shared.table.tags["kappa.dev/uid"], "ns-uid");
         assert_eq!(shared.table.owner, shared.table_owner);
         assert_eq!(shared.owner.uid.as_deref(), Some("view-uid"));
-        let recreated = plan_view("prod", &v, &[]).in_namespace(Some("ns-uid-2"));
+        let recreated = plan_view("prod", &v, crate::plan::NO_VIEWS).in_namespace(Some("ns-uid-2"));
         assert!(
             !recreated.table_owner.owns(&shared.table.tags),
             "a namespace created again does not own its predecessor's table"
         );
         let mut d = view("games", "{table: Dedicated}");
         d.metadata.uid = Some("games-uid".into());
-        let dedicated = plan_view("prod", &d, &[]).in_namespace(Some("ns-uid"));
+        let dedicated = plan_view("prod", &d, crate::plan::NO_VIEWS).in_namespace(Some("ns-uid"));
         assert_eq!(dedicated.table.tags["kappa.dev/uid"], "games-uid");
     }
 
@@ -287,8 +304,8 @@ mod tests {
             account: "123456789012".into(),
         };
         let v = view("players", "{}");
-        let v1 = plan_view("prod", &v, &[]);
-        let v2 = super::super::versions::plan_version("prod", &v, &[], 2);
+        let v1 = plan_view("prod", &v, crate::plan::NO_VIEWS);
+        let v2 = super::super::versions::plan_version("prod", &v, crate::plan::NO_VIEWS, 2);
         let (q1, q2) = (v1.failure_queue(), v2.failure_queue());
         assert!(q1.name.contains("-projector-failures-"), "{}", q1.name);
         assert!(q2.name.contains("-projector-v2-failures-"), "{}", q2.name);
@@ -314,7 +331,11 @@ mod tests {
 
     #[test]
     fn a_dedicated_table_belongs_to_its_view() {
-        let p = plan_view("prod", &view("games", "{table: Dedicated, streams: true}"), &[]);
+        let p = plan_view(
+            "prod",
+            &view("games", "{table: Dedicated, streams: true}"),
+            crate::plan::NO_VIEWS,
+        );
         assert!(!p.shared && p.key_prefix.is_none());
         assert!(
             p.table.name.starts_with("kappa-prod-games-games-view-"),

@@ -121,9 +121,9 @@ async fn delete_owned(
     recorded: &[ViewVersion],
 ) -> Result<String> {
     let name = view.name_any();
-    let others: Vec<MaterializedView> = views_listed(&ctx.client, ns)
-        .await?
-        .into_iter()
+    let listed = views_listed(&ctx.client, ns).await?;
+    let others: Vec<&MaterializedView> = listed
+        .iter()
         .filter(|v| v.name_any() != name && v.metadata.deletion_timestamp.is_none())
         .collect();
     let namespace_uid = ctx.namespace_uid(ns).await?;
@@ -159,7 +159,13 @@ async fn delete_owned(
     }
     let sharers: Vec<String> = others
         .iter()
-        .filter(|v| plan.shared && plan_view(&ctx.config.cluster_id, v, &[]).table.name == plan.table.name)
+        .filter(|v| {
+            plan.shared
+                && plan_view(&ctx.config.cluster_id, v, crate::plan::NO_VIEWS)
+                    .table
+                    .name
+                    == plan.table.name
+        })
         .map(|v| v.name_any())
         .collect();
     Ok(if !sharers.is_empty() {
@@ -190,7 +196,7 @@ async fn delete_shared_items(
     view: &MaterializedView,
     ctx: &Context,
     plan: &ViewPlan,
-    others: &[MaterializedView],
+    others: &[&MaterializedView],
     sharers: &[String],
     role_note: &str,
 ) -> Result<String> {

@@ -121,12 +121,7 @@ async fn projector_role(
     let OnVersion {
         view, log, ctx, all, ..
     } = *on;
-    let readers: Vec<MaterializedView> = all
-        .iter()
-        .filter(|v| v.spec.event_log_ref.name == view.spec.event_log_ref.name)
-        .cloned()
-        .collect();
-    let log_plan = plan_log(&ctx.config.cluster_id, log, &readers);
+    let log_plan = plan_log(&ctx.config.cluster_id, log, &readers_of_log(view, all));
     let Some(role) = projector_role_plan(view, plan, &log_plan, &scope) else {
         return Ok(ControlFlow::Continue(None));
     };
@@ -147,6 +142,14 @@ async fn projector_role(
 /// Removes what an earlier view of this name (uid `earlier`, deleted with `deletionPolicy: Retain`) left
 /// that may still write into the storage this view adopts: its projector function (when it still carries
 /// the earlier uid), its event source mappings, its subscriptions to the log's topics and its role.
+/// The views of `all` that read `view`'s EventLog (the log plan's readers).
+fn readers_of_log<'a>(view: &MaterializedView, all: &[&'a MaterializedView]) -> Vec<&'a MaterializedView> {
+    all.iter()
+        .copied()
+        .filter(|v| v.spec.event_log_ref.name == view.spec.event_log_ref.name)
+        .collect()
+}
+
 /// Returns what was removed; nothing of another owner is touched.
 pub(super) async fn remove_earlier_projector(
     view: &MaterializedView,
@@ -154,7 +157,7 @@ pub(super) async fn remove_earlier_projector(
     ctx: &Context,
     plan: &crate::plan::view::ViewPlan,
     earlier: &str,
-    all: &[MaterializedView],
+    all: &[&MaterializedView],
 ) -> std::result::Result<Vec<String>, crate::aws::AwsError> {
     use crate::aws::{lambda, subscriptions};
     let previous = plan.owner.clone().with_uid(Some(earlier));
@@ -174,13 +177,8 @@ pub(super) async fn remove_earlier_projector(
         .and_then(|t| t.arn.as_deref())
         .and_then(scope_of_arn)
     {
-        let readers: Vec<MaterializedView> = all
-            .iter()
-            .filter(|v| v.spec.event_log_ref.name == view.spec.event_log_ref.name)
-            .cloned()
-            .collect();
         let function_arn = scope.function_arn(&name);
-        for topic in plan_log(&ctx.config.cluster_id, log, &readers).topics {
+        for topic in plan_log(&ctx.config.cluster_id, log, &readers_of_log(view, all)).topics {
             let n = subscriptions::delete_subscriptions(
                 &ctx.aws.sns,
                 &scope.topic_arn(&topic.name),

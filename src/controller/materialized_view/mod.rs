@@ -46,7 +46,7 @@ mod versions;
 
 use cleanup::cleanup;
 pub(super) use dereference::ViewStores;
-use dereference::{LogRef, views_in};
+use dereference::{LogRef, Views, views_in};
 use outcome::{Outcome, VersionsSummary, write_status};
 use subscribers::push_path;
 
@@ -160,13 +160,13 @@ async fn apply(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result<A
         LogRef::Found(log) => {
             let mut problems = validate::view_against_log(&view, &log);
             // The namespace's views, read once: for the prefix check and the sharers of the table.
-            let mut all = Vec::new();
+            let mut views = Views::none();
             if problems.is_empty() {
-                all = views_in(ctx, ns).await?;
-                problems.extend(validate::prefix_overlap(&view, &all));
+                views = views_in(ctx, ns).await?;
+                problems.extend(validate::prefix_overlap(&view, &views.all()));
             }
             if problems.is_empty() {
-                provision(&view, &log, ctx, ns, &all).await?
+                provision(&view, &log, ctx, ns, &views.all()).await?
             } else {
                 Outcome::stalled(reasons::INVALID_SPEC, problems.join("; "))
             }
@@ -190,7 +190,7 @@ async fn provision(
     log: &EventLog,
     ctx: &Context,
     ns: &str,
-    all: &[MaterializedView],
+    all: &[&MaterializedView],
 ) -> Result<Outcome> {
     let mut run = versions::run(view, log, ctx, ns, all).await?;
     let push = match push_path(view, ctx, ns, run.table.as_ref(), all).await {

@@ -23,7 +23,7 @@ pub(super) async fn push_path(
     ctx: &Context,
     ns: &str,
     table: Option<&super::versions::ActiveTable>,
-    all: &[MaterializedView],
+    all: &[&MaterializedView],
 ) -> std::result::Result<Option<crate::crd::PushStatus>, crate::aws::AwsError> {
     let name = view.name_any();
     let Some(table) = table.filter(|_| view.spec.subscribers.is_some()) else {
@@ -95,7 +95,7 @@ pub(super) async fn namespace_uid_for_aws(
 pub(super) fn aws_push_plan(
     this: &MaterializedView,
     ctx: &Context,
-    all: &[MaterializedView],
+    all: &[&MaterializedView],
     table: &str,
     key_prefix: Option<&str>,
     scope: &crate::plan::iam::AwsScope,
@@ -126,7 +126,7 @@ pub(super) fn aws_push_plan(
 pub(super) async fn retire_aws_push(
     view: &MaterializedView,
     ctx: &Context,
-    all: &[MaterializedView],
+    all: &[&MaterializedView],
 ) -> std::result::Result<(), crate::aws::AwsError> {
     let status = view.status.clone().unwrap_or_default();
     if status.push.as_ref().and_then(|p| p.api_id.as_ref()).is_none() {

@@ -50,7 +50,7 @@ pub(super) struct OnVersion<'a> {
     pub ctx: &'a Context,
     pub ns: &'a str,
     /// The namespace's views (the sharers of a table, the log's other readers).
-    pub all: &'a [MaterializedView],
+    pub all: &'a [&'a MaterializedView],
 }
 
 /// Where an in-cluster view stands after this reconcile.

@@ -101,7 +101,7 @@ pub(super) async fn run(
     log: &EventLog,
     ctx: &Context,
     ns: &str,
-    all: &[MaterializedView],
+    all: &[&MaterializedView],
 ) -> Result<VersionsRun> {
     let now = Timestamp::now();
     let status = view.status.clone().unwrap_or_default();
@@ -250,7 +250,7 @@ struct Reconciling<'a> {
     ctx: &'a Context,
     ns: &'a str,
     /// The namespace's views (the sharers of a table).
-    all: &'a [MaterializedView],
+    all: &'a [&'a MaterializedView],
     namespace_uid: Option<&'a str>,
 }
 
@@ -260,7 +260,7 @@ async fn retire_and_announce(
     view: &MaterializedView,
     ctx: &Context,
     ns: &str,
-    all: &[MaterializedView],
+    all: &[&MaterializedView],
     removals: &[Removal],
     new: &[&ViewVersion],
 ) -> Result<()> {
@@ -774,7 +774,7 @@ pub(super) async fn remove_version(
     view: &MaterializedView,
     ctx: &Context,
     ns: &str,
-    all: &[MaterializedView],
+    all: &[&MaterializedView],
     v: &ViewVersion,
     storage: bool,
 ) -> Result<()> {
@@ -802,7 +802,7 @@ pub(super) async fn remove_version(
 async fn remove_storage(
     view: &MaterializedView,
     ctx: &Context,
-    all: &[MaterializedView],
+    all: &[&MaterializedView],
     v: &ViewVersion,
     plan: &crate::plan::view::ViewPlan,
 ) -> Result<()> {
