@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::events::{count, events, object, warning};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -17,9 +19,9 @@ use http::{Method, Request};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference};
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use kappa_operator::controller::events::Events;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::client::Body;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Client, Resource};
 
 /// Deletes the test's namespace when the test ends, failed or not (a failing assertion skips the test's
@@ -40,24 +42,16 @@ impl Drop for NsGuard {
     }
 }
 
-fn warning(note: &str) -> Event {
-    Event {
-        type_: EventType::Warning,
-        reason: "AwsThrottled".into(),
-        note: Some(note.into()),
-        action: "Reconcile".into(),
-        secondary: None,
-    }
+/// The test's client and namespace, and the guard that deletes the namespace when the test ends.
+async fn setup(test: &str) -> (Client, String, NsGuard) {
+    let (client, ns) = common::setup(test).await;
+    let guard = NsGuard(ns.clone());
+    (client, ns, guard)
 }
 
-/// A ConfigMap `name` in `ns`, created, and its reference.
-async fn object(client: &Client, ns: &str, name: &str) -> ObjectReference {
-    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let map: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-    maps.create(&PostParams::default(), &map)
-        .await
-        .unwrap()
-        .object_ref(&())
+/// The publisher as the operator makes it.
+fn publisher(client: &Client) -> Events {
+    Events::new(client.clone(), "kappa-operator", "test")
 }
 
 /// A reference to a ConfigMap that need not exist (Events about missing objects are accepted).
@@ -72,13 +66,6 @@ fn reference(ns: Option<&str>, name: &str) -> ObjectReference {
     }
 }
 
-async fn events(client: &Client, ns: &str) -> Vec<K8sEvent> {
-    let api: Api<K8sEvent> = Api::namespaced(client.clone(), ns);
-    let mut items = api.list(&ListParams::default()).await.unwrap().items;
-    items.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
-    items
-}
-
 /// The Events in `ns` about an object named `name`.
 async fn events_about(client: &Client, ns: &str, name: &str) -> Vec<K8sEvent> {
     events(client, ns)
@@ -86,10 +73,6 @@ async fn events_about(client: &Client, ns: &str, name: &str) -> Vec<K8sEvent> {
         .into_iter()
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .collect()
-}
-
-fn count(e: &K8sEvent) -> i32 {
-    e.series.as_ref().map_or(1, |s| s.count)
 }
 
 fn code(e: &kube::Error) -> Option<u16> {
@@ -108,12 +91,11 @@ fn code(e: &kube::Error) -> Option<u16> {
 /// `NameIsDNSSubdomain`: each dot-separated label starts and ends with an alphanumeric).
 #[tokio::test]
 async fn a_long_name_cut_inside_dashes_still_makes_a_valid_event_name() {
-    let (client, ns) = common::setup("b18ev-cut-dash").await;
-    let _guard = NsGuard(ns.clone());
+    let (client, ns, _guard) = setup("b18ev-cut-dash").await;
     let name = format!("{}{}{}", "a".repeat(226), "-".repeat(20), "b".repeat(7));
     assert_eq!(name.len(), 253);
     let regarding = object(&client, &ns, &name).await;
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let publisher = publisher(&client);
     let result = publisher.publish(&warning("throttled"), &regarding).await;
     assert!(
         result.is_ok(),
@@ -127,8 +109,7 @@ async fn a_long_name_cut_inside_dashes_still_makes_a_valid_event_name() {
 /// The same with a dot right before the cut: `<236 chars ending in '.'>.<hex>` has an empty label.
 #[tokio::test]
 async fn a_long_name_cut_after_a_dot_still_makes_a_valid_event_name() {
-    let (client, ns) = common::setup("b18ev-cut-dot").await;
-    let _guard = NsGuard(ns.clone());
+    let (client, ns, _guard) = setup("b18ev-cut-dot").await;
     // Dots at every 4th place from 220 on: whatever the suffix's length (16 or 17 hex digits, or fewer),
     // the cut lands on or right after a dot for some; at 236 exactly for today's clock.
     let mut name = String::new();
@@ -142,7 +123,7 @@ async fn a_long_name_cut_after_a_dot_still_makes_a_valid_event_name() {
     }
     assert_eq!(&name[235..236], ".");
     let regarding = object(&client, &ns, &name).await;
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let publisher = publisher(&client);
     let result = publisher.publish(&warning("throttled"), &regarding).await;
     assert!(
         result.is_ok(),
@@ -154,11 +135,10 @@ async fn a_long_name_cut_after_a_dot_still_makes_a_valid_event_name() {
 /// A 253-character name of letters: cut, published, and its repeats counted in the one Event.
 #[tokio::test]
 async fn a_253_character_name_is_published_and_counted() {
-    let (client, ns) = common::setup("b18ev-253").await;
-    let _guard = NsGuard(ns.clone());
+    let (client, ns, _guard) = setup("b18ev-253").await;
     let name = "v".repeat(253);
     let regarding = object(&client, &ns, &name).await;
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let publisher = publisher(&client);
     for _ in 0..3 {
         publisher
             .publish(&warning("throttled"), &regarding)
@@ -175,9 +155,8 @@ async fn a_253_character_name_is_published_and_counted() {
 /// Names with dots, and two long names that differ only after the cut: Events of their own.
 #[tokio::test]
 async fn dotted_names_and_names_alike_up_to_the_cut_are_events_of_their_own() {
-    let (client, ns) = common::setup("b18ev-dots").await;
-    let _guard = NsGuard(ns.clone());
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let (client, ns, _guard) = setup("b18ev-dots").await;
+    let publisher = publisher(&client);
     let dotted = object(&client, &ns, "orders.v2.eu-west-1").await;
     publisher.publish(&warning("throttled"), &dotted).await.unwrap();
     let a = format!("{}{}", "x".repeat(245), "aaaaaaaa");
@@ -206,12 +185,11 @@ async fn dotted_names_and_names_alike_up_to_the_cut_are_events_of_their_own() {
 }
 
 /// An RBAC Role's name needs only be a path segment: `system:kappa-reader` is a valid Role. An Event about
-/// it is named `system:kappa-reader.<hex>`, which is no DNS subdomain: refused.
+/// it was named `system:kappa-reader.<hex>`, which is no DNS subdomain, and refused; now `system-kappa-reader.<hex>`.
 #[tokio::test]
 async fn an_event_about_an_object_whose_name_is_no_dns_subdomain_is_published() {
-    let (client, ns) = common::setup("b18ev-colon").await;
-    let _guard = NsGuard(ns.clone());
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let (client, ns, _guard) = setup("b18ev-colon").await;
+    let publisher = publisher(&client);
     let regarding = ObjectReference {
         api_version: Some("rbac.authorization.k8s.io/v1".into()),
         kind: Some("Role".into()),
@@ -229,9 +207,8 @@ async fn an_event_about_an_object_whose_name_is_no_dns_subdomain_is_published() 
 /// character must not panic the publishing task.
 #[tokio::test]
 async fn a_long_non_ascii_name_does_not_panic() {
-    let (client, ns) = common::setup("b18ev-utf8").await;
-    let _guard = NsGuard(ns.clone());
-    let publisher = Arc::new(Events::new(client.clone(), "kappa-operator", "test"));
+    let (client, ns, _guard) = setup("b18ev-utf8").await;
+    let publisher = Arc::new(publisher(&client));
     let regarding = ObjectReference {
         api_version: Some("rbac.authorization.k8s.io/v1".into()),
         kind: Some("Role".into()),
@@ -256,9 +233,8 @@ async fn a_long_non_ascii_name_does_not_panic() {
 /// No name in the reference: the Event is named after the controller.
 #[tokio::test]
 async fn a_reference_without_a_name_is_named_after_the_controller() {
-    let (client, ns) = common::setup("b18ev-noname").await;
-    let _guard = NsGuard(ns.clone());
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let (client, ns, _guard) = setup("b18ev-noname").await;
+    let publisher = publisher(&client);
     let regarding = ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("ConfigMap".into()),
@@ -293,15 +269,14 @@ async fn a_reference_without_a_name_is_named_after_the_controller() {
 /// A cluster-scoped object (a Namespace): its Event goes to `default`, valid, and repeats count.
 #[tokio::test]
 async fn a_cluster_scoped_objects_event_goes_to_default_and_counts() {
-    let (client, ns) = common::setup("b18ev-cluster").await;
-    let _guard = NsGuard(ns.clone());
+    let (client, ns, _guard) = setup("b18ev-cluster").await;
     let regarding = Api::<Namespace>::all(client.clone())
         .get(&ns)
         .await
         .unwrap()
         .object_ref(&());
     assert_eq!(regarding.namespace, None);
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let publisher = publisher(&client);
     for _ in 0..2 {
         publisher
             .publish(&warning("throttled"), &regarding)
@@ -325,15 +300,14 @@ async fn a_cluster_scoped_objects_event_goes_to_default_and_counts() {
 /// object: Go has no absent string) is a cluster-scoped object: its Event goes to `default` too.
 #[tokio::test]
 async fn an_empty_namespace_in_the_reference_is_cluster_scoped() {
-    let (client, ns) = common::setup("b18ev-emptyns").await;
-    let _guard = NsGuard(ns.clone());
+    let (client, ns, _guard) = setup("b18ev-emptyns").await;
     let mut regarding = Api::<Namespace>::all(client.clone())
         .get(&ns)
         .await
         .unwrap()
         .object_ref(&());
     regarding.namespace = Some(String::new());
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let publisher = publisher(&client);
     let result = publisher.publish(&warning("throttled"), &regarding).await;
     let published = events_about(&client, "default", &ns).await;
     let default_api: Api<K8sEvent> = Api::namespaced(client.clone(), "default");
@@ -350,11 +324,10 @@ async fn an_empty_namespace_in_the_reference_is_cluster_scoped() {
 /// Objects of the same name in two namespaces: one Event each, in its own namespace.
 #[tokio::test]
 async fn the_same_name_in_two_namespaces_is_two_events() {
-    let (client, ns1) = common::setup("b18ev-two-ns").await;
-    let _guard = NsGuard(ns1.clone());
+    let (client, ns1, _guard) = setup("b18ev-two-ns").await;
     let ns2 = common::namespace(&client, "b18ev-two-ns").await;
     let _guard_ns2 = NsGuard(ns2.clone());
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let publisher = publisher(&client);
     let r1 = object(&client, &ns1, "players").await;
     let r2 = object(&client, &ns2, "players").await;
     for _ in 0..2 {
@@ -373,7 +346,7 @@ async fn the_same_name_in_two_namespaces_is_two_events() {
 #[tokio::test]
 async fn a_missing_namespace_is_an_error() {
     let client = common::kube_client().await;
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let publisher = publisher(&client);
     let regarding = reference(Some("b18ev-no-such-namespace-7f3a"), "players");
     for _ in 0..2 {
         let e = publisher
@@ -388,8 +361,7 @@ async fn a_missing_namespace_is_an_error() {
 /// NamespaceTerminating), an error and no panic, before and after a series started there.
 #[tokio::test]
 async fn a_terminating_namespace_is_an_error() {
-    let (client, ns) = common::setup("b18ev-terminating").await;
-    let _guard = NsGuard(ns.clone());
+    let (client, ns, _guard) = setup("b18ev-terminating").await;
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let map: ConfigMap = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "held", "finalizers": ["kappa.dev/b18-hold"]}
@@ -400,7 +372,7 @@ async fn a_terminating_namespace_is_an_error() {
         .await
         .unwrap()
         .object_ref(&());
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let publisher = publisher(&client);
     publisher.publish(&warning("before"), &regarding).await.unwrap();
     common::delete_namespace(&client, &ns).await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -441,9 +413,8 @@ async fn a_terminating_namespace_is_an_error() {
 /// with its note cut to fit, not refused and lost.
 #[tokio::test]
 async fn a_note_over_1kb_is_cut_not_refused() {
-    let (client, ns) = common::setup("b18ev-long-note").await;
-    let _guard = NsGuard(ns.clone());
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let (client, ns, _guard) = setup("b18ev-long-note").await;
+    let publisher = publisher(&client);
     let regarding = object(&client, &ns, "players").await;
     let note = "e".repeat(2000);
     let result = publisher.publish(&warning(&note), &regarding).await;
@@ -457,9 +428,8 @@ async fn a_note_over_1kb_is_cut_not_refused() {
 /// 500 characters of 3 bytes each: 500 characters, 1500 bytes. The API counts bytes.
 #[tokio::test]
 async fn a_unicode_note_of_500_characters_but_1500_bytes_is_cut_not_refused() {
-    let (client, ns) = common::setup("b18ev-utf8-note").await;
-    let _guard = NsGuard(ns.clone());
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let (client, ns, _guard) = setup("b18ev-utf8-note").await;
+    let publisher = publisher(&client);
     let regarding = object(&client, &ns, "players").await;
     let note = "€".repeat(500);
     let result = publisher.publish(&warning(&note), &regarding).await;
@@ -471,9 +441,8 @@ async fn a_unicode_note_of_500_characters_but_1500_bytes_is_cut_not_refused() {
 /// as they are, and repeats counted.
 #[tokio::test]
 async fn unicode_notes_within_1kb_round_trip_and_count() {
-    let (client, ns) = common::setup("b18ev-utf8-ok").await;
-    let _guard = NsGuard(ns.clone());
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let (client, ns, _guard) = setup("b18ev-utf8-ok").await;
+    let publisher = publisher(&client);
     let regarding = object(&client, &ns, "players").await;
     let exact = format!("{}{}", "€".repeat(341), "x"); // 1023 + 1 bytes
     assert_eq!(exact.len(), 1024);
@@ -502,9 +471,8 @@ async fn unicode_notes_within_1kb_round_trip_and_count() {
 /// A reason or action over the API's 128 characters: published with them cut, not refused.
 #[tokio::test]
 async fn a_reason_or_action_over_128_characters_is_cut_not_refused() {
-    let (client, ns) = common::setup("b18ev-long-reason").await;
-    let _guard = NsGuard(ns.clone());
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let (client, ns, _guard) = setup("b18ev-long-reason").await;
+    let publisher = publisher(&client);
     let regarding = object(&client, &ns, "players").await;
     let mut ev = warning("throttled");
     ev.reason = "R".repeat(200);
@@ -523,9 +491,8 @@ async fn a_reason_or_action_over_128_characters_is_cut_not_refused() {
 /// published.
 #[tokio::test]
 async fn reasons_with_odd_characters_are_published() {
-    let (client, ns) = common::setup("b18ev-odd-reason").await;
-    let _guard = NsGuard(ns.clone());
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let (client, ns, _guard) = setup("b18ev-odd-reason").await;
+    let publisher = publisher(&client);
     let regarding = object(&client, &ns, "players").await;
     for reason in ["Aws Throttled", "aws:throttled/retry", "Überlastet"] {
         let mut ev = warning("throttled");
@@ -540,8 +507,7 @@ async fn reasons_with_odd_characters_are_published() {
 /// a pod's name may have up to 253 characters, `reportingInstance` at most 128. Every Event is refused.
 #[tokio::test]
 async fn an_identity_over_128_characters_still_publishes() {
-    let (client, ns) = common::setup("b18ev-long-instance").await;
-    let _guard = NsGuard(ns.clone());
+    let (client, ns, _guard) = setup("b18ev-long-instance").await;
     let identity = format!("kappa-operator-{}", "p".repeat(150));
     let publisher = Events::new(client.clone(), "kappa-operator", &identity);
     let regarding = object(&client, &ns, "players").await;
@@ -553,9 +519,8 @@ async fn an_identity_over_128_characters_still_publishes() {
 /// Normal and Warning of the same reason and note: two Events.
 #[tokio::test]
 async fn normal_and_warning_alike_are_two_events() {
-    let (client, ns) = common::setup("b18ev-types").await;
-    let _guard = NsGuard(ns.clone());
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let (client, ns, _guard) = setup("b18ev-types").await;
+    let publisher = publisher(&client);
     let regarding = object(&client, &ns, "players").await;
     let mut normal = warning("throttled");
     normal.type_ = EventType::Normal;
@@ -582,9 +547,8 @@ async fn normal_and_warning_alike_are_two_events() {
 /// Event keeps its count.
 #[tokio::test]
 async fn a_recreated_object_is_a_new_series() {
-    let (client, ns) = common::setup("b18ev-recreated").await;
-    let _guard = NsGuard(ns.clone());
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let (client, ns, _guard) = setup("b18ev-recreated").await;
+    let publisher = publisher(&client);
     let first = object(&client, &ns, "players").await;
     publisher.publish(&warning("throttled"), &first).await.unwrap();
     publisher.publish(&warning("throttled"), &first).await.unwrap();
@@ -605,11 +569,10 @@ async fn a_recreated_object_is_a_new_series() {
 /// Event.
 #[tokio::test]
 async fn a_related_object_is_kept_and_its_repeats_count() {
-    let (client, ns) = common::setup("b18ev-related").await;
-    let _guard = NsGuard(ns.clone());
+    let (client, ns, _guard) = setup("b18ev-related").await;
     let other_ns = common::namespace(&client, "b18ev-related").await;
     let _guard_other_ns = NsGuard(other_ns.clone());
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let publisher = publisher(&client);
     let regarding = object(&client, &ns, "players").await;
     let log = object(&client, &other_ns, "game-events").await;
     let mut ev = warning("throttled");
@@ -636,9 +599,8 @@ async fn a_related_object_is_kept_and_its_repeats_count() {
 /// An Event deleted by hand twice: each next repeat creates it again, and the one after counts in it.
 #[tokio::test]
 async fn an_event_deleted_twice_is_created_again_and_counts_again() {
-    let (client, ns) = common::setup("b18ev-deleted-twice").await;
-    let _guard = NsGuard(ns.clone());
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let (client, ns, _guard) = setup("b18ev-deleted-twice").await;
+    let publisher = publisher(&client);
     let regarding = object(&client, &ns, "players").await;
     let api: Api<K8sEvent> = Api::namespaced(client.clone(), &ns);
     publisher
@@ -670,9 +632,8 @@ async fn an_event_deleted_twice_is_created_again_and_counts_again() {
 /// Many distinct keys (400 objects, one Event each), then each repeated: 400 Events of count 2.
 #[tokio::test]
 async fn many_distinct_keys_each_get_one_series() {
-    let (client, ns) = common::setup("b18ev-many").await;
-    let _guard = NsGuard(ns.clone());
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let (client, ns, _guard) = setup("b18ev-many").await;
+    let publisher = publisher(&client);
     let refs: Vec<_> = (0..400)
         .map(|i| reference(Some(&ns), &format!("view-{i}")))
         .collect();
@@ -698,9 +659,8 @@ async fn many_distinct_keys_each_get_one_series() {
 /// it among its reconciles): they are eight occurrences of one series, so one Event counting 8.
 #[tokio::test]
 async fn concurrent_first_publishes_of_one_event_are_one_series() {
-    let (client, ns) = common::setup("b18ev-concurrent").await;
-    let _guard = NsGuard(ns.clone());
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let (client, ns, _guard) = setup("b18ev-concurrent").await;
+    let publisher = publisher(&client);
     let regarding = object(&client, &ns, "players").await;
     let ev = warning("throttled");
     let all = (0..8).map(|_| publisher.publish(&ev, &regarding));
@@ -757,8 +717,7 @@ fn reordering_client(real: Client) -> Client {
 /// precondition): the Event says 2 occurrences where there were 3, and its lastObservedTime goes back.
 #[tokio::test]
 async fn concurrent_repeats_landing_out_of_order_keep_the_highest_count() {
-    let (client, ns) = common::setup("b18ev-reorder").await;
-    let _guard = NsGuard(ns.clone());
+    let (client, ns, _guard) = setup("b18ev-reorder").await;
     let publisher = Events::new(reordering_client(client.clone()), "kappa-operator", "test");
     let regarding = object(&client, &ns, "players").await;
     let ev = warning("throttled");
@@ -783,9 +742,8 @@ async fn concurrent_repeats_landing_out_of_order_keep_the_highest_count() {
 /// Ten sequential repeats: one Event counting 10, last observed no earlier than it was created.
 #[tokio::test]
 async fn sequential_repeats_count_right() {
-    let (client, ns) = common::setup("b18ev-seq").await;
-    let _guard = NsGuard(ns.clone());
-    let publisher = Events::new(client.clone(), "kappa-operator", "test");
+    let (client, ns, _guard) = setup("b18ev-seq").await;
+    let publisher = publisher(&client);
     let regarding = object(&client, &ns, "players").await;
     for _ in 0..10 {
         publisher

@@ -4,43 +4,11 @@
 
 mod common;
 
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use common::events::{count, events, object, warning};
+
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use kappa_operator::controller::events::Events;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::runtime::events::{Event, EventType};
-use kube::{Client, Resource};
-
-fn warning(note: &str) -> Event {
-    Event {
-        type_: EventType::Warning,
-        reason: "AwsThrottled".into(),
-        note: Some(note.into()),
-        action: "Reconcile".into(),
-        secondary: None,
-    }
-}
-
-/// A ConfigMap `name` in `ns`, created, and its reference.
-async fn object(client: &Client, ns: &str, name: &str) -> ObjectReference {
-    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let map: ConfigMap = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-    maps.create(&PostParams::default(), &map)
-        .await
-        .unwrap()
-        .object_ref(&())
-}
-
-async fn events(client: &Client, ns: &str) -> Vec<K8sEvent> {
-    let api: Api<K8sEvent> = Api::namespaced(client.clone(), ns);
-    let mut items = api.list(&ListParams::default()).await.unwrap().items;
-    items.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
-    items
-}
-
-fn count(e: &K8sEvent) -> i32 {
-    e.series.as_ref().map_or(1, |s| s.count)
-}
+use kube::api::{Api, DeleteParams};
 
 #[tokio::test]
 async fn repeats_are_one_series_and_a_new_message_is_a_new_event() {
