@@ -10,6 +10,7 @@ pub mod log;
 pub mod names;
 pub mod push;
 pub mod routing;
+pub mod topology;
 pub mod versions;
 pub mod view;
 

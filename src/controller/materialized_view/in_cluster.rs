@@ -26,7 +26,7 @@ use crate::backfill::aggregate::Cutoff;
 use crate::controller::Context;
 use crate::controller::status::Health;
 use crate::crd::{BackfillSource, LiveStatus, MaterializedView, ViewPhase, reasons};
-use crate::projection::ProjectionConfig;
+use crate::projection::{ProjectionConfig, ProjectionError};
 use crate::runtime::checkpoints::{self, ConfigMapCheckpoint};
 use crate::runtime::live::{LiveProgress, LiveReader};
 
@@ -37,7 +37,13 @@ pub(super) fn pre_aggregated(view: &MaterializedView, projection: &ProjectionCon
 }
 
 /// Runs the view's live reader and backfill; see the module docs.
-pub(super) async fn reconcile(on: &OnVersion<'_>, table: &str, key_prefix: &str) -> InClusterOutcome {
+/// `projection`: the version's, as planned (or why the spec cannot be projected).
+pub(super) async fn reconcile(
+    on: &OnVersion<'_>,
+    table: &str,
+    key_prefix: &str,
+    projection: &Result<Arc<ProjectionConfig>, ProjectionError>,
+) -> InClusterOutcome {
     let OnVersion {
         view,
         target,
@@ -56,8 +62,8 @@ pub(super) async fn reconcile(on: &OnVersion<'_>, table: &str, key_prefix: &str)
         };
         return waiting;
     };
-    let projection = match ProjectionConfig::from_spec(&view.name_any(), &view.spec, &log.spec, key_prefix) {
-        Ok(p) => Arc::new(p),
+    let projection = match projection {
+        Ok(p) => p.clone(),
         Err(e) => return stalled(ViewPhase::Failed, reasons::INVALID_SPEC, e.to_string()),
     };
     // 1. The live path, first: the export may only start once it runs.

@@ -15,16 +15,18 @@ use crate::crd::{EventLog, MaterializedView, ResolvedFanOut, reasons};
 use crate::crd::{ResourceKey, Resources};
 use crate::plan::log::{plan_log, scope_of_arn};
 use crate::plan::names::NameKind;
-use crate::plan::view::projector_role as projector_role_plan;
+use crate::plan::topology::{LambdaPlan, VersionPlan};
 
 /// One version of a view on the Lambda runtime, once its table exists (`table_arn`): its projector role,
 /// function and live path (subscriptions or mapping), then the same backfill as the in-cluster runtime.
 /// Errors: retryable AWS errors, for the controller to retry; a permanent one is the version's failure.
 pub(super) async fn lambda_version(
     on: &OnVersion<'_>,
-    plan: &crate::plan::view::ViewPlan,
+    version: &VersionPlan,
+    lambda: &LambdaPlan,
     table_arn: &str,
 ) -> Result<InClusterOutcome> {
+    let plan = &version.storage;
     let OnVersion {
         view,
         target,
@@ -33,7 +35,7 @@ pub(super) async fn lambda_version(
         ..
     } = *on;
     let mut resources = std::collections::BTreeMap::new();
-    let projector_role = match projector_role(on, plan, table_arn, &mut resources).await {
+    let projector_role = match projector_role(on, lambda, table_arn, &mut resources).await {
         Ok(ControlFlow::Continue(role)) => role,
         Ok(ControlFlow::Break(waiting)) => return Ok(waiting),
         Err(e) => return failed(e),
@@ -49,7 +51,7 @@ pub(super) async fn lambda_version(
         view,
         log,
         ctx,
-        plan,
+        lambda,
         projector_role.as_deref(),
         table_arn,
         &recorded,
@@ -60,16 +62,7 @@ pub(super) async fn lambda_version(
         Err(e) => return failed(e),
     };
     if let Some(message) = &live.no_destination {
-        tracing::warn!(view = %view.name_any(), "{message}");
-        status::publish(
-            ctx,
-            view,
-            EventType::Warning,
-            reasons::NO_FAILURE_DESTINATION,
-            "Provision",
-            message.clone(),
-        )
-        .await;
+        warn_no_destination(view, ctx, message).await;
     }
     let key_prefix = plan.key_prefix.clone().unwrap_or_default();
     // A gap still to close (not yet recorded as a backfill attempt, nor reported for a view without one).
@@ -77,8 +70,13 @@ pub(super) async fn lambda_version(
         Some(gap) => super::backfill::unrecorded_gap(view, ctx, gap).await,
         None => None,
     };
-    let mut run =
-        super::lambda_live::lambda_view(on, &plan.table.name, &key_prefix, live.ready, gap.clone()).await;
+    let path = super::lambda_live::LivePathState {
+        table: &plan.table.name,
+        key_prefix: &key_prefix,
+        projection: &version.projection,
+        ready: live.ready,
+    };
+    let mut run = super::lambda_live::lambda_view(on, &path, gap.clone()).await;
     resources.extend(live.resources);
     if let Some(gap) = &gap
         && run.backfill.as_ref().and_then(|b| b.reason.as_deref())
@@ -97,6 +95,20 @@ pub(super) async fn lambda_version(
     Ok(run)
 }
 
+/// Warns that a user's function is mapped without the view's failure queue, with the fix (`message`).
+async fn warn_no_destination(view: &MaterializedView, ctx: &Context, message: &str) {
+    tracing::warn!(view = %view.name_any(), "{message}");
+    status::publish(
+        ctx,
+        view,
+        EventType::Warning,
+        reasons::NO_FAILURE_DESTINATION,
+        "Provision",
+        message.to_string(),
+    )
+    .await;
+}
+
 /// A version's outcome from an AWS error: a retryable one for the controller to retry, a permanent one the
 /// version's failure.
 fn failed(e: crate::aws::AwsError) -> Result<InClusterOutcome> {
@@ -111,18 +123,15 @@ fn failed(e: crate::aws::AwsError) -> Result<InClusterOutcome> {
 /// (`None`: no role), `Break` with the outcome to report while it converges.
 async fn projector_role(
     on: &OnVersion<'_>,
-    plan: &crate::plan::view::ViewPlan,
+    lambda: &LambdaPlan,
     table_arn: &str,
     resources: &mut std::collections::BTreeMap<String, String>,
 ) -> std::result::Result<ControlFlow<InClusterOutcome, Option<String>>, crate::aws::AwsError> {
     let Some(scope) = scope_of_arn(table_arn) else {
         return Ok(ControlFlow::Continue(None));
     };
-    let OnVersion {
-        view, log, ctx, all, ..
-    } = *on;
-    let log_plan = plan_log(&ctx.config.cluster_id, log, &readers_of_log(view, all));
-    let Some(role) = projector_role_plan(view, plan, &log_plan, &scope) else {
+    let ctx = on.ctx;
+    let Some(role) = lambda.role(&scope) else {
         return Ok(ControlFlow::Continue(None));
     };
     let boundary = scope.policy_arn(&ctx.config.permissions_boundary);
@@ -131,7 +140,7 @@ async fn projector_role(
     if convergence != Convergence::Converged {
         let mut run = super::version::provisioning(format!(
             "creating or updating views table {} and the projector role",
-            plan.table.name
+            lambda.table()
         ));
         run.resources = resources.clone();
         return Ok(ControlFlow::Break(run));
@@ -231,11 +240,10 @@ pub(super) struct LivePath {
 /// fan-out its access policy lets the view's topics (`topic_arns`) dead-letter into it.
 pub(super) async fn ensure_failure_queue(
     ctx: &Context,
-    plan: &crate::plan::view::ViewPlan,
+    mut queue: crate::plan::log::QueuePlan,
     table_arn: &str,
     topic_arns: &[String],
 ) -> std::result::Result<crate::aws::sqs::QueueState, crate::aws::AwsError> {
-    let mut queue = plan.failure_queue();
     if let Some(scope) = scope_of_arn(table_arn) {
         // No topic (`Direct` fan-out, or none yet): no policy, so a topic of an earlier `Sns` fan-out may no
         // longer send to the queue.
@@ -254,15 +262,14 @@ pub(super) async fn projector_live_path(
     view: &MaterializedView,
     log: &EventLog,
     ctx: &Context,
-    plan: &crate::plan::view::ViewPlan,
+    lambda: &LambdaPlan,
     role_arn: Option<&str>,
     table_arn: &str,
     recorded: &std::collections::BTreeMap<String, String>,
 ) -> std::result::Result<LivePath, crate::aws::AwsError> {
-    use crate::plan::lambdas;
     let mut resources = std::collections::BTreeMap::new();
     let log_status = log.status.clone().unwrap_or_default();
-    let subscribed = lambdas::projector_subscriptions(view, &log.spec);
+    let subscribed = lambda.subscriptions.clone();
     let topic_arns: Vec<String> = match log_status.fan_out {
         Some(ResolvedFanOut::Sns) => subscribed
             .keys()
@@ -275,7 +282,7 @@ pub(super) async fn projector_live_path(
             .collect(),
         _ => Vec::new(),
     };
-    let failures = ensure_failure_queue(ctx, plan, table_arn, &topic_arns).await?;
+    let failures = ensure_failure_queue(ctx, lambda.failure_queue.clone(), table_arn, &topic_arns).await?;
     resources.record(ResourceKey::FailureQueue, failures.arn.clone());
     let not_ready = |resources| LivePath {
         ready: false,
@@ -284,7 +291,7 @@ pub(super) async fn projector_live_path(
         gap: None,
         no_destination: None,
     };
-    let Some(projector) = projector_function(view, log, ctx, plan, role_arn, &mut resources).await? else {
+    let Some(projector) = projector_function(view, ctx, lambda, role_arn, &mut resources).await? else {
         return Ok(not_ready(resources));
     };
     let failure_queue = failures.arn.as_str();
@@ -427,23 +434,15 @@ impl Projector<'_> {
 /// used is permanent.
 async fn projector_function<'a>(
     view: &'a MaterializedView,
-    log: &EventLog,
     ctx: &Context,
-    plan: &crate::plan::view::ViewPlan,
+    plan: &LambdaPlan,
     role_arn: Option<&str>,
     resources: &mut std::collections::BTreeMap<String, String>,
 ) -> std::result::Result<Option<Projector<'a>>, crate::aws::AwsError> {
     use crate::aws::lambda;
-    use crate::plan::lambdas;
-    let name = lambdas::projector_name(plan);
-    if let Some(arn) = view
-        .spec
-        .projector
-        .code
-        .as_ref()
-        .and_then(|c| c.function_arn.clone())
-    {
-        lambda::check_custom_function(&ctx.aws.lambda, &arn, &plan.owner).await?;
+    let name = plan.function_name.clone();
+    if let Some(arn) = plan.custom_function.clone() {
+        lambda::check_custom_function(&ctx.aws.lambda, &arn, plan.owner()).await?;
         return Ok(Some(Projector {
             view,
             name,
@@ -455,13 +454,7 @@ async fn projector_function<'a>(
         return Ok(None);
     };
     let code = ctx.built_in_code().await.map_err(|e| e.refusal(&name))?;
-    let log_table = log
-        .status
-        .as_ref()
-        .and_then(|s| s.table.as_ref())
-        .map_or("", |t| t.name.as_str());
-    let function = lambdas::projector_function(view, plan, &log.spec, log_table, role_arn, &code)
-        .map_err(|e| e.refusal(&name))?;
+    let function = plan.function(role_arn, &code).map_err(|e| e.refusal(&name))?;
     let Some(function) = function else {
         return Ok(None);
     };

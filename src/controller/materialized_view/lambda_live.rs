@@ -14,25 +14,40 @@ use crate::controller::Context;
 use crate::controller::status::Health;
 use crate::crd::{BackfillSource, LiveStatus, MaterializedView, ViewPhase, reasons};
 use crate::functions::progress;
-use crate::projection::{ProjectionConfig, RecordErrors};
+use crate::projection::{ProjectionConfig, ProjectionError, RecordErrors};
+
+/// A Lambda version's live path as this pass found it: its views table and key prefix, its projection as
+/// planned (or why the spec cannot be projected), and whether the function and its subscriptions or mapping
+/// exist as planned.
+#[derive(Clone, Copy)]
+pub(super) struct LivePathState<'a> {
+    pub table: &'a str,
+    pub key_prefix: &'a str,
+    pub projection: &'a Result<Arc<ProjectionConfig>, ProjectionError>,
+    pub ready: bool,
+}
 
 /// A view on the Lambda runtime once its projector function exists: its live path is the subscription or
 /// mapping (`live_path_ready`), created before the export, so the same backfill applies; the view is `Live`
 /// when the backfill is complete (Lambda's own retries keep the live path caught up).
 pub(super) async fn lambda_view(
     on: &OnVersion<'_>,
-    table: &str,
-    key_prefix: &str,
-    live_path_ready: bool,
+    path: &LivePathState<'_>,
     gap: Option<String>,
 ) -> InClusterOutcome {
     let OnVersion { view, log, ctx, .. } = *on;
+    let LivePathState {
+        table,
+        key_prefix,
+        projection,
+        ready: live_path_ready,
+    } = *path;
     if !live_path_ready {
         return provisioning(
             "creating the projector function and its live path (subscriptions or stream mapping)".into(),
         );
     }
-    let mut outcome = lambda_backfill(on, table, key_prefix, gap).await;
+    let mut outcome = lambda_backfill(on, path, gap).await;
     if outcome.backfill_complete {
         outcome.phase = ViewPhase::Live;
         outcome.health = Health::Ready {
@@ -44,8 +59,7 @@ pub(super) async fn lambda_view(
     }
     // What the projector function left out, or the record it stops at (spec.projection.onRecordError).
     if view.spec.projector.code.is_none()
-        && let Ok(projection) =
-            ProjectionConfig::from_spec(&view.name_any(), &view.spec, &log.spec, key_prefix)
+        && let Ok(projection) = projection
     {
         let fingerprint = crate::functions::projector::ProjectorConfig::for_view(
             &view.name_any(),
@@ -56,10 +70,10 @@ pub(super) async fn lambda_view(
         )
         .map(|c| c.fingerprint())
         .unwrap_or_default();
-        let (errors, failing) = record_error_ledger(ctx, table, &projection).await;
+        let (errors, failing) = record_error_ledger(ctx, table, projection).await;
         outcome.record_errors.merge(&errors);
         if live_path_ready {
-            lambda_live(&mut outcome, view, ctx, table, &projection).await;
+            lambda_live(&mut outcome, view, ctx, table, projection).await;
         }
         if let Some(message) =
             failing.and_then(|(m, noted)| current_failure(&noted, &fingerprint).then_some(m))
@@ -84,21 +98,19 @@ pub(super) async fn lambda_view(
 /// backfilled by the operator (`NotSupported`, with the fix).
 async fn lambda_backfill(
     on: &OnVersion<'_>,
-    table: &str,
-    key_prefix: &str,
+    path: &LivePathState<'_>,
     gap: Option<String>,
 ) -> InClusterOutcome {
-    let OnVersion { view, log, .. } = *on;
+    let view = on.view;
     match view.spec.projection {
-        Some(_) => match ProjectionConfig::from_spec(&view.name_any(), &view.spec, &log.spec, key_prefix) {
-            Ok(p) => {
+        Some(_) => match path.projection {
+            Ok(projection) => {
                 let facts = LiveFacts {
                     started: true,
                     cutoff: None,
                     passed: None,
                 };
-                let projection = Arc::new(p);
-                let call = BackfillCall::new(on, table, &projection, &facts);
+                let call = BackfillCall::new(on, path.table, projection, &facts);
                 backfill(&call, gap).await
             }
             Err(e) => stalled(ViewPhase::Failed, reasons::INVALID_SPEC, e.to_string()),

@@ -1,12 +1,20 @@
-//! The MaterializedView reconcile: dereference its EventLog → validate → provision (plan → apply, per
-//! version) → status. A view is reconciled again whenever its EventLog changes.
+//! The MaterializedView reconcile, one pass:
+//!
+//! ```text
+//! dereference (its EventLog, the namespace's views)  ─▶ validate (crate::controller::validate: no AWS call)
+//!   ─▶ plan (crate::plan::topology::plan_topology: pure, one ViewTopology)
+//!   ─▶ apply (versions ─▶ per version: storage, then in_cluster or lambda; then subscribers), adapters only
+//!   ─▶ status (outcome::write_status, from the observed outcome)
+//! ```
+//!
+//! A view is reconciled again whenever its EventLog changes.
 //!
 //! One file per concern, each importing only those below it (no cycles):
 //!
 //! | file | what it holds |
 //! |---|---|
 //! | `dereference` | reading the view's EventLog and its namespace's views (the sharers of a table) |
-//! | `versions` | the view's versions: provisioning each version's table, projector and live path, rebuild and promotion |
+//! | `versions` | applying the view's versions as planned: each version's table, projector and live path, rebuild and promotion |
 //! | `in_cluster` / `lambda`, `lambda_live` | one version on the in-cluster runtime / on Lambda |
 //! | `backfill` | the backfill of one version: one [`backfill_step::BackfillStep`] per reconcile, executed |
 //! | `backfill_step` | the pure step machine: status + observations → the next step |
@@ -27,6 +35,7 @@ use tracing::instrument;
 use super::status::{self, Health};
 use super::{Context, Error, Result, validate};
 use crate::crd::{EventLog, MaterializedView, Tolerant, ViewPhase, reasons};
+use crate::plan::topology::{TopologyInput, plan_topology};
 
 mod backfill;
 mod backfill_job;
@@ -192,8 +201,19 @@ async fn provision(
     ns: &str,
     all: &[&MaterializedView],
 ) -> Result<Outcome> {
-    let mut run = versions::run(view, log, ctx, ns, all).await?;
-    let push = match push_path(view, ctx, ns, run.table.as_ref(), all).await {
+    // Plan: the whole desired topology, once, before any AWS call.
+    let namespace_uid = ctx.namespace_uid(ns).await?;
+    let topology = plan_topology(&TopologyInput {
+        cluster: &ctx.config.cluster_id,
+        view,
+        log,
+        siblings: all,
+        namespace_uid: namespace_uid.as_deref(),
+        now: k8s_openapi::jiff::Timestamp::now(),
+    });
+    // Apply, version by version, then the push path.
+    let mut run = versions::run(view, log, ctx, ns, all, &topology).await?;
+    let push = match push_path(view, ctx, ns, run.table.as_ref(), all, &topology).await {
         Ok(push) => push,
         Err(e) if e.retryable => return Err(e.into()),
         Err(e) => {

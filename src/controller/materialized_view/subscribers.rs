@@ -10,7 +10,7 @@ use crate::controller::status::{self};
 use crate::crd::{MaterializedView, ProjectorRuntime};
 use crate::crd::{ResourceKey, Resources};
 use crate::plan::log::scope_of_arn;
-use crate::plan::view::plan_view;
+use crate::plan::topology::{ViewTopology, push_of};
 
 /// Provisions the view's table and role, then runs it: on the in-cluster runtime (the operator reads the
 /// stream) or on Lambda (the projector function and its subscriptions or mapping); both backfill.
@@ -24,6 +24,7 @@ pub(super) async fn push_path(
     ns: &str,
     table: Option<&super::versions::ActiveTable>,
     all: &[&MaterializedView],
+    topology: &ViewTopology,
 ) -> std::result::Result<Option<crate::crd::PushStatus>, crate::aws::AwsError> {
     let name = view.name_any();
     let Some(table) = table.filter(|_| view.spec.subscribers.is_some()) else {
@@ -53,16 +54,7 @@ pub(super) async fn push_path(
             let Some(scope) = scope_of_arn(&table.arn) else {
                 return Ok(None);
             };
-            let namespace_uid = namespace_uid_for_aws(ctx, ns).await?;
-            let plan = aws_push_plan(
-                view,
-                ctx,
-                all,
-                &table.name,
-                table.key_prefix.as_deref(),
-                &scope,
-                namespace_uid.as_deref(),
-            );
+            let plan = topology.push(&table.name, table.key_prefix.as_deref(), &scope);
             let code = (ctx.built_in_code().await).map_err(|e| e.refusal(&plan.connections_function))?;
             let got = crate::controller::push::ensure_aws_push(
                 &ctx.aws,
@@ -90,37 +82,6 @@ pub(super) async fn namespace_uid_for_aws(
         .map_err(|e| crate::aws::AwsError::new("GetNamespace", ns, "", &e.to_string()))
 }
 
-/// The push plan of the views table `table`: the namespace's Lambda-runtime views on it with subscribers
-/// (`this` view at `key_prefix`, the others at the prefix their status reports).
-pub(super) fn aws_push_plan(
-    this: &MaterializedView,
-    ctx: &Context,
-    all: &[&MaterializedView],
-    table: &str,
-    key_prefix: Option<&str>,
-    scope: &crate::plan::iam::AwsScope,
-    namespace_uid: Option<&str>,
-) -> crate::plan::push::PushPlan {
-    let name = this.name_any();
-    let mut subscribers: Vec<(String, String)> = all
-        .iter()
-        .filter(|v| v.name_any() != name && v.metadata.deletion_timestamp.is_none())
-        .filter(|v| v.spec.subscribers.is_some() && v.spec.projector.runtime == ProjectorRuntime::Lambda)
-        .filter_map(|v| {
-            let s = v.status.as_ref()?;
-            (s.table_name.as_deref() == Some(table))
-                .then(|| (v.name_any(), s.key_prefix.clone().unwrap_or_default()))
-        })
-        .collect();
-    if this.spec.subscribers.is_some() && this.metadata.deletion_timestamp.is_none() {
-        subscribers.push((name, key_prefix.unwrap_or_default().to_string()));
-    }
-    subscribers.sort();
-    let mut plan = plan_view(&ctx.config.cluster_id, this, all).in_namespace(namespace_uid);
-    plan.table.name = table.to_string();
-    crate::plan::push::plan_push(&plan, &subscribers, scope)
-}
-
 /// Removes the views table's push stack when `view` had one (`status.push.apiId`) and no other view of the
 /// table still has subscribers.
 pub(super) async fn retire_aws_push(
@@ -144,7 +105,16 @@ pub(super) async fn retire_aws_push(
     let mut gone = view.clone();
     gone.spec.subscribers = None;
     let namespace_uid = namespace_uid_for_aws(ctx, &view.namespace().unwrap_or_default()).await?;
-    let plan = aws_push_plan(&gone, ctx, all, &table, None, &scope, namespace_uid.as_deref());
+    let cluster = &ctx.config.cluster_id;
+    let plan = push_of(
+        cluster,
+        &gone,
+        all,
+        namespace_uid.as_deref(),
+        &table,
+        None,
+        &scope,
+    );
     if !plan.view_routes.views.is_empty() {
         return Ok(());
     }

@@ -49,8 +49,6 @@ pub(super) struct OnVersion<'a> {
     pub log: &'a EventLog,
     pub ctx: &'a Context,
     pub ns: &'a str,
-    /// The namespace's views (the sharers of a table, the log's other readers).
-    pub all: &'a [&'a MaterializedView],
 }
 
 /// Where an in-cluster view stands after this reconcile.

@@ -1,7 +1,8 @@
-//! The versions of a view on the in-cluster runtime (see `crate::plan::versions` for the decisions):
+//! The versions of a view, applied as this reconcile's plan (`crate::plan::topology::ViewTopology`) has
+//! them (see `crate::plan::versions` for the decisions):
 //!
 //! ```text
-//! reshape (pure) ─▶ remove versions that go (live path first, then items or table)
+//! plan: reshape (pure) ─▶ remove versions that go (live path first, then items or table)
 //!   ─▶ run every version (its table, live reader, backfill) ─▶ settle (pure): failure, promotion
 //!   ─▶ pointer ConfigMap `<view>` = the active version's table and key prefix
 //! ```
@@ -25,13 +26,11 @@ use crate::aws::{AwsError, Convergence, dynamodb};
 use crate::controller::status::{self, Health};
 use crate::controller::{Context, Error, Result};
 use crate::crd::{
-    APPROVE_PROMOTION_ANNOTATION, ConditionStatus, EventLog, MaterializedView, ProjectorRuntime,
-    VersionState, ViewPhase, ViewVersion, parse_duration, reasons,
+    APPROVE_PROMOTION_ANNOTATION, ConditionStatus, EventLog, MaterializedView, VersionState, ViewPhase,
+    ViewVersion, reasons,
 };
-use crate::plan::versions::{
-    Readiness, Removal, Transition, content_hash, content_of, plan_version, reshape, settle,
-    view_with_content,
-};
+use crate::plan::topology::{ViewTopology, version_view};
+use crate::plan::versions::{Readiness, Removal, Transition, settle};
 use crate::runtime::checkpoints::{self, ConfigMapCheckpoint};
 
 /// What the versions of a view came to in this reconcile.
@@ -65,36 +64,6 @@ pub(super) struct Rebuild {
     pub summary: Option<String>,
 }
 
-/// The view as version `v` sees it: the version's content, and its backfill in `status.backfill`.
-fn version_view(view: &MaterializedView, v: &ViewVersion) -> MaterializedView {
-    let mut vv = view_with_content(view, &v.content);
-    let mut status = vv.status.take().unwrap_or_default();
-    status.backfill = v.backfill.clone();
-    vv.status = Some(status);
-    vv
-}
-
-/// The versions recorded in the status; a view from before versions existed has one, built from its spec.
-fn recorded_versions(view: &MaterializedView, now: Timestamp) -> Vec<ViewVersion> {
-    let status = view.status.clone().unwrap_or_default();
-    if !status.versions.is_empty() || (status.backfill.is_none() && status.table_name.is_none()) {
-        return status.versions;
-    }
-    let content = content_of(view);
-    vec![ViewVersion {
-        version: 1,
-        content_hash: content_hash(&content),
-        state: VersionState::Active,
-        content,
-        table_name: status.table_name,
-        key_prefix: status.key_prefix,
-        backfill: status.backfill,
-        live: status.live,
-        created_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
-        ..ViewVersion::default()
-    }]
-}
-
 /// Runs the view's versions; see the module docs.
 pub(super) async fn run(
     view: &MaterializedView,
@@ -102,45 +71,40 @@ pub(super) async fn run(
     ctx: &Context,
     ns: &str,
     all: &[&MaterializedView],
+    topology: &ViewTopology,
 ) -> Result<VersionsRun> {
-    let now = Timestamp::now();
-    let status = view.status.clone().unwrap_or_default();
+    let now = topology.now;
     let promotion = &view.spec.promotion;
-    let desired = content_of(view);
-    let desired_hash = content_hash(&desired);
-    let recorded = recorded_versions(view, now);
-    let (mut versions, removals, latest) = reshape(
-        &recorded,
-        status.latest_version.unwrap_or(0),
-        &desired,
-        promotion,
-        now,
-    );
-    let new: Vec<&ViewVersion> = versions
+    let desired_hash = &topology.desired_hash;
+    let recorded = &topology.recorded;
+    let mut versions = topology.versions.clone();
+    let new: Vec<&ViewVersion> = topology
+        .versions
         .iter()
         .filter(|v| !recorded.iter().any(|r| r.version == v.version))
         .collect();
-    retire_and_announce(view, ctx, ns, all, &removals, &new).await?;
+    retire_and_announce(view, ctx, ns, all, &topology.removals, &new).await?;
 
-    let namespace_uid = ctx.namespace_uid(ns).await?;
     let on = Reconciling {
         view,
         log,
         ctx,
         ns,
         all,
-        namespace_uid: namespace_uid.as_deref(),
+        topology,
     };
-    let (mut outcomes, mut tables) = run_versions(&on, &mut versions, &recorded).await?;
+    let (mut outcomes, mut tables) = run_versions(&on, &mut versions, recorded).await?;
 
     // Failures and promotion.
-    let max_lag = parse_duration(&promotion.max_lag).unwrap_or(Duration::from_secs(30));
-    let readiness = |version: i64| readiness(outcomes.get(&version), max_lag, now);
-    let approved = view
-        .annotations()
-        .get(APPROVE_PROMOTION_ANNOTATION)
-        .and_then(|a| a.trim().trim_start_matches('v').parse::<i64>().ok());
-    let transitions = settle(&mut versions, &desired_hash, promotion, approved, &readiness, now);
+    let readiness = |version: i64| readiness(outcomes.get(&version), topology.max_lag, now);
+    let transitions = settle(
+        &mut versions,
+        desired_hash,
+        promotion,
+        topology.approved,
+        &readiness,
+        now,
+    );
     publish_transitions(view, ctx, &transitions).await;
     let active = versions
         .iter()
@@ -172,8 +136,8 @@ pub(super) async fn run(
         table,
         versions,
         active,
-        latest,
-        &desired_hash,
+        topology.latest,
+        desired_hash,
     ))
 }
 
@@ -251,7 +215,8 @@ struct Reconciling<'a> {
     ns: &'a str,
     /// The namespace's views (the sharers of a table).
     all: &'a [&'a MaterializedView],
-    namespace_uid: Option<&'a str>,
+    /// This reconcile's plan.
+    topology: &'a ViewTopology,
 }
 
 /// Removes the versions `removals` names (each with a Normal Event) and announces each `new` version
@@ -312,42 +277,47 @@ async fn run_version(
         log,
         ctx,
         ns,
-        all,
-        namespace_uid,
+        topology,
+        ..
     } = *on;
     let target = Target::new(view, v.version);
-    if v.state == VersionState::Failed {
+    // A failed version has no plan: it is stopped.
+    let Some(plan) = topology.plans.get(&v.version) else {
         ctx.runtime.stop(&target.key);
         return Ok((None, None));
+    };
+    let storage_plan = &plan.storage;
+    v.table_name = Some(storage_plan.table.name.clone());
+    v.key_prefix = storage_plan.key_prefix.clone();
+    if let Some(e) = plan.refusal() {
+        // Nothing of AWS is created for a version that cannot run.
+        let out = super::version::stalled(ViewPhase::Failed, reasons::INVALID_SPEC, e.to_string());
+        return Ok((Some(out), None));
     }
-    let plan = plan_version(&ctx.config.cluster_id, &version_view(view, v), all, v.version)
-        .in_namespace(namespace_uid);
-    v.table_name = Some(plan.table.name.clone());
-    v.key_prefix = plan.key_prefix.clone();
-    let table = match storage(on, &target, &plan, v, recorded).await? {
+    let table = match storage(on, &target, storage_plan, v, recorded).await? {
         ControlFlow::Continue(table) => table,
         ControlFlow::Break(out) => return Ok((Some(out), None)),
     };
     let vview = version_view(view, v);
-    let prefix = plan.key_prefix.clone().unwrap_or_default();
+    let prefix = storage_plan.key_prefix.clone().unwrap_or_default();
     let version = OnVersion {
         view: &vview,
         target: &target,
         log,
         ctx,
         ns,
-        all,
     };
-    let out = match view.spec.projector.runtime {
-        ProjectorRuntime::InCluster => {
-            super::in_cluster::reconcile(&version, &plan.table.name, &prefix).await
+    let out = match &plan.lambda {
+        None => {
+            let table = &storage_plan.table.name;
+            super::in_cluster::reconcile(&version, table, &prefix, &plan.projection).await
         }
-        ProjectorRuntime::Lambda => super::lambda::lambda_version(&version, &plan, &table.arn).await?,
+        Some(lambda) => super::lambda::lambda_version(&version, plan, lambda, &table.arn).await?,
     };
     record_outcome(v, &out);
     let table = ActiveTable {
-        name: plan.table.name.clone(),
-        key_prefix: plan.key_prefix.clone(),
+        name: storage_plan.table.name.clone(),
+        key_prefix: storage_plan.key_prefix.clone(),
         arn: table.arn,
         stream_arn: table.stream_arn,
     };
@@ -781,8 +751,9 @@ pub(super) async fn remove_version(
     let target = Target::new(view, v.version);
     stop_version(view, ctx, ns, v, &target).await?;
     let namespace_uid = ctx.namespace_uid(ns).await?;
-    let plan = plan_version(&ctx.config.cluster_id, &version_view(view, v), all, v.version)
-        .in_namespace(namespace_uid.as_deref());
+    let plan =
+        crate::plan::versions::plan_version(&ctx.config.cluster_id, &version_view(view, v), all, v.version)
+            .in_namespace(namespace_uid.as_deref());
     let projector = super::lambda::delete_projector(&v.resources, ctx, &plan).await?;
     let role = plan
         .owner
