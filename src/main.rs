@@ -611,7 +611,9 @@ async fn run(settings: Settings, kube_args: &KubeArgs) -> Result<(), String> {
     // The push endpoint (WebSocket watch of in-cluster reactive views): bound now, so a taken port fails
     // the start with the setting to change.
     let push = Arc::new(controller::push::PushRuntime::new(&config.push_url));
-    let push_listener = kappa_operator::push::server::bind(config.push_addr).await?;
+    let push_listener = kappa_operator::push::server::bind(config.push_addr)
+        .await
+        .map_err(|e| e.to_string())?;
     let (hub, views) = (push.hub.clone(), push.views.clone());
     tokio::spawn(async move {
         if let Err(e) =

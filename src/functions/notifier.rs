@@ -221,7 +221,20 @@ where
     report
 }
 
-/// Sends one record's change. `Err` (the reason) when the record must be retried.
+/// Why a record's change must be sent again (the event source mapping retries from its record).
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyRetry {
+    #[error("reading the subscribers of view {view}: {source}")]
+    Subscribers {
+        view: String,
+        #[source]
+        source: super::connections::ConnectionStoreError,
+    },
+    #[error("posting to connection {connection_id}: {message}")]
+    Post { connection_id: String, message: String },
+}
+
+/// Sends one record's change. `Err` when the record must be retried.
 async fn notify<S, P>(
     routes: &ViewRoutes,
     store: &S,
@@ -230,7 +243,7 @@ async fn notify<S, P>(
     record: &StreamRecord,
     progress: &mut Progress,
     report: &mut NotifierReport,
-) -> Result<(), String>
+) -> Result<(), NotifyRetry>
 where
     S: ConnectionStore + Sync,
     P: ConnectionPoster + Sync,
@@ -240,10 +253,14 @@ where
     };
     report.changes += 1;
     if !progress.subscribers.contains_key(&change.view) {
-        let subscribers = store
-            .subscribers(&change.view)
-            .await
-            .map_err(|e| format!("reading the subscribers of view {}: {e}", change.view))?;
+        let subscribers =
+            store
+                .subscribers(&change.view)
+                .await
+                .map_err(|source| NotifyRetry::Subscribers {
+                    view: change.view.clone(),
+                    source,
+                })?;
         progress.subscribers.insert(change.view.clone(), subscribers);
     }
     let targets = progress
@@ -293,7 +310,10 @@ where
                 message,
             }) => {
                 report.failed += 1;
-                retry_reason.get_or_insert(format!("posting to connection {connection_id}: {message}"));
+                retry_reason.get_or_insert(NotifyRetry::Post {
+                    connection_id,
+                    message,
+                });
             }
         }
     }

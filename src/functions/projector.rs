@@ -386,6 +386,58 @@ pub enum ProjectorError {
     },
 }
 
+/// Why a record fails the batch or the invocation (Lambda retries it, then its on-failure destination
+/// keeps it). `category()` is its metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordFailure {
+    /// A log reference (a record too large for SNS) without the keys to read it by.
+    #[error(
+        "a log reference without Keys (stream sequence number {sequence}): the router that sent it is \
+         broken; the record cannot be read from the log"
+    )]
+    ReferenceWithoutKeys { sequence: String },
+    /// The log item a reference names is gone.
+    #[error(
+        "log record {{{keys}}} (stream sequence number {sequence}) came by reference, but the log table has \
+         no item with that key: the log is append-only, so it was deleted (by hand or a TTL); restore it and \
+         replay the event from the projector's on-failure destination"
+    )]
+    ReferenceMissing { keys: String, sequence: String },
+    /// The log item a reference names could not be read (DynamoDB's error).
+    #[error(
+        "log record {{{keys}}} (stream sequence number {sequence}) came by reference and could not be read \
+         from the log: {reason}"
+    )]
+    ReferenceUnreadable {
+        keys: String,
+        sequence: String,
+        reason: String,
+    },
+    /// An SNS message of the reference kind whose body does not parse.
+    #[error("a log reference that cannot be read ({0})")]
+    UnreadableReference(String),
+    /// A record the view cannot apply, under `spec.projection.onRecordError: Fail`.
+    #[error("record error (spec.projection.onRecordError Fail): {0}")]
+    Stopped(String),
+    /// The view write failed in a way worth retrying (throttling, 5xx, a timeout).
+    #[error("view write failed: {0}")]
+    ViewWrite(String),
+}
+
+impl RecordFailure {
+    /// A short, bounded label: `reference`, `record-error`, `view-write`.
+    pub fn category(&self) -> &'static str {
+        match self {
+            RecordFailure::ReferenceWithoutKeys { .. }
+            | RecordFailure::ReferenceMissing { .. }
+            | RecordFailure::ReferenceUnreadable { .. }
+            | RecordFailure::UnreadableReference(_) => "reference",
+            RecordFailure::Stopped(_) => "record-error",
+            RecordFailure::ViewWrite(_) => "view-write",
+        }
+    }
+}
+
 /// Handles one event without a log table ([`NoLogTable`]: a record by reference fails); see
 /// [`handle_with_log`].
 pub async fn handle<S: ViewStore>(
@@ -418,7 +470,8 @@ pub async fn handle_stream<S: ViewStore>(
     let mut report = ProjectorReport::default();
     report.stats.progress.stream = true;
     for (i, record) in event.records.iter().enumerate() {
-        if let Err(reason) = project_record(config, store, record, &mut report.stats).await {
+        if let Err(failure) = project_record(config, store, record, &mut report.stats).await {
+            let reason = failure.to_string();
             let sequence = &record.dynamodb.sequence_number;
             warn!(
                 view = config.view_name(),
@@ -462,11 +515,12 @@ pub async fn handle_sns_with_log<S: ViewStore, L: LogStore>(
             Ok(routed) if routed.kind == LOG_REFERENCE_KIND && routed.version == LOG_REFERENCE_VERSION => {
                 let resolved = match serde_json::from_str::<LogReference>(&record.sns.message) {
                     Ok(reference) => resolve_reference(config, log, reference, &mut stats).await,
-                    Err(e) => Err(format!("a log reference that cannot be read ({e})")),
+                    Err(e) => Err(RecordFailure::UnreadableReference(e.to_string())),
                 };
                 match resolved {
                     Ok(record) => RoutedRecord::new(record),
-                    Err(reason) => {
+                    Err(failure) => {
+                        let reason = failure.to_string();
                         error!(view = config.view_name(), message_id = %message_id, "{reason}");
                         stats.failed += 1;
                         first_reason.get_or_insert(reason);
@@ -503,7 +557,8 @@ pub async fn handle_sns_with_log<S: ViewStore, L: LogStore>(
                 continue;
             }
         };
-        if let Err(reason) = project_record(config, store, &routed.record, &mut stats).await {
+        if let Err(failure) = project_record(config, store, &routed.record, &mut stats).await {
+            let reason = failure.to_string();
             warn!(view = config.view_name(), message_id = %message_id, "{reason}");
             stats.failed += 1;
             first_reason.get_or_insert(reason);
@@ -555,7 +610,7 @@ async fn resolve_reference<L: LogStore>(
     log: &L,
     reference: LogReference,
     stats: &mut ProjectorStats,
-) -> Result<StreamRecord, String> {
+) -> Result<StreamRecord, RecordFailure> {
     let mut record = reference.record;
     if record.event_name != StreamEventName::Insert {
         // Ignored by `project_record`, as an inline MODIFY/REMOVE is.
@@ -564,25 +619,19 @@ async fn resolve_reference<L: LogStore>(
     let keys = describe_keys(&record.dynamodb.keys);
     let sequence = record.dynamodb.sequence_number.clone();
     if record.dynamodb.keys.is_empty() {
-        return Err(format!(
-            "a log reference without Keys (stream sequence number {sequence}): the router that sent it is \
-             broken; the record cannot be read from the log"
-        ));
+        return Err(RecordFailure::ReferenceWithoutKeys { sequence });
     }
     let item = match log.get_item(&record.dynamodb.keys).await {
         Ok(Some(item)) => item,
         Ok(None) => {
-            return Err(format!(
-                "log record {{{keys}}} (stream sequence number {sequence}) came by reference, but the log \
-                 table has no item with that key: the log is append-only, so it was deleted (by hand or a \
-                 TTL); restore it and replay the event from the projector's on-failure destination"
-            ));
+            return Err(RecordFailure::ReferenceMissing { keys, sequence });
         }
         Err(e) => {
-            return Err(format!(
-                "log record {{{keys}}} (stream sequence number {sequence}) came by reference and could not \
-                 be read from the log: {e}"
-            ));
+            return Err(RecordFailure::ReferenceUnreadable {
+                keys,
+                sequence,
+                reason: e.to_string(),
+            });
         }
     };
     stats.by_reference += 1;
@@ -659,7 +708,7 @@ async fn project_record<S: ViewStore>(
     store: &S,
     record: &StreamRecord,
     stats: &mut ProjectorStats,
-) -> Result<(), String> {
+) -> Result<(), RecordFailure> {
     project_counted(config, store, record, stats).await?;
     stats.progress.finished(record);
     Ok(())
@@ -671,7 +720,7 @@ async fn project_counted<S: ViewStore>(
     store: &S,
     record: &StreamRecord,
     stats: &mut ProjectorStats,
-) -> Result<(), String> {
+) -> Result<(), RecordFailure> {
     let view = config.view_name();
     let sequence = &record.dynamodb.sequence_number;
     if record.event_name != StreamEventName::Insert {
@@ -703,7 +752,7 @@ async fn project_counted<S: ViewStore>(
                     true,
                 )
                 .await;
-            return Err(format!("record error (spec.projection.onRecordError Fail): {e}"));
+            return Err(RecordFailure::Stopped(e.to_string()));
         }
         Err(e) => {
             error!(view, sequence_number = %sequence, category = e.category(), "skipping a record: {e}");
@@ -730,9 +779,7 @@ async fn project_counted<S: ViewStore>(
                     true,
                 )
                 .await;
-            return Err(format!(
-                "record error (spec.projection.onRecordError Fail): {reason}"
-            ));
+            return Err(RecordFailure::Stopped(reason));
         }
         Err(StoreError::Permanent(reason)) => {
             error!(view, sequence_number = %sequence, "skipping a record whose view write is rejected: {reason}");
@@ -745,7 +792,7 @@ async fn project_counted<S: ViewStore>(
                 .await;
             stats.rejected += 1;
         }
-        Err(StoreError::Retryable(reason)) => return Err(format!("view write failed: {reason}")),
+        Err(StoreError::Retryable(reason)) => return Err(RecordFailure::ViewWrite(reason)),
     }
     Ok(())
 }

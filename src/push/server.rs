@@ -73,14 +73,43 @@ pub fn router_with_auth(hub: Hub, views: ViewDirectory, auth: PushAuth) -> Route
         .with_state(PushState { hub, views, auth })
 }
 
+/// Why the push endpoint could not start or stopped. `category()` is its metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address is taken or not ours: the user changes the setting.
+    #[error(
+        "cannot listen on {addr} for the push endpoint (WebSocket watch of reactive views): {source}; set \
+         --push-addr or KAPPA_PUSH_ADDR to a free address"
+    )]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server stopped accepting connections.
+    #[error("the push endpoint on {addr} stopped: {source}")]
+    Stopped {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ServeError {
+    /// A short, bounded label: `bind`, `stopped`.
+    pub fn category(&self) -> &'static str {
+        match self {
+            ServeError::Bind { .. } => "bind",
+            ServeError::Stopped { .. } => "stopped",
+        }
+    }
+}
+
 /// Binds `addr` for the push endpoint; the error names the address and the setting to change.
-pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        format!(
-            "cannot listen on {addr} for the push endpoint (WebSocket watch of reactive views): {e}; set \
-             --push-addr or KAPPA_PUSH_ADDR to a free address"
-        )
-    })
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
 }
 
 /// Serves the push endpoint on `listener` until the task is aborted or the listener fails.
@@ -88,7 +117,7 @@ pub async fn serve_on(
     listener: tokio::net::TcpListener,
     hub: Hub,
     views: ViewDirectory,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     serve_on_with_token(listener, hub, views, None).await
 }
 
@@ -98,7 +127,7 @@ pub async fn serve_on_with_token(
     hub: Hub,
     views: ViewDirectory,
     token: Option<String>,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     let auth = match token {
         Some(token) => PushAuth::StaticToken(std::sync::Arc::from(token)),
         None => PushAuth::None,
@@ -112,7 +141,7 @@ pub async fn serve_on_with_auth(
     hub: Hub,
     views: ViewDirectory,
     auth: PushAuth,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     let addr = listener
         .local_addr()
         .map(|a| a.to_string())
@@ -120,11 +149,11 @@ pub async fn serve_on_with_auth(
     tracing::info!(%addr, path = WATCH_PATH, auth = ?auth, "push endpoint listening");
     axum::serve(listener, router_with_auth(hub, views, auth))
         .await
-        .map_err(|e| format!("the push endpoint on {addr} stopped: {e}"))
+        .map_err(|source| ServeError::Stopped { addr, source })
 }
 
 /// Binds `addr` and serves the push endpoint until the task is aborted.
-pub async fn serve(addr: SocketAddr, hub: Hub, views: ViewDirectory) -> Result<(), String> {
+pub async fn serve(addr: SocketAddr, hub: Hub, views: ViewDirectory) -> Result<(), ServeError> {
     serve_on(bind(addr).await?, hub, views).await
 }
 

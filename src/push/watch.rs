@@ -39,24 +39,39 @@ pub struct WatchOptions {
 /// would, that this user may watch the namespace's views. `Err` says why there is none: a user that
 /// authenticates with a client certificate or an exec plugin has no token to forward (pass `--token-file`
 /// with one, e.g. from `kubectl create token <serviceaccount>`).
-pub async fn kubeconfig_token() -> Result<String, String> {
+pub async fn kubeconfig_token() -> Result<String, TokenError> {
     use secrecy::ExposeSecret;
-    let config = kube::Config::infer()
-        .await
-        .map_err(|e| format!("no kubeconfig to take a token from: {e}"))?;
+    let config = kube::Config::infer().await.map_err(TokenError::NoKubeconfig)?;
     if let Some(token) = &config.auth_info.token {
         return Ok(token.expose_secret().trim().to_string());
     }
     if let Some(file) = &config.auth_info.token_file {
         return std::fs::read_to_string(file)
             .map(|t| t.trim().to_string())
-            .map_err(|e| format!("cannot read the kubeconfig's tokenFile {file}: {e}"));
+            .map_err(|source| TokenError::Unreadable {
+                file: file.clone(),
+                source,
+            });
     }
-    Err(
+    Err(TokenError::NoToken)
+}
+
+/// Why the kubeconfig gives no bearer token to forward ([`kubeconfig_token`]).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("no kubeconfig to take a token from: {0}")]
+    NoKubeconfig(#[source] kube::config::InferConfigError),
+    #[error("cannot read the kubeconfig's tokenFile {file}: {source}")]
+    Unreadable {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
         "the kubeconfig's user has no bearer token (a client certificate or exec plugin cannot be forwarded): \
          pass --token-file with a token, e.g. from `kubectl create token <serviceaccount>`"
-            .into(),
-    )
+    )]
+    NoToken,
 }
 
 /// Why watching failed.
