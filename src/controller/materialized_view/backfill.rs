@@ -4,7 +4,7 @@
 use super::backfill_job::{JobBackfill, job_backfill};
 use super::backfill_run::{apply_progress, track};
 use super::version::{
-    InClusterOutcome, LiveFacts, Target, WRITE_CONCURRENCY, backfilled, digest, log_table, stalled, time_of,
+    InClusterOutcome, LiveFacts, WRITE_CONCURRENCY, backfilled, digest, log_table, stalled, time_of,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,18 +26,15 @@ use crate::crd::{
     APPROVE_BACKFILL_ANNOTATION, BackfillApproval, BackfillSource, BackfillStatus, EventLog,
     MaterializedView, ViewPhase, reasons,
 };
-use crate::projection::{ProjectionConfig, RecordErrors};
+use crate::projection::ProjectionConfig;
 use crate::runtime::BackfillRun;
 use crate::runtime::checkpoints::{self, ConfigMapCheckpoint};
 
-/// What a backfill step reads: the view (carrying the version's content and, in `status.backfill`, the
-/// version's backfill), the version, the log, the views table it writes and its live path.
+/// What a backfill step reads: the version's pass (`on`: the view carrying the version's content and, in
+/// `status.backfill`, the version's backfill; the version, the log; reached through `Deref`), the views
+/// table it writes, its projection and its live path.
 pub(super) struct BackfillCall<'a> {
-    pub view: &'a MaterializedView,
-    pub target: &'a Target,
-    pub log: &'a EventLog,
-    pub ctx: &'a Context,
-    pub ns: &'a str,
+    on: super::version::OnVersion<'a>,
     pub table: &'a str,
     pub projection: &'a Arc<ProjectionConfig>,
     pub live: &'a LiveFacts,
@@ -52,15 +49,19 @@ impl<'a> BackfillCall<'a> {
         live: &'a LiveFacts,
     ) -> Self {
         BackfillCall {
-            view: on.view,
-            target: on.target,
-            log: on.log,
-            ctx: on.ctx,
-            ns: on.ns,
+            on: *on,
             table,
             projection,
             live,
         }
+    }
+}
+
+impl<'a> std::ops::Deref for BackfillCall<'a> {
+    type Target = super::version::OnVersion<'a>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.on
     }
 }
 
@@ -72,16 +73,8 @@ pub(super) fn progressing(
     requeue: Duration,
 ) -> InClusterOutcome {
     InClusterOutcome {
-        phase,
-        health: Health::Progressing { reason, message },
         backfill: b,
-        backfill_complete: false,
-        live: None,
-        requeue,
-        resources: Default::default(),
-        skipped: None,
-        record_errors: RecordErrors::default(),
-        dead_letters: None,
+        ..InClusterOutcome::new(phase, Health::Progressing { reason, message }, requeue)
     }
 }
 

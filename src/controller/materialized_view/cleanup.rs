@@ -205,12 +205,9 @@ async fn delete_shared_items(
     let prefix = plan.key_prefix.clone().unwrap_or_default();
     let overlapping = validate::overlapping_sibling(&prefix, &view.spec.store.shared_table_name, others);
     if let Some(other) = &overlapping {
-        status::publish(
+        items_kept(
             ctx,
             view,
-            EventType::Warning,
-            "ItemsKept",
-            "Cleanup",
             format!(
                 "the items under key prefix {prefix:?} are kept in the shared views table {}: view \
                  {other:?}'s key prefix overlaps it, so deleting them by prefix would delete some of \
@@ -234,12 +231,9 @@ async fn delete_shared_items(
         }
     };
     if overlapping.is_none() && !prefix.is_empty() && owner.as_deref() != Some(uid.as_str()) {
-        status::publish(
+        items_kept(
             ctx,
             view,
-            EventType::Warning,
-            "ItemsKept",
-            "Cleanup",
             format!(
                 "the items under key prefix {prefix:?} of the shared views table {} are kept: they \
                  are not this view's (their owner item names {}), so they are not deleted with it",
@@ -257,4 +251,9 @@ async fn delete_shared_items(
         plan.table.name,
         sharers.join(", ")
     ))
+}
+
+/// A Warning Event `ItemsKept`: items under the view's key prefix stay in its shared views table, and why.
+async fn items_kept(ctx: &Context, view: &MaterializedView, message: String) {
+    status::publish(ctx, view, EventType::Warning, "ItemsKept", "Cleanup", message).await;
 }

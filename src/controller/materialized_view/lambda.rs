@@ -27,13 +27,7 @@ pub(super) async fn lambda_version(
     table_arn: &str,
 ) -> Result<InClusterOutcome> {
     let plan = &version.storage;
-    let OnVersion {
-        view,
-        target,
-        log,
-        ctx,
-        ..
-    } = *on;
+    let (view, target, log, ctx) = (on.view, on.target, on.log, on.ctx);
     let mut resources = std::collections::BTreeMap::new();
     let projector_role = match projector_role(on, lambda, table_arn, &mut resources).await {
         Ok(ControlFlow::Continue(role)) => role,

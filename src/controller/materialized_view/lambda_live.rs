@@ -14,7 +14,7 @@ use crate::controller::Context;
 use crate::controller::status::Health;
 use crate::crd::{BackfillSource, LiveStatus, MaterializedView, ViewPhase, reasons};
 use crate::functions::progress;
-use crate::projection::{ProjectionConfig, ProjectionError, RecordErrors};
+use crate::projection::{ProjectionConfig, ProjectionError};
 
 /// A Lambda version's live path as this pass found it: its views table and key prefix, its projection as
 /// planned (or why the spec cannot be projected), and whether the function and its subscriptions or mapping
@@ -115,21 +115,16 @@ async fn lambda_backfill(
             }
             Err(e) => stalled(ViewPhase::Failed, reasons::INVALID_SPEC, e.to_string()),
         },
-        None if view.spec.backfill.source == BackfillSource::None => InClusterOutcome {
-            phase: ViewPhase::Live,
-            health: Health::Ready {
+        None if view.spec.backfill.source == BackfillSource::None => {
+            let ready = Health::Ready {
                 reason: reasons::LIVE,
                 message: String::new(),
-            },
-            backfill: None,
-            backfill_complete: true,
-            live: None,
-            requeue: Duration::from_secs(300),
-            resources: Default::default(),
-        skipped: None,
-        record_errors: RecordErrors::default(),
-        dead_letters: None,
-        },
+            };
+            InClusterOutcome {
+                backfill_complete: true,
+                ..InClusterOutcome::new(ViewPhase::Live, ready, Duration::from_secs(300))
+            }
+        }
         None => stalled(
             ViewPhase::Failed,
             reasons::NOT_SUPPORTED,

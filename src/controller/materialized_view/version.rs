@@ -74,19 +74,26 @@ impl InClusterOutcome {
     /// A version stopped by a permanent AWS error: `Failed`, stalled with the error's reason and message,
     /// looked at again in a minute.
     pub(super) fn failed(e: &crate::aws::AwsError) -> Self {
+        let health = Health::Stalled {
+            reason: crate::controller::status::aws_reason(e),
+            message: e.to_string(),
+        };
+        Self::new(ViewPhase::Failed, health, Duration::from_secs(60))
+    }
+
+    /// An outcome in `phase` with `health`, looked at again after `requeue`; no backfill, live path,
+    /// resources or record errors to report.
+    pub(super) fn new(phase: ViewPhase, health: Health, requeue: Duration) -> Self {
         InClusterOutcome {
-            phase: ViewPhase::Failed,
-            health: Health::Stalled {
-                reason: crate::controller::status::aws_reason(e),
-                message: e.to_string(),
-            },
+            phase,
+            health,
             backfill: None,
             backfill_complete: false,
             live: None,
-            requeue: Duration::from_secs(60),
+            requeue,
             resources: Default::default(),
             skipped: None,
-            record_errors: Default::default(),
+            record_errors: RecordErrors::default(),
             dead_letters: None,
         }
     }
@@ -94,55 +101,32 @@ impl InClusterOutcome {
 
 /// A version whose AWS resources are still being created.
 pub(super) fn provisioning(message: String) -> InClusterOutcome {
-    InClusterOutcome {
-        phase: ViewPhase::Provisioning,
-        health: Health::Progressing {
-            reason: reasons::PROVISIONING,
-            message,
-        },
-        backfill: None,
-        backfill_complete: false,
-        live: None,
-        requeue: Duration::from_secs(5),
-        resources: Default::default(),
-        skipped: None,
-        record_errors: RecordErrors::default(),
-        dead_letters: None,
-    }
+    let health = Health::Progressing {
+        reason: reasons::PROVISIONING,
+        message,
+    };
+    InClusterOutcome::new(ViewPhase::Provisioning, health, Duration::from_secs(5))
 }
 
 /// A version whose backfill `b` is complete: it catches up with the live path next.
 pub(super) fn backfilled(b: BackfillStatus, requeue: Duration) -> InClusterOutcome {
+    let health = Health::Progressing {
+        reason: reasons::BACKFILL_COMPLETE,
+        message: "backfill complete".into(),
+    };
     InClusterOutcome {
-        phase: ViewPhase::CatchingUp,
-        health: Health::Progressing {
-            reason: reasons::BACKFILL_COMPLETE,
-            message: "backfill complete".into(),
-        },
         backfill: Some(b),
         backfill_complete: true,
-        live: None,
-        requeue,
-        resources: Default::default(),
-        skipped: None,
-        record_errors: RecordErrors::default(),
-        dead_letters: None,
+        ..InClusterOutcome::new(ViewPhase::CatchingUp, health, requeue)
     }
 }
 
 pub(super) fn stalled(phase: ViewPhase, reason: &'static str, message: String) -> InClusterOutcome {
-    InClusterOutcome {
+    InClusterOutcome::new(
         phase,
-        health: Health::Stalled { reason, message },
-        backfill: None,
-        backfill_complete: false,
-        live: None,
-        requeue: Duration::from_secs(300),
-        resources: Default::default(),
-        skipped: None,
-        record_errors: RecordErrors::default(),
-        dead_letters: None,
-    }
+        Health::Stalled { reason, message },
+        Duration::from_secs(300),
+    )
 }
 
 /// `outcome`, stopped (Stalled, phase Failed) for `reason` with `message`; its live and backfill status kept.
