@@ -168,15 +168,24 @@ struct PushTopology {
 }
 
 impl ViewTopology {
-    /// The push stack of the views table `table` (the active version's, at `key_prefix`) in the account and
-    /// region `scope`: the table's Lambda-runtime views with subscribers, this one included when it has
-    /// them.
-    pub fn push(&self, table: &str, key_prefix: Option<&str>, scope: &AwsScope) -> PushPlan {
-        push_plan(&self.push, table, key_prefix, scope)
+    /// The push stack of the views table `table` of version `active` (the active one, at `key_prefix`) in
+    /// the account and region `scope`: the table's Lambda-runtime views with subscribers, this one included
+    /// when it has them. Its names and owner are the active version's storage's: a store change still
+    /// building beside it moves nothing before its promotion.
+    pub fn push(&self, active: i64, table: &str, key_prefix: Option<&str>, scope: &AwsScope) -> PushPlan {
+        let storage = self.plans.get(&active).map(|p| &p.storage);
+        push_plan(&self.push, storage, table, key_prefix, scope)
     }
 }
 
-fn push_plan(push: &PushTopology, table: &str, key_prefix: Option<&str>, scope: &AwsScope) -> PushPlan {
+/// `storage`: the storage plan of the version whose table it is (`None`: the view's spec's).
+fn push_plan(
+    push: &PushTopology,
+    storage: Option<&ViewPlan>,
+    table: &str,
+    key_prefix: Option<&str>,
+    scope: &AwsScope,
+) -> PushPlan {
     let mut subscribers: Vec<(String, String)> = push
         .others
         .iter()
@@ -187,13 +196,14 @@ fn push_plan(push: &PushTopology, table: &str, key_prefix: Option<&str>, scope: 
         subscribers.push((own.clone(), key_prefix.unwrap_or_default().to_string()));
     }
     subscribers.sort();
-    let mut plan = push.plan.clone();
+    let mut plan = storage.unwrap_or(&push.plan).clone();
     plan.table.name = table.to_string();
     super::push::plan_push(&plan, &subscribers, scope)
 }
 
 /// The push stack of views table `table` for `view` among `siblings` (a view being deleted, or one whose
-/// reconcile did not plan a topology): the same plan [`ViewTopology::push`] makes.
+/// reconcile did not plan a topology): the same plan [`ViewTopology::push`] makes for the active version
+/// its status records.
 pub fn push_of(
     cluster: &str,
     view: &MaterializedView,
@@ -203,12 +213,13 @@ pub fn push_of(
     key_prefix: Option<&str>,
     scope: &AwsScope,
 ) -> PushPlan {
-    push_plan(
-        &push_topology(cluster, view, siblings, namespace_uid),
-        table,
-        key_prefix,
-        scope,
-    )
+    let status = view.status.as_ref();
+    let active = status.and_then(|s| s.versions.iter().find(|v| Some(v.version) == s.active_version));
+    let storage = active.map(|v| {
+        plan_version(cluster, &version_view(view, v), siblings, v.version).in_namespace(namespace_uid)
+    });
+    let push = push_topology(cluster, view, siblings, namespace_uid);
+    push_plan(&push, storage.as_ref(), table, key_prefix, scope)
 }
 
 fn push_topology(
@@ -300,7 +311,7 @@ pub fn plan_topology<V: Borrow<MaterializedView>>(input: &TopologyInput<'_, V>) 
     let approved = view
         .annotations()
         .get(APPROVE_PROMOTION_ANNOTATION)
-        .and_then(|a| a.trim().trim_start_matches('v').parse::<i64>().ok());
+        .and_then(|a| approved_version(a));
     ViewTopology {
         desired_hash,
         recorded,
@@ -312,6 +323,17 @@ pub fn plan_topology<V: Borrow<MaterializedView>>(input: &TopologyInput<'_, V>) 
         plans,
         now,
         push: push_topology(cluster, view, siblings, namespace_uid),
+    }
+}
+
+/// The version `kappa.dev/approve-promotion` names: `3` or `v3` (spaces around it ignored); anything else
+/// names none.
+fn approved_version(annotation: &str) -> Option<i64> {
+    let a = annotation.trim();
+    let digits = a.strip_prefix('v').unwrap_or(a);
+    match !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        true => digits.parse().ok(),
+        false => None,
     }
 }
 
@@ -580,7 +602,7 @@ mod tests {
             Timestamp::from_second(1).unwrap(),
         ));
         let t = plan(&me, &[me.clone(), other, going]);
-        let push = t.push("the-table", Some("players#"), &scope());
+        let push = t.push(1, "the-table", Some("players#"), &scope());
         assert_eq!(
             push.view_routes.views,
             [
@@ -589,7 +611,7 @@ mod tests {
             ]
         );
         assert_eq!(push.views_table, "the-table");
-        assert!(t.push("another-table", None, &scope()).view_routes.views.len() == 1);
+        assert!(t.push(1, "another-table", None, &scope()).view_routes.views.len() == 1);
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub(super) async fn push_path(
             let Some(scope) = scope_of_arn(&table.arn) else {
                 return Ok(None);
             };
-            let plan = topology.push(&table.name, table.key_prefix.as_deref(), &scope);
+            let plan = topology.push(table.version, &table.name, table.key_prefix.as_deref(), &scope);
             let code = (ctx.built_in_code().await).map_err(|e| e.refusal(&plan.connections_function))?;
             let got = crate::controller::push::ensure_aws_push(
                 &ctx.aws,

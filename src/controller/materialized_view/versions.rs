@@ -48,6 +48,8 @@ pub(super) struct VersionsRun {
 
 /// The active version's views table.
 pub(super) struct ActiveTable {
+    /// The version whose table it is.
+    pub version: i64,
     pub name: String,
     pub key_prefix: Option<String>,
     pub arn: String,
@@ -287,13 +289,18 @@ async fn run_version(
         return Ok((None, None));
     };
     let storage_plan = &plan.storage;
-    v.table_name = Some(storage_plan.table.name.clone());
-    v.key_prefix = storage_plan.key_prefix.clone();
-    if let Some(e) = plan.refusal() {
-        // Nothing of AWS is created for a version that cannot run.
+    // A version that cannot run and has no storage yet gets none: nothing of AWS is created for it. One
+    // with storage (an EventLog edit broke its projection) keeps it and fails at its runtime, as it serves.
+    let stored = recorded
+        .iter()
+        .any(|r| r.version == v.version && r.table_name.is_some());
+    if let Some(e) = plan.refusal().filter(|_| !stored) {
         let out = super::version::stalled(ViewPhase::Failed, reasons::INVALID_SPEC, e.to_string());
+        record_outcome(v, &out);
         return Ok((Some(out), None));
     }
+    v.table_name = Some(storage_plan.table.name.clone());
+    v.key_prefix = storage_plan.key_prefix.clone();
     let table = match storage(on, &target, storage_plan, v, recorded).await? {
         ControlFlow::Continue(table) => table,
         ControlFlow::Break(out) => return Ok((Some(out), None)),
@@ -316,6 +323,7 @@ async fn run_version(
     };
     record_outcome(v, &out);
     let table = ActiveTable {
+        version: v.version,
         name: storage_plan.table.name.clone(),
         key_prefix: storage_plan.key_prefix.clone(),
         arn: table.arn,
