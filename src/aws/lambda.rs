@@ -389,6 +389,26 @@ fn stream_failure_differs(want: &StreamFailurePlan, have: &EventSourceMappingCon
 }
 
 /// The failure handling to send: streams only (a queue's failures follow its redrive policy).
+/// The settings `CreateEventSourceMapping` and `UpdateEventSourceMapping` share, applied to either request
+/// builder (the SDK's two builders have no trait in common): batching, filter criteria, partial batch
+/// responses, bisection, failure handling, enabled.
+macro_rules! with_mapping_settings {
+    ($builder:expr, $plan:expr) => {{
+        let plan: &MappingPlan = $plan;
+        let failure = stream_failure(plan);
+        $builder
+            .batch_size(plan.batch_size)
+            .maximum_batching_window_in_seconds(plan.maximum_batching_window_seconds)
+            .filter_criteria(filter_criteria(plan))
+            .set_function_response_types(Some(response_types(plan)))
+            .set_bisect_batch_on_function_error(bisect(plan))
+            .set_maximum_retry_attempts(failure.map(|f| f.maximum_retry_attempts))
+            .set_maximum_record_age_in_seconds(failure.map(|f| f.maximum_record_age_seconds))
+            .set_destination_config(failure.map(|f| on_failure_destination(&f.destination_arn)))
+            .enabled(true)
+    }};
+}
+
 fn stream_failure(plan: &MappingPlan) -> Option<&StreamFailurePlan> {
     plan.starting_position.and(plan.on_failure.as_ref())
 }
@@ -493,23 +513,15 @@ pub async fn ensure_mapping(client: &Client, plan: &MappingPlan) -> Result<(Stri
     let resource = format!("{} -> {}", plan.event_source_arn, plan.function_name);
     let found = list_mappings(client, &plan.function_name, Some(&plan.event_source_arn)).await?;
     let Some(have) = found.first() else {
-        let out = client
+        let create = client
             .create_event_source_mapping()
             .function_name(&plan.function_name)
             .event_source_arn(&plan.event_source_arn)
-            .batch_size(plan.batch_size)
-            .maximum_batching_window_in_seconds(plan.maximum_batching_window_seconds)
             .set_starting_position(
                 plan.starting_position
                     .map(|p| EventSourcePosition::from(p.as_str())),
-            )
-            .filter_criteria(filter_criteria(plan))
-            .set_function_response_types(Some(response_types(plan)))
-            .set_bisect_batch_on_function_error(bisect(plan))
-            .set_maximum_retry_attempts(stream_failure(plan).map(|f| f.maximum_retry_attempts))
-            .set_maximum_record_age_in_seconds(stream_failure(plan).map(|f| f.maximum_record_age_seconds))
-            .set_destination_config(stream_failure(plan).map(|f| on_failure_destination(&f.destination_arn)))
-            .enabled(true)
+            );
+        let out = with_mapping_settings!(create, plan)
             .send()
             .await
             .map_err(lambda_err("CreateEventSourceMapping", &resource))?;
@@ -525,18 +537,8 @@ pub async fn ensure_mapping(client: &Client, plan: &MappingPlan) -> Result<(Stri
     if !mapping_differs(plan, have) {
         return Ok((uuid, Convergence::Converged));
     }
-    client
-        .update_event_source_mapping()
-        .uuid(&uuid)
-        .batch_size(plan.batch_size)
-        .maximum_batching_window_in_seconds(plan.maximum_batching_window_seconds)
-        .filter_criteria(filter_criteria(plan))
-        .set_function_response_types(Some(response_types(plan)))
-        .set_bisect_batch_on_function_error(bisect(plan))
-        .set_maximum_retry_attempts(stream_failure(plan).map(|f| f.maximum_retry_attempts))
-        .set_maximum_record_age_in_seconds(stream_failure(plan).map(|f| f.maximum_record_age_seconds))
-        .set_destination_config(stream_failure(plan).map(|f| on_failure_destination(&f.destination_arn)))
-        .enabled(true)
+    let update = client.update_event_source_mapping().uuid(&uuid);
+    with_mapping_settings!(update, plan)
         .send()
         .await
         .map_err(lambda_err("UpdateEventSourceMapping", &resource))?;

@@ -93,82 +93,53 @@ pub async fn claim(
         let text = |item: &HashMap<String, AttributeValue>, a: &str| {
             item.get(a).and_then(|v| v.as_s().ok()).cloned()
         };
-        let Some(item) = found else {
-            if written || !holds_items(client, table, prefix, &key).await? {
-                match put_owner(client, table, &key, me, Mark::Ours, When::Absent).await? {
-                    true => return Ok(Claim::Ours),
-                    false => continue,
+        // The uid of the object whose retained items the location holds (`None`: unrecorded or
+        // unreadable), when they are not the claimant's.
+        let uid = match &found {
+            None => {
+                if written || !holds_items(client, table, prefix, &key).await? {
+                    match put_owner(client, table, &key, me, Mark::Ours, When::Absent).await? {
+                        true => return Ok(Claim::Ours),
+                        false => continue,
+                    }
                 }
+                None
             }
-            if !adopt {
-                return Ok(Claim::Retained {
-                    uid: None,
-                    name: String::new(),
-                    claimed_at: None,
-                });
-            }
-            put_owner(
-                client,
-                table,
-                &key,
-                me,
-                Mark::Clearing { previous: None },
-                When::Absent,
-            )
-            .await?;
-            continue;
+            Some(item) => match text(item, UID) {
+                // Unreadable: the claimant's own when it wrote there, else someone's retained items.
+                None if written => {
+                    put_owner(client, table, &key, me, Mark::Ours, When::Present).await?;
+                    return Ok(Claim::Ours);
+                }
+                None => None,
+                Some(owner) if owner == me.uid => {
+                    if !item.get(CLEARING).is_some_and(|v| v.as_bool().is_ok_and(|b| *b)) {
+                        return Ok(Claim::Ours);
+                    }
+                    return Ok(Claim::Clearing {
+                        from: text(item, PREVIOUS),
+                    });
+                }
+                Some(owner) => Some(owner),
+            },
         };
-        let Some(owner) = text(&item, UID) else {
-            // Unreadable: the claimant's own when it wrote there, else someone's retained items.
-            if written {
-                put_owner(client, table, &key, me, Mark::Ours, When::Present).await?;
-                return Ok(Claim::Ours);
-            }
-            if !adopt {
-                return Ok(Claim::Retained {
-                    uid: None,
-                    name: text(&item, NAME).unwrap_or_default(),
-                    claimed_at: text(&item, CLAIMED_AT),
-                });
-            }
-            put_owner(
-                client,
-                table,
-                &key,
-                me,
-                Mark::Clearing { previous: None },
-                When::Present,
-            )
-            .await?;
-            continue;
-        };
-        if owner == me.uid {
-            if !item.get(CLEARING).is_some_and(|v| v.as_bool().is_ok_and(|b| *b)) {
-                return Ok(Claim::Ours);
-            }
-            return Ok(Claim::Clearing {
-                from: text(&item, PREVIOUS),
-            });
-        }
         if !adopt {
             return Ok(Claim::Retained {
-                uid: Some(owner),
-                name: text(&item, NAME).unwrap_or_default(),
-                claimed_at: text(&item, CLAIMED_AT),
+                uid,
+                name: found.as_ref().and_then(|i| text(i, NAME)).unwrap_or_default(),
+                claimed_at: found.as_ref().and_then(|i| text(i, CLAIMED_AT)),
             });
         }
         // Record the takeover before the first item goes; the next round reports it.
-        put_owner(
-            client,
-            table,
-            &key,
-            me,
-            Mark::Clearing {
-                previous: Some(&owner),
-            },
-            When::OwnedBy(&owner),
-        )
-        .await?;
+        let when = match (&uid, &found) {
+            (Some(owner), _) => When::OwnedBy(owner),
+            (None, None) => When::Absent,
+            (None, Some(_)) => When::Present,
+        };
+        let mark = Mark::Clearing {
+            previous: uid.as_deref(),
+        };
+        put_owner(client, table, &key, me, mark, when).await?;
     }
     // No error code: retried like any transient error.
     Err(AwsError::new(

@@ -14,10 +14,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use futures::StreamExt;
 use tracing::info;
 
-use super::worker::{BackfillError, FileCheckpoints, Progress, RecordError};
+use super::worker::{BackfillError, FileCheckpoints, Pace, Progress, RecordError, run_units};
 use crate::aws::scan;
 use crate::aws::views::ViewTableWriter;
 use crate::crd::RecordErrorPolicy;
@@ -62,27 +61,14 @@ impl<C: FileCheckpoints> ScanWorker<C> {
             info!(table = %self.log_table, segments_done = done.len(), segments_left = todo.len(), "resuming the backfill from its checkpoint");
         }
         let started = Instant::now();
-        let mut results =
-            futures::stream::iter(todo.into_iter().map(|segment| self.scan_segment(segment, total)))
-                .buffer_unordered(self.parallelism.max(1));
-        let mut first_error = None;
-        while let Some(result) = results.next().await {
-            match result {
-                Ok(items) => {
-                    let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
-                    p.files_done += 1;
-                    // A scan does not know its item total in advance: progress counts segments.
-                    p.items_done += items;
-                    p.items_per_second = p.items_done as f64 / started.elapsed().as_secs_f64().max(0.001);
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        if let Some(e) = first_error {
-            return Err(e);
-        }
+        // A scan does not know its item total in advance: progress counts segments.
+        let segments = todo.into_iter().map(|segment| self.scan_segment(segment, total));
+        let items_resumed = self.progress.lock().unwrap_or_else(|e| e.into_inner()).items_done;
+        let pace = Pace {
+            started,
+            items_resumed,
+        };
+        run_units(segments, self.parallelism, &self.progress, pace).await?;
         let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
         p.items_total = p.items_done;
         Ok(p.clone())

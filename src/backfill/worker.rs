@@ -373,26 +373,12 @@ impl<C: FileCheckpoints> Worker<C> {
                 Box::pin(self.project_file(&summary, kind, file, skip)) as FileFuture<'_>
             })
             .collect();
-        let mut results = futures::stream::iter(files).buffer_unordered(self.parallelism.max(1));
-        let mut first_error = None;
-        while let Some(result) = results.next().await {
-            match result {
-                Ok(items) => {
-                    let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
-                    p.files_done += 1;
-                    p.items_done += items;
-                    let elapsed = started.elapsed().as_secs_f64().max(0.001);
-                    p.items_per_second = (p.items_done - items_resumed) as f64 / elapsed;
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(self.progress.lock().unwrap_or_else(|e| e.into_inner()).clone()),
-        }
+        let pace = Pace {
+            started,
+            items_resumed,
+        };
+        run_units(files, self.parallelism, &self.progress, pace).await?;
+        Ok(self.progress.lock().unwrap_or_else(|e| e.into_inner()).clone())
     }
 
     /// Reads, projects and writes one data file, then checkpoints it; returns its record count. The first
@@ -698,4 +684,42 @@ pub fn take_rejected(
         }
     }
     Ok(())
+}
+
+/// When a backfill run started, and the items an earlier run did (left out of its rate).
+#[derive(Clone, Copy)]
+pub(crate) struct Pace {
+    pub started: Instant,
+    pub items_resumed: u64,
+}
+
+/// Runs `units` (data files or scan segments, each yielding its item count) `parallelism` at a time,
+/// counting each finished one in `progress` (`files_done`, `items_done`, `items_per_second`). Every unit
+/// runs to its end; the first error is returned after.
+pub(crate) async fn run_units<F>(
+    units: impl IntoIterator<Item = F>,
+    parallelism: usize,
+    progress: &Mutex<Progress>,
+    pace: Pace,
+) -> Result<(), BackfillError>
+where
+    F: std::future::Future<Output = Result<u64, BackfillError>>,
+{
+    let mut results = futures::stream::iter(units).buffer_unordered(parallelism.max(1));
+    let mut first_error = None;
+    while let Some(result) = results.next().await {
+        match result {
+            Ok(items) => {
+                let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+                p.files_done += 1;
+                p.items_done += items;
+                let elapsed = pace.started.elapsed().as_secs_f64().max(0.001);
+                p.items_per_second = (p.items_done - pace.items_resumed) as f64 / elapsed;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }

@@ -77,10 +77,15 @@ fn fingerprinted(mut crd: CustomResourceDefinition) -> CustomResourceDefinition 
 /// The SHA-256 (lower-case hex) of a CRD's `spec`, serialized as JSON with every object's keys sorted:
 /// the metadata (and so the annotations that carry it) is not part of it, nor is the operator version.
 pub fn schema_digest(spec: &CustomResourceDefinitionSpec) -> String {
-    use sha2::{Digest, Sha256};
     let value = serde_json::to_value(spec).expect("a CRD spec always serializes to JSON");
+    canonical_digest(&value)
+}
+
+/// The SHA-256 (lower-case hex) of `value` serialized as JSON with every object's keys sorted.
+fn canonical_digest(value: &serde_json::Value) -> String {
+    use sha2::{Digest, Sha256};
     let mut canonical = String::new();
-    write_canonical(&value, &mut canonical);
+    write_canonical(value, &mut canonical);
     Sha256::digest(canonical.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -94,7 +99,6 @@ pub fn schema_digest(spec: &CustomResourceDefinitionSpec) -> String {
 /// from the cluster: an installed CRD that carries this operator's digest annotation but whose
 /// fingerprint differs from the generated one's was edited by hand.
 pub fn schema_fingerprint(spec: &CustomResourceDefinitionSpec) -> String {
-    use sha2::{Digest, Sha256};
     let versions: Vec<serde_json::Value> = spec
         .versions
         .iter()
@@ -116,12 +120,7 @@ pub fn schema_fingerprint(spec: &CustomResourceDefinitionSpec) -> String {
         "plural": spec.names.plural,
         "versions": versions,
     });
-    let mut canonical = String::new();
-    write_canonical(&value, &mut canonical);
-    Sha256::digest(canonical.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    canonical_digest(&value)
 }
 
 /// `value` as compact JSON with the keys of every object in sorted order (whatever the map's order).

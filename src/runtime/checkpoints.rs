@@ -144,6 +144,18 @@ impl ConfigMapCheckpoint {
         &self.name
     }
 
+    /// The ConfigMap as the API server has it, `None` when it does not exist.
+    async fn get(&self) -> Result<Option<ConfigMap>, CheckpointError> {
+        self.api
+            .get_opt(&self.name)
+            .await
+            .map_err(|source| CheckpointError::Kube {
+                action: "reading ConfigMap",
+                name: self.name.clone(),
+                source,
+            })
+    }
+
     /// The ConfigMap's data (empty when it does not exist).
     ///
     /// A ConfigMap of this name owned by another object (an earlier view of the same name, deleted; the
@@ -151,16 +163,7 @@ impl ConfigMapCheckpoint {
     /// it is deleted here and reads as empty, so a view created again never resumes where its predecessor
     /// stopped.
     pub async fn read(&self) -> Result<BTreeMap<String, String>, CheckpointError> {
-        let found = self
-            .api
-            .get_opt(&self.name)
-            .await
-            .map_err(|source| CheckpointError::Kube {
-                action: "reading ConfigMap",
-                name: self.name.clone(),
-                source,
-            })?;
-        let Some(cm) = found else {
+        let Some(cm) = self.get().await? else {
             return Ok(BTreeMap::new());
         };
         if let Some(owner) = &self.owner
@@ -370,15 +373,7 @@ impl ConfigMapCheckpoint {
                 let ms = (10u64 << attempt.min(5)) + u64::from(nanos % 50);
                 tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             }
-            let found = self
-                .api
-                .get_opt(&self.name)
-                .await
-                .map_err(|source| CheckpointError::Kube {
-                    action: "reading ConfigMap",
-                    name: self.name.clone(),
-                    source,
-                })?;
+            let found = self.get().await?;
             let stored_text = found
                 .as_ref()
                 .and_then(|cm| cm.data.as_ref())
