@@ -36,6 +36,8 @@ pub mod backfill;
 pub mod controller;
 pub mod cost;
 pub mod crd;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod functions;
 pub mod http;
 pub mod kubectl;

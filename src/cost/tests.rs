@@ -108,15 +108,25 @@ fn seed() -> (EventLog, Vec<MaterializedView>, Assumptions) {
     (log, views, a)
 }
 
-#[test]
-fn seed_scenario_reproduces_cost_model_scenarios_c_and_d_to_the_cent() {
-    let (log, views, a) = seed();
-    // Scenario C: the post's era ($1.25 per million write units) and its truncated GB-s price (§3).
-    let prices = Prices {
+/// The prices of the seed post's era ($1.25 per million write units) with its truncated GB-s price (§3).
+fn post_era_prices() -> Prices {
+    Prices {
         lambda_gb_second: 0.000_016_6,
         ..Prices::before_november_2024()
-    };
-    let est = estimate(&log, &views, &prices, &a);
+    }
+}
+
+/// The [`seed`] topology's estimate at `prices`.
+fn seed_estimate(prices: &Prices) -> Estimate {
+    let (log, views, a) = seed();
+    estimate(&log, &views, prices, &a)
+}
+
+#[test]
+fn seed_scenario_reproduces_cost_model_scenarios_c_and_d_to_the_cent() {
+    // Scenario C: the post's era ($1.25 per million write units) and its truncated GB-s price (§3).
+    let prices = post_era_prices();
+    let est = seed_estimate(&prices);
     assert_eq!(est.fan_out, ResolvedFanOut::Sns);
 
     // SQS: 1M sends + 0.1M receives + 0.1M deletes = 1.2M × $0.40/M = 0.48.
@@ -192,15 +202,10 @@ fn seed_scenario_reproduces_cost_model_scenarios_c_and_d_to_the_cent() {
     assert_eq!(est.summary(), "$60.73 per million writes");
 
     // Scenario D: writes at $0.625/M: 20M × 0.625 = 12.50 instead of 25.00 → 48.234 → $48.23.
-    let est = estimate(
-        &log,
-        &views,
-        &Prices {
-            dynamodb_write_units_per_million: 0.625,
-            ..prices
-        },
-        &a,
-    );
+    let est = seed_estimate(&Prices {
+        dynamodb_write_units_per_million: 0.625,
+        ..prices
+    });
     approx(est.total(), 48.234, "scenario D");
     assert_eq!(est.summary(), "$48.23 per million writes");
 }
@@ -739,12 +744,7 @@ fn views_of_other_logs_are_left_out_and_provisioned_logs_noted() {
 
 #[test]
 fn the_table_is_aligned_and_totals_the_lines() {
-    let (log, views, a) = seed();
-    let prices = Prices {
-        lambda_gb_second: 0.000_016_6,
-        ..Prices::before_november_2024()
-    };
-    let est = estimate(&log, &views, &prices, &a);
+    let est = seed_estimate(&post_era_prices());
     let table = est.render_table();
     assert!(
         table.starts_with("Cost per million writes to EventLog default/events (fan-out Sns)\n"),

@@ -13,8 +13,8 @@ use super::connections::{self, ConnectionStore, MemoryConnections, ProxyResponse
 use super::event::*;
 use super::projector::{self, ProjectorConfig};
 use super::router::{self, PublishEntry, PublishError, Publisher, RouterConfig};
-use super::tests::{fixture, lookup, player};
-use super::writer::{self, LogWriter, WriteError, WriterConfig};
+use super::tests::{fixture, lookup, player, writer_config};
+use super::writer::{self, LogWriter, WriteError};
 use crate::crd::{EventLogSpec, MaterializedViewSpec};
 use crate::projection::{Item, MemoryStore, ProjectionConfig, Value};
 use crate::push::message::{ServerMessage, ViewRoutes};
@@ -23,17 +23,6 @@ use crate::push::message::{ServerMessage, ViewRoutes};
 
 fn body(item: &Item) -> String {
     json!({ "Item": item }).to_string()
-}
-
-fn writer_config() -> WriterConfig {
-    WriterConfig::from_lookup(lookup(&[
-        ("LOG_TABLE", "GameLog"),
-        ("PARTITION_KEY", "pk"),
-        ("SORT_KEY", "sk"),
-        ("RECORD_TYPE_ATTRIBUTE", "type"),
-        ("RECORD_TYPES", "player, game"),
-    ]))
-    .unwrap()
 }
 
 /// A log that writes everything and remembers it.

@@ -362,7 +362,7 @@ fn crate_stream_event_changes_a_record_it_re_serializes() {
 
 // ---------------------------------------------------------------- writer
 
-fn writer_config() -> WriterConfig {
+pub(super) fn writer_config() -> WriterConfig {
     WriterConfig::from_lookup(lookup(&[
         ("LOG_TABLE", "GameLog"),
         ("PARTITION_KEY", "pk"),

@@ -243,14 +243,7 @@ pub fn failure_queue_policy(queue_arn: &str, topic_arns: &[String]) -> Option<Va
 #[cfg(test)]
 mod failure_queue_tests {
     use super::*;
-
-    fn scope() -> AwsScope {
-        AwsScope {
-            partition: "aws".into(),
-            region: "eu-west-1".into(),
-            account: "123456789012".into(),
-        }
-    }
+    use crate::fixtures::scope;
 
     #[test]
     fn a_function_may_send_only_to_its_own_failure_queue() {
@@ -285,23 +278,10 @@ mod failure_queue_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scope() -> AwsScope {
-        AwsScope {
-            partition: "aws".into(),
-            region: "eu-west-1".into(),
-            account: "123456789012".into(),
-        }
-    }
+    use crate::fixtures::{scope, statement};
 
     fn actions(doc: &Value, sid: &str) -> Vec<String> {
-        let st = doc["Statement"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["Sid"] == sid)
-            .unwrap();
-        st["Action"]
+        statement(doc, sid)["Action"]
             .as_array()
             .unwrap()
             .iter()
@@ -310,13 +290,7 @@ mod tests {
     }
 
     fn resources(doc: &Value, sid: &str) -> Vec<String> {
-        let st = doc["Statement"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["Sid"] == sid)
-            .unwrap();
-        st["Resource"]
+        statement(doc, sid)["Resource"]
             .as_array()
             .unwrap()
             .iter()

@@ -290,22 +290,11 @@ pub fn projector_async_failures(function: &str, failure_queue_arn: &str) -> Asyn
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::crd::EventLog;
+    use crate::fixtures::code;
     use crate::plan::log::plan_log;
     use crate::plan::view::plan_view;
-
-    fn code() -> BuiltInCode {
-        BuiltInCode {
-            code: FunctionCode::Zip {
-                bytes: Arc::new(vec![1, 2, 3]),
-                sha256_base64: "x".into(),
-            },
-            architecture: Architecture::Arm64,
-        }
-    }
 
     fn log() -> EventLog {
         serde_yaml::from_str(

@@ -409,39 +409,10 @@ pub fn notifier_policy(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::crd::MaterializedView;
-    use crate::plan::function::{Architecture, FunctionCode};
+    use crate::fixtures::{code, scope, statement, view};
+    use crate::plan::function::Architecture;
     use crate::plan::view::plan_view;
-
-    fn scope() -> AwsScope {
-        AwsScope {
-            partition: "aws".into(),
-            region: "eu-west-1".into(),
-            account: "123456789012".into(),
-        }
-    }
-
-    fn code() -> BuiltInCode {
-        BuiltInCode {
-            code: FunctionCode::Zip {
-                bytes: Arc::new(vec![1, 2, 3]),
-                sha256_base64: "x".into(),
-            },
-            architecture: Architecture::Arm64,
-        }
-    }
-
-    fn view(name: &str, store: &str) -> MaterializedView {
-        serde_yaml::from_str(&format!(
-            "apiVersion: kappa.dev/v1alpha1\nkind: MaterializedView\nmetadata: {{name: {name}, namespace: games}}\n\
-             spec:\n  eventLogRef: {{name: log}}\n  recordTypes: [player]\n  \
-             projection: {{mode: Append, key: {{partitionKey: \"P#{{id}}\"}}}}\n  store: {store}\n"
-        ))
-        .unwrap()
-    }
 
     fn shared() -> PushPlan {
         let v = view("players", "{streams: true}");
@@ -454,15 +425,6 @@ mod tests {
             &subscribers,
             &scope(),
         )
-    }
-
-    fn statement<'a>(doc: &'a Value, sid: &str) -> &'a Value {
-        doc["Statement"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["Sid"] == sid)
-            .unwrap_or_else(|| panic!("no statement {sid} in {doc}"))
     }
 
     fn strings(v: &Value) -> Vec<&str> {

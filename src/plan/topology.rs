@@ -616,7 +616,15 @@ mod tests {
 
     #[test]
     fn the_approval_annotation_is_read_with_or_without_its_v() {
-        for (annotation, approved) in [(" v3 ", Some(3)), ("3", Some(3)), ("3x", None), ("", None)] {
+        for (annotation, approved) in [
+            (" v3 ", Some(3)),
+            ("3", Some(3)),
+            ("3x", None),
+            ("", None),
+            ("vv3", None),
+            ("+3", None),
+            ("v", None),
+        ] {
             let mut v = view("players", LATEST, "");
             v.metadata.annotations = Some(
                 [(APPROVE_PROMOTION_ANNOTATION.to_string(), annotation.to_string())]

@@ -187,15 +187,7 @@ pub fn plan_view(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn view(name: &str, store: &str) -> MaterializedView {
-        serde_yaml::from_str(&format!(
-            "apiVersion: kappa.dev/v1alpha1\nkind: MaterializedView\nmetadata: {{name: {name}, namespace: games}}\n\
-             spec:\n  eventLogRef: {{name: log}}\n  recordTypes: [player]\n  \
-             projection: {{mode: Append, key: {{partitionKey: \"P#{{id}}\"}}}}\n  store: {store}\n"
-        ))
-        .unwrap()
-    }
+    use crate::fixtures::view;
 
     #[test]
     fn views_of_one_shared_name_share_one_table_with_their_own_prefixes() {

@@ -150,6 +150,7 @@ pub fn publish_records(hub: &Hub, namespace: &str, routes: &ViewRoutes, records:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::routes;
     use crate::projection::Item;
 
     fn item(json: &str) -> Item {
@@ -170,15 +171,6 @@ mod tests {
             keys,
             new_image,
             approximate_creation_epoch_seconds: Some(1_732_492_800.0),
-        }
-    }
-
-    fn routes() -> ViewRoutes {
-        ViewRoutes {
-            views: vec![
-                ("players".into(), "players#".into()),
-                ("games".into(), "games#".into()),
-            ],
         }
     }
 

@@ -347,6 +347,7 @@ impl ViewDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::players_directory;
     use crate::push::message::{ChangeEvent, ChangeKeys, PROTOCOL_VERSION};
 
     fn change(view: &str, pk: &str, sequence_number: u32) -> Change {
@@ -441,14 +442,7 @@ mod tests {
 
     #[test]
     fn the_directory_knows_views_per_namespace_across_tables() {
-        let views = ViewDirectory::default();
-        views.set_table(
-            "game",
-            "views",
-            ViewRoutes {
-                views: vec![("players".into(), "players#".into())],
-            },
-        );
+        let views = players_directory();
         views.set_table(
             "game",
             "scores",

@@ -234,18 +234,10 @@ pub type Subscriptions = BTreeMap<String, Vec<Option<String>>>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::routes;
 
     fn item(json: &str) -> Item {
         serde_json::from_str(json).unwrap()
-    }
-
-    fn routes() -> ViewRoutes {
-        ViewRoutes {
-            views: vec![
-                ("players".into(), "players#".into()),
-                ("games".into(), "games#".into()),
-            ],
-        }
     }
 
     #[test]

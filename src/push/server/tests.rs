@@ -7,6 +7,7 @@ use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::*;
+use crate::fixtures::players_directory;
 use crate::push::message::{Change, ChangeEvent, ChangeKeys, ViewRoutes};
 use crate::push::watch::{self, WatchClient, WatchError, WatchOptions};
 
@@ -324,14 +325,7 @@ async fn the_watch_command_fails_on_an_unknown_view_and_on_silence() {
 #[tokio::test]
 async fn with_a_token_only_clients_presenting_it_connect() {
     let hub = Hub::new(16);
-    let views = ViewDirectory::default();
-    views.set_table(
-        "game",
-        "views",
-        ViewRoutes {
-            views: vec![("players".into(), "players#".into())],
-        },
-    );
+    let views = players_directory();
     let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let url = format!("ws://{}", listener.local_addr().unwrap());
     tokio::spawn(super::serve_on_with_token(
