@@ -36,7 +36,7 @@ pub struct BuiltInCode {
     pub architecture: Architecture,
 }
 
-fn built_in(
+pub(super) fn built_in(
     name: String,
     handler: &str,
     role_arn: &str,

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::function::{FunctionPlan, MappingPlan, PROVIDED_RUNTIME, StartingPosition, StreamFailurePlan};
+use super::function::{FunctionPlan, MappingPlan, StartingPosition, StreamFailurePlan};
 use super::iam::{AwsScope, failure_queue_statement, lambda_trust_policy, logs_statement, policy};
 use super::lambdas::BuiltInCode;
 use super::log::{QueuePlan, RolePlan, TablePlan, failure_queue};
@@ -288,18 +288,9 @@ impl PushPlan {
     }
 
     fn function(&self, name: &str, handler: &str, role_arn: &str, code: &BuiltInCode) -> FunctionPlan {
-        FunctionPlan {
-            name: name.to_string(),
-            role_arn: role_arn.to_string(),
-            runtime: PROVIDED_RUNTIME.to_string(),
-            handler: handler.to_string(),
-            architecture: code.architecture,
-            memory_mb: 256,
-            timeout_seconds: 30,
-            environment: self.connections_config().to_env(),
-            code: code.code.clone(),
-            tags: self.owner.tags(),
-        }
+        let mut f = super::lambdas::built_in(name.to_string(), handler, role_arn, code, self.owner.tags());
+        f.environment = self.connections_config().to_env();
+        f
     }
 
     /// The connections function: records connections and their subscriptions. API Gateway waits for it

@@ -46,17 +46,14 @@ pub fn bootstrap_zip(binary: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(deflated.len() + 128);
 
     // Local file header.
+    let entry = Entry {
+        crc,
+        compressed,
+        size,
+        name_len,
+    };
     put32(&mut out, LOCAL_FILE_HEADER);
-    put16(&mut out, VERSION_NEEDED);
-    put16(&mut out, 0); // flags
-    put16(&mut out, DEFLATED);
-    put16(&mut out, DOS_TIME);
-    put16(&mut out, DOS_DATE);
-    put32(&mut out, crc);
-    put32(&mut out, compressed);
-    put32(&mut out, size); // uncompressed
-    put16(&mut out, name_len);
-    put16(&mut out, 0); // extra field length
+    entry.put(&mut out);
     out.extend_from_slice(name);
     out.extend_from_slice(&deflated);
 
@@ -64,16 +61,7 @@ pub fn bootstrap_zip(binary: &[u8]) -> Vec<u8> {
     let central_offset = out.len() as u32;
     put32(&mut out, CENTRAL_DIRECTORY_HEADER);
     put16(&mut out, VERSION_MADE_BY);
-    put16(&mut out, VERSION_NEEDED);
-    put16(&mut out, 0); // flags
-    put16(&mut out, DEFLATED);
-    put16(&mut out, DOS_TIME);
-    put16(&mut out, DOS_DATE);
-    put32(&mut out, crc);
-    put32(&mut out, compressed);
-    put32(&mut out, size);
-    put16(&mut out, name_len);
-    put16(&mut out, 0); // extra field length
+    entry.put(&mut out);
     put16(&mut out, 0); // comment length
     put16(&mut out, 0); // disk number start
     put16(&mut out, 0); // internal attributes
@@ -128,6 +116,30 @@ pub fn crc32(bytes: &[u8]) -> u32 {
     !bytes.iter().fold(!0u32, |c, &b| {
         CRC_TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8)
     })
+}
+
+/// The fields the local file header and the central directory header share, from "version needed to
+/// extract" to "extra field length" (APPNOTE.TXT 4.3.7 and 4.3.12).
+struct Entry {
+    crc: u32,
+    compressed: u32,
+    size: u32,
+    name_len: u16,
+}
+
+impl Entry {
+    fn put(&self, out: &mut Vec<u8>) {
+        put16(out, VERSION_NEEDED);
+        put16(out, 0); // flags
+        put16(out, DEFLATED);
+        put16(out, DOS_TIME);
+        put16(out, DOS_DATE);
+        put32(out, self.crc);
+        put32(out, self.compressed);
+        put32(out, self.size); // uncompressed
+        put16(out, self.name_len);
+        put16(out, 0); // extra field length
+    }
 }
 
 #[cfg(test)]
