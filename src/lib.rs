@@ -8,7 +8,8 @@
 //! - [`crd`]: the two kinds and their shared conditions.
 //! - [`controller`]: one reconcile pipeline per kind, status and Events, leader election.
 //! - [`plan`]: pure planning: spec in, desired AWS topology out (functions' environments included, written
-//!   by the functions' own configuration types).
+//!   by the functions' own configuration types); `plan::topology` is a view's whole topology for one
+//!   reconcile, the value its apply step executes.
 //! - [`aws`]: the only place that calls the AWS SDK (besides the stream reader in [`runtime`]): one
 //!   adapter per service, the views-table writer, the export and scan reads, and the side effects of the
 //!   built-in functions.
@@ -23,13 +24,16 @@
 //! - [`kubectl`]: `kubectl kappa`, the binary as a kubectl plugin.
 //! - [`http`], [`metrics`], [`telemetry`], [`settings`]: the operator's own endpoints, metrics, logs and
 //!   configuration.
+//! - `fixtures` (unit tests only): the fixtures several test modules share.
 //!
 //! Errors, one type per layer, each with a category (a bounded label for metrics and Event reasons):
 //! `controller::Error`; `plan::PlanError` (a spec it cannot plan) and `plan::CodeError` (built-in code
 //! the settings make unusable), both found before any AWS call; `aws::AwsError` (operation, resource,
 //! AWS's code, retryable by one classifier) and `aws::ConfigError`; `backfill::BackfillError`;
 //! `runtime::checkpoints::CheckpointError` and `runtime::backfill_job::ShareError`; and in [`functions`]
-//! each side effect's own (`WriteError`, `PublishError`, `LogReadError`, `StoreError`), retryable or not.
+//! each side effect's own (`WriteError`, `PublishError`, `LogReadError`, `StoreError`), retryable or not,
+//! and what fails a record (`projector::RecordFailure`, `notifier::NotifyRetry`); in [`push`] the
+//! endpoint's `ServeError` and the `watch` client's `WatchError` and `TokenError`.
 
 pub mod aws;
 pub mod backfill;

@@ -179,7 +179,7 @@ const MAX_BODY_RESUMES: u32 = 10;
 /// Retry in place: transient `GetObject` errors are retried ([`super::retry`]), and a body whose
 /// connection breaks (a reset, a timeout) is resumed where it broke with a ranged `GetObject` (`Range:
 /// bytes=<delivered>-`, `If-Match: <ETag>` so the bytes are the same object's); the reader sees one
-/// unbroken body. Only [`MAX_BODY_RESUMES`] breaks in a row without a byte in between fail the read.
+/// unbroken body. Only `MAX_BODY_RESUMES` breaks in a row without a byte in between fail the read.
 /// Source: Amazon S3 API Reference, GetObject (`Range`, `If-Match`).
 ///
 /// Transient errors and resumes are noted in `log` when given.

@@ -1,6 +1,7 @@
-//! The real side effects of the built-in functions: the traits of [`writer`](super::writer),
-//! [`router`](super::router) and [`projector`](super::projector) (its view writes and its reads of the
-//! log, [`DynamoLogStore`]) over the AWS SDK clients.
+//! The real side effects of the built-in functions: the traits of
+//! [`writer`](crate::functions::writer), [`router`](crate::functions::router) and
+//! [`projector`](crate::functions::projector) (its view writes and its reads of the log,
+//! [`DynamoLogStore`]) over the AWS SDK clients.
 //!
 //! Each implementation sends exactly one request per call and classifies its failure (see [`classify`]):
 //! throttling, 5xx, timeouts and network errors are retryable (the handlers retry them, then let Lambda

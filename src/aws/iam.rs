@@ -48,20 +48,10 @@ async fn tags_of(client: &Client, name: &str) -> Result<BTreeMap<String, String>
         .send()
         .await
         .map_err(from_sdk("ListRoleTags", name))?;
-    Ok(out
-        .tags()
-        .iter()
-        .map(|t| (t.key().to_string(), t.value().to_string()))
-        .collect())
+    Ok(tag_map(out.tags()))
 }
 
-fn tag(k: &str, v: &str) -> Result<Tag, AwsError> {
-    Tag::builder()
-        .key(k)
-        .value(v)
-        .build()
-        .map_err(|e| AwsError::permanent("BuildRequest", k, e.to_string()))
-}
+super::key_value_tags!(Tag);
 
 /// Creates the role or brings its permissions boundary, trust policy, inline policy and tags in line;
 /// returns its ARN. `boundary` is the ARN of the managed policy every role of the operator carries as its

@@ -3,6 +3,29 @@
 //! `AWS_ENDPOINT_URL` included) with few retries, since the controller requeues anyway; every call is
 //! counted by service and operation on `/metrics`.
 
+/// `fn tag(key, value) -> Result<$tag, AwsError>` and `fn tag_map(&[$tag]) -> BTreeMap<String, String>` for
+/// an SDK's key/value `Tag` type (IAM's, SNS's and DynamoDB's share the shape, not a trait).
+macro_rules! key_value_tags {
+    ($tag:ty) => {
+        /// The SDK's tag `k` = `v`. Errors: the builder's, as a permanent `BuildRequest` error.
+        fn tag(k: &str, v: &str) -> Result<$tag, AwsError> {
+            <$tag>::builder()
+                .key(k)
+                .value(v)
+                .build()
+                .map_err(|e| AwsError::permanent("BuildRequest", k, e.to_string()))
+        }
+
+        /// The tags as a map, key to value.
+        fn tag_map(tags: &[$tag]) -> BTreeMap<String, String> {
+            tags.iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect()
+        }
+    };
+}
+pub(crate) use key_value_tags;
+
 mod calls;
 pub mod connections;
 pub mod dynamodb;

@@ -35,20 +35,10 @@ async fn tags_of(client: &Client, arn: &str) -> Result<BTreeMap<String, String>,
         .send()
         .await
         .map_err(from_sdk("ListTagsForResource", arn))?;
-    Ok(out
-        .tags()
-        .iter()
-        .map(|t| (t.key().to_string(), t.value().to_string()))
-        .collect())
+    Ok(tag_map(out.tags()))
 }
 
-fn tag(k: &str, v: &str) -> Result<Tag, AwsError> {
-    Tag::builder()
-        .key(k)
-        .value(v)
-        .build()
-        .map_err(|e| AwsError::permanent("BuildRequest", k, e.to_string()))
-}
+super::key_value_tags!(Tag);
 
 /// Creates the topic or brings its tags in line; returns its ARN. An existing topic of another owner is
 /// refused untouched.

@@ -363,7 +363,7 @@ impl ViewTableWriter {
     /// [`Self::apply`], also putting a band item ([`dynamo::band_key`], of the live attempt) for each
     /// `Count`/`Sum` record in `band`, in the same transaction as its marker.
     ///
-    /// Transient errors are retried in place, request by request ([`Self::retried`]).
+    /// Transient errors are retried in place, request by request (`Self::retried`).
     pub async fn apply_with_band(
         &self,
         writes: Vec<ViewWrite>,

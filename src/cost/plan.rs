@@ -91,17 +91,28 @@ pub fn resources(cluster: &str, log: &EventLog, views: &[MaterializedView]) -> V
             ),
         );
     }
+    // A built-in function of the log and its role.
+    let function = |role: &str, note: &str| {
+        [
+            PlannedResource {
+                kind: "Lambda function",
+                name: plan.owner.resource_name(role, NameKind::Function),
+                note: format!("{role}: {note}"),
+            },
+            PlannedResource {
+                kind: "IAM role",
+                name: plan.owner.resource_name(role, NameKind::Role),
+                note: format!("the {role}'s"),
+            },
+        ]
+    };
     if plan.queue.is_some() {
-        add(
-            "Lambda function",
-            plan.owner.resource_name("writer", NameKind::Function),
-            "writer: drains the ingest queue into the log (the only writer of the log)".into(),
-        );
-        add(
-            "IAM role",
-            plan.owner.resource_name("writer", NameKind::Role),
-            "the writer's".into(),
-        );
+        for r in function(
+            "writer",
+            "drains the ingest queue into the log (the only writer of the log)",
+        ) {
+            add(r.kind, r.name, r.note);
+        }
     }
     let router = lambdas::router_needed(plan.fan_out, views);
     for t in &plan.topics {
@@ -112,16 +123,9 @@ pub fn resources(cluster: &str, log: &EventLog, views: &[MaterializedView]) -> V
         );
     }
     if router {
-        add(
-            "Lambda function",
-            plan.owner.resource_name("router", NameKind::Function),
-            "router: fans the log's stream out to the topics".into(),
-        );
-        add(
-            "IAM role",
-            plan.owner.resource_name("router", NameKind::Role),
-            "the router's".into(),
-        );
+        for r in function("router", "fans the log's stream out to the topics") {
+            add(r.kind, r.name, r.note);
+        }
         if let Some(q) = &plan.router_failure_queue {
             add(
                 "SQS queue",

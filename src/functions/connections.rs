@@ -228,7 +228,7 @@ pub trait ConnectionStore {
 }
 
 /// The connections table in memory: the same items as in DynamoDB, keyed by `(pk, sk)`, changed the way
-/// [`DynamoConnections`] changes them. Expiry is not modelled (items never expire).
+/// [`DynamoConnections`](crate::aws::connections::DynamoConnections) changes them. Expiry is not modelled (items never expire).
 #[derive(Debug, Default)]
 pub struct MemoryConnections {
     items: Mutex<Table>,

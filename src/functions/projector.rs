@@ -1,7 +1,7 @@
 //! The projector: one per view. Projects each new log record into the view with the projection engine.
 //!
 //! Input ([`ProjectorEvent`]): the SNS event of the view's topic subscriptions (`Sns` fan-out; each
-//! `Sns.Message` is a [`RoutedRecord`](super::event::RoutedRecord) published by the router) or the stream
+//! `Sns.Message` is a [`RoutedRecord`] published by the router) or the stream
 //! event of the view's own event source mapping on the log stream (`Direct` fan-out). Both lead to the
 //! same stream record, so both give the same writes.
 //!

@@ -1,4 +1,4 @@
-//! Pure builders: a [`ViewWrite`] as the `aws-sdk-dynamodb` request parts that carry out its semantics,
+//! Pure builders: a [`ViewWrite`](super::ViewWrite) as the `aws-sdk-dynamodb` request parts that carry out its semantics,
 //! and the layout of the items a writer keeps for itself (idempotency markers).
 //!
 //! Nothing here sends a request. The caller sends:
