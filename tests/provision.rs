@@ -511,7 +511,7 @@ async fn queue_attributes(sqs: &aws_sdk_sqs::Client, url: &str) -> BTreeMap<Stri
 /// with a Warning Event. A changed maxReceiveCount and a visibility timeout changed by hand converge.
 #[tokio::test]
 async fn the_ingest_queue_dead_letters_what_the_writer_fails_and_the_log_counts_it() {
-    let (client, ns, AwsClients { sqs, .. }, _op, logs, ready) = ready_log("prov-dlq", "dlq", "Delete").await;
+    let (client, ns, AwsClients { sqs, .. }, op, logs, ready) = ready_log("prov-dlq", "dlq", "Delete").await;
     let status = ready.status.unwrap();
     let url = status.ingest_queue_url.clone().unwrap();
     let dlq_arn = status
@@ -593,7 +593,10 @@ async fn the_ingest_queue_dead_letters_what_the_writer_fails_and_the_log_counts_
     // A message the writer fails twice (received, never deleted) is dead-lettered on the next receive.
     // The test plays the failing writer by hand: the local stack runs the real writer behind the
     // mapping (hack/local_lambda.py), whose receives would hold the message for the 180 s visibility
-    // timeout, so the mapping is disabled first (the operator does not manage its Enabled state).
+    // timeout, so the mapping is disabled first. The operator keeps the mapping as planned (it enables a
+    // disabled one at its next reconcile, and the writer's poller could then take the message again for
+    // another 180 s), so it is stopped while the test plays the writer, and started again after.
+    drop(op);
     let lambda = aws_sdk_lambda::Client::new(&common::aws_config().await);
     let queue_arn = queue_attributes(&sqs, &url).await["QueueArn"].clone();
     let mappings = lambda
@@ -637,6 +640,7 @@ async fn the_ingest_queue_dead_letters_what_the_writer_fails_and_the_log_counts_
         },
     )
     .await;
+    let _op = Operator::start(&ns, "solo", 15);
     nudge(&ns, "dlq", 1);
     common::eventually(Duration::from_secs(60), "status.deadLetters 1", || async {
         let s = logs.get("dlq").await.ok()?.status?;
