@@ -1137,6 +1137,38 @@ fn planning_is_pure_the_same_input_twice_plans_the_same() {
 
 mod common;
 
+/// What the stack probes' modules import.
+mod stack_prelude {
+    pub(super) use std::time::Duration;
+
+    pub(super) use super::common;
+    pub(super) use super::common::Operator;
+    pub(super) use super::common::scores::{Event, event, write_events};
+    pub(super) use kappa_operator::crd::{EventLog, MaterializedView, VersionState, ViewPhase};
+    pub(super) use kube::Api;
+    pub(super) use kube::api::{DeleteParams, Patch, PatchParams};
+
+    /// View `name` on `runtime` whose projection writes the projector's own `logPk`: admission and
+    /// validation let it through, the projection does not. `extra`: more lines of its spec.
+    pub(super) fn clashing(name: &str, runtime: &str, store: &str, extra: &str) -> String {
+        format!(
+            r#"
+apiVersion: kappa.dev/v1alpha1
+kind: MaterializedView
+metadata: {{name: {name}}}
+spec:
+  eventLogRef: {{name: game-events}}
+  recordTypes: [player]
+  projector: {{runtime: {runtime}}}
+  projection: {{mode: Append, key: {{partitionKey: "P#{{playerId}}"}}, attributes: [{{from: name, to: logPk}}]}}
+  backfill: {{source: None}}
+  store: {store}
+{extra}  deletionPolicy: Delete
+"#
+        )
+    }
+}
+
 mod stack {
     use std::time::Duration;
 
@@ -1446,13 +1478,7 @@ fn a_store_change_that_only_builds_version_2_does_not_rehome_the_active_tables_p
 }
 
 mod stack_refused {
-    use std::time::Duration;
-
-    use super::common;
-    use super::common::Operator;
-    use kappa_operator::crd::{MaterializedView, ViewPhase};
-    use kube::Api;
-    use kube::api::{Patch, PatchParams};
+    use super::stack_prelude::*;
 
     const CLASHING: &str = r#"
 apiVersion: kappa.dev/v1alpha1
@@ -1531,31 +1557,7 @@ spec:
 }
 
 mod stack_refused_delete {
-    use std::time::Duration;
-
-    use super::common;
-    use super::common::Operator;
-    use kappa_operator::crd::{MaterializedView, ViewPhase};
-    use kube::Api;
-    use kube::api::DeleteParams;
-
-    fn clashing(name: &str, runtime: &str, store: &str) -> String {
-        format!(
-            r#"
-apiVersion: kappa.dev/v1alpha1
-kind: MaterializedView
-metadata: {{name: {name}}}
-spec:
-  eventLogRef: {{name: game-events}}
-  recordTypes: [player]
-  projector: {{runtime: {runtime}}}
-  projection: {{mode: Append, key: {{partitionKey: "P#{{playerId}}"}}, attributes: [{{from: name, to: logPk}}]}}
-  backfill: {{source: None}}
-  store: {store}
-  deletionPolicy: Delete
-"#
-        )
-    }
+    use super::stack_prelude::*;
 
     #[tokio::test]
     async fn stack_a_view_refused_before_its_storage_existed_can_be_deleted() {
@@ -1571,7 +1573,7 @@ spec:
             ("incluster-dedicated", "InCluster", "{table: Dedicated}"),
         ];
         for (name, runtime, store) in shapes {
-            common::create_yaml(&client, &ns, &clashing(name, runtime, store))
+            common::create_yaml(&client, &ns, &clashing(name, runtime, store, ""))
                 .await
                 .unwrap();
         }
@@ -1600,14 +1602,7 @@ spec:
 }
 
 mod stack_refused_active {
-    use std::time::Duration;
-
-    use super::common;
-    use super::common::Operator;
-    use super::common::scores::{Event, event, write_events};
-    use kappa_operator::crd::{EventLog, MaterializedView, ViewPhase};
-    use kube::Api;
-    use kube::api::{Patch, PatchParams};
+    use super::stack_prelude::*;
 
     const LOG: &str = r#"
 apiVersion: kappa.dev/v1alpha1
@@ -1693,31 +1688,7 @@ spec:
 }
 
 mod stack_refused_subscribers {
-    use std::time::Duration;
-
-    use super::common;
-    use super::common::Operator;
-    use kappa_operator::crd::{MaterializedView, ViewPhase};
-    use kube::Api;
-
-    fn clashing(runtime: &str) -> String {
-        format!(
-            r#"
-apiVersion: kappa.dev/v1alpha1
-kind: MaterializedView
-metadata: {{name: watched}}
-spec:
-  eventLogRef: {{name: game-events}}
-  recordTypes: [player]
-  projector: {{runtime: {runtime}}}
-  projection: {{mode: Append, key: {{partitionKey: "P#{{playerId}}"}}, attributes: [{{from: name, to: logPk}}]}}
-  backfill: {{source: None}}
-  store: {{streams: true}}
-  subscribers: {{}}
-  deletionPolicy: Delete
-"#
-        )
-    }
+    use super::stack_prelude::*;
 
     async fn refused_view_with_subscribers_is_not_reconciled_in_a_hot_loop(runtime: &str) {
         let (client, ns) = common::setup(&format!("b15-topo-hot-{}", runtime.to_lowercase())).await;
@@ -1725,9 +1696,13 @@ spec:
         common::create_yaml(&client, &ns, common::GAME_EVENTS_SNS_LOG)
             .await
             .unwrap();
-        common::create_yaml(&client, &ns, &clashing(runtime))
-            .await
-            .unwrap();
+        common::create_yaml(
+            &client,
+            &ns,
+            &clashing("watched", runtime, "{streams: true}", "  subscribers: {}\n"),
+        )
+        .await
+        .unwrap();
         let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
         common::eventually(Duration::from_secs(90), "watched Failed", || async {
             let s = mvs.get("watched").await.ok()?.status?;
@@ -1763,13 +1738,7 @@ spec:
 }
 
 mod stack_refused_entry {
-    use std::time::Duration;
-
-    use super::common;
-    use super::common::Operator;
-    use kappa_operator::crd::{MaterializedView, VersionState, ViewPhase};
-    use kube::Api;
-    use kube::api::{Patch, PatchParams};
+    use super::stack_prelude::*;
 
     const VIEW: &str = r#"
 apiVersion: kappa.dev/v1alpha1
@@ -1824,13 +1793,7 @@ spec:
 }
 
 mod stack_push {
-    use std::time::Duration;
-
-    use super::common;
-    use super::common::Operator;
-    use kappa_operator::crd::{MaterializedView, ViewPhase};
-    use kube::Api;
-    use kube::api::{Patch, PatchParams};
+    use super::stack_prelude::*;
 
     const GAMES: &str = r#"
 apiVersion: kappa.dev/v1alpha1
