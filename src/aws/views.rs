@@ -29,8 +29,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, Update, WriteRequest};
-use futures::StreamExt;
+use aws_sdk_dynamodb::types::{AttributeValue, WriteRequest};
+use futures::{StreamExt, TryStreamExt};
 
 use super::AwsError;
 use super::error::from_sdk;
@@ -38,6 +38,19 @@ use crate::backfill::batch::{Request, WriteBatcher};
 use crate::functions::progress::{LiveReport, ProgressItem};
 use crate::projection::dynamo::{self, AggregateAdd, MAX_TRANSACTION_ACTIONS};
 use crate::projection::{Item, Number, RecordId, ViewWrite, view_key_of};
+
+/// Sets a `PutItem` or `UpdateItem` request's table, condition expression, attribute names and attribute
+/// values, the last three from the same fields of a transaction's `Put` or `Update` (the SDK's builders
+/// share no trait).
+macro_rules! with_condition {
+    ($request:expr, $write:expr, $table:expr) => {
+        $request
+            .table_name($table)
+            .set_condition_expression($write.condition_expression)
+            .set_expression_attribute_names($write.expression_attribute_names)
+            .set_expression_attribute_values($write.expression_attribute_values)
+    };
+}
 
 /// How many times unprocessed items of one `BatchWriteItem` are sent again before the call gives up.
 const BATCH_ATTEMPTS: u32 = 8;
@@ -82,6 +95,15 @@ impl std::ops::AddAssign for WriteStats {
         self.write_units += o.write_units;
         self.rejected.extend(o.rejected);
     }
+}
+
+/// Sends a `Query` or `Scan` request for one page and returns its items and `LastEvaluatedKey`, for
+/// `ViewTableWriter::pages`.
+macro_rules! page_of {
+    ($request:expr, $operation:literal, $table:expr) => {{
+        let page = $request.send().await.map_err(from_sdk($operation, $table))?;
+        Ok((page.items.unwrap_or_default(), page.last_evaluated_key))
+    }};
 }
 
 /// Deletes every item whose partition key starts with `prefix` (a view's items and markers in a shared
@@ -471,6 +493,25 @@ impl ViewTableWriter {
         super::retry::transient(Some(&self.transient), call).await
     }
 
+    /// The pages of a `Query` or `Scan`, as a stream of their items: `send(start)` sends one page from
+    /// `ExclusiveStartKey` `start` and returns its items and `LastEvaluatedKey`. Each page is retried while
+    /// its errors are transient; the stream ends after the page whose `LastEvaluatedKey` is empty.
+    fn pages<'a, Fut>(
+        &'a self,
+        send: &'a (impl Fn(Option<DynamoKey>) -> Fut + Sync),
+    ) -> impl futures::Stream<Item = Result<Vec<DynamoKey>, AwsError>> + Send + 'a
+    where
+        Fut: std::future::Future<Output = Result<(Vec<DynamoKey>, Option<DynamoKey>), AwsError>> + Send + 'a,
+    {
+        futures::stream::try_unfold(Some(None), move |start: Option<Option<DynamoKey>>| async move {
+            let Some(start) = start else {
+                return Ok(None);
+            };
+            let (items, next) = self.retried(|| send(start.clone())).await?;
+            Ok(Some((items, next.map(Some))))
+        })
+    }
+
     /// Whether `record`'s idempotency marker is in the table (a strongly consistent read).
     async fn marker_exists(&self, record: &RecordId) -> Result<bool, AwsError> {
         let key =
@@ -683,30 +724,23 @@ impl ViewTableWriter {
     pub async fn load_band(&self, attempt: i64) -> Result<HashSet<String>, AwsError> {
         let mut band = HashSet::new();
         for partition in dynamo::band_partitions(&self.key_prefix, &self.view, attempt) {
-            let mut start = None;
-            loop {
-                let page = self
-                    .retried(|| async {
-                        (self.client.query())
-                            .table_name(&self.table)
-                            .consistent_read(true)
-                            .key_condition_expression("pk = :p")
-                            .expression_attribute_values(":p", AttributeValue::S(partition.clone()))
-                            .projection_expression("sk")
-                            .set_exclusive_start_key(start.clone())
-                            .send()
-                            .await
-                            .map_err(from_sdk("Query", &self.table))
-                    })
-                    .await?;
-                for item in page.items() {
+            let partition = &partition;
+            let query = |start| async move {
+                let request = (self.client.query())
+                    .table_name(&self.table)
+                    .consistent_read(true)
+                    .key_condition_expression("pk = :p")
+                    .expression_attribute_values(":p", AttributeValue::S(partition.clone()))
+                    .projection_expression("sk")
+                    .set_exclusive_start_key(start);
+                page_of!(request, "Query", &self.table)
+            };
+            let mut pages = std::pin::pin!(self.pages(&query));
+            while let Some(items) = pages.try_next().await? {
+                for item in items {
                     if let Some(AttributeValue::S(digest)) = item.get("sk") {
                         band.insert(digest.clone());
                     }
-                }
-                start = page.last_evaluated_key;
-                if start.is_none() {
-                    break;
                 }
             }
         }
@@ -1152,26 +1186,22 @@ impl ViewTableWriter {
     /// Attempt `attempt` > 1: aggregates its live path touched that the export had no record for.
     async fn fold_live_only(&self, attempt: i64, live: &str) -> Result<WriteStats, AwsError> {
         let mut stats = WriteStats::default();
-        let mut start = None;
-        loop {
-            let page = self
-                .retried(|| async {
-                    (self.client.scan())
-                        .table_name(&self.table)
-                        .filter_expression(
-                            "begins_with(pk, :p) AND attribute_exists(#l) AND (attribute_not_exists(#f) OR #f < :n)",
-                        )
-                        .expression_attribute_names("#l", live)
-                        .expression_attribute_names("#f", dynamo::FOLDED_ATTRIBUTE)
-                        .expression_attribute_values(":p", AttributeValue::S(self.key_prefix.clone()))
-                        .expression_attribute_values(":n", AttributeValue::N(attempt.to_string()))
-                        .set_exclusive_start_key(start.clone())
-                        .send()
-                        .await
-                        .map_err(from_sdk("Scan", &self.table))
-                })
-                .await?;
-            for item in page.items() {
+        let scan = |start| async move {
+            let request = (self.client.scan())
+                .table_name(&self.table)
+                .filter_expression(
+                    "begins_with(pk, :p) AND attribute_exists(#l) AND (attribute_not_exists(#f) OR #f < :n)",
+                )
+                .expression_attribute_names("#l", live)
+                .expression_attribute_names("#f", dynamo::FOLDED_ATTRIBUTE)
+                .expression_attribute_values(":p", AttributeValue::S(self.key_prefix.clone()))
+                .expression_attribute_values(":n", AttributeValue::N(attempt.to_string()))
+                .set_exclusive_start_key(start);
+            page_of!(request, "Scan", &self.table)
+        };
+        let mut pages = std::pin::pin!(self.pages(&scan));
+        while let Some(items) = pages.try_next().await? {
+            for item in items {
                 let (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) =
                     (item.get("pk"), item.get("sk"))
                 else {
@@ -1192,11 +1222,8 @@ impl ViewTableWriter {
                     }
                 }
             }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(stats);
-            }
         }
+        Ok(stats)
     }
 
     async fn send(&self, request: Request) -> Result<WriteStats, AwsError> {
@@ -1209,8 +1236,17 @@ impl ViewTableWriter {
         }
         match request {
             Request::Batch(items) => self.batch_write(items).await,
-            Request::Conditional(put) => self.conditional_put(put).await,
-            Request::Extreme(update) => self.conditional_update(update).await,
+            Request::Conditional(put) => {
+                let request = self.client.put_item().set_item(Some(put.item));
+                let result = with_condition!(request, put, &self.table).send().await;
+                self.conditional_outcome("PutItem", result)
+            }
+            Request::Extreme(update) => {
+                let request = (self.client.update_item()).set_key(Some(update.key));
+                let request = request.update_expression(update.update_expression);
+                let result = with_condition!(request, update, &self.table).send().await;
+                self.conditional_outcome("UpdateItem", result)
+            }
         }
     }
 
@@ -1258,21 +1294,6 @@ impl ViewTableWriter {
         Err(e)
     }
 
-    async fn conditional_update(&self, update: Update) -> Result<WriteStats, AwsError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(update.key))
-            .update_expression(update.update_expression)
-            .set_condition_expression(update.condition_expression)
-            .set_expression_attribute_names(update.expression_attribute_names)
-            .set_expression_attribute_values(update.expression_attribute_values)
-            .send()
-            .await;
-        self.conditional_outcome("UpdateItem", result)
-    }
-
     /// The stats of one conditional write: applied, or skipped when its condition failed (an equal or
     /// better value is stored).
     fn conditional_outcome<O, E>(
@@ -1294,20 +1315,6 @@ impl ViewTableWriter {
             Err(e) => return Err(from_sdk(operation, &self.table)(e)),
         }
         Ok(stats)
-    }
-
-    async fn conditional_put(&self, put: Put) -> Result<WriteStats, AwsError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(put.item))
-            .set_condition_expression(put.condition_expression)
-            .set_expression_attribute_names(put.expression_attribute_names)
-            .set_expression_attribute_values(put.expression_attribute_values)
-            .send()
-            .await;
-        self.conditional_outcome("PutItem", result)
     }
 }
 
@@ -1415,6 +1422,9 @@ pub fn beats(a: &ViewWrite, b: &ViewWrite) -> bool {
 
 /// One record's part in an aggregate: its identity, its delta, whether it is in the live path's band.
 type Contribution = (RecordId, Number, bool);
+
+/// A DynamoDB item or key in the SDK's form.
+type DynamoKey = HashMap<String, AttributeValue>;
 
 /// The records of one aggregate in a transaction.
 #[derive(Clone, Debug)]
@@ -1530,6 +1540,19 @@ fn jittered(base: Duration) -> Duration {
 mod tests {
     use super::*;
     use crate::projection::{Item, Value};
+
+    /// A `Count` contribution of 1 to the view item `pk`/`COUNT` from the record with digest source `record`.
+    pub(super) fn count_add(pk: &str, record: &str) -> ViewWrite {
+        ViewWrite::Add {
+            key: Item::from([
+                ("pk".into(), Value::S(pk.into())),
+                ("sk".into(), Value::S("COUNT".into())),
+            ]),
+            attribute: "count".into(),
+            delta: Number::from(1),
+            record: RecordId::new(&Value::S(record.into()), None).unwrap(),
+        }
+    }
 
     fn latest(pk: &str, order: &str, tag: &str) -> ViewWrite {
         let mut item = Item::new();
@@ -1706,15 +1729,7 @@ mod tests {
                 ("sk".into(), Value::S(format!("{i:03}"))),
             ]),
         }));
-        writes.extend((0..3).map(|i| ViewWrite::Add {
-            key: Item::from([
-                ("pk".into(), Value::S(format!("c#{i}"))),
-                ("sk".into(), Value::S("COUNT".into())),
-            ]),
-            attribute: "count".into(),
-            delta: Number::from(1),
-            record: RecordId::new(&Value::S(format!("a{i}")), None).unwrap(),
-        }));
+        writes.extend((0..3).map(|i| count_add(&format!("c#{i}"), &format!("a{i}"))));
         let stats = writer.apply(writes).await.expect("every write applied");
         assert_eq!(stats.applied, 30 + 60 + 3, "{stats:?}");
         let requests = dynamodb.requests.lock().unwrap().clone();
@@ -1742,6 +1757,7 @@ mod break15 {
     use std::collections::{HashMap, HashSet};
     use std::sync::{Arc, Mutex};
 
+    use super::tests::count_add;
     use super::*;
     use crate::projection::{Item, Value};
 
@@ -1767,6 +1783,13 @@ mod break15 {
         requests: Arc<Mutex<Vec<String>>>,
         markers: Arc<Mutex<HashSet<String>>>,
         counters: Arc<Mutex<HashMap<String, i64>>>,
+    }
+
+    impl Fake {
+        /// The counters' values, in no particular order.
+        fn counter_values(&self) -> Vec<i64> {
+            self.counters.lock().unwrap().values().copied().collect()
+        }
     }
 
     impl std::fmt::Debug for Fake {
@@ -1892,17 +1915,7 @@ mod break15 {
 
     fn count_adds(keys: usize, per_key: usize) -> Vec<ViewWrite> {
         (0..keys)
-            .flat_map(|k| {
-                (0..per_key).map(move |r| ViewWrite::Add {
-                    key: Item::from([
-                        ("pk".into(), Value::S(format!("c#{k}"))),
-                        ("sk".into(), Value::S("COUNT".into())),
-                    ]),
-                    attribute: "count".into(),
-                    delta: Number::from(1),
-                    record: RecordId::new(&Value::S(format!("k{k}r{r}")), None).unwrap(),
-                })
-            })
+            .flat_map(|k| (0..per_key).map(move |r| count_add(&format!("c#{k}"), &format!("k{k}r{r}"))))
             .collect()
     }
 
@@ -2067,15 +2080,7 @@ mod break15 {
     async fn throttling_inside_a_transaction_is_counted_as_transient() {
         let (fake, writer) = fake(first_transactions_throttled(3), 1);
         writer.apply(count_adds(1, 10)).await.expect("applied");
-        assert_eq!(
-            fake.counters
-                .lock()
-                .unwrap()
-                .values()
-                .copied()
-                .collect::<Vec<_>>(),
-            [10]
-        );
+        assert_eq!(fake.counter_values(), [10]);
         assert_eq!(
             writer.transient_log().get().count,
             3,
@@ -2094,15 +2099,7 @@ mod break15 {
         let (fake, writer) = fake(first_transactions_throttled(9), 1);
         let out = writer.apply(count_adds(1, 9)).await;
         assert!(out.is_ok(), "gave up: {out:?}");
-        assert_eq!(
-            fake.counters
-                .lock()
-                .unwrap()
-                .values()
-                .copied()
-                .collect::<Vec<_>>(),
-            [9]
-        );
+        assert_eq!(fake.counter_values(), [9]);
     }
 
     /// Input: 40 Latest writes (40 conditional PutItems) at concurrency 4, every request fails with a

@@ -130,6 +130,7 @@ pub enum ConditionStatus {
 }
 
 /// One observation of the object's state, in the Kubernetes condition convention.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
@@ -144,10 +145,8 @@ pub struct Condition {
     #[serde(default)]
     pub message: String,
     /// The `.metadata.generation` this condition was computed from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// When `status` last changed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Time>,
 }
 

@@ -11,6 +11,7 @@ use super::{Condition, DeletionPolicy};
 /// The operator provisions the log table (Streams and point-in-time recovery on), an optional SQS ingest
 /// queue drained by the built-in writer Lambda (the only principal allowed to write the log), and the
 /// fan-out that delivers each record to the views that need its record type.
+#[serde_with::skip_serializing_none]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "kappa.dev",
@@ -58,7 +59,6 @@ pub struct EventLogSpec {
 
     /// An SQS queue that producers send records to; the built-in writer Lambda drains it into the log.
     /// Without it, producers need their own write access to the table.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest: Option<IngestSpec>,
 
     /// How records reach the views' projectors.
@@ -67,7 +67,6 @@ pub struct EventLogSpec {
 
     /// Where point-in-time exports of the log are written for backfills. Required by views whose
     /// `backfill.source` is `Export`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export: Option<ExportSpec>,
 
     /// What happens to the AWS resources when this EventLog is deleted. `Retain` (the default) keeps the
@@ -100,6 +99,7 @@ impl std::fmt::Display for RecordType {
 }
 
 /// The DynamoDB table that holds the log.
+#[serde_with::skip_serializing_none]
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.sortKey) == has(oldSelf.sortKey) && (!has(self.sortKey) || self.sortKey == oldSelf.sortKey)")
@@ -116,7 +116,6 @@ pub struct LogTableSpec {
     /// namespace and EventLog name. Immutable. Names starting with `kappa-` are reserved for derived
     /// names. A table of this name that exists already is only used if this EventLog created it (its
     /// `kappa.dev/*` tags, uid included, say so) or adopts it (`adoptExisting`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{3,255}$"))]
     pub name: Option<String>,
 
@@ -128,7 +127,6 @@ pub struct LogTableSpec {
     pub partition_key: String,
 
     /// The sort key attribute (a string), if the table has one. Immutable.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"))]
     pub sort_key: Option<String>,
 
@@ -139,7 +137,6 @@ pub struct LogTableSpec {
 
     /// A number attribute that grows with every record of one key; `Latest` views keep the record with
     /// the greatest value, so delivery order and replays do not matter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"))]
     pub ordering_attribute: Option<String>,
 
@@ -195,6 +192,7 @@ fn default_true() -> bool {
 }
 
 /// Capacity mode and, when provisioned, the capacity.
+#[serde_with::skip_serializing_none]
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.mode == 'Provisioned' ? (has(self.readCapacityUnits) && has(self.writeCapacityUnits)) : (!has(self.readCapacityUnits) && !has(self.writeCapacityUnits))")
@@ -204,11 +202,9 @@ pub struct BillingSpec {
     #[serde(default)]
     pub mode: BillingMode,
     /// Read capacity units, with mode `Provisioned`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 40000))]
     pub read_capacity_units: Option<i64>,
     /// Write capacity units, with mode `Provisioned`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 40000))]
     pub write_capacity_units: Option<i64>,
 }
@@ -367,51 +363,43 @@ fn default_export_prefix() -> String {
 }
 
 /// What the operator observed and provisioned for an EventLog.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventLogStatus {
     /// The `.metadata.generation` the status was computed from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Pending`, `Provisioning`, `Ready`, `Failed` or `Deleting`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<EventLogPhase>,
     /// Ready, Reconciling, Stalled and Provisioned, in the kstatus convention.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The log table as provisioned.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<TableStatus>,
     /// The fan-out mode in effect (`Sns` or `Direct`); `Auto` resolved.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fan_out: Option<ResolvedFanOut>,
     /// How many MaterializedViews read this log.
     #[serde(default)]
     pub views: i32,
     /// The ingest queue URL producers send to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest_queue_url: Option<String>,
     /// Messages in the ingest dead-letter queue (SQS's `ApproximateNumberOfMessages`): records the writer
     /// could not write after `spec.ingest.maxReceiveCount` tries. They stay 14 days; after a fix, move them back
     /// to the ingest queue with SQS's dead-letter queue redrive: `kubectl kappa redrive <log>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letters: Option<i64>,
     /// With `Sns` fan-out: messages in the router's failure queue (`status.resources.routerFailureQueue`),
     /// each naming a batch of the log's stream records (shard and sequence numbers) the router failed to
     /// publish after its retries, so no view on the `Sns` fan-out received them. The records stay in the
     /// log; after a fix, re-project the views from it. Kept 14 days.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router_dead_letters: Option<i64>,
     /// The estimated cost of this log and its views per million writes, with default us-east-1 prices
     /// (`kappa-operator cost -f` prints the table and takes other prices).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_estimate: Option<String>,
     /// ARNs of the provisioned resources, by role (`writer`, `router`, `topic/<group>`, ...).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub resources: std::collections::BTreeMap<String, String>,
     /// The operator's one reader of the log's stream for all its in-cluster views, as of the last
     /// reconcile; absent while no in-cluster view reads the log.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_cluster_reader: Option<InClusterReaderStatus>,
 }
 
@@ -438,16 +426,15 @@ pub enum EventLogPhase {
 }
 
 /// A provisioned DynamoDB table.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TableStatus {
     /// The table name.
     pub name: String,
     /// The table ARN.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arn: Option<String>,
     /// The latest stream ARN.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_arn: Option<String>,
     /// Declared settings an adopted table does not have, which the operator leaves as they are (billing,
     /// capacity, point-in-time recovery of `spec.table.adoptExisting` tables): one line each, naming the

@@ -21,6 +21,7 @@ pub const APPROVE_PROMOTION_ANNOTATION: &str = "kappa.dev/approve-promotion";
 ///
 /// A new view is backfilled from a point-in-time export of the log, then kept current by the live path
 /// (an SNS subscription or a stream mapping) with no event lost and none applied twice.
+#[serde_with::skip_serializing_none]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "kappa.dev",
@@ -74,7 +75,6 @@ pub struct MaterializedViewSpec {
 
     /// A declarative projection, run by the built-in projector. Exactly one of `projection` and
     /// `projector.code` is set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub projection: Option<Projection>,
 
     /// Where and how the projection runs: the built-in or a custom Lambda, or inside the operator.
@@ -92,7 +92,6 @@ pub struct MaterializedViewSpec {
     /// Push the view's changes to WebSocket subscribers. Needs `spec.store.streams: true`. On the Lambda
     /// runtime the operator provisions an API Gateway WebSocket API per views table; on the in-cluster
     /// runtime it serves the same protocol itself. `status.push.url` is the URL to give to clients.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscribers: Option<SubscribersSpec>,
 
     /// How a changed view is rebuilt and promoted. A change to what the content depends on (record types,
@@ -123,14 +122,13 @@ pub enum SubscriberProtocol {
 }
 
 /// Where subscribers connect; see `status.push`.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PushStatus {
     /// The WebSocket URL to give to clients: they send `{"action":"subscribe","view":"<name>"}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// The API Gateway WebSocket API's id (Lambda runtime).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_id: Option<String>,
 }
 
@@ -163,6 +161,7 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
 }
 
 /// How a rebuilt version replaces the active one; see `spec.promotion`.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PromotionSpec {
@@ -181,7 +180,6 @@ pub struct PromotionSpec {
     pub retain_previous: String,
     /// Give up on a rebuild that has not caught up this long after it started, for example `6h`. Unset:
     /// never give up.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+[smhd])+$"))]
     pub abort_after: Option<String>,
 }
@@ -221,6 +219,7 @@ pub struct EventLogRef {
 }
 
 /// A declarative projection: filter, key, attributes and mode.
+#[serde_with::skip_serializing_none]
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.mode == 'Sum' ? has(self.sumOf) : !has(self.sumOf)")
@@ -263,22 +262,18 @@ pub struct Projection {
 
     /// With `Latest`: the number attribute that orders records of one key. Defaults to the EventLog's
     /// `spec.table.orderingAttribute`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"))]
     pub order_by: Option<String>,
 
     /// With `Sum`: the number attribute to add up.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"))]
     pub sum_of: Option<String>,
 
     /// With `Min`: the number attribute whose least value per key the view keeps.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"))]
     pub min_of: Option<String>,
 
     /// With `Max`: the number attribute whose greatest value per key the view keeps.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"))]
     pub max_of: Option<String>,
 
@@ -323,6 +318,7 @@ pub enum ProjectionMode {
 
 /// Templates for the view item's keys: literal text and `{attribute}` placeholders replaced by the
 /// record's attribute values (strings or numbers), for example `PLAYER#{playerId}`.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyTemplate {
@@ -334,7 +330,6 @@ pub struct KeyTemplate {
     pub partition_key: String,
     /// Template of the view item's sort key (`sk`). Defaults to a constant per mode (`Append` uses the
     /// log record's own keys, so a replay overwrites rather than duplicates).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 256),
         regex(pattern = r"^([^{}]|\{[A-Za-z_][A-Za-z0-9_-]*\})+$")
@@ -343,6 +338,7 @@ pub struct KeyTemplate {
 }
 
 /// A condition on one attribute of the record.
+#[serde_with::skip_serializing_none]
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.operator in ['Exists', 'NotExists'] ? (!has(self.value) && (!has(self.values) || size(self.values) == 0)) : (self.operator == 'In' ? (!has(self.value) && has(self.values) && size(self.values) > 0) : (has(self.value) && (!has(self.values) || size(self.values) == 0)))")
@@ -354,7 +350,6 @@ pub struct FilterCondition {
     /// `Equals`, `NotEquals`, `BeginsWith`, `In`, `Exists` or `NotExists`.
     pub operator: FilterOperator,
     /// The value compared with (a string, or a number written as a string).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub value: Option<String>,
     /// The values for `In`.
@@ -375,6 +370,7 @@ pub enum FilterOperator {
 }
 
 /// A record attribute kept in the view, optionally under another name.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttributeMapping {
@@ -382,12 +378,12 @@ pub struct AttributeMapping {
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"))]
     pub from: String,
     /// The view attribute's name; defaults to `from`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"))]
     pub to: Option<String>,
 }
 
 /// Where the projection runs.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProjectorSpec {
@@ -408,7 +404,6 @@ pub struct ProjectorSpec {
     #[schemars(length(max = 50))]
     pub environment: BTreeMap<String, String>,
     /// A custom projector Lambda instead of the built-in one. Exactly one of `spec.projection` and this.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<ProjectorCode>,
 }
 
@@ -440,22 +435,20 @@ pub enum ProjectorRuntime {
 }
 
 /// The code of a custom projector: exactly one of `s3`, `imageUri` and `functionArn`.
+#[serde_with::skip_serializing_none]
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.s3), has(self.imageUri), has(self.functionArn)].filter(x, x).size() == 1")
     .message("set exactly one of spec.projector.code.s3, spec.projector.code.imageUri and spec.projector.code.functionArn"))]
 pub struct ProjectorCode {
     /// A zip in S3, run with `handler` on `lambdaRuntime`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Code>,
     /// A container image in ECR.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(
         pattern = r"^[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})$"
     ))]
     pub image_uri: Option<String>,
     /// An existing function, used as it is (the operator only wires it to the log).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(
         pattern = r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9$_-]{1,128})?$"
     ))]
@@ -490,6 +483,7 @@ fn default_handler() -> String {
 }
 
 /// Where the view's items live.
+#[serde_with::skip_serializing_none]
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.table == 'Shared' || !has(self.keyPrefix)")
@@ -506,7 +500,6 @@ pub struct StoreSpec {
     #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"))]
     pub shared_table_name: String,
     /// With `Shared`: the prefix of this view's partition keys. Defaults to `<view name>#`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9_.:#/-]{1,64}$"))]
     pub key_prefix: Option<String>,
     /// Turn DynamoDB Streams on for the views table, so changes can be pushed to subscribers. Views that
@@ -609,57 +602,46 @@ pub enum BackfillApproval {
 }
 
 /// What the operator observed and did for a view.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MaterializedViewStatus {
     /// The `.metadata.generation` the status was computed from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Where the view is in its life: `Pending`, `Provisioning`, `Backfilling`, `CatchingUp`, `Live`,
     /// `Rebuilding`, `Failed` or `Deleting`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<ViewPhase>,
     /// Ready, Reconciling, Stalled, Provisioned and BackfillComplete, in the kstatus convention.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The views table holding this view's items.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_name: Option<String>,
     /// The partition-key prefix of this view's items in a shared table.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_prefix: Option<String>,
     /// ARNs and ids of the provisioned resources, by role (`projector`, `subscription`, `mapping`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resources: BTreeMap<String, String>,
     /// Backfill progress.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backfill: Option<BackfillStatus>,
     /// The live path's progress (runtime `InCluster`: the operator's stream reader).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<LiveStatus>,
     /// Records left out under `spec.projection.onRecordError: Skip`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record_errors: Option<RecordErrorsStatus>,
     /// Where WebSocket subscribers connect, when `spec.subscribers` is set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push: Option<PushStatus>,
     /// The version readers are pointed at (`tableName` and `keyPrefix` above are its storage; the
     /// ConfigMap named after the view holds the same pointer).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_version: Option<i64>,
     /// The highest version number used so far (a new version takes the next one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_version: Option<i64>,
     /// A summary of the rebuild in progress or failed, as shown by `kubectl get mv` (for example
     /// `v2 Backfilling 42%`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebuild: Option<String>,
     /// Runtime `Lambda`: messages in the failure queues of the view's projectors (SQS's
     /// `ApproximateNumberOfMessages`, summed over versions): log records the projector failed after its
     /// retries, each message naming them (a stream batch's shard and sequence numbers with `Direct`
     /// fan-out; the SNS event with `Sns`). The records stay in the log; after a fix, re-project them.
     /// Kept 14 days (`status.resources.failureQueue`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letters: Option<i64>,
     /// Every version that has storage: the active one, a building one, a retained previous one, a failed
     /// one (kept until the spec changes).
@@ -690,22 +672,22 @@ fn opaque_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 /// What a version's content was built from: the content fields of the spec it was created for.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ViewContent {
     /// The record types projected (`spec.recordTypes`).
     pub record_types: Vec<RecordType>,
     /// The declarative projection (`spec.projection`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub projection: Option<Projection>,
     /// The custom projector code (`spec.projector.code`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<ProjectorCode>,
     /// Where the items are stored (`spec.store`).
     pub store: StoreSpec,
 }
 
 /// One version of a view: its own storage, live path and backfill.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ViewVersion {
@@ -719,34 +701,25 @@ pub struct ViewVersion {
     #[schemars(schema_with = "opaque_object")]
     pub content: ViewContent,
     /// The views table holding the version's items.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_name: Option<String>,
     /// The version's partition-key prefix in a shared table.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_prefix: Option<String>,
     /// Where the version is: `Backfilling`, `CatchingUp`, `Live`, ...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<ViewPhase>,
     /// Why a version failed, or what it waits for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// The version's backfill.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backfill: Option<BackfillStatus>,
     /// The version's live path.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<LiveStatus>,
     /// The version's own AWS resources by role (a Lambda view's projector function, role, subscriptions).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resources: BTreeMap<String, String>,
     /// When the version was started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<Time>,
     /// When readers were last pointed at it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoted_at: Option<Time>,
     /// When another version replaced it (the retention counts from here).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded_at: Option<Time>,
 }
 
@@ -767,6 +740,7 @@ pub struct RecordErrorsStatus {
 }
 
 /// Where the live path is.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LiveStatus {
@@ -774,22 +748,18 @@ pub struct LiveStatus {
     #[serde(default)]
     pub caught_up: bool,
     /// The creation time of the newest log record applied: everything written before it is in the view.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark: Option<Time>,
     /// Stream records applied since the reader started in this operator process.
     #[serde(default)]
     pub records_applied: i64,
     /// The ConfigMap holding the stream reader's checkpoint (sequence numbers per shard).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<String>,
     /// Lambda runtime: how far behind the log the projector function was when it last reported, in
     /// seconds (rounded up): from the oldest record of its batch being written to the log to the batch
     /// being applied. Promotion waits until it is within `spec.promotion.maxLag`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_seconds: Option<i64>,
     /// Lambda runtime: when the projector function last reported applying records (it reports at most
     /// every 5 s per instance, sooner when its lag moves).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reported: Option<Time>,
 }
 
@@ -813,6 +783,7 @@ impl std::fmt::Display for ViewPhase {
 }
 
 /// Progress of a backfill.
+#[serde_with::skip_serializing_none]
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackfillStatus {
@@ -828,31 +799,22 @@ pub struct BackfillStatus {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub transient_errors: i64,
     /// The newest of them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transient_error: Option<String>,
     /// Why this attempt started (`initial`, or the gap it closes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The S3 location the export is written to (`s3://bucket/prefix`), owned by the view.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export_location: Option<String>,
     /// The ConfigMap holding the data files done (the checkpoint a restarted backfill resumes from).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<String>,
     /// Log records projected per second.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items_per_second: Option<i64>,
     /// Estimated time left, for example `2m30s`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta: Option<String>,
     /// Percent done, as shown by `kubectl get mv` (for example `42%`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<String>,
     /// The export's ARN.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export_arn: Option<String>,
     /// The point in time the export snapshots.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export_time: Option<Time>,
     /// Data files projected.
     #[serde(default)]
@@ -867,10 +829,8 @@ pub struct BackfillStatus {
     #[serde(default)]
     pub items_total: i64,
     /// When the backfill started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
     /// When it finished.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
     /// What the finished backfill read was removed: its export's files (unless `spec.backfill.keepExport`)
     /// and its checkpoint. Done only after `finishedAt` is recorded, so a restart never finds an
