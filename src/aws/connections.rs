@@ -10,6 +10,7 @@ use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectio
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeValue, DeleteRequest, ReturnValuesOnConditionCheckFailure, WriteRequest,
 };
@@ -20,9 +21,9 @@ use tracing::warn;
 use super::error::classify;
 use crate::functions::connections::{
     CONNECTION_ID, CONNECTION_SK, ConnectionStore, ConnectionStoreError, EXPIRES_AT, KEY_PREFIX,
-    MAX_SUBSCRIPTIONS_PER_CONNECTION, PK, SK, SUBSCRIPTIONS, Subscriber, connection_item, connection_pk,
-    epoch_seconds, parse_subscription_entry, subscription_entry, subscription_item, subscription_pk,
-    subscription_sk,
+    MAX_SUBSCRIPTIONS_PER_CONNECTION, PK, SK, SUBSCRIPTIONS, Subscriber, ViewSubscription, connection_item,
+    connection_pk, epoch_seconds, parse_subscription_entry, subscription_entry, subscription_item,
+    subscription_pk, subscription_sk,
 };
 use crate::functions::notifier::{ConnectionPoster, ENV_WS_MANAGEMENT_ENDPOINT, PostError};
 use crate::projection::item_to_dynamodb;
@@ -74,6 +75,19 @@ impl DynamoConnections {
         ])
     }
 
+    /// An `UpdateItem` of connection `connection_id`'s item, with `#subs` naming its subscription set and
+    /// `#pk` its partition key.
+    fn update_connection(&self, connection_id: &str) -> UpdateItemFluentBuilder {
+        let key = Self::key(connection_pk(connection_id), CONNECTION_SK.to_string());
+        (self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key)))
+        .expression_attribute_names("#subs", SUBSCRIPTIONS)
+        .expression_attribute_names("#pk", PK)
+    }
+
     /// Deletes items by key with `BatchWriteItem`, resending unprocessed ones.
     async fn delete_all(
         &self,
@@ -96,17 +110,9 @@ impl DynamoConnections {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             for attempt in 1..=BATCH_WRITE_ATTEMPTS {
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, requests)
-                    .send()
+                requests = super::dynamodb::batch_write_once(&self.client, &self.table, requests)
                     .await
                     .map_err(|e| self.call_error("BatchWriteItem", &e))?;
-                requests = out
-                    .unprocessed_items
-                    .and_then(|mut tables| tables.remove(&self.table))
-                    .unwrap_or_default();
                 if requests.is_empty() {
                     break;
                 }
@@ -137,18 +143,9 @@ impl DynamoConnections {
         if entries.is_empty() {
             return Ok(());
         }
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(
-                connection_pk(connection_id),
-                CONNECTION_SK.to_string(),
-            )))
+        let result = (self.update_connection(connection_id))
             .update_expression("DELETE #subs :entries")
             .condition_expression("attribute_exists(#pk)")
-            .expression_attribute_names("#subs", SUBSCRIPTIONS)
-            .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":entries", AttributeValue::Ss(entries))
             .send()
             .await;
@@ -172,29 +169,15 @@ impl ConnectionStore for DynamoConnections {
         Ok(())
     }
 
-    async fn subscribe(
-        &self,
-        connection_id: &str,
-        view: &str,
-        key_prefix: Option<&str>,
-        expires_at: i64,
-    ) -> Result<(), ConnectionStoreError> {
+    async fn subscribe(&self, on: ViewSubscription<'_>, expires_at: i64) -> Result<(), ConnectionStoreError> {
+        let (connection_id, view, key_prefix) = on.parts();
         let entry = subscription_entry(view, key_prefix);
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(
-                connection_pk(connection_id),
-                CONNECTION_SK.to_string(),
-            )))
+        let result = (self.update_connection(connection_id))
             .update_expression("ADD #subs :entries")
             .condition_expression(
                 "attribute_exists(#pk) AND (attribute_not_exists(#subs) OR size(#subs) < :max \
                  OR contains(#subs, :entry))",
             )
-            .expression_attribute_names("#subs", SUBSCRIPTIONS)
-            .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":entries", AttributeValue::Ss(vec![entry.clone()]))
             .expression_attribute_values(":entry", AttributeValue::S(entry))
             .expression_attribute_values(
@@ -240,12 +223,8 @@ impl ConnectionStore for DynamoConnections {
         Ok(())
     }
 
-    async fn unsubscribe(
-        &self,
-        connection_id: &str,
-        view: &str,
-        key_prefix: Option<&str>,
-    ) -> Result<usize, ConnectionStoreError> {
+    async fn unsubscribe(&self, on: ViewSubscription<'_>) -> Result<usize, ConnectionStoreError> {
+        let (connection_id, view, key_prefix) = on.parts();
         let pk = subscription_pk(view);
         let removed: Vec<Option<String>> = match key_prefix {
             Some(prefix) => {

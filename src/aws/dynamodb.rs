@@ -5,11 +5,15 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode as DdbBilling, KeySchemaElement, KeyType,
     PointInTimeRecoverySpecification, ProvisionedThroughput, ScalarAttributeType, StreamSpecification,
     StreamViewType as DdbView, TableDescription, TableStatus, Tag, TimeToLiveSpecification, TimeToLiveStatus,
+    WriteRequest,
 };
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
 
 use super::error::from_sdk;
 use super::{AwsError, Convergence};
@@ -728,6 +732,28 @@ async fn tag_if_needed(
         .await
         .map_err(from_sdk("TagResource", arn))?;
     Ok(true)
+}
+
+/// One `BatchWriteItem` of `requests` (at most 25) to `table`. Returns the requests DynamoDB left
+/// unprocessed, its `UnprocessedItems` for `table` (throttling), for the caller to send again after a
+/// backoff ([BatchWriteItem](https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchWriteItem.html)).
+///
+/// # Errors
+/// The SDK's error, for the caller to classify (a `ValidationException` names a bad item).
+pub async fn batch_write_once(
+    client: &Client,
+    table: &str,
+    requests: Vec<WriteRequest>,
+) -> Result<Vec<WriteRequest>, SdkError<BatchWriteItemError, HttpResponse>> {
+    let out = client
+        .batch_write_item()
+        .request_items(table, requests)
+        .send()
+        .await?;
+    Ok(out
+        .unprocessed_items
+        .and_then(|mut tables| tables.remove(table))
+        .unwrap_or_default())
 }
 
 /// Removes `owner`'s `kappa.dev/adopted-by` tag from a table it adopted, so the table can be adopted

@@ -80,11 +80,7 @@ impl LogWriter for DynamoLogWriter {
             .map(dynamo::write_request_owned)
             .collect::<Result<Vec<WriteRequest>, _>>()
             .map_err(|e| WriteError::Permanent(format!("building the request: {e}")))?;
-        let out = self
-            .client
-            .batch_write_item()
-            .request_items(&self.table, requests)
-            .send()
+        let unprocessed = super::dynamodb::batch_write_once(&self.client, &self.table, requests)
             .await
             .map_err(|e| {
                 // A ValidationException is about the request's items (one too large, a number out of
@@ -96,10 +92,6 @@ impl LogWriter for DynamoLogWriter {
                     (false, reason) => WriteError::Permanent(reason),
                 }
             })?;
-        let unprocessed = out
-            .unprocessed_items
-            .and_then(|mut tables| tables.remove(&self.table))
-            .unwrap_or_default();
         unprocessed
             .into_iter()
             .filter_map(|request| request.put_request.map(|put| put.item))

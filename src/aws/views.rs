@@ -174,17 +174,9 @@ pub(crate) async fn delete_items_with_prefix_but(
             deleted += requests.len() as u64;
             let mut backoff = FIRST_BACKOFF;
             while !requests.is_empty() {
-                let out = client
-                    .batch_write_item()
-                    .request_items(table, requests)
-                    .send()
+                requests = super::dynamodb::batch_write_once(client, table, requests)
                     .await
                     .map_err(from_sdk("BatchWriteItem", table))?;
-                requests = out
-                    .unprocessed_items
-                    .unwrap_or_default()
-                    .remove(table)
-                    .unwrap_or_default();
                 if !requests.is_empty() {
                     tokio::time::sleep(jittered(backoff)).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -1259,16 +1251,10 @@ impl ViewTableWriter {
         let mut items_len = items.len();
         for attempt in 1..=BATCH_ATTEMPTS {
             stats.requests += 1;
-            let out = self
-                .client
-                .batch_write_item()
-                .request_items(&self.table, items)
-                .send()
+            let sent = items_len;
+            items = super::dynamodb::batch_write_once(&self.client, &self.table, items)
                 .await
                 .map_err(from_sdk("BatchWriteItem", &self.table))?;
-            let mut unprocessed = out.unprocessed_items.unwrap_or_default();
-            let sent = items_len;
-            items = unprocessed.remove(&self.table).unwrap_or_default();
             stats.write_units += (sent - items.len()) as u64;
             items_len = items.len();
             if items.is_empty() {

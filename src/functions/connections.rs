@@ -186,6 +186,30 @@ impl ConnectionStoreError {
 /// A view's subscriber: `(connection id, key prefix)`; `None`: the whole view.
 pub type Subscriber = (String, Option<String>);
 
+/// A connection's subscription to a view's changes: those of keys starting with `key_prefix`, or
+/// (`None`) all of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ViewSubscription<'a> {
+    pub connection_id: &'a str,
+    pub view: &'a str,
+    pub key_prefix: Option<&'a str>,
+}
+
+impl<'a> ViewSubscription<'a> {
+    pub fn new(connection_id: &'a str, view: &'a str, key_prefix: Option<&'a str>) -> Self {
+        Self {
+            connection_id,
+            view,
+            key_prefix,
+        }
+    }
+
+    /// `(connection_id, view, key_prefix)`.
+    pub fn parts(self) -> (&'a str, &'a str, Option<&'a str>) {
+        (self.connection_id, self.view, self.key_prefix)
+    }
+}
+
 /// The connections table, as the connections and notifier functions use it (see the module docs for the
 /// items). Every operation is idempotent.
 pub trait ConnectionStore {
@@ -196,22 +220,18 @@ pub trait ConnectionStore {
         expires_at: i64,
     ) -> impl Future<Output = Result<(), ConnectionStoreError>> + Send;
 
-    /// Adds a subscription of a registered connection to `view` (keys starting with `key_prefix`).
+    /// Adds `subscription` of a registered connection, kept at most until `expires_at` (epoch seconds).
     fn subscribe(
         &self,
-        connection_id: &str,
-        view: &str,
-        key_prefix: Option<&str>,
+        subscription: ViewSubscription<'_>,
         expires_at: i64,
     ) -> impl Future<Output = Result<(), ConnectionStoreError>> + Send;
 
-    /// Removes the subscription to `view` with `key_prefix`, or (`None`) all of the connection's
-    /// subscriptions to `view`. Returns how many were removed.
+    /// Removes `subscription`; with no key prefix, all of the connection's subscriptions to the view.
+    /// Returns how many were removed.
     fn unsubscribe(
         &self,
-        connection_id: &str,
-        view: &str,
-        key_prefix: Option<&str>,
+        subscription: ViewSubscription<'_>,
     ) -> impl Future<Output = Result<usize, ConnectionStoreError>> + Send;
 
     /// Removes the connection and all its subscriptions (nothing when it is already gone).
@@ -297,13 +317,8 @@ impl ConnectionStore for MemoryConnections {
         Ok(())
     }
 
-    async fn subscribe(
-        &self,
-        connection_id: &str,
-        view: &str,
-        key_prefix: Option<&str>,
-        expires_at: i64,
-    ) -> Result<(), ConnectionStoreError> {
+    async fn subscribe(&self, on: ViewSubscription<'_>, expires_at: i64) -> Result<(), ConnectionStoreError> {
+        let (connection_id, view, key_prefix) = on.parts();
         let mut items = self.lock()?;
         let entry = subscription_entry(view, key_prefix);
         let Some(connection) = items.get_mut(&connection_key(connection_id)) else {
@@ -327,12 +342,8 @@ impl ConnectionStore for MemoryConnections {
         Ok(())
     }
 
-    async fn unsubscribe(
-        &self,
-        connection_id: &str,
-        view: &str,
-        key_prefix: Option<&str>,
-    ) -> Result<usize, ConnectionStoreError> {
+    async fn unsubscribe(&self, on: ViewSubscription<'_>) -> Result<usize, ConnectionStoreError> {
+        let (connection_id, view, key_prefix) = on.parts();
         let mut items = self.lock()?;
         let pk = subscription_pk(view);
         let doomed: Vec<(String, String)> = match key_prefix {
@@ -673,7 +684,10 @@ async fn handle_message<S: ConnectionStore>(
                 );
             }
             match store
-                .subscribe(connection_id, &view, key_prefix.as_deref(), expiry)
+                .subscribe(
+                    ViewSubscription::new(connection_id, &view, key_prefix.as_deref()),
+                    expiry,
+                )
                 .await
             {
                 Ok(()) => {
@@ -697,7 +711,7 @@ async fn handle_message<S: ConnectionStore>(
         ClientRequest::Unsubscribe { view, key_prefix } => {
             let key_prefix = key_prefix.as_deref().and_then(non_empty);
             match store
-                .unsubscribe(connection_id, &view, key_prefix.as_deref())
+                .unsubscribe(ViewSubscription::new(connection_id, &view, key_prefix.as_deref()))
                 .await
             {
                 Ok(removed) => {
@@ -958,13 +972,19 @@ mod tests {
         handle(&routes(), &store, &event("connect"), NOW).await;
         for i in 0..MAX_SUBSCRIPTIONS_PER_CONNECTION {
             store
-                .subscribe("Vq2PbcfvoAMCLkg=", "players", Some(&format!("P{i}")), 1)
+                .subscribe(
+                    ViewSubscription::new("Vq2PbcfvoAMCLkg=", "players", Some(&format!("P{i}"))),
+                    1,
+                )
                 .await
                 .unwrap();
         }
         // Subscribing again to one held is fine; a new one is not.
         store
-            .subscribe("Vq2PbcfvoAMCLkg=", "players", Some("P0"), 1)
+            .subscribe(
+                ViewSubscription::new("Vq2PbcfvoAMCLkg=", "players", Some("P0")),
+                1,
+            )
             .await
             .unwrap();
         let r = handle(&routes(), &store, &event("subscribe"), NOW).await;

@@ -346,7 +346,7 @@ mod tests {
 
     use super::*;
     use crate::functions::connections::{
-        ConnectionStoreError, ENV_CONNECTIONS_TABLE, ENV_VIEW_ROUTES, MemoryConnections,
+        ConnectionStoreError, ENV_CONNECTIONS_TABLE, ENV_VIEW_ROUTES, MemoryConnections, ViewSubscription,
     };
 
     fn event() -> StreamEvent {
@@ -435,20 +435,13 @@ mod tests {
         }
         async fn subscribe(
             &self,
-            id: &str,
-            view: &str,
-            prefix: Option<&str>,
+            on: ViewSubscription<'_>,
             expires_at: i64,
         ) -> Result<(), ConnectionStoreError> {
-            self.table.subscribe(id, view, prefix, expires_at).await
+            self.table.subscribe(on, expires_at).await
         }
-        async fn unsubscribe(
-            &self,
-            id: &str,
-            view: &str,
-            prefix: Option<&str>,
-        ) -> Result<usize, ConnectionStoreError> {
-            self.table.unsubscribe(id, view, prefix).await
+        async fn unsubscribe(&self, on: ViewSubscription<'_>) -> Result<usize, ConnectionStoreError> {
+            self.table.unsubscribe(on).await
         }
         async fn disconnect(&self, id: &str) -> Result<(), ConnectionStoreError> {
             self.table.disconnect(id).await
@@ -474,16 +467,22 @@ mod tests {
         for id in ["A", "B", "C", "D"] {
             store.connect(id, 1).await.unwrap();
         }
-        store.subscribe("A", "players", None, 1).await.unwrap();
         store
-            .subscribe("A", "players", Some("PLAYER#a"), 1)
+            .subscribe(ViewSubscription::new("A", "players", None), 1)
             .await
             .unwrap();
         store
-            .subscribe("B", "players", Some("PLAYER#bo"), 1)
+            .subscribe(ViewSubscription::new("A", "players", Some("PLAYER#a")), 1)
             .await
             .unwrap();
-        store.subscribe("C", "games", None, 1).await.unwrap();
+        store
+            .subscribe(ViewSubscription::new("B", "players", Some("PLAYER#bo")), 1)
+            .await
+            .unwrap();
+        store
+            .subscribe(ViewSubscription::new("C", "games", None), 1)
+            .await
+            .unwrap();
         store
     }
 
