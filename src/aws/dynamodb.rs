@@ -721,17 +721,7 @@ async fn tag_if_needed(
     let missing: Vec<Tag> = super::missing_tags(want, have)
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect::<Result<_, _>>()?;
-    if missing.is_empty() {
-        return Ok(false);
-    }
-    client
-        .tag_resource()
-        .resource_arn(arn)
-        .set_tags(Some(missing))
-        .send()
-        .await
-        .map_err(from_sdk("TagResource", arn))?;
-    Ok(true)
+    super::tag_resource_with!(client, arn, missing)
 }
 
 /// One `BatchWriteItem` of `requests` (at most 25) to `table`. Returns the requests DynamoDB left

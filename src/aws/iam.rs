@@ -41,17 +41,7 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-async fn tags_of(client: &Client, name: &str) -> Result<BTreeMap<String, String>, AwsError> {
-    let out = client
-        .list_role_tags()
-        .role_name(name)
-        .send()
-        .await
-        .map_err(from_sdk("ListRoleTags", name))?;
-    Ok(tag_map(out.tags()))
-}
-
-super::key_value_tags!(Tag);
+super::key_value_tags!(Tag, list_role_tags(role_name) = "ListRoleTags");
 
 /// Creates the role or brings its permissions boundary, trust policy, inline policy and tags in line;
 /// returns its ARN. `boundary` is the ARN of the managed policy every role of the operator carries as its
@@ -76,18 +66,14 @@ pub async fn ensure_role(
     let mut convergence = Convergence::Converged;
     let arn = match existing {
         None => {
-            let tags: Vec<Tag> = plan
-                .tags
-                .iter()
-                .map(|(k, v)| tag(k, v))
-                .collect::<Result<_, _>>()?;
+            let planned = tags(plan.tags.iter())?;
             let out = client
                 .create_role()
                 .role_name(&plan.name)
                 .assume_role_policy_document(plan.trust.to_string())
                 .description(format!("kappa-operator: {}", plan.role))
                 .permissions_boundary(boundary)
-                .set_tags(Some(tags))
+                .set_tags(Some(planned))
                 .send()
                 .await
                 .map_err(from_sdk("CreateRole", &plan.name))?;
@@ -130,9 +116,7 @@ pub async fn ensure_role(
                     .map_err(from_sdk("UpdateAssumeRolePolicy", &plan.name))?;
                 convergence = Convergence::InProgress;
             }
-            let missing: Vec<Tag> = super::missing_tags(&plan.tags, &have)
-                .map(|(k, v)| tag(k, v))
-                .collect::<Result<_, _>>()?;
+            let missing = tags(super::missing_tags(&plan.tags, &have))?;
             if !missing.is_empty() {
                 client
                     .tag_role()

@@ -6,14 +6,30 @@
 /// `fn tag(key, value) -> Result<$tag, AwsError>` and `fn tag_map(&[$tag]) -> BTreeMap<String, String>` for
 /// an SDK's key/value `Tag` type (IAM's, SNS's and DynamoDB's share the shape, not a trait).
 macro_rules! key_value_tags {
-    ($tag:ty) => {
-        /// The SDK's tag `k` = `v`. Errors: the builder's, as a permanent `BuildRequest` error.
-        fn tag(k: &str, v: &str) -> Result<$tag, AwsError> {
-            <$tag>::builder()
-                .key(k)
-                .value(v)
-                .build()
-                .map_err(|e| AwsError::permanent("BuildRequest", k, e.to_string()))
+    ($tag:ty, $list:ident($by:ident) = $operation:literal) => {
+        /// The tags on the resource `id`, key to value.
+        async fn tags_of(client: &Client, id: &str) -> Result<BTreeMap<String, String>, AwsError> {
+            let out = client
+                .$list()
+                .$by(id)
+                .send()
+                .await
+                .map_err(from_sdk($operation, id))?;
+            Ok(tag_map(out.tags()))
+        }
+
+        /// The SDK's tags for `pairs` (key, value). Errors: the builder's, as a permanent `BuildRequest`
+        /// error.
+        fn tags<'a>(pairs: impl Iterator<Item = (&'a String, &'a String)>) -> Result<Vec<$tag>, AwsError> {
+            pairs
+                .map(|(k, v)| {
+                    <$tag>::builder()
+                        .key(k)
+                        .value(v)
+                        .build()
+                        .map_err(|e| AwsError::permanent("BuildRequest", k, e.to_string()))
+                })
+                .collect()
         }
 
         /// The tags as a map, key to value.
@@ -25,6 +41,26 @@ macro_rules! key_value_tags {
     };
 }
 pub(crate) use key_value_tags;
+
+/// Sends `TagResource` of `missing` (the SDK's tag collection) to `arn` with `client` (DynamoDB's and API
+/// Gateway's clients take the same request shape) unless `missing` is empty. Evaluates to
+/// `Result<bool, AwsError>`: `true` when it tagged.
+macro_rules! tag_resource_with {
+    ($client:expr, $arn:expr, $missing:expr) => {{
+        let missing = $missing;
+        if missing.is_empty() {
+            Ok(false)
+        } else {
+            let request = $client.tag_resource().resource_arn($arn).set_tags(Some(missing));
+            request
+                .send()
+                .await
+                .map(|_| true)
+                .map_err(from_sdk("TagResource", $arn))
+        }
+    }};
+}
+pub(crate) use tag_resource_with;
 
 mod calls;
 pub mod connections;

@@ -28,17 +28,7 @@ async fn find(client: &Client, name: &str) -> Result<Option<String>, AwsError> {
     Ok(None)
 }
 
-async fn tags_of(client: &Client, arn: &str) -> Result<BTreeMap<String, String>, AwsError> {
-    let out = client
-        .list_tags_for_resource()
-        .resource_arn(arn)
-        .send()
-        .await
-        .map_err(from_sdk("ListTagsForResource", arn))?;
-    Ok(tag_map(out.tags()))
-}
-
-super::key_value_tags!(Tag);
+super::key_value_tags!(Tag, list_tags_for_resource(resource_arn) = "ListTagsForResource");
 
 /// Creates the topic or brings its tags in line; returns its ARN. An existing topic of another owner is
 /// refused untouched.
@@ -51,9 +41,7 @@ pub async fn ensure_topic(client: &Client, plan: &TopicPlan) -> Result<(String, 
             &plan.tags,
             &have,
         )?;
-        let missing: Vec<Tag> = super::missing_tags(&plan.tags, &have)
-            .map(|(k, v)| tag(k, v))
-            .collect::<Result<_, _>>()?;
+        let missing = tags(super::missing_tags(&plan.tags, &have))?;
         if missing.is_empty() {
             return Ok((arn, Convergence::Converged));
         }
@@ -66,15 +54,11 @@ pub async fn ensure_topic(client: &Client, plan: &TopicPlan) -> Result<(String, 
             .map_err(from_sdk("TagResource", &arn))?;
         return Ok((arn, Convergence::InProgress));
     }
-    let tags: Vec<Tag> = plan
-        .tags
-        .iter()
-        .map(|(k, v)| tag(k, v))
-        .collect::<Result<_, _>>()?;
+    let planned = tags(plan.tags.iter())?;
     let out = client
         .create_topic()
         .name(&plan.name)
-        .set_tags(Some(tags))
+        .set_tags(Some(planned))
         .send()
         .await
         .map_err(from_sdk("CreateTopic", &plan.name))?;

@@ -171,17 +171,7 @@ async fn tag_missing(
     let missing: HashMap<String, String> = missing_tags(want, have)
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    if missing.is_empty() {
-        return Ok(false);
-    }
-    client
-        .tag_resource()
-        .resource_arn(arn)
-        .set_tags(Some(missing))
-        .send()
-        .await
-        .map_err(from_sdk("TagResource", arn))?;
-    Ok(true)
+    super::tag_resource_with!(client, arn, missing)
 }
 
 /// Whether an integration differs from the plan: not a Lambda proxy, another URI, or another method.

@@ -82,21 +82,30 @@ pub fn lambda_trust_policy() -> Value {
 }
 
 pub(super) fn logs_statement(scope: &AwsScope, function: &str) -> Value {
-    json!({
-        "Sid": "OwnLogs",
-        "Effect": "Allow",
-        "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-        "Resource": [scope.log_group_arn(function)]
-    })
+    allow(
+        "OwnLogs",
+        &["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+        vec![scope.log_group_arn(function)],
+    )
 }
 
-fn stream_read_statement(scope: &AwsScope, table: &str) -> Value {
-    json!({
-        "Sid": "ReadLogStream",
-        "Effect": "Allow",
-        "Action": ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"],
-        "Resource": [scope.table_streams_arn(table)]
-    })
+/// Reading `table`'s stream, as a Lambda event source mapping does.
+pub(super) fn stream_read_statement(sid: &str, scope: &AwsScope, table: &str) -> Value {
+    allow(
+        sid,
+        &[
+            "dynamodb:DescribeStream",
+            "dynamodb:GetRecords",
+            "dynamodb:GetShardIterator",
+            "dynamodb:ListStreams",
+        ],
+        vec![scope.table_streams_arn(table)],
+    )
+}
+
+/// The IAM statement `sid` allowing `actions` on `resources`.
+pub(super) fn allow(sid: &str, actions: &[&str], resources: Vec<String>) -> Value {
+    json!({"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources})
 }
 
 pub(super) fn policy(statements: Vec<Value>) -> Value {
@@ -106,18 +115,21 @@ pub(super) fn policy(statements: Vec<Value>) -> Value {
 /// The writer drains its queue into the log; no other role gets write actions on the log.
 pub fn writer_policy(scope: &AwsScope, function: &str, queue: &str, log_table: &str) -> Value {
     policy(vec![
-        json!({
-            "Sid": "DrainIngestQueue",
-            "Effect": "Allow",
-            "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"],
-            "Resource": [scope.queue_arn(queue)]
-        }),
-        json!({
-            "Sid": "AppendToLog",
-            "Effect": "Allow",
-            "Action": ["dynamodb:PutItem", "dynamodb:BatchWriteItem"],
-            "Resource": [scope.table_arn(log_table)]
-        }),
+        allow(
+            "DrainIngestQueue",
+            &[
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:ChangeMessageVisibility",
+            ],
+            vec![scope.queue_arn(queue)],
+        ),
+        allow(
+            "AppendToLog",
+            &["dynamodb:PutItem", "dynamodb:BatchWriteItem"],
+            vec![scope.table_arn(log_table)],
+        ),
         logs_statement(scope, function),
     ])
 }
@@ -126,7 +138,7 @@ pub fn writer_policy(scope: &AwsScope, function: &str, queue: &str, log_table: &
 pub fn router_policy(scope: &AwsScope, function: &str, log_table: &str, topics: &[String]) -> Value {
     let topic_arns: Vec<String> = topics.iter().map(|t| scope.topic_arn(t)).collect();
     policy(vec![
-        stream_read_statement(scope, log_table),
+        stream_read_statement("ReadLogStream", scope, log_table),
         json!({"Sid": "PublishToOwnTopics", "Effect": "Allow", "Action": ["sns:Publish"], "Resource": topic_arns}),
         logs_statement(scope, function),
     ])
@@ -161,17 +173,20 @@ pub fn projector_policy(
 ) -> Value {
     let mut statements = Vec::new();
     if let ProjectorSource::LogStream { log_table } = source {
-        statements.push(stream_read_statement(scope, log_table));
+        statements.push(stream_read_statement("ReadLogStream", scope, log_table));
     }
-    let mut write = json!({
-        "Sid": "WriteOwnViewItems",
-        "Effect": "Allow",
-        "Action": [
-            "dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem", "dynamodb:DeleteItem",
-            "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"
+    let mut write = allow(
+        "WriteOwnViewItems",
+        &[
+            "dynamodb:BatchWriteItem",
+            "dynamodb:ConditionCheckItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
         ],
-        "Resource": [scope.table_arn(view.table)]
-    });
+        vec![scope.table_arn(view.table)],
+    );
     if let Some(prefix) = view.key_prefix {
         write["Condition"] = json!({
             "ForAllValues:StringLike": {"dynamodb:LeadingKeys": [format!("{prefix}*")]}
@@ -179,12 +194,11 @@ pub fn projector_policy(
     }
     statements.push(write);
     if let ProjectorSource::Topic { log_table } = source {
-        statements.push(json!({
-            "Sid": "ReadLogItemsByReference",
-            "Effect": "Allow",
-            "Action": ["dynamodb:GetItem"],
-            "Resource": [scope.table_arn(log_table)]
-        }));
+        statements.push(allow(
+            "ReadLogItemsByReference",
+            &["dynamodb:GetItem"],
+            vec![scope.table_arn(log_table)],
+        ));
     }
     statements.push(logs_statement(scope, function));
     policy(statements)
@@ -199,12 +213,11 @@ pub fn projector_policy(
 /// <https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html>: "the execution
 /// role needs sqs:SendMessage").
 pub fn failure_queue_statement(scope: &AwsScope, queue: &str) -> Value {
-    json!({
-        "Sid": "SendToOwnFailureQueue",
-        "Effect": "Allow",
-        "Action": ["sqs:SendMessage"],
-        "Resource": [scope.queue_arn(queue)]
-    })
+    allow(
+        "SendToOwnFailureQueue",
+        &["sqs:SendMessage"],
+        vec![scope.queue_arn(queue)],
+    )
 }
 
 /// `policy` with `statement` appended to its `Statement` list.

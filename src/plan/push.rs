@@ -21,10 +21,13 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::function::{FunctionPlan, MappingPlan, StartingPosition, StreamFailurePlan};
-use super::iam::{AwsScope, failure_queue_statement, lambda_trust_policy, logs_statement, policy};
+use super::iam::{
+    AwsScope, allow, failure_queue_statement, lambda_trust_policy, logs_statement, policy,
+    stream_read_statement,
+};
 use super::lambdas::BuiltInCode;
 use super::log::{QueuePlan, RolePlan, TablePlan, failure_queue};
 use super::names::{NameKind, Owner};
@@ -344,15 +347,17 @@ impl PushPlan {
 /// The connections function keeps connections and subscriptions in the connections table, nothing else.
 pub fn connections_policy(scope: &AwsScope, function: &str, connections_table: &str) -> Value {
     policy(vec![
-        json!({
-            "Sid": "KeepConnections",
-            "Effect": "Allow",
-            "Action": [
-                "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query",
-                "dynamodb:UpdateItem"
+        allow(
+            "KeepConnections",
+            &[
+                "dynamodb:DeleteItem",
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:Query",
+                "dynamodb:UpdateItem",
             ],
-            "Resource": [scope.table_arn(connections_table)]
-        }),
+            vec![scope.table_arn(connections_table)],
+        ),
         logs_statement(scope, function),
     ])
 }
@@ -369,30 +374,25 @@ pub fn notifier_policy(
     failure_queue: &str,
 ) -> Value {
     policy(vec![
-        json!({
-            "Sid": "ReadViewsStream",
-            "Effect": "Allow",
-            "Action": [
-                "dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
-                "dynamodb:ListStreams"
+        stream_read_statement("ReadViewsStream", scope, views_table),
+        allow(
+            "FindSubscribers",
+            &[
+                "dynamodb:DeleteItem",
+                "dynamodb:GetItem",
+                "dynamodb:Query",
+                "dynamodb:UpdateItem",
             ],
-            "Resource": [scope.table_streams_arn(views_table)]
-        }),
-        json!({
-            "Sid": "FindSubscribers",
-            "Effect": "Allow",
-            "Action": ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"],
-            "Resource": [scope.table_arn(connections_table)]
-        }),
-        json!({
-            "Sid": "PostToOwnConnections",
-            "Effect": "Allow",
-            "Action": ["execute-api:ManageConnections"],
-            "Resource": [format!(
+            vec![scope.table_arn(connections_table)],
+        ),
+        allow(
+            "PostToOwnConnections",
+            &["execute-api:ManageConnections"],
+            vec![format!(
                 "arn:{}:execute-api:{}:{}:{api_id}/{STAGE}/POST/@connections/*",
                 scope.partition, scope.region, scope.account
-            )]
-        }),
+            )],
+        ),
         failure_queue_statement(scope, failure_queue),
         logs_statement(scope, function),
     ])
