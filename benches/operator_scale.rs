@@ -52,18 +52,8 @@ struct Size {
     bulk: usize,
 }
 
-const FULL: Size = Size {
-    views: 1_000,
-    singles: 20,
-    in_cluster: 100,
-    bulk: 1_000,
-};
-const SMOKE: Size = Size {
-    views: 20,
-    singles: 3,
-    in_cluster: 3,
-    bulk: 3,
-};
+const FULL: Size = Size { views: 1_000, singles: 20, in_cluster: 100, bulk: 1_000 };
+const SMOKE: Size = Size { views: 20, singles: 3, in_cluster: 3, bulk: 3 };
 
 const LOG: &str = common::ORDERS_LOG;
 

@@ -23,10 +23,7 @@ pub(crate) fn scope() -> AwsScope {
 /// Built-in function code: a three-byte zip for arm64.
 pub(crate) fn code() -> BuiltInCode {
     BuiltInCode {
-        code: FunctionCode::Zip {
-            bytes: Arc::new(vec![1, 2, 3]),
-            sha256_base64: "x".into(),
-        },
+        code: FunctionCode::Zip { bytes: Arc::new(vec![1, 2, 3]), sha256_base64: "x".into() },
         architecture: Architecture::Arm64,
     }
 }
@@ -57,9 +54,7 @@ pub(crate) fn players_directory() -> ViewDirectory {
     views.set_table(
         "game",
         "views",
-        ViewRoutes {
-            views: vec![("players".into(), "players#".into())],
-        },
+        ViewRoutes { views: vec![("players".into(), "players#".into())] },
     );
     views
 }

@@ -39,11 +39,7 @@ impl KubeArgs {
     /// The client configuration these flags select. Errors name the flag and the fix.
     async fn config(&self) -> Result<kube::Config, String> {
         use kube::config::{KubeConfigOptions, Kubeconfig};
-        let options = KubeConfigOptions {
-            context: self.context.clone(),
-            cluster: None,
-            user: None,
-        };
+        let options = KubeConfigOptions { context: self.context.clone(), cluster: None, user: None };
         let context = |e: String| match &self.context {
             Some(c) => format!("--context {c:?}: {e}; `kubectl config get-contexts` lists the contexts"),
             None => e,
@@ -316,20 +312,18 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Cost {
-            files,
-            prices,
-            assumptions,
-        } => match kappa_operator::cost::report(&files, prices.as_deref(), assumptions.as_deref()) {
-            Ok(table) => {
-                print!("{table}");
-                ExitCode::SUCCESS
+        Command::Cost { files, prices, assumptions } => {
+            match kappa_operator::cost::report(&files, prices.as_deref(), assumptions.as_deref()) {
+                Ok(table) => {
+                    print!("{table}");
+                    ExitCode::SUCCESS
+                }
+                Err(message) => {
+                    eprintln!("{} cost: {message}", program());
+                    ExitCode::from(2)
+                }
             }
-            Err(message) => {
-                eprintln!("{} cost: {message}", program());
-                ExitCode::from(2)
-            }
-        },
+        }
         Command::Plan {
             files,
             cluster_id,
@@ -366,15 +360,7 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Watch {
-            view,
-            namespace,
-            url,
-            key_prefix,
-            count,
-            timeout,
-            token_file,
-        } => {
+        Command::Watch { view, namespace, url, key_prefix, count, timeout, token_file } => {
             let token = match token_file.as_deref().map(|p| read_token(p, "--token-file")) {
                 Some(Ok(token)) => Some(token),
                 Some(Err(e)) => {
@@ -407,11 +393,7 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Redrive {
-            eventlog,
-            namespace,
-            timeout,
-        } => {
+        Command::Redrive { eventlog, namespace, timeout } => {
             let Ok((client, ns)) = cluster(namespace, &cli.kube, "redrive").await else {
                 return ExitCode::from(2);
             };
@@ -442,12 +424,7 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Replay {
-            view,
-            namespace,
-            follow,
-            timeout,
-        } => {
+        Command::Replay { view, namespace, follow, timeout } => {
             let Ok((client, ns)) = cluster(namespace, &cli.kube, "replay").await else {
                 return ExitCode::from(2);
             };
@@ -465,12 +442,7 @@ async fn main() -> ExitCode {
             }
             follow_view(&client, &ns, &view, attempt, timeout).await
         }
-        Command::Status {
-            view,
-            namespace,
-            watch,
-            timeout,
-        } => {
+        Command::Status { view, namespace, watch, timeout } => {
             let Ok((client, ns)) = cluster(namespace, &cli.kube, "status").await else {
                 return ExitCode::from(2);
             };

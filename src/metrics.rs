@@ -229,11 +229,7 @@ impl Metrics {
     /// Starts timing a reconcile of `kind` and counts it; the duration is observed when the guard drops.
     pub fn reconcile_started(&self, kind: &'static str) -> ReconcileTimer<'_> {
         self.reconciles.get_or_create(&KindLabels { kind }).inc();
-        ReconcileTimer {
-            metrics: self,
-            kind,
-            start: std::time::Instant::now(),
-        }
+        ReconcileTimer { metrics: self, kind, start: std::time::Instant::now() }
     }
 
     pub fn reconcile_failed(&self, kind: &'static str, category: &'static str) {

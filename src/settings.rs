@@ -141,10 +141,7 @@ impl AdoptionRules {
         if matching {
             return Ok(());
         }
-        Err(AdoptionRefused::NoRule {
-            namespace: namespace.to_string(),
-            table: table.to_string(),
-        })
+        Err(AdoptionRefused::NoRule { namespace: namespace.to_string(), table: table.to_string() })
     }
 }
 
@@ -303,10 +300,9 @@ impl Settings {
             .unwrap_or_else(default_identity);
         let lambda_code = match self.lambda_code.as_deref().filter(|c| !c.is_empty()) {
             Some(code) => match code.strip_prefix("s3://").and_then(|rest| rest.split_once('/')) {
-                Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => LambdaCodeSource::S3 {
-                    bucket: bucket.to_string(),
-                    key: key.to_string(),
-                },
+                Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => {
+                    LambdaCodeSource::S3 { bucket: bucket.to_string(), key: key.to_string() }
+                }
                 _ if !code.starts_with("s3://") && std::path::Path::new(code).is_file() => {
                     LambdaCodeSource::File(code.into())
                 }

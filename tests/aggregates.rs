@@ -100,12 +100,7 @@ fn records(layout: Layout, raw: &[(u8, u8, u8, u8)]) -> Vec<Record> {
             if let Some(sk) = sk {
                 item.insert("sk".to_string(), sk);
             }
-            Record {
-                item,
-                group,
-                amount,
-                seq,
-            }
+            Record { item, group, amount, seq }
         })
         .collect()
 }
@@ -252,10 +247,8 @@ fn the_dynamodb_writer_is_exact_on_every_layout() {
         aws_sdk_dynamodb::Client::new(&config)
     });
     let ddb = Arc::new(ddb);
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
-        cases: 16,
-        ..ProptestConfig::default()
-    });
+    let mut runner =
+        proptest::test_runner::TestRunner::new(ProptestConfig { cases: 16, ..ProptestConfig::default() });
     let case = std::sync::atomic::AtomicUsize::new(0);
     runner
         .run(

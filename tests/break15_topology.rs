@@ -40,10 +40,7 @@ fn scope() -> AwsScope {
 
 fn code() -> BuiltInCode {
     BuiltInCode {
-        code: FunctionCode::S3 {
-            bucket: "kappa-code".into(),
-            key: "functions-1.zip".into(),
-        },
+        code: FunctionCode::S3 { bucket: "kappa-code".into(), key: "functions-1.zip".into() },
         architecture: Architecture::default(),
     }
 }
@@ -424,10 +421,8 @@ fn a_status_from_before_versions_keeps_its_table_and_prefix_as_version_1() {
             &format!("  projector: {{runtime: {runtime}}}\n"),
         );
         v = status_table(v, "kappa-prod-games-views", Some("players#"));
-        v.status.as_mut().unwrap().backfill = Some(kappa_operator::crd::BackfillStatus {
-            attempt: 2,
-            ..Default::default()
-        });
+        v.status.as_mut().unwrap().backfill =
+            Some(kappa_operator::crd::BackfillStatus { attempt: 2, ..Default::default() });
         let t = assert_same_as_before(&v, &log(), &[&v], Some("uid-ns"));
         assert_eq!(t.recorded.len(), 1);
         assert_eq!(
@@ -439,10 +434,8 @@ fn a_status_from_before_versions_keeps_its_table_and_prefix_as_version_1() {
         assert!(t.plans.contains_key(&1));
         // Only backfill (no table): still a version 1.
         let mut only_backfill = view("players", LATEST, "");
-        only_backfill.status = Some(MaterializedViewStatus {
-            backfill: Some(Default::default()),
-            ..Default::default()
-        });
+        only_backfill.status =
+            Some(MaterializedViewStatus { backfill: Some(Default::default()), ..Default::default() });
         let t = assert_same_as_before(&only_backfill, &log(), &[&only_backfill], None);
         assert_eq!(t.recorded.len(), 1);
     }
@@ -714,10 +707,7 @@ fn custom_s3_code_plans_the_users_zip_and_a_changed_key_builds_a_new_version() {
         .unwrap();
     assert_eq!(
         f.code,
-        FunctionCode::S3 {
-            bucket: "my-bucket".into(),
-            key: "code/v1.zip".into()
-        }
+        FunctionCode::S3 { bucket: "my-bucket".into(), key: "code/v1.zip".into() }
     );
     assert_eq!(f.runtime, "python3.12");
     let v = with_versions(
@@ -742,18 +732,12 @@ fn custom_s3_code_plans_the_users_zip_and_a_changed_key_builds_a_new_version() {
         .unwrap();
     assert_eq!(
         f1.code,
-        FunctionCode::S3 {
-            bucket: "my-bucket".into(),
-            key: "code/v1.zip".into()
-        },
+        FunctionCode::S3 { bucket: "my-bucket".into(), key: "code/v1.zip".into() },
         "v1 keeps its code"
     );
     assert_eq!(
         f2.code,
-        FunctionCode::S3 {
-            bucket: "my-bucket".into(),
-            key: "code/v2.zip".into()
-        }
+        FunctionCode::S3 { bucket: "my-bucket".into(), key: "code/v2.zip".into() }
     );
 }
 

@@ -174,14 +174,7 @@ async fn start(test: &str, n: usize) -> Env {
     let events: Vec<Event> = (0..n).map(event).collect();
     write_events(&ddb, &log_table, events.clone()).await;
     let mvs: Api<MaterializedView> = Api::namespaced(client.clone(), &ns);
-    Env {
-        client,
-        ns,
-        ddb,
-        mvs,
-        events,
-        op,
-    }
+    Env { client, ns, ddb, mvs, events, op }
 }
 
 async fn table_of(mvs: &Api<MaterializedView>, name: &str) -> String {

@@ -83,14 +83,7 @@ async fn edit_checkpoint(
 /// (the old design) would not.
 #[tokio::test]
 async fn a_view_whose_checkpoint_says_its_open_shard_is_finished_does_not_stall_the_others() {
-    let OrdersLog {
-        client,
-        ns,
-        mut op,
-        log_table,
-        ddb,
-        mvs,
-    } = orders_log("b18-finished").await;
+    let OrdersLog { client, ns, mut op, log_table, ddb, mvs } = orders_log("b18-finished").await;
     common::create_yaml(&client, &ns, &common::orders_count_view("a"))
         .await
         .unwrap();
@@ -153,14 +146,7 @@ async fn a_view_whose_checkpoint_says_its_open_shard_is_finished_does_not_stall_
 /// catch-ups were quicker than the 100 ms sampling); settled (readers, joined, catching up) = (1, 4, 0).
 #[tokio::test]
 async fn a_restart_with_views_at_different_checkpoints_catches_up_one_at_a_time_and_counts_exactly() {
-    let OrdersLog {
-        client,
-        ns,
-        mut op,
-        log_table,
-        ddb,
-        mvs,
-    } = orders_log("b18-restart").await;
+    let OrdersLog { client, ns, mut op, log_table, ddb, mvs } = orders_log("b18-restart").await;
     common::put_items(&ddb, &log_table, (0..60).map(order).collect()).await;
     let names = ["v0", "v1", "v2", "v3"];
     for name in names {
@@ -288,9 +274,7 @@ async fn a_restart_with_views_at_different_checkpoints_catches_up_one_at_a_time_
 /// publishing. A dashboard or alert on `kappa_stream_readers` then counts a reader for a log nobody reads.
 #[tokio::test]
 async fn deleting_the_last_view_of_a_log_sets_its_reader_gauge_to_zero() {
-    let OrdersLog {
-        client, ns, op, mvs, ..
-    } = orders_log("b18-gauge").await;
+    let OrdersLog { client, ns, op, mvs, .. } = orders_log("b18-gauge").await;
     common::create_yaml(&client, &ns, &common::orders_count_view("only"))
         .await
         .unwrap();
@@ -333,14 +317,7 @@ async fn deleting_the_last_view_of_a_log_sets_its_reader_gauge_to_zero() {
 /// RecordError, naming record order#20 and its stream sequence number.
 #[tokio::test]
 async fn a_sum_view_stopped_by_a_bad_record_does_not_hold_up_count_views() {
-    let OrdersLog {
-        client,
-        ns,
-        op,
-        log_table,
-        ddb,
-        mvs,
-    } = orders_log("b18-fail").await;
+    let OrdersLog { client, ns, op, log_table, ddb, mvs } = orders_log("b18-fail").await;
     common::create_yaml(
         &client,
         &ns,

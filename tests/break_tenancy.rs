@@ -221,10 +221,7 @@ fn a_views_environment_overrides_the_projectors_target_table() {
     );
     let plan = kappa_operator::plan::view::plan_view("test", &view, kappa_operator::plan::NO_VIEWS);
     let code = BuiltInCode {
-        code: FunctionCode::Zip {
-            bytes: Arc::new(vec![1]),
-            sha256_base64: "x".into(),
-        },
+        code: FunctionCode::Zip { bytes: Arc::new(vec![1]), sha256_base64: "x".into() },
         architecture: Architecture::X86_64,
     };
     let f = match kappa_operator::plan::lambdas::projector_function(

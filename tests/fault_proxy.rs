@@ -77,12 +77,7 @@ async fn resources(stem: &str) -> Resources {
         .expect("CreateQueue")
         .queue_url
         .expect("a queue URL");
-    Resources {
-        table,
-        bucket,
-        topic_arn,
-        queue_url,
-    }
+    Resources { table, bucket, topic_arn, queue_url }
 }
 
 fn s3_client(aws: &SdkConfig) -> aws_sdk_s3::Client {

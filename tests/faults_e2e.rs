@@ -336,11 +336,7 @@ impl Watch {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
-        Watch {
-            bad,
-            max_transient,
-            task,
-        }
+        Watch { bad, max_transient, task }
     }
 
     /// Fails the test, with the operator's log, if a view was ever seen Failed or Stalled.

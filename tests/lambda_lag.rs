@@ -98,11 +98,7 @@ async fn live_view_reports_its_lag(
         },
     )
     .await;
-    let LiveStatus {
-        caught_up,
-        lag_seconds,
-        ..
-    } = &live;
+    let LiveStatus { caught_up, lag_seconds, .. } = &live;
     assert!(*caught_up, "{live:?}");
     assert!(
         lag_seconds.is_some_and(|l| (0..=20).contains(&l)),

@@ -161,9 +161,7 @@ async fn a_record_too_large_for_sns_is_routed_by_reference_and_projected_from_th
         _ => None,
     })
     .unwrap();
-    let event = StreamEvent {
-        records: vec![record(0, &large), record(1, &small)],
-    };
+    let event = StreamEvent { records: vec![record(0, &large), record(1, &small)] };
     let report = router::handle(&config, &publisher, &RetryPolicy::immediate(2), &event).await;
     assert_eq!(
         (report.published, report.by_reference, report.failed),

@@ -25,14 +25,7 @@ fn view_yaml(name: &str) -> String {
 /// settled; every view (the rebuilt one's new version too) counts each of the 600 records exactly once.
 #[tokio::test]
 async fn in_cluster_views_of_one_log_share_one_stream_reader_and_count_every_record_once() {
-    let OrdersLog {
-        client,
-        ns,
-        op,
-        log_table,
-        ddb,
-        mvs,
-    } = orders_log("shared-reader").await;
+    let OrdersLog { client, ns, op, log_table, ddb, mvs } = orders_log("shared-reader").await;
     common::put_items(&ddb, &log_table, (0..300).map(order).collect()).await;
 
     // Sample the gauges in the background: the most readers seen at once.

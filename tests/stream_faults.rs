@@ -125,11 +125,7 @@ async fn read_until_caught_up(reader: &mut StreamReader) -> Read {
             for record in &batch.records {
                 keys.push(image_key(record));
             }
-            return Read {
-                keys,
-                caught_up: batch,
-                polls,
-            };
+            return Read { keys, caught_up: batch, polls };
         }
         for record in &batch.records {
             keys.push(image_key(record));

@@ -49,10 +49,7 @@ pub struct DynamoConnections {
 
 impl DynamoConnections {
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
-        DynamoConnections {
-            client,
-            table: table.into(),
-        }
+        DynamoConnections { client, table: table.into() }
     }
 
     fn call_error<E>(&self, operation: &'static str, err: &SdkError<E, HttpResponse>) -> ConnectionStoreError
@@ -60,12 +57,7 @@ impl DynamoConnections {
         E: ProvideErrorMetadata + std::fmt::Debug,
     {
         let (retryable, message) = super::functions::sdk_failure(err);
-        ConnectionStoreError::Call {
-            operation,
-            table: self.table.clone(),
-            message,
-            retryable,
-        }
+        ConnectionStoreError::Call { operation, table: self.table.clone(), message, retryable }
     }
 
     fn key(pk: String, sk: String) -> HashMap<String, AttributeValue> {
@@ -170,7 +162,7 @@ impl ConnectionStore for DynamoConnections {
     }
 
     async fn subscribe(&self, on: ViewSubscription<'_>, expires_at: i64) -> Result<(), ConnectionStoreError> {
-        let (connection_id, view, key_prefix) = on.parts();
+        let ViewSubscription { connection_id, view, key_prefix } = on;
         let entry = subscription_entry(view, key_prefix);
         let result = (self.update_connection(connection_id))
             .update_expression("ADD #subs :entries")
@@ -224,7 +216,7 @@ impl ConnectionStore for DynamoConnections {
     }
 
     async fn unsubscribe(&self, on: ViewSubscription<'_>) -> Result<usize, ConnectionStoreError> {
-        let (connection_id, view, key_prefix) = on.parts();
+        let ViewSubscription { connection_id, view, key_prefix } = on;
         let pk = subscription_pk(view);
         let removed: Vec<Option<String>> = match key_prefix {
             Some(prefix) => {

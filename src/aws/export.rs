@@ -217,9 +217,7 @@ pub async fn open_object(
                         breaks += 1;
                         tracing::warn!(object = %resource, delivered, error = %e, "an object's body broke off; resuming it where it broke");
                         crate::aws::retry::RETRIES
-                            .get_or_create(&crate::aws::retry::RetryLabels {
-                                operation: "GetObject".into(),
-                            })
+                            .get_or_create(&crate::aws::retry::RetryLabels { operation: "GetObject".into() })
                             .inc();
                         if let Some(log) = &log {
                             log.note(&AwsError::new(
@@ -254,10 +252,7 @@ pub async fn open_object(
         });
         return Ok(Some((
             key.clone(),
-            ObjectReader {
-                chunks: rx,
-                current: Bytes::new(),
-            },
+            ObjectReader { chunks: rx, current: Bytes::new() },
         )));
     }
     Ok(None)

@@ -66,10 +66,7 @@ pub struct DynamoLogWriter {
 
 impl DynamoLogWriter {
     pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
-        DynamoLogWriter {
-            client,
-            table: table.into(),
-        }
+        DynamoLogWriter { client, table: table.into() }
     }
 }
 

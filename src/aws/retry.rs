@@ -84,9 +84,7 @@ impl TransientLog {
 pub fn note_retry(log: Option<&TransientLog>, e: &AwsError, wait: Duration) {
     tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "transient AWS error; retrying in place");
     RETRIES
-        .get_or_create(&RetryLabels {
-            operation: e.operation.to_string(),
-        })
+        .get_or_create(&RetryLabels { operation: e.operation.to_string() })
         .inc();
     if let Some(log) = log {
         log.note(e);

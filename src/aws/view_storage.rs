@@ -116,9 +116,7 @@ pub async fn claim(
                     if !item.get(CLEARING).is_some_and(|v| v.as_bool().is_ok_and(|b| *b)) {
                         return Ok(Claim::Ours);
                     }
-                    return Ok(Claim::Clearing {
-                        from: text(item, PREVIOUS),
-                    });
+                    return Ok(Claim::Clearing { from: text(item, PREVIOUS) });
                 }
                 Some(owner) => Some(owner),
             },
@@ -136,9 +134,7 @@ pub async fn claim(
             (None, None) => When::Absent,
             (None, Some(_)) => When::Present,
         };
-        let mark = Mark::Clearing {
-            previous: uid.as_deref(),
-        };
+        let mark = Mark::Clearing { previous: uid.as_deref() };
         put_owner(client, table, &key, me, mark, when).await?;
     }
     // No error code: retried like any transient error.

@@ -383,10 +383,7 @@ impl ViewTableWriter {
         writes: Vec<ViewWrite>,
         band: &HashSet<RecordId>,
     ) -> Result<WriteStats, AwsError> {
-        let mut stats = WriteStats {
-            writes: writes.len() as u64,
-            ..WriteStats::default()
-        };
+        let mut stats = WriteStats { writes: writes.len() as u64, ..WriteStats::default() };
         let (writes, dropped) = newest_only(writes);
         stats.skipped += dropped;
         let (adds, writes): (Vec<ViewWrite>, Vec<ViewWrite>) = writes
@@ -419,13 +416,7 @@ impl ViewTableWriter {
         let mut seen = HashSet::new();
         let mut groups: BTreeMap<(String, String, String), Vec<Contribution>> = BTreeMap::new();
         for write in adds {
-            let ViewWrite::Add {
-                key,
-                attribute,
-                delta,
-                record,
-            } = write
-            else {
+            let ViewWrite::Add { key, attribute, delta, record } = write else {
                 continue;
             };
             if !seen.insert(record.clone()) {
@@ -547,10 +538,7 @@ impl ViewTableWriter {
         }
         for group in groups {
             for record in group.records.iter().cloned() {
-                let single = Group {
-                    records: vec![record],
-                    ..group.clone()
-                };
+                let single = Group { records: vec![record], ..group.clone() };
                 stats += self.transact(vec![single]).await?;
             }
         }
@@ -1137,10 +1125,7 @@ impl ViewTableWriter {
                 .update_expression("SET #a = if_not_exists(#l, :z) + :b, #f = :n REMOVE #p")
                 .expression_attribute_names("#p", dynamo::live_attribute(&self.view, attempt - 1));
         }
-        let mut stats = WriteStats {
-            requests: 1,
-            ..WriteStats::default()
-        };
+        let mut stats = WriteStats { requests: 1, ..WriteStats::default() };
         // A failed condition (folded already) and a refusal are answers; other errors are retried in
         // place when transient.
         let answer = self
@@ -1243,10 +1228,7 @@ impl ViewTableWriter {
     }
 
     async fn batch_write(&self, mut items: Vec<WriteRequest>) -> Result<WriteStats, AwsError> {
-        let mut stats = WriteStats {
-            applied: items.len() as u64,
-            ..WriteStats::default()
-        };
+        let mut stats = WriteStats { applied: items.len() as u64, ..WriteStats::default() };
         let mut backoff = FIRST_BACKOFF;
         let mut items_len = items.len();
         for attempt in 1..=BATCH_ATTEMPTS {
@@ -1290,11 +1272,7 @@ impl ViewTableWriter {
     where
         E: ProvideErrorMetadata + std::fmt::Debug,
     {
-        let mut stats = WriteStats {
-            requests: 1,
-            write_units: 1,
-            ..WriteStats::default()
-        };
+        let mut stats = WriteStats { requests: 1, write_units: 1, ..WriteStats::default() };
         match result {
             Ok(_) => stats.applied = 1,
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => stats.skipped = 1,
@@ -1390,11 +1368,7 @@ pub fn beats(a: &ViewWrite, b: &ViewWrite) -> bool {
     match (a, b) {
         (
             ViewWrite::PutIfNewer { order, record, .. },
-            ViewWrite::PutIfNewer {
-                order: held,
-                record: held_record,
-                ..
-            },
+            ViewWrite::PutIfNewer { order: held, record: held_record, .. },
         ) => (order.value(), record) > (held.value(), held_record),
         (ViewWrite::Extreme { value, greatest, .. }, ViewWrite::Extreme { value: held, .. }) => {
             match greatest {

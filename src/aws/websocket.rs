@@ -627,14 +627,8 @@ mod tests {
 
     #[test]
     fn routes_are_compared_by_target_and_two_way_routes_by_their_response_expression() {
-        let one_way = RoutePlan {
-            key: "$connect".into(),
-            two_way: false,
-        };
-        let two_way = RoutePlan {
-            key: "subscribe".into(),
-            two_way: true,
-        };
+        let one_way = RoutePlan { key: "$connect".into(), two_way: false };
+        let two_way = RoutePlan { key: "subscribe".into(), two_way: true };
         let builder = Route::builder().route_key("subscribe").target("integrations/i1");
         let route = builder.clone().build();
         assert!(!route_differs(&one_way, &route, "i1"));

@@ -154,23 +154,13 @@ impl Partials {
         band: &HashSet<String>,
     ) -> Result<Option<ViewWrite>, Unstorable> {
         let (key, attribute, combine, value, record) = match write {
-            ViewWrite::Add {
-                key,
-                attribute,
-                delta,
-                record,
-            } => {
+            ViewWrite::Add { key, attribute, delta, record } => {
                 if band.contains(&record.digest()) {
                     return Ok(None);
                 }
                 (key, attribute, Combine::Sum, delta, Some(record))
             }
-            ViewWrite::Extreme {
-                key,
-                attribute,
-                value,
-                greatest,
-            } => {
+            ViewWrite::Extreme { key, attribute, value, greatest } => {
                 let combine = if greatest { Combine::Max } else { Combine::Min };
                 (key, attribute, combine, value, None)
             }
@@ -301,13 +291,7 @@ impl Partials {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = GzEncoder::new(Vec::new(), Compression::fast());
         for ((pk, sk), write) in &self.1 {
-            let ViewWrite::PutIfNewer {
-                item,
-                order_attribute,
-                order,
-                record,
-            } = write
-            else {
+            let ViewWrite::PutIfNewer { item, order_attribute, order, record } = write else {
                 continue;
             };
             let line = PartialLine {
@@ -353,12 +337,7 @@ impl Partials {
             let bad = |what: &str| format!("line {}: {what}", i + 1);
             match (p.r, p.i, p.d, p.v) {
                 (Some(record), Some(item), Some(order), _) => {
-                    let write = ViewWrite::PutIfNewer {
-                        item,
-                        order_attribute: p.a,
-                        order,
-                        record,
-                    };
+                    let write = ViewWrite::PutIfNewer { item, order_attribute: p.a, order, record };
                     partials.1.insert((p.pk, p.sk), write);
                 }
                 (None, None, None, Some(v)) => {
@@ -438,20 +417,14 @@ mod tests {
 
     #[test]
     fn records_around_the_export_time_are_band_and_unknown_times_too() {
-        let c = Cutoff {
-            attempt: 1,
-            export_time: Some(1000.0),
-        };
+        let c = Cutoff { attempt: 1, export_time: Some(1000.0) };
         assert_eq!(c.classify(Some(969.0)), Disposition::Skip);
         assert_eq!(c.classify(Some(970.0)), Disposition::Skip);
         assert_eq!(c.classify(Some(970.5)), Disposition::Band);
         assert_eq!(c.classify(Some(1030.0)), Disposition::Band);
         assert_eq!(c.classify(Some(1030.5)), Disposition::Live);
         assert_eq!(c.classify(None), Disposition::Band);
-        let unknown = Cutoff {
-            attempt: 1,
-            export_time: None,
-        };
+        let unknown = Cutoff { attempt: 1, export_time: None };
         assert_eq!(unknown.classify(Some(1.0)), Disposition::Band, "band when unsure");
         assert!(!c.band_closed(Some(1030.0)) && c.band_closed(Some(1031.0)));
         assert!(!unknown.band_closed(Some(1e12)));

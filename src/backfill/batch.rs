@@ -90,22 +90,12 @@ impl WriteBatcher {
                     ready.extend(self.flush());
                 }
             }
-            ViewWrite::PutIfNewer {
-                item,
-                order_attribute,
-                order,
-                record,
-            } => {
+            ViewWrite::PutIfNewer { item, order_attribute, order, record } => {
                 let put = dynamo::put_if_newer_owned(&self.table, item, order_attribute, order, record)?;
                 ready.extend(self.flush());
                 ready.push(Request::Conditional(put));
             }
-            ViewWrite::Extreme {
-                key,
-                attribute,
-                value,
-                greatest,
-            } => {
+            ViewWrite::Extreme { key, attribute, value, greatest } => {
                 let update = dynamo::extreme_update(&self.table, key, attribute, value, greatest)?;
                 ready.extend(self.flush());
                 ready.push(Request::Extreme(update));

@@ -64,10 +64,7 @@ impl<C: FileCheckpoints> ScanWorker<C> {
         // A scan does not know its item total in advance: progress counts segments.
         let segments = todo.into_iter().map(|segment| self.scan_segment(segment, total));
         let items_resumed = self.progress.lock().unwrap_or_else(|e| e.into_inner()).items_done;
-        let pace = Pace {
-            started,
-            items_resumed,
-        };
+        let pace = Pace { started, items_resumed };
         run_units(segments, self.parallelism, &self.progress, pace).await?;
         let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
         p.items_total = p.items_done;

@@ -156,10 +156,7 @@ pub async fn read_manifests(
             return Ok((summary, entries));
         }
     }
-    Err(BackfillError::DataFileMissing {
-        bucket: bucket.to_string(),
-        candidates,
-    })
+    Err(BackfillError::DataFileMissing { bucket: bucket.to_string(), candidates })
 }
 
 type FileFuture<'a> = std::pin::Pin<Box<dyn Future<Output = Result<u64, BackfillError>> + Send + 'a>>;
@@ -286,10 +283,7 @@ impl BackfillError {
             | BackfillError::Internal { .. } => true,
             BackfillError::Aws(e) => e.retryable,
             BackfillError::Read(ReadError::Io { .. }) => true,
-            BackfillError::Read(ReadError::Callback {
-                source: RecordError::WriterStopped,
-                ..
-            }) => true,
+            BackfillError::Read(ReadError::Callback { source: RecordError::WriterStopped, .. }) => true,
             _ => false,
         }
     }
@@ -373,10 +367,7 @@ impl<C: FileCheckpoints> Worker<C> {
                 Box::pin(self.project_file(&summary, kind, file, skip)) as FileFuture<'_>
             })
             .collect();
-        let pace = Pace {
-            started,
-            items_resumed,
-        };
+        let pace = Pace { started, items_resumed };
         run_units(files, self.parallelism, &self.progress, pace).await?;
         Ok(self.progress.lock().unwrap_or_else(|e| e.into_inner()).clone())
     }
@@ -621,10 +612,8 @@ impl<C> Worker<C> {
             let bytes = get_small_object(&self.s3, &self.bucket, &key)
                 .await?
                 .unwrap_or_default();
-            let partials = Partials::from_bytes(&bytes).map_err(|e| BackfillError::Internal {
-                file: key.clone(),
-                message: e,
-            })?;
+            let partials = Partials::from_bytes(&bytes)
+                .map_err(|e| BackfillError::Internal { file: key.clone(), message: e })?;
             for refused in total.merge(partials) {
                 self.refuse(refused).map_err(|e| *e)?;
             }
@@ -645,13 +634,8 @@ impl<C> Worker<C> {
             false => self.writer.fold(attempt, bases).await?.1,
         };
         for reason in refused {
-            self.refuse(Unstorable {
-                record: None,
-                pk: String::new(),
-                sk: String::new(),
-                reason,
-            })
-            .map_err(|e| *e)?;
+            self.refuse(Unstorable { record: None, pk: String::new(), sk: String::new(), reason })
+                .map_err(|e| *e)?;
         }
         Ok(aggregates)
     }

@@ -101,11 +101,7 @@ pub fn compare(crd: &str, expected: &Expected, installed: &Installed) -> Option<
         edited,
     };
     match installed {
-        Installed::Present {
-            digest: Some(d),
-            fingerprint,
-            ..
-        } if *d == expected.digest => {
+        Installed::Present { digest: Some(d), fingerprint, .. } if *d == expected.digest => {
             let edited = fingerprint.as_ref().is_some_and(|f| *f != expected.fingerprint);
             edited.then(|| skew(true))
         }
@@ -131,11 +127,7 @@ impl std::fmt::Display for Skew {
         }
         match &self.installed {
             Installed::Missing => write!(f, "CRD {crd} is not installed"),
-            Installed::Present {
-                digest: None,
-                version,
-                ..
-            } => write!(
+            Installed::Present { digest: None, version, .. } => write!(
                 f,
                 "CRD {crd} has no {SCHEMA_DIGEST_ANNOTATION} annotation (installed by hand or from an older \
                  release{}), this operator {OPERATOR_VERSION} needs schema digest {ours}",
@@ -144,11 +136,7 @@ impl std::fmt::Display for Skew {
                     .map(|v| format!(", operator version {v}"))
                     .unwrap_or_default()
             ),
-            Installed::Present {
-                digest: Some(theirs),
-                version,
-                ..
-            } => write!(
+            Installed::Present { digest: Some(theirs), version, .. } => write!(
                 f,
                 "CRD {crd} has schema digest {} (operator version {}), this operator {OPERATOR_VERSION} \
                  needs schema digest {ours}",
@@ -423,10 +411,7 @@ mod tests {
         let skew = CrdSkew::new(&generated(), Gauge::default());
         // What the API server fills in when it stores a CRD changes nothing.
         let mut stored = generated().remove(0);
-        stored.spec.conversion = Some(CustomResourceConversion {
-            strategy: "None".into(),
-            webhook: None,
-        });
+        stored.spec.conversion = Some(CustomResourceConversion { strategy: "None".into(), webhook: None });
         stored.spec.names.list_kind = Some(format!("{}List", stored.spec.names.kind));
         skew.set(&stored.name_any(), Installed::of(Some(&stored)));
         assert_eq!(skew.problem(), None);

@@ -50,11 +50,7 @@ impl Error {
 
     pub(crate) fn kube(action: &'static str, object: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
         let object = object.into();
-        move |source| Error::Kube {
-            action,
-            object,
-            source,
-        }
+        move |source| Error::Kube { action, object, source }
     }
 }
 
@@ -111,9 +107,7 @@ mod tests {
             crate::controller::status::aws_reason(&missing),
             crate::crd::reasons::OPERATOR_CONFIGURATION
         );
-        let spec = PlanError::ReservedVariable {
-            name: "PROJECTION".into(),
-        };
+        let spec = PlanError::ReservedVariable { name: "PROJECTION".into() };
         assert_eq!(spec.category(), "spec");
         let spec = spec.refusal("f");
         assert!(

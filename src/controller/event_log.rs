@@ -164,10 +164,7 @@ fn conclude(
         ),
         Err(e) if !e.retryable => (
             EventLogPhase::Failed,
-            Health::Stalled {
-                reason: status::aws_reason(&e),
-                message: e.to_string(),
-            },
+            Health::Stalled { reason: status::aws_reason(&e), message: e.to_string() },
             None,
         ),
         Err(e) => return Err(e.into()),
@@ -263,10 +260,7 @@ fn in_cluster_reader(ctx: &Context, table: Option<&TableStatus>) -> Option<InClu
 
 /// The log's dead-letter gauges, from what SQS reported in this pass.
 fn record_dead_letters(ctx: &Context, ns: &str, log: &EventLog, r: &provision::LogResources) {
-    let labels = crate::metrics::LogLabels {
-        namespace: ns.to_string(),
-        event_log: log.name_any(),
-    };
+    let labels = crate::metrics::LogLabels { namespace: ns.to_string(), event_log: log.name_any() };
     if let Some(q) = &r.dead_letter_queue {
         ctx.metrics
             .dead_letters

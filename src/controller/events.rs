@@ -277,14 +277,7 @@ impl SeriesCache {
 
     /// A new series: Event `name` created at `now` (count 1).
     fn record(&mut self, key: u64, name: String, now: Timestamp) {
-        self.live.insert(
-            key,
-            Series {
-                name,
-                count: 1,
-                last: now,
-            },
-        );
+        self.live.insert(key, Series { name, count: 1, last: now });
     }
 
     /// The series whose Event is gone.

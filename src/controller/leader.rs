@@ -54,10 +54,7 @@ impl LeaderElector {
         let now = Timestamp::now();
         let Some(current) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(self.name.clone()),
-                    ..Default::default()
-                },
+                metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
                 spec: Some(self.held_spec(now, now, 0)),
             };
             return match self.api.create(&PostParams::default(), &lease).await {

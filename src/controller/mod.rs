@@ -84,15 +84,13 @@ impl Context {
         use crate::settings::LambdaCodeSource;
         let load = || async {
             let code = match &self.config.lambda_code {
-                LambdaCodeSource::S3 { bucket, key } => FunctionCode::S3 {
-                    bucket: bucket.clone(),
-                    key: key.clone(),
-                },
+                LambdaCodeSource::S3 { bucket, key } => {
+                    FunctionCode::S3 { bucket: bucket.clone(), key: key.clone() }
+                }
                 LambdaCodeSource::File(path) => {
-                    let binary = tokio::fs::read(path).await.map_err(|e| CodeError::Unreadable {
-                        path: path.clone(),
-                        error: e.to_string(),
-                    })?;
+                    let binary = tokio::fs::read(path)
+                        .await
+                        .map_err(|e| CodeError::Unreadable { path: path.clone(), error: e.to_string() })?;
                     let zip = crate::aws::lambda::bootstrap_zip(&binary);
                     if zip.len() > MAX_DIRECT_UPLOAD_BYTES {
                         return Err(CodeError::TooLarge {
@@ -106,10 +104,7 @@ impl Context {
                     }
                 }
             };
-            Ok(crate::plan::lambdas::BuiltInCode {
-                code,
-                architecture: self.config.lambda_architecture,
-            })
+            Ok(crate::plan::lambdas::BuiltInCode { code, architecture: self.config.lambda_architecture })
         };
         self.lambda_code.get_or_init(load).await.clone()
     }
@@ -172,15 +167,10 @@ pub async fn check_crds(client: &Client) -> std::result::Result<Vec<CustomResour
         match crds.get_opt(name).await {
             Ok(Some(crd)) => installed.push(crd),
             Ok(None) => {
-                return Err(StartupError::CrdMissing {
-                    name: name.to_string(),
-                });
+                return Err(StartupError::CrdMissing { name: name.to_string() });
             }
             Err(source) => {
-                return Err(StartupError::CrdUnreadable {
-                    name: name.to_string(),
-                    source,
-                });
+                return Err(StartupError::CrdUnreadable { name: name.to_string(), source });
             }
         }
         let established = await_condition(crds.clone(), name, conditions::is_crd_established());
@@ -188,9 +178,7 @@ pub async fn check_crds(client: &Client) -> std::result::Result<Vec<CustomResour
             .await
             .is_err()
         {
-            return Err(StartupError::CrdMissing {
-                name: name.to_string(),
-            });
+            return Err(StartupError::CrdMissing { name: name.to_string() });
         }
     }
     Ok(installed)
@@ -302,10 +290,9 @@ where
         return Ok(kube::runtime::controller::Action::requeue(wait));
     }
     let _timer = ctx.metrics.reconcile_started(kind);
-    let ns = obj.namespace().ok_or_else(|| Error::NoNamespace {
-        kind,
-        name: obj.name_any(),
-    })?;
+    let ns = obj
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace { kind, name: obj.name_any() })?;
     // Through `Tolerant`: the finalizer's patches return the object, which may hold a status this
     // version cannot read.
     let api: Api<crate::crd::Tolerant<K>> = Api::namespaced(ctx.client.clone(), &ns);

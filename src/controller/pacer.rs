@@ -129,13 +129,7 @@ impl Pacer {
         };
         objects.insert(
             key.to_string(),
-            Pace {
-                started: now,
-                state,
-                generation,
-                unchanged,
-                burst,
-            },
+            Pace { started: now, state, generation, unchanged, burst },
         );
         None
     }

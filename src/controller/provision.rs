@@ -148,13 +148,7 @@ async fn apply_functions(
     inputs: &FunctionInputs<'_>,
     built: &mut BTreeMap<String, (String, String)>,
 ) -> Result<bool, AwsError> {
-    let FunctionInputs {
-        ingest,
-        router_failures,
-        table,
-        topics,
-        roles,
-    } = *inputs;
+    let FunctionInputs { ingest, router_failures, table, topics, roles } = *inputs;
     let mut converged = true;
     let code = || functions.code.clone().map_err(|e| e.refusal(&plan.owner.name));
     if let (Some(q), Some(role)) = (ingest, roles.get(WRITER)) {

@@ -90,11 +90,7 @@ impl PushRuntime {
             let handle = feed.spawn(streams.clone(), self.views.clone(), self.hub.clone());
             feeds.insert(
                 key.clone(),
-                Feed {
-                    stream_arn: stream_arn.to_string(),
-                    handle,
-                    positioned,
-                },
+                Feed { stream_arn: stream_arn.to_string(), handle, positioned },
             );
         }
         feeds.get(&key).is_some_and(|f| *f.positioned.borrow())

@@ -174,10 +174,7 @@ mod tests {
     #[test]
     fn stalled_sets_ready_false_and_stalled_true_with_the_message() {
         let mut c = Vec::new();
-        let h = Health::Stalled {
-            reason: "EventLogNotFound",
-            message: "create it".into(),
-        };
+        let h = Health::Stalled { reason: "EventLogNotFound", message: "create it".into() };
         set_kstatus(&mut c, &h, Some(3), &now());
         let stalled = find(&c, ConditionType::Stalled).unwrap();
         assert!(stalled.is_true());
@@ -196,10 +193,7 @@ mod tests {
     #[test]
     fn same_health_twice_is_the_same_status() {
         let mut a = Vec::new();
-        let h = Health::Progressing {
-            reason: "Provisioning",
-            message: "m".into(),
-        };
+        let h = Health::Progressing { reason: "Provisioning", message: "m".into() };
         set_kstatus(&mut a, &h, Some(1), &now());
         let mut b = a.clone();
         std::thread::sleep(std::time::Duration::from_millis(5));

@@ -267,10 +267,7 @@ spec:
         v.status.as_mut().unwrap().versions = vec![version(content_of(&v), true)];
         assert!(view_against_log(&v, &l).is_empty(), "backfilled");
         let changed = view(&VIEW.replace("[player]", "[player, game]"));
-        let mut changed = MaterializedView {
-            status: v.status.clone(),
-            ..changed
-        };
+        let mut changed = MaterializedView { status: v.status.clone(), ..changed };
         assert_eq!(
             view_against_log(&changed, &l).len(),
             2,

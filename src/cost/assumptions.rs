@@ -341,10 +341,7 @@ mod tests {
 
     #[test]
     fn out_of_range_values_name_the_field() {
-        let a = Assumptions {
-            new_key_share: 1.5,
-            ..Assumptions::default()
-        };
+        let a = Assumptions { new_key_share: 1.5, ..Assumptions::default() };
         let err = a.validate().expect_err("share above 1");
         assert!(err.to_string().contains("assumptions.newKeyShare"), "{err}");
 

@@ -161,10 +161,7 @@ mod tests {
     #[test]
     fn an_export_backfill_of_ten_million_one_kb_records() {
         let v = view("  projection: {mode: Latest, key: {partitionKey: 'O#{id}'}}\n");
-        let log = LogSize {
-            items: 10_000_000,
-            bytes: 10_000_000 * 1024,
-        };
+        let log = LogSize { items: 10_000_000, bytes: 10_000_000 * 1024 };
         let e = BackfillEstimate::new(&v, log, 1.0, None, &Prices::default());
         assert_eq!(e.view_writes, 10_000_000);
         assert_eq!(e.write_units, 10_000_000, "one unit per 1 KB item");
@@ -189,10 +186,7 @@ mod tests {
         let v = view(
             "  projection: {mode: Count, key: {partitionKey: 'C#{id}'}}\n  backfill: {source: Scan, writeCapacityPercent: 10}\n",
         );
-        let log = LogSize {
-            items: 1000,
-            bytes: 1000 * 3 * 1024,
-        };
+        let log = LogSize { items: 1000, bytes: 1000 * 3 * 1024 };
         let e = BackfillEstimate::new(&v, log, 0.25, Some(100.0), &Prices::default());
         assert_eq!(e.view_writes, 250);
         assert_eq!(e.write_units, 500);

@@ -31,10 +31,7 @@ pub fn load_manifests(paths: &[PathBuf]) -> Result<Vec<(EventLog, Vec<Materializ
     for file in yaml_files(paths)? {
         let text = fs::read_to_string(&file).map_err(|source| match source.kind() {
             std::io::ErrorKind::InvalidData => CostError::NotText { path: file.clone() },
-            _ => CostError::Read {
-                path: file.clone(),
-                source,
-            },
+            _ => CostError::Read { path: file.clone(), source },
         })?;
         for (i, document) in serde_yaml::Deserializer::from_str(&text).enumerate() {
             let document_number = i + 1;
@@ -177,13 +174,7 @@ fn duplicate(
     first: PathBuf,
     second: PathBuf,
 ) -> CostError {
-    CostError::Duplicate {
-        kind,
-        namespace,
-        name,
-        first,
-        second,
-    }
+    CostError::Duplicate { kind, namespace, name, first, second }
 }
 
 /// What the API server refuses in an object's name and namespace: a name must be a DNS-1123 subdomain
@@ -232,11 +223,7 @@ fn parse<T: serde::de::DeserializeOwned + kube::CustomResourceExt>(
         .unwrap_or("default")
         .to_string();
     let Some(name) = name.filter(|n| !n.is_empty()) else {
-        return Err(CostError::MissingName {
-            path: path.to_path_buf(),
-            document,
-            kind,
-        });
+        return Err(CostError::MissingName { path: path.to_path_buf(), document, kind });
     };
     // What the API server would refuse (schema limits, CEL rules, names) is refused here too: no estimate
     // of an object that `kubectl apply` would not create.
@@ -264,12 +251,7 @@ fn parse<T: serde::de::DeserializeOwned + kube::CustomResourceExt>(
         name: format!("{namespace}/{name}"),
         source,
     })?;
-    Ok(Read {
-        object,
-        namespace,
-        name,
-        path: path.to_path_buf(),
-    })
+    Ok(Read { object, namespace, name, path: path.to_path_buf() })
 }
 
 #[cfg(test)]

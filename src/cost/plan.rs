@@ -434,10 +434,7 @@ mod tests {
             yaml.push_str(&serde_yaml::to_string(v).unwrap());
         }
         std::fs::write(dir.join("all.yaml"), yaml).unwrap();
-        let size = LogSize {
-            items: 1_000_000,
-            bytes: 1_000_000 * 2048,
-        };
+        let size = LogSize { items: 1_000_000, bytes: 1_000_000 * 2048 };
         let out = plan_report(std::slice::from_ref(&dir), None, None, "prod", size).unwrap();
         for part in [
             "AWS resources to create:",

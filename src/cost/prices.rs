@@ -102,10 +102,7 @@ impl Prices {
     /// The prices of the seed post's era, as COST-MODEL §2 scenario C uses them: DynamoDB writes at $1.25
     /// per million write units (before November 2024); everything else as [`Prices::default`].
     pub fn before_november_2024() -> Self {
-        Prices {
-            dynamodb_write_units_per_million: 1.25,
-            ..Prices::default()
-        }
+        Prices { dynamodb_write_units_per_million: 1.25, ..Prices::default() }
     }
 
     /// Every price must be a finite number, zero or more.
@@ -192,10 +189,7 @@ mod tests {
 
     #[test]
     fn negative_prices_are_rejected() {
-        let p = Prices {
-            lambda_gb_second: -1.0,
-            ..Prices::default()
-        };
+        let p = Prices { lambda_gb_second: -1.0, ..Prices::default() };
         let err = p.validate().expect_err("negative price");
         assert!(err.to_string().contains("prices.lambdaGbSecond"), "{err}");
     }

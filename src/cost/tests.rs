@@ -210,10 +210,7 @@ fn seed_scenario_reproduces_cost_model_scenarios_c_and_d_to_the_cent() {
     assert_eq!(est.summary(), "$60.73 per million writes");
 
     // Scenario D: writes at $0.625/M: 20M × 0.625 = 12.50 instead of 25.00 → 48.234 → $48.23.
-    let est = seed_estimate(&Prices {
-        dynamodb_write_units_per_million: 0.625,
-        ..prices
-    });
+    let est = seed_estimate(&Prices { dynamodb_write_units_per_million: 0.625, ..prices });
     approx(est.total(), 48.234, "scenario D");
     assert_eq!(est.summary(), "$48.23 per million writes");
 }
@@ -632,10 +629,7 @@ fn storage_months_filters_and_view_overrides() {
          projection: {mode: Latest, key: {partitionKey: 'K#{id}'}, \
          filter: [{attribute: x, operator: Exists}]}}",
     )];
-    let mut a = Assumptions {
-        storage_months: 3.0,
-        ..Assumptions::default()
-    };
+    let mut a = Assumptions { storage_months: 3.0, ..Assumptions::default() };
     let est = estimate(&log, &views, &Prices::default(), &a);
     // 10 GB × 3 months × $0.25 = 7.50; PITR 10 × 3 × $0.20 = 6.00.
     est.has_lines(&[

@@ -449,9 +449,7 @@ fn ws_fixture() -> serde_json::Value {
 }
 
 fn routes() -> ViewRoutes {
-    ViewRoutes {
-        views: vec![("players".into(), "players#".into())],
-    }
+    ViewRoutes { views: vec![("players".into(), "players#".into())] }
 }
 
 const NOW: i64 = 1_732_492_900;

@@ -197,16 +197,7 @@ pub struct ViewSubscription<'a> {
 
 impl<'a> ViewSubscription<'a> {
     pub fn new(connection_id: &'a str, view: &'a str, key_prefix: Option<&'a str>) -> Self {
-        Self {
-            connection_id,
-            view,
-            key_prefix,
-        }
-    }
-
-    /// `(connection_id, view, key_prefix)`.
-    pub fn parts(self) -> (&'a str, &'a str, Option<&'a str>) {
-        (self.connection_id, self.view, self.key_prefix)
+        Self { connection_id, view, key_prefix }
     }
 }
 
@@ -318,13 +309,11 @@ impl ConnectionStore for MemoryConnections {
     }
 
     async fn subscribe(&self, on: ViewSubscription<'_>, expires_at: i64) -> Result<(), ConnectionStoreError> {
-        let (connection_id, view, key_prefix) = on.parts();
+        let ViewSubscription { connection_id, view, key_prefix } = on;
         let mut items = self.lock()?;
         let entry = subscription_entry(view, key_prefix);
         let Some(connection) = items.get_mut(&connection_key(connection_id)) else {
-            return Err(ConnectionStoreError::NotConnected {
-                connection_id: connection_id.to_string(),
-            });
+            return Err(ConnectionStoreError::NotConnected { connection_id: connection_id.to_string() });
         };
         let mut entries = Self::entries_of(connection);
         if !entries.contains(&entry) {
@@ -343,7 +332,7 @@ impl ConnectionStore for MemoryConnections {
     }
 
     async fn unsubscribe(&self, on: ViewSubscription<'_>) -> Result<usize, ConnectionStoreError> {
-        let (connection_id, view, key_prefix) = on.parts();
+        let ViewSubscription { connection_id, view, key_prefix } = on;
         let mut items = self.lock()?;
         let pk = subscription_pk(view);
         let doomed: Vec<(String, String)> = match key_prefix {
@@ -465,11 +454,7 @@ pub fn view_routes_from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Resu
         "set it to the views served and their key prefixes, e.g. {\"views\":[[\"players\",\"players#\"]]} \
          (the operator sets it when it creates the function)",
     )?;
-    let invalid = |reason: String| ConfigError::Invalid {
-        var: ENV_VIEW_ROUTES,
-        value: raw.clone(),
-        reason,
-    };
+    let invalid = |reason: String| ConfigError::Invalid { var: ENV_VIEW_ROUTES, value: raw.clone(), reason };
     let routes: ViewRoutes = serde_json::from_str(&raw).map_err(|e| {
         invalid(format!(
             "{e}; it must be {{\"views\":[[\"<view>\",\"<key prefix>\"],...]}}, e.g. \
@@ -1026,13 +1011,7 @@ mod tests {
 
         let e = ConnectionsConfig::from_lookup(env(&[(ENV_VIEW_ROUTES, r#"{"views":[]}"#)])).unwrap_err();
         assert!(
-            matches!(
-                e,
-                ConfigError::Missing {
-                    var: ENV_CONNECTIONS_TABLE,
-                    ..
-                }
-            ),
+            matches!(e, ConfigError::Missing { var: ENV_CONNECTIONS_TABLE, .. }),
             "{e}"
         );
         for bad in [
@@ -1044,13 +1023,7 @@ mod tests {
             let e = view_routes_from_lookup(&|var: &str| (var == ENV_VIEW_ROUTES).then(|| bad.to_string()))
                 .unwrap_err();
             assert!(
-                matches!(
-                    e,
-                    ConfigError::Invalid {
-                        var: ENV_VIEW_ROUTES,
-                        ..
-                    }
-                ),
+                matches!(e, ConfigError::Invalid { var: ENV_VIEW_ROUTES, .. }),
                 "{bad}: {e}"
             );
         }

@@ -112,20 +112,14 @@ impl Default for RetryPolicy {
     /// 4 calls, waiting 50, 100 and 200 ms between them: throttling usually clears within that, and the
     /// invocation stays far from any sensible timeout.
     fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 4,
-            base_delay: Duration::from_millis(50),
-        }
+        RetryPolicy { max_attempts: 4, base_delay: Duration::from_millis(50) }
     }
 }
 
 impl RetryPolicy {
     /// No waiting (tests).
     pub fn immediate(max_attempts: u32) -> Self {
-        RetryPolicy {
-            max_attempts,
-            base_delay: Duration::ZERO,
-        }
+        RetryPolicy { max_attempts, base_delay: Duration::ZERO }
     }
 
     /// Waits before attempt `attempt` (2, 3, ...).

@@ -87,20 +87,12 @@ impl NotifierConfig {
                         .to_string(),
             });
         }
-        Ok(NotifierConfig {
-            table,
-            routes,
-            management_endpoint: endpoint.to_string(),
-        })
+        Ok(NotifierConfig { table, routes, management_endpoint: endpoint.to_string() })
     }
 
     /// The function's environment: every variable [`NotifierConfig::from_lookup`] reads.
     pub fn to_env(&self) -> BTreeMap<String, String> {
-        let mut env = ConnectionsConfig {
-            table: self.table.clone(),
-            routes: self.routes.clone(),
-        }
-        .to_env();
+        let mut env = ConnectionsConfig { table: self.table.clone(), routes: self.routes.clone() }.to_env();
         env.insert(
             ENV_WS_MANAGEMENT_ENDPOINT.to_string(),
             self.management_endpoint.clone(),
@@ -202,10 +194,7 @@ where
     S: ConnectionStore + Sync,
     P: ConnectionPoster + Sync,
 {
-    let mut report = NotifierReport {
-        records: event.records.len(),
-        ..NotifierReport::default()
-    };
+    let mut report = NotifierReport { records: event.records.len(), ..NotifierReport::default() };
     let mut progress = Progress::default();
     for record in &event.records {
         if let Err(reason) = notify(routes, store, poster, retry, record, &mut progress, &mut report).await {
@@ -253,14 +242,10 @@ where
     };
     report.changes += 1;
     if !progress.subscribers.contains_key(&change.view) {
-        let subscribers =
-            store
-                .subscribers(&change.view)
-                .await
-                .map_err(|source| NotifyRetry::Subscribers {
-                    view: change.view.clone(),
-                    source,
-                })?;
+        let subscribers = store
+            .subscribers(&change.view)
+            .await
+            .map_err(|source| NotifyRetry::Subscribers { view: change.view.clone(), source })?;
         progress.subscribers.insert(change.view.clone(), subscribers);
     }
     let targets = progress
@@ -298,22 +283,13 @@ where
                 }
                 progress.gone.insert(connection_id);
             }
-            Err(PostError::Failed {
-                retryable: false,
-                message,
-            }) => {
+            Err(PostError::Failed { retryable: false, message }) => {
                 report.failed += 1;
                 error!(connection_id, view, "a change is not delivered: {message}");
             }
-            Err(PostError::Failed {
-                retryable: true,
-                message,
-            }) => {
+            Err(PostError::Failed { retryable: true, message }) => {
                 report.failed += 1;
-                retry_reason.get_or_insert(NotifyRetry::Post {
-                    connection_id,
-                    message,
-                });
+                retry_reason.get_or_insert(NotifyRetry::Post { connection_id, message });
             }
         }
     }
@@ -638,10 +614,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failure_to_read_subscribers_reports_the_first_change() {
-        let store = TestStore {
-            fail_subscribers: true,
-            ..TestStore::default()
-        };
+        let store = TestStore { fail_subscribers: true, ..TestStore::default() };
         let poster = RecordingPoster::default();
         let report = handle(&routes(), &store, &poster, &RetryPolicy::immediate(1), &event()).await;
         assert_eq!(report.response.failed_ids(), vec![SEQ[1]]);
@@ -694,13 +667,7 @@ mod tests {
         let e = NotifierConfig::from_lookup(env("wss://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/live"))
             .unwrap_err();
         assert!(
-            matches!(
-                e,
-                ConfigError::Invalid {
-                    var: ENV_WS_MANAGEMENT_ENDPOINT,
-                    ..
-                }
-            ),
+            matches!(e, ConfigError::Invalid { var: ENV_WS_MANAGEMENT_ENDPOINT, .. }),
             "{e}"
         );
         let e = NotifierConfig::from_lookup(env("")).unwrap_err();

@@ -146,10 +146,7 @@ impl ProgressReporter {
     /// The rule of an instance whose view promotes within `max_lag_ms` (`spec.promotion.maxLag`,
     /// milliseconds; `None` when unknown: a lag crossing it is then reported at the next interval).
     pub fn new(max_lag_ms: Option<i64>) -> Self {
-        ProgressReporter {
-            max_lag_ms,
-            ..Default::default()
-        }
+        ProgressReporter { max_lag_ms, ..Default::default() }
     }
 
     /// The report to write after an invocation that finished `batch` and failed with `failure` (a
@@ -281,11 +278,7 @@ pub fn assess(
     quiet_after_ms: i64,
 ) -> LiveAssessment {
     let Some(item) = item else {
-        return LiveAssessment {
-            caught_up: true,
-            lag_ms: None,
-            failing: None,
-        };
+        return LiveAssessment { caught_up: true, lag_ms: None, failing: None };
     };
     let failing = match (item.failed_at_ms, &item.failure) {
         (Some(failed), Some(reason))
@@ -384,10 +377,7 @@ mod tests {
             .observe(104_000, &batch(1, 81_000), None)
             .expect("an invocation after a pause reports");
         assert_eq!(after_pause.records, 2, "with the record carried over");
-        let stream = BatchProgress {
-            stream: true,
-            ..batch(7, 103_900)
-        };
+        let stream = BatchProgress { stream: true, ..batch(7, 103_900) };
         assert_eq!(r.observe(104_100, &stream, None).map(|r| r.records), Some(7));
     }
 
@@ -472,10 +462,7 @@ mod tests {
             assess(Some(&failing), 1_500 + FAILURE_FRESH_MS + 1, 60_000, Q).caught_up,
             "an old failure is over"
         );
-        let recovered = ProgressItem {
-            applied_at_ms: Some(1_600),
-            ..failing
-        };
+        let recovered = ProgressItem { applied_at_ms: Some(1_600), ..failing };
         assert!(assess(Some(&recovered), 2_000, 60_000, Q).caught_up);
     }
 

@@ -134,9 +134,7 @@ impl ProjectorConfig {
     ) -> Result<Self, ProjectionError> {
         ProjectionConfig::from_spec(view_name, view, log, key_prefix)?;
         let Some(projection) = view.projection.clone() else {
-            return Err(ProjectionError::MissingProjection {
-                view: view_name.to_string(),
-            });
+            return Err(ProjectionError::MissingProjection { view: view_name.to_string() });
         };
         Ok(ProjectorConfig {
             view: view_name.to_string(),
@@ -198,11 +196,8 @@ impl ProjectorConfig {
             ENV_PROJECTION,
             "the operator sets it to the view's projection as JSON; redeploy the view's projector",
         )?;
-        let invalid = |reason: String| ConfigError::Invalid {
-            var: ENV_PROJECTION,
-            value: raw.clone(),
-            reason,
-        };
+        let invalid =
+            |reason: String| ConfigError::Invalid { var: ENV_PROJECTION, value: raw.clone(), reason };
         let config: ProjectorConfig = serde_json::from_str(&raw).map_err(|e| {
             invalid(format!(
                 "{e}; it must be the JSON the operator writes ({{\"view\",\"table\",\"keyPrefix\",\
@@ -565,11 +560,7 @@ pub async fn handle_sns_with_log<S: ViewStore, L: LogStore>(
         }
     }
     match first_reason {
-        None => Ok(ProjectorReport {
-            response: BatchResponse::success(),
-            stats,
-            failure: None,
-        }),
+        None => Ok(ProjectorReport { response: BatchResponse::success(), stats, failure: None }),
         Some(reason) => Err(ProjectorError::Retry {
             view: config.view_name().to_string(),
             failed: stats.failed,
@@ -627,11 +618,7 @@ async fn resolve_reference<L: LogStore>(
             return Err(RecordFailure::ReferenceMissing { keys, sequence });
         }
         Err(e) => {
-            return Err(RecordFailure::ReferenceUnreadable {
-                keys,
-                sequence,
-                reason: e.to_string(),
-            });
+            return Err(RecordFailure::ReferenceUnreadable { keys, sequence, reason: e.to_string() });
         }
     };
     stats.by_reference += 1;

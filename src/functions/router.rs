@@ -131,11 +131,7 @@ impl RouterConfig {
                 }
             },
         };
-        Ok(RouterConfig {
-            record_type_attribute,
-            topics,
-            max_message_bytes,
-        })
+        Ok(RouterConfig { record_type_attribute, topics, max_message_bytes })
     }
 
     /// The function's environment: every variable [`RouterConfig::from_lookup`] reads,
@@ -287,11 +283,7 @@ pub async fn handle<P: Publisher>(
             (RECORD_TYPE_MESSAGE_ATTRIBUTE.to_string(), record_type.clone()),
             (EVENT_NAME_MESSAGE_ATTRIBUTE.to_string(), "INSERT".to_string()),
         ]);
-        let inline = PublishEntry {
-            id: format!("r{i}"),
-            message,
-            attributes: attributes.clone(),
-        };
+        let inline = PublishEntry { id: format!("r{i}"), message, attributes: attributes.clone() };
         let entry = if inline.size() <= config.max_message_bytes {
             inline
         } else {
@@ -308,11 +300,7 @@ pub async fn handle<P: Publisher>(
                 REFERENCE_MESSAGE_ATTRIBUTE.to_string(),
                 LOG_REFERENCE_VERSION.to_string(),
             );
-            let entry = PublishEntry {
-                id: format!("r{i}"),
-                message: reference,
-                attributes,
-            };
+            let entry = PublishEntry { id: format!("r{i}"), message: reference, attributes };
             if entry.size() > config.max_message_bytes {
                 error!(
                     sequence_number = %sequence,

@@ -402,10 +402,7 @@ struct FakeLog {
 
 impl FakeLog {
     fn scripted(script: Vec<Next>) -> Self {
-        FakeLog {
-            calls: Mutex::default(),
-            script: Mutex::new(script.into()),
-        }
+        FakeLog { calls: Mutex::default(), script: Mutex::new(script.into()) }
     }
     fn calls(&self) -> Vec<Vec<Item>> {
         self.calls.lock().unwrap().clone()
@@ -432,13 +429,7 @@ impl LogWriter for FakeLog {
 fn writer_config_names_the_missing_variable() {
     let err = WriterConfig::from_lookup(lookup(&[("LOG_TABLE", "GameLog")])).unwrap_err();
     assert!(
-        matches!(
-            err,
-            ConfigError::Missing {
-                var: "PARTITION_KEY",
-                ..
-            }
-        ),
+        matches!(err, ConfigError::Missing { var: "PARTITION_KEY", .. }),
         "{err}"
     );
     let err = WriterConfig::from_lookup(lookup(&[
@@ -479,10 +470,7 @@ fn writer_validates_each_record() {
     let err = config.validate(&body(&no_pk)).unwrap_err();
     assert_eq!(
         err,
-        RecordError::Key {
-            attribute: "pk".into(),
-            found: "missing".into()
-        }
+        RecordError::Key { attribute: "pk".into(), found: "missing".into() }
     );
     assert!(err.to_string().contains("`pk` is missing"), "{err}");
 
@@ -508,10 +496,7 @@ fn writer_validates_each_record() {
         "{err}"
     );
 
-    let no_sort_key = WriterConfig {
-        sort_key: None,
-        ..config
-    };
+    let no_sort_key = WriterConfig { sort_key: None, ..config };
     let mut no_sk = player("ada", 1);
     no_sk.remove("sk");
     assert!(no_sort_key.validate(&body(&no_sk)).is_ok());
@@ -803,13 +788,7 @@ fn router_config_is_checked() {
     ]))
     .unwrap_err();
     assert!(
-        matches!(
-            err,
-            ConfigError::Invalid {
-                var: "MAX_MESSAGE_BYTES",
-                ..
-            }
-        ),
+        matches!(err, ConfigError::Invalid { var: "MAX_MESSAGE_BYTES", .. }),
         "{err}"
     );
     assert_eq!(router_config().max_message_bytes, 262_144);
@@ -885,10 +864,7 @@ async fn router_reports_an_oversized_record() {
     huge.insert("pk".into(), Value::S("P".repeat(2_000)));
     huge.insert("blob".into(), Value::S("x".repeat(300_000)));
     let sns = FakeSns::default();
-    let config = RouterConfig {
-        max_message_bytes: 1024,
-        ..router_config()
-    };
+    let config = RouterConfig { max_message_bytes: 1024, ..router_config() };
     let event = inserts(vec![player("ada", 1), huge, player("ada", 3)]);
     let report = router::handle(&config, &sns, &RetryPolicy::immediate(3), &event).await;
     assert_eq!(report.response.failed_ids(), [sequence(1)]);
@@ -1012,22 +988,10 @@ fn projector_config_survives_the_environment_and_compiles_like_the_backfill() {
     assert_eq!(latest_players(), direct);
 
     let err = ProjectorConfig::from_lookup(lookup(&[])).unwrap_err();
-    assert!(matches!(
-        err,
-        ConfigError::Missing {
-            var: "PROJECTION",
-            ..
-        }
-    ));
+    assert!(matches!(err, ConfigError::Missing { var: "PROJECTION", .. }));
     let err = ProjectorConfig::from_lookup(lookup(&[("PROJECTION", "{}")])).unwrap_err();
     assert!(
-        matches!(
-            err,
-            ConfigError::Invalid {
-                var: "PROJECTION",
-                ..
-            }
-        ),
+        matches!(err, ConfigError::Invalid { var: "PROJECTION", .. }),
         "{err}"
     );
     // Valid JSON, but no ordering attribute for a Latest view: the engine's error, named.
@@ -1170,23 +1134,14 @@ async fn projector_fails_sns_messages_it_cannot_read_so_lambda_dead_letters_them
     ]
     .into_iter()
     .enumerate()
-    .map(|(i, message)| PublishEntry {
-        id: format!("r{i}"),
-        message,
-        attributes: BTreeMap::new(),
-    })
+    .map(|(i, message)| PublishEntry { id: format!("r{i}"), message, attributes: BTreeMap::new() })
     .collect();
     let store = store();
     let outcome = projector::handle(&config, &store, &ProjectorEvent::Sns(sns_event(&entries))).await;
     // The readable record is applied; the two others fail the invocation (Lambda retries it, then the
     // view's failure queue keeps them): never skipped (tests/break16d.rs found them dropped silently).
     match outcome {
-        Err(projector::ProjectorError::Retry {
-            failed,
-            stats,
-            reason,
-            ..
-        }) => {
+        Err(projector::ProjectorError::Retry { failed, stats, reason, .. }) => {
             assert_eq!((failed, stats.applied, stats.rejected), (2, 1, 0));
             assert!(reason.contains("not a routed log record"), "{reason}");
         }
@@ -1261,12 +1216,7 @@ async fn projector_sns_retryable_failure_fails_the_invocation() {
     let err = projector::handle(&latest_players(), &store, &event)
         .await
         .unwrap_err();
-    let projector::ProjectorError::Retry {
-        failed,
-        total,
-        ref stats,
-        ..
-    } = err;
+    let projector::ProjectorError::Retry { failed, total, ref stats, .. } = err;
     assert_eq!(
         (failed, total, stats.applied),
         (1, 2, 1),
@@ -1522,9 +1472,7 @@ async fn projector_fails_a_reference_whose_log_item_is_missing_or_unreadable() {
     let err = projector::handle_with_log(&config, &store, &log, &deliver)
         .await
         .unwrap_err();
-    let projector::ProjectorError::Retry {
-        failed, ref stats, ..
-    } = err;
+    let projector::ProjectorError::Retry { failed, ref stats, .. } = err;
     assert_eq!((failed, stats.applied, stats.rejected), (1, 1, 0));
     let message = err.to_string();
     assert!(
@@ -1537,10 +1485,7 @@ async fn projector_fails_a_reference_whose_log_item_is_missing_or_unreadable() {
         LogReadError::Retryable("ThrottlingException".into()),
         LogReadError::Permanent("AccessDeniedException".into()),
     ] {
-        let log = LogTable {
-            error: Some(error.clone()),
-            ..LogTable::default()
-        };
+        let log = LogTable { error: Some(error.clone()), ..LogTable::default() };
         let err = projector::handle_with_log(&config, &store, &log, &deliver)
             .await
             .unwrap_err();

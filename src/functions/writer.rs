@@ -193,10 +193,7 @@ impl WriterConfig {
                 attribute: name.to_string(),
                 found: format!("a string of {} bytes (DynamoDB allows at most {max})", s.len()),
             }),
-            other => Err(RecordError::Key {
-                attribute: name.to_string(),
-                found: describe(other),
-            }),
+            other => Err(RecordError::Key { attribute: name.to_string(), found: describe(other) }),
         };
         key(&self.partition_key, MAX_PARTITION_KEY_BYTES)?;
         if let Some(sort_key) = &self.sort_key {
@@ -489,9 +486,7 @@ pub async fn handle<W: LogWriter>(
         if errors[i].is_some() {
             failed_groups.insert(group);
         } else if failed_groups.contains(group) {
-            errors[i] = Some(RecordError::BehindFailure {
-                group: group.to_string(),
-            });
+            errors[i] = Some(RecordError::BehindFailure { group: group.to_string() });
         }
     }
 

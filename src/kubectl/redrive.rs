@@ -100,9 +100,5 @@ pub async fn redrive(
              `kubectl kappa replay <view> -n {ns}`"
         )
     });
-    Ok(Redriven {
-        dead_letter_queue,
-        task,
-        router_note,
-    })
+    Ok(Redriven { dead_letter_queue, task, router_note })
 }

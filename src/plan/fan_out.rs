@@ -49,10 +49,7 @@ mod tests {
     use super::*;
 
     fn readers(lambda_views: usize, in_cluster: bool) -> StreamReaders {
-        StreamReaders {
-            lambda_views,
-            in_cluster,
-        }
+        StreamReaders { lambda_views, in_cluster }
     }
 
     #[test]

@@ -351,13 +351,8 @@ mod tests {
         let p = projector_policy(
             &scope(),
             "kappa-p",
-            &ProjectorSource::LogStream {
-                log_table: "kappa-log",
-            },
-            &ViewItems {
-                table: "kappa-views",
-                key_prefix: None,
-            },
+            &ProjectorSource::LogStream { log_table: "kappa-log" },
+            &ViewItems { table: "kappa-views", key_prefix: None },
         );
         assert_eq!(
             resources(&p, "WriteOwnViewItems"),
@@ -392,13 +387,8 @@ mod tests {
         let p = projector_policy(
             &scope(),
             "kappa-p",
-            &ProjectorSource::Topic {
-                log_table: "kappa-log",
-            },
-            &ViewItems {
-                table: "kappa-views",
-                key_prefix: Some("players#"),
-            },
+            &ProjectorSource::Topic { log_table: "kappa-log" },
+            &ViewItems { table: "kappa-views", key_prefix: Some("players#") },
         );
         let st = &p["Statement"][0];
         assert_eq!(
@@ -420,22 +410,15 @@ mod tests {
 
     #[test]
     fn a_topic_fed_projector_may_only_get_items_of_its_log() {
-        let source = ProjectorSource::Topic {
-            log_table: "kappa-log",
-        };
-        let items = ViewItems {
-            table: "kappa-views",
-            key_prefix: None,
-        };
+        let source = ProjectorSource::Topic { log_table: "kappa-log" };
+        let items = ViewItems { table: "kappa-views", key_prefix: None };
         let p = projector_policy(&scope(), "kappa-p", &source, &items);
         assert_eq!(actions(&p, "ReadLogItemsByReference"), ["dynamodb:GetItem"]);
         assert_eq!(
             resources(&p, "ReadLogItemsByReference"),
             ["arn:aws:dynamodb:eu-west-1:123456789012:table/kappa-log"]
         );
-        let direct = ProjectorSource::LogStream {
-            log_table: "kappa-log",
-        };
+        let direct = ProjectorSource::LogStream { log_table: "kappa-log" };
         let d = projector_policy(&scope(), "kappa-p", &direct, &items);
         assert!(
             d["Statement"]

@@ -197,10 +197,7 @@ pub fn projector_function(
         Some(custom) if custom.function_arn.is_some() => return Ok(None),
         Some(custom) => {
             if let Some(s3) = &custom.s3 {
-                f.code = FunctionCode::S3 {
-                    bucket: s3.bucket.clone(),
-                    key: s3.key.clone(),
-                };
+                f.code = FunctionCode::S3 { bucket: s3.bucket.clone(), key: s3.key.clone() };
                 f.runtime = s3.lambda_runtime.clone();
                 f.handler = s3.handler.clone();
             } else if let Some(uri) = &custom.image_uri {
@@ -229,9 +226,7 @@ pub fn projector_function(
         .keys()
         .find(|k| f.environment.contains_key(*k))
     {
-        return Err(super::PlanError::ReservedVariable {
-            name: reserved.clone(),
-        });
+        return Err(super::PlanError::ReservedVariable { name: reserved.clone() });
     }
     f.environment.extend(spec.projector.environment.clone());
     Ok(Some(f))

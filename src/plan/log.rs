@@ -223,10 +223,7 @@ pub fn check_table_name(plan: &LogPlan, explicit: Option<&str>) -> Result<(), su
     let Some(name) = explicit else { return Ok(()) };
     let own = plan.owner.resource_name("log", NameKind::Table);
     if name.starts_with(&format!("{}-", super::names::NAME_PREFIX)) && name != own {
-        return Err(super::PlanError::ReservedTableName {
-            name: name.to_string(),
-            own,
-        });
+        return Err(super::PlanError::ReservedTableName { name: name.to_string(), own });
     }
     Ok(())
 }

@@ -178,10 +178,7 @@ pub fn plan_push(view: &ViewPlan, subscribers: &[(String, String)], scope: &AwsS
     };
     let routes = ROUTE_KEYS
         .iter()
-        .map(|key| RoutePlan {
-            key: key.to_string(),
-            two_way: !key.starts_with('$'),
-        })
+        .map(|key| RoutePlan { key: key.to_string(), two_way: !key.starts_with('$') })
         .collect();
     PushPlan {
         views_table: view.table.name.clone(),
@@ -199,11 +196,7 @@ pub fn plan_push(view: &ViewPlan, subscribers: &[(String, String)], scope: &AwsS
             region: scope.region.clone(),
         },
         routes,
-        stage: StagePlan {
-            name: STAGE.into(),
-            auto_deploy: true,
-            tags: tags.clone(),
-        },
+        stage: StagePlan { name: STAGE.into(), auto_deploy: true, tags: tags.clone() },
         connections_role,
         connections_function,
         notifier_role_name: owner.resource_name(&role(NOTIFIER), NameKind::Role),

@@ -283,14 +283,7 @@ pub fn version_view(view: &MaterializedView, v: &ViewVersion) -> MaterializedVie
 
 /// Plans the view's whole topology for this reconcile (see the module docs). Pure.
 pub fn plan_topology<V: Borrow<MaterializedView>>(input: &TopologyInput<'_, V>) -> ViewTopology {
-    let TopologyInput {
-        cluster,
-        view,
-        siblings,
-        namespace_uid,
-        now,
-        ..
-    } = *input;
+    let TopologyInput { cluster, view, siblings, namespace_uid, now, .. } = *input;
     let status = view.status.clone().unwrap_or_default();
     let promotion = &view.spec.promotion;
     let desired = content_of(view);
@@ -342,14 +335,7 @@ fn plan_of_version<V: Borrow<MaterializedView>>(
     input: &TopologyInput<'_, V>,
     v: &ViewVersion,
 ) -> VersionPlan {
-    let TopologyInput {
-        cluster,
-        view,
-        log,
-        siblings,
-        namespace_uid,
-        ..
-    } = *input;
+    let TopologyInput { cluster, view, log, siblings, namespace_uid, .. } = *input;
     let vview = version_view(view, v);
     let storage = plan_version(cluster, &vview, siblings, v.version).in_namespace(namespace_uid);
     let key_prefix = storage.key_prefix.clone().unwrap_or_default();
@@ -383,11 +369,7 @@ fn plan_of_version<V: Borrow<MaterializedView>>(
             view: vview,
         }
     });
-    VersionPlan {
-        storage,
-        projection,
-        lambda,
-    }
+    VersionPlan { storage, projection, lambda }
 }
 
 #[cfg(test)]

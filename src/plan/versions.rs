@@ -181,10 +181,7 @@ pub fn reshape(
             _ => None,
         };
         match why {
-            Some(why) => removals.push(Removal {
-                version: v.clone(),
-                why,
-            }),
+            Some(why) => removals.push(Removal { version: v.clone(), why }),
             None => keep.push(v.clone()),
         }
     }
@@ -255,10 +252,7 @@ pub fn settle(
         if let Some(message) = message {
             v.state = VersionState::Failed;
             v.message = Some(message.clone());
-            transitions.push(Transition::Failed {
-                version: v.version,
-                message,
-            });
+            transitions.push(Transition::Failed { version: v.version, message });
         }
     }
     let candidate = versions.iter().position(|v| {
@@ -281,10 +275,7 @@ pub fn settle(
         v.promoted_at = Some(Time(now));
         v.superseded_at = None;
         v.message = None;
-        transitions.push(Transition::Promoted {
-            version: v.version,
-            previous,
-        });
+        transitions.push(Transition::Promoted { version: v.version, previous });
     }
     transitions
 }
@@ -392,18 +383,9 @@ mod tests {
         let h2 = content_hash(&v2);
         let not_yet = |_| Readiness::default();
         assert!(settle(&mut versions, &h2, &p, None, &not_yet, at(2)).is_empty());
-        let ready = |v| Readiness {
-            caught_up: v == 2,
-            failure: None,
-        };
+        let ready = |v| Readiness { caught_up: v == 2, failure: None };
         let t = settle(&mut versions, &h2, &p, None, &ready, at(3));
-        assert_eq!(
-            t,
-            vec![Transition::Promoted {
-                version: 2,
-                previous: Some(1)
-            }]
-        );
+        assert_eq!(t, vec![Transition::Promoted { version: 2, previous: Some(1) }]);
         assert_eq!(versions[0].state, VersionState::Retained);
         assert_eq!(versions[1].state, VersionState::Active);
         let (kept, removals, _) = reshape(&versions, latest, &v2, &p, at(3 + 599));
@@ -419,22 +401,13 @@ mod tests {
         let (v1, v2) = (content_of(&view(LATEST)), content_of(&view(COUNT)));
         let (versions, _, latest) = reshape(&[], 0, &v1, &p, at(0));
         let (mut versions, _, latest) = reshape(&versions, latest, &v2, &p, at(1));
-        let all_ready = |_| Readiness {
-            caught_up: true,
-            failure: None,
-        };
+        let all_ready = |_| Readiness { caught_up: true, failure: None };
         settle(&mut versions, &content_hash(&v2), &p, None, &all_ready, at(2));
         let (mut back, removals, latest) = reshape(&versions, latest, &v1, &p, at(3));
         assert!(removals.is_empty());
         assert_eq!((back.len(), latest), (2, 2), "no third version");
         let t = settle(&mut back, &content_hash(&v1), &p, None, &all_ready, at(4));
-        assert_eq!(
-            t,
-            vec![Transition::Promoted {
-                version: 1,
-                previous: Some(2)
-            }]
-        );
+        assert_eq!(t, vec![Transition::Promoted { version: 1, previous: Some(2) }]);
     }
 
     #[test]
@@ -475,10 +448,7 @@ mod tests {
         let (v1, v2) = (content_of(&view(LATEST)), content_of(&view(COUNT)));
         let (versions, _, latest) = reshape(&[], 0, &v1, &p, at(0));
         let (mut versions, _, _) = reshape(&versions, latest, &v2, &p, at(1));
-        let ready = |_| Readiness {
-            caught_up: true,
-            failure: None,
-        };
+        let ready = |_| Readiness { caught_up: true, failure: None };
         let h2 = content_hash(&v2);
         assert!(settle(&mut versions, &h2, &p, None, &ready, at(2)).is_empty());
         assert!(settle(&mut versions, &h2, &p, Some(1), &ready, at(2)).is_empty());

@@ -90,12 +90,8 @@ pub fn projector_role(
         .owner
         .resource_name(&plan.projector_role_name(), NameKind::Function);
     let source = match log.fan_out {
-        ResolvedFanOut::Sns => ProjectorSource::Topic {
-            log_table: &log.table.name,
-        },
-        ResolvedFanOut::Direct => ProjectorSource::LogStream {
-            log_table: &log.table.name,
-        },
+        ResolvedFanOut::Sns => ProjectorSource::Topic { log_table: &log.table.name },
+        ResolvedFanOut::Direct => ProjectorSource::LogStream { log_table: &log.table.name },
     };
     let items = ViewItems {
         table: &plan.table.name,

@@ -91,10 +91,7 @@ impl Template {
     /// Parses `PLAYER#{playerId}`-style text. Braces only delimit placeholders; a placeholder names an
     /// attribute (`[A-Za-z_][A-Za-z0-9_-]*`).
     pub fn parse(template: &str) -> Result<Template, TemplateError> {
-        let fail = |reason| TemplateError {
-            template: template.to_string(),
-            reason,
-        };
+        let fail = |reason| TemplateError { template: template.to_string(), reason };
         if template.is_empty() {
             return Err(fail("it is empty"));
         }
@@ -161,12 +158,8 @@ impl ProjectionConfig {
         };
         let Some(projection) = &view.projection else {
             return Err(match view.projector.code {
-                Some(_) => ProjectionError::CustomProjector {
-                    view: view_name.to_string(),
-                },
-                None => ProjectionError::MissingProjection {
-                    view: view_name.to_string(),
-                },
+                Some(_) => ProjectionError::CustomProjector { view: view_name.to_string() },
+                None => ProjectionError::MissingProjection { view: view_name.to_string() },
             });
         };
         let template = |field, text: &str| Template::parse(text).map_err(|e| invalid(field, e.to_string()));
@@ -226,9 +219,7 @@ impl ProjectionConfig {
             ProjectionMode::Append => Mode::Append,
             ProjectionMode::Count => Mode::Count,
             ProjectionMode::Sum => match &projection.sum_of {
-                Some(sum_of) => Mode::Sum {
-                    sum_of: sum_of.clone(),
-                },
+                Some(sum_of) => Mode::Sum { sum_of: sum_of.clone() },
                 None => {
                     return Err(invalid(
                         "spec.projection.sumOf",
@@ -248,10 +239,7 @@ impl ProjectionConfig {
                         format!("mode {:?} needs {}", projection.mode, &field[16..]),
                     ));
                 };
-                Mode::Extreme {
-                    of: of.clone(),
-                    greatest,
-                }
+                Mode::Extreme { of: of.clone(), greatest }
             }
         };
 

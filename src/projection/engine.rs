@@ -292,24 +292,17 @@ impl ProjectionConfig {
         self.check_key("pk", &pk, MAX_PARTITION_KEY_BYTES, &log)?;
         self.check_key("sk", &sk, MAX_SORT_KEY_BYTES, &log)?;
         if pk.contains(MARKER_INFIX) {
-            return Err(ProjectionError::ReservedKey {
-                view: self.view.clone(),
-                record: log.to_string(),
-            });
+            return Err(ProjectionError::ReservedKey { view: self.view.clone(), record: log.to_string() });
         }
 
         let order = match &self.mode {
-            Mode::Latest { order_by, .. } => Some(self.number(
-                record,
-                order_by,
-                &log,
-                |view, attribute, found, record| ProjectionError::OrderAttribute {
-                    view,
-                    attribute,
-                    found,
-                    record,
-                },
-            )?),
+            Mode::Latest { order_by, .. } => {
+                Some(
+                    self.number(record, order_by, &log, |view, attribute, found, record| {
+                        ProjectionError::OrderAttribute { view, attribute, found, record }
+                    })?,
+                )
+            }
             Mode::Append => None,
             Mode::Count => {
                 let write = add(COUNT_ATTRIBUTE, Number::from(1), log.id, pk, sk);
@@ -317,26 +310,14 @@ impl ProjectionConfig {
             }
             Mode::Sum { sum_of } => {
                 let delta = self.number(record, sum_of, &log, |view, attribute, found, record| {
-                    ProjectionError::NumberAttribute {
-                        view,
-                        field: "sumOf",
-                        attribute,
-                        found,
-                        record,
-                    }
+                    ProjectionError::NumberAttribute { view, field: "sumOf", attribute, found, record }
                 })?;
                 return Ok(Some(Prepared::Done(add(SUM_ATTRIBUTE, delta, log.id, pk, sk))));
             }
             Mode::Extreme { of, greatest } => {
                 let field = if *greatest { "maxOf" } else { "minOf" };
                 let value = self.number(record, of, &log, |view, attribute, found, record| {
-                    ProjectionError::NumberAttribute {
-                        view,
-                        field,
-                        attribute,
-                        found,
-                        record,
-                    }
+                    ProjectionError::NumberAttribute { view, field, attribute, found, record }
                 })?;
                 let attribute = match greatest {
                     true => MAX_ATTRIBUTE,
@@ -381,12 +362,7 @@ impl ProjectionConfig {
                     set(&mut item, stored_as, Value::N(order.clone()));
                 }
                 set(&mut item, LOG_RECORD_ID, Value::S(record.clone()));
-                ViewWrite::PutIfNewer {
-                    item,
-                    order_attribute: stored_as.clone(),
-                    order,
-                    record,
-                }
+                ViewWrite::PutIfNewer { item, order_attribute: stored_as.clone(), order, record }
             }
             _ => ViewWrite::Put { item },
         }
@@ -462,21 +438,11 @@ impl ProjectionConfig {
         log: &LogRecordKeys,
     ) -> Result<(), ProjectionError> {
         if value.is_empty() {
-            return Err(ProjectionError::EmptyKey {
-                view: self.view.clone(),
-                key,
-                record: log.to_string(),
-            });
+            return Err(ProjectionError::EmptyKey { view: self.view.clone(), key, record: log.to_string() });
         }
         if value.len() > max {
             let (view, bytes, record) = (self.view.clone(), value.len(), log.to_string());
-            return Err(ProjectionError::KeyTooLong {
-                view,
-                key,
-                bytes,
-                max,
-                record,
-            });
+            return Err(ProjectionError::KeyTooLong { view, key, bytes, max, record });
         }
         Ok(())
     }

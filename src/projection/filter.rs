@@ -91,10 +91,7 @@ impl Condition {
             FilterOperator::Exists => no_value().map(|_| Test::Exists)?,
             FilterOperator::NotExists => no_value().map(|_| Test::NotExists)?,
         };
-        Ok(Condition {
-            attribute: c.attribute.clone(),
-            test,
-        })
+        Ok(Condition { attribute: c.attribute.clone(), test })
     }
 
     /// Whether `record` meets the condition.

@@ -76,10 +76,7 @@ pub fn check_item(item: &Item) -> Result<(), ItemRuleError> {
     check_map(item, "", 0)?;
     let size = item_size(item);
     if size > MAX_ITEM_BYTES {
-        return Err(ItemRuleError::TooLarge {
-            size,
-            max: MAX_ITEM_BYTES,
-        });
+        return Err(ItemRuleError::TooLarge { size, max: MAX_ITEM_BYTES });
     }
     Ok(())
 }
@@ -142,11 +139,7 @@ fn check_value(value: &Value, path: &str, depth: usize) -> Result<(), ItemRuleEr
     let nested = |depth: usize| -> Result<usize, ItemRuleError> {
         let depth = depth + 1;
         if depth > MAX_NESTING_DEPTH {
-            return Err(ItemRuleError::TooDeep {
-                path: path.to_string(),
-                depth,
-                max: MAX_NESTING_DEPTH,
-            });
+            return Err(ItemRuleError::TooDeep { path: path.to_string(), depth, max: MAX_NESTING_DEPTH });
         }
         Ok(depth)
     };
@@ -175,10 +168,7 @@ fn unique<'a, T: Eq + std::hash::Hash + 'a>(
     show: impl Fn(&T) -> String,
 ) -> Result<(), ItemRuleError> {
     if elements.len() == 0 {
-        return Err(ItemRuleError::EmptySet {
-            path: path.to_string(),
-            set,
-        });
+        return Err(ItemRuleError::EmptySet { path: path.to_string(), set });
     }
     let mut seen = HashSet::new();
     for element in elements {

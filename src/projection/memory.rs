@@ -82,12 +82,7 @@ impl MemoryStore {
     /// Applies one write; see the module documentation for the semantics.
     pub fn apply(&mut self, write: &ViewWrite) -> Result<Applied, MemoryStoreError> {
         match write {
-            ViewWrite::PutIfNewer {
-                item,
-                order_attribute,
-                order,
-                record,
-            } => {
+            ViewWrite::PutIfNewer { item, order_attribute, order, record } => {
                 let key = key_of(item)?;
                 let newer = match self.items.get(&key) {
                     None => true,
@@ -108,12 +103,7 @@ impl MemoryStore {
             ViewWrite::Put { item } => {
                 self.items.insert(key_of(item)?, item.clone());
             }
-            ViewWrite::Add {
-                key,
-                attribute,
-                delta,
-                record,
-            } => {
+            ViewWrite::Add { key, attribute, delta, record } => {
                 let item_key = key_of(key)?;
                 let marker = (item_key.0.clone(), item_key.1.clone(), record.digest());
                 if self.markers.contains(&marker) {
@@ -126,12 +116,7 @@ impl MemoryStore {
                     .insert(attribute.clone(), total);
                 self.markers.insert(marker);
             }
-            ViewWrite::Extreme {
-                key,
-                attribute,
-                value,
-                greatest,
-            } => {
+            ViewWrite::Extreme { key, attribute, value, greatest } => {
                 let item_key = key_of(key)?;
                 let beats = match self.items.get(&item_key).and_then(|i| i.get(attribute)) {
                     None => true,
@@ -171,17 +156,10 @@ impl MemoryStore {
         let attribute_name = attribute.to_string();
         match self.items.get(key).and_then(|item| item.get(attribute)) {
             None => Ok(Value::N(delta.clone())),
-            Some(Value::N(current)) => {
-                current
-                    .checked_add(delta)
-                    .map(Value::N)
-                    .map_err(|source| MemoryStoreError::Overflow {
-                        pk,
-                        sk,
-                        attribute: attribute_name,
-                        source,
-                    })
-            }
+            Some(Value::N(current)) => current
+                .checked_add(delta)
+                .map(Value::N)
+                .map_err(|source| MemoryStoreError::Overflow { pk, sk, attribute: attribute_name, source }),
             Some(other) => Err(MemoryStoreError::NotANumber {
                 pk,
                 sk,
@@ -285,9 +263,7 @@ mod tests {
     fn put_if_newer_fails_against_a_stored_item_without_a_number_order() {
         let mut store = MemoryStore::new();
         store
-            .apply(&ViewWrite::Put {
-                item: item(r#"{"pk":{"S":"p"},"sk":{"S":"LATEST"}}"#),
-            })
+            .apply(&ViewWrite::Put { item: item(r#"{"pk":{"S":"p"},"sk":{"S":"LATEST"}}"#) })
             .unwrap();
         assert_eq!(
             store.apply(&put_if_newer("1", "one")).unwrap(),
@@ -340,9 +316,7 @@ mod tests {
         );
         // Neither failed record was remembered: once fixed, they apply.
         store
-            .apply(&ViewWrite::Put {
-                item: item(r#"{"pk":{"S":"v#p"},"sk":{"S":"TOTAL"}}"#),
-            })
+            .apply(&ViewWrite::Put { item: item(r#"{"pk":{"S":"v#p"},"sk":{"S":"TOTAL"}}"#) })
             .unwrap();
         assert_eq!(store.apply(&add("sum", "0.5", "b")).unwrap(), Applied::Written);
     }
@@ -373,15 +347,11 @@ mod tests {
     fn writes_without_keys_are_rejected() {
         let mut store = MemoryStore::new();
         let err = store
-            .apply(&ViewWrite::Put {
-                item: item(r#"{"pk":{"S":"p"}}"#),
-            })
+            .apply(&ViewWrite::Put { item: item(r#"{"pk":{"S":"p"}}"#) })
             .unwrap_err();
         assert_eq!(err, MemoryStoreError::InvalidKey);
         let err = store
-            .apply(&ViewWrite::Put {
-                item: item(r#"{"pk":{"S":"p"},"sk":{"N":"1"}}"#),
-            })
+            .apply(&ViewWrite::Put { item: item(r#"{"pk":{"S":"p"},"sk":{"N":"1"}}"#) })
             .unwrap_err();
         assert_eq!(err, MemoryStoreError::InvalidKey);
     }

@@ -41,10 +41,7 @@ pub struct NumberError {
 impl Number {
     /// Parses a DynamoDB number such as `-12.5`, `0.000001` or `1E+10`, keeping `text` as written.
     pub fn parse(text: &str) -> Result<Number, NumberError> {
-        let invalid = |reason| NumberError {
-            text: text.to_string(),
-            reason,
-        };
+        let invalid = |reason| NumberError { text: text.to_string(), reason };
         if !is_decimal_syntax(text) {
             return Err(invalid(
                 "expected digits with an optional sign, decimal point and exponent",
@@ -52,10 +49,7 @@ impl Number {
         }
         let value = BigDecimal::from_str(text).map_err(|_| invalid("not a decimal number"))?;
         check_limits(&value).map_err(invalid)?;
-        Ok(Number {
-            text: text.to_string(),
-            value,
-        })
+        Ok(Number { text: text.to_string(), value })
     }
 
     /// The decimal text, exactly as it was given (or, for a sum, in plain normalized notation).
@@ -78,10 +72,7 @@ impl Number {
     pub fn checked_add(&self, other: &Number) -> Result<Number, NumberError> {
         let value = (&self.value + &other.value).normalized();
         let text = value.to_plain_string();
-        check_limits(&value).map_err(|reason| NumberError {
-            text: text.clone(),
-            reason,
-        })?;
+        check_limits(&value).map_err(|reason| NumberError { text: text.clone(), reason })?;
         Ok(Number { text, value })
     }
 }
@@ -120,10 +111,7 @@ fn check_limits(value: &BigDecimal) -> Result<(), &'static str> {
 
 impl From<i64> for Number {
     fn from(n: i64) -> Self {
-        Number {
-            text: n.to_string(),
-            value: BigDecimal::from(n),
-        }
+        Number { text: n.to_string(), value: BigDecimal::from(n) }
     }
 }
 

@@ -278,10 +278,7 @@ macro_rules! sdk_conversions {
             map.into_iter()
                 .map(|(attribute, v)| match Value::try_from(v) {
                     Ok(v) => Ok((attribute, v)),
-                    Err(e) => Err(ValueError::Attribute {
-                        attribute,
-                        source: Box::new(e),
-                    }),
+                    Err(e) => Err(ValueError::Attribute { attribute, source: Box::new(e) }),
                 })
                 .collect()
         }

@@ -55,10 +55,7 @@ pub struct Refusal {
 
 impl Refusal {
     fn new(status: u16, message: impl Into<String>) -> Self {
-        Refusal {
-            status,
-            message: message.into(),
-        }
+        Refusal { status, message: message.into() }
     }
 }
 
@@ -115,10 +112,7 @@ async fn authorize_kubernetes(
     namespace: &str,
 ) -> Result<String, Refusal> {
     let review = TokenReview {
-        spec: TokenReviewSpec {
-            token: Some(token.to_string()),
-            audiences: None,
-        },
+        spec: TokenReviewSpec { token: Some(token.to_string()), audiences: None },
         ..TokenReview::default()
     };
     let reviewed = kube::Api::<TokenReview>::all(client.clone())

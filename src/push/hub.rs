@@ -355,10 +355,7 @@ mod tests {
             version: PROTOCOL_VERSION,
             view: view.into(),
             event: ChangeEvent::Insert,
-            keys: ChangeKeys {
-                pk: pk.into(),
-                sk: None,
-            },
+            keys: ChangeKeys { pk: pk.into(), sk: None },
             new_image: None,
             sequence_number: sequence_number.to_string(),
             approximate_creation_time: None,
@@ -399,11 +396,7 @@ mod tests {
         let error = client.next_change().await.unwrap_err();
         assert_eq!(
             error,
-            HubError::Lagged {
-                namespace: "game".into(),
-                missed: 6,
-                buffer: 4
-            }
+            HubError::Lagged { namespace: "game".into(), missed: 6, buffer: 4 }
         );
         assert!(error.to_string().contains("missed 6 changes"));
     }
@@ -446,9 +439,7 @@ mod tests {
         views.set_table(
             "game",
             "scores",
-            ViewRoutes {
-                views: vec![("scores".into(), "".into())],
-            },
+            ViewRoutes { views: vec![("scores".into(), "".into())] },
         );
         assert!(views.has_view("game", "players") && views.has_view("game", "scores"));
         assert!(!views.has_view("other", "players"));

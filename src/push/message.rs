@@ -112,10 +112,7 @@ pub struct Change {
 
 impl ServerMessage {
     pub fn error(message: impl Into<String>) -> Self {
-        ServerMessage::Error {
-            version: PROTOCOL_VERSION,
-            message: message.into(),
-        }
+        ServerMessage::Error { version: PROTOCOL_VERSION, message: message.into() }
     }
 
     /// The JSON text frame.
@@ -174,10 +171,7 @@ pub fn change_of(
         version: PROTOCOL_VERSION,
         view: view.to_string(),
         event,
-        keys: ChangeKeys {
-            pk: own_pk.to_string(),
-            sk,
-        },
+        keys: ChangeKeys { pk: own_pk.to_string(), sk },
         new_image,
         sequence_number: sequence_number.to_string(),
         approximate_creation_time,
@@ -291,10 +285,7 @@ mod tests {
             serde_json::from_str(r#"{"action":"subscribe","view":"players","keyPrefix":"P#"}"#).unwrap();
         assert_eq!(
             r,
-            ClientRequest::Subscribe {
-                view: "players".into(),
-                key_prefix: Some("P#".into())
-            }
+            ClientRequest::Subscribe { view: "players".into(), key_prefix: Some("P#".into()) }
         );
         assert!(serde_json::from_str::<ClientRequest>(r#"{"action":"dance"}"#).is_err());
     }

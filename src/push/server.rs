@@ -301,19 +301,11 @@ pub fn answer(text: &str, views: &ViewDirectory, client: &mut HubClient) -> Serv
                 return ServerMessage::error(unknown_view(&namespace, &view, views));
             }
             client.subscribe(&view, key_prefix.as_deref());
-            ServerMessage::Subscribed {
-                version: PROTOCOL_VERSION,
-                view,
-                key_prefix,
-            }
+            ServerMessage::Subscribed { version: PROTOCOL_VERSION, view, key_prefix }
         }
         ClientRequest::Unsubscribe { view, key_prefix } => {
             client.unsubscribe(&view, key_prefix.as_deref());
-            ServerMessage::Unsubscribed {
-                version: PROTOCOL_VERSION,
-                view,
-                key_prefix,
-            }
+            ServerMessage::Unsubscribed { version: PROTOCOL_VERSION, view, key_prefix }
         }
     }
 }

@@ -48,10 +48,7 @@ pub async fn kubeconfig_token() -> Result<String, TokenError> {
     if let Some(file) = &config.auth_info.token_file {
         return std::fs::read_to_string(file)
             .map(|t| t.trim().to_string())
-            .map_err(|source| TokenError::Unreadable {
-                file: file.clone(),
-                source,
-            });
+            .map_err(|source| TokenError::Unreadable { file: file.clone(), source });
     }
     Err(TokenError::NoToken)
 }
@@ -128,10 +125,7 @@ impl From<tokio_tungstenite::tungstenite::Error> for WatchError {
 
 /// The endpoint URL of `namespace` under the base URL `base` (`ws://host:port`, an optional path kept).
 pub fn watch_url(base: &str, namespace: &str) -> Result<String, WatchError> {
-    let invalid = |reason: &str| WatchError::InvalidUrl {
-        url: base.to_string(),
-        reason: reason.to_string(),
-    };
+    let invalid = |reason: &str| WatchError::InvalidUrl { url: base.to_string(), reason: reason.to_string() };
     let rest = if let Some(rest) = base.strip_prefix("ws://") {
         rest
     } else if base.starts_with("wss://") {
@@ -189,10 +183,7 @@ impl WatchClient {
         let mut request = url
             .as_str()
             .into_client_request()
-            .map_err(|e| WatchError::Connect {
-                url: url.clone(),
-                source: Box::new(e),
-            })?;
+            .map_err(|e| WatchError::Connect { url: url.clone(), source: Box::new(e) })?;
         if let Some(token) = token {
             let value = format!("Bearer {token}")
                 .parse()
@@ -202,17 +193,10 @@ impl WatchClient {
                 })?;
             request.headers_mut().insert("authorization", value);
         }
-        let (socket, _) =
-            tokio_tungstenite::connect_async(request)
-                .await
-                .map_err(|e| WatchError::Connect {
-                    url: url.clone(),
-                    source: Box::new(e),
-                })?;
-        Ok(WatchClient {
-            socket,
-            pending: VecDeque::new(),
-        })
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| WatchError::Connect { url: url.clone(), source: Box::new(e) })?;
+        Ok(WatchClient { socket, pending: VecDeque::new() })
     }
 
     /// Sends `request` as a text frame.
@@ -325,10 +309,7 @@ async fn within<T>(
     match timeout {
         None => future.await,
         Some(limit) => tokio::time::timeout(limit, future).await.unwrap_or_else(|_| {
-            Err(WatchError::Timeout {
-                what: what.to_string(),
-                seconds: limit.as_secs(),
-            })
+            Err(WatchError::Timeout { what: what.to_string(), seconds: limit.as_secs() })
         }),
     }
 }
@@ -425,11 +406,7 @@ mod tests {
     fn errors_that_repeat_exit_with_2() {
         assert_eq!(WatchError::Refused("no view".into()).exit_code(), 2);
         assert_eq!(
-            WatchError::Timeout {
-                what: "x".into(),
-                seconds: 1
-            }
-            .exit_code(),
+            WatchError::Timeout { what: "x".into(), seconds: 1 }.exit_code(),
             1
         );
     }

@@ -133,10 +133,7 @@ async fn share_run(share: &JobShare) -> Result<Progress, ShareError> {
     let log = logs
         .get(&view.spec.event_log_ref.name)
         .await
-        .map_err(|source| ShareError::Read {
-            what: "its EventLog".into(),
-            source,
-        })?;
+        .map_err(|source| ShareError::Read { what: "its EventLog".into(), source })?;
     let status = view.status.clone().unwrap_or_default();
     // The version's own status (a view rebuilt beside its active version has several).
     let version = status.versions.iter().find(|v| v.version == share.version);

@@ -218,11 +218,9 @@ impl ConfigMapCheckpoint {
                         source,
                     })
             }
-            Err(source) => Err(CheckpointError::Kube {
-                action: "writing ConfigMap",
-                name: self.name.clone(),
-                source,
-            }),
+            Err(source) => {
+                Err(CheckpointError::Kube { action: "writing ConfigMap", name: self.name.clone(), source })
+            }
         }
     }
 

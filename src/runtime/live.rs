@@ -289,20 +289,13 @@ impl LiveReader {
                         self.update(|p| p.gap = Some(message));
                         break;
                     }
-                    Err(StreamError::Record {
-                        shard,
-                        sequence_number,
-                        message,
-                    }) => {
+                    Err(StreamError::Record { shard, sequence_number, message }) => {
                         // The log is immutable: an unreadable record stays unreadable. Skip it, and say so.
                         let error = format!("stream record {sequence_number} of shard {shard}: {message}");
                         warn!(%error, "live path: a stream record cannot be read; it is skipped");
-                        saved.shards.insert(
-                            shard,
-                            ShardPosition::Reading {
-                                after: Some(sequence_number),
-                            },
-                        );
+                        saved
+                            .shards
+                            .insert(shard, ShardPosition::Reading { after: Some(sequence_number) });
                         pending.clear();
                         reader.rewind(saved.clone());
                         self.update(|p| p.record_errors.push(error));

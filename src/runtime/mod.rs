@@ -130,10 +130,7 @@ fn ensure<P: Clone + Default>(
 impl Runtime {
     /// The [`Wake`] of the task under runtime key `key`.
     pub fn waker(&self, key: &str) -> Wake {
-        Wake {
-            key: key.to_string(),
-            tx: self.wakes.clone(),
-        }
+        Wake { key: key.to_string(), tx: self.wakes.clone() }
     }
 
     /// Every wake from now on: the runtime keys of views whose task changed state.

@@ -299,9 +299,7 @@ fn deliver(batch: &Batch, skip: &mut HashMap<String, Skip>) -> Batch {
     let mut checkpoint = batch.checkpoint.clone();
     for (shard, s) in skip.iter() {
         let position = match s {
-            Skip::Through(x) => ShardPosition::Reading {
-                after: Some(x.clone()),
-            },
+            Skip::Through(x) => ShardPosition::Reading { after: Some(x.clone()) },
             Skip::All => ShardPosition::Finished,
         };
         checkpoint.shards.insert(shard.clone(), position);
@@ -387,9 +385,7 @@ impl Hub {
             .unwrap_or_default();
         metrics
             .stream_lag
-            .get_or_create(&crate::metrics::StreamLabels {
-                stream: self.stream_arn.clone(),
-            })
+            .get_or_create(&crate::metrics::StreamLabels { stream: self.stream_arn.clone() })
             .set(lag.as_secs_f64());
     }
 
@@ -400,9 +396,7 @@ impl Hub {
         let readers = i64::from(state.window.is_some()) + state.reading as i64;
         metrics
             .stream_readers
-            .get_or_create(&crate::metrics::StreamLabels {
-                stream: stream.clone(),
-            })
+            .get_or_create(&crate::metrics::StreamLabels { stream: stream.clone() })
             .set(readers);
         for (label, n) in [
             ("joined", state.joined),
@@ -410,10 +404,7 @@ impl Hub {
         ] {
             metrics
                 .stream_views
-                .get_or_create(&crate::metrics::StreamViewLabels {
-                    stream: stream.clone(),
-                    state: label,
-                })
+                .get_or_create(&crate::metrics::StreamViewLabels { stream: stream.clone(), state: label })
                 .set(n as i64);
         }
     }
@@ -436,17 +427,16 @@ impl Drop for Hub {
     fn drop(&mut self) {
         let Some(metrics) = &self.metrics else { return };
         let stream = self.stream_arn.clone();
-        metrics.stream_readers.remove(&crate::metrics::StreamLabels {
-            stream: stream.clone(),
-        });
-        metrics.stream_lag.remove(&crate::metrics::StreamLabels {
-            stream: stream.clone(),
-        });
+        metrics
+            .stream_readers
+            .remove(&crate::metrics::StreamLabels { stream: stream.clone() });
+        metrics
+            .stream_lag
+            .remove(&crate::metrics::StreamLabels { stream: stream.clone() });
         for state in ["joined", "catching_up"] {
-            metrics.stream_views.remove(&crate::metrics::StreamViewLabels {
-                stream: stream.clone(),
-                state,
-            });
+            metrics
+                .stream_views
+                .remove(&crate::metrics::StreamViewLabels { stream: stream.clone(), state });
         }
     }
 }
@@ -512,21 +502,13 @@ pub struct SharedStreams {
 impl SharedStreams {
     /// Readers with `client`; a leader or catch-up reader at the stream's tip polls every `poll_interval`.
     pub fn new(client: aws_sdk_dynamodbstreams::Client, poll_interval: Duration) -> Self {
-        SharedStreams {
-            client,
-            poll_interval,
-            hubs: Mutex::default(),
-            metrics: None,
-        }
+        SharedStreams { client, poll_interval, hubs: Mutex::default(), metrics: None }
     }
 
     /// The same, publishing each stream's readers to `metrics` (`kappa_stream_readers`,
     /// `kappa_stream_views`).
     pub fn with_metrics(self, metrics: Arc<crate::metrics::Metrics>) -> Self {
-        SharedStreams {
-            metrics: Some(metrics),
-            ..self
-        }
+        SharedStreams { metrics: Some(metrics), ..self }
     }
 
     fn hub(&self, stream_arn: &str) -> Option<Arc<Hub>> {
@@ -613,10 +595,7 @@ impl Member {
         let mut state = hub.lock();
         *count(&mut state, role) += 1;
         hub.publish(&state);
-        Member {
-            hub: hub.clone(),
-            role,
-        }
+        Member { hub: hub.clone(), role }
     }
 
     fn set(&mut self, role: Role) {
@@ -678,12 +657,7 @@ impl Subscription {
         loop {
             let mut changed = self.hub.changed.subscribe();
             match &mut self.mode {
-                Mode::Joined {
-                    generation,
-                    next,
-                    skip,
-                    ..
-                } => {
+                Mode::Joined { generation, next, skip, .. } => {
                     let step = {
                         let state = self.hub.lock();
                         match state.window.as_ref() {
@@ -804,9 +778,7 @@ impl Subscription {
                 // own, but gives the permit to the next view after each caught-up batch and pauses.
                 Some(Join::Behind) if caught_up => {
                     drop(state);
-                    self.mode = Mode::Unjoined {
-                        ahead_waits: AHEAD_WAITS,
-                    };
+                    self.mode = Mode::Unjoined { ahead_waits: AHEAD_WAITS };
                     self.pause = true;
                     return;
                 }

@@ -235,10 +235,7 @@ fn find_gap(listed: &[ShardInfo], checkpoint: &Checkpoint) -> Option<StreamError
         .iter()
         .find_map(|(shard, position)| match position {
             ShardPosition::Reading { after } if !listed_ids.contains(shard.as_str()) => {
-                Some(StreamError::Gap {
-                    shard: shard.clone(),
-                    after: after.clone(),
-                })
+                Some(StreamError::Gap { shard: shard.clone(), after: after.clone() })
             }
             _ => None,
         })
@@ -356,10 +353,7 @@ struct Progress {
 
 impl Progress {
     fn begin_round(&self, started: SystemTime) -> Round {
-        Round {
-            started,
-            passed: HashMap::new(),
-        }
+        Round { started, passed: HashMap::new() }
     }
 
     /// Records what a call in `round` showed of `shard`.
@@ -499,10 +493,9 @@ enum ReadFailure {
 fn classify_read_failure(shard: &str, after: &Option<String>, error: AwsError) -> ReadFailure {
     match error.code.as_str() {
         "ExpiredIteratorException" => ReadFailure::IteratorExpired,
-        "TrimmedDataAccessException" => ReadFailure::Fail(StreamError::Gap {
-            shard: shard.to_string(),
-            after: after.clone(),
-        }),
+        "TrimmedDataAccessException" => {
+            ReadFailure::Fail(StreamError::Gap { shard: shard.to_string(), after: after.clone() })
+        }
         _ => ReadFailure::Fail(StreamError::Aws(error)),
     }
 }
@@ -626,9 +619,7 @@ impl StreamReader {
                 .entry(shard.clone())
                 .or_insert(ShardPosition::Reading { after: None });
             if let Some(last) = shard_records.last() {
-                *position = ShardPosition::Reading {
-                    after: Some(last.sequence_number.clone()),
-                };
+                *position = ShardPosition::Reading { after: Some(last.sequence_number.clone()) };
             }
             let page = Page {
                 records: shard_records.len(),
@@ -657,12 +648,7 @@ impl StreamReader {
         }
         self.checkpoint = checkpoint.clone();
         let (caught_up, at_end_since) = self.progress.end_round(round, &readable, finished_any);
-        Ok(Batch {
-            caught_up,
-            at_end_since,
-            records,
-            checkpoint,
-        })
+        Ok(Batch { caught_up, at_end_since, records, checkpoint })
     }
 
     /// Lists every shard of the stream (all `DescribeStream` pages), fails on a gap, and drops what the

@@ -88,14 +88,7 @@ pub async fn orders_log(test: &str) -> OrdersLog {
     let log_table = super::log_table(&client, &ns, "orders").await;
     let ddb = aws_sdk_dynamodb::Client::new(&super::aws_config().await);
     let mvs = Api::namespaced(client.clone(), &ns);
-    OrdersLog {
-        client,
-        ns,
-        op,
-        log_table,
-        ddb,
-        mvs,
-    }
+    OrdersLog { client, ns, op, log_table, ddb, mvs }
 }
 
 /// Samples the operator's `kappa_stream_readers` every 100 ms: the most seen at once.

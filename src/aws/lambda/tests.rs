@@ -144,10 +144,7 @@ fn image_code_is_compared_by_uri_and_s3_code_by_its_tag() {
         .build();
     assert!(!configuration_differs(&p, &image));
 
-    p.code = FunctionCode::S3 {
-        bucket: "code".into(),
-        key: "v1.zip".into(),
-    };
+    p.code = FunctionCode::S3 { bucket: "code".into(), key: "v1.zip".into() };
     let tags = planned_tags(&p);
     assert_eq!(
         tags[CODE_SOURCE_TAG],
@@ -156,10 +153,7 @@ fn image_code_is_compared_by_uri_and_s3_code_by_its_tag() {
     assert!(!code_differs(&p, &have, None, &tags));
     assert!(code_differs(&p, &have, None, &no_tags()));
     let mut v2 = p.clone();
-    v2.code = FunctionCode::S3 {
-        bucket: "code".into(),
-        key: "v2.zip".into(),
-    };
+    v2.code = FunctionCode::S3 { bucket: "code".into(), key: "v2.zip".into() };
     assert!(code_differs(&v2, &have, None, &tags));
 }
 
@@ -335,10 +329,7 @@ fn a_mapping_as_planned_needs_no_update() {
         "the starting position is fixed at creation"
     );
     // No window reported is a window of 0.
-    let zero = MappingPlan {
-        maximum_batching_window_seconds: 0,
-        ..p.clone()
-    };
+    let zero = MappingPlan { maximum_batching_window_seconds: 0, ..p.clone() };
     let unset = mapping_builder(&zero)
         .set_maximum_batching_window_in_seconds(None)
         .build();
@@ -412,23 +403,14 @@ fn each_mapping_setting_is_compared() {
 #[test]
 fn a_stream_mapping_without_failure_handling_gets_it_and_a_queue_mapping_never() {
     let p = mapping_plan();
-    let bare = mapping(&MappingPlan {
-        on_failure: None,
-        ..p.clone()
-    });
+    let bare = mapping(&MappingPlan { on_failure: None, ..p.clone() });
     assert!(mapping_differs(&p, &bare), "none set yet: retries are infinite");
-    let queue = MappingPlan {
-        starting_position: None,
-        ..p.clone()
-    };
+    let queue = MappingPlan { starting_position: None, ..p.clone() };
     assert!(
         stream_failure(&queue).is_none() && !mapping_differs(&queue, &bare),
         "a queue mapping's failures follow the queue's redrive policy"
     );
-    let unmanaged = MappingPlan {
-        on_failure: None,
-        ..p.clone()
-    };
+    let unmanaged = MappingPlan { on_failure: None, ..p.clone() };
     assert!(!mapping_differs(&unmanaged, &mapping(&p)));
 }
 

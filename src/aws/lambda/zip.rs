@@ -46,12 +46,7 @@ pub fn bootstrap_zip(binary: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(deflated.len() + 128);
 
     // Local file header.
-    let entry = Entry {
-        crc,
-        compressed,
-        size,
-        name_len,
-    };
+    let entry = Entry { crc, compressed, size, name_len };
     put32(&mut out, LOCAL_FILE_HEADER);
     entry.put(&mut out);
     out.extend_from_slice(name);

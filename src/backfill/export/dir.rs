@@ -74,34 +74,23 @@ where
     let summary = ManifestSummary::from_reader(summary_key, open(&root.join(summary_key))?)?;
 
     let candidates = summary.manifest_files_key_candidates();
-    let path = resolve_key(root, &candidates).ok_or_else(|| ExportDirError::Missing {
-        root: root.to_owned(),
-        candidates,
-    })?;
+    let path = resolve_key(root, &candidates)
+        .ok_or_else(|| ExportDirError::Missing { root: root.to_owned(), candidates })?;
     let files = parse_manifest_files(&summary.manifest_files_s3_key, open(&path)?)?;
     summary.check_item_count(&summary.manifest_files_s3_key, &files)?;
 
     let mut totals = FileStats::default();
     for file in &files {
         let candidates = summary.data_file_key_candidates(file);
-        let path = resolve_key(root, &candidates).ok_or_else(|| ExportDirError::Missing {
-            root: root.to_owned(),
-            candidates,
-        })?;
+        let path = resolve_key(root, &candidates)
+            .ok_or_else(|| ExportDirError::Missing { root: root.to_owned(), candidates })?;
         totals += read_data_file(file, summary.export_type, open(&path)?, |record| {
             on_record(file, record)
         })?;
     }
-    Ok(DirExport {
-        summary,
-        files,
-        totals,
-    })
+    Ok(DirExport { summary, files, totals })
 }
 
 fn open<E>(path: &Path) -> Result<File, ExportDirError<E>> {
-    File::open(path).map_err(|source| ExportDirError::Open {
-        path: path.to_owned(),
-        source,
-    })
+    File::open(path).map_err(|source| ExportDirError::Open { path: path.to_owned(), source })
 }

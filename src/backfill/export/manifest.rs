@@ -157,19 +157,15 @@ impl ManifestSummary {
     /// Rejects ION exports with [`ManifestError::UnsupportedOutputFormat`].
     pub fn from_reader(key: &str, mut body: impl Read) -> Result<Self, ManifestError> {
         let mut bytes = Vec::new();
-        body.read_to_end(&mut bytes).map_err(|source| ManifestError::Io {
-            key: key.to_owned(),
-            source,
-        })?;
+        body.read_to_end(&mut bytes)
+            .map_err(|source| ManifestError::Io { key: key.to_owned(), source })?;
         Self::from_slice(key, &bytes)
     }
 
     /// Parses `manifest-summary.json` from its bytes; see [`Self::from_reader`].
     pub fn from_slice(key: &str, bytes: &[u8]) -> Result<Self, ManifestError> {
-        let summary: Self = serde_json::from_slice(bytes).map_err(|source| ManifestError::Summary {
-            key: key.to_owned(),
-            source,
-        })?;
+        let summary: Self = serde_json::from_slice(bytes)
+            .map_err(|source| ManifestError::Summary { key: key.to_owned(), source })?;
         if summary.output_format != OutputFormat::DynamodbJson {
             return Err(ManifestError::UnsupportedOutputFormat {
                 key: key.to_owned(),
@@ -212,11 +208,7 @@ impl ManifestSummary {
         if actual == self.item_count {
             Ok(())
         } else {
-            Err(ManifestError::ItemCountMismatch {
-                key: key.to_owned(),
-                expected: self.item_count,
-                actual,
-            })
+            Err(ManifestError::ItemCountMismatch { key: key.to_owned(), expected: self.item_count, actual })
         }
     }
 }
@@ -259,10 +251,7 @@ pub fn parse_manifest_files(key: &str, body: impl Read) -> Result<Vec<DataFileEn
         buf.clear();
         let read = body
             .read_until(b'\n', &mut buf)
-            .map_err(|source| ManifestError::Io {
-                key: key.to_owned(),
-                source,
-            })?;
+            .map_err(|source| ManifestError::Io { key: key.to_owned(), source })?;
         if read == 0 {
             return Ok(files);
         }
@@ -271,11 +260,7 @@ pub fn parse_manifest_files(key: &str, body: impl Read) -> Result<Vec<DataFileEn
         if text.is_empty() {
             continue;
         }
-        let malformed = |message: String| ManifestError::MalformedLine {
-            key: key.to_owned(),
-            line,
-            message,
-        };
+        let malformed = |message: String| ManifestError::MalformedLine { key: key.to_owned(), line, message };
         let entry: DataFileEntry =
             serde_json::from_slice(text).map_err(|e| malformed(format!("not a data file entry: {e}")))?;
         match BASE64.decode(entry.md5_checksum.trim()) {

@@ -189,11 +189,7 @@ where
     // A 0-byte object is an empty partition too; the gzip decoder would call it a truncated stream.
     let at_eof = compressed
         .fill_buf()
-        .map_err(|source| ReadError::Io {
-            file: key(),
-            line: 1,
-            source,
-        })?
+        .map_err(|source| ReadError::Io { file: key(), line: 1, source })?
         .is_empty();
     if !at_eof {
         let mut lines = BufReader::with_capacity(BUFFER_BYTES, MultiGzDecoder::new(compressed));
@@ -204,18 +200,10 @@ where
             let read = match lines.read_until(b'\n', &mut buf) {
                 Ok(read) => read,
                 Err(source) if lines.get_ref().get_ref().get_ref().failed => {
-                    return Err(ReadError::Io {
-                        file: key(),
-                        line,
-                        source,
-                    });
+                    return Err(ReadError::Io { file: key(), line, source });
                 }
                 Err(source) => {
-                    return Err(ReadError::Gzip {
-                        file: key(),
-                        line,
-                        source,
-                    });
+                    return Err(ReadError::Gzip { file: key(), line, source });
                 }
             };
             if read == 0 {
@@ -228,11 +216,7 @@ where
                 message,
             })?;
             stats.records = line;
-            on_record(record).map_err(|source| ReadError::Callback {
-                file: key(),
-                line,
-                source,
-            })?;
+            on_record(record).map_err(|source| ReadError::Callback { file: key(), line, source })?;
         }
         compressed = lines.into_inner().into_inner();
     }
@@ -351,12 +335,7 @@ struct HashingReader<R> {
 
 impl<R> HashingReader<R> {
     fn new(inner: R) -> Self {
-        Self {
-            inner,
-            md5: Md5::new(),
-            bytes: 0,
-            failed: false,
-        }
+        Self { inner, md5: Md5::new(), bytes: 0, failed: false }
     }
 }
 

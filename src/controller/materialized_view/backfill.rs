@@ -48,12 +48,7 @@ impl<'a> BackfillCall<'a> {
         projection: &'a Arc<ProjectionConfig>,
         live: &'a LiveFacts,
     ) -> Self {
-        BackfillCall {
-            on: *on,
-            table,
-            projection,
-            live,
-        }
+        BackfillCall { on: *on, table, projection, live }
     }
 }
 
@@ -247,10 +242,10 @@ pub(super) fn start_scan_status(
 
 /// The log's `spec.export`, or an empty one for a view that scans the log.
 pub(super) fn export_spec(log: &EventLog) -> crate::crd::ExportSpec {
-    log.spec.export.clone().unwrap_or_else(|| crate::crd::ExportSpec {
-        bucket: String::new(),
-        prefix: String::new(),
-    })
+    log.spec
+        .export
+        .clone()
+        .unwrap_or_else(|| crate::crd::ExportSpec { bucket: String::new(), prefix: String::new() })
 }
 
 /// [`BackfillStep::CloseGap`]: retires attempt `b` and records `next_attempt`.
@@ -571,10 +566,10 @@ pub(super) async fn export_job(
 ) -> BackfillRun {
     let ledger = worker.writer.clone();
     let (bucket, summary) = (worker.bucket.clone(), worker.summary_key.clone());
-    let fold = worker.pre_aggregate.is_some().then(|| Worker {
-        parallelism: 1,
-        ..worker
-    });
+    let fold = worker
+        .pre_aggregate
+        .is_some()
+        .then(|| Worker { parallelism: 1, ..worker });
     let job = JobBackfill {
         jobs,
         attempt: b.attempt,

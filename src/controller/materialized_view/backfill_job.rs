@@ -66,10 +66,7 @@ pub(super) async fn job_backfill(
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &spec.namespace);
     if !finished {
         return match run_job(&api, &spec, &job_name, &job).await {
-            Ok(()) => BackfillRun {
-                progress,
-                outcome: None,
-            },
+            Ok(()) => BackfillRun { progress, outcome: None },
             Err(run) => run,
         };
     }
@@ -78,27 +75,18 @@ pub(super) async fn job_backfill(
     if let Some((worker, fingerprint)) = job.fold {
         match fold(worker, &fingerprint, target, ctx, job.attempt) {
             FoldRun::Running => {
-                return BackfillRun {
-                    progress,
-                    outcome: None,
-                };
+                return BackfillRun { progress, outcome: None };
             }
             // The caller forgets the run, so the next pass folds again.
             FoldRun::Failed(e) => {
-                return BackfillRun {
-                    progress,
-                    outcome: Some(Err(e)),
-                };
+                return BackfillRun { progress, outcome: Some(Err(e)) };
             }
             FoldRun::Done(errors) => record_errors = errors,
         }
     }
     delete_finished_job(&api, &job_name).await;
     BackfillRun {
-        progress: Progress {
-            record_errors,
-            ..progress
-        },
+        progress: Progress { record_errors, ..progress },
         outcome: Some(Ok(())),
     }
 }
@@ -150,11 +138,7 @@ fn progress_of(
 fn failure(message: String, retryable: bool) -> BackfillRun {
     BackfillRun {
         progress: Progress::default(),
-        outcome: Some(Err(BackfillFailure {
-            message,
-            retryable,
-            input_gone: false,
-        })),
+        outcome: Some(Err(BackfillFailure { message, retryable, input_gone: false })),
     }
 }
 

@@ -93,14 +93,10 @@ pub(super) fn next_step(b: &BackfillStatus, seen: &Observed) -> BackfillStep {
         return BackfillStep::Invalid;
     }
     if seen.gap.is_some() && b.attempt > 0 {
-        return BackfillStep::CloseGap {
-            next_attempt: b.attempt + 1,
-        };
+        return BackfillStep::CloseGap { next_attempt: b.attempt + 1 };
     }
     if b.finished_at.is_some() {
-        return BackfillStep::Finished {
-            clean_up: !b.cleaned_up,
-        };
+        return BackfillStep::Finished { clean_up: !b.cleaned_up };
     }
     let started = match scan {
         true => b.started_at.is_some(),
@@ -239,20 +235,13 @@ mod tests {
             next_step(&BackfillStatus::default(), &s),
             BackfillStep::StartScan { attempt: 1 }
         );
-        let b = BackfillStatus {
-            attempt: 1,
-            started_at: Some(time()),
-            ..Default::default()
-        };
+        let b = BackfillStatus { attempt: 1, started_at: Some(time()), ..Default::default() };
         assert_eq!(next_step(&b, &s), BackfillStep::Run);
     }
 
     #[test]
     fn none_and_invalid_come_first() {
-        let b = BackfillStatus {
-            attempt: 3,
-            ..Default::default()
-        };
+        let b = BackfillStatus { attempt: 3, ..Default::default() };
         let mut s = seen(BackfillSource::None);
         s.gap = Some("trimmed");
         assert_eq!(next_step(&b, &s), BackfillStep::NoBackfill);
@@ -282,13 +271,7 @@ mod tests {
 
     #[test]
     fn outcomes_map_to_steps() {
-        let f = |retryable, input_gone| {
-            Err(BackfillFailure {
-                message: "m".into(),
-                retryable,
-                input_gone,
-            })
-        };
+        let f = |retryable, input_gone| Err(BackfillFailure { message: "m".into(), retryable, input_gone });
         assert_eq!(after_run(None), RunStep::Running);
         assert_eq!(after_run(Some(&Ok(()))), RunStep::Finished);
         assert_eq!(after_run(Some(&f(true, true))), RunStep::ExportAgain);

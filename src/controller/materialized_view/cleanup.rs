@@ -41,10 +41,7 @@ pub(super) async fn retained_in_shared_table(
 pub(super) async fn cleanup(view: Arc<MaterializedView>, ctx: &Context, ns: &str) -> Result<Action> {
     let deleting = Outcome {
         phase: ViewPhase::Deleting,
-        health: Health::Progressing {
-            reason: reasons::DELETING,
-            message: "cleaning up".into(),
-        },
+        health: Health::Progressing { reason: reasons::DELETING, message: "cleaning up".into() },
         table: None,
         in_cluster: None,
         versions: None,

@@ -44,13 +44,7 @@ pub(super) async fn reconcile(
     key_prefix: &str,
     projection: &Result<Arc<ProjectionConfig>, ProjectionError>,
 ) -> InClusterOutcome {
-    let OnVersion {
-        view,
-        target,
-        log,
-        ctx,
-        ..
-    } = *on;
+    let OnVersion { view, target, log, ctx, .. } = *on;
     let Some(stream_arn) = log_table(log).and_then(|t| t.stream_arn.clone()) else {
         let mut waiting = provisioning(format!(
             "waiting for EventLog {} to report its table's stream",
@@ -78,11 +72,7 @@ pub(super) async fn reconcile(
     let gap = pending_gap(view, ctx, &target.key, &live_checkpoint).await;
 
     // 2. The backfill.
-    let facts = LiveFacts {
-        started: live.started,
-        cutoff,
-        passed: live.passed,
-    };
+    let facts = LiveFacts { started: live.started, cutoff, passed: live.passed };
     let call = BackfillCall::new(on, table, &projection, &facts);
     let mut outcome = backfill(&call, gap).await;
     outcome.live = Some(live_status);
@@ -108,13 +98,7 @@ fn start_live(
     stream_arn: &str,
     projection: &Arc<ProjectionConfig>,
 ) -> (LiveProgress, ConfigMapCheckpoint, Option<Cutoff>) {
-    let OnVersion {
-        view,
-        target,
-        ctx,
-        ns,
-        ..
-    } = *on;
+    let OnVersion { view, target, ctx, ns, .. } = *on;
     let live_checkpoint = ConfigMapCheckpoint::new(
         ctx.client.clone(),
         ns,
@@ -222,10 +206,7 @@ fn with_live(mut outcome: InClusterOutcome, live: &LiveProgress) -> InClusterOut
             );
         }
         outcome.phase = ViewPhase::Live;
-        outcome.health = Health::Ready {
-            reason: reasons::LIVE,
-            message,
-        };
+        outcome.health = Health::Ready { reason: reasons::LIVE, message };
         outcome.requeue = Duration::from_secs(30);
     } else {
         outcome.phase = ViewPhase::CatchingUp;

@@ -437,12 +437,7 @@ async fn projector_function<'a>(
     let name = plan.function_name.clone();
     if let Some(arn) = plan.custom_function.clone() {
         lambda::check_custom_function(&ctx.aws.lambda, &arn, plan.owner()).await?;
-        return Ok(Some(Projector {
-            view,
-            name,
-            reference: arn.clone(),
-            arn,
-        }));
+        return Ok(Some(Projector { view, name, reference: arn.clone(), arn }));
     }
     let Some(role_arn) = role_arn else {
         return Ok(None);

@@ -36,12 +36,7 @@ pub(super) async fn lambda_view(
     gap: Option<String>,
 ) -> InClusterOutcome {
     let OnVersion { view, log, ctx, .. } = *on;
-    let LivePathState {
-        table,
-        key_prefix,
-        projection,
-        ready: live_path_ready,
-    } = *path;
+    let LivePathState { table, key_prefix, projection, ready: live_path_ready } = *path;
     if !live_path_ready {
         return provisioning(
             "creating the projector function and its live path (subscriptions or stream mapping)".into(),

@@ -286,10 +286,7 @@ pub(super) async fn record_errors(
     let keep = last.len().saturating_sub(crate::projection::KEPT_RECORD_ERRORS);
     last.drain(..keep);
     if count > previous {
-        let labels = crate::metrics::ViewLabels {
-            namespace: ns.to_string(),
-            view: view.name_any(),
-        };
+        let labels = crate::metrics::ViewLabels { namespace: ns.to_string(), view: view.name_any() };
         ctx.metrics
             .record_errors
             .get_or_create(&labels)

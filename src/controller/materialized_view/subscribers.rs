@@ -44,10 +44,7 @@ pub(super) async fn push_path(
             let ready = ctx
                 .push
                 .serve_view(&ctx.aws.streams, ns, &name, &table.name, prefix, stream);
-            Ok(ready.then(|| crate::crd::PushStatus {
-                url: Some(ctx.push.url(ns)),
-                api_id: None,
-            }))
+            Ok(ready.then(|| crate::crd::PushStatus { url: Some(ctx.push.url(ns)), api_id: None }))
         }
         ProjectorRuntime::Lambda => {
             ctx.push.forget_view(ns, &name);
@@ -64,10 +61,9 @@ pub(super) async fn push_path(
                 &ctx.config.permissions_boundary,
             )
             .await?;
-            Ok(got.converged.then_some(crate::crd::PushStatus {
-                url: Some(got.url),
-                api_id: Some(got.api_id),
-            }))
+            Ok(got
+                .converged
+                .then_some(crate::crd::PushStatus { url: Some(got.url), api_id: Some(got.api_id) }))
         }
     }
 }

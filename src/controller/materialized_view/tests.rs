@@ -198,10 +198,10 @@ impl HttpConnector for FakeAws {
             .bytes()
             .and_then(|b| serde_json::from_slice(b).ok())
             .unwrap_or(Value::Null);
-        self.calls.lock().unwrap().push(Call {
-            operation: operation.clone(),
-            body,
-        });
+        self.calls
+            .lock()
+            .unwrap()
+            .push(Call { operation: operation.clone(), body });
         let (status, answer) = self.answers.lock().unwrap().get(&operation).cloned().unwrap_or((
             400,
             json!({"__type": "com.amazon.coral.validate#ValidationException",

@@ -101,10 +101,7 @@ impl InClusterOutcome {
 
 /// A version whose AWS resources are still being created.
 pub(super) fn provisioning(message: String) -> InClusterOutcome {
-    let health = Health::Progressing {
-        reason: reasons::PROVISIONING,
-        message,
-    };
+    let health = Health::Progressing { reason: reasons::PROVISIONING, message };
     InClusterOutcome::new(ViewPhase::Provisioning, health, Duration::from_secs(5))
 }
 

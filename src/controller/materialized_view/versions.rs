@@ -87,14 +87,7 @@ pub(super) async fn run(
         .collect();
     retire_and_announce(view, ctx, ns, all, &topology.removals, &new).await?;
 
-    let on = Reconciling {
-        view,
-        log,
-        ctx,
-        ns,
-        all,
-        topology,
-    };
+    let on = Reconciling { view, log, ctx, ns, all, topology };
     let (mut outcomes, mut tables) = run_versions(&on, &mut versions, recorded).await?;
 
     // Failures and promotion.
@@ -186,14 +179,7 @@ fn versions_run(
         active,
         approval,
     );
-    let mut run = VersionsRun {
-        outcome,
-        table,
-        versions,
-        active,
-        latest,
-        rebuild,
-    };
+    let mut run = VersionsRun { outcome, table, versions, active, latest, rebuild };
     let building = run.versions.iter().any(|v| v.state == VersionState::Building);
     if building {
         run.outcome.requeue = run.outcome.requeue.min(Duration::from_secs(2));
@@ -274,14 +260,7 @@ async fn run_version(
     v: &mut ViewVersion,
     recorded: &[ViewVersion],
 ) -> Result<(Option<InClusterOutcome>, Option<ActiveTable>)> {
-    let Reconciling {
-        view,
-        log,
-        ctx,
-        ns,
-        topology,
-        ..
-    } = *on;
+    let Reconciling { view, log, ctx, ns, topology, .. } = *on;
     let target = Target::new(view, v.version);
     // A failed version has no plan: it is stopped.
     let Some(plan) = topology.plans.get(&v.version) else {
@@ -307,13 +286,7 @@ async fn run_version(
     };
     let vview = version_view(view, v);
     let prefix = storage_plan.key_prefix.clone().unwrap_or_default();
-    let version = OnVersion {
-        view: &vview,
-        target: &target,
-        log,
-        ctx,
-        ns,
-    };
+    let version = OnVersion { view: &vview, target: &target, log, ctx, ns };
     let out = match &plan.lambda {
         None => {
             let table = &storage_plan.table.name;
@@ -530,10 +503,7 @@ async fn retained(
     v.message = Some(message.clone());
     InClusterOutcome {
         phase: ViewPhase::Pending,
-        health: Health::Stalled {
-            reason: reasons::STORAGE_RETAINED,
-            message,
-        },
+        health: Health::Stalled { reason: reasons::STORAGE_RETAINED, message },
         ..InClusterOutcome::failed(&AwsError::permanent("ClaimStorage", "", ""))
     }
 }
@@ -550,9 +520,7 @@ async fn claim_storage(
     written: bool,
 ) -> std::result::Result<Option<String>, AwsError> {
     use crate::aws::view_storage::{Claim, Claimant, claim, clear};
-    let Reconciling {
-        view, log, ctx, all, ..
-    } = *on;
+    let Reconciling { view, log, ctx, all, .. } = *on;
     let me = Claimant {
         uid: view.metadata.uid.clone().unwrap_or_default(),
         namespace: plan.owner.namespace.clone(),
@@ -589,11 +557,7 @@ async fn claim_storage(
             .await;
             Ok(None)
         }
-        Ok(Claim::Retained {
-            uid,
-            name,
-            claimed_at,
-        }) => {
+        Ok(Claim::Retained { uid, name, claimed_at }) => {
             let location = match plan.shared {
                 true => format!("key prefix {prefix:?} of shared views table {table}"),
                 false => format!("views table {table}"),

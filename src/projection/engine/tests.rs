@@ -55,12 +55,7 @@ fn project(config: &ProjectionConfig, record: &Item) -> ViewWrite {
 #[test]
 fn latest_keeps_all_but_the_log_keys_and_adds_provenance() {
     let c = config("{mode: Latest, key: {partitionKey: 'P#{pk}'}}");
-    let ViewWrite::PutIfNewer {
-        item: written,
-        order_attribute,
-        order,
-        record,
-    } = project(&c, &ada("10"))
+    let ViewWrite::PutIfNewer { item: written, order_attribute, order, record } = project(&c, &ada("10"))
     else {
         panic!()
     };
@@ -128,10 +123,7 @@ fn attributes_are_kept_renamed_and_the_order_is_always_carried() {
         "{mode: Latest, key: {partitionKey: '{pk}', sortKey: 'N#{name}'},
           attributes: [{from: score, to: points}, {from: absent}]}",
     );
-    let ViewWrite::PutIfNewer {
-        item: mut written, ..
-    } = project(&c, &ada("10"))
-    else {
+    let ViewWrite::PutIfNewer { item: mut written, .. } = project(&c, &ada("10")) else {
         panic!()
     };
     assert!(
@@ -150,12 +142,7 @@ fn attributes_are_kept_renamed_and_the_order_is_always_carried() {
     let c = config(
         "{mode: Latest, orderBy: seq, key: {partitionKey: '{pk}'}, attributes: [{from: seq, to: version}]}",
     );
-    let ViewWrite::PutIfNewer {
-        item,
-        order_attribute,
-        ..
-    } = project(&c, &ada("10"))
-    else {
+    let ViewWrite::PutIfNewer { item, order_attribute, .. } = project(&c, &ada("10")) else {
         panic!()
     };
     assert_eq!(order_attribute, "version");
@@ -313,12 +300,7 @@ fn key_errors_name_the_view_attribute_and_record() {
     assert!(
         matches!(
             err,
-            ProjectionError::KeyTooLong {
-                key: "sk",
-                bytes: 1025,
-                max: 1024,
-                ..
-            }
+            ProjectionError::KeyTooLong { key: "sk", bytes: 1025, max: 1024, .. }
         ),
         "{err:?}"
     );
@@ -368,12 +350,7 @@ projector: {code: {functionArn: 'arn:aws:lambda:us-east-1:123456789012:function:
     )
     .unwrap();
     let err = ProjectionConfig::from_spec("players", &custom, &log(LOG), "").unwrap_err();
-    assert_eq!(
-        err,
-        ProjectionError::CustomProjector {
-            view: "players".into()
-        }
-    );
+    assert_eq!(err, ProjectionError::CustomProjector { view: "players".into() });
     assert!(
         err.to_string().contains("custom projector (spec.projector.code)"),
         "{err}"
@@ -488,10 +465,7 @@ fn config_exposes_what_callers_need() {
     assert!(c.record_types().contains("player") && !c.record_types().contains("game"));
     assert_eq!(
         c.log_keys(),
-        &LogKeys {
-            partition_key: "pk".into(),
-            sort_key: Some("sk".into())
-        }
+        &LogKeys { partition_key: "pk".into(), sort_key: Some("sk".into()) }
     );
     assert!(c.sort_key().is_none());
     assert_eq!(c.partition_key().attributes().collect::<Vec<_>>(), ["pk"]);

@@ -32,9 +32,7 @@ async fn server(buffer: usize) -> (String, Hub) {
     views.set_table(
         "other",
         "views",
-        ViewRoutes {
-            views: vec![("players".into(), "players#".into())],
-        },
+        ViewRoutes { views: vec![("players".into(), "players#".into())] },
     );
     let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let url = format!("ws://{}", listener.local_addr().unwrap());
@@ -47,10 +45,7 @@ fn change(view: &str, pk: &str, sequence_number: usize) -> Change {
         version: PROTOCOL_VERSION,
         view: view.into(),
         event: ChangeEvent::Modify,
-        keys: ChangeKeys {
-            pk: pk.into(),
-            sk: Some("STATE".into()),
-        },
+        keys: ChangeKeys { pk: pk.into(), sk: Some("STATE".into()) },
         new_image: Some(
             serde_json::json!({"score": sequence_number})
                 .as_object()

@@ -12,10 +12,7 @@ use crate::runtime::stream::StreamRecord;
 fn big_record(shard: &str, seq: &str, bytes: usize) -> StreamRecord {
     let mut image = crate::projection::Item::default();
     image.insert("blob".to_string(), crate::projection::Value::S("x".repeat(bytes)));
-    StreamRecord {
-        new_image: Some(image),
-        ..record(shard, seq)
-    }
+    StreamRecord { new_image: Some(image), ..record(shard, seq) }
 }
 
 /// Input: the leader was seeded at the checkpoint of the first view to subscribe after a restart, which
@@ -130,13 +127,7 @@ fn records_near_400_kb_respect_the_byte_bound_and_keep_the_newest_batch() {
     assert_eq!(w.bytes, w.batches.iter().map(|b| b.bytes).sum::<usize>());
     assert_eq!(w.start, checkpoint(&[("a", reading(Some("100")))]));
     let view = checkpoint(&[("a", reading(Some("100")))]);
-    assert_eq!(
-        w.join(&view),
-        Join::At {
-            next: 1,
-            skip: HashMap::new()
-        }
-    );
+    assert_eq!(w.join(&view), Join::At { next: 1, skip: HashMap::new() });
     // One record further back is gone from the window: behind.
     assert_eq!(w.join(&checkpoint(&[("a", reading(Some("99")))])), Join::Behind);
 }
@@ -166,10 +157,7 @@ fn the_record_bound_drops_exactly_the_oldest_batch() {
     assert_eq!(w.start, checkpoint(&[("a", reading(Some("1000")))]));
     assert_eq!(
         w.join(&checkpoint(&[("a", reading(Some("1000")))])),
-        Join::At {
-            next: 1,
-            skip: HashMap::new()
-        }
+        Join::At { next: 1, skip: HashMap::new() }
     );
     assert_eq!(w.join(&checkpoint(&[("a", reading(Some("999")))])), Join::Behind);
     assert_eq!(w.join(&Checkpoint::default()), Join::Behind);

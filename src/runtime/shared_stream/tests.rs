@@ -23,9 +23,7 @@ pub(super) fn record(shard: &str, seq: &str) -> StreamRecord {
 }
 
 pub(super) fn reading(after: Option<&str>) -> ShardPosition {
-    ShardPosition::Reading {
-        after: after.map(str::to_string),
-    }
+    ShardPosition::Reading { after: after.map(str::to_string) }
 }
 
 pub(super) fn checkpoint(positions: &[(&str, ShardPosition)]) -> Checkpoint {
@@ -47,11 +45,7 @@ pub(super) fn batch(records: &[(&str, &str)], after: Checkpoint) -> Batch {
 }
 
 pub(super) fn unlimited() -> Limits {
-    Limits {
-        records: usize::MAX,
-        bytes: usize::MAX,
-        batches: usize::MAX,
-    }
+    Limits { records: usize::MAX, bytes: usize::MAX, batches: usize::MAX }
 }
 
 #[test]
@@ -79,18 +73,12 @@ fn a_view_inside_the_window_joins_after_what_it_applied() {
     let w = window();
     assert_eq!(
         w.join(&checkpoint(&[("a", reading(Some("10")))])),
-        Join::At {
-            next: 7,
-            skip: HashMap::new()
-        }
+        Join::At { next: 7, skip: HashMap::new() }
     );
     // After record 12: the first batch holds nothing for it; the join starts at the second.
     assert_eq!(
         w.join(&checkpoint(&[("a", reading(Some("12")))])),
-        Join::At {
-            next: 8,
-            skip: HashMap::new()
-        }
+        Join::At { next: 8, skip: HashMap::new() }
     );
     let Join::At { next, mut skip } = w.join(&checkpoint(&[("a", reading(Some("11")))])) else {
         panic!("record 11 is in the window")
@@ -145,11 +133,7 @@ fn a_finished_shard_is_skipped_and_stays_finished() {
 
 #[test]
 fn the_window_drops_its_oldest_batches_but_keeps_the_newest() {
-    let limits = Limits {
-        records: 2,
-        bytes: usize::MAX,
-        batches: usize::MAX,
-    };
+    let limits = Limits { records: 2, bytes: usize::MAX, batches: usize::MAX };
     let mut w = Window::new(Checkpoint::default(), 0, limits);
     w.push(batch(
         &[("a", "1"), ("a", "2")],
@@ -224,13 +208,7 @@ fn case() -> impl Strategy<Value = Case> {
                     .zip(view)
                     .map(|(r, x)| (x * (r.len() + 1) as f64) as usize)
                     .collect();
-                Case {
-                    shards,
-                    cuts,
-                    finished,
-                    dropped,
-                    view,
-                }
+                Case { shards, cuts, finished, dropped, view }
             })
     })
 }

@@ -11,10 +11,7 @@ use super::*;
 use crate::projection::{Value, item_to_stream};
 
 fn shard(id: &str, parent: Option<&str>) -> ShardInfo {
-    ShardInfo {
-        id: id.to_string(),
-        parent: parent.map(str::to_string),
-    }
+    ShardInfo { id: id.to_string(), parent: parent.map(str::to_string) }
 }
 
 fn checkpoint(positions: &[(&str, ShardPosition)]) -> Checkpoint {
@@ -27,9 +24,7 @@ fn checkpoint(positions: &[(&str, ShardPosition)]) -> Checkpoint {
 }
 
 fn reading(after: &str) -> ShardPosition {
-    ShardPosition::Reading {
-        after: Some(after.to_string()),
-    }
+    ShardPosition::Reading { after: Some(after.to_string()) }
 }
 
 #[test]
@@ -264,21 +259,13 @@ fn a_trimmed_read_is_a_gap_and_an_expired_iterator_is_renewed() {
 
 #[test]
 fn errors_say_what_happened_and_what_follows() {
-    let gap = StreamError::Gap {
-        shard: "shardId-1".into(),
-        after: Some("99".into()),
-    }
-    .to_string();
+    let gap = StreamError::Gap { shard: "shardId-1".into(), after: Some("99".into()) }.to_string();
     assert!(
         gap.contains("shardId-1") && gap.contains("sequence number 99") && gap.contains("24 hours"),
         "{gap}"
     );
     assert!(gap.contains("re-reads the log table"), "{gap}");
-    let from_start = StreamError::Gap {
-        shard: "s".into(),
-        after: None,
-    }
-    .to_string();
+    let from_start = StreamError::Gap { shard: "s".into(), after: None }.to_string();
     assert!(from_start.contains("after its start"), "{from_start}");
 }
 
@@ -379,13 +366,7 @@ fn an_invalid_image_names_the_shard_the_record_and_the_attribute() {
         ("score".to_string(), AttributeValue::N("not-a-number".into())),
     ]);
     match convert_record("shardId-9", record_with_new_image("55", image)) {
-        Err(
-            ref error @ StreamError::Record {
-                ref shard,
-                ref sequence_number,
-                ref message,
-            },
-        ) => {
+        Err(ref error @ StreamError::Record { ref shard, ref sequence_number, ref message }) => {
             assert_eq!((shard.as_str(), sequence_number.as_str()), ("shardId-9", "55"));
             assert!(
                 message.contains("NewImage") && message.contains("`score`"),

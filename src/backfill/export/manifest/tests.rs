@@ -117,10 +117,7 @@ fn ion_export_is_rejected_clearly() {
     let err = summary_from(&json).expect_err("ION is not supported");
     assert!(matches!(
         err,
-        ManifestError::UnsupportedOutputFormat {
-            format: OutputFormat::Ion,
-            ..
-        }
+        ManifestError::UnsupportedOutputFormat { format: OutputFormat::Ion, .. }
     ));
     assert_eq!(err.category(), "unsupported_format");
     let message = err.to_string();
@@ -294,11 +291,7 @@ fn item_count_mismatch_between_manifests() {
     assert!(
         matches!(
             err,
-            ManifestError::ItemCountMismatch {
-                expected: 40,
-                actual: 39,
-                ..
-            }
+            ManifestError::ItemCountMismatch { expected: 40, actual: 39, .. }
         ),
         "{err:?}"
     );

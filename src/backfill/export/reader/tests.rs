@@ -176,13 +176,7 @@ fn reads_the_incremental_export_in_the_shared_data_folder() {
 
     let mut shapes = std::collections::BTreeMap::new();
     for record in &records {
-        let ExportRecord::Incremental {
-            keys,
-            new_image,
-            old_image,
-            write_timestamp_micros,
-        } = record
-        else {
+        let ExportRecord::Incremental { keys, new_image, old_image, write_timestamp_micros } = record else {
             panic!("full record in an incremental export: {record:?}");
         };
         assert_eq!(keys.len(), 2, "Keys hold pk and sk only");
@@ -240,10 +234,7 @@ fn incremental_old_image_is_the_item_from_the_full_export() {
             .expect("verifies")
             .1
         {
-            if let ExportRecord::Incremental {
-                old_image: Some(old), ..
-            } = record
-            {
+            if let ExportRecord::Incremental { old_image: Some(old), .. } = record {
                 assert!(
                     full.contains(&ExportRecord::Full(old.clone())),
                     "{old:?} is not in the full export"
@@ -272,10 +263,7 @@ fn write_timestamp_micros_in_every_encoding() {
     let micros: Vec<_> = records
         .iter()
         .map(|r| match r {
-            ExportRecord::Incremental {
-                write_timestamp_micros,
-                ..
-            } => *write_timestamp_micros,
+            ExportRecord::Incremental { write_timestamp_micros, .. } => *write_timestamp_micros,
             ExportRecord::Full(_) => panic!("full record"),
         })
         .collect();
@@ -291,11 +279,7 @@ fn write_timestamp_micros_in_every_encoding() {
     );
     assert!(matches!(
         &records[3],
-        ExportRecord::Incremental {
-            new_image: None,
-            old_image: None,
-            ..
-        }
+        ExportRecord::Incremental { new_image: None, old_image: None, .. }
     ));
 
     let bad = gzip(&[r#"{"Metadata":{"WriteTimestampMicros":{"N":"1.5e3x"}},"Keys":{}}"#]);
@@ -320,12 +304,7 @@ fn wrong_md5_in_the_manifest_entry_is_reported_after_reading() {
     )
     .expect_err("MD5 differs");
     assert_eq!(handed_over, 18, "records stream before the MD5 is known");
-    let ReadError::Md5Mismatch {
-        file: key,
-        expected,
-        actual,
-    } = &err
-    else {
+    let ReadError::Md5Mismatch { file: key, expected, actual } = &err else {
         panic!("{err:?}")
     };
     assert_eq!(key, &file.data_file_s3_key);
@@ -422,14 +401,7 @@ fn item_count_mismatch_names_the_file() {
     file.item_count = 21;
     let err = collect(&file, ExportKind::Full, &body_of(&file)).expect_err("22 lines, not 21");
     assert!(
-        matches!(
-            err,
-            ReadError::ItemCountMismatch {
-                expected: 21,
-                actual: 22,
-                ..
-            }
-        ),
+        matches!(err, ReadError::ItemCountMismatch { expected: 21, actual: 22, .. }),
         "{err:?}"
     );
     assert_eq!(err.category(), "item_count_mismatch");
@@ -450,11 +422,7 @@ fn empty_partition_as_zero_bytes_or_empty_gzip() {
     let (stats, records) = collect(&empty_gzip, ExportKind::Incremental, &body).expect("empty gzip stream");
     assert_eq!(
         stats,
-        FileStats {
-            records: 0,
-            compressed_bytes: 20,
-            uncompressed_bytes: 0
-        }
+        FileStats { records: 0, compressed_bytes: 20, uncompressed_bytes: 0 }
     );
     assert!(records.is_empty());
 
@@ -517,12 +485,7 @@ fn handler_error_stops_reading_at_that_line() {
     )
     .expect_err("handler fails");
     assert_eq!(calls, 3, "no record after the failing one");
-    let ReadError::Callback {
-        file: key,
-        line,
-        source,
-    } = &err
-    else {
+    let ReadError::Callback { file: key, line, source } = &err else {
         panic!("{err:?}")
     };
     assert_eq!((key.as_str(), *line), (file.data_file_s3_key.as_str(), 3));
@@ -554,10 +517,7 @@ fn records_are_handed_over_while_the_body_is_still_being_read() {
     read_data_file(
         &file,
         ExportKind::Full,
-        Trickle {
-            body: &body,
-            served: served.clone(),
-        },
+        Trickle { body: &body, served: served.clone() },
         |_: ExportRecord<Item>| {
             served_at_first_record.get_or_insert(served.get());
             Ok::<_, io::Error>(())
