@@ -258,7 +258,9 @@ async fn main() -> ExitCode {
     // Started by Lambda as `bootstrap` (no arguments): serve the built-in function the handler names.
     if kappa_operator::functions::entry::started_by_lambda() {
         kappa_operator::telemetry::init_lambda();
-        return match kappa_operator::functions::entry::run().await {
+        // Each command's future is boxed: inlined into one `main` future their nested async types pass the
+        // compiler's query depth limit ("queries overflow the depth limit").
+        return match Box::pin(kappa_operator::functions::entry::run()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("kappa-operator function: {e}");
@@ -294,7 +296,7 @@ async fn main() -> ExitCode {
                 index,
                 pre_aggregation,
             };
-            match kappa_operator::runtime::backfill_job::run(&share).await {
+            match Box::pin(kappa_operator::runtime::backfill_job::run(&share)).await {
                 Ok(p) => {
                     tracing::info!(
                         index,
@@ -473,7 +475,7 @@ async fn main() -> ExitCode {
         }
         Command::Run(settings) => {
             telemetry::init(cli.log_format);
-            match run(*settings, &cli.kube).await {
+            match Box::pin(run(*settings, &cli.kube)).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(message) => {
                     tracing::error!("{message}");

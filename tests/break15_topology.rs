@@ -242,6 +242,26 @@ fn assert_same_as_before(
             .collect::<Vec<_>>(),
         "removals"
     );
+    // A removal deletes the storage remove_version planned for itself before the topology held it.
+    assert_eq!(
+        t.removed_storage.keys().copied().collect::<Vec<_>>(),
+        removals.iter().map(|r| r.version.version).collect::<Vec<_>>(),
+        "a storage per removal"
+    );
+    for r in &removals {
+        let before = plan_version(
+            CLUSTER,
+            &old_version_view(view, &r.version),
+            all,
+            r.version.version,
+        );
+        assert_eq!(
+            t.removed_storage[&r.version.version],
+            before.in_namespace(uid),
+            "storage of removed v{}",
+            r.version.version
+        );
+    }
     assert_eq!(t.latest, latest, "latest");
     assert_eq!(t.desired_hash, content_hash(&desired));
     assert_eq!(

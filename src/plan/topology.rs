@@ -61,6 +61,8 @@ pub struct ViewTopology {
     pub versions: Vec<ViewVersion>,
     /// The versions that go, each with why.
     pub removals: Vec<Removal>,
+    /// The storage of each version that goes, by number: what its removal deletes.
+    pub removed_storage: BTreeMap<i64, ViewPlan>,
     /// The highest version number ever used.
     pub latest: i64,
     /// The version `kappa.dev/approve-promotion` names (`"3"` or `"v3"`), when it parses.
@@ -296,6 +298,10 @@ pub fn plan_topology<V: Borrow<MaterializedView>>(input: &TopologyInput<'_, V>) 
         promotion,
         now,
     );
+    let removed_storage = removals
+        .iter()
+        .map(|r| (r.version.version, storage_of(input, &r.version)))
+        .collect();
     let plans = versions
         .iter()
         .filter(|v| v.state != VersionState::Failed)
@@ -310,6 +316,7 @@ pub fn plan_topology<V: Borrow<MaterializedView>>(input: &TopologyInput<'_, V>) 
         recorded,
         versions,
         removals,
+        removed_storage,
         latest,
         approved,
         max_lag: parse_duration(&promotion.max_lag).unwrap_or(Duration::from_secs(30)),
@@ -330,14 +337,63 @@ fn approved_version(annotation: &str) -> Option<i64> {
     }
 }
 
+/// Version `v`'s storage: its views table and, in a shared one, its key prefix.
+fn storage_of<V: Borrow<MaterializedView>>(input: &TopologyInput<'_, V>, v: &ViewVersion) -> ViewPlan {
+    let TopologyInput { cluster, view, siblings, namespace_uid, .. } = *input;
+    plan_version(cluster, &version_view(view, v), siblings, v.version).in_namespace(namespace_uid)
+}
+
+/// What deleting a view (`deletionPolicy: Delete`) removes, planned before any call: the storage its
+/// spec names, and every recorded version with its storage.
+pub struct DeletionPlan {
+    /// The spec's storage (`crate::plan::view::plan_view`).
+    pub storage: ViewPlan,
+    /// The recorded versions, each with its storage.
+    pub versions: Vec<(ViewVersion, ViewPlan)>,
+}
+
+impl DeletionPlan {
+    /// Whether `version_storage` is elsewhere than the spec's storage (another table or key prefix):
+    /// the version's items or table go with the version.
+    pub fn elsewhere(&self, version_storage: &ViewPlan) -> bool {
+        (
+            version_storage.table.name.as_str(),
+            version_storage.key_prefix.as_deref(),
+        ) != (
+            self.storage.table.name.as_str(),
+            self.storage.key_prefix.as_deref(),
+        )
+    }
+}
+
+/// Plans the deletion of `view`, whose status recorded `recorded`, among `siblings` (the namespace's other
+/// views). Pure.
+pub fn plan_deletion(
+    cluster: &str,
+    view: &MaterializedView,
+    recorded: &[ViewVersion],
+    siblings: &[impl Borrow<MaterializedView>],
+    namespace_uid: Option<&str>,
+) -> DeletionPlan {
+    let storage = plan_view(cluster, view, siblings).in_namespace(namespace_uid);
+    let versions = recorded
+        .iter()
+        .map(|v| {
+            let vplan = plan_version(cluster, &version_view(view, v), siblings, v.version);
+            (v.clone(), vplan.in_namespace(namespace_uid))
+        })
+        .collect();
+    DeletionPlan { storage, versions }
+}
+
 /// One version's plan: its storage, projection and, on Lambda, its projector.
 fn plan_of_version<V: Borrow<MaterializedView>>(
     input: &TopologyInput<'_, V>,
     v: &ViewVersion,
 ) -> VersionPlan {
-    let TopologyInput { cluster, view, log, siblings, namespace_uid, .. } = *input;
+    let TopologyInput { cluster, view, log, siblings, .. } = *input;
     let vview = version_view(view, v);
-    let storage = plan_version(cluster, &vview, siblings, v.version).in_namespace(namespace_uid);
+    let storage = storage_of(input, v);
     let key_prefix = storage.key_prefix.clone().unwrap_or_default();
     let projection =
         ProjectionConfig::from_spec(&vview.name_any(), &vview.spec, &log.spec, &key_prefix).map(Arc::new);
@@ -619,5 +675,37 @@ mod tests {
                 "{annotation:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_deletion_removes_each_recorded_version_with_the_storage_it_was_planned() {
+        let mut v = with_active_v1(view("players", COUNT, ""), LATEST);
+        let status = v.status.as_mut().unwrap();
+        let v2 = ViewVersion {
+            version: 2,
+            state: VersionState::Building,
+            ..status.versions[0].clone()
+        };
+        status.versions.push(v2);
+        let recorded = status.versions.clone();
+        let d = plan_deletion("prod", &v, &recorded, &[&v], Some("uid-ns"));
+        assert_eq!(
+            d.storage,
+            plan_view("prod", &v, &[&v]).in_namespace(Some("uid-ns"))
+        );
+        assert_eq!(d.versions.len(), 2);
+        for (version, storage) in &d.versions {
+            let before = plan_version("prod", &version_view(&v, version), &[&v], version.version);
+            assert_eq!(
+                *storage,
+                before.in_namespace(Some("uid-ns")),
+                "v{}",
+                version.version
+            );
+        }
+        // Version 1 is stored where the spec says (its prefix); version 2 under its own, elsewhere.
+        assert_eq!(d.versions[0].1.key_prefix.as_deref(), Some("players#"));
+        assert!(!d.elsewhere(&d.versions[0].1));
+        assert!(d.elsewhere(&d.versions[1].1), "{:?}", d.versions[1].1.key_prefix);
     }
 }

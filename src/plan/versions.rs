@@ -292,6 +292,55 @@ mod tests {
         .unwrap()
     }
 
+    /// Specs whose content hashes earlier releases recorded in `status.versions[].contentHash`: a change to
+    /// how a content serializes would give every such view a new hash, so a rebuild of every view on
+    /// upgrade. Each hash was computed by release d9e1803.
+    const PINNED_CONTENTS: [&str; 7] = [
+        "recordTypes: [player]\n  projection: {mode: Latest, key: {partitionKey: 'P#{id}'}, orderBy: seq}",
+        "recordTypes: [game, player]\n  projection: {mode: Count, key: {partitionKey: 'G#{gameId}', sortKey: total}, \
+         filter: [{attribute: status, operator: Equals, value: done}, {attribute: tier, operator: In, values: [a, b]}]}\n  store: {table: Dedicated}",
+        "recordTypes: [score]\n  projection: {mode: Sum, sumOf: points, key: {partitionKey: 'S#{team}'}}\n  \
+         store: {sharedTableName: scores, keyPrefix: 'T#'}",
+        "recordTypes: [score]\n  projection: {mode: Max, maxOf: points, key: {partitionKey: 'M#{team}'}, \
+         attributes: [{from: player, to: who}, {from: team}]}",
+        "recordTypes: [player]\n  projector: {runtime: Lambda, code: {imageUri: \
+         '123456789012.dkr.ecr.eu-west-1.amazonaws.com/p:1'}}",
+        "recordTypes: [player]\n  projector: {runtime: Lambda, code: {functionArn: \
+         'arn:aws:lambda:eu-west-1:123456789012:function:mine'}}",
+        "recordTypes: [player]\n  projector: {runtime: Lambda, code: {s3: {bucket: b, key: k.zip, \
+         lambdaRuntime: python3.12, handler: app.handler}}}",
+    ];
+
+    fn pinned_hashes() -> Vec<String> {
+        PINNED_CONTENTS
+            .iter()
+            .map(|spec| {
+                let v: MaterializedView = serde_yaml::from_str(&format!(
+                    "apiVersion: kappa.dev/v1alpha1\nkind: MaterializedView\nmetadata: {{name: v, namespace: n}}\n\
+                     spec:\n  eventLogRef: {{name: log}}\n  {spec}\n"
+                ))
+                .unwrap_or_else(|e| panic!("{spec}: {e}"));
+                content_hash(&content_of(&v))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn content_hashes_are_those_earlier_releases_recorded() {
+        assert_eq!(
+            pinned_hashes(),
+            [
+                "d56927040af56679",
+                "7779949ec83d713b",
+                "dbd3c86acb780738",
+                "4ac815ffd9b8f24b",
+                "d07c80074928850d",
+                "4724880da71ef30a",
+                "4ad9e7ee3a84d8af"
+            ]
+        );
+    }
+
     const LATEST: &str = "{mode: Latest, key: {partitionKey: \"P#{id}\"}}";
     const COUNT: &str = "{mode: Count, key: {partitionKey: \"P#{id}\"}}";
 

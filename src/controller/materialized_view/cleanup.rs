@@ -13,6 +13,7 @@ use crate::controller::status::{self, Health};
 use crate::controller::{Context, Result, validate};
 use crate::crd::{DeletionPolicy, MaterializedView, ViewPhase, ViewVersion, reasons};
 use crate::plan::names::NameKind;
+use crate::plan::topology::plan_deletion;
 use crate::plan::view::{ViewPlan, plan_view};
 
 /// For a view being deleted with the last use of its shared views table: the other views' retained
@@ -124,14 +125,18 @@ async fn delete_owned(
         .filter(|v| v.name_any() != name && v.metadata.deletion_timestamp.is_none())
         .collect();
     let namespace_uid = ctx.namespace_uid(ns).await?;
-    let plan = plan_view(&ctx.config.cluster_id, view, &others).in_namespace(namespace_uid.as_deref());
+    let deletion = plan_deletion(
+        &ctx.config.cluster_id,
+        view,
+        recorded,
+        &others,
+        namespace_uid.as_deref(),
+    );
+    let plan = &deletion.storage;
     // Versions stored elsewhere than the spec's own storage go first (their items or tables).
-    for v in recorded {
-        let vview = crate::plan::versions::view_with_content(view, &v.content);
-        let vplan = crate::plan::versions::plan_version(&ctx.config.cluster_id, &vview, &others, v.version);
-        let elsewhere = (vplan.table.name.as_str(), vplan.key_prefix.as_deref())
-            != (plan.table.name.as_str(), plan.key_prefix.as_deref());
-        super::versions::remove_version(view, ctx, ns, &others, v, elsewhere).await?;
+    for (v, vplan) in &deletion.versions {
+        let elsewhere = deletion.elsewhere(vplan);
+        super::versions::remove_version(view, ctx, ns, &others, v, vplan, elsewhere).await?;
         crate::fail_point!("deletion-resource-removed");
     }
     // The export of a backfill that had not finished (or removed it) yet.
@@ -144,7 +149,7 @@ async fn delete_owned(
         super::backfill::delete_export(ctx, ns, &view.name_any(), b).await?;
     }
     let resources = view.status.clone().unwrap_or_default().resources;
-    let projector = super::lambda::delete_projector(&resources, ctx, &plan).await?;
+    let projector = super::lambda::delete_projector(&resources, ctx, plan).await?;
     let role = plan.owner.resource_name("projector", NameKind::Role);
     let mut role_note = match projector.is_empty() {
         true => String::new(),
@@ -166,8 +171,8 @@ async fn delete_owned(
         .map(|v| v.name_any())
         .collect();
     Ok(if !sharers.is_empty() {
-        delete_shared_items(view, ctx, &plan, &others, &sharers, &role_note).await?
-    } else if let Some(kept) = retained_in_shared_table(view, ctx, &plan).await? {
+        delete_shared_items(view, ctx, plan, &others, &sharers, &role_note).await?
+    } else if let Some(kept) = retained_in_shared_table(view, ctx, plan).await? {
         format!(
             "deletionPolicy Delete: {role_note}the shared views table {} is kept: it holds {kept}, \
              retained when their views were deleted (delete them, or the table, by hand)",

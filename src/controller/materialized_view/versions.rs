@@ -30,7 +30,7 @@ use crate::crd::{
     ViewVersion, reasons,
 };
 use crate::plan::topology::{ViewTopology, version_view};
-use crate::plan::versions::{Readiness, Removal, Transition, settle};
+use crate::plan::versions::{Readiness, Transition, settle};
 use crate::runtime::checkpoints::{self, ConfigMapCheckpoint};
 
 /// What the versions of a view came to in this reconcile.
@@ -85,7 +85,7 @@ pub(super) async fn run(
         .iter()
         .filter(|v| !recorded.iter().any(|r| r.version == v.version))
         .collect();
-    retire_and_announce(view, ctx, ns, all, &topology.removals, &new).await?;
+    retire_and_announce(view, ctx, ns, all, topology, &new).await?;
 
     let on = Reconciling { view, log, ctx, ns, all, topology };
     let (mut outcomes, mut tables) = run_versions(&on, &mut versions, recorded).await?;
@@ -207,18 +207,19 @@ struct Reconciling<'a> {
     topology: &'a ViewTopology,
 }
 
-/// Removes the versions `removals` names (each with a Normal Event) and announces each `new` version
+/// Removes the versions the topology's `removals` name (each with a Normal Event) and announces each `new` version
 /// built beside the active one.
 async fn retire_and_announce(
     view: &MaterializedView,
     ctx: &Context,
     ns: &str,
     all: &[&MaterializedView],
-    removals: &[Removal],
+    topology: &ViewTopology,
     new: &[&ViewVersion],
 ) -> Result<()> {
-    for removal in removals {
-        remove_version(view, ctx, ns, all, &removal.version, true).await?;
+    for removal in &topology.removals {
+        let storage = &topology.removed_storage[&removal.version.version];
+        remove_version(view, ctx, ns, all, &removal.version, storage, true).await?;
         crate::fail_point!("version-retired");
         status::publish(
             ctx,
@@ -709,24 +710,21 @@ async fn write_pointer(
     Ok(())
 }
 
-/// Removes a version: its live path and backfill first (the tasks and their checkpoints, or its projector
-/// function, subscriptions, mapping and role), then, with `storage`, its items (a shared table) or its
-/// table (a dedicated one).
+/// Removes a version whose storage is `plan` (planned by `crate::plan::topology`): its live path and
+/// backfill first (the tasks and their checkpoints, or its projector function, subscriptions, mapping and
+/// role), then, with `storage`, its items (a shared table) or its table (a dedicated one).
 pub(super) async fn remove_version(
     view: &MaterializedView,
     ctx: &Context,
     ns: &str,
     all: &[&MaterializedView],
     v: &ViewVersion,
+    plan: &crate::plan::view::ViewPlan,
     storage: bool,
 ) -> Result<()> {
     let target = Target::new(view, v.version);
     stop_version(view, ctx, ns, v, &target).await?;
-    let namespace_uid = ctx.namespace_uid(ns).await?;
-    let plan =
-        crate::plan::versions::plan_version(&ctx.config.cluster_id, &version_view(view, v), all, v.version)
-            .in_namespace(namespace_uid.as_deref());
-    let projector = super::lambda::delete_projector(&v.resources, ctx, &plan).await?;
+    let projector = super::lambda::delete_projector(&v.resources, ctx, plan).await?;
     let role = plan
         .owner
         .resource_name(&plan.projector_role_name(), crate::plan::names::NameKind::Role);
@@ -737,7 +735,7 @@ pub(super) async fn remove_version(
     if !storage {
         return Ok(());
     }
-    remove_storage(view, ctx, all, v, &plan).await
+    remove_storage(view, ctx, all, v, plan).await
 }
 
 /// Deletes a version's items (a shared table: only under its own prefix, and only items this object
