@@ -162,7 +162,7 @@ impl ConnectionStore for DynamoConnections {
     }
 
     async fn subscribe(&self, on: ViewSubscription<'_>, expires_at: i64) -> Result<(), ConnectionStoreError> {
-        let ViewSubscription { connection_id, view, key_prefix } = on;
+        let ViewSubscription { connection_id, view, key_prefix } = on.check()?;
         let entry = subscription_entry(view, key_prefix);
         let result = (self.update_connection(connection_id))
             .update_expression("ADD #subs :entries")

@@ -165,6 +165,12 @@ pub enum ConnectionStoreError {
     /// The connection has no item (it never connected, or its item expired).
     #[error("connection {connection_id} is not registered (its item is missing or expired): reconnect")]
     NotConnected { connection_id: String },
+    /// The view name holds the separator of a connection item's subscription entries.
+    #[error(
+        "view {view:?} contains '|', which separates a view from its key prefix in the connections table: \
+         subscribe to a MaterializedView by its name (Kubernetes names have no '|')"
+    )]
+    InvalidView { view: String },
     /// A DynamoDB call failed.
     #[error("{operation} on connections table {table} failed: {message}")]
     Call {
@@ -196,6 +202,15 @@ pub struct ViewSubscription<'a> {
 }
 
 impl<'a> ViewSubscription<'a> {
+    /// Refuses a view name an entry could not be parsed back from ([`parse_subscription_entry`] splits at
+    /// the first `|`; a key prefix may hold `|`, a view name may not).
+    pub fn check(self) -> Result<Self, ConnectionStoreError> {
+        match self.view.contains('|') {
+            true => Err(ConnectionStoreError::InvalidView { view: self.view.to_string() }),
+            false => Ok(self),
+        }
+    }
+
     pub fn new(connection_id: &'a str, view: &'a str, key_prefix: Option<&'a str>) -> Self {
         Self { connection_id, view, key_prefix }
     }
@@ -309,7 +324,7 @@ impl ConnectionStore for MemoryConnections {
     }
 
     async fn subscribe(&self, on: ViewSubscription<'_>, expires_at: i64) -> Result<(), ConnectionStoreError> {
-        let ViewSubscription { connection_id, view, key_prefix } = on;
+        let ViewSubscription { connection_id, view, key_prefix } = on.check()?;
         let mut items = self.lock()?;
         let entry = subscription_entry(view, key_prefix);
         let Some(connection) = items.get_mut(&connection_key(connection_id)) else {
