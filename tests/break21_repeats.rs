@@ -174,14 +174,18 @@ async fn load_band_reads_every_page_through_empty_pages_and_transient_failures()
         band,
         HashSet::from(["a".to_string(), "b".to_string(), "c".to_string()])
     );
-    let first: Vec<u64> = fake
-        .ops("Query")
+    let first = first_partition_pages(&fake);
+    assert_eq!(first, vec![0, 1, 2, 2, 3, 3, 4]);
+    assert_eq!(writer.transient_log().get().count, 2);
+}
+
+/// The start pages of the Queries of the first band partition, in the order sent.
+fn first_partition_pages(fake: &Scripted) -> Vec<u64> {
+    fake.ops("Query")
         .iter()
         .filter(|b| is_first_partition(b))
         .map(start_page)
-        .collect();
-    assert_eq!(first, vec![0, 1, 2, 2, 3, 3, 4]);
-    assert_eq!(writer.transient_log().get().count, 2);
+        .collect()
 }
 
 /// Input: load_band where the first partition's second page answers a permanent ValidationException.
@@ -202,12 +206,7 @@ async fn load_band_fails_on_a_permanent_error_mid_paging() {
     let writer = ViewTableWriter::new(client, "views", "v#", 2);
     let out = writer.load_band(3).await;
     assert!(out.is_err(), "a partial band was returned: {out:?}");
-    let first: Vec<u64> = fake
-        .ops("Query")
-        .iter()
-        .filter(|b| is_first_partition(b))
-        .map(start_page)
-        .collect();
+    let first = first_partition_pages(&fake);
     assert_eq!(
         first,
         vec![0, 1],
@@ -894,22 +893,19 @@ async fn status_apply_clears_a_field_another_manager_wrote() {
             raw["status"]["backfill"].clone()
         }
     };
-    let mut carried = full_status();
-    carried.backfill = Some(BackfillStatus {
-        attempt: 2,
-        reason: Some("replay by test".into()),
-        ..BackfillStatus::default()
-    });
-    let backfill = reason_after(&carried).await;
+    let with_backfill = |attempt: i64, reason: &str| {
+        let mut status = full_status();
+        status.backfill = Some(BackfillStatus {
+            attempt,
+            reason: Some(reason.into()),
+            ..BackfillStatus::default()
+        });
+        status
+    };
+    let backfill = reason_after(&with_backfill(2, "replay by test")).await;
     assert_eq!(backfill["attempt"], json!(2), "{backfill}");
     assert_eq!(backfill["reason"], json!("replay by test"), "{backfill}");
-    let mut own = full_status();
-    own.backfill = Some(BackfillStatus {
-        attempt: 3,
-        reason: Some("gap".into()),
-        ..BackfillStatus::default()
-    });
-    let backfill = reason_after(&own).await;
+    let backfill = reason_after(&with_backfill(3, "gap")).await;
     common::delete_namespace(&client, &ns).await;
     assert_eq!(backfill["attempt"], json!(3), "{backfill}");
     assert_eq!(
