@@ -169,23 +169,104 @@ impl Stack {
         common::send_messages(&self.sqs, &self.queue_url, bodies).await;
     }
 
+    /// What a failed assertion needs to tell a lagging projector from a wrong one: the records `Count`
+    /// and `Sum` marked applied (of `want.history`), the aggregates that differ, and each view's status.
+    async fn diagnosis(
+        &self,
+        want: &Expected,
+        counts: &BTreeMap<String, BigDecimal>,
+        totals: &BTreeMap<String, BigDecimal>,
+        count_markers: usize,
+        total_markers: usize,
+    ) -> String {
+        let mut out = format!(
+            "\n{count_markers} of {} records marked applied by counts, {total_markers} by totals",
+            want.history
+        );
+        for (name, seen, want) in [("counts", counts, &want.counts), ("totals", totals, &want.totals)] {
+            for (customer, w) in want {
+                match seen.get(customer) {
+                    Some(v) if v == w => {}
+                    v => out.push_str(&format!(
+                        "\n{name} {customer}: {v:?}, want {w} (difference {:?})",
+                        v.map(|v| v - w)
+                    )),
+                }
+            }
+        }
+        // The harness's lines on this namespace's functions other than successful invocations: errors,
+        // timeouts, batches discarded to a failure destination.
+        let harness = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".stack/logs/local-lambda.log");
+        let harness = std::fs::read_to_string(harness).unwrap_or_default();
+        let unusual: Vec<&str> = harness
+            .lines()
+            .filter(|l| {
+                l.contains(self.ns.as_str()) && !l.ends_with(": ok") && !l.contains("idle environment")
+            })
+            .collect();
+        out.push_str(&format!(
+            "\n{} unusual lines of the Lambda harness's log",
+            unusual.len()
+        ));
+        for line in &unusual[unusual.len().saturating_sub(20)..] {
+            out.push_str(&format!("\n  {line}"));
+        }
+        let views: Api<MaterializedView> = Api::namespaced(self.client.clone(), &self.ns);
+        for (name, _) in VIEWS {
+            let status = views.get(name).await.ok().and_then(|v| v.status);
+            out.push_str(&format!(
+                "\n{name}: {}",
+                serde_json::to_string(&status).unwrap_or_default()
+            ));
+        }
+        out
+    }
+
     /// The views table's items of view `prefix` (`<view>#`), internal items left out, by (pk, sk).
     async fn view(&self, prefix: &str) -> BTreeMap<(String, String), HashMap<String, AttributeValue>> {
-        let s = |i: &HashMap<String, AttributeValue>, k: &str| {
-            i.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
-        };
-        common::scan_all(&self.ddb, &self.views_table)
-            .await
-            .into_iter()
-            .filter(|i| s(i, "pk").starts_with(prefix) && !s(i, "pk").contains("~applied#"))
-            .map(|i| ((s(&i, "pk"), s(&i, "sk")), i))
+        self.items().await.view(prefix)
+    }
+
+    /// The views table, in one scan.
+    async fn items(&self) -> Items {
+        Items(common::scan_all(&self.ddb, &self.views_table).await)
+    }
+}
+
+/// The views table's items, scanned once.
+struct Items(Vec<HashMap<String, AttributeValue>>);
+
+impl Items {
+    fn pk(i: &HashMap<String, AttributeValue>) -> &str {
+        i.get("pk").and_then(|v| v.as_s().ok()).map_or("", |s| s.as_str())
+    }
+
+    /// The items of view `prefix` (`<view>#`), internal items left out, by (pk, sk).
+    fn view(&self, prefix: &str) -> BTreeMap<(String, String), HashMap<String, AttributeValue>> {
+        let sk = |i: &HashMap<String, AttributeValue>| i.get("sk").and_then(|v| v.as_s().ok()).cloned();
+        self.0
+            .iter()
+            .filter(|i| Self::pk(i).starts_with(prefix) && !Self::pk(i).contains("~applied#"))
+            .map(|i| ((Self::pk(i).to_string(), sk(i).unwrap_or_default()), i.clone()))
             .collect()
+    }
+
+    /// How many records view `prefix` (`<view>#`) marked applied: `Count` and `Sum` write an idempotency
+    /// marker per record in the transaction of its `ADD` (see src/aws/views.rs).
+    fn markers(&self, prefix: &str) -> usize {
+        self.0
+            .iter()
+            .filter(|i| Self::pk(i).starts_with(prefix) && Self::pk(i).contains("~applied#"))
+            .count()
     }
 }
 
 fn n(item: &HashMap<String, AttributeValue>, k: &str) -> BigDecimal {
     BigDecimal::from_str(item[k].as_n().unwrap()).unwrap()
 }
+
+/// An aggregate view's values by customer.
+type Counts = BTreeMap<String, BigDecimal>;
 
 /// What the four views hold for `orders` (distinct records): item counts and aggregates.
 struct Expected {
@@ -253,10 +334,10 @@ async fn end_to_end(test: &str, fan_out: &str) {
         },
     )
     .await;
+    let history_done = started.elapsed().as_secs_f64();
     println!(
-        "{fan_out}: {} messages to 4 views in {:.0} s",
-        bodies.len(),
-        started.elapsed().as_secs_f64()
+        "{fan_out}: {} messages to 4 views in {history_done:.0} s",
+        bodies.len()
     );
     // The four views are four projectors, each on its own reader: one may finish before another. Wait
     // until every one holds what the records imply (or time runs out), then assert each with its message.
@@ -285,32 +366,67 @@ async fn end_to_end(test: &str, fan_out: &str) {
             })
             .collect::<BTreeMap<_, _>>()
     };
-    let converged = tokio::time::Instant::now() + Duration::from_secs(180);
-    while tokio::time::Instant::now() < converged {
-        if s.view("history#").await.len() == want.history
-            && latest_of(&s.view("latest#").await) == want.latest
-            && by_customer(&s.view("counts#").await, "count") == want.counts
-            && by_customer(&s.view("totals#").await, "sum") == want.totals
-        {
-            break;
-        }
+    // Wait while the views still move: a projector behind the others (4 readers of one stream on a loaded
+    // machine) is given time as long as it makes progress; one that stops short fails here, 2 minutes
+    // after its last change, with what each view holds.
+    let snapshot = || async {
+        let items = s.items().await;
+        (
+            items.view("history#").len(),
+            latest_of(&items.view("latest#")),
+            by_customer(&items.view("counts#"), "count"),
+            by_customer(&items.view("totals#"), "sum"),
+            items.markers("counts#"),
+            items.markers("totals#"),
+        )
+    };
+    let converged = |l: &(usize, BTreeMap<String, usize>, Counts, Counts, usize, usize)| {
+        l.0 == want.history && l.1 == want.latest && l.2 == want.counts && l.3 == want.totals
+    };
+    let give_up = Instant::now() + Duration::from_secs(900);
+    let mut last = snapshot().await;
+    let mut moved = Instant::now();
+    while !converged(&last) && moved.elapsed() < Duration::from_secs(120) && Instant::now() < give_up {
         tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = snapshot().await;
+        if now != last {
+            moved = Instant::now();
+        }
+        last = now;
     }
+    println!(
+        "{fan_out}: views {} {:.0} s after the history view held every record",
+        if converged(&last) {
+            "converged"
+        } else {
+            "stopped short"
+        },
+        started.elapsed().as_secs_f64() - history_done
+    );
+    let diagnosis = s.diagnosis(&want, &last.2, &last.3, last.4, last.5).await;
     let history = s.view("history#").await;
-    assert_eq!(history.len(), want.history, "one Append item per distinct record");
+    assert_eq!(
+        history.len(),
+        want.history,
+        "one Append item per distinct record{diagnosis}"
+    );
     let latest = s.view("latest#").await;
     let seen = latest_of(&latest);
     assert_eq!(
         seen,
         want.latest,
-        "Latest: each order's greatest seq; the functions' logs:{}",
+        "Latest: each order's greatest seq{diagnosis}; the functions' logs:{}",
         common::function_logs(&s.ns, 15)
     );
-    assert_eq!(by_customer(&s.view("counts#").await, "count"), want.counts);
+    assert_eq!(
+        by_customer(&s.view("counts#").await, "count"),
+        want.counts,
+        "exact counts{diagnosis}"
+    );
     assert_eq!(
         by_customer(&s.view("totals#").await, "sum"),
         want.totals,
-        "exact sums"
+        "exact sums{diagnosis}"
     );
     let big = &latest[&("latest#O#999999".to_string(), "LATEST".to_string())];
     assert_eq!(
