@@ -4,6 +4,14 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/kappa-operator/target}
+# Cargo's fingerprint of this package leaves its path out, so a test binary built in another checkout
+# sharing CARGO_TARGET_DIR (CI's clone, a worktree) is reused when this checkout's files are older, and it
+# reads its fixtures from that checkout (env!("CARGO_MANIFEST_DIR")). Rebuild when the checkout changes.
+mkdir -p "$CARGO_TARGET_DIR"
+if [ "$(cat "$CARGO_TARGET_DIR/.kappa-checkout" 2>/dev/null)" != "$PWD" ]; then
+  touch src/lib.rs src/main.rs
+  echo "$PWD" >"$CARGO_TARGET_DIR/.kappa-checkout"
+fi
 
 started=0
 # (status into a variable first: with pipefail, `grep -q` closing the pipe early would fail the pipeline)
