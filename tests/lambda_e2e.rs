@@ -174,8 +174,8 @@ impl Stack {
     async fn diagnosis(
         &self,
         want: &Expected,
-        counts: &BTreeMap<String, BigDecimal>,
-        totals: &BTreeMap<String, BigDecimal>,
+        counts: &Counts,
+        totals: &Counts,
         count_markers: usize,
         total_markers: usize,
     ) -> String {
@@ -272,8 +272,8 @@ type Counts = BTreeMap<String, BigDecimal>;
 struct Expected {
     latest: BTreeMap<String, usize>,
     history: usize,
-    counts: BTreeMap<String, BigDecimal>,
-    totals: BTreeMap<String, BigDecimal>,
+    counts: Counts,
+    totals: Counts,
 }
 
 fn expected(orders: &[Order]) -> Expected {
